@@ -1,0 +1,21 @@
+//! Typed configuration for every llmrouter service.
+//!
+//! Layers, later wins: the built-in `config/default.toml` → an optional `--config` file
+//! (TOML, YAML or JSON, by extension) → `LLMR__SECTION__KEY` environment variables.
+//! `${VAR}` (or `${VAR:-default}`) in any string value expands from the environment.
+//! Unknown keys are rejected with their path; [`Settings::validate`] checks what serde
+//! cannot (cross-field rules) and names the field too. Secrets are [`secrecy::SecretString`].
+//!
+//! # Layout
+//! - [`settings`]: the sections and their defaults.
+//! - [`load`]: layering, expansion, validation.
+
+mod expand;
+mod load;
+mod settings;
+
+pub use load::{ConfigError, load, load_from};
+pub use settings::*;
+
+/// The built-in default configuration, embedded in the binary.
+pub const DEFAULT_TOML: &str = include_str!("../../../config/default.toml");

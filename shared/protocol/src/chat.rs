@@ -1,0 +1,199 @@
+//! The partial parse and validation of a chat completion request.
+//!
+//! Only what a decision needs is read: `model`, `stream`, `stream_options.include_usage`,
+//! and the shape of `messages`. Every other field passes through untouched in the raw body.
+//! Errors name the offending field (`messages[1].role`) in OpenAI's `param`.
+
+use std::borrow::Cow;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::error::ApiError;
+
+const ROLES: &[&str] = &["system", "developer", "user", "assistant", "tool", "function"];
+
+/// What the gateway and router need to know about a chat completion request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatRequest<'a> {
+    pub model: Cow<'a, str>,
+    pub stream: bool,
+    pub include_usage: bool,
+    pub message_count: usize,
+}
+
+#[derive(Deserialize)]
+struct Raw<'a> {
+    #[serde(borrow, default)]
+    model: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    messages: Option<Vec<RawMessage<'a>>>,
+    #[serde(default)]
+    stream: Option<bool>,
+    #[serde(default)]
+    stream_options: Option<StreamOptions>,
+}
+
+#[derive(Deserialize)]
+struct RawMessage<'a> {
+    #[serde(borrow, default)]
+    role: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    content: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct StreamOptions {
+    #[serde(default)]
+    include_usage: Option<bool>,
+}
+
+/// Parses and validates a chat completion body.
+pub fn parse(body: &[u8]) -> Result<ChatRequest<'_>, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::invalid("The request body is empty; expected a JSON object.", None));
+    }
+    if serde_json::from_slice::<serde::de::IgnoredAny>(body).is_err() {
+        return Err(ApiError::invalid(
+            "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your HTTP library correctly.)",
+            None,
+        ));
+    }
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    let raw: Raw<'_> = serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        if path == "." {
+            ApiError::invalid("The request body must be a JSON object.", None)
+        } else {
+            ApiError::invalid(format!("Invalid type for '{path}': {}", strip_position(&e.inner().to_string())), Some(&path))
+        }
+    })?;
+
+    let model = match raw.model {
+        Some(m) if !m.is_empty() => m,
+        _ => return Err(ApiError::invalid("Missing required parameter: 'model'.", Some("model"))),
+    };
+    let Some(messages) = raw.messages else {
+        return Err(ApiError::invalid("Missing required parameter: 'messages'.", Some("messages")));
+    };
+    if messages.is_empty() {
+        return Err(ApiError::invalid(
+            "Invalid 'messages': empty array. Expected an array with minimum length 1.",
+            Some("messages"),
+        ));
+    }
+    for (i, m) in messages.iter().enumerate() {
+        match m.role.as_deref() {
+            None => {
+                return Err(ApiError::invalid(
+                    format!("Missing required parameter: 'messages[{i}].role'."),
+                    Some(&format!("messages[{i}].role")),
+                ));
+            }
+            Some(r) if !ROLES.contains(&r) => {
+                return Err(ApiError::invalid(
+                    format!("Invalid value: '{r}'. Supported values are: {}.", ROLES.join(", ")),
+                    Some(&format!("messages[{i}].role")),
+                ));
+            }
+            Some(_) => {}
+        }
+        if let Some(c) = m.content {
+            let first = c.get().as_bytes().first().copied().unwrap_or(b'n');
+            if !matches!(first, b'"' | b'[' | b'n') {
+                return Err(ApiError::invalid(
+                    format!("Invalid type for 'messages[{i}].content': expected a string or an array of content parts."),
+                    Some(&format!("messages[{i}].content")),
+                ));
+            }
+        }
+    }
+    let stream = raw.stream.unwrap_or(false);
+    if raw.stream_options.is_some() && !stream {
+        return Err(ApiError::invalid(
+            "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+            Some("stream_options"),
+        ));
+    }
+    Ok(ChatRequest {
+        model,
+        stream,
+        include_usage: raw.stream_options.and_then(|o| o.include_usage).unwrap_or(false),
+        message_count: messages.len(),
+    })
+}
+
+/// serde_json appends " at line L column C"; the field path already says where.
+fn strip_position(msg: &str) -> &str {
+    msg.find(" at line ").map_or(msg, |i| &msg[..i])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(body: &str) -> ApiError {
+        parse(body.as_bytes()).unwrap_err()
+    }
+
+    fn param(e: &ApiError) -> Option<&str> {
+        e.param()
+    }
+
+    #[test]
+    fn accepts_a_minimal_request() {
+        let r = parse(br#"{"model":"echo","messages":[{"role":"user","content":"hi"}],"temperature":0.2}"#).unwrap();
+        assert_eq!(r.model, "echo");
+        assert!(!r.stream);
+        assert_eq!(r.message_count, 1);
+    }
+
+    #[test]
+    fn reads_stream_and_usage_options() {
+        let r = parse(br#"{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"x"}]}],"stream":true,"stream_options":{"include_usage":true}}"#).unwrap();
+        assert!(r.stream && r.include_usage);
+    }
+
+    #[test]
+    fn rejects_malformed_json() {
+        let e = err(r#"{"model":"m","#);
+        assert_eq!(e.status(), 400);
+        assert!(e.to_string().contains("parse the JSON"));
+    }
+
+    #[test]
+    fn rejects_non_object_bodies() {
+        assert_eq!(err("[1,2]").status(), 400);
+        assert_eq!(err("   ").status(), 400);
+    }
+
+    #[test]
+    fn rejects_missing_model_and_messages() {
+        assert_eq!(param(&err(r#"{"messages":[{"role":"user","content":"x"}]}"#)), Some("model"));
+        assert_eq!(param(&err(r#"{"model":"m"}"#)), Some("messages"));
+        assert_eq!(param(&err(r#"{"model":"m","messages":[]}"#)), Some("messages"));
+    }
+
+    #[test]
+    fn names_the_field_with_a_wrong_type() {
+        assert_eq!(param(&err(r#"{"model":5,"messages":[]}"#)), Some("model"));
+        assert_eq!(param(&err(r#"{"model":"m","messages":"hi"}"#)), Some("messages"));
+        assert_eq!(param(&err(r#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream":"yes"}"#)), Some("stream"));
+        let e = err(r#"{"model":"m","messages":[{"role":"user","content":"x"},{"role":7}]}"#);
+        assert_eq!(param(&e), Some("messages[1].role"));
+        assert!(!e.to_string().contains("line"));
+    }
+
+    #[test]
+    fn rejects_unknown_roles_and_bad_content() {
+        assert_eq!(param(&err(r#"{"model":"m","messages":[{"role":"wizard","content":"x"}]}"#)), Some("messages[0].role"));
+        assert_eq!(param(&err(r#"{"model":"m","messages":[{"content":"x"}]}"#)), Some("messages[0].role"));
+        assert_eq!(param(&err(r#"{"model":"m","messages":[{"role":"user","content":5}]}"#)), Some("messages[0].content"));
+    }
+
+    #[test]
+    fn rejects_stream_options_without_stream() {
+        let e = err(r#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream_options":{"include_usage":true}}"#);
+        assert_eq!(param(&e), Some("stream_options"));
+    }
+}

@@ -1,0 +1,195 @@
+//! The one error type every service answers with, and its mapping to OpenAI's error JSON
+//! (`{"error":{"message","type","param","code"}}`) and HTTP status — in one place.
+//!
+//! Errors travel between services inside `error` frames (serialized with serde), so the
+//! gateway answers exactly what the service that failed decided.
+
+use serde::{Deserialize, Serialize};
+
+/// Every way a request can fail, with the facts the client and failover need.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ApiError {
+    /// The request is malformed; `param` names the offending field when known.
+    #[error("{message}")]
+    InvalidRequest { message: String, param: Option<String> },
+    #[error("The model `{model}` does not exist or you do not have access to it.")]
+    ModelNotFound { model: String },
+    #[error("{message}")]
+    Unauthorized { message: String },
+    #[error("Request body is larger than the limit of {limit} bytes.")]
+    PayloadTooLarge { limit: usize },
+    #[error("Unknown route: {method} {path}")]
+    RouteNotFound { method: String, path: String },
+    #[error("{message}")]
+    RateLimited { message: String, retry_after_s: Option<u64> },
+    /// An upstream refused the request as the client's fault (4xx); its body is passed on.
+    #[error("upstream answered {status}")]
+    UpstreamRejected { status: u16, body: String },
+    /// Every attempt at an upstream failed (5xx, connect error, timeout, broken stream).
+    #[error("{message}")]
+    Upstream { message: String },
+    #[error("The request did not complete within its deadline of {timeout_ms} ms.")]
+    DeadlineExceeded { timeout_ms: u64 },
+    /// A dependency of the gateway (Redis, the bus) cannot be reached.
+    #[error("{message}")]
+    Unavailable { message: String },
+    #[error("{message}")]
+    Internal { message: String },
+}
+
+impl ApiError {
+    pub fn invalid(message: impl Into<String>, param: Option<&str>) -> ApiError {
+        ApiError::InvalidRequest { message: message.into(), param: param.map(str::to_owned) }
+    }
+
+    /// The HTTP status this error is answered with.
+    pub fn status(&self) -> u16 {
+        match self {
+            ApiError::InvalidRequest { .. } => 400,
+            ApiError::Unauthorized { .. } => 401,
+            ApiError::ModelNotFound { .. } | ApiError::RouteNotFound { .. } => 404,
+            ApiError::PayloadTooLarge { .. } => 413,
+            ApiError::RateLimited { .. } => 429,
+            ApiError::UpstreamRejected { status, .. } => *status,
+            ApiError::Internal { .. } => 500,
+            ApiError::Upstream { .. } => 502,
+            ApiError::Unavailable { .. } => 503,
+            ApiError::DeadlineExceeded { .. } => 504,
+        }
+    }
+
+    /// OpenAI's `type` field.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            ApiError::InvalidRequest { .. }
+            | ApiError::ModelNotFound { .. }
+            | ApiError::PayloadTooLarge { .. }
+            | ApiError::RouteNotFound { .. }
+            | ApiError::UpstreamRejected { .. } => "invalid_request_error",
+            ApiError::Unauthorized { .. } => "authentication_error",
+            ApiError::RateLimited { .. } => "rate_limit_error",
+            ApiError::Upstream { .. } | ApiError::DeadlineExceeded { .. } | ApiError::Internal { .. } => "api_error",
+            ApiError::Unavailable { .. } => "service_unavailable",
+        }
+    }
+
+    /// OpenAI's `code` field.
+    pub fn code(&self) -> Option<&'static str> {
+        match self {
+            ApiError::InvalidRequest { .. } | ApiError::UpstreamRejected { .. } | ApiError::Internal { .. } => None,
+            ApiError::ModelNotFound { .. } => Some("model_not_found"),
+            ApiError::Unauthorized { .. } => Some("invalid_api_key"),
+            ApiError::PayloadTooLarge { .. } => Some("request_too_large"),
+            ApiError::RouteNotFound { .. } => Some("unknown_url"),
+            ApiError::RateLimited { .. } => Some("rate_limit_exceeded"),
+            ApiError::Upstream { .. } => Some("upstream_error"),
+            ApiError::DeadlineExceeded { .. } => Some("timeout"),
+            ApiError::Unavailable { .. } => Some("service_unavailable"),
+        }
+    }
+
+    /// OpenAI's `param` field.
+    pub fn param(&self) -> Option<&str> {
+        match self {
+            ApiError::InvalidRequest { param, .. } => param.as_deref(),
+            ApiError::ModelNotFound { .. } => Some("model"),
+            _ => None,
+        }
+    }
+
+    /// Seconds a client should wait before retrying, when known.
+    pub fn retry_after_s(&self) -> Option<u64> {
+        match self {
+            ApiError::RateLimited { retry_after_s, .. } => *retry_after_s,
+            _ => None,
+        }
+    }
+
+    /// The OpenAI error object as JSON bytes. An upstream's own OpenAI-shaped error body
+    /// is passed through unchanged.
+    pub fn to_json(&self) -> Vec<u8> {
+        if let ApiError::UpstreamRejected { body, .. } = self {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(body) {
+                if v.get("error").is_some_and(|e| e.is_object()) {
+                    return body.clone().into_bytes();
+                }
+            }
+        }
+        let message = match self {
+            ApiError::UpstreamRejected { status, body } if !body.is_empty() => {
+                format!("upstream answered {status}: {body}")
+            }
+            other => other.to_string(),
+        };
+        serde_json::json!({
+            "error": {
+                "message": message,
+                "type": self.error_type(),
+                "param": self.param(),
+                "code": self.code(),
+            }
+        })
+        .to_string()
+        .into_bytes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn json(e: &ApiError) -> serde_json::Value {
+        serde_json::from_slice(&e.to_json()).unwrap()
+    }
+
+    #[test]
+    fn maps_unknown_model_to_404_model_not_found() {
+        let e = ApiError::ModelNotFound { model: "gpt-9".into() };
+        assert_eq!(e.status(), 404);
+        let v = json(&e);
+        assert_eq!(v["error"]["code"], "model_not_found");
+        assert_eq!(v["error"]["type"], "invalid_request_error");
+        assert_eq!(v["error"]["param"], "model");
+        assert!(v["error"]["message"].as_str().unwrap().contains("gpt-9"));
+    }
+
+    #[test]
+    fn every_error_has_the_openai_shape() {
+        let all = [
+            ApiError::invalid("bad", Some("messages")),
+            ApiError::Unauthorized { message: "no".into() },
+            ApiError::PayloadTooLarge { limit: 10 },
+            ApiError::RouteNotFound { method: "GET".into(), path: "/x".into() },
+            ApiError::RateLimited { message: "slow".into(), retry_after_s: Some(2) },
+            ApiError::UpstreamRejected { status: 422, body: "nope".into() },
+            ApiError::Upstream { message: "down".into() },
+            ApiError::DeadlineExceeded { timeout_ms: 5 },
+            ApiError::Unavailable { message: "redis".into() },
+            ApiError::Internal { message: "bug".into() },
+        ];
+        for e in all {
+            let v = json(&e);
+            let obj = v["error"].as_object().unwrap();
+            for k in ["message", "type", "param", "code"] {
+                assert!(obj.contains_key(k), "{e:?} lacks {k}");
+            }
+            assert!((400..600).contains(&e.status()));
+        }
+    }
+
+    #[test]
+    fn passes_an_upstream_openai_error_through() {
+        let body = r#"{"error":{"message":"context too long","type":"invalid_request_error","param":null,"code":"context_length_exceeded"}}"#;
+        let e = ApiError::UpstreamRejected { status: 400, body: body.into() };
+        assert_eq!(e.status(), 400);
+        assert_eq!(e.to_json(), body.as_bytes());
+    }
+
+    #[test]
+    fn round_trips_through_serde() {
+        let e = ApiError::RateLimited { message: "x".into(), retry_after_s: Some(3) };
+        let back: ApiError = serde_json::from_slice(&serde_json::to_vec(&e).unwrap()).unwrap();
+        assert_eq!(back, e);
+    }
+}

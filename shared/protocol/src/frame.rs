@@ -1,0 +1,155 @@
+//! Reply frames: what a worker sends back on the caller's reply stream.
+//!
+//! A request's frames arrive in `seq` order: one `head` (status, stream or not), any number
+//! of `chunk`s (for a stream, each one SSE event's data, passed through as bytes; otherwise
+//! the whole body), then exactly one `end` or `error` that closes the request.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::envelope::DecodeError;
+use crate::error::ApiError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameKind {
+    Head,
+    Chunk,
+    End,
+    Error,
+}
+
+impl FrameKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FrameKind::Head => "head",
+            FrameKind::Chunk => "chunk",
+            FrameKind::End => "end",
+            FrameKind::Error => "error",
+        }
+    }
+
+    fn parse(s: &[u8]) -> Option<FrameKind> {
+        match s {
+            b"head" => Some(FrameKind::Head),
+            b"chunk" => Some(FrameKind::Chunk),
+            b"end" => Some(FrameKind::End),
+            b"error" => Some(FrameKind::Error),
+            _ => None,
+        }
+    }
+
+    /// Whether this frame closes its request.
+    pub fn is_final(self) -> bool {
+        matches!(self, FrameKind::End | FrameKind::Error)
+    }
+}
+
+/// The data of a `head` frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Head {
+    pub status: u16,
+    pub stream: bool,
+}
+
+/// Token counts, as OpenAI reports them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    #[serde(default)]
+    pub prompt_tokens: u64,
+    #[serde(default)]
+    pub completion_tokens: u64,
+    #[serde(default)]
+    pub total_tokens: u64,
+}
+
+/// One reply frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    /// The request id.
+    pub id: Uuid,
+    pub seq: u32,
+    pub kind: FrameKind,
+    pub data: Bytes,
+}
+
+impl Frame {
+    pub fn head(id: Uuid, head: Head) -> Frame {
+        let data = Bytes::from(format!(r#"{{"status":{},"stream":{}}}"#, head.status, head.stream));
+        Frame { id, seq: 0, kind: FrameKind::Head, data }
+    }
+
+    pub fn chunk(id: Uuid, seq: u32, data: Bytes) -> Frame {
+        Frame { id, seq, kind: FrameKind::Chunk, data }
+    }
+
+    pub fn end(id: Uuid, seq: u32) -> Frame {
+        Frame { id, seq, kind: FrameKind::End, data: Bytes::new() }
+    }
+
+    pub fn error(id: Uuid, seq: u32, err: &ApiError) -> Frame {
+        Frame { id, seq, kind: FrameKind::Error, data: Bytes::from(serde_json::to_vec(err).unwrap_or_default()) }
+    }
+
+    /// The head of a `head` frame.
+    pub fn as_head(&self) -> Result<Head, DecodeError> {
+        serde_json::from_slice(&self.data).map_err(|_| DecodeError::Invalid("data"))
+    }
+
+    /// The error of an `error` frame (an unreadable one becomes an internal error).
+    pub fn as_error(&self) -> ApiError {
+        serde_json::from_slice(&self.data).unwrap_or_else(|_| ApiError::Internal {
+            message: "a service sent an unreadable error frame".into(),
+        })
+    }
+
+    pub fn to_fields(&self) -> [(&'static str, Bytes); 4] {
+        [
+            ("id", Bytes::from(self.id.to_string())),
+            ("seq", Bytes::from(self.seq.to_string())),
+            ("type", Bytes::from_static(self.kind.as_str().as_bytes())),
+            ("data", self.data.clone()),
+        ]
+    }
+
+    pub fn from_fields<'a>(get: impl Fn(&str) -> Option<&'a [u8]>) -> Result<Frame, DecodeError> {
+        let req = |name: &'static str| get(name).ok_or(DecodeError::Missing(name));
+        let text = |name: &'static str| std::str::from_utf8(req(name)?).map_err(|_| DecodeError::Invalid(name));
+        Ok(Frame {
+            id: Uuid::parse_str(text("id")?).map_err(|_| DecodeError::Invalid("id"))?,
+            seq: text("seq")?.parse().map_err(|_| DecodeError::Invalid("seq"))?,
+            kind: FrameKind::parse(req("type")?).ok_or(DecodeError::Invalid("type"))?,
+            data: Bytes::copy_from_slice(req("data")?),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[test]
+    fn frames_round_trip_through_flat_fields() {
+        let id = Uuid::now_v7();
+        for f in [
+            Frame::head(id, Head { status: 200, stream: true }),
+            Frame::chunk(id, 1, Bytes::from_static(b"{\"x\":1}")),
+            Frame::end(id, 2),
+            Frame::error(id, 3, &ApiError::DeadlineExceeded { timeout_ms: 5 }),
+        ] {
+            let fields: HashMap<&str, Bytes> = f.to_fields().into_iter().collect();
+            assert_eq!(Frame::from_fields(|k| fields.get(k).map(|b| b.as_ref())).unwrap(), f);
+        }
+    }
+
+    #[test]
+    fn head_and_error_data_decode() {
+        let id = Uuid::now_v7();
+        assert_eq!(Frame::head(id, Head { status: 201, stream: false }).as_head().unwrap(), Head { status: 201, stream: false });
+        let err = ApiError::ModelNotFound { model: "x".into() };
+        assert_eq!(Frame::error(id, 0, &err).as_error(), err);
+        assert!(Frame::end(id, 1).kind.is_final());
+        assert!(!Frame::chunk(id, 1, Bytes::new()).kind.is_final());
+    }
+}

@@ -1,0 +1,30 @@
+//! Wire and bus types shared by every llmrouter service, and their encoding.
+//!
+//! Nothing here talks to a network. Bodies travel as raw JSON bytes; only the fields a
+//! routing decision needs are parsed ([`chat::ChatRequest`]).
+//!
+//! # Layout
+//! - [`envelope`]: one unit of work on a stream (`requests`, `jobs:{pool}`), flat fields.
+//! - [`frame`]: one reply frame on a caller's reply stream (head, chunk, end, error).
+//! - [`plan`]: the ordered attempts the router hands to a provider worker.
+//! - [`chat`]: the partial parse and validation of a chat completion request.
+//! - [`error`]: the one error type that maps every failure to OpenAI's error JSON.
+
+pub mod chat;
+pub mod envelope;
+pub mod error;
+pub mod frame;
+pub mod plan;
+
+pub use envelope::{DecodeError, Envelope, Kind, Meta};
+pub use error::ApiError;
+pub use frame::{Frame, FrameKind, Head, Usage};
+pub use plan::{Attempt, Plan};
+
+/// Milliseconds since the Unix epoch: the one clock deadlines and expiries are written in.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
