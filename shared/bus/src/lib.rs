@@ -1,1 +1,273 @@
-//! placeholder
+//! The message bus between llmrouter services: work streams with consumer groups, one reply
+//! stream per caller instance, and a cancel broadcast.
+//!
+//! Two implementations behind one enum (no boxing, no dynamic dispatch): Redis streams for
+//! the cluster, and an in-process bus for `llmrouter all` without Redis. Both pass the same
+//! conformance suite (`tests/conformance.rs`).
+//!
+//! Semantics both keep:
+//! - `publish` appends an envelope; a [`Consumer`] of a group reads each entry once, holds it
+//!   pending until `ack`, and a live consumer can `reclaim` entries a dead one held longer
+//!   than the idle limit (`touch` keeps a live consumer's long-running entries fresh).
+//! - `forward` publishes to the next stream and acks the entry it came from atomically, so a
+//!   router that dies between the two neither loses nor duplicates work.
+//! - Reply frames go to `replies:{instance}`, read by one reader per instance. A `head` frame
+//!   records, atomically with its delivery, that the request has reached its caller
+//!   (`first_frame_sent`): reclaimed work is retried only when it has not.
+//!
+//! # Layout
+//! - [`memory`]: the in-process implementation.
+//! - [`redis`](crate::redis_bus): the Redis streams implementation.
+
+pub mod memory;
+pub mod redis_bus;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use llmr_protocol::{ApiError, Envelope, Frame};
+use uuid::Uuid;
+
+pub use memory::MemoryBus;
+pub use redis_bus::RedisBus;
+
+/// Called for every reply frame that reaches this instance.
+pub type ReplySink = Arc<dyn Fn(Frame) + Send + Sync>;
+/// Called for every cancel broadcast.
+pub type CancelSink = Arc<dyn Fn(Uuid) + Send + Sync>;
+
+/// Why a bus operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("the message bus is unreachable: {0}")]
+    Unavailable(String),
+}
+
+impl From<BusError> for ApiError {
+    fn from(e: BusError) -> ApiError {
+        match e {
+            BusError::Unavailable(m) => ApiError::Unavailable { message: format!("The message bus (Redis) is unreachable: {m}") },
+        }
+    }
+}
+
+/// One entry handed to a consumer.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// The stream entry id, for `ack`, `touch` and `forward`.
+    pub entry: String,
+    pub envelope: Envelope,
+    /// True when this entry was taken over from another consumer.
+    pub reclaimed: bool,
+}
+
+/// The bus, Redis or in-process.
+#[derive(Clone)]
+pub enum Bus {
+    Memory(Arc<MemoryBus>),
+    Redis(Arc<RedisBus>),
+}
+
+impl Bus {
+    /// A fresh in-process bus.
+    pub fn memory() -> Bus {
+        Bus::Memory(Arc::new(MemoryBus::default()))
+    }
+
+    /// A Redis bus; connects lazily, so this succeeds while Redis is down.
+    pub fn redis(url: &str, prefix: &str, pool_size: usize) -> Result<Bus, BusError> {
+        Ok(Bus::Redis(Arc::new(RedisBus::new(url, prefix, pool_size)?)))
+    }
+
+    pub fn is_memory(&self) -> bool {
+        matches!(self, Bus::Memory(_))
+    }
+
+    /// Appends `env` to `stream`.
+    pub async fn publish(&self, stream: &str, env: &Envelope) -> Result<(), BusError> {
+        match self {
+            Bus::Memory(b) => {
+                b.publish(stream, env.clone());
+                Ok(())
+            }
+            Bus::Redis(b) => b.publish(stream, env).await,
+        }
+    }
+
+    /// A consumer of `group` on `stream` named `name`; creates the group when missing.
+    pub async fn consumer(&self, stream: &str, group: &str, name: &str) -> Result<Consumer, BusError> {
+        let inner = match self {
+            Bus::Memory(b) => {
+                b.create_group(stream, group);
+                ConsumerInner::Memory(b.clone())
+            }
+            Bus::Redis(b) => {
+                b.create_group(stream, group).await?;
+                ConsumerInner::Redis(b.clone(), None)
+            }
+        };
+        Ok(Consumer { inner, stream: stream.to_owned(), group: group.to_owned(), name: name.to_owned(), cursor: "0-0".into() })
+    }
+
+    /// Sends frames to the reply stream of instance `reply_to`, in order. A `head` frame
+    /// among them is recorded as the request's first frame in the same round trip.
+    pub async fn reply(&self, reply_to: &str, frames: &[Frame]) -> Result<(), BusError> {
+        match self {
+            Bus::Memory(b) => {
+                b.reply(reply_to, frames);
+                Ok(())
+            }
+            Bus::Redis(b) => b.reply(reply_to, frames).await,
+        }
+    }
+
+    /// Whether a `head` frame of request `id` was already sent to its caller.
+    pub async fn first_frame_sent(&self, id: Uuid) -> Result<bool, BusError> {
+        match self {
+            Bus::Memory(b) => Ok(b.first_frame_sent(id)),
+            Bus::Redis(b) => b.first_frame_sent(id).await,
+        }
+    }
+
+    /// Starts the one reader of this instance's reply stream; frames go to `sink`.
+    /// The reader stops when the handle is dropped.
+    pub fn subscribe_replies(&self, instance: &str, sink: ReplySink) -> Subscription {
+        match self {
+            Bus::Memory(b) => b.subscribe_replies(instance, sink),
+            Bus::Redis(b) => b.subscribe_replies(instance, sink),
+        }
+    }
+
+    /// Broadcasts that request `id` was abandoned by its client.
+    pub async fn cancel(&self, id: Uuid) -> Result<(), BusError> {
+        match self {
+            Bus::Memory(b) => {
+                b.cancel(id);
+                Ok(())
+            }
+            Bus::Redis(b) => b.cancel(id).await,
+        }
+    }
+
+    /// Receives cancel broadcasts until the handle is dropped.
+    pub fn subscribe_cancels(&self, sink: CancelSink) -> Subscription {
+        match self {
+            Bus::Memory(b) => b.subscribe_cancels(sink),
+            Bus::Redis(b) => b.subscribe_cancels(sink),
+        }
+    }
+
+    /// Entries of `group` delivered but not yet acked (the autoscaling signal).
+    pub async fn pending(&self, stream: &str, group: &str) -> Result<u64, BusError> {
+        match self {
+            Bus::Memory(b) => Ok(b.pending(stream, group)),
+            Bus::Redis(b) => b.pending(stream, group).await,
+        }
+    }
+
+    /// Checks the bus answers.
+    pub async fn ping(&self) -> Result<(), BusError> {
+        match self {
+            Bus::Memory(_) => Ok(()),
+            Bus::Redis(b) => b.ping().await,
+        }
+    }
+}
+
+/// A running reader (reply stream or cancels); dropping it stops the reader.
+pub struct Subscription {
+    cleanup: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl Subscription {
+    pub(crate) fn new(cleanup: impl FnOnce() + Send + 'static) -> Subscription {
+        Subscription { cleanup: Some(Box::new(cleanup)) }
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        if let Some(f) = self.cleanup.take() {
+            f();
+        }
+    }
+}
+
+enum ConsumerInner {
+    Memory(Arc<MemoryBus>),
+    /// The bus and this consumer's own blocking connection (opened on first read).
+    Redis(Arc<RedisBus>, Option<redis::aio::MultiplexedConnection>),
+}
+
+/// One named consumer of a group. Blocking reads use its own connection.
+pub struct Consumer {
+    inner: ConsumerInner,
+    stream: String,
+    group: String,
+    name: String,
+    /// XAUTOCLAIM cursor.
+    cursor: String,
+}
+
+impl Consumer {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Reads up to `count` new entries, waiting up to `block` for the first.
+    pub async fn read(&mut self, count: usize, block: Duration) -> Result<Vec<Delivery>, BusError> {
+        match &mut self.inner {
+            ConsumerInner::Memory(b) => Ok(b.read(&self.stream, &self.group, &self.name, count, block).await),
+            ConsumerInner::Redis(b, conn) => b.read(conn, &self.stream, &self.group, &self.name, count, block).await,
+        }
+    }
+
+    /// Takes over up to `count` entries other consumers held longer than `min_idle`.
+    pub async fn reclaim(&mut self, min_idle: Duration, count: usize) -> Result<Vec<Delivery>, BusError> {
+        match &mut self.inner {
+            ConsumerInner::Memory(b) => Ok(b.reclaim(&self.stream, &self.group, &self.name, min_idle, count)),
+            ConsumerInner::Redis(b, _) => b.reclaim(&self.stream, &self.group, &self.name, min_idle, count, &mut self.cursor).await,
+        }
+    }
+
+    /// Marks entries done (and drops them from the stream).
+    pub async fn ack(&self, entries: &[String]) -> Result<(), BusError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        match &self.inner {
+            ConsumerInner::Memory(b) => {
+                b.ack(&self.stream, &self.group, entries);
+                Ok(())
+            }
+            ConsumerInner::Redis(b, _) => b.ack(&self.stream, &self.group, entries).await,
+        }
+    }
+
+    /// Resets the idle time of entries this consumer is still working on, so no peer
+    /// reclaims them.
+    pub async fn touch(&self, entries: &[String]) -> Result<(), BusError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        match &self.inner {
+            ConsumerInner::Memory(b) => {
+                b.touch(&self.stream, &self.group, &self.name, entries);
+                Ok(())
+            }
+            ConsumerInner::Redis(b, _) => b.touch(&self.stream, &self.group, &self.name, entries).await,
+        }
+    }
+
+    /// Publishes `env` to `to_stream` and acks `entry`, atomically.
+    pub async fn forward(&self, entry: &str, to_stream: &str, env: &Envelope) -> Result<(), BusError> {
+        match &self.inner {
+            ConsumerInner::Memory(b) => {
+                b.publish(to_stream, env.clone());
+                b.ack(&self.stream, &self.group, &[entry.to_owned()]);
+                Ok(())
+            }
+            ConsumerInner::Redis(b, _) => b.forward(&self.stream, &self.group, entry, to_stream, env).await,
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! The in-process bus: the same semantics as the Redis streams, on mutex-guarded queues.
+//!
+//! Each group has its own queue of undelivered entries and a pending table (consumer,
+//! delivery time) for reclaim. Entries published before any group exists wait in a backlog
+//! that the first group created takes over, as a Redis group created at `0` would read them.
+//! Reply frames are handed straight to the registered sink of the target instance.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use llmr_protocol::{Envelope, Frame, FrameKind, now_ms};
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use crate::{CancelSink, Delivery, ReplySink, Subscription};
+
+/// How long a first-frame marker is remembered.
+const FIRST_FRAME_TTL_MS: u64 = 3_600_000;
+
+#[derive(Default)]
+pub struct MemoryBus {
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    streams: HashMap<String, MemStream>,
+    replies: HashMap<String, ReplySink>,
+    cancels: HashMap<u64, CancelSink>,
+    first_frames: HashMap<Uuid, u64>,
+    next_id: u64,
+}
+
+#[derive(Default)]
+struct MemStream {
+    backlog: VecDeque<(String, Envelope)>,
+    groups: HashMap<String, Group>,
+    notify: Arc<Notify>,
+}
+
+#[derive(Default)]
+struct Group {
+    queue: VecDeque<(String, Envelope)>,
+    pending: HashMap<String, Pending>,
+}
+
+struct Pending {
+    consumer: String,
+    since_ms: u64,
+    env: Envelope,
+}
+
+impl MemoryBus {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding this lock cannot leave the queues half-updated in a way
+        // that matters more than stopping; recover the guard rather than poisoning callers.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn publish(&self, stream: &str, env: Envelope) {
+        let mut st = self.lock();
+        st.next_id += 1;
+        let entry = format!("{}-{}", now_ms(), st.next_id);
+        let s = st.streams.entry(stream.to_owned()).or_default();
+        if s.groups.is_empty() {
+            s.backlog.push_back((entry, env));
+        } else {
+            for g in s.groups.values_mut() {
+                g.queue.push_back((entry.clone(), env.clone()));
+            }
+        }
+        s.notify.notify_waiters();
+    }
+
+    pub(crate) fn create_group(&self, stream: &str, group: &str) {
+        let mut st = self.lock();
+        let s = st.streams.entry(stream.to_owned()).or_default();
+        if !s.groups.contains_key(group) {
+            let queue = std::mem::take(&mut s.backlog);
+            s.groups.insert(group.to_owned(), Group { queue, pending: HashMap::new() });
+        }
+    }
+
+    pub(crate) async fn read(&self, stream: &str, group: &str, consumer: &str, count: usize, block: Duration) -> Vec<Delivery> {
+        let deadline = tokio::time::Instant::now() + block;
+        loop {
+            let notify = {
+                let mut st = self.lock();
+                let s = st.streams.entry(stream.to_owned()).or_default();
+                let notify = s.notify.clone();
+                if let Some(g) = s.groups.get_mut(group) {
+                    let n = count.min(g.queue.len());
+                    if n > 0 {
+                        let now = now_ms();
+                        return g
+                            .queue
+                            .drain(..n)
+                            .map(|(entry, env)| {
+                                g.pending.insert(entry.clone(), Pending { consumer: consumer.to_owned(), since_ms: now, env: env.clone() });
+                                Delivery { entry, envelope: env, reclaimed: false }
+                            })
+                            .collect();
+                    }
+                }
+                notify
+            };
+            let notified = notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            // Re-check after registering, so a publish between the check and the wait is seen.
+            if self.has_queued(stream, group) {
+                continue;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Vec::new();
+            }
+        }
+    }
+
+    fn has_queued(&self, stream: &str, group: &str) -> bool {
+        self.lock().streams.get(stream).and_then(|s| s.groups.get(group)).is_some_and(|g| !g.queue.is_empty())
+    }
+
+    pub(crate) fn reclaim(&self, stream: &str, group: &str, consumer: &str, min_idle: Duration, count: usize) -> Vec<Delivery> {
+        let mut st = self.lock();
+        let Some(g) = st.streams.get_mut(stream).and_then(|s| s.groups.get_mut(group)) else {
+            return Vec::new();
+        };
+        let now = now_ms();
+        let idle = min_idle.as_millis() as u64;
+        let mut stale: Vec<&String> = g.pending.iter().filter(|(_, p)| now.saturating_sub(p.since_ms) >= idle).map(|(k, _)| k).collect();
+        stale.sort();
+        let ids: Vec<String> = stale.into_iter().take(count).cloned().collect();
+        ids.into_iter()
+            .filter_map(|entry| {
+                let p = g.pending.get_mut(&entry)?;
+                p.consumer = consumer.to_owned();
+                p.since_ms = now;
+                Some(Delivery { entry, envelope: p.env.clone(), reclaimed: true })
+            })
+            .collect()
+    }
+
+    pub(crate) fn ack(&self, stream: &str, group: &str, entries: &[String]) {
+        let mut st = self.lock();
+        if let Some(g) = st.streams.get_mut(stream).and_then(|s| s.groups.get_mut(group)) {
+            for e in entries {
+                g.pending.remove(e);
+            }
+        }
+    }
+
+    pub(crate) fn touch(&self, stream: &str, group: &str, consumer: &str, entries: &[String]) {
+        let mut st = self.lock();
+        if let Some(g) = st.streams.get_mut(stream).and_then(|s| s.groups.get_mut(group)) {
+            let now = now_ms();
+            for e in entries {
+                if let Some(p) = g.pending.get_mut(e) {
+                    p.consumer = consumer.to_owned();
+                    p.since_ms = now;
+                }
+            }
+        }
+    }
+
+    pub(crate) fn pending(&self, stream: &str, group: &str) -> u64 {
+        self.lock().streams.get(stream).and_then(|s| s.groups.get(group)).map_or(0, |g| g.pending.len() as u64)
+    }
+
+    pub(crate) fn reply(&self, reply_to: &str, frames: &[Frame]) {
+        let sink = {
+            let mut st = self.lock();
+            if frames.iter().any(|f| f.kind == FrameKind::Head) {
+                let now = now_ms();
+                if st.first_frames.len() > 10_000 {
+                    st.first_frames.retain(|_, at| now.saturating_sub(*at) < FIRST_FRAME_TTL_MS);
+                }
+                for f in frames.iter().filter(|f| f.kind == FrameKind::Head) {
+                    st.first_frames.entry(f.id).or_insert(now);
+                }
+            }
+            st.replies.get(reply_to).cloned()
+        };
+        if let Some(sink) = sink {
+            for f in frames {
+                sink(f.clone());
+            }
+        }
+    }
+
+    pub(crate) fn first_frame_sent(&self, id: Uuid) -> bool {
+        self.lock().first_frames.contains_key(&id)
+    }
+
+    pub(crate) fn subscribe_replies(self: &Arc<Self>, instance: &str, sink: ReplySink) -> Subscription {
+        self.lock().replies.insert(instance.to_owned(), sink);
+        let me = Arc::downgrade(self);
+        let instance = instance.to_owned();
+        Subscription::new(move || {
+            if let Some(b) = me.upgrade() {
+                b.lock().replies.remove(&instance);
+            }
+        })
+    }
+
+    pub(crate) fn cancel(&self, id: Uuid) {
+        let sinks: Vec<CancelSink> = self.lock().cancels.values().cloned().collect();
+        for s in sinks {
+            s(id);
+        }
+    }
+
+    pub(crate) fn subscribe_cancels(self: &Arc<Self>, sink: CancelSink) -> Subscription {
+        let key = {
+            let mut st = self.lock();
+            st.next_id += 1;
+            let k = st.next_id;
+            st.cancels.insert(k, sink);
+            k
+        };
+        let me = Arc::downgrade(self);
+        Subscription::new(move || {
+            if let Some(b) = me.upgrade() {
+                b.lock().cancels.remove(&key);
+            }
+        })
+    }
+}

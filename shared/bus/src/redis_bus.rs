@@ -1,0 +1,366 @@
+//! The Redis streams bus.
+//!
+//! Keys (under the configured prefix): the work streams by name (`requests`, `jobs:{pool}`)
+//! with consumer groups; `replies:{instance}` (capped with MAXLEN ~, expiring once its reader
+//! is gone); `first:{request id}` (the first-frame marker, SET NX with a TTL); the pub/sub
+//! channel `cancel`. Acked entries are deleted from their stream, so streams hold only live
+//! work. Blocking reads (XREADGROUP, the reply reader, SUBSCRIBE) use dedicated connections;
+//! everything else goes through the deadpool-redis pool, pipelined.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use deadpool_redis::{Pool, PoolConfig, Runtime, Timeouts};
+use futures_util::StreamExt;
+use llmr_protocol::{Envelope, Frame, FrameKind};
+use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
+use redis::{AsyncConnectionConfig, Value};
+use uuid::Uuid;
+
+use crate::{BusError, CancelSink, Delivery, ReplySink, Subscription};
+
+/// Frames kept at most in one reply stream (approximate trim).
+const REPLY_MAXLEN: usize = 100_000;
+/// A reply stream whose reader is gone expires after this long.
+const REPLY_TTL_MS: u64 = 300_000;
+const FIRST_FRAME_TTL_MS: u64 = 3_600_000;
+/// How long a failed reader waits before reconnecting.
+const RECONNECT_BACKOFF: Duration = Duration::from_millis(200);
+const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+pub struct RedisBus {
+    client: redis::Client,
+    pool: Pool,
+    prefix: String,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> BusError {
+    BusError::Unavailable(e.to_string())
+}
+
+impl RedisBus {
+    pub fn new(url: &str, prefix: &str, pool_size: usize) -> Result<RedisBus, BusError> {
+        let client = redis::Client::open(url).map_err(unavailable)?;
+        let mut cfg = deadpool_redis::Config::from_url(url);
+        cfg.pool = Some(PoolConfig {
+            max_size: pool_size,
+            timeouts: Timeouts {
+                wait: Some(Duration::from_millis(500)),
+                create: Some(Duration::from_millis(500)),
+                recycle: Some(Duration::from_millis(500)),
+            },
+            ..PoolConfig::default()
+        });
+        let pool = cfg.create_pool(Some(Runtime::Tokio1)).map_err(unavailable)?;
+        Ok(RedisBus { client, pool, prefix: prefix.to_owned() })
+    }
+
+    fn key(&self, name: &str) -> String {
+        format!("{}{}", self.prefix, name)
+    }
+
+    fn reply_key(&self, instance: &str) -> String {
+        format!("{}replies:{}", self.prefix, instance)
+    }
+
+    async fn conn(&self) -> Result<deadpool_redis::Connection, BusError> {
+        self.pool.get().await.map_err(unavailable)
+    }
+
+    /// A dedicated connection for blocking commands: no response timeout.
+    async fn blocking_conn(&self) -> Result<redis::aio::MultiplexedConnection, BusError> {
+        let cfg = AsyncConnectionConfig::new().set_response_timeout(None).set_connection_timeout(Some(Duration::from_secs(1)));
+        self.client.get_multiplexed_async_connection_with_config(&cfg).await.map_err(unavailable)
+    }
+
+    pub(crate) async fn ping(&self) -> Result<(), BusError> {
+        let mut c = self.conn().await?;
+        redis::cmd("PING").query_async::<()>(&mut c).await.map_err(unavailable)
+    }
+
+    fn xadd_envelope(&self, pipe: &mut redis::Pipeline, stream: &str, env: &Envelope) {
+        let c = pipe.cmd("XADD").arg(self.key(stream)).arg("*");
+        for (k, v) in env.to_fields() {
+            c.arg(k).arg(v.as_ref());
+        }
+        c.ignore();
+    }
+
+    pub(crate) async fn publish(&self, stream: &str, env: &Envelope) -> Result<(), BusError> {
+        let mut pipe = redis::pipe();
+        self.xadd_envelope(&mut pipe, stream, env);
+        let mut c = self.conn().await?;
+        pipe.query_async::<()>(&mut c).await.map_err(unavailable)
+    }
+
+    pub(crate) async fn create_group(&self, stream: &str, group: &str) -> Result<(), BusError> {
+        let mut c = self.conn().await?;
+        let r = redis::cmd("XGROUP").arg("CREATE").arg(self.key(stream)).arg(group).arg("0").arg("MKSTREAM").query_async::<()>(&mut c).await;
+        match r {
+            Ok(()) => Ok(()),
+            Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    pub(crate) async fn read(
+        &self,
+        conn: &mut Option<redis::aio::MultiplexedConnection>,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        count: usize,
+        block: Duration,
+    ) -> Result<Vec<Delivery>, BusError> {
+        if conn.is_none() {
+            *conn = Some(self.blocking_conn().await?);
+        }
+        let Some(c) = conn.as_mut() else { return Ok(Vec::new()) };
+        let key = self.key(stream);
+        let r = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg(group)
+            .arg(consumer)
+            .arg("COUNT")
+            .arg(count)
+            .arg("BLOCK")
+            .arg(block.as_millis() as u64)
+            .arg("STREAMS")
+            .arg(&key)
+            .arg(">")
+            .query_async::<Option<StreamReadReply>>(c)
+            .await;
+        let reply = match r {
+            Ok(r) => r,
+            Err(e) => {
+                *conn = None;
+                // The group vanishes if the stream key was deleted (e.g. Redis restarted
+                // without persistence): recreate it and read again next time.
+                if e.code() == Some("NOGROUP") {
+                    self.create_group(stream, group).await?;
+                    return Ok(Vec::new());
+                }
+                return Err(unavailable(e));
+            }
+        };
+        let ids: Vec<StreamId> = reply.map(|r| r.keys.into_iter().flat_map(|k| k.ids).collect()).unwrap_or_default();
+        Ok(self.decode_entries(stream, group, ids, false).await)
+    }
+
+    /// Decodes entries; undecodable ones are acked and dropped with a warning.
+    async fn decode_entries(&self, stream: &str, group: &str, ids: Vec<StreamId>, reclaimed: bool) -> Vec<Delivery> {
+        let mut out = Vec::with_capacity(ids.len());
+        let mut poison = Vec::new();
+        for sid in ids {
+            match Envelope::from_fields(|k| field(&sid.map, k)) {
+                Ok(envelope) => out.push(Delivery { entry: sid.id, envelope, reclaimed }),
+                Err(e) => {
+                    tracing::warn!(stream, entry = %sid.id, error = %e, "dropping an undecodable stream entry");
+                    poison.push(sid.id);
+                }
+            }
+        }
+        if !poison.is_empty() {
+            if let Err(e) = self.ack(stream, group, &poison).await {
+                tracing::warn!(error = %e, "could not ack undecodable entries");
+            }
+        }
+        out
+    }
+
+    pub(crate) async fn reclaim(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        min_idle: Duration,
+        count: usize,
+        cursor: &mut String,
+    ) -> Result<Vec<Delivery>, BusError> {
+        let mut c = self.conn().await?;
+        let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
+            .arg(self.key(stream))
+            .arg(group)
+            .arg(consumer)
+            .arg(min_idle.as_millis() as u64)
+            .arg(cursor.as_str())
+            .arg("COUNT")
+            .arg(count)
+            .query_async(&mut c)
+            .await
+            .map_err(unavailable)?;
+        *cursor = reply.next_stream_id;
+        if !reply.deleted_ids.is_empty() {
+            self.ack(stream, group, &reply.deleted_ids).await?;
+        }
+        Ok(self.decode_entries(stream, group, reply.claimed, true).await)
+    }
+
+    fn ack_into(&self, pipe: &mut redis::Pipeline, stream: &str, group: &str, entries: &[impl redis::ToRedisArgs]) {
+        let key = self.key(stream);
+        pipe.cmd("XACK").arg(&key).arg(group).arg(entries).ignore();
+        pipe.cmd("XDEL").arg(&key).arg(entries).ignore();
+    }
+
+    pub(crate) async fn ack(&self, stream: &str, group: &str, entries: &[String]) -> Result<(), BusError> {
+        let mut pipe = redis::pipe();
+        self.ack_into(&mut pipe, stream, group, entries);
+        let mut c = self.conn().await?;
+        pipe.query_async::<()>(&mut c).await.map_err(unavailable)
+    }
+
+    pub(crate) async fn touch(&self, stream: &str, group: &str, consumer: &str, entries: &[String]) -> Result<(), BusError> {
+        let mut c = self.conn().await?;
+        redis::cmd("XCLAIM")
+            .arg(self.key(stream))
+            .arg(group)
+            .arg(consumer)
+            .arg(0)
+            .arg(entries)
+            .arg("JUSTID")
+            .query_async::<Value>(&mut c)
+            .await
+            .map(|_| ())
+            .map_err(unavailable)
+    }
+
+    pub(crate) async fn forward(&self, stream: &str, group: &str, entry: &str, to_stream: &str, env: &Envelope) -> Result<(), BusError> {
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        self.xadd_envelope(&mut pipe, to_stream, env);
+        self.ack_into(&mut pipe, stream, group, &[entry]);
+        let mut c = self.conn().await?;
+        pipe.query_async::<()>(&mut c).await.map_err(unavailable)
+    }
+
+    pub(crate) async fn pending(&self, stream: &str, group: &str) -> Result<u64, BusError> {
+        let mut c = self.conn().await?;
+        let v: Value = redis::cmd("XPENDING").arg(self.key(stream)).arg(group).query_async(&mut c).await.map_err(unavailable)?;
+        Ok(match v {
+            Value::Array(items) => match items.first() {
+                Some(Value::Int(n)) => *n as u64,
+                _ => 0,
+            },
+            _ => 0,
+        })
+    }
+
+    pub(crate) async fn reply(&self, reply_to: &str, frames: &[Frame]) -> Result<(), BusError> {
+        let key = self.reply_key(reply_to);
+        let mut pipe = redis::pipe();
+        let mut refresh = false;
+        for f in frames {
+            if f.kind == FrameKind::Head {
+                pipe.cmd("SET").arg(self.key(&format!("first:{}", f.id))).arg(1).arg("NX").arg("PX").arg(FIRST_FRAME_TTL_MS).ignore();
+            }
+            refresh |= f.kind == FrameKind::Head || f.kind.is_final();
+            let c = pipe.cmd("XADD").arg(&key).arg("MAXLEN").arg("~").arg(REPLY_MAXLEN).arg("*");
+            for (k, v) in f.to_fields() {
+                c.arg(k).arg(v.as_ref());
+            }
+            c.ignore();
+        }
+        if refresh {
+            pipe.cmd("PEXPIRE").arg(&key).arg(REPLY_TTL_MS).ignore();
+        }
+        let mut c = self.conn().await?;
+        pipe.query_async::<()>(&mut c).await.map_err(unavailable)
+    }
+
+    pub(crate) async fn first_frame_sent(&self, id: Uuid) -> Result<bool, BusError> {
+        let mut c = self.conn().await?;
+        redis::cmd("EXISTS").arg(self.key(&format!("first:{id}"))).query_async::<bool>(&mut c).await.map_err(unavailable)
+    }
+
+    pub(crate) fn subscribe_replies(&self, instance: &str, sink: ReplySink) -> Subscription {
+        let key = self.reply_key(instance);
+        let client = self.client.clone();
+        let task = tokio::spawn(async move {
+            let mut last = "0-0".to_string();
+            let mut backoff = RECONNECT_BACKOFF;
+            loop {
+                match read_replies(&client, &key, &mut last, &sink).await {
+                    Ok(()) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, stream = %key, "reply reader lost Redis; reconnecting");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(RECONNECT_BACKOFF_MAX);
+                        continue;
+                    }
+                }
+                backoff = RECONNECT_BACKOFF;
+            }
+        });
+        let abort = task.abort_handle();
+        Subscription::new(move || abort.abort())
+    }
+
+    pub(crate) async fn cancel(&self, id: Uuid) -> Result<(), BusError> {
+        let mut c = self.conn().await?;
+        redis::cmd("PUBLISH").arg(self.key("cancel")).arg(id.to_string()).query_async::<()>(&mut c).await.map_err(unavailable)
+    }
+
+    pub(crate) fn subscribe_cancels(&self, sink: CancelSink) -> Subscription {
+        let channel = self.key("cancel");
+        let client = self.client.clone();
+        let task = tokio::spawn(async move {
+            let mut backoff = RECONNECT_BACKOFF;
+            loop {
+                let r: redis::RedisResult<()> = async {
+                    let mut ps = client.get_async_pubsub().await?;
+                    ps.subscribe(&channel).await?;
+                    let mut msgs = ps.on_message();
+                    while let Some(m) = msgs.next().await {
+                        let Ok(text) = m.get_payload::<String>() else { continue };
+                        if let Ok(id) = Uuid::parse_str(&text) {
+                            sink(id);
+                        }
+                    }
+                    Ok(())
+                }
+                .await;
+                if let Err(e) = r {
+                    tracing::warn!(error = %e, "cancel subscriber lost Redis; reconnecting");
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(RECONNECT_BACKOFF_MAX);
+            }
+        });
+        let abort = task.abort_handle();
+        Subscription::new(move || abort.abort())
+    }
+}
+
+/// Reads one instance's reply stream until the connection fails.
+async fn read_replies(client: &redis::Client, key: &str, last: &mut String, sink: &ReplySink) -> redis::RedisResult<()> {
+    let cfg = AsyncConnectionConfig::new().set_response_timeout(None).set_connection_timeout(Some(Duration::from_secs(1)));
+    let mut c = client.get_multiplexed_async_connection_with_config(&cfg).await?;
+    loop {
+        let r: Option<StreamReadReply> = redis::cmd("XREAD")
+            .arg("COUNT")
+            .arg(1024)
+            .arg("BLOCK")
+            .arg(2000)
+            .arg("STREAMS")
+            .arg(key)
+            .arg(last.as_str())
+            .query_async(&mut c)
+            .await?;
+        let Some(r) = r else { continue };
+        for sid in r.keys.into_iter().flat_map(|k| k.ids) {
+            match Frame::from_fields(|k| field(&sid.map, k)) {
+                Ok(f) => sink(f),
+                Err(e) => tracing::warn!(error = %e, "dropping an undecodable reply frame"),
+            }
+            *last = sid.id;
+        }
+    }
+}
+
+fn field<'a>(map: &'a HashMap<String, Value>, k: &str) -> Option<&'a [u8]> {
+    match map.get(k)? {
+        Value::BulkString(b) => Some(b.as_slice()),
+        Value::SimpleString(s) => Some(s.as_bytes()),
+        _ => None,
+    }
+}

@@ -1,0 +1,285 @@
+//! A programmable mock OpenAI upstream, on a free port in its own thread and actix System.
+//!
+//! It answers `POST /v1/chat/completions` (plain and streaming) with `mock: <last user
+//! message>`, so every answer can be checked against its request, and `GET /v1/models`.
+//! Behaviour comes from a default plus a queue of one-shot behaviours ([`MockUpstream::push`]):
+//! latency, status codes, `Retry-After`, stream chunking and pacing, hang, drop mid-stream.
+//! Every request is recorded (headers and body), and so is every client that went away
+//! before its response was complete ([`MockUpstream::disconnects`]).
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use bytes::Bytes;
+use serde_json::{Value, json};
+
+/// How the mock answers one request.
+#[derive(Debug, Clone, Default)]
+pub struct Behavior {
+    /// Wait before answering.
+    pub latency: Duration,
+    /// Answer with this status and an OpenAI error body (0 = 200 with a completion).
+    pub status: u16,
+    /// `Retry-After` header value on error answers.
+    pub retry_after: Option<String>,
+    /// Stream: split the content into this many chunks (0 = one per word).
+    pub chunks: usize,
+    /// Stream: wait between chunks.
+    pub chunk_delay: Duration,
+    /// Never answer.
+    pub hang: bool,
+    /// Stream: close the connection after this many chunks.
+    pub drop_after: Option<usize>,
+}
+
+impl Behavior {
+    pub fn ok() -> Behavior {
+        Behavior::default()
+    }
+    pub fn status(code: u16) -> Behavior {
+        Behavior { status: code, ..Behavior::default() }
+    }
+    pub fn latency(ms: u64) -> Behavior {
+        Behavior { latency: Duration::from_millis(ms), ..Behavior::default() }
+    }
+}
+
+/// One request the mock received.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub path: String,
+    pub authorization: Option<String>,
+    pub traceparent: Option<String>,
+    pub body: Value,
+}
+
+#[derive(Default)]
+struct State {
+    default: Behavior,
+    queue: VecDeque<Behavior>,
+    models: Vec<String>,
+    log: Vec<Recorded>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    disconnects: tokio::sync::watch::Sender<usize>,
+}
+
+pub struct MockUpstream {
+    pub port: u16,
+    shared: Arc<Shared>,
+    server: actix_web::dev::ServerHandle,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl MockUpstream {
+    /// Starts a mock serving `models`.
+    pub fn start(models: &[&str]) -> MockUpstream {
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State { models: models.iter().map(|m| m.to_string()).collect(), ..State::default() }),
+            disconnects: tokio::sync::watch::channel(0).0,
+        });
+        let (tx, rx) = std::sync::mpsc::channel();
+        let s2 = shared.clone();
+        let thread = std::thread::spawn(move || {
+            let sys = actix_rt::System::new();
+            sys.block_on(async move {
+                let data = web::Data::from(s2);
+                let server = HttpServer::new(move || {
+                    App::new()
+                        .app_data(data.clone())
+                        .app_data(web::PayloadConfig::new(64 << 20))
+                        .route("/v1/chat/completions", web::post().to(chat))
+                        .route("/v1/models", web::get().to(models_list))
+                })
+                .workers(2)
+                .disable_signals()
+                .bind(("127.0.0.1", 0))
+                .expect("bind mock");
+                let port = server.addrs()[0].port();
+                let server = server.run();
+                tx.send((port, server.handle())).expect("report mock port");
+                let _ = server.await;
+            });
+        });
+        let (port, server) = rx.recv().expect("mock started");
+        MockUpstream { port, shared, server, thread: Some(thread) }
+    }
+
+    /// The base URL a provider config points at (`http://127.0.0.1:PORT/v1`).
+    pub fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}/v1", self.port)
+    }
+
+    /// Sets how every request is answered unless a one-shot behaviour is queued.
+    pub fn set_default(&self, b: Behavior) {
+        self.shared.state.lock().unwrap().default = b;
+    }
+
+    /// Queues a behaviour for the next request only.
+    pub fn push(&self, b: Behavior) {
+        self.shared.state.lock().unwrap().queue.push_back(b);
+    }
+
+    /// Every request received so far.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.shared.state.lock().unwrap().log.clone()
+    }
+
+    pub fn request_count(&self) -> usize {
+        self.shared.state.lock().unwrap().log.len()
+    }
+
+    /// How many clients went away before their response was complete.
+    pub fn disconnects(&self) -> usize {
+        *self.shared.disconnects.borrow()
+    }
+
+    /// Waits until at least `n` disconnects were seen, up to `timeout`.
+    pub async fn wait_for_disconnects(&self, n: usize, timeout: Duration) -> bool {
+        let mut rx = self.shared.disconnects.subscribe();
+        tokio::time::timeout(timeout, rx.wait_for(|v| *v >= n)).await.is_ok_and(|r| r.is_ok())
+    }
+}
+
+impl Drop for MockUpstream {
+    fn drop(&mut self) {
+        let h = self.server.clone();
+        // Stop the server from its own System and wait for the thread.
+        std::thread::spawn(move || {
+            let _ = actix_rt::System::new().block_on(h.stop(false));
+        })
+        .join()
+        .ok();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+async fn models_list(data: web::Data<Shared>) -> HttpResponse {
+    let models = data.state.lock().unwrap().models.clone();
+    let list: Vec<Value> = models.iter().map(|m| json!({"id": m, "object": "model", "created": 0, "owned_by": "mock"})).collect();
+    HttpResponse::Ok().json(json!({"object": "list", "data": list}))
+}
+
+/// Counts a disconnect when dropped before `done` was set.
+struct DisconnectGuard {
+    shared: Arc<Shared>,
+    done: bool,
+}
+
+impl Drop for DisconnectGuard {
+    fn drop(&mut self) {
+        if !self.done {
+            self.shared.disconnects.send_modify(|v| *v += 1);
+        }
+    }
+}
+
+/// The reply content for a request: `mock: <last user message text>`.
+pub fn answer_for(body: &Value) -> String {
+    let last = body["messages"].as_array().and_then(|ms| ms.iter().rev().find(|m| m["role"] == "user")).map(|m| &m["content"]);
+    let text = match last {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(parts)) => parts.iter().filter_map(|p| p["text"].as_str()).collect::<Vec<_>>().join(" "),
+        _ => String::new(),
+    };
+    format!("mock: {text}")
+}
+
+fn words(s: &str) -> u64 {
+    s.split_whitespace().count() as u64
+}
+
+async fn chat(req: HttpRequest, body: web::Bytes, data: web::Data<Shared>) -> HttpResponse {
+    let shared = data.into_inner();
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let header = |n: &str| req.headers().get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let behavior = {
+        let mut st = shared.state.lock().unwrap();
+        st.log.push(Recorded { path: req.path().to_owned(), authorization: header("authorization"), traceparent: header("traceparent"), body: body.clone() });
+        st.queue.pop_front().unwrap_or_else(|| st.default.clone())
+    };
+    let mut guard = DisconnectGuard { shared: shared.clone(), done: false };
+    if behavior.hang {
+        // The worker is expected to give up; when it does, this future is dropped.
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    }
+    if !behavior.latency.is_zero() {
+        tokio::time::sleep(behavior.latency).await;
+    }
+    if behavior.status != 0 && behavior.status != 200 {
+        guard.done = true;
+        let mut r = HttpResponse::build(actix_web::http::StatusCode::from_u16(behavior.status).unwrap());
+        if let Some(ra) = &behavior.retry_after {
+            r.insert_header(("retry-after", ra.as_str()));
+        }
+        return r.json(json!({"error": {"message": format!("mock error {}", behavior.status), "type": "mock_error", "param": null, "code": null}}));
+    }
+    let model = body["model"].as_str().unwrap_or("mock").to_owned();
+    let content = answer_for(&body);
+    let prompt_tokens: u64 = body["messages"].as_array().map_or(0, |ms| ms.iter().map(|m| words(m["content"].as_str().unwrap_or(""))).sum());
+    let completion_tokens = words(&content);
+    let usage = json!({"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens});
+
+    if body["stream"] != Value::Bool(true) {
+        guard.done = true;
+        return HttpResponse::Ok().json(json!({
+            "id": "chatcmpl-mock", "object": "chat.completion", "created": 0, "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+            "usage": usage,
+        }));
+    }
+
+    let pieces = split(&content, behavior.chunks);
+    let include_usage = body["stream_options"]["include_usage"] == Value::Bool(true);
+    let chunk = |delta: Value, finish: Value| {
+        json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 0, "model": model,
+               "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+    };
+    let mut events: Vec<Bytes> = Vec::new();
+    events.push(sse(&chunk(json!({"role": "assistant", "content": ""}), Value::Null)));
+    for p in &pieces {
+        events.push(sse(&chunk(json!({"content": p}), Value::Null)));
+    }
+    events.push(sse(&chunk(json!({}), json!("stop"))));
+    if include_usage {
+        events.push(sse(&json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 0, "model": model, "choices": [], "usage": usage})));
+    }
+    events.push(Bytes::from_static(b"data: [DONE]\n\n"));
+    let delay = behavior.chunk_delay;
+    let drop_after = behavior.drop_after;
+    let stream = futures_util::stream::unfold((events.into_iter().enumerate(), guard), move |(mut it, mut guard)| async move {
+        let (i, ev) = it.next()?;
+        if drop_after.is_some_and(|n| i > n) {
+            guard.done = true;
+            return Some((Err(std::io::Error::other("mock drops the stream")), (it, guard)));
+        }
+        if i > 0 && !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        if it.len() == 0 {
+            guard.done = true;
+        }
+        Some((Ok::<_, std::io::Error>(ev), (it, guard)))
+    });
+    HttpResponse::Ok().content_type("text/event-stream").streaming(stream)
+}
+
+fn sse(v: &Value) -> Bytes {
+    Bytes::from(format!("data: {v}\n\n"))
+}
+
+/// Splits `content` into `n` pieces by words (0 = one per word), keeping the spaces.
+fn split(content: &str, n: usize) -> Vec<String> {
+    let words: Vec<&str> = content.split_inclusive(' ').collect();
+    if n == 0 || n >= words.len() {
+        return words.into_iter().map(str::to_owned).collect();
+    }
+    let per = words.len().div_ceil(n);
+    words.chunks(per).map(|c| c.concat()).collect()
+}
