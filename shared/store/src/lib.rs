@@ -1,1 +1,181 @@
-//! placeholder
+//! Shared state of the cluster: leases (load), provider catalog and state, live services,
+//! and usage counters. Redis for the cluster, memory for `llmrouter all` without Redis;
+//! both pass one conformance suite (`tests/conformance.rs`).
+//!
+//! Keys (under the configured prefix) and what they hold:
+//! - `lease:{target}`: sorted set, member = one in-flight call, score = its expiry (ms).
+//!   The load of a target is its live members; a dead worker's leases simply expire.
+//! - `providers`: hash, provider name → JSON [`ProviderStatus`] (models, state).
+//! - `alive`: sorted set, member = `service/instance`, score = expiry of its heartbeat.
+//! - `usage:{key}:{model}:{day}`: hash of `requests`, `prompt_tokens`, `completion_tokens`,
+//!   `estimated` (requests whose counts the upstream did not report).
+//!
+//! # Layout
+//! - [`memory`]: the in-memory implementation.
+//! - [`redis_store`]: the Redis implementation.
+
+pub mod memory;
+pub mod redis_store;
+
+use std::sync::Arc;
+
+use llmr_protocol::ApiError;
+use serde::{Deserialize, Serialize};
+
+pub use memory::MemoryStore;
+pub use redis_store::RedisStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the state store is unreachable: {0}")]
+    Unavailable(String),
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        match e {
+            StoreError::Unavailable(m) => ApiError::Unavailable { message: format!("The state store (Redis) is unreachable: {m}") },
+        }
+    }
+}
+
+/// What the cluster knows of one provider.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderStatus {
+    pub name: String,
+    /// Models it serves (after allow/deny lists).
+    pub models: Vec<String>,
+    /// `ok`, or `error` when its model list could not be fetched.
+    pub state: String,
+    pub error: Option<String>,
+    pub updated_ms: u64,
+}
+
+/// A service instance seen alive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Alive {
+    pub service: String,
+    pub instance: String,
+}
+
+/// Usage counters of one key, model and day.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct UsageRecord {
+    pub requests: u64,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    /// Requests whose token counts the upstream did not report.
+    pub estimated: u64,
+}
+
+/// The store, Redis or memory.
+#[derive(Clone)]
+pub enum Store {
+    Memory(Arc<MemoryStore>),
+    Redis(Arc<RedisStore>),
+}
+
+macro_rules! dispatch {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self {
+            Store::Memory($s) => $e,
+            Store::Redis($s) => $e.await,
+        }
+    };
+}
+
+impl Store {
+    pub fn memory() -> Store {
+        Store::Memory(Arc::new(MemoryStore::default()))
+    }
+
+    pub fn redis(url: &str, prefix: &str, pool_size: usize) -> Result<Store, StoreError> {
+        Ok(Store::Redis(Arc::new(RedisStore::new(url, prefix, pool_size)?)))
+    }
+
+    /// Takes a lease on `target` for one call, expiring after `ttl_ms` unless released.
+    pub async fn acquire_lease(&self, target: &str, member: &str, ttl_ms: u64) -> Result<(), StoreError> {
+        dispatch!(self, s => s.acquire_lease(target, member, ttl_ms))
+    }
+
+    pub async fn release_lease(&self, target: &str, member: &str) -> Result<(), StoreError> {
+        dispatch!(self, s => s.release_lease(target, member))
+    }
+
+    /// Live leases per target, in the order asked (one round trip).
+    pub async fn loads(&self, targets: &[String]) -> Result<Vec<u64>, StoreError> {
+        dispatch!(self, s => s.loads(targets))
+    }
+
+    pub async fn set_provider(&self, status: &ProviderStatus) -> Result<(), StoreError> {
+        dispatch!(self, s => s.set_provider(status))
+    }
+
+    /// Every provider's last published status, sorted by name.
+    pub async fn providers(&self) -> Result<Vec<ProviderStatus>, StoreError> {
+        dispatch!(self, s => s.providers())
+    }
+
+    /// Records that `service/instance` is alive for `ttl_ms`.
+    pub async fn heartbeat(&self, service: &str, instance: &str, ttl_ms: u64) -> Result<(), StoreError> {
+        dispatch!(self, s => s.heartbeat(service, instance, ttl_ms))
+    }
+
+    /// Removes an instance that is shutting down.
+    pub async fn depart(&self, service: &str, instance: &str) -> Result<(), StoreError> {
+        dispatch!(self, s => s.depart(service, instance))
+    }
+
+    /// Instances whose heartbeat has not expired, sorted.
+    pub async fn alive(&self) -> Result<Vec<Alive>, StoreError> {
+        dispatch!(self, s => s.alive())
+    }
+
+    /// Adds one request's usage to the key's daily counters.
+    pub async fn record_usage(&self, key: &str, model: &str, day: &str, prompt: u64, completion: u64, estimated: bool) -> Result<(), StoreError> {
+        dispatch!(self, s => s.record_usage(key, model, day, prompt, completion, estimated))
+    }
+
+    pub async fn usage(&self, key: &str, model: &str, day: &str) -> Result<UsageRecord, StoreError> {
+        dispatch!(self, s => s.usage(key, model, day))
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        match self {
+            Store::Memory(_) => Ok(()),
+            Store::Redis(s) => s.ping().await,
+        }
+    }
+}
+
+/// `alive` members are `service/instance`.
+pub(crate) fn split_alive(member: &str) -> Option<Alive> {
+    let (service, instance) = member.split_once('/')?;
+    Some(Alive { service: service.to_owned(), instance: instance.to_owned() })
+}
+
+/// Today's date (UTC) as `YYYY-MM-DD`, the day of usage counters.
+pub fn utc_day(now_ms: u64) -> String {
+    // Civil-from-days (Howard Hinnant's algorithm), to avoid a date crate for one format.
+    let days = (now_ms / 86_400_000) as i64;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn formats_utc_days() {
+        assert_eq!(super::utc_day(0), "1970-01-01");
+        assert_eq!(super::utc_day(1_795_000_000_000), "2026-11-18");
+        assert_eq!(super::utc_day(951_782_400_000), "2000-02-29");
+    }
+}

@@ -1,1 +1,144 @@
-//! placeholder
+//! Logging, tracing and W3C trace-context propagation for every llmrouter service.
+//!
+//! [`init`] installs one `tracing` subscriber: an env filter (`RUST_LOG` wins over
+//! `telemetry.log_level`), console or JSON logs, and an OpenTelemetry layer whose spans are
+//! exported over OTLP/gRPC when `telemetry.otlp_endpoint` is set. The OpenTelemetry layer is
+//! installed even without an endpoint, so span contexts (and so `traceparent`) always exist.
+//! [`Telemetry::shutdown`] flushes spans; call it at exit (off the actix thread).
+//!
+//! Propagation: [`set_parent`] continues a span from a `traceparent` string (a client's
+//! header or an envelope field); [`traceparent`] renders a span's context for the next hop.
+//! Without an installed subscriber (tests), [`traceparent`] falls back to the inherited value.
+
+use std::collections::HashMap;
+
+use llmr_config::{LogFormat, Telemetry as Settings};
+use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    #[error("telemetry.log_level: {0}")]
+    Filter(String),
+    #[error("telemetry.otlp_endpoint: {0}")]
+    Exporter(String),
+    #[error("a tracing subscriber is already installed: {0}")]
+    AlreadyInstalled(String),
+}
+
+/// The installed telemetry; shut it down at exit to flush spans.
+pub struct Telemetry {
+    provider: SdkTracerProvider,
+}
+
+/// Installs logging and tracing for `service` (e.g. `gateway`). Must run inside a tokio
+/// runtime when an OTLP endpoint is set (the gRPC exporter is bound to it).
+pub fn init(cfg: &Settings, service: &str) -> Result<Telemetry, TelemetryError> {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(v) if !v.is_empty() => EnvFilter::try_new(v),
+        _ => EnvFilter::try_new(&cfg.log_level),
+    }
+    .map_err(|e| TelemetryError::Filter(e.to_string()))?;
+
+    let resource = opentelemetry_sdk::Resource::builder().with_service_name(format!("{}-{}", cfg.service_name, service)).build();
+    let mut builder = SdkTracerProvider::builder().with_resource(resource).with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)));
+    if !cfg.otlp_endpoint.is_empty() {
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(cfg.otlp_endpoint.clone())
+            .build()
+            .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
+        builder = builder.with_batch_exporter(exporter);
+    }
+    let provider = builder.build();
+    let tracer = provider.tracer("llmrouter");
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+
+    let fmt = match cfg.log_format {
+        LogFormat::Console => tracing_subscriber::fmt::layer().with_target(true).boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer().json().flatten_event(true).with_current_span(true).boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .with(tracing_opentelemetry::layer().with_tracer(tracer))
+        .try_init()
+        .map_err(|e| TelemetryError::AlreadyInstalled(e.to_string()))?;
+    Ok(Telemetry { provider })
+}
+
+impl Telemetry {
+    /// Flushes and stops span export. Blocking: run it off async threads
+    /// (e.g. `std::thread::spawn(move || t.shutdown()).join()`).
+    pub fn shutdown(self) {
+        if let Err(e) = self.provider.shutdown() {
+            tracing::warn!(error = %e, "span export did not shut down cleanly");
+        }
+    }
+}
+
+/// Continues `span` from a W3C `traceparent` (ignored when empty or invalid).
+pub fn set_parent(span: &tracing::Span, traceparent: &str) {
+    if !valid_traceparent(traceparent) {
+        return;
+    }
+    let carrier = HashMap::from([("traceparent".to_string(), traceparent.to_string())]);
+    let cx = TraceContextPropagator::new().extract(&carrier);
+    let _ = span.set_parent(cx);
+}
+
+/// The `traceparent` of `span` for the next hop; `inherited` when the span has no context
+/// (no subscriber installed), so the caller's trace still flows.
+pub fn traceparent(span: &tracing::Span, inherited: &str) -> String {
+    let cx = span.context();
+    if cx.span().span_context().is_valid() {
+        let mut carrier = HashMap::new();
+        TraceContextPropagator::new().inject_context(&cx, &mut carrier);
+        if let Some(tp) = carrier.remove("traceparent") {
+            return tp;
+        }
+    }
+    if valid_traceparent(inherited) { inherited.to_owned() } else { String::new() }
+}
+
+/// Whether `s` is a well-formed version-00 `traceparent` with non-zero ids.
+pub fn valid_traceparent(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('-').collect();
+    let hex = |p: &str, n: usize| p.len() == n && p.bytes().all(|b| b.is_ascii_hexdigit()) && p.bytes().any(|b| b != b'0');
+    parts.len() == 4 && parts[0] == "00" && hex(parts[1], 32) && hex(parts[2], 16) && parts[3].len() == 2
+}
+
+/// The trace id of a `traceparent`, when it has one.
+pub fn trace_id(traceparent: &str) -> Option<&str> {
+    valid_traceparent(traceparent).then(|| &traceparent[3..35])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validates_traceparent() {
+        assert!(valid_traceparent("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"));
+        assert!(!valid_traceparent("00-00000000000000000000000000000000-b7ad6b7169203331-01"));
+        assert!(!valid_traceparent("garbage"));
+        assert!(!valid_traceparent(""));
+        assert_eq!(trace_id("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"), Some("0af7651916cd43dd8448eb211c80319c"));
+    }
+
+    #[test]
+    fn without_a_subscriber_the_inherited_context_flows() {
+        let span = tracing::info_span!("x");
+        let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        set_parent(&span, tp);
+        assert_eq!(traceparent(&span, tp), tp);
+        assert_eq!(traceparent(&span, "bad"), "");
+    }
+}
