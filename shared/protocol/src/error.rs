@@ -29,8 +29,8 @@ pub enum ApiError {
     /// Every attempt at an upstream failed (5xx, connect error, timeout, broken stream).
     #[error("{message}")]
     Upstream { message: String },
-    #[error("The request did not complete within its deadline of {timeout_ms} ms.")]
-    DeadlineExceeded { timeout_ms: u64 },
+    #[error("The request did not complete within its deadline.")]
+    DeadlineExceeded,
     /// A dependency of the gateway (Redis, the bus) cannot be reached.
     #[error("{message}")]
     Unavailable { message: String },
@@ -55,7 +55,7 @@ impl ApiError {
             ApiError::Internal { .. } => 500,
             ApiError::Upstream { .. } => 502,
             ApiError::Unavailable { .. } => 503,
-            ApiError::DeadlineExceeded { .. } => 504,
+            ApiError::DeadlineExceeded => 504,
         }
     }
 
@@ -69,7 +69,7 @@ impl ApiError {
             | ApiError::UpstreamRejected { .. } => "invalid_request_error",
             ApiError::Unauthorized { .. } => "authentication_error",
             ApiError::RateLimited { .. } => "rate_limit_error",
-            ApiError::Upstream { .. } | ApiError::DeadlineExceeded { .. } | ApiError::Internal { .. } => "api_error",
+            ApiError::Upstream { .. } | ApiError::DeadlineExceeded | ApiError::Internal { .. } => "api_error",
             ApiError::Unavailable { .. } => "service_unavailable",
         }
     }
@@ -84,7 +84,7 @@ impl ApiError {
             ApiError::RouteNotFound { .. } => Some("unknown_url"),
             ApiError::RateLimited { .. } => Some("rate_limit_exceeded"),
             ApiError::Upstream { .. } => Some("upstream_error"),
-            ApiError::DeadlineExceeded { .. } => Some("timeout"),
+            ApiError::DeadlineExceeded => Some("timeout"),
             ApiError::Unavailable { .. } => Some("service_unavailable"),
         }
     }
@@ -164,7 +164,7 @@ mod tests {
             ApiError::RateLimited { message: "slow".into(), retry_after_s: Some(2) },
             ApiError::UpstreamRejected { status: 422, body: "nope".into() },
             ApiError::Upstream { message: "down".into() },
-            ApiError::DeadlineExceeded { timeout_ms: 5 },
+            ApiError::DeadlineExceeded,
             ApiError::Unavailable { message: "redis".into() },
             ApiError::Internal { message: "bug".into() },
         ];

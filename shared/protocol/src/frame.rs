@@ -136,7 +136,7 @@ mod tests {
             Frame::head(id, Head { status: 200, stream: true }),
             Frame::chunk(id, 1, Bytes::from_static(b"{\"x\":1}")),
             Frame::end(id, 2),
-            Frame::error(id, 3, &ApiError::DeadlineExceeded { timeout_ms: 5 }),
+            Frame::error(id, 3, &ApiError::DeadlineExceeded),
         ] {
             let fields: HashMap<&str, Bytes> = f.to_fields().into_iter().collect();
             assert_eq!(Frame::from_fields(|k| fields.get(k).map(|b| b.as_ref())).unwrap(), f);

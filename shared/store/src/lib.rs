@@ -179,3 +179,31 @@ mod tests {
         assert_eq!(super::utc_day(951_782_400_000), "2000-02-29");
     }
 }
+
+/// A background task that stops when dropped.
+pub struct TaskGuard(tokio::task::AbortHandle);
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Store {
+    /// Heartbeats `service/instance` every `period` (alive for three periods) until the guard
+    /// is dropped; a failed beat is logged and retried on the next tick.
+    pub fn keep_alive(&self, service: &str, instance: &str, period: std::time::Duration) -> TaskGuard {
+        let (store, service, instance) = (self.clone(), service.to_owned(), instance.to_owned());
+        let ttl = period.as_millis() as u64 * 3;
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            loop {
+                tick.tick().await;
+                if let Err(e) = store.heartbeat(&service, &instance, ttl).await {
+                    tracing::warn!(error = %e, service, "heartbeat failed");
+                }
+            }
+        });
+        TaskGuard(task.abort_handle())
+    }
+}

@@ -1,0 +1,207 @@
+//! Which provider serves which model.
+//!
+//! Providers with a static `models` list are known at once. The others are asked
+//! `GET {base_url}/models` at start and every `router.models_refresh_ms`; a provider that
+//! cannot be asked keeps its last known list and is shown with state `error`. Allow- and
+//! denylists apply to both. Every change is published to the store, where the gateway
+//! (`/v1/models`) and `/health` read it.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::time::Duration;
+
+use actix::{Actor, AsyncContext, Context, Handler, Message, WrapFuture};
+use llmr_config::{Provider, ProviderType, Settings};
+use llmr_protocol::now_ms;
+use llmr_store::{ProviderStatus, Store};
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+
+/// One provider as the router sees it.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub provider: Provider,
+    pub models: Vec<String>,
+    pub state: String,
+    pub error: Option<String>,
+}
+
+/// The catalog of one router: provider name → entry. Single-threaded (one arbiter).
+#[derive(Debug, Default)]
+pub struct Catalog {
+    entries: RefCell<BTreeMap<String, Entry>>,
+}
+
+impl Catalog {
+    pub fn from_settings(settings: &Settings) -> Catalog {
+        let entries = settings
+            .providers()
+            .map(|p| {
+                let models = p.filter_models(&p.models);
+                (p.name.clone(), Entry { provider: p.clone(), models, state: "ok".into(), error: None })
+            })
+            .collect();
+        Catalog { entries: RefCell::new(entries) }
+    }
+
+    /// `(provider, pool)` of every enabled provider serving `model`, in name order.
+    pub fn providers_for(&self, model: &str) -> Vec<(String, String)> {
+        self.entries.borrow().values().filter(|e| e.models.iter().any(|m| m == model)).map(|e| (e.provider.name.clone(), e.provider.pool.clone())).collect()
+    }
+
+    fn set_models(&self, name: &str, models: Result<Vec<String>, String>) {
+        let mut entries = self.entries.borrow_mut();
+        let Some(e) = entries.get_mut(name) else { return };
+        match models {
+            Ok(m) => {
+                e.models = e.provider.filter_models(&m);
+                e.state = "ok".into();
+                e.error = None;
+            }
+            Err(err) => {
+                e.state = "error".into();
+                e.error = Some(err);
+            }
+        }
+    }
+
+    fn statuses(&self) -> Vec<ProviderStatus> {
+        let now = now_ms();
+        self.entries
+            .borrow()
+            .values()
+            .map(|e| ProviderStatus { name: e.provider.name.clone(), models: e.models.clone(), state: e.state.clone(), error: e.error.clone(), updated_ms: now })
+            .collect()
+    }
+
+    /// Providers whose model list must be asked from the upstream.
+    fn dynamic(&self) -> Vec<Provider> {
+        self.entries.borrow().values().filter(|e| e.provider.kind == ProviderType::Openai && e.provider.models.is_empty()).map(|e| e.provider.clone()).collect()
+    }
+}
+
+/// Keeps the catalog fresh and published.
+pub struct Refresher {
+    catalog: Rc<Catalog>,
+    store: Store,
+    every: Duration,
+    timeout: Duration,
+}
+
+impl Refresher {
+    pub fn new(catalog: Rc<Catalog>, store: Store, settings: &Settings) -> Refresher {
+        Refresher { catalog, store, every: Duration::from_millis(settings.router.models_refresh_ms), timeout: Duration::from_millis(settings.worker.connect_timeout_ms.max(1000) * 2) }
+    }
+}
+
+/// Refresh now.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Refresh;
+
+impl Actor for Refresher {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.notify(Refresh);
+        ctx.run_interval(self.every, |_, ctx| ctx.notify(Refresh));
+        // Re-publish the statuses now and then, so a restarted Redis (or a new gateway) sees
+        // them without waiting a full refresh period.
+        ctx.run_interval(Duration::from_secs(5), |act, ctx| {
+            let (store, statuses) = (act.store.clone(), act.catalog.statuses());
+            ctx.spawn(async move { publish(&store, &statuses).await }.into_actor(act));
+        });
+    }
+}
+
+impl Handler<Refresh> for Refresher {
+    type Result = ();
+
+    fn handle(&mut self, _: Refresh, ctx: &mut Context<Self>) {
+        let (catalog, store, timeout) = (self.catalog.clone(), self.store.clone(), self.timeout);
+        ctx.spawn(
+            async move {
+                let client = awc::Client::builder().timeout(timeout).finish();
+                for p in catalog.dynamic() {
+                    let r = fetch_models(&client, &p).await;
+                    if let Err(e) = &r {
+                        tracing::warn!(provider = %p.name, error = %e, "could not list the provider's models");
+                    }
+                    catalog.set_models(&p.name, r);
+                }
+                publish(&store, &catalog.statuses()).await;
+            }
+            .into_actor(self),
+        );
+    }
+}
+
+async fn publish(store: &Store, statuses: &[ProviderStatus]) {
+    for s in statuses {
+        if let Err(e) = store.set_provider(s).await {
+            tracing::warn!(error = %e, "could not publish provider status");
+            return;
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct ModelList {
+    data: Vec<ModelId>,
+}
+
+#[derive(Deserialize)]
+struct ModelId {
+    id: String,
+}
+
+async fn fetch_models(client: &awc::Client, p: &Provider) -> Result<Vec<String>, String> {
+    let mut req = client.get(format!("{}/models", p.base()));
+    if let Some(k) = p.api_keys.first() {
+        req = req.bearer_auth(k.expose_secret());
+    }
+    let mut resp = req.send().await.map_err(|e| e.to_string())?;
+    if !resp.status().is_success() {
+        return Err(format!("GET /models answered {}", resp.status()));
+    }
+    let list: ModelList = resp.json().limit(8 << 20).await.map_err(|e| e.to_string())?;
+    Ok(list.data.into_iter().map(|m| m.id).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(toml: &str) -> Settings {
+        let path = std::env::temp_dir().join(format!("llmr-catalog-{}-{}.toml", std::process::id(), toml.len()));
+        std::fs::write(&path, toml).unwrap();
+        let s = llmr_config::load_from(Some(&path), Default::default()).unwrap();
+        let _ = std::fs::remove_file(path);
+        s
+    }
+
+    #[test]
+    fn resolves_models_to_enabled_providers() {
+        let s = settings(
+            "[[providers]]\nname='a'\ntype='echo'\nmodels=['m','x']\n[[providers]]\nname='b'\ntype='echo'\nmodels=['m']\npool='gpu'\n[[providers]]\nname='c'\ntype='echo'\nmodels=['m']\nenabled=false\n[[providers]]\nname='d'\ntype='echo'\nmodels=['m','x']\ndenylist=['m']\n",
+        );
+        let c = Catalog::from_settings(&s);
+        assert_eq!(c.providers_for("m"), vec![("a".to_string(), "default".to_string()), ("b".to_string(), "gpu".to_string())]);
+        assert_eq!(c.providers_for("x").len(), 2);
+        assert!(c.providers_for("nope").is_empty());
+    }
+
+    #[test]
+    fn a_failed_refresh_keeps_the_last_list() {
+        let s = settings("[[providers]]\nname='up'\ntype='openai'\nbase_url='http://127.0.0.1:1/v1'\nallowlist=['a','b']\n");
+        let c = Catalog::from_settings(&s);
+        assert!(c.providers_for("a").is_empty());
+        c.set_models("up", Ok(vec!["a".into(), "b".into(), "c".into()]));
+        assert_eq!(c.providers_for("a").len(), 1);
+        assert!(c.providers_for("c").is_empty(), "allowlist applies to fetched lists");
+        c.set_models("up", Err("refused".into()));
+        assert_eq!(c.providers_for("a").len(), 1);
+        assert_eq!(c.statuses()[0].state, "error");
+    }
+}
