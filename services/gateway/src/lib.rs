@@ -1,1 +1,101 @@
-//! placeholder
+//! The gateway service: the OpenAI-compatible HTTP front (actix-web).
+//!
+//! It authenticates, validates and bounds every request, so bad input gets a 4xx and never
+//! reaches the bus; it publishes valid chat completions on `requests`, and answers from the
+//! frames that arrive on its own reply stream: one JSON body, or SSE events flushed as they
+//! come and ended by `data: [DONE]`. A client that goes away cancels its request.
+//!
+//! Routes: `POST /v1/chat/completions`, `GET /v1/models`, `GET /v1/models/{id}`,
+//! `GET /health` (no auth). With `server.token` set, all but `/health` need
+//! `Authorization: Bearer <token>` (compared in constant time).
+//!
+//! # Layout
+//! - [`hub`]: in-flight requests of this instance and the frames routed to them.
+//! - [`error`]: the one mapping of errors to HTTP responses.
+//! - [`auth`]: bearer-token middleware.
+//! - [`routes`]: handlers.
+
+pub mod auth;
+pub mod error;
+pub mod hub;
+pub mod routes;
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::{App, HttpServer, middleware, web};
+use llmr_bus::{Bus, Subscription};
+use llmr_config::Settings;
+use llmr_store::{Store, TaskGuard};
+
+pub use error::HttpError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: String, source: std::io::Error },
+}
+
+/// What every handler shares.
+pub struct AppState {
+    pub settings: Settings,
+    pub bus: Bus,
+    pub store: Store,
+    pub hub: Arc<hub::Hub>,
+    /// This instance's id: its reply stream is `replies:{instance}`.
+    pub instance: String,
+}
+
+/// A built (bound, not yet running) gateway.
+pub struct Gateway {
+    server: Server,
+    port: u16,
+    _replies: Subscription,
+    _heartbeat: TaskGuard,
+}
+
+impl Gateway {
+    /// Binds `server.host:server.port` (port 0 = any free port) and starts reading this
+    /// instance's reply stream. Call inside an actix System.
+    pub async fn build(settings: &Settings, bus: Bus, store: Store, instance: &str) -> Result<Gateway, InitError> {
+        let addr = format!("{}:{}", settings.server.host, settings.server.port);
+        let listener = TcpListener::bind(&addr).map_err(|source| InitError::Bind { addr: addr.clone(), source })?;
+        let port = listener.local_addr().map_err(|source| InitError::Bind { addr: addr.clone(), source })?.port();
+        let hub = Arc::new(hub::Hub::default());
+        let h2 = hub.clone();
+        let replies = bus.subscribe_replies(instance, Arc::new(move |f| h2.dispatch(f)));
+        let heartbeat = store.keep_alive("gateway", instance, Duration::from_secs(2));
+        let state = web::Data::new(AppState { settings: settings.clone(), bus, store, hub, instance: instance.to_owned() });
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .wrap(middleware::from_fn(auth::require_token))
+                .configure(routes::configure)
+                .default_service(web::to(routes::not_found))
+        })
+        .disable_signals()
+        .shutdown_timeout(10)
+        .listen(listener)
+        .map_err(|source| InitError::Bind { addr, source })?
+        .run();
+        Ok(Gateway { server, port, _replies: replies, _heartbeat: heartbeat })
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A handle to stop the server (gracefully or not).
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until stopped through the handle.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let Gateway { server, _replies, _heartbeat, .. } = self;
+        server.await
+    }
+}

@@ -1,1 +1,73 @@
-//! placeholder
+//! The provider-worker service: runs the plans of its pool (`jobs:{pool}`) against the
+//! upstreams, and sends the answers to the caller's reply stream as frames.
+//!
+//! Decisions written down here:
+//! - The worker reads at most `worker.max_in_flight` jobs at a time; the rest wait in the
+//!   stream, whose pending count is the autoscaling signal.
+//! - A job is acked when it is finished. While it runs, its entry is refreshed every third
+//!   of `redis.claim_idle_ms`; a worker that dies leaves its entries idle, and a live peer
+//!   reclaims them after `claim_idle_ms`: it reruns a job if no frame of it reached the
+//!   caller, and otherwise answers it with a clean error frame.
+//! - awc's defaults (5 s, 2 MiB) are replaced: each call is bounded by the request's
+//!   deadline and `worker.max_response_bytes`; connecting by `worker.connect_timeout_ms`.
+//!
+//! # Layout
+//! - [`actor`]: the consumer actor and its messages.
+//! - [`job`]: running a plan (leases, failover, usage).
+//! - [`adapters`]: `openai` and `echo`.
+//! - [`replier`]: reply frames of one request.
+//! - [`sse`]: splitting an upstream event stream.
+
+pub mod actor;
+pub mod adapters;
+pub mod job;
+pub mod replier;
+pub mod sse;
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use actix::{Actor, Addr};
+use llmr_bus::{Bus, Subscription};
+use llmr_config::Settings;
+use llmr_store::{Store, TaskGuard};
+
+/// The consumer group of every worker of a pool.
+pub const GROUP: &str = "workers";
+
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error(transparent)]
+    Bus(#[from] llmr_bus::BusError),
+}
+
+/// A running worker of one pool.
+pub struct WorkerService {
+    addr: Addr<actor::WorkerActor>,
+    _cancels: Subscription,
+    _heartbeat: TaskGuard,
+}
+
+impl WorkerService {
+    /// Starts a worker for `pool` on the current arbiter (inside an actix System).
+    pub async fn build(settings: &Settings, bus: Bus, store: Store, instance: &str, pool: &str) -> Result<WorkerService, InitError> {
+        let stream = format!("jobs:{pool}");
+        let consumers = [bus.consumer(&stream, GROUP, instance).await?, bus.consumer(&stream, GROUP, instance).await?, bus.consumer(&stream, GROUP, instance).await?];
+        let w = &settings.worker;
+        let connector = awc::Connector::new().timeout(Duration::from_millis(w.connect_timeout_ms)).limit(w.max_in_flight.max(1));
+        // Per-call timeouts are set from each request's deadline; this is only the ceiling.
+        let client = awc::Client::builder().connector(connector).timeout(Duration::from_millis(settings.server.request_timeout_ms)).disable_redirects().finish();
+        let providers = settings.providers().filter(|p| p.pool == pool).map(|p| (p.name.clone(), job::ProviderRt::new(p.clone()))).collect();
+        let ctx = Rc::new(job::JobCtx { bus: bus.clone(), store: store.clone(), client, providers, max_response_bytes: w.max_response_bytes });
+        let addr = actor::WorkerActor::new(ctx, consumers, w.max_in_flight, Duration::from_millis(settings.redis.claim_idle_ms)).start();
+        let a2 = addr.clone();
+        let cancels = bus.subscribe_cancels(std::sync::Arc::new(move |id| a2.do_send(actor::Cancel(id))));
+        let heartbeat = store.keep_alive("worker", &format!("{pool}:{instance}"), Duration::from_secs(2));
+        Ok(WorkerService { addr, _cancels: cancels, _heartbeat: heartbeat })
+    }
+
+    /// Stops reading jobs and waits up to `grace` for the running ones to finish.
+    pub async fn drain(&self, grace: Duration) {
+        let _ = self.addr.send(actor::Drain { grace }).await;
+    }
+}

@@ -1,0 +1,42 @@
+//! HTTP handlers.
+
+pub mod chat;
+pub mod health;
+pub mod models;
+
+use actix_web::{HttpRequest, web};
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use llmr_protocol::ApiError;
+
+use crate::HttpError;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/v1/chat/completions", web::post().to(chat::completions))
+        .route("/v1/models", web::get().to(models::list))
+        .route("/v1/models/{id:.+}", web::get().to(models::retrieve))
+        .route("/health", web::get().to(health::health));
+}
+
+/// Unknown routes, in OpenAI's error shape.
+pub async fn not_found(req: HttpRequest) -> Result<actix_web::HttpResponse, HttpError> {
+    Err(HttpError(ApiError::RouteNotFound { method: req.method().to_string(), path: req.path().to_owned() }))
+}
+
+/// Reads a request body, refusing it with 413 as soon as it passes `limit` bytes.
+pub async fn read_body(req: &HttpRequest, mut payload: web::Payload, limit: usize) -> Result<Bytes, HttpError> {
+    let too_large = || HttpError(ApiError::PayloadTooLarge { limit });
+    let declared = req.headers().get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let mut body = BytesMut::with_capacity(declared.unwrap_or(1024).min(limit));
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| HttpError(ApiError::invalid(format!("could not read the request body: {e}"), None)))?;
+        if body.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}

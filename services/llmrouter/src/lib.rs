@@ -1,0 +1,262 @@
+//! Assembles llmrouter services into one process: `llmrouter all` (every service, in memory
+//! or over Redis) or one service per process (`gateway`, `router`, `worker --pool P`).
+//!
+//! The separate services need Redis and refuse to start without `redis.url`; with a URL,
+//! they wait (with backoff) for Redis to answer before starting, so a cluster can come up in
+//! any order. A stop drains: the gateway stops accepting and finishes open responses, the
+//! router stops reading, workers finish their jobs (up to a grace period).
+//!
+//! [`spawn`] runs the same thing in a background thread with its own actix System: the
+//! in-process tests use it.
+
+use std::time::Duration;
+
+use llmr_bus::Bus;
+use llmr_config::Settings;
+use llmr_gateway::Gateway;
+use llmr_router::RouterService;
+use llmr_store::Store;
+use llmr_worker::WorkerService;
+
+/// Which services a process runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    All,
+    Gateway,
+    Router,
+    Worker { pool: String },
+}
+
+impl Role {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Role::All => "all",
+            Role::Gateway => "gateway",
+            Role::Router => "router",
+            Role::Worker { .. } => "worker",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("`llmrouter {0}` needs Redis: set redis.url (LLMR__REDIS__URL). Only `llmrouter all` runs with the in-memory bus and store.")]
+    NeedsRedis(&'static str),
+    #[error(transparent)]
+    Bus(#[from] llmr_bus::BusError),
+    #[error(transparent)]
+    Store(#[from] llmr_store::StoreError),
+    #[error(transparent)]
+    Gateway(#[from] llmr_gateway::InitError),
+    #[error(transparent)]
+    Router(#[from] llmr_router::InitError),
+    #[error(transparent)]
+    Worker(#[from] llmr_worker::InitError),
+}
+
+/// Worker jobs get this long to finish when the process stops.
+const DRAIN_GRACE: Duration = Duration::from_secs(10);
+
+/// The running services of this process.
+pub struct App {
+    gateway: Option<Gateway>,
+    gateway_handle: Option<actix_web::dev::ServerHandle>,
+    port: Option<u16>,
+    router: Option<RouterService>,
+    workers: Vec<WorkerService>,
+}
+
+/// Starts the services of `role` on the current actix System.
+pub async fn start(role: &Role, settings: &Settings) -> Result<App, AppError> {
+    let instance = format!("{}-{}", role.name(), &uuid::Uuid::now_v7().simple().to_string()[20..]);
+    let (bus, store) = match settings.redis.url() {
+        Some(url) => {
+            let bus = Bus::redis(url, &settings.redis.prefix, settings.redis.pool_size)?;
+            let store = Store::redis(url, &settings.redis.prefix, settings.redis.pool_size)?;
+            if *role != Role::Gateway {
+                wait_for_redis(&bus).await;
+            }
+            (bus, store)
+        }
+        None if *role == Role::All => (Bus::memory(), Store::memory()),
+        None => return Err(AppError::NeedsRedis(role.name())),
+    };
+    let mut app = App { gateway: None, gateway_handle: None, port: None, router: None, workers: Vec::new() };
+    if matches!(role, Role::All | Role::Router) {
+        app.router = Some(RouterService::build(settings, bus.clone(), store.clone(), &instance).await?);
+    }
+    let pools: Vec<String> = match role {
+        Role::All => {
+            let mut p: Vec<String> = settings.providers().map(|p| p.pool.clone()).collect();
+            p.push("default".into());
+            p.sort();
+            p.dedup();
+            p
+        }
+        Role::Worker { pool } => vec![pool.clone()],
+        _ => Vec::new(),
+    };
+    for pool in pools {
+        app.workers.push(WorkerService::build(settings, bus.clone(), store.clone(), &instance, &pool).await?);
+    }
+    if matches!(role, Role::All | Role::Gateway) {
+        let g = Gateway::build(settings, bus, store, &instance).await?;
+        app.port = Some(g.port());
+        app.gateway_handle = Some(g.handle());
+        app.gateway = Some(g);
+    }
+    tracing::info!(role = role.name(), instance, port = app.port, "llmrouter started");
+    Ok(app)
+}
+
+async fn wait_for_redis(bus: &Bus) {
+    let mut backoff = Duration::from_millis(200);
+    while let Err(e) = bus.ping().await {
+        tracing::warn!(error = %e, "waiting for Redis");
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+impl App {
+    /// The gateway's bound port, when this process runs one.
+    pub fn port(&self) -> Option<u16> {
+        self.port
+    }
+
+    /// Serves until SIGINT/SIGTERM (or the gateway stops), then drains.
+    pub async fn run_until_stopped(mut self) {
+        let server = self.gateway.take().map(Gateway::run_until_stopped);
+        let serve = async move {
+            match server {
+                Some(s) => {
+                    if let Err(e) = s.await {
+                        tracing::error!(error = %e, "the HTTP server failed");
+                    }
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            () = serve => {}
+            () = shutdown_signal() => tracing::info!("stop signal received; draining"),
+        }
+        self.stop().await;
+    }
+
+    /// Stops accepting work and drains what is in flight.
+    pub async fn stop(self) {
+        if let Some(r) = &self.router {
+            r.drain().await;
+        }
+        let workers = self.workers.iter().map(|w| w.drain(DRAIN_GRACE));
+        let gateway = async {
+            if let Some(h) = &self.gateway_handle {
+                h.stop(true).await;
+            }
+        };
+        tokio::join!(futures_join_all(workers), gateway);
+    }
+}
+
+async fn futures_join_all<F: std::future::Future<Output = ()>>(fs: impl Iterator<Item = F>) {
+    for f in fs {
+        f.await;
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            () = term => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// A process's services running in a background thread (its own actix System).
+/// Dropping it stops them and waits for the thread.
+pub struct Running {
+    port: Option<u16>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Running {
+    pub fn port(&self) -> Option<u16> {
+        self.port
+    }
+
+    /// `http://127.0.0.1:PORT` of the gateway.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port.unwrap_or(0))
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Starts `role` in a background thread and returns once it serves.
+pub fn spawn(role: Role, settings: Settings) -> Result<Running, AppError> {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        actix_rt::System::new().block_on(async move {
+            let app = match start(&role, &settings).await {
+                Ok(app) => {
+                    let _ = ready_tx.send(Ok(app.port()));
+                    app
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            let mut app = app;
+            let server = app.gateway.take().map(Gateway::run_until_stopped);
+            let serve = async move {
+                match server {
+                    Some(s) => drop(s.await),
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                () = serve => {}
+                _ = stop_rx => {}
+            }
+            app.stop().await;
+        });
+    });
+    match ready_rx.recv() {
+        Ok(Ok(port)) => Ok(Running { port, stop: Some(stop_tx), thread: Some(thread) }),
+        Ok(Err(e)) => {
+            let _ = thread.join();
+            Err(e)
+        }
+        Err(_) => {
+            let _ = thread.join();
+            Err(AppError::Bus(llmr_bus::BusError::Unavailable("the service thread stopped during start".into())))
+        }
+    }
+}
