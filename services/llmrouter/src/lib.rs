@@ -68,6 +68,7 @@ pub struct App {
 
 /// Starts the services of `role` on the current actix System.
 pub async fn start(role: &Role, settings: &Settings) -> Result<App, AppError> {
+    llmr_worker::install_tls_provider();
     let instance = format!("{}-{}", role.name(), &uuid::Uuid::now_v7().simple().to_string()[20..]);
     let (bus, store) = match settings.redis.url() {
         Some(url) => {

@@ -32,6 +32,13 @@ use llmr_bus::{Bus, Subscription};
 use llmr_config::Settings;
 use llmr_store::{Store, TaskGuard};
 
+/// Selects the TLS crypto provider (ring) for upstream calls, once per process.
+/// Call before any HTTPS request is made.
+pub fn install_tls_provider() {
+    // Err means a provider is already installed, which is just as good.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// The consumer group of every worker of a pool.
 pub const GROUP: &str = "workers";
 
