@@ -127,9 +127,12 @@ async fn bad_input_gets_4xx_and_never_reaches_upstream(redis: bool) {
     let f = Fixture::start(redis, "", &[("LLMR__SERVER__MAX_BODY_BYTES", "2048".into())]);
     f.ready().await;
     let url = f.url("/v1/chat/completions");
-    let raw = |s: &'static str| async move {
-        let mut r = client().post(&url).insert_header(("content-type", "application/json")).send_body(s).await.unwrap();
-        (r.status().as_u16(), json(&r.body().await.unwrap()))
+    let raw = |s: &'static str| {
+        let url = url.clone();
+        async move {
+            let mut r = client().post(&url).insert_header(("content-type", "application/json")).send_body(s).await.unwrap();
+            (r.status().as_u16(), json(&r.body().await.unwrap()))
+        }
     };
     let (s, v) = raw("{not json").await;
     assert_eq!(s, 400);

@@ -28,7 +28,7 @@ pub struct Behavior {
     pub chunks: usize,
     /// Stream: wait between chunks.
     pub chunk_delay: Duration,
-    /// Never answer.
+    /// Never finish answering (headers, then keep-alive comments only).
     pub hang: bool,
     /// Stream: close the connection after this many chunks.
     pub drop_after: Option<usize>,
@@ -206,8 +206,13 @@ async fn chat(req: HttpRequest, body: web::Bytes, data: web::Data<Shared>) -> Ht
     };
     let mut guard = DisconnectGuard { shared: shared.clone(), done: false };
     if behavior.hang {
-        // The worker is expected to give up; when it does, this future is dropped.
-        tokio::time::sleep(Duration::from_secs(3600)).await;
+        // Headers, then nothing but keep-alive comments, forever: the caller must give up.
+        // (Writing is how a server notices the caller went away: the guard then counts it.)
+        let beats = futures_util::stream::unfold(guard, |guard| async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            Some((Ok::<_, std::io::Error>(Bytes::from_static(b": waiting\n\n")), guard))
+        });
+        return HttpResponse::Ok().content_type("text/event-stream").streaming(beats);
     }
     if !behavior.latency.is_zero() {
         tokio::time::sleep(behavior.latency).await;
