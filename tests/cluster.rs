@@ -1,0 +1,233 @@
+//! End-to-end tests with real processes: `llmrouter gateway`, `llmrouter router` and two
+//! `llmrouter worker` processes over a throw-away redis-server and the mock upstream.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stderr)]
+
+mod common;
+
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::cell::RefCell;
+use std::time::{Duration, Instant};
+
+use common::*;
+use llmr_testkit::{Behavior, MockUpstream, Proc, RedisServer, free_port, unique_prefix, wait_for_port};
+
+struct Cluster {
+    redis: RedisServer,
+    mock: MockUpstream,
+    port: u16,
+    config: PathBuf,
+    env: Vec<(&'static str, String)>,
+    gateway: Proc,
+    router: Proc,
+    workers: Vec<Proc>,
+}
+
+fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_llmrouter"))
+}
+
+impl Cluster {
+    fn start(workers: usize, extra_env: &[(&'static str, String)]) -> Cluster {
+        let redis = RedisServer::start();
+        let mock = MockUpstream::start(&["mock-a"]);
+        let port = free_port();
+        let config = std::env::temp_dir().join(format!("llmr-cluster-{}-{port}.toml", std::process::id()));
+        std::fs::write(&config, format!("{ECHO}{}[worker]\nmax_in_flight = 8\nconnect_timeout_ms = 2000\nmax_response_bytes = 1048576\n", mock_provider("up", &mock.base_url(), &["mock-a"]))).unwrap();
+        let mut env = vec![
+            ("LLMR__REDIS__URL", redis.url()),
+            ("LLMR__REDIS__PREFIX", unique_prefix("cluster")),
+            ("LLMR__REDIS__CLAIM_IDLE_MS", "1000".to_string()),
+            ("LLMR__SERVER__PORT", port.to_string()),
+            ("RUST_LOG", "info".to_string()),
+        ];
+        env.extend_from_slice(extra_env);
+        let spawn = |name: &str, args: &[&str]| {
+            let mut a = vec!["--config", config.to_str().unwrap()];
+            a.extend_from_slice(args);
+            Proc::spawn(name, &bin(), &a, &env)
+        };
+        let router = spawn("router", &["router"]);
+        let workers = (0..workers).map(|i| spawn(&format!("worker{i}"), &["worker", "--pool", "default"])).collect();
+        let gateway = spawn("gateway", &["gateway"]);
+        let c = Cluster { redis, mock, port, config, env, gateway, router, workers };
+        assert!(wait_for_port(port, Duration::from_secs(20)), "gateway did not listen:\n{}", c.gateway.tail(30));
+        c
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// Waits until /health lists the router and every worker.
+    async fn ready(&self, workers: usize) {
+        let url = self.url("/health");
+        let ok = eventually(Duration::from_secs(20), || async {
+            let (s, h) = get(&url, &[]).await;
+            let services: Vec<String> = h["services"].as_array().map(|a| a.iter().map(|s| s["service"].as_str().unwrap_or("").to_owned()).collect()).unwrap_or_default();
+            s == 200 && services.iter().filter(|s| *s == "worker").count() >= workers && services.iter().any(|s| s == "router")
+        })
+        .await;
+        assert!(ok, "cluster not ready:\n{}\n{}", self.router.tail(20), self.gateway.tail(20));
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.config);
+        let _ = (&self.redis, &self.env);
+    }
+}
+
+#[actix_rt::test]
+async fn separate_processes_serve_plain_and_streaming_completions() {
+    let c = Cluster::start(2, &[]);
+    c.ready(2).await;
+    let (s, b) = post(&c.url("/v1/chat/completions"), &chat_body("mock-a", "over redis", false)).await;
+    assert_eq!(s, 200, "{}\n{}", String::from_utf8_lossy(&b), c.gateway.tail(20));
+    assert_eq!(json(&b)["choices"][0]["message"]["content"], "mock: over redis");
+    let (s, b) = post(&c.url("/v1/chat/completions"), &chat_body("mock-a", "streamed over redis", true)).await;
+    assert_eq!(s, 200);
+    let events = sse_events(&b);
+    assert_eq!(streamed_text(&events), "mock: streamed over redis");
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+    let (s, b) = post(&c.url("/v1/chat/completions"), &chat_body("echo", "echo echo", false)).await;
+    assert_eq!((s, json(&b)["choices"][0]["message"]["content"].as_str().map(str::to_owned)), (200, Some("echo echo".to_owned())));
+    let (s, v) = get(&c.url("/v1/models"), &[]).await;
+    assert_eq!(s, 200);
+    assert_eq!(v["data"].as_array().unwrap().len(), 2);
+    let (s, b) = post(&c.url("/v1/chat/completions"), &chat_body("nope", "x", false)).await;
+    assert_eq!((s, json(&b)["error"]["code"].as_str().map(str::to_owned)), (404, Some("model_not_found".to_owned())));
+    // The trace continues through every process to the upstream.
+    let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let (s, _) = post_with(&c.url("/v1/chat/completions"), &chat_body("mock-a", "traced", false), &[("traceparent", tp)]).await;
+    assert_eq!(s, 200);
+    let seen = c.mock.requests().last().unwrap().traceparent.clone().unwrap();
+    assert_eq!(&seen[3..35], "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_ne!(&seen[36..52], "00f067aa0ba902b7", "each hop is its own span");
+}
+
+/// Outcome counts of a bounded load.
+#[derive(Default, Debug)]
+struct Counts {
+    ok: usize,
+    wrong: usize,
+    clean_errors: usize,
+    late: usize,
+}
+
+#[actix_rt::test]
+async fn a_worker_killed_under_load_loses_no_request() {
+    const TOTAL: usize = 200;
+    const CONCURRENCY: usize = 16;
+    const DEADLINE_MS: u64 = 20_000;
+    let mut c = Cluster::start(2, &[("LLMR__SERVER__REQUEST_TIMEOUT_MS", DEADLINE_MS.to_string())]);
+    c.ready(2).await;
+    c.mock.set_default(Behavior::latency(60));
+    let next = Rc::new(RefCell::new(0usize));
+    let counts = Rc::new(RefCell::new(Counts::default()));
+    let url = c.url("/v1/chat/completions");
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..CONCURRENCY {
+        let (next, counts, url) = (next.clone(), counts.clone(), url.clone());
+        tasks.push(actix_rt::spawn(async move {
+            loop {
+                let i = {
+                    let mut n = next.borrow_mut();
+                    if *n >= TOTAL {
+                        return;
+                    }
+                    *n += 1;
+                    *n
+                };
+                let t = Instant::now();
+                let (s, b) = post(&url, &chat_body("mock-a", &format!("request {i}"), false)).await;
+                let mut k = counts.borrow_mut();
+                if t.elapsed() > Duration::from_millis(DEADLINE_MS + 1000) {
+                    k.late += 1;
+                }
+                let v = json(&b);
+                if s == 200 {
+                    if v["choices"][0]["message"]["content"] == format!("mock: request {i}") {
+                        k.ok += 1;
+                    } else {
+                        k.wrong += 1;
+                    }
+                } else if v["error"]["message"].is_string() && v["error"]["type"].is_string() {
+                    k.clean_errors += 1;
+                } else {
+                    k.wrong += 1;
+                }
+            }
+        }));
+    }
+    // Kill one worker once the load is well under way.
+    let until = Instant::now() + Duration::from_secs(30);
+    while c.mock.request_count() < 40 && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let killed_at = c.mock.request_count();
+    c.workers[0].kill();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let k = counts.borrow();
+    let upstream_calls = c.mock.request_count();
+    eprintln!(
+        "kill test: {TOTAL} requests at c={CONCURRENCY} in {:?}; worker killed after {killed_at} upstream calls; ok={} clean_errors={} wrong={} late={} upstream_calls={upstream_calls} (re-run after the kill: {})",
+        started.elapsed(),
+        k.ok,
+        k.clean_errors,
+        k.wrong,
+        k.late,
+        upstream_calls.saturating_sub(TOTAL)
+    );
+    assert_eq!(k.ok + k.clean_errors, TOTAL, "every request ended: {k:?}");
+    assert_eq!(k.wrong, 0, "no wrong answer: {k:?}");
+    assert_eq!(k.late, 0, "none outlived its deadline: {k:?}");
+    // Non-streamed answers send no frame before they complete, so every job the dead worker
+    // held was rerun by the live one: every request succeeded.
+    assert_eq!(k.ok, TOTAL, "{k:?}\n{}", c.workers[1].tail(20));
+    assert!(c.workers[1].alive());
+    assert!(std::fs::read_to_string(&c.workers[1].log).unwrap().contains("took over jobs of a stopped worker"), "the live worker reclaimed the dead one's jobs");
+}
+
+#[actix_rt::test]
+async fn a_worker_killed_mid_stream_ends_the_stream_with_an_error() {
+    let mut c = Cluster::start(2, &[("LLMR__SERVER__REQUEST_TIMEOUT_MS", "20000".to_string())]);
+    c.ready(2).await;
+    c.mock.set_default(Behavior { chunk_delay: Duration::from_millis(100), ..Behavior::ok() });
+    let url = c.url("/v1/chat/completions");
+    let text = "word ".repeat(60);
+    let mut tasks = Vec::new();
+    for i in 0..6 {
+        let (url, text) = (url.clone(), text.clone());
+        tasks.push(actix_rt::spawn(async move {
+            let t = Instant::now();
+            let (s, b) = post(&url, &chat_body("mock-a", &format!("{i} {text}"), true)).await;
+            (s, sse_events(&b), t.elapsed())
+        }));
+    }
+    let until = Instant::now() + Duration::from_secs(10);
+    while c.mock.request_count() < 6 && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    c.workers[0].kill();
+    let (mut complete, mut errored) = (0, 0);
+    for t in tasks {
+        let (s, events, took) = t.await.unwrap();
+        assert_eq!(s, 200);
+        assert!(took < Duration::from_secs(21), "ended within its deadline: {took:?}");
+        assert_eq!(events.last().map(String::as_str), Some("[DONE]"), "never a silent truncation");
+        let last = serde_json::from_str::<serde_json::Value>(&events[events.len() - 2]).unwrap();
+        if last["error"].is_object() {
+            errored += 1;
+        } else {
+            complete += 1;
+        }
+    }
+    eprintln!("mid-stream kill: {complete} streams completed, {errored} ended with an error event");
+    assert!(errored >= 1, "the killed worker was streaming something");
+}
