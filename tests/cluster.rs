@@ -1,16 +1,23 @@
 //! End-to-end tests with real processes: `llmrouter gateway`, `llmrouter router` and two
 //! `llmrouter worker` processes over a throw-away redis-server and the mock upstream.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stderr)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stderr
+)]
 
 mod common;
 
+use std::cell::RefCell;
 use std::path::PathBuf;
 use std::rc::Rc;
-use std::cell::RefCell;
 use std::time::{Duration, Instant};
 
 use common::*;
-use llmr_testkit::{Behavior, MockUpstream, Proc, RedisServer, free_port, unique_prefix, wait_for_port};
+use llmr_testkit::{
+    Behavior, MockUpstream, Proc, RedisServer, free_port, unique_prefix, wait_for_port,
+};
 
 struct Cluster {
     redis: RedisServer,
@@ -32,7 +39,8 @@ impl Cluster {
         let redis = RedisServer::start();
         let mock = MockUpstream::start(&["mock-a"]);
         let port = free_port();
-        let config = std::env::temp_dir().join(format!("llmr-cluster-{}-{port}.toml", std::process::id()));
+        let config =
+            std::env::temp_dir().join(format!("llmr-cluster-{}-{port}.toml", std::process::id()));
         std::fs::write(&config, format!("{ECHO}{}[worker]\nmax_in_flight = 8\nconnect_timeout_ms = 2000\nmax_response_bytes = 1048576\n", mock_provider("up", &mock.base_url(), &["mock-a"]))).unwrap();
         let mut env = vec![
             ("LLMR__REDIS__URL", redis.url()),
@@ -48,10 +56,25 @@ impl Cluster {
             Proc::spawn(name, &bin(), &a, &env)
         };
         let router = spawn("router", &["router"]);
-        let workers = (0..workers).map(|i| spawn(&format!("worker{i}"), &["worker", "--pool", "default"])).collect();
+        let workers = (0..workers)
+            .map(|i| spawn(&format!("worker{i}"), &["worker", "--pool", "default"]))
+            .collect();
         let gateway = spawn("gateway", &["gateway"]);
-        let c = Cluster { redis, mock, port, config, env, gateway, router, workers };
-        assert!(wait_for_port(port, Duration::from_secs(20)), "gateway did not listen:\n{}", c.gateway.tail(30));
+        let c = Cluster {
+            redis,
+            mock,
+            port,
+            config,
+            env,
+            gateway,
+            router,
+            workers,
+        };
+        assert!(
+            wait_for_port(port, Duration::from_secs(20)),
+            "gateway did not listen:\n{}",
+            c.gateway.tail(30)
+        );
         c
     }
 
@@ -64,11 +87,25 @@ impl Cluster {
         let url = self.url("/health");
         let ok = eventually(Duration::from_secs(20), || async {
             let (s, h) = get(&url, &[]).await;
-            let services: Vec<String> = h["services"].as_array().map(|a| a.iter().map(|s| s["service"].as_str().unwrap_or("").to_owned()).collect()).unwrap_or_default();
-            s == 200 && services.iter().filter(|s| *s == "worker").count() >= workers && services.iter().any(|s| s == "router")
+            let services: Vec<String> = h["services"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|s| s["service"].as_str().unwrap_or("").to_owned())
+                        .collect()
+                })
+                .unwrap_or_default();
+            s == 200
+                && services.iter().filter(|s| *s == "worker").count() >= workers
+                && services.iter().any(|s| s == "router")
         })
         .await;
-        assert!(ok, "cluster not ready:\n{}\n{}", self.router.tail(20), self.gateway.tail(20));
+        assert!(
+            ok,
+            "cluster not ready:\n{}\n{}",
+            self.router.tail(20),
+            self.gateway.tail(20)
+        );
     }
 }
 
@@ -83,28 +120,80 @@ impl Drop for Cluster {
 async fn separate_processes_serve_plain_and_streaming_completions() {
     let c = Cluster::start(2, &[]);
     c.ready(2).await;
-    let (s, b) = post(&c.url("/v1/chat/completions"), &chat_body("mock-a", "over redis", false)).await;
-    assert_eq!(s, 200, "{}\n{}", String::from_utf8_lossy(&b), c.gateway.tail(20));
-    assert_eq!(json(&b)["choices"][0]["message"]["content"], "mock: over redis");
-    let (s, b) = post(&c.url("/v1/chat/completions"), &chat_body("mock-a", "streamed over redis", true)).await;
+    let (s, b) = post(
+        &c.url("/v1/chat/completions"),
+        &chat_body("mock-a", "over redis", false),
+    )
+    .await;
+    assert_eq!(
+        s,
+        200,
+        "{}\n{}",
+        String::from_utf8_lossy(&b),
+        c.gateway.tail(20)
+    );
+    assert_eq!(
+        json(&b)["choices"][0]["message"]["content"],
+        "mock: over redis"
+    );
+    let (s, b) = post(
+        &c.url("/v1/chat/completions"),
+        &chat_body("mock-a", "streamed over redis", true),
+    )
+    .await;
     assert_eq!(s, 200);
     let events = sse_events(&b);
     assert_eq!(streamed_text(&events), "mock: streamed over redis");
     assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
-    let (s, b) = post(&c.url("/v1/chat/completions"), &chat_body("echo", "echo echo", false)).await;
-    assert_eq!((s, json(&b)["choices"][0]["message"]["content"].as_str().map(str::to_owned)), (200, Some("echo echo".to_owned())));
+    let (s, b) = post(
+        &c.url("/v1/chat/completions"),
+        &chat_body("echo", "echo echo", false),
+    )
+    .await;
+    assert_eq!(
+        (
+            s,
+            json(&b)["choices"][0]["message"]["content"]
+                .as_str()
+                .map(str::to_owned)
+        ),
+        (200, Some("echo echo".to_owned()))
+    );
     let (s, v) = get(&c.url("/v1/models"), &[]).await;
     assert_eq!(s, 200);
     assert_eq!(v["data"].as_array().unwrap().len(), 2);
-    let (s, b) = post(&c.url("/v1/chat/completions"), &chat_body("nope", "x", false)).await;
-    assert_eq!((s, json(&b)["error"]["code"].as_str().map(str::to_owned)), (404, Some("model_not_found".to_owned())));
+    let (s, b) = post(
+        &c.url("/v1/chat/completions"),
+        &chat_body("nope", "x", false),
+    )
+    .await;
+    assert_eq!(
+        (s, json(&b)["error"]["code"].as_str().map(str::to_owned)),
+        (404, Some("model_not_found".to_owned()))
+    );
     // The trace continues through every process to the upstream.
     let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-    let (s, _) = post_with(&c.url("/v1/chat/completions"), &chat_body("mock-a", "traced", false), &[("traceparent", tp)]).await;
+    let (s, _) = post_with(
+        &c.url("/v1/chat/completions"),
+        &chat_body("mock-a", "traced", false),
+        &[("traceparent", tp)],
+    )
+    .await;
     assert_eq!(s, 200);
-    let seen = c.mock.requests().last().unwrap().traceparent.clone().unwrap();
+    let seen = c
+        .mock
+        .requests()
+        .last()
+        .unwrap()
+        .traceparent
+        .clone()
+        .unwrap();
     assert_eq!(&seen[3..35], "4bf92f3577b34da6a3ce929d0e0e4736");
-    assert_ne!(&seen[36..52], "00f067aa0ba902b7", "each hop is its own span");
+    assert_ne!(
+        &seen[36..52],
+        "00f067aa0ba902b7",
+        "each hop is its own span"
+    );
 }
 
 /// Outcome counts of a bounded load.
@@ -121,7 +210,10 @@ async fn a_worker_killed_under_load_loses_no_request() {
     const TOTAL: usize = 200;
     const CONCURRENCY: usize = 16;
     const DEADLINE_MS: u64 = 20_000;
-    let mut c = Cluster::start(2, &[("LLMR__SERVER__REQUEST_TIMEOUT_MS", DEADLINE_MS.to_string())]);
+    let mut c = Cluster::start(
+        2,
+        &[("LLMR__SERVER__REQUEST_TIMEOUT_MS", DEADLINE_MS.to_string())],
+    );
     c.ready(2).await;
     c.mock.set_default(Behavior::latency(60));
     let next = Rc::new(RefCell::new(0usize));
@@ -190,14 +282,25 @@ async fn a_worker_killed_under_load_loses_no_request() {
     // held was rerun by the live one: every request succeeded.
     assert_eq!(k.ok, TOTAL, "{k:?}\n{}", c.workers[1].tail(20));
     assert!(c.workers[1].alive());
-    assert!(std::fs::read_to_string(&c.workers[1].log).unwrap().contains("took over jobs of a stopped worker"), "the live worker reclaimed the dead one's jobs");
+    assert!(
+        std::fs::read_to_string(&c.workers[1].log)
+            .unwrap()
+            .contains("took over jobs of a stopped worker"),
+        "the live worker reclaimed the dead one's jobs"
+    );
 }
 
 #[actix_rt::test]
 async fn a_worker_killed_mid_stream_ends_the_stream_with_an_error() {
-    let mut c = Cluster::start(2, &[("LLMR__SERVER__REQUEST_TIMEOUT_MS", "20000".to_string())]);
+    let mut c = Cluster::start(
+        2,
+        &[("LLMR__SERVER__REQUEST_TIMEOUT_MS", "20000".to_string())],
+    );
     c.ready(2).await;
-    c.mock.set_default(Behavior { chunk_delay: Duration::from_millis(100), ..Behavior::ok() });
+    c.mock.set_default(Behavior {
+        chunk_delay: Duration::from_millis(100),
+        ..Behavior::ok()
+    });
     let url = c.url("/v1/chat/completions");
     let text = "word ".repeat(60);
     let mut tasks = Vec::new();
@@ -219,8 +322,15 @@ async fn a_worker_killed_mid_stream_ends_the_stream_with_an_error() {
     for t in tasks {
         let (s, events, took) = t.await.unwrap();
         assert_eq!(s, 200);
-        assert!(took < Duration::from_secs(21), "ended within its deadline: {took:?}");
-        assert_eq!(events.last().map(String::as_str), Some("[DONE]"), "never a silent truncation");
+        assert!(
+            took < Duration::from_secs(21),
+            "ended within its deadline: {took:?}"
+        );
+        assert_eq!(
+            events.last().map(String::as_str),
+            Some("[DONE]"),
+            "never a silent truncation"
+        );
         let last = serde_json::from_str::<serde_json::Value>(&events[events.len() - 2]).unwrap();
         if last["error"].is_object() {
             errored += 1;

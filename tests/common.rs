@@ -9,9 +9,16 @@ use serde_json::Value;
 
 /// Settings from a TOML snippet layered over the default, with extra environment.
 pub fn settings(toml: &str, env: &[(&str, String)]) -> Settings {
-    let path = std::env::temp_dir().join(format!("llmr-test-{}-{}.toml", std::process::id(), llmr_testkit::free_port()));
+    let path = std::env::temp_dir().join(format!(
+        "llmr-test-{}-{}.toml",
+        std::process::id(),
+        llmr_testkit::free_port()
+    ));
     std::fs::write(&path, toml).unwrap();
-    let env = env.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+    let env = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
     let s = llmr_config::load_from(Some(&path), env).unwrap();
     let _ = std::fs::remove_file(path);
     s
@@ -19,18 +26,34 @@ pub fn settings(toml: &str, env: &[(&str, String)]) -> Settings {
 
 /// A TOML provider entry for a mock upstream.
 pub fn mock_provider(name: &str, base_url: &str, models: &[&str]) -> String {
-    let models = if models.is_empty() { String::new() } else { format!("models = [{}]\n", models.iter().map(|m| format!("\"{m}\"")).collect::<Vec<_>>().join(", ")) };
-    format!("[[providers]]\nname = \"{name}\"\ntype = \"openai\"\nbase_url = \"{base_url}\"\napi_keys = [\"sk-{name}-1\", \"sk-{name}-2\"]\n{models}\n")
+    let models = if models.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "models = [{}]\n",
+            models
+                .iter()
+                .map(|m| format!("\"{m}\""))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    format!(
+        "[[providers]]\nname = \"{name}\"\ntype = \"openai\"\nbase_url = \"{base_url}\"\napi_keys = [\"sk-{name}-1\", \"sk-{name}-2\"]\n{models}\n"
+    )
 }
 
 pub const ECHO: &str = "[[providers]]\nname = \"echo\"\ntype = \"echo\"\nmodels = [\"echo\"]\n";
 
 pub fn client() -> awc::Client {
-    awc::Client::builder().timeout(Duration::from_secs(60)).finish()
+    awc::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .finish()
 }
 
 pub fn chat_body(model: &str, text: &str, stream: bool) -> Value {
-    let mut v = serde_json::json!({"model": model, "messages": [{"role": "user", "content": text}]});
+    let mut v =
+        serde_json::json!({"model": model, "messages": [{"role": "user", "content": text}]});
     if stream {
         v["stream"] = Value::Bool(true);
     }
@@ -47,7 +70,10 @@ pub async fn post_with(url: &str, body: &Value, headers: &[(&str, &str)]) -> (u1
     for (k, v) in headers {
         req = req.insert_header((*k, *v));
     }
-    let mut resp = req.send_json(body).await.unwrap_or_else(|e| panic!("POST {url}: {e}"));
+    let mut resp = req
+        .send_json(body)
+        .await
+        .unwrap_or_else(|e| panic!("POST {url}: {e}"));
     let status = resp.status().as_u16();
     let body = resp.body().limit(16 << 20).await.unwrap();
     (status, body)
@@ -58,24 +84,44 @@ pub async fn get(url: &str, headers: &[(&str, &str)]) -> (u16, Value) {
     for (k, v) in headers {
         req = req.insert_header((*k, *v));
     }
-    let mut resp = req.send().await.unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let mut resp = req
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
     let status = resp.status().as_u16();
     let body = resp.body().limit(16 << 20).await.unwrap();
     (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
 }
 
 pub fn json(b: &[u8]) -> Value {
-    serde_json::from_slice(b).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(b)))
+    serde_json::from_slice(b)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(b)))
 }
 
 /// The `data:` payloads of an SSE body, in order (`[DONE]` included as a string).
 pub fn sse_events(body: &[u8]) -> Vec<String> {
-    String::from_utf8_lossy(body).split("\n\n").filter_map(|ev| ev.lines().find_map(|l| l.strip_prefix("data: ")).map(str::to_owned)).collect()
+    String::from_utf8_lossy(body)
+        .split("\n\n")
+        .filter_map(|ev| {
+            ev.lines()
+                .find_map(|l| l.strip_prefix("data: "))
+                .map(str::to_owned)
+        })
+        .collect()
 }
 
 /// The assistant text of a streamed answer.
 pub fn streamed_text(events: &[String]) -> String {
-    events.iter().filter(|e| e.as_str() != "[DONE]").filter_map(|e| serde_json::from_str::<Value>(e).ok()).filter_map(|v| v["choices"][0]["delta"]["content"].as_str().map(str::to_owned)).collect()
+    events
+        .iter()
+        .filter(|e| e.as_str() != "[DONE]")
+        .filter_map(|e| serde_json::from_str::<Value>(e).ok())
+        .filter_map(|v| {
+            v["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect()
 }
 
 /// Polls `f` until it is true or `timeout` passes (for state other processes publish).

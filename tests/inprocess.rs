@@ -23,7 +23,10 @@ impl Fixture {
     fn start(redis: bool, extra_toml: &str, env: &[(&str, String)]) -> Fixture {
         let mock = MockUpstream::start(&["mock-a", "mock-b"]);
         let redis = redis.then(RedisServer::start);
-        let toml = format!("{ECHO}{}{extra_toml}", mock_provider("up", &mock.base_url(), &[]));
+        let toml = format!(
+            "{ECHO}{}{extra_toml}",
+            mock_provider("up", &mock.base_url(), &[])
+        );
         let mut env: Vec<(&str, String)> = env.to_vec();
         env.push(("LLMR__SERVER__PORT", "0".into()));
         env.push(("LLMR__REDIS__CLAIM_IDLE_MS", "1000".into()));
@@ -45,7 +48,9 @@ impl Fixture {
         assert!(
             eventually(Duration::from_secs(10), || async {
                 let (_, v) = get(&url, &[]).await;
-                v["data"].as_array().is_some_and(|d| d.iter().any(|m| m["id"] == "mock-a"))
+                v["data"]
+                    .as_array()
+                    .is_some_and(|d| d.iter().any(|m| m["id"] == "mock-a"))
             })
             .await,
             "the mock's models never appeared"
@@ -71,14 +76,22 @@ macro_rules! both {
 
 async fn echo_answers_plain_and_streaming(redis: bool) {
     let f = Fixture::start(redis, "", &[]);
-    let (status, body) = post(&f.url("/v1/chat/completions"), &chat_body("echo", "hello there world", false)).await;
+    let (status, body) = post(
+        &f.url("/v1/chat/completions"),
+        &chat_body("echo", "hello there world", false),
+    )
+    .await;
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     let v = json(&body);
     assert_eq!(v["choices"][0]["message"]["content"], "hello there world");
     assert_eq!(v["object"], "chat.completion");
     assert_eq!(v["usage"]["completion_tokens"], 3);
 
-    let (status, body) = post(&f.url("/v1/chat/completions"), &chat_body("echo", "one two three", true)).await;
+    let (status, body) = post(
+        &f.url("/v1/chat/completions"),
+        &chat_body("echo", "one two three", true),
+    )
+    .await;
     assert_eq!(status, 200);
     let events = sse_events(&body);
     assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
@@ -91,16 +104,36 @@ async fn upstream_answers_pass_through(redis: bool) {
     let f = Fixture::start(redis, "", &[]);
     f.ready().await;
     for i in 0..4 {
-        let (status, body) = post(&f.url("/v1/chat/completions"), &chat_body("mock-a", &format!("question {i}"), false)).await;
+        let (status, body) = post(
+            &f.url("/v1/chat/completions"),
+            &chat_body("mock-a", &format!("question {i}"), false),
+        )
+        .await;
         assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
         let v = json(&body);
-        assert_eq!(v["choices"][0]["message"]["content"], format!("mock: question {i}"));
-        assert_eq!(v["id"], "chatcmpl-mock", "the upstream body is passed through");
+        assert_eq!(
+            v["choices"][0]["message"]["content"],
+            format!("mock: question {i}")
+        );
+        assert_eq!(
+            v["id"], "chatcmpl-mock",
+            "the upstream body is passed through"
+        );
     }
     let reqs = f.mock.requests();
     assert_eq!(reqs.len(), 4);
-    let keys: std::collections::HashSet<_> = reqs.iter().map(|r| r.authorization.clone().unwrap()).collect();
-    assert_eq!(keys, ["Bearer sk-up-1", "Bearer sk-up-2"].iter().map(|s| s.to_string()).collect(), "requests spread over the keys");
+    let keys: std::collections::HashSet<_> = reqs
+        .iter()
+        .map(|r| r.authorization.clone().unwrap())
+        .collect();
+    assert_eq!(
+        keys,
+        ["Bearer sk-up-1", "Bearer sk-up-2"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        "requests spread over the keys"
+    );
     assert_eq!(reqs[0].body["model"], "mock-a");
 }
 both!(upstream_answers_pass_through);
@@ -108,15 +141,25 @@ both!(upstream_answers_pass_through);
 async fn upstream_streams_are_relayed_chunk_by_chunk(redis: bool) {
     let f = Fixture::start(redis, "", &[]);
     f.ready().await;
-    f.mock.set_default(Behavior { chunks: 3, ..Behavior::ok() });
+    f.mock.set_default(Behavior {
+        chunks: 3,
+        ..Behavior::ok()
+    });
     let mut body = chat_body("mock-b", "alpha beta gamma delta epsilon", true);
     body["stream_options"] = serde_json::json!({"include_usage": true});
     let (status, raw) = post(&f.url("/v1/chat/completions"), &body).await;
     assert_eq!(status, 200);
     let events = sse_events(&raw);
-    assert_eq!(streamed_text(&events), "mock: alpha beta gamma delta epsilon");
+    assert_eq!(
+        streamed_text(&events),
+        "mock: alpha beta gamma delta epsilon"
+    );
     assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
-    let usage: Vec<_> = events.iter().filter_map(|e| serde_json::from_str::<serde_json::Value>(e).ok()).filter(|v| v["usage"].is_object()).collect();
+    let usage: Vec<_> = events
+        .iter()
+        .filter_map(|e| serde_json::from_str::<serde_json::Value>(e).ok())
+        .filter(|v| v["usage"].is_object())
+        .collect();
     assert_eq!(usage.len(), 1, "the usage chunk the client asked for");
     // role chunk + 3 content chunks + finish chunk + usage chunk + [DONE]
     assert_eq!(events.len(), 7, "{events:?}");
@@ -124,13 +167,22 @@ async fn upstream_streams_are_relayed_chunk_by_chunk(redis: bool) {
 both!(upstream_streams_are_relayed_chunk_by_chunk);
 
 async fn bad_input_gets_4xx_and_never_reaches_upstream(redis: bool) {
-    let f = Fixture::start(redis, "", &[("LLMR__SERVER__MAX_BODY_BYTES", "2048".into())]);
+    let f = Fixture::start(
+        redis,
+        "",
+        &[("LLMR__SERVER__MAX_BODY_BYTES", "2048".into())],
+    );
     f.ready().await;
     let url = f.url("/v1/chat/completions");
     let raw = |s: &'static str| {
         let url = url.clone();
         async move {
-            let mut r = client().post(&url).insert_header(("content-type", "application/json")).send_body(s).await.unwrap();
+            let mut r = client()
+                .post(&url)
+                .insert_header(("content-type", "application/json"))
+                .send_body(s)
+                .await
+                .unwrap();
             (r.status().as_u16(), json(&r.body().await.unwrap()))
         }
     };
@@ -141,17 +193,26 @@ async fn bad_input_gets_4xx_and_never_reaches_upstream(redis: bool) {
     assert_eq!((s, v["error"]["param"].as_str()), (400, Some("messages")));
     let (s, v) = raw(r#"{"messages":[{"role":"user","content":"x"}]}"#).await;
     assert_eq!((s, v["error"]["param"].as_str()), (400, Some("model")));
-    let (s, v) = raw(r#"{"model":"mock-a","messages":[{"role":"user","content":"x"}],"stream":"yes"}"#).await;
+    let (s, v) =
+        raw(r#"{"model":"mock-a","messages":[{"role":"user","content":"x"}],"stream":"yes"}"#)
+            .await;
     assert_eq!((s, v["error"]["param"].as_str()), (400, Some("stream")));
     let (s, v) = raw(r#"{"model":"gpt-unknown","messages":[{"role":"user","content":"x"}]}"#).await;
-    assert_eq!((s, v["error"]["code"].as_str()), (404, Some("model_not_found")));
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (404, Some("model_not_found"))
+    );
     let big = serde_json::json!({"model": "mock-a", "messages": [{"role": "user", "content": "x".repeat(4096)}]});
     let (s, b) = post(&f.url("/v1/chat/completions"), &big).await;
     assert_eq!(s, 413);
     assert_eq!(json(&b)["error"]["code"], "request_too_large");
     let (s, v) = get(&f.url("/v1/nothing-here"), &[]).await;
     assert_eq!((s, v["error"]["code"].as_str()), (404, Some("unknown_url")));
-    assert_eq!(f.mock.request_count(), 0, "no bad request reached the upstream");
+    assert_eq!(
+        f.mock.request_count(),
+        0,
+        "no bad request reached the upstream"
+    );
 }
 both!(bad_input_gets_4xx_and_never_reaches_upstream);
 
@@ -167,7 +228,12 @@ async fn token_guards_every_route_but_health(redis: bool) {
     let (s, _) = post_with(&url, &body, &[("authorization", "Bearer s3cret")]).await;
     assert_eq!(s, 200);
     assert_eq!(get(&f.url("/v1/models"), &[]).await.0, 401);
-    assert_eq!(get(&f.url("/v1/models"), &[("authorization", "Bearer s3cret")]).await.0, 200);
+    assert_eq!(
+        get(&f.url("/v1/models"), &[("authorization", "Bearer s3cret")])
+            .await
+            .0,
+        200
+    );
     let (s, v) = get(&f.url("/health"), &[]).await;
     assert_eq!(s, 200);
     assert_eq!(v["status"], "ok");
@@ -180,7 +246,12 @@ async fn models_and_health_show_the_cluster(redis: bool) {
     let (s, v) = get(&f.url("/v1/models"), &[]).await;
     assert_eq!(s, 200);
     assert_eq!(v["object"], "list");
-    let ids: Vec<&str> = v["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids, vec!["echo", "mock-a", "mock-b"]);
     let (s, m) = get(&f.url("/v1/models/mock-b"), &[]).await;
     assert_eq!((s, m["owned_by"].as_str()), (200, Some("up")));
@@ -188,32 +259,74 @@ async fn models_and_health_show_the_cluster(redis: bool) {
     let (s, h) = get(&f.url("/health"), &[]).await;
     assert_eq!(s, 200);
     assert_eq!(h["backend"], if redis { "redis" } else { "memory" });
-    let services: Vec<&str> = h["services"].as_array().unwrap().iter().map(|s| s["service"].as_str().unwrap()).collect();
-    assert!(["gateway", "router", "worker"].iter().all(|s| services.contains(s)), "{services:?}");
-    let up = h["providers"].as_array().unwrap().iter().find(|p| p["name"] == "up").unwrap();
+    let services: Vec<&str> = h["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["service"].as_str().unwrap())
+        .collect();
+    assert!(
+        ["gateway", "router", "worker"]
+            .iter()
+            .all(|s| services.contains(s)),
+        "{services:?}"
+    );
+    let up = h["providers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "up")
+        .unwrap();
     assert_eq!(up["state"], "ok");
 }
 both!(models_and_health_show_the_cluster);
 
 async fn failing_upstream_fails_over_then_502(redis: bool) {
     let backup = MockUpstream::start(&["mock-a"]);
-    let f = Fixture::start(redis, &mock_provider("backup", &backup.base_url(), &["mock-a"]), &[]);
+    let f = Fixture::start(
+        redis,
+        &mock_provider("backup", &backup.base_url(), &["mock-a"]),
+        &[],
+    );
     f.ready().await;
     f.mock.set_default(Behavior::status(500));
     for i in 0..4 {
-        let (s, b) = post(&f.url("/v1/chat/completions"), &chat_body("mock-a", &format!("q{i}"), i % 2 == 0)).await;
+        let (s, b) = post(
+            &f.url("/v1/chat/completions"),
+            &chat_body("mock-a", &format!("q{i}"), i % 2 == 0),
+        )
+        .await;
         assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
     }
-    assert_eq!(backup.request_count(), 4, "every request ended at the healthy upstream");
+    assert_eq!(
+        backup.request_count(),
+        4,
+        "every request ended at the healthy upstream"
+    );
     backup.set_default(Behavior::status(503));
-    let (s, b) = post(&f.url("/v1/chat/completions"), &chat_body("mock-a", "doomed", false)).await;
+    let (s, b) = post(
+        &f.url("/v1/chat/completions"),
+        &chat_body("mock-a", "doomed", false),
+    )
+    .await;
     assert_eq!(s, 502);
     assert_eq!(json(&b)["error"]["code"], "upstream_error");
-    let (s, b) = post(&f.url("/v1/chat/completions"), &chat_body("mock-b", "client fault", false)).await;
+    let (s, b) = post(
+        &f.url("/v1/chat/completions"),
+        &chat_body("mock-b", "client fault", false),
+    )
+    .await;
     assert_eq!(s, 502, "{}", String::from_utf8_lossy(&b));
     f.mock.set_default(Behavior::status(422));
-    let (s, b) = post(&f.url("/v1/chat/completions"), &chat_body("mock-b", "client fault", false)).await;
-    assert_eq!(s, 422, "the upstream's verdict on a bad request is passed on");
+    let (s, b) = post(
+        &f.url("/v1/chat/completions"),
+        &chat_body("mock-b", "client fault", false),
+    )
+    .await;
+    assert_eq!(
+        s, 422,
+        "the upstream's verdict on a bad request is passed on"
+    );
     assert_eq!(json(&b)["error"]["message"], "mock error 422");
 }
 both!(failing_upstream_fails_over_then_502);
@@ -221,43 +334,86 @@ both!(failing_upstream_fails_over_then_502);
 async fn a_stream_broken_after_its_start_ends_with_an_error_event(redis: bool) {
     let f = Fixture::start(redis, "", &[]);
     f.ready().await;
-    f.mock.set_default(Behavior { drop_after: Some(2), chunk_delay: Duration::from_millis(20), ..Behavior::ok() });
-    let (s, raw) = post(&f.url("/v1/chat/completions"), &chat_body("mock-a", "one two three four five six", true)).await;
+    f.mock.set_default(Behavior {
+        drop_after: Some(2),
+        chunk_delay: Duration::from_millis(20),
+        ..Behavior::ok()
+    });
+    let (s, raw) = post(
+        &f.url("/v1/chat/completions"),
+        &chat_body("mock-a", "one two three four five six", true),
+    )
+    .await;
     assert_eq!(s, 200);
     let events = sse_events(&raw);
-    assert_eq!(events.last().map(String::as_str), Some("[DONE]"), "{events:?}");
+    assert_eq!(
+        events.last().map(String::as_str),
+        Some("[DONE]"),
+        "{events:?}"
+    );
     let err: serde_json::Value = serde_json::from_str(&events[events.len() - 2]).unwrap();
     assert_eq!(err["error"]["code"], "upstream_error", "{events:?}");
-    assert!(!streamed_text(&events).is_empty(), "what arrived before the break was relayed");
+    assert!(
+        !streamed_text(&events).is_empty(),
+        "what arrived before the break was relayed"
+    );
 }
 both!(a_stream_broken_after_its_start_ends_with_an_error_event);
 
 async fn the_deadline_ends_a_hung_request_with_504(redis: bool) {
-    let f = Fixture::start(redis, "", &[("LLMR__SERVER__REQUEST_TIMEOUT_MS", "700".into())]);
+    let f = Fixture::start(
+        redis,
+        "",
+        &[("LLMR__SERVER__REQUEST_TIMEOUT_MS", "700".into())],
+    );
     f.ready().await;
-    f.mock.set_default(Behavior { hang: true, ..Behavior::ok() });
+    f.mock.set_default(Behavior {
+        hang: true,
+        ..Behavior::ok()
+    });
     let start = Instant::now();
-    let (s, b) = post(&f.url("/v1/chat/completions"), &chat_body("mock-a", "hang", false)).await;
+    let (s, b) = post(
+        &f.url("/v1/chat/completions"),
+        &chat_body("mock-a", "hang", false),
+    )
+    .await;
     assert_eq!(s, 504, "{}", String::from_utf8_lossy(&b));
     assert_eq!(json(&b)["error"]["code"], "timeout");
-    assert!(start.elapsed() < Duration::from_millis(2500), "took {:?}", start.elapsed());
-    assert!(f.mock.wait_for_disconnects(1, Duration::from_secs(5)).await, "the upstream call was abandoned");
+    assert!(
+        start.elapsed() < Duration::from_millis(2500),
+        "took {:?}",
+        start.elapsed()
+    );
+    assert!(
+        f.mock.wait_for_disconnects(1, Duration::from_secs(5)).await,
+        "the upstream call was abandoned"
+    );
 }
 both!(the_deadline_ends_a_hung_request_with_504);
 
 async fn a_client_that_leaves_cancels_the_upstream_call(redis: bool) {
     let f = Fixture::start(redis, "", &[]);
     f.ready().await;
-    f.mock.set_default(Behavior { chunk_delay: Duration::from_millis(300), ..Behavior::ok() });
+    f.mock.set_default(Behavior {
+        chunk_delay: Duration::from_millis(300),
+        ..Behavior::ok()
+    });
     let text = "w ".repeat(40);
     {
         let c = client();
-        let mut resp = c.post(f.url("/v1/chat/completions")).send_json(&chat_body("mock-a", &text, true)).await.unwrap();
+        let mut resp = c
+            .post(f.url("/v1/chat/completions"))
+            .send_json(&chat_body("mock-a", &text, true))
+            .await
+            .unwrap();
         assert_eq!(resp.status().as_u16(), 200);
         let first = resp.next().await.unwrap().unwrap();
         assert!(first.starts_with(b"data: "));
     } // the client goes away mid-stream
-    assert!(f.mock.wait_for_disconnects(1, Duration::from_secs(5)).await, "the worker aborted the upstream call");
+    assert!(
+        f.mock.wait_for_disconnects(1, Duration::from_secs(5)).await,
+        "the worker aborted the upstream call"
+    );
 }
 both!(a_client_that_leaves_cancels_the_upstream_call);
 
@@ -265,21 +421,38 @@ async fn trace_context_reaches_the_upstream(redis: bool) {
     let f = Fixture::start(redis, "", &[]);
     f.ready().await;
     let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-    let (s, _) = post_with(&f.url("/v1/chat/completions"), &chat_body("mock-a", "traced", false), &[("traceparent", tp)]).await;
+    let (s, _) = post_with(
+        &f.url("/v1/chat/completions"),
+        &chat_body("mock-a", "traced", false),
+        &[("traceparent", tp)],
+    )
+    .await;
     assert_eq!(s, 200);
     let seen = f.mock.requests()[0].traceparent.clone().unwrap();
-    assert_eq!(&seen[3..35], "4bf92f3577b34da6a3ce929d0e0e4736", "same trace: {seen}");
+    assert_eq!(
+        &seen[3..35],
+        "4bf92f3577b34da6a3ce929d0e0e4736",
+        "same trace: {seen}"
+    );
 }
 both!(trace_context_reaches_the_upstream);
 
 #[actix_rt::test]
 async fn redis_unreachable_is_a_prompt_503() {
     let mut f = Fixture::start(true, "", &[]);
-    let (s, _) = post(&f.url("/v1/chat/completions"), &chat_body("echo", "before", false)).await;
+    let (s, _) = post(
+        &f.url("/v1/chat/completions"),
+        &chat_body("echo", "before", false),
+    )
+    .await;
     assert_eq!(s, 200);
     f.redis.as_mut().unwrap().kill();
     let start = Instant::now();
-    let (s, b) = post(&f.url("/v1/chat/completions"), &chat_body("echo", "during", false)).await;
+    let (s, b) = post(
+        &f.url("/v1/chat/completions"),
+        &chat_body("echo", "during", false),
+    )
+    .await;
     let took = start.elapsed();
     assert_eq!(s, 503, "{}", String::from_utf8_lossy(&b));
     assert_eq!(json(&b)["error"]["code"], "service_unavailable");
@@ -292,8 +465,16 @@ async fn redis_unreachable_is_a_prompt_503() {
 #[actix_rt::test]
 async fn separate_services_refuse_to_start_without_redis() {
     let s = settings(ECHO, &[("LLMR__SERVER__PORT", "0".into())]);
-    for role in [Role::Gateway, Role::Router, Role::Worker { pool: "default".into() }] {
-        let e = llmrouter::spawn(role.clone(), s.clone()).err().expect("must refuse");
+    for role in [
+        Role::Gateway,
+        Role::Router,
+        Role::Worker {
+            pool: "default".into(),
+        },
+    ] {
+        let e = llmrouter::spawn(role.clone(), s.clone())
+            .err()
+            .expect("must refuse");
         assert!(e.to_string().contains("needs Redis"), "{e}");
     }
 }

@@ -9,20 +9,33 @@ use subtle::ConstantTimeEq;
 
 use crate::{AppState, HttpError};
 
-pub async fn require_token(req: ServiceRequest, next: Next<impl MessageBody>) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let expected = req.app_data::<web::Data<AppState>>().and_then(|s| s.settings.server.token().map(str::to_owned));
-    if let Some(expected) = expected {
-        if req.path() != "/health" {
-            let given = req.headers().get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
-            let ok = given.is_some_and(|g| bool::from(g.trim().as_bytes().ct_eq(expected.as_bytes())));
-            if !ok {
-                let message = if given.is_some() {
-                    "Incorrect API key provided."
-                } else {
-                    "You didn't provide an API key. Provide it as a Bearer token in the Authorization header."
-                };
-                return Err(HttpError(ApiError::Unauthorized { message: message.into() }).into());
-            }
+pub async fn require_token(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let state = req.app_data::<web::Data<AppState>>().cloned();
+    if let Some(expected) = state.as_ref().and_then(|s| s.settings.server.token())
+        && req.path() != "/health"
+    {
+        let given = req
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            });
+        let ok = given.is_some_and(|g| bool::from(g.trim().as_bytes().ct_eq(expected.as_bytes())));
+        if !ok {
+            let message = if given.is_some() {
+                "Incorrect API key provided."
+            } else {
+                "You didn't provide an API key. Provide it as a Bearer token in the Authorization header."
+            };
+            return Err(HttpError(ApiError::Unauthorized {
+                message: message.into(),
+            })
+            .into());
         }
     }
     next.call(req).await

@@ -20,7 +20,9 @@ pub struct Hub {
 
 impl Default for Hub {
     fn default() -> Hub {
-        Hub { shards: std::array::from_fn(|_| Mutex::new(HashMap::new())) }
+        Hub {
+            shards: std::array::from_fn(|_| Mutex::new(HashMap::new())),
+        }
     }
 }
 
@@ -56,7 +58,10 @@ impl Hub {
 
     /// Requests waiting right now.
     pub fn in_flight(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().map_or(0, |m| m.len())).sum()
+        self.shards
+            .iter()
+            .map(|s| s.lock().map_or(0, |m| m.len()))
+            .sum()
     }
 }
 

@@ -13,7 +13,7 @@
 //! - [`hub`]: in-flight requests of this instance and the frames routed to them.
 //! - [`error`]: the one mapping of errors to HTTP responses.
 //! - [`auth`]: bearer-token middleware.
-//! - [`routes`]: handlers.
+//! - [`routes`]: the HTTP handlers.
 
 pub mod auth;
 pub mod error;
@@ -35,7 +35,10 @@ pub use error::HttpError;
 #[derive(Debug, thiserror::Error)]
 pub enum InitError {
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: String, source: std::io::Error },
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
 }
 
 /// What every handler shares.
@@ -59,15 +62,35 @@ pub struct Gateway {
 impl Gateway {
     /// Binds `server.host:server.port` (port 0 = any free port) and starts reading this
     /// instance's reply stream. Call inside an actix System.
-    pub async fn build(settings: &Settings, bus: Bus, store: Store, instance: &str) -> Result<Gateway, InitError> {
+    pub async fn build(
+        settings: &Settings,
+        bus: Bus,
+        store: Store,
+        instance: &str,
+    ) -> Result<Gateway, InitError> {
         let addr = format!("{}:{}", settings.server.host, settings.server.port);
-        let listener = TcpListener::bind(&addr).map_err(|source| InitError::Bind { addr: addr.clone(), source })?;
-        let port = listener.local_addr().map_err(|source| InitError::Bind { addr: addr.clone(), source })?.port();
+        let listener = TcpListener::bind(&addr).map_err(|source| InitError::Bind {
+            addr: addr.clone(),
+            source,
+        })?;
+        let port = listener
+            .local_addr()
+            .map_err(|source| InitError::Bind {
+                addr: addr.clone(),
+                source,
+            })?
+            .port();
         let hub = Arc::new(hub::Hub::default());
         let h2 = hub.clone();
         let replies = bus.subscribe_replies(instance, Arc::new(move |f| h2.dispatch(f)));
         let heartbeat = store.keep_alive("gateway", instance, Duration::from_secs(2));
-        let state = web::Data::new(AppState { settings: settings.clone(), bus, store, hub, instance: instance.to_owned() });
+        let state = web::Data::new(AppState {
+            settings: settings.clone(),
+            bus,
+            store,
+            hub,
+            instance: instance.to_owned(),
+        });
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
@@ -80,7 +103,12 @@ impl Gateway {
         .listen(listener)
         .map_err(|source| InitError::Bind { addr, source })?
         .run();
-        Ok(Gateway { server, port, _replies: replies, _heartbeat: heartbeat })
+        Ok(Gateway {
+            server,
+            port,
+            _replies: replies,
+            _heartbeat: heartbeat,
+        })
     }
 
     /// The bound port.
@@ -95,7 +123,12 @@ impl Gateway {
 
     /// Serves until stopped through the handle.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let Gateway { server, _replies, _heartbeat, .. } = self;
+        let Gateway {
+            server,
+            _replies,
+            _heartbeat,
+            ..
+        } = self;
         server.await
     }
 }

@@ -40,7 +40,9 @@ impl Role {
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
-    #[error("`llmrouter {0}` needs Redis: set redis.url (LLMR__REDIS__URL). Only `llmrouter all` runs with the in-memory bus and store.")]
+    #[error(
+        "`llmrouter {0}` needs Redis: set redis.url (LLMR__REDIS__URL). Only `llmrouter all` runs with the in-memory bus and store."
+    )]
     NeedsRedis(&'static str),
     #[error(transparent)]
     Bus(#[from] llmr_bus::BusError),
@@ -69,7 +71,11 @@ pub struct App {
 /// Starts the services of `role` on the current actix System.
 pub async fn start(role: &Role, settings: &Settings) -> Result<App, AppError> {
     llmr_worker::install_tls_provider();
-    let instance = format!("{}-{}", role.name(), &uuid::Uuid::now_v7().simple().to_string()[20..]);
+    let instance = format!(
+        "{}-{}",
+        role.name(),
+        &uuid::Uuid::now_v7().simple().to_string()[20..]
+    );
     let (bus, store) = match settings.redis.url() {
         Some(url) => {
             let bus = Bus::redis(url, &settings.redis.prefix, settings.redis.pool_size)?;
@@ -82,9 +88,16 @@ pub async fn start(role: &Role, settings: &Settings) -> Result<App, AppError> {
         None if *role == Role::All => (Bus::memory(), Store::memory()),
         None => return Err(AppError::NeedsRedis(role.name())),
     };
-    let mut app = App { gateway: None, gateway_handle: None, port: None, router: None, workers: Vec::new() };
+    let mut app = App {
+        gateway: None,
+        gateway_handle: None,
+        port: None,
+        router: None,
+        workers: Vec::new(),
+    };
     if matches!(role, Role::All | Role::Router) {
-        app.router = Some(RouterService::build(settings, bus.clone(), store.clone(), &instance).await?);
+        app.router =
+            Some(RouterService::build(settings, bus.clone(), store.clone(), &instance).await?);
     }
     let pools: Vec<String> = match role {
         Role::All => {
@@ -98,7 +111,9 @@ pub async fn start(role: &Role, settings: &Settings) -> Result<App, AppError> {
         _ => Vec::new(),
     };
     for pool in pools {
-        app.workers.push(WorkerService::build(settings, bus.clone(), store.clone(), &instance, &pool).await?);
+        app.workers.push(
+            WorkerService::build(settings, bus.clone(), store.clone(), &instance, &pool).await?,
+        );
     }
     if matches!(role, Role::All | Role::Gateway) {
         let g = Gateway::build(settings, bus, store, &instance).await?;
@@ -106,7 +121,12 @@ pub async fn start(role: &Role, settings: &Settings) -> Result<App, AppError> {
         app.gateway_handle = Some(g.handle());
         app.gateway = Some(g);
     }
-    tracing::info!(role = role.name(), instance, port = app.port, "llmrouter started");
+    tracing::info!(
+        role = role.name(),
+        instance,
+        port = app.port,
+        "llmrouter started"
+    );
     Ok(app)
 }
 
@@ -250,14 +270,20 @@ pub fn spawn(role: Role, settings: Settings) -> Result<Running, AppError> {
         });
     });
     match ready_rx.recv() {
-        Ok(Ok(port)) => Ok(Running { port, stop: Some(stop_tx), thread: Some(thread) }),
+        Ok(Ok(port)) => Ok(Running {
+            port,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }),
         Ok(Err(e)) => {
             let _ = thread.join();
             Err(e)
         }
         Err(_) => {
             let _ = thread.join();
-            Err(AppError::Bus(llmr_bus::BusError::Unavailable("the service thread stopped during start".into())))
+            Err(AppError::Bus(llmr_bus::BusError::Unavailable(
+                "the service thread stopped during start".into(),
+            )))
         }
     }
 }

@@ -6,7 +6,9 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
 
-use actix::{Actor, ActorFutureExt, AsyncContext, Context, Handler, Message, ResponseActFuture, WrapFuture};
+use actix::{
+    Actor, ActorFutureExt, AsyncContext, Context, Handler, Message, ResponseActFuture, WrapFuture,
+};
 use llmr_bus::{Consumer, Delivery};
 use uuid::Uuid;
 
@@ -69,7 +71,12 @@ pub struct WorkerActor {
 }
 
 impl WorkerActor {
-    pub fn new(ctx: Rc<JobCtx>, consumers: [Consumer; 3], max_in_flight: usize, claim_idle: Duration) -> WorkerActor {
+    pub fn new(
+        ctx: Rc<JobCtx>,
+        consumers: [Consumer; 3],
+        max_in_flight: usize,
+        claim_idle: Duration,
+    ) -> WorkerActor {
         let [reader, reclaimer, acker] = consumers;
         WorkerActor {
             ctx,
@@ -94,7 +101,13 @@ impl WorkerActor {
         for d in deliveries {
             let (tx, rx) = tokio::sync::oneshot::channel();
             let (id, entry) = (d.envelope.id, d.entry.clone());
-            if let Some(old) = self.running.insert(id, Running { entry: entry.clone(), cancel: tx }) {
+            if let Some(old) = self.running.insert(
+                id,
+                Running {
+                    entry: entry.clone(),
+                    cancel: tx,
+                },
+            ) {
                 // The same request delivered twice to this worker (a reclaim of our own
                 // entry): let the first run finish; ack the duplicate.
                 self.running.insert(id, old);
@@ -103,7 +116,10 @@ impl WorkerActor {
                 continue;
             }
             let job = job::run(self.ctx.clone(), d, rx);
-            ctx.spawn(job.into_actor(self).map(move |(), _, ctx| ctx.notify(JobDone { id, entry })));
+            ctx.spawn(
+                job.into_actor(self)
+                    .map(move |(), _, ctx| ctx.notify(JobDone { id, entry })),
+            );
         }
         self.idle.send_replace(self.running.len());
     }
@@ -133,20 +149,24 @@ impl Handler<Poll> for WorkerActor {
             return Box::pin(actix::fut::ready(()));
         };
         self.reading = true;
-        Box::pin(async move { (reader.read(room, BLOCK).await, reader) }.into_actor(self).map(|(r, reader), act, ctx| {
-            act.reader = Some(reader);
-            act.reading = false;
-            match r {
-                Ok(deliveries) => {
-                    act.start_jobs(deliveries, ctx);
-                    ctx.notify(Poll);
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "worker cannot read jobs");
-                    ctx.notify_later(Poll, ERROR_BACKOFF);
-                }
-            }
-        }))
+        Box::pin(
+            async move { (reader.read(room, BLOCK).await, reader) }
+                .into_actor(self)
+                .map(|(r, reader), act, ctx| {
+                    act.reader = Some(reader);
+                    act.reading = false;
+                    match r {
+                        Ok(deliveries) => {
+                            act.start_jobs(deliveries, ctx);
+                            ctx.notify(Poll);
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "worker cannot read jobs");
+                            ctx.notify_later(Poll, ERROR_BACKOFF);
+                        }
+                    }
+                }),
+        )
     }
 }
 
@@ -154,7 +174,11 @@ impl Handler<JobDone> for WorkerActor {
     type Result = ();
 
     fn handle(&mut self, done: JobDone, ctx: &mut Context<Self>) {
-        if self.running.get(&done.id).is_some_and(|r| r.entry == done.entry) {
+        if self
+            .running
+            .get(&done.id)
+            .is_some_and(|r| r.entry == done.entry)
+        {
             self.running.remove(&done.id);
         }
         self.idle.send_replace(self.running.len());
@@ -180,7 +204,13 @@ impl Handler<Cancel> for WorkerActor {
         if let Some(r) = self.running.remove(&id) {
             let _ = r.cancel.send(());
             // The job itself still reports JobDone (after releasing its lease), which acks.
-            self.running.insert(id, Running { entry: r.entry, cancel: tokio::sync::oneshot::channel().0 });
+            self.running.insert(
+                id,
+                Running {
+                    entry: r.entry,
+                    cancel: tokio::sync::oneshot::channel().0,
+                },
+            );
         }
     }
 }
@@ -210,21 +240,26 @@ impl Handler<Reclaim> for WorkerActor {
 
     fn handle(&mut self, _: Reclaim, _: &mut Context<Self>) -> Self::Result {
         let room = self.room();
-        let Some(mut reclaimer) = self.reclaimer.take().filter(|_| !self.draining && room > 0) else {
+        let Some(mut reclaimer) = self.reclaimer.take().filter(|_| !self.draining && room > 0)
+        else {
             return Box::pin(actix::fut::ready(()));
         };
         let idle = self.claim_idle;
-        Box::pin(async move { (reclaimer.reclaim(idle, room).await, reclaimer) }.into_actor(self).map(|(r, reclaimer), act, ctx| {
-            act.reclaimer = Some(reclaimer);
-            match r {
-                Ok(d) if !d.is_empty() => {
-                    tracing::info!(count = d.len(), "took over jobs of a stopped worker");
-                    act.start_jobs(d, ctx);
-                }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "worker cannot reclaim jobs"),
-            }
-        }))
+        Box::pin(
+            async move { (reclaimer.reclaim(idle, room).await, reclaimer) }
+                .into_actor(self)
+                .map(|(r, reclaimer), act, ctx| {
+                    act.reclaimer = Some(reclaimer);
+                    match r {
+                        Ok(d) if !d.is_empty() => {
+                            tracing::info!(count = d.len(), "took over jobs of a stopped worker");
+                            act.start_jobs(d, ctx);
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "worker cannot reclaim jobs"),
+                    }
+                }),
+        )
     }
 }
 

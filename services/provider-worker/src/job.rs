@@ -31,7 +31,10 @@ pub struct ProviderRt {
 
 impl ProviderRt {
     pub fn new(provider: Provider) -> ProviderRt {
-        ProviderRt { provider, next_key: Cell::new(0) }
+        ProviderRt {
+            provider,
+            next_key: Cell::new(0),
+        }
     }
 
     /// The next key and its id for usage (`provider#index`; the key itself is never stored).
@@ -42,7 +45,10 @@ impl ProviderRt {
         }
         let i = self.next_key.get() % keys.len();
         self.next_key.set(i + 1);
-        (Some(keys[i].expose_secret()), format!("{}#{}", self.provider.name, i))
+        (
+            Some(keys[i].expose_secret()),
+            format!("{}#{}", self.provider.name, i),
+        )
     }
 }
 
@@ -69,37 +75,59 @@ pub async fn run(ctx: Rc<JobCtx>, d: Delivery, cancel: tokio::sync::oneshot::Rec
         }
         () = work => {}
     }
-    if let Some(target) = lease.borrow_mut().take() {
-        if let Err(e) = ctx.store.release_lease(&target, &env.id.to_string()).await {
-            tracing::warn!(error = %e, "could not release a lease (it will expire)");
-        }
+    let held = lease.borrow_mut().take();
+    if let Some(target) = held
+        && let Err(e) = ctx.store.release_lease(&target, &env.id.to_string()).await
+    {
+        tracing::warn!(error = %e, "could not release a lease (it will expire)");
     }
 }
 
-async fn execute(ctx: &JobCtx, d: &Delivery, lease: &RefCell<Option<String>>, span: &tracing::Span) {
+async fn execute(
+    ctx: &JobCtx,
+    d: &Delivery,
+    lease: &RefCell<Option<String>>,
+    span: &tracing::Span,
+) {
     let env = &d.envelope;
-    let mut out = Replier::new(ctx.bus.clone(), env.reply_to.clone(), env.id, env.meta.stream);
-    if let Err(err) = attempts(ctx, d, lease, span, &mut out).await {
-        if let Err(e) = out.error(&err).await {
-            tracing::warn!(error = %e, "could not send an error frame");
-        }
+    let mut out = Replier::new(
+        ctx.bus.clone(),
+        env.reply_to.clone(),
+        env.id,
+        env.meta.stream,
+    );
+    if let Err(err) = attempts(ctx, d, lease, span, &mut out).await
+        && let Err(e) = out.error(&err).await
+    {
+        tracing::warn!(error = %e, "could not send an error frame");
     }
 }
 
 /// Runs the plan; an `Err` is what the client is told.
-async fn attempts(ctx: &JobCtx, d: &Delivery, lease: &RefCell<Option<String>>, span: &tracing::Span, out: &mut Replier) -> Result<(), ApiError> {
+async fn attempts(
+    ctx: &JobCtx,
+    d: &Delivery,
+    lease: &RefCell<Option<String>>,
+    span: &tracing::Span,
+    out: &mut Replier,
+) -> Result<(), ApiError> {
     let env = &d.envelope;
     if env.expired(now_ms()) {
         return Err(ApiError::DeadlineExceeded);
     }
     if d.reclaimed {
         if ctx.bus.first_frame_sent(env.id).await? {
-            return Err(ApiError::Upstream { message: "The worker serving this request stopped after the response had started.".into() });
+            return Err(ApiError::Upstream {
+                message: "The worker serving this request stopped after the response had started."
+                    .into(),
+            });
         }
         tracing::info!("running a job reclaimed from a stopped worker");
     }
     let Some(plan) = &env.meta.plan else {
-        return Err(ApiError::Internal { message: "a job arrived without a plan".into() });
+        return Err(ApiError::Internal {
+            message: "a job arrived without a plan".into(),
+        });
     };
     let member = env.id.to_string();
     let mut last: Option<AttemptError> = None;
@@ -114,27 +142,52 @@ async fn attempts(ctx: &JobCtx, d: &Delivery, lease: &RefCell<Option<String>>, s
         };
         span.record("provider", attempt.provider.as_str());
         let target = attempt.target();
-        match ctx.store.acquire_lease(&target, &member, remaining + 1000).await {
+        match ctx
+            .store
+            .acquire_lease(&target, &member, remaining + 1000)
+            .await
+        {
             Ok(()) => *lease.borrow_mut() = Some(target),
             Err(e) => tracing::warn!(error = %e, "could not take a lease; calling without one"),
         }
         let (key, key_id) = p.key();
         let timeout = Duration::from_millis(remaining);
         let tp = llmr_telemetry::traceparent(span, &env.traceparent);
-        let result = match tokio::time::timeout(timeout, attempt_once(ctx, p, attempt, key, &tp, timeout, out, env)).await {
+        let result = match tokio::time::timeout(
+            timeout,
+            attempt_once(ctx, p, attempt, key, &tp, timeout, out, env),
+        )
+        .await
+        {
             Ok(r) => r,
-            Err(_) => Err(AttemptError::fatal(ApiError::DeadlineExceeded, "deadline passed")),
+            Err(_) => Err(AttemptError::fatal(
+                ApiError::DeadlineExceeded,
+                "deadline passed",
+            )),
         };
         let held = lease.borrow_mut().take();
-        if let Some(t) = held {
-            if let Err(e) = ctx.store.release_lease(&t, &member).await {
-                tracing::warn!(error = %e, "could not release a lease (it will expire)");
-            }
+        if let Some(t) = held
+            && let Err(e) = ctx.store.release_lease(&t, &member).await
+        {
+            tracing::warn!(error = %e, "could not release a lease (it will expire)");
         }
         match result {
             Ok(Outcome { usage }) => {
-                let (prompt, completion, estimated) = usage.map_or((0, 0, true), |u| (u.prompt_tokens, u.completion_tokens, false));
-                if let Err(e) = ctx.store.record_usage(&key_id, &attempt.model, &llmr_store::utc_day(now_ms()), prompt, completion, estimated).await {
+                let (prompt, completion, estimated) = usage.map_or((0, 0, true), |u| {
+                    (u.prompt_tokens, u.completion_tokens, false)
+                });
+                if let Err(e) = ctx
+                    .store
+                    .record_usage(
+                        &key_id,
+                        &attempt.model,
+                        &llmr_store::utc_day(now_ms()),
+                        prompt,
+                        completion,
+                        estimated,
+                    )
+                    .await
+                {
                     tracing::warn!(error = %e, "could not record usage");
                 }
                 return Ok(());
@@ -149,7 +202,12 @@ async fn attempts(ctx: &JobCtx, d: &Delivery, lease: &RefCell<Option<String>>, s
             }
         }
     }
-    Err(last.map_or(ApiError::Upstream { message: "No provider of the plan is available to this worker.".into() }, |e| e.error))
+    Err(last.map_or(
+        ApiError::Upstream {
+            message: "No provider of the plan is available to this worker.".into(),
+        },
+        |e| e.error,
+    ))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -164,7 +222,17 @@ async fn attempt_once(
     env: &llmr_protocol::Envelope,
 ) -> AttemptResult {
     match p.provider.kind {
-        ProviderType::Echo => echo::call(&env.body, &env.meta.model, &format!("chatcmpl-{}", env.id.simple()), env.meta.stream, env.meta.include_usage, out).await,
+        ProviderType::Echo => {
+            echo::call(
+                &env.body,
+                &env.meta.model,
+                &format!("chatcmpl-{}", env.id.simple()),
+                env.meta.stream,
+                env.meta.include_usage,
+                out,
+            )
+            .await
+        }
         ProviderType::Openai => {
             let call = openai::Call {
                 url: format!("{}/chat/completions", p.provider.base()),

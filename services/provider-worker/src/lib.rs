@@ -57,20 +57,61 @@ pub struct WorkerService {
 
 impl WorkerService {
     /// Starts a worker for `pool` on the current arbiter (inside an actix System).
-    pub async fn build(settings: &Settings, bus: Bus, store: Store, instance: &str, pool: &str) -> Result<WorkerService, InitError> {
+    pub async fn build(
+        settings: &Settings,
+        bus: Bus,
+        store: Store,
+        instance: &str,
+        pool: &str,
+    ) -> Result<WorkerService, InitError> {
         let stream = format!("jobs:{pool}");
-        let consumers = [bus.consumer(&stream, GROUP, instance).await?, bus.consumer(&stream, GROUP, instance).await?, bus.consumer(&stream, GROUP, instance).await?];
+        let consumers = [
+            bus.consumer(&stream, GROUP, instance).await?,
+            bus.consumer(&stream, GROUP, instance).await?,
+            bus.consumer(&stream, GROUP, instance).await?,
+        ];
         let w = &settings.worker;
-        let connector = awc::Connector::new().timeout(Duration::from_millis(w.connect_timeout_ms)).limit(w.max_in_flight.max(1));
+        let connector = awc::Connector::new()
+            .timeout(Duration::from_millis(w.connect_timeout_ms))
+            .limit(w.max_in_flight.max(1));
         // Per-call timeouts are set from each request's deadline; this is only the ceiling.
-        let client = awc::Client::builder().connector(connector).timeout(Duration::from_millis(settings.server.request_timeout_ms)).disable_redirects().finish();
-        let providers = settings.providers().filter(|p| p.pool == pool).map(|p| (p.name.clone(), job::ProviderRt::new(p.clone()))).collect();
-        let ctx = Rc::new(job::JobCtx { bus: bus.clone(), store: store.clone(), client, providers, max_response_bytes: w.max_response_bytes });
-        let addr = actor::WorkerActor::new(ctx, consumers, w.max_in_flight, Duration::from_millis(settings.redis.claim_idle_ms)).start();
+        let client = awc::Client::builder()
+            .connector(connector)
+            .timeout(Duration::from_millis(settings.server.request_timeout_ms))
+            .disable_redirects()
+            .finish();
+        let providers = settings
+            .providers()
+            .filter(|p| p.pool == pool)
+            .map(|p| (p.name.clone(), job::ProviderRt::new(p.clone())))
+            .collect();
+        let ctx = Rc::new(job::JobCtx {
+            bus: bus.clone(),
+            store: store.clone(),
+            client,
+            providers,
+            max_response_bytes: w.max_response_bytes,
+        });
+        let addr = actor::WorkerActor::new(
+            ctx,
+            consumers,
+            w.max_in_flight,
+            Duration::from_millis(settings.redis.claim_idle_ms),
+        )
+        .start();
         let a2 = addr.clone();
-        let cancels = bus.subscribe_cancels(std::sync::Arc::new(move |id| a2.do_send(actor::Cancel(id))));
-        let heartbeat = store.keep_alive("worker", &format!("{pool}:{instance}"), Duration::from_secs(2));
-        Ok(WorkerService { addr, _cancels: cancels, _heartbeat: heartbeat })
+        let cancels =
+            bus.subscribe_cancels(std::sync::Arc::new(move |id| a2.do_send(actor::Cancel(id))));
+        let heartbeat = store.keep_alive(
+            "worker",
+            &format!("{pool}:{instance}"),
+            Duration::from_secs(2),
+        );
+        Ok(WorkerService {
+            addr,
+            _cancels: cancels,
+            _heartbeat: heartbeat,
+        })
     }
 
     /// Stops reading jobs and waits up to `grace` for the running ones to finish.

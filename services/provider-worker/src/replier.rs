@@ -16,7 +16,14 @@ pub struct Replier {
 
 impl Replier {
     pub fn new(bus: Bus, reply_to: String, id: Uuid, stream: bool) -> Replier {
-        Replier { bus, reply_to, id, seq: 0, started: false, stream }
+        Replier {
+            bus,
+            reply_to,
+            id,
+            seq: 0,
+            started: false,
+            stream,
+        }
     }
 
     /// Whether a frame has reached the caller (after which no other attempt may run).
@@ -31,7 +38,13 @@ impl Replier {
 
     fn head_if_needed(&mut self, frames: &mut Vec<Frame>, status: u16) {
         if !self.started {
-            frames.push(Frame::head(self.id, Head { status, stream: self.stream }));
+            frames.push(Frame::head(
+                self.id,
+                Head {
+                    status,
+                    stream: self.stream,
+                },
+            ));
             self.started = true;
         }
     }
@@ -71,6 +84,8 @@ impl Replier {
     pub async fn error(&mut self, err: &ApiError) -> Result<(), BusError> {
         let seq = if self.started { self.next() } else { 0 };
         self.started = true;
-        self.bus.reply(&self.reply_to, &[Frame::error(self.id, seq, err)]).await
+        self.bus
+            .reply(&self.reply_to, &[Frame::error(self.id, seq, err)])
+            .await
     }
 }

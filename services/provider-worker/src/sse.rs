@@ -72,7 +72,11 @@ fn parse_event(event: Bytes) -> Option<Event> {
         }
     }
     let data = data?;
-    if data.as_ref() == b"[DONE]" { Some(Event::Done) } else { Some(Event::Data(data)) }
+    if data.as_ref() == b"[DONE]" {
+        Some(Event::Done)
+    } else {
+        Some(Event::Data(data))
+    }
 }
 
 #[cfg(test)]
@@ -87,7 +91,10 @@ mod tests {
     fn splits_events_across_reads() {
         let mut s = Splitter::default();
         assert!(s.push(b"data: {\"a\"").is_empty());
-        assert_eq!(s.push(b":1}\n\ndata: {\"b\":2}\n\nda"), vec![data("{\"a\":1}"), data("{\"b\":2}")]);
+        assert_eq!(
+            s.push(b":1}\n\ndata: {\"b\":2}\n\nda"),
+            vec![data("{\"a\":1}"), data("{\"b\":2}")]
+        );
         assert_eq!(s.push(b"ta: [DONE]\n\n"), vec![Event::Done]);
         assert_eq!(s.pending(), 0);
     }

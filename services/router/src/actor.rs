@@ -4,7 +4,9 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
-use actix::{Actor, ActorFutureExt, AsyncContext, Context, Handler, Message, ResponseActFuture, WrapFuture};
+use actix::{
+    Actor, ActorFutureExt, AsyncContext, Context, Handler, Message, ResponseActFuture, WrapFuture,
+};
 use llmr_bus::{Bus, Consumer, Delivery};
 use llmr_config::Settings;
 use llmr_protocol::{ApiError, Envelope, Frame, Kind, now_ms};
@@ -49,9 +51,20 @@ pub struct RouterActor {
 }
 
 impl RouterActor {
-    pub fn new(settings: &Settings, bus: Bus, store: Store, catalog: Rc<Catalog>, consumer: Consumer) -> RouterActor {
+    pub fn new(
+        settings: &Settings,
+        bus: Bus,
+        store: Store,
+        catalog: Rc<Catalog>,
+        consumer: Consumer,
+    ) -> RouterActor {
         RouterActor {
-            shared: Rc::new(Shared { bus, store, catalog, rng: RefCell::new(StdRng::from_os_rng()) }),
+            shared: Rc::new(Shared {
+                bus,
+                store,
+                catalog,
+                rng: RefCell::new(StdRng::from_os_rng()),
+            }),
             consumer: Some(consumer),
             batch: settings.router.batch,
             claim_idle: Duration::from_millis(settings.redis.claim_idle_ms),
@@ -119,7 +132,10 @@ impl Handler<Reclaim> for RouterActor {
             async move {
                 match consumer.reclaim(idle, batch).await {
                     Ok(d) if !d.is_empty() => {
-                        tracing::info!(count = d.len(), "routing requests reclaimed from a stopped router");
+                        tracing::info!(
+                            count = d.len(),
+                            "routing requests reclaimed from a stopped router"
+                        );
                         route_batch(&shared, &consumer, d).await;
                     }
                     Ok(_) => {}
@@ -153,7 +169,15 @@ async fn route_batch(shared: &Shared, consumer: &Consumer, deliveries: Vec<Deliv
         }
         let candidates = shared.catalog.providers_for(&d.envelope.meta.model);
         if candidates.is_empty() {
-            answer(shared, consumer, &d, ApiError::ModelNotFound { model: d.envelope.meta.model.clone() }).await;
+            answer(
+                shared,
+                consumer,
+                &d,
+                ApiError::ModelNotFound {
+                    model: d.envelope.meta.model.clone(),
+                },
+            )
+            .await;
             continue;
         }
         let targets = plan::targets(&d.envelope.meta.model, &candidates);
@@ -173,7 +197,12 @@ async fn route_batch(shared: &Shared, consumer: &Consumer, deliveries: Vec<Deliv
         let span = tracing::info_span!("route", request_id = %env.id, model = %env.meta.model, provider = tracing::field::Empty);
         llmr_telemetry::set_parent(&span, &env.traceparent);
         let _enter = span.enter();
-        let Some(plan) = plan::least_load(&env.meta.model, &candidates, &loads[start..start + candidates.len()], &mut *shared.rng.borrow_mut()) else {
+        let Some(plan) = plan::least_load(
+            &env.meta.model,
+            &candidates,
+            &loads[start..start + candidates.len()],
+            &mut *shared.rng.borrow_mut(),
+        ) else {
             continue;
         };
         span.record("provider", plan.attempts[0].provider.as_str());
@@ -181,7 +210,10 @@ async fn route_batch(shared: &Shared, consumer: &Consumer, deliveries: Vec<Deliv
         let job = Envelope {
             kind: Kind::Job,
             traceparent: llmr_telemetry::traceparent(&span, &env.traceparent),
-            meta: llmr_protocol::Meta { plan: Some(plan), ..env.meta.clone() },
+            meta: llmr_protocol::Meta {
+                plan: Some(plan),
+                ..env.meta.clone()
+            },
             ..env.clone()
         };
         if let Err(e) = consumer.forward(&d.entry, &stream, &job).await {
@@ -194,12 +226,18 @@ async fn route_batch(shared: &Shared, consumer: &Consumer, deliveries: Vec<Deliv
 /// Answers a request with an error frame and acks it.
 async fn answer(shared: &Shared, consumer: &Consumer, d: &Delivery, err: ApiError) {
     tracing::info!(request_id = %d.envelope.id, model = %d.envelope.meta.model, error = %err, "request answered by the router");
-    if let Err(e) = shared.bus.reply(&d.envelope.reply_to, &[Frame::error(d.envelope.id, 0, &err)]).await {
+    if let Err(e) = shared
+        .bus
+        .reply(
+            &d.envelope.reply_to,
+            &[Frame::error(d.envelope.id, 0, &err)],
+        )
+        .await
+    {
         tracing::warn!(error = %e, "could not answer a request");
         return;
     }
-    if let Err(e) = consumer.ack(&[d.entry.clone()]).await {
+    if let Err(e) = consumer.ack(std::slice::from_ref(&d.entry)).await {
         tracing::warn!(error = %e, "could not ack an answered request");
     }
 }
-

@@ -39,20 +39,37 @@ impl Catalog {
             .providers()
             .map(|p| {
                 let models = p.filter_models(&p.models);
-                (p.name.clone(), Entry { provider: p.clone(), models, state: "ok".into(), error: None })
+                (
+                    p.name.clone(),
+                    Entry {
+                        provider: p.clone(),
+                        models,
+                        state: "ok".into(),
+                        error: None,
+                    },
+                )
             })
             .collect();
-        Catalog { entries: RefCell::new(entries) }
+        Catalog {
+            entries: RefCell::new(entries),
+        }
     }
 
     /// `(provider, pool)` of every enabled provider serving `model`, in name order.
     pub fn providers_for(&self, model: &str) -> Vec<(String, String)> {
-        self.entries.borrow().values().filter(|e| e.models.iter().any(|m| m == model)).map(|e| (e.provider.name.clone(), e.provider.pool.clone())).collect()
+        self.entries
+            .borrow()
+            .values()
+            .filter(|e| e.models.iter().any(|m| m == model))
+            .map(|e| (e.provider.name.clone(), e.provider.pool.clone()))
+            .collect()
     }
 
     fn set_models(&self, name: &str, models: Result<Vec<String>, String>) {
         let mut entries = self.entries.borrow_mut();
-        let Some(e) = entries.get_mut(name) else { return };
+        let Some(e) = entries.get_mut(name) else {
+            return;
+        };
         match models {
             Ok(m) => {
                 e.models = e.provider.filter_models(&m);
@@ -71,13 +88,24 @@ impl Catalog {
         self.entries
             .borrow()
             .values()
-            .map(|e| ProviderStatus { name: e.provider.name.clone(), models: e.models.clone(), state: e.state.clone(), error: e.error.clone(), updated_ms: now })
+            .map(|e| ProviderStatus {
+                name: e.provider.name.clone(),
+                models: e.models.clone(),
+                state: e.state.clone(),
+                error: e.error.clone(),
+                updated_ms: now,
+            })
             .collect()
     }
 
     /// Providers whose model list must be asked from the upstream.
     fn dynamic(&self) -> Vec<Provider> {
-        self.entries.borrow().values().filter(|e| e.provider.kind == ProviderType::Openai && e.provider.models.is_empty()).map(|e| e.provider.clone()).collect()
+        self.entries
+            .borrow()
+            .values()
+            .filter(|e| e.provider.kind == ProviderType::Openai && e.provider.models.is_empty())
+            .map(|e| e.provider.clone())
+            .collect()
     }
 }
 
@@ -91,7 +119,12 @@ pub struct Refresher {
 
 impl Refresher {
     pub fn new(catalog: Rc<Catalog>, store: Store, settings: &Settings) -> Refresher {
-        Refresher { catalog, store, every: Duration::from_millis(settings.router.models_refresh_ms), timeout: Duration::from_millis(settings.worker.connect_timeout_ms.max(1000) * 2) }
+        Refresher {
+            catalog,
+            store,
+            every: Duration::from_millis(settings.router.models_refresh_ms),
+            timeout: Duration::from_millis(settings.worker.connect_timeout_ms.max(1000) * 2),
+        }
     }
 }
 
@@ -165,7 +198,11 @@ async fn fetch_models(client: &awc::Client, p: &Provider) -> Result<Vec<String>,
     if !resp.status().is_success() {
         return Err(format!("GET /models answered {}", resp.status()));
     }
-    let list: ModelList = resp.json().limit(8 << 20).await.map_err(|e| e.to_string())?;
+    let list: ModelList = resp
+        .json()
+        .limit(8 << 20)
+        .await
+        .map_err(|e| e.to_string())?;
     Ok(list.data.into_iter().map(|m| m.id).collect())
 }
 
@@ -174,7 +211,11 @@ mod tests {
     use super::*;
 
     fn settings(toml: &str) -> Settings {
-        let path = std::env::temp_dir().join(format!("llmr-catalog-{}-{}.toml", std::process::id(), toml.len()));
+        let path = std::env::temp_dir().join(format!(
+            "llmr-catalog-{}-{}.toml",
+            std::process::id(),
+            toml.len()
+        ));
         std::fs::write(&path, toml).unwrap();
         let s = llmr_config::load_from(Some(&path), Default::default()).unwrap();
         let _ = std::fs::remove_file(path);
@@ -187,19 +228,30 @@ mod tests {
             "[[providers]]\nname='a'\ntype='echo'\nmodels=['m','x']\n[[providers]]\nname='b'\ntype='echo'\nmodels=['m']\npool='gpu'\n[[providers]]\nname='c'\ntype='echo'\nmodels=['m']\nenabled=false\n[[providers]]\nname='d'\ntype='echo'\nmodels=['m','x']\ndenylist=['m']\n",
         );
         let c = Catalog::from_settings(&s);
-        assert_eq!(c.providers_for("m"), vec![("a".to_string(), "default".to_string()), ("b".to_string(), "gpu".to_string())]);
+        assert_eq!(
+            c.providers_for("m"),
+            vec![
+                ("a".to_string(), "default".to_string()),
+                ("b".to_string(), "gpu".to_string())
+            ]
+        );
         assert_eq!(c.providers_for("x").len(), 2);
         assert!(c.providers_for("nope").is_empty());
     }
 
     #[test]
     fn a_failed_refresh_keeps_the_last_list() {
-        let s = settings("[[providers]]\nname='up'\ntype='openai'\nbase_url='http://127.0.0.1:1/v1'\nallowlist=['a','b']\n");
+        let s = settings(
+            "[[providers]]\nname='up'\ntype='openai'\nbase_url='http://127.0.0.1:1/v1'\nallowlist=['a','b']\n",
+        );
         let c = Catalog::from_settings(&s);
         assert!(c.providers_for("a").is_empty());
         c.set_models("up", Ok(vec!["a".into(), "b".into(), "c".into()]));
         assert_eq!(c.providers_for("a").len(), 1);
-        assert!(c.providers_for("c").is_empty(), "allowlist applies to fetched lists");
+        assert!(
+            c.providers_for("c").is_empty(),
+            "allowlist applies to fetched lists"
+        );
         c.set_models("up", Err("refused".into()));
         assert_eq!(c.providers_for("a").len(), 1);
         assert_eq!(c.statuses()[0].state, "error");

@@ -51,13 +51,22 @@ pub struct RouterService {
 
 impl RouterService {
     /// Starts the router's actors on the current arbiter (inside an actix System).
-    pub async fn build(settings: &Settings, bus: Bus, store: Store, instance: &str) -> Result<RouterService, InitError> {
+    pub async fn build(
+        settings: &Settings,
+        bus: Bus,
+        store: Store,
+        instance: &str,
+    ) -> Result<RouterService, InitError> {
         let consumer = bus.consumer(REQUESTS, GROUP, instance).await?;
         let catalog = Rc::new(Catalog::from_settings(settings));
         let refresher = catalog::Refresher::new(catalog.clone(), store.clone(), settings).start();
         let addr = actor::RouterActor::new(settings, bus, store.clone(), catalog, consumer).start();
         let heartbeat = store.keep_alive("router", instance, Duration::from_secs(2));
-        Ok(RouterService { addr, _refresher: refresher, _heartbeat: heartbeat })
+        Ok(RouterService {
+            addr,
+            _refresher: refresher,
+            _heartbeat: heartbeat,
+        })
     }
 
     /// Stops reading new requests; requests already read are routed first.

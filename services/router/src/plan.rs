@@ -5,17 +5,36 @@ use rand::Rng;
 
 /// Builds the plan for `model` from `(provider, pool)` candidates and their current loads
 /// (same order). Only candidates in the pool of the best one are kept.
-pub fn least_load(model: &str, candidates: &[(String, String)], loads: &[u64], rng: &mut impl Rng) -> Option<Plan> {
-    let mut scored: Vec<(u64, u32, &(String, String))> = candidates.iter().zip(loads.iter().copied().chain(std::iter::repeat(0))).map(|(c, l)| (l, rng.random::<u32>(), c)).collect();
+pub fn least_load(
+    model: &str,
+    candidates: &[(String, String)],
+    loads: &[u64],
+    rng: &mut impl Rng,
+) -> Option<Plan> {
+    let mut scored: Vec<(u64, u32, &(String, String))> = candidates
+        .iter()
+        .zip(loads.iter().copied().chain(std::iter::repeat(0)))
+        .map(|(c, l)| (l, rng.random::<u32>(), c))
+        .collect();
     scored.sort_by_key(|(load, tie, _)| (*load, *tie));
     let pool = scored.first()?.2.1.clone();
-    let attempts = scored.into_iter().filter(|(_, _, c)| c.1 == pool).map(|(_, _, c)| Attempt { provider: c.0.clone(), model: model.to_owned() }).collect();
+    let attempts = scored
+        .into_iter()
+        .filter(|(_, _, c)| c.1 == pool)
+        .map(|(_, _, c)| Attempt {
+            provider: c.0.clone(),
+            model: model.to_owned(),
+        })
+        .collect();
     Some(Plan { pool, attempts })
 }
 
 /// The lease targets of candidates for `model`.
 pub fn targets(model: &str, candidates: &[(String, String)]) -> Vec<String> {
-    candidates.iter().map(|(p, _)| format!("{p}/{model}")).collect()
+    candidates
+        .iter()
+        .map(|(p, _)| format!("{p}/{model}"))
+        .collect()
 }
 
 #[cfg(test)]
@@ -25,7 +44,10 @@ mod tests {
     use rand::rngs::StdRng;
 
     fn c(names: &[&str]) -> Vec<(String, String)> {
-        names.iter().map(|n| (n.to_string(), "default".to_string())).collect()
+        names
+            .iter()
+            .map(|n| (n.to_string(), "default".to_string()))
+            .collect()
     }
 
     #[test]
@@ -45,13 +67,21 @@ mod tests {
             let p = least_load("m", &c(&["a", "b", "c"]), &[0, 0, 0], &mut rng).unwrap();
             firsts.insert(p.attempts[0].provider.clone());
         }
-        assert_eq!(firsts.len(), 3, "every tied candidate gets picked first sometimes");
+        assert_eq!(
+            firsts.len(),
+            3,
+            "every tied candidate gets picked first sometimes"
+        );
     }
 
     #[test]
     fn keeps_to_the_best_candidates_pool() {
         let mut rng = StdRng::seed_from_u64(3);
-        let cands = vec![("a".to_string(), "gpu".to_string()), ("b".to_string(), "default".to_string()), ("c".to_string(), "gpu".to_string())];
+        let cands = vec![
+            ("a".to_string(), "gpu".to_string()),
+            ("b".to_string(), "default".to_string()),
+            ("c".to_string(), "gpu".to_string()),
+        ];
         let p = least_load("m", &cands, &[0, 9, 4], &mut rng).unwrap();
         assert_eq!(p.pool, "gpu");
         assert_eq!(p.attempts.len(), 2);

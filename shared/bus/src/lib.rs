@@ -46,7 +46,9 @@ pub enum BusError {
 impl From<BusError> for ApiError {
     fn from(e: BusError) -> ApiError {
         match e {
-            BusError::Unavailable(m) => ApiError::Unavailable { message: format!("The message bus (Redis) is unreachable: {m}") },
+            BusError::Unavailable(m) => ApiError::Unavailable {
+                message: format!("The message bus (Redis) is unreachable: {m}"),
+            },
         }
     }
 }
@@ -95,7 +97,12 @@ impl Bus {
     }
 
     /// A consumer of `group` on `stream` named `name`; creates the group when missing.
-    pub async fn consumer(&self, stream: &str, group: &str, name: &str) -> Result<Consumer, BusError> {
+    pub async fn consumer(
+        &self,
+        stream: &str,
+        group: &str,
+        name: &str,
+    ) -> Result<Consumer, BusError> {
         let inner = match self {
             Bus::Memory(b) => {
                 b.create_group(stream, group);
@@ -106,7 +113,13 @@ impl Bus {
                 ConsumerInner::Redis(b.clone(), None)
             }
         };
-        Ok(Consumer { inner, stream: stream.to_owned(), group: group.to_owned(), name: name.to_owned(), cursor: "0-0".into() })
+        Ok(Consumer {
+            inner,
+            stream: stream.to_owned(),
+            group: group.to_owned(),
+            name: name.to_owned(),
+            cursor: "0-0".into(),
+        })
     }
 
     /// Sends frames to the reply stream of instance `reply_to`, in order. A `head` frame
@@ -181,7 +194,9 @@ pub struct Subscription {
 
 impl Subscription {
     pub(crate) fn new(cleanup: impl FnOnce() + Send + 'static) -> Subscription {
-        Subscription { cleanup: Some(Box::new(cleanup)) }
+        Subscription {
+            cleanup: Some(Box::new(cleanup)),
+        }
     }
 }
 
@@ -217,16 +232,37 @@ impl Consumer {
     /// Reads up to `count` new entries, waiting up to `block` for the first.
     pub async fn read(&mut self, count: usize, block: Duration) -> Result<Vec<Delivery>, BusError> {
         match &mut self.inner {
-            ConsumerInner::Memory(b) => Ok(b.read(&self.stream, &self.group, &self.name, count, block).await),
-            ConsumerInner::Redis(b, conn) => b.read(conn, &self.stream, &self.group, &self.name, count, block).await,
+            ConsumerInner::Memory(b) => Ok(b
+                .read(&self.stream, &self.group, &self.name, count, block)
+                .await),
+            ConsumerInner::Redis(b, conn) => {
+                b.read(conn, &self.stream, &self.group, &self.name, count, block)
+                    .await
+            }
         }
     }
 
     /// Takes over up to `count` entries other consumers held longer than `min_idle`.
-    pub async fn reclaim(&mut self, min_idle: Duration, count: usize) -> Result<Vec<Delivery>, BusError> {
+    pub async fn reclaim(
+        &mut self,
+        min_idle: Duration,
+        count: usize,
+    ) -> Result<Vec<Delivery>, BusError> {
         match &mut self.inner {
-            ConsumerInner::Memory(b) => Ok(b.reclaim(&self.stream, &self.group, &self.name, min_idle, count)),
-            ConsumerInner::Redis(b, _) => b.reclaim(&self.stream, &self.group, &self.name, min_idle, count, &mut self.cursor).await,
+            ConsumerInner::Memory(b) => {
+                Ok(b.reclaim(&self.stream, &self.group, &self.name, min_idle, count))
+            }
+            ConsumerInner::Redis(b, _) => {
+                b.reclaim(
+                    &self.stream,
+                    &self.group,
+                    &self.name,
+                    min_idle,
+                    count,
+                    &mut self.cursor,
+                )
+                .await
+            }
         }
     }
 
@@ -255,19 +291,30 @@ impl Consumer {
                 b.touch(&self.stream, &self.group, &self.name, entries);
                 Ok(())
             }
-            ConsumerInner::Redis(b, _) => b.touch(&self.stream, &self.group, &self.name, entries).await,
+            ConsumerInner::Redis(b, _) => {
+                b.touch(&self.stream, &self.group, &self.name, entries)
+                    .await
+            }
         }
     }
 
     /// Publishes `env` to `to_stream` and acks `entry`, atomically.
-    pub async fn forward(&self, entry: &str, to_stream: &str, env: &Envelope) -> Result<(), BusError> {
+    pub async fn forward(
+        &self,
+        entry: &str,
+        to_stream: &str,
+        env: &Envelope,
+    ) -> Result<(), BusError> {
         match &self.inner {
             ConsumerInner::Memory(b) => {
                 b.publish(to_stream, env.clone());
                 b.ack(&self.stream, &self.group, &[entry.to_owned()]);
                 Ok(())
             }
-            ConsumerInner::Redis(b, _) => b.forward(&self.stream, &self.group, entry, to_stream, env).await,
+            ConsumerInner::Redis(b, _) => {
+                b.forward(&self.stream, &self.group, entry, to_stream, env)
+                    .await
+            }
         }
     }
 }

@@ -78,11 +78,24 @@ impl MemoryBus {
         let s = st.streams.entry(stream.to_owned()).or_default();
         if !s.groups.contains_key(group) {
             let queue = std::mem::take(&mut s.backlog);
-            s.groups.insert(group.to_owned(), Group { queue, pending: HashMap::new() });
+            s.groups.insert(
+                group.to_owned(),
+                Group {
+                    queue,
+                    pending: HashMap::new(),
+                },
+            );
         }
     }
 
-    pub(crate) async fn read(&self, stream: &str, group: &str, consumer: &str, count: usize, block: Duration) -> Vec<Delivery> {
+    pub(crate) async fn read(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        count: usize,
+        block: Duration,
+    ) -> Vec<Delivery> {
         let deadline = tokio::time::Instant::now() + block;
         loop {
             let notify = {
@@ -97,8 +110,19 @@ impl MemoryBus {
                             .queue
                             .drain(..n)
                             .map(|(entry, env)| {
-                                g.pending.insert(entry.clone(), Pending { consumer: consumer.to_owned(), since_ms: now, env: env.clone() });
-                                Delivery { entry, envelope: env, reclaimed: false }
+                                g.pending.insert(
+                                    entry.clone(),
+                                    Pending {
+                                        consumer: consumer.to_owned(),
+                                        since_ms: now,
+                                        env: env.clone(),
+                                    },
+                                );
+                                Delivery {
+                                    entry,
+                                    envelope: env,
+                                    reclaimed: false,
+                                }
                             })
                             .collect();
                     }
@@ -119,17 +143,37 @@ impl MemoryBus {
     }
 
     fn has_queued(&self, stream: &str, group: &str) -> bool {
-        self.lock().streams.get(stream).and_then(|s| s.groups.get(group)).is_some_and(|g| !g.queue.is_empty())
+        self.lock()
+            .streams
+            .get(stream)
+            .and_then(|s| s.groups.get(group))
+            .is_some_and(|g| !g.queue.is_empty())
     }
 
-    pub(crate) fn reclaim(&self, stream: &str, group: &str, consumer: &str, min_idle: Duration, count: usize) -> Vec<Delivery> {
+    pub(crate) fn reclaim(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        min_idle: Duration,
+        count: usize,
+    ) -> Vec<Delivery> {
         let mut st = self.lock();
-        let Some(g) = st.streams.get_mut(stream).and_then(|s| s.groups.get_mut(group)) else {
+        let Some(g) = st
+            .streams
+            .get_mut(stream)
+            .and_then(|s| s.groups.get_mut(group))
+        else {
             return Vec::new();
         };
         let now = now_ms();
         let idle = min_idle.as_millis() as u64;
-        let mut stale: Vec<&String> = g.pending.iter().filter(|(_, p)| now.saturating_sub(p.since_ms) >= idle).map(|(k, _)| k).collect();
+        let mut stale: Vec<&String> = g
+            .pending
+            .iter()
+            .filter(|(_, p)| now.saturating_sub(p.since_ms) >= idle)
+            .map(|(k, _)| k)
+            .collect();
         stale.sort();
         let ids: Vec<String> = stale.into_iter().take(count).cloned().collect();
         ids.into_iter()
@@ -137,14 +181,22 @@ impl MemoryBus {
                 let p = g.pending.get_mut(&entry)?;
                 p.consumer = consumer.to_owned();
                 p.since_ms = now;
-                Some(Delivery { entry, envelope: p.env.clone(), reclaimed: true })
+                Some(Delivery {
+                    entry,
+                    envelope: p.env.clone(),
+                    reclaimed: true,
+                })
             })
             .collect()
     }
 
     pub(crate) fn ack(&self, stream: &str, group: &str, entries: &[String]) {
         let mut st = self.lock();
-        if let Some(g) = st.streams.get_mut(stream).and_then(|s| s.groups.get_mut(group)) {
+        if let Some(g) = st
+            .streams
+            .get_mut(stream)
+            .and_then(|s| s.groups.get_mut(group))
+        {
             for e in entries {
                 g.pending.remove(e);
             }
@@ -153,7 +205,11 @@ impl MemoryBus {
 
     pub(crate) fn touch(&self, stream: &str, group: &str, consumer: &str, entries: &[String]) {
         let mut st = self.lock();
-        if let Some(g) = st.streams.get_mut(stream).and_then(|s| s.groups.get_mut(group)) {
+        if let Some(g) = st
+            .streams
+            .get_mut(stream)
+            .and_then(|s| s.groups.get_mut(group))
+        {
             let now = now_ms();
             for e in entries {
                 if let Some(p) = g.pending.get_mut(e) {
@@ -165,7 +221,11 @@ impl MemoryBus {
     }
 
     pub(crate) fn pending(&self, stream: &str, group: &str) -> u64 {
-        self.lock().streams.get(stream).and_then(|s| s.groups.get(group)).map_or(0, |g| g.pending.len() as u64)
+        self.lock()
+            .streams
+            .get(stream)
+            .and_then(|s| s.groups.get(group))
+            .map_or(0, |g| g.pending.len() as u64)
     }
 
     pub(crate) fn reply(&self, reply_to: &str, frames: &[Frame]) {
@@ -174,7 +234,8 @@ impl MemoryBus {
             if frames.iter().any(|f| f.kind == FrameKind::Head) {
                 let now = now_ms();
                 if st.first_frames.len() > 10_000 {
-                    st.first_frames.retain(|_, at| now.saturating_sub(*at) < FIRST_FRAME_TTL_MS);
+                    st.first_frames
+                        .retain(|_, at| now.saturating_sub(*at) < FIRST_FRAME_TTL_MS);
                 }
                 for f in frames.iter().filter(|f| f.kind == FrameKind::Head) {
                     st.first_frames.entry(f.id).or_insert(now);
@@ -193,7 +254,11 @@ impl MemoryBus {
         self.lock().first_frames.contains_key(&id)
     }
 
-    pub(crate) fn subscribe_replies(self: &Arc<Self>, instance: &str, sink: ReplySink) -> Subscription {
+    pub(crate) fn subscribe_replies(
+        self: &Arc<Self>,
+        instance: &str,
+        sink: ReplySink,
+    ) -> Subscription {
         self.lock().replies.insert(instance.to_owned(), sink);
         let me = Arc::downgrade(self);
         let instance = instance.to_owned();

@@ -51,8 +51,14 @@ impl RedisBus {
             },
             ..PoolConfig::default()
         });
-        let pool = cfg.create_pool(Some(Runtime::Tokio1)).map_err(unavailable)?;
-        Ok(RedisBus { client, pool, prefix: prefix.to_owned() })
+        let pool = cfg
+            .create_pool(Some(Runtime::Tokio1))
+            .map_err(unavailable)?;
+        Ok(RedisBus {
+            client,
+            pool,
+            prefix: prefix.to_owned(),
+        })
     }
 
     fn key(&self, name: &str) -> String {
@@ -69,13 +75,21 @@ impl RedisBus {
 
     /// A dedicated connection for blocking commands: no response timeout.
     async fn blocking_conn(&self) -> Result<redis::aio::MultiplexedConnection, BusError> {
-        let cfg = AsyncConnectionConfig::new().set_response_timeout(None).set_connection_timeout(Some(Duration::from_secs(1)));
-        self.client.get_multiplexed_async_connection_with_config(&cfg).await.map_err(unavailable)
+        let cfg = AsyncConnectionConfig::new()
+            .set_response_timeout(None)
+            .set_connection_timeout(Some(Duration::from_secs(1)));
+        self.client
+            .get_multiplexed_async_connection_with_config(&cfg)
+            .await
+            .map_err(unavailable)
     }
 
     pub(crate) async fn ping(&self) -> Result<(), BusError> {
         let mut c = self.conn().await?;
-        redis::cmd("PING").query_async::<()>(&mut c).await.map_err(unavailable)
+        redis::cmd("PING")
+            .query_async::<()>(&mut c)
+            .await
+            .map_err(unavailable)
     }
 
     fn xadd_envelope(&self, pipe: &mut redis::Pipeline, stream: &str, env: &Envelope) {
@@ -95,7 +109,14 @@ impl RedisBus {
 
     pub(crate) async fn create_group(&self, stream: &str, group: &str) -> Result<(), BusError> {
         let mut c = self.conn().await?;
-        let r = redis::cmd("XGROUP").arg("CREATE").arg(self.key(stream)).arg(group).arg("0").arg("MKSTREAM").query_async::<()>(&mut c).await;
+        let r = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(self.key(stream))
+            .arg(group)
+            .arg("0")
+            .arg("MKSTREAM")
+            .query_async::<()>(&mut c)
+            .await;
         match r {
             Ok(()) => Ok(()),
             Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
@@ -115,7 +136,9 @@ impl RedisBus {
         if conn.is_none() {
             *conn = Some(self.blocking_conn().await?);
         }
-        let Some(c) = conn.as_mut() else { return Ok(Vec::new()) };
+        let Some(c) = conn.as_mut() else {
+            return Ok(Vec::new());
+        };
         let key = self.key(stream);
         let r = redis::cmd("XREADGROUP")
             .arg("GROUP")
@@ -143,27 +166,39 @@ impl RedisBus {
                 return Err(unavailable(e));
             }
         };
-        let ids: Vec<StreamId> = reply.map(|r| r.keys.into_iter().flat_map(|k| k.ids).collect()).unwrap_or_default();
+        let ids: Vec<StreamId> = reply
+            .map(|r| r.keys.into_iter().flat_map(|k| k.ids).collect())
+            .unwrap_or_default();
         Ok(self.decode_entries(stream, group, ids, false).await)
     }
 
     /// Decodes entries; undecodable ones are acked and dropped with a warning.
-    async fn decode_entries(&self, stream: &str, group: &str, ids: Vec<StreamId>, reclaimed: bool) -> Vec<Delivery> {
+    async fn decode_entries(
+        &self,
+        stream: &str,
+        group: &str,
+        ids: Vec<StreamId>,
+        reclaimed: bool,
+    ) -> Vec<Delivery> {
         let mut out = Vec::with_capacity(ids.len());
         let mut poison = Vec::new();
         for sid in ids {
             match Envelope::from_fields(|k| field(&sid.map, k)) {
-                Ok(envelope) => out.push(Delivery { entry: sid.id, envelope, reclaimed }),
+                Ok(envelope) => out.push(Delivery {
+                    entry: sid.id,
+                    envelope,
+                    reclaimed,
+                }),
                 Err(e) => {
                     tracing::warn!(stream, entry = %sid.id, error = %e, "dropping an undecodable stream entry");
                     poison.push(sid.id);
                 }
             }
         }
-        if !poison.is_empty() {
-            if let Err(e) = self.ack(stream, group, &poison).await {
-                tracing::warn!(error = %e, "could not ack undecodable entries");
-            }
+        if !poison.is_empty()
+            && let Err(e) = self.ack(stream, group, &poison).await
+        {
+            tracing::warn!(error = %e, "could not ack undecodable entries");
         }
         out
     }
@@ -193,23 +228,42 @@ impl RedisBus {
         if !reply.deleted_ids.is_empty() {
             self.ack(stream, group, &reply.deleted_ids).await?;
         }
-        Ok(self.decode_entries(stream, group, reply.claimed, true).await)
+        Ok(self
+            .decode_entries(stream, group, reply.claimed, true)
+            .await)
     }
 
-    fn ack_into(&self, pipe: &mut redis::Pipeline, stream: &str, group: &str, entries: &[impl redis::ToRedisArgs]) {
+    fn ack_into(
+        &self,
+        pipe: &mut redis::Pipeline,
+        stream: &str,
+        group: &str,
+        entries: &[impl redis::ToRedisArgs],
+    ) {
         let key = self.key(stream);
         pipe.cmd("XACK").arg(&key).arg(group).arg(entries).ignore();
         pipe.cmd("XDEL").arg(&key).arg(entries).ignore();
     }
 
-    pub(crate) async fn ack(&self, stream: &str, group: &str, entries: &[String]) -> Result<(), BusError> {
+    pub(crate) async fn ack(
+        &self,
+        stream: &str,
+        group: &str,
+        entries: &[String],
+    ) -> Result<(), BusError> {
         let mut pipe = redis::pipe();
         self.ack_into(&mut pipe, stream, group, entries);
         let mut c = self.conn().await?;
         pipe.query_async::<()>(&mut c).await.map_err(unavailable)
     }
 
-    pub(crate) async fn touch(&self, stream: &str, group: &str, consumer: &str, entries: &[String]) -> Result<(), BusError> {
+    pub(crate) async fn touch(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        entries: &[String],
+    ) -> Result<(), BusError> {
         let mut c = self.conn().await?;
         redis::cmd("XCLAIM")
             .arg(self.key(stream))
@@ -224,7 +278,14 @@ impl RedisBus {
             .map_err(unavailable)
     }
 
-    pub(crate) async fn forward(&self, stream: &str, group: &str, entry: &str, to_stream: &str, env: &Envelope) -> Result<(), BusError> {
+    pub(crate) async fn forward(
+        &self,
+        stream: &str,
+        group: &str,
+        entry: &str,
+        to_stream: &str,
+        env: &Envelope,
+    ) -> Result<(), BusError> {
         let mut pipe = redis::pipe();
         pipe.atomic();
         self.xadd_envelope(&mut pipe, to_stream, env);
@@ -235,7 +296,12 @@ impl RedisBus {
 
     pub(crate) async fn pending(&self, stream: &str, group: &str) -> Result<u64, BusError> {
         let mut c = self.conn().await?;
-        let v: Value = redis::cmd("XPENDING").arg(self.key(stream)).arg(group).query_async(&mut c).await.map_err(unavailable)?;
+        let v: Value = redis::cmd("XPENDING")
+            .arg(self.key(stream))
+            .arg(group)
+            .query_async(&mut c)
+            .await
+            .map_err(unavailable)?;
         Ok(match v {
             Value::Array(items) => match items.first() {
                 Some(Value::Int(n)) => *n as u64,
@@ -251,10 +317,22 @@ impl RedisBus {
         let mut refresh = false;
         for f in frames {
             if f.kind == FrameKind::Head {
-                pipe.cmd("SET").arg(self.key(&format!("first:{}", f.id))).arg(1).arg("NX").arg("PX").arg(FIRST_FRAME_TTL_MS).ignore();
+                pipe.cmd("SET")
+                    .arg(self.key(&format!("first:{}", f.id)))
+                    .arg(1)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(FIRST_FRAME_TTL_MS)
+                    .ignore();
             }
             refresh |= f.kind == FrameKind::Head || f.kind.is_final();
-            let c = pipe.cmd("XADD").arg(&key).arg("MAXLEN").arg("~").arg(REPLY_MAXLEN).arg("*");
+            let c = pipe
+                .cmd("XADD")
+                .arg(&key)
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(REPLY_MAXLEN)
+                .arg("*");
             for (k, v) in f.to_fields() {
                 c.arg(k).arg(v.as_ref());
             }
@@ -269,7 +347,11 @@ impl RedisBus {
 
     pub(crate) async fn first_frame_sent(&self, id: Uuid) -> Result<bool, BusError> {
         let mut c = self.conn().await?;
-        redis::cmd("EXISTS").arg(self.key(&format!("first:{id}"))).query_async::<bool>(&mut c).await.map_err(unavailable)
+        redis::cmd("EXISTS")
+            .arg(self.key(&format!("first:{id}")))
+            .query_async::<bool>(&mut c)
+            .await
+            .map_err(unavailable)
     }
 
     pub(crate) fn subscribe_replies(&self, instance: &str, sink: ReplySink) -> Subscription {
@@ -297,7 +379,12 @@ impl RedisBus {
 
     pub(crate) async fn cancel(&self, id: Uuid) -> Result<(), BusError> {
         let mut c = self.conn().await?;
-        redis::cmd("PUBLISH").arg(self.key("cancel")).arg(id.to_string()).query_async::<()>(&mut c).await.map_err(unavailable)
+        redis::cmd("PUBLISH")
+            .arg(self.key("cancel"))
+            .arg(id.to_string())
+            .query_async::<()>(&mut c)
+            .await
+            .map_err(unavailable)
     }
 
     pub(crate) fn subscribe_cancels(&self, sink: CancelSink) -> Subscription {
@@ -311,7 +398,9 @@ impl RedisBus {
                     ps.subscribe(&channel).await?;
                     let mut msgs = ps.on_message();
                     while let Some(m) = msgs.next().await {
-                        let Ok(text) = m.get_payload::<String>() else { continue };
+                        let Ok(text) = m.get_payload::<String>() else {
+                            continue;
+                        };
                         if let Ok(id) = Uuid::parse_str(&text) {
                             sink(id);
                         }
@@ -332,9 +421,18 @@ impl RedisBus {
 }
 
 /// Reads one instance's reply stream until the connection fails.
-async fn read_replies(client: &redis::Client, key: &str, last: &mut String, sink: &ReplySink) -> redis::RedisResult<()> {
-    let cfg = AsyncConnectionConfig::new().set_response_timeout(None).set_connection_timeout(Some(Duration::from_secs(1)));
-    let mut c = client.get_multiplexed_async_connection_with_config(&cfg).await?;
+async fn read_replies(
+    client: &redis::Client,
+    key: &str,
+    last: &mut String,
+    sink: &ReplySink,
+) -> redis::RedisResult<()> {
+    let cfg = AsyncConnectionConfig::new()
+        .set_response_timeout(None)
+        .set_connection_timeout(Some(Duration::from_secs(1)));
+    let mut c = client
+        .get_multiplexed_async_connection_with_config(&cfg)
+        .await?;
     loop {
         let r: Option<StreamReadReply> = redis::cmd("XREAD")
             .arg("COUNT")

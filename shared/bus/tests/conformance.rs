@@ -21,7 +21,10 @@ fn env(model: &str) -> Envelope {
         deadline_ms: now_ms() + 60_000,
         traceparent: String::new(),
         body: Bytes::from(format!(r#"{{"model":"{model}"}}"#)),
-        meta: Meta { model: model.into(), ..Meta::default() },
+        meta: Meta {
+            model: model.into(),
+            ..Meta::default()
+        },
     }
 }
 
@@ -52,11 +55,23 @@ async fn delivers_each_entry_once_and_acks(bus: Bus) {
         bus.publish("requests", e).await.unwrap();
     }
     let got = c.read(10, BLOCK).await.unwrap();
-    assert_eq!(got.iter().map(|d| d.envelope.clone()).collect::<Vec<_>>(), sent, "in order, intact");
+    assert_eq!(
+        got.iter().map(|d| d.envelope.clone()).collect::<Vec<_>>(),
+        sent,
+        "in order, intact"
+    );
     assert!(got.iter().all(|d| !d.reclaimed));
     assert_eq!(bus.pending("requests", "router").await.unwrap(), 5);
-    assert!(c.read(10, Duration::from_millis(50)).await.unwrap().is_empty(), "nothing twice");
-    c.ack(&got.iter().map(|d| d.entry.clone()).collect::<Vec<_>>()).await.unwrap();
+    assert!(
+        c.read(10, Duration::from_millis(50))
+            .await
+            .unwrap()
+            .is_empty(),
+        "nothing twice"
+    );
+    c.ack(&got.iter().map(|d| d.entry.clone()).collect::<Vec<_>>())
+        .await
+        .unwrap();
     assert_eq!(bus.pending("requests", "router").await.unwrap(), 0);
 }
 both!(delivers_each_entry_once, delivers_each_entry_once_and_acks);
@@ -64,7 +79,9 @@ both!(delivers_each_entry_once, delivers_each_entry_once_and_acks);
 async fn reads_no_more_than_asked(bus: Bus) {
     let mut c = bus.consumer("jobs:default", "workers", "w1").await.unwrap();
     for i in 0..7 {
-        bus.publish("jobs:default", &env(&format!("m{i}"))).await.unwrap();
+        bus.publish("jobs:default", &env(&format!("m{i}")))
+            .await
+            .unwrap();
     }
     assert_eq!(c.read(3, BLOCK).await.unwrap().len(), 3);
     assert_eq!(c.read(3, BLOCK).await.unwrap().len(), 3);
@@ -97,7 +114,10 @@ async fn keeps_entries_published_before_the_group(bus: Bus) {
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].envelope, e);
 }
-both!(keeps_early_entries, keeps_entries_published_before_the_group);
+both!(
+    keeps_early_entries,
+    keeps_entries_published_before_the_group
+);
 
 async fn a_blocked_read_wakes_on_publish(bus: Bus) {
     let mut c = bus.consumer("requests", "router", "c").await.unwrap();
@@ -116,12 +136,24 @@ async fn a_blocked_read_wakes_on_publish(bus: Bus) {
 both!(blocked_read_wakes, a_blocked_read_wakes_on_publish);
 
 async fn reclaims_what_a_dead_consumer_held(bus: Bus) {
-    let mut dead = bus.consumer("jobs:default", "workers", "dead").await.unwrap();
-    let mut live = bus.consumer("jobs:default", "workers", "live").await.unwrap();
+    let mut dead = bus
+        .consumer("jobs:default", "workers", "dead")
+        .await
+        .unwrap();
+    let mut live = bus
+        .consumer("jobs:default", "workers", "live")
+        .await
+        .unwrap();
     let e = env("lost");
     bus.publish("jobs:default", &e).await.unwrap();
     assert_eq!(dead.read(1, BLOCK).await.unwrap().len(), 1);
-    assert!(live.reclaim(Duration::from_secs(60), 10).await.unwrap().is_empty(), "not idle long enough");
+    assert!(
+        live.reclaim(Duration::from_secs(60), 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "not idle long enough"
+    );
     tokio::time::sleep(Duration::from_millis(60)).await;
     let got = live.reclaim(Duration::from_millis(50), 10).await.unwrap();
     assert_eq!(got.len(), 1);
@@ -130,16 +162,32 @@ async fn reclaims_what_a_dead_consumer_held(bus: Bus) {
     live.ack(&[got[0].entry.clone()]).await.unwrap();
     assert_eq!(bus.pending("jobs:default", "workers").await.unwrap(), 0);
 }
-both!(reclaims_dead_consumers_work, reclaims_what_a_dead_consumer_held);
+both!(
+    reclaims_dead_consumers_work,
+    reclaims_what_a_dead_consumer_held
+);
 
 async fn touch_keeps_live_work_from_being_reclaimed(bus: Bus) {
-    let mut busy = bus.consumer("jobs:default", "workers", "busy").await.unwrap();
-    let mut other = bus.consumer("jobs:default", "workers", "other").await.unwrap();
+    let mut busy = bus
+        .consumer("jobs:default", "workers", "busy")
+        .await
+        .unwrap();
+    let mut other = bus
+        .consumer("jobs:default", "workers", "other")
+        .await
+        .unwrap();
     bus.publish("jobs:default", &env("long")).await.unwrap();
     let got = busy.read(1, BLOCK).await.unwrap();
     tokio::time::sleep(Duration::from_millis(120)).await;
     busy.touch(&[got[0].entry.clone()]).await.unwrap();
-    assert!(other.reclaim(Duration::from_millis(100), 10).await.unwrap().is_empty(), "touched entries are not idle");
+    assert!(
+        other
+            .reclaim(Duration::from_millis(100), 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "touched entries are not idle"
+    );
 }
 both!(touch_keeps_work, touch_keeps_live_work_from_being_reclaimed);
 
@@ -150,7 +198,10 @@ async fn forward_publishes_and_acks_together(bus: Bus) {
     let d = router.read(1, BLOCK).await.unwrap().remove(0);
     let mut job = d.envelope.clone();
     job.kind = Kind::Job;
-    router.forward(&d.entry, "jobs:default", &job).await.unwrap();
+    router
+        .forward(&d.entry, "jobs:default", &job)
+        .await
+        .unwrap();
     assert_eq!(bus.pending("requests", "router").await.unwrap(), 0);
     let got = worker.read(1, BLOCK).await.unwrap();
     assert_eq!(got[0].envelope, job);
@@ -164,22 +215,45 @@ async fn replies_reach_their_instance_in_order(bus: Bus) {
     let _other = bus.subscribe_replies("gw-b", Arc::new(move |f: Frame| drop(otx.send(f))));
     let id = Uuid::now_v7();
     assert!(!bus.first_frame_sent(id).await.unwrap());
-    let frames = vec![Frame::head(id, Head { status: 200, stream: true }), Frame::chunk(id, 1, Bytes::from_static(b"{\"a\":1}")), Frame::end(id, 2)];
+    let frames = vec![
+        Frame::head(
+            id,
+            Head {
+                status: 200,
+                stream: true,
+            },
+        ),
+        Frame::chunk(id, 1, Bytes::from_static(b"{\"a\":1}")),
+        Frame::end(id, 2),
+    ];
     bus.reply("gw-a", &frames[..2]).await.unwrap();
     bus.reply("gw-a", &frames[2..]).await.unwrap();
     for want in &frames {
-        let got = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.unwrap().unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(&got, want);
     }
-    assert!(bus.first_frame_sent(id).await.unwrap(), "a head frame marks the request as answered");
-    assert!(tokio::time::timeout(Duration::from_millis(100), orx.recv()).await.is_err(), "other instances see nothing");
+    assert!(
+        bus.first_frame_sent(id).await.unwrap(),
+        "a head frame marks the request as answered"
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), orx.recv())
+            .await
+            .is_err(),
+        "other instances see nothing"
+    );
     assert_eq!(frames[2].kind, FrameKind::End);
 }
 both!(replies_in_order, replies_reach_their_instance_in_order);
 
 async fn cancels_are_broadcast(bus: Bus) {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let _sub = bus.subscribe_cancels(Arc::new(move |id| { let _ = tx.send(id); }));
+    let _sub = bus.subscribe_cancels(Arc::new(move |id| {
+        let _ = tx.send(id);
+    }));
     let id = Uuid::now_v7();
     // A Redis subscription starts in the background: publish until it is heard (bounded).
     let mut heard = None;
@@ -203,7 +277,11 @@ async fn redis_down_fails_fast_with_unavailable() {
     let start = std::time::Instant::now();
     let r = bus.publish("requests", &env("x")).await;
     assert!(r.is_err());
-    assert!(start.elapsed() < Duration::from_secs(1), "took {:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        start.elapsed()
+    );
     let api: llmr_protocol::ApiError = r.unwrap_err().into();
     assert_eq!(api.status(), 503);
 }
@@ -218,11 +296,11 @@ async fn redis_consumer_resumes_after_a_restart() {
     let mut got = Vec::new();
     for _ in 0..20 {
         let _ = bus.publish("requests", &env("again")).await;
-        if let Ok(d) = c.read(1, Duration::from_millis(100)).await {
-            if !d.is_empty() {
-                got = d;
-                break;
-            }
+        if let Ok(d) = c.read(1, Duration::from_millis(100)).await
+            && !d.is_empty()
+        {
+            got = d;
+            break;
         }
     }
     assert_eq!(got.len(), 1);

@@ -8,10 +8,18 @@ use config::{Map, Value, ValueKind};
 use crate::load::ConfigError;
 
 /// Expands every string in `map`, reporting the key path of a variable that is not set.
-pub(crate) fn expand_map(map: Map<String, Value>, env: &HashMap<String, String>, path: &str) -> Result<Map<String, Value>, ConfigError> {
+pub(crate) fn expand_map(
+    map: Map<String, Value>,
+    env: &HashMap<String, String>,
+    path: &str,
+) -> Result<Map<String, Value>, ConfigError> {
     map.into_iter()
         .map(|(k, v)| {
-            let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+            let p = if path.is_empty() {
+                k.clone()
+            } else {
+                format!("{path}.{k}")
+            };
             Ok((k, expand_value(v, env, &p)?))
         })
         .collect()
@@ -19,10 +27,12 @@ pub(crate) fn expand_map(map: Map<String, Value>, env: &HashMap<String, String>,
 
 fn expand_value(v: Value, env: &HashMap<String, String>, path: &str) -> Result<Value, ConfigError> {
     let kind = match v.kind {
-        ValueKind::String(s) => ValueKind::String(expand_str(&s, env).map_err(|var| ConfigError::Invalid {
-            field: path.to_owned(),
-            message: format!("environment variable `{var}` is not set (used as ${{{var}}})"),
-        })?),
+        ValueKind::String(s) => {
+            ValueKind::String(expand_str(&s, env).map_err(|var| ConfigError::Invalid {
+                field: path.to_owned(),
+                message: format!("environment variable `{var}` is not set (used as ${{{var}}})"),
+            })?)
+        }
         ValueKind::Table(t) => ValueKind::Table(expand_map(t, env, path)?),
         ValueKind::Array(a) => ValueKind::Array(
             a.into_iter()
@@ -43,9 +53,9 @@ pub(crate) fn expand_str(s: &str, env: &HashMap<String, String>) -> Result<Strin
     while let Some(i) = rest.find('$') {
         out.push_str(&rest[..i]);
         let after = &rest[i..];
-        if after.starts_with("$${") {
+        if let Some(tail) = after.strip_prefix("$${") {
             out.push_str("${");
-            rest = &after[3..];
+            rest = tail;
         } else if let Some(body) = after.strip_prefix("${") {
             let Some(end) = body.find('}') else {
                 out.push_str(after);
@@ -84,7 +94,10 @@ mod tests {
     fn expands_set_variables_and_defaults() {
         assert_eq!(expand_str("Bearer ${KEY}", &env()).unwrap(), "Bearer sk-1");
         assert_eq!(expand_str("${NOPE:-x}/${KEY}", &env()).unwrap(), "x/sk-1");
-        assert_eq!(expand_str("plain $ and $${KEY}", &env()).unwrap(), "plain $ and ${KEY}");
+        assert_eq!(
+            expand_str("plain $ and $${KEY}", &env()).unwrap(),
+            "plain $ and ${KEY}"
+        );
     }
 
     #[test]

@@ -125,12 +125,17 @@ fn default_pool() -> String {
 impl Provider {
     /// Whether the provider exposes `model`: the denylist applies first, then the allowlist.
     pub fn exposes(&self, model: &str) -> bool {
-        !self.denylist.iter().any(|m| m == model) && (self.allowlist.is_empty() || self.allowlist.iter().any(|m| m == model))
+        !self.denylist.iter().any(|m| m == model)
+            && (self.allowlist.is_empty() || self.allowlist.iter().any(|m| m == model))
     }
 
     /// The filtered view of a model list.
     pub fn filter_models<'a>(&self, models: impl IntoIterator<Item = &'a String>) -> Vec<String> {
-        models.into_iter().filter(|m| self.exposes(m)).cloned().collect()
+        models
+            .into_iter()
+            .filter(|m| self.exposes(m))
+            .cloned()
+            .collect()
     }
 
     /// `base_url` without a trailing slash.
@@ -149,22 +154,64 @@ impl Settings {
     pub fn summary(&self) -> String {
         use std::fmt::Write;
         let mut s = String::new();
-        let red = |x: &SecretString| if x.expose_secret().is_empty() { "(none)" } else { "(set, redacted)" };
-        let _ = writeln!(s, "server: {}:{} token={} max_body_bytes={} request_timeout_ms={}", self.server.host, self.server.port, red(&self.server.token), self.server.max_body_bytes, self.server.request_timeout_ms);
+        let red = |x: &SecretString| {
+            if x.expose_secret().is_empty() {
+                "(none)"
+            } else {
+                "(set, redacted)"
+            }
+        };
+        let _ = writeln!(
+            s,
+            "server: {}:{} token={} max_body_bytes={} request_timeout_ms={}",
+            self.server.host,
+            self.server.port,
+            red(&self.server.token),
+            self.server.max_body_bytes,
+            self.server.request_timeout_ms
+        );
         let _ = writeln!(
             s,
             "redis: {} prefix={:?} claim_idle_ms={} pool_size={}",
-            if self.redis.url().is_some() { "configured (url redacted)" } else { "none (in-memory bus and store)" },
+            if self.redis.url().is_some() {
+                "configured (url redacted)"
+            } else {
+                "none (in-memory bus and store)"
+            },
             self.redis.prefix,
             self.redis.claim_idle_ms,
             self.redis.pool_size
         );
-        let _ = writeln!(s, "telemetry: level={} format={:?} otlp={}", self.telemetry.log_level, self.telemetry.log_format, if self.telemetry.otlp_endpoint.is_empty() { "off" } else { &self.telemetry.otlp_endpoint });
-        let _ = writeln!(s, "router: batch={} models_refresh_ms={}", self.router.batch, self.router.models_refresh_ms);
-        let _ = writeln!(s, "worker: max_in_flight={} connect_timeout_ms={} max_response_bytes={}", self.worker.max_in_flight, self.worker.connect_timeout_ms, self.worker.max_response_bytes);
+        let _ = writeln!(
+            s,
+            "telemetry: level={} format={:?} otlp={}",
+            self.telemetry.log_level,
+            self.telemetry.log_format,
+            if self.telemetry.otlp_endpoint.is_empty() {
+                "off"
+            } else {
+                &self.telemetry.otlp_endpoint
+            }
+        );
+        let _ = writeln!(
+            s,
+            "router: batch={} models_refresh_ms={}",
+            self.router.batch, self.router.models_refresh_ms
+        );
+        let _ = writeln!(
+            s,
+            "worker: max_in_flight={} connect_timeout_ms={} max_response_bytes={}",
+            self.worker.max_in_flight,
+            self.worker.connect_timeout_ms,
+            self.worker.max_response_bytes
+        );
         let _ = writeln!(s, "providers: {}", self.providers.len());
         for p in &self.providers {
-            let models = if p.models.is_empty() { "(fetched from upstream)".to_string() } else { p.models.join(", ") };
+            let models = if p.models.is_empty() {
+                "(fetched from upstream)".to_string()
+            } else {
+                p.models.join(", ")
+            };
             let _ = writeln!(
                 s,
                 "  - {} type={:?} enabled={} pool={} base_url={} keys={} models={}",
@@ -172,7 +219,11 @@ impl Settings {
                 p.kind,
                 p.enabled,
                 p.pool,
-                if p.base_url.is_empty() { "-" } else { &p.base_url },
+                if p.base_url.is_empty() {
+                    "-"
+                } else {
+                    &p.base_url
+                },
                 p.api_keys.len(),
                 models
             );

@@ -11,7 +11,14 @@ use serde_json::value::RawValue;
 
 use crate::error::ApiError;
 
-const ROLES: &[&str] = &["system", "developer", "user", "assistant", "tool", "function"];
+const ROLES: &[&str] = &[
+    "system",
+    "developer",
+    "user",
+    "assistant",
+    "tool",
+    "function",
+];
 
 /// What the gateway and router need to know about a chat completion request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,7 +58,10 @@ struct StreamOptions {
 /// Parses and validates a chat completion body.
 pub fn parse(body: &[u8]) -> Result<ChatRequest<'_>, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::invalid("The request body is empty; expected a JSON object.", None));
+        return Err(ApiError::invalid(
+            "The request body is empty; expected a JSON object.",
+            None,
+        ));
     }
     if serde_json::from_slice::<serde::de::IgnoredAny>(body).is_err() {
         return Err(ApiError::invalid(
@@ -65,16 +75,30 @@ pub fn parse(body: &[u8]) -> Result<ChatRequest<'_>, ApiError> {
         if path == "." {
             ApiError::invalid("The request body must be a JSON object.", None)
         } else {
-            ApiError::invalid(format!("Invalid type for '{path}': {}", strip_position(&e.inner().to_string())), Some(&path))
+            ApiError::invalid(
+                format!(
+                    "Invalid type for '{path}': {}",
+                    strip_position(&e.inner().to_string())
+                ),
+                Some(&path),
+            )
         }
     })?;
 
     let model = match raw.model {
         Some(m) if !m.is_empty() => m,
-        _ => return Err(ApiError::invalid("Missing required parameter: 'model'.", Some("model"))),
+        _ => {
+            return Err(ApiError::invalid(
+                "Missing required parameter: 'model'.",
+                Some("model"),
+            ));
+        }
     };
     let Some(messages) = raw.messages else {
-        return Err(ApiError::invalid("Missing required parameter: 'messages'.", Some("messages")));
+        return Err(ApiError::invalid(
+            "Missing required parameter: 'messages'.",
+            Some("messages"),
+        ));
     };
     if messages.is_empty() {
         return Err(ApiError::invalid(
@@ -92,7 +116,10 @@ pub fn parse(body: &[u8]) -> Result<ChatRequest<'_>, ApiError> {
             }
             Some(r) if !ROLES.contains(&r) => {
                 return Err(ApiError::invalid(
-                    format!("Invalid value: '{r}'. Supported values are: {}.", ROLES.join(", ")),
+                    format!(
+                        "Invalid value: '{r}'. Supported values are: {}.",
+                        ROLES.join(", ")
+                    ),
                     Some(&format!("messages[{i}].role")),
                 ));
             }
@@ -102,7 +129,9 @@ pub fn parse(body: &[u8]) -> Result<ChatRequest<'_>, ApiError> {
             let first = c.get().as_bytes().first().copied().unwrap_or(b'n');
             if !matches!(first, b'"' | b'[' | b'n') {
                 return Err(ApiError::invalid(
-                    format!("Invalid type for 'messages[{i}].content': expected a string or an array of content parts."),
+                    format!(
+                        "Invalid type for 'messages[{i}].content': expected a string or an array of content parts."
+                    ),
                     Some(&format!("messages[{i}].content")),
                 ));
             }
@@ -118,7 +147,10 @@ pub fn parse(body: &[u8]) -> Result<ChatRequest<'_>, ApiError> {
     Ok(ChatRequest {
         model,
         stream,
-        include_usage: raw.stream_options.and_then(|o| o.include_usage).unwrap_or(false),
+        include_usage: raw
+            .stream_options
+            .and_then(|o| o.include_usage)
+            .unwrap_or(false),
         message_count: messages.len(),
     })
 }
@@ -142,7 +174,10 @@ mod tests {
 
     #[test]
     fn accepts_a_minimal_request() {
-        let r = parse(br#"{"model":"echo","messages":[{"role":"user","content":"hi"}],"temperature":0.2}"#).unwrap();
+        let r = parse(
+            br#"{"model":"echo","messages":[{"role":"user","content":"hi"}],"temperature":0.2}"#,
+        )
+        .unwrap();
         assert_eq!(r.model, "echo");
         assert!(!r.stream);
         assert_eq!(r.message_count, 1);
@@ -169,16 +204,30 @@ mod tests {
 
     #[test]
     fn rejects_missing_model_and_messages() {
-        assert_eq!(param(&err(r#"{"messages":[{"role":"user","content":"x"}]}"#)), Some("model"));
+        assert_eq!(
+            param(&err(r#"{"messages":[{"role":"user","content":"x"}]}"#)),
+            Some("model")
+        );
         assert_eq!(param(&err(r#"{"model":"m"}"#)), Some("messages"));
-        assert_eq!(param(&err(r#"{"model":"m","messages":[]}"#)), Some("messages"));
+        assert_eq!(
+            param(&err(r#"{"model":"m","messages":[]}"#)),
+            Some("messages")
+        );
     }
 
     #[test]
     fn names_the_field_with_a_wrong_type() {
         assert_eq!(param(&err(r#"{"model":5,"messages":[]}"#)), Some("model"));
-        assert_eq!(param(&err(r#"{"model":"m","messages":"hi"}"#)), Some("messages"));
-        assert_eq!(param(&err(r#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream":"yes"}"#)), Some("stream"));
+        assert_eq!(
+            param(&err(r#"{"model":"m","messages":"hi"}"#)),
+            Some("messages")
+        );
+        assert_eq!(
+            param(&err(
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream":"yes"}"#
+            )),
+            Some("stream")
+        );
         let e = err(r#"{"model":"m","messages":[{"role":"user","content":"x"},{"role":7}]}"#);
         assert_eq!(param(&e), Some("messages[1].role"));
         assert!(!e.to_string().contains("line"));
@@ -186,14 +235,29 @@ mod tests {
 
     #[test]
     fn rejects_unknown_roles_and_bad_content() {
-        assert_eq!(param(&err(r#"{"model":"m","messages":[{"role":"wizard","content":"x"}]}"#)), Some("messages[0].role"));
-        assert_eq!(param(&err(r#"{"model":"m","messages":[{"content":"x"}]}"#)), Some("messages[0].role"));
-        assert_eq!(param(&err(r#"{"model":"m","messages":[{"role":"user","content":5}]}"#)), Some("messages[0].content"));
+        assert_eq!(
+            param(&err(
+                r#"{"model":"m","messages":[{"role":"wizard","content":"x"}]}"#
+            )),
+            Some("messages[0].role")
+        );
+        assert_eq!(
+            param(&err(r#"{"model":"m","messages":[{"content":"x"}]}"#)),
+            Some("messages[0].role")
+        );
+        assert_eq!(
+            param(&err(
+                r#"{"model":"m","messages":[{"role":"user","content":5}]}"#
+            )),
+            Some("messages[0].content")
+        );
     }
 
     #[test]
     fn rejects_stream_options_without_stream() {
-        let e = err(r#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream_options":{"include_usage":true}}"#);
+        let e = err(
+            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream_options":{"include_usage":true}}"#,
+        );
         assert_eq!(param(&e), Some("stream_options"));
     }
 }

@@ -106,13 +106,18 @@ impl Envelope {
         ];
         if let Some(plan) = &m.plan {
             // A plan is a handful of short strings; serializing it cannot fail.
-            f.push(("plan", Bytes::from(serde_json::to_vec(plan).unwrap_or_default())));
+            f.push((
+                "plan",
+                Bytes::from(serde_json::to_vec(plan).unwrap_or_default()),
+            ));
         }
         f
     }
 
     /// Reads an envelope back from stream fields; `get` looks a field up by name.
-    pub fn from_fields<'a>(get: impl Fn(&str) -> Option<&'a [u8]>) -> Result<Envelope, DecodeError> {
+    pub fn from_fields<'a>(
+        get: impl Fn(&str) -> Option<&'a [u8]>,
+    ) -> Result<Envelope, DecodeError> {
         let req = |name: &'static str| get(name).ok_or(DecodeError::Missing(name));
         let text = |name: &'static str| -> Result<&'a str, DecodeError> {
             std::str::from_utf8(req(name)?).map_err(|_| DecodeError::Invalid(name))
@@ -121,7 +126,9 @@ impl Envelope {
             text(name)?.parse().map_err(|_| DecodeError::Invalid(name))
         };
         let plan = match get("plan") {
-            Some(raw) => Some(serde_json::from_slice(raw).map_err(|_| DecodeError::Invalid("plan"))?),
+            Some(raw) => {
+                Some(serde_json::from_slice(raw).map_err(|_| DecodeError::Invalid("plan"))?)
+            }
             None => None,
         };
         Ok(Envelope {
@@ -167,7 +174,13 @@ mod tests {
                 include_usage: false,
                 caller: "gw-1".into(),
                 attempt: 2,
-                plan: Some(Plan { pool: "default".into(), attempts: vec![Attempt { provider: "p".into(), model: "u".into() }] }),
+                plan: Some(Plan {
+                    pool: "default".into(),
+                    attempts: vec![Attempt {
+                        provider: "p".into(),
+                        model: "u".into(),
+                    }],
+                }),
             },
         }
     }
@@ -192,10 +205,16 @@ mod tests {
         let env = sample();
         let mut fields: HashMap<&str, Bytes> = env.to_fields().into_iter().collect();
         fields.remove("reply_to");
-        assert_eq!(Envelope::from_fields(|k| fields.get(k).map(|b| b.as_ref())), Err(DecodeError::Missing("reply_to")));
+        assert_eq!(
+            Envelope::from_fields(|k| fields.get(k).map(|b| b.as_ref())),
+            Err(DecodeError::Missing("reply_to"))
+        );
         fields.insert("reply_to", Bytes::from_static(b"x"));
         fields.insert("deadline_ms", Bytes::from_static(b"soon"));
-        assert_eq!(Envelope::from_fields(|k| fields.get(k).map(|b| b.as_ref())), Err(DecodeError::Invalid("deadline_ms")));
+        assert_eq!(
+            Envelope::from_fields(|k| fields.get(k).map(|b| b.as_ref())),
+            Err(DecodeError::Invalid("deadline_ms"))
+        );
     }
 
     #[test]

@@ -12,7 +12,10 @@ use serde::{Deserialize, Serialize};
 pub enum ApiError {
     /// The request is malformed; `param` names the offending field when known.
     #[error("{message}")]
-    InvalidRequest { message: String, param: Option<String> },
+    InvalidRequest {
+        message: String,
+        param: Option<String>,
+    },
     #[error("The model `{model}` does not exist or you do not have access to it.")]
     ModelNotFound { model: String },
     #[error("{message}")]
@@ -22,7 +25,10 @@ pub enum ApiError {
     #[error("Unknown route: {method} {path}")]
     RouteNotFound { method: String, path: String },
     #[error("{message}")]
-    RateLimited { message: String, retry_after_s: Option<u64> },
+    RateLimited {
+        message: String,
+        retry_after_s: Option<u64>,
+    },
     /// An upstream refused the request as the client's fault (4xx); its body is passed on.
     #[error("upstream answered {status}")]
     UpstreamRejected { status: u16, body: String },
@@ -40,7 +46,10 @@ pub enum ApiError {
 
 impl ApiError {
     pub fn invalid(message: impl Into<String>, param: Option<&str>) -> ApiError {
-        ApiError::InvalidRequest { message: message.into(), param: param.map(str::to_owned) }
+        ApiError::InvalidRequest {
+            message: message.into(),
+            param: param.map(str::to_owned),
+        }
     }
 
     /// The HTTP status this error is answered with.
@@ -69,7 +78,9 @@ impl ApiError {
             | ApiError::UpstreamRejected { .. } => "invalid_request_error",
             ApiError::Unauthorized { .. } => "authentication_error",
             ApiError::RateLimited { .. } => "rate_limit_error",
-            ApiError::Upstream { .. } | ApiError::DeadlineExceeded | ApiError::Internal { .. } => "api_error",
+            ApiError::Upstream { .. } | ApiError::DeadlineExceeded | ApiError::Internal { .. } => {
+                "api_error"
+            }
             ApiError::Unavailable { .. } => "service_unavailable",
         }
     }
@@ -77,7 +88,9 @@ impl ApiError {
     /// OpenAI's `code` field.
     pub fn code(&self) -> Option<&'static str> {
         match self {
-            ApiError::InvalidRequest { .. } | ApiError::UpstreamRejected { .. } | ApiError::Internal { .. } => None,
+            ApiError::InvalidRequest { .. }
+            | ApiError::UpstreamRejected { .. }
+            | ApiError::Internal { .. } => None,
             ApiError::ModelNotFound { .. } => Some("model_not_found"),
             ApiError::Unauthorized { .. } => Some("invalid_api_key"),
             ApiError::PayloadTooLarge { .. } => Some("request_too_large"),
@@ -109,12 +122,11 @@ impl ApiError {
     /// The OpenAI error object as JSON bytes. An upstream's own OpenAI-shaped error body
     /// is passed through unchanged.
     pub fn to_json(&self) -> Vec<u8> {
-        if let ApiError::UpstreamRejected { body, .. } = self {
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(body) {
-                if v.get("error").is_some_and(|e| e.is_object()) {
-                    return body.clone().into_bytes();
-                }
-            }
+        if let ApiError::UpstreamRejected { body, .. } = self
+            && serde_json::from_str::<serde_json::Value>(body)
+                .is_ok_and(|v| v.get("error").is_some_and(|e| e.is_object()))
+        {
+            return body.clone().into_bytes();
         }
         let message = match self {
             ApiError::UpstreamRejected { status, body } if !body.is_empty() => {
@@ -145,7 +157,9 @@ mod tests {
 
     #[test]
     fn maps_unknown_model_to_404_model_not_found() {
-        let e = ApiError::ModelNotFound { model: "gpt-9".into() };
+        let e = ApiError::ModelNotFound {
+            model: "gpt-9".into(),
+        };
         assert_eq!(e.status(), 404);
         let v = json(&e);
         assert_eq!(v["error"]["code"], "model_not_found");
@@ -158,15 +172,32 @@ mod tests {
     fn every_error_has_the_openai_shape() {
         let all = [
             ApiError::invalid("bad", Some("messages")),
-            ApiError::Unauthorized { message: "no".into() },
+            ApiError::Unauthorized {
+                message: "no".into(),
+            },
             ApiError::PayloadTooLarge { limit: 10 },
-            ApiError::RouteNotFound { method: "GET".into(), path: "/x".into() },
-            ApiError::RateLimited { message: "slow".into(), retry_after_s: Some(2) },
-            ApiError::UpstreamRejected { status: 422, body: "nope".into() },
-            ApiError::Upstream { message: "down".into() },
+            ApiError::RouteNotFound {
+                method: "GET".into(),
+                path: "/x".into(),
+            },
+            ApiError::RateLimited {
+                message: "slow".into(),
+                retry_after_s: Some(2),
+            },
+            ApiError::UpstreamRejected {
+                status: 422,
+                body: "nope".into(),
+            },
+            ApiError::Upstream {
+                message: "down".into(),
+            },
             ApiError::DeadlineExceeded,
-            ApiError::Unavailable { message: "redis".into() },
-            ApiError::Internal { message: "bug".into() },
+            ApiError::Unavailable {
+                message: "redis".into(),
+            },
+            ApiError::Internal {
+                message: "bug".into(),
+            },
         ];
         for e in all {
             let v = json(&e);
@@ -181,14 +212,20 @@ mod tests {
     #[test]
     fn passes_an_upstream_openai_error_through() {
         let body = r#"{"error":{"message":"context too long","type":"invalid_request_error","param":null,"code":"context_length_exceeded"}}"#;
-        let e = ApiError::UpstreamRejected { status: 400, body: body.into() };
+        let e = ApiError::UpstreamRejected {
+            status: 400,
+            body: body.into(),
+        };
         assert_eq!(e.status(), 400);
         assert_eq!(e.to_json(), body.as_bytes());
     }
 
     #[test]
     fn round_trips_through_serde() {
-        let e = ApiError::RateLimited { message: "x".into(), retry_after_s: Some(3) };
+        let e = ApiError::RateLimited {
+            message: "x".into(),
+            retry_after_s: Some(3),
+        };
         let back: ApiError = serde_json::from_slice(&serde_json::to_vec(&e).unwrap()).unwrap();
         assert_eq!(back, e);
     }

@@ -75,20 +75,43 @@ pub struct Frame {
 
 impl Frame {
     pub fn head(id: Uuid, head: Head) -> Frame {
-        let data = Bytes::from(format!(r#"{{"status":{},"stream":{}}}"#, head.status, head.stream));
-        Frame { id, seq: 0, kind: FrameKind::Head, data }
+        let data = Bytes::from(format!(
+            r#"{{"status":{},"stream":{}}}"#,
+            head.status, head.stream
+        ));
+        Frame {
+            id,
+            seq: 0,
+            kind: FrameKind::Head,
+            data,
+        }
     }
 
     pub fn chunk(id: Uuid, seq: u32, data: Bytes) -> Frame {
-        Frame { id, seq, kind: FrameKind::Chunk, data }
+        Frame {
+            id,
+            seq,
+            kind: FrameKind::Chunk,
+            data,
+        }
     }
 
     pub fn end(id: Uuid, seq: u32) -> Frame {
-        Frame { id, seq, kind: FrameKind::End, data: Bytes::new() }
+        Frame {
+            id,
+            seq,
+            kind: FrameKind::End,
+            data: Bytes::new(),
+        }
     }
 
     pub fn error(id: Uuid, seq: u32, err: &ApiError) -> Frame {
-        Frame { id, seq, kind: FrameKind::Error, data: Bytes::from(serde_json::to_vec(err).unwrap_or_default()) }
+        Frame {
+            id,
+            seq,
+            kind: FrameKind::Error,
+            data: Bytes::from(serde_json::to_vec(err).unwrap_or_default()),
+        }
     }
 
     /// The head of a `head` frame.
@@ -114,10 +137,14 @@ impl Frame {
 
     pub fn from_fields<'a>(get: impl Fn(&str) -> Option<&'a [u8]>) -> Result<Frame, DecodeError> {
         let req = |name: &'static str| get(name).ok_or(DecodeError::Missing(name));
-        let text = |name: &'static str| std::str::from_utf8(req(name)?).map_err(|_| DecodeError::Invalid(name));
+        let text = |name: &'static str| {
+            std::str::from_utf8(req(name)?).map_err(|_| DecodeError::Invalid(name))
+        };
         Ok(Frame {
             id: Uuid::parse_str(text("id")?).map_err(|_| DecodeError::Invalid("id"))?,
-            seq: text("seq")?.parse().map_err(|_| DecodeError::Invalid("seq"))?,
+            seq: text("seq")?
+                .parse()
+                .map_err(|_| DecodeError::Invalid("seq"))?,
             kind: FrameKind::parse(req("type")?).ok_or(DecodeError::Invalid("type"))?,
             data: Bytes::copy_from_slice(req("data")?),
         })
@@ -133,20 +160,43 @@ mod tests {
     fn frames_round_trip_through_flat_fields() {
         let id = Uuid::now_v7();
         for f in [
-            Frame::head(id, Head { status: 200, stream: true }),
+            Frame::head(
+                id,
+                Head {
+                    status: 200,
+                    stream: true,
+                },
+            ),
             Frame::chunk(id, 1, Bytes::from_static(b"{\"x\":1}")),
             Frame::end(id, 2),
             Frame::error(id, 3, &ApiError::DeadlineExceeded),
         ] {
             let fields: HashMap<&str, Bytes> = f.to_fields().into_iter().collect();
-            assert_eq!(Frame::from_fields(|k| fields.get(k).map(|b| b.as_ref())).unwrap(), f);
+            assert_eq!(
+                Frame::from_fields(|k| fields.get(k).map(|b| b.as_ref())).unwrap(),
+                f
+            );
         }
     }
 
     #[test]
     fn head_and_error_data_decode() {
         let id = Uuid::now_v7();
-        assert_eq!(Frame::head(id, Head { status: 201, stream: false }).as_head().unwrap(), Head { status: 201, stream: false });
+        assert_eq!(
+            Frame::head(
+                id,
+                Head {
+                    status: 201,
+                    stream: false
+                }
+            )
+            .as_head()
+            .unwrap(),
+            Head {
+                status: 201,
+                stream: false
+            }
+        );
         let err = ApiError::ModelNotFound { model: "x".into() };
         assert_eq!(Frame::error(id, 0, &err).as_error(), err);
         assert!(Frame::end(id, 1).kind.is_final());

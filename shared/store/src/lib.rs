@@ -34,7 +34,9 @@ pub enum StoreError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
         match e {
-            StoreError::Unavailable(m) => ApiError::Unavailable { message: format!("The state store (Redis) is unreachable: {m}") },
+            StoreError::Unavailable(m) => ApiError::Unavailable {
+                message: format!("The state store (Redis) is unreachable: {m}"),
+            },
         }
     }
 }
@@ -90,11 +92,18 @@ impl Store {
     }
 
     pub fn redis(url: &str, prefix: &str, pool_size: usize) -> Result<Store, StoreError> {
-        Ok(Store::Redis(Arc::new(RedisStore::new(url, prefix, pool_size)?)))
+        Ok(Store::Redis(Arc::new(RedisStore::new(
+            url, prefix, pool_size,
+        )?)))
     }
 
     /// Takes a lease on `target` for one call, expiring after `ttl_ms` unless released.
-    pub async fn acquire_lease(&self, target: &str, member: &str, ttl_ms: u64) -> Result<(), StoreError> {
+    pub async fn acquire_lease(
+        &self,
+        target: &str,
+        member: &str,
+        ttl_ms: u64,
+    ) -> Result<(), StoreError> {
         dispatch!(self, s => s.acquire_lease(target, member, ttl_ms))
     }
 
@@ -117,7 +126,12 @@ impl Store {
     }
 
     /// Records that `service/instance` is alive for `ttl_ms`.
-    pub async fn heartbeat(&self, service: &str, instance: &str, ttl_ms: u64) -> Result<(), StoreError> {
+    pub async fn heartbeat(
+        &self,
+        service: &str,
+        instance: &str,
+        ttl_ms: u64,
+    ) -> Result<(), StoreError> {
         dispatch!(self, s => s.heartbeat(service, instance, ttl_ms))
     }
 
@@ -132,11 +146,24 @@ impl Store {
     }
 
     /// Adds one request's usage to the key's daily counters.
-    pub async fn record_usage(&self, key: &str, model: &str, day: &str, prompt: u64, completion: u64, estimated: bool) -> Result<(), StoreError> {
+    pub async fn record_usage(
+        &self,
+        key: &str,
+        model: &str,
+        day: &str,
+        prompt: u64,
+        completion: u64,
+        estimated: bool,
+    ) -> Result<(), StoreError> {
         dispatch!(self, s => s.record_usage(key, model, day, prompt, completion, estimated))
     }
 
-    pub async fn usage(&self, key: &str, model: &str, day: &str) -> Result<UsageRecord, StoreError> {
+    pub async fn usage(
+        &self,
+        key: &str,
+        model: &str,
+        day: &str,
+    ) -> Result<UsageRecord, StoreError> {
         dispatch!(self, s => s.usage(key, model, day))
     }
 
@@ -151,7 +178,10 @@ impl Store {
 /// `alive` members are `service/instance`.
 pub(crate) fn split_alive(member: &str) -> Option<Alive> {
     let (service, instance) = member.split_once('/')?;
-    Some(Alive { service: service.to_owned(), instance: instance.to_owned() })
+    Some(Alive {
+        service: service.to_owned(),
+        instance: instance.to_owned(),
+    })
 }
 
 /// Today's date (UTC) as `YYYY-MM-DD`, the day of usage counters.
@@ -170,16 +200,6 @@ pub fn utc_day(now_ms: u64) -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn formats_utc_days() {
-        assert_eq!(super::utc_day(0), "1970-01-01");
-        assert_eq!(super::utc_day(1_795_000_000_000), "2026-11-18");
-        assert_eq!(super::utc_day(951_782_400_000), "2000-02-29");
-    }
-}
-
 /// A background task that stops when dropped.
 pub struct TaskGuard(tokio::task::AbortHandle);
 
@@ -192,7 +212,12 @@ impl Drop for TaskGuard {
 impl Store {
     /// Heartbeats `service/instance` every `period` (alive for three periods) until the guard
     /// is dropped; a failed beat is logged and retried on the next tick.
-    pub fn keep_alive(&self, service: &str, instance: &str, period: std::time::Duration) -> TaskGuard {
+    pub fn keep_alive(
+        &self,
+        service: &str,
+        instance: &str,
+        period: std::time::Duration,
+    ) -> TaskGuard {
         let (store, service, instance) = (self.clone(), service.to_owned(), instance.to_owned());
         let ttl = period.as_millis() as u64 * 3;
         let task = tokio::spawn(async move {
@@ -205,5 +230,15 @@ impl Store {
             }
         });
         TaskGuard(task.abort_handle())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn formats_utc_days() {
+        assert_eq!(super::utc_day(0), "1970-01-01");
+        assert_eq!(super::utc_day(1_795_000_000_000), "2026-11-18");
+        assert_eq!(super::utc_day(951_782_400_000), "2000-02-29");
     }
 }

@@ -26,7 +26,12 @@ impl MemoryStore {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub(crate) fn acquire_lease(&self, target: &str, member: &str, ttl_ms: u64) -> Result<(), StoreError> {
+    pub(crate) fn acquire_lease(
+        &self,
+        target: &str,
+        member: &str,
+        ttl_ms: u64,
+    ) -> Result<(), StoreError> {
         let now = now_ms();
         let mut st = self.lock();
         let l = st.leases.entry(target.to_owned()).or_default();
@@ -49,11 +54,20 @@ impl MemoryStore {
     pub(crate) fn loads(&self, targets: &[String]) -> Result<Vec<u64>, StoreError> {
         let now = now_ms();
         let st = self.lock();
-        Ok(targets.iter().map(|t| st.leases.get(t).map_or(0, |l| l.values().filter(|e| **e > now).count() as u64)).collect())
+        Ok(targets
+            .iter()
+            .map(|t| {
+                st.leases
+                    .get(t)
+                    .map_or(0, |l| l.values().filter(|e| **e > now).count() as u64)
+            })
+            .collect())
     }
 
     pub(crate) fn set_provider(&self, status: &ProviderStatus) -> Result<(), StoreError> {
-        self.lock().providers.insert(status.name.clone(), status.clone());
+        self.lock()
+            .providers
+            .insert(status.name.clone(), status.clone());
         Ok(())
     }
 
@@ -61,8 +75,15 @@ impl MemoryStore {
         Ok(self.lock().providers.values().cloned().collect())
     }
 
-    pub(crate) fn heartbeat(&self, service: &str, instance: &str, ttl_ms: u64) -> Result<(), StoreError> {
-        self.lock().alive.insert(format!("{service}/{instance}"), now_ms() + ttl_ms);
+    pub(crate) fn heartbeat(
+        &self,
+        service: &str,
+        instance: &str,
+        ttl_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.lock()
+            .alive
+            .insert(format!("{service}/{instance}"), now_ms() + ttl_ms);
         Ok(())
     }
 
@@ -78,7 +99,15 @@ impl MemoryStore {
         Ok(st.alive.keys().filter_map(|m| split_alive(m)).collect())
     }
 
-    pub(crate) fn record_usage(&self, key: &str, model: &str, day: &str, prompt: u64, completion: u64, estimated: bool) -> Result<(), StoreError> {
+    pub(crate) fn record_usage(
+        &self,
+        key: &str,
+        model: &str,
+        day: &str,
+        prompt: u64,
+        completion: u64,
+        estimated: bool,
+    ) -> Result<(), StoreError> {
         let mut st = self.lock();
         let u = st.usage.entry(format!("{key}:{model}:{day}")).or_default();
         u.requests += 1;
@@ -88,7 +117,17 @@ impl MemoryStore {
         Ok(())
     }
 
-    pub(crate) fn usage(&self, key: &str, model: &str, day: &str) -> Result<UsageRecord, StoreError> {
-        Ok(self.lock().usage.get(&format!("{key}:{model}:{day}")).copied().unwrap_or_default())
+    pub(crate) fn usage(
+        &self,
+        key: &str,
+        model: &str,
+        day: &str,
+    ) -> Result<UsageRecord, StoreError> {
+        Ok(self
+            .lock()
+            .usage
+            .get(&format!("{key}:{model}:{day}"))
+            .copied()
+            .unwrap_or_default())
     }
 }

@@ -32,8 +32,13 @@ impl RedisStore {
             },
             ..PoolConfig::default()
         });
-        let pool = cfg.create_pool(Some(Runtime::Tokio1)).map_err(unavailable)?;
-        Ok(RedisStore { pool, prefix: prefix.to_owned() })
+        let pool = cfg
+            .create_pool(Some(Runtime::Tokio1))
+            .map_err(unavailable)?;
+        Ok(RedisStore {
+            pool,
+            prefix: prefix.to_owned(),
+        })
     }
 
     fn key(&self, k: &str) -> String {
@@ -46,15 +51,31 @@ impl RedisStore {
 
     pub(crate) async fn ping(&self) -> Result<(), StoreError> {
         let mut c = self.conn().await?;
-        redis::cmd("PING").query_async::<()>(&mut c).await.map_err(unavailable)
+        redis::cmd("PING")
+            .query_async::<()>(&mut c)
+            .await
+            .map_err(unavailable)
     }
 
-    pub(crate) async fn acquire_lease(&self, target: &str, member: &str, ttl_ms: u64) -> Result<(), StoreError> {
+    pub(crate) async fn acquire_lease(
+        &self,
+        target: &str,
+        member: &str,
+        ttl_ms: u64,
+    ) -> Result<(), StoreError> {
         let key = self.key(&format!("lease:{target}"));
         let now = now_ms();
         let mut pipe = redis::pipe();
-        pipe.cmd("ZREMRANGEBYSCORE").arg(&key).arg("-inf").arg(now).ignore();
-        pipe.cmd("ZADD").arg(&key).arg(now + ttl_ms).arg(member).ignore();
+        pipe.cmd("ZREMRANGEBYSCORE")
+            .arg(&key)
+            .arg("-inf")
+            .arg(now)
+            .ignore();
+        pipe.cmd("ZADD")
+            .arg(&key)
+            .arg(now + ttl_ms)
+            .arg(member)
+            .ignore();
         pipe.cmd("PEXPIRE").arg(&key).arg(ttl_ms * 2).ignore();
         let mut c = self.conn().await?;
         pipe.query_async::<()>(&mut c).await.map_err(unavailable)
@@ -62,7 +83,12 @@ impl RedisStore {
 
     pub(crate) async fn release_lease(&self, target: &str, member: &str) -> Result<(), StoreError> {
         let mut c = self.conn().await?;
-        redis::cmd("ZREM").arg(self.key(&format!("lease:{target}"))).arg(member).query_async::<()>(&mut c).await.map_err(unavailable)
+        redis::cmd("ZREM")
+            .arg(self.key(&format!("lease:{target}")))
+            .arg(member)
+            .query_async::<()>(&mut c)
+            .await
+            .map_err(unavailable)
     }
 
     pub(crate) async fn loads(&self, targets: &[String]) -> Result<Vec<u64>, StoreError> {
@@ -72,7 +98,10 @@ impl RedisStore {
         let now = now_ms();
         let mut pipe = redis::pipe();
         for t in targets {
-            pipe.cmd("ZCOUNT").arg(self.key(&format!("lease:{t}"))).arg(format!("({now}")).arg("+inf");
+            pipe.cmd("ZCOUNT")
+                .arg(self.key(&format!("lease:{t}")))
+                .arg(format!("({now}"))
+                .arg("+inf");
         }
         let mut c = self.conn().await?;
         pipe.query_async(&mut c).await.map_err(unavailable)
@@ -81,47 +110,99 @@ impl RedisStore {
     pub(crate) async fn set_provider(&self, status: &ProviderStatus) -> Result<(), StoreError> {
         let json = serde_json::to_string(status).map_err(unavailable)?;
         let mut c = self.conn().await?;
-        redis::cmd("HSET").arg(self.key("providers")).arg(&status.name).arg(json).query_async::<()>(&mut c).await.map_err(unavailable)
+        redis::cmd("HSET")
+            .arg(self.key("providers"))
+            .arg(&status.name)
+            .arg(json)
+            .query_async::<()>(&mut c)
+            .await
+            .map_err(unavailable)
     }
 
     pub(crate) async fn providers(&self) -> Result<Vec<ProviderStatus>, StoreError> {
         let mut c = self.conn().await?;
-        let all: HashMap<String, String> = redis::cmd("HGETALL").arg(self.key("providers")).query_async(&mut c).await.map_err(unavailable)?;
-        let mut out: Vec<ProviderStatus> = all.values().filter_map(|v| serde_json::from_str(v).ok()).collect();
+        let all: HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(self.key("providers"))
+            .query_async(&mut c)
+            .await
+            .map_err(unavailable)?;
+        let mut out: Vec<ProviderStatus> = all
+            .values()
+            .filter_map(|v| serde_json::from_str(v).ok())
+            .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
     }
 
-    pub(crate) async fn heartbeat(&self, service: &str, instance: &str, ttl_ms: u64) -> Result<(), StoreError> {
+    pub(crate) async fn heartbeat(
+        &self,
+        service: &str,
+        instance: &str,
+        ttl_ms: u64,
+    ) -> Result<(), StoreError> {
         let key = self.key("alive");
         let now = now_ms();
         let mut pipe = redis::pipe();
-        pipe.cmd("ZREMRANGEBYSCORE").arg(&key).arg("-inf").arg(now).ignore();
-        pipe.cmd("ZADD").arg(&key).arg(now + ttl_ms).arg(format!("{service}/{instance}")).ignore();
+        pipe.cmd("ZREMRANGEBYSCORE")
+            .arg(&key)
+            .arg("-inf")
+            .arg(now)
+            .ignore();
+        pipe.cmd("ZADD")
+            .arg(&key)
+            .arg(now + ttl_ms)
+            .arg(format!("{service}/{instance}"))
+            .ignore();
         let mut c = self.conn().await?;
         pipe.query_async::<()>(&mut c).await.map_err(unavailable)
     }
 
     pub(crate) async fn depart(&self, service: &str, instance: &str) -> Result<(), StoreError> {
         let mut c = self.conn().await?;
-        redis::cmd("ZREM").arg(self.key("alive")).arg(format!("{service}/{instance}")).query_async::<()>(&mut c).await.map_err(unavailable)
+        redis::cmd("ZREM")
+            .arg(self.key("alive"))
+            .arg(format!("{service}/{instance}"))
+            .query_async::<()>(&mut c)
+            .await
+            .map_err(unavailable)
     }
 
     pub(crate) async fn alive(&self) -> Result<Vec<Alive>, StoreError> {
         let mut c = self.conn().await?;
-        let members: Vec<String> =
-            redis::cmd("ZRANGEBYSCORE").arg(self.key("alive")).arg(format!("({}", now_ms())).arg("+inf").query_async(&mut c).await.map_err(unavailable)?;
+        let members: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+            .arg(self.key("alive"))
+            .arg(format!("({}", now_ms()))
+            .arg("+inf")
+            .query_async(&mut c)
+            .await
+            .map_err(unavailable)?;
         let mut out: Vec<Alive> = members.iter().filter_map(|m| split_alive(m)).collect();
         out.sort_by(|a, b| (&a.service, &a.instance).cmp(&(&b.service, &b.instance)));
         Ok(out)
     }
 
-    pub(crate) async fn record_usage(&self, key: &str, model: &str, day: &str, prompt: u64, completion: u64, estimated: bool) -> Result<(), StoreError> {
+    pub(crate) async fn record_usage(
+        &self,
+        key: &str,
+        model: &str,
+        day: &str,
+        prompt: u64,
+        completion: u64,
+        estimated: bool,
+    ) -> Result<(), StoreError> {
         let k = self.key(&format!("usage:{key}:{model}:{day}"));
         let mut pipe = redis::pipe();
         pipe.cmd("HINCRBY").arg(&k).arg("requests").arg(1).ignore();
-        pipe.cmd("HINCRBY").arg(&k).arg("prompt_tokens").arg(prompt).ignore();
-        pipe.cmd("HINCRBY").arg(&k).arg("completion_tokens").arg(completion).ignore();
+        pipe.cmd("HINCRBY")
+            .arg(&k)
+            .arg("prompt_tokens")
+            .arg(prompt)
+            .ignore();
+        pipe.cmd("HINCRBY")
+            .arg(&k)
+            .arg("completion_tokens")
+            .arg(completion)
+            .ignore();
         if estimated {
             pipe.cmd("HINCRBY").arg(&k).arg("estimated").arg(1).ignore();
         }
@@ -130,10 +211,24 @@ impl RedisStore {
         pipe.query_async::<()>(&mut c).await.map_err(unavailable)
     }
 
-    pub(crate) async fn usage(&self, key: &str, model: &str, day: &str) -> Result<UsageRecord, StoreError> {
+    pub(crate) async fn usage(
+        &self,
+        key: &str,
+        model: &str,
+        day: &str,
+    ) -> Result<UsageRecord, StoreError> {
         let mut c = self.conn().await?;
-        let h: HashMap<String, u64> = redis::cmd("HGETALL").arg(self.key(&format!("usage:{key}:{model}:{day}"))).query_async(&mut c).await.map_err(unavailable)?;
+        let h: HashMap<String, u64> = redis::cmd("HGETALL")
+            .arg(self.key(&format!("usage:{key}:{model}:{day}")))
+            .query_async(&mut c)
+            .await
+            .map_err(unavailable)?;
         let g = |f: &str| h.get(f).copied().unwrap_or(0);
-        Ok(UsageRecord { requests: g("requests"), prompt_tokens: g("prompt_tokens"), completion_tokens: g("completion_tokens"), estimated: g("estimated") })
+        Ok(UsageRecord {
+            requests: g("requests"),
+            prompt_tokens: g("prompt_tokens"),
+            completion_tokens: g("completion_tokens"),
+            estimated: g("estimated"),
+        })
     }
 }

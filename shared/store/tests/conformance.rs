@@ -16,7 +16,10 @@ macro_rules! both {
             #[tokio::test]
             async fn redis() {
                 let server = RedisServer::start();
-                super::$name(Store::redis(&server.url(), &unique_prefix(stringify!($name)), 4).unwrap()).await;
+                super::$name(
+                    Store::redis(&server.url(), &unique_prefix(stringify!($name)), 4).unwrap(),
+                )
+                .await;
             }
         }
     };
@@ -45,12 +48,27 @@ async fn expired_leases_are_no_load(s: Store) {
 both!(expired_leases_are_no_load);
 
 async fn provider_status_is_shared(s: Store) {
-    let a = ProviderStatus { name: "b-prov".into(), models: vec!["m1".into()], state: "ok".into(), error: None, updated_ms: 1 };
-    let b = ProviderStatus { name: "a-prov".into(), models: vec![], state: "error".into(), error: Some("refused".into()), updated_ms: 2 };
+    let a = ProviderStatus {
+        name: "b-prov".into(),
+        models: vec!["m1".into()],
+        state: "ok".into(),
+        error: None,
+        updated_ms: 1,
+    };
+    let b = ProviderStatus {
+        name: "a-prov".into(),
+        models: vec![],
+        state: "error".into(),
+        error: Some("refused".into()),
+        updated_ms: 2,
+    };
     s.set_provider(&a).await.unwrap();
     s.set_provider(&b).await.unwrap();
     assert_eq!(s.providers().await.unwrap(), vec![b.clone(), a.clone()]);
-    let a2 = ProviderStatus { models: vec!["m1".into(), "m2".into()], ..a };
+    let a2 = ProviderStatus {
+        models: vec!["m1".into(), "m2".into()],
+        ..a
+    };
     s.set_provider(&a2).await.unwrap();
     assert_eq!(s.providers().await.unwrap(), vec![b, a2]);
 }
@@ -62,7 +80,19 @@ async fn heartbeats_show_who_is_alive(s: Store) {
     s.heartbeat("worker", "w2", 30).await.unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     let alive = s.alive().await.unwrap();
-    assert_eq!(alive, vec![Alive { service: "router".into(), instance: "r1".into() }, Alive { service: "worker".into(), instance: "w1".into() }]);
+    assert_eq!(
+        alive,
+        vec![
+            Alive {
+                service: "router".into(),
+                instance: "r1".into()
+            },
+            Alive {
+                service: "worker".into(),
+                instance: "w1".into()
+            }
+        ]
+    );
     s.depart("router", "r1").await.unwrap();
     assert_eq!(s.alive().await.unwrap().len(), 1);
 }
@@ -72,8 +102,21 @@ async fn usage_adds_up_per_key_model_and_day(s: Store) {
     let day = llmr_store::utc_day(now_ms());
     s.record_usage("k0", "m", &day, 10, 5, false).await.unwrap();
     s.record_usage("k0", "m", &day, 3, 2, true).await.unwrap();
-    s.record_usage("k1", "m", &day, 100, 100, false).await.unwrap();
-    assert_eq!(s.usage("k0", "m", &day).await.unwrap(), UsageRecord { requests: 2, prompt_tokens: 13, completion_tokens: 7, estimated: 1 });
-    assert_eq!(s.usage("k0", "other", &day).await.unwrap(), UsageRecord::default());
+    s.record_usage("k1", "m", &day, 100, 100, false)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.usage("k0", "m", &day).await.unwrap(),
+        UsageRecord {
+            requests: 2,
+            prompt_tokens: 13,
+            completion_tokens: 7,
+            estimated: 1
+        }
+    );
+    assert_eq!(
+        s.usage("k0", "other", &day).await.unwrap(),
+        UsageRecord::default()
+    );
 }
 both!(usage_adds_up_per_key_model_and_day);

@@ -47,8 +47,12 @@ pub fn init(cfg: &Settings, service: &str) -> Result<Telemetry, TelemetryError> 
     }
     .map_err(|e| TelemetryError::Filter(e.to_string()))?;
 
-    let resource = opentelemetry_sdk::Resource::builder().with_service_name(format!("{}-{}", cfg.service_name, service)).build();
-    let mut builder = SdkTracerProvider::builder().with_resource(resource).with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)));
+    let resource = opentelemetry_sdk::Resource::builder()
+        .with_service_name(format!("{}-{}", cfg.service_name, service))
+        .build();
+    let mut builder = SdkTracerProvider::builder()
+        .with_resource(resource)
+        .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)));
     if !cfg.otlp_endpoint.is_empty() {
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_tonic()
@@ -63,7 +67,11 @@ pub fn init(cfg: &Settings, service: &str) -> Result<Telemetry, TelemetryError> 
 
     let fmt = match cfg.log_format {
         LogFormat::Console => tracing_subscriber::fmt::layer().with_target(true).boxed(),
-        LogFormat::Json => tracing_subscriber::fmt::layer().json().flatten_event(true).with_current_span(true).boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .boxed(),
     };
     tracing_subscriber::registry()
         .with(filter)
@@ -105,14 +113,24 @@ pub fn traceparent(span: &tracing::Span, inherited: &str) -> String {
             return tp;
         }
     }
-    if valid_traceparent(inherited) { inherited.to_owned() } else { String::new() }
+    if valid_traceparent(inherited) {
+        inherited.to_owned()
+    } else {
+        String::new()
+    }
 }
 
 /// Whether `s` is a well-formed version-00 `traceparent` with non-zero ids.
 pub fn valid_traceparent(s: &str) -> bool {
     let parts: Vec<&str> = s.split('-').collect();
-    let hex = |p: &str, n: usize| p.len() == n && p.bytes().all(|b| b.is_ascii_hexdigit()) && p.bytes().any(|b| b != b'0');
-    parts.len() == 4 && parts[0] == "00" && hex(parts[1], 32) && hex(parts[2], 16) && parts[3].len() == 2
+    let hex = |p: &str, n: usize| {
+        p.len() == n && p.bytes().all(|b| b.is_ascii_hexdigit()) && p.bytes().any(|b| b != b'0')
+    };
+    parts.len() == 4
+        && parts[0] == "00"
+        && hex(parts[1], 32)
+        && hex(parts[2], 16)
+        && parts[3].len() == 2
 }
 
 /// The trace id of a `traceparent`, when it has one.
@@ -126,11 +144,18 @@ mod tests {
 
     #[test]
     fn validates_traceparent() {
-        assert!(valid_traceparent("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"));
-        assert!(!valid_traceparent("00-00000000000000000000000000000000-b7ad6b7169203331-01"));
+        assert!(valid_traceparent(
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+        ));
+        assert!(!valid_traceparent(
+            "00-00000000000000000000000000000000-b7ad6b7169203331-01"
+        ));
         assert!(!valid_traceparent("garbage"));
         assert!(!valid_traceparent(""));
-        assert_eq!(trace_id("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"), Some("0af7651916cd43dd8448eb211c80319c"));
+        assert_eq!(
+            trace_id("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+            Some("0af7651916cd43dd8448eb211c80319c")
+        );
     }
 
     #[test]

@@ -16,7 +16,11 @@ pub use redis::RedisServer;
 
 /// A port that was free a moment ago on 127.0.0.1.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0").local_addr().expect("local addr").port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind 127.0.0.1:0")
+        .local_addr()
+        .expect("local addr")
+        .port()
 }
 
 /// Waits until something accepts TCP connections on `port`, up to `timeout`.
@@ -35,5 +39,10 @@ pub fn wait_for_port(port: u16, timeout: std::time::Duration) -> bool {
 pub fn unique_prefix(name: &str) -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
-    format!("t{}-{}-{}:", std::process::id(), name, N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "t{}-{}-{}:",
+        std::process::id(),
+        name,
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }

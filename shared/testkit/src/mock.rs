@@ -39,10 +39,16 @@ impl Behavior {
         Behavior::default()
     }
     pub fn status(code: u16) -> Behavior {
-        Behavior { status: code, ..Behavior::default() }
+        Behavior {
+            status: code,
+            ..Behavior::default()
+        }
     }
     pub fn latency(ms: u64) -> Behavior {
-        Behavior { latency: Duration::from_millis(ms), ..Behavior::default() }
+        Behavior {
+            latency: Duration::from_millis(ms),
+            ..Behavior::default()
+        }
     }
 }
 
@@ -79,7 +85,10 @@ impl MockUpstream {
     /// Starts a mock serving `models`.
     pub fn start(models: &[&str]) -> MockUpstream {
         let shared = Arc::new(Shared {
-            state: Mutex::new(State { models: models.iter().map(|m| m.to_string()).collect(), ..State::default() }),
+            state: Mutex::new(State {
+                models: models.iter().map(|m| m.to_string()).collect(),
+                ..State::default()
+            }),
             disconnects: tokio::sync::watch::channel(0).0,
         });
         let (tx, rx) = std::sync::mpsc::channel();
@@ -106,7 +115,12 @@ impl MockUpstream {
             });
         });
         let (port, server) = rx.recv().expect("mock started");
-        MockUpstream { port, shared, server, thread: Some(thread) }
+        MockUpstream {
+            port,
+            shared,
+            server,
+            thread: Some(thread),
+        }
     }
 
     /// The base URL a provider config points at (`http://127.0.0.1:PORT/v1`).
@@ -141,7 +155,9 @@ impl MockUpstream {
     /// Waits until at least `n` disconnects were seen, up to `timeout`.
     pub async fn wait_for_disconnects(&self, n: usize, timeout: Duration) -> bool {
         let mut rx = self.shared.disconnects.subscribe();
-        tokio::time::timeout(timeout, rx.wait_for(|v| *v >= n)).await.is_ok_and(|r| r.is_ok())
+        tokio::time::timeout(timeout, rx.wait_for(|v| *v >= n))
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 }
 
@@ -150,7 +166,7 @@ impl Drop for MockUpstream {
         let h = self.server.clone();
         // Stop the server from its own System and wait for the thread.
         std::thread::spawn(move || {
-            let _ = actix_rt::System::new().block_on(h.stop(false));
+            actix_rt::System::new().block_on(h.stop(false));
         })
         .join()
         .ok();
@@ -162,7 +178,10 @@ impl Drop for MockUpstream {
 
 async fn models_list(data: web::Data<Shared>) -> HttpResponse {
     let models = data.state.lock().unwrap().models.clone();
-    let list: Vec<Value> = models.iter().map(|m| json!({"id": m, "object": "model", "created": 0, "owned_by": "mock"})).collect();
+    let list: Vec<Value> = models
+        .iter()
+        .map(|m| json!({"id": m, "object": "model", "created": 0, "owned_by": "mock"}))
+        .collect();
     HttpResponse::Ok().json(json!({"object": "list", "data": list}))
 }
 
@@ -182,10 +201,17 @@ impl Drop for DisconnectGuard {
 
 /// The reply content for a request: `mock: <last user message text>`.
 pub fn answer_for(body: &Value) -> String {
-    let last = body["messages"].as_array().and_then(|ms| ms.iter().rev().find(|m| m["role"] == "user")).map(|m| &m["content"]);
+    let last = body["messages"]
+        .as_array()
+        .and_then(|ms| ms.iter().rev().find(|m| m["role"] == "user"))
+        .map(|m| &m["content"]);
     let text = match last {
         Some(Value::String(s)) => s.clone(),
-        Some(Value::Array(parts)) => parts.iter().filter_map(|p| p["text"].as_str()).collect::<Vec<_>>().join(" "),
+        Some(Value::Array(parts)) => parts
+            .iter()
+            .filter_map(|p| p["text"].as_str())
+            .collect::<Vec<_>>()
+            .join(" "),
         _ => String::new(),
     };
     format!("mock: {text}")
@@ -198,28 +224,47 @@ fn words(s: &str) -> u64 {
 async fn chat(req: HttpRequest, body: web::Bytes, data: web::Data<Shared>) -> HttpResponse {
     let shared = data.into_inner();
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let header = |n: &str| req.headers().get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let header = |n: &str| {
+        req.headers()
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
     let behavior = {
         let mut st = shared.state.lock().unwrap();
-        st.log.push(Recorded { path: req.path().to_owned(), authorization: header("authorization"), traceparent: header("traceparent"), body: body.clone() });
+        st.log.push(Recorded {
+            path: req.path().to_owned(),
+            authorization: header("authorization"),
+            traceparent: header("traceparent"),
+            body: body.clone(),
+        });
         st.queue.pop_front().unwrap_or_else(|| st.default.clone())
     };
-    let mut guard = DisconnectGuard { shared: shared.clone(), done: false };
+    let mut guard = DisconnectGuard {
+        shared: shared.clone(),
+        done: false,
+    };
     if behavior.hang {
         // Headers, then nothing but keep-alive comments, forever: the caller must give up.
         // (Writing is how a server notices the caller went away: the guard then counts it.)
         let beats = futures_util::stream::unfold(guard, |guard| async move {
             tokio::time::sleep(Duration::from_millis(50)).await;
-            Some((Ok::<_, std::io::Error>(Bytes::from_static(b": waiting\n\n")), guard))
+            Some((
+                Ok::<_, std::io::Error>(Bytes::from_static(b": waiting\n\n")),
+                guard,
+            ))
         });
-        return HttpResponse::Ok().content_type("text/event-stream").streaming(beats);
+        return HttpResponse::Ok()
+            .content_type("text/event-stream")
+            .streaming(beats);
     }
     if !behavior.latency.is_zero() {
         tokio::time::sleep(behavior.latency).await;
     }
     if behavior.status != 0 && behavior.status != 200 {
         guard.done = true;
-        let mut r = HttpResponse::build(actix_web::http::StatusCode::from_u16(behavior.status).unwrap());
+        let mut r =
+            HttpResponse::build(actix_web::http::StatusCode::from_u16(behavior.status).unwrap());
         if let Some(ra) = &behavior.retry_after {
             r.insert_header(("retry-after", ra.as_str()));
         }
@@ -227,7 +272,11 @@ async fn chat(req: HttpRequest, body: web::Bytes, data: web::Data<Shared>) -> Ht
     }
     let model = body["model"].as_str().unwrap_or("mock").to_owned();
     let content = answer_for(&body);
-    let prompt_tokens: u64 = body["messages"].as_array().map_or(0, |ms| ms.iter().map(|m| words(m["content"].as_str().unwrap_or(""))).sum());
+    let prompt_tokens: u64 = body["messages"].as_array().map_or(0, |ms| {
+        ms.iter()
+            .map(|m| words(m["content"].as_str().unwrap_or("")))
+            .sum()
+    });
     let completion_tokens = words(&content);
     let usage = json!({"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens});
 
@@ -247,7 +296,10 @@ async fn chat(req: HttpRequest, body: web::Bytes, data: web::Data<Shared>) -> Ht
                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
     };
     let mut events: Vec<Bytes> = Vec::new();
-    events.push(sse(&chunk(json!({"role": "assistant", "content": ""}), Value::Null)));
+    events.push(sse(&chunk(
+        json!({"role": "assistant", "content": ""}),
+        Value::Null,
+    )));
     for p in &pieces {
         events.push(sse(&chunk(json!({"content": p}), Value::Null)));
     }
@@ -258,21 +310,29 @@ async fn chat(req: HttpRequest, body: web::Bytes, data: web::Data<Shared>) -> Ht
     events.push(Bytes::from_static(b"data: [DONE]\n\n"));
     let delay = behavior.chunk_delay;
     let drop_after = behavior.drop_after;
-    let stream = futures_util::stream::unfold((events.into_iter().enumerate(), guard), move |(mut it, mut guard)| async move {
-        let (i, ev) = it.next()?;
-        if drop_after.is_some_and(|n| i > n) {
-            guard.done = true;
-            return Some((Err(std::io::Error::other("mock drops the stream")), (it, guard)));
-        }
-        if i > 0 && !delay.is_zero() {
-            tokio::time::sleep(delay).await;
-        }
-        if it.len() == 0 {
-            guard.done = true;
-        }
-        Some((Ok::<_, std::io::Error>(ev), (it, guard)))
-    });
-    HttpResponse::Ok().content_type("text/event-stream").streaming(stream)
+    let stream = futures_util::stream::unfold(
+        (events.into_iter().enumerate(), guard),
+        move |(mut it, mut guard)| async move {
+            let (i, ev) = it.next()?;
+            if drop_after.is_some_and(|n| i > n) {
+                guard.done = true;
+                return Some((
+                    Err(std::io::Error::other("mock drops the stream")),
+                    (it, guard),
+                ));
+            }
+            if i > 0 && !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            if it.len() == 0 {
+                guard.done = true;
+            }
+            Some((Ok::<_, std::io::Error>(ev), (it, guard)))
+        },
+    );
+    HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .streaming(stream)
 }
 
 fn sse(v: &Value) -> Bytes {

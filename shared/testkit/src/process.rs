@@ -12,16 +12,30 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(name: &str, bin: &Path, args: &[&str], env: &[(&str, String)]) -> Proc {
-        let log = std::env::temp_dir().join(format!("llmr-{}-{}-{}.log", name, std::process::id(), crate::free_port()));
+        let log = std::env::temp_dir().join(format!(
+            "llmr-{}-{}-{}.log",
+            name,
+            std::process::id(),
+            crate::free_port()
+        ));
         let out = std::fs::File::create(&log).expect("create log file");
         let err = out.try_clone().expect("clone log file");
         let mut cmd = Command::new(bin);
-        cmd.args(args).stdin(Stdio::null()).stdout(Stdio::from(out)).stderr(Stdio::from(err));
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::from(err));
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let child = cmd.spawn().unwrap_or_else(|e| panic!("could not start {}: {e}", bin.display()));
-        Proc { name: name.to_owned(), child: Some(child), log }
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("could not start {}: {e}", bin.display()));
+        Proc {
+            name: name.to_owned(),
+            child: Some(child),
+            log,
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -38,7 +52,9 @@ impl Proc {
 
     /// Whether the process is still running.
     pub fn alive(&mut self) -> bool {
-        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
     /// The last lines of its output.

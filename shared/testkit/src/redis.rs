@@ -24,7 +24,18 @@ impl RedisServer {
 
     fn try_start(port: u16) -> Option<RedisServer> {
         let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "no",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn();
@@ -36,16 +47,19 @@ impl RedisServer {
             ),
             Err(e) => panic!("could not start redis-server: {e}"),
         };
-        let mut s = RedisServer { child: Some(child), port };
+        let mut s = RedisServer {
+            child: Some(child),
+            port,
+        };
         let until = Instant::now() + Duration::from_secs(5);
         while Instant::now() < until {
             if s.ping() {
                 return Some(s);
             }
-            if let Some(c) = s.child.as_mut() {
-                if let Ok(Some(_)) = c.try_wait() {
-                    return None; // exited: probably the port was taken meanwhile
-                }
+            if let Some(c) = s.child.as_mut()
+                && let Ok(Some(_)) = c.try_wait()
+            {
+                return None; // exited: probably the port was taken meanwhile
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -57,7 +71,9 @@ impl RedisServer {
     }
 
     fn ping(&self) -> bool {
-        let Ok(mut c) = TcpStream::connect(("127.0.0.1", self.port)) else { return false };
+        let Ok(mut c) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
         let _ = c.set_read_timeout(Some(Duration::from_millis(500)));
         if c.write_all(b"PING\r\n").is_err() {
             return false;

@@ -19,12 +19,20 @@ const REQUESTS: &str = "requests";
 /// Publishing gives up after this long, so an unreachable Redis is a prompt 503.
 const PUBLISH_TIMEOUT: Duration = Duration::from_millis(900);
 
-pub async fn completions(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> Result<HttpResponse, HttpError> {
+pub async fn completions(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, HttpError> {
     let body = super::read_body(&req, payload, state.settings.server.max_body_bytes).await?;
     let parsed = chat::parse(&body)?;
     let id = Uuid::now_v7();
     let timeout_ms = state.settings.server.request_timeout_ms;
-    let client_tp = req.headers().get("traceparent").and_then(|v| v.to_str().ok()).unwrap_or("");
+    let client_tp = req
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     let span = tracing::info_span!("chat", request_id = %id, model = %parsed.model, stream = parsed.stream);
     llmr_telemetry::set_parent(&span, client_tp);
     let env = Envelope {
@@ -33,13 +41,25 @@ pub async fn completions(req: HttpRequest, payload: web::Payload, state: web::Da
         reply_to: state.instance.clone(),
         deadline_ms: now_ms() + timeout_ms,
         traceparent: llmr_telemetry::traceparent(&span, client_tp),
-        meta: Meta { model: parsed.model.into_owned(), stream: parsed.stream, include_usage: parsed.include_usage, caller: state.instance.clone(), attempt: 0, plan: None },
+        meta: Meta {
+            model: parsed.model.into_owned(),
+            stream: parsed.stream,
+            include_usage: parsed.include_usage,
+            caller: state.instance.clone(),
+            attempt: 0,
+            plan: None,
+        },
         body,
     };
     let deadline = Instant::now() + Duration::from_millis(timeout_ms);
     let stream = env.meta.stream;
     let mut rx = state.hub.register(id);
-    let mut guard = InFlight { id, hub: state.hub.clone(), bus: state.bus.clone(), done: false };
+    let mut guard = InFlight {
+        id,
+        hub: state.hub.clone(),
+        bus: state.bus.clone(),
+        done: false,
+    };
     match tokio::time::timeout(PUBLISH_TIMEOUT, state.bus.publish(REQUESTS, &env)).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {
@@ -50,7 +70,9 @@ pub async fn completions(req: HttpRequest, payload: web::Payload, state: web::Da
         Err(_) => {
             guard.done = true;
             state.hub.forget(id);
-            return Err(HttpError(ApiError::Unavailable { message: "The message bus (Redis) did not answer in time.".into() }));
+            return Err(HttpError(ApiError::Unavailable {
+                message: "The message bus (Redis) did not answer in time.".into(),
+            }));
         }
     }
     tracing::debug!(parent: &span, "published");
@@ -63,14 +85,20 @@ pub async fn completions(req: HttpRequest, payload: web::Payload, state: web::Da
             Err(HttpError(first.as_error()))
         }
         FrameKind::Head => {
-            let head = first.as_head().map_err(|_| HttpError(ApiError::Internal { message: "unreadable head frame".into() }))?;
+            let head = first.as_head().map_err(|_| {
+                HttpError(ApiError::Internal {
+                    message: "unreadable head frame".into(),
+                })
+            })?;
             if stream && head.stream {
                 Ok(sse_response(rx, guard, deadline))
             } else {
                 collect(rx, guard, deadline, head.status).await
             }
         }
-        FrameKind::Chunk | FrameKind::End => Err(HttpError(ApiError::Internal { message: "reply frames arrived out of order".into() })),
+        FrameKind::Chunk | FrameKind::End => Err(HttpError(ApiError::Internal {
+            message: "reply frames arrived out of order".into(),
+        })),
     }
 }
 
@@ -78,13 +106,24 @@ pub async fn completions(req: HttpRequest, payload: web::Payload, state: web::Da
 async fn next_frame(rx: &mut UnboundedReceiver<Frame>, deadline: Instant) -> Frame {
     match tokio::time::timeout_at(deadline, rx.recv()).await {
         Ok(Some(f)) => f,
-        Ok(None) => Frame::error(Uuid::nil(), 0, &ApiError::Internal { message: "the reply channel closed".into() }),
+        Ok(None) => Frame::error(
+            Uuid::nil(),
+            0,
+            &ApiError::Internal {
+                message: "the reply channel closed".into(),
+            },
+        ),
         Err(_) => Frame::error(Uuid::nil(), 0, &ApiError::DeadlineExceeded),
     }
 }
 
 /// A non-streamed answer: the chunks up to `end`.
-async fn collect(mut rx: UnboundedReceiver<Frame>, mut guard: InFlight, deadline: Instant, status: u16) -> Result<HttpResponse, HttpError> {
+async fn collect(
+    mut rx: UnboundedReceiver<Frame>,
+    mut guard: InFlight,
+    deadline: Instant,
+    status: u16,
+) -> Result<HttpResponse, HttpError> {
     let mut parts: Vec<Bytes> = Vec::with_capacity(1);
     loop {
         let f = next_frame(&mut rx, deadline).await;
@@ -99,9 +138,16 @@ async fn collect(mut rx: UnboundedReceiver<Frame>, mut guard: InFlight, deadline
         }
     }
     guard.done = true;
-    let body = if parts.len() == 1 { parts.remove(0) } else { Bytes::from(parts.concat()) };
-    let status = actix_web::http::StatusCode::from_u16(status).unwrap_or(actix_web::http::StatusCode::OK);
-    Ok(HttpResponse::build(status).content_type("application/json").body(body))
+    let body = if parts.len() == 1 {
+        parts.remove(0)
+    } else {
+        Bytes::from(parts.concat())
+    };
+    let status =
+        actix_web::http::StatusCode::from_u16(status).unwrap_or(actix_web::http::StatusCode::OK);
+    Ok(HttpResponse::build(status)
+        .content_type("application/json")
+        .body(body))
 }
 
 /// A streamed answer: each chunk frame becomes one SSE event, flushed as it arrives.
@@ -117,7 +163,10 @@ fn sse_response(rx: UnboundedReceiver<Frame>, guard: InFlight, deadline: Instant
                     ev.extend_from_slice(b"data: ");
                     ev.extend_from_slice(&f.data);
                     ev.extend_from_slice(b"\n\n");
-                    return Some((Ok::<_, actix_web::Error>(Bytes::from(ev)), Some((rx, guard))));
+                    return Some((
+                        Ok::<_, actix_web::Error>(Bytes::from(ev)),
+                        Some((rx, guard)),
+                    ));
                 }
                 FrameKind::End => {
                     guard.done = true;

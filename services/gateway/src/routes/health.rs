@@ -7,12 +7,19 @@ use serde_json::json;
 use crate::AppState;
 
 pub async fn health(state: web::Data<AppState>) -> HttpResponse {
-    let backend = if state.bus.is_memory() { "memory" } else { "redis" };
+    let backend = if state.bus.is_memory() {
+        "memory"
+    } else {
+        "redis"
+    };
     let checked = async {
         state.bus.ping().await.map_err(|e| e.to_string())?;
         let alive = state.store.alive().await.map_err(|e| e.to_string())?;
         let providers = state.store.providers().await.map_err(|e| e.to_string())?;
-        let targets: Vec<Vec<String>> = providers.iter().map(|p| p.models.iter().map(|m| format!("{}/{m}", p.name)).collect()).collect();
+        let targets: Vec<Vec<String>> = providers
+            .iter()
+            .map(|p| p.models.iter().map(|m| format!("{}/{m}", p.name)).collect())
+            .collect();
         let flat: Vec<String> = targets.iter().flatten().cloned().collect();
         let loads = state.store.loads(&flat).await.map_err(|e| e.to_string())?;
         let mut i = 0;

@@ -20,19 +20,35 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 
 /// Unknown routes, in OpenAI's error shape.
 pub async fn not_found(req: HttpRequest) -> Result<actix_web::HttpResponse, HttpError> {
-    Err(HttpError(ApiError::RouteNotFound { method: req.method().to_string(), path: req.path().to_owned() }))
+    Err(HttpError(ApiError::RouteNotFound {
+        method: req.method().to_string(),
+        path: req.path().to_owned(),
+    }))
 }
 
 /// Reads a request body, refusing it with 413 as soon as it passes `limit` bytes.
-pub async fn read_body(req: &HttpRequest, mut payload: web::Payload, limit: usize) -> Result<Bytes, HttpError> {
+pub async fn read_body(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<Bytes, HttpError> {
     let too_large = || HttpError(ApiError::PayloadTooLarge { limit });
-    let declared = req.headers().get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+    let declared = req
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > limit) {
         return Err(too_large());
     }
     let mut body = BytesMut::with_capacity(declared.unwrap_or(1024).min(limit));
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| HttpError(ApiError::invalid(format!("could not read the request body: {e}"), None)))?;
+        let chunk = chunk.map_err(|e| {
+            HttpError(ApiError::invalid(
+                format!("could not read the request body: {e}"),
+                None,
+            ))
+        })?;
         if body.len() + chunk.len() > limit {
             return Err(too_large());
         }

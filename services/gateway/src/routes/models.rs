@@ -14,7 +14,10 @@ async fn catalog(state: &AppState) -> Result<BTreeMap<String, String>, HttpError
     let mut out = BTreeMap::new();
     for p in state.settings.providers() {
         // The routers publish fetched lists; static lists are known from the config at once.
-        let models = published.iter().find(|s| s.name == p.name).map_or_else(|| p.filter_models(&p.models), |s| s.models.clone());
+        let models = published
+            .iter()
+            .find(|s| s.name == p.name)
+            .map_or_else(|| p.filter_models(&p.models), |s| s.models.clone());
         for m in models {
             out.entry(m).or_insert_with(|| p.name.clone());
         }
@@ -27,11 +30,18 @@ fn model_json(id: &str, owner: &str) -> serde_json::Value {
 }
 
 pub async fn list(state: web::Data<AppState>) -> Result<HttpResponse, HttpError> {
-    let data: Vec<_> = catalog(&state).await?.iter().map(|(m, p)| model_json(m, p)).collect();
+    let data: Vec<_> = catalog(&state)
+        .await?
+        .iter()
+        .map(|(m, p)| model_json(m, p))
+        .collect();
     Ok(HttpResponse::Ok().json(json!({"object": "list", "data": data})))
 }
 
-pub async fn retrieve(path: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, HttpError> {
+pub async fn retrieve(
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, HttpError> {
     let id = path.into_inner();
     match catalog(&state).await?.get(&id) {
         Some(owner) => Ok(HttpResponse::Ok().json(model_json(&id, owner))),

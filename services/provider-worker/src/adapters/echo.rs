@@ -11,10 +11,17 @@ use crate::replier::Replier;
 
 /// The text of the last user message (string content, or the text parts of an array).
 pub fn last_user_text(body: &Value) -> String {
-    let last = body["messages"].as_array().and_then(|ms| ms.iter().rev().find(|m| m["role"] == "user")).map(|m| &m["content"]);
+    let last = body["messages"]
+        .as_array()
+        .and_then(|ms| ms.iter().rev().find(|m| m["role"] == "user"))
+        .map(|m| &m["content"]);
     match last {
         Some(Value::String(s)) => s.clone(),
-        Some(Value::Array(parts)) => parts.iter().filter_map(|p| p["text"].as_str()).collect::<Vec<_>>().join(" "),
+        Some(Value::Array(parts)) => parts
+            .iter()
+            .filter_map(|p| p["text"].as_str())
+            .collect::<Vec<_>>()
+            .join(" "),
         _ => String::new(),
     }
 }
@@ -22,17 +29,39 @@ pub fn last_user_text(body: &Value) -> String {
 fn words_in(v: &Value) -> u64 {
     match v {
         Value::String(s) => s.split_whitespace().count() as u64,
-        Value::Array(parts) => parts.iter().filter_map(|p| p["text"].as_str()).map(|t| t.split_whitespace().count() as u64).sum(),
+        Value::Array(parts) => parts
+            .iter()
+            .filter_map(|p| p["text"].as_str())
+            .map(|t| t.split_whitespace().count() as u64)
+            .sum(),
         _ => 0,
     }
 }
 
-pub async fn call(body: &Bytes, model: &str, id: &str, stream: bool, include_usage: bool, out: &mut Replier) -> AttemptResult {
-    let req: Value = serde_json::from_slice(body).map_err(|e| AttemptError::fatal(ApiError::invalid(format!("invalid body: {e}"), None), "invalid body"))?;
+pub async fn call(
+    body: &Bytes,
+    model: &str,
+    id: &str,
+    stream: bool,
+    include_usage: bool,
+    out: &mut Replier,
+) -> AttemptResult {
+    let req: Value = serde_json::from_slice(body).map_err(|e| {
+        AttemptError::fatal(
+            ApiError::invalid(format!("invalid body: {e}"), None),
+            "invalid body",
+        )
+    })?;
     let text = last_user_text(&req);
-    let prompt_tokens: u64 = req["messages"].as_array().map_or(0, |ms| ms.iter().map(|m| words_in(&m["content"])).sum());
+    let prompt_tokens: u64 = req["messages"]
+        .as_array()
+        .map_or(0, |ms| ms.iter().map(|m| words_in(&m["content"])).sum());
     let completion_tokens = text.split_whitespace().count() as u64;
-    let usage = Usage { prompt_tokens, completion_tokens, total_tokens: prompt_tokens + completion_tokens };
+    let usage = Usage {
+        prompt_tokens,
+        completion_tokens,
+        total_tokens: prompt_tokens + completion_tokens,
+    };
     let created = now_ms() / 1000;
     let reply_err = |e: llmr_bus::BusError| AttemptError::fatal(e.into(), "could not reply");
 
@@ -42,7 +71,9 @@ pub async fn call(body: &Bytes, model: &str, id: &str, stream: bool, include_usa
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": null, "finish_reason": "stop"}],
             "usage": usage,
         });
-        out.complete(200, Bytes::from(answer.to_string())).await.map_err(reply_err)?;
+        out.complete(200, Bytes::from(answer.to_string()))
+            .await
+            .map_err(reply_err)?;
         return Ok(Outcome { usage: Some(usage) });
     }
 
@@ -53,9 +84,16 @@ pub async fn call(body: &Bytes, model: &str, id: &str, stream: bool, include_usa
             .to_string(),
         )
     };
-    out.events(vec![chunk(json!({"role": "assistant", "content": ""}), Value::Null)]).await.map_err(reply_err)?;
+    out.events(vec![chunk(
+        json!({"role": "assistant", "content": ""}),
+        Value::Null,
+    )])
+    .await
+    .map_err(reply_err)?;
     for word in text.split_inclusive(' ') {
-        out.events(vec![chunk(json!({"content": word}), Value::Null)]).await.map_err(reply_err)?;
+        out.events(vec![chunk(json!({"content": word}), Value::Null)])
+            .await
+            .map_err(reply_err)?;
     }
     let mut tail = vec![chunk(json!({}), json!("stop"))];
     if include_usage {
@@ -74,6 +112,9 @@ mod tests {
     fn finds_the_last_user_message() {
         let v = json!({"messages": [{"role":"user","content":"first"},{"role":"assistant","content":"x"},{"role":"user","content":[{"type":"text","text":"a"},{"type":"text","text":"b"}]}]});
         assert_eq!(last_user_text(&v), "a b");
-        assert_eq!(last_user_text(&json!({"messages": [{"role":"system","content":"s"}]})), "");
+        assert_eq!(
+            last_user_text(&json!({"messages": [{"role":"system","content":"s"}]})),
+            ""
+        );
     }
 }

@@ -9,7 +9,6 @@ pub mod openai;
 
 use llmr_protocol::{ApiError, Usage};
 
-
 /// Why one attempt failed, and whether the next attempt in the plan may be tried.
 #[derive(Debug)]
 pub struct AttemptError {
@@ -24,11 +23,21 @@ pub struct AttemptError {
 impl AttemptError {
     pub fn retryable(reason: impl Into<String>) -> AttemptError {
         let reason = reason.into();
-        AttemptError { error: ApiError::Upstream { message: format!("Every upstream attempt failed; last: {reason}") }, retryable: true, reason }
+        AttemptError {
+            error: ApiError::Upstream {
+                message: format!("Every upstream attempt failed; last: {reason}"),
+            },
+            retryable: true,
+            reason,
+        }
     }
 
     pub fn fatal(error: ApiError, reason: impl Into<String>) -> AttemptError {
-        AttemptError { error, retryable: false, reason: reason.into() }
+        AttemptError {
+            error,
+            retryable: false,
+            reason: reason.into(),
+        }
     }
 }
 
@@ -41,4 +50,3 @@ pub struct Outcome {
 
 /// The result of one attempt.
 pub type AttemptResult = Result<Outcome, AttemptError>;
-

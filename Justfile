@@ -1,0 +1,39 @@
+# llmrouter tasks. `just run` serves the built-in default; `just test` runs every test.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+target := env_var_or_default("CARGO_TARGET_DIR", justfile_directory() / "target")
+venv := target / "pyenv"
+
+# Serve the built-in default (all services, in memory, model `echo`) on 127.0.0.1:8080
+run *ARGS:
+    cargo build --release --bin llmrouter
+    {{target}}/release/llmrouter all {{ARGS}}
+
+# Every test: unit, conformance, integration, end-to-end, and the OpenAI Python SDK
+test: test-rust test-python
+
+# Rust tests (redis-server must be on PATH; tests start their own)
+test-rust:
+    cargo build --bin llmrouter
+    if cargo nextest --version >/dev/null 2>&1; then cargo nextest run --workspace --no-fail-fast; else cargo test --workspace --no-fail-fast; fi
+
+# The official `openai` Python package against `all` and the Redis cluster
+test-python:
+    cargo build --bin llmrouter
+    test -x {{venv}}/bin/python || python3 -m venv {{venv}}
+    {{venv}}/bin/pip install -q -r tests/python/requirements.txt
+    cd tests/python && LLMROUTER_BIN={{target}}/debug/llmrouter {{venv}}/bin/python -m pytest -q
+
+# Format the workspace
+fmt:
+    cargo fmt --all
+
+# rustfmt check and clippy with warnings denied
+lint:
+    cargo fmt --all -- --check
+    cargo clippy --all-targets -- -D warnings
+
+# Validate a config file (or the built-in default).
+check-config *FILE:
+    cargo run -q --bin llmrouter -- {{ if FILE == "" { "" } else { "--config " + FILE } }} check-config
