@@ -59,13 +59,16 @@ struct Running {
 
 pub struct WorkerActor {
     ctx: Rc<JobCtx>,
+    /// Reads new jobs and reclaims dead peers' (taken while a read is under way).
     reader: Option<Consumer>,
-    reclaimer: Option<Consumer>,
     acker: Rc<Consumer>,
     max_in_flight: usize,
     claim_idle: Duration,
     running: HashMap<Uuid, Running>,
     reading: bool,
+    /// Set by the reclaim timer; served by the next poll before reading new jobs, so a
+    /// dead peer's jobs go first.
+    reclaim_due: bool,
     draining: bool,
     idle: tokio::sync::watch::Sender<usize>,
 }
@@ -73,20 +76,20 @@ pub struct WorkerActor {
 impl WorkerActor {
     pub fn new(
         ctx: Rc<JobCtx>,
-        consumers: [Consumer; 3],
+        consumers: [Consumer; 2],
         max_in_flight: usize,
         claim_idle: Duration,
     ) -> WorkerActor {
-        let [reader, reclaimer, acker] = consumers;
+        let [reader, acker] = consumers;
         WorkerActor {
             ctx,
             reader: Some(reader),
-            reclaimer: Some(reclaimer),
             acker: Rc::new(acker),
             max_in_flight,
             claim_idle,
             running: HashMap::new(),
             reading: false,
+            reclaim_due: false,
             draining: false,
             idle: tokio::sync::watch::channel(0).0,
         }
@@ -149,23 +152,56 @@ impl Handler<Poll> for WorkerActor {
             return Box::pin(actix::fut::ready(()));
         };
         self.reading = true;
+        let reclaim = std::mem::take(&mut self.reclaim_due);
+        let idle = self.claim_idle;
         Box::pin(
-            async move { (reader.read(room, BLOCK).await, reader) }
-                .into_actor(self)
-                .map(|(r, reader), act, ctx| {
-                    act.reader = Some(reader);
-                    act.reading = false;
-                    match r {
-                        Ok(deliveries) => {
-                            act.start_jobs(deliveries, ctx);
-                            ctx.notify(Poll);
+            async move {
+                let mut got = Vec::new();
+                if reclaim {
+                    match reader.reclaim(idle, room).await {
+                        Ok(d) => {
+                            if !d.is_empty() {
+                                tracing::info!(
+                                    count = d.len(),
+                                    "took over jobs of a stopped worker"
+                                );
+                            }
+                            got = d;
                         }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "worker cannot read jobs");
-                            ctx.notify_later(Poll, ERROR_BACKOFF);
-                        }
+                        Err(e) => tracing::warn!(error = %e, "worker cannot reclaim jobs"),
                     }
-                }),
+                }
+                let r = if got.len() < room {
+                    // Do not block when reclaimed jobs are waiting to start.
+                    let block = if got.is_empty() {
+                        BLOCK
+                    } else {
+                        Duration::from_millis(1)
+                    };
+                    reader.read(room - got.len(), block).await.map(|mut d| {
+                        got.append(&mut d);
+                        got
+                    })
+                } else {
+                    Ok(got)
+                };
+                (r, reader)
+            }
+            .into_actor(self)
+            .map(|(r, reader), act, ctx| {
+                act.reader = Some(reader);
+                act.reading = false;
+                match r {
+                    Ok(deliveries) => {
+                        act.start_jobs(deliveries, ctx);
+                        ctx.notify(Poll);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "worker cannot read jobs");
+                        ctx.notify_later(Poll, ERROR_BACKOFF);
+                    }
+                }
+            }),
         )
     }
 }
@@ -236,30 +272,11 @@ impl Handler<Touch> for WorkerActor {
 }
 
 impl Handler<Reclaim> for WorkerActor {
-    type Result = ResponseActFuture<Self, ()>;
+    type Result = ();
 
-    fn handle(&mut self, _: Reclaim, _: &mut Context<Self>) -> Self::Result {
-        let room = self.room();
-        let Some(mut reclaimer) = self.reclaimer.take().filter(|_| !self.draining && room > 0)
-        else {
-            return Box::pin(actix::fut::ready(()));
-        };
-        let idle = self.claim_idle;
-        Box::pin(
-            async move { (reclaimer.reclaim(idle, room).await, reclaimer) }
-                .into_actor(self)
-                .map(|(r, reclaimer), act, ctx| {
-                    act.reclaimer = Some(reclaimer);
-                    match r {
-                        Ok(d) if !d.is_empty() => {
-                            tracing::info!(count = d.len(), "took over jobs of a stopped worker");
-                            act.start_jobs(d, ctx);
-                        }
-                        Ok(_) => {}
-                        Err(e) => tracing::warn!(error = %e, "worker cannot reclaim jobs"),
-                    }
-                }),
-        )
+    fn handle(&mut self, _: Reclaim, ctx: &mut Context<Self>) {
+        self.reclaim_due = true;
+        ctx.notify(Poll);
     }
 }
 

@@ -68,7 +68,6 @@ impl WorkerService {
         let consumers = [
             bus.consumer(&stream, GROUP, instance).await?,
             bus.consumer(&stream, GROUP, instance).await?,
-            bus.consumer(&stream, GROUP, instance).await?,
         ];
         let w = &settings.worker;
         let connector = awc::Connector::new()

@@ -47,6 +47,8 @@ pub struct RouterActor {
     consumer: Option<Consumer>,
     batch: usize,
     claim_idle: Duration,
+    /// Set by the reclaim timer, served by the next poll (which holds the consumer).
+    reclaim_due: bool,
     draining: bool,
 }
 
@@ -68,6 +70,7 @@ impl RouterActor {
             consumer: Some(consumer),
             batch: settings.router.batch,
             claim_idle: Duration::from_millis(settings.redis.claim_idle_ms),
+            reclaim_due: false,
             draining: false,
         }
     }
@@ -88,14 +91,30 @@ impl Handler<Poll> for RouterActor {
     type Result = ResponseActFuture<Self, ()>;
 
     fn handle(&mut self, _: Poll, _: &mut Context<Self>) -> Self::Result {
-        let Some(mut consumer) = self.consumer.take().filter(|_| !self.draining) else {
+        if self.draining {
+            return Box::pin(actix::fut::ready(()));
+        }
+        let Some(mut consumer) = self.consumer.take() else {
             return Box::pin(actix::fut::ready(()));
         };
-        let (shared, batch) = (self.shared.clone(), self.batch);
+        let (shared, batch, idle) = (self.shared.clone(), self.batch, self.claim_idle);
+        let reclaim = std::mem::take(&mut self.reclaim_due);
         Box::pin(
             async move {
-                let r = consumer.read(batch, BLOCK).await;
-                let ok = match r {
+                if reclaim {
+                    match consumer.reclaim(idle, batch).await {
+                        Ok(d) if !d.is_empty() => {
+                            tracing::info!(
+                                count = d.len(),
+                                "routing requests reclaimed from a stopped router"
+                            );
+                            route_batch(&shared, &consumer, d).await;
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "router cannot reclaim requests"),
+                    }
+                }
+                let ok = match consumer.read(batch, BLOCK).await {
                     Ok(deliveries) => {
                         route_batch(&shared, &consumer, deliveries).await;
                         true
@@ -121,31 +140,10 @@ impl Handler<Poll> for RouterActor {
 }
 
 impl Handler<Reclaim> for RouterActor {
-    type Result = ResponseActFuture<Self, ()>;
+    type Result = ();
 
-    fn handle(&mut self, _: Reclaim, _: &mut Context<Self>) -> Self::Result {
-        let Some(mut consumer) = self.consumer.take().filter(|_| !self.draining) else {
-            return Box::pin(actix::fut::ready(()));
-        };
-        let (shared, batch, idle) = (self.shared.clone(), self.batch, self.claim_idle);
-        Box::pin(
-            async move {
-                match consumer.reclaim(idle, batch).await {
-                    Ok(d) if !d.is_empty() => {
-                        tracing::info!(
-                            count = d.len(),
-                            "routing requests reclaimed from a stopped router"
-                        );
-                        route_batch(&shared, &consumer, d).await;
-                    }
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "router cannot reclaim requests"),
-                }
-                consumer
-            }
-            .into_actor(self)
-            .map(|consumer, act, _| act.consumer = Some(consumer)),
-        )
+    fn handle(&mut self, _: Reclaim, _: &mut Context<Self>) {
+        self.reclaim_due = true;
     }
 }
 
