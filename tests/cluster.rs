@@ -344,32 +344,66 @@ async fn a_worker_killed_mid_stream_ends_the_stream_with_an_error() {
 
 #[test]
 fn check_config_reports_what_it_found_and_names_bad_fields() {
-    let ok = std::process::Command::new(bin()).arg("check-config").env("LLMR__SERVER__TOKEN", "hidden-token").output().unwrap();
+    let ok = std::process::Command::new(bin())
+        .arg("check-config")
+        .env("LLMR__SERVER__TOKEN", "hidden-token")
+        .output()
+        .unwrap();
     assert!(ok.status.success());
     let out = String::from_utf8_lossy(&ok.stdout);
-    assert!(out.contains("configuration is valid") && out.contains("echo"), "{out}");
+    assert!(
+        out.contains("configuration is valid") && out.contains("echo"),
+        "{out}"
+    );
     assert!(!out.contains("hidden-token"), "secrets are redacted: {out}");
 
-    let bad = std::process::Command::new(bin()).arg("check-config").env("LLMR__SERVER__PORT", "not-a-port").output().unwrap();
+    let bad = std::process::Command::new(bin())
+        .arg("check-config")
+        .env("LLMR__SERVER__PORT", "not-a-port")
+        .output()
+        .unwrap();
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("server.port"));
 
     let path = std::env::temp_dir().join(format!("llmr-bad-{}.toml", std::process::id()));
-    std::fs::write(&path, "[[providers]]\nname = \"x\"\ntype = \"openai\"\nbase_urll = \"http://x\"\n").unwrap();
-    let bad = std::process::Command::new(bin()).args(["--config", path.to_str().unwrap(), "check-config"]).output().unwrap();
+    std::fs::write(
+        &path,
+        "[[providers]]\nname = \"x\"\ntype = \"openai\"\nbase_urll = \"http://x\"\n",
+    )
+    .unwrap();
+    let bad = std::process::Command::new(bin())
+        .args(["--config", path.to_str().unwrap(), "check-config"])
+        .output()
+        .unwrap();
     let _ = std::fs::remove_file(&path);
     assert!(!bad.status.success());
     let err = String::from_utf8_lossy(&bad.stderr);
-    assert!(err.contains("base_urll") && err.contains("providers[0]"), "{err}");
+    assert!(
+        err.contains("base_urll") && err.contains("providers[0]"),
+        "{err}"
+    );
 }
 
 #[test]
 fn help_documents_every_command() {
-    let out = std::process::Command::new(bin()).arg("--help").output().unwrap();
+    let out = std::process::Command::new(bin())
+        .arg("--help")
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    for word in ["all", "gateway", "router", "worker", "check-config", "--config"] {
+    for word in [
+        "all",
+        "gateway",
+        "router",
+        "worker",
+        "check-config",
+        "--config",
+    ] {
         assert!(text.contains(word), "--help lacks {word}:\n{text}");
     }
-    let out = std::process::Command::new(bin()).args(["worker", "--help"]).output().unwrap();
+    let out = std::process::Command::new(bin())
+        .args(["worker", "--help"])
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("--pool"));
 }
