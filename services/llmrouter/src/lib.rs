@@ -47,8 +47,6 @@ pub enum AppError {
     #[error(transparent)]
     Bus(#[from] llmr_bus::BusError),
     #[error(transparent)]
-    Store(#[from] llmr_store::StoreError),
-    #[error(transparent)]
     Gateway(#[from] llmr_gateway::InitError),
     #[error(transparent)]
     Router(#[from] llmr_router::InitError),
@@ -78,8 +76,9 @@ pub async fn start(role: &Role, settings: &Settings) -> Result<App, AppError> {
     );
     let (bus, store) = match settings.redis.url() {
         Some(url) => {
-            let bus = Bus::redis(url, &settings.redis.prefix, settings.redis.pool_size)?;
-            let store = Store::redis(url, &settings.redis.prefix, settings.redis.pool_size)?;
+            let pool = llmr_bus::redis_pool(url, settings.redis.pool_size)?;
+            let bus = Bus::redis_with_pool(url, &settings.redis.prefix, pool.clone())?;
+            let store = Store::redis(pool, &settings.redis.prefix);
             if *role != Role::Gateway {
                 wait_for_redis(&bus).await;
             }

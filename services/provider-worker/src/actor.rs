@@ -221,7 +221,7 @@ impl Handler<JobDone> for WorkerActor {
         let acker = self.acker.clone();
         ctx.spawn(
             async move {
-                if let Err(e) = acker.ack(&[done.entry]).await {
+                if let Err(e) = acker.finish(&done.entry, done.id).await {
                     tracing::warn!(error = %e, "could not ack a finished job (a peer may reclaim it; it will not run twice once answered)");
                 }
             }

@@ -13,7 +13,8 @@
 //!   router that dies between the two neither loses nor duplicates work.
 //! - Reply frames go to `replies:{instance}`, read by one reader per instance. A `head` frame
 //!   records, atomically with its delivery, that the request has reached its caller
-//!   (`first_frame_sent`): reclaimed work is retried only when it has not.
+//!   (`first_frame_sent`): reclaimed work is retried only when it has not. `finish` acks a
+//!   job and drops its marker, so markers live only as long as their jobs.
 //!
 //! # Layout
 //! - [`memory`]: the in-process implementation.
@@ -29,7 +30,7 @@ use llmr_protocol::{ApiError, Envelope, Frame};
 use uuid::Uuid;
 
 pub use memory::MemoryBus;
-pub use redis_bus::RedisBus;
+pub use redis_bus::{RedisBus, redis_pool};
 
 /// Called for every reply frame that reaches this instance.
 pub type ReplySink = Arc<dyn Fn(Frame) + Send + Sync>;
@@ -76,9 +77,19 @@ impl Bus {
         Bus::Memory(Arc::new(MemoryBus::default()))
     }
 
-    /// A Redis bus; connects lazily, so this succeeds while Redis is down.
+    /// A Redis bus with its own connection pool; connects lazily, so this succeeds while
+    /// Redis is down.
     pub fn redis(url: &str, prefix: &str, pool_size: usize) -> Result<Bus, BusError> {
-        Ok(Bus::Redis(Arc::new(RedisBus::new(url, prefix, pool_size)?)))
+        Bus::redis_with_pool(url, prefix, redis_pool(url, pool_size)?)
+    }
+
+    /// A Redis bus on a pool shared with the store (see [`redis_pool`]).
+    pub fn redis_with_pool(
+        url: &str,
+        prefix: &str,
+        pool: deadpool_redis::Pool,
+    ) -> Result<Bus, BusError> {
+        Ok(Bus::Redis(Arc::new(RedisBus::new(url, prefix, pool)?)))
     }
 
     pub fn is_memory(&self) -> bool {
@@ -277,6 +288,19 @@ impl Consumer {
                 Ok(())
             }
             ConsumerInner::Redis(b, _) => b.ack(&self.stream, &self.group, entries).await,
+        }
+    }
+
+    /// Marks the job of request `id` done: acks its entry and forgets its first-frame
+    /// marker, in one round trip.
+    pub async fn finish(&self, entry: &str, id: Uuid) -> Result<(), BusError> {
+        match &self.inner {
+            ConsumerInner::Memory(b) => {
+                b.ack(&self.stream, &self.group, &[entry.to_owned()]);
+                b.forget_first_frame(id);
+                Ok(())
+            }
+            ConsumerInner::Redis(b, _) => b.finish(&self.stream, &self.group, entry, id).await,
         }
     }
 

@@ -5,7 +5,7 @@
 //! that the first group created takes over, as a Redis group created at `0` would read them.
 //! Reply frames are handed straight to the registered sink of the target instance.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -14,9 +14,6 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::{CancelSink, Delivery, ReplySink, Subscription};
-
-/// How long a first-frame marker is remembered.
-const FIRST_FRAME_TTL_MS: u64 = 3_600_000;
 
 #[derive(Default)]
 pub struct MemoryBus {
@@ -28,7 +25,8 @@ struct State {
     streams: HashMap<String, MemStream>,
     replies: HashMap<String, ReplySink>,
     cancels: HashMap<u64, CancelSink>,
-    first_frames: HashMap<Uuid, u64>,
+    /// Requests whose head frame went out, until their job finishes.
+    first_frames: HashSet<Uuid>,
     next_id: u64,
 }
 
@@ -231,15 +229,8 @@ impl MemoryBus {
     pub(crate) fn reply(&self, reply_to: &str, frames: &[Frame]) {
         let sink = {
             let mut st = self.lock();
-            if frames.iter().any(|f| f.kind == FrameKind::Head) {
-                let now = now_ms();
-                if st.first_frames.len() > 10_000 {
-                    st.first_frames
-                        .retain(|_, at| now.saturating_sub(*at) < FIRST_FRAME_TTL_MS);
-                }
-                for f in frames.iter().filter(|f| f.kind == FrameKind::Head) {
-                    st.first_frames.entry(f.id).or_insert(now);
-                }
+            for f in frames.iter().filter(|f| f.kind == FrameKind::Head) {
+                st.first_frames.insert(f.id);
             }
             st.replies.get(reply_to).cloned()
         };
@@ -251,7 +242,11 @@ impl MemoryBus {
     }
 
     pub(crate) fn first_frame_sent(&self, id: Uuid) -> bool {
-        self.lock().first_frames.contains_key(&id)
+        self.lock().first_frames.contains(&id)
+    }
+
+    pub(crate) fn forget_first_frame(&self, id: Uuid) {
+        self.lock().first_frames.remove(&id);
     }
 
     pub(crate) fn subscribe_replies(

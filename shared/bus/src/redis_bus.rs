@@ -23,7 +23,8 @@ use crate::{BusError, CancelSink, Delivery, ReplySink, Subscription};
 const REPLY_MAXLEN: usize = 100_000;
 /// A reply stream whose reader is gone expires after this long.
 const REPLY_TTL_MS: u64 = 300_000;
-const FIRST_FRAME_TTL_MS: u64 = 3_600_000;
+/// A first-frame marker is deleted when its job finishes; this only bounds a leftover.
+const FIRST_FRAME_TTL_MS: u64 = 600_000;
 /// How long a failed reader waits before reconnecting.
 const RECONNECT_BACKOFF: Duration = Duration::from_millis(200);
 const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -38,22 +39,26 @@ fn unavailable(e: impl std::fmt::Display) -> BusError {
     BusError::Unavailable(e.to_string())
 }
 
+/// The pooled (multiplexed, pipelined) Redis connections of one process, shared by the bus
+/// and the store. Getting a connection gives up after 500 ms, so an unreachable Redis is
+/// reported promptly.
+pub fn redis_pool(url: &str, pool_size: usize) -> Result<Pool, BusError> {
+    let mut cfg = deadpool_redis::Config::from_url(url);
+    cfg.pool = Some(PoolConfig {
+        max_size: pool_size,
+        timeouts: Timeouts {
+            wait: Some(Duration::from_millis(500)),
+            create: Some(Duration::from_millis(500)),
+            recycle: Some(Duration::from_millis(500)),
+        },
+        ..PoolConfig::default()
+    });
+    cfg.create_pool(Some(Runtime::Tokio1)).map_err(unavailable)
+}
+
 impl RedisBus {
-    pub fn new(url: &str, prefix: &str, pool_size: usize) -> Result<RedisBus, BusError> {
+    pub fn new(url: &str, prefix: &str, pool: Pool) -> Result<RedisBus, BusError> {
         let client = redis::Client::open(url).map_err(unavailable)?;
-        let mut cfg = deadpool_redis::Config::from_url(url);
-        cfg.pool = Some(PoolConfig {
-            max_size: pool_size,
-            timeouts: Timeouts {
-                wait: Some(Duration::from_millis(500)),
-                create: Some(Duration::from_millis(500)),
-                recycle: Some(Duration::from_millis(500)),
-            },
-            ..PoolConfig::default()
-        });
-        let pool = cfg
-            .create_pool(Some(Runtime::Tokio1))
-            .map_err(unavailable)?;
         Ok(RedisBus {
             client,
             pool,
@@ -253,6 +258,22 @@ impl RedisBus {
     ) -> Result<(), BusError> {
         let mut pipe = redis::pipe();
         self.ack_into(&mut pipe, stream, group, entries);
+        let mut c = self.conn().await?;
+        pipe.query_async::<()>(&mut c).await.map_err(unavailable)
+    }
+
+    pub(crate) async fn finish(
+        &self,
+        stream: &str,
+        group: &str,
+        entry: &str,
+        id: Uuid,
+    ) -> Result<(), BusError> {
+        let mut pipe = redis::pipe();
+        self.ack_into(&mut pipe, stream, group, &[entry]);
+        pipe.cmd("DEL")
+            .arg(self.key(&format!("first:{id}")))
+            .ignore();
         let mut c = self.conn().await?;
         pipe.query_async::<()>(&mut c).await.map_err(unavailable)
     }

@@ -305,3 +305,33 @@ async fn redis_consumer_resumes_after_a_restart() {
     }
     assert_eq!(got.len(), 1);
 }
+
+async fn finishing_a_job_acks_it_and_forgets_its_first_frame(bus: Bus) {
+    let mut w = bus.consumer("jobs:default", "workers", "w").await.unwrap();
+    let e = env("done");
+    bus.publish("jobs:default", &e).await.unwrap();
+    let d = w.read(1, BLOCK).await.unwrap().remove(0);
+    bus.reply(
+        "gw",
+        &[Frame::head(
+            e.id,
+            Head {
+                status: 200,
+                stream: false,
+            },
+        )],
+    )
+    .await
+    .unwrap();
+    assert!(bus.first_frame_sent(e.id).await.unwrap());
+    w.finish(&d.entry, e.id).await.unwrap();
+    assert!(
+        !bus.first_frame_sent(e.id).await.unwrap(),
+        "markers live only as long as their jobs"
+    );
+    assert_eq!(bus.pending("jobs:default", "workers").await.unwrap(), 0);
+}
+both!(
+    finish_forgets_markers,
+    finishing_a_job_acks_it_and_forgets_its_first_frame
+);

@@ -91,10 +91,10 @@ impl Store {
         Store::Memory(Arc::new(MemoryStore::default()))
     }
 
-    pub fn redis(url: &str, prefix: &str, pool_size: usize) -> Result<Store, StoreError> {
-        Ok(Store::Redis(Arc::new(RedisStore::new(
-            url, prefix, pool_size,
-        )?)))
+    /// A Redis store on a connection pool (usually the one the bus uses:
+    /// `llmr_bus::redis_pool`). Connects lazily.
+    pub fn redis(pool: deadpool_redis::Pool, prefix: &str) -> Store {
+        Store::Redis(Arc::new(RedisStore::new(pool, prefix)))
     }
 
     /// Takes a lease on `target` for one call, expiring after `ttl_ms` unless released.

@@ -1,10 +1,9 @@
-//! The Redis store: pooled multiplexed connections (deadpool-redis), pipelined writes.
+//! The Redis store: pooled multiplexed connections (deadpool-redis, shared with the bus),
+//! pipelined writes.
 
-use std::collections::HashMap;
-use std::time::Duration;
-
-use deadpool_redis::{Pool, PoolConfig, Runtime, Timeouts};
+use deadpool_redis::Pool;
 use llmr_protocol::now_ms;
+use std::collections::HashMap;
 
 use crate::{Alive, ProviderStatus, StoreError, UsageRecord, split_alive};
 
@@ -21,24 +20,11 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
 }
 
 impl RedisStore {
-    pub fn new(url: &str, prefix: &str, pool_size: usize) -> Result<RedisStore, StoreError> {
-        let mut cfg = deadpool_redis::Config::from_url(url);
-        cfg.pool = Some(PoolConfig {
-            max_size: pool_size,
-            timeouts: Timeouts {
-                wait: Some(Duration::from_millis(500)),
-                create: Some(Duration::from_millis(500)),
-                recycle: Some(Duration::from_millis(500)),
-            },
-            ..PoolConfig::default()
-        });
-        let pool = cfg
-            .create_pool(Some(Runtime::Tokio1))
-            .map_err(unavailable)?;
-        Ok(RedisStore {
+    pub fn new(pool: Pool, prefix: &str) -> RedisStore {
+        RedisStore {
             pool,
             prefix: prefix.to_owned(),
-        })
+        }
     }
 
     fn key(&self, k: &str) -> String {

@@ -16,10 +16,8 @@ macro_rules! both {
             #[tokio::test]
             async fn redis() {
                 let server = RedisServer::start();
-                super::$name(
-                    Store::redis(&server.url(), &unique_prefix(stringify!($name)), 4).unwrap(),
-                )
-                .await;
+                let pool = llmr_bus::redis_pool(&server.url(), 4).unwrap();
+                super::$name(Store::redis(pool, &unique_prefix(stringify!($name)))).await;
             }
         }
     };
