@@ -292,9 +292,13 @@ async fn a_worker_killed_under_load_loses_no_request() {
 
 #[actix_rt::test]
 async fn a_worker_killed_mid_stream_ends_the_stream_with_an_error() {
+    // Three jobs per worker at most: the six streams are spread over both workers.
     let mut c = Cluster::start(
         2,
-        &[("LLMR__SERVER__REQUEST_TIMEOUT_MS", "20000".to_string())],
+        &[
+            ("LLMR__SERVER__REQUEST_TIMEOUT_MS", "20000".to_string()),
+            ("LLMR__WORKER__MAX_IN_FLIGHT", "3".to_string()),
+        ],
     );
     c.ready(2).await;
     c.mock.set_default(Behavior {

@@ -178,11 +178,11 @@ async fn touch_keeps_live_work_from_being_reclaimed(bus: Bus) {
         .unwrap();
     bus.publish("jobs:default", &env("long")).await.unwrap();
     let got = busy.read(1, BLOCK).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(120)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
     busy.touch(&[got[0].entry.clone()]).await.unwrap();
     assert!(
         other
-            .reclaim(Duration::from_millis(100), 10)
+            .reclaim(Duration::from_millis(250), 10)
             .await
             .unwrap()
             .is_empty(),
