@@ -1,11 +1,6 @@
 //! End-to-end tests with real processes: `llmrouter gateway`, `llmrouter router` and two
 //! `llmrouter worker` processes over a throw-away redis-server and the mock upstream.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::print_stderr
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stderr)]
 
 mod common;
 
@@ -15,9 +10,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use llmr_testkit::{
-    Behavior, MockUpstream, Proc, RedisServer, free_port, unique_prefix, wait_for_port,
-};
+use llmr_testkit::{Behavior, MockUpstream, Proc, RedisServer, free_port, unique_prefix, wait_for_port};
 
 struct Cluster {
     redis: RedisServer,
@@ -39,9 +32,15 @@ impl Cluster {
         let redis = RedisServer::start();
         let mock = MockUpstream::start(&["mock-a"]);
         let port = free_port();
-        let config =
-            std::env::temp_dir().join(format!("llmr-cluster-{}-{port}.toml", std::process::id()));
-        std::fs::write(&config, format!("{ECHO}{}[worker]\nmax_in_flight = 8\nconnect_timeout_ms = 2000\nmax_response_bytes = 1048576\n", mock_provider("up", &mock.base_url(), &["mock-a"]))).unwrap();
+        let config = std::env::temp_dir().join(format!("llmr-cluster-{}-{port}.toml", std::process::id()));
+        std::fs::write(
+            &config,
+            format!(
+                "{ECHO}{}[worker]\nmax_in_flight = 8\nconnect_timeout_ms = 2000\nmax_response_bytes = 1048576\n",
+                mock_provider("up", &mock.base_url(), &["mock-a"])
+            ),
+        )
+        .unwrap();
         let mut env = vec![
             ("LLMR__REDIS__URL", redis.url()),
             ("LLMR__REDIS__PREFIX", unique_prefix("cluster")),
@@ -125,17 +124,8 @@ async fn separate_processes_serve_plain_and_streaming_completions() {
         &chat_body("mock-a", "over redis", false),
     )
     .await;
-    assert_eq!(
-        s,
-        200,
-        "{}\n{}",
-        String::from_utf8_lossy(&b),
-        c.gateway.tail(20)
-    );
-    assert_eq!(
-        json(&b)["choices"][0]["message"]["content"],
-        "mock: over redis"
-    );
+    assert_eq!(s, 200, "{}\n{}", String::from_utf8_lossy(&b), c.gateway.tail(20));
+    assert_eq!(json(&b)["choices"][0]["message"]["content"], "mock: over redis");
     let (s, b) = post(
         &c.url("/v1/chat/completions"),
         &chat_body("mock-a", "streamed over redis", true),
@@ -145,28 +135,18 @@ async fn separate_processes_serve_plain_and_streaming_completions() {
     let events = sse_events(&b);
     assert_eq!(streamed_text(&events), "mock: streamed over redis");
     assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
-    let (s, b) = post(
-        &c.url("/v1/chat/completions"),
-        &chat_body("echo", "echo echo", false),
-    )
-    .await;
+    let (s, b) = post(&c.url("/v1/chat/completions"), &chat_body("echo", "echo echo", false)).await;
     assert_eq!(
         (
             s,
-            json(&b)["choices"][0]["message"]["content"]
-                .as_str()
-                .map(str::to_owned)
+            json(&b)["choices"][0]["message"]["content"].as_str().map(str::to_owned)
         ),
         (200, Some("echo echo".to_owned()))
     );
     let (s, v) = get(&c.url("/v1/models"), &[]).await;
     assert_eq!(s, 200);
     assert_eq!(v["data"].as_array().unwrap().len(), 2);
-    let (s, b) = post(
-        &c.url("/v1/chat/completions"),
-        &chat_body("nope", "x", false),
-    )
-    .await;
+    let (s, b) = post(&c.url("/v1/chat/completions"), &chat_body("nope", "x", false)).await;
     assert_eq!(
         (s, json(&b)["error"]["code"].as_str().map(str::to_owned)),
         (404, Some("model_not_found".to_owned()))
@@ -180,20 +160,9 @@ async fn separate_processes_serve_plain_and_streaming_completions() {
     )
     .await;
     assert_eq!(s, 200);
-    let seen = c
-        .mock
-        .requests()
-        .last()
-        .unwrap()
-        .traceparent
-        .clone()
-        .unwrap();
+    let seen = c.mock.requests().last().unwrap().traceparent.clone().unwrap();
     assert_eq!(&seen[3..35], "4bf92f3577b34da6a3ce929d0e0e4736");
-    assert_ne!(
-        &seen[36..52],
-        "00f067aa0ba902b7",
-        "each hop is its own span"
-    );
+    assert_ne!(&seen[36..52], "00f067aa0ba902b7", "each hop is its own span");
 }
 
 /// Outcome counts of a bounded load.
@@ -210,10 +179,7 @@ async fn a_worker_killed_under_load_loses_no_request() {
     const TOTAL: usize = 200;
     const CONCURRENCY: usize = 16;
     const DEADLINE_MS: u64 = 20_000;
-    let mut c = Cluster::start(
-        2,
-        &[("LLMR__SERVER__REQUEST_TIMEOUT_MS", DEADLINE_MS.to_string())],
-    );
+    let mut c = Cluster::start(2, &[("LLMR__SERVER__REQUEST_TIMEOUT_MS", DEADLINE_MS.to_string())]);
     c.ready(2).await;
     c.mock.set_default(Behavior::latency(60));
     let next = Rc::new(RefCell::new(0usize));
@@ -326,10 +292,7 @@ async fn a_worker_killed_mid_stream_ends_the_stream_with_an_error() {
     for t in tasks {
         let (s, events, took) = t.await.unwrap();
         assert_eq!(s, 200);
-        assert!(
-            took < Duration::from_secs(21),
-            "ended within its deadline: {took:?}"
-        );
+        assert!(took < Duration::from_secs(21), "ended within its deadline: {took:?}");
         assert_eq!(
             events.last().map(String::as_str),
             Some("[DONE]"),
@@ -355,10 +318,7 @@ fn check_config_reports_what_it_found_and_names_bad_fields() {
         .unwrap();
     assert!(ok.status.success());
     let out = String::from_utf8_lossy(&ok.stdout);
-    assert!(
-        out.contains("configuration is valid") && out.contains("echo"),
-        "{out}"
-    );
+    assert!(out.contains("configuration is valid") && out.contains("echo"), "{out}");
     assert!(!out.contains("hidden-token"), "secrets are redacted: {out}");
 
     let bad = std::process::Command::new(bin())
@@ -382,27 +342,14 @@ fn check_config_reports_what_it_found_and_names_bad_fields() {
     let _ = std::fs::remove_file(&path);
     assert!(!bad.status.success());
     let err = String::from_utf8_lossy(&bad.stderr);
-    assert!(
-        err.contains("base_urll") && err.contains("providers[0]"),
-        "{err}"
-    );
+    assert!(err.contains("base_urll") && err.contains("providers[0]"), "{err}");
 }
 
 #[test]
 fn help_documents_every_command() {
-    let out = std::process::Command::new(bin())
-        .arg("--help")
-        .output()
-        .unwrap();
+    let out = std::process::Command::new(bin()).arg("--help").output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    for word in [
-        "all",
-        "gateway",
-        "router",
-        "worker",
-        "check-config",
-        "--config",
-    ] {
+    for word in ["all", "gateway", "router", "worker", "check-config", "--config"] {
         assert!(text.contains(word), "--help lacks {word}:\n{text}");
     }
     let out = std::process::Command::new(bin())

@@ -15,10 +15,7 @@ pub fn settings(toml: &str, env: &[(&str, String)]) -> Settings {
         llmr_testkit::free_port()
     ));
     std::fs::write(&path, toml).unwrap();
-    let env = env
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.clone()))
-        .collect();
+    let env = env.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
     let s = llmr_config::load_from(Some(&path), env).unwrap();
     let _ = std::fs::remove_file(path);
     s
@@ -31,11 +28,7 @@ pub fn mock_provider(name: &str, base_url: &str, models: &[&str]) -> String {
     } else {
         format!(
             "models = [{}]\n",
-            models
-                .iter()
-                .map(|m| format!("\"{m}\""))
-                .collect::<Vec<_>>()
-                .join(", ")
+            models.iter().map(|m| format!("\"{m}\"")).collect::<Vec<_>>().join(", ")
         )
     };
     format!(
@@ -46,14 +39,11 @@ pub fn mock_provider(name: &str, base_url: &str, models: &[&str]) -> String {
 pub const ECHO: &str = "[[providers]]\nname = \"echo\"\ntype = \"echo\"\nmodels = [\"echo\"]\n";
 
 pub fn client() -> awc::Client {
-    awc::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .finish()
+    awc::Client::builder().timeout(Duration::from_secs(60)).finish()
 }
 
 pub fn chat_body(model: &str, text: &str, stream: bool) -> Value {
-    let mut v =
-        serde_json::json!({"model": model, "messages": [{"role": "user", "content": text}]});
+    let mut v = serde_json::json!({"model": model, "messages": [{"role": "user", "content": text}]});
     if stream {
         v["stream"] = Value::Bool(true);
     }
@@ -70,10 +60,7 @@ pub async fn post_with(url: &str, body: &Value, headers: &[(&str, &str)]) -> (u1
     for (k, v) in headers {
         req = req.insert_header((*k, *v));
     }
-    let mut resp = req
-        .send_json(body)
-        .await
-        .unwrap_or_else(|e| panic!("POST {url}: {e}"));
+    let mut resp = req.send_json(body).await.unwrap_or_else(|e| panic!("POST {url}: {e}"));
     let status = resp.status().as_u16();
     let body = resp.body().limit(16 << 20).await.unwrap();
     (status, body)
@@ -84,29 +71,21 @@ pub async fn get(url: &str, headers: &[(&str, &str)]) -> (u16, Value) {
     for (k, v) in headers {
         req = req.insert_header((*k, *v));
     }
-    let mut resp = req
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let mut resp = req.send().await.unwrap_or_else(|e| panic!("GET {url}: {e}"));
     let status = resp.status().as_u16();
     let body = resp.body().limit(16 << 20).await.unwrap();
     (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
 }
 
 pub fn json(b: &[u8]) -> Value {
-    serde_json::from_slice(b)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(b)))
+    serde_json::from_slice(b).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(b)))
 }
 
 /// The `data:` payloads of an SSE body, in order (`[DONE]` included as a string).
 pub fn sse_events(body: &[u8]) -> Vec<String> {
     String::from_utf8_lossy(body)
         .split("\n\n")
-        .filter_map(|ev| {
-            ev.lines()
-                .find_map(|l| l.strip_prefix("data: "))
-                .map(str::to_owned)
-        })
+        .filter_map(|ev| ev.lines().find_map(|l| l.strip_prefix("data: ")).map(str::to_owned))
         .collect()
 }
 
@@ -116,11 +95,7 @@ pub fn streamed_text(events: &[String]) -> String {
         .iter()
         .filter(|e| e.as_str() != "[DONE]")
         .filter_map(|e| serde_json::from_str::<Value>(e).ok())
-        .filter_map(|v| {
-            v["choices"][0]["delta"]["content"]
-                .as_str()
-                .map(str::to_owned)
-        })
+        .filter_map(|v| v["choices"][0]["delta"]["content"].as_str().map(str::to_owned))
         .collect()
 }
 

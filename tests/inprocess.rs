@@ -23,10 +23,7 @@ impl Fixture {
     fn start(redis: bool, extra_toml: &str, env: &[(&str, String)]) -> Fixture {
         let mock = MockUpstream::start(&["mock-a", "mock-b"]);
         let redis = redis.then(RedisServer::start);
-        let toml = format!(
-            "{ECHO}{}{extra_toml}",
-            mock_provider("up", &mock.base_url(), &[])
-        );
+        let toml = format!("{ECHO}{}{extra_toml}", mock_provider("up", &mock.base_url(), &[]));
         let mut env: Vec<(&str, String)> = env.to_vec();
         env.push(("LLMR__SERVER__PORT", "0".into()));
         env.push(("LLMR__REDIS__CLAIM_IDLE_MS", "1000".into()));
@@ -111,21 +108,12 @@ async fn upstream_answers_pass_through(redis: bool) {
         .await;
         assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
         let v = json(&body);
-        assert_eq!(
-            v["choices"][0]["message"]["content"],
-            format!("mock: question {i}")
-        );
-        assert_eq!(
-            v["id"], "chatcmpl-mock",
-            "the upstream body is passed through"
-        );
+        assert_eq!(v["choices"][0]["message"]["content"], format!("mock: question {i}"));
+        assert_eq!(v["id"], "chatcmpl-mock", "the upstream body is passed through");
     }
     let reqs = f.mock.requests();
     assert_eq!(reqs.len(), 4);
-    let keys: std::collections::HashSet<_> = reqs
-        .iter()
-        .map(|r| r.authorization.clone().unwrap())
-        .collect();
+    let keys: std::collections::HashSet<_> = reqs.iter().map(|r| r.authorization.clone().unwrap()).collect();
     assert_eq!(
         keys,
         ["Bearer sk-up-1", "Bearer sk-up-2"]
@@ -150,10 +138,7 @@ async fn upstream_streams_are_relayed_chunk_by_chunk(redis: bool) {
     let (status, raw) = post(&f.url("/v1/chat/completions"), &body).await;
     assert_eq!(status, 200);
     let events = sse_events(&raw);
-    assert_eq!(
-        streamed_text(&events),
-        "mock: alpha beta gamma delta epsilon"
-    );
+    assert_eq!(streamed_text(&events), "mock: alpha beta gamma delta epsilon");
     assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
     let usage: Vec<_> = events
         .iter()
@@ -167,11 +152,7 @@ async fn upstream_streams_are_relayed_chunk_by_chunk(redis: bool) {
 both!(upstream_streams_are_relayed_chunk_by_chunk);
 
 async fn bad_input_gets_4xx_and_never_reaches_upstream(redis: bool) {
-    let f = Fixture::start(
-        redis,
-        "",
-        &[("LLMR__SERVER__MAX_BODY_BYTES", "2048".into())],
-    );
+    let f = Fixture::start(redis, "", &[("LLMR__SERVER__MAX_BODY_BYTES", "2048".into())]);
     f.ready().await;
     let url = f.url("/v1/chat/completions");
     let raw = |s: &'static str| {
@@ -193,26 +174,17 @@ async fn bad_input_gets_4xx_and_never_reaches_upstream(redis: bool) {
     assert_eq!((s, v["error"]["param"].as_str()), (400, Some("messages")));
     let (s, v) = raw(r#"{"messages":[{"role":"user","content":"x"}]}"#).await;
     assert_eq!((s, v["error"]["param"].as_str()), (400, Some("model")));
-    let (s, v) =
-        raw(r#"{"model":"mock-a","messages":[{"role":"user","content":"x"}],"stream":"yes"}"#)
-            .await;
+    let (s, v) = raw(r#"{"model":"mock-a","messages":[{"role":"user","content":"x"}],"stream":"yes"}"#).await;
     assert_eq!((s, v["error"]["param"].as_str()), (400, Some("stream")));
     let (s, v) = raw(r#"{"model":"gpt-unknown","messages":[{"role":"user","content":"x"}]}"#).await;
-    assert_eq!(
-        (s, v["error"]["code"].as_str()),
-        (404, Some("model_not_found"))
-    );
+    assert_eq!((s, v["error"]["code"].as_str()), (404, Some("model_not_found")));
     let big = serde_json::json!({"model": "mock-a", "messages": [{"role": "user", "content": "x".repeat(4096)}]});
     let (s, b) = post(&f.url("/v1/chat/completions"), &big).await;
     assert_eq!(s, 413);
     assert_eq!(json(&b)["error"]["code"], "request_too_large");
     let (s, v) = get(&f.url("/v1/nothing-here"), &[]).await;
     assert_eq!((s, v["error"]["code"].as_str()), (404, Some("unknown_url")));
-    assert_eq!(
-        f.mock.request_count(),
-        0,
-        "no bad request reached the upstream"
-    );
+    assert_eq!(f.mock.request_count(), 0, "no bad request reached the upstream");
 }
 both!(bad_input_gets_4xx_and_never_reaches_upstream);
 
@@ -229,9 +201,7 @@ async fn token_guards_every_route_but_health(redis: bool) {
     assert_eq!(s, 200);
     assert_eq!(get(&f.url("/v1/models"), &[]).await.0, 401);
     assert_eq!(
-        get(&f.url("/v1/models"), &[("authorization", "Bearer s3cret")])
-            .await
-            .0,
+        get(&f.url("/v1/models"), &[("authorization", "Bearer s3cret")]).await.0,
         200
     );
     let (s, v) = get(&f.url("/health"), &[]).await;
@@ -266,9 +236,7 @@ async fn models_and_health_show_the_cluster(redis: bool) {
         .map(|s| s["service"].as_str().unwrap())
         .collect();
     assert!(
-        ["gateway", "router", "worker"]
-            .iter()
-            .all(|s| services.contains(s)),
+        ["gateway", "router", "worker"].iter().all(|s| services.contains(s)),
         "{services:?}"
     );
     let up = h["providers"]
@@ -283,11 +251,7 @@ both!(models_and_health_show_the_cluster);
 
 async fn failing_upstream_fails_over_then_502(redis: bool) {
     let backup = MockUpstream::start(&["mock-a"]);
-    let f = Fixture::start(
-        redis,
-        &mock_provider("backup", &backup.base_url(), &["mock-a"]),
-        &[],
-    );
+    let f = Fixture::start(redis, &mock_provider("backup", &backup.base_url(), &["mock-a"]), &[]);
     f.ready().await;
     f.mock.set_default(Behavior::status(500));
     for i in 0..4 {
@@ -298,17 +262,9 @@ async fn failing_upstream_fails_over_then_502(redis: bool) {
         .await;
         assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
     }
-    assert_eq!(
-        backup.request_count(),
-        4,
-        "every request ended at the healthy upstream"
-    );
+    assert_eq!(backup.request_count(), 4, "every request ended at the healthy upstream");
     backup.set_default(Behavior::status(503));
-    let (s, b) = post(
-        &f.url("/v1/chat/completions"),
-        &chat_body("mock-a", "doomed", false),
-    )
-    .await;
+    let (s, b) = post(&f.url("/v1/chat/completions"), &chat_body("mock-a", "doomed", false)).await;
     assert_eq!(s, 502);
     assert_eq!(json(&b)["error"]["code"], "upstream_error");
     let (s, b) = post(
@@ -323,10 +279,7 @@ async fn failing_upstream_fails_over_then_502(redis: bool) {
         &chat_body("mock-b", "client fault", false),
     )
     .await;
-    assert_eq!(
-        s, 422,
-        "the upstream's verdict on a bad request is passed on"
-    );
+    assert_eq!(s, 422, "the upstream's verdict on a bad request is passed on");
     assert_eq!(json(&b)["error"]["message"], "mock error 422");
 }
 both!(failing_upstream_fails_over_then_502);
@@ -346,11 +299,7 @@ async fn a_stream_broken_after_its_start_ends_with_an_error_event(redis: bool) {
     .await;
     assert_eq!(s, 200);
     let events = sse_events(&raw);
-    assert_eq!(
-        events.last().map(String::as_str),
-        Some("[DONE]"),
-        "{events:?}"
-    );
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"), "{events:?}");
     let err: serde_json::Value = serde_json::from_str(&events[events.len() - 2]).unwrap();
     assert_eq!(err["error"]["code"], "upstream_error", "{events:?}");
     assert!(
@@ -361,22 +310,14 @@ async fn a_stream_broken_after_its_start_ends_with_an_error_event(redis: bool) {
 both!(a_stream_broken_after_its_start_ends_with_an_error_event);
 
 async fn the_deadline_ends_a_hung_request_with_504(redis: bool) {
-    let f = Fixture::start(
-        redis,
-        "",
-        &[("LLMR__SERVER__REQUEST_TIMEOUT_MS", "700".into())],
-    );
+    let f = Fixture::start(redis, "", &[("LLMR__SERVER__REQUEST_TIMEOUT_MS", "700".into())]);
     f.ready().await;
     f.mock.set_default(Behavior {
         hang: true,
         ..Behavior::ok()
     });
     let start = Instant::now();
-    let (s, b) = post(
-        &f.url("/v1/chat/completions"),
-        &chat_body("mock-a", "hang", false),
-    )
-    .await;
+    let (s, b) = post(&f.url("/v1/chat/completions"), &chat_body("mock-a", "hang", false)).await;
     assert_eq!(s, 504, "{}", String::from_utf8_lossy(&b));
     assert_eq!(json(&b)["error"]["code"], "timeout");
     assert!(
@@ -429,30 +370,18 @@ async fn trace_context_reaches_the_upstream(redis: bool) {
     .await;
     assert_eq!(s, 200);
     let seen = f.mock.requests()[0].traceparent.clone().unwrap();
-    assert_eq!(
-        &seen[3..35],
-        "4bf92f3577b34da6a3ce929d0e0e4736",
-        "same trace: {seen}"
-    );
+    assert_eq!(&seen[3..35], "4bf92f3577b34da6a3ce929d0e0e4736", "same trace: {seen}");
 }
 both!(trace_context_reaches_the_upstream);
 
 #[actix_rt::test]
 async fn redis_unreachable_is_a_prompt_503() {
     let mut f = Fixture::start(true, "", &[]);
-    let (s, _) = post(
-        &f.url("/v1/chat/completions"),
-        &chat_body("echo", "before", false),
-    )
-    .await;
+    let (s, _) = post(&f.url("/v1/chat/completions"), &chat_body("echo", "before", false)).await;
     assert_eq!(s, 200);
     f.redis.as_mut().unwrap().kill();
     let start = Instant::now();
-    let (s, b) = post(
-        &f.url("/v1/chat/completions"),
-        &chat_body("echo", "during", false),
-    )
-    .await;
+    let (s, b) = post(&f.url("/v1/chat/completions"), &chat_body("echo", "during", false)).await;
     let took = start.elapsed();
     assert_eq!(s, 503, "{}", String::from_utf8_lossy(&b));
     assert_eq!(json(&b)["error"]["code"], "service_unavailable");
@@ -465,16 +394,8 @@ async fn redis_unreachable_is_a_prompt_503() {
 #[actix_rt::test]
 async fn separate_services_refuse_to_start_without_redis() {
     let s = settings(ECHO, &[("LLMR__SERVER__PORT", "0".into())]);
-    for role in [
-        Role::Gateway,
-        Role::Router,
-        Role::Worker {
-            pool: "default".into(),
-        },
-    ] {
-        let e = llmrouter::spawn(role.clone(), s.clone())
-            .err()
-            .expect("must refuse");
+    for role in [Role::Gateway, Role::Router, Role::Worker { pool: "default".into() }] {
+        let e = llmrouter::spawn(role.clone(), s.clone()).err().expect("must refuse");
         assert!(e.to_string().contains("needs Redis"), "{e}");
     }
 }

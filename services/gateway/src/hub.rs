@@ -58,10 +58,7 @@ impl Hub {
 
     /// Requests waiting right now.
     pub fn in_flight(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.lock().map_or(0, |m| m.len()))
-            .sum()
+        self.shards.iter().map(|s| s.lock().map_or(0, |m| m.len())).sum()
     }
 }
 

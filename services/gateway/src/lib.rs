@@ -35,10 +35,7 @@ pub use error::HttpError;
 #[derive(Debug, thiserror::Error)]
 pub enum InitError {
     #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: String,
-        source: std::io::Error,
-    },
+    Bind { addr: String, source: std::io::Error },
 }
 
 /// What every handler shares.
@@ -62,12 +59,7 @@ pub struct Gateway {
 impl Gateway {
     /// Binds `server.host:server.port` (port 0 = any free port) and starts reading this
     /// instance's reply stream. Call inside an actix System.
-    pub async fn build(
-        settings: &Settings,
-        bus: Bus,
-        store: Store,
-        instance: &str,
-    ) -> Result<Gateway, InitError> {
+    pub async fn build(settings: &Settings, bus: Bus, store: Store, instance: &str) -> Result<Gateway, InitError> {
         let addr = format!("{}:{}", settings.server.host, settings.server.port);
         let listener = TcpListener::bind(&addr).map_err(|source| InitError::Bind {
             addr: addr.clone(),

@@ -69,11 +69,7 @@ pub struct App {
 /// Starts the services of `role` on the current actix System.
 pub async fn start(role: &Role, settings: &Settings) -> Result<App, AppError> {
     llmr_worker::install_tls_provider();
-    let instance = format!(
-        "{}-{}",
-        role.name(),
-        &uuid::Uuid::now_v7().simple().to_string()[20..]
-    );
+    let instance = format!("{}-{}", role.name(), &uuid::Uuid::now_v7().simple().to_string()[20..]);
     let (bus, store) = match settings.redis.url() {
         Some(url) => {
             let pool = llmr_bus::redis_pool(url, settings.redis.pool_size)?;
@@ -95,8 +91,7 @@ pub async fn start(role: &Role, settings: &Settings) -> Result<App, AppError> {
         workers: Vec::new(),
     };
     if matches!(role, Role::All | Role::Router) {
-        app.router =
-            Some(RouterService::build(settings, bus.clone(), store.clone(), &instance).await?);
+        app.router = Some(RouterService::build(settings, bus.clone(), store.clone(), &instance).await?);
     }
     let pools: Vec<String> = match role {
         Role::All => {
@@ -110,9 +105,8 @@ pub async fn start(role: &Role, settings: &Settings) -> Result<App, AppError> {
         _ => Vec::new(),
     };
     for pool in pools {
-        app.workers.push(
-            WorkerService::build(settings, bus.clone(), store.clone(), &instance, &pool).await?,
-        );
+        app.workers
+            .push(WorkerService::build(settings, bus.clone(), store.clone(), &instance, &pool).await?);
     }
     if matches!(role, Role::All | Role::Gateway) {
         let g = Gateway::build(settings, bus, store, &instance).await?;
@@ -120,12 +114,7 @@ pub async fn start(role: &Role, settings: &Settings) -> Result<App, AppError> {
         app.gateway_handle = Some(g.handle());
         app.gateway = Some(g);
     }
-    tracing::info!(
-        role = role.name(),
-        instance,
-        port = app.port,
-        "llmrouter started"
-    );
+    tracing::info!(role = role.name(), instance, port = app.port, "llmrouter started");
     Ok(app)
 }
 

@@ -51,11 +51,7 @@ fn main() -> ExitCode {
     };
     let role = match cli.command {
         Command::CheckConfig => {
-            let _ = write!(
-                std::io::stdout(),
-                "configuration is valid\n{}",
-                settings.summary()
-            );
+            let _ = write!(std::io::stdout(), "configuration is valid\n{}", settings.summary());
             return ExitCode::SUCCESS;
         }
         Command::All => Role::All,
@@ -64,8 +60,7 @@ fn main() -> ExitCode {
         Command::Worker { pool } => Role::Worker { pool },
     };
     let outcome = actix_rt::System::new().block_on(async move {
-        let telemetry =
-            llmr_telemetry::init(&settings.telemetry, role.name()).map_err(|e| e.to_string())?;
+        let telemetry = llmr_telemetry::init(&settings.telemetry, role.name()).map_err(|e| e.to_string())?;
         let result = match llmrouter::start(&role, &settings).await {
             Ok(app) => {
                 app.run_until_stopped().await;

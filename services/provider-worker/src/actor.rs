@@ -6,9 +6,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
 
-use actix::{
-    Actor, ActorFutureExt, AsyncContext, Context, Handler, Message, ResponseActFuture, WrapFuture,
-};
+use actix::{Actor, ActorFutureExt, AsyncContext, Context, Handler, Message, ResponseActFuture, WrapFuture};
 use llmr_bus::{Consumer, Delivery};
 use uuid::Uuid;
 
@@ -74,12 +72,7 @@ pub struct WorkerActor {
 }
 
 impl WorkerActor {
-    pub fn new(
-        ctx: Rc<JobCtx>,
-        consumers: [Consumer; 2],
-        max_in_flight: usize,
-        claim_idle: Duration,
-    ) -> WorkerActor {
+    pub fn new(ctx: Rc<JobCtx>, consumers: [Consumer; 2], max_in_flight: usize, claim_idle: Duration) -> WorkerActor {
         let [reader, acker] = consumers;
         WorkerActor {
             ctx,
@@ -161,10 +154,7 @@ impl Handler<Poll> for WorkerActor {
                     match reader.reclaim(idle, room).await {
                         Ok(d) => {
                             if !d.is_empty() {
-                                tracing::info!(
-                                    count = d.len(),
-                                    "took over jobs of a stopped worker"
-                                );
+                                tracing::info!(count = d.len(), "took over jobs of a stopped worker");
                             }
                             got = d;
                         }
@@ -210,11 +200,7 @@ impl Handler<JobDone> for WorkerActor {
     type Result = ();
 
     fn handle(&mut self, done: JobDone, ctx: &mut Context<Self>) {
-        if self
-            .running
-            .get(&done.id)
-            .is_some_and(|r| r.entry == done.entry)
-        {
+        if self.running.get(&done.id).is_some_and(|r| r.entry == done.entry) {
             self.running.remove(&done.id);
         }
         self.idle.send_replace(self.running.len());

@@ -45,10 +45,7 @@ impl ProviderRt {
         }
         let i = self.next_key.get() % keys.len();
         self.next_key.set(i + 1);
-        (
-            Some(keys[i].expose_secret()),
-            format!("{}#{}", self.provider.name, i),
-        )
+        (Some(keys[i].expose_secret()), format!("{}#{}", self.provider.name, i))
     }
 }
 
@@ -83,19 +80,9 @@ pub async fn run(ctx: Rc<JobCtx>, d: Delivery, cancel: tokio::sync::oneshot::Rec
     }
 }
 
-async fn execute(
-    ctx: &JobCtx,
-    d: &Delivery,
-    lease: &RefCell<Option<String>>,
-    span: &tracing::Span,
-) {
+async fn execute(ctx: &JobCtx, d: &Delivery, lease: &RefCell<Option<String>>, span: &tracing::Span) {
     let env = &d.envelope;
-    let mut out = Replier::new(
-        ctx.bus.clone(),
-        env.reply_to.clone(),
-        env.id,
-        env.meta.stream,
-    );
+    let mut out = Replier::new(ctx.bus.clone(), env.reply_to.clone(), env.id, env.meta.stream);
     if let Err(err) = attempts(ctx, d, lease, span, &mut out).await
         && let Err(e) = out.error(&err).await
     {
@@ -118,8 +105,7 @@ async fn attempts(
     if d.reclaimed {
         if ctx.bus.first_frame_sent(env.id).await? {
             return Err(ApiError::Upstream {
-                message: "The worker serving this request stopped after the response had started."
-                    .into(),
+                message: "The worker serving this request stopped after the response had started.".into(),
             });
         }
         tracing::info!("running a job reclaimed from a stopped worker");
@@ -142,29 +128,18 @@ async fn attempts(
         };
         span.record("provider", attempt.provider.as_str());
         let target = attempt.target();
-        match ctx
-            .store
-            .acquire_lease(&target, &member, remaining + 1000)
-            .await
-        {
+        match ctx.store.acquire_lease(&target, &member, remaining + 1000).await {
             Ok(()) => *lease.borrow_mut() = Some(target),
             Err(e) => tracing::warn!(error = %e, "could not take a lease; calling without one"),
         }
         let (key, key_id) = p.key();
         let timeout = Duration::from_millis(remaining);
         let tp = llmr_telemetry::traceparent(span, &env.traceparent);
-        let result = match tokio::time::timeout(
-            timeout,
-            attempt_once(ctx, p, attempt, key, &tp, timeout, out, env),
-        )
-        .await
-        {
-            Ok(r) => r,
-            Err(_) => Err(AttemptError::fatal(
-                ApiError::DeadlineExceeded,
-                "deadline passed",
-            )),
-        };
+        let result =
+            match tokio::time::timeout(timeout, attempt_once(ctx, p, attempt, key, &tp, timeout, out, env)).await {
+                Ok(r) => r,
+                Err(_) => Err(AttemptError::fatal(ApiError::DeadlineExceeded, "deadline passed")),
+            };
         let held = lease.borrow_mut().take();
         if let Some(t) = held
             && let Err(e) = ctx.store.release_lease(&t, &member).await
@@ -173,9 +148,8 @@ async fn attempts(
         }
         match result {
             Ok(Outcome { usage }) => {
-                let (prompt, completion, estimated) = usage.map_or((0, 0, true), |u| {
-                    (u.prompt_tokens, u.completion_tokens, false)
-                });
+                let (prompt, completion, estimated) =
+                    usage.map_or((0, 0, true), |u| (u.prompt_tokens, u.completion_tokens, false));
                 if let Err(e) = ctx
                     .store
                     .record_usage(

@@ -99,13 +99,8 @@ impl WorkerService {
         )
         .start();
         let a2 = addr.clone();
-        let cancels =
-            bus.subscribe_cancels(std::sync::Arc::new(move |id| a2.do_send(actor::Cancel(id))));
-        let heartbeat = store.keep_alive(
-            "worker",
-            &format!("{pool}:{instance}"),
-            Duration::from_secs(2),
-        );
+        let cancels = bus.subscribe_cancels(std::sync::Arc::new(move |id| a2.do_send(actor::Cancel(id))));
+        let heartbeat = store.keep_alive("worker", &format!("{pool}:{instance}"), Duration::from_secs(2));
         Ok(WorkerService {
             addr,
             _cancels: cancels,

@@ -84,8 +84,6 @@ impl Replier {
     pub async fn error(&mut self, err: &ApiError) -> Result<(), BusError> {
         let seq = if self.started { self.next() } else { 0 };
         self.started = true;
-        self.bus
-            .reply(&self.reply_to, &[Frame::error(self.id, seq, err)])
-            .await
+        self.bus.reply(&self.reply_to, &[Frame::error(self.id, seq, err)]).await
     }
 }

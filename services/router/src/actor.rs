@@ -4,9 +4,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
-use actix::{
-    Actor, ActorFutureExt, AsyncContext, Context, Handler, Message, ResponseActFuture, WrapFuture,
-};
+use actix::{Actor, ActorFutureExt, AsyncContext, Context, Handler, Message, ResponseActFuture, WrapFuture};
 use llmr_bus::{Bus, Consumer, Delivery};
 use llmr_config::Settings;
 use llmr_protocol::{ApiError, Envelope, Frame, Kind, now_ms};
@@ -53,13 +51,7 @@ pub struct RouterActor {
 }
 
 impl RouterActor {
-    pub fn new(
-        settings: &Settings,
-        bus: Bus,
-        store: Store,
-        catalog: Rc<Catalog>,
-        consumer: Consumer,
-    ) -> RouterActor {
+    pub fn new(settings: &Settings, bus: Bus, store: Store, catalog: Rc<Catalog>, consumer: Consumer) -> RouterActor {
         RouterActor {
             shared: Rc::new(Shared {
                 bus,
@@ -104,10 +96,7 @@ impl Handler<Poll> for RouterActor {
                 if reclaim {
                     match consumer.reclaim(idle, batch).await {
                         Ok(d) if !d.is_empty() => {
-                            tracing::info!(
-                                count = d.len(),
-                                "routing requests reclaimed from a stopped router"
-                            );
+                            tracing::info!(count = d.len(), "routing requests reclaimed from a stopped router");
                             route_batch(&shared, &consumer, d).await;
                         }
                         Ok(_) => {}
@@ -226,10 +215,7 @@ async fn answer(shared: &Shared, consumer: &Consumer, d: &Delivery, err: ApiErro
     tracing::info!(request_id = %d.envelope.id, model = %d.envelope.meta.model, error = %err, "request answered by the router");
     if let Err(e) = shared
         .bus
-        .reply(
-            &d.envelope.reply_to,
-            &[Frame::error(d.envelope.id, 0, &err)],
-        )
+        .reply(&d.envelope.reply_to, &[Frame::error(d.envelope.id, 0, &err)])
         .await
     {
         tracing::warn!(error = %e, "could not answer a request");

@@ -198,11 +198,7 @@ async fn fetch_models(client: &awc::Client, p: &Provider) -> Result<Vec<String>,
     if !resp.status().is_success() {
         return Err(format!("GET /models answered {}", resp.status()));
     }
-    let list: ModelList = resp
-        .json()
-        .limit(8 << 20)
-        .await
-        .map_err(|e| e.to_string())?;
+    let list: ModelList = resp.json().limit(8 << 20).await.map_err(|e| e.to_string())?;
     Ok(list.data.into_iter().map(|m| m.id).collect())
 }
 
@@ -211,11 +207,7 @@ mod tests {
     use super::*;
 
     fn settings(toml: &str) -> Settings {
-        let path = std::env::temp_dir().join(format!(
-            "llmr-catalog-{}-{}.toml",
-            std::process::id(),
-            toml.len()
-        ));
+        let path = std::env::temp_dir().join(format!("llmr-catalog-{}-{}.toml", std::process::id(), toml.len()));
         std::fs::write(&path, toml).unwrap();
         let s = llmr_config::load_from(Some(&path), Default::default()).unwrap();
         let _ = std::fs::remove_file(path);
@@ -248,10 +240,7 @@ mod tests {
         assert!(c.providers_for("a").is_empty());
         c.set_models("up", Ok(vec!["a".into(), "b".into(), "c".into()]));
         assert_eq!(c.providers_for("a").len(), 1);
-        assert!(
-            c.providers_for("c").is_empty(),
-            "allowlist applies to fetched lists"
-        );
+        assert!(c.providers_for("c").is_empty(), "allowlist applies to fetched lists");
         c.set_models("up", Err("refused".into()));
         assert_eq!(c.providers_for("a").len(), 1);
         assert_eq!(c.statuses()[0].state, "error");

@@ -5,12 +5,7 @@ use rand::Rng;
 
 /// Builds the plan for `model` from `(provider, pool)` candidates and their current loads
 /// (same order). Only candidates in the pool of the best one are kept.
-pub fn least_load(
-    model: &str,
-    candidates: &[(String, String)],
-    loads: &[u64],
-    rng: &mut impl Rng,
-) -> Option<Plan> {
+pub fn least_load(model: &str, candidates: &[(String, String)], loads: &[u64], rng: &mut impl Rng) -> Option<Plan> {
     let mut scored: Vec<(u64, u32, &(String, String))> = candidates
         .iter()
         .zip(loads.iter().copied().chain(std::iter::repeat(0)))
@@ -31,10 +26,7 @@ pub fn least_load(
 
 /// The lease targets of candidates for `model`.
 pub fn targets(model: &str, candidates: &[(String, String)]) -> Vec<String> {
-    candidates
-        .iter()
-        .map(|(p, _)| format!("{p}/{model}"))
-        .collect()
+    candidates.iter().map(|(p, _)| format!("{p}/{model}")).collect()
 }
 
 #[cfg(test)]
@@ -44,10 +36,7 @@ mod tests {
     use rand::rngs::StdRng;
 
     fn c(names: &[&str]) -> Vec<(String, String)> {
-        names
-            .iter()
-            .map(|n| (n.to_string(), "default".to_string()))
-            .collect()
+        names.iter().map(|n| (n.to_string(), "default".to_string())).collect()
     }
 
     #[test]
@@ -67,11 +56,7 @@ mod tests {
             let p = least_load("m", &c(&["a", "b", "c"]), &[0, 0, 0], &mut rng).unwrap();
             firsts.insert(p.attempts[0].provider.clone());
         }
-        assert_eq!(
-            firsts.len(),
-            3,
-            "every tied candidate gets picked first sometimes"
-        );
+        assert_eq!(firsts.len(), 3, "every tied candidate gets picked first sometimes");
     }
 
     #[test]

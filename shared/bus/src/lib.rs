@@ -84,11 +84,7 @@ impl Bus {
     }
 
     /// A Redis bus on a pool shared with the store (see [`redis_pool`]).
-    pub fn redis_with_pool(
-        url: &str,
-        prefix: &str,
-        pool: deadpool_redis::Pool,
-    ) -> Result<Bus, BusError> {
+    pub fn redis_with_pool(url: &str, prefix: &str, pool: deadpool_redis::Pool) -> Result<Bus, BusError> {
         Ok(Bus::Redis(Arc::new(RedisBus::new(url, prefix, pool)?)))
     }
 
@@ -108,12 +104,7 @@ impl Bus {
     }
 
     /// A consumer of `group` on `stream` named `name`; creates the group when missing.
-    pub async fn consumer(
-        &self,
-        stream: &str,
-        group: &str,
-        name: &str,
-    ) -> Result<Consumer, BusError> {
+    pub async fn consumer(&self, stream: &str, group: &str, name: &str) -> Result<Consumer, BusError> {
         let inner = match self {
             Bus::Memory(b) => {
                 b.create_group(stream, group);
@@ -243,36 +234,18 @@ impl Consumer {
     /// Reads up to `count` new entries, waiting up to `block` for the first.
     pub async fn read(&mut self, count: usize, block: Duration) -> Result<Vec<Delivery>, BusError> {
         match &mut self.inner {
-            ConsumerInner::Memory(b) => Ok(b
-                .read(&self.stream, &self.group, &self.name, count, block)
-                .await),
-            ConsumerInner::Redis(b, conn) => {
-                b.read(conn, &self.stream, &self.group, &self.name, count, block)
-                    .await
-            }
+            ConsumerInner::Memory(b) => Ok(b.read(&self.stream, &self.group, &self.name, count, block).await),
+            ConsumerInner::Redis(b, conn) => b.read(conn, &self.stream, &self.group, &self.name, count, block).await,
         }
     }
 
     /// Takes over up to `count` entries other consumers held longer than `min_idle`.
-    pub async fn reclaim(
-        &mut self,
-        min_idle: Duration,
-        count: usize,
-    ) -> Result<Vec<Delivery>, BusError> {
+    pub async fn reclaim(&mut self, min_idle: Duration, count: usize) -> Result<Vec<Delivery>, BusError> {
         match &mut self.inner {
-            ConsumerInner::Memory(b) => {
-                Ok(b.reclaim(&self.stream, &self.group, &self.name, min_idle, count))
-            }
+            ConsumerInner::Memory(b) => Ok(b.reclaim(&self.stream, &self.group, &self.name, min_idle, count)),
             ConsumerInner::Redis(b, _) => {
-                b.reclaim(
-                    &self.stream,
-                    &self.group,
-                    &self.name,
-                    min_idle,
-                    count,
-                    &mut self.cursor,
-                )
-                .await
+                b.reclaim(&self.stream, &self.group, &self.name, min_idle, count, &mut self.cursor)
+                    .await
             }
         }
     }
@@ -315,30 +288,19 @@ impl Consumer {
                 b.touch(&self.stream, &self.group, &self.name, entries);
                 Ok(())
             }
-            ConsumerInner::Redis(b, _) => {
-                b.touch(&self.stream, &self.group, &self.name, entries)
-                    .await
-            }
+            ConsumerInner::Redis(b, _) => b.touch(&self.stream, &self.group, &self.name, entries).await,
         }
     }
 
     /// Publishes `env` to `to_stream` and acks `entry`, atomically.
-    pub async fn forward(
-        &self,
-        entry: &str,
-        to_stream: &str,
-        env: &Envelope,
-    ) -> Result<(), BusError> {
+    pub async fn forward(&self, entry: &str, to_stream: &str, env: &Envelope) -> Result<(), BusError> {
         match &self.inner {
             ConsumerInner::Memory(b) => {
                 b.publish(to_stream, env.clone());
                 b.ack(&self.stream, &self.group, &[entry.to_owned()]);
                 Ok(())
             }
-            ConsumerInner::Redis(b, _) => {
-                b.forward(&self.stream, &self.group, entry, to_stream, env)
-                    .await
-            }
+            ConsumerInner::Redis(b, _) => b.forward(&self.stream, &self.group, entry, to_stream, env).await,
         }
     }
 }

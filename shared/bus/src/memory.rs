@@ -157,11 +157,7 @@ impl MemoryBus {
         count: usize,
     ) -> Vec<Delivery> {
         let mut st = self.lock();
-        let Some(g) = st
-            .streams
-            .get_mut(stream)
-            .and_then(|s| s.groups.get_mut(group))
-        else {
+        let Some(g) = st.streams.get_mut(stream).and_then(|s| s.groups.get_mut(group)) else {
             return Vec::new();
         };
         let now = now_ms();
@@ -190,11 +186,7 @@ impl MemoryBus {
 
     pub(crate) fn ack(&self, stream: &str, group: &str, entries: &[String]) {
         let mut st = self.lock();
-        if let Some(g) = st
-            .streams
-            .get_mut(stream)
-            .and_then(|s| s.groups.get_mut(group))
-        {
+        if let Some(g) = st.streams.get_mut(stream).and_then(|s| s.groups.get_mut(group)) {
             for e in entries {
                 g.pending.remove(e);
             }
@@ -203,11 +195,7 @@ impl MemoryBus {
 
     pub(crate) fn touch(&self, stream: &str, group: &str, consumer: &str, entries: &[String]) {
         let mut st = self.lock();
-        if let Some(g) = st
-            .streams
-            .get_mut(stream)
-            .and_then(|s| s.groups.get_mut(group))
-        {
+        if let Some(g) = st.streams.get_mut(stream).and_then(|s| s.groups.get_mut(group)) {
             let now = now_ms();
             for e in entries {
                 if let Some(p) = g.pending.get_mut(e) {
@@ -249,11 +237,7 @@ impl MemoryBus {
         self.lock().first_frames.remove(&id);
     }
 
-    pub(crate) fn subscribe_replies(
-        self: &Arc<Self>,
-        instance: &str,
-        sink: ReplySink,
-    ) -> Subscription {
+    pub(crate) fn subscribe_replies(self: &Arc<Self>, instance: &str, sink: ReplySink) -> Subscription {
         self.lock().replies.insert(instance.to_owned(), sink);
         let me = Arc::downgrade(self);
         let instance = instance.to_owned();

@@ -91,10 +91,7 @@ impl RedisBus {
 
     pub(crate) async fn ping(&self) -> Result<(), BusError> {
         let mut c = self.conn().await?;
-        redis::cmd("PING")
-            .query_async::<()>(&mut c)
-            .await
-            .map_err(unavailable)
+        redis::cmd("PING").query_async::<()>(&mut c).await.map_err(unavailable)
     }
 
     fn xadd_envelope(&self, pipe: &mut redis::Pipeline, stream: &str, env: &Envelope) {
@@ -178,13 +175,7 @@ impl RedisBus {
     }
 
     /// Decodes entries; undecodable ones are acked and dropped with a warning.
-    async fn decode_entries(
-        &self,
-        stream: &str,
-        group: &str,
-        ids: Vec<StreamId>,
-        reclaimed: bool,
-    ) -> Vec<Delivery> {
+    async fn decode_entries(&self, stream: &str, group: &str, ids: Vec<StreamId>, reclaimed: bool) -> Vec<Delivery> {
         let mut out = Vec::with_capacity(ids.len());
         let mut poison = Vec::new();
         for sid in ids {
@@ -233,47 +224,26 @@ impl RedisBus {
         if !reply.deleted_ids.is_empty() {
             self.ack(stream, group, &reply.deleted_ids).await?;
         }
-        Ok(self
-            .decode_entries(stream, group, reply.claimed, true)
-            .await)
+        Ok(self.decode_entries(stream, group, reply.claimed, true).await)
     }
 
-    fn ack_into(
-        &self,
-        pipe: &mut redis::Pipeline,
-        stream: &str,
-        group: &str,
-        entries: &[impl redis::ToRedisArgs],
-    ) {
+    fn ack_into(&self, pipe: &mut redis::Pipeline, stream: &str, group: &str, entries: &[impl redis::ToRedisArgs]) {
         let key = self.key(stream);
         pipe.cmd("XACK").arg(&key).arg(group).arg(entries).ignore();
         pipe.cmd("XDEL").arg(&key).arg(entries).ignore();
     }
 
-    pub(crate) async fn ack(
-        &self,
-        stream: &str,
-        group: &str,
-        entries: &[String],
-    ) -> Result<(), BusError> {
+    pub(crate) async fn ack(&self, stream: &str, group: &str, entries: &[String]) -> Result<(), BusError> {
         let mut pipe = redis::pipe();
         self.ack_into(&mut pipe, stream, group, entries);
         let mut c = self.conn().await?;
         pipe.query_async::<()>(&mut c).await.map_err(unavailable)
     }
 
-    pub(crate) async fn finish(
-        &self,
-        stream: &str,
-        group: &str,
-        entry: &str,
-        id: Uuid,
-    ) -> Result<(), BusError> {
+    pub(crate) async fn finish(&self, stream: &str, group: &str, entry: &str, id: Uuid) -> Result<(), BusError> {
         let mut pipe = redis::pipe();
         self.ack_into(&mut pipe, stream, group, &[entry]);
-        pipe.cmd("DEL")
-            .arg(self.key(&format!("first:{id}")))
-            .ignore();
+        pipe.cmd("DEL").arg(self.key(&format!("first:{id}"))).ignore();
         let mut c = self.conn().await?;
         pipe.query_async::<()>(&mut c).await.map_err(unavailable)
     }
@@ -451,9 +421,7 @@ async fn read_replies(
     let cfg = AsyncConnectionConfig::new()
         .set_response_timeout(None)
         .set_connection_timeout(Some(Duration::from_secs(1)));
-    let mut c = client
-        .get_multiplexed_async_connection_with_config(&cfg)
-        .await?;
+    let mut c = client.get_multiplexed_async_connection_with_config(&cfg).await?;
     loop {
         let r: Option<StreamReadReply> = redis::cmd("XREAD")
             .arg("COUNT")

@@ -63,10 +63,7 @@ async fn delivers_each_entry_once_and_acks(bus: Bus) {
     assert!(got.iter().all(|d| !d.reclaimed));
     assert_eq!(bus.pending("requests", "router").await.unwrap(), 5);
     assert!(
-        c.read(10, Duration::from_millis(50))
-            .await
-            .unwrap()
-            .is_empty(),
+        c.read(10, Duration::from_millis(50)).await.unwrap().is_empty(),
         "nothing twice"
     );
     c.ack(&got.iter().map(|d| d.entry.clone()).collect::<Vec<_>>())
@@ -79,9 +76,7 @@ both!(delivers_each_entry_once, delivers_each_entry_once_and_acks);
 async fn reads_no_more_than_asked(bus: Bus) {
     let mut c = bus.consumer("jobs:default", "workers", "w1").await.unwrap();
     for i in 0..7 {
-        bus.publish("jobs:default", &env(&format!("m{i}")))
-            .await
-            .unwrap();
+        bus.publish("jobs:default", &env(&format!("m{i}"))).await.unwrap();
     }
     assert_eq!(c.read(3, BLOCK).await.unwrap().len(), 3);
     assert_eq!(c.read(3, BLOCK).await.unwrap().len(), 3);
@@ -114,10 +109,7 @@ async fn keeps_entries_published_before_the_group(bus: Bus) {
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].envelope, e);
 }
-both!(
-    keeps_early_entries,
-    keeps_entries_published_before_the_group
-);
+both!(keeps_early_entries, keeps_entries_published_before_the_group);
 
 async fn a_blocked_read_wakes_on_publish(bus: Bus) {
     let mut c = bus.consumer("requests", "router", "c").await.unwrap();
@@ -136,22 +128,13 @@ async fn a_blocked_read_wakes_on_publish(bus: Bus) {
 both!(blocked_read_wakes, a_blocked_read_wakes_on_publish);
 
 async fn reclaims_what_a_dead_consumer_held(bus: Bus) {
-    let mut dead = bus
-        .consumer("jobs:default", "workers", "dead")
-        .await
-        .unwrap();
-    let mut live = bus
-        .consumer("jobs:default", "workers", "live")
-        .await
-        .unwrap();
+    let mut dead = bus.consumer("jobs:default", "workers", "dead").await.unwrap();
+    let mut live = bus.consumer("jobs:default", "workers", "live").await.unwrap();
     let e = env("lost");
     bus.publish("jobs:default", &e).await.unwrap();
     assert_eq!(dead.read(1, BLOCK).await.unwrap().len(), 1);
     assert!(
-        live.reclaim(Duration::from_secs(60), 10)
-            .await
-            .unwrap()
-            .is_empty(),
+        live.reclaim(Duration::from_secs(60), 10).await.unwrap().is_empty(),
         "not idle long enough"
     );
     tokio::time::sleep(Duration::from_millis(60)).await;
@@ -162,30 +145,17 @@ async fn reclaims_what_a_dead_consumer_held(bus: Bus) {
     live.ack(&[got[0].entry.clone()]).await.unwrap();
     assert_eq!(bus.pending("jobs:default", "workers").await.unwrap(), 0);
 }
-both!(
-    reclaims_dead_consumers_work,
-    reclaims_what_a_dead_consumer_held
-);
+both!(reclaims_dead_consumers_work, reclaims_what_a_dead_consumer_held);
 
 async fn touch_keeps_live_work_from_being_reclaimed(bus: Bus) {
-    let mut busy = bus
-        .consumer("jobs:default", "workers", "busy")
-        .await
-        .unwrap();
-    let mut other = bus
-        .consumer("jobs:default", "workers", "other")
-        .await
-        .unwrap();
+    let mut busy = bus.consumer("jobs:default", "workers", "busy").await.unwrap();
+    let mut other = bus.consumer("jobs:default", "workers", "other").await.unwrap();
     bus.publish("jobs:default", &env("long")).await.unwrap();
     let got = busy.read(1, BLOCK).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     busy.touch(&[got[0].entry.clone()]).await.unwrap();
     assert!(
-        other
-            .reclaim(Duration::from_millis(250), 10)
-            .await
-            .unwrap()
-            .is_empty(),
+        other.reclaim(Duration::from_millis(250), 10).await.unwrap().is_empty(),
         "touched entries are not idle"
     );
 }
@@ -198,10 +168,7 @@ async fn forward_publishes_and_acks_together(bus: Bus) {
     let d = router.read(1, BLOCK).await.unwrap().remove(0);
     let mut job = d.envelope.clone();
     job.kind = Kind::Job;
-    router
-        .forward(&d.entry, "jobs:default", &job)
-        .await
-        .unwrap();
+    router.forward(&d.entry, "jobs:default", &job).await.unwrap();
     assert_eq!(bus.pending("requests", "router").await.unwrap(), 0);
     let got = worker.read(1, BLOCK).await.unwrap();
     assert_eq!(got[0].envelope, job);
@@ -277,11 +244,7 @@ async fn redis_down_fails_fast_with_unavailable() {
     let start = std::time::Instant::now();
     let r = bus.publish("requests", &env("x")).await;
     assert!(r.is_err());
-    assert!(
-        start.elapsed() < Duration::from_secs(1),
-        "took {:?}",
-        start.elapsed()
-    );
+    assert!(start.elapsed() < Duration::from_secs(1), "took {:?}", start.elapsed());
     let api: llmr_protocol::ApiError = r.unwrap_err().into();
     assert_eq!(api.status(), 503);
 }

@@ -27,12 +27,10 @@ pub(crate) fn expand_map(
 
 fn expand_value(v: Value, env: &HashMap<String, String>, path: &str) -> Result<Value, ConfigError> {
     let kind = match v.kind {
-        ValueKind::String(s) => {
-            ValueKind::String(expand_str(&s, env).map_err(|var| ConfigError::Invalid {
-                field: path.to_owned(),
-                message: format!("environment variable `{var}` is not set (used as ${{{var}}})"),
-            })?)
-        }
+        ValueKind::String(s) => ValueKind::String(expand_str(&s, env).map_err(|var| ConfigError::Invalid {
+            field: path.to_owned(),
+            message: format!("environment variable `{var}` is not set (used as ${{{var}}})"),
+        })?),
         ValueKind::Table(t) => ValueKind::Table(expand_map(t, env, path)?),
         ValueKind::Array(a) => ValueKind::Array(
             a.into_iter()
@@ -94,10 +92,7 @@ mod tests {
     fn expands_set_variables_and_defaults() {
         assert_eq!(expand_str("Bearer ${KEY}", &env()).unwrap(), "Bearer sk-1");
         assert_eq!(expand_str("${NOPE:-x}/${KEY}", &env()).unwrap(), "x/sk-1");
-        assert_eq!(
-            expand_str("plain $ and $${KEY}", &env()).unwrap(),
-            "plain $ and ${KEY}"
-        );
+        assert_eq!(expand_str("plain $ and $${KEY}", &env()).unwrap(), "plain $ and ${KEY}");
     }
 
     #[test]

@@ -6,6 +6,8 @@ use std::path::Path;
 use config::{Config, Environment, File, FileFormat, Map, Source, Value};
 
 use crate::expand::expand_map;
+use secrecy::{ExposeSecret, SecretString};
+
 use crate::settings::{ProviderType, Settings};
 
 /// Why the configuration could not be used. Every variant names the field.
@@ -23,10 +25,7 @@ pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
 }
 
 /// Like [`load`], with the environment given (tests use this).
-pub fn load_from(
-    file: Option<&Path>,
-    env: HashMap<String, String>,
-) -> Result<Settings, ConfigError> {
+pub fn load_from(file: Option<&Path>, env: HashMap<String, String>) -> Result<Settings, ConfigError> {
     let mut b = Config::builder().add_source(File::from_str(crate::DEFAULT_TOML, FileFormat::Toml));
     if let Some(path) = file {
         if !path.exists() {
@@ -50,10 +49,8 @@ pub fn load_from(
     );
     let raw = b.build()?;
     let expanded = Expanded(expand_map(raw.collect()?, &env, "")?);
-    let settings: Settings = Config::builder()
-        .add_source(expanded)
-        .build()?
-        .try_deserialize()?;
+    let mut settings: Settings = Config::builder().add_source(expanded).build()?.try_deserialize()?;
+    settings.resolve_keys(&env)?;
     settings.validate()?;
     Ok(settings)
 }
@@ -79,6 +76,37 @@ fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError 
 }
 
 impl Settings {
+    /// Gathers every provider's keys (`api_keys`, `api_key_env`, `keys`) into `resolved_keys`.
+    fn resolve_keys(&mut self, env: &HashMap<String, String>) -> Result<(), ConfigError> {
+        for (i, p) in self.providers.iter_mut().enumerate() {
+            let mut keys: Vec<SecretString> = p.api_keys.clone();
+            let from_env = |var: &str, field: String| {
+                env.get(var)
+                    .filter(|v| !v.is_empty())
+                    .map(|v| SecretString::from(v.clone()))
+                    .ok_or_else(|| invalid(field, format!("environment variable `{var}` is not set")))
+            };
+            if !p.api_key_env.is_empty() {
+                keys.push(from_env(&p.api_key_env, format!("providers[{i}].api_key_env"))?);
+            }
+            for (k, entry) in p.keys.iter().enumerate() {
+                match (entry.key.expose_secret().is_empty(), entry.key_env.is_empty()) {
+                    (false, true) => keys.push(entry.key.clone()),
+                    (true, false) => keys.push(from_env(&entry.key_env, format!("providers[{i}].keys[{k}].key_env"))?),
+                    _ => {
+                        return Err(invalid(
+                            format!("providers[{i}].keys[{k}]"),
+                            "needs exactly one of `key` and `key_env`",
+                        ));
+                    }
+                }
+            }
+            keys.retain(|k| !k.expose_secret().is_empty());
+            p.resolved_keys = keys;
+        }
+        Ok(())
+    }
+
     /// Cross-field rules serde cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.server.host.is_empty() {
@@ -88,15 +116,10 @@ impl Settings {
             return Err(invalid("server.max_body_bytes", "must be greater than 0"));
         }
         if self.server.request_timeout_ms == 0 {
-            return Err(invalid(
-                "server.request_timeout_ms",
-                "must be greater than 0",
-            ));
+            return Err(invalid("server.request_timeout_ms", "must be greater than 0"));
         }
         if let Some(url) = self.redis.url()
-            && !(url.starts_with("redis://")
-                || url.starts_with("rediss://")
-                || url.starts_with("unix://"))
+            && !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("unix://"))
         {
             return Err(invalid(
                 "redis.url",
@@ -122,25 +145,16 @@ impl Settings {
             return Err(invalid("worker.max_in_flight", "must be greater than 0"));
         }
         if self.worker.max_response_bytes == 0 {
-            return Err(invalid(
-                "worker.max_response_bytes",
-                "must be greater than 0",
-            ));
+            return Err(invalid("worker.max_response_bytes", "must be greater than 0"));
         }
         let mut seen = std::collections::HashSet::new();
         for (i, p) in self.providers.iter().enumerate() {
             let f = |k: &str| format!("providers[{i}].{k}");
             if p.name.is_empty() || p.name.contains('/') || p.name.contains(char::is_whitespace) {
-                return Err(invalid(
-                    f("name"),
-                    "must be non-empty, without `/` or spaces",
-                ));
+                return Err(invalid(f("name"), "must be non-empty, without `/` or spaces"));
             }
             if !seen.insert(p.name.as_str()) {
-                return Err(invalid(
-                    f("name"),
-                    format!("`{}` is used by another provider", p.name),
-                ));
+                return Err(invalid(f("name"), format!("`{}` is used by another provider", p.name)));
             }
             if p.pool.is_empty() {
                 return Err(invalid(f("pool"), "must not be empty"));
@@ -154,13 +168,86 @@ impl Settings {
                         ));
                     }
                 }
-                ProviderType::Echo => {
+                ProviderType::Echo | ProviderType::Chaos => {
                     if p.models.is_empty() {
-                        return Err(invalid(
-                            f("models"),
-                            "an `echo` provider needs a static model list",
-                        ));
+                        return Err(invalid(f("models"), "a built-in provider needs a static model list"));
                     }
+                }
+            }
+            match (&p.chaos, p.kind) {
+                (Some(_), ProviderType::Openai | ProviderType::Echo) => {
+                    return Err(invalid(f("chaos"), "only a `chaos` provider takes failure rates"));
+                }
+                (Some(c), ProviderType::Chaos) => {
+                    let rates = [
+                        ("error_rate", c.error_rate),
+                        ("rate_limit_rate", c.rate_limit_rate),
+                        ("rate_limit_bare_rate", c.rate_limit_bare_rate),
+                        ("refuse_rate", c.refuse_rate),
+                        ("hang_rate", c.hang_rate),
+                        ("drop_rate", c.drop_rate),
+                        ("malformed_rate", c.malformed_rate),
+                    ];
+                    for (name, r) in rates {
+                        if !(0.0..=1.0).contains(&r) {
+                            return Err(invalid(f(&format!("chaos.{name}")), "must be between 0 and 1"));
+                        }
+                    }
+                    if rates.iter().map(|(_, r)| r).sum::<f64>() > 1.0 {
+                        return Err(invalid(f("chaos"), "the rates add up to more than 1"));
+                    }
+                }
+                _ => {}
+            }
+            if p.weight == 0 {
+                return Err(invalid(f("weight"), "must be at least 1"));
+            }
+            if p.cost_input_per_mtok < 0.0 || p.cost_output_per_mtok < 0.0 {
+                return Err(invalid(f("cost_input_per_mtok"), "prices must not be negative"));
+            }
+            for k in p.extra_headers.keys() {
+                if k.is_empty() || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+                    return Err(invalid(f(&format!("extra_headers.{k}")), "is not a valid header name"));
+                }
+            }
+        }
+        if self.router.max_attempts == 0 {
+            return Err(invalid("router.max_attempts", "must be at least 1"));
+        }
+        if self.health.failure_threshold == 0 {
+            return Err(invalid("health.failure_threshold", "must be at least 1"));
+        }
+        let mut groups = std::collections::HashSet::new();
+        for (i, g) in self.models.iter().enumerate() {
+            let f = |k: &str| format!("models[{i}].{k}");
+            if g.name.is_empty() || !groups.insert(g.name.as_str()) {
+                return Err(invalid(
+                    f("name"),
+                    format!("`{}` is empty or names another group too", g.name),
+                ));
+            }
+            if g.targets.is_empty() {
+                return Err(invalid(f("targets"), "a group needs at least one target"));
+            }
+            for (t, target) in g.targets.iter().enumerate() {
+                if !self.providers.iter().any(|p| p.name == target.provider) {
+                    return Err(invalid(
+                        f(&format!("targets[{t}].provider")),
+                        format!("no provider is named `{}`", target.provider),
+                    ));
+                }
+                if target.weight == Some(0) {
+                    return Err(invalid(f(&format!("targets[{t}].weight")), "must be at least 1"));
+                }
+            }
+        }
+        for (i, g) in self.models.iter().enumerate() {
+            for (k, fb) in g.fallbacks.iter().enumerate() {
+                if !groups.contains(fb.as_str()) || *fb == g.name {
+                    return Err(invalid(
+                        format!("models[{i}].fallbacks[{k}]"),
+                        format!("`{fb}` is not another model group"),
+                    ));
                 }
             }
         }
@@ -174,10 +261,7 @@ mod tests {
     use std::io::Write;
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     fn file(ext: &str, text: &str) -> tempfile_path::TempPath {
@@ -258,10 +342,10 @@ mod tests {
         assert!(e.contains("prot") && e.contains("server"), "{e}");
         let f = file(
             "toml",
-            "[[providers]]\nname = \"a\"\ntype = \"echo\"\nmodels = [\"m\"]\nkeys = []\n",
+            "[[providers]]\nname = \"a\"\ntype = \"echo\"\nmodels = [\"m\"]\nkees = []\n",
         );
         let e = load_from(Some(&f.0), env(&[])).unwrap_err().to_string();
-        assert!(e.contains("keys") && e.contains("providers[0]"), "{e}");
+        assert!(e.contains("kees") && e.contains("providers[0]"), "{e}");
     }
 
     #[test]
@@ -311,6 +395,77 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("redis.url"), "{e}");
+    }
+
+    #[test]
+    fn gathers_keys_from_every_source() {
+        let f = file(
+            "toml",
+            "[[providers]]\nname='up'\ntype='openai'\nbase_url='http://x'\napi_keys=['a']\napi_key_env='K2'\n[[providers.keys]]\nkey='c'\n[[providers.keys]]\nkey_env='K4'\n",
+        );
+        let s = load_from(Some(&f.0), env(&[("K2", "b"), ("K4", "d")])).unwrap();
+        let keys: Vec<&str> = s.providers[0].resolved_keys.iter().map(|k| k.expose_secret()).collect();
+        assert_eq!(keys, vec!["a", "b", "c", "d"]);
+        let e = load_from(Some(&f.0), env(&[("K2", "b")])).unwrap_err().to_string();
+        assert!(e.contains("providers[0].keys[1].key_env") && e.contains("K4"), "{e}");
+    }
+
+    #[test]
+    fn validates_model_groups() {
+        let base = "[[providers]]\nname='a'\ntype='echo'\nmodels=['m']\n";
+        let ok = file(
+            "toml",
+            &format!(
+                "{base}[[models]]\nname='g'\nstrategy='weighted'\ntargets=[{{provider='a',model='m',weight=3}}]\nfallbacks=['h']\n[[models]]\nname='h'\ntargets=[{{provider='a',model='m'}}]\n"
+            ),
+        );
+        let s = load_from(Some(&ok.0), env(&[])).unwrap();
+        assert_eq!(s.models[0].strategy, Some(crate::Strategy::Weighted));
+        assert_eq!(s.models[0].targets[0].weight, Some(3));
+        let bad = file(
+            "toml",
+            &format!("{base}[[models]]\nname='g'\ntargets=[{{provider='nope',model='m'}}]\n"),
+        );
+        let e = load_from(Some(&bad.0), env(&[])).unwrap_err().to_string();
+        assert!(e.contains("models[0].targets[0].provider"), "{e}");
+        let bad = file(
+            "toml",
+            &format!("{base}[[models]]\nname='g'\ntargets=[{{provider='a',model='m'}}]\nfallbacks=['zz']\n"),
+        );
+        let e = load_from(Some(&bad.0), env(&[])).unwrap_err().to_string();
+        assert!(e.contains("models[0].fallbacks[0]"), "{e}");
+        let bad = file(
+            "toml",
+            &format!("{base}[[models]]\nname='g'\nstrategy='fastest'\ntargets=[{{provider='a',model='m'}}]\n"),
+        );
+        let e = load_from(Some(&bad.0), env(&[])).unwrap_err().to_string();
+        assert!(e.contains("fastest"), "{e}");
+    }
+
+    #[test]
+    fn validates_chaos_rates() {
+        let f = file(
+            "toml",
+            "[[providers]]\nname='c'\ntype='chaos'\nmodels=['m']\n[providers.chaos]\nerror_rate=0.3\nrate_limit_rate=0.2\nretry_after_s=2\n",
+        );
+        let s = load_from(Some(&f.0), env(&[])).unwrap();
+        assert_eq!(s.providers[0].chaos.as_ref().unwrap().retry_after_s, 2);
+        let f = file(
+            "toml",
+            "[[providers]]\nname='c'\ntype='chaos'\nmodels=['m']\n[providers.chaos]\nerror_rate=1.5\n",
+        );
+        let e = load_from(Some(&f.0), env(&[])).unwrap_err().to_string();
+        assert!(e.contains("providers[0].chaos.error_rate"), "{e}");
+        let f = file(
+            "toml",
+            "[[providers]]\nname='c'\ntype='echo'\nmodels=['m']\n[providers.chaos]\nerror_rate=0.1\n",
+        );
+        assert!(
+            load_from(Some(&f.0), env(&[]))
+                .unwrap_err()
+                .to_string()
+                .contains("providers[0].chaos")
+        );
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! Configuration sections. Every section rejects unknown fields.
 
+use std::collections::BTreeMap;
+
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
@@ -11,8 +13,12 @@ pub struct Settings {
     pub telemetry: Telemetry,
     pub router: Router,
     pub worker: Worker,
+    pub health: Health,
     #[serde(default)]
     pub providers: Vec<Provider>,
+    /// Model groups: names clients ask for, served by a set of targets.
+    #[serde(default)]
+    pub models: Vec<ModelGroup>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -71,6 +77,83 @@ pub struct Telemetry {
 pub struct Router {
     pub batch: usize,
     pub models_refresh_ms: u64,
+    /// The strategy of groups that name none, and of models served without a group.
+    pub strategy: Strategy,
+    /// At most this many attempts per request (the retry budget), fallbacks included.
+    pub max_attempts: usize,
+    /// `first_available`: how long a request waits for a free slot before failing over.
+    pub first_available_wait_ms: u64,
+}
+
+/// How a group orders its targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// Fewest live leases, ties at random.
+    LeastLoad,
+    /// Smooth weighted selection.
+    Weighted,
+    RoundRobin,
+    /// Lowest `priority` tier with a healthy target; least load inside it.
+    Priority,
+    /// Cheapest healthy target whose context window fits the prompt.
+    Cost,
+    /// Power of two choices on the latency EWMA.
+    Latency,
+    /// The first target (in order) whose lock or slot is free.
+    FirstAvailable,
+}
+
+impl Strategy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::LeastLoad => "least_load",
+            Strategy::Weighted => "weighted",
+            Strategy::RoundRobin => "round_robin",
+            Strategy::Priority => "priority",
+            Strategy::Cost => "cost",
+            Strategy::Latency => "latency",
+            Strategy::FirstAvailable => "first_available",
+        }
+    }
+}
+
+/// Circuit breakers and rate-limit cooldowns, shared through the store.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Health {
+    /// Failures inside `failure_window_ms` that open a target's or key's circuit.
+    pub failure_threshold: u32,
+    pub failure_window_ms: u64,
+    /// An open circuit lets one probe request through after this long.
+    pub recovery_ms: u64,
+    /// Cooldown after a 429 that names no reset time.
+    pub default_cooldown_ms: u64,
+}
+
+/// One model group: `name` is what clients ask for.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelGroup {
+    pub name: String,
+    /// Defaults to `router.strategy`.
+    #[serde(default)]
+    pub strategy: Option<Strategy>,
+    pub targets: Vec<GroupTarget>,
+    /// Groups tried, in order, when every target of this one failed.
+    #[serde(default)]
+    pub fallbacks: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupTarget {
+    pub provider: String,
+    /// The model name the provider knows.
+    pub model: String,
+    /// For `weighted`; defaults to the provider's weight.
+    #[serde(default)]
+    pub weight: Option<u32>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -88,6 +171,47 @@ pub enum ProviderType {
     Openai,
     /// Built in: answers with the last user message.
     Echo,
+    /// Built in: like `echo`, with failures injected at the configured rates.
+    Chaos,
+}
+
+/// One API key of a provider, as an entry of its own.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyEntry {
+    /// The key itself (use `${VAR}`), or
+    #[serde(default = "empty_secret")]
+    pub key: SecretString,
+    /// the name of an environment variable holding it.
+    #[serde(default)]
+    pub key_env: String,
+}
+
+fn empty_secret() -> SecretString {
+    SecretString::from(String::new())
+}
+
+/// Failure injection of a `chaos` provider: each rate is a probability per request.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Chaos {
+    /// Extra latency before answering, in ms.
+    pub latency_ms: u64,
+    /// Answer 500.
+    pub error_rate: f64,
+    /// Answer 429 with `Retry-After: retry_after_s`.
+    pub rate_limit_rate: f64,
+    /// Answer 429 without any reset header.
+    pub rate_limit_bare_rate: f64,
+    pub retry_after_s: u64,
+    /// Fail as if the connection was refused.
+    pub refuse_rate: f64,
+    /// Never answer (until the deadline).
+    pub hang_rate: f64,
+    /// Streams: break after the first chunks.
+    pub drop_rate: f64,
+    /// Send a malformed event.
+    pub malformed_rate: f64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -112,6 +236,48 @@ pub struct Provider {
     /// The worker pool (`jobs:{pool}`) that runs this provider's calls.
     #[serde(default = "default_pool")]
     pub pool: String,
+    /// An environment variable holding one more key.
+    #[serde(default)]
+    pub api_key_env: String,
+    /// Keys as entries of their own.
+    #[serde(default)]
+    pub keys: Vec<KeyEntry>,
+    /// For `weighted` selection.
+    #[serde(default = "one")]
+    pub weight: u32,
+    /// For `priority`: lower tiers are tried first.
+    #[serde(default)]
+    pub priority: u32,
+    /// Prices in any currency unit per million tokens, for `cost`.
+    #[serde(default)]
+    pub cost_input_per_mtok: f64,
+    #[serde(default)]
+    pub cost_output_per_mtok: f64,
+    /// Context window per model, in tokens (`"*"` for every other model).
+    #[serde(default)]
+    pub context_window: BTreeMap<String, u64>,
+    /// Concurrent calls per target (`provider/model`), held as expiring leases; 0 = no limit.
+    #[serde(default)]
+    pub max_concurrency: u32,
+    /// One call at a time per target, held by an expiring lock (stateful local backends).
+    #[serde(default)]
+    pub exclusive: bool,
+    /// Timeout of one call to this provider (ms); 0 = only the request's deadline.
+    #[serde(default)]
+    pub timeout_ms: u64,
+    /// Headers added to every upstream call.
+    #[serde(default)]
+    pub extra_headers: BTreeMap<String, String>,
+    /// Failure injection (`type = "chaos"` only).
+    #[serde(default)]
+    pub chaos: Option<Chaos>,
+    /// Every key: `api_keys`, then `api_key_env`, then `keys`; resolved at load.
+    #[serde(skip)]
+    pub resolved_keys: Vec<SecretString>,
+}
+
+fn one() -> u32 {
+    1
 }
 
 fn yes() -> bool {
@@ -131,11 +297,20 @@ impl Provider {
 
     /// The filtered view of a model list.
     pub fn filter_models<'a>(&self, models: impl IntoIterator<Item = &'a String>) -> Vec<String> {
-        models
-            .into_iter()
-            .filter(|m| self.exposes(m))
-            .cloned()
-            .collect()
+        models.into_iter().filter(|m| self.exposes(m)).cloned().collect()
+    }
+
+    /// The context window of `model`, when known.
+    pub fn context_window_of(&self, model: &str) -> Option<u64> {
+        self.context_window
+            .get(model)
+            .or_else(|| self.context_window.get("*"))
+            .copied()
+    }
+
+    /// Whether calls hold a slot or lock (and so may find none free).
+    pub fn limited(&self) -> bool {
+        self.exclusive || self.max_concurrency > 0
     }
 
     /// `base_url` without a trailing slash.
@@ -201,9 +376,15 @@ impl Settings {
         let _ = writeln!(
             s,
             "worker: max_in_flight={} connect_timeout_ms={} max_response_bytes={}",
-            self.worker.max_in_flight,
-            self.worker.connect_timeout_ms,
-            self.worker.max_response_bytes
+            self.worker.max_in_flight, self.worker.connect_timeout_ms, self.worker.max_response_bytes
+        );
+        let _ = writeln!(
+            s,
+            "health: failure_threshold={} failure_window_ms={} recovery_ms={} default_cooldown_ms={}",
+            self.health.failure_threshold,
+            self.health.failure_window_ms,
+            self.health.recovery_ms,
+            self.health.default_cooldown_ms
         );
         let _ = writeln!(s, "providers: {}", self.providers.len());
         for p in &self.providers {
@@ -219,13 +400,25 @@ impl Settings {
                 p.kind,
                 p.enabled,
                 p.pool,
-                if p.base_url.is_empty() {
-                    "-"
-                } else {
-                    &p.base_url
-                },
-                p.api_keys.len(),
+                if p.base_url.is_empty() { "-" } else { &p.base_url },
+                p.resolved_keys.len(),
                 models
+            );
+        }
+        let _ = writeln!(s, "model groups: {}", self.models.len());
+        for g in &self.models {
+            let targets: Vec<String> = g
+                .targets
+                .iter()
+                .map(|t| format!("{}/{}", t.provider, t.model))
+                .collect();
+            let _ = writeln!(
+                s,
+                "  - {} strategy={} targets=[{}] fallbacks=[{}]",
+                g.name,
+                g.strategy.unwrap_or(self.router.strategy).as_str(),
+                targets.join(", "),
+                g.fallbacks.join(", ")
             );
         }
         s

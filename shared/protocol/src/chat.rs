@@ -11,14 +11,7 @@ use serde_json::value::RawValue;
 
 use crate::error::ApiError;
 
-const ROLES: &[&str] = &[
-    "system",
-    "developer",
-    "user",
-    "assistant",
-    "tool",
-    "function",
-];
+const ROLES: &[&str] = &["system", "developer", "user", "assistant", "tool", "function"];
 
 /// What the gateway and router need to know about a chat completion request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,10 +69,7 @@ pub fn parse(body: &[u8]) -> Result<ChatRequest<'_>, ApiError> {
             ApiError::invalid("The request body must be a JSON object.", None)
         } else {
             ApiError::invalid(
-                format!(
-                    "Invalid type for '{path}': {}",
-                    strip_position(&e.inner().to_string())
-                ),
+                format!("Invalid type for '{path}': {}", strip_position(&e.inner().to_string())),
                 Some(&path),
             )
         }
@@ -88,10 +78,7 @@ pub fn parse(body: &[u8]) -> Result<ChatRequest<'_>, ApiError> {
     let model = match raw.model {
         Some(m) if !m.is_empty() => m,
         _ => {
-            return Err(ApiError::invalid(
-                "Missing required parameter: 'model'.",
-                Some("model"),
-            ));
+            return Err(ApiError::invalid("Missing required parameter: 'model'.", Some("model")));
         }
     };
     let Some(messages) = raw.messages else {
@@ -116,10 +103,7 @@ pub fn parse(body: &[u8]) -> Result<ChatRequest<'_>, ApiError> {
             }
             Some(r) if !ROLES.contains(&r) => {
                 return Err(ApiError::invalid(
-                    format!(
-                        "Invalid value: '{r}'. Supported values are: {}.",
-                        ROLES.join(", ")
-                    ),
+                    format!("Invalid value: '{r}'. Supported values are: {}.", ROLES.join(", ")),
                     Some(&format!("messages[{i}].role")),
                 ));
             }
@@ -147,10 +131,7 @@ pub fn parse(body: &[u8]) -> Result<ChatRequest<'_>, ApiError> {
     Ok(ChatRequest {
         model,
         stream,
-        include_usage: raw
-            .stream_options
-            .and_then(|o| o.include_usage)
-            .unwrap_or(false),
+        include_usage: raw.stream_options.and_then(|o| o.include_usage).unwrap_or(false),
         message_count: messages.len(),
     })
 }
@@ -174,10 +155,7 @@ mod tests {
 
     #[test]
     fn accepts_a_minimal_request() {
-        let r = parse(
-            br#"{"model":"echo","messages":[{"role":"user","content":"hi"}],"temperature":0.2}"#,
-        )
-        .unwrap();
+        let r = parse(br#"{"model":"echo","messages":[{"role":"user","content":"hi"}],"temperature":0.2}"#).unwrap();
         assert_eq!(r.model, "echo");
         assert!(!r.stream);
         assert_eq!(r.message_count, 1);
@@ -209,19 +187,13 @@ mod tests {
             Some("model")
         );
         assert_eq!(param(&err(r#"{"model":"m"}"#)), Some("messages"));
-        assert_eq!(
-            param(&err(r#"{"model":"m","messages":[]}"#)),
-            Some("messages")
-        );
+        assert_eq!(param(&err(r#"{"model":"m","messages":[]}"#)), Some("messages"));
     }
 
     #[test]
     fn names_the_field_with_a_wrong_type() {
         assert_eq!(param(&err(r#"{"model":5,"messages":[]}"#)), Some("model"));
-        assert_eq!(
-            param(&err(r#"{"model":"m","messages":"hi"}"#)),
-            Some("messages")
-        );
+        assert_eq!(param(&err(r#"{"model":"m","messages":"hi"}"#)), Some("messages"));
         assert_eq!(
             param(&err(
                 r#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream":"yes"}"#
@@ -236,9 +208,7 @@ mod tests {
     #[test]
     fn rejects_unknown_roles_and_bad_content() {
         assert_eq!(
-            param(&err(
-                r#"{"model":"m","messages":[{"role":"wizard","content":"x"}]}"#
-            )),
+            param(&err(r#"{"model":"m","messages":[{"role":"wizard","content":"x"}]}"#)),
             Some("messages[0].role")
         );
         assert_eq!(
@@ -246,18 +216,15 @@ mod tests {
             Some("messages[0].role")
         );
         assert_eq!(
-            param(&err(
-                r#"{"model":"m","messages":[{"role":"user","content":5}]}"#
-            )),
+            param(&err(r#"{"model":"m","messages":[{"role":"user","content":5}]}"#)),
             Some("messages[0].content")
         );
     }
 
     #[test]
     fn rejects_stream_options_without_stream() {
-        let e = err(
-            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream_options":{"include_usage":true}}"#,
-        );
+        let e =
+            err(r#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream_options":{"include_usage":true}}"#);
         assert_eq!(param(&e), Some("stream_options"));
     }
 }

@@ -106,18 +106,13 @@ impl Envelope {
         ];
         if let Some(plan) = &m.plan {
             // A plan is a handful of short strings; serializing it cannot fail.
-            f.push((
-                "plan",
-                Bytes::from(serde_json::to_vec(plan).unwrap_or_default()),
-            ));
+            f.push(("plan", Bytes::from(serde_json::to_vec(plan).unwrap_or_default())));
         }
         f
     }
 
     /// Reads an envelope back from stream fields; `get` looks a field up by name.
-    pub fn from_fields<'a>(
-        get: impl Fn(&str) -> Option<&'a [u8]>,
-    ) -> Result<Envelope, DecodeError> {
+    pub fn from_fields<'a>(get: impl Fn(&str) -> Option<&'a [u8]>) -> Result<Envelope, DecodeError> {
         let req = |name: &'static str| get(name).ok_or(DecodeError::Missing(name));
         let text = |name: &'static str| -> Result<&'a str, DecodeError> {
             std::str::from_utf8(req(name)?).map_err(|_| DecodeError::Invalid(name))
@@ -126,9 +121,7 @@ impl Envelope {
             text(name)?.parse().map_err(|_| DecodeError::Invalid(name))
         };
         let plan = match get("plan") {
-            Some(raw) => {
-                Some(serde_json::from_slice(raw).map_err(|_| DecodeError::Invalid("plan"))?)
-            }
+            Some(raw) => Some(serde_json::from_slice(raw).map_err(|_| DecodeError::Invalid("plan"))?),
             None => None,
         };
         Ok(Envelope {

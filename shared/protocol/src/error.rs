@@ -12,10 +12,7 @@ use serde::{Deserialize, Serialize};
 pub enum ApiError {
     /// The request is malformed; `param` names the offending field when known.
     #[error("{message}")]
-    InvalidRequest {
-        message: String,
-        param: Option<String>,
-    },
+    InvalidRequest { message: String, param: Option<String> },
     #[error("The model `{model}` does not exist or you do not have access to it.")]
     ModelNotFound { model: String },
     #[error("{message}")]
@@ -78,9 +75,7 @@ impl ApiError {
             | ApiError::UpstreamRejected { .. } => "invalid_request_error",
             ApiError::Unauthorized { .. } => "authentication_error",
             ApiError::RateLimited { .. } => "rate_limit_error",
-            ApiError::Upstream { .. } | ApiError::DeadlineExceeded | ApiError::Internal { .. } => {
-                "api_error"
-            }
+            ApiError::Upstream { .. } | ApiError::DeadlineExceeded | ApiError::Internal { .. } => "api_error",
             ApiError::Unavailable { .. } => "service_unavailable",
         }
     }
@@ -88,9 +83,7 @@ impl ApiError {
     /// OpenAI's `code` field.
     pub fn code(&self) -> Option<&'static str> {
         match self {
-            ApiError::InvalidRequest { .. }
-            | ApiError::UpstreamRejected { .. }
-            | ApiError::Internal { .. } => None,
+            ApiError::InvalidRequest { .. } | ApiError::UpstreamRejected { .. } | ApiError::Internal { .. } => None,
             ApiError::ModelNotFound { .. } => Some("model_not_found"),
             ApiError::Unauthorized { .. } => Some("invalid_api_key"),
             ApiError::PayloadTooLarge { .. } => Some("request_too_large"),
@@ -157,9 +150,7 @@ mod tests {
 
     #[test]
     fn maps_unknown_model_to_404_model_not_found() {
-        let e = ApiError::ModelNotFound {
-            model: "gpt-9".into(),
-        };
+        let e = ApiError::ModelNotFound { model: "gpt-9".into() };
         assert_eq!(e.status(), 404);
         let v = json(&e);
         assert_eq!(v["error"]["code"], "model_not_found");
@@ -172,9 +163,7 @@ mod tests {
     fn every_error_has_the_openai_shape() {
         let all = [
             ApiError::invalid("bad", Some("messages")),
-            ApiError::Unauthorized {
-                message: "no".into(),
-            },
+            ApiError::Unauthorized { message: "no".into() },
             ApiError::PayloadTooLarge { limit: 10 },
             ApiError::RouteNotFound {
                 method: "GET".into(),
@@ -188,16 +177,12 @@ mod tests {
                 status: 422,
                 body: "nope".into(),
             },
-            ApiError::Upstream {
-                message: "down".into(),
-            },
+            ApiError::Upstream { message: "down".into() },
             ApiError::DeadlineExceeded,
             ApiError::Unavailable {
                 message: "redis".into(),
             },
-            ApiError::Internal {
-                message: "bug".into(),
-            },
+            ApiError::Internal { message: "bug".into() },
         ];
         for e in all {
             let v = json(&e);

@@ -75,10 +75,7 @@ pub struct Frame {
 
 impl Frame {
     pub fn head(id: Uuid, head: Head) -> Frame {
-        let data = Bytes::from(format!(
-            r#"{{"status":{},"stream":{}}}"#,
-            head.status, head.stream
-        ));
+        let data = Bytes::from(format!(r#"{{"status":{},"stream":{}}}"#, head.status, head.stream));
         Frame {
             id,
             seq: 0,
@@ -137,14 +134,10 @@ impl Frame {
 
     pub fn from_fields<'a>(get: impl Fn(&str) -> Option<&'a [u8]>) -> Result<Frame, DecodeError> {
         let req = |name: &'static str| get(name).ok_or(DecodeError::Missing(name));
-        let text = |name: &'static str| {
-            std::str::from_utf8(req(name)?).map_err(|_| DecodeError::Invalid(name))
-        };
+        let text = |name: &'static str| std::str::from_utf8(req(name)?).map_err(|_| DecodeError::Invalid(name));
         Ok(Frame {
             id: Uuid::parse_str(text("id")?).map_err(|_| DecodeError::Invalid("id"))?,
-            seq: text("seq")?
-                .parse()
-                .map_err(|_| DecodeError::Invalid("seq"))?,
+            seq: text("seq")?.parse().map_err(|_| DecodeError::Invalid("seq"))?,
             kind: FrameKind::parse(req("type")?).ok_or(DecodeError::Invalid("type"))?,
             data: Bytes::copy_from_slice(req("data")?),
         })
@@ -172,10 +165,7 @@ mod tests {
             Frame::error(id, 3, &ApiError::DeadlineExceeded),
         ] {
             let fields: HashMap<&str, Bytes> = f.to_fields().into_iter().collect();
-            assert_eq!(
-                Frame::from_fields(|k| fields.get(k).map(|b| b.as_ref())).unwrap(),
-                f
-            );
+            assert_eq!(Frame::from_fields(|k| fields.get(k).map(|b| b.as_ref())).unwrap(), f);
         }
     }
 

@@ -7,15 +7,24 @@
 //!   The load of a target is its live members; a dead worker's leases simply expire.
 //! - `providers`: hash, provider name → JSON [`ProviderStatus`] (models, state).
 //! - `alive`: sorted set, member = `service/instance`, score = expiry of its heartbeat.
-//! - `usage:{key}:{model}:{day}`: hash of `requests`, `prompt_tokens`, `completion_tokens`,
-//!   `estimated` (requests whose counts the upstream did not report).
+//! - `lock:{target}`: string, SET NX PX with a token: exclusive targets.
+//! - `health:{id}`: hash — circuit state, failure window, open/probe/cooldown times, latency
+//!   EWMA — for targets (`t:provider/model`) and keys (`k:provider#index`).
+//! - `usage:{key}:{model}:{day}`: hash of `requests`, `prompt_tokens`, `completion_tokens`
+//!   (as the upstream reported them), `estimated` (requests it reported nothing for) with
+//!   `est_prompt_tokens` and `est_completion_tokens` (our estimates, kept apart);
+//!   `usage_index:{day}` lists the `key|model` pairs of a day.
 //!
 //! # Layout
+//! - [`health`]: circuit-breaker and cooldown rules (the Redis scripts do the same).
 //! - [`memory`]: the in-memory implementation.
 //! - [`redis_store`]: the Redis implementation.
 
+pub mod health;
 pub mod memory;
 pub mod redis_store;
+
+pub use health::{Availability, Breaker, Circuit, HealthRecord};
 
 use std::sync::Arc;
 
@@ -64,10 +73,47 @@ pub struct Alive {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct UsageRecord {
     pub requests: u64,
+    /// Tokens as the upstream reported them.
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
-    /// Requests whose token counts the upstream did not report.
+    /// Requests whose token counts the upstream did not report...
     pub estimated: u64,
+    /// ...and our estimates for them, never mixed with reported counts.
+    pub est_prompt_tokens: u64,
+    pub est_completion_tokens: u64,
+}
+
+/// One row of a day's usage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UsageRow {
+    pub key: String,
+    pub model: String,
+    #[serde(flatten)]
+    pub usage: UsageRecord,
+}
+
+/// Tokens of one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UsageDelta {
+    pub prompt: u64,
+    pub completion: u64,
+    /// True when these are our estimates, not the upstream's numbers.
+    pub estimated: bool,
+}
+
+/// The health id of a target.
+pub fn target_id(provider: &str, model: &str) -> String {
+    format!("t:{provider}/{model}")
+}
+
+/// The health id (and usage name) of a provider's key: `provider#index`, never the key.
+pub fn key_name(provider: &str, index: usize) -> String {
+    format!("{provider}#{index}")
+}
+
+/// The health id of a key.
+pub fn key_id(provider: &str, index: usize) -> String {
+    format!("k:{provider}#{index}")
 }
 
 /// The store, Redis or memory.
@@ -98,13 +144,45 @@ impl Store {
     }
 
     /// Takes a lease on `target` for one call, expiring after `ttl_ms` unless released.
-    pub async fn acquire_lease(
-        &self,
-        target: &str,
-        member: &str,
-        ttl_ms: u64,
-    ) -> Result<(), StoreError> {
-        dispatch!(self, s => s.acquire_lease(target, member, ttl_ms))
+    /// With `max > 0` it is a slot: refused (false) when `max` live leases exist.
+    pub async fn acquire_lease(&self, target: &str, member: &str, ttl_ms: u64, max: u32) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.acquire_lease(target, member, ttl_ms, max))
+    }
+
+    /// Takes the exclusive lock of `target` with `token`, expiring after `ttl_ms`.
+    pub async fn acquire_lock(&self, target: &str, token: &str, ttl_ms: u64) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.acquire_lock(target, token, ttl_ms))
+    }
+
+    /// Releases the lock if `token` still holds it.
+    pub async fn release_lock(&self, target: &str, token: &str) -> Result<(), StoreError> {
+        dispatch!(self, s => s.release_lock(target, token))
+    }
+
+    /// Health of targets and keys by id (one round trip).
+    pub async fn health(&self, ids: &[String]) -> Result<Vec<HealthRecord>, StoreError> {
+        dispatch!(self, s => s.health(ids))
+    }
+
+    /// A call succeeded: closes the circuit, feeds the latency average.
+    pub async fn record_success(&self, id: &str, latency_ms: Option<f64>) -> Result<(), StoreError> {
+        dispatch!(self, s => s.record_success(id, latency_ms))
+    }
+
+    /// A call failed: counts toward opening the circuit (or reopens a probing one).
+    pub async fn record_failure(&self, id: &str, breaker: &Breaker) -> Result<(), StoreError> {
+        dispatch!(self, s => s.record_failure(id, breaker))
+    }
+
+    /// Puts a target or key in cooldown until `until_ms` (never shortens one).
+    pub async fn cooldown(&self, id: &str, until_ms: u64) -> Result<(), StoreError> {
+        dispatch!(self, s => s.cooldown(id, until_ms))
+    }
+
+    /// Asks to call a target or key whose circuit may be open: true for closed circuits and
+    /// for the one caller that wins the probe of a recovered one.
+    pub async fn try_probe(&self, id: &str, probe_ttl_ms: u64) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.try_probe(id, probe_ttl_ms))
     }
 
     pub async fn release_lease(&self, target: &str, member: &str) -> Result<(), StoreError> {
@@ -126,12 +204,7 @@ impl Store {
     }
 
     /// Records that `service/instance` is alive for `ttl_ms`.
-    pub async fn heartbeat(
-        &self,
-        service: &str,
-        instance: &str,
-        ttl_ms: u64,
-    ) -> Result<(), StoreError> {
+    pub async fn heartbeat(&self, service: &str, instance: &str, ttl_ms: u64) -> Result<(), StoreError> {
         dispatch!(self, s => s.heartbeat(service, instance, ttl_ms))
     }
 
@@ -146,24 +219,16 @@ impl Store {
     }
 
     /// Adds one request's usage to the key's daily counters.
-    pub async fn record_usage(
-        &self,
-        key: &str,
-        model: &str,
-        day: &str,
-        prompt: u64,
-        completion: u64,
-        estimated: bool,
-    ) -> Result<(), StoreError> {
-        dispatch!(self, s => s.record_usage(key, model, day, prompt, completion, estimated))
+    pub async fn record_usage(&self, key: &str, model: &str, day: &str, delta: UsageDelta) -> Result<(), StoreError> {
+        dispatch!(self, s => s.record_usage(key, model, day, delta))
     }
 
-    pub async fn usage(
-        &self,
-        key: &str,
-        model: &str,
-        day: &str,
-    ) -> Result<UsageRecord, StoreError> {
+    /// Every key and model with usage on `day`, sorted.
+    pub async fn usage_day(&self, day: &str) -> Result<Vec<UsageRow>, StoreError> {
+        dispatch!(self, s => s.usage_day(day))
+    }
+
+    pub async fn usage(&self, key: &str, model: &str, day: &str) -> Result<UsageRecord, StoreError> {
         dispatch!(self, s => s.usage(key, model, day))
     }
 
@@ -212,12 +277,7 @@ impl Drop for TaskGuard {
 impl Store {
     /// Heartbeats `service/instance` every `period` (alive for three periods) until the guard
     /// is dropped; a failed beat is logged and retried on the next tick.
-    pub fn keep_alive(
-        &self,
-        service: &str,
-        instance: &str,
-        period: std::time::Duration,
-    ) -> TaskGuard {
+    pub fn keep_alive(&self, service: &str, instance: &str, period: std::time::Duration) -> TaskGuard {
         let (store, service, instance) = (self.clone(), service.to_owned(), instance.to_owned());
         let ttl = period.as_millis() as u64 * 3;
         let task = tokio::spawn(async move {

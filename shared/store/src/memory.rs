@@ -5,7 +5,8 @@ use std::sync::{Mutex, MutexGuard};
 
 use llmr_protocol::now_ms;
 
-use crate::{Alive, ProviderStatus, StoreError, UsageRecord, split_alive};
+use crate::health::{Breaker, HealthRecord};
+use crate::{Alive, ProviderStatus, StoreError, UsageDelta, UsageRecord, UsageRow, split_alive};
 
 #[derive(Default)]
 pub struct MemoryStore {
@@ -16,9 +17,13 @@ pub struct MemoryStore {
 struct State {
     /// target → member → expiry ms
     leases: HashMap<String, HashMap<String, u64>>,
+    /// target → (token, expiry ms)
+    locks: HashMap<String, (String, u64)>,
+    health: HashMap<String, HealthRecord>,
     providers: BTreeMap<String, ProviderStatus>,
     alive: BTreeMap<String, u64>,
-    usage: HashMap<String, UsageRecord>,
+    /// (day, key, model) → counters
+    usage: BTreeMap<(String, String, String), UsageRecord>,
 }
 
 impl MemoryStore {
@@ -26,18 +31,16 @@ impl MemoryStore {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub(crate) fn acquire_lease(
-        &self,
-        target: &str,
-        member: &str,
-        ttl_ms: u64,
-    ) -> Result<(), StoreError> {
+    pub(crate) fn acquire_lease(&self, target: &str, member: &str, ttl_ms: u64, max: u32) -> Result<bool, StoreError> {
         let now = now_ms();
         let mut st = self.lock();
         let l = st.leases.entry(target.to_owned()).or_default();
         l.retain(|_, exp| *exp > now);
+        if max > 0 && l.len() >= max as usize {
+            return Ok(false);
+        }
         l.insert(member.to_owned(), now + ttl_ms);
-        Ok(())
+        Ok(true)
     }
 
     pub(crate) fn release_lease(&self, target: &str, member: &str) -> Result<(), StoreError> {
@@ -64,10 +67,62 @@ impl MemoryStore {
             .collect())
     }
 
+    pub(crate) fn acquire_lock(&self, target: &str, token: &str, ttl_ms: u64) -> Result<bool, StoreError> {
+        let now = now_ms();
+        let mut st = self.lock();
+        match st.locks.get(target) {
+            Some((_, exp)) if *exp > now => Ok(false),
+            _ => {
+                st.locks.insert(target.to_owned(), (token.to_owned(), now + ttl_ms));
+                Ok(true)
+            }
+        }
+    }
+
+    pub(crate) fn release_lock(&self, target: &str, token: &str) -> Result<(), StoreError> {
+        let mut st = self.lock();
+        if st.locks.get(target).is_some_and(|(t, _)| t == token) {
+            st.locks.remove(target);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn health(&self, ids: &[String]) -> Result<Vec<HealthRecord>, StoreError> {
+        let st = self.lock();
+        Ok(ids
+            .iter()
+            .map(|id| st.health.get(id).copied().unwrap_or_default())
+            .collect())
+    }
+
+    pub(crate) fn record_success(&self, id: &str, latency_ms: Option<f64>) -> Result<(), StoreError> {
+        self.lock().health.entry(id.to_owned()).or_default().succeed(latency_ms);
+        Ok(())
+    }
+
+    pub(crate) fn record_failure(&self, id: &str, b: &Breaker) -> Result<(), StoreError> {
+        self.lock().health.entry(id.to_owned()).or_default().fail(now_ms(), b);
+        Ok(())
+    }
+
+    pub(crate) fn cooldown(&self, id: &str, until_ms: u64) -> Result<(), StoreError> {
+        let mut st = self.lock();
+        let h = st.health.entry(id.to_owned()).or_default();
+        h.cooldown_until_ms = h.cooldown_until_ms.max(until_ms);
+        Ok(())
+    }
+
+    pub(crate) fn try_probe(&self, id: &str, probe_ttl_ms: u64) -> Result<bool, StoreError> {
+        Ok(self
+            .lock()
+            .health
+            .entry(id.to_owned())
+            .or_default()
+            .probe(now_ms(), probe_ttl_ms))
+    }
+
     pub(crate) fn set_provider(&self, status: &ProviderStatus) -> Result<(), StoreError> {
-        self.lock()
-            .providers
-            .insert(status.name.clone(), status.clone());
+        self.lock().providers.insert(status.name.clone(), status.clone());
         Ok(())
     }
 
@@ -75,12 +130,7 @@ impl MemoryStore {
         Ok(self.lock().providers.values().cloned().collect())
     }
 
-    pub(crate) fn heartbeat(
-        &self,
-        service: &str,
-        instance: &str,
-        ttl_ms: u64,
-    ) -> Result<(), StoreError> {
+    pub(crate) fn heartbeat(&self, service: &str, instance: &str, ttl_ms: u64) -> Result<(), StoreError> {
         self.lock()
             .alive
             .insert(format!("{service}/{instance}"), now_ms() + ttl_ms);
@@ -99,35 +149,44 @@ impl MemoryStore {
         Ok(st.alive.keys().filter_map(|m| split_alive(m)).collect())
     }
 
-    pub(crate) fn record_usage(
-        &self,
-        key: &str,
-        model: &str,
-        day: &str,
-        prompt: u64,
-        completion: u64,
-        estimated: bool,
-    ) -> Result<(), StoreError> {
+    pub(crate) fn record_usage(&self, key: &str, model: &str, day: &str, d: UsageDelta) -> Result<(), StoreError> {
         let mut st = self.lock();
-        let u = st.usage.entry(format!("{key}:{model}:{day}")).or_default();
+        let u = st
+            .usage
+            .entry((day.to_owned(), key.to_owned(), model.to_owned()))
+            .or_default();
         u.requests += 1;
-        u.prompt_tokens += prompt;
-        u.completion_tokens += completion;
-        u.estimated += u64::from(estimated);
+        if d.estimated {
+            u.estimated += 1;
+            u.est_prompt_tokens += d.prompt;
+            u.est_completion_tokens += d.completion;
+        } else {
+            u.prompt_tokens += d.prompt;
+            u.completion_tokens += d.completion;
+        }
         Ok(())
     }
 
-    pub(crate) fn usage(
-        &self,
-        key: &str,
-        model: &str,
-        day: &str,
-    ) -> Result<UsageRecord, StoreError> {
+    pub(crate) fn usage(&self, key: &str, model: &str, day: &str) -> Result<UsageRecord, StoreError> {
         Ok(self
             .lock()
             .usage
-            .get(&format!("{key}:{model}:{day}"))
+            .get(&(day.to_owned(), key.to_owned(), model.to_owned()))
             .copied()
             .unwrap_or_default())
+    }
+
+    pub(crate) fn usage_day(&self, day: &str) -> Result<Vec<UsageRow>, StoreError> {
+        Ok(self
+            .lock()
+            .usage
+            .iter()
+            .filter(|((d, _, _), _)| d == day)
+            .map(|((_, k, m), u)| UsageRow {
+                key: k.clone(),
+                model: m.clone(),
+                usage: *u,
+            })
+            .collect())
     }
 }

@@ -5,7 +5,83 @@ use deadpool_redis::Pool;
 use llmr_protocol::now_ms;
 use std::collections::HashMap;
 
-use crate::{Alive, ProviderStatus, StoreError, UsageRecord, split_alive};
+use crate::health::{Breaker, Circuit, HealthRecord, LATENCY_ALPHA};
+use crate::{Alive, ProviderStatus, StoreError, UsageDelta, UsageRecord, UsageRow, split_alive};
+
+/// Health hashes and locks outlive their last change by this long.
+const HEALTH_TTL_MS: u64 = 86_400_000;
+
+/// Conditional lease: refuses when `max` (> 0) live leases exist.
+const ACQUIRE_LEASE: &str = r"
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+local max = tonumber(ARGV[4])
+if max > 0 and redis.call('ZCARD', KEYS[1]) >= max then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+return 1";
+
+const RELEASE_LOCK: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 1";
+
+/// ARGV: now, threshold, window, recovery, ttl. Mirrors `HealthRecord::fail`.
+const RECORD_FAILURE: &str = r"
+local h = redis.call('HMGET', KEYS[1], 'circuit', 'failures', 'window_start')
+local now = tonumber(ARGV[1])
+local failures = tonumber(h[2] or '0')
+local ws = tonumber(h[3] or '0')
+if now - ws > tonumber(ARGV[3]) then failures = 0; ws = now end
+failures = failures + 1
+if h[1] == 'half_open' or failures >= tonumber(ARGV[2]) then
+  redis.call('HSET', KEYS[1], 'circuit', 'open', 'open_until', now + tonumber(ARGV[4]), 'failures', 0, 'window_start', now)
+else
+  redis.call('HSET', KEYS[1], 'failures', failures, 'window_start', ws)
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+return 1";
+
+/// ARGV: latency (or -1), alpha, ttl. Mirrors `HealthRecord::succeed`.
+const RECORD_SUCCESS: &str = r"
+local lat = tonumber(ARGV[1])
+if lat >= 0 then
+  local old = tonumber(redis.call('HGET', KEYS[1], 'latency_ms') or '-1')
+  if old >= 0 then lat = old + tonumber(ARGV[2]) * (lat - old) end
+  redis.call('HSET', KEYS[1], 'latency_ms', tostring(lat))
+end
+redis.call('HSET', KEYS[1], 'circuit', 'closed', 'failures', 0, 'probe_until', 0)
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1";
+
+/// ARGV: until, ttl.
+const COOLDOWN: &str = r"
+local cur = tonumber(redis.call('HGET', KEYS[1], 'cooldown_until') or '0')
+if tonumber(ARGV[1]) > cur then redis.call('HSET', KEYS[1], 'cooldown_until', ARGV[1]) end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1";
+
+/// ARGV: now, probe ttl. Mirrors `HealthRecord::probe`.
+const TRY_PROBE: &str = r"
+local h = redis.call('HMGET', KEYS[1], 'circuit', 'open_until', 'probe_until')
+local now = tonumber(ARGV[1])
+if h[1] == 'open' then
+  if now < tonumber(h[2] or '0') then return 0 end
+  redis.call('HSET', KEYS[1], 'circuit', 'half_open', 'probe_until', now + tonumber(ARGV[2]))
+  return 1
+elseif h[1] == 'half_open' then
+  if now < tonumber(h[3] or '0') then return 0 end
+  redis.call('HSET', KEYS[1], 'probe_until', now + tonumber(ARGV[2]))
+  return 1
+end
+return 1";
+
+struct Scripts {
+    acquire_lease: redis::Script,
+    release_lock: redis::Script,
+    record_failure: redis::Script,
+    record_success: redis::Script,
+    cooldown: redis::Script,
+    try_probe: redis::Script,
+}
 
 /// Usage counters are kept this long.
 const USAGE_TTL_S: u64 = 90 * 86_400;
@@ -13,6 +89,7 @@ const USAGE_TTL_S: u64 = 90 * 86_400;
 pub struct RedisStore {
     pool: Pool,
     prefix: String,
+    scripts: Scripts,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -21,9 +98,18 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
 
 impl RedisStore {
     pub fn new(pool: Pool, prefix: &str) -> RedisStore {
+        let scripts = Scripts {
+            acquire_lease: redis::Script::new(ACQUIRE_LEASE),
+            release_lock: redis::Script::new(RELEASE_LOCK),
+            record_failure: redis::Script::new(RECORD_FAILURE),
+            record_success: redis::Script::new(RECORD_SUCCESS),
+            cooldown: redis::Script::new(COOLDOWN),
+            try_probe: redis::Script::new(TRY_PROBE),
+        };
         RedisStore {
             pool,
             prefix: prefix.to_owned(),
+            scripts,
         }
     }
 
@@ -37,10 +123,7 @@ impl RedisStore {
 
     pub(crate) async fn ping(&self) -> Result<(), StoreError> {
         let mut c = self.conn().await?;
-        redis::cmd("PING")
-            .query_async::<()>(&mut c)
-            .await
-            .map_err(unavailable)
+        redis::cmd("PING").query_async::<()>(&mut c).await.map_err(unavailable)
     }
 
     pub(crate) async fn acquire_lease(
@@ -48,23 +131,111 @@ impl RedisStore {
         target: &str,
         member: &str,
         ttl_ms: u64,
-    ) -> Result<(), StoreError> {
-        let key = self.key(&format!("lease:{target}"));
+        max: u32,
+    ) -> Result<bool, StoreError> {
         let now = now_ms();
-        let mut pipe = redis::pipe();
-        pipe.cmd("ZREMRANGEBYSCORE")
-            .arg(&key)
-            .arg("-inf")
+        let mut c = self.conn().await?;
+        self.scripts
+            .acquire_lease
+            .key(self.key(&format!("lease:{target}")))
             .arg(now)
-            .ignore();
-        pipe.cmd("ZADD")
-            .arg(&key)
             .arg(now + ttl_ms)
             .arg(member)
-            .ignore();
-        pipe.cmd("PEXPIRE").arg(&key).arg(ttl_ms * 2).ignore();
+            .arg(max)
+            .arg(ttl_ms * 2)
+            .invoke_async(&mut c)
+            .await
+            .map_err(unavailable)
+    }
+
+    pub(crate) async fn acquire_lock(&self, target: &str, token: &str, ttl_ms: u64) -> Result<bool, StoreError> {
         let mut c = self.conn().await?;
-        pipe.query_async::<()>(&mut c).await.map_err(unavailable)
+        let r: Option<String> = redis::cmd("SET")
+            .arg(self.key(&format!("lock:{target}")))
+            .arg(token)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl_ms.max(1))
+            .query_async(&mut c)
+            .await
+            .map_err(unavailable)?;
+        Ok(r.is_some())
+    }
+
+    pub(crate) async fn release_lock(&self, target: &str, token: &str) -> Result<(), StoreError> {
+        let mut c = self.conn().await?;
+        self.scripts
+            .release_lock
+            .key(self.key(&format!("lock:{target}")))
+            .arg(token)
+            .invoke_async::<()>(&mut c)
+            .await
+            .map_err(unavailable)
+    }
+
+    pub(crate) async fn health(&self, ids: &[String]) -> Result<Vec<HealthRecord>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.cmd("HGETALL").arg(self.key(&format!("health:{id}")));
+        }
+        let mut c = self.conn().await?;
+        let rows: Vec<HashMap<String, String>> = pipe.query_async(&mut c).await.map_err(unavailable)?;
+        Ok(rows.iter().map(parse_health).collect())
+    }
+
+    pub(crate) async fn record_success(&self, id: &str, latency_ms: Option<f64>) -> Result<(), StoreError> {
+        let mut c = self.conn().await?;
+        self.scripts
+            .record_success
+            .key(self.key(&format!("health:{id}")))
+            .arg(latency_ms.unwrap_or(-1.0))
+            .arg(LATENCY_ALPHA)
+            .arg(HEALTH_TTL_MS)
+            .invoke_async::<()>(&mut c)
+            .await
+            .map_err(unavailable)
+    }
+
+    pub(crate) async fn record_failure(&self, id: &str, b: &Breaker) -> Result<(), StoreError> {
+        let mut c = self.conn().await?;
+        self.scripts
+            .record_failure
+            .key(self.key(&format!("health:{id}")))
+            .arg(now_ms())
+            .arg(b.failure_threshold)
+            .arg(b.failure_window_ms)
+            .arg(b.recovery_ms)
+            .arg(HEALTH_TTL_MS)
+            .invoke_async::<()>(&mut c)
+            .await
+            .map_err(unavailable)
+    }
+
+    pub(crate) async fn cooldown(&self, id: &str, until_ms: u64) -> Result<(), StoreError> {
+        let mut c = self.conn().await?;
+        self.scripts
+            .cooldown
+            .key(self.key(&format!("health:{id}")))
+            .arg(until_ms)
+            .arg(HEALTH_TTL_MS)
+            .invoke_async::<()>(&mut c)
+            .await
+            .map_err(unavailable)
+    }
+
+    pub(crate) async fn try_probe(&self, id: &str, probe_ttl_ms: u64) -> Result<bool, StoreError> {
+        let mut c = self.conn().await?;
+        self.scripts
+            .try_probe
+            .key(self.key(&format!("health:{id}")))
+            .arg(now_ms())
+            .arg(probe_ttl_ms)
+            .invoke_async(&mut c)
+            .await
+            .map_err(unavailable)
     }
 
     pub(crate) async fn release_lease(&self, target: &str, member: &str) -> Result<(), StoreError> {
@@ -112,28 +283,16 @@ impl RedisStore {
             .query_async(&mut c)
             .await
             .map_err(unavailable)?;
-        let mut out: Vec<ProviderStatus> = all
-            .values()
-            .filter_map(|v| serde_json::from_str(v).ok())
-            .collect();
+        let mut out: Vec<ProviderStatus> = all.values().filter_map(|v| serde_json::from_str(v).ok()).collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
     }
 
-    pub(crate) async fn heartbeat(
-        &self,
-        service: &str,
-        instance: &str,
-        ttl_ms: u64,
-    ) -> Result<(), StoreError> {
+    pub(crate) async fn heartbeat(&self, service: &str, instance: &str, ttl_ms: u64) -> Result<(), StoreError> {
         let key = self.key("alive");
         let now = now_ms();
         let mut pipe = redis::pipe();
-        pipe.cmd("ZREMRANGEBYSCORE")
-            .arg(&key)
-            .arg("-inf")
-            .arg(now)
-            .ignore();
+        pipe.cmd("ZREMRANGEBYSCORE").arg(&key).arg("-inf").arg(now).ignore();
         pipe.cmd("ZADD")
             .arg(&key)
             .arg(now + ttl_ms)
@@ -172,37 +331,53 @@ impl RedisStore {
         key: &str,
         model: &str,
         day: &str,
-        prompt: u64,
-        completion: u64,
-        estimated: bool,
+        d: UsageDelta,
     ) -> Result<(), StoreError> {
         let k = self.key(&format!("usage:{key}:{model}:{day}"));
+        let index = self.key(&format!("usage_index:{day}"));
         let mut pipe = redis::pipe();
         pipe.cmd("HINCRBY").arg(&k).arg("requests").arg(1).ignore();
-        pipe.cmd("HINCRBY")
-            .arg(&k)
-            .arg("prompt_tokens")
-            .arg(prompt)
-            .ignore();
-        pipe.cmd("HINCRBY")
-            .arg(&k)
-            .arg("completion_tokens")
-            .arg(completion)
-            .ignore();
-        if estimated {
+        let (p, c) = if d.estimated {
+            ("est_prompt_tokens", "est_completion_tokens")
+        } else {
+            ("prompt_tokens", "completion_tokens")
+        };
+        pipe.cmd("HINCRBY").arg(&k).arg(p).arg(d.prompt).ignore();
+        pipe.cmd("HINCRBY").arg(&k).arg(c).arg(d.completion).ignore();
+        if d.estimated {
             pipe.cmd("HINCRBY").arg(&k).arg("estimated").arg(1).ignore();
         }
         pipe.cmd("EXPIRE").arg(&k).arg(USAGE_TTL_S).ignore();
-        let mut c = self.conn().await?;
-        pipe.query_async::<()>(&mut c).await.map_err(unavailable)
+        pipe.cmd("SADD").arg(&index).arg(format!("{key}|{model}")).ignore();
+        pipe.cmd("EXPIRE").arg(&index).arg(USAGE_TTL_S).ignore();
+        let mut conn = self.conn().await?;
+        pipe.query_async::<()>(&mut conn).await.map_err(unavailable)
     }
 
-    pub(crate) async fn usage(
-        &self,
-        key: &str,
-        model: &str,
-        day: &str,
-    ) -> Result<UsageRecord, StoreError> {
+    pub(crate) async fn usage_day(&self, day: &str) -> Result<Vec<UsageRow>, StoreError> {
+        let mut c = self.conn().await?;
+        let mut pairs: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(self.key(&format!("usage_index:{day}")))
+            .query_async(&mut c)
+            .await
+            .map_err(unavailable)?;
+        pairs.sort();
+        drop(c);
+        let mut out = Vec::with_capacity(pairs.len());
+        for p in pairs {
+            let Some((key, model)) = p.split_once('|') else {
+                continue;
+            };
+            out.push(UsageRow {
+                key: key.to_owned(),
+                model: model.to_owned(),
+                usage: self.usage(key, model, day).await?,
+            });
+        }
+        Ok(out)
+    }
+
+    pub(crate) async fn usage(&self, key: &str, model: &str, day: &str) -> Result<UsageRecord, StoreError> {
         let mut c = self.conn().await?;
         let h: HashMap<String, u64> = redis::cmd("HGETALL")
             .arg(self.key(&format!("usage:{key}:{model}:{day}")))
@@ -215,6 +390,21 @@ impl RedisStore {
             prompt_tokens: g("prompt_tokens"),
             completion_tokens: g("completion_tokens"),
             estimated: g("estimated"),
+            est_prompt_tokens: g("est_prompt_tokens"),
+            est_completion_tokens: g("est_completion_tokens"),
         })
+    }
+}
+
+fn parse_health(h: &HashMap<String, String>) -> HealthRecord {
+    let n = |f: &str| h.get(f).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    HealthRecord {
+        circuit: h.get("circuit").map_or(Circuit::Closed, |c| Circuit::parse(c)),
+        failures: n("failures") as u32,
+        window_start_ms: n("window_start"),
+        open_until_ms: n("open_until"),
+        probe_until_ms: n("probe_until"),
+        cooldown_until_ms: n("cooldown_until"),
+        latency_ms: h.get("latency_ms").and_then(|v| v.parse().ok()),
     }
 }

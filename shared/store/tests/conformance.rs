@@ -2,7 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use llmr_protocol::now_ms;
-use llmr_store::{Alive, ProviderStatus, Store, UsageRecord};
+use llmr_store::{Alive, Availability, Breaker, Circuit, ProviderStatus, Store, UsageDelta, UsageRecord, UsageRow};
 use llmr_testkit::{RedisServer, unique_prefix};
 
 macro_rules! both {
@@ -26,9 +26,9 @@ macro_rules! both {
 async fn leases_count_as_load_until_released(s: Store) {
     let t = vec!["p/a".to_string(), "p/b".to_string()];
     assert_eq!(s.loads(&t).await.unwrap(), vec![0, 0]);
-    s.acquire_lease("p/a", "job1", 60_000).await.unwrap();
-    s.acquire_lease("p/a", "job2", 60_000).await.unwrap();
-    s.acquire_lease("p/b", "job3", 60_000).await.unwrap();
+    assert!(s.acquire_lease("p/a", "job1", 60_000, 0).await.unwrap());
+    assert!(s.acquire_lease("p/a", "job2", 60_000, 0).await.unwrap());
+    assert!(s.acquire_lease("p/b", "job3", 60_000, 0).await.unwrap());
     assert_eq!(s.loads(&t).await.unwrap(), vec![2, 1]);
     s.release_lease("p/a", "job1").await.unwrap();
     assert_eq!(s.loads(&t).await.unwrap(), vec![1, 1]);
@@ -38,7 +38,7 @@ async fn leases_count_as_load_until_released(s: Store) {
 both!(leases_count_as_load_until_released);
 
 async fn expired_leases_are_no_load(s: Store) {
-    s.acquire_lease("p/x", "dead-worker-job", 30).await.unwrap();
+    assert!(s.acquire_lease("p/x", "dead-worker-job", 30, 0).await.unwrap());
     assert_eq!(s.loads(&["p/x".to_string()]).await.unwrap(), vec![1]);
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     assert_eq!(s.loads(&["p/x".to_string()]).await.unwrap(), vec![0]);
@@ -98,23 +98,124 @@ both!(heartbeats_show_who_is_alive);
 
 async fn usage_adds_up_per_key_model_and_day(s: Store) {
     let day = llmr_store::utc_day(now_ms());
-    s.record_usage("k0", "m", &day, 10, 5, false).await.unwrap();
-    s.record_usage("k0", "m", &day, 3, 2, true).await.unwrap();
-    s.record_usage("k1", "m", &day, 100, 100, false)
-        .await
-        .unwrap();
+    let real = |p, c| UsageDelta {
+        prompt: p,
+        completion: c,
+        estimated: false,
+    };
+    s.record_usage("k0", "m", &day, real(10, 5)).await.unwrap();
+    s.record_usage(
+        "k0",
+        "m",
+        &day,
+        UsageDelta {
+            prompt: 3,
+            completion: 2,
+            estimated: true,
+        },
+    )
+    .await
+    .unwrap();
+    s.record_usage("k1", "m", &day, real(100, 100)).await.unwrap();
+    let k0 = UsageRecord {
+        requests: 2,
+        prompt_tokens: 10,
+        completion_tokens: 5,
+        estimated: 1,
+        est_prompt_tokens: 3,
+        est_completion_tokens: 2,
+    };
     assert_eq!(
         s.usage("k0", "m", &day).await.unwrap(),
-        UsageRecord {
-            requests: 2,
-            prompt_tokens: 13,
-            completion_tokens: 7,
-            estimated: 1
+        k0,
+        "estimates never mix with reported counts"
+    );
+    assert_eq!(s.usage("k0", "other", &day).await.unwrap(), UsageRecord::default());
+    let rows = s.usage_day(&day).await.unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(
+        rows[0],
+        UsageRow {
+            key: "k0".into(),
+            model: "m".into(),
+            usage: k0
         }
     );
-    assert_eq!(
-        s.usage("k0", "other", &day).await.unwrap(),
-        UsageRecord::default()
-    );
+    assert!(s.usage_day("1999-01-01").await.unwrap().is_empty());
 }
 both!(usage_adds_up_per_key_model_and_day);
+
+async fn slots_limit_concurrency(s: Store) {
+    assert!(s.acquire_lease("p/slot", "a", 60_000, 2).await.unwrap());
+    assert!(s.acquire_lease("p/slot", "b", 60_000, 2).await.unwrap());
+    assert!(!s.acquire_lease("p/slot", "c", 60_000, 2).await.unwrap(), "full");
+    s.release_lease("p/slot", "a").await.unwrap();
+    assert!(s.acquire_lease("p/slot", "c", 60_000, 2).await.unwrap());
+}
+both!(slots_limit_concurrency);
+
+async fn locks_are_exclusive_and_token_checked(s: Store) {
+    assert!(s.acquire_lock("p/x", "t1", 60_000).await.unwrap());
+    assert!(!s.acquire_lock("p/x", "t2", 60_000).await.unwrap());
+    s.release_lock("p/x", "t2").await.unwrap();
+    assert!(
+        !s.acquire_lock("p/x", "t2", 60_000).await.unwrap(),
+        "only the holder releases"
+    );
+    s.release_lock("p/x", "t1").await.unwrap();
+    assert!(s.acquire_lock("p/x", "t2", 60_000).await.unwrap());
+    assert!(s.acquire_lock("p/short", "a", 20).await.unwrap());
+    tokio::time::sleep(std::time::Duration::from_millis(40)).await;
+    assert!(
+        s.acquire_lock("p/short", "b", 60_000).await.unwrap(),
+        "a dead holder's lock expires"
+    );
+}
+both!(locks_are_exclusive_and_token_checked);
+
+async fn circuits_open_probe_and_close(s: Store) {
+    let b = Breaker {
+        failure_threshold: 3,
+        failure_window_ms: 60_000,
+        recovery_ms: 80,
+        probe_ttl_ms: 60_000,
+    };
+    let id = "t:p/m".to_string();
+    assert_eq!(
+        s.health(std::slice::from_ref(&id)).await.unwrap()[0].circuit,
+        Circuit::Closed
+    );
+    for _ in 0..2 {
+        s.record_failure(&id, &b).await.unwrap();
+    }
+    assert_eq!(
+        s.health(std::slice::from_ref(&id)).await.unwrap()[0].availability(now_ms()),
+        Availability::Available
+    );
+    s.record_failure(&id, &b).await.unwrap();
+    let h = s.health(std::slice::from_ref(&id)).await.unwrap()[0];
+    assert_eq!(h.circuit, Circuit::Open);
+    assert!(matches!(h.availability(now_ms()), Availability::OpenUntil(_)));
+    assert!(!s.try_probe(&id, 60_000).await.unwrap(), "no probe before recovery");
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert!(s.try_probe(&id, 60_000).await.unwrap(), "one probe after recovery");
+    assert!(!s.try_probe(&id, 60_000).await.unwrap(), "exactly one");
+    s.record_success(&id, Some(40.0)).await.unwrap();
+    s.record_success(&id, Some(80.0)).await.unwrap();
+    let h = s.health(std::slice::from_ref(&id)).await.unwrap()[0];
+    assert_eq!(h.circuit, Circuit::Closed);
+    assert!((h.latency_ms.unwrap() - 52.0).abs() < 1e-6, "{:?}", h.latency_ms);
+    assert!(s.try_probe(&id, 60_000).await.unwrap(), "closed circuits always allow");
+}
+both!(circuits_open_probe_and_close);
+
+async fn cooldowns_hold_until_their_time_and_never_shorten(s: Store) {
+    let id = "k:p#0".to_string();
+    let until = now_ms() + 60_000;
+    s.cooldown(&id, until).await.unwrap();
+    s.cooldown(&id, until - 30_000).await.unwrap();
+    let h = s.health(std::slice::from_ref(&id)).await.unwrap()[0];
+    assert_eq!(h.availability(now_ms()), Availability::CoolingUntil(until));
+    assert_eq!(h.availability(until), Availability::Available);
+}
+both!(cooldowns_hold_until_their_time_and_never_shorten);

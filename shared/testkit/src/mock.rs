@@ -224,12 +224,7 @@ fn words(s: &str) -> u64 {
 async fn chat(req: HttpRequest, body: web::Bytes, data: web::Data<Shared>) -> HttpResponse {
     let shared = data.into_inner();
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let header = |n: &str| {
-        req.headers()
-            .get(n)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    };
+    let header = |n: &str| req.headers().get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let behavior = {
         let mut st = shared.state.lock().unwrap();
         st.log.push(Recorded {
@@ -249,22 +244,16 @@ async fn chat(req: HttpRequest, body: web::Bytes, data: web::Data<Shared>) -> Ht
         // (Writing is how a server notices the caller went away: the guard then counts it.)
         let beats = futures_util::stream::unfold(guard, |guard| async move {
             tokio::time::sleep(Duration::from_millis(50)).await;
-            Some((
-                Ok::<_, std::io::Error>(Bytes::from_static(b": waiting\n\n")),
-                guard,
-            ))
+            Some((Ok::<_, std::io::Error>(Bytes::from_static(b": waiting\n\n")), guard))
         });
-        return HttpResponse::Ok()
-            .content_type("text/event-stream")
-            .streaming(beats);
+        return HttpResponse::Ok().content_type("text/event-stream").streaming(beats);
     }
     if !behavior.latency.is_zero() {
         tokio::time::sleep(behavior.latency).await;
     }
     if behavior.status != 0 && behavior.status != 200 {
         guard.done = true;
-        let mut r =
-            HttpResponse::build(actix_web::http::StatusCode::from_u16(behavior.status).unwrap());
+        let mut r = HttpResponse::build(actix_web::http::StatusCode::from_u16(behavior.status).unwrap());
         if let Some(ra) = &behavior.retry_after {
             r.insert_header(("retry-after", ra.as_str()));
         }
@@ -273,9 +262,7 @@ async fn chat(req: HttpRequest, body: web::Bytes, data: web::Data<Shared>) -> Ht
     let model = body["model"].as_str().unwrap_or("mock").to_owned();
     let content = answer_for(&body);
     let prompt_tokens: u64 = body["messages"].as_array().map_or(0, |ms| {
-        ms.iter()
-            .map(|m| words(m["content"].as_str().unwrap_or("")))
-            .sum()
+        ms.iter().map(|m| words(m["content"].as_str().unwrap_or(""))).sum()
     });
     let completion_tokens = words(&content);
     let usage = json!({"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens});
@@ -296,10 +283,7 @@ async fn chat(req: HttpRequest, body: web::Bytes, data: web::Data<Shared>) -> Ht
                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
     };
     let mut events: Vec<Bytes> = Vec::new();
-    events.push(sse(&chunk(
-        json!({"role": "assistant", "content": ""}),
-        Value::Null,
-    )));
+    events.push(sse(&chunk(json!({"role": "assistant", "content": ""}), Value::Null)));
     for p in &pieces {
         events.push(sse(&chunk(json!({"content": p}), Value::Null)));
     }
@@ -316,10 +300,7 @@ async fn chat(req: HttpRequest, body: web::Bytes, data: web::Data<Shared>) -> Ht
             let (i, ev) = it.next()?;
             if drop_after.is_some_and(|n| i > n) {
                 guard.done = true;
-                return Some((
-                    Err(std::io::Error::other("mock drops the stream")),
-                    (it, guard),
-                ));
+                return Some((Err(std::io::Error::other("mock drops the stream")), (it, guard)));
             }
             if i > 0 && !delay.is_zero() {
                 tokio::time::sleep(delay).await;
@@ -330,9 +311,7 @@ async fn chat(req: HttpRequest, body: web::Bytes, data: web::Data<Shared>) -> Ht
             Some((Ok::<_, std::io::Error>(ev), (it, guard)))
         },
     );
-    HttpResponse::Ok()
-        .content_type("text/event-stream")
-        .streaming(stream)
+    HttpResponse::Ok().content_type("text/event-stream").streaming(stream)
 }
 
 fn sse(v: &Value) -> Bytes {

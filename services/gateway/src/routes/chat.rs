@@ -143,11 +143,8 @@ async fn collect(
     } else {
         Bytes::from(parts.concat())
     };
-    let status =
-        actix_web::http::StatusCode::from_u16(status).unwrap_or(actix_web::http::StatusCode::OK);
-    Ok(HttpResponse::build(status)
-        .content_type("application/json")
-        .body(body))
+    let status = actix_web::http::StatusCode::from_u16(status).unwrap_or(actix_web::http::StatusCode::OK);
+    Ok(HttpResponse::build(status).content_type("application/json").body(body))
 }
 
 /// A streamed answer: each chunk frame becomes one SSE event, flushed as it arrives.
@@ -163,10 +160,7 @@ fn sse_response(rx: UnboundedReceiver<Frame>, guard: InFlight, deadline: Instant
                     ev.extend_from_slice(b"data: ");
                     ev.extend_from_slice(&f.data);
                     ev.extend_from_slice(b"\n\n");
-                    return Some((
-                        Ok::<_, actix_web::Error>(Bytes::from(ev)),
-                        Some((rx, guard)),
-                    ));
+                    return Some((Ok::<_, actix_web::Error>(Bytes::from(ev)), Some((rx, guard))));
                 }
                 FrameKind::End => {
                     guard.done = true;

@@ -7,11 +7,7 @@ use serde_json::json;
 use crate::AppState;
 
 pub async fn health(state: web::Data<AppState>) -> HttpResponse {
-    let backend = if state.bus.is_memory() {
-        "memory"
-    } else {
-        "redis"
-    };
+    let backend = if state.bus.is_memory() { "memory" } else { "redis" };
     let checked = async {
         state.bus.ping().await.map_err(|e| e.to_string())?;
         let alive = state.store.alive().await.map_err(|e| e.to_string())?;
@@ -43,7 +39,10 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
             "services": alive,
             "providers": providers,
         })),
-        Ok(Err(e)) => HttpResponse::ServiceUnavailable().json(json!({"status": "unavailable", "backend": backend, "error": e})),
-        Err(_) => HttpResponse::ServiceUnavailable().json(json!({"status": "unavailable", "backend": backend, "error": "the store did not answer in time"})),
+        Ok(Err(e)) => {
+            HttpResponse::ServiceUnavailable().json(json!({"status": "unavailable", "backend": backend, "error": e}))
+        }
+        Err(_) => HttpResponse::ServiceUnavailable()
+            .json(json!({"status": "unavailable", "backend": backend, "error": "the store did not answer in time"})),
     }
 }

@@ -27,11 +27,7 @@ pub async fn not_found(req: HttpRequest) -> Result<actix_web::HttpResponse, Http
 }
 
 /// Reads a request body, refusing it with 413 as soon as it passes `limit` bytes.
-pub async fn read_body(
-    req: &HttpRequest,
-    mut payload: web::Payload,
-    limit: usize,
-) -> Result<Bytes, HttpError> {
+pub async fn read_body(req: &HttpRequest, mut payload: web::Payload, limit: usize) -> Result<Bytes, HttpError> {
     let too_large = || HttpError(ApiError::PayloadTooLarge { limit });
     let declared = req
         .headers()
@@ -43,12 +39,8 @@ pub async fn read_body(
     }
     let mut body = BytesMut::with_capacity(declared.unwrap_or(1024).min(limit));
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| {
-            HttpError(ApiError::invalid(
-                format!("could not read the request body: {e}"),
-                None,
-            ))
-        })?;
+        let chunk =
+            chunk.map_err(|e| HttpError(ApiError::invalid(format!("could not read the request body: {e}"), None)))?;
         if body.len() + chunk.len() > limit {
             return Err(too_large());
         }

@@ -30,18 +30,11 @@ fn model_json(id: &str, owner: &str) -> serde_json::Value {
 }
 
 pub async fn list(state: web::Data<AppState>) -> Result<HttpResponse, HttpError> {
-    let data: Vec<_> = catalog(&state)
-        .await?
-        .iter()
-        .map(|(m, p)| model_json(m, p))
-        .collect();
+    let data: Vec<_> = catalog(&state).await?.iter().map(|(m, p)| model_json(m, p)).collect();
     Ok(HttpResponse::Ok().json(json!({"object": "list", "data": data})))
 }
 
-pub async fn retrieve(
-    path: web::Path<String>,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, HttpError> {
+pub async fn retrieve(path: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, HttpError> {
     let id = path.into_inner();
     match catalog(&state).await?.get(&id) {
         Some(owner) => Ok(HttpResponse::Ok().json(model_json(&id, owner))),

@@ -46,12 +46,8 @@ pub async fn call(
     include_usage: bool,
     out: &mut Replier,
 ) -> AttemptResult {
-    let req: Value = serde_json::from_slice(body).map_err(|e| {
-        AttemptError::fatal(
-            ApiError::invalid(format!("invalid body: {e}"), None),
-            "invalid body",
-        )
-    })?;
+    let req: Value = serde_json::from_slice(body)
+        .map_err(|e| AttemptError::fatal(ApiError::invalid(format!("invalid body: {e}"), None), "invalid body"))?;
     let text = last_user_text(&req);
     let prompt_tokens: u64 = req["messages"]
         .as_array()
@@ -84,12 +80,9 @@ pub async fn call(
             .to_string(),
         )
     };
-    out.events(vec![chunk(
-        json!({"role": "assistant", "content": ""}),
-        Value::Null,
-    )])
-    .await
-    .map_err(reply_err)?;
+    out.events(vec![chunk(json!({"role": "assistant", "content": ""}), Value::Null)])
+        .await
+        .map_err(reply_err)?;
     for word in text.split_inclusive(' ') {
         out.events(vec![chunk(json!({"content": word}), Value::Null)])
             .await

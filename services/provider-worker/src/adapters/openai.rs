@@ -74,9 +74,7 @@ pub async fn call(client: &awc::Client, c: &Call<'_>, out: &mut Replier) -> Atte
                 format!("upstream rejected the request with {status}"),
             ));
         }
-        return Err(AttemptError::retryable(format!(
-            "upstream answered {status}"
-        )));
+        return Err(AttemptError::retryable(format!("upstream answered {status}")));
     }
     if !c.stream {
         let body = resp
@@ -84,14 +82,12 @@ pub async fn call(client: &awc::Client, c: &Call<'_>, out: &mut Replier) -> Atte
             .limit(c.max_response_bytes)
             .await
             .map_err(|e| AttemptError::retryable(format!("reading the answer failed: {e}")))?;
-        let parsed: UsageOnly = serde_json::from_slice(&body)
-            .map_err(|e| AttemptError::retryable(format!("malformed answer: {e}")))?;
+        let parsed: UsageOnly =
+            serde_json::from_slice(&body).map_err(|e| AttemptError::retryable(format!("malformed answer: {e}")))?;
         out.complete(200, body)
             .await
             .map_err(|e| AttemptError::fatal(e.into(), "could not reply"))?;
-        return Ok(Outcome {
-            usage: parsed.usage,
-        });
+        return Ok(Outcome { usage: parsed.usage });
     }
     relay_stream(&mut resp, out).await
 }
@@ -112,10 +108,7 @@ where
                 Event::Done => done = true,
                 Event::Data(d) => {
                     if d.first() != Some(&b'{') {
-                        return Err(broken(
-                            out,
-                            "the upstream sent a malformed stream event".into(),
-                        ));
+                        return Err(broken(out, "the upstream sent a malformed stream event".into()));
                     }
                     if memchr::memmem::find(&d, b"\"usage\":{").is_some()
                         && let Ok(u) = serde_json::from_slice::<UsageOnly>(&d)
@@ -138,10 +131,7 @@ where
             return Ok(Outcome { usage });
         }
     }
-    Err(broken(
-        out,
-        "the upstream stream ended without [DONE]".into(),
-    ))
+    Err(broken(out, "the upstream stream ended without [DONE]".into()))
 }
 
 /// A broken stream: retryable while nothing reached the client.
@@ -160,30 +150,15 @@ fn broken(out: &Replier, reason: String) -> AttemptError {
 
 /// The body with `model` replaced; the other fields are copied as raw JSON text.
 fn rewrite_model(body: &Bytes, model: &str) -> Result<Bytes, AttemptError> {
-    let mut map: BTreeMap<&str, &RawValue> = serde_json::from_slice(body).map_err(|e| {
-        AttemptError::fatal(
-            ApiError::invalid(format!("invalid body: {e}"), None),
-            "invalid body",
-        )
-    })?;
+    let mut map: BTreeMap<&str, &RawValue> = serde_json::from_slice(body)
+        .map_err(|e| AttemptError::fatal(ApiError::invalid(format!("invalid body: {e}"), None), "invalid body"))?;
     let name = serde_json::to_string(model).unwrap_or_default();
-    let raw = RawValue::from_string(name).map_err(|e| {
-        AttemptError::fatal(
-            ApiError::Internal {
-                message: e.to_string(),
-            },
-            "model name",
-        )
-    })?;
+    let raw = RawValue::from_string(name)
+        .map_err(|e| AttemptError::fatal(ApiError::Internal { message: e.to_string() }, "model name"))?;
     map.insert("model", &raw);
-    serde_json::to_vec(&map).map(Bytes::from).map_err(|e| {
-        AttemptError::fatal(
-            ApiError::Internal {
-                message: e.to_string(),
-            },
-            "serialize",
-        )
-    })
+    serde_json::to_vec(&map)
+        .map(Bytes::from)
+        .map_err(|e| AttemptError::fatal(ApiError::Internal { message: e.to_string() }, "serialize"))
 }
 
 #[cfg(test)]
@@ -192,9 +167,8 @@ mod tests {
 
     #[test]
     fn rewrites_only_the_model() {
-        let body = Bytes::from_static(
-            br#"{"model":"alias","messages":[{"role":"user","content":"hi"}],"temperature":0.5}"#,
-        );
+        let body =
+            Bytes::from_static(br#"{"model":"alias","messages":[{"role":"user","content":"hi"}],"temperature":0.5}"#);
         let out = rewrite_model(&body, "real-model").unwrap();
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["model"], "real-model");
