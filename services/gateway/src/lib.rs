@@ -6,7 +6,7 @@
 //! come and ended by `data: [DONE]`. A client that goes away cancels its request.
 //!
 //! Routes: `POST /v1/chat/completions`, `GET /v1/models`, `GET /v1/models/{id}`,
-//! `GET /health` (no auth). With `server.token` set, all but `/health` need
+//! `GET /v1/usage`, `GET /health` (no auth). With `server.token` set, all but `/health` need
 //! `Authorization: Bearer <token>` (compared in constant time).
 //!
 //! # Layout

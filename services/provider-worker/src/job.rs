@@ -1,31 +1,42 @@
-//! Running one job: the plan's attempts in order, each under a lease, until one succeeds.
+//! Running one job: the plan's attempts in order until one succeeds.
 //!
-//! Failover: a retryable failure (connect error, timeout, 5xx, 429, broken or malformed
-//! answer) moves to the next attempt as long as nothing reached the client; after that, the
-//! client gets an error frame (the gateway ends the stream with an error event). Every
-//! failed attempt is logged with its reason. A lease on `provider/model` is held for the
-//! duration of each attempt (it expires by itself if this worker dies), and usage is
-//! recorded per key, model and day.
+//! For each attempt: a recovered circuit must be won as a probe (else the attempt is
+//! skipped); a slot (`max_concurrency`) or the lock (`exclusive`) must be free — waiting up
+//! to the plan's `wait_ms` (`first_available`) — else the attempt is skipped; otherwise a
+//! plain lease counts the call as load. The call is bounded by the request's deadline and
+//! the provider's `timeout_ms`.
+//!
+//! Failover: a retryable failure moves to the next attempt as long as nothing reached the
+//! client; after that the client gets an error frame (the gateway ends the stream with an
+//! error event). Every failed attempt is logged with its reason, and feeds the shared
+//! health: target failures the target's circuit, 401/403 the key's circuit, 429 a cooldown
+//! of the key (of the target for a keyless provider) until the time the upstream named.
+//!
+//! Usage is recorded per key, model and day: the upstream's counts, or — when it reported
+//! none — an estimate from the bytes (4 per token), recorded as estimated.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use llmr_bus::{Bus, Delivery};
 use llmr_config::{Provider, ProviderType};
-use llmr_protocol::{ApiError, Attempt, now_ms};
-use llmr_store::Store;
+use llmr_protocol::{ApiError, Attempt, Envelope, Plan, now_ms};
+use llmr_store::{Breaker, Store, UsageDelta, key_id, key_name, target_id, utc_day};
 use secrecy::ExposeSecret;
 use tracing::Instrument;
 
-use crate::adapters::{AttemptError, AttemptResult, Outcome, echo, openai};
+use crate::adapters::{AttemptError, AttemptResult, Fault, Outcome, chaos, echo, openai};
 use crate::replier::Replier;
+
+/// How often a waiting attempt asks again for a slot or lock.
+const SLOT_POLL: Duration = Duration::from_millis(25);
 
 /// A provider as one worker uses it.
 pub struct ProviderRt {
     pub provider: Provider,
-    /// Round-robin position over the provider's keys.
+    /// Round-robin position for plans that name no key.
     next_key: Cell<usize>,
 }
 
@@ -37,15 +48,21 @@ impl ProviderRt {
         }
     }
 
-    /// The next key and its id for usage (`provider#index`; the key itself is never stored).
-    fn key(&self) -> (Option<&str>, String) {
-        let keys = &self.provider.api_keys;
+    /// The key the attempt names (or the next in turn) and its index.
+    fn key(&self, chosen: Option<u32>) -> Option<(usize, &str)> {
+        let keys = &self.provider.resolved_keys;
         if keys.is_empty() {
-            return (None, self.provider.name.clone());
+            return None;
         }
-        let i = self.next_key.get() % keys.len();
-        self.next_key.set(i + 1);
-        (Some(keys[i].expose_secret()), format!("{}#{}", self.provider.name, i))
+        let i = match chosen {
+            Some(i) if (i as usize) < keys.len() => i as usize,
+            _ => {
+                let i = self.next_key.get() % keys.len();
+                self.next_key.set(i + 1);
+                i
+            }
+        };
+        Some((i, keys[i].expose_secret()))
     }
 }
 
@@ -56,6 +73,15 @@ pub struct JobCtx {
     pub client: awc::Client,
     pub providers: HashMap<String, ProviderRt>,
     pub max_response_bytes: usize,
+    pub breaker: Breaker,
+    pub default_cooldown_ms: u64,
+}
+
+/// What an attempt holds while it runs, released when it ends (or the job is cancelled).
+#[derive(Default)]
+pub struct Held {
+    lease: Option<String>,
+    lock: Option<String>,
 }
 
 /// Runs a delivered job until it succeeds, fails for good, or `cancel` fires.
@@ -63,8 +89,8 @@ pub async fn run(ctx: Rc<JobCtx>, d: Delivery, cancel: tokio::sync::oneshot::Rec
     let env = &d.envelope;
     let span = tracing::info_span!("job", request_id = %env.id, model = %env.meta.model, provider = tracing::field::Empty, reclaimed = d.reclaimed);
     llmr_telemetry::set_parent(&span, &env.traceparent);
-    let lease: RefCell<Option<String>> = RefCell::new(None);
-    let work = execute(&ctx, &d, &lease, &span).instrument(span.clone());
+    let held: RefCell<Held> = RefCell::default();
+    let work = execute(&ctx, &d, &held, &span).instrument(span.clone());
     tokio::select! {
         biased;
         Ok(()) = cancel => {
@@ -72,18 +98,27 @@ pub async fn run(ctx: Rc<JobCtx>, d: Delivery, cancel: tokio::sync::oneshot::Rec
         }
         () = work => {}
     }
-    let held = lease.borrow_mut().take();
-    if let Some(target) = held
-        && let Err(e) = ctx.store.release_lease(&target, &env.id.to_string()).await
+    release(&ctx, &held, &env.id.to_string()).await;
+}
+
+async fn release(ctx: &JobCtx, held: &RefCell<Held>, member: &str) {
+    let h = std::mem::take(&mut *held.borrow_mut());
+    if let Some(t) = h.lease
+        && let Err(e) = ctx.store.release_lease(&t, member).await
     {
         tracing::warn!(error = %e, "could not release a lease (it will expire)");
     }
+    if let Some(t) = h.lock
+        && let Err(e) = ctx.store.release_lock(&t, member).await
+    {
+        tracing::warn!(error = %e, "could not release a lock (it will expire)");
+    }
 }
 
-async fn execute(ctx: &JobCtx, d: &Delivery, lease: &RefCell<Option<String>>, span: &tracing::Span) {
+async fn execute(ctx: &JobCtx, d: &Delivery, held: &RefCell<Held>, span: &tracing::Span) {
     let env = &d.envelope;
     let mut out = Replier::new(ctx.bus.clone(), env.reply_to.clone(), env.id, env.meta.stream);
-    if let Err(err) = attempts(ctx, d, lease, span, &mut out).await
+    if let Err(err) = attempts(ctx, d, held, span, &mut out).await
         && let Err(e) = out.error(&err).await
     {
         tracing::warn!(error = %e, "could not send an error frame");
@@ -94,7 +129,7 @@ async fn execute(ctx: &JobCtx, d: &Delivery, lease: &RefCell<Option<String>>, sp
 async fn attempts(
     ctx: &JobCtx,
     d: &Delivery,
-    lease: &RefCell<Option<String>>,
+    held: &RefCell<Held>,
     span: &tracing::Span,
     out: &mut Replier,
 ) -> Result<(), ApiError> {
@@ -117,9 +152,9 @@ async fn attempts(
     };
     let member = env.id.to_string();
     let mut last: Option<AttemptError> = None;
+    let mut skipped = Vec::new();
     for attempt in &plan.attempts {
-        let remaining = env.remaining_ms(now_ms());
-        if remaining == 0 {
+        if env.remaining_ms(now_ms()) == 0 {
             return Err(ApiError::DeadlineExceeded);
         }
         let Some(p) = ctx.providers.get(&attempt.provider) else {
@@ -127,47 +162,48 @@ async fn attempts(
             continue;
         };
         span.record("provider", attempt.provider.as_str());
-        let target = attempt.target();
-        match ctx.store.acquire_lease(&target, &member, remaining + 1000).await {
-            Ok(()) => *lease.borrow_mut() = Some(target),
-            Err(e) => tracing::warn!(error = %e, "could not take a lease; calling without one"),
+        if let Some(why) = admit(ctx, p, attempt, plan, env, held).await? {
+            tracing::info!(provider = %attempt.provider, model = %attempt.model, reason = why, "attempt skipped");
+            skipped.push(why);
+            continue;
         }
-        let (key, key_id) = p.key();
-        let timeout = Duration::from_millis(remaining);
+        let key = p.key(attempt.key);
+        let remaining = env.remaining_ms(now_ms());
+        let limit = if p.provider.timeout_ms > 0 {
+            remaining.min(p.provider.timeout_ms)
+        } else {
+            remaining
+        };
+        let timeout = Duration::from_millis(limit.max(1));
         let tp = llmr_telemetry::traceparent(span, &env.traceparent);
-        let result =
-            match tokio::time::timeout(timeout, attempt_once(ctx, p, attempt, key, &tp, timeout, out, env)).await {
-                Ok(r) => r,
-                Err(_) => Err(AttemptError::fatal(ApiError::DeadlineExceeded, "deadline passed")),
-            };
-        let held = lease.borrow_mut().take();
-        if let Some(t) = held
-            && let Err(e) = ctx.store.release_lease(&t, &member).await
+        let started = Instant::now();
+        let result = match tokio::time::timeout(
+            timeout,
+            attempt_once(ctx, p, attempt, key.map(|k| k.1), &tp, timeout, out, env),
+        )
+        .await
         {
-            tracing::warn!(error = %e, "could not release a lease (it will expire)");
-        }
+            Ok(r) => r,
+            Err(_) if limit < remaining && !out.started() => Err(AttemptError::retryable(format!(
+                "no answer within {} ms",
+                p.provider.timeout_ms
+            ))),
+            Err(_) if limit < remaining => Err(AttemptError::broken_after_start(format!(
+                "no answer within {} ms",
+                p.provider.timeout_ms
+            ))),
+            Err(_) => Err(AttemptError::local(ApiError::DeadlineExceeded, "deadline passed")),
+        };
+        release(ctx, held, &member).await;
+        let key_idx = key.map(|k| k.0);
+        feed_health(ctx, attempt, key_idx, &result, started.elapsed()).await;
         match result {
-            Ok(Outcome { usage }) => {
-                let (prompt, completion, estimated) =
-                    usage.map_or((0, 0, true), |u| (u.prompt_tokens, u.completion_tokens, false));
-                if let Err(e) = ctx
-                    .store
-                    .record_usage(
-                        &key_id,
-                        &attempt.model,
-                        &llmr_store::utc_day(now_ms()),
-                        prompt,
-                        completion,
-                        estimated,
-                    )
-                    .await
-                {
-                    tracing::warn!(error = %e, "could not record usage");
-                }
+            Ok(o) => {
+                record_usage(ctx, attempt, key_idx, env, &o).await;
                 return Ok(());
             }
             Err(e) => {
-                tracing::warn!(provider = %attempt.provider, reason = %e.reason, retryable = e.retryable, "attempt failed");
+                tracing::warn!(provider = %attempt.provider, model = %attempt.model, reason = %e.reason, retryable = e.retryable, "attempt failed");
                 let stop = !e.retryable || out.started();
                 last = Some(e);
                 if stop {
@@ -176,12 +212,128 @@ async fn attempts(
             }
         }
     }
-    Err(last.map_or(
-        ApiError::Upstream {
-            message: "No provider of the plan is available to this worker.".into(),
+    Err(match last {
+        Some(e) => e.error,
+        None => ApiError::Unavailable {
+            message: format!(
+                "No upstream of the plan could take the request ({}).",
+                if skipped.is_empty() {
+                    "none known".to_string()
+                } else {
+                    skipped.join("; ")
+                }
+            ),
         },
-        |e| e.error,
-    ))
+    })
+}
+
+/// Whether an attempt may go: probes won, slot or lock taken (waiting up to the plan's
+/// `wait_ms`), lease counted. `Some(reason)` skips it.
+async fn admit(
+    ctx: &JobCtx,
+    p: &ProviderRt,
+    a: &Attempt,
+    plan: &Plan,
+    env: &Envelope,
+    held: &RefCell<Held>,
+) -> Result<Option<&'static str>, ApiError> {
+    if a.probe
+        && !ctx
+            .store
+            .try_probe(&target_id(&a.provider, &a.model), ctx.breaker.probe_ttl_ms)
+            .await?
+    {
+        return Ok(Some("another request is probing the target's circuit"));
+    }
+    if a.probe_key
+        && let Some(k) = a.key
+        && !ctx
+            .store
+            .try_probe(&key_id(&a.provider, k as usize), ctx.breaker.probe_ttl_ms)
+            .await?
+    {
+        return Ok(Some("another request is probing the key's circuit"));
+    }
+    let target = a.target();
+    let member = env.id.to_string();
+    let ttl = env.remaining_ms(now_ms()) + 1000;
+    let wait_until = Instant::now() + Duration::from_millis(plan.wait_ms.min(env.remaining_ms(now_ms())));
+    loop {
+        let got = if p.provider.exclusive {
+            ctx.store.acquire_lock(&target, &member, ttl).await?
+        } else {
+            ctx.store
+                .acquire_lease(&target, &member, ttl, p.provider.max_concurrency)
+                .await?
+        };
+        if got {
+            let mut h = held.borrow_mut();
+            if p.provider.exclusive {
+                h.lock = Some(target);
+            } else {
+                h.lease = Some(target);
+            }
+            return Ok(None);
+        }
+        if Instant::now() >= wait_until {
+            return Ok(Some(if p.provider.exclusive {
+                "the target is locked by another request"
+            } else {
+                "the target has no free slot"
+            }));
+        }
+        tokio::time::sleep(SLOT_POLL).await;
+    }
+}
+
+/// Feeds the shared circuit breakers, cooldowns and latency.
+async fn feed_health(ctx: &JobCtx, a: &Attempt, key: Option<usize>, r: &AttemptResult, took: Duration) {
+    let t = target_id(&a.provider, &a.model);
+    let k = key.map(|k| key_id(&a.provider, k));
+    let res = match r {
+        Ok(_) => {
+            let lat = Some(took.as_secs_f64() * 1000.0);
+            let (x, y) = futures_util::join!(ctx.store.record_success(&t, lat), async {
+                match &k {
+                    Some(k) => ctx.store.record_success(k, None).await,
+                    None => Ok(()),
+                }
+            });
+            x.and(y)
+        }
+        Err(e) => match e.fault {
+            Fault::Target => ctx.store.record_failure(&t, &ctx.breaker).await,
+            Fault::Key => ctx.store.record_failure(k.as_deref().unwrap_or(&t), &ctx.breaker).await,
+            Fault::RateLimited { until_ms } => {
+                let until = until_ms.unwrap_or_else(|| now_ms() + ctx.default_cooldown_ms);
+                tracing::info!(provider = %a.provider, key = ?key, cooldown_ms = until.saturating_sub(now_ms()), "rate-limited; cooling down");
+                ctx.store.cooldown(k.as_deref().unwrap_or(&t), until).await
+            }
+            Fault::Client | Fault::Local => Ok(()),
+        },
+    };
+    if let Err(e) = res {
+        tracing::warn!(error = %e, "could not update health");
+    }
+}
+
+async fn record_usage(ctx: &JobCtx, a: &Attempt, key: Option<usize>, env: &Envelope, o: &Outcome) {
+    let delta = match o.usage {
+        Some(u) => UsageDelta {
+            prompt: u.prompt_tokens,
+            completion: u.completion_tokens,
+            estimated: false,
+        },
+        None => UsageDelta {
+            prompt: env.body.len() as u64 / 4,
+            completion: o.relayed_bytes / 4,
+            estimated: true,
+        },
+    };
+    let name = key.map_or_else(|| a.provider.clone(), |k| key_name(&a.provider, k));
+    if let Err(e) = ctx.store.record_usage(&name, &a.model, &utc_day(now_ms()), delta).await {
+        tracing::warn!(error = %e, "could not record usage");
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -193,19 +345,32 @@ async fn attempt_once(
     traceparent: &str,
     timeout: Duration,
     out: &mut Replier,
-    env: &llmr_protocol::Envelope,
+    env: &Envelope,
 ) -> AttemptResult {
+    let id = format!("chatcmpl-{}", env.id.simple());
     match p.provider.kind {
         ProviderType::Echo => {
             echo::call(
                 &env.body,
                 &env.meta.model,
-                &format!("chatcmpl-{}", env.id.simple()),
+                &id,
                 env.meta.stream,
                 env.meta.include_usage,
                 out,
             )
             .await
+        }
+        ProviderType::Chaos => {
+            let default = llmr_config::Chaos::default();
+            let call = chaos::Call {
+                chaos: p.provider.chaos.as_ref().unwrap_or(&default),
+                body: &env.body,
+                model: &env.meta.model,
+                id: &id,
+                stream: env.meta.stream,
+                include_usage: env.meta.include_usage,
+            };
+            chaos::call(&call, out).await
         }
         ProviderType::Openai => {
             let call = openai::Call {
@@ -216,8 +381,10 @@ async fn attempt_once(
                 key,
                 traceparent,
                 stream: env.meta.stream,
+                client_wants_usage: env.meta.include_usage,
                 timeout,
                 max_response_bytes: ctx.max_response_bytes,
+                extra_headers: &p.provider.extra_headers,
             };
             openai::call(&ctx.client, &call, out).await
         }

@@ -15,12 +15,14 @@
 //! - [`actor`]: the consumer actor and its messages.
 //! - [`job`]: running a plan (leases, failover, usage).
 //! - [`adapters`]: `openai` and `echo`.
+//! - [`ratelimit`]: reading an upstream's 429 reset time.
 //! - [`replier`]: reply frames of one request.
 //! - [`sse`]: splitting an upstream event stream.
 
 pub mod actor;
 pub mod adapters;
 pub mod job;
+pub mod ratelimit;
 pub mod replier;
 pub mod sse;
 
@@ -84,12 +86,20 @@ impl WorkerService {
             .filter(|p| p.pool == pool)
             .map(|p| (p.name.clone(), job::ProviderRt::new(p.clone())))
             .collect();
+        let h = &settings.health;
         let ctx = Rc::new(job::JobCtx {
             bus: bus.clone(),
             store: store.clone(),
             client,
             providers,
             max_response_bytes: w.max_response_bytes,
+            breaker: llmr_store::Breaker {
+                failure_threshold: h.failure_threshold,
+                failure_window_ms: h.failure_window_ms,
+                recovery_ms: h.recovery_ms,
+                probe_ttl_ms: h.recovery_ms.max(1000),
+            },
+            default_cooldown_ms: h.default_cooldown_ms,
         });
         let addr = actor::WorkerActor::new(
             ctx,

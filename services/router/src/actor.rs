@@ -12,8 +12,10 @@ use llmr_store::Store;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
-use crate::catalog::Catalog;
-use crate::plan;
+use crate::catalog::{Catalog, TargetSpec};
+use crate::plan::{self, Cand, Estimate, Rotation};
+use llmr_config::Strategy;
+use llmr_store::{HealthRecord, key_id, key_name, target_id, utc_day};
 
 /// Read and route the next batch.
 #[derive(Message)]
@@ -38,6 +40,9 @@ struct Shared {
     store: Store,
     catalog: Rc<Catalog>,
     rng: RefCell<StdRng>,
+    rotation: RefCell<Rotation>,
+    max_attempts: usize,
+    first_available_wait_ms: u64,
 }
 
 pub struct RouterActor {
@@ -58,6 +63,9 @@ impl RouterActor {
                 store,
                 catalog,
                 rng: RefCell::new(StdRng::from_os_rng()),
+                rotation: RefCell::new(Rotation::default()),
+                max_attempts: settings.router.max_attempts,
+                first_available_wait_ms: settings.router.first_available_wait_ms,
             }),
             consumer: Some(consumer),
             batch: settings.router.batch,
@@ -144,18 +152,17 @@ impl Handler<Drain> for RouterActor {
     }
 }
 
-/// Routes a batch: one store round trip for all loads, then one atomic forward per request.
+/// Routes a batch: one store round trip each for loads, health and key usage of every
+/// target the batch may use, then one atomic forward per request.
 async fn route_batch(shared: &Shared, consumer: &Consumer, deliveries: Vec<Delivery>) {
     let now = now_ms();
     let mut routable = Vec::with_capacity(deliveries.len());
-    let mut all_targets = Vec::new();
     for d in deliveries {
         if d.envelope.expired(now) {
             answer(shared, consumer, &d, ApiError::DeadlineExceeded).await;
             continue;
         }
-        let candidates = shared.catalog.providers_for(&d.envelope.meta.model);
-        if candidates.is_empty() {
+        let Some(route) = shared.catalog.route(&d.envelope.meta.model) else {
             answer(
                 shared,
                 consumer,
@@ -166,31 +173,65 @@ async fn route_batch(shared: &Shared, consumer: &Consumer, deliveries: Vec<Deliv
             )
             .await;
             continue;
+        };
+        // The route, then its fallback groups (each once), in order.
+        let mut routes = vec![route];
+        let mut i = 0;
+        while i < routes.len() {
+            for fb in routes[i].fallbacks.clone() {
+                if !routes.iter().any(|r| r.name == fb)
+                    && let Some(r) = shared.catalog.route(&fb)
+                {
+                    routes.push(r);
+                }
+            }
+            i += 1;
         }
-        let targets = plan::targets(&d.envelope.meta.model, &candidates);
-        let start = all_targets.len();
-        all_targets.extend(targets);
-        routable.push((d, candidates, start));
+        routable.push((d, routes));
     }
     if routable.is_empty() {
         return;
     }
-    let loads = shared.store.loads(&all_targets).await.unwrap_or_else(|e| {
-        tracing::warn!(error = %e, "loads unavailable; routing without them");
-        vec![0; all_targets.len()]
-    });
-    for (d, candidates, start) in routable {
+    // Every distinct target and key the batch may use.
+    let mut targets: Vec<TargetSpec> = Vec::new();
+    for (_, routes) in &routable {
+        for t in routes.iter().flat_map(|r| &r.targets) {
+            if !targets.iter().any(|x| x.provider == t.provider && x.model == t.model) {
+                targets.push(t.clone());
+            }
+        }
+    }
+    let state = fetch_state(shared, &targets, now).await;
+    let max_attempts = shared.max_attempts;
+    for (d, routes) in routable {
         let env = &d.envelope;
         let span = tracing::info_span!("route", request_id = %env.id, model = %env.meta.model, provider = tracing::field::Empty);
         llmr_telemetry::set_parent(&span, &env.traceparent);
         let _enter = span.enter();
-        let Some(plan) = plan::least_load(
-            &env.meta.model,
-            &candidates,
-            &loads[start..start + candidates.len()],
-            &mut *shared.rng.borrow_mut(),
-        ) else {
-            continue;
+        let est = Estimate {
+            prompt_tokens: env.body.len() as u64 / 4,
+            completion_tokens: 0,
+        };
+        let mut ordered = Vec::with_capacity(routes.len());
+        let mut wait_ms = 0;
+        {
+            let mut rng = shared.rng.borrow_mut();
+            let mut rot = shared.rotation.borrow_mut();
+            for r in &routes {
+                if r.strategy == Strategy::FirstAvailable {
+                    wait_ms = shared.first_available_wait_ms;
+                }
+                let cands: Vec<Cand<'_>> = r.targets.iter().map(|t| state.cand(t)).collect();
+                ordered.push(plan::order(r, &cands, est, now, &mut *rng, &mut rot));
+            }
+        }
+        let plan = match plan::assemble(ordered, max_attempts, wait_ms, now) {
+            Ok(p) => p,
+            Err(e) => {
+                drop(_enter);
+                answer(shared, consumer, &d, e).await;
+                continue;
+            }
         };
         span.record("provider", plan.attempts[0].provider.as_str());
         let stream = format!("jobs:{}", plan.pool);
@@ -207,6 +248,82 @@ async fn route_batch(shared: &Shared, consumer: &Consumer, deliveries: Vec<Deliv
             // Left pending: it is routed again when reclaimed.
             tracing::warn!(error = %e, request_id = %env.id, "could not hand the job to a worker pool");
         }
+    }
+}
+
+/// What the store says about the targets (and their keys) of a batch.
+struct State {
+    targets: Vec<TargetSpec>,
+    loads: Vec<u64>,
+    health: Vec<HealthRecord>,
+    /// Per target: (health, requests today) of each key.
+    keys: Vec<Vec<(HealthRecord, u64)>>,
+}
+
+impl State {
+    fn cand<'a>(&self, t: &'a TargetSpec) -> Cand<'a> {
+        let i = self
+            .targets
+            .iter()
+            .position(|x| x.provider == t.provider && x.model == t.model)
+            .unwrap_or(0);
+        Cand {
+            spec: t,
+            load: self.loads.get(i).copied().unwrap_or(0),
+            health: self.health.get(i).copied().unwrap_or_default(),
+            keys: self
+                .keys
+                .get(i)
+                .cloned()
+                .unwrap_or_else(|| vec![(HealthRecord::default(), 0); t.keys]),
+        }
+    }
+}
+
+async fn fetch_state(shared: &Shared, targets: &[TargetSpec], now: u64) -> State {
+    let leases: Vec<String> = targets.iter().map(TargetSpec::lease).collect();
+    let mut ids: Vec<String> = targets.iter().map(|t| target_id(&t.provider, &t.model)).collect();
+    let mut pairs = Vec::new();
+    for t in targets {
+        for k in 0..t.keys {
+            ids.push(key_id(&t.provider, k));
+            pairs.push((key_name(&t.provider, k), t.model.clone()));
+        }
+    }
+    let day = utc_day(now);
+    let (loads, health, used) = futures_util::join!(
+        shared.store.loads(&leases),
+        shared.store.health(&ids),
+        shared.store.requests_on(&pairs, &day)
+    );
+    let loads = loads.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "loads unavailable; routing without them");
+        vec![0; targets.len()]
+    });
+    let health = health.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "health unavailable; routing as if healthy");
+        vec![HealthRecord::default(); ids.len()]
+    });
+    let used = used.unwrap_or_else(|_| vec![0; pairs.len()]);
+    let mut keys = Vec::with_capacity(targets.len());
+    let (mut h, mut u) = (targets.len(), 0);
+    for t in targets {
+        let mut ks = Vec::with_capacity(t.keys);
+        for _ in 0..t.keys {
+            ks.push((
+                health.get(h).copied().unwrap_or_default(),
+                used.get(u).copied().unwrap_or(0),
+            ));
+            h += 1;
+            u += 1;
+        }
+        keys.push(ks);
+    }
+    State {
+        targets: targets.to_vec(),
+        loads,
+        health: health[..targets.len().min(health.len())].to_vec(),
+        keys,
     }
 }
 

@@ -12,7 +12,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use actix::{Actor, AsyncContext, Context, Handler, Message, WrapFuture};
-use llmr_config::{Provider, ProviderType, Settings};
+use llmr_config::{ModelGroup, Provider, ProviderType, Settings, Strategy};
 use llmr_protocol::now_ms;
 use llmr_store::{ProviderStatus, Store};
 use secrecy::ExposeSecret;
@@ -27,10 +27,46 @@ pub struct Entry {
     pub error: Option<String>,
 }
 
-/// The catalog of one router: provider name → entry. Single-threaded (one arbiter).
+/// One target of a route: a provider and the model name it knows, with what strategies weigh.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TargetSpec {
+    pub provider: String,
+    pub model: String,
+    pub pool: String,
+    pub weight: u32,
+    pub priority: u32,
+    pub cost_input_per_mtok: f64,
+    pub cost_output_per_mtok: f64,
+    pub context_window: Option<u64>,
+    /// How many keys the provider has (0 = keyless).
+    pub keys: usize,
+    /// Calls hold a slot or lock.
+    pub limited: bool,
+}
+
+impl TargetSpec {
+    /// The lease (load) name: `provider/model`.
+    pub fn lease(&self) -> String {
+        format!("{}/{}", self.provider, self.model)
+    }
+}
+
+/// How one requested model name is served.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub name: String,
+    pub strategy: Strategy,
+    pub targets: Vec<TargetSpec>,
+    pub fallbacks: Vec<String>,
+}
+
+/// The catalog of one router: provider name → entry, and the model groups.
+/// Single-threaded (one arbiter).
 #[derive(Debug, Default)]
 pub struct Catalog {
     entries: RefCell<BTreeMap<String, Entry>>,
+    groups: BTreeMap<String, ModelGroup>,
+    default_strategy: Option<Strategy>,
 }
 
 impl Catalog {
@@ -50,9 +86,62 @@ impl Catalog {
                 )
             })
             .collect();
+        let groups = settings.models.iter().map(|g| (g.name.clone(), g.clone())).collect();
         Catalog {
             entries: RefCell::new(entries),
+            groups,
+            default_strategy: Some(settings.router.strategy),
         }
+    }
+
+    fn spec(p: &Provider, model: &str, weight: Option<u32>) -> TargetSpec {
+        TargetSpec {
+            provider: p.name.clone(),
+            model: model.to_owned(),
+            pool: p.pool.clone(),
+            weight: weight.unwrap_or(p.weight),
+            priority: p.priority,
+            cost_input_per_mtok: p.cost_input_per_mtok,
+            cost_output_per_mtok: p.cost_output_per_mtok,
+            context_window: p.context_window_of(model),
+            keys: p.resolved_keys.len(),
+            limited: p.limited(),
+        }
+    }
+
+    /// How `model` is served: a group by that name, else every enabled provider that lists
+    /// the model (with the default strategy). None: nothing serves it.
+    pub fn route(&self, model: &str) -> Option<Route> {
+        let entries = self.entries.borrow();
+        let strategy = self.default_strategy.unwrap_or(Strategy::LeastLoad);
+        if let Some(g) = self.groups.get(model) {
+            let targets = g
+                .targets
+                .iter()
+                .filter_map(|t| {
+                    entries
+                        .get(&t.provider)
+                        .map(|e| Self::spec(&e.provider, &t.model, t.weight))
+                })
+                .collect();
+            return Some(Route {
+                name: g.name.clone(),
+                strategy: g.strategy.unwrap_or(strategy),
+                targets,
+                fallbacks: g.fallbacks.clone(),
+            });
+        }
+        let targets: Vec<TargetSpec> = entries
+            .values()
+            .filter(|e| e.models.iter().any(|m| m == model))
+            .map(|e| Self::spec(&e.provider, model, None))
+            .collect();
+        (!targets.is_empty()).then(|| Route {
+            name: model.to_owned(),
+            strategy,
+            targets,
+            fallbacks: Vec::new(),
+        })
     }
 
     /// `(provider, pool)` of every enabled provider serving `model`, in name order.
@@ -191,7 +280,7 @@ struct ModelId {
 
 async fn fetch_models(client: &awc::Client, p: &Provider) -> Result<Vec<String>, String> {
     let mut req = client.get(format!("{}/models", p.base()));
-    if let Some(k) = p.api_keys.first() {
+    if let Some(k) = p.resolved_keys.first() {
         req = req.bearer_auth(k.expose_secret());
     }
     let mut resp = req.send().await.map_err(|e| e.to_string())?;
@@ -229,6 +318,32 @@ mod tests {
         );
         assert_eq!(c.providers_for("x").len(), 2);
         assert!(c.providers_for("nope").is_empty());
+        let r = c.route("m").unwrap();
+        assert_eq!(
+            r.targets.iter().map(|t| t.provider.as_str()).collect::<Vec<_>>(),
+            vec!["a", "b"]
+        );
+        assert!(c.route("nope").is_none());
+    }
+
+    #[test]
+    fn groups_route_to_their_targets_before_plain_models() {
+        let s = settings(
+            "[router]\nstrategy='priority'\n[[providers]]\nname='a'\ntype='echo'\nmodels=['m']\nweight=4\npriority=2\ncontext_window={'*'=1000}\n[[models]]\nname='m'\nstrategy='weighted'\ntargets=[{provider='a',model='real',weight=7},{provider='a',model='other'}]\nfallbacks=['g2']\n[[models]]\nname='g2'\ntargets=[{provider='a',model='m'}]\n",
+        );
+        let c = Catalog::from_settings(&s);
+        let r = c.route("m").unwrap();
+        assert_eq!(r.strategy, Strategy::Weighted);
+        assert_eq!(r.targets[0].model, "real");
+        assert_eq!(r.targets[0].weight, 7);
+        assert_eq!(r.targets[1].weight, 4, "the provider's weight by default");
+        assert_eq!(r.targets[0].context_window, Some(1000));
+        assert_eq!(r.fallbacks, vec!["g2"]);
+        assert_eq!(
+            c.route("g2").unwrap().strategy,
+            Strategy::Priority,
+            "router.strategy by default"
+        );
     }
 
     #[test]

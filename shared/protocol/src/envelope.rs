@@ -170,9 +170,11 @@ mod tests {
                 plan: Some(Plan {
                     pool: "default".into(),
                     attempts: vec![Attempt {
-                        provider: "p".into(),
-                        model: "u".into(),
+                        key: Some(1),
+                        probe: true,
+                        ..Attempt::new("p", "u")
                     }],
+                    wait_ms: 5,
                 }),
             },
         }

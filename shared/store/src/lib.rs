@@ -223,6 +223,11 @@ impl Store {
         dispatch!(self, s => s.record_usage(key, model, day, delta))
     }
 
+    /// Requests so far on `day` for each `(key, model)` (one round trip).
+    pub async fn requests_on(&self, pairs: &[(String, String)], day: &str) -> Result<Vec<u64>, StoreError> {
+        dispatch!(self, s => s.requests_on(pairs, day))
+    }
+
     /// Every key and model with usage on `day`, sorted.
     pub async fn usage_day(&self, day: &str) -> Result<Vec<UsageRow>, StoreError> {
         dispatch!(self, s => s.usage_day(day))

@@ -176,6 +176,18 @@ impl MemoryStore {
             .unwrap_or_default())
     }
 
+    pub(crate) fn requests_on(&self, pairs: &[(String, String)], day: &str) -> Result<Vec<u64>, StoreError> {
+        let st = self.lock();
+        Ok(pairs
+            .iter()
+            .map(|(k, m)| {
+                st.usage
+                    .get(&(day.to_owned(), k.clone(), m.clone()))
+                    .map_or(0, |u| u.requests)
+            })
+            .collect())
+    }
+
     pub(crate) fn usage_day(&self, day: &str) -> Result<Vec<UsageRow>, StoreError> {
         Ok(self
             .lock()

@@ -354,6 +354,21 @@ impl RedisStore {
         pipe.query_async::<()>(&mut conn).await.map_err(unavailable)
     }
 
+    pub(crate) async fn requests_on(&self, pairs: &[(String, String)], day: &str) -> Result<Vec<u64>, StoreError> {
+        if pairs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for (k, m) in pairs {
+            pipe.cmd("HGET")
+                .arg(self.key(&format!("usage:{k}:{m}:{day}")))
+                .arg("requests");
+        }
+        let mut c = self.conn().await?;
+        let v: Vec<Option<u64>> = pipe.query_async(&mut c).await.map_err(unavailable)?;
+        Ok(v.into_iter().map(|x| x.unwrap_or(0)).collect())
+    }
+
     pub(crate) async fn usage_day(&self, day: &str) -> Result<Vec<UsageRow>, StoreError> {
         let mut c = self.conn().await?;
         let mut pairs: Vec<String> = redis::cmd("SMEMBERS")

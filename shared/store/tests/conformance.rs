@@ -142,6 +142,12 @@ async fn usage_adds_up_per_key_model_and_day(s: Store) {
         }
     );
     assert!(s.usage_day("1999-01-01").await.unwrap().is_empty());
+    let pairs = vec![
+        ("k0".to_string(), "m".to_string()),
+        ("k1".to_string(), "m".to_string()),
+        ("k9".to_string(), "m".to_string()),
+    ];
+    assert_eq!(s.requests_on(&pairs, &day).await.unwrap(), vec![2, 1, 0]);
 }
 both!(usage_adds_up_per_key_model_and_day);
 

@@ -1,44 +1,106 @@
-//! `GET /health` (no auth): the services seen alive and each provider's state and load.
-//! 200 when the bus and store answer, 503 otherwise.
+//! `GET /health` (no auth): the services seen alive; each provider's state and load; each
+//! target's and key's circuit, cooldown and latency. 200 when the bus and store answer, 503
+//! otherwise.
 
 use actix_web::{HttpResponse, web};
-use serde_json::json;
+use llmr_protocol::now_ms;
+use llmr_store::{Availability, HealthRecord, key_id, key_name, target_id};
+use serde_json::{Value, json};
 
 use crate::AppState;
 
+fn availability(h: &HealthRecord, now: u64) -> &'static str {
+    match h.availability(now) {
+        Availability::Available => "available",
+        Availability::Probe => "probe",
+        Availability::CoolingUntil(_) => "cooling",
+        Availability::OpenUntil(_) => "open",
+    }
+}
+
+fn describe(h: &HealthRecord, now: u64) -> Value {
+    json!({
+        "available": availability(h, now),
+        "circuit": h.circuit.as_str(),
+        "failures": h.failures,
+        "open_until_ms": (h.open_until_ms > now).then_some(h.open_until_ms),
+        "cooldown_until_ms": (h.cooldown_until_ms > now).then_some(h.cooldown_until_ms),
+        "latency_ms": h.latency_ms.map(|l| (l * 10.0).round() / 10.0),
+    })
+}
+
+async fn report(state: &AppState) -> Result<Value, String> {
+    state.bus.ping().await.map_err(|e| e.to_string())?;
+    let alive = state.store.alive().await.map_err(|e| e.to_string())?;
+    let providers = state.store.providers().await.map_err(|e| e.to_string())?;
+    let now = now_ms();
+    // Targets: what each provider serves, and what the groups name.
+    let mut targets: Vec<(String, String)> = Vec::new();
+    for p in &providers {
+        for m in &p.models {
+            targets.push((p.name.clone(), m.clone()));
+        }
+    }
+    for g in &state.settings.models {
+        for t in &g.targets {
+            if !targets.iter().any(|(p, m)| *p == t.provider && *m == t.model) {
+                targets.push((t.provider.clone(), t.model.clone()));
+            }
+        }
+    }
+    let keys: Vec<(String, usize)> = state
+        .settings
+        .providers()
+        .flat_map(|p| (0..p.resolved_keys.len()).map(move |i| (p.name.clone(), i)))
+        .collect();
+    let leases: Vec<String> = targets.iter().map(|(p, m)| format!("{p}/{m}")).collect();
+    let mut ids: Vec<String> = targets.iter().map(|(p, m)| target_id(p, m)).collect();
+    ids.extend(keys.iter().map(|(p, i)| key_id(p, *i)));
+    let (loads, health) = futures_util::join!(state.store.loads(&leases), state.store.health(&ids));
+    let loads = loads.map_err(|e| e.to_string())?;
+    let health = health.map_err(|e| e.to_string())?;
+    let target_json: Vec<Value> = targets
+        .iter()
+        .enumerate()
+        .map(|(i, (p, m))| {
+            let mut v = describe(&health[i], now);
+            v["target"] = json!(format!("{p}/{m}"));
+            v["load"] = json!(loads[i]);
+            v
+        })
+        .collect();
+    let provider_json: Vec<Value> = providers
+        .iter()
+        .map(|p| {
+            let load: u64 = targets.iter().zip(&loads).filter(|((tp, _), _)| *tp == p.name).map(|(_, l)| *l).sum();
+            let key_json: Vec<Value> = keys
+                .iter()
+                .enumerate()
+                .filter(|(_, (kp, _))| *kp == p.name)
+                .map(|(j, (kp, i))| {
+                    let mut v = describe(&health[targets.len() + j], now);
+                    v["key"] = json!(key_name(kp, *i));
+                    v
+                })
+                .collect();
+            json!({"name": p.name, "state": p.state, "error": p.error, "models": p.models, "load": load, "keys": key_json})
+        })
+        .collect();
+    Ok(json!({
+        "status": "ok",
+        "backend": if state.bus.is_memory() { "memory" } else { "redis" },
+        "instance": state.instance,
+        "in_flight": state.hub.in_flight(),
+        "services": alive,
+        "providers": provider_json,
+        "targets": target_json,
+    }))
+}
+
 pub async fn health(state: web::Data<AppState>) -> HttpResponse {
     let backend = if state.bus.is_memory() { "memory" } else { "redis" };
-    let checked = async {
-        state.bus.ping().await.map_err(|e| e.to_string())?;
-        let alive = state.store.alive().await.map_err(|e| e.to_string())?;
-        let providers = state.store.providers().await.map_err(|e| e.to_string())?;
-        let targets: Vec<Vec<String>> = providers
-            .iter()
-            .map(|p| p.models.iter().map(|m| format!("{}/{m}", p.name)).collect())
-            .collect();
-        let flat: Vec<String> = targets.iter().flatten().cloned().collect();
-        let loads = state.store.loads(&flat).await.map_err(|e| e.to_string())?;
-        let mut i = 0;
-        let providers: Vec<_> = providers
-            .iter()
-            .zip(&targets)
-            .map(|(p, t)| {
-                let load: u64 = loads[i..i + t.len()].iter().sum();
-                i += t.len();
-                json!({"name": p.name, "state": p.state, "error": p.error, "models": p.models, "load": load})
-            })
-            .collect();
-        Ok::<_, String>((alive, providers))
-    };
-    match tokio::time::timeout(std::time::Duration::from_millis(900), checked).await {
-        Ok(Ok((alive, providers))) => HttpResponse::Ok().json(json!({
-            "status": "ok",
-            "backend": backend,
-            "instance": state.instance,
-            "in_flight": state.hub.in_flight(),
-            "services": alive,
-            "providers": providers,
-        })),
+    match tokio::time::timeout(std::time::Duration::from_millis(900), report(&state)).await {
+        Ok(Ok(v)) => HttpResponse::Ok().json(v),
         Ok(Err(e)) => {
             HttpResponse::ServiceUnavailable().json(json!({"status": "unavailable", "backend": backend, "error": e}))
         }

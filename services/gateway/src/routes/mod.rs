@@ -3,6 +3,7 @@
 pub mod chat;
 pub mod health;
 pub mod models;
+pub mod usage;
 
 use actix_web::{HttpRequest, web};
 use bytes::{Bytes, BytesMut};
@@ -15,6 +16,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/v1/chat/completions", web::post().to(chat::completions))
         .route("/v1/models", web::get().to(models::list))
         .route("/v1/models/{id:.+}", web::get().to(models::retrieve))
+        .route("/v1/usage", web::get().to(usage::usage))
         .route("/health", web::get().to(health::health));
 }
 

@@ -1,4 +1,5 @@
-//! `GET /v1/models` and `GET /v1/models/{id}`: the union of every enabled provider's models.
+//! `GET /v1/models` and `GET /v1/models/{id}`: the model groups and the union of every
+//! enabled provider's models.
 
 use std::collections::BTreeMap;
 
@@ -12,6 +13,10 @@ use crate::{AppState, HttpError};
 async fn catalog(state: &AppState) -> Result<BTreeMap<String, String>, HttpError> {
     let published = state.store.providers().await?;
     let mut out = BTreeMap::new();
+    // Model groups first: a group shadows a provider model of the same name.
+    for g in &state.settings.models {
+        out.insert(g.name.clone(), "llmrouter".to_string());
+    }
     for p in state.settings.providers() {
         // The routers publish fetched lists; static lists are known from the config at once.
         let models = published

@@ -47,7 +47,7 @@ pub async fn call(
     out: &mut Replier,
 ) -> AttemptResult {
     let req: Value = serde_json::from_slice(body)
-        .map_err(|e| AttemptError::fatal(ApiError::invalid(format!("invalid body: {e}"), None), "invalid body"))?;
+        .map_err(|e| AttemptError::local(ApiError::invalid(format!("invalid body: {e}"), None), "invalid body"))?;
     let text = last_user_text(&req);
     let prompt_tokens: u64 = req["messages"]
         .as_array()
@@ -59,7 +59,7 @@ pub async fn call(
         total_tokens: prompt_tokens + completion_tokens,
     };
     let created = now_ms() / 1000;
-    let reply_err = |e: llmr_bus::BusError| AttemptError::fatal(e.into(), "could not reply");
+    let reply_err = |e: llmr_bus::BusError| AttemptError::local(e.into(), "could not reply");
 
     if !stream {
         let answer = json!({
@@ -70,7 +70,10 @@ pub async fn call(
         out.complete(200, Bytes::from(answer.to_string()))
             .await
             .map_err(reply_err)?;
-        return Ok(Outcome { usage: Some(usage) });
+        return Ok(Outcome {
+            usage: Some(usage),
+            relayed_bytes: 0,
+        });
     }
 
     let chunk = |delta: Value, finish: Value| {
@@ -94,7 +97,10 @@ pub async fn call(
     }
     out.events(tail).await.map_err(reply_err)?;
     out.end().await.map_err(reply_err)?;
-    Ok(Outcome { usage: Some(usage) })
+    Ok(Outcome {
+        usage: Some(usage),
+        relayed_bytes: 0,
+    })
 }
 
 #[cfg(test)]

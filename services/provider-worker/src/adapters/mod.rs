@@ -2,41 +2,113 @@
 //!
 //! An adapter runs one attempt: it sends the request, and turns the upstream's answer into
 //! reply frames through a `Replier`. It reports failure with an [`AttemptError`] that says
-//! whether another attempt may help; the job runner decides what to do with it.
+//! whether another attempt may help and whose fault it was ([`Fault`]): the job runner
+//! decides what to do with it and feeds the circuit breakers and cooldowns.
 
+pub mod chaos;
 pub mod echo;
 pub mod openai;
 
 use llmr_protocol::{ApiError, Usage};
+
+/// Whose fault a failed attempt was: this decides which circuit or cooldown it feeds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The target (connect error, timeout, 5xx, 404, broken or malformed answer).
+    Target,
+    /// The key (401, 403).
+    Key,
+    /// Rate-limited (429), until this time when the upstream said.
+    RateLimited { until_ms: Option<u64> },
+    /// The request itself (the upstream's 400/413/422): passed to the client, no retry.
+    Client,
+    /// Ours, not the upstream's (deadline, reply channel): feeds nothing.
+    Local,
+}
 
 /// Why one attempt failed, and whether the next attempt in the plan may be tried.
 #[derive(Debug)]
 pub struct AttemptError {
     /// What the client gets when no attempt is left (or retrying cannot help).
     pub error: ApiError,
-    /// Connect errors, timeouts, 5xx, 429, broken or malformed answers: try the next one.
+    /// Whether the next attempt may be tried (only while nothing reached the client).
     pub retryable: bool,
+    pub fault: Fault,
     /// A short reason for the log.
     pub reason: String,
 }
 
 impl AttemptError {
+    fn failed(reason: String) -> ApiError {
+        ApiError::Upstream {
+            message: format!("Every upstream attempt failed; last: {reason}"),
+        }
+    }
+
+    /// A target failure before anything reached the client: try the next attempt.
     pub fn retryable(reason: impl Into<String>) -> AttemptError {
         let reason = reason.into();
         AttemptError {
-            error: ApiError::Upstream {
-                message: format!("Every upstream attempt failed; last: {reason}"),
-            },
+            error: Self::failed(reason.clone()),
             retryable: true,
+            fault: Fault::Target,
             reason,
         }
     }
 
-    pub fn fatal(error: ApiError, reason: impl Into<String>) -> AttemptError {
+    pub fn key_rejected(reason: impl Into<String>) -> AttemptError {
+        let reason = reason.into();
+        AttemptError {
+            error: Self::failed(reason.clone()),
+            retryable: true,
+            fault: Fault::Key,
+            reason,
+        }
+    }
+
+    pub fn rate_limited(until_ms: Option<u64>, reason: impl Into<String>) -> AttemptError {
+        let reason = reason.into();
+        AttemptError {
+            error: ApiError::RateLimited {
+                message: format!("Every upstream is rate-limited; last: {reason}"),
+                retry_after_s: None,
+            },
+            retryable: true,
+            fault: Fault::RateLimited { until_ms },
+            reason,
+        }
+    }
+
+    /// The upstream refused the request as the client's fault.
+    pub fn client(error: ApiError, reason: impl Into<String>) -> AttemptError {
         AttemptError {
             error,
             retryable: false,
+            fault: Fault::Client,
             reason: reason.into(),
+        }
+    }
+
+    /// A failure of ours: end the request with `error`.
+    pub fn local(error: ApiError, reason: impl Into<String>) -> AttemptError {
+        AttemptError {
+            error,
+            retryable: false,
+            fault: Fault::Local,
+            reason: reason.into(),
+        }
+    }
+
+    /// A target that failed after the answer had started: no retry, but it counts.
+    pub fn broken_after_start(reason: impl Into<String>) -> AttemptError {
+        let reason = reason.into();
+        AttemptError {
+            error: ApiError::Upstream {
+                message: format!("The upstream stream failed after it had started: {reason}"),
+            },
+            retryable: false,
+            fault: Fault::Target,
+            reason,
         }
     }
 }
@@ -46,6 +118,8 @@ impl AttemptError {
 pub struct Outcome {
     /// Token counts the upstream reported (None: it reported none).
     pub usage: Option<Usage>,
+    /// Bytes of answer relayed (for estimates when the upstream reports no usage).
+    pub relayed_bytes: u64,
 }
 
 /// The result of one attempt.

@@ -1,18 +1,25 @@
 //! The `openai` adapter: any OpenAI-compatible `/chat/completions`.
 //!
-//! The client's body is sent through as bytes (only `model` is rewritten, and only when the
-//! upstream knows the model by another name). Stream events are passed through as the
-//! upstream sent them. Usage is read when the upstream reports it.
+//! The client's body is sent through as bytes; it is rewritten only when the upstream knows
+//! the model by another name, or to ask a stream for its usage (`stream_options.include_usage`)
+//! when the client did not — that extra usage chunk is then not relayed. Stream events are
+//! passed through as the upstream sent them.
+//!
+//! Statuses: 429 → rate-limited (with the reset time the headers name); 401/403 → the key;
+//! 400/413/422 → the client's fault, passed on; anything else, connect errors, timeouts and
+//! malformed answers → the target.
 
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use llmr_protocol::{ApiError, Usage};
+use llmr_protocol::{ApiError, Usage, now_ms};
 use serde::Deserialize;
+use serde::de::IgnoredAny;
 use serde_json::value::RawValue;
 
 use super::{AttemptError, AttemptResult, Outcome};
+use crate::ratelimit;
 use crate::replier::Replier;
 use crate::sse::{Event, Splitter};
 
@@ -25,14 +32,19 @@ pub struct Call<'a> {
     pub key: Option<&'a str>,
     pub traceparent: &'a str,
     pub stream: bool,
+    /// The client asked for the usage chunk itself.
+    pub client_wants_usage: bool,
     pub timeout: std::time::Duration,
     pub max_response_bytes: usize,
+    pub extra_headers: &'a BTreeMap<String, String>,
 }
 
 #[derive(Deserialize)]
 struct UsageOnly {
     #[serde(default)]
     usage: Option<Usage>,
+    #[serde(default)]
+    choices: Option<Vec<IgnoredAny>>,
 }
 
 /// Statuses that say the request itself is wrong: passed to the client, never retried.
@@ -41,10 +53,15 @@ fn client_fault(status: u16) -> bool {
 }
 
 pub async fn call(client: &awc::Client, c: &Call<'_>, out: &mut Replier) -> AttemptResult {
-    let body = if c.requested_model == c.upstream_model {
+    let force_usage = c.stream && !c.client_wants_usage;
+    let body = if c.requested_model == c.upstream_model && !force_usage {
         c.body.clone()
     } else {
-        rewrite_model(c.body, c.upstream_model)?
+        rewrite(
+            c.body,
+            (c.requested_model != c.upstream_model).then_some(c.upstream_model),
+            force_usage,
+        )?
     };
     let mut req = client
         .post(&c.url)
@@ -56,25 +73,32 @@ pub async fn call(client: &awc::Client, c: &Call<'_>, out: &mut Replier) -> Atte
     if !c.traceparent.is_empty() {
         req = req.insert_header(("traceparent", c.traceparent));
     }
+    for (k, v) in c.extra_headers {
+        req = req.insert_header((k.as_str(), v.as_str()));
+    }
     let mut resp = req
         .send_body(body)
         .await
         .map_err(|e| AttemptError::retryable(format!("request failed: {e}")))?;
     let status = resp.status().as_u16();
     if !resp.status().is_success() {
+        let header = |h: &str| resp.headers().get(h).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let until = ratelimit::reset_at(header, now_ms());
         let text = resp
             .body()
             .limit(64 << 10)
             .await
             .map(|b| String::from_utf8_lossy(&b).into_owned())
             .unwrap_or_default();
-        if client_fault(status) {
-            return Err(AttemptError::fatal(
+        return Err(match status {
+            429 => AttemptError::rate_limited(until, "upstream answered 429"),
+            401 | 403 => AttemptError::key_rejected(format!("upstream refused the key with {status}")),
+            s if client_fault(s) => AttemptError::client(
                 ApiError::UpstreamRejected { status, body: text },
                 format!("upstream rejected the request with {status}"),
-            ));
-        }
-        return Err(AttemptError::retryable(format!("upstream answered {status}")));
+            ),
+            s => AttemptError::retryable(format!("upstream answered {s}")),
+        });
     }
     if !c.stream {
         let body = resp
@@ -84,21 +108,31 @@ pub async fn call(client: &awc::Client, c: &Call<'_>, out: &mut Replier) -> Atte
             .map_err(|e| AttemptError::retryable(format!("reading the answer failed: {e}")))?;
         let parsed: UsageOnly =
             serde_json::from_slice(&body).map_err(|e| AttemptError::retryable(format!("malformed answer: {e}")))?;
+        let relayed_bytes = body.len() as u64;
         out.complete(200, body)
             .await
-            .map_err(|e| AttemptError::fatal(e.into(), "could not reply"))?;
-        return Ok(Outcome { usage: parsed.usage });
+            .map_err(|e| AttemptError::local(e.into(), "could not reply"))?;
+        return Ok(Outcome {
+            usage: parsed.usage,
+            relayed_bytes,
+        });
     }
-    relay_stream(&mut resp, out).await
+    relay_stream(&mut resp, out, c.client_wants_usage).await
 }
 
-/// Passes SSE events through until `[DONE]`.
-async fn relay_stream<S>(resp: &mut awc::ClientResponse<S>, out: &mut Replier) -> AttemptResult
+/// Passes SSE events through until `[DONE]`; keeps the usage chunk to itself unless the
+/// client asked for it.
+async fn relay_stream<S>(
+    resp: &mut awc::ClientResponse<S>,
+    out: &mut Replier,
+    client_wants_usage: bool,
+) -> AttemptResult
 where
     S: futures_util::Stream<Item = Result<Bytes, awc::error::PayloadError>> + Unpin,
 {
     let mut splitter = Splitter::default();
     let mut usage = None;
+    let mut relayed_bytes = 0u64;
     while let Some(chunk) = resp.next().await {
         let chunk = chunk.map_err(|e| broken(out, format!("the upstream stream broke: {e}")))?;
         let mut payloads = Vec::new();
@@ -114,7 +148,11 @@ where
                         && let Ok(u) = serde_json::from_slice::<UsageOnly>(&d)
                     {
                         usage = u.usage.or(usage);
+                        if !client_wants_usage && u.choices.is_some_and(|c| c.is_empty()) {
+                            continue; // the usage chunk we asked for, not the client
+                        }
                     }
+                    relayed_bytes += d.len() as u64;
                     payloads.push(d);
                 }
             }
@@ -122,13 +160,13 @@ where
         if !payloads.is_empty() {
             out.events(payloads)
                 .await
-                .map_err(|e| AttemptError::fatal(e.into(), "could not reply"))?;
+                .map_err(|e| AttemptError::local(e.into(), "could not reply"))?;
         }
         if done {
             out.end()
                 .await
-                .map_err(|e| AttemptError::fatal(e.into(), "could not reply"))?;
-            return Ok(Outcome { usage });
+                .map_err(|e| AttemptError::local(e.into(), "could not reply"))?;
+            return Ok(Outcome { usage, relayed_bytes });
         }
     }
     Err(broken(out, "the upstream stream ended without [DONE]".into()))
@@ -137,28 +175,37 @@ where
 /// A broken stream: retryable while nothing reached the client.
 fn broken(out: &Replier, reason: String) -> AttemptError {
     if out.started() {
-        AttemptError::fatal(
-            ApiError::Upstream {
-                message: format!("The upstream stream failed after it had started: {reason}"),
-            },
-            reason,
-        )
+        AttemptError::broken_after_start(reason)
     } else {
         AttemptError::retryable(reason)
     }
 }
 
-/// The body with `model` replaced; the other fields are copied as raw JSON text.
-fn rewrite_model(body: &Bytes, model: &str) -> Result<Bytes, AttemptError> {
-    let mut map: BTreeMap<&str, &RawValue> = serde_json::from_slice(body)
-        .map_err(|e| AttemptError::fatal(ApiError::invalid(format!("invalid body: {e}"), None), "invalid body"))?;
-    let name = serde_json::to_string(model).unwrap_or_default();
-    let raw = RawValue::from_string(name)
-        .map_err(|e| AttemptError::fatal(ApiError::Internal { message: e.to_string() }, "model name"))?;
-    map.insert("model", &raw);
-    serde_json::to_vec(&map)
-        .map(Bytes::from)
-        .map_err(|e| AttemptError::fatal(ApiError::Internal { message: e.to_string() }, "serialize"))
+/// The body with `model` replaced and/or `stream_options.include_usage` set; the other
+/// fields are copied as raw JSON text.
+fn rewrite(body: &Bytes, model: Option<&str>, include_usage: bool) -> Result<Bytes, AttemptError> {
+    let internal =
+        |e: serde_json::Error| AttemptError::local(ApiError::Internal { message: e.to_string() }, "rewriting the body");
+    let mut map: BTreeMap<&str, Box<RawValue>> = serde_json::from_slice(body)
+        .map_err(|e| AttemptError::local(ApiError::invalid(format!("invalid body: {e}"), None), "invalid body"))?;
+    if let Some(m) = model {
+        map.insert(
+            "model",
+            RawValue::from_string(serde_json::to_string(m).map_err(internal)?).map_err(internal)?,
+        );
+    }
+    if include_usage {
+        let mut opts: serde_json::Map<String, serde_json::Value> = map
+            .get("stream_options")
+            .and_then(|v| serde_json::from_str(v.get()).ok())
+            .unwrap_or_default();
+        opts.insert("include_usage".into(), serde_json::Value::Bool(true));
+        map.insert(
+            "stream_options",
+            RawValue::from_string(serde_json::to_string(&opts).map_err(internal)?).map_err(internal)?,
+        );
+    }
+    serde_json::to_vec(&map).map(Bytes::from).map_err(internal)
 }
 
 #[cfg(test)]
@@ -166,14 +213,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rewrites_only_the_model() {
-        let body =
-            Bytes::from_static(br#"{"model":"alias","messages":[{"role":"user","content":"hi"}],"temperature":0.5}"#);
-        let out = rewrite_model(&body, "real-model").unwrap();
+    fn rewrites_only_what_it_must() {
+        let body = Bytes::from_static(
+            br#"{"model":"alias","messages":[{"role":"user","content":"hi"}],"temperature":0.5,"stream":true}"#,
+        );
+        let out = rewrite(&body, Some("real-model"), false).unwrap();
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["model"], "real-model");
         assert_eq!(v["messages"][0]["content"], "hi");
         assert_eq!(v["temperature"], 0.5);
+        assert!(v.get("stream_options").is_none());
+        let out = rewrite(&body, None, true).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["model"], "alias");
+        assert_eq!(v["stream_options"]["include_usage"], true);
     }
 
     #[test]
