@@ -53,6 +53,9 @@ pub struct Estimate {
     pub completion_tokens: u64,
 }
 
+/// One route's ordered attempts (with their pools) and what blocked the rest.
+pub type Ordered = (Vec<(Attempt, String)>, Vec<Blocked>);
+
 /// Per-router rotation state of `weighted` and `round_robin`.
 #[derive(Debug, Default)]
 pub struct Rotation {
@@ -123,7 +126,7 @@ pub fn order(
     now: u64,
     rng: &mut impl Rng,
     rot: &mut Rotation,
-) -> (Vec<(Attempt, String)>, Vec<Blocked>) {
+) -> Ordered {
     let mut ready: Vec<(usize, Attempt)> = Vec::new();
     let mut blocked = Vec::new();
     for (i, c) in cands.iter().enumerate() {
@@ -225,12 +228,7 @@ pub fn order(
 /// Assembles the plan: the route's attempts, then its fallbacks', without repeats, within
 /// the retry budget, in the pool of the first. An empty plan is an error for the client:
 /// 429 (with the soonest recovery) when everything is cooling, 503 otherwise.
-pub fn assemble(
-    routes: Vec<(Vec<(Attempt, String)>, Vec<Blocked>)>,
-    max_attempts: usize,
-    wait_ms: u64,
-    now: u64,
-) -> Result<Plan, ApiError> {
+pub fn assemble(routes: Vec<Ordered>, max_attempts: usize, wait_ms: u64, now: u64) -> Result<Plan, ApiError> {
     let mut attempts: Vec<Attempt> = Vec::new();
     let mut pool: Option<String> = None;
     let mut blocked = Vec::new();

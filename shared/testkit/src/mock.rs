@@ -32,6 +32,10 @@ pub struct Behavior {
     pub hang: bool,
     /// Stream: close the connection after this many chunks.
     pub drop_after: Option<usize>,
+    /// When > 0, `status` (500 if unset) is answered only with this probability.
+    pub fail_rate: f64,
+    /// Report no usage at all (plain or streamed).
+    pub no_usage: bool,
 }
 
 impl Behavior {
@@ -58,7 +62,21 @@ pub struct Recorded {
     pub path: String,
     pub authorization: Option<String>,
     pub traceparent: Option<String>,
+    /// Every header (lowercase names).
+    pub headers: Vec<(String, String)>,
     pub body: Value,
+    /// When it arrived.
+    pub at: std::time::Instant,
+    /// The status it was answered with.
+    pub status: u16,
+}
+
+/// Usage the mock reported to one key (by `Authorization` header), successful answers only.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reported {
+    pub requests: u64,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
 }
 
 #[derive(Default)]
@@ -67,6 +85,7 @@ struct State {
     queue: VecDeque<Behavior>,
     models: Vec<String>,
     log: Vec<Recorded>,
+    reported: std::collections::HashMap<String, Reported>,
 }
 
 struct Shared {
@@ -141,6 +160,11 @@ impl MockUpstream {
     /// Every request received so far.
     pub fn requests(&self) -> Vec<Recorded> {
         self.shared.state.lock().unwrap().log.clone()
+    }
+
+    /// Usage reported per `Authorization` header value.
+    pub fn reported(&self) -> std::collections::HashMap<String, Reported> {
+        self.shared.state.lock().unwrap().reported.clone()
     }
 
     pub fn request_count(&self) -> usize {
@@ -225,15 +249,29 @@ async fn chat(req: HttpRequest, body: web::Bytes, data: web::Data<Shared>) -> Ht
     let shared = data.into_inner();
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let header = |n: &str| req.headers().get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let headers = req
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+        .collect();
     let behavior = {
         let mut st = shared.state.lock().unwrap();
+        let mut b = st.queue.pop_front().unwrap_or_else(|| st.default.clone());
+        let wants_failure = b.status != 0 && b.status != 200;
+        let failing = wants_failure && (b.fail_rate <= 0.0 || roll() < b.fail_rate);
+        if !failing {
+            b.status = 0;
+        }
         st.log.push(Recorded {
             path: req.path().to_owned(),
             authorization: header("authorization"),
             traceparent: header("traceparent"),
+            headers,
             body: body.clone(),
+            at: std::time::Instant::now(),
+            status: if failing { b.status } else { 200 },
         });
-        st.queue.pop_front().unwrap_or_else(|| st.default.clone())
+        b
     };
     let mut guard = DisconnectGuard {
         shared: shared.clone(),
@@ -251,7 +289,7 @@ async fn chat(req: HttpRequest, body: web::Bytes, data: web::Data<Shared>) -> Ht
     if !behavior.latency.is_zero() {
         tokio::time::sleep(behavior.latency).await;
     }
-    if behavior.status != 0 && behavior.status != 200 {
+    if behavior.status != 0 {
         guard.done = true;
         let mut r = HttpResponse::build(actix_web::http::StatusCode::from_u16(behavior.status).unwrap());
         if let Some(ra) = &behavior.retry_after {
@@ -266,18 +304,33 @@ async fn chat(req: HttpRequest, body: web::Bytes, data: web::Data<Shared>) -> Ht
     });
     let completion_tokens = words(&content);
     let usage = json!({"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens});
+    let auth = header("authorization").unwrap_or_default();
+    let report = |shared: &Shared| {
+        let mut st = shared.state.lock().unwrap();
+        let r = st.reported.entry(auth.clone()).or_default();
+        r.requests += 1;
+        r.prompt_tokens += prompt_tokens;
+        r.completion_tokens += completion_tokens;
+    };
 
     if body["stream"] != Value::Bool(true) {
         guard.done = true;
-        return HttpResponse::Ok().json(json!({
+        let mut answer = json!({
             "id": "chatcmpl-mock", "object": "chat.completion", "created": 0, "model": model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
-            "usage": usage,
-        }));
+        });
+        if !behavior.no_usage {
+            answer["usage"] = usage;
+            report(&shared);
+        }
+        return HttpResponse::Ok().json(answer);
     }
 
     let pieces = split(&content, behavior.chunks);
-    let include_usage = body["stream_options"]["include_usage"] == Value::Bool(true);
+    let include_usage = body["stream_options"]["include_usage"] == Value::Bool(true) && !behavior.no_usage;
+    if include_usage && behavior.drop_after.is_none() {
+        report(&shared);
+    }
     let chunk = |delta: Value, finish: Value| {
         json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 0, "model": model,
                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
@@ -312,6 +365,19 @@ async fn chat(req: HttpRequest, body: web::Bytes, data: web::Data<Shared>) -> Ht
         },
     );
     HttpResponse::Ok().content_type("text/event-stream").streaming(stream)
+}
+
+/// A uniform number in [0, 1) (a mock needs no rand dependency for this).
+fn roll() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
 }
 
 fn sse(v: &Value) -> Bytes {

@@ -71,7 +71,7 @@ impl AttemptError {
         AttemptError {
             error: ApiError::RateLimited {
                 message: format!("Every upstream is rate-limited; last: {reason}"),
-                retry_after_s: None,
+                retry_after_s: until_ms.map(|u| u.saturating_sub(llmr_protocol::now_ms()).div_ceil(1000).max(1)),
             },
             retryable: true,
             fault: Fault::RateLimited { until_ms },
