@@ -18,8 +18,8 @@ struct Cluster {
     port: u16,
     config: PathBuf,
     env: Vec<(&'static str, String)>,
-    gateway: Proc,
-    router: Proc,
+    gateway: Option<Proc>,
+    routers: Vec<Proc>,
     workers: Vec<Proc>,
 }
 
@@ -29,18 +29,26 @@ fn bin() -> PathBuf {
 
 impl Cluster {
     fn start(workers: usize, extra_env: &[(&'static str, String)]) -> Cluster {
-        let redis = RedisServer::start();
         let mock = MockUpstream::start(&["mock-a"]);
+        let toml = format!(
+            "{ECHO}{}[worker]\nmax_in_flight = 8\nconnect_timeout_ms = 2000\nmax_response_bytes = 1048576\n",
+            mock_provider("up", &mock.base_url(), &["mock-a"])
+        );
+        Cluster::start_with(mock, &toml, 1, workers, extra_env)
+    }
+
+    /// A cluster with `routers` routers and `workers` workers over `toml`.
+    fn start_with(
+        mock: MockUpstream,
+        toml: &str,
+        routers: usize,
+        workers: usize,
+        extra_env: &[(&'static str, String)],
+    ) -> Cluster {
+        let redis = RedisServer::start();
         let port = free_port();
         let config = std::env::temp_dir().join(format!("llmr-cluster-{}-{port}.toml", std::process::id()));
-        std::fs::write(
-            &config,
-            format!(
-                "{ECHO}{}[worker]\nmax_in_flight = 8\nconnect_timeout_ms = 2000\nmax_response_bytes = 1048576\n",
-                mock_provider("up", &mock.base_url(), &["mock-a"])
-            ),
-        )
-        .unwrap();
+        std::fs::write(&config, toml).unwrap();
         let mut env = vec![
             ("LLMR__REDIS__URL", redis.url()),
             ("LLMR__REDIS__PREFIX", unique_prefix("cluster")),
@@ -49,39 +57,52 @@ impl Cluster {
             ("RUST_LOG", "info".to_string()),
         ];
         env.extend_from_slice(extra_env);
-        let spawn = |name: &str, args: &[&str]| {
-            let mut a = vec!["--config", config.to_str().unwrap()];
-            a.extend_from_slice(args);
-            Proc::spawn(name, &bin(), &a, &env)
-        };
-        let router = spawn("router", &["router"]);
-        let workers = (0..workers)
-            .map(|i| spawn(&format!("worker{i}"), &["worker", "--pool", "default"]))
-            .collect();
-        let gateway = spawn("gateway", &["gateway"]);
-        let c = Cluster {
+        let mut c = Cluster {
             redis,
             mock,
             port,
             config,
             env,
-            gateway,
-            router,
-            workers,
+            gateway: None,
+            routers: Vec::new(),
+            workers: Vec::new(),
         };
+        for _ in 0..routers {
+            c.add("router", &["router"]);
+        }
+        for _ in 0..workers {
+            c.add("worker", &["worker", "--pool", "default"]);
+        }
+        c.add("gateway", &["gateway"]);
         assert!(
             wait_for_port(port, Duration::from_secs(20)),
             "gateway did not listen:\n{}",
-            c.gateway.tail(30)
+            c.gateway().tail(30)
         );
         c
+    }
+
+    /// Starts one more process of `kind`.
+    fn add(&mut self, kind: &str, args: &[&str]) {
+        let mut a = vec!["--config", self.config.to_str().unwrap()];
+        a.extend_from_slice(args);
+        let p = Proc::spawn(kind, &bin(), &a, &self.env);
+        match kind {
+            "router" => self.routers.push(p),
+            "worker" => self.workers.push(p),
+            _ => self.gateway = Some(p),
+        }
+    }
+
+    fn gateway(&self) -> &Proc {
+        self.gateway.as_ref().unwrap()
     }
 
     fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
-    /// Waits until /health lists the router and every worker.
+    /// Waits until /health lists a router and `workers` workers.
     async fn ready(&self, workers: usize) {
         let url = self.url("/health");
         let ok = eventually(Duration::from_secs(20), || async {
@@ -102,8 +123,8 @@ impl Cluster {
         assert!(
             ok,
             "cluster not ready:\n{}\n{}",
-            self.router.tail(20),
-            self.gateway.tail(20)
+            self.routers[0].tail(20),
+            self.gateway().tail(20)
         );
     }
 }
@@ -124,7 +145,7 @@ async fn separate_processes_serve_plain_and_streaming_completions() {
         &chat_body("mock-a", "over redis", false),
     )
     .await;
-    assert_eq!(s, 200, "{}\n{}", String::from_utf8_lossy(&b), c.gateway.tail(20));
+    assert_eq!(s, 200, "{}\n{}", String::from_utf8_lossy(&b), c.gateway().tail(20));
     assert_eq!(json(&b)["choices"][0]["message"]["content"], "mock: over redis");
     let (s, b) = post(
         &c.url("/v1/chat/completions"),
@@ -357,4 +378,235 @@ fn help_documents_every_command() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("--pool"));
+}
+
+fn routed_provider(name: &str, mock: &MockUpstream, priority: u32) -> String {
+    format!(
+        "[[providers]]\nname = \"{name}\"\ntype = \"openai\"\nbase_url = \"{}\"\napi_keys = [\"sk-{name}\"]\nmodels = [\"m\"]\npriority = {priority}\n",
+        mock.base_url()
+    )
+}
+
+/// A circuit opened and a cooldown set through one router and worker are honoured by a new
+/// router and worker that never saw them happen: the state lives in Redis.
+#[actix_rt::test]
+async fn circuit_and_cooldown_state_is_shared_through_redis() {
+    let (a, b, c) = (
+        MockUpstream::start(&[]),
+        MockUpstream::start(&[]),
+        MockUpstream::start(&[]),
+    );
+    a.set_default(Behavior::status(500));
+    b.set_default(Behavior {
+        status: 429,
+        retry_after: Some("30".into()),
+        ..Behavior::ok()
+    });
+    let toml = format!(
+        "[health]\nfailure_threshold = 3\nrecovery_ms = 60000\n{}{}{}[[models]]\nname = \"g\"\nstrategy = \"priority\"\ntargets = [{{provider = \"a\", model = \"m\"}}, {{provider = \"b\", model = \"m\"}}, {{provider = \"c\", model = \"m\"}}]\n",
+        routed_provider("a", &a, 0),
+        routed_provider("b", &b, 1),
+        routed_provider("c", &c, 2)
+    );
+    let mut cl = Cluster::start_with(MockUpstream::start(&[]), &toml, 1, 1, &[]);
+    cl.ready(1).await;
+    let url = cl.url("/v1/chat/completions");
+    for i in 0..5 {
+        let (s, b) = post(&url, &chat_body("g", &format!("first {i}"), false)).await;
+        assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
+    }
+    assert_eq!(a.request_count(), 3, "a's circuit opened after three failures");
+    assert_eq!(b.request_count(), 1, "b's key cools for 30 s after its 429");
+    // Replace the router and the worker with new processes.
+    cl.routers[0].kill();
+    cl.workers[0].kill();
+    cl.add("router", &["router"]);
+    cl.add("worker", &["worker", "--pool", "default"]);
+    let before = c.request_count();
+    for i in 0..5 {
+        let (s, _) = post(&url, &chat_body("g", &format!("second {i}"), false)).await;
+        assert_eq!(s, 200);
+    }
+    assert_eq!(
+        (a.request_count(), b.request_count()),
+        (3, 1),
+        "the new router and worker honoured the shared state"
+    );
+    assert_eq!(c.request_count(), before + 5);
+    let (_, h) = get(&cl.url("/health"), &[]).await;
+    let t = |name: &str| {
+        h["targets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["target"] == name)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(t("a/m")["circuit"], "open");
+    let bkey = &h["providers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "b")
+        .unwrap()["keys"][0];
+    assert_eq!(bkey["available"], "cooling", "{bkey}");
+}
+
+/// The bounded chaos run: a group of three targets, one failing 30% of requests, one
+/// answering 20% with 429 and `Retry-After: 2`, over two routers and two workers.
+#[actix_rt::test]
+async fn chaos_run_loses_nothing_and_counts_honestly() {
+    const TOTAL: usize = 1000;
+    const CONCURRENCY: usize = 16;
+    const DEADLINE_MS: u64 = 20_000;
+    let (m1, m2, m3) = (
+        MockUpstream::start(&[]),
+        MockUpstream::start(&[]),
+        MockUpstream::start(&[]),
+    );
+    m1.set_default(Behavior {
+        status: 500,
+        fail_rate: 0.3,
+        latency: Duration::from_millis(5),
+        ..Behavior::ok()
+    });
+    m2.set_default(Behavior {
+        status: 429,
+        fail_rate: 0.2,
+        retry_after: Some("2".into()),
+        latency: Duration::from_millis(5),
+        ..Behavior::ok()
+    });
+    m3.set_default(Behavior::latency(5));
+    let toml = format!(
+        "{}{}{}[[models]]\nname = \"g\"\nstrategy = \"least_load\"\ntargets = [{{provider = \"m1\", model = \"m\"}}, {{provider = \"m2\", model = \"m\"}}, {{provider = \"m3\", model = \"m\"}}]\n",
+        routed_provider("m1", &m1, 0),
+        routed_provider("m2", &m2, 0),
+        routed_provider("m3", &m3, 0)
+    );
+    let cl = Cluster::start_with(
+        MockUpstream::start(&[]),
+        &toml,
+        2,
+        2,
+        &[
+            ("LLMR__SERVER__REQUEST_TIMEOUT_MS", DEADLINE_MS.to_string()),
+            ("LLMR__HEALTH__RECOVERY_MS", "1000".to_string()),
+        ],
+    );
+    cl.ready(2).await;
+    let next = Rc::new(RefCell::new(0usize));
+    let counts = Rc::new(RefCell::new(Counts::default()));
+    let url = cl.url("/v1/chat/completions");
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..CONCURRENCY {
+        let (next, counts, url) = (next.clone(), counts.clone(), url.clone());
+        tasks.push(actix_rt::spawn(async move {
+            loop {
+                let i = {
+                    let mut n = next.borrow_mut();
+                    if *n >= TOTAL {
+                        return;
+                    }
+                    *n += 1;
+                    *n
+                };
+                let t = Instant::now();
+                let (s, b) = post(&url, &chat_body("g", &format!("chaos {i}"), i % 4 == 0)).await;
+                let mut k = counts.borrow_mut();
+                if t.elapsed() > Duration::from_millis(DEADLINE_MS + 1000) {
+                    k.late += 1;
+                }
+                let text = if i % 4 == 0 {
+                    streamed_text(&sse_events(&b))
+                } else {
+                    serde_json::from_slice::<serde_json::Value>(&b)
+                        .ok()
+                        .and_then(|v| v["choices"][0]["message"]["content"].as_str().map(str::to_owned))
+                        .unwrap_or_default()
+                };
+                if s == 200 && text == format!("mock: chaos {i}") {
+                    k.ok += 1;
+                } else if s >= 400 {
+                    k.clean_errors += 1;
+                } else {
+                    k.wrong += 1;
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let took = started.elapsed();
+    let k = counts.borrow();
+    // No call reached m2 while its key was cooling: after each 429, nothing for 2 s (calls
+    // planned before the 429 was known may still land within 200 ms).
+    let calls = m2.requests();
+    let mut early = 0;
+    for (i, r) in calls.iter().enumerate().filter(|(_, r)| r.status == 429) {
+        early += calls[i + 1..]
+            .iter()
+            .filter(|n| n.at > r.at + Duration::from_millis(200) && n.at < r.at + Duration::from_millis(1950))
+            .count();
+    }
+    let rejected = calls.iter().filter(|r| r.status == 429).count();
+    let failed = m1.requests().iter().filter(|r| r.status == 500).count();
+    // Usage: what we recorded per key equals what the upstreams reported. It is written just
+    // after each answer's last frame: wait (bounded) for the last ones to land.
+    let answered: u64 = [&m1, &m2, &m3]
+        .iter()
+        .map(|m| m.reported().values().map(|r| r.requests).sum::<u64>())
+        .sum();
+    let usage_url = cl.url("/v1/usage");
+    eventually(Duration::from_secs(5), || async {
+        let (_, u) = get(&usage_url, &[]).await;
+        u["data"]
+            .as_array()
+            .is_some_and(|r| r.iter().map(|x| x["requests"].as_u64().unwrap_or(0)).sum::<u64>() >= answered)
+    })
+    .await;
+    let (_, usage) = get(&cl.url("/v1/usage"), &[]).await;
+    let rows = usage["data"].as_array().unwrap();
+    let mut mismatches = Vec::new();
+    for (name, mock) in [("m1", &m1), ("m2", &m2), ("m3", &m3)] {
+        let reported = mock
+            .reported()
+            .get(&format!("Bearer sk-{name}"))
+            .copied()
+            .unwrap_or_default();
+        let row = rows
+            .iter()
+            .find(|r| r["key"] == format!("{name}#0"))
+            .cloned()
+            .unwrap_or_default();
+        let ours = (
+            row["requests"].as_u64().unwrap_or(0),
+            row["prompt_tokens"].as_u64().unwrap_or(0),
+            row["completion_tokens"].as_u64().unwrap_or(0),
+        );
+        if ours != (reported.requests, reported.prompt_tokens, reported.completion_tokens)
+            || row["estimated"].as_u64().unwrap_or(0) != 0
+        {
+            mismatches.push(format!("{name}: ours {ours:?} vs reported {reported:?}"));
+        }
+    }
+    eprintln!(
+        "chaos run: {TOTAL} requests (1 in 4 streamed) at c={CONCURRENCY} over 2 routers + 2 workers in {took:?}: ok={} clean_errors={} wrong={} late={}; m1 calls={} (500s: {failed}), m2 calls={} (429s: {rejected}, calls inside a cooldown: {early}), m3 calls={}; usage mismatches: {mismatches:?}",
+        k.ok,
+        k.clean_errors,
+        k.wrong,
+        k.late,
+        m1.request_count(),
+        m2.request_count(),
+        m3.request_count()
+    );
+    assert!(k.ok * 1000 >= TOTAL * 999, "at least 99.9% succeed: {k:?}");
+    assert_eq!(k.wrong, 0, "{k:?}");
+    assert_eq!(k.late, 0, "{k:?}");
+    assert!(failed > 0 && rejected > 0, "the chaos happened");
+    assert_eq!(early, 0, "no call to a cooling key before its time");
+    assert!(mismatches.is_empty(), "{mismatches:?}");
 }

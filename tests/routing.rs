@@ -249,16 +249,23 @@ async fn keys_are_spread_by_least_usage(redis: bool) {
 both!(keys_are_spread_by_least_usage);
 
 async fn exclusive_targets_take_one_request_at_a_time(redis: bool) {
-    let (a, b) = (MockUpstream::start(&[]), MockUpstream::start(&[]));
+    let (a, b, solo) = (
+        MockUpstream::start(&[]),
+        MockUpstream::start(&[]),
+        MockUpstream::start(&[]),
+    );
     a.set_default(Behavior::latency(400));
+    solo.set_default(Behavior::latency(300));
     let toml = format!(
-        "[router]\nfirst_available_wait_ms = 100\n{}{}[[models]]\nname = \"g\"\nstrategy = \"first_available\"\ntargets = [{{provider = \"a\", model = \"m\"}}, {{provider = \"b\", model = \"m\"}}]\n",
+        "[router]\nfirst_available_wait_ms = 3000\n{}{}{}[[models]]\nname = \"g\"\nstrategy = \"first_available\"\ntargets = [{{provider = \"a\", model = \"m\"}}, {{provider = \"b\", model = \"m\"}}]\n[[models]]\nname = \"only\"\nstrategy = \"first_available\"\ntargets = [{{provider = \"solo\", model = \"m\"}}]\n",
         provider("a", &a, "exclusive = true"),
-        provider("b", &b, "")
+        provider("b", &b, ""),
+        provider("solo", &solo, "exclusive = true")
     );
     let app = App::start(redis, &toml, &[]);
     let url = app.url("/v1/chat/completions");
     let (one, two) = (chat_body("g", "one", false), chat_body("g", "two", false));
+    let t = Instant::now();
     let (r1, r2) = futures_util::join!(post(&url, &one), async {
         tokio::time::sleep(Duration::from_millis(100)).await;
         post(&url, &two).await
@@ -267,10 +274,26 @@ async fn exclusive_targets_take_one_request_at_a_time(redis: bool) {
     assert_eq!(
         (a.request_count(), b.request_count()),
         (1, 1),
-        "the second request found the lock taken and moved on"
+        "the lock was taken: the next free target served at once"
+    );
+    assert!(
+        t.elapsed() < Duration::from_millis(1000),
+        "no waiting while another target was free: {:?}",
+        t.elapsed()
     );
     assert_eq!(app.chat("g", "three").await.0, 200);
     assert_eq!(a.request_count(), 2, "the lock was released");
+    // A single exclusive target: the second request waits for the lock, then is served.
+    let (x, y) = (chat_body("only", "x", false), chat_body("only", "y", false));
+    let t = Instant::now();
+    let (r1, r2) = futures_util::join!(post(&url, &x), post(&url, &y));
+    assert_eq!((r1.0, r2.0), (200, 200));
+    assert_eq!(solo.request_count(), 2);
+    assert!(
+        t.elapsed() >= Duration::from_millis(590),
+        "one after the other: {:?}",
+        t.elapsed()
+    );
 }
 both!(exclusive_targets_take_one_request_at_a_time);
 
@@ -315,6 +338,17 @@ async fn usage_is_honest(redis: bool) {
     assert_eq!(s, 200);
     let (s, _) = app.chat("q", "nothing reported").await;
     assert_eq!(s, 200);
+    // Usage is written just after the answer's last frame: wait for it (bounded).
+    let usage_url = app.url("/v1/usage");
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            let (_, u) = get(&usage_url, &[]).await;
+            u["data"].as_array().is_some_and(|r| {
+                r.len() == 2 && r.iter().map(|x| x["requests"].as_u64().unwrap_or(0)).sum::<u64>() == 3
+            })
+        })
+        .await
+    );
     let (s, u) = get(&app.url("/v1/usage"), &[]).await;
     assert_eq!(s, 200);
     let rows = u["data"].as_array().unwrap();

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use llmr_bus::{Bus, Delivery};
 use llmr_config::{Provider, ProviderType};
-use llmr_protocol::{ApiError, Attempt, Envelope, Plan, now_ms};
+use llmr_protocol::{ApiError, Attempt, Envelope, now_ms};
 use llmr_store::{Breaker, Store, UsageDelta, key_id, key_name, target_id, utc_day};
 use secrecy::ExposeSecret;
 use tracing::Instrument;
@@ -152,98 +152,128 @@ async fn attempts(
     };
     let member = env.id.to_string();
     let mut last: Option<AttemptError> = None;
-    let mut skipped = Vec::new();
-    for attempt in &plan.attempts {
-        if env.remaining_ms(now_ms()) == 0 {
-            return Err(ApiError::DeadlineExceeded);
-        }
-        let Some(p) = ctx.providers.get(&attempt.provider) else {
-            tracing::warn!(provider = %attempt.provider, "the plan names a provider this worker does not know; skipping");
-            continue;
-        };
-        span.record("provider", attempt.provider.as_str());
-        if let Some(why) = admit(ctx, p, attempt, plan, env, held).await? {
-            tracing::info!(provider = %attempt.provider, model = %attempt.model, reason = why, "attempt skipped");
-            skipped.push(why);
-            continue;
-        }
-        let key = p.key(attempt.key);
-        let remaining = env.remaining_ms(now_ms());
-        let limit = if p.provider.timeout_ms > 0 {
-            remaining.min(p.provider.timeout_ms)
-        } else {
-            remaining
-        };
-        let timeout = Duration::from_millis(limit.max(1));
-        let tp = llmr_telemetry::traceparent(span, &env.traceparent);
-        let started = Instant::now();
-        let result = match tokio::time::timeout(
-            timeout,
-            attempt_once(ctx, p, attempt, key.map(|k| k.1), &tp, timeout, out, env),
-        )
-        .await
-        {
-            Ok(r) => r,
-            Err(_) if limit < remaining && !out.started() => Err(AttemptError::retryable(format!(
-                "no answer within {} ms",
-                p.provider.timeout_ms
-            ))),
-            Err(_) if limit < remaining => Err(AttemptError::broken_after_start(format!(
-                "no answer within {} ms",
-                p.provider.timeout_ms
-            ))),
-            Err(_) => Err(AttemptError::local(ApiError::DeadlineExceeded, "deadline passed")),
-        };
-        release(ctx, held, &member).await;
-        let key_idx = key.map(|k| k.0);
-        feed_health(ctx, attempt, key_idx, &result, started.elapsed()).await;
-        match result {
-            Ok(o) => {
-                record_usage(ctx, attempt, key_idx, env, &o).await;
-                return Ok(());
+    let mut skipped: Vec<&'static str> = Vec::new();
+    let wait_until = Instant::now() + Duration::from_millis(plan.wait_ms.min(env.remaining_ms(now_ms())));
+    let mut pending: Vec<&Attempt> = plan.attempts.iter().collect();
+    // Every attempt in order; targets whose slot or lock is taken are passed over, and only
+    // when all that is left is busy does the request wait (up to the plan's wait_ms).
+    'plan: loop {
+        let mut busy = Vec::new();
+        for attempt in pending {
+            if env.remaining_ms(now_ms()) == 0 {
+                return Err(ApiError::DeadlineExceeded);
             }
-            Err(e) => {
-                tracing::warn!(provider = %attempt.provider, model = %attempt.model, reason = %e.reason, retryable = e.retryable, "attempt failed");
-                let stop = !e.retryable || out.started();
-                last = Some(e);
-                if stop {
-                    break;
+            let Some(p) = ctx.providers.get(&attempt.provider) else {
+                tracing::warn!(provider = %attempt.provider, "the plan names a provider this worker does not know; skipping");
+                continue;
+            };
+            span.record("provider", attempt.provider.as_str());
+            match admit(ctx, p, attempt, env, held).await? {
+                Admission::Go => {}
+                Admission::Skip(why) => {
+                    tracing::info!(provider = %attempt.provider, model = %attempt.model, reason = why, "attempt skipped");
+                    skipped.push(why);
+                    continue;
+                }
+                Admission::Busy(why) => {
+                    skipped.push(why);
+                    busy.push(attempt);
+                    continue;
+                }
+            }
+            let key = p.key(attempt.key);
+            let remaining = env.remaining_ms(now_ms());
+            let limit = if p.provider.timeout_ms > 0 {
+                remaining.min(p.provider.timeout_ms)
+            } else {
+                remaining
+            };
+            let timeout = Duration::from_millis(limit.max(1));
+            let tp = llmr_telemetry::traceparent(span, &env.traceparent);
+            let started = Instant::now();
+            let result = match tokio::time::timeout(
+                timeout,
+                attempt_once(ctx, p, attempt, key.map(|k| k.1), &tp, timeout, out, env),
+            )
+            .await
+            {
+                Ok(r) => r,
+                Err(_) if limit < remaining && !out.started() => Err(AttemptError::retryable(format!(
+                    "no answer within {} ms",
+                    p.provider.timeout_ms
+                ))),
+                Err(_) if limit < remaining => Err(AttemptError::broken_after_start(format!(
+                    "no answer within {} ms",
+                    p.provider.timeout_ms
+                ))),
+                Err(_) => Err(AttemptError::local(ApiError::DeadlineExceeded, "deadline passed")),
+            };
+            release(ctx, held, &member).await;
+            let key_idx = key.map(|k| k.0);
+            feed_health(ctx, attempt, key_idx, &result, started.elapsed()).await;
+            match result {
+                Ok(o) => {
+                    record_usage(ctx, attempt, key_idx, env, &o).await;
+                    return Ok(());
+                }
+                Err(e) => {
+                    tracing::warn!(provider = %attempt.provider, model = %attempt.model, reason = %e.reason, retryable = e.retryable, "attempt failed");
+                    let stop = !e.retryable || out.started();
+                    last = Some(e);
+                    if stop {
+                        break 'plan;
+                    }
                 }
             }
         }
+        if busy.is_empty() || Instant::now() >= wait_until {
+            break;
+        }
+        tokio::time::sleep(SLOT_POLL).await;
+        pending = busy;
     }
     Err(match last {
         Some(e) => e.error,
-        None => ApiError::Unavailable {
-            message: format!(
-                "No upstream of the plan could take the request ({}).",
-                if skipped.is_empty() {
-                    "none known".to_string()
-                } else {
-                    skipped.join("; ")
-                }
-            ),
-        },
+        None => {
+            skipped.dedup();
+            ApiError::Unavailable {
+                message: format!(
+                    "No upstream of the plan could take the request ({}).",
+                    if skipped.is_empty() {
+                        "none known".to_string()
+                    } else {
+                        skipped.join("; ")
+                    }
+                ),
+            }
+        }
     })
 }
 
-/// Whether an attempt may go: probes won, slot or lock taken (waiting up to the plan's
-/// `wait_ms`), lease counted. `Some(reason)` skips it.
+/// Whether an attempt may go now.
+enum Admission {
+    Go,
+    /// Not this time (another request holds the circuit's probe).
+    Skip(&'static str),
+    /// Its slot or lock is taken: may be tried again while the plan allows waiting.
+    Busy(&'static str),
+}
+
+/// Probes won, then the slot or lock taken (or a plain lease counted).
 async fn admit(
     ctx: &JobCtx,
     p: &ProviderRt,
     a: &Attempt,
-    plan: &Plan,
     env: &Envelope,
     held: &RefCell<Held>,
-) -> Result<Option<&'static str>, ApiError> {
+) -> Result<Admission, ApiError> {
     if a.probe
         && !ctx
             .store
             .try_probe(&target_id(&a.provider, &a.model), ctx.breaker.probe_ttl_ms)
             .await?
     {
-        return Ok(Some("another request is probing the target's circuit"));
+        return Ok(Admission::Skip("another request is probing the target's circuit"));
     }
     if a.probe_key
         && let Some(k) = a.key
@@ -252,38 +282,27 @@ async fn admit(
             .try_probe(&key_id(&a.provider, k as usize), ctx.breaker.probe_ttl_ms)
             .await?
     {
-        return Ok(Some("another request is probing the key's circuit"));
+        return Ok(Admission::Skip("another request is probing the key's circuit"));
     }
     let target = a.target();
     let member = env.id.to_string();
     let ttl = env.remaining_ms(now_ms()) + 1000;
-    let wait_until = Instant::now() + Duration::from_millis(plan.wait_ms.min(env.remaining_ms(now_ms())));
-    loop {
-        let got = if p.provider.exclusive {
-            ctx.store.acquire_lock(&target, &member, ttl).await?
-        } else {
-            ctx.store
-                .acquire_lease(&target, &member, ttl, p.provider.max_concurrency)
-                .await?
-        };
-        if got {
-            let mut h = held.borrow_mut();
-            if p.provider.exclusive {
-                h.lock = Some(target);
-            } else {
-                h.lease = Some(target);
-            }
-            return Ok(None);
+    if p.provider.exclusive {
+        if !ctx.store.acquire_lock(&target, &member, ttl).await? {
+            return Ok(Admission::Busy("the target is locked by another request"));
         }
-        if Instant::now() >= wait_until {
-            return Ok(Some(if p.provider.exclusive {
-                "the target is locked by another request"
-            } else {
-                "the target has no free slot"
-            }));
+        held.borrow_mut().lock = Some(target);
+    } else {
+        if !ctx
+            .store
+            .acquire_lease(&target, &member, ttl, p.provider.max_concurrency)
+            .await?
+        {
+            return Ok(Admission::Busy("the target has no free slot"));
         }
-        tokio::time::sleep(SLOT_POLL).await;
+        held.borrow_mut().lease = Some(target);
     }
+    Ok(Admission::Go)
 }
 
 /// Feeds the shared circuit breakers, cooldowns and latency.
