@@ -496,3 +496,21 @@ mod tests {
         assert!(sum.contains("redacted"));
     }
 }
+
+#[cfg(test)]
+mod examples {
+    /// Every shipped example configuration loads and validates.
+    #[test]
+    fn example_configurations_are_valid() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/examples");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml" || e == "yaml" || e == "json") {
+                super::load_from(Some(&path), Default::default()).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                seen += 1;
+            }
+        }
+        assert!(seen > 0, "no example in {}", dir.display());
+    }
+}
