@@ -506,7 +506,10 @@ mod examples {
         let mut seen = 0;
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
-            if path.extension().is_some_and(|e| e == "toml" || e == "yaml" || e == "json") {
+            if path
+                .extension()
+                .is_some_and(|e| e == "toml" || e == "yaml" || e == "json")
+            {
                 super::load_from(Some(&path), Default::default()).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
                 seen += 1;
             }
