@@ -37,3 +37,9 @@ lint:
 # Validate a config file (or the built-in default).
 check-config *FILE:
     cargo run -q --bin llmrouter -- {{ if FILE == "" { "" } else { "--config " + FILE } }} check-config
+
+# Benchmark every deployment against the direct baseline (release build; about 5 minutes)
+bench *ARGS:
+    cargo build --release --bin llmrouter --bin mock-upstream --bin llmr-bench
+    command -v redis-server >/dev/null || { echo "bench needs redis-server (apt-get install redis-server)"; exit 1; }
+    {{target}}/release/llmr-bench --out {{target}}/bench {{ARGS}}

@@ -4,8 +4,11 @@
 //! - [`redis`]: a throw-away `redis-server` on a free port, killed by PID on drop.
 //! - [`mock`]: a programmable mock OpenAI upstream on a free port, in its own thread.
 //! - [`process`]: child processes (the `llmrouter` binary) killed by PID on drop.
+//! - [`bench`]: the benchmark harness behind `just bench` (binaries `llmr-bench` and
+//!   `mock-upstream`).
 #![allow(clippy::panic, clippy::expect_used, clippy::unwrap_used)]
 
+pub mod bench;
 pub mod mock;
 pub mod process;
 pub mod redis;

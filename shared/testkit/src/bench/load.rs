@@ -1,0 +1,192 @@
+//! The load generator: closed loops (c concurrent clients, back to back), a fixed rate
+//! (latency measured from the scheduled send time, so a slow server cannot hide its queue),
+//! and streaming (time to first byte and total). Client threads each run their own actix
+//! System and awc client; histograms are merged at the end.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use hdrhistogram::Histogram;
+
+/// How the load is offered.
+#[derive(Debug, Clone, Copy)]
+pub enum Shape {
+    /// One request at a time, `n` requests.
+    Serial { n: usize },
+    /// `concurrency` clients back to back for `secs`.
+    Closed { concurrency: usize, secs: u64 },
+    /// `rps` requests per second for `secs`, whatever the answers do.
+    Rate { rps: u64, secs: u64 },
+}
+
+/// What one run measured (latencies in microseconds).
+pub struct Stats {
+    pub latency: Histogram<u64>,
+    /// Time to the first body byte (streams).
+    pub ttfb: Histogram<u64>,
+    pub ok: u64,
+    pub errors: u64,
+    pub elapsed: Duration,
+}
+
+impl Stats {
+    fn new() -> Stats {
+        Stats {
+            latency: hist(),
+            ttfb: hist(),
+            ok: 0,
+            errors: 0,
+            elapsed: Duration::ZERO,
+        }
+    }
+
+    fn merge(&mut self, o: &Stats) {
+        let _ = self.latency.add(&o.latency);
+        let _ = self.ttfb.add(&o.ttfb);
+        self.ok += o.ok;
+        self.errors += o.errors;
+    }
+
+    pub fn rps(&self) -> f64 {
+        self.ok as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// A latency quantile in milliseconds.
+    pub fn ms(&self, q: f64) -> f64 {
+        self.latency.value_at_quantile(q) as f64 / 1000.0
+    }
+
+    pub fn ttfb_ms(&self, q: f64) -> f64 {
+        self.ttfb.value_at_quantile(q) as f64 / 1000.0
+    }
+}
+
+fn hist() -> Histogram<u64> {
+    // 1 µs .. 120 s, 3 significant digits; the bounds are constants, so this cannot fail.
+    Histogram::new_with_bounds(1, 120_000_000, 3)
+        .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!()))
+}
+
+/// One request: status 200 and a complete body count as ok; returns (ttfb, total).
+async fn one(client: &awc::Client, url: &str, body: &Bytes, sent: Instant) -> Option<(Duration, Duration)> {
+    let mut resp = client
+        .post(url)
+        .insert_header(("content-type", "application/json"))
+        .send_body(body.clone())
+        .await
+        .ok()?;
+    let ok = resp.status().as_u16() == 200;
+    let mut first = None;
+    while let Some(chunk) = resp.next().await {
+        chunk.ok()?;
+        first.get_or_insert_with(|| sent.elapsed());
+    }
+    let total = sent.elapsed();
+    ok.then(|| (first.unwrap_or(total), total))
+}
+
+/// Runs `shape` against `url` with `body` on `threads` client threads.
+pub fn run(url: &str, body: Bytes, shape: Shape, threads: usize) -> Stats {
+    let threads = match shape {
+        Shape::Serial { .. } => 1,
+        _ => threads.max(1),
+    };
+    let start = Instant::now();
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let (url, body) = (url.to_owned(), body.clone());
+            std::thread::spawn(move || actix_rt::System::new().block_on(thread_load(url, body, shape, t, threads)))
+        })
+        .collect();
+    let mut total = Stats::new();
+    for h in handles {
+        if let Ok(s) = h.join() {
+            total.merge(&s);
+        }
+    }
+    total.elapsed = start.elapsed();
+    total
+}
+
+async fn thread_load(url: String, body: Bytes, shape: Shape, t: usize, threads: usize) -> Stats {
+    let conns = match shape {
+        Shape::Serial { .. } => 1,
+        Shape::Closed { concurrency, .. } => concurrency.div_ceil(threads),
+        Shape::Rate { .. } => 512,
+    };
+    let connector = awc::Connector::new()
+        .limit(conns.max(1))
+        .timeout(Duration::from_secs(5));
+    let client = awc::Client::builder()
+        .connector(connector)
+        .timeout(Duration::from_secs(60))
+        .finish();
+    let stats = Rc::new(RefCell::new(Stats::new()));
+    let record = |stats: &Rc<RefCell<Stats>>, r: Option<(Duration, Duration)>| {
+        let mut s = stats.borrow_mut();
+        match r {
+            Some((ttfb, total)) => {
+                s.ok += 1;
+                let _ = s.ttfb.record(ttfb.as_micros().max(1) as u64);
+                let _ = s.latency.record(total.as_micros().max(1) as u64);
+            }
+            None => s.errors += 1,
+        }
+    };
+    match shape {
+        Shape::Serial { n } => {
+            for _ in 0..n {
+                let sent = Instant::now();
+                let r = one(&client, &url, &body, sent).await;
+                record(&stats, r);
+            }
+        }
+        Shape::Closed { concurrency, secs } => {
+            let until = Instant::now() + Duration::from_secs(secs);
+            let mine = concurrency / threads + usize::from(t < concurrency % threads);
+            let tasks: Vec<_> = (0..mine)
+                .map(|_| {
+                    let (client, url, body, stats) = (client.clone(), url.clone(), body.clone(), stats.clone());
+                    actix_rt::spawn(async move {
+                        while Instant::now() < until {
+                            let sent = Instant::now();
+                            let r = one(&client, &url, &body, sent).await;
+                            record(&stats, r);
+                        }
+                    })
+                })
+                .collect();
+            for task in tasks {
+                let _ = task.await;
+            }
+        }
+        Shape::Rate { rps, secs } => {
+            let per_thread = (rps as f64 / threads as f64).max(1.0);
+            let interval = Duration::from_secs_f64(1.0 / per_thread);
+            let start = Instant::now() + interval.mul_f64(t as f64 / threads as f64);
+            let n = (per_thread * secs as f64) as u64;
+            let mut tasks = Vec::with_capacity(n as usize);
+            for i in 0..n {
+                let due = start + interval.mul_f64(i as f64);
+                tokio::time::sleep_until(due.into()).await;
+                let (client, url, body, stats) = (client.clone(), url.clone(), body.clone(), stats.clone());
+                tasks.push(actix_rt::spawn(async move {
+                    // Latency counts from when the request was due, not when it went out.
+                    let r = one(&client, &url, &body, due).await;
+                    record(&stats, r);
+                }));
+            }
+            for task in tasks {
+                let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
+            }
+        }
+    }
+    Rc::try_unwrap(stats).map(RefCell::into_inner).unwrap_or_else(|rc| {
+        let mut s = Stats::new();
+        s.merge(&rc.borrow());
+        s
+    })
+}

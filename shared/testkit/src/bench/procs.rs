@@ -1,0 +1,251 @@
+//! The deployments a benchmark compares, started as real processes and stopped by PID,
+//! with their CPU time and resident memory read from `/proc`.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::RedisServer;
+
+/// How the gateway is deployed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// No gateway: the load goes straight to the mock (the baseline).
+    Direct,
+    /// `llmrouter all`, in-memory bus and store.
+    AllMemory,
+    /// `llmrouter all` over Redis.
+    AllRedis,
+    /// `llmrouter gateway`, `router` and `worker` processes over Redis.
+    Cluster,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Direct => "direct (baseline)",
+            Mode::AllMemory => "all, in-memory",
+            Mode::AllRedis => "all, Redis",
+            Mode::Cluster => "cluster, Redis",
+        }
+    }
+}
+
+/// A child process stopped (SIGKILL) by PID when dropped.
+pub struct Proc {
+    pub name: String,
+    child: Child,
+}
+
+impl Proc {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The mock upstream process.
+pub struct Mock {
+    pub proc: Proc,
+    pub port: u16,
+}
+
+impl Mock {
+    pub fn start(bin_dir: &Path, latency_ms: u64, chunks: usize) -> std::io::Result<Mock> {
+        let mut child = Command::new(bin_dir.join("mock-upstream"))
+            .args([
+                "--port",
+                "0",
+                "--latency-ms",
+                &latency_ms.to_string(),
+                "--chunks",
+                &chunks.to_string(),
+                "--workers",
+                "1",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let out = child.stdout.take().ok_or_else(|| std::io::Error::other("no stdout"))?;
+        let mut line = String::new();
+        BufReader::new(out).read_line(&mut line)?;
+        let port = line
+            .trim()
+            .strip_prefix("listening on ")
+            .and_then(|p| p.parse().ok())
+            .ok_or_else(|| std::io::Error::other(format!("mock said {line:?}")))?;
+        Ok(Mock {
+            proc: Proc {
+                name: "mock".into(),
+                child,
+            },
+            port,
+        })
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}/v1", self.port)
+    }
+}
+
+/// One running deployment.
+pub struct Deployment {
+    pub mode: Mode,
+    /// Where clients send chat completions.
+    pub url: String,
+    pub procs: Vec<Proc>,
+    _redis: Option<RedisServer>,
+    _config: Option<TempConfig>,
+}
+
+struct TempConfig(PathBuf);
+
+impl Drop for TempConfig {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+impl Deployment {
+    /// Starts `mode` in front of `mock`; `workers` worker processes in cluster mode, each
+    /// running at most `max_in_flight` jobs.
+    pub fn start(
+        mode: Mode,
+        bin_dir: &Path,
+        mock: &Mock,
+        workers: usize,
+        max_in_flight: usize,
+    ) -> std::io::Result<Deployment> {
+        if mode == Mode::Direct {
+            return Ok(Deployment {
+                mode,
+                url: format!("{}/chat/completions", mock.base_url()),
+                procs: Vec::new(),
+                _redis: None,
+                _config: None,
+            });
+        }
+        let port = crate::free_port();
+        let config = std::env::temp_dir().join(format!("llmr-bench-{}-{port}.toml", std::process::id()));
+        std::fs::write(
+            &config,
+            format!(
+                "[server]\nrequest_timeout_ms = 60000\n[telemetry]\nlog_level = \"warn\"\n[worker]\nmax_in_flight = {max_in_flight}\n[[providers]]\nname = \"mock\"\ntype = \"openai\"\nbase_url = \"{}\"\nmodels = [\"bench\"]\n",
+                mock.base_url()
+            ),
+        )?;
+        let redis = (mode != Mode::AllMemory).then(RedisServer::start);
+        let mut env = vec![("LLMR__SERVER__PORT", port.to_string())];
+        if let Some(r) = &redis {
+            env.push(("LLMR__REDIS__URL", r.url()));
+        }
+        let spawn = |name: &str, args: &[&str]| -> std::io::Result<Proc> {
+            let mut cmd = Command::new(bin_dir.join("llmrouter"));
+            cmd.arg("--config")
+                .arg(&config)
+                .args(args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            for (k, v) in &env {
+                cmd.env(k, v);
+            }
+            Ok(Proc {
+                name: name.to_owned(),
+                child: cmd.spawn()?,
+            })
+        };
+        let mut procs = Vec::new();
+        match mode {
+            Mode::AllMemory | Mode::AllRedis => procs.push(spawn("llmrouter all", &["all"])?),
+            Mode::Cluster => {
+                procs.push(spawn("router", &["router"])?);
+                for i in 0..workers {
+                    procs.push(spawn(&format!("worker {}", i + 1), &["worker"])?);
+                }
+                procs.push(spawn("gateway", &["gateway"])?);
+            }
+            Mode::Direct => {}
+        }
+        let d = Deployment {
+            mode,
+            url: format!("http://127.0.0.1:{port}/v1/chat/completions"),
+            procs,
+            _redis: redis,
+            _config: Some(TempConfig(config)),
+        };
+        if !crate::wait_for_port(port, Duration::from_secs(30)) {
+            return Err(std::io::Error::other(format!("{} did not listen", mode.name())));
+        }
+        Ok(d)
+    }
+
+    /// CPU time (ms) used so far by the deployment's own processes.
+    pub fn cpu_ms(&self) -> f64 {
+        self.procs.iter().map(|p| cpu_ms(p.pid())).sum()
+    }
+
+    /// Resident memory of each process, in MB.
+    pub fn rss_mb(&self) -> Vec<(String, f64)> {
+        self.procs.iter().map(|p| (p.name.clone(), rss_mb(p.pid()))).collect()
+    }
+
+    /// Waits until a request succeeds (bounded).
+    pub fn wait_ready(&self, body: &bytes::Bytes) -> bool {
+        let until = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < until {
+            let s = super::load::run(&self.url, body.clone(), super::load::Shape::Serial { n: 1 }, 1);
+            if s.ok == 1 {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    }
+}
+
+fn clock_ticks() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(100.0)
+    })
+}
+
+/// utime + stime of a process, in ms.
+pub fn cpu_ms(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    ticks * 1000.0 / clock_ticks()
+}
+
+/// VmRSS of a process, in MB.
+pub fn rss_mb(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}

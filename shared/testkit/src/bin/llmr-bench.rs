@@ -1,0 +1,67 @@
+//! `llmr-bench`: runs the benchmark (see `llmr_testkit::bench`) with release binaries found
+//! beside it, prints the Markdown report, and saves it under `--out`.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::Parser;
+use llmr_testkit::bench::{self, procs::Mode};
+
+/// llmrouter's benchmark: overhead against the direct baseline, throughput, streaming,
+/// memory, horizontal scaling.
+#[derive(Parser)]
+struct Args {
+    /// Where the report goes.
+    #[arg(long, default_value = "target/bench")]
+    out: PathBuf,
+    /// Directory of the `llmrouter` and `mock-upstream` binaries (default: beside this one).
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+    /// Scale every duration and count (e.g. 0.2 for a quick look).
+    #[arg(long, default_value_t = 1.0)]
+    scale: f64,
+    /// Load generator threads.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Skip the horizontal scaling run.
+    #[arg(long)]
+    no_scaling: bool,
+}
+
+fn main() -> std::io::Result<()> {
+    let args = Args::parse();
+    let bin_dir = match args.bin_dir {
+        Some(d) => d,
+        None => std::env::current_exe()?.parent().map(PathBuf::from).unwrap_or_default(),
+    };
+    let mut err = std::io::stderr();
+    let mut log = |line: &str| {
+        let _ = writeln!(err, "{line}");
+    };
+    let modes = [Mode::Direct, Mode::AllMemory, Mode::AllRedis, Mode::Cluster];
+    let mut report = bench::run(&bin_dir, &modes, args.scale, args.threads, &mut log)?;
+    if !args.no_scaling {
+        let secs = ((5.0 * args.scale).ceil() as u64).max(1);
+        report.scaling = bench::scaling(&bin_dir, &[1, 2, 4], 16, secs, args.threads.max(2), &mut log)?;
+    }
+    let machine = format!(
+        "{} cores, {}; load generator ({} thread(s)), mock upstream (1 thread) and llmrouter share the machine",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l
+                .split(':')
+                .nth(1)
+                .unwrap_or("")
+                .trim()
+                .to_owned()))
+            .unwrap_or_default(),
+        args.threads
+    );
+    let md = bench::markdown(&report, &machine);
+    std::fs::create_dir_all(&args.out)?;
+    std::fs::write(args.out.join("report.md"), &md)?;
+    let mut out = std::io::stdout();
+    writeln!(out, "{md}")?;
+    Ok(())
+}

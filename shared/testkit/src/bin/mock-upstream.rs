@@ -1,0 +1,97 @@
+//! A fast mock OpenAI upstream for benchmarks: canned answers, no logging, no JSON parsing
+//! per request. `mock-upstream --port 0` prints `listening on PORT` and serves until killed.
+
+use std::io::Write;
+use std::time::Duration;
+
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use bytes::Bytes;
+use clap::Parser;
+
+/// A fast mock OpenAI upstream (chat completions plain and streamed, and /v1/models).
+#[derive(Parser, Clone)]
+struct Args {
+    /// Port to listen on (0 = any free port).
+    #[arg(long, default_value_t = 0)]
+    port: u16,
+    /// Wait this long before every answer.
+    #[arg(long, default_value_t = 0)]
+    latency_ms: u64,
+    /// Content chunks of a streamed answer.
+    #[arg(long, default_value_t = 20)]
+    chunks: usize,
+    /// Server threads.
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+}
+
+struct Canned {
+    plain: Bytes,
+    stream: Vec<Bytes>,
+    latency: Duration,
+}
+
+fn canned(chunks: usize) -> (Bytes, Vec<Bytes>) {
+    let plain = Bytes::from_static(
+        br#"{"id":"chatcmpl-bench","object":"chat.completion","created":0,"model":"bench","choices":[{"index":0,"message":{"role":"assistant","content":"Hello from the benchmark upstream."},"finish_reason":"stop"}],"usage":{"prompt_tokens":8,"completion_tokens":6,"total_tokens":14}}"#,
+    );
+    let mut stream = vec![Bytes::from_static(
+        b"data: {\"id\":\"chatcmpl-bench\",\"object\":\"chat.completion.chunk\",\"created\":0,\"model\":\"bench\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}]}\n\n",
+    )];
+    for i in 0..chunks {
+        stream.push(Bytes::from(format!(
+            "data: {{\"id\":\"chatcmpl-bench\",\"object\":\"chat.completion.chunk\",\"created\":0,\"model\":\"bench\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"tok{i} \"}},\"finish_reason\":null}}]}}\n\n"
+        )));
+    }
+    stream.push(Bytes::from_static(b"data: {\"id\":\"chatcmpl-bench\",\"object\":\"chat.completion.chunk\",\"created\":0,\"model\":\"bench\",\"choices\":[],\"usage\":{\"prompt_tokens\":8,\"completion_tokens\":20,\"total_tokens\":28}}\n\n"));
+    stream.push(Bytes::from_static(b"data: [DONE]\n\n"));
+    (plain, stream)
+}
+
+async fn chat(body: web::Bytes, c: web::Data<Canned>) -> HttpResponse {
+    if !c.latency.is_zero() {
+        tokio::time::sleep(c.latency).await;
+    }
+    if memchr::memmem::find(&body, b"\"stream\":true").is_none() {
+        return HttpResponse::Ok()
+            .content_type("application/json")
+            .body(c.plain.clone());
+    }
+    let events = c.stream.clone();
+    let s = futures_util::stream::iter(events.into_iter().map(Ok::<_, std::io::Error>));
+    HttpResponse::Ok().content_type("text/event-stream").streaming(s)
+}
+
+async fn models(_: HttpRequest) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(r#"{"object":"list","data":[{"id":"bench","object":"model","created":0,"owned_by":"mock"}]}"#)
+}
+
+fn main() -> std::io::Result<()> {
+    let args = Args::parse();
+    actix_rt::System::new().block_on(async move {
+        let (plain, stream) = canned(args.chunks);
+        let data = web::Data::new(Canned {
+            plain,
+            stream,
+            latency: Duration::from_millis(args.latency_ms),
+        });
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(data.clone())
+                .app_data(web::PayloadConfig::new(64 << 20))
+                .route("/v1/chat/completions", web::post().to(chat))
+                .route("/v1/models", web::get().to(models))
+        })
+        .workers(args.workers)
+        .backlog(4096)
+        .max_connections(100_000)
+        .bind(("127.0.0.1", args.port))?;
+        let port = server.addrs()[0].port();
+        let mut out = std::io::stdout();
+        writeln!(out, "listening on {port}")?;
+        out.flush()?;
+        server.run().await
+    })
+}
