@@ -56,24 +56,24 @@ pub fn parse(body: &[u8]) -> Result<ChatRequest<'_>, ApiError> {
             None,
         ));
     }
-    if serde_json::from_slice::<serde::de::IgnoredAny>(body).is_err() {
-        return Err(ApiError::invalid(
-            "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your HTTP library correctly.)",
-            None,
-        ));
-    }
-    let de = &mut serde_json::Deserializer::from_slice(body);
-    let raw: Raw<'_> = serde_path_to_error::deserialize(de).map_err(|e| {
+    const UNPARSABLE: &str = "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your HTTP library correctly.)";
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let raw: Raw<'_> = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
-        if path == "." {
-            ApiError::invalid("The request body must be a JSON object.", None)
-        } else {
-            ApiError::invalid(
+        match e.inner().classify() {
+            serde_json::error::Category::Syntax
+            | serde_json::error::Category::Eof
+            | serde_json::error::Category::Io => ApiError::invalid(UNPARSABLE, None),
+            serde_json::error::Category::Data if path == "." => {
+                ApiError::invalid("The request body must be a JSON object.", None)
+            }
+            serde_json::error::Category::Data => ApiError::invalid(
                 format!("Invalid type for '{path}': {}", strip_position(&e.inner().to_string())),
                 Some(&path),
-            )
+            ),
         }
     })?;
+    de.end().map_err(|_| ApiError::invalid(UNPARSABLE, None))?;
 
     let model = match raw.model {
         Some(m) if !m.is_empty() => m,
@@ -169,6 +169,10 @@ mod tests {
 
     #[test]
     fn rejects_malformed_json() {
+        assert_eq!(
+            err(r#"{"model":"m","messages":[{"role":"user","content":"x"}]} trailing"#).status(),
+            400
+        );
         let e = err(r#"{"model":"m","#);
         assert_eq!(e.status(), 400);
         assert!(e.to_string().contains("parse the JSON"));
