@@ -72,9 +72,12 @@ pub async fn start(role: &Role, settings: &Settings) -> Result<App, AppError> {
     let instance = format!("{}-{}", role.name(), &uuid::Uuid::now_v7().simple().to_string()[20..]);
     let (bus, store) = match settings.redis.url() {
         Some(url) => {
-            let pool = llmr_bus::redis_pool(url, settings.redis.pool_size)?;
-            let bus = Bus::redis_with_pool(url, &settings.redis.prefix, pool.clone())?;
-            let store = Store::redis(pool, &settings.redis.prefix);
+            let conns = std::sync::Arc::new(llmr_bus::RedisConns::new(llmr_bus::redis_pool(
+                url,
+                settings.redis.pool_size,
+            )?));
+            let bus = Bus::redis_with(url, &settings.redis.prefix, conns.clone())?;
+            let store = Store::redis(conns, &settings.redis.prefix);
             if *role != Role::Gateway {
                 wait_for_redis(&bus).await;
             }

@@ -19,7 +19,9 @@
 //! # Layout
 //! - [`memory`]: the in-process implementation.
 //! - [`redis`](crate::redis_bus): the Redis streams implementation.
+//! - [`conns`]: the shared multiplexed connections of a process (bus and store).
 
+pub mod conns;
 pub mod memory;
 pub mod redis_bus;
 
@@ -29,6 +31,7 @@ use std::time::Duration;
 use llmr_protocol::{ApiError, Envelope, Frame};
 use uuid::Uuid;
 
+pub use conns::RedisConns;
 pub use memory::MemoryBus;
 pub use redis_bus::{RedisBus, redis_pool};
 
@@ -77,15 +80,16 @@ impl Bus {
         Bus::Memory(Arc::new(MemoryBus::default()))
     }
 
-    /// A Redis bus with its own connection pool; connects lazily, so this succeeds while
-    /// Redis is down.
+    /// A Redis bus with its own connections; connects lazily, so this succeeds while Redis is
+    /// down.
     pub fn redis(url: &str, prefix: &str, pool_size: usize) -> Result<Bus, BusError> {
-        Bus::redis_with_pool(url, prefix, redis_pool(url, pool_size)?)
+        let conns = std::sync::Arc::new(RedisConns::new(redis_pool(url, pool_size)?));
+        Bus::redis_with(url, prefix, conns)
     }
 
-    /// A Redis bus on a pool shared with the store (see [`redis_pool`]).
-    pub fn redis_with_pool(url: &str, prefix: &str, pool: deadpool_redis::Pool) -> Result<Bus, BusError> {
-        Ok(Bus::Redis(Arc::new(RedisBus::new(url, prefix, pool)?)))
+    /// A Redis bus on connections shared with the store.
+    pub fn redis_with(url: &str, prefix: &str, conns: std::sync::Arc<RedisConns>) -> Result<Bus, BusError> {
+        Ok(Bus::Redis(Arc::new(RedisBus::new(url, prefix, conns)?)))
     }
 
     pub fn is_memory(&self) -> bool {

@@ -17,6 +17,7 @@ use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
 use redis::{AsyncConnectionConfig, Value};
 use uuid::Uuid;
 
+use crate::conns::{Conn, RedisConns};
 use crate::{BusError, CancelSink, Delivery, ReplySink, Subscription};
 
 /// Frames kept at most in one reply stream (approximate trim).
@@ -31,7 +32,7 @@ const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 pub struct RedisBus {
     client: redis::Client,
-    pool: Pool,
+    conns: std::sync::Arc<RedisConns>,
     prefix: String,
 }
 
@@ -57,11 +58,11 @@ pub fn redis_pool(url: &str, pool_size: usize) -> Result<Pool, BusError> {
 }
 
 impl RedisBus {
-    pub fn new(url: &str, prefix: &str, pool: Pool) -> Result<RedisBus, BusError> {
+    pub fn new(url: &str, prefix: &str, conns: std::sync::Arc<RedisConns>) -> Result<RedisBus, BusError> {
         let client = redis::Client::open(url).map_err(unavailable)?;
         Ok(RedisBus {
             client,
-            pool,
+            conns,
             prefix: prefix.to_owned(),
         })
     }
@@ -74,8 +75,8 @@ impl RedisBus {
         format!("{}replies:{}", self.prefix, instance)
     }
 
-    async fn conn(&self) -> Result<deadpool_redis::Connection, BusError> {
-        self.pool.get().await.map_err(unavailable)
+    async fn conn(&self) -> Result<Conn<'_>, BusError> {
+        self.conns.get().await.map_err(unavailable)
     }
 
     /// A dedicated connection for blocking commands: no response timeout.

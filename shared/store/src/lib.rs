@@ -137,10 +137,9 @@ impl Store {
         Store::Memory(Arc::new(MemoryStore::default()))
     }
 
-    /// A Redis store on a connection pool (usually the one the bus uses:
-    /// `llmr_bus::redis_pool`). Connects lazily.
-    pub fn redis(pool: deadpool_redis::Pool, prefix: &str) -> Store {
-        Store::Redis(Arc::new(RedisStore::new(pool, prefix)))
+    /// A Redis store on the process's shared connections (see `llmr_bus::RedisConns`).
+    pub fn redis(conns: Arc<llmr_bus::RedisConns>, prefix: &str) -> Store {
+        Store::Redis(Arc::new(RedisStore::new(conns, prefix)))
     }
 
     /// Takes a lease on `target` for one call, expiring after `ttl_ms` unless released.

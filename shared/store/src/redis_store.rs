@@ -1,7 +1,10 @@
 //! The Redis store: pooled multiplexed connections (deadpool-redis, shared with the bus),
 //! pipelined writes.
 
-use deadpool_redis::Pool;
+use std::sync::Arc;
+
+use llmr_bus::RedisConns;
+use llmr_bus::conns::Conn;
 use llmr_protocol::now_ms;
 use std::collections::HashMap;
 
@@ -87,7 +90,7 @@ struct Scripts {
 const USAGE_TTL_S: u64 = 90 * 86_400;
 
 pub struct RedisStore {
-    pool: Pool,
+    conns: Arc<RedisConns>,
     prefix: String,
     scripts: Scripts,
 }
@@ -97,7 +100,7 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
 }
 
 impl RedisStore {
-    pub fn new(pool: Pool, prefix: &str) -> RedisStore {
+    pub fn new(conns: Arc<RedisConns>, prefix: &str) -> RedisStore {
         let scripts = Scripts {
             acquire_lease: redis::Script::new(ACQUIRE_LEASE),
             release_lock: redis::Script::new(RELEASE_LOCK),
@@ -107,7 +110,7 @@ impl RedisStore {
             try_probe: redis::Script::new(TRY_PROBE),
         };
         RedisStore {
-            pool,
+            conns,
             prefix: prefix.to_owned(),
             scripts,
         }
@@ -117,8 +120,8 @@ impl RedisStore {
         format!("{}{}", self.prefix, k)
     }
 
-    async fn conn(&self) -> Result<deadpool_redis::Connection, StoreError> {
-        self.pool.get().await.map_err(unavailable)
+    async fn conn(&self) -> Result<Conn<'_>, StoreError> {
+        self.conns.get().await.map_err(unavailable)
     }
 
     pub(crate) async fn ping(&self) -> Result<(), StoreError> {

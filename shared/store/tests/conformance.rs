@@ -16,8 +16,10 @@ macro_rules! both {
             #[tokio::test]
             async fn redis() {
                 let server = RedisServer::start();
-                let pool = llmr_bus::redis_pool(&server.url(), 4).unwrap();
-                super::$name(Store::redis(pool, &unique_prefix(stringify!($name)))).await;
+                let conns = std::sync::Arc::new(llmr_bus::RedisConns::new(
+                    llmr_bus::redis_pool(&server.url(), 4).unwrap(),
+                ));
+                super::$name(Store::redis(conns, &unique_prefix(stringify!($name)))).await;
             }
         }
     };

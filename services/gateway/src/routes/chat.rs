@@ -147,34 +147,41 @@ async fn collect(
     Ok(HttpResponse::build(status).content_type("application/json").body(body))
 }
 
-/// A streamed answer: each chunk frame becomes one SSE event, flushed as it arrives.
+/// A streamed answer: each chunk frame becomes one SSE event, flushed as it arrives; the
+/// frames already waiting are written together.
 fn sse_response(rx: UnboundedReceiver<Frame>, guard: InFlight, deadline: Instant) -> HttpResponse {
     let stream = futures_util::stream::unfold(Some((rx, guard)), move |state| async move {
         let (mut rx, mut guard) = state?;
+        let mut out: Vec<u8> = Vec::new();
+        let mut f = next_frame(&mut rx, deadline).await;
         loop {
-            let f = next_frame(&mut rx, deadline).await;
             match f.kind {
-                FrameKind::Head => continue,
+                FrameKind::Head => {}
                 FrameKind::Chunk => {
-                    let mut ev = Vec::with_capacity(f.data.len() + 8);
-                    ev.extend_from_slice(b"data: ");
-                    ev.extend_from_slice(&f.data);
-                    ev.extend_from_slice(b"\n\n");
-                    return Some((Ok::<_, actix_web::Error>(Bytes::from(ev)), Some((rx, guard))));
+                    out.reserve(f.data.len() + 8);
+                    out.extend_from_slice(b"data: ");
+                    out.extend_from_slice(&f.data);
+                    out.extend_from_slice(b"\n\n");
                 }
                 FrameKind::End => {
                     guard.done = true;
-                    return Some((Ok(Bytes::from_static(b"data: [DONE]\n\n")), None));
+                    out.extend_from_slice(b"data: [DONE]\n\n");
+                    return Some((Ok::<_, actix_web::Error>(Bytes::from(out)), None));
                 }
                 FrameKind::Error => {
                     // A real error frame closes the request upstream too; a local one
                     // (deadline) leaves the guard to cancel it.
                     guard.done = f.id != Uuid::nil();
-                    let mut ev = b"data: ".to_vec();
-                    ev.extend_from_slice(&f.as_error().to_json());
-                    ev.extend_from_slice(b"\n\ndata: [DONE]\n\n");
-                    return Some((Ok(Bytes::from(ev)), None));
+                    out.extend_from_slice(b"data: ");
+                    out.extend_from_slice(&f.as_error().to_json());
+                    out.extend_from_slice(b"\n\ndata: [DONE]\n\n");
+                    return Some((Ok(Bytes::from(out)), None));
                 }
+            }
+            match rx.try_recv() {
+                Ok(next) => f = next,
+                Err(_) if out.is_empty() => f = next_frame(&mut rx, deadline).await,
+                Err(_) => return Some((Ok(Bytes::from(out)), Some((rx, guard)))),
             }
         }
     });

@@ -1,0 +1,101 @@
+//! Shared multiplexed Redis connections for everything that does not block.
+//!
+//! A multiplexed connection carries many concurrent commands (pipelined on one socket), so
+//! checking one out of the pool per operation — which deadpool-redis follows with an
+//! `UNWATCH`+`PING` round trip on every checkout — only doubles the round trips. Instead a
+//! few connections are taken out of the pool once (so connecting still goes through the
+//! pool and its timeouts) and cloned per operation; a connection that fails is dropped and
+//! the next operation takes a fresh one.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use deadpool_redis::Pool;
+use redis::aio::MultiplexedConnection;
+
+/// How many multiplexed connections one process keeps.
+const SLOTS: usize = 4;
+
+pub struct RedisConns {
+    pool: Pool,
+    slots: Vec<Mutex<Option<MultiplexedConnection>>>,
+    next: AtomicUsize,
+}
+
+/// One operation's connection. A connection-level failure (I/O, timeout, dropped) drops it
+/// from the cache, so the next operation reconnects.
+pub struct Conn<'a> {
+    conn: MultiplexedConnection,
+    owner: &'a RedisConns,
+    slot: usize,
+}
+
+impl Conn<'_> {
+    fn check<T>(&self, r: redis::RedisResult<T>) -> redis::RedisResult<T> {
+        if let Err(e) = &r
+            && (e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_unrecoverable_error())
+            && let Ok(mut s) = self.owner.slots[self.slot].lock()
+        {
+            *s = None;
+        }
+        r
+    }
+}
+
+impl redis::aio::ConnectionLike for Conn<'_> {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, redis::Value> {
+        Box::pin(async move {
+            let r = self.conn.req_packed_command(cmd).await;
+            self.check(r)
+        })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        Box::pin(async move {
+            let r = self.conn.req_packed_commands(pipeline, offset, count).await;
+            self.check(r)
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        self.conn.get_db()
+    }
+}
+
+impl RedisConns {
+    pub fn new(pool: Pool) -> RedisConns {
+        let n = SLOTS.min(pool.status().max_size.max(1));
+        RedisConns {
+            pool,
+            slots: (0..n).map(|_| Mutex::new(None)).collect(),
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// A connection for one operation.
+    pub async fn get(&self) -> Result<Conn<'_>, deadpool_redis::PoolError> {
+        let slot = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
+        let cached = self.slots[slot].lock().ok().and_then(|s| s.clone());
+        let conn = match cached {
+            Some(c) => c,
+            None => {
+                let obj = self.pool.get().await?;
+                let c: MultiplexedConnection = deadpool_redis::Connection::take(obj);
+                if let Ok(mut s) = self.slots[slot].lock() {
+                    *s = Some(c.clone());
+                }
+                c
+            }
+        };
+        Ok(Conn {
+            conn,
+            owner: self,
+            slot,
+        })
+    }
+}
