@@ -91,6 +91,8 @@ impl Gateway {
                 .default_service(web::to(routes::not_found))
         })
         .disable_signals()
+        // Stream events are small writes: without this, Nagle and delayed ACKs hold them ~40 ms.
+        .tcp_nodelay(true)
         .shutdown_timeout(10)
         .listen(listener)
         .map_err(|source| InitError::Bind { addr, source })?

@@ -124,6 +124,7 @@ impl MockUpstream {
                         .route("/v1/models", web::get().to(models_list))
                 })
                 .workers(2)
+                .tcp_nodelay(true)
                 .disable_signals()
                 .bind(("127.0.0.1", 0))
                 .expect("bind mock");

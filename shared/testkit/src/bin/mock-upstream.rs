@@ -85,6 +85,7 @@ fn main() -> std::io::Result<()> {
                 .route("/v1/models", web::get().to(models))
         })
         .workers(args.workers)
+        .tcp_nodelay(true)
         .backlog(4096)
         .max_connections(100_000)
         .bind(("127.0.0.1", args.port))?;
