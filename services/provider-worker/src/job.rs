@@ -23,11 +23,11 @@ use std::time::{Duration, Instant};
 use llmr_bus::{Bus, Delivery};
 use llmr_config::{Provider, ProviderType};
 use llmr_protocol::{ApiError, Attempt, Envelope, now_ms};
-use llmr_store::{Breaker, Store, UsageDelta, key_id, key_name, target_id, utc_day};
+use llmr_store::{Breaker, Settle, Store, UsageDelta, key_id, key_name, target_id, utc_day};
 use secrecy::ExposeSecret;
 use tracing::Instrument;
 
-use crate::adapters::{AttemptError, AttemptResult, Fault, Outcome, chaos, echo, openai};
+use crate::adapters::{AttemptError, AttemptResult, Fault, chaos, echo, openai};
 use crate::replier::Replier;
 
 /// How often a waiting attempt asks again for a slot or lock.
@@ -208,14 +208,19 @@ async fn attempts(
                 ))),
                 Err(_) => Err(AttemptError::local(ApiError::DeadlineExceeded, "deadline passed")),
             };
-            release(ctx, held, &member).await;
-            let key_idx = key.map(|k| k.0);
-            feed_health(ctx, attempt, key_idx, &result, started.elapsed()).await;
+            settle(
+                ctx,
+                held,
+                &member,
+                attempt,
+                key.map(|k| k.0),
+                env,
+                &result,
+                started.elapsed(),
+            )
+            .await;
             match result {
-                Ok(o) => {
-                    record_usage(ctx, attempt, key_idx, env, &o).await;
-                    return Ok(());
-                }
+                Ok(_) => return Ok(()),
                 Err(e) => {
                     tracing::warn!(provider = %attempt.provider, model = %attempt.model, reason = %e.reason, retryable = e.retryable, "attempt failed");
                     let stop = !e.retryable || out.started();
@@ -305,53 +310,63 @@ async fn admit(
     Ok(Admission::Go)
 }
 
-/// Feeds the shared circuit breakers, cooldowns and latency.
-async fn feed_health(ctx: &JobCtx, a: &Attempt, key: Option<usize>, r: &AttemptResult, took: Duration) {
+/// Writes what the attempt left behind in one round trip: releases its lease or lock, feeds
+/// the shared circuit breakers, cooldowns and latency, and records usage.
+#[allow(clippy::too_many_arguments)]
+async fn settle(
+    ctx: &JobCtx,
+    held: &RefCell<Held>,
+    member: &str,
+    a: &Attempt,
+    key: Option<usize>,
+    env: &Envelope,
+    r: &AttemptResult,
+    took: Duration,
+) {
+    let h = std::mem::take(&mut *held.borrow_mut());
     let t = target_id(&a.provider, &a.model);
     let k = key.map(|k| key_id(&a.provider, k));
-    let res = match r {
-        Ok(_) => {
-            let lat = Some(took.as_secs_f64() * 1000.0);
-            let (x, y) = futures_util::join!(ctx.store.record_success(&t, lat), async {
-                match &k {
-                    Some(k) => ctx.store.record_success(k, None).await,
-                    None => Ok(()),
-                }
-            });
-            x.and(y)
+    let key_or_target = k.as_deref().unwrap_or(&t);
+    let name = key.map_or_else(|| a.provider.clone(), |k| key_name(&a.provider, k));
+    let day = utc_day(now_ms());
+    let mut s = Settle {
+        lease: h.lease.as_deref().map(|x| (x, member)),
+        lock: h.lock.as_deref().map(|x| (x, member)),
+        ..Settle::default()
+    };
+    match r {
+        Ok(o) => {
+            s.success.push((&t, Some(took.as_secs_f64() * 1000.0)));
+            if let Some(k) = &k {
+                s.success.push((k, None));
+            }
+            let delta = match o.usage {
+                Some(u) => UsageDelta {
+                    prompt: u.prompt_tokens,
+                    completion: u.completion_tokens,
+                    estimated: false,
+                },
+                None => UsageDelta {
+                    prompt: env.body.len() as u64 / 4,
+                    completion: o.relayed_bytes / 4,
+                    estimated: true,
+                },
+            };
+            s.usage = Some((&name, &a.model, &day, delta));
         }
         Err(e) => match e.fault {
-            Fault::Target => ctx.store.record_failure(&t, &ctx.breaker).await,
-            Fault::Key => ctx.store.record_failure(k.as_deref().unwrap_or(&t), &ctx.breaker).await,
+            Fault::Target => s.failure = Some(&t),
+            Fault::Key => s.failure = Some(key_or_target),
             Fault::RateLimited { until_ms } => {
                 let until = until_ms.unwrap_or_else(|| now_ms() + ctx.default_cooldown_ms);
                 tracing::info!(provider = %a.provider, key = ?key, cooldown_ms = until.saturating_sub(now_ms()), "rate-limited; cooling down");
-                ctx.store.cooldown(k.as_deref().unwrap_or(&t), until).await
+                s.cooldown = Some((key_or_target, until));
             }
-            Fault::Client | Fault::Local => Ok(()),
+            Fault::Client | Fault::Local => {}
         },
-    };
-    if let Err(e) = res {
-        tracing::warn!(error = %e, "could not update health");
     }
-}
-
-async fn record_usage(ctx: &JobCtx, a: &Attempt, key: Option<usize>, env: &Envelope, o: &Outcome) {
-    let delta = match o.usage {
-        Some(u) => UsageDelta {
-            prompt: u.prompt_tokens,
-            completion: u.completion_tokens,
-            estimated: false,
-        },
-        None => UsageDelta {
-            prompt: env.body.len() as u64 / 4,
-            completion: o.relayed_bytes / 4,
-            estimated: true,
-        },
-    };
-    let name = key.map_or_else(|| a.provider.clone(), |k| key_name(&a.provider, k));
-    if let Err(e) = ctx.store.record_usage(&name, &a.model, &utc_day(now_ms()), delta).await {
-        tracing::warn!(error = %e, "could not record usage");
+    if let Err(e) = ctx.store.settle(&s, &ctx.breaker).await {
+        tracing::warn!(error = %e, "could not record the attempt (leases expire by themselves)");
     }
 }
 

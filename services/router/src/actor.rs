@@ -291,20 +291,29 @@ async fn fetch_state(shared: &Shared, targets: &[TargetSpec], now: u64) -> State
         }
     }
     let day = utc_day(now);
-    let (loads, health, used) = futures_util::join!(
-        shared.store.loads(&leases),
-        shared.store.health(&ids),
-        shared.store.requests_on(&pairs, &day)
-    );
-    let loads = loads.unwrap_or_else(|e| {
-        tracing::warn!(error = %e, "loads unavailable; routing without them");
+    let state = shared
+        .store
+        .routing_state(&leases, &ids, &pairs, &day)
+        .await
+        .unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "routing state unavailable; routing as if idle and healthy");
+            llmr_store::RoutingState::default()
+        });
+    let loads = if state.loads.len() == targets.len() {
+        state.loads
+    } else {
         vec![0; targets.len()]
-    });
-    let health = health.unwrap_or_else(|e| {
-        tracing::warn!(error = %e, "health unavailable; routing as if healthy");
+    };
+    let health = if state.health.len() == ids.len() {
+        state.health
+    } else {
         vec![HealthRecord::default(); ids.len()]
-    });
-    let used = used.unwrap_or_else(|_| vec![0; pairs.len()]);
+    };
+    let used = if state.requests_today.len() == pairs.len() {
+        state.requests_today
+    } else {
+        vec![0; pairs.len()]
+    };
     let mut keys = Vec::with_capacity(targets.len());
     let (mut h, mut u) = (targets.len(), 0);
     for t in targets {

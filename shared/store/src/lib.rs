@@ -101,6 +101,31 @@ pub struct UsageDelta {
     pub estimated: bool,
 }
 
+/// Everything to write once an attempt is over, in one round trip.
+#[derive(Debug, Default)]
+pub struct Settle<'a> {
+    /// `(target, member)` of a lease to release.
+    pub lease: Option<(&'a str, &'a str)>,
+    /// `(target, token)` of a lock to release.
+    pub lock: Option<(&'a str, &'a str)>,
+    /// Health ids that succeeded, with the call's latency (ms) when it counts.
+    pub success: Vec<(&'a str, Option<f64>)>,
+    /// A health id that failed.
+    pub failure: Option<&'a str>,
+    /// A health id to cool down until (ms).
+    pub cooldown: Option<(&'a str, u64)>,
+    /// `(key, model, day, tokens)` to add to usage.
+    pub usage: Option<(&'a str, &'a str, &'a str, UsageDelta)>,
+}
+
+/// What routing needs to know of a batch's targets and keys.
+#[derive(Debug, Default)]
+pub struct RoutingState {
+    pub loads: Vec<u64>,
+    pub health: Vec<HealthRecord>,
+    pub requests_today: Vec<u64>,
+}
+
 /// The health id of a target.
 pub fn target_id(provider: &str, model: &str) -> String {
     format!("t:{provider}/{model}")
@@ -156,6 +181,22 @@ impl Store {
     /// Releases the lock if `token` still holds it.
     pub async fn release_lock(&self, target: &str, token: &str) -> Result<(), StoreError> {
         dispatch!(self, s => s.release_lock(target, token))
+    }
+
+    /// Writes what an attempt left behind (lease or lock, health, usage) in one round trip.
+    pub async fn settle(&self, s: &Settle<'_>, breaker: &Breaker) -> Result<(), StoreError> {
+        dispatch!(self, st => st.settle(s, breaker))
+    }
+
+    /// Loads of `leases`, health of `ids` and today's requests of `pairs`, in one round trip.
+    pub async fn routing_state(
+        &self,
+        leases: &[String],
+        ids: &[String],
+        pairs: &[(String, String)],
+        day: &str,
+    ) -> Result<RoutingState, StoreError> {
+        dispatch!(self, st => st.routing_state(leases, ids, pairs, day))
     }
 
     /// Health of targets and keys by id (one round trip).

@@ -6,7 +6,7 @@ use std::sync::{Mutex, MutexGuard};
 use llmr_protocol::now_ms;
 
 use crate::health::{Breaker, HealthRecord};
-use crate::{Alive, ProviderStatus, StoreError, UsageDelta, UsageRecord, UsageRow, split_alive};
+use crate::{Alive, ProviderStatus, RoutingState, Settle, StoreError, UsageDelta, UsageRecord, UsageRow, split_alive};
 
 #[derive(Default)]
 pub struct MemoryStore {
@@ -119,6 +119,42 @@ impl MemoryStore {
             .entry(id.to_owned())
             .or_default()
             .probe(now_ms(), probe_ttl_ms))
+    }
+
+    pub(crate) fn settle(&self, s: &Settle<'_>, b: &Breaker) -> Result<(), StoreError> {
+        if let Some((t, m)) = s.lease {
+            self.release_lease(t, m)?;
+        }
+        if let Some((t, tok)) = s.lock {
+            self.release_lock(t, tok)?;
+        }
+        for (id, lat) in &s.success {
+            self.record_success(id, *lat)?;
+        }
+        if let Some(id) = s.failure {
+            self.record_failure(id, b)?;
+        }
+        if let Some((id, until)) = s.cooldown {
+            self.cooldown(id, until)?;
+        }
+        if let Some((k, m, d, delta)) = s.usage {
+            self.record_usage(k, m, d, delta)?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn routing_state(
+        &self,
+        leases: &[String],
+        ids: &[String],
+        pairs: &[(String, String)],
+        day: &str,
+    ) -> Result<RoutingState, StoreError> {
+        Ok(RoutingState {
+            loads: self.loads(leases)?,
+            health: self.health(ids)?,
+            requests_today: self.requests_on(pairs, day)?,
+        })
     }
 
     pub(crate) fn set_provider(&self, status: &ProviderStatus) -> Result<(), StoreError> {

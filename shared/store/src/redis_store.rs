@@ -9,7 +9,7 @@ use llmr_protocol::now_ms;
 use std::collections::HashMap;
 
 use crate::health::{Breaker, Circuit, HealthRecord, LATENCY_ALPHA};
-use crate::{Alive, ProviderStatus, StoreError, UsageDelta, UsageRecord, UsageRow, split_alive};
+use crate::{Alive, ProviderStatus, RoutingState, Settle, StoreError, UsageDelta, UsageRecord, UsageRow, split_alive};
 
 /// Health hashes and locks outlive their last change by this long.
 const HEALTH_TTL_MS: u64 = 86_400_000;
@@ -176,6 +176,113 @@ impl RedisStore {
             .map_err(unavailable)
     }
 
+    pub(crate) async fn settle(&self, s: &Settle<'_>, b: &Breaker) -> Result<(), StoreError> {
+        let mut pipe = redis::pipe();
+        let now = now_ms();
+        if let Some((t, m)) = s.lease {
+            pipe.cmd("ZREM").arg(self.key(&format!("lease:{t}"))).arg(m).ignore();
+        }
+        // EVAL, not EVALSHA: a pipeline is not atomic, so a NOSCRIPT (Redis restarted) must
+        // not be possible halfway through it. Redis caches the compiled scripts anyway.
+        if let Some((t, tok)) = s.lock {
+            pipe.cmd("EVAL")
+                .arg(RELEASE_LOCK)
+                .arg(1)
+                .arg(self.key(&format!("lock:{t}")))
+                .arg(tok)
+                .ignore();
+        }
+        for (id, lat) in &s.success {
+            pipe.cmd("EVAL")
+                .arg(RECORD_SUCCESS)
+                .arg(1)
+                .arg(self.key(&format!("health:{id}")))
+                .arg(lat.unwrap_or(-1.0))
+                .arg(LATENCY_ALPHA)
+                .arg(HEALTH_TTL_MS)
+                .ignore();
+        }
+        if let Some(id) = s.failure {
+            pipe.cmd("EVAL")
+                .arg(RECORD_FAILURE)
+                .arg(1)
+                .arg(self.key(&format!("health:{id}")))
+                .arg(now)
+                .arg(b.failure_threshold)
+                .arg(b.failure_window_ms)
+                .arg(b.recovery_ms)
+                .arg(HEALTH_TTL_MS)
+                .ignore();
+        }
+        if let Some((id, until)) = s.cooldown {
+            pipe.cmd("EVAL")
+                .arg(COOLDOWN)
+                .arg(1)
+                .arg(self.key(&format!("health:{id}")))
+                .arg(until)
+                .arg(HEALTH_TTL_MS)
+                .ignore();
+        }
+        if let Some((k, m, d, delta)) = s.usage {
+            self.usage_into(&mut pipe, k, m, d, delta);
+        }
+        let mut c = self.conn().await?;
+        pipe.query_async::<()>(&mut c).await.map_err(unavailable)
+    }
+
+    pub(crate) async fn routing_state(
+        &self,
+        leases: &[String],
+        ids: &[String],
+        pairs: &[(String, String)],
+        day: &str,
+    ) -> Result<RoutingState, StoreError> {
+        if leases.is_empty() && ids.is_empty() && pairs.is_empty() {
+            return Ok(RoutingState::default());
+        }
+        let now = now_ms();
+        let mut pipe = redis::pipe();
+        for t in leases {
+            pipe.cmd("ZCOUNT")
+                .arg(self.key(&format!("lease:{t}")))
+                .arg(format!("({now}"))
+                .arg("+inf");
+        }
+        for id in ids {
+            pipe.cmd("HGETALL").arg(self.key(&format!("health:{id}")));
+        }
+        for (k, m) in pairs {
+            pipe.cmd("HGET")
+                .arg(self.key(&format!("usage:{k}:{m}:{day}")))
+                .arg("requests");
+        }
+        let mut c = self.conn().await?;
+        let values: Vec<redis::Value> = pipe.query_async(&mut c).await.map_err(unavailable)?;
+        let mut it = values.into_iter();
+        let mut take = |n: usize| it.by_ref().take(n).collect::<Vec<_>>();
+        let loads = take(leases.len())
+            .into_iter()
+            .map(|v| redis::from_redis_value::<u64>(v).unwrap_or(0))
+            .collect();
+        let health = take(ids.len())
+            .into_iter()
+            .map(|v| {
+                redis::from_redis_value::<HashMap<String, String>>(v)
+                    .map(|h| parse_health(&h))
+                    .unwrap_or_default()
+            })
+            .collect();
+        let requests_today = take(pairs.len())
+            .into_iter()
+            .map(|v| redis::from_redis_value::<Option<u64>>(v).ok().flatten().unwrap_or(0))
+            .collect();
+        Ok(RoutingState {
+            loads,
+            health,
+            requests_today,
+        })
+    }
+
     pub(crate) async fn health(&self, ids: &[String]) -> Result<Vec<HealthRecord>, StoreError> {
         if ids.is_empty() {
             return Ok(Vec::new());
@@ -329,16 +436,9 @@ impl RedisStore {
         Ok(out)
     }
 
-    pub(crate) async fn record_usage(
-        &self,
-        key: &str,
-        model: &str,
-        day: &str,
-        d: UsageDelta,
-    ) -> Result<(), StoreError> {
+    fn usage_into(&self, pipe: &mut redis::Pipeline, key: &str, model: &str, day: &str, d: UsageDelta) {
         let k = self.key(&format!("usage:{key}:{model}:{day}"));
         let index = self.key(&format!("usage_index:{day}"));
-        let mut pipe = redis::pipe();
         pipe.cmd("HINCRBY").arg(&k).arg("requests").arg(1).ignore();
         let (p, c) = if d.estimated {
             ("est_prompt_tokens", "est_completion_tokens")
@@ -353,6 +453,17 @@ impl RedisStore {
         pipe.cmd("EXPIRE").arg(&k).arg(USAGE_TTL_S).ignore();
         pipe.cmd("SADD").arg(&index).arg(format!("{key}|{model}")).ignore();
         pipe.cmd("EXPIRE").arg(&index).arg(USAGE_TTL_S).ignore();
+    }
+
+    pub(crate) async fn record_usage(
+        &self,
+        key: &str,
+        model: &str,
+        day: &str,
+        d: UsageDelta,
+    ) -> Result<(), StoreError> {
+        let mut pipe = redis::pipe();
+        self.usage_into(&mut pipe, key, model, day, d);
         let mut conn = self.conn().await?;
         pipe.query_async::<()>(&mut conn).await.map_err(unavailable)
     }

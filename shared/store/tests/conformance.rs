@@ -227,3 +227,82 @@ async fn cooldowns_hold_until_their_time_and_never_shorten(s: Store) {
     assert_eq!(h.availability(until), Availability::Available);
 }
 both!(cooldowns_hold_until_their_time_and_never_shorten);
+
+async fn settle_writes_everything_an_attempt_left(s: Store) {
+    let b = Breaker {
+        failure_threshold: 1,
+        failure_window_ms: 60_000,
+        recovery_ms: 60_000,
+        probe_ttl_ms: 1000,
+    };
+    let day = llmr_store::utc_day(now_ms());
+    assert!(s.acquire_lease("p/m", "req1", 60_000, 0).await.unwrap());
+    assert!(s.acquire_lock("p/x", "req1", 60_000).await.unwrap());
+    let settle = llmr_store::Settle {
+        lease: Some(("p/m", "req1")),
+        lock: Some(("p/x", "req1")),
+        success: vec![("t:p/m", Some(12.0))],
+        failure: Some("t:p/bad"),
+        cooldown: Some(("k:p#1", now_ms() + 60_000)),
+        usage: Some((
+            "p#0",
+            "m",
+            &day,
+            UsageDelta {
+                prompt: 3,
+                completion: 4,
+                estimated: false,
+            },
+        )),
+    };
+    s.settle(&settle, &b).await.unwrap();
+    assert_eq!(s.loads(&["p/m".to_string()]).await.unwrap(), vec![0], "lease released");
+    assert!(s.acquire_lock("p/x", "req2", 60_000).await.unwrap(), "lock released");
+    let ids = vec!["t:p/m".to_string(), "t:p/bad".to_string(), "k:p#1".to_string()];
+    let h = s.health(&ids).await.unwrap();
+    assert_eq!(h[0].latency_ms, Some(12.0));
+    assert_eq!(h[1].circuit, Circuit::Open);
+    assert!(matches!(h[2].availability(now_ms()), Availability::CoolingUntil(_)));
+    assert_eq!(s.usage("p#0", "m", &day).await.unwrap().completion_tokens, 4);
+    let st = s
+        .routing_state(
+            &["p/m".to_string()],
+            &ids,
+            &[("p#0".to_string(), "m".to_string())],
+            &day,
+        )
+        .await
+        .unwrap();
+    assert_eq!(st.loads, vec![0]);
+    assert_eq!(st.health, h);
+    assert_eq!(st.requests_today, vec![1]);
+}
+both!(settle_writes_everything_an_attempt_left);
+
+#[tokio::test]
+async fn settle_survives_redis_forgetting_its_scripts() {
+    let server = RedisServer::start();
+    let conns = std::sync::Arc::new(llmr_bus::RedisConns::new(
+        llmr_bus::redis_pool(&server.url(), 2).unwrap(),
+    ));
+    let s = Store::redis(conns, &unique_prefix("noscript"));
+    let b = Breaker {
+        failure_threshold: 1,
+        failure_window_ms: 60_000,
+        recovery_ms: 60_000,
+        probe_ttl_ms: 1000,
+    };
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async::<()>(&mut c)
+        .await
+        .unwrap();
+    let settle = llmr_store::Settle {
+        success: vec![("t:p/m", Some(5.0))],
+        ..Default::default()
+    };
+    s.settle(&settle, &b).await.unwrap();
+    assert_eq!(s.health(&["t:p/m".to_string()]).await.unwrap()[0].latency_ms, Some(5.0));
+}
