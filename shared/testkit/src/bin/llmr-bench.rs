@@ -26,6 +26,18 @@ struct Args {
     /// Skip the horizontal scaling run.
     #[arg(long)]
     no_scaling: bool,
+    /// Only offer a closed-loop load to this chat completions URL (e.g. while profiling).
+    #[arg(long)]
+    load_url: Option<String>,
+    /// With --load-url: concurrent clients.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// With --load-url: seconds.
+    #[arg(long, default_value_t = 10)]
+    secs: u64,
+    /// With --load-url: stream the answers.
+    #[arg(long)]
+    stream: bool,
 }
 
 fn main() -> std::io::Result<()> {
@@ -34,6 +46,24 @@ fn main() -> std::io::Result<()> {
         Some(d) => d,
         None => std::env::current_exe()?.parent().map(PathBuf::from).unwrap_or_default(),
     };
+    if let Some(url) = &args.load_url {
+        let shape = bench::load::Shape::Closed {
+            concurrency: args.concurrency,
+            secs: args.secs,
+        };
+        let s = bench::load::run(url, bench::body(args.stream, 0), shape, args.threads);
+        let mut out = std::io::stdout();
+        writeln!(
+            out,
+            "{:.0} req/s, p50 {:.3} ms, p99 {:.3} ms, first byte p50 {:.3} ms, errors {}",
+            s.rps(),
+            s.ms(0.5),
+            s.ms(0.99),
+            s.ttfb_ms(0.5),
+            s.errors
+        )?;
+        return Ok(());
+    }
     let mut err = std::io::stderr();
     let mut log = |line: &str| {
         let _ = writeln!(err, "{line}");
