@@ -90,6 +90,8 @@ async fn one(client: &awc::Client, url: &str, body: &Bytes, sent: Instant) -> Op
 
 /// Runs `shape` against `url` with `body` on `threads` client threads.
 pub fn run(url: &str, body: Bytes, shape: Shape, threads: usize) -> Stats {
+    // awc's connector builds a TLS config: pick the crypto provider (once per process).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let threads = match shape {
         Shape::Serial { .. } => 1,
         _ => threads.max(1),
