@@ -64,6 +64,10 @@ pub struct WorkerActor {
     claim_idle: Duration,
     running: HashMap<Uuid, Running>,
     reading: bool,
+    /// Finished jobs not acked yet, and whether an ack is under way (acks batch up while one
+    /// is in flight).
+    to_finish: Vec<(String, Uuid)>,
+    finishing: bool,
     /// Set by the reclaim timer; served by the next poll before reading new jobs, so a
     /// dead peer's jobs go first.
     reclaim_due: bool,
@@ -82,6 +86,8 @@ impl WorkerActor {
             claim_idle,
             running: HashMap::new(),
             reading: false,
+            to_finish: Vec::new(),
+            finishing: false,
             reclaim_due: false,
             draining: false,
             idle: tokio::sync::watch::channel(0).0,
@@ -204,18 +210,36 @@ impl Handler<JobDone> for WorkerActor {
             self.running.remove(&done.id);
         }
         self.idle.send_replace(self.running.len());
-        let acker = self.acker.clone();
-        ctx.spawn(
-            async move {
-                if let Err(e) = acker.finish(&done.entry, done.id).await {
-                    tracing::warn!(error = %e, "could not ack a finished job (a peer may reclaim it; it will not run twice once answered)");
-                }
-            }
-            .into_actor(self),
-        );
+        self.to_finish.push((done.entry, done.id));
+        self.flush_finished(ctx);
         if !self.reading {
             ctx.notify(Poll);
         }
+    }
+}
+
+impl WorkerActor {
+    /// Acks finished jobs: everything that finished while the previous ack was in flight
+    /// goes in one round trip.
+    fn flush_finished(&mut self, ctx: &mut Context<Self>) {
+        if self.finishing || self.to_finish.is_empty() {
+            return;
+        }
+        self.finishing = true;
+        let batch = std::mem::take(&mut self.to_finish);
+        let acker = self.acker.clone();
+        ctx.spawn(
+            async move {
+                if let Err(e) = acker.finish_many(&batch).await {
+                    tracing::warn!(error = %e, count = batch.len(), "could not ack finished jobs (a peer may reclaim them; answered ones are not run again)");
+                }
+            }
+            .into_actor(self)
+            .map(|(), act, ctx| {
+                act.finishing = false;
+                act.flush_finished(ctx);
+            }),
+        );
     }
 }
 

@@ -203,6 +203,7 @@ async fn route_batch(shared: &Shared, consumer: &Consumer, deliveries: Vec<Deliv
     }
     let state = fetch_state(shared, &targets, now).await;
     let max_attempts = shared.max_attempts;
+    let mut jobs = Vec::with_capacity(routable.len());
     for (d, routes) in routable {
         let env = &d.envelope;
         let span = tracing::info_span!("route", request_id = %env.id, model = %env.meta.model, provider = tracing::field::Empty);
@@ -244,10 +245,11 @@ async fn route_batch(shared: &Shared, consumer: &Consumer, deliveries: Vec<Deliv
             },
             ..env.clone()
         };
-        if let Err(e) = consumer.forward(&d.entry, &stream, &job).await {
-            // Left pending: it is routed again when reclaimed.
-            tracing::warn!(error = %e, request_id = %env.id, "could not hand the job to a worker pool");
-        }
+        jobs.push((d.entry.clone(), stream, job));
+    }
+    if let Err(e) = consumer.forward_many(&jobs).await {
+        // Left pending: they are routed again when reclaimed.
+        tracing::warn!(error = %e, count = jobs.len(), "could not hand jobs to a worker pool");
     }
 }
 

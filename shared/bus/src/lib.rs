@@ -296,6 +296,42 @@ impl Consumer {
         }
     }
 
+    /// Publishes each `(entry, stream, envelope)` and acks its entry, all in one atomic
+    /// round trip.
+    pub async fn forward_many(&self, items: &[(String, String, Envelope)]) -> Result<(), BusError> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        match &self.inner {
+            ConsumerInner::Memory(b) => {
+                for (entry, stream, env) in items {
+                    b.publish(stream, env.clone());
+                    b.ack(&self.stream, &self.group, std::slice::from_ref(entry));
+                }
+                Ok(())
+            }
+            ConsumerInner::Redis(b, _) => b.forward_many(&self.stream, &self.group, items).await,
+        }
+    }
+
+    /// [`Consumer::finish`] for many jobs in one round trip.
+    pub async fn finish_many(&self, jobs: &[(String, Uuid)]) -> Result<(), BusError> {
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        match &self.inner {
+            ConsumerInner::Memory(b) => {
+                let entries: Vec<String> = jobs.iter().map(|(e, _)| e.clone()).collect();
+                b.ack(&self.stream, &self.group, &entries);
+                for (_, id) in jobs {
+                    b.forget_first_frame(*id);
+                }
+                Ok(())
+            }
+            ConsumerInner::Redis(b, _) => b.finish_many(&self.stream, &self.group, jobs).await,
+        }
+    }
+
     /// Publishes `env` to `to_stream` and acks `entry`, atomically.
     pub async fn forward(&self, entry: &str, to_stream: &str, env: &Envelope) -> Result<(), BusError> {
         match &self.inner {

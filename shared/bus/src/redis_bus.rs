@@ -286,6 +286,33 @@ impl RedisBus {
         pipe.query_async::<()>(&mut c).await.map_err(unavailable)
     }
 
+    pub(crate) async fn forward_many(
+        &self,
+        stream: &str,
+        group: &str,
+        items: &[(String, String, Envelope)],
+    ) -> Result<(), BusError> {
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for (_, to, env) in items {
+            self.xadd_envelope(&mut pipe, to, env);
+        }
+        let entries: Vec<&str> = items.iter().map(|(e, _, _)| e.as_str()).collect();
+        self.ack_into(&mut pipe, stream, group, &entries);
+        let mut c = self.conn().await?;
+        pipe.query_async::<()>(&mut c).await.map_err(unavailable)
+    }
+
+    pub(crate) async fn finish_many(&self, stream: &str, group: &str, jobs: &[(String, Uuid)]) -> Result<(), BusError> {
+        let mut pipe = redis::pipe();
+        let entries: Vec<&str> = jobs.iter().map(|(e, _)| e.as_str()).collect();
+        self.ack_into(&mut pipe, stream, group, &entries);
+        let keys: Vec<String> = jobs.iter().map(|(_, id)| self.key(&format!("first:{id}"))).collect();
+        pipe.cmd("DEL").arg(&keys).ignore();
+        let mut c = self.conn().await?;
+        pipe.query_async::<()>(&mut c).await.map_err(unavailable)
+    }
+
     pub(crate) async fn pending(&self, stream: &str, group: &str) -> Result<u64, BusError> {
         let mut c = self.conn().await?;
         let v: Value = redis::cmd("XPENDING")

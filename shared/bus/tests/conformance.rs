@@ -298,3 +298,53 @@ both!(
     finish_forgets_markers,
     finishing_a_job_acks_it_and_forgets_its_first_frame
 );
+
+async fn batched_forwards_and_finishes_behave_like_single_ones(bus: Bus) {
+    let mut router = bus.consumer("requests", "routers", "r").await.unwrap();
+    let mut worker = bus.consumer("jobs:default", "workers", "w").await.unwrap();
+    for i in 0..3 {
+        bus.publish("requests", &env(&format!("m{i}"))).await.unwrap();
+    }
+    let got = router.read(10, BLOCK).await.unwrap();
+    let jobs: Vec<(String, String, Envelope)> = got
+        .iter()
+        .map(|d| {
+            (
+                d.entry.clone(),
+                "jobs:default".to_string(),
+                Envelope {
+                    kind: Kind::Job,
+                    ..d.envelope.clone()
+                },
+            )
+        })
+        .collect();
+    router.forward_many(&jobs).await.unwrap();
+    assert_eq!(bus.pending("requests", "routers").await.unwrap(), 0);
+    let running = worker.read(10, BLOCK).await.unwrap();
+    assert_eq!(running.len(), 3);
+    for d in &running {
+        bus.reply(
+            "gw",
+            &[Frame::head(
+                d.envelope.id,
+                Head {
+                    status: 200,
+                    stream: false,
+                },
+            )],
+        )
+        .await
+        .unwrap();
+    }
+    let done: Vec<(String, Uuid)> = running.iter().map(|d| (d.entry.clone(), d.envelope.id)).collect();
+    worker.finish_many(&done).await.unwrap();
+    assert_eq!(bus.pending("jobs:default", "workers").await.unwrap(), 0);
+    for d in &running {
+        assert!(!bus.first_frame_sent(d.envelope.id).await.unwrap());
+    }
+}
+both!(
+    batched_forwards_and_finishes,
+    batched_forwards_and_finishes_behave_like_single_ones
+);
