@@ -49,14 +49,20 @@ impl Replier {
         }
     }
 
-    /// Stream events (one SSE payload each), in one round trip; the head goes first.
+    /// Stream events (one SSE payload each): one chunk frame carrying them as SSE text
+    /// (`data: …\n\n` each), in one round trip; the head goes first.
     pub async fn events(&mut self, payloads: Vec<Bytes>) -> Result<(), BusError> {
-        let mut frames = Vec::with_capacity(payloads.len() + 1);
+        let mut frames = Vec::with_capacity(2);
         self.head_if_needed(&mut frames, 200);
-        for p in payloads {
-            let seq = self.next();
-            frames.push(Frame::chunk(self.id, seq, p));
+        let len = payloads.iter().map(|p| p.len() + 8).sum();
+        let mut sse = Vec::with_capacity(len);
+        for p in &payloads {
+            sse.extend_from_slice(b"data: ");
+            sse.extend_from_slice(p);
+            sse.extend_from_slice(b"\n\n");
         }
+        let seq = self.next();
+        frames.push(Frame::chunk(self.id, seq, Bytes::from(sse)));
         self.bus.reply(&self.reply_to, &frames).await
     }
 

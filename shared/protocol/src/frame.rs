@@ -1,8 +1,9 @@
 //! Reply frames: what a worker sends back on the caller's reply stream.
 //!
 //! A request's frames arrive in `seq` order: one `head` (status, stream or not), any number
-//! of `chunk`s (for a stream, each one SSE event's data, passed through as bytes; otherwise
-//! the whole body), then exactly one `end` or `error` that closes the request.
+//! of `chunk`s (for a stream, one or more SSE events as text ready to write, `data: …\n\n`,
+//! their payloads passed through as the upstream sent them; otherwise the whole body), then
+//! exactly one `end` or `error` that closes the request.
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};

@@ -147,7 +147,7 @@ async fn collect(
     Ok(HttpResponse::build(status).content_type("application/json").body(body))
 }
 
-/// A streamed answer: each chunk frame becomes one SSE event, flushed as it arrives; the
+/// A streamed answer: the SSE events of each chunk frame are flushed as they arrive; the
 /// frames already waiting are written together.
 fn sse_response(rx: UnboundedReceiver<Frame>, guard: InFlight, deadline: Instant) -> HttpResponse {
     let stream = futures_util::stream::unfold(Some((rx, guard)), move |state| async move {
@@ -157,12 +157,8 @@ fn sse_response(rx: UnboundedReceiver<Frame>, guard: InFlight, deadline: Instant
         loop {
             match f.kind {
                 FrameKind::Head => {}
-                FrameKind::Chunk => {
-                    out.reserve(f.data.len() + 8);
-                    out.extend_from_slice(b"data: ");
-                    out.extend_from_slice(&f.data);
-                    out.extend_from_slice(b"\n\n");
-                }
+                // Chunk frames of a stream carry SSE events ready to write.
+                FrameKind::Chunk => out.extend_from_slice(&f.data),
                 FrameKind::End => {
                     guard.done = true;
                     out.extend_from_slice(b"data: [DONE]\n\n");
