@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use llmr_protocol::{ApiError, Usage, now_ms};
 use serde::Deserialize;
 use serde::de::IgnoredAny;
@@ -134,10 +134,20 @@ where
     let mut usage = None;
     let mut relayed_bytes = 0u64;
     while let Some(chunk) = resp.next().await {
-        let chunk = chunk.map_err(|e| broken(out, format!("the upstream stream broke: {e}")))?;
+        // Take every chunk that has already arrived too: one frame (one round trip) for a
+        // burst of events, instead of one per HTTP chunk.
+        let mut chunks = vec![chunk];
+        while let Some(Some(more)) = resp.next().now_or_never() {
+            chunks.push(more);
+        }
+        let mut events = Vec::new();
+        for chunk in chunks {
+            let chunk = chunk.map_err(|e| broken(out, format!("the upstream stream broke: {e}")))?;
+            events.extend(splitter.push(&chunk));
+        }
         let mut payloads = Vec::new();
         let mut done = false;
-        for ev in splitter.push(&chunk) {
+        for ev in events {
             match ev {
                 Event::Done => done = true,
                 Event::Data(d) => {
