@@ -41,5 +41,5 @@ check-config *FILE:
 # Benchmark every deployment against the direct baseline (release build; about 5 minutes)
 bench *ARGS:
     cargo build --release --bin llmrouter --bin mock-upstream --bin llmr-bench
-    command -v redis-server >/dev/null || { echo "bench needs redis-server (apt-get install redis-server)"; exit 1; }
+    command -v redis-server >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; }
     {{target}}/release/llmr-bench --out {{target}}/bench {{ARGS}}
