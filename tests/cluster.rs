@@ -195,6 +195,72 @@ struct Counts {
     late: usize,
 }
 
+/// Sends `total` requests with `concurrency` clients, the i-th asking `model` for
+/// `"{prefix} {i}"` (streamed when `stream(i)`), and classifies every answer: the mock's
+/// `mock: {prefix} {i}` is ok; an OpenAI error (status, or an error event in a stream) is a
+/// clean error; anything else is wrong; an answer later than the deadline is late.
+fn drive(
+    url: String,
+    model: &'static str,
+    prefix: &'static str,
+    total: usize,
+    concurrency: usize,
+    deadline_ms: u64,
+    stream: fn(usize) -> bool,
+) -> (Vec<actix_rt::task::JoinHandle<()>>, Rc<RefCell<Counts>>) {
+    let next = Rc::new(RefCell::new(0usize));
+    let counts = Rc::new(RefCell::new(Counts::default()));
+    let tasks = (0..concurrency)
+        .map(|_| {
+            let (next, counts, url) = (next.clone(), counts.clone(), url.clone());
+            actix_rt::spawn(async move {
+                loop {
+                    let i = {
+                        let mut n = next.borrow_mut();
+                        if *n >= total {
+                            return;
+                        }
+                        *n += 1;
+                        *n
+                    };
+                    let streamed = stream(i);
+                    let t = Instant::now();
+                    let (s, b) = post(&url, &chat_body(model, &format!("{prefix} {i}"), streamed)).await;
+                    let mut k = counts.borrow_mut();
+                    if t.elapsed() > Duration::from_millis(deadline_ms + 1000) {
+                        k.late += 1;
+                    }
+                    let (text, error) = if streamed && s == 200 {
+                        let events = sse_events(&b);
+                        let error = events.iter().any(|e| {
+                            serde_json::from_str::<serde_json::Value>(e).is_ok_and(|v| v["error"].is_object())
+                        });
+                        (streamed_text(&events), error)
+                    } else {
+                        let v: serde_json::Value = serde_json::from_slice(&b).unwrap_or_default();
+                        let error = v["error"]["message"].is_string() && v["error"]["type"].is_string();
+                        (
+                            v["choices"][0]["message"]["content"]
+                                .as_str()
+                                .unwrap_or_default()
+                                .to_owned(),
+                            error,
+                        )
+                    };
+                    if s == 200 && !error && text == format!("mock: {prefix} {i}") {
+                        k.ok += 1;
+                    } else if error {
+                        k.clean_errors += 1;
+                    } else {
+                        k.wrong += 1;
+                    }
+                }
+            })
+        })
+        .collect();
+    (tasks, counts)
+}
+
 #[actix_rt::test]
 async fn a_worker_killed_under_load_loses_no_request() {
     const TOTAL: usize = 200;
@@ -203,44 +269,16 @@ async fn a_worker_killed_under_load_loses_no_request() {
     let mut c = Cluster::start(2, &[("LLMR__SERVER__REQUEST_TIMEOUT_MS", DEADLINE_MS.to_string())]);
     c.ready(2).await;
     c.mock.set_default(Behavior::latency(60));
-    let next = Rc::new(RefCell::new(0usize));
-    let counts = Rc::new(RefCell::new(Counts::default()));
-    let url = c.url("/v1/chat/completions");
     let started = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..CONCURRENCY {
-        let (next, counts, url) = (next.clone(), counts.clone(), url.clone());
-        tasks.push(actix_rt::spawn(async move {
-            loop {
-                let i = {
-                    let mut n = next.borrow_mut();
-                    if *n >= TOTAL {
-                        return;
-                    }
-                    *n += 1;
-                    *n
-                };
-                let t = Instant::now();
-                let (s, b) = post(&url, &chat_body("mock-a", &format!("request {i}"), false)).await;
-                let mut k = counts.borrow_mut();
-                if t.elapsed() > Duration::from_millis(DEADLINE_MS + 1000) {
-                    k.late += 1;
-                }
-                let v = json(&b);
-                if s == 200 {
-                    if v["choices"][0]["message"]["content"] == format!("mock: request {i}") {
-                        k.ok += 1;
-                    } else {
-                        k.wrong += 1;
-                    }
-                } else if v["error"]["message"].is_string() && v["error"]["type"].is_string() {
-                    k.clean_errors += 1;
-                } else {
-                    k.wrong += 1;
-                }
-            }
-        }));
-    }
+    let (tasks, counts) = drive(
+        c.url("/v1/chat/completions"),
+        "mock-a",
+        "request",
+        TOTAL,
+        CONCURRENCY,
+        DEADLINE_MS,
+        |_| false,
+    );
     // Kill one worker once the load is well under way.
     let until = Instant::now() + Duration::from_secs(30);
     while c.mock.request_count() < 40 && Instant::now() < until {
@@ -496,47 +534,16 @@ async fn chaos_run_loses_nothing_and_counts_honestly() {
         ],
     );
     cl.ready(2).await;
-    let next = Rc::new(RefCell::new(0usize));
-    let counts = Rc::new(RefCell::new(Counts::default()));
-    let url = cl.url("/v1/chat/completions");
     let started = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..CONCURRENCY {
-        let (next, counts, url) = (next.clone(), counts.clone(), url.clone());
-        tasks.push(actix_rt::spawn(async move {
-            loop {
-                let i = {
-                    let mut n = next.borrow_mut();
-                    if *n >= TOTAL {
-                        return;
-                    }
-                    *n += 1;
-                    *n
-                };
-                let t = Instant::now();
-                let (s, b) = post(&url, &chat_body("g", &format!("chaos {i}"), i % 4 == 0)).await;
-                let mut k = counts.borrow_mut();
-                if t.elapsed() > Duration::from_millis(DEADLINE_MS + 1000) {
-                    k.late += 1;
-                }
-                let text = if i % 4 == 0 {
-                    streamed_text(&sse_events(&b))
-                } else {
-                    serde_json::from_slice::<serde_json::Value>(&b)
-                        .ok()
-                        .and_then(|v| v["choices"][0]["message"]["content"].as_str().map(str::to_owned))
-                        .unwrap_or_default()
-                };
-                if s == 200 && text == format!("mock: chaos {i}") {
-                    k.ok += 1;
-                } else if s >= 400 {
-                    k.clean_errors += 1;
-                } else {
-                    k.wrong += 1;
-                }
-            }
-        }));
-    }
+    let (tasks, counts) = drive(
+        cl.url("/v1/chat/completions"),
+        "g",
+        "chaos",
+        TOTAL,
+        CONCURRENCY,
+        DEADLINE_MS,
+        |i| i % 4 == 0,
+    );
     for t in tasks {
         t.await.unwrap();
     }
