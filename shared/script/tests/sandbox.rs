@@ -1,0 +1,171 @@
+//! The sandbox contains every escape the MCP issue names — endless loops, endless recursion,
+//! catastrophic regexes, unbounded allocation, reaching for the host, huge results — each
+//! with a clear error within its limit, and keeps serving other calls. Each case prints how
+//! long it took to be stopped.
+#![allow(clippy::unwrap_used, clippy::print_stderr)]
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use llmr_script::{Call, Limits, ScriptError, ScriptPool};
+use serde_json::json;
+
+fn pool(limits: Limits) -> ScriptPool {
+    ScriptPool::new(
+        PathBuf::from(env!("CARGO_BIN_EXE_llmr-script-host")),
+        Vec::new(),
+        limits,
+        1,
+    )
+}
+
+fn call(source: &str, function: &str, args: serde_json::Value) -> Call {
+    Call {
+        source: source.into(),
+        function: function.into(),
+        args,
+    }
+}
+
+const ADD: &str = "var tool = { run: function (a) { return { sum: a.x + a.y }; } };";
+
+async fn still_serves(p: &ScriptPool) {
+    assert_eq!(
+        p.run(&call(ADD, "tool.run", json!({"x": 2, "y": 3}))).await.unwrap(),
+        json!({"sum": 5})
+    );
+}
+
+async fn stopped(p: &ScriptPool, name: &str, source: &str) -> ScriptError {
+    let t = Instant::now();
+    let e = p.run(&call(source, "f", json!({}))).await.unwrap_err();
+    eprintln!("sandbox: {name}: stopped after {:?}: {e}", t.elapsed());
+    still_serves(p).await;
+    e
+}
+
+#[tokio::test]
+async fn runs_functions_with_json_in_and_out() {
+    let p = pool(Limits::default());
+    still_serves(&p).await;
+    let src = "function f(a) { return a.items.map(function (x) { return x * 2; }); }";
+    assert_eq!(
+        p.run(&call(src, "f", json!({"items": [1, 2, 3]}))).await.unwrap(),
+        json!([2, 4, 6])
+    );
+    let e = p
+        .run(&call("function f() { throw new Error('nope'); }", "f", json!({})))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, ScriptError::Exception { message } if message.contains("nope")),
+        "{e}"
+    );
+    let e = p.run(&call("var x = 1;", "missing", json!({}))).await.unwrap_err();
+    assert_eq!(e, ScriptError::NoFunction { name: "missing".into() });
+    let e = p.run(&call("function f( {", "f", json!({}))).await.unwrap_err();
+    assert!(
+        matches!(e, ScriptError::Exception { .. }),
+        "a syntax error is the script's error"
+    );
+}
+
+#[tokio::test]
+async fn an_endless_loop_hits_the_loop_limit() {
+    let p = pool(Limits {
+        loop_iterations: 1_000_000,
+        ..Limits::default()
+    });
+    let e = stopped(&p, "endless loop", "function f() { while (true) {} }").await;
+    assert!(matches!(e, ScriptError::Limit { .. }), "{e}");
+}
+
+#[tokio::test]
+async fn endless_recursion_hits_the_recursion_limit() {
+    let p = pool(Limits::default());
+    let e = stopped(&p, "endless recursion", "function f() { return f() + 1; }").await;
+    assert!(matches!(e, ScriptError::Limit { .. }), "{e}");
+}
+
+#[tokio::test]
+async fn loops_spread_over_calls_are_stopped_by_the_wall_clock() {
+    // The loop limit counts per call frame: many short loops pass it; the clock does not.
+    let p = pool(Limits {
+        wall_ms: 500,
+        loop_iterations: 1_000,
+        ..Limits::default()
+    });
+    let src = "function g() { var s = 0; for (var i = 0; i < 900; i++) { s += i; } return s; } function f() { var t = 0; while (true) { t += g(); } }";
+    let t = Instant::now();
+    let e = p.run(&call(src, "f", json!({}))).await;
+    // The outer `while` counts too, so this may end by the loop limit instead; either way it
+    // ends, within the wall-clock limit.
+    assert!(e.is_err());
+    assert!(t.elapsed() < Duration::from_millis(1500), "{:?}", t.elapsed());
+    still_serves(&p).await;
+}
+
+#[tokio::test]
+async fn a_catastrophic_regex_is_stopped_by_the_wall_clock() {
+    let p = pool(Limits {
+        wall_ms: 500,
+        ..Limits::default()
+    });
+    let e = stopped(
+        &p,
+        "catastrophic regex",
+        "function f() { return /^(a+)+$/.test('aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa!'); }",
+    )
+    .await;
+    assert_eq!(e, ScriptError::Timeout { wall_ms: 500 });
+}
+
+#[tokio::test]
+async fn unbounded_allocation_is_stopped_by_the_memory_limit() {
+    let p = pool(Limits {
+        memory_mb: 256,
+        wall_ms: 10_000,
+        loop_iterations: u64::MAX,
+        ..Limits::default()
+    });
+    let e = stopped(
+        &p,
+        "unbounded allocation",
+        "function f() { var a = []; while (true) { a.push('x'.repeat(1 << 20)); } }",
+    )
+    .await;
+    assert!(
+        matches!(
+            e,
+            ScriptError::Crashed { memory_mb: 256 } | ScriptError::Exception { .. }
+        ),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn the_host_is_out_of_reach() {
+    let p = pool(Limits::default());
+    for (name, src) in [
+        ("require", "function f() { return require('fs'); }"),
+        ("process", "function f() { return process.env; }"),
+        ("fetch", "function f() { return fetch('http://127.0.0.1/'); }"),
+        ("Deno/Bun", "function f() { return Deno.readFile('/etc/passwd'); }"),
+    ] {
+        let e = stopped(&p, &format!("host access ({name})"), src).await;
+        assert!(
+            matches!(&e, ScriptError::Exception { message } if message.contains("ReferenceError")),
+            "{name}: {e}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn results_are_bounded() {
+    let p = pool(Limits {
+        result_bytes: 1000,
+        ..Limits::default()
+    });
+    let e = stopped(&p, "huge result", "function f() { return 'x'.repeat(5000); }").await;
+    assert!(matches!(e, ScriptError::ResultTooLarge { limit: 1000, .. }), "{e}");
+}
