@@ -70,8 +70,7 @@ pub fn run(call: &Call, limits: &Limits) -> Result<serde_json::Value, ScriptErro
     l.set_loop_iteration_limit(limits.loop_iterations);
     l.set_recursion_limit(limits.recursion);
     l.set_stack_size_limit(limits.stack);
-    ctx.eval(Source::from_bytes(call.source.as_bytes()))
-        .map_err(|e| classify(e))?;
+    ctx.eval(Source::from_bytes(call.source.as_bytes())).map_err(classify)?;
     let mut target: JsValue = ctx.global_object().into();
     let mut this = JsValue::undefined();
     for part in call.function.split('.') {
@@ -81,19 +80,19 @@ pub fn run(call: &Call, limits: &Limits) -> Result<serde_json::Value, ScriptErro
             });
         };
         this = target.clone();
-        target = obj.get(JsString::from(part), &mut ctx).map_err(|e| classify(e))?;
+        target = obj.get(JsString::from(part), &mut ctx).map_err(classify)?;
     }
     let Some(f) = target.as_callable() else {
         return Err(ScriptError::NoFunction {
             name: call.function.clone(),
         });
     };
-    let args = JsValue::from_json(&call.args, &mut ctx).map_err(|e| classify(e))?;
-    let value = f.call(&this, &[args], &mut ctx).map_err(|e| classify(e))?;
+    let args = JsValue::from_json(&call.args, &mut ctx).map_err(classify)?;
+    let value = f.call(&this, &[args], &mut ctx).map_err(classify)?;
     let json = if value.is_undefined() {
         serde_json::Value::Null
     } else {
-        value.to_json(&mut ctx).map_err(|e| classify(e))?.unwrap_or_default()
+        value.to_json(&mut ctx).map_err(classify)?.unwrap_or_default()
     };
     let bytes = serde_json::to_vec(&json).map_or(0, |v| v.len());
     if bytes > limits.result_bytes {
