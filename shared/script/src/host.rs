@@ -2,10 +2,11 @@
 
 use std::io::{BufRead, Write};
 
-use boa_engine::{Context, JsError, JsString, JsValue, Source};
+use boa_engine::builtins::promise::PromiseState;
+use boa_engine::{Context, JsError, JsString, JsValue, Module, Source};
 use serde::{Deserialize, Serialize};
 
-use crate::{Call, Limits, ScriptError};
+use crate::{Call, Kind, Limits, ScriptError};
 
 #[derive(Deserialize)]
 pub(crate) struct Request {
@@ -70,18 +71,40 @@ pub fn run(call: &Call, limits: &Limits) -> Result<serde_json::Value, ScriptErro
     l.set_loop_iteration_limit(limits.loop_iterations);
     l.set_recursion_limit(limits.recursion);
     l.set_stack_size_limit(limits.stack);
-    ctx.eval(Source::from_bytes(call.source.as_bytes())).map_err(classify)?;
-    let mut target: JsValue = ctx.global_object().into();
-    let mut this = JsValue::undefined();
-    for part in call.function.split('.') {
-        let Some(obj) = target.as_object() else {
-            return Err(ScriptError::NoFunction {
-                name: call.function.clone(),
-            });
-        };
-        this = target.clone();
-        target = obj.get(JsString::from(part), &mut ctx).map_err(classify)?;
-    }
+    let (this, target): (JsValue, JsValue) = match call.kind {
+        Kind::Script => {
+            ctx.eval(Source::from_bytes(call.source.as_bytes())).map_err(classify)?;
+            let mut target: JsValue = ctx.global_object().into();
+            let mut this = JsValue::undefined();
+            for part in call.function.split('.') {
+                let Some(obj) = target.as_object() else {
+                    return Err(ScriptError::NoFunction {
+                        name: call.function.clone(),
+                    });
+                };
+                this = target.clone();
+                target = obj.get(JsString::from(part), &mut ctx).map_err(classify)?;
+            }
+            (this, target)
+        }
+        Kind::Module => {
+            let module = Module::parse(Source::from_bytes(call.source.as_bytes()), None, &mut ctx).map_err(classify)?;
+            let promise = module.load_link_evaluate(&mut ctx);
+            ctx.run_jobs().map_err(classify)?;
+            if let PromiseState::Rejected(e) = promise.state() {
+                return Err(classify(JsError::from_opaque(e)));
+            }
+            let ns = module.namespace(&mut ctx);
+            if call.function.is_empty() {
+                return describe(&ns, &mut ctx, limits);
+            }
+            (
+                JsValue::undefined(),
+                ns.get(JsString::from(call.function.as_str()), &mut ctx)
+                    .map_err(classify)?,
+            )
+        }
+    };
     let Some(f) = target.as_callable() else {
         return Err(ScriptError::NoFunction {
             name: call.function.clone(),
@@ -89,10 +112,28 @@ pub fn run(call: &Call, limits: &Limits) -> Result<serde_json::Value, ScriptErro
     };
     let args = JsValue::from_json(&call.args, &mut ctx).map_err(classify)?;
     let value = f.call(&this, &[args], &mut ctx).map_err(classify)?;
+    to_json(&value, &mut ctx, limits)
+}
+
+/// The non-function exports of a module namespace, as a JSON object.
+fn describe(ns: &boa_engine::JsObject, ctx: &mut Context, limits: &Limits) -> Result<serde_json::Value, ScriptError> {
+    let mut out = serde_json::Map::new();
+    for key in ns.own_property_keys(ctx).map_err(classify)? {
+        let name = key.to_string();
+        let v = ns.get(key, ctx).map_err(classify)?;
+        if v.is_callable() || v.is_undefined() {
+            continue;
+        }
+        out.insert(name, to_json(&v, ctx, limits)?);
+    }
+    Ok(serde_json::Value::Object(out))
+}
+
+fn to_json(value: &JsValue, ctx: &mut Context, limits: &Limits) -> Result<serde_json::Value, ScriptError> {
     let json = if value.is_undefined() {
         serde_json::Value::Null
     } else {
-        value.to_json(&mut ctx).map_err(classify)?.unwrap_or_default()
+        value.to_json(ctx).map_err(classify)?.unwrap_or_default()
     };
     let bytes = serde_json::to_vec(&json).map_or(0, |v| v.len());
     if bytes > limits.result_bytes {

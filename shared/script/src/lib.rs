@@ -51,13 +51,59 @@ impl Default for Limits {
     }
 }
 
-/// One call: evaluate `source`, then call the function found at `function` (a global name,
-/// or `object.member`) with `args`.
+/// How `source` is read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// A classic script; `function` is a global name or `object.member`.
+    #[default]
+    Script,
+    /// An ES module (a tool file); `function` names an export (`default` for the default
+    /// export). With an empty `function`, the call returns the module's non-function exports
+    /// (a tool's description, parameters, keywords, visibility).
+    Module,
+}
+
+/// One call: evaluate `source`, then call `function` with `args`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Call {
     pub source: String,
     pub function: String,
     pub args: serde_json::Value,
+    #[serde(default)]
+    pub kind: Kind,
+}
+
+impl Call {
+    /// A call of a classic script's function.
+    pub fn script(source: &str, function: &str, args: serde_json::Value) -> Call {
+        Call {
+            source: source.into(),
+            function: function.into(),
+            args,
+            kind: Kind::Script,
+        }
+    }
+
+    /// A call of an ES module's export.
+    pub fn module(source: &str, export: &str, args: serde_json::Value) -> Call {
+        Call {
+            source: source.into(),
+            function: export.into(),
+            args,
+            kind: Kind::Module,
+        }
+    }
+
+    /// The non-function exports of an ES module.
+    pub fn describe(source: &str) -> Call {
+        Call {
+            source: source.into(),
+            function: String::new(),
+            args: serde_json::Value::Null,
+            kind: Kind::Module,
+        }
+    }
 }
 
 /// Why a call produced no result.

@@ -20,11 +20,7 @@ fn pool(limits: Limits) -> ScriptPool {
 }
 
 fn call(source: &str, function: &str, args: serde_json::Value) -> Call {
-    Call {
-        source: source.into(),
-        function: function.into(),
-        args,
-    }
+    Call::script(source, function, args)
 }
 
 const ADD: &str = "var tool = { run: function (a) { return { sum: a.x + a.y }; } };";
@@ -168,4 +164,54 @@ async fn results_are_bounded() {
     });
     let e = stopped(&p, "huge result", "function f() { return 'x'.repeat(5000); }").await;
     assert!(matches!(e, ScriptError::ResultTooLarge { limit: 1000, .. }), "{e}");
+}
+
+const TOOL: &str = r#"
+export const description = "Adds two numbers.";
+export const parameters = { type: "object", properties: { a: { type: "number" }, b: { type: "number" } }, required: ["a", "b"] };
+export const keywords = ["math", "sum"];
+export const visibility = "visible";
+function check(x) { if (typeof x !== "number") { throw new Error("a and b must be numbers"); } return x; }
+export default function (args) { return { sum: check(args.a) + check(args.b) }; }
+"#;
+
+#[tokio::test]
+async fn module_tools_describe_themselves_and_run() {
+    let p = pool(Limits::default());
+    let meta = p.run(&Call::describe(TOOL)).await.unwrap();
+    assert_eq!(meta["description"], "Adds two numbers.");
+    assert_eq!(meta["parameters"]["required"], json!(["a", "b"]));
+    assert_eq!(meta["keywords"], json!(["math", "sum"]));
+    assert_eq!(meta["visibility"], "visible");
+    assert!(meta.get("default").is_none(), "functions are not metadata");
+    assert_eq!(
+        p.run(&Call::module(TOOL, "default", json!({"a": 2, "b": 40})))
+            .await
+            .unwrap(),
+        json!({"sum": 42})
+    );
+    let e = p
+        .run(&Call::module(TOOL, "default", json!({"a": "x", "b": 1})))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, ScriptError::Exception { message } if message.contains("must be numbers")),
+        "{e}"
+    );
+    let e = p.run(&Call::module(TOOL, "run", json!({}))).await.unwrap_err();
+    assert_eq!(e, ScriptError::NoFunction { name: "run".into() });
+    let e = p.run(&Call::describe("export const x = ;")).await.unwrap_err();
+    assert!(matches!(e, ScriptError::Exception { .. }), "{e}");
+    let e = p
+        .run(&Call::module(
+            "export default function () { while (true) {} }",
+            "default",
+            json!({}),
+        ))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, ScriptError::Limit { .. }),
+        "modules get the same limits: {e}"
+    );
 }
