@@ -167,13 +167,7 @@ impl App {
                 h.stop(true).await;
             }
         };
-        tokio::join!(futures_join_all(workers), gateway);
-    }
-}
-
-async fn futures_join_all<F: std::future::Future<Output = ()>>(fs: impl Iterator<Item = F>) {
-    for f in fs {
-        f.await;
+        tokio::join!(futures_util::future::join_all(workers), gateway);
     }
 }
 

@@ -271,14 +271,7 @@ impl Consumer {
     /// Marks the job of request `id` done: acks its entry and forgets its first-frame
     /// marker, in one round trip.
     pub async fn finish(&self, entry: &str, id: Uuid) -> Result<(), BusError> {
-        match &self.inner {
-            ConsumerInner::Memory(b) => {
-                b.ack(&self.stream, &self.group, &[entry.to_owned()]);
-                b.forget_first_frame(id);
-                Ok(())
-            }
-            ConsumerInner::Redis(b, _) => b.finish(&self.stream, &self.group, entry, id).await,
-        }
+        self.finish_many(&[(entry.to_owned(), id)]).await
     }
 
     /// Resets the idle time of entries this consumer is still working on, so no peer
@@ -334,13 +327,7 @@ impl Consumer {
 
     /// Publishes `env` to `to_stream` and acks `entry`, atomically.
     pub async fn forward(&self, entry: &str, to_stream: &str, env: &Envelope) -> Result<(), BusError> {
-        match &self.inner {
-            ConsumerInner::Memory(b) => {
-                b.publish(to_stream, env.clone());
-                b.ack(&self.stream, &self.group, &[entry.to_owned()]);
-                Ok(())
-            }
-            ConsumerInner::Redis(b, _) => b.forward(&self.stream, &self.group, entry, to_stream, env).await,
-        }
+        self.forward_many(&[(entry.to_owned(), to_stream.to_owned(), env.clone())])
+            .await
     }
 }

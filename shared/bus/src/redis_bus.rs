@@ -241,14 +241,6 @@ impl RedisBus {
         pipe.query_async::<()>(&mut c).await.map_err(unavailable)
     }
 
-    pub(crate) async fn finish(&self, stream: &str, group: &str, entry: &str, id: Uuid) -> Result<(), BusError> {
-        let mut pipe = redis::pipe();
-        self.ack_into(&mut pipe, stream, group, &[entry]);
-        pipe.cmd("DEL").arg(self.key(&format!("first:{id}"))).ignore();
-        let mut c = self.conn().await?;
-        pipe.query_async::<()>(&mut c).await.map_err(unavailable)
-    }
-
     pub(crate) async fn touch(
         &self,
         stream: &str,
@@ -268,22 +260,6 @@ impl RedisBus {
             .await
             .map(|_| ())
             .map_err(unavailable)
-    }
-
-    pub(crate) async fn forward(
-        &self,
-        stream: &str,
-        group: &str,
-        entry: &str,
-        to_stream: &str,
-        env: &Envelope,
-    ) -> Result<(), BusError> {
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        self.xadd_envelope(&mut pipe, to_stream, env);
-        self.ack_into(&mut pipe, stream, group, &[entry]);
-        let mut c = self.conn().await?;
-        pipe.query_async::<()>(&mut c).await.map_err(unavailable)
     }
 
     pub(crate) async fn forward_many(
