@@ -1,12 +1,18 @@
 //! The child side: caps its own address space, then answers one JSON request per line.
+//! While a call runs, a host-module call writes `{"host": {module, function, args}}` and
+//! reads the parent's `{"ok": value}` or `{"error": message}` line.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::io::{BufRead, Write};
+use std::rc::Rc;
 
 use boa_engine::builtins::promise::PromiseState;
-use boa_engine::{Context, JsError, JsString, JsValue, Module, Source};
+use boa_engine::module::{ModuleLoader, ModuleRequest, Referrer};
+use boa_engine::{Context, JsError, JsNativeError, JsResult, JsString, JsValue, Module, NativeFunction, Source};
 use serde::{Deserialize, Serialize};
 
-use crate::{Call, Kind, Limits, ScriptError};
+use crate::{Call, Kind, Limits, ScriptError, library_key, modules};
 
 #[derive(Deserialize)]
 pub(crate) struct Request {
@@ -20,11 +26,43 @@ pub(crate) struct Response {
     pub result: Result<serde_json::Value, ScriptError>,
 }
 
+/// A host-module call, from the child to the parent.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct HostCall {
+    pub host: HostCallBody,
+}
+
+#[derive(Serialize, Deserialize)]
+pub(crate) struct HostCallBody {
+    pub module: String,
+    pub function: String,
+    pub args: serde_json::Value,
+}
+
+/// The parent's answer to a [`HostCall`].
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum HostAnswer {
+    Ok(serde_json::Value),
+    Error(String),
+}
+
+fn read_line() -> Option<String> {
+    let mut line = String::new();
+    match std::io::stdin().lock().read_line(&mut line) {
+        Ok(0) | Err(_) => None,
+        Ok(_) => Some(line),
+    }
+}
+
+fn write_line(text: &str) -> bool {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{text}").and_then(|()| out.flush()).is_ok()
+}
+
 /// Runs the host until stdin closes. The first line is the [`Limits`] as JSON.
 pub fn host_main() -> std::process::ExitCode {
-    let stdin = std::io::stdin();
-    let mut lines = stdin.lock().lines();
-    let Some(Ok(first)) = lines.next() else {
+    let Some(first) = read_line() else {
         return std::process::ExitCode::FAILURE;
     };
     let Ok(limits) = serde_json::from_str::<Limits>(&first) else {
@@ -34,9 +72,7 @@ pub fn host_main() -> std::process::ExitCode {
     if let Err(e) = rlimit::setrlimit(rlimit::Resource::AS, bytes, bytes) {
         tracing::warn!(error = %e, "could not limit the script host's memory");
     }
-    let mut out = std::io::stdout().lock();
-    for line in lines {
-        let Ok(line) = line else { break };
+    while let Some(line) = read_line() {
         let Ok(req) = serde_json::from_str::<Request>(&line) else {
             continue;
         };
@@ -47,11 +83,92 @@ pub fn host_main() -> std::process::ExitCode {
         let Ok(text) = serde_json::to_string(&resp) else {
             continue;
         };
-        if writeln!(out, "{text}").and_then(|()| out.flush()).is_err() {
+        if !write_line(&text) {
             break;
         }
     }
     std::process::ExitCode::SUCCESS
+}
+
+/// `__host(module, function, args)`: one round trip to the parent.
+fn host_call(_: &JsValue, args: &[JsValue], ctx: &mut Context) -> JsResult<JsValue> {
+    let text = |i: usize, ctx: &mut Context| -> JsResult<String> {
+        Ok(args
+            .get(i)
+            .cloned()
+            .unwrap_or_default()
+            .to_string(ctx)?
+            .to_std_string_escaped())
+    };
+    let module = text(0, ctx)?;
+    let function = text(1, ctx)?;
+    let call_args = match args.get(2) {
+        Some(v) if !v.is_undefined() => v.to_json(ctx)?.unwrap_or_default(),
+        _ => serde_json::Value::Null,
+    };
+    let req = HostCall {
+        host: HostCallBody {
+            module,
+            function,
+            args: call_args,
+        },
+    };
+    let line = serde_json::to_string(&req).map_err(|e| JsNativeError::error().with_message(e.to_string()))?;
+    if !write_line(&line) {
+        return Err(JsNativeError::error().with_message("the host is gone").into());
+    }
+    let answer = read_line()
+        .and_then(|l| serde_json::from_str::<HostAnswer>(&l).ok())
+        .ok_or_else(|| JsNativeError::error().with_message("the host did not answer"))?;
+    match answer {
+        HostAnswer::Ok(v) => JsValue::from_json(&v, ctx),
+        HostAnswer::Error(message) => Err(JsNativeError::error().with_message(message).into()),
+    }
+}
+
+/// Resolves imports: the host modules (when the call allows them) and the libraries the
+/// parent sent along. Anything else (a file, `fs`, a URL) does not exist here.
+struct Loader {
+    host: bool,
+    libraries: std::collections::BTreeMap<String, String>,
+    loaded: RefCell<HashMap<String, Module>>,
+}
+
+impl ModuleLoader for Loader {
+    async fn load_imported_module(
+        self: Rc<Self>,
+        _referrer: Referrer,
+        request: ModuleRequest,
+        context: &RefCell<&mut Context>,
+    ) -> JsResult<Module> {
+        let spec = request.specifier().to_std_string_escaped();
+        let (key, source) = if modules::NAMES.contains(&spec.as_str()) {
+            match modules::source(&spec).filter(|_| self.host) {
+                Some(src) => (spec.clone(), src),
+                None => return Err(not_available(&spec)),
+            }
+        } else {
+            let key = library_key(&spec);
+            match self.libraries.get(&key) {
+                Some(src) => (key, src.clone()),
+                None => return Err(not_available(&spec)),
+            }
+        };
+        if let Some(m) = self.loaded.borrow().get(&key) {
+            return Ok(m.clone());
+        }
+        let module = Module::parse(Source::from_bytes(source.as_bytes()), None, &mut context.borrow_mut())?;
+        self.loaded.borrow_mut().insert(key, module.clone());
+        Ok(module)
+    }
+}
+
+fn not_available(spec: &str) -> JsError {
+    JsNativeError::typ()
+        .with_message(format!(
+            "module `{spec}` is not available (tools may import mcp, ai, http, kv and the configured libraries)"
+        ))
+        .into()
 }
 
 fn classify(e: JsError) -> ScriptError {
@@ -66,12 +183,34 @@ fn classify(e: JsError) -> ScriptError {
 
 /// Runs one call in a fresh context.
 pub fn run(call: &Call, limits: &Limits) -> Result<serde_json::Value, ScriptError> {
-    let mut ctx = Context::default();
+    let loader = Rc::new(Loader {
+        host: call.host,
+        libraries: call.libraries.clone(),
+        loaded: RefCell::new(HashMap::new()),
+    });
+    let mut ctx = Context::builder().module_loader(loader).build().map_err(classify)?;
+    if call.host {
+        ctx.register_global_callable(JsString::from("__host"), 3, NativeFunction::from_fn_ptr(host_call))
+            .map_err(classify)?;
+        ctx.eval(Source::from_bytes(modules::PRELUDE.as_bytes()))
+            .map_err(classify)?;
+    }
     let l = ctx.runtime_limits_mut();
     l.set_loop_iteration_limit(limits.loop_iterations);
     l.set_recursion_limit(limits.recursion);
     l.set_stack_size_limit(limits.stack);
     let (this, target): (JsValue, JsValue) = match call.kind {
+        Kind::Eval => {
+            let args = JsValue::from_json(&call.args, &mut ctx).map_err(classify)?;
+            ctx.register_global_property(JsString::from("args"), args, boa_engine::property::Attribute::all())
+                .map_err(classify)?;
+            if call.host {
+                ctx.eval(Source::from_bytes(modules::EVAL_GLOBALS.as_bytes()))
+                    .map_err(classify)?;
+            }
+            let value = ctx.eval(Source::from_bytes(call.source.as_bytes())).map_err(classify)?;
+            return to_json(&value, &mut ctx, limits);
+        }
         Kind::Script => {
             ctx.eval(Source::from_bytes(call.source.as_bytes())).map_err(classify)?;
             let mut target: JsValue = ctx.global_object().into();

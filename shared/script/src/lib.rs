@@ -12,14 +12,17 @@
 //! # Layout
 //! - [`host`]: the child side (one JSON request per line on stdin, one answer per line).
 //! - [`pool`]: the parent side: a pool of children, with the wall-clock limit.
+//! - [`modules`]: the host modules (`mcp`, `ai`, `http`, `kv`) scripts may import; each
+//!   function is a synchronous round trip to the parent, which decides what it may do.
 
 pub mod host;
+pub mod modules;
 pub mod pool;
 
 use serde::{Deserialize, Serialize};
 
 pub use host::host_main;
-pub use pool::ScriptPool;
+pub use pool::{Host, HostFuture, ScriptPool};
 
 /// The sandbox's bounds.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
@@ -62,6 +65,9 @@ pub enum Kind {
     /// export). With an empty `function`, the call returns the module's non-function exports
     /// (a tool's description, parameters, keywords, visibility).
     Module,
+    /// A classic script whose completion value is the result (`execute_code`); `args` is the
+    /// global `args`, and the host modules are globals.
+    Eval,
 }
 
 /// One call: evaluate `source`, then call `function` with `args`.
@@ -72,6 +78,12 @@ pub struct Call {
     pub args: serde_json::Value,
     #[serde(default)]
     pub kind: Kind,
+    /// Whether the host modules (`mcp`, `ai`, `http`, `kv`) are importable.
+    #[serde(default)]
+    pub host: bool,
+    /// Library sources by specifier (`name.js`), importable by the module.
+    #[serde(default)]
+    pub libraries: std::collections::BTreeMap<String, String>,
 }
 
 impl Call {
@@ -82,6 +94,8 @@ impl Call {
             function: function.into(),
             args,
             kind: Kind::Script,
+            host: false,
+            libraries: Default::default(),
         }
     }
 
@@ -92,6 +106,8 @@ impl Call {
             function: export.into(),
             args,
             kind: Kind::Module,
+            host: false,
+            libraries: Default::default(),
         }
     }
 
@@ -102,8 +118,77 @@ impl Call {
             function: String::new(),
             args: serde_json::Value::Null,
             kind: Kind::Module,
+            host: false,
+            libraries: Default::default(),
         }
     }
+
+    /// A classic script evaluated for its completion value, with `args` as a global.
+    pub fn eval(source: &str, args: serde_json::Value) -> Call {
+        Call {
+            source: source.into(),
+            function: String::new(),
+            args,
+            kind: Kind::Eval,
+            host: false,
+            libraries: Default::default(),
+        }
+    }
+
+    /// Makes the host modules available to this call.
+    pub fn with_host(mut self) -> Call {
+        self.host = true;
+        self
+    }
+
+    /// Makes these libraries importable.
+    pub fn with_libraries(mut self, libraries: std::collections::BTreeMap<String, String>) -> Call {
+        self.libraries = libraries;
+        self
+    }
+}
+
+/// The specifier a library import resolves to: `./x`, `x` and `x.js` are all `x.js`.
+pub fn library_key(specifier: &str) -> String {
+    let s = specifier.trim_start_matches("./");
+    if s.ends_with(".js") || s.ends_with(".mjs") {
+        s.to_owned()
+    } else {
+        format!("{s}.js")
+    }
+}
+
+/// The bare specifiers a module's source imports (static and dynamic), in order of
+/// appearance; host modules included.
+pub fn imports(source: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let b = source.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        let rest = &source[i..];
+        let skip = if rest.starts_with("from") {
+            4
+        } else if rest.starts_with("import") {
+            6
+        } else {
+            0
+        };
+        if skip == 0 {
+            i += rest.chars().next().map_or(1, char::len_utf8);
+            continue;
+        }
+        let after = rest[skip..].trim_start_matches([' ', '\t', '\n', '\r', '(']);
+        if let Some(q) = after.chars().next().filter(|c| *c == '"' || *c == '\'')
+            && let Some(end) = after[1..].find(q)
+        {
+            let spec = after[1..1 + end].to_owned();
+            if !out.contains(&spec) {
+                out.push(spec);
+            }
+        }
+        i += skip;
+    }
+    out
 }
 
 /// Why a call produced no result.

@@ -1,6 +1,7 @@
 //! The parent side: a pool of script host processes. One call at a time per child; a call
 //! past the wall-clock limit kills its child, and a dead child is replaced before the next
-//! call.
+//! call. Host-module calls the script makes are answered by a [`Host`]; the time they take
+//! does not count against the script's wall-clock limit (they have their own timeouts).
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -11,8 +12,23 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::sync::Mutex;
 
-use crate::host::Response;
+use futures_util::future::LocalBoxFuture;
+
+use crate::host::{HostAnswer, HostCall, Response};
 use crate::{Call, Limits, ScriptError};
+
+/// What a host-module call resolves to: a JSON value, or a message the script sees thrown.
+pub type HostFuture<'a> = LocalBoxFuture<'a, Result<serde_json::Value, String>>;
+
+/// Answers the host-module calls of a script (`mcp.call`, `ai.chat`, `http.fetch`, `kv.*`).
+pub trait Host {
+    fn call<'a>(&'a self, module: &'a str, function: &'a str, args: serde_json::Value) -> HostFuture<'a>;
+}
+
+enum Line {
+    Done(Result<serde_json::Value, ScriptError>),
+    Host(HostCall),
+}
 
 struct Proc {
     child: Child,
@@ -73,11 +89,24 @@ impl ScriptPool {
         })
     }
 
-    /// Runs one call in a host, within the wall-clock limit.
+    /// Runs one call in a host, within the wall-clock limit, without host modules.
     pub async fn run(&self, call: &Call) -> Result<serde_json::Value, ScriptError> {
+        self.run_with(call, None).await
+    }
+
+    /// Runs one call in a host, within the wall-clock limit; `host` answers its host-module
+    /// calls (without one, they throw).
+    pub async fn run_with(&self, call: &Call, host: Option<&dyn Host>) -> Result<serde_json::Value, ScriptError> {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        let slot = &self.slots[(id % self.slots.len() as u64) as usize];
-        let mut guard = slot.lock().await;
+        // A free child if there is one (a tool calling a tool needs a second child), else
+        // wait for the next in turn.
+        let n = self.slots.len();
+        let start = (id % n as u64) as usize;
+        let free = (0..n).find_map(|i| self.slots[(start + i) % n].try_lock().ok());
+        let mut guard = match free {
+            Some(g) => g,
+            None => self.slots[start].lock().await,
+        };
         if guard.is_none() {
             *guard = Some(self.spawn().await?);
         }
@@ -87,19 +116,56 @@ impl ScriptPool {
             });
         };
         let line = serde_json::json!({"id": id, "call": call}).to_string();
-        let exchange = async {
-            proc.stdin.write_all(format!("{line}\n").as_bytes()).await.ok()?;
-            proc.stdin.flush().await.ok()?;
+        let mut budget = Duration::from_millis(self.limits.wall_ms);
+        let outcome = 'exchange: {
+            if proc.stdin.write_all(format!("{line}\n").as_bytes()).await.is_err() || proc.stdin.flush().await.is_err()
+            {
+                break 'exchange Ok(None);
+            }
             loop {
-                let l = proc.stdout.next_line().await.ok()??;
-                if let Ok(r) = serde_json::from_str::<Response>(&l)
-                    && r.id == id
-                {
-                    return Some(r.result);
+                let started = tokio::time::Instant::now();
+                let next = async {
+                    loop {
+                        let l = proc.stdout.next_line().await.ok()??;
+                        if let Ok(r) = serde_json::from_str::<Response>(&l)
+                            && r.id == id
+                        {
+                            return Some(Line::Done(r.result));
+                        }
+                        if let Ok(h) = serde_json::from_str::<HostCall>(&l) {
+                            return Some(Line::Host(h));
+                        }
+                    }
+                };
+                let got = match tokio::time::timeout(budget, next).await {
+                    Ok(got) => got,
+                    Err(e) => break 'exchange Err(e),
+                };
+                budget = budget.saturating_sub(started.elapsed());
+                match got {
+                    None => break 'exchange Ok(None),
+                    Some(Line::Done(result)) => break 'exchange Ok(Some(result)),
+                    Some(Line::Host(h)) => {
+                        let answer = match host {
+                            Some(host) => host.call(&h.host.module, &h.host.function, h.host.args).await,
+                            None => Err(format!("module `{}` is not available here", h.host.module)),
+                        };
+                        let answer = match answer {
+                            Ok(v) => HostAnswer::Ok(v),
+                            Err(m) => HostAnswer::Error(m),
+                        };
+                        let text = serde_json::to_string(&answer)
+                            .unwrap_or_else(|_| r#"{"error":"unencodable answer"}"#.into());
+                        if proc.stdin.write_all(format!("{text}\n").as_bytes()).await.is_err()
+                            || proc.stdin.flush().await.is_err()
+                        {
+                            break 'exchange Ok(None);
+                        }
+                    }
                 }
             }
         };
-        match tokio::time::timeout(Duration::from_millis(self.limits.wall_ms), exchange).await {
+        match outcome {
             Ok(Some(result)) => result,
             Ok(None) => {
                 // The host died mid-call: most likely the memory limit.

@@ -215,3 +215,111 @@ async fn module_tools_describe_themselves_and_run() {
         "modules get the same limits: {e}"
     );
 }
+
+struct EchoHost;
+
+impl llmr_script::Host for EchoHost {
+    fn call<'a>(&'a self, module: &'a str, function: &'a str, args: serde_json::Value) -> llmr_script::HostFuture<'a> {
+        Box::pin(async move {
+            if module == "http" {
+                return Err("host not allowed".to_owned());
+            }
+            Ok(json!({"module": module, "function": function, "args": args}))
+        })
+    }
+}
+
+#[tokio::test]
+async fn modules_import_host_modules_and_libraries_and_nothing_else() {
+    let p = pool(Limits::default());
+    let lib = "export function twice(x) { return 2 * x; }";
+    let tool = r#"import { twice } from "mathlib"; import kv from "kv"; import { text } from "mcp";
+export const description = "d";
+export default function (a) { return { n: twice(a.n), kv: kv.get("k"), t: text("hi") }; }"#;
+    let libs = [("mathlib.js".to_owned(), lib.to_owned())].into_iter().collect();
+    let out = p
+        .run_with(
+            &Call::module(tool, "default", json!({"n": 4}))
+                .with_host()
+                .with_libraries(libs),
+            Some(&EchoHost),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out["n"], json!(8));
+    assert_eq!(out["kv"]["function"], json!("get"));
+    assert_eq!(out["kv"]["args"], json!(["k"]));
+    assert_eq!(out["t"]["content"][0]["text"], json!("hi"));
+    assert_eq!(llmr_script::imports(tool), vec!["mathlib", "kv", "mcp"]);
+
+    // A host error is an exception the script sees (and may catch).
+    let tool = r#"import http from "http"; export default function () { return http.get("http://x/"); }"#;
+    let e = p
+        .run_with(&Call::module(tool, "default", json!({})).with_host(), Some(&EchoHost))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, ScriptError::Exception { message } if message.contains("host not allowed")),
+        "{e}"
+    );
+
+    // No file system, no process, no environment: such modules do not exist.
+    for spec in ["fs", "node:child_process", "/etc/passwd", "../secret.js"] {
+        let tool = format!(r#"import x from "{spec}"; export default function () {{ return 1; }}"#);
+        let e = p
+            .run_with(&Call::module(&tool, "default", json!({})).with_host(), Some(&EchoHost))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, ScriptError::Exception { message } if message.contains("not available")),
+            "{spec}: {e}"
+        );
+    }
+    // Without host access the host modules are not there either.
+    let tool = r#"import kv from "kv"; export default function () { return 1; }"#;
+    assert!(p.run(&Call::module(tool, "default", json!({}))).await.is_err());
+    still_serves(&p).await;
+}
+
+#[tokio::test]
+async fn eval_returns_the_completion_value_with_args_and_globals() {
+    let p = pool(Limits::default());
+    let out = p
+        .run_with(
+            &Call::eval("const x = args.a * 3; x + 1", json!({"a": 2})).with_host(),
+            Some(&EchoHost),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out, json!(7));
+    let out = p
+        .run_with(
+            &Call::eval("mcp.call('calc', {a: 1})", json!(null)).with_host(),
+            Some(&EchoHost),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out["args"], json!(["calc", {"a": 1}]));
+}
+
+#[tokio::test]
+async fn host_call_time_does_not_count_against_the_wall_clock() {
+    struct Slow;
+    impl llmr_script::Host for Slow {
+        fn call<'a>(&'a self, _: &'a str, _: &'a str, _: serde_json::Value) -> llmr_script::HostFuture<'a> {
+            Box::pin(async {
+                tokio::time::sleep(Duration::from_millis(400)).await;
+                Ok(json!("late"))
+            })
+        }
+    }
+    let p = pool(Limits {
+        wall_ms: 300,
+        ..Limits::default()
+    });
+    let out = p
+        .run_with(&Call::eval("ai.chat('x')", json!(null)).with_host(), Some(&Slow))
+        .await
+        .unwrap();
+    assert_eq!(out, json!("late"));
+}
