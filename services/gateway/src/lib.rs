@@ -10,14 +10,12 @@
 //! `Authorization: Bearer <token>` (compared in constant time).
 //!
 //! # Layout
-//! - [`hub`]: in-flight requests of this instance and the frames routed to them.
 //! - [`error`]: the one mapping of errors to HTTP responses.
 //! - [`auth`]: bearer-token middleware.
 //! - [`routes`]: the HTTP handlers.
 
 pub mod auth;
 pub mod error;
-pub mod hub;
 pub mod routes;
 
 use std::net::TcpListener;
@@ -43,7 +41,7 @@ pub struct AppState {
     pub settings: Settings,
     pub bus: Bus,
     pub store: Store,
-    pub hub: Arc<hub::Hub>,
+    pub hub: Arc<llmr_bus::Hub>,
     /// This instance's id: its reply stream is `replies:{instance}`.
     pub instance: String,
 }
@@ -72,7 +70,7 @@ impl Gateway {
                 source,
             })?
             .port();
-        let hub = Arc::new(hub::Hub::default());
+        let hub = Arc::new(llmr_bus::Hub::default());
         let h2 = hub.clone();
         let replies = bus.subscribe_replies(instance, Arc::new(move |f| h2.dispatch(f)));
         let heartbeat = store.keep_alive("gateway", instance, Duration::from_secs(2));

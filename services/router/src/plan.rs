@@ -147,7 +147,8 @@ pub fn order(
     let tie: HashMap<usize, u32> = idx.iter().map(|i| (*i, rng.random::<u32>())).collect();
     let c = |i: &usize| &cands[*i];
     match route.strategy {
-        Strategy::LeastLoad => idx.sort_by_key(|i| (c(i).load, tie[i])),
+        // A script chose the target before ordering; the rest follow by load.
+        Strategy::LeastLoad | Strategy::Script => idx.sort_by_key(|i| (c(i).load, tie[i])),
         Strategy::Priority => idx.sort_by_key(|i| (c(i).spec.priority, c(i).load, tie[i])),
         Strategy::FirstAvailable => {}
         Strategy::Cost => {

@@ -20,8 +20,12 @@
 //! - [`memory`]: the in-process implementation.
 //! - [`redis`](crate::redis_bus): the Redis streams implementation.
 //! - [`conns`]: the shared multiplexed connections of a process (bus and store).
+//! - [`hub`]: in-flight requests of one caller instance and the frames routed to them.
+//! - [`caller`]: request/answer over the bus for services that call other services.
 
+pub mod caller;
 pub mod conns;
+pub mod hub;
 pub mod memory;
 pub mod redis_bus;
 
@@ -31,7 +35,9 @@ use std::time::Duration;
 use llmr_protocol::{ApiError, Envelope, Frame};
 use uuid::Uuid;
 
+pub use caller::Caller;
 pub use conns::RedisConns;
+pub use hub::Hub;
 pub use memory::MemoryBus;
 pub use redis_bus::{RedisBus, redis_pool};
 

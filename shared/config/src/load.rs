@@ -147,6 +147,29 @@ impl Settings {
         if self.worker.max_response_bytes == 0 {
             return Err(invalid("worker.max_response_bytes", "must be greater than 0"));
         }
+        let sc = &self.scripting;
+        if sc.wall_ms == 0 || sc.hosts == 0 || sc.memory_mb < 32 || sc.max_result_bytes == 0 {
+            return Err(invalid(
+                "scripting",
+                "wall_ms, hosts and max_result_bytes must be > 0 and memory_mb at least 32",
+            ));
+        }
+        if self.mcp.page_size == 0 {
+            return Err(invalid("mcp.page_size", "must be greater than 0"));
+        }
+        let mut namespaces = std::collections::HashSet::new();
+        for (i, r) in self.mcp.remote_servers.iter().enumerate() {
+            let f = |k: &str| format!("mcp.remote_servers[{i}].{k}");
+            if r.namespace.is_empty() || !r.namespace.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+                return Err(invalid(f("namespace"), "must be non-empty letters, digits or `-`"));
+            }
+            if !namespaces.insert(r.namespace.as_str()) {
+                return Err(invalid(f("namespace"), "is used by another remote server"));
+            }
+            if !(r.url.starts_with("http://") || r.url.starts_with("https://")) {
+                return Err(invalid(f("url"), "must be an http:// or https:// URL"));
+            }
+        }
         let mut seen = std::collections::HashSet::new();
         for (i, p) in self.providers.iter().enumerate() {
             let f = |k: &str| format!("providers[{i}].{k}");

@@ -19,6 +19,97 @@ pub struct Settings {
     /// Model groups: names clients ask for, served by a set of targets.
     #[serde(default)]
     pub models: Vec<ModelGroup>,
+    pub scripting: Scripting,
+    pub mcp: Mcp,
+    pub routing: Routing,
+}
+
+/// JavaScript tools and the sandbox they run in.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scripting {
+    /// Directory of tool modules (`*.js`, one tool per file, named by the file); empty = none.
+    pub tools_path: String,
+    /// Directory of libraries tools may import by name; empty = none.
+    pub libraries_path: String,
+    /// Offer the `execute_code` built-in tool.
+    pub execute_code: bool,
+    /// Wall-clock limit of one call (time spent in host modules not counted).
+    pub wall_ms: u64,
+    pub memory_mb: u64,
+    pub loop_iterations: u64,
+    pub recursion: usize,
+    pub max_result_bytes: usize,
+    /// Script host processes per service.
+    pub hosts: usize,
+    /// Hosts (`api.example.com`, `*.example.com`, `127.0.0.1:9000`) the `http` module may fetch.
+    pub http_allowlist: Vec<String>,
+    pub http_timeout_ms: u64,
+    /// Largest `http` response body a script gets.
+    pub http_max_bytes: usize,
+    /// Program started as the script host; empty = this executable with `script-host`.
+    pub host_command: String,
+}
+
+/// Who may see and call a tool.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Visibility {
+    /// Listed and callable by name; not in `tool_search`.
+    #[default]
+    Visible,
+    /// Not listed nor searchable; callable by its exact name.
+    Hidden,
+    /// Not listed; found by `tool_search`; callable through `execute_tool`.
+    Ondemand,
+}
+
+/// The MCP server: sessions, paging, remote servers, automatic tool calling.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mcp {
+    /// Tools per `tools/list` page.
+    pub page_size: usize,
+    /// An idle session is forgotten after this long.
+    pub session_ttl_ms: u64,
+    /// Rounds of server-side tool calls per chat completion before the answer is forced.
+    pub max_tool_rounds: u32,
+    /// Deadline of one call to a remote server.
+    pub remote_timeout_ms: u64,
+    /// How long a remote server's tool list is reused.
+    pub remote_refresh_ms: u64,
+    #[serde(default)]
+    pub remote_servers: Vec<RemoteServer>,
+}
+
+/// A remote MCP server whose tools are served under `namespace`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteServer {
+    pub namespace: String,
+    /// Its Streamable HTTP endpoint (`http://host:port/mcp`).
+    pub url: String,
+    #[serde(default)]
+    pub token: SecretString,
+    #[serde(default)]
+    pub tool_visibility: Visibility,
+}
+
+impl RemoteServer {
+    pub fn token(&self) -> Option<&str> {
+        Some(self.token.expose_secret()).filter(|t| !t.is_empty())
+    }
+}
+
+/// Scripted routing.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Routing {
+    /// A module whose default export picks the target for model `auto` and for groups with
+    /// `strategy = "script"`; empty = none.
+    pub script: String,
+    /// Wall-clock limit of one routing decision.
+    pub wall_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -102,6 +193,8 @@ pub enum Strategy {
     Latency,
     /// The first target (in order) whose lock or slot is free.
     FirstAvailable,
+    /// `[routing] script` picks the target; least load when it fails.
+    Script,
 }
 
 impl Strategy {
@@ -114,6 +207,7 @@ impl Strategy {
             Strategy::Cost => "cost",
             Strategy::Latency => "latency",
             Strategy::FirstAvailable => "first_available",
+            Strategy::Script => "script",
         }
     }
 }
@@ -143,6 +237,10 @@ pub struct ModelGroup {
     /// Groups tried, in order, when every target of this one failed.
     #[serde(default)]
     pub fallbacks: Vec<String>,
+    /// Server-side tools offered to the model on every request to this group (executed
+    /// by the router's tool loop).
+    #[serde(default)]
+    pub tools: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -15,6 +15,12 @@ pub enum Kind {
     Chat,
     /// A routed chat completion with a plan, for a provider worker.
     Job,
+    /// An MCP JSON-RPC message from a client, for mcp-tools (`meta.caller` is the session,
+    /// `meta.mode` the tool mode).
+    Mcp,
+    /// A tool call from inside the cluster (the router's tool loop), for mcp-tools: the body
+    /// is `{"name": …, "arguments": {…}}`, the answer an MCP `CallToolResult`.
+    Tool,
 }
 
 impl Kind {
@@ -22,6 +28,8 @@ impl Kind {
         match self {
             Kind::Chat => "chat",
             Kind::Job => "job",
+            Kind::Mcp => "mcp",
+            Kind::Tool => "tool",
         }
     }
 
@@ -29,6 +37,8 @@ impl Kind {
         match s {
             b"chat" => Some(Kind::Chat),
             b"job" => Some(Kind::Job),
+            b"mcp" => Some(Kind::Mcp),
+            b"tool" => Some(Kind::Tool),
             _ => None,
         }
     }
@@ -49,6 +59,8 @@ pub struct Meta {
     pub attempt: u32,
     /// The routing plan, set by the router on jobs.
     pub plan: Option<Plan>,
+    /// A free-form mode travelling with the request (MCP: `discovery`); empty for none.
+    pub mode: String,
 }
 
 /// One unit of work on a stream.
@@ -104,6 +116,9 @@ impl Envelope {
             ("attempt", Bytes::from(m.attempt.to_string())),
             ("body", self.body.clone()),
         ];
+        if !m.mode.is_empty() {
+            f.push(("mode", Bytes::from(m.mode.clone())));
+        }
         if let Some(plan) = &m.plan {
             // A plan is a handful of short strings; serializing it cannot fail.
             f.push(("plan", Bytes::from(serde_json::to_vec(plan).unwrap_or_default())));
@@ -138,6 +153,10 @@ impl Envelope {
                 caller: text("caller")?.to_owned(),
                 attempt: num("attempt")? as u32,
                 plan,
+                mode: match get("mode") {
+                    Some(raw) => std::str::from_utf8(raw).map_err(|_| DecodeError::Invalid("mode"))?.to_owned(),
+                    None => String::new(),
+                },
             },
         })
     }
@@ -176,6 +195,7 @@ mod tests {
                     }],
                     wait_ms: 5,
                 }),
+                mode: "discovery".into(),
             },
         }
     }

@@ -11,7 +11,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use crate::hub::Hub;
+use llmr_bus::Hub;
 use crate::{AppState, HttpError};
 
 /// The stream the routers read.
@@ -48,6 +48,7 @@ pub async fn completions(
             caller: state.instance.clone(),
             attempt: 0,
             plan: None,
+            mode: String::new(),
         },
         body,
     };
