@@ -277,6 +277,26 @@ impl Store {
         dispatch!(self, s => s.usage(key, model, day))
     }
 
+    /// A value of namespace `ns` (a tool's `kv` space, MCP sessions).
+    pub async fn kv_get(&self, ns: &str, key: &str) -> Result<Option<String>, StoreError> {
+        dispatch!(self, s => s.kv_get(ns, key))
+    }
+
+    /// Sets a value, expiring after `ttl_ms` when given.
+    pub async fn kv_set(&self, ns: &str, key: &str, value: &str, ttl_ms: Option<u64>) -> Result<(), StoreError> {
+        dispatch!(self, s => s.kv_set(ns, key, value, ttl_ms))
+    }
+
+    /// Deletes a value; true when it was there.
+    pub async fn kv_delete(&self, ns: &str, key: &str) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.kv_delete(ns, key))
+    }
+
+    /// The live keys of a namespace, sorted.
+    pub async fn kv_keys(&self, ns: &str) -> Result<Vec<String>, StoreError> {
+        dispatch!(self, s => s.kv_keys(ns))
+    }
+
     pub async fn ping(&self) -> Result<(), StoreError> {
         match self {
             Store::Memory(_) => Ok(()),

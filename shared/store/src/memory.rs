@@ -11,6 +11,8 @@ use crate::{Alive, ProviderStatus, RoutingState, Settle, StoreError, UsageDelta,
 #[derive(Default)]
 pub struct MemoryStore {
     state: Mutex<State>,
+    /// (namespace, key) → (value, expiry ms or 0)
+    kv: Mutex<BTreeMap<(String, String), (String, u64)>>,
 }
 
 #[derive(Default)]
@@ -29,6 +31,36 @@ struct State {
 impl MemoryStore {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn kv(&self) -> MutexGuard<'_, BTreeMap<(String, String), (String, u64)>> {
+        let mut kv = self.kv.lock().unwrap_or_else(|e| e.into_inner());
+        let now = now_ms();
+        kv.retain(|_, (_, exp)| *exp == 0 || *exp > now);
+        kv
+    }
+
+    pub(crate) fn kv_get(&self, ns: &str, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.kv().get(&(ns.to_owned(), key.to_owned())).map(|(v, _)| v.clone()))
+    }
+
+    pub(crate) fn kv_set(&self, ns: &str, key: &str, value: &str, ttl_ms: Option<u64>) -> Result<(), StoreError> {
+        let exp = ttl_ms.map_or(0, |t| now_ms() + t.max(1));
+        self.kv().insert((ns.to_owned(), key.to_owned()), (value.to_owned(), exp));
+        Ok(())
+    }
+
+    pub(crate) fn kv_delete(&self, ns: &str, key: &str) -> Result<bool, StoreError> {
+        Ok(self.kv().remove(&(ns.to_owned(), key.to_owned())).is_some())
+    }
+
+    pub(crate) fn kv_keys(&self, ns: &str) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .kv()
+            .keys()
+            .filter(|(n, _)| n == ns)
+            .map(|(_, k)| k.clone())
+            .collect())
     }
 
     pub(crate) fn acquire_lease(&self, target: &str, member: &str, ttl_ms: u64, max: u32) -> Result<bool, StoreError> {

@@ -124,6 +124,77 @@ impl RedisStore {
         self.conns.get().await.map_err(unavailable)
     }
 
+    /// `kv:{ns}:{key}` holds a value; the set `kvkeys:{ns}` names the keys of a namespace.
+    pub(crate) async fn kv_get(&self, ns: &str, key: &str) -> Result<Option<String>, StoreError> {
+        let mut c = self.conn().await?;
+        redis::cmd("GET")
+            .arg(self.key(&format!("kv:{ns}:{key}")))
+            .query_async(&mut c)
+            .await
+            .map_err(unavailable)
+    }
+
+    pub(crate) async fn kv_set(&self, ns: &str, key: &str, value: &str, ttl_ms: Option<u64>) -> Result<(), StoreError> {
+        let mut c = self.conn().await?;
+        let mut set = redis::cmd("SET");
+        set.arg(self.key(&format!("kv:{ns}:{key}"))).arg(value);
+        if let Some(t) = ttl_ms {
+            set.arg("PX").arg(t.max(1));
+        }
+        redis::pipe()
+            .add_command(set)
+            .ignore()
+            .cmd("SADD")
+            .arg(self.key(&format!("kvkeys:{ns}")))
+            .arg(key)
+            .ignore()
+            .query_async::<()>(&mut c)
+            .await
+            .map_err(unavailable)
+    }
+
+    pub(crate) async fn kv_delete(&self, ns: &str, key: &str) -> Result<bool, StoreError> {
+        let mut c = self.conn().await?;
+        let (n, _): (u64, u64) = redis::pipe()
+            .cmd("DEL")
+            .arg(self.key(&format!("kv:{ns}:{key}")))
+            .cmd("SREM")
+            .arg(self.key(&format!("kvkeys:{ns}")))
+            .arg(key)
+            .query_async(&mut c)
+            .await
+            .map_err(unavailable)?;
+        Ok(n > 0)
+    }
+
+    pub(crate) async fn kv_keys(&self, ns: &str) -> Result<Vec<String>, StoreError> {
+        let mut c = self.conn().await?;
+        let mut keys: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(self.key(&format!("kvkeys:{ns}")))
+            .query_async(&mut c)
+            .await
+            .map_err(unavailable)?;
+        keys.sort();
+        if keys.is_empty() {
+            return Ok(keys);
+        }
+        let mut exists = redis::pipe();
+        for k in &keys {
+            exists.cmd("EXISTS").arg(self.key(&format!("kv:{ns}:{k}")));
+        }
+        let live: Vec<u64> = exists.query_async(&mut c).await.map_err(unavailable)?;
+        let (live_keys, gone): (Vec<_>, Vec<_>) = keys.into_iter().zip(live).partition(|(_, n)| *n > 0);
+        if !gone.is_empty() {
+            let mut srem = redis::cmd("SREM");
+            srem.arg(self.key(&format!("kvkeys:{ns}")));
+            for (k, _) in &gone {
+                srem.arg(k);
+            }
+            let _ = srem.query_async::<()>(&mut c).await;
+        }
+        Ok(live_keys.into_iter().map(|(k, _)| k).collect())
+    }
+
     pub(crate) async fn ping(&self) -> Result<(), StoreError> {
         let mut c = self.conn().await?;
         redis::cmd("PING").query_async::<()>(&mut c).await.map_err(unavailable)

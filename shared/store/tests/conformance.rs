@@ -306,3 +306,20 @@ async fn settle_survives_redis_forgetting_its_scripts() {
     s.settle(&settle, &b).await.unwrap();
     assert_eq!(s.health(&["t:p/m".to_string()]).await.unwrap()[0].latency_ms, Some(5.0));
 }
+
+async fn kv_spaces_are_separate_and_expire(s: Store) {
+    assert_eq!(s.kv_get("tool-a", "k").await.unwrap(), None);
+    s.kv_set("tool-a", "k", "1", None).await.unwrap();
+    s.kv_set("tool-a", "j", "\"x\"", None).await.unwrap();
+    s.kv_set("tool-b", "k", "2", Some(60)).await.unwrap();
+    assert_eq!(s.kv_get("tool-a", "k").await.unwrap().as_deref(), Some("1"));
+    assert_eq!(s.kv_get("tool-b", "k").await.unwrap().as_deref(), Some("2"));
+    assert_eq!(s.kv_keys("tool-a").await.unwrap(), vec!["j", "k"]);
+    assert!(s.kv_delete("tool-a", "j").await.unwrap());
+    assert!(!s.kv_delete("tool-a", "j").await.unwrap());
+    assert_eq!(s.kv_keys("tool-a").await.unwrap(), vec!["k"]);
+    tokio::time::sleep(std::time::Duration::from_millis(120)).await;
+    assert_eq!(s.kv_get("tool-b", "k").await.unwrap(), None);
+    assert!(s.kv_keys("tool-b").await.unwrap().is_empty());
+}
+both!(kv_spaces_are_separate_and_expire);
