@@ -25,7 +25,7 @@ pub struct Caller {
     bus: Bus,
     hub: Arc<Hub>,
     instance: String,
-    _replies: Subscription,
+    _replies: Option<Subscription>,
 }
 
 impl Caller {
@@ -38,7 +38,17 @@ impl Caller {
             bus,
             hub,
             instance: instance.to_owned(),
-            _replies: replies,
+            _replies: Some(replies),
+        }
+    }
+
+    /// A caller on a reply stream someone else already reads into `hub` (the gateway).
+    pub fn attach(bus: Bus, hub: Arc<Hub>, instance: &str) -> Caller {
+        Caller {
+            bus,
+            hub,
+            instance: instance.to_owned(),
+            _replies: None,
         }
     }
 

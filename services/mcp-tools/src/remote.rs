@@ -1,0 +1,229 @@
+//! A remote MCP server, reached over Streamable HTTP: its tools are served as
+//! `{namespace}_{name}` and calls are proxied. A server that is down fails its own tools
+//! with an `isError` result and leaves every other tool alone; its list is retried after
+//! `remote_refresh_ms`.
+
+use std::cell::RefCell;
+use std::time::{Duration, Instant};
+
+use llmr_config::{Mcp, RemoteServer};
+use serde_json::{Value, json};
+
+use crate::rpc::PROTOCOL_VERSIONS;
+use crate::tools::{Origin, ToolDef, text_result};
+
+pub struct Remote {
+    cfg: RemoteServer,
+    timeout: Duration,
+    refresh: Duration,
+    session: RefCell<Option<String>>,
+    /// Until when the list is reused, and the tools it held.
+    listed: RefCell<Option<(Instant, Vec<ToolDef>)>>,
+    next_id: std::cell::Cell<u64>,
+}
+
+/// `{namespace}_{name}`, with characters an OpenAI function name cannot hold replaced.
+pub fn merged_name(namespace: &str, name: &str) -> String {
+    let clean: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' })
+        .collect();
+    let mut out = format!("{namespace}_{clean}");
+    out.truncate(64);
+    out
+}
+
+impl Remote {
+    pub fn new(cfg: RemoteServer, mcp: &Mcp) -> Remote {
+        Remote {
+            cfg,
+            timeout: Duration::from_millis(mcp.remote_timeout_ms),
+            refresh: Duration::from_millis(mcp.remote_refresh_ms),
+            session: RefCell::new(None),
+            listed: RefCell::new(None),
+            next_id: std::cell::Cell::new(1),
+        }
+    }
+
+    pub fn namespace(&self) -> String {
+        self.cfg.namespace.clone()
+    }
+
+    /// One JSON-RPC exchange; `None` id sends a notification.
+    async fn post(&self, http: &awc::Client, method: &str, params: Value, notify: bool) -> Result<Value, String> {
+        let id = self.next_id.get();
+        self.next_id.set(id + 1);
+        let mut msg = json!({"jsonrpc": "2.0", "method": method, "params": params});
+        if !notify {
+            msg["id"] = json!(id);
+        }
+        let mut req = http
+            .post(&self.cfg.url)
+            .timeout(self.timeout)
+            .insert_header(("accept", "application/json, text/event-stream"))
+            .insert_header(("mcp-protocol-version", PROTOCOL_VERSIONS[0]));
+        if let Some(t) = self.cfg.token() {
+            req = req.insert_header(("authorization", format!("Bearer {t}")));
+        }
+        if let Some(s) = self.session.borrow().as_deref() {
+            req = req.insert_header(("mcp-session-id", s));
+        }
+        let mut resp = req.send_json(&msg).await.map_err(|e| format!("unreachable: {e}"))?;
+        let status = resp.status();
+        if status == awc::http::StatusCode::NOT_FOUND && self.session.borrow().is_some() {
+            self.session.replace(None);
+            return Err("session expired".into());
+        }
+        if !status.is_success() {
+            return Err(format!("answered HTTP {status}"));
+        }
+        if let Some(s) = resp.headers().get("mcp-session-id").and_then(|v| v.to_str().ok()) {
+            self.session.replace(Some(s.to_owned()));
+        }
+        if notify {
+            return Ok(Value::Null);
+        }
+        let sse = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|c| c.starts_with("text/event-stream"));
+        let body = resp.body().limit(16 << 20).await.map_err(|e| format!("unreadable answer: {e}"))?;
+        let text = String::from_utf8_lossy(&body);
+        let answer: Option<Value> = if sse {
+            // The response is the event whose data is the JSON-RPC answer to our id.
+            text.split("\n\n")
+                .flat_map(|event| {
+                    let data: Vec<&str> = event
+                        .lines()
+                        .filter_map(|l| l.strip_prefix("data:").map(str::trim_start))
+                        .collect();
+                    serde_json::from_str::<Value>(&data.join("\n")).ok()
+                })
+                .find(|v| v.get("id") == Some(&json!(id)))
+        } else {
+            serde_json::from_str(&text).ok()
+        };
+        let answer = answer.ok_or("no JSON-RPC answer")?;
+        if let Some(e) = answer.get("error") {
+            return Err(format!(
+                "error {}: {}",
+                e.get("code").unwrap_or(&Value::Null),
+                e.get("message").and_then(Value::as_str).unwrap_or("")
+            ));
+        }
+        Ok(answer.get("result").cloned().unwrap_or(Value::Null))
+    }
+
+    async fn ensure_session(&self, http: &awc::Client) -> Result<(), String> {
+        if self.session.borrow().is_some() {
+            return Ok(());
+        }
+        self.post(
+            http,
+            "initialize",
+            json!({"protocolVersion": PROTOCOL_VERSIONS[0], "capabilities": {},
+                   "clientInfo": {"name": "llmrouter", "version": env!("CARGO_PKG_VERSION")}}),
+            false,
+        )
+        .await?;
+        self.post(http, "notifications/initialized", json!({}), true).await?;
+        Ok(())
+    }
+
+    /// A request in a session, re-initializing once if the server forgot it.
+    async fn request(&self, http: &awc::Client, method: &str, params: Value) -> Result<Value, String> {
+        self.ensure_session(http).await?;
+        match self.post(http, method, params.clone(), false).await {
+            Err(e) if e == "session expired" => {
+                self.ensure_session(http).await?;
+                self.post(http, method, params, false).await
+            }
+            other => other,
+        }
+    }
+
+    /// The server's tools under the namespace (cached; the last good list while it is down).
+    pub async fn tools(&self, http: &awc::Client) -> Vec<ToolDef> {
+        if let Some((until, tools)) = self.listed.borrow().as_ref()
+            && Instant::now() < *until
+        {
+            return tools.clone();
+        }
+        let mut tools = Vec::new();
+        let mut cursor: Option<String> = None;
+        let fetched: Result<(), String> = async {
+            for _ in 0..100 {
+                let params = match &cursor {
+                    Some(c) => json!({"cursor": c}),
+                    None => json!({}),
+                };
+                let page = self.request(http, "tools/list", params).await?;
+                for t in page.get("tools").and_then(Value::as_array).into_iter().flatten() {
+                    let Some(name) = t.get("name").and_then(Value::as_str) else { continue };
+                    tools.push(ToolDef {
+                        name: merged_name(&self.cfg.namespace, name),
+                        description: t.get("description").and_then(Value::as_str).unwrap_or_default().to_owned(),
+                        input_schema: t
+                            .get("inputSchema")
+                            .cloned()
+                            .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
+                        keywords: vec![self.cfg.namespace.clone()],
+                        visibility: self.cfg.tool_visibility,
+                        origin: Origin::Remote {
+                            namespace: self.cfg.namespace.clone(),
+                            name: name.to_owned(),
+                        },
+                    });
+                }
+                cursor = page.get("nextCursor").and_then(Value::as_str).map(str::to_owned);
+                if cursor.is_none() {
+                    break;
+                }
+            }
+            Ok(())
+        }
+        .await;
+        match fetched {
+            Ok(()) => {
+                self.listed.replace(Some((Instant::now() + self.refresh, tools.clone())));
+                tools
+            }
+            Err(e) => {
+                tracing::warn!(namespace = %self.cfg.namespace, url = %self.cfg.url, error = %e, "remote MCP server unavailable; its tools are skipped until it answers");
+                let mut listed = self.listed.borrow_mut();
+                let last = listed.as_ref().map(|(_, t)| t.clone()).unwrap_or_default();
+                // Ask again after a short pause, not on every call.
+                *listed = Some((Instant::now() + Duration::from_secs(2).min(self.refresh), last.clone()));
+                last
+            }
+        }
+    }
+
+    /// Proxies a call; a failure is an `isError` result naming the server.
+    pub async fn call(&self, http: &awc::Client, name: &str, args: Value) -> Value {
+        match self
+            .request(http, "tools/call", json!({"name": name, "arguments": args}))
+            .await
+        {
+            Ok(r) if r.get("content").is_some() => r,
+            Ok(other) => text_result(other.to_string(), false),
+            Err(e) => text_result(
+                format!("remote MCP server `{}` is unavailable: {e}", self.cfg.namespace),
+                true,
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merged_names_stay_valid_function_names() {
+        assert_eq!(merged_name("docs", "search"), "docs_search");
+        assert_eq!(merged_name("gh", "repo.create/issue"), "gh_repo_create_issue");
+        assert_eq!(merged_name("x", &"a".repeat(80)).len(), 64);
+    }
+}

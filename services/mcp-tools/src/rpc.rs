@@ -1,0 +1,106 @@
+//! MCP over JSON-RPC 2.0: `initialize` (protocol version negotiation), `ping`,
+//! `tools/list` (cursor pagination), `tools/call`, notifications. Protocol errors are
+//! JSON-RPC errors with the standard codes; a tool that fails is an `isError` result.
+
+use std::rc::Rc;
+
+use serde_json::{Value, json};
+
+use crate::tools::{CallError, Tools, Via};
+
+/// Protocol revisions served, newest first.
+pub const PROTOCOL_VERSIONS: [&str; 4] = ["2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"];
+
+pub const PARSE_ERROR: i64 = -32700;
+pub const INVALID_REQUEST: i64 = -32600;
+pub const METHOD_NOT_FOUND: i64 = -32601;
+pub const INVALID_PARAMS: i64 = -32602;
+pub const INTERNAL_ERROR: i64 = -32603;
+
+/// A JSON-RPC error response.
+pub fn error(id: Value, code: i64, message: impl Into<String>) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message.into()}})
+}
+
+fn ok(id: Value, result: Value) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "result": result})
+}
+
+/// The version to answer a client asking for `asked`: the same when served, else ours.
+pub fn negotiate(asked: Option<&str>) -> &'static str {
+    PROTOCOL_VERSIONS
+        .iter()
+        .find(|v| Some(**v) == asked)
+        .copied()
+        .unwrap_or(PROTOCOL_VERSIONS[0])
+}
+
+/// Handles one message; `None` for notifications (nothing to answer).
+pub async fn handle(tools: &Rc<Tools>, msg: &Value, discovery: bool) -> Option<Value> {
+    let id = msg.get("id").cloned();
+    let method = msg.get("method").and_then(Value::as_str).unwrap_or_default();
+    let Some(id) = id else {
+        // Notifications (`notifications/initialized`, `notifications/cancelled`…) need no answer.
+        return None;
+    };
+    let params = msg.get("params").cloned().unwrap_or(Value::Null);
+    Some(match method {
+        "initialize" => {
+            let asked = params.get("protocolVersion").and_then(Value::as_str);
+            ok(
+                id,
+                json!({
+                    "protocolVersion": negotiate(asked),
+                    "capabilities": {"tools": {"listChanged": false}},
+                    "serverInfo": {"name": "llmrouter", "title": "llmrouter MCP tools", "version": env!("CARGO_PKG_VERSION")},
+                    "instructions": "Tools served by llmrouter. Use tool_search to find more tools and execute_tool to call them."
+                }),
+            )
+        }
+        "ping" => ok(id, json!({})),
+        "tools/list" => {
+            let all = tools.list(discovery).await;
+            let size = tools.settings.mcp.page_size;
+            let start = match params.get("cursor") {
+                None | Some(Value::Null) => 0,
+                Some(Value::String(c)) => match c.strip_prefix("o:").and_then(|n| n.parse::<usize>().ok()) {
+                    Some(n) if n <= all.len() => n,
+                    _ => return Some(error(id, INVALID_PARAMS, "Invalid cursor")),
+                },
+                Some(_) => return Some(error(id, INVALID_PARAMS, "Invalid cursor")),
+            };
+            let end = (start + size).min(all.len());
+            let mut result = json!({"tools": all[start..end]});
+            if end < all.len() {
+                result["nextCursor"] = json!(format!("o:{end}"));
+            }
+            ok(id, result)
+        }
+        "tools/call" => {
+            let Some(name) = params.get("name").and_then(Value::as_str) else {
+                return Some(error(id, INVALID_PARAMS, "tools/call needs params.name"));
+            };
+            let args = params.get("arguments").cloned().unwrap_or(Value::Null);
+            match tools.call(name, args, Via::Direct, discovery, 0).await {
+                Ok(result) => ok(id, result),
+                Err(e @ (CallError::Unknown(_) | CallError::OnDemand(_) | CallError::Arguments(..))) => {
+                    error(id, INVALID_PARAMS, e.to_string())
+                }
+            }
+        }
+        "" => error(id, INVALID_REQUEST, "Invalid Request: `method` is required"),
+        other => error(id, METHOD_NOT_FOUND, format!("Method not found: {other}")),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn negotiates_the_asked_version_when_served() {
+        assert_eq!(negotiate(Some("2025-03-26")), "2025-03-26");
+        assert_eq!(negotiate(Some("1999-01-01")), PROTOCOL_VERSIONS[0]);
+        assert_eq!(negotiate(None), PROTOCOL_VERSIONS[0]);
+    }
+}

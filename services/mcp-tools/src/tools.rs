@@ -1,0 +1,506 @@
+//! The tool catalog: built-ins, JavaScript tools from `[scripting] tools_path`, and the
+//! tools of remote MCP servers, with their visibility; and calling any of them.
+//!
+//! Local tools are rescanned on every list, search and call: a file's description is
+//! cached by its modification time and size, so adding, editing or deleting a tool takes
+//! effect on the next call without a restart. Libraries a tool imports are read from
+//! `libraries_path` when a call first needs them (cached the same way).
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::SystemTime;
+
+use llmr_bus::Caller;
+use llmr_config::{Settings, Visibility};
+use llmr_script::{Call, ScriptError, ScriptPool, imports, library_key};
+use llmr_store::Store;
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::host::ToolHost;
+use crate::remote::Remote;
+
+/// How deep tools may call tools (`mcp.call`, `execute_tool`).
+const MAX_DEPTH: u32 = 4;
+
+/// The built-in tools.
+pub const TOOL_SEARCH: &str = "tool_search";
+pub const EXECUTE_TOOL: &str = "execute_tool";
+pub const EXECUTE_CODE: &str = "execute_code";
+
+/// Where a tool comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    Builtin,
+    Local { path: PathBuf },
+    Remote { namespace: String, name: String },
+}
+
+/// One tool as MCP lists it, plus what the catalog needs.
+#[derive(Debug, Clone, Serialize)]
+pub struct ToolDef {
+    pub name: String,
+    pub description: String,
+    #[serde(rename = "inputSchema")]
+    pub input_schema: Value,
+    #[serde(skip)]
+    pub keywords: Vec<String>,
+    #[serde(skip)]
+    pub visibility: Visibility,
+    #[serde(skip)]
+    pub origin: Origin,
+}
+
+/// How a call reached the catalog.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// `tools/call` from an MCP client.
+    Direct,
+    /// `execute_tool`, `mcp.call` from a script, or the router's tool loop.
+    Indirect,
+}
+
+/// Why a call could not even start (JSON-RPC `-32602`); failures of a tool that ran are
+/// `isError` results instead.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error("Unknown tool: {0}")]
+    Unknown(String),
+    #[error("Tool `{0}` is available on demand: find it with tool_search and call it through execute_tool")]
+    OnDemand(String),
+    #[error("Invalid arguments for tool `{0}`: {1}")]
+    Arguments(String, String),
+}
+
+type Stamp = (SystemTime, u64);
+
+/// The catalog and everything a call may use.
+pub struct Tools {
+    pub(crate) settings: Settings,
+    pub(crate) pool: ScriptPool,
+    pub(crate) caller: Caller,
+    pub(crate) store: Store,
+    pub(crate) http: awc::Client,
+    pub(crate) remotes: Vec<Remote>,
+    local: RefCell<HashMap<PathBuf, (Stamp, Option<ToolDef>)>>,
+    libs: RefCell<HashMap<PathBuf, (Stamp, Rc<str>)>>,
+}
+
+fn stamp(path: &Path) -> Option<Stamp> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}
+
+/// Valid as an MCP tool name and an OpenAI function name.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// A CallToolResult with one text block.
+pub fn text_result(text: impl Into<String>, is_error: bool) -> Value {
+    json!({"content": [{"type": "text", "text": text.into()}], "isError": is_error})
+}
+
+/// What a script returned, as a CallToolResult: a string is text; an object with a
+/// `content` array is already a result; anything else is structured content.
+pub fn to_result(v: Value) -> Value {
+    match v {
+        Value::String(s) => text_result(s, false),
+        Value::Object(mut m) if m.get("content").is_some_and(Value::is_array) => {
+            let is_error = m.get("isError").and_then(Value::as_bool).unwrap_or(false);
+            m.insert("isError".into(), Value::Bool(is_error));
+            Value::Object(m)
+        }
+        Value::Object(m) => {
+            let text = Value::Object(m.clone()).to_string();
+            json!({"content": [{"type": "text", "text": text}], "structuredContent": m, "isError": false})
+        }
+        other => text_result(other.to_string(), false),
+    }
+}
+
+impl Tools {
+    pub fn new(settings: &Settings, pool: ScriptPool, caller: Caller, store: Store, http: awc::Client) -> Tools {
+        let remotes = settings
+            .mcp
+            .remote_servers
+            .iter()
+            .map(|r| Remote::new(r.clone(), &settings.mcp))
+            .collect();
+        Tools {
+            settings: settings.clone(),
+            pool,
+            caller,
+            store,
+            http,
+            remotes,
+            local: RefCell::new(HashMap::new()),
+            libs: RefCell::new(HashMap::new()),
+        }
+    }
+
+    fn builtins(&self) -> Vec<ToolDef> {
+        let def = |name: &str, description: &str, schema: Value| ToolDef {
+            name: name.into(),
+            description: description.into(),
+            input_schema: schema,
+            keywords: Vec::new(),
+            visibility: Visibility::Visible,
+            origin: Origin::Builtin,
+        };
+        let mut out = vec![
+            def(
+                TOOL_SEARCH,
+                "Search the available tools by name, description and keywords. Returns matching tools with their input schemas.",
+                json!({"type": "object", "properties": {
+                    "query": {"type": "string", "description": "Words to look for"},
+                    "limit": {"type": "integer", "minimum": 1, "maximum": 100, "description": "Most results to return (default 10)"}
+                }, "required": ["query"]}),
+            ),
+            def(
+                EXECUTE_TOOL,
+                "Call a tool by its exact name (including tools found with tool_search).",
+                json!({"type": "object", "properties": {
+                    "name": {"type": "string", "description": "The tool's name"},
+                    "arguments": {"type": "object", "description": "The tool's arguments"}
+                }, "required": ["name"]}),
+            ),
+        ];
+        if self.settings.scripting.execute_code {
+            out.push(def(
+                EXECUTE_CODE,
+                "Run JavaScript in a sandbox and return the value of its last expression. `args` holds the arguments; `mcp.call(name, args)` calls a tool.",
+                json!({"type": "object", "properties": {
+                    "code": {"type": "string", "description": "JavaScript source"},
+                    "args": {"description": "Available to the code as `args`"}
+                }, "required": ["code"]}),
+            ));
+        }
+        out
+    }
+
+    /// Local tools as they are on disk now.
+    async fn local(&self) -> Vec<ToolDef> {
+        let dir = &self.settings.scripting.tools_path;
+        if dir.is_empty() {
+            return Vec::new();
+        }
+        let mut files: Vec<(PathBuf, Stamp)> = match std::fs::read_dir(dir) {
+            Ok(rd) => rd
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "js" || x == "mjs"))
+                .filter_map(|p| stamp(&p).map(|s| (p, s)))
+                .collect(),
+            Err(e) => {
+                tracing::warn!(dir = %dir, error = %e, "cannot read the tools directory");
+                Vec::new()
+            }
+        };
+        files.sort();
+        self.local.borrow_mut().retain(|p, _| files.iter().any(|(f, _)| f == p));
+        let mut out = Vec::with_capacity(files.len());
+        for (path, st) in files {
+            let cached = self.local.borrow().get(&path).filter(|(s, _)| *s == st).map(|(_, d)| d.clone());
+            let def = match cached {
+                Some(d) => d,
+                None => {
+                    let d = self.describe(&path).await;
+                    self.local.borrow_mut().insert(path.clone(), (st, d.clone()));
+                    d
+                }
+            };
+            out.extend(def);
+        }
+        out
+    }
+
+    /// Reads a tool file's exports; None (with a warning) when it is not a usable tool.
+    async fn describe(&self, path: &Path) -> Option<ToolDef> {
+        let name = path.file_stem()?.to_str()?.to_owned();
+        if !valid_name(&name) {
+            tracing::warn!(path = %path.display(), "tool file names must be letters, digits, `_` or `-` (at most 64)");
+            return None;
+        }
+        let source = std::fs::read_to_string(path).ok()?;
+        let libraries = match self.libraries(&source) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(tool = %name, error = %e, "tool not loaded");
+                return None;
+            }
+        };
+        let d = match self
+            .pool
+            .run(&Call::describe(&source).with_host().with_libraries(libraries))
+            .await
+        {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(tool = %name, error = %e, "tool not loaded");
+                return None;
+            }
+        };
+        let text = |k: &str| d.get(k).and_then(Value::as_str).map(str::to_owned);
+        let visibility = match text("visibility").as_deref() {
+            None | Some("visible") => Visibility::Visible,
+            Some("hidden") => Visibility::Hidden,
+            Some("ondemand") => Visibility::Ondemand,
+            Some(other) => {
+                tracing::warn!(tool = %name, visibility = other, "unknown visibility (visible, hidden, ondemand); tool not loaded");
+                return None;
+            }
+        };
+        let input_schema = d
+            .get("parameters")
+            .or_else(|| d.get("inputSchema"))
+            .cloned()
+            .filter(Value::is_object)
+            .unwrap_or_else(|| json!({"type": "object", "properties": {}}));
+        tracing::info!(tool = %name, "tool loaded");
+        Some(ToolDef {
+            description: text("description").unwrap_or_default(),
+            input_schema,
+            keywords: d
+                .get("keywords")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(|k| k.as_str().map(str::to_owned)).collect())
+                .unwrap_or_default(),
+            visibility,
+            origin: Origin::Local {
+                path: path.to_path_buf(),
+            },
+            name,
+        })
+    }
+
+    /// The libraries `source` imports, transitively, read from `libraries_path`.
+    fn libraries(&self, source: &str) -> Result<BTreeMap<String, String>, String> {
+        let mut out = BTreeMap::new();
+        let mut todo: Vec<String> = imports(source);
+        while let Some(spec) = todo.pop() {
+            if llmr_script::modules::NAMES.contains(&spec.as_str()) {
+                continue;
+            }
+            let key = library_key(&spec);
+            if out.contains_key(&key) {
+                continue;
+            }
+            let dir = &self.settings.scripting.libraries_path;
+            // Only plain names inside the libraries directory; the sandbox reports the rest.
+            if dir.is_empty() || key.contains("..") || key.starts_with('/') || key.contains(':') {
+                continue;
+            }
+            let path = Path::new(dir).join(&key);
+            let Some(st) = stamp(&path) else { continue };
+            let cached = self.libs.borrow().get(&path).filter(|(s, _)| *s == st).map(|(_, t)| t.clone());
+            let text = match cached {
+                Some(t) => t,
+                None => {
+                    let t: Rc<str> = std::fs::read_to_string(&path)
+                        .map_err(|e| format!("library {key}: {e}"))?
+                        .into();
+                    self.libs.borrow_mut().insert(path.clone(), (st, t.clone()));
+                    t
+                }
+            };
+            todo.extend(imports(&text));
+            out.insert(key, text.to_string());
+        }
+        Ok(out)
+    }
+
+    /// Every tool, whatever its visibility.
+    pub async fn catalog(&self) -> Vec<ToolDef> {
+        let mut all = self.builtins();
+        let local = self.local().await;
+        let remote = futures_util::future::join_all(self.remotes.iter().map(|r| r.tools(&self.http))).await;
+        for t in local.into_iter().chain(remote.into_iter().flatten()) {
+            if all.iter().any(|x| x.name == t.name) {
+                tracing::warn!(tool = %t.name, "two tools share a name; the first one is served");
+                continue;
+            }
+            all.push(t);
+        }
+        all
+    }
+
+    /// What `tools/list` shows: visible tools, or only the built-ins in discovery mode.
+    pub async fn list(&self, discovery: bool) -> Vec<ToolDef> {
+        if discovery {
+            return self.builtins();
+        }
+        self.catalog()
+            .await
+            .into_iter()
+            .filter(|t| t.visibility == Visibility::Visible)
+            .collect()
+    }
+
+    /// `tool_search`: on-demand tools (and, in discovery mode, visible ones) matching the
+    /// query's words, best first.
+    pub async fn search(&self, query: &str, discovery: bool, limit: usize) -> Vec<ToolDef> {
+        let words: Vec<String> = query
+            .split(|c: char| !c.is_alphanumeric())
+            .filter(|w| !w.is_empty())
+            .map(str::to_lowercase)
+            .collect();
+        let mut scored: Vec<(u32, ToolDef)> = self
+            .catalog()
+            .await
+            .into_iter()
+            .filter(|t| t.origin != Origin::Builtin)
+            .filter(|t| t.visibility == Visibility::Ondemand || (discovery && t.visibility == Visibility::Visible))
+            .filter_map(|t| {
+                let name = t.name.to_lowercase();
+                let desc = t.description.to_lowercase();
+                let kws: Vec<String> = t.keywords.iter().map(|k| k.to_lowercase()).collect();
+                let score: u32 = words
+                    .iter()
+                    .map(|w| {
+                        3 * u32::from(name.contains(w.as_str()))
+                            + 2 * u32::from(kws.iter().any(|k| k.contains(w.as_str())))
+                            + u32::from(desc.contains(w.as_str()))
+                    })
+                    .sum();
+                (score > 0 || words.is_empty()).then_some((score, t))
+            })
+            .collect();
+        scored.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.name.cmp(&b.1.name)));
+        scored.into_iter().take(limit).map(|(_, t)| t).collect()
+    }
+
+    /// Calls a tool: the CallToolResult, or why it could not start.
+    pub fn call<'a>(
+        self: &'a Rc<Self>,
+        name: &'a str,
+        args: Value,
+        via: Via,
+        discovery: bool,
+        depth: u32,
+    ) -> futures_util::future::LocalBoxFuture<'a, Result<Value, CallError>> {
+        Box::pin(async move {
+            if depth > MAX_DEPTH {
+                return Ok(text_result(format!("tools may call tools at most {MAX_DEPTH} deep"), true));
+            }
+            let args = match args {
+                Value::Null => json!({}),
+                a @ Value::Object(_) => a,
+                _ => return Err(CallError::Arguments(name.into(), "arguments must be an object".into())),
+            };
+            let catalog = self.catalog().await;
+            let Some(tool) = catalog.into_iter().find(|t| t.name == name) else {
+                return Err(CallError::Unknown(name.into()));
+            };
+            if via == Via::Direct && tool.visibility == Visibility::Ondemand {
+                return Err(CallError::OnDemand(name.into()));
+            }
+            let started = std::time::Instant::now();
+            let out = match &tool.origin {
+                Origin::Builtin => self.builtin(name, args, discovery, depth).await?,
+                Origin::Local { path } => self.run_local(&tool.name, path, args, depth).await,
+                Origin::Remote { namespace, name } => match self.remotes.iter().find(|r| &r.namespace() == namespace) {
+                    Some(r) => r.call(&self.http, name, args).await,
+                    None => text_result(format!("remote server `{namespace}` is not configured"), true),
+                },
+            };
+            let is_error = out.get("isError").and_then(Value::as_bool).unwrap_or(false);
+            tracing::info!(tool = %name, ms = started.elapsed().as_millis() as u64, is_error, "tool called");
+            Ok(out)
+        })
+    }
+
+    async fn run_local(self: &Rc<Self>, name: &str, path: &Path, args: Value, depth: u32) -> Value {
+        let source = match std::fs::read_to_string(path) {
+            Ok(s) => s,
+            Err(e) => return text_result(format!("tool `{name}` cannot be read: {e}"), true),
+        };
+        let libraries = match self.libraries(&source) {
+            Ok(l) => l,
+            Err(e) => return text_result(e, true),
+        };
+        let host = ToolHost {
+            tools: self,
+            tool: name.to_owned(),
+            depth,
+        };
+        let call = Call::module(&source, "default", args)
+            .with_host()
+            .with_libraries(libraries);
+        script_result(self.pool.run_with(&call, Some(&host)).await)
+    }
+
+    async fn builtin(self: &Rc<Self>, name: &str, args: Value, discovery: bool, depth: u32) -> Result<Value, CallError> {
+        let bad = |m: &str| CallError::Arguments(name.into(), m.into());
+        match name {
+            TOOL_SEARCH => {
+                let query = args.get("query").and_then(Value::as_str).ok_or_else(|| bad("`query` (a string) is required"))?;
+                let limit = args.get("limit").and_then(Value::as_u64).unwrap_or(10).clamp(1, 100) as usize;
+                let found = self.search(query, discovery, limit).await;
+                let tools: Vec<Value> = found
+                    .iter()
+                    .map(|t| json!({"name": t.name, "description": t.description, "inputSchema": t.input_schema, "visibility": t.visibility}))
+                    .collect();
+                let structured = json!({"tools": tools});
+                Ok(json!({"content": [{"type": "text", "text": structured.to_string()}], "structuredContent": structured, "isError": false}))
+            }
+            EXECUTE_TOOL => {
+                let target = args.get("name").and_then(Value::as_str).ok_or_else(|| bad("`name` (a string) is required"))?;
+                let inner = args.get("arguments").cloned().unwrap_or(Value::Null);
+                if [TOOL_SEARCH, EXECUTE_TOOL].contains(&target) {
+                    return Err(bad("execute_tool calls other tools"));
+                }
+                match self.call(target, inner, Via::Indirect, discovery, depth + 1).await {
+                    Ok(r) => Ok(r),
+                    Err(e) => Ok(text_result(e.to_string(), true)),
+                }
+            }
+            EXECUTE_CODE => {
+                let code = args.get("code").and_then(Value::as_str).ok_or_else(|| bad("`code` (a string) is required"))?;
+                let host = ToolHost {
+                    tools: self,
+                    tool: EXECUTE_CODE.to_owned(),
+                    depth,
+                };
+                let call = Call::eval(code, args.get("args").cloned().unwrap_or(Value::Null)).with_host();
+                Ok(script_result(self.pool.run_with(&call, Some(&host)).await))
+            }
+            _ => Err(CallError::Unknown(name.into())),
+        }
+    }
+}
+
+fn script_result(r: Result<Value, ScriptError>) -> Value {
+    match r {
+        Ok(v) => to_result(v),
+        Err(e) => text_result(e.to_string(), true),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn script_values_become_call_results() {
+        assert_eq!(to_result(json!("hi"))["content"][0]["text"], json!("hi"));
+        let r = to_result(json!({"sum": 3}));
+        assert_eq!(r["structuredContent"], json!({"sum": 3}));
+        assert_eq!(r["isError"], json!(false));
+        let r = to_result(json!({"content": [{"type": "text", "text": "x"}], "isError": true}));
+        assert_eq!(r["isError"], json!(true));
+        assert_eq!(to_result(json!(42))["content"][0]["text"], json!("42"));
+    }
+
+    #[test]
+    fn names_must_suit_openai_functions() {
+        assert!(valid_name("calc_2-x"));
+        assert!(!valid_name("a.b"));
+        assert!(!valid_name(""));
+        assert!(!valid_name(&"x".repeat(65)));
+    }
+}
