@@ -6,7 +6,7 @@
 //! come and ended by `data: [DONE]`. A client that goes away cancels its request.
 //!
 //! Routes: `POST /v1/chat/completions`, `GET /v1/models`, `GET /v1/models/{id}`,
-//! `GET /v1/usage`, `GET /health` (no auth). With `server.token` set, all but `/health` need
+//! `GET /v1/usage`, `POST|DELETE /mcp` (MCP Streamable HTTP), `GET /health` (no auth). With `server.token` set, all but `/health` need
 //! `Authorization: Bearer <token>` (compared in constant time).
 //!
 //! # Layout
@@ -42,6 +42,8 @@ pub struct AppState {
     pub bus: Bus,
     pub store: Store,
     pub hub: Arc<llmr_bus::Hub>,
+    /// Request/answer calls to other services (mcp-tools), on this instance's replies.
+    pub caller: llmr_bus::Caller,
     /// This instance's id: its reply stream is `replies:{instance}`.
     pub instance: String,
 }
@@ -76,6 +78,7 @@ impl Gateway {
         let heartbeat = store.keep_alive("gateway", instance, Duration::from_secs(2));
         let state = web::Data::new(AppState {
             settings: settings.clone(),
+            caller: llmr_bus::Caller::attach(bus.clone(), hub.clone(), instance),
             bus,
             store,
             hub,

@@ -1,5 +1,6 @@
 //! Assembles llmrouter services into one process: `llmrouter all` (every service, in memory
-//! or over Redis) or one service per process (`gateway`, `router`, `worker --pool P`).
+//! or over Redis) or one service per process (`gateway`, `router`, `worker --pool P`,
+//! `mcp-tools`). [`cli`] holds the client verbs (`tool`, `script`).
 //!
 //! The separate services need Redis and refuse to start without `redis.url`; with a URL,
 //! they wait (with backoff) for Redis to answer before starting, so a cluster can come up in
@@ -9,11 +10,14 @@
 //! [`spawn`] runs the same thing in a background thread with its own actix System: the
 //! in-process tests use it.
 
+pub mod cli;
+
 use std::time::Duration;
 
 use llmr_bus::Bus;
 use llmr_config::Settings;
 use llmr_gateway::Gateway;
+use llmr_mcp_tools::McpToolsService;
 use llmr_router::RouterService;
 use llmr_store::Store;
 use llmr_worker::WorkerService;
@@ -25,6 +29,7 @@ pub enum Role {
     Gateway,
     Router,
     Worker { pool: String },
+    McpTools,
 }
 
 impl Role {
@@ -34,6 +39,7 @@ impl Role {
             Role::Gateway => "gateway",
             Role::Router => "router",
             Role::Worker { .. } => "worker",
+            Role::McpTools => "mcp-tools",
         }
     }
 }
@@ -52,6 +58,8 @@ pub enum AppError {
     Router(#[from] llmr_router::InitError),
     #[error(transparent)]
     Worker(#[from] llmr_worker::InitError),
+    #[error(transparent)]
+    McpTools(#[from] llmr_mcp_tools::InitError),
 }
 
 /// Worker jobs get this long to finish when the process stops.
@@ -64,6 +72,7 @@ pub struct App {
     port: Option<u16>,
     router: Option<RouterService>,
     workers: Vec<WorkerService>,
+    mcp_tools: Option<McpToolsService>,
 }
 
 /// Starts the services of `role` on the current actix System.
@@ -92,9 +101,15 @@ pub async fn start(role: &Role, settings: &Settings) -> Result<App, AppError> {
         port: None,
         router: None,
         workers: Vec::new(),
+        mcp_tools: None,
     };
+    let script_host = llmr_script::ScriptHost::from_settings(settings);
     if matches!(role, Role::All | Role::Router) {
-        app.router = Some(RouterService::build(settings, bus.clone(), store.clone(), &instance).await?);
+        app.router = Some(RouterService::build(settings, bus.clone(), store.clone(), &instance, &script_host).await?);
+    }
+    if matches!(role, Role::All | Role::McpTools) {
+        app.mcp_tools =
+            Some(McpToolsService::build(settings, bus.clone(), store.clone(), &instance, &script_host).await?);
     }
     let pools: Vec<String> = match role {
         Role::All => {
@@ -167,7 +182,12 @@ impl App {
                 h.stop(true).await;
             }
         };
-        tokio::join!(futures_util::future::join_all(workers), gateway);
+        let tools = async {
+            if let Some(m) = &self.mcp_tools {
+                m.drain(DRAIN_GRACE).await;
+            }
+        };
+        tokio::join!(futures_util::future::join_all(workers), gateway, tools);
     }
 }
 

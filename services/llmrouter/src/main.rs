@@ -35,13 +35,90 @@ enum Command {
         #[arg(long, default_value = "default")]
         pool: String,
     },
+    /// The MCP tools service: JavaScript tools, built-ins, remote MCP servers (needs Redis).
+    McpTools,
     /// Loads and validates the configuration, prints what it found, and exits
     /// (non-zero, naming the field, when something is wrong).
     CheckConfig,
+    /// Calls a tool on a running gateway: `llmrouter tool calculator '{"expression":"2+3"}'`.
+    Tool {
+        /// The tool's name.
+        name: String,
+        /// Its arguments, a JSON object (default `{}`).
+        args: Option<String>,
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+    /// Runs a JavaScript file on a running gateway (the execute_code tool); ARGS become the
+    /// script's `args` (one JSON value, or the words as strings).
+    Script {
+        file: PathBuf,
+        args: Vec<String>,
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+    /// A sandboxed script host process (started by llmrouter itself).
+    #[command(hide = true)]
+    ScriptHost,
+}
+
+#[derive(clap::Args)]
+struct TargetArgs {
+    /// The gateway's URL.
+    #[arg(long, env = "LLMR_SERVER", default_value = "http://127.0.0.1:8080")]
+    server: String,
+    /// Bearer token (server.token of the gateway).
+    #[arg(long, env = "LLMR_TOKEN")]
+    token: Option<String>,
+    /// Print the JSON-RPC exchange on stderr.
+    #[arg(short, long)]
+    verbose: bool,
+}
+
+impl TargetArgs {
+    fn target(self) -> llmrouter::cli::Target {
+        llmrouter::cli::Target {
+            server: self.server,
+            token: self.token.filter(|t| !t.is_empty()),
+            verbose: self.verbose,
+        }
+    }
+}
+
+/// Runs a client verb and prints its answer.
+fn client(target: TargetArgs, name: String, args: Result<serde_json::Value, llmrouter::cli::CliError>) -> ExitCode {
+    let outcome = args.map(|args| {
+        actix_rt::System::new().block_on(llmrouter::cli::call_tool(&target.target(), &name, args))
+    });
+    match outcome.and_then(|r| r) {
+        Ok(text) => {
+            let _ = writeln!(std::io::stdout(), "{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "llmrouter: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    match cli.command {
+        Command::ScriptHost => return llmr_script::host_main(),
+        Command::Tool { name, args, target } => {
+            let args = llmrouter::cli::tool_args(args.as_deref());
+            return client(target, name, args);
+        }
+        Command::Script { file, args, target } => {
+            let code = std::fs::read_to_string(&file).map_err(|e| {
+                llmrouter::cli::CliError::Usage(format!("cannot read {}: {e}", file.display()))
+            });
+            let args = code.map(|code| serde_json::json!({"code": code, "args": llmrouter::cli::script_args(&args)}));
+            return client(target, "execute_code".into(), args);
+        }
+        _ => {}
+    }
     let settings = match llmr_config::load(cli.config.as_deref()) {
         Ok(s) => s,
         Err(e) => {
@@ -58,6 +135,8 @@ fn main() -> ExitCode {
         Command::Gateway => Role::Gateway,
         Command::Router => Role::Router,
         Command::Worker { pool } => Role::Worker { pool },
+        Command::McpTools => Role::McpTools,
+        Command::Tool { .. } | Command::Script { .. } | Command::ScriptHost => return ExitCode::FAILURE,
     };
     let outcome = actix_rt::System::new().block_on(async move {
         let telemetry = llmr_telemetry::init(&settings.telemetry, role.name()).map_err(|e| e.to_string())?;

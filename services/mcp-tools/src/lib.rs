@@ -21,14 +21,13 @@ pub mod remote;
 pub mod rpc;
 pub mod tools;
 
-use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Duration;
 
 use actix::{Actor, Addr};
 use llmr_bus::{Bus, Caller};
 use llmr_config::Settings;
-use llmr_script::{Limits, ScriptPool};
+use llmr_script::ScriptHost;
 use llmr_store::{Store, TaskGuard};
 
 /// The stream mcp-tools reads, and its consumer group.
@@ -42,46 +41,6 @@ const MAX_IN_FLIGHT: usize = 64;
 pub enum InitError {
     #[error(transparent)]
     Bus(#[from] llmr_bus::BusError),
-}
-
-/// How to start a script host process: a program and its arguments.
-#[derive(Debug, Clone)]
-pub struct ScriptHost {
-    pub program: PathBuf,
-    pub args: Vec<String>,
-}
-
-impl ScriptHost {
-    /// `[scripting] host_command` when set, else this executable with `script-host`.
-    pub fn from_settings(settings: &Settings) -> ScriptHost {
-        let cmd = settings.scripting.host_command.trim();
-        if !cmd.is_empty() {
-            let mut parts = cmd.split_whitespace().map(str::to_owned);
-            let program = PathBuf::from(parts.next().unwrap_or_default());
-            return ScriptHost {
-                program,
-                args: parts.collect(),
-            };
-        }
-        ScriptHost {
-            program: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("llmrouter")),
-            args: vec!["script-host".into()],
-        }
-    }
-
-    /// A pool of hosts with the sandbox limits of `[scripting]` (and `wall_ms`).
-    pub fn pool(&self, settings: &Settings, wall_ms: u64) -> ScriptPool {
-        let sc = &settings.scripting;
-        let limits = Limits {
-            wall_ms,
-            loop_iterations: sc.loop_iterations,
-            recursion: sc.recursion,
-            memory_mb: sc.memory_mb,
-            result_bytes: sc.max_result_bytes,
-            ..Limits::default()
-        };
-        ScriptPool::new(self.program.clone(), self.args.clone(), limits, sc.hosts)
-    }
 }
 
 /// A running mcp-tools instance.

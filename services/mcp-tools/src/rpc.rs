@@ -8,31 +8,12 @@ use serde_json::{Value, json};
 
 use crate::tools::{CallError, Tools, Via};
 
-/// Protocol revisions served, newest first.
-pub const PROTOCOL_VERSIONS: [&str; 4] = ["2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"];
-
-pub const PARSE_ERROR: i64 = -32700;
-pub const INVALID_REQUEST: i64 = -32600;
-pub const METHOD_NOT_FOUND: i64 = -32601;
-pub const INVALID_PARAMS: i64 = -32602;
-pub const INTERNAL_ERROR: i64 = -32603;
-
-/// A JSON-RPC error response.
-pub fn error(id: Value, code: i64, message: impl Into<String>) -> Value {
-    json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message.into()}})
-}
+pub use llmr_protocol::mcp::{
+    INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, METHOD_NOT_FOUND, PARSE_ERROR, PROTOCOL_VERSIONS, error, negotiate,
+};
 
 fn ok(id: Value, result: Value) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "result": result})
-}
-
-/// The version to answer a client asking for `asked`: the same when served, else ours.
-pub fn negotiate(asked: Option<&str>) -> &'static str {
-    PROTOCOL_VERSIONS
-        .iter()
-        .find(|v| Some(**v) == asked)
-        .copied()
-        .unwrap_or(PROTOCOL_VERSIONS[0])
 }
 
 /// Handles one message; `None` for notifications (nothing to answer).
@@ -93,14 +74,3 @@ pub async fn handle(tools: &Rc<Tools>, msg: &Value, discovery: bool) -> Option<V
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn negotiates_the_asked_version_when_served() {
-        assert_eq!(negotiate(Some("2025-03-26")), "2025-03-26");
-        assert_eq!(negotiate(Some("1999-01-01")), PROTOCOL_VERSIONS[0]);
-        assert_eq!(negotiate(None), PROTOCOL_VERSIONS[0]);
-    }
-}

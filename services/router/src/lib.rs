@@ -56,6 +56,7 @@ impl RouterService {
         bus: Bus,
         store: Store,
         instance: &str,
+        script_host: &llmr_script::ScriptHost,
     ) -> Result<RouterService, InitError> {
         let consumer = bus.consumer(REQUESTS, GROUP, instance).await?;
         let catalog = Rc::new(Catalog::from_settings(settings));

@@ -25,7 +25,7 @@ pub struct Caller {
     bus: Bus,
     hub: Arc<Hub>,
     instance: String,
-    _replies: Option<Subscription>,
+    _replies: Option<std::sync::Mutex<Subscription>>,
 }
 
 impl Caller {
@@ -38,7 +38,7 @@ impl Caller {
             bus,
             hub,
             instance: instance.to_owned(),
-            _replies: Some(replies),
+            _replies: Some(std::sync::Mutex::new(replies)),
         }
     }
 

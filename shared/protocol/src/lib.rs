@@ -9,11 +9,13 @@
 //! - [`plan`]: the ordered attempts the router hands to a provider worker.
 //! - [`chat`]: the partial parse and validation of a chat completion request.
 //! - [`error`]: the one error type that maps every failure to OpenAI's error JSON.
+//! - [`mcp`]: MCP protocol revisions and JSON-RPC error codes.
 
 pub mod chat;
 pub mod envelope;
 pub mod error;
 pub mod frame;
+pub mod mcp;
 pub mod plan;
 
 pub use envelope::{DecodeError, Envelope, Kind, Meta};

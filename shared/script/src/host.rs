@@ -274,6 +274,7 @@ fn to_json(value: &JsValue, ctx: &mut Context, limits: &Limits) -> Result<serde_
     } else {
         value.to_json(ctx).map_err(classify)?.unwrap_or_default()
     };
+    let json = integral(json);
     let bytes = serde_json::to_vec(&json).map_or(0, |v| v.len());
     if bytes > limits.result_bytes {
         return Err(ScriptError::ResultTooLarge {
@@ -282,4 +283,18 @@ fn to_json(value: &JsValue, ctx: &mut Context, limits: &Limits) -> Result<serde_
         });
     }
     Ok(json)
+}
+
+/// JavaScript has only doubles: whole numbers go out as JSON integers (`80`, not `80.0`).
+fn integral(v: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        Value::Number(n) => match n.as_f64() {
+            Some(f) if n.is_f64() && f.fract() == 0.0 && f.abs() < 9.0e15 => Value::from(f as i64),
+            _ => Value::Number(n),
+        },
+        Value::Array(a) => Value::Array(a.into_iter().map(integral).collect()),
+        Value::Object(m) => Value::Object(m.into_iter().map(|(k, v)| (k, integral(v))).collect()),
+        other => other,
+    }
 }

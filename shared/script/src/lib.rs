@@ -24,6 +24,49 @@ use serde::{Deserialize, Serialize};
 pub use host::host_main;
 pub use pool::{Host, HostFuture, ScriptPool};
 
+use llmr_config::Settings;
+use std::path::PathBuf;
+
+/// How to start a script host process: a program and its arguments.
+#[derive(Debug, Clone)]
+pub struct ScriptHost {
+    pub program: PathBuf,
+    pub args: Vec<String>,
+}
+
+impl ScriptHost {
+    /// `[scripting] host_command` when set, else this executable with `script-host`.
+    pub fn from_settings(settings: &Settings) -> ScriptHost {
+        let cmd = settings.scripting.host_command.trim();
+        if !cmd.is_empty() {
+            let mut parts = cmd.split_whitespace().map(str::to_owned);
+            let program = PathBuf::from(parts.next().unwrap_or_default());
+            return ScriptHost {
+                program,
+                args: parts.collect(),
+            };
+        }
+        ScriptHost {
+            program: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("llmrouter")),
+            args: vec!["script-host".into()],
+        }
+    }
+
+    /// A pool of hosts with the sandbox limits of `[scripting]` (and `wall_ms`).
+    pub fn pool(&self, settings: &Settings, wall_ms: u64) -> ScriptPool {
+        let sc = &settings.scripting;
+        let limits = Limits {
+            wall_ms,
+            loop_iterations: sc.loop_iterations,
+            recursion: sc.recursion,
+            memory_mb: sc.memory_mb,
+            result_bytes: sc.max_result_bytes,
+            ..Limits::default()
+        };
+        ScriptPool::new(self.program.clone(), self.args.clone(), limits, sc.hosts)
+    }
+}
+
 /// The sandbox's bounds.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct Limits {

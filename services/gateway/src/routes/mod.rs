@@ -2,6 +2,7 @@
 
 pub mod chat;
 pub mod health;
+pub mod mcp;
 pub mod models;
 pub mod usage;
 
@@ -17,7 +18,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/v1/models", web::get().to(models::list))
         .route("/v1/models/{id:.+}", web::get().to(models::retrieve))
         .route("/v1/usage", web::get().to(usage::usage))
-        .route("/health", web::get().to(health::health));
+        .route("/health", web::get().to(health::health))
+        .route("/mcp", web::post().to(mcp::post))
+        .route("/mcp", web::delete().to(mcp::delete))
+        .route("/mcp", web::get().to(mcp::get));
 }
 
 /// Unknown routes, in OpenAI's error shape.

@@ -1,0 +1,146 @@
+//! `/mcp`: the MCP Streamable HTTP transport. `POST` carries one JSON-RPC message; the
+//! answer is JSON (`application/json`), a notification or response gets `202 Accepted`.
+//! `initialize` opens a session (`Mcp-Session-Id`, kept in the store so any gateway knows
+//! it); every other message must name a live session (400 without one, 404 for an unknown
+//! or expired one). `DELETE` ends a session; `GET` (a server-initiated stream) is not
+//! offered (405). The methods themselves are served by mcp-tools over the `mcp` stream.
+//!
+//! Transport failures answer with a JSON-RPC error body; bearer auth is the same as for
+//! every other route.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use llmr_protocol::mcp::{self, INTERNAL_ERROR, INVALID_REQUEST, PARSE_ERROR, SESSION_NOT_FOUND};
+use llmr_protocol::{Envelope, Kind, Meta, now_ms};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::AppState;
+
+/// The stream mcp-tools reads.
+const MCP: &str = "mcp";
+/// Where sessions live in the store.
+const SESSIONS: &str = "mcp-session";
+
+fn rpc_error(status: StatusCode, id: Value, code: i64, message: &str) -> HttpResponse {
+    HttpResponse::build(status)
+        .content_type("application/json")
+        .body(mcp::error(id, code, message).to_string())
+}
+
+fn header<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
+    req.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+pub async fn post(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> HttpResponse {
+    let body = match super::read_body(&req, payload, state.settings.server.max_body_bytes).await {
+        Ok(b) => b,
+        Err(e) => return rpc_error(StatusCode::PAYLOAD_TOO_LARGE, Value::Null, INVALID_REQUEST, &e.0.to_string()),
+    };
+    let msg: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return rpc_error(StatusCode::BAD_REQUEST, Value::Null, PARSE_ERROR, &format!("Parse error: {e}")),
+    };
+    let Some(obj) = msg.as_object() else {
+        let why = if msg.is_array() {
+            "Invalid Request: JSON-RPC batches are not supported; send one message per request"
+        } else {
+            "Invalid Request: expected a JSON-RPC object"
+        };
+        return rpc_error(StatusCode::BAD_REQUEST, Value::Null, INVALID_REQUEST, why);
+    };
+    let id = obj.get("id").cloned().unwrap_or(Value::Null);
+    if obj.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
+        return rpc_error(StatusCode::BAD_REQUEST, id, INVALID_REQUEST, "Invalid Request: jsonrpc must be \"2.0\"");
+    }
+    let method = obj.get("method").and_then(Value::as_str);
+    if let Some(v) = header(&req, "mcp-protocol-version")
+        && method != Some("initialize")
+        && !mcp::PROTOCOL_VERSIONS.contains(&v)
+    {
+        return rpc_error(
+            StatusCode::BAD_REQUEST,
+            id,
+            INVALID_REQUEST,
+            &format!("Unsupported MCP-Protocol-Version `{v}`"),
+        );
+    }
+    let initialize = method == Some("initialize");
+    let session = header(&req, "mcp-session-id").map(str::to_owned);
+    let ttl = state.settings.mcp.session_ttl_ms;
+    if !initialize {
+        let Some(sid) = &session else {
+            return rpc_error(
+                StatusCode::BAD_REQUEST,
+                id,
+                INVALID_REQUEST,
+                "Bad Request: Mcp-Session-Id header is required (send initialize first)",
+            );
+        };
+        match state.store.kv_get(SESSIONS, sid).await {
+            Ok(Some(version)) => {
+                // Each use keeps an active session alive.
+                let _ = state.store.kv_set(SESSIONS, sid, &version, Some(ttl)).await;
+            }
+            Ok(None) => return rpc_error(StatusCode::NOT_FOUND, id, SESSION_NOT_FOUND, "Session not found"),
+            Err(e) => return rpc_error(StatusCode::SERVICE_UNAVAILABLE, id, INTERNAL_ERROR, &e.to_string()),
+        }
+    }
+    // Notifications and responses from the client need nothing back.
+    if method.is_none() || (obj.get("id").is_none() && !initialize) {
+        return HttpResponse::Accepted().finish();
+    }
+    let env = Envelope {
+        id: Uuid::now_v7(),
+        kind: Kind::Mcp,
+        reply_to: state.instance.clone(),
+        deadline_ms: now_ms() + state.settings.server.request_timeout_ms,
+        traceparent: header(&req, "traceparent").unwrap_or_default().to_owned(),
+        body,
+        meta: Meta {
+            caller: session.clone().unwrap_or_default(),
+            mode: header(&req, "x-mcp-tool-mode").unwrap_or_default().to_ascii_lowercase(),
+            ..Meta::default()
+        },
+    };
+    let answer = match state.caller.call(MCP, &env).await {
+        Ok(a) => a,
+        Err(e) => return rpc_error(StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_GATEWAY), id, INTERNAL_ERROR, &e.to_string()),
+    };
+    if answer.status == 202 {
+        return HttpResponse::Accepted().finish();
+    }
+    let mut resp = HttpResponse::Ok();
+    resp.content_type("application/json");
+    if initialize {
+        let parsed: Value = serde_json::from_slice(&answer.body).unwrap_or(Value::Null);
+        if let Some(version) = parsed.pointer("/result/protocolVersion").and_then(Value::as_str) {
+            let sid = Uuid::new_v4().simple().to_string();
+            if let Err(e) = state.store.kv_set(SESSIONS, &sid, version, Some(ttl)).await {
+                return rpc_error(StatusCode::SERVICE_UNAVAILABLE, id, INTERNAL_ERROR, &e.to_string());
+            }
+            resp.insert_header(("mcp-session-id", sid));
+        }
+    }
+    resp.body(answer.body)
+}
+
+/// Ends a session.
+pub async fn delete(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    let Some(sid) = header(&req, "mcp-session-id") else {
+        return rpc_error(StatusCode::BAD_REQUEST, Value::Null, INVALID_REQUEST, "Mcp-Session-Id header is required");
+    };
+    match state.store.kv_delete(SESSIONS, sid).await {
+        Ok(true) => HttpResponse::Ok().finish(),
+        Ok(false) => rpc_error(StatusCode::NOT_FOUND, Value::Null, SESSION_NOT_FOUND, "Session not found"),
+        Err(e) => rpc_error(StatusCode::SERVICE_UNAVAILABLE, Value::Null, INTERNAL_ERROR, &e.to_string()),
+    }
+}
+
+/// No server-initiated stream is offered.
+pub async fn get() -> HttpResponse {
+    HttpResponse::MethodNotAllowed()
+        .insert_header(("allow", "POST, DELETE"))
+        .content_type("application/json")
+        .body(json!({"jsonrpc": "2.0", "id": null, "error": {"code": INVALID_REQUEST, "message": "Method Not Allowed: this server offers no GET stream"}}).to_string())
+}
