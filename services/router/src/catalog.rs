@@ -58,7 +58,13 @@ pub struct Route {
     pub strategy: Strategy,
     pub targets: Vec<TargetSpec>,
     pub fallbacks: Vec<String>,
+    /// Server-side tools offered on every request (a group's tool set).
+    pub tools: Vec<String>,
 }
+
+/// The model name that routes over every target (by `[routing] script`, else least load)
+/// when no group or model has that name.
+pub const AUTO: &str = "auto";
 
 /// The catalog of one router: provider name → entry, and the model groups.
 /// Single-threaded (one arbiter).
@@ -129,6 +135,7 @@ impl Catalog {
                 strategy: g.strategy.unwrap_or(strategy),
                 targets,
                 fallbacks: g.fallbacks.clone(),
+                tools: g.tools.clone(),
             });
         }
         let targets: Vec<TargetSpec> = entries
@@ -141,7 +148,43 @@ impl Catalog {
             strategy,
             targets,
             fallbacks: Vec::new(),
+            tools: Vec::new(),
         })
+        .or_else(|| (model == AUTO).then(|| self.auto(&entries)))
+    }
+
+    /// `auto`: every target of every group and provider model, chosen by the routing script.
+    fn auto(&self, entries: &BTreeMap<String, Entry>) -> Route {
+        let mut targets: Vec<TargetSpec> = Vec::new();
+        let mut add = |t: TargetSpec| {
+            if !targets.iter().any(|x| x.provider == t.provider && x.model == t.model) {
+                targets.push(t);
+            }
+        };
+        for g in self.groups.values() {
+            for t in &g.targets {
+                if let Some(e) = entries.get(&t.provider) {
+                    add(Self::spec(&e.provider, &t.model, t.weight));
+                }
+            }
+        }
+        for e in entries.values() {
+            for m in &e.models {
+                add(Self::spec(&e.provider, m, None));
+            }
+        }
+        Route {
+            name: AUTO.into(),
+            strategy: Strategy::Script,
+            targets,
+            fallbacks: Vec::new(),
+            tools: Vec::new(),
+        }
+    }
+
+    /// Names of the model groups.
+    pub fn group_names(&self) -> Vec<String> {
+        self.groups.keys().cloned().collect()
     }
 
     /// `(provider, pool)` of every enabled provider serving `model`, in name order.

@@ -16,11 +16,15 @@
 //! - [`catalog`]: which provider serves which model (static lists, `GET /models`), shared
 //!   with the gateway and `/health` through the store.
 //! - [`plan`]: ordering candidates into a plan.
+//! - [`script`]: scripted routing (`[routing] script`, model `auto`, strategy `script`).
+//! - [`toolloop`]: automatic tool calling through mcp-tools.
 //! - [`actor`]: the consumer actor and its messages.
 
 pub mod actor;
 pub mod catalog;
 pub mod plan;
+pub mod script;
+pub mod toolloop;
 
 use std::rc::Rc;
 use std::time::Duration;
@@ -61,7 +65,14 @@ impl RouterService {
         let consumer = bus.consumer(REQUESTS, GROUP, instance).await?;
         let catalog = Rc::new(Catalog::from_settings(settings));
         let refresher = catalog::Refresher::new(catalog.clone(), store.clone(), settings).start();
-        let addr = actor::RouterActor::new(settings, bus, store.clone(), catalog, consumer).start();
+        let caller = llmr_bus::Caller::new(bus.clone(), &format!("{instance}-loop"));
+        let script = (!settings.routing.script.is_empty()).then(|| {
+            script::RoutingScript::new(
+                std::path::PathBuf::from(&settings.routing.script),
+                script_host.pool(settings, settings.routing.wall_ms),
+            )
+        });
+        let addr = actor::RouterActor::new(settings, bus, store.clone(), catalog, consumer, caller, script).start();
         let heartbeat = store.keep_alive("router", instance, Duration::from_secs(2));
         Ok(RouterService {
             addr,

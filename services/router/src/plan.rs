@@ -291,6 +291,7 @@ mod tests {
 
     fn route(strategy: Strategy, specs: Vec<TargetSpec>) -> Route {
         Route {
+            tools: Vec::new(),
             name: "g".into(),
             strategy,
             targets: specs,
