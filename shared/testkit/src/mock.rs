@@ -36,6 +36,8 @@ pub struct Behavior {
     pub fail_rate: f64,
     /// Report no usage at all (plain or streamed).
     pub no_usage: bool,
+    /// Answer (non-streamed) with these `tool_calls` instead of text.
+    pub tool_calls: Option<Value>,
 }
 
 impl Behavior {
@@ -224,8 +226,14 @@ impl Drop for DisconnectGuard {
     }
 }
 
-/// The reply content for a request: `mock: <last user message text>`.
+/// The reply content for a request: `mock: <last user message text>`, or after a tool
+/// result, `mock: tool said <its content>`.
 pub fn answer_for(body: &Value) -> String {
+    if let Some(last) = body["messages"].as_array().and_then(|ms| ms.last())
+        && last["role"] == "tool"
+    {
+        return format!("mock: tool said {}", last["content"].as_str().unwrap_or(""));
+    }
     let last = body["messages"]
         .as_array()
         .and_then(|ms| ms.iter().rev().find(|m| m["role"] == "user"))
@@ -320,6 +328,10 @@ async fn chat(req: HttpRequest, body: web::Bytes, data: web::Data<Shared>) -> Ht
             "id": "chatcmpl-mock", "object": "chat.completion", "created": 0, "model": model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
         });
+        if let Some(calls) = &behavior.tool_calls {
+            answer["choices"][0]["message"] = json!({"role": "assistant", "content": null, "tool_calls": calls});
+            answer["choices"][0]["finish_reason"] = json!("tool_calls");
+        }
         if !behavior.no_usage {
             answer["usage"] = usage;
             report(&shared);
