@@ -24,7 +24,11 @@ struct App {
 }
 
 fn tmpdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("llmr-{tag}-{}-{}", std::process::id(), llmr_testkit::free_port()));
+    let d = std::env::temp_dir().join(format!(
+        "llmr-{tag}-{}-{}",
+        std::process::id(),
+        llmr_testkit::free_port()
+    ));
     std::fs::create_dir_all(&d).unwrap();
     d
 }
@@ -81,13 +85,20 @@ impl App {
         assert_eq!(s, 200, "{v}");
         assert_eq!(v["result"]["protocolVersion"], json!("2025-06-18"), "{v}");
         m.session = Some(h.expect("Mcp-Session-Id"));
-        let (s, _, _) = m.raw(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"})).await;
+        let (s, _, _) = m
+            .raw(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+            .await;
         assert_eq!(s, 202);
         m
     }
 
     async fn chat(&self, body: &Value) -> (u16, bytes::Bytes) {
-        post_with(&self.url("/v1/chat/completions"), body, &[("authorization", &format!("Bearer {TOKEN}"))]).await
+        post_with(
+            &self.url("/v1/chat/completions"),
+            body,
+            &[("authorization", &format!("Bearer {TOKEN}"))],
+        )
+        .await
     }
 }
 
@@ -147,7 +158,11 @@ impl Mcp {
         let mut names = Vec::new();
         let mut cursor = Value::Null;
         loop {
-            let params = if cursor.is_null() { json!({}) } else { json!({"cursor": cursor}) };
+            let params = if cursor.is_null() {
+                json!({})
+            } else {
+                json!({"cursor": cursor})
+            };
             let v = self.rpc("tools/list", params).await;
             names.extend(
                 v["result"]["tools"]
@@ -200,7 +215,11 @@ export const visibility = "ondemand";
 export default function ({ city }) { return { city, celsius: 21 }; }"#;
 
 async fn endpoint_speaks_mcp_and_reports_errors(redis: bool) {
-    let app = App::start(redis, "[mcp]\npage_size = 2\n", &[("greet.js", GREET), ("fail.js", FAIL)]);
+    let app = App::start(
+        redis,
+        "[mcp]\npage_size = 2\n",
+        &[("greet.js", GREET), ("fail.js", FAIL)],
+    );
     let mut m = app.session().await;
     assert_eq!(m.rpc("ping", json!({})).await["result"], json!({}));
 
@@ -242,13 +261,17 @@ async fn endpoint_speaks_mcp_and_reports_errors(redis: bool) {
         mode: None,
         id: 0,
     };
-    let (s, v, _) = no_session.raw(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"})).await;
+    let (s, v, _) = no_session
+        .raw(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}))
+        .await;
     assert_eq!(s, 400, "{v}");
     let unknown = Mcp {
         session: Some("not-a-session".into()),
         ..no_session
     };
-    let (s, v, _) = unknown.raw(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"})).await;
+    let (s, v, _) = unknown
+        .raw(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}))
+        .await;
     assert_eq!((s, v["error"]["code"].clone()), (404, json!(-32001)), "{v}");
     let (s, _) = get(&app.url("/mcp"), &[("authorization", &format!("Bearer {TOKEN}"))]).await;
     assert_eq!(s, 405);
@@ -306,11 +329,20 @@ async fn visibility_and_discovery(redis: bool) {
 
     // ondemand: found by search (keywords too), callable only through execute_tool.
     let found = m.call("tool_search", json!({"query": "temperature"})).await;
-    assert_eq!(found["structuredContent"]["tools"][0]["name"], json!("weather"), "{found}");
-    let v = m.rpc("tools/call", json!({"name": "weather", "arguments": {"city": "Oslo"}})).await;
+    assert_eq!(
+        found["structuredContent"]["tools"][0]["name"],
+        json!("weather"),
+        "{found}"
+    );
+    let v = m
+        .rpc("tools/call", json!({"name": "weather", "arguments": {"city": "Oslo"}}))
+        .await;
     assert_eq!(v["error"]["code"], json!(-32602), "{v}");
     let r = m
-        .call("execute_tool", json!({"name": "weather", "arguments": {"city": "Oslo"}}))
+        .call(
+            "execute_tool",
+            json!({"name": "weather", "arguments": {"city": "Oslo"}}),
+        )
         .await;
     assert_eq!(r["structuredContent"], json!({"city": "Oslo", "celsius": 21}), "{r}");
 
@@ -324,7 +356,11 @@ async fn visibility_and_discovery(redis: bool) {
     names.sort();
     assert_eq!(names, vec!["execute_code", "execute_tool", "tool_search"]);
     let found = m.call("tool_search", json!({"query": "greets"})).await;
-    assert_eq!(found["structuredContent"]["tools"][0]["name"], json!("greet"), "{found}");
+    assert_eq!(
+        found["structuredContent"]["tools"][0]["name"],
+        json!("greet"),
+        "{found}"
+    );
 }
 both!(visibility_and_discovery);
 
@@ -355,7 +391,10 @@ export default function () { return { twice: mcp.call("calc", { expression: "6*7
             ("fetch.js", fetch),
             ("ask.js", ask),
             ("chain.js", chain),
-            ("calc.js", &std::fs::read_to_string(repo("config/tools/calculator.js")).unwrap()),
+            (
+                "calc.js",
+                &std::fs::read_to_string(repo("config/tools/calculator.js")).unwrap(),
+            ),
         ],
     );
     let mut m = app.session().await;
@@ -363,24 +402,40 @@ export default function () { return { twice: mcp.call("calc", { expression: "6*7
     let r = m.call("counter", json!({})).await;
     assert_eq!(r["structuredContent"], json!({"n": 2, "keys": ["n"]}), "{r}");
 
-    let r = m.call("fetch", json!({"url": format!("{}/models", upstream.base_url())})).await;
+    let r = m
+        .call("fetch", json!({"url": format!("{}/models", upstream.base_url())}))
+        .await;
     assert_eq!(r["structuredContent"]["status"], json!(200), "{r}");
     assert_eq!(r["structuredContent"]["body"]["data"][0]["id"], json!("m"));
     let started = Instant::now();
-    let r = m.call("fetch", json!({"url": "http://169.254.169.254/latest/meta-data"})).await;
+    let r = m
+        .call("fetch", json!({"url": "http://169.254.169.254/latest/meta-data"}))
+        .await;
     assert_eq!(r["isError"], json!(true));
     assert!(text(&r).contains("http_allowlist"), "{r}");
-    eprintln!("sandbox via /mcp: forbidden host: stopped after {:?}", started.elapsed());
+    eprintln!(
+        "sandbox via /mcp: forbidden host: stopped after {:?}",
+        started.elapsed()
+    );
     let r = m.call("fetch", json!({"url": "file:///etc/passwd"})).await;
     assert_eq!(r["isError"], json!(true), "{r}");
 
     let r = m.call("ask", json!({"q": "what is up"})).await;
     assert_eq!(text(&r), "mock: what is up", "{r}");
-    assert_eq!(upstream.request_count(), 1, "ai.chat went through the router to the provider");
+    assert_eq!(
+        upstream.request_count(),
+        1,
+        "ai.chat went through the router to the provider"
+    );
 
     let r = m.call("chain", json!({})).await;
     assert_eq!(r["structuredContent"], json!({"twice": 84}), "{r}");
-    let r = m.call("execute_code", json!({"code": "args.x + mcp.call('calc', {expression: '1+1'}).value", "args": {"x": 40}})).await;
+    let r = m
+        .call(
+            "execute_code",
+            json!({"code": "args.x + mcp.call('calc', {expression: '1+1'}).value", "args": {"x": 40}}),
+        )
+        .await;
     assert_eq!(text(&r), "42", "{r}");
 }
 both!(host_modules_reach_only_what_they_may);
@@ -395,21 +450,25 @@ async fn sandbox_escapes_are_contained_and_the_service_keeps_serving(redis: bool
         ),
         (
             "alloc",
-            "export default function () { const a = []; for (;;) { a.push('x'.repeat(1 << 20) + a.length); } }",
+            "export default function () { const a = []; for (;;) { a.push(new Array(1 << 20).fill(a.length)); } }",
         ),
-        ("escape", "import fs from \"fs\"; export default function () { return fs; }"),
+        (
+            "escape",
+            "import fs from \"fs\"; export default function () { return fs; }",
+        ),
     ];
     let tools: Vec<(String, String)> = cases
         .iter()
-        .map(|(n, body)| (format!("{n}.js"), format!("export const description = \"{n}\";\n{body}")))
+        .map(|(n, body)| {
+            (
+                format!("{n}.js"),
+                format!("export const description = \"{n}\";\n{body}"),
+            )
+        })
         .chain([("greet.js".to_owned(), GREET.to_owned())])
         .collect();
     let refs: Vec<(&str, &str)> = tools.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
-    let app = App::start(
-        redis,
-        "[scripting]\nwall_ms = 1000\nmemory_mb = 256\nloop_iterations = 1000000\n",
-        &refs,
-    );
+    let app = App::start(redis, "[scripting]\nwall_ms = 3000\nmemory_mb = 256\n", &refs);
     let mut m = app.session().await;
     for (name, _) in cases {
         let started = Instant::now();
@@ -459,7 +518,10 @@ async fn the_router_runs_the_tool_loop(redis: bool) {
     assert_eq!(msgs[1]["tool_calls"][0]["id"], json!("call_1"));
     assert_eq!(msgs[2]["role"], json!("tool"));
     assert_eq!(msgs[2]["tool_call_id"], json!("call_1"));
-    assert!(v["usage"]["total_tokens"].as_u64().unwrap() > 0, "usage adds up over rounds");
+    assert!(
+        v["usage"]["total_tokens"].as_u64().unwrap() > 0,
+        "usage adds up over rounds"
+    );
 
     // Streamed, through a group's tool set.
     upstream.push(Behavior {
@@ -472,7 +534,10 @@ async fn the_router_runs_the_tool_loop(redis: bool) {
     assert_eq!(s, 200);
     let events = sse_events(&b);
     assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
-    assert_eq!(streamed_text(&events), r#"mock: tool said {"expression":"2^10","value":1024}"#);
+    assert_eq!(
+        streamed_text(&events),
+        r#"mock: tool said {"expression":"2^10","value":1024}"#
+    );
     assert!(events.iter().any(|e| e.contains("\"usage\"")), "{events:?}");
 
     // Calls to the client's own functions come back to the client.
@@ -494,7 +559,9 @@ async fn the_router_runs_the_tool_loop(redis: bool) {
         ..Behavior::ok()
     });
     let before = upstream.request_count();
-    let (s, b) = app.chat(&json!({"model": "with-tools", "messages": [{"role": "user", "content": "loop"}]})).await;
+    let (s, b) = app
+        .chat(&json!({"model": "with-tools", "messages": [{"role": "user", "content": "loop"}]}))
+        .await;
     assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
     let reqs = upstream.requests();
     assert_eq!(reqs.len() - before, 6, "5 rounds and a final answer");
@@ -526,14 +593,19 @@ async fn scripted_routing_chooses_by_load(redis: bool) {
     assert_eq!((a.request_count(), b.request_count()), (1, 0));
     // `a` busy with a slow call: the script sees its load and picks `b`.
     a.push(Behavior::latency(1500));
-    let slow = app.chat(&chat_body("pair", "slow", false));
+    let slow_body = chat_body("pair", "slow", false);
+    let slow = app.chat(&slow_body);
     let quick = async {
         tokio::time::sleep(Duration::from_millis(400)).await;
         app.chat(&chat_body("pair", "quick", false)).await
     };
     let ((s1, _), (s2, _)) = tokio::join!(slow, quick);
     assert_eq!((s1, s2), (200, 200));
-    assert_eq!((a.request_count(), b.request_count()), (2, 1), "the quick one went to b");
+    assert_eq!(
+        (a.request_count(), b.request_count()),
+        (2, 1),
+        "the quick one went to b"
+    );
     // A failing script falls back to the default strategy: still answered.
     let (s, _) = app.chat(&chat_body("auto", "throw", false)).await;
     assert_eq!(s, 200);

@@ -118,7 +118,9 @@ pub async fn call_tool(target: &Target, name: &str, args: Value) -> Result<Strin
     )
     .await?;
     s.send("notifications/initialized", json!({}), true).await?;
-    let result = s.send("tools/call", json!({"name": name, "arguments": args}), false).await?;
+    let result = s
+        .send("tools/call", json!({"name": name, "arguments": args}), false)
+        .await?;
     let text = result
         .get("content")
         .and_then(Value::as_array)

@@ -87,9 +87,8 @@ impl TargetArgs {
 
 /// Runs a client verb and prints its answer.
 fn client(target: TargetArgs, name: String, args: Result<serde_json::Value, llmrouter::cli::CliError>) -> ExitCode {
-    let outcome = args.map(|args| {
-        actix_rt::System::new().block_on(llmrouter::cli::call_tool(&target.target(), &name, args))
-    });
+    let outcome =
+        args.map(|args| actix_rt::System::new().block_on(llmrouter::cli::call_tool(&target.target(), &name, args)));
     match outcome.and_then(|r| r) {
         Ok(text) => {
             let _ = writeln!(std::io::stdout(), "{text}");
@@ -111,9 +110,8 @@ fn main() -> ExitCode {
             return client(target, name, args);
         }
         Command::Script { file, args, target } => {
-            let code = std::fs::read_to_string(&file).map_err(|e| {
-                llmrouter::cli::CliError::Usage(format!("cannot read {}: {e}", file.display()))
-            });
+            let code = std::fs::read_to_string(&file)
+                .map_err(|e| llmrouter::cli::CliError::Usage(format!("cannot read {}: {e}", file.display())));
             let args = code.map(|code| serde_json::json!({"code": code, "args": llmrouter::cli::script_args(&args)}));
             return client(target, "execute_code".into(), args);
         }

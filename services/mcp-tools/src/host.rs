@@ -80,11 +80,7 @@ impl ToolHost<'_> {
         };
         let raw = body.remove("raw").and_then(|v| v.as_bool()).unwrap_or(false);
         body.remove("stream");
-        let model = body
-            .get("model")
-            .and_then(Value::as_str)
-            .unwrap_or("auto")
-            .to_owned();
+        let model = body.get("model").and_then(Value::as_str).unwrap_or("auto").to_owned();
         body.insert("model".into(), Value::String(model.clone()));
         body.insert("messages".into(), messages);
         let body = Bytes::from(Value::Object(body).to_string());
@@ -136,7 +132,8 @@ impl ToolHost<'_> {
             .and_then(Value::as_str)
             .unwrap_or("GET")
             .to_ascii_uppercase();
-        let method = awc::http::Method::from_bytes(method.as_bytes()).map_err(|_| format!("invalid method `{method}`"))?;
+        let method =
+            awc::http::Method::from_bytes(method.as_bytes()).map_err(|_| format!("invalid method `{method}`"))?;
         let mut req = self
             .tools
             .http
@@ -157,7 +154,10 @@ impl ToolHost<'_> {
                 other.to_string()
             }
         };
-        let mut resp = req.send_body(body).await.map_err(|e| format!("fetch {url} failed: {e}"))?;
+        let mut resp = req
+            .send_body(body)
+            .await
+            .map_err(|e| format!("fetch {url} failed: {e}"))?;
         let status = resp.status().as_u16();
         let headers: serde_json::Map<String, Value> = resp
             .headers()

@@ -64,7 +64,9 @@ impl McpToolsService {
         ];
         let caller = Caller::new(bus, &format!("{instance}-mcp"));
         let http = awc::Client::builder()
-            .timeout(Duration::from_millis(settings.scripting.http_timeout_ms.max(settings.mcp.remote_timeout_ms)))
+            .timeout(Duration::from_millis(
+                settings.scripting.http_timeout_ms.max(settings.mcp.remote_timeout_ms),
+            ))
             .disable_redirects()
             .finish();
         let pool = host.pool(settings, settings.scripting.wall_ms);

@@ -26,7 +26,13 @@ pub struct Remote {
 pub fn merged_name(namespace: &str, name: &str) -> String {
     let clean: String = name
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     let mut out = format!("{namespace}_{clean}");
     out.truncate(64);
@@ -88,7 +94,11 @@ impl Remote {
             .get("content-type")
             .and_then(|v| v.to_str().ok())
             .is_some_and(|c| c.starts_with("text/event-stream"));
-        let body = resp.body().limit(16 << 20).await.map_err(|e| format!("unreadable answer: {e}"))?;
+        let body = resp
+            .body()
+            .limit(16 << 20)
+            .await
+            .map_err(|e| format!("unreadable answer: {e}"))?;
         let text = String::from_utf8_lossy(&body);
         let answer: Option<Value> = if sse {
             // The response is the event whose data is the JSON-RPC answer to our id.
@@ -160,10 +170,16 @@ impl Remote {
                 };
                 let page = self.request(http, "tools/list", params).await?;
                 for t in page.get("tools").and_then(Value::as_array).into_iter().flatten() {
-                    let Some(name) = t.get("name").and_then(Value::as_str) else { continue };
+                    let Some(name) = t.get("name").and_then(Value::as_str) else {
+                        continue;
+                    };
                     tools.push(ToolDef {
                         name: merged_name(&self.cfg.namespace, name),
-                        description: t.get("description").and_then(Value::as_str).unwrap_or_default().to_owned(),
+                        description: t
+                            .get("description")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .to_owned(),
                         input_schema: t
                             .get("inputSchema")
                             .cloned()
@@ -186,7 +202,8 @@ impl Remote {
         .await;
         match fetched {
             Ok(()) => {
-                self.listed.replace(Some((Instant::now() + self.refresh, tools.clone())));
+                self.listed
+                    .replace(Some((Instant::now() + self.refresh, tools.clone())));
                 tools
             }
             Err(e) => {

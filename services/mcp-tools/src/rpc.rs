@@ -73,4 +73,3 @@ pub async fn handle(tools: &Rc<Tools>, msg: &Value, discovery: bool) -> Option<V
         other => error(id, METHOD_NOT_FOUND, format!("Method not found: {other}")),
     })
 }
-

@@ -84,7 +84,7 @@ pub struct Tools {
     pub(crate) store: Store,
     pub(crate) http: awc::Client,
     pub(crate) remotes: Vec<Remote>,
-    local: RefCell<HashMap<PathBuf, (Stamp, Option<ToolDef>)>>,
+    local: RefCell<HashMap<PathBuf, (Stamp, Result<ToolDef, (String, String)>)>>,
     libs: RefCell<HashMap<PathBuf, (Stamp, Rc<str>)>>,
 }
 
@@ -95,9 +95,7 @@ fn stamp(path: &Path) -> Option<Stamp> {
 
 /// Valid as an MCP tool name and an OpenAI function name.
 pub fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
 /// A CallToolResult with one text block.
@@ -205,54 +203,61 @@ impl Tools {
         self.local.borrow_mut().retain(|p, _| files.iter().any(|(f, _)| f == p));
         let mut out = Vec::with_capacity(files.len());
         for (path, st) in files {
-            let cached = self.local.borrow().get(&path).filter(|(s, _)| *s == st).map(|(_, d)| d.clone());
+            let cached = self
+                .local
+                .borrow()
+                .get(&path)
+                .filter(|(s, _)| *s == st)
+                .map(|(_, d)| d.clone());
             let def = match cached {
                 Some(d) => d,
                 None => {
                     let d = self.describe(&path).await;
+                    if let Err((name, e)) = &d {
+                        tracing::warn!(tool = %name, error = %e, "tool not loaded");
+                    }
                     self.local.borrow_mut().insert(path.clone(), (st, d.clone()));
                     d
                 }
             };
-            out.extend(def);
+            out.extend(def.ok());
         }
         out
     }
 
-    /// Reads a tool file's exports; None (with a warning) when it is not a usable tool.
-    async fn describe(&self, path: &Path) -> Option<ToolDef> {
-        let name = path.file_stem()?.to_str()?.to_owned();
+    /// Why the tool file `name` did not load, when it did not.
+    fn load_error(&self, name: &str) -> Option<String> {
+        self.local.borrow().values().find_map(|(_, d)| match d {
+            Err((n, e)) if n == name => Some(e.clone()),
+            _ => None,
+        })
+    }
+
+    /// Reads a tool file's exports: the tool, or `(name, why it is not a usable tool)`.
+    async fn describe(&self, path: &Path) -> Result<ToolDef, (String, String)> {
+        let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_owned();
+        let fail = |e: String| (name.clone(), e);
         if !valid_name(&name) {
-            tracing::warn!(path = %path.display(), "tool file names must be letters, digits, `_` or `-` (at most 64)");
-            return None;
+            return Err(fail(
+                "tool file names must be letters, digits, `_` or `-` (at most 64)".into(),
+            ));
         }
-        let source = std::fs::read_to_string(path).ok()?;
-        let libraries = match self.libraries(&source) {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::warn!(tool = %name, error = %e, "tool not loaded");
-                return None;
-            }
-        };
-        let d = match self
+        let source = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
+        let libraries = self.libraries(&source).map_err(fail)?;
+        let d = self
             .pool
             .run(&Call::describe(&source).with_host().with_libraries(libraries))
             .await
-        {
-            Ok(d) => d,
-            Err(e) => {
-                tracing::warn!(tool = %name, error = %e, "tool not loaded");
-                return None;
-            }
-        };
+            .map_err(|e| fail(e.to_string()))?;
         let text = |k: &str| d.get(k).and_then(Value::as_str).map(str::to_owned);
         let visibility = match text("visibility").as_deref() {
             None | Some("visible") => Visibility::Visible,
             Some("hidden") => Visibility::Hidden,
             Some("ondemand") => Visibility::Ondemand,
             Some(other) => {
-                tracing::warn!(tool = %name, visibility = other, "unknown visibility (visible, hidden, ondemand); tool not loaded");
-                return None;
+                return Err(fail(format!(
+                    "unknown visibility `{other}` (visible, hidden, ondemand)"
+                )));
             }
         };
         let input_schema = d
@@ -262,7 +267,7 @@ impl Tools {
             .filter(Value::is_object)
             .unwrap_or_else(|| json!({"type": "object", "properties": {}}));
         tracing::info!(tool = %name, "tool loaded");
-        Some(ToolDef {
+        Ok(ToolDef {
             description: text("description").unwrap_or_default(),
             input_schema,
             keywords: d
@@ -297,7 +302,12 @@ impl Tools {
             }
             let path = Path::new(dir).join(&key);
             let Some(st) = stamp(&path) else { continue };
-            let cached = self.libs.borrow().get(&path).filter(|(s, _)| *s == st).map(|(_, t)| t.clone());
+            let cached = self
+                .libs
+                .borrow()
+                .get(&path)
+                .filter(|(s, _)| *s == st)
+                .map(|(_, t)| t.clone());
             let text = match cached {
                 Some(t) => t,
                 None => {
@@ -385,7 +395,10 @@ impl Tools {
     ) -> futures_util::future::LocalBoxFuture<'a, Result<Value, CallError>> {
         Box::pin(async move {
             if depth > MAX_DEPTH {
-                return Ok(text_result(format!("tools may call tools at most {MAX_DEPTH} deep"), true));
+                return Ok(text_result(
+                    format!("tools may call tools at most {MAX_DEPTH} deep"),
+                    true,
+                ));
             }
             let args = match args {
                 Value::Null => json!({}),
@@ -394,6 +407,9 @@ impl Tools {
             };
             let catalog = self.catalog().await;
             let Some(tool) = catalog.into_iter().find(|t| t.name == name) else {
+                if let Some(e) = self.load_error(name) {
+                    return Ok(text_result(format!("tool `{name}` failed to load: {e}"), true));
+                }
                 return Err(CallError::Unknown(name.into()));
             };
             if via == Via::Direct && tool.visibility == Visibility::Ondemand {
@@ -434,11 +450,20 @@ impl Tools {
         script_result(self.pool.run_with(&call, Some(&host)).await)
     }
 
-    async fn builtin(self: &Rc<Self>, name: &str, args: Value, discovery: bool, depth: u32) -> Result<Value, CallError> {
+    async fn builtin(
+        self: &Rc<Self>,
+        name: &str,
+        args: Value,
+        discovery: bool,
+        depth: u32,
+    ) -> Result<Value, CallError> {
         let bad = |m: &str| CallError::Arguments(name.into(), m.into());
         match name {
             TOOL_SEARCH => {
-                let query = args.get("query").and_then(Value::as_str).ok_or_else(|| bad("`query` (a string) is required"))?;
+                let query = args
+                    .get("query")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| bad("`query` (a string) is required"))?;
                 let limit = args.get("limit").and_then(Value::as_u64).unwrap_or(10).clamp(1, 100) as usize;
                 let found = self.search(query, discovery, limit).await;
                 let tools: Vec<Value> = found
@@ -446,10 +471,15 @@ impl Tools {
                     .map(|t| json!({"name": t.name, "description": t.description, "inputSchema": t.input_schema, "visibility": t.visibility}))
                     .collect();
                 let structured = json!({"tools": tools});
-                Ok(json!({"content": [{"type": "text", "text": structured.to_string()}], "structuredContent": structured, "isError": false}))
+                Ok(
+                    json!({"content": [{"type": "text", "text": structured.to_string()}], "structuredContent": structured, "isError": false}),
+                )
             }
             EXECUTE_TOOL => {
-                let target = args.get("name").and_then(Value::as_str).ok_or_else(|| bad("`name` (a string) is required"))?;
+                let target = args
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| bad("`name` (a string) is required"))?;
                 let inner = args.get("arguments").cloned().unwrap_or(Value::Null);
                 if [TOOL_SEARCH, EXECUTE_TOOL].contains(&target) {
                     return Err(bad("execute_tool calls other tools"));
@@ -460,7 +490,10 @@ impl Tools {
                 }
             }
             EXECUTE_CODE => {
-                let code = args.get("code").and_then(Value::as_str).ok_or_else(|| bad("`code` (a string) is required"))?;
+                let code = args
+                    .get("code")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| bad("`code` (a string) is required"))?;
                 let host = ToolHost {
                     tools: self,
                     tool: EXECUTE_CODE.to_owned(),

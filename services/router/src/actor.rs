@@ -13,8 +13,8 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 use crate::catalog::{Catalog, Route, TargetSpec};
-use crate::script::{Choice, RoutingScript};
 use crate::plan::{self, Cand, Estimate, Rotation};
+use crate::script::{Choice, RoutingScript};
 use llmr_config::Strategy;
 use llmr_store::{HealthRecord, key_id, key_name, target_id, utc_day};
 
@@ -83,7 +83,12 @@ impl RouterActor {
                 first_available_wait_ms: settings.router.first_available_wait_ms,
                 caller,
                 max_tool_rounds: settings.mcp.max_tool_rounds,
-                namespaces: settings.mcp.remote_servers.iter().map(|r| r.namespace.clone()).collect(),
+                namespaces: settings
+                    .mcp
+                    .remote_servers
+                    .iter()
+                    .map(|r| r.namespace.clone())
+                    .collect(),
                 script,
             }),
             consumer: Some(consumer),

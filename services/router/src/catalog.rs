@@ -143,14 +143,15 @@ impl Catalog {
             .filter(|e| e.models.iter().any(|m| m == model))
             .map(|e| Self::spec(&e.provider, model, None))
             .collect();
-        (!targets.is_empty()).then(|| Route {
-            name: model.to_owned(),
-            strategy,
-            targets,
-            fallbacks: Vec::new(),
-            tools: Vec::new(),
-        })
-        .or_else(|| (model == AUTO).then(|| self.auto(&entries)))
+        (!targets.is_empty())
+            .then(|| Route {
+                name: model.to_owned(),
+                strategy,
+                targets,
+                fallbacks: Vec::new(),
+                tools: Vec::new(),
+            })
+            .or_else(|| (model == AUTO).then(|| self.auto(&entries)))
     }
 
     /// `auto`: every target of every group and provider model, chosen by the routing script.

@@ -91,7 +91,12 @@ async fn mcp(shared: &Shared, env: &Envelope, kind: Kind, body: Value) -> Result
 }
 
 /// The tools offered: `(function definitions, names executed here)`.
-async fn server_tools(shared: &Shared, env: &Envelope, body: &Value, route: &Route) -> Result<(Vec<Value>, Vec<String>), ApiError> {
+async fn server_tools(
+    shared: &Shared,
+    env: &Envelope,
+    body: &Value,
+    route: &Route,
+) -> Result<(Vec<Value>, Vec<String>), ApiError> {
     // Every tool mcp-tools has (all pages), by name.
     let mut all: Vec<Value> = Vec::new();
     let mut cursor: Option<String> = None;
@@ -100,14 +105,28 @@ async fn server_tools(shared: &Shared, env: &Envelope, body: &Value, route: &Rou
         if let Some(c) = &cursor {
             params["cursor"] = json!(c);
         }
-        let r = mcp(shared, env, Kind::Mcp, json!({"jsonrpc": "2.0", "id": page, "method": "tools/list", "params": params})).await?;
+        let r = mcp(
+            shared,
+            env,
+            Kind::Mcp,
+            json!({"jsonrpc": "2.0", "id": page, "method": "tools/list", "params": params}),
+        )
+        .await?;
         if let Some(e) = r.get("error") {
             return Err(ApiError::Internal {
                 message: format!("mcp-tools could not list tools: {e}"),
             });
         }
-        all.extend(r.pointer("/result/tools").and_then(Value::as_array).cloned().unwrap_or_default());
-        cursor = r.pointer("/result/nextCursor").and_then(Value::as_str).map(str::to_owned);
+        all.extend(
+            r.pointer("/result/tools")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default(),
+        );
+        cursor = r
+            .pointer("/result/nextCursor")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
         if cursor.is_none() {
             break;
         }
@@ -116,10 +135,18 @@ async fn server_tools(shared: &Shared, env: &Envelope, body: &Value, route: &Rou
     let mut wanted: Vec<String> = route.tools.clone();
     for entry in mcp_entries(body) {
         let label = entry.get("server_label").and_then(Value::as_str).unwrap_or(LOCAL_LABEL);
-        let prefix = if label == LOCAL_LABEL { String::new() } else { format!("{label}_") };
+        let prefix = if label == LOCAL_LABEL {
+            String::new()
+        } else {
+            format!("{label}_")
+        };
         match entry.get("allowed_tools").and_then(Value::as_array) {
             Some(names) => wanted.extend(names.iter().filter_map(Value::as_str).map(|n| {
-                if prefix.is_empty() || n.starts_with(&prefix) { n.to_owned() } else { format!("{prefix}{n}") }
+                if prefix.is_empty() || n.starts_with(&prefix) {
+                    n.to_owned()
+                } else {
+                    format!("{prefix}{n}")
+                }
             })),
             None => wanted.extend(
                 all.iter()
@@ -141,11 +168,15 @@ async fn server_tools(shared: &Shared, env: &Envelope, body: &Value, route: &Rou
     let mut names = Vec::new();
     for name in wanted {
         // Tools not listed (hidden, on demand) are still offered by exact name: ask for them.
-        let def = all.iter().find(|t| t.get("name").and_then(Value::as_str) == Some(name.as_str()));
+        let def = all
+            .iter()
+            .find(|t| t.get("name").and_then(Value::as_str) == Some(name.as_str()));
         let (description, parameters) = match def {
             Some(t) => (
                 t.get("description").cloned().unwrap_or(json!("")),
-                t.get("inputSchema").cloned().unwrap_or(json!({"type": "object", "properties": {}})),
+                t.get("inputSchema")
+                    .cloned()
+                    .unwrap_or(json!({"type": "object", "properties": {}})),
             ),
             None => (json!(""), json!({"type": "object", "properties": {}})),
         };
@@ -153,7 +184,10 @@ async fn server_tools(shared: &Shared, env: &Envelope, body: &Value, route: &Rou
         names.push(name);
     }
     if names.is_empty() {
-        return Err(ApiError::invalid("none of the requested MCP tools exist", Some("tools".into())));
+        return Err(ApiError::invalid(
+            "none of the requested MCP tools exist",
+            Some("tools".into()),
+        ));
     }
     Ok((defs, names))
 }
@@ -166,7 +200,12 @@ async fn drive(shared: &Rc<Shared>, env: &Envelope, routes: &[Route]) -> Result<
     let mut tools: Vec<Value> = body
         .get("tools")
         .and_then(Value::as_array)
-        .map(|t| t.iter().filter(|x| x.get("type").and_then(Value::as_str) != Some("mcp")).cloned().collect())
+        .map(|t| {
+            t.iter()
+                .filter(|x| x.get("type").and_then(Value::as_str) != Some("mcp"))
+                .cloned()
+                .collect()
+        })
         .unwrap_or_default();
     tools.extend(defs);
     body.insert("tools".into(), Value::Array(tools));
@@ -180,8 +219,14 @@ async fn drive(shared: &Rc<Shared>, env: &Envelope, routes: &[Route]) -> Result<
             body.insert("tool_choice".into(), json!("none"));
         }
         let (status, completion) = complete(shared, env, routes, &body).await?;
-        for (i, k) in ["prompt_tokens", "completion_tokens", "total_tokens"].iter().enumerate() {
-            usage[i] += completion.pointer(&format!("/usage/{k}")).and_then(Value::as_u64).unwrap_or(0);
+        for (i, k) in ["prompt_tokens", "completion_tokens", "total_tokens"]
+            .iter()
+            .enumerate()
+        {
+            usage[i] += completion
+                .pointer(&format!("/usage/{k}"))
+                .and_then(Value::as_u64)
+                .unwrap_or(0);
         }
         let calls: Vec<Value> = completion
             .pointer("/choices/0/message/tool_calls")
@@ -196,7 +241,8 @@ async fn drive(shared: &Rc<Shared>, env: &Envelope, routes: &[Route]) -> Result<
         if status >= 300 || calls.is_empty() || !calls.iter().all(ours) || round == max_rounds {
             let mut completion = completion;
             if status < 300 && round > 0 {
-                completion["usage"] = json!({"prompt_tokens": usage[0], "completion_tokens": usage[1], "total_tokens": usage[2]});
+                completion["usage"] =
+                    json!({"prompt_tokens": usage[0], "completion_tokens": usage[1], "total_tokens": usage[2]});
             }
             return Ok((status, completion));
         }
@@ -228,15 +274,17 @@ async fn drive(shared: &Rc<Shared>, env: &Envelope, routes: &[Route]) -> Result<
 
 /// The text a model gets back from a tool.
 fn result_text(r: &Value) -> String {
-    let text = r
-        .get("structuredContent")
-        .map(Value::to_string)
-        .unwrap_or_else(|| {
-            r.get("content")
-                .and_then(Value::as_array)
-                .map(|b| b.iter().filter_map(|x| x.get("text").and_then(Value::as_str)).collect::<Vec<_>>().join("\n"))
-                .unwrap_or_default()
-        });
+    let text = r.get("structuredContent").map(Value::to_string).unwrap_or_else(|| {
+        r.get("content")
+            .and_then(Value::as_array)
+            .map(|b| {
+                b.iter()
+                    .filter_map(|x| x.get("text").and_then(Value::as_str))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+            .unwrap_or_default()
+    });
     if r.get("isError").and_then(Value::as_bool).unwrap_or(false) {
         format!("Error: {text}")
     } else {
@@ -245,7 +293,12 @@ fn result_text(r: &Value) -> String {
 }
 
 /// One round: plan, hand to a worker, collect.
-async fn complete(shared: &Rc<Shared>, env: &Envelope, routes: &[Route], body: &Map<String, Value>) -> Result<(u16, Value), ApiError> {
+async fn complete(
+    shared: &Rc<Shared>,
+    env: &Envelope,
+    routes: &[Route],
+    body: &Map<String, Value>,
+) -> Result<(u16, Value), ApiError> {
     let bytes = Bytes::from(Value::Object(body.clone()).to_string());
     let plan = plan_for(shared, routes, bytes.len(), now_ms()).await?;
     let stream = format!("jobs:{}", plan.pool);
@@ -328,7 +381,10 @@ mod tests {
             tools: vec![],
         };
         assert!(needed(&r, br#"{"tools":[{"type":"mcp","server_label":"llmrouter"}]}"#));
-        assert!(!needed(&r, br#"{"tools":[{"type":"function","function":{"name":"mcp"}}]}"#));
+        assert!(!needed(
+            &r,
+            br#"{"tools":[{"type":"function","function":{"name":"mcp"}}]}"#
+        ));
         assert!(!needed(&r, br#"{"messages":[]}"#));
         let r = Route {
             tools: vec!["calculator".into()],
@@ -356,7 +412,13 @@ mod tests {
     #[test]
     fn tool_results_become_text() {
         assert_eq!(result_text(&json!({"content": [{"type": "text", "text": "a"}]})), "a");
-        assert_eq!(result_text(&json!({"content": [], "structuredContent": {"v": 1}})), r#"{"v":1}"#);
-        assert_eq!(result_text(&json!({"content": [{"type": "text", "text": "bad"}], "isError": true})), "Error: bad");
+        assert_eq!(
+            result_text(&json!({"content": [], "structuredContent": {"v": 1}})),
+            r#"{"v":1}"#
+        );
+        assert_eq!(
+            result_text(&json!({"content": [{"type": "text", "text": "bad"}], "isError": true})),
+            "Error: bad"
+        );
     }
 }

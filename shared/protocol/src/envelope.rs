@@ -154,7 +154,9 @@ impl Envelope {
                 attempt: num("attempt")? as u32,
                 plan,
                 mode: match get("mode") {
-                    Some(raw) => std::str::from_utf8(raw).map_err(|_| DecodeError::Invalid("mode"))?.to_owned(),
+                    Some(raw) => std::str::from_utf8(raw)
+                        .map_err(|_| DecodeError::Invalid("mode"))?
+                        .to_owned(),
                     None => String::new(),
                 },
             },

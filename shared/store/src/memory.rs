@@ -46,7 +46,8 @@ impl MemoryStore {
 
     pub(crate) fn kv_set(&self, ns: &str, key: &str, value: &str, ttl_ms: Option<u64>) -> Result<(), StoreError> {
         let exp = ttl_ms.map_or(0, |t| now_ms() + t.max(1));
-        self.kv().insert((ns.to_owned(), key.to_owned()), (value.to_owned(), exp));
+        self.kv()
+            .insert((ns.to_owned(), key.to_owned()), (value.to_owned(), exp));
         Ok(())
     }
 

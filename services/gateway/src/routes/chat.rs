@@ -11,8 +11,8 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use llmr_bus::Hub;
 use crate::{AppState, HttpError};
+use llmr_bus::Hub;
 
 /// The stream the routers read.
 const REQUESTS: &str = "requests";

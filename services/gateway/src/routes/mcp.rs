@@ -35,11 +35,25 @@ fn header<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
 pub async fn post(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> HttpResponse {
     let body = match super::read_body(&req, payload, state.settings.server.max_body_bytes).await {
         Ok(b) => b,
-        Err(e) => return rpc_error(StatusCode::PAYLOAD_TOO_LARGE, Value::Null, INVALID_REQUEST, &e.0.to_string()),
+        Err(e) => {
+            return rpc_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                Value::Null,
+                INVALID_REQUEST,
+                &e.0.to_string(),
+            );
+        }
     };
     let msg: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
-        Err(e) => return rpc_error(StatusCode::BAD_REQUEST, Value::Null, PARSE_ERROR, &format!("Parse error: {e}")),
+        Err(e) => {
+            return rpc_error(
+                StatusCode::BAD_REQUEST,
+                Value::Null,
+                PARSE_ERROR,
+                &format!("Parse error: {e}"),
+            );
+        }
     };
     let Some(obj) = msg.as_object() else {
         let why = if msg.is_array() {
@@ -51,7 +65,12 @@ pub async fn post(req: HttpRequest, payload: web::Payload, state: web::Data<AppS
     };
     let id = obj.get("id").cloned().unwrap_or(Value::Null);
     if obj.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
-        return rpc_error(StatusCode::BAD_REQUEST, id, INVALID_REQUEST, "Invalid Request: jsonrpc must be \"2.0\"");
+        return rpc_error(
+            StatusCode::BAD_REQUEST,
+            id,
+            INVALID_REQUEST,
+            "Invalid Request: jsonrpc must be \"2.0\"",
+        );
     }
     let method = obj.get("method").and_then(Value::as_str);
     if let Some(v) = header(&req, "mcp-protocol-version")
@@ -105,7 +124,14 @@ pub async fn post(req: HttpRequest, payload: web::Payload, state: web::Data<AppS
     };
     let answer = match state.caller.call(MCP, &env).await {
         Ok(a) => a,
-        Err(e) => return rpc_error(StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_GATEWAY), id, INTERNAL_ERROR, &e.to_string()),
+        Err(e) => {
+            return rpc_error(
+                StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_GATEWAY),
+                id,
+                INTERNAL_ERROR,
+                &e.to_string(),
+            );
+        }
     };
     if answer.status == 202 {
         return HttpResponse::Accepted().finish();
@@ -128,12 +154,27 @@ pub async fn post(req: HttpRequest, payload: web::Payload, state: web::Data<AppS
 /// Ends a session.
 pub async fn delete(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     let Some(sid) = header(&req, "mcp-session-id") else {
-        return rpc_error(StatusCode::BAD_REQUEST, Value::Null, INVALID_REQUEST, "Mcp-Session-Id header is required");
+        return rpc_error(
+            StatusCode::BAD_REQUEST,
+            Value::Null,
+            INVALID_REQUEST,
+            "Mcp-Session-Id header is required",
+        );
     };
     match state.store.kv_delete(SESSIONS, sid).await {
         Ok(true) => HttpResponse::Ok().finish(),
-        Ok(false) => rpc_error(StatusCode::NOT_FOUND, Value::Null, SESSION_NOT_FOUND, "Session not found"),
-        Err(e) => rpc_error(StatusCode::SERVICE_UNAVAILABLE, Value::Null, INTERNAL_ERROR, &e.to_string()),
+        Ok(false) => rpc_error(
+            StatusCode::NOT_FOUND,
+            Value::Null,
+            SESSION_NOT_FOUND,
+            "Session not found",
+        ),
+        Err(e) => rpc_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Value::Null,
+            INTERNAL_ERROR,
+            &e.to_string(),
+        ),
     }
 }
 
