@@ -70,6 +70,23 @@ class Stack:
             log.close()
 
 
+def start_llmrouter(stack, mode, port, env, roles=("router", "worker", "gateway"), config=None):
+    """Starts `llmrouter all` (in memory) or one process per role over a fresh redis-server."""
+    base = [binary()] + (["--config", config] if config else [])
+    want = {"gateway", "router", "worker"} | ({"mcp-tools"} if "mcp-tools" in roles else set())
+    if mode == "all-in-memory":
+        p = stack.spawn(base + ["all"], env)
+        wait_healthy(port, want, [p])
+    else:
+        if shutil.which("redis-server") is None:
+            pytest.fail("redis-server is not installed (Debian package `redis-server`)")
+        rport = free_port()
+        stack.spawn(["redis-server", "--port", str(rport), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], env)
+        env["LLMR__REDIS__URL"] = f"redis://127.0.0.1:{rport}/"
+        procs = [stack.spawn(base + [role], env) for role in roles]
+        wait_healthy(port, want, procs)
+
+
 @pytest.fixture(scope="module", params=["all-in-memory", "cluster-over-redis"])
 def gateway(request):
     """Yields the base URL (http://127.0.0.1:PORT/v1) of a running llmrouter."""
@@ -77,17 +94,7 @@ def gateway(request):
     port = free_port()
     env = dict(os.environ, LLMR__SERVER__PORT=str(port), LLMR__SERVER__TOKEN=TOKEN, RUST_LOG="warn")
     try:
-        if request.param == "all-in-memory":
-            p = stack.spawn([binary(), "all"], env)
-            wait_healthy(port, {"gateway", "router", "worker"}, [p])
-        else:
-            if shutil.which("redis-server") is None:
-                pytest.fail("redis-server is not installed (Debian package `redis-server`)")
-            rport = free_port()
-            stack.spawn(["redis-server", "--port", str(rport), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], env)
-            env["LLMR__REDIS__URL"] = f"redis://127.0.0.1:{rport}/"
-            procs = [stack.spawn([binary(), role], env) for role in ("router", "worker", "gateway")]
-            wait_healthy(port, {"gateway", "router", "worker"}, procs)
+        start_llmrouter(stack, request.param, port, env)
         yield f"http://127.0.0.1:{port}/v1"
     finally:
         stack.stop()
