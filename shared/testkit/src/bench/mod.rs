@@ -6,8 +6,10 @@
 //! # Layout
 //! - [`load`]: the load generator.
 //! - [`procs`]: deployments as processes; CPU and RSS from `/proc`.
+//! - [`mcp`]: a trivial tool call through `/mcp`.
 
 pub mod load;
+pub mod mcp;
 pub mod procs;
 
 use std::fmt::Write;

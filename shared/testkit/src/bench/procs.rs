@@ -39,6 +39,14 @@ pub struct Proc {
 }
 
 impl Proc {
+    /// Takes ownership of a started child (killed by PID when dropped).
+    pub fn new(name: &str, child: Child) -> Proc {
+        Proc {
+            name: name.to_owned(),
+            child,
+        }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

@@ -26,6 +26,9 @@ struct Args {
     /// Skip the horizontal scaling run.
     #[arg(long)]
     no_scaling: bool,
+    /// Only run the MCP benchmark (a trivial tool call through /mcp).
+    #[arg(long)]
+    mcp_only: bool,
     /// Only offer a closed-loop load to this chat completions URL (e.g. while profiling).
     #[arg(long)]
     load_url: Option<String>,
@@ -68,6 +71,14 @@ fn main() -> std::io::Result<()> {
     let mut log = |line: &str| {
         let _ = writeln!(err, "{line}");
     };
+    if args.mcp_only {
+        let r = bench::mcp::run(&bin_dir, args.scale, &mut log)?;
+        let md = bench::mcp::markdown(&r);
+        std::fs::create_dir_all(&args.out)?;
+        std::fs::write(args.out.join("mcp.md"), &md)?;
+        writeln!(std::io::stdout(), "{md}")?;
+        return Ok(());
+    }
     let modes = [Mode::Direct, Mode::AllMemory, Mode::AllRedis, Mode::Cluster];
     let mut report = bench::run(&bin_dir, &modes, args.scale, args.threads, &mut log)?;
     if !args.no_scaling {
@@ -88,7 +99,8 @@ fn main() -> std::io::Result<()> {
             .unwrap_or_default(),
         args.threads
     );
-    let md = bench::markdown(&report, &machine);
+    let mut md = bench::markdown(&report, &machine);
+    md.push_str(&bench::mcp::markdown(&bench::mcp::run(&bin_dir, args.scale, &mut log)?));
     std::fs::create_dir_all(&args.out)?;
     std::fs::write(args.out.join("report.md"), &md)?;
     let mut out = std::io::stdout();
