@@ -75,6 +75,8 @@ pub enum CallError {
 }
 
 type Stamp = (SystemTime, u64);
+/// A tool file as last read: the tool, or `(name, why it did not load)`.
+type Loaded = Result<ToolDef, (String, String)>;
 
 /// The catalog and everything a call may use.
 pub struct Tools {
@@ -84,7 +86,7 @@ pub struct Tools {
     pub(crate) store: Store,
     pub(crate) http: awc::Client,
     pub(crate) remotes: Vec<Remote>,
-    local: RefCell<HashMap<PathBuf, (Stamp, Result<ToolDef, (String, String)>)>>,
+    local: RefCell<HashMap<PathBuf, (Stamp, Loaded)>>,
     libs: RefCell<HashMap<PathBuf, (Stamp, Rc<str>)>>,
 }
 
@@ -234,7 +236,7 @@ impl Tools {
     }
 
     /// Reads a tool file's exports: the tool, or `(name, why it is not a usable tool)`.
-    async fn describe(&self, path: &Path) -> Result<ToolDef, (String, String)> {
+    async fn describe(&self, path: &Path) -> Loaded {
         let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_owned();
         let fail = |e: String| (name.clone(), e);
         if !valid_name(&name) {

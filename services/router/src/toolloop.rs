@@ -186,7 +186,7 @@ async fn server_tools(
     if names.is_empty() {
         return Err(ApiError::invalid(
             "none of the requested MCP tools exist",
-            Some("tools".into()),
+            Some("tools"),
         ));
     }
     Ok((defs, names))

@@ -1,8 +1,8 @@
 //! The MCP benchmark: a trivial JavaScript tool (`echo`, returns its argument) called through
-//! `/mcp`, serially and from concurrent sessions, on `llmrouter all` in memory and on gateway
-//! + router + worker + mcp-tools processes over Redis. `ping` through the same endpoint is the
-//! baseline: its round trip is the transport, session check and bus; the difference is what
-//! running a tool in the sandbox adds.
+//! `/mcp`, serially and from concurrent sessions, on `llmrouter all` in memory and on the
+//! gateway, router, worker and mcp-tools processes over Redis. `ping` through the same
+//! endpoint is the baseline: its round trip is the transport, session check and bus; the
+//! difference is what running a tool in the sandbox adds.
 
 use std::cell::RefCell;
 use std::fmt::Write as _;
