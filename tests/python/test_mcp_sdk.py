@@ -20,7 +20,7 @@ from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.exceptions import MCPError
 from mcp_types import PaginatedRequestParams
 
-from conftest import ROOT, TOKEN, Stack, free_port, start_llmrouter
+from conftest import ROOT, TOKEN, Stack, binary, free_port, start_llmrouter
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -67,13 +67,15 @@ def mcp_cluster(request):
         rport = free_port()
         remote = stack.spawn([sys.executable, os.path.join(HERE, "remote_server.py"), str(rport)], dict(os.environ))
         wait_port(rport, remote)
-        config = os.path.join(tools, "..", os.path.basename(tools) + ".toml")
+        port = free_port()
+        config = tools + ".toml"
         with open(config, "w") as f:
             f.write(
                 f"""
 [scripting]
 tools_path = "{tools}"
 libraries_path = "{os.path.join(ROOT, 'config', 'libraries')}"
+http_allowlist = ["127.0.0.1:{port}"]
 [mcp]
 page_size = 3
 remote_timeout_ms = 3000
@@ -87,13 +89,19 @@ url = "http://127.0.0.1:{rport}/mcp"
 tool_visibility = "ondemand"
 """
             )
-        port = free_port()
-        env = dict(os.environ, LLMR__SERVER__PORT=str(port), LLMR__SERVER__TOKEN=TOKEN, RUST_LOG="warn")
+        env = dict(
+            os.environ,
+            LLMR__SERVER__PORT=str(port),
+            LLMR__SERVER__TOKEN=TOKEN,
+            RUST_LOG="warn",
+        )
         start_llmrouter(stack, request.param, port, env, ("router", "worker", "mcp-tools", "gateway"), config)
         yield Cluster(f"http://127.0.0.1:{port}/mcp", remote, tools)
     finally:
         stack.stop()
         shutil.rmtree(tools, ignore_errors=True)
+        if os.path.exists(tools + ".toml"):
+            os.remove(tools + ".toml")
 
 
 def session(url, headers=None, fn=None):
@@ -208,3 +216,50 @@ def test_zz_remote_server_down_fails_only_its_tools(mcp_cluster):
         return True
 
     assert session(mcp_cluster.url, fn=fn)
+
+
+def test_example_tools_use_ai_http_and_kv(mcp_cluster):
+    async def fn(s, init):
+        r = await s.call_tool("execute_tool", {"name": "summarize", "arguments": {"text": "hello world", "model": "echo"}})
+        assert not r.is_error, r
+        assert r.content[0].text == "hello world"  # the echo provider answers with the text
+        health = mcp_cluster.url.replace("/mcp", "/health")
+        r = await s.call_tool("execute_tool", {"name": "fetch_json", "arguments": {"url": health}})
+        assert not r.is_error, r
+        assert r.structured_content["cached"] is False and r.structured_content["data"]["status"] == "ok"
+        r = await s.call_tool("execute_tool", {"name": "fetch_json", "arguments": {"url": health}})
+        assert r.structured_content["cached"] is True
+        r = await s.call_tool("execute_tool", {"name": "fetch_json", "arguments": {"url": "http://example.org/x.json"}})
+        assert r.is_error and "http_allowlist" in r.content[0].text
+        return True
+
+    assert session(mcp_cluster.url, fn=fn)
+
+
+def test_cli_tool_and_script(mcp_cluster, tmp_path):
+    server = mcp_cluster.url.replace("/mcp", "")
+    out = subprocess.run(
+        [binary(), "tool", "calculator", '{"expression": "2^10"}', "--server", server, "--token", TOKEN],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert '"value": 1024' in out.stdout
+    out = subprocess.run(
+        [binary(), "tool", "calculator", '{"expression": "2+"}', "--server", server, "--token", TOKEN, "-v"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert out.returncode == 1 and "expected a number" in out.stderr
+    assert '"method":"tools/call"' in out.stderr  # -v shows the exchange
+    script = tmp_path / "double.js"
+    script.write_text("args.n * 2 + mcp.call('calculator', {expression: '1+1'}).value")
+    out = subprocess.run(
+        [binary(), "script", str(script), '{"n": 20}', "--server", server, "--token", TOKEN],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "42"
+    out = subprocess.run(
+        [binary(), "tool", "calculator", "{}", "--server", server, "--token", "wrong"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert out.returncode == 1
