@@ -323,3 +323,20 @@ async fn host_call_time_does_not_count_against_the_wall_clock() {
         .unwrap();
     assert_eq!(out, json!("late"));
 }
+
+#[tokio::test]
+async fn many_module_calls_stay_within_the_memory_limit() {
+    // boa keeps memory per evaluated module; hosts are recycled before that adds up.
+    let p = pool(Limits {
+        memory_mb: 96,
+        ..Limits::default()
+    });
+    let tool = "export const description = 'x'; export default function (a) { return a.n + 1; }";
+    for n in 0..400 {
+        assert_eq!(
+            p.run(&Call::module(tool, "default", json!({"n": n}))).await.unwrap(),
+            json!(n + 1),
+            "call {n}"
+        );
+    }
+}
