@@ -4,6 +4,23 @@
 
 use std::time::Duration;
 
+/// Runs `$body(redis: bool)` on both backends.
+#[allow(unused_macros)]
+macro_rules! both {
+    ($name:ident) => {
+        mod $name {
+            #[actix_rt::test]
+            async fn memory() {
+                super::$name(false).await;
+            }
+            #[actix_rt::test]
+            async fn redis() {
+                super::$name(true).await;
+            }
+        }
+    };
+}
+
 use llmr_config::Settings;
 use serde_json::Value;
 

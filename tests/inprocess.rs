@@ -3,6 +3,7 @@
 //! (in-memory, and a throw-away redis-server).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[macro_use]
 mod common;
 
 use std::time::{Duration, Instant};
@@ -53,22 +54,6 @@ impl Fixture {
             "the mock's models never appeared"
         );
     }
-}
-
-/// Runs `$body(redis: bool)` on both backends.
-macro_rules! both {
-    ($name:ident) => {
-        mod $name {
-            #[actix_rt::test]
-            async fn memory() {
-                super::$name(false).await;
-            }
-            #[actix_rt::test]
-            async fn redis() {
-                super::$name(true).await;
-            }
-        }
-    };
 }
 
 async fn echo_answers_plain_and_streaming(redis: bool) {

@@ -5,6 +5,7 @@
 //! are exercised in tests/python.)
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stderr)]
 
+#[macro_use]
 mod common;
 
 use std::path::{Path, PathBuf};
@@ -181,21 +182,6 @@ impl Mcp {
 
 fn text(result: &Value) -> String {
     result["content"][0]["text"].as_str().unwrap_or_default().to_owned()
-}
-
-macro_rules! both {
-    ($name:ident) => {
-        mod $name {
-            #[actix_rt::test]
-            async fn memory() {
-                super::$name(false).await;
-            }
-            #[actix_rt::test]
-            async fn redis() {
-                super::$name(true).await;
-            }
-        }
-    };
 }
 
 const GREET: &str = r#"export const description = "Greets someone.";

@@ -3,6 +3,7 @@
 //! chaos provider.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[macro_use]
 mod common;
 
 use std::time::{Duration, Instant};
@@ -41,21 +42,6 @@ impl App {
         let (s, b) = post(&self.url("/v1/chat/completions"), &chat_body(model, text, false)).await;
         (s, serde_json::from_slice(&b).unwrap_or(Value::Null))
     }
-}
-
-macro_rules! both {
-    ($name:ident) => {
-        mod $name {
-            #[actix_rt::test]
-            async fn memory() {
-                super::$name(false).await;
-            }
-            #[actix_rt::test]
-            async fn redis() {
-                super::$name(true).await;
-            }
-        }
-    };
 }
 
 fn provider(name: &str, mock: &MockUpstream, extra: &str) -> String {

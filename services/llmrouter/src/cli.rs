@@ -121,17 +121,7 @@ pub async fn call_tool(target: &Target, name: &str, args: Value) -> Result<Strin
     let result = s
         .send("tools/call", json!({"name": name, "arguments": args}), false)
         .await?;
-    let text = result
-        .get("content")
-        .and_then(Value::as_array)
-        .map(|blocks| {
-            blocks
-                .iter()
-                .filter_map(|b| b.get("text").and_then(Value::as_str))
-                .collect::<Vec<_>>()
-                .join("\n")
-        })
-        .unwrap_or_default();
+    let text = llmr_protocol::mcp::content_text(&result);
     if result.get("isError").and_then(Value::as_bool).unwrap_or(false) {
         return Err(CliError::Tool(text));
     }

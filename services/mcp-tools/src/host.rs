@@ -47,17 +47,7 @@ impl Host for ToolHost<'_> {
 /// A tool's result as a script sees it: structured content, else the text; an error result
 /// throws.
 fn unwrap_result(r: Value) -> Result<Value, String> {
-    let text: String = r
-        .get("content")
-        .and_then(Value::as_array)
-        .map(|blocks| {
-            blocks
-                .iter()
-                .filter_map(|b| b.get("text").and_then(Value::as_str))
-                .collect::<Vec<_>>()
-                .join("\n")
-        })
-        .unwrap_or_default();
+    let text = llmr_protocol::mcp::content_text(&r);
     if r.get("isError").and_then(Value::as_bool).unwrap_or(false) {
         return Err(text);
     }

@@ -274,17 +274,10 @@ async fn drive(shared: &Rc<Shared>, env: &Envelope, routes: &[Route]) -> Result<
 
 /// The text a model gets back from a tool.
 fn result_text(r: &Value) -> String {
-    let text = r.get("structuredContent").map(Value::to_string).unwrap_or_else(|| {
-        r.get("content")
-            .and_then(Value::as_array)
-            .map(|b| {
-                b.iter()
-                    .filter_map(|x| x.get("text").and_then(Value::as_str))
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            })
-            .unwrap_or_default()
-    });
+    let text = r
+        .get("structuredContent")
+        .map(Value::to_string)
+        .unwrap_or_else(|| llmr_protocol::mcp::content_text(r));
     if r.get("isError").and_then(Value::as_bool).unwrap_or(false) {
         format!("Error: {text}")
     } else {

@@ -19,6 +19,21 @@ pub fn error(id: Value, code: i64, message: impl Into<String>) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message.into()}})
 }
 
+/// The text blocks of a `CallToolResult`, joined by newlines.
+pub fn content_text(result: &Value) -> String {
+    result
+        .get("content")
+        .and_then(Value::as_array)
+        .map(|blocks| {
+            blocks
+                .iter()
+                .filter_map(|b| b.get("text").and_then(Value::as_str))
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .unwrap_or_default()
+}
+
 /// The version to answer a client asking for `asked`: the same when served, else ours.
 pub fn negotiate(asked: Option<&str>) -> &'static str {
     PROTOCOL_VERSIONS
