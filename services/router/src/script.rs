@@ -85,17 +85,6 @@ pub fn parse_choice(v: &Value) -> Option<Choice> {
 pub fn summary(model: &str, body: &[u8], stream: bool) -> Value {
     let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     let messages = v.get("messages").and_then(Value::as_array).cloned().unwrap_or_default();
-    let text_of = |m: &Value| -> String {
-        match m.get("content") {
-            Some(Value::String(s)) => s.clone(),
-            Some(Value::Array(parts)) => parts
-                .iter()
-                .filter_map(|p| p.get("text").and_then(Value::as_str))
-                .collect::<Vec<_>>()
-                .join("\n"),
-            _ => String::new(),
-        }
-    };
     let has_images = messages.iter().any(|m| {
         m.get("content").and_then(Value::as_array).is_some_and(|parts| {
             parts.iter().any(|p| {
@@ -106,12 +95,7 @@ pub fn summary(model: &str, body: &[u8], stream: bool) -> Value {
             })
         })
     });
-    let last_user = messages
-        .iter()
-        .rev()
-        .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))
-        .map(text_of)
-        .unwrap_or_default();
+    let last_user = llmr_protocol::chat::last_user_text(&v, "\n");
     json!({
         "model": model,
         "message_count": messages.len(),

@@ -48,6 +48,24 @@ struct StreamOptions {
     include_usage: Option<bool>,
 }
 
+/// The text of the last user message of a parsed request: string content, or the text parts
+/// of an array joined with `sep`; empty when there is none.
+pub fn last_user_text(body: &serde_json::Value, sep: &str) -> String {
+    let last = body["messages"]
+        .as_array()
+        .and_then(|ms| ms.iter().rev().find(|m| m["role"] == "user"))
+        .map(|m| &m["content"]);
+    match last {
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(serde_json::Value::Array(parts)) => parts
+            .iter()
+            .filter_map(|p| p["text"].as_str())
+            .collect::<Vec<_>>()
+            .join(sep),
+        _ => String::new(),
+    }
+}
+
 /// Parses and validates a chat completion body.
 pub fn parse(body: &[u8]) -> Result<ChatRequest<'_>, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {

@@ -234,19 +234,7 @@ pub fn answer_for(body: &Value) -> String {
     {
         return format!("mock: tool said {}", last["content"].as_str().unwrap_or(""));
     }
-    let last = body["messages"]
-        .as_array()
-        .and_then(|ms| ms.iter().rev().find(|m| m["role"] == "user"))
-        .map(|m| &m["content"]);
-    let text = match last {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Array(parts)) => parts
-            .iter()
-            .filter_map(|p| p["text"].as_str())
-            .collect::<Vec<_>>()
-            .join(" "),
-        _ => String::new(),
-    };
+    let text = llmr_protocol::chat::last_user_text(body, " ");
     format!("mock: {text}")
 }
 

@@ -9,21 +9,9 @@ use serde_json::{Value, json};
 use super::{AttemptError, AttemptResult, Outcome};
 use crate::replier::Replier;
 
-/// The text of the last user message (string content, or the text parts of an array).
+/// The text of the last user message (text parts joined by spaces).
 pub fn last_user_text(body: &Value) -> String {
-    let last = body["messages"]
-        .as_array()
-        .and_then(|ms| ms.iter().rev().find(|m| m["role"] == "user"))
-        .map(|m| &m["content"]);
-    match last {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Array(parts)) => parts
-            .iter()
-            .filter_map(|p| p["text"].as_str())
-            .collect::<Vec<_>>()
-            .join(" "),
-        _ => String::new(),
-    }
+    llmr_protocol::chat::last_user_text(body, " ")
 }
 
 fn words_in(v: &Value) -> u64 {
