@@ -67,9 +67,7 @@ impl Caller {
         let wait = Duration::from_millis(env.remaining_ms(now_ms()));
         if let Err(e) = self.bus.publish(stream, env).await {
             self.hub.forget(env.id);
-            return Err(ApiError::Unavailable {
-                message: format!("the message bus failed: {e}"),
-            });
+            return Err(e.into());
         }
         let collect = async {
             let mut status = 200;
