@@ -282,6 +282,11 @@ impl Store {
         dispatch!(self, s => s.kv_get(ns, key))
     }
 
+    /// A value of namespace `ns`, whose expiry is renewed to `ttl_ms` from now (one round trip).
+    pub async fn kv_get_touch(&self, ns: &str, key: &str, ttl_ms: u64) -> Result<Option<String>, StoreError> {
+        dispatch!(self, s => s.kv_get_touch(ns, key, ttl_ms))
+    }
+
     /// Sets a value, expiring after `ttl_ms` when given.
     pub async fn kv_set(&self, ns: &str, key: &str, value: &str, ttl_ms: Option<u64>) -> Result<(), StoreError> {
         dispatch!(self, s => s.kv_set(ns, key, value, ttl_ms))

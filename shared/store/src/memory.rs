@@ -44,6 +44,14 @@ impl MemoryStore {
         Ok(self.kv().get(&(ns.to_owned(), key.to_owned())).map(|(v, _)| v.clone()))
     }
 
+    pub(crate) fn kv_get_touch(&self, ns: &str, key: &str, ttl_ms: u64) -> Result<Option<String>, StoreError> {
+        let mut kv = self.kv();
+        Ok(kv.get_mut(&(ns.to_owned(), key.to_owned())).map(|(v, exp)| {
+            *exp = now_ms() + ttl_ms.max(1);
+            v.clone()
+        }))
+    }
+
     pub(crate) fn kv_set(&self, ns: &str, key: &str, value: &str, ttl_ms: Option<u64>) -> Result<(), StoreError> {
         let exp = ttl_ms.map_or(0, |t| now_ms() + t.max(1));
         self.kv()

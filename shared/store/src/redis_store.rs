@@ -134,6 +134,17 @@ impl RedisStore {
             .map_err(unavailable)
     }
 
+    pub(crate) async fn kv_get_touch(&self, ns: &str, key: &str, ttl_ms: u64) -> Result<Option<String>, StoreError> {
+        let mut c = self.conn().await?;
+        redis::cmd("GETEX")
+            .arg(self.key(&format!("kv:{ns}:{key}")))
+            .arg("PX")
+            .arg(ttl_ms.max(1))
+            .query_async(&mut c)
+            .await
+            .map_err(unavailable)
+    }
+
     pub(crate) async fn kv_set(&self, ns: &str, key: &str, value: &str, ttl_ms: Option<u64>) -> Result<(), StoreError> {
         let mut c = self.conn().await?;
         let mut set = redis::cmd("SET");

@@ -323,3 +323,22 @@ async fn kv_spaces_are_separate_and_expire(s: Store) {
     assert!(s.kv_keys("tool-b").await.unwrap().is_empty());
 }
 both!(kv_spaces_are_separate_and_expire);
+
+async fn kv_get_touch_renews_the_expiry(s: Store) {
+    s.kv_set("sessions", "a", "v1", Some(150)).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert_eq!(
+        s.kv_get_touch("sessions", "a", 150).await.unwrap().as_deref(),
+        Some("v1")
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert_eq!(
+        s.kv_get("sessions", "a").await.unwrap().as_deref(),
+        Some("v1"),
+        "renewed"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(120)).await;
+    assert_eq!(s.kv_get("sessions", "a").await.unwrap(), None);
+    assert_eq!(s.kv_get_touch("sessions", "missing", 100).await.unwrap(), None);
+}
+both!(kv_get_touch_renews_the_expiry);

@@ -96,11 +96,9 @@ pub async fn post(req: HttpRequest, payload: web::Payload, state: web::Data<AppS
                 "Bad Request: Mcp-Session-Id header is required (send initialize first)",
             );
         };
-        match state.store.kv_get(SESSIONS, sid).await {
-            Ok(Some(version)) => {
-                // Each use keeps an active session alive.
-                let _ = state.store.kv_set(SESSIONS, sid, &version, Some(ttl)).await;
-            }
+        // Each use keeps an active session alive (read and renewed in one round trip).
+        match state.store.kv_get_touch(SESSIONS, sid, ttl).await {
+            Ok(Some(_)) => {}
             Ok(None) => return rpc_error(StatusCode::NOT_FOUND, id, SESSION_NOT_FOUND, "Session not found"),
             Err(e) => return rpc_error(StatusCode::SERVICE_UNAVAILABLE, id, INTERNAL_ERROR, &e.to_string()),
         }
