@@ -34,8 +34,15 @@ pub const EXECUTE_CODE: &str = "execute_code";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Origin {
     Builtin,
-    Local { path: PathBuf },
-    Remote { namespace: String, name: String },
+    /// A tool file's source, as read with its description (the scan at the start of every
+    /// call re-reads a file whose modification time or size changed).
+    Local {
+        source: Rc<str>,
+    },
+    Remote {
+        namespace: String,
+        name: String,
+    },
 }
 
 /// One tool as MCP lists it, plus what the catalog needs.
@@ -278,9 +285,7 @@ impl Tools {
                 .map(|a| a.iter().filter_map(|k| k.as_str().map(str::to_owned)).collect())
                 .unwrap_or_default(),
             visibility,
-            origin: Origin::Local {
-                path: path.to_path_buf(),
-            },
+            origin: Origin::Local { source: source.into() },
             name,
         })
     }
@@ -420,7 +425,7 @@ impl Tools {
             let started = std::time::Instant::now();
             let out = match &tool.origin {
                 Origin::Builtin => self.builtin(name, args, discovery, depth).await?,
-                Origin::Local { path } => self.run_local(&tool.name, path, args, depth).await,
+                Origin::Local { source } => self.run_local(&tool.name, source, args, depth).await,
                 Origin::Remote { namespace, name } => match self.remotes.iter().find(|r| &r.namespace() == namespace) {
                     Some(r) => r.call(&self.http, name, args).await,
                     None => text_result(format!("remote server `{namespace}` is not configured"), true),
@@ -432,12 +437,8 @@ impl Tools {
         })
     }
 
-    async fn run_local(self: &Rc<Self>, name: &str, path: &Path, args: Value, depth: u32) -> Value {
-        let source = match std::fs::read_to_string(path) {
-            Ok(s) => s,
-            Err(e) => return text_result(format!("tool `{name}` cannot be read: {e}"), true),
-        };
-        let libraries = match self.libraries(&source) {
+    async fn run_local(self: &Rc<Self>, name: &str, source: &str, args: Value, depth: u32) -> Value {
+        let libraries = match self.libraries(source) {
             Ok(l) => l,
             Err(e) => return text_result(e, true),
         };
@@ -446,7 +447,7 @@ impl Tools {
             tool: name.to_owned(),
             depth,
         };
-        let call = Call::module(&source, "default", args)
+        let call = Call::module(source, "default", args)
             .with_host()
             .with_libraries(libraries);
         script_result(self.pool.run_with(&call, Some(&host)).await)
