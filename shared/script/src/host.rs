@@ -20,6 +20,13 @@ pub(crate) struct Request {
     pub call: Call,
 }
 
+/// A [`Request`] as the parent writes it (the call borrowed, not copied into a JSON tree).
+#[derive(Serialize)]
+pub(crate) struct RequestRef<'a> {
+    pub id: u64,
+    pub call: &'a Call,
+}
+
 #[derive(Serialize, Deserialize)]
 pub(crate) struct Response {
     pub id: u64,

@@ -122,7 +122,8 @@ impl ScriptPool {
                 message: "no script host".into(),
             });
         };
-        let line = serde_json::json!({"id": id, "call": call}).to_string();
+        let line = serde_json::to_string(&crate::host::RequestRef { id, call })
+            .map_err(|e| ScriptError::Unavailable { message: e.to_string() })?;
         let mut budget = Duration::from_millis(self.limits.wall_ms);
         let outcome = 'exchange: {
             if proc.stdin.write_all(format!("{line}\n").as_bytes()).await.is_err() || proc.stdin.flush().await.is_err()
