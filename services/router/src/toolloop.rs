@@ -25,15 +25,12 @@ pub fn needed(route: &Route, body: &[u8]) -> bool {
     if !route.tools.is_empty() {
         return true;
     }
-    if memchr_mcp(body) {
+    // Every request passes here: a SIMD substring search before any parse.
+    if memchr::memmem::find(body, b"\"mcp\"").is_some() {
         let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
         return mcp_entries(&v).next().is_some();
     }
     false
-}
-
-fn memchr_mcp(body: &[u8]) -> bool {
-    body.windows(5).any(|w| w == b"\"mcp\"")
 }
 
 fn mcp_entries(v: &Value) -> impl Iterator<Item = &Value> {
