@@ -2,7 +2,8 @@
 //! `/mcp`, serially and from concurrent sessions, on `llmrouter all` in memory and on the
 //! gateway, router, worker and mcp-tools processes over Redis. `ping` through the same
 //! endpoint is the baseline: its round trip is the transport, session check and bus; the
-//! difference is what running a tool in the sandbox adds.
+//! difference is what running a tool in the sandbox adds. The direct baseline is the same
+//! tool run straight in a script host process, without gateway or bus.
 
 use std::cell::RefCell;
 use std::fmt::Write as _;
@@ -33,8 +34,35 @@ pub struct Row {
 /// The MCP report: rows and the RSS of each process after the load.
 #[derive(Debug, Clone, Default)]
 pub struct McpReport {
+    /// The baseline: the same tool run straight in a script host (no HTTP, no bus), p50 and
+    /// p99 in ms.
+    pub direct: (f64, f64),
     pub rows: Vec<Row>,
     pub rss: Vec<(String, f64)>,
+}
+
+/// The baseline: `count` calls of the tool straight into a script host process.
+fn direct(bin_dir: &Path, count: u64) -> (f64, f64) {
+    let pool = llmr_script::ScriptPool::new(
+        bin_dir.join("llmrouter"),
+        vec!["script-host".into()],
+        llmr_script::Limits::default(),
+        1,
+    );
+    let call = llmr_script::Call::module(ECHO, "default", json!({"text": "hi"})).with_host();
+    let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap_or_else(|_| unreachable!());
+    actix_rt::System::new().block_on(async {
+        for i in 0..count + 10 {
+            let t = Instant::now();
+            if pool.run(&call).await.is_ok() && i >= 10 {
+                let _ = h.record(t.elapsed().as_micros() as u64);
+            }
+        }
+    });
+    (
+        h.value_at_quantile(0.5) as f64 / 1000.0,
+        h.value_at_quantile(0.99) as f64 / 1000.0,
+    )
 }
 
 const ECHO: &str =
@@ -108,6 +136,11 @@ pub fn run(bin_dir: &Path, scale: f64, log: &mut dyn FnMut(&str)) -> std::io::Re
     std::fs::write(tools.join("echo.js"), ECHO)?;
     let mut report = McpReport::default();
     let count = ((500.0 * scale) as u64).max(20);
+    report.direct = direct(bin_dir, count);
+    log(&format!(
+        "mcp direct (script host, no gateway): p50 {:.3} ms p99 {:.3} ms",
+        report.direct.0, report.direct.1
+    ));
     for cluster in [false, true] {
         let port = crate::free_port();
         let redis = cluster.then(RedisServer::start);
@@ -179,13 +212,26 @@ pub fn run(bin_dir: &Path, scale: f64, log: &mut dyn FnMut(&str)) -> std::io::Re
 /// The report as Markdown.
 pub fn markdown(r: &McpReport) -> String {
     let mut md = String::from(
-        "\n## MCP: a trivial tool call through /mcp\n\n`ping` is the endpoint's own round trip (transport, session, bus); `tools/call echo` adds running a JavaScript tool in the sandbox.\n\n| deployment | call | concurrency | calls | errors | calls/s | p50 ms | p99 ms |\n|---|---|---:|---:|---:|---:|---:|---:|\n",
+        "\n## MCP: a trivial tool call through /mcp\n\nThe baseline (direct) is the same tool run straight in a script host process, serially; `ping` is the endpoint's own round trip (transport, session, bus); `tools/call echo` is both. Ratios are p50 against the direct p50.\n\n| deployment | call | concurrency | calls | errors | calls/s | p50 ms | p99 ms | p50 ÷ direct |\n|---|---|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    let _ = writeln!(
+        md,
+        "| direct (script host) | echo | 1 | — | — | — | {:.3} | {:.3} | 1.00 |",
+        r.direct.0, r.direct.1
     );
     for row in &r.rows {
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {} | {} | {:.0} | {:.3} | {:.3} |",
-            row.deployment, row.call, row.concurrency, row.count, row.errors, row.rps, row.p50_ms, row.p99_ms
+            "| {} | {} | {} | {} | {} | {:.0} | {:.3} | {:.3} | {:.2} |",
+            row.deployment,
+            row.call,
+            row.concurrency,
+            row.count,
+            row.errors,
+            row.rps,
+            row.p50_ms,
+            row.p99_ms,
+            row.p50_ms / r.direct.0.max(0.001)
         );
     }
     md.push_str("\nRSS after the load (MB): ");
