@@ -19,12 +19,11 @@ pub mod error;
 pub mod routes;
 
 use std::net::TcpListener;
-use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{App, HttpServer, middleware, web};
-use llmr_bus::{Bus, Subscription};
+use llmr_bus::Bus;
 use llmr_config::Settings;
 use llmr_store::{Store, TaskGuard};
 
@@ -41,8 +40,7 @@ pub struct AppState {
     pub settings: Settings,
     pub bus: Bus,
     pub store: Store,
-    pub hub: Arc<llmr_bus::Hub>,
-    /// Request/answer calls to other services (mcp-tools), on this instance's replies.
+    /// Every request to the cluster, answered on this instance's reply stream.
     pub caller: llmr_bus::Caller,
     /// This instance's id: its reply stream is `replies:{instance}`.
     pub instance: String,
@@ -52,7 +50,6 @@ pub struct AppState {
 pub struct Gateway {
     server: Server,
     port: u16,
-    _replies: Subscription,
     _heartbeat: TaskGuard,
 }
 
@@ -72,16 +69,12 @@ impl Gateway {
                 source,
             })?
             .port();
-        let hub = Arc::new(llmr_bus::Hub::default());
-        let h2 = hub.clone();
-        let replies = bus.subscribe_replies(instance, Arc::new(move |f| h2.dispatch(f)));
         let heartbeat = store.keep_alive("gateway", instance, Duration::from_secs(2));
         let state = web::Data::new(AppState {
             settings: settings.clone(),
-            caller: llmr_bus::Caller::attach(bus.clone(), hub.clone(), instance),
+            caller: llmr_bus::Caller::new(bus.clone(), instance),
             bus,
             store,
-            hub,
             instance: instance.to_owned(),
         });
         let server = HttpServer::new(move || {
@@ -101,7 +94,6 @@ impl Gateway {
         Ok(Gateway {
             server,
             port,
-            _replies: replies,
             _heartbeat: heartbeat,
         })
     }
@@ -118,12 +110,7 @@ impl Gateway {
 
     /// Serves until stopped through the handle.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let Gateway {
-            server,
-            _replies,
-            _heartbeat,
-            ..
-        } = self;
+        let Gateway { server, _heartbeat, .. } = self;
         server.await
     }
 }

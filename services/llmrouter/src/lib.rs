@@ -174,7 +174,7 @@ impl App {
     /// Stops accepting work and drains what is in flight.
     pub async fn stop(self) {
         if let Some(r) = &self.router {
-            r.drain().await;
+            r.drain(DRAIN_GRACE).await;
         }
         let workers = self.workers.iter().map(|w| w.drain(DRAIN_GRACE));
         let gateway = async {

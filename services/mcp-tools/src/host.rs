@@ -2,20 +2,67 @@
 //! router for a chat completion over the bus, `http.fetch` reaches hosts on the allowlist
 //! only, `kv` reads and writes the tool's own space in the store.
 
-use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use llmr_protocol::{Envelope, Kind, Meta, now_ms};
+use futures_util::future::LocalBoxFuture;
+use llmr_bus::Caller;
+use llmr_config::Settings;
+use llmr_protocol::{ApiError, CallerId, Envelope, Kind, Meta, now_ms, streams};
 use llmr_script::{Host, HostFuture};
+use llmr_store::{Store, StoreError};
 use serde_json::{Value, json};
-use uuid::Uuid;
 
-use crate::tools::{Tools, Via};
+use crate::model::CallError;
+
+/// What the host modules reach: the catalog implements it (`tools.rs`), so this module
+/// needs nothing of the catalog's.
+pub trait HostEnv {
+    /// Runs another tool (its `CallToolResult`).
+    fn call_tool<'a>(&'a self, name: &'a str, args: Value, depth: u32) -> LocalBoxFuture<'a, Result<Value, HostError>>;
+    fn caller(&self) -> &Caller;
+    fn settings(&self) -> &Settings;
+    fn store(&self) -> &Store;
+    fn http(&self) -> &awc::Client;
+}
+
+/// Why a host-module call failed; the script sees the message as a thrown error.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    /// The called tool answered with an error result.
+    #[error("{0}")]
+    ToolFailed(String),
+    #[error(transparent)]
+    Call(#[from] CallError),
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    #[error("{0}")]
+    Usage(&'static str),
+    #[error("invalid URL `{0}`")]
+    Url(String),
+    #[error("only http and https URLs may be fetched, not `{0}`")]
+    Scheme(String),
+    #[error("host `{0}` is not in [scripting] http_allowlist; tools may fetch only listed hosts")]
+    NotAllowed(String),
+    #[error("invalid method `{0}`")]
+    Method(String),
+    #[error("fetch {url} failed: {why}")]
+    Fetch { url: String, why: String },
+    #[error("kv: {0}")]
+    Kv(#[from] StoreError),
+    #[error("kv: values are limited to 1 MiB")]
+    KvTooLarge,
+    #[error("unreadable completion: {0}")]
+    Unreadable(String),
+    #[error("ai.chat failed ({status}): {body}")]
+    Chat { status: u16, body: Value },
+    #[error("{0} is not available")]
+    Unavailable(String),
+}
 
 /// The host of one running tool.
 pub struct ToolHost<'a> {
-    pub tools: &'a Rc<Tools>,
+    pub env: &'a dyn HostEnv,
     /// Whose `kv` space this is.
     pub tool: String,
     pub depth: u32,
@@ -23,46 +70,43 @@ pub struct ToolHost<'a> {
 
 impl Host for ToolHost<'_> {
     fn call<'a>(&'a self, module: &'a str, function: &'a str, args: Value) -> HostFuture<'a> {
-        Box::pin(async move {
-            let arg = |i: usize| args.get(i).cloned().unwrap_or(Value::Null);
-            match (module, function) {
-                ("mcp", "call") => {
-                    let name = arg(0).as_str().unwrap_or_default().to_owned();
-                    let r = self
-                        .tools
-                        .call(&name, arg(1), Via::Indirect, false, self.depth + 1)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    unwrap_result(r)
-                }
-                ("ai", "chat") => self.chat(arg(0), arg(1)).await,
-                ("http", "fetch") => self.fetch(arg(0).as_str().unwrap_or_default(), arg(1)).await,
-                ("kv", f) => self.kv(f, &args).await,
-                _ => Err(format!("{module}.{function} is not available")),
-            }
-        })
+        Box::pin(async move { self.dispatch(module, function, args).await.map_err(|e| e.to_string()) })
     }
 }
 
 /// A tool's result as a script sees it: structured content, else the text; an error result
 /// throws.
-fn unwrap_result(r: Value) -> Result<Value, String> {
+fn unwrap_result(r: Value) -> Result<Value, HostError> {
     let text = llmr_protocol::mcp::content_text(&r);
     if r.get("isError").and_then(Value::as_bool).unwrap_or(false) {
-        return Err(text);
+        return Err(HostError::ToolFailed(text));
     }
     Ok(r.get("structuredContent").cloned().unwrap_or(Value::String(text)))
 }
 
 impl ToolHost<'_> {
+    async fn dispatch(&self, module: &str, function: &str, args: Value) -> Result<Value, HostError> {
+        let arg = |i: usize| args.get(i).cloned().unwrap_or(Value::Null);
+        match (module, function) {
+            ("mcp", "call") => {
+                let name = arg(0).as_str().unwrap_or_default().to_owned();
+                unwrap_result(self.env.call_tool(&name, arg(1), self.depth + 1).await?)
+            }
+            ("ai", "chat") => self.chat(arg(0), arg(1)).await,
+            ("http", "fetch") => self.fetch(arg(0).as_str().unwrap_or_default(), arg(1)).await,
+            ("kv", f) => self.kv(f, &args).await,
+            _ => Err(HostError::Unavailable(format!("{module}.{function}"))),
+        }
+    }
+
     /// `ai.chat(input, options)`: input is a prompt or a messages array; options may name
     /// `model` (default `auto`) and any chat parameter; `raw: true` returns the whole
     /// completion instead of the answer's text.
-    async fn chat(&self, input: Value, options: Value) -> Result<Value, String> {
+    async fn chat(&self, input: Value, options: Value) -> Result<Value, HostError> {
         let messages = match input {
             Value::String(s) => json!([{"role": "user", "content": s}]),
             a @ Value::Array(_) => a,
-            _ => return Err("ai.chat takes a prompt string or a messages array".into()),
+            _ => return Err(HostError::Usage("ai.chat takes a prompt string or a messages array")),
         };
         let mut body = match options {
             Value::Object(m) => m,
@@ -75,25 +119,22 @@ impl ToolHost<'_> {
         body.insert("messages".into(), messages);
         let body = Bytes::from(Value::Object(body).to_string());
         // The same validation as the gateway's, so a bad request fails here, clearly.
-        llmr_protocol::chat::parse(&body).map_err(|e| e.to_string())?;
-        let tools = self.tools;
-        let env = Envelope {
-            id: Uuid::now_v7(),
-            kind: Kind::Chat,
-            reply_to: tools.caller.instance().to_owned(),
-            deadline_ms: now_ms() + tools.settings.server.request_timeout_ms,
-            traceparent: String::new(),
-            body,
-            meta: Meta {
-                model,
-                caller: format!("tool:{}", self.tool),
-                ..Meta::default()
-            },
+        llmr_protocol::chat::parse(&body)?;
+        let caller = self.env.caller();
+        let meta = Meta {
+            model,
+            caller: CallerId::Tool(self.tool.clone()),
+            ..Meta::default()
         };
-        let answer = tools.caller.call("requests", &env).await.map_err(|e| e.to_string())?;
-        let v: Value = serde_json::from_slice(&answer.body).map_err(|e| format!("unreadable completion: {e}"))?;
+        let deadline = now_ms() + self.env.settings().server.request_timeout_ms;
+        let env = Envelope::new(Kind::Chat, caller.instance(), deadline, "", body, meta);
+        let answer = caller.call(streams::REQUESTS, &env).await?;
+        let v: Value = serde_json::from_slice(&answer.body).map_err(|e| HostError::Unreadable(e.to_string()))?;
         if answer.status >= 400 {
-            return Err(format!("ai.chat failed ({}): {v}", answer.status));
+            return Err(HostError::Chat {
+                status: answer.status,
+                body: v,
+            });
         }
         if raw {
             return Ok(v);
@@ -103,30 +144,27 @@ impl ToolHost<'_> {
 
     /// `http.fetch(url, {method, headers, body})` → `{status, headers, body}` for hosts on
     /// the allowlist.
-    async fn fetch(&self, url: &str, options: Value) -> Result<Value, String> {
-        let sc = &self.tools.settings.scripting;
-        let uri: awc::http::Uri = url.parse().map_err(|_| format!("invalid URL `{url}`"))?;
+    async fn fetch(&self, url: &str, options: Value) -> Result<Value, HostError> {
+        let sc = &self.env.settings().scripting;
+        let uri: awc::http::Uri = url.parse().map_err(|_| HostError::Url(url.to_owned()))?;
         let scheme = uri.scheme_str().unwrap_or_default();
         if scheme != "http" && scheme != "https" {
-            return Err(format!("only http and https URLs may be fetched, not `{url}`"));
+            return Err(HostError::Scheme(url.to_owned()));
         }
         let host = uri.host().unwrap_or_default().to_ascii_lowercase();
         let port = uri.port_u16();
         if !allowed(&sc.http_allowlist, &host, port) {
-            return Err(format!(
-                "host `{host}` is not in [scripting] http_allowlist; tools may fetch only listed hosts"
-            ));
+            return Err(HostError::NotAllowed(host));
         }
         let method = options
             .get("method")
             .and_then(Value::as_str)
             .unwrap_or("GET")
             .to_ascii_uppercase();
-        let method =
-            awc::http::Method::from_bytes(method.as_bytes()).map_err(|_| format!("invalid method `{method}`"))?;
+        let method = awc::http::Method::from_bytes(method.as_bytes()).map_err(|_| HostError::Method(method.clone()))?;
         let mut req = self
-            .tools
-            .http
+            .env
+            .http()
             .request(method, url)
             .timeout(Duration::from_millis(sc.http_timeout_ms));
         if let Some(h) = options.get("headers").and_then(Value::as_object) {
@@ -144,10 +182,11 @@ impl ToolHost<'_> {
                 other.to_string()
             }
         };
-        let mut resp = req
-            .send_body(body)
-            .await
-            .map_err(|e| format!("fetch {url} failed: {e}"))?;
+        let fetch_err = |why: String| HostError::Fetch {
+            url: url.to_owned(),
+            why,
+        };
+        let mut resp = req.send_body(body).await.map_err(|e| fetch_err(e.to_string()))?;
         let status = resp.status().as_u16();
         let headers: serde_json::Map<String, Value> = resp
             .headers()
@@ -158,7 +197,7 @@ impl ToolHost<'_> {
             .body()
             .limit(sc.http_max_bytes)
             .await
-            .map_err(|e| format!("fetch {url}: reading the body failed: {e}"))?;
+            .map_err(|e| fetch_err(format!("reading the body failed: {e}")))?;
         Ok(json!({
             "status": status,
             "ok": (200..300).contains(&status),
@@ -167,30 +206,28 @@ impl ToolHost<'_> {
         }))
     }
 
-    async fn kv(&self, function: &str, args: &Value) -> Result<Value, String> {
+    async fn kv(&self, function: &str, args: &Value) -> Result<Value, HostError> {
         let ns = format!("tool:{}", self.tool);
-        let store = &self.tools.store;
+        let store = self.env.store();
         let key = args.get(0).and_then(Value::as_str).unwrap_or_default();
-        let err = |e: llmr_store::StoreError| format!("kv: {e}");
         match function {
             "get" => Ok(store
                 .kv_get(&ns, key)
-                .await
-                .map_err(err)?
+                .await?
                 .and_then(|s| serde_json::from_str(&s).ok())
                 .unwrap_or(Value::Null)),
             "set" => {
                 let value = args.get(1).cloned().unwrap_or(Value::Null).to_string();
                 if value.len() > 1 << 20 {
-                    return Err("kv: values are limited to 1 MiB".into());
+                    return Err(HostError::KvTooLarge);
                 }
                 let ttl = args.get(2).and_then(Value::as_u64);
-                store.kv_set(&ns, key, &value, ttl).await.map_err(err)?;
+                store.kv_set(&ns, key, &value, ttl).await?;
                 Ok(Value::Bool(true))
             }
-            "delete" => Ok(Value::Bool(store.kv_delete(&ns, key).await.map_err(err)?)),
-            "keys" => Ok(json!(store.kv_keys(&ns).await.map_err(err)?)),
-            other => Err(format!("kv.{other} is not available")),
+            "delete" => Ok(Value::Bool(store.kv_delete(&ns, key).await?)),
+            "keys" => Ok(json!(store.kv_keys(&ns).await?)),
+            other => Err(HostError::Unavailable(format!("kv.{other}"))),
         }
     }
 }
@@ -233,16 +270,18 @@ mod tests {
     #[test]
     fn tool_results_unwrap_for_scripts() {
         assert_eq!(
-            unwrap_result(json!({"content": [{"type": "text", "text": "a"}], "isError": false})),
-            Ok(json!("a"))
+            unwrap_result(json!({"content": [{"type": "text", "text": "a"}], "isError": false})).unwrap(),
+            json!("a")
         );
         assert_eq!(
-            unwrap_result(json!({"content": [], "structuredContent": {"x": 1}})),
-            Ok(json!({"x": 1}))
+            unwrap_result(json!({"content": [], "structuredContent": {"x": 1}})).unwrap(),
+            json!({"x": 1})
         );
         assert_eq!(
-            unwrap_result(json!({"content": [{"type": "text", "text": "bad"}], "isError": true})),
-            Err("bad".into())
+            unwrap_result(json!({"content": [{"type": "text", "text": "bad"}], "isError": true}))
+                .unwrap_err()
+                .to_string(),
+            "bad"
         );
     }
 }

@@ -9,30 +9,32 @@
 //! of remote MCP servers under their namespace.
 //!
 //! # Layout
+//! - [`model`]: the catalog's vocabulary (tool definitions, call errors, results); a leaf.
 //! - [`tools`]: the catalog (local, built-in, remote; visibility) and calling a tool.
-//! - [`host`]: what the host modules `mcp`, `ai`, `http`, `kv` do for a running tool.
+//! - [`host`]: what the host modules `mcp`, `ai`, `http`, `kv` do for a running tool, through
+//!   the `HostEnv` trait the catalog implements (no import back into the catalog).
 //! - [`remote`]: the client of a remote MCP server.
 //! - [`rpc`]: JSON-RPC methods and errors.
-//! - [`actor`]: the consumer actor of the `mcp` stream.
+//! - [`work`]: the `mcp` stream's work under the shared consumer loop.
+//!
+//! Imports run one way: work → rpc → tools → {host, remote} → model.
 
-pub mod actor;
 pub mod host;
+pub mod model;
 pub mod remote;
 pub mod rpc;
 pub mod tools;
+pub mod work;
 
 use std::rc::Rc;
 use std::time::Duration;
 
-use actix::{Actor, Addr};
-use llmr_bus::{Bus, Caller};
+use actix::Addr;
+use llmr_bus::{Bus, Caller, ConsumerActor, Drain, LoopConfig};
 use llmr_config::Settings;
+use llmr_protocol::streams;
 use llmr_script::ScriptHost;
 use llmr_store::{Store, TaskGuard};
-
-/// The stream mcp-tools reads, and its consumer group.
-pub const STREAM: &str = "mcp";
-pub const GROUP: &str = "mcp-tools";
 
 /// MCP messages one instance handles at once.
 const MAX_IN_FLIGHT: usize = 64;
@@ -45,7 +47,7 @@ pub enum InitError {
 
 /// A running mcp-tools instance.
 pub struct McpToolsService {
-    addr: Addr<actor::McpActor>,
+    addr: Addr<ConsumerActor<work::Messages>>,
     _heartbeat: TaskGuard,
 }
 
@@ -58,11 +60,7 @@ impl McpToolsService {
         instance: &str,
         host: &ScriptHost,
     ) -> Result<McpToolsService, InitError> {
-        let consumers = [
-            bus.consumer(STREAM, GROUP, instance).await?,
-            bus.consumer(STREAM, GROUP, instance).await?,
-        ];
-        let caller = Caller::new(bus, &format!("{instance}-mcp"));
+        let caller = Caller::new(bus.clone(), &format!("{instance}-mcp"));
         let http = awc::Client::builder()
             .timeout(Duration::from_millis(
                 settings.scripting.http_timeout_ms.max(settings.mcp.remote_timeout_ms),
@@ -71,13 +69,12 @@ impl McpToolsService {
             .finish();
         let pool = host.pool(settings, settings.scripting.wall_ms);
         let tools = Rc::new(tools::Tools::new(settings, pool, caller, store.clone(), http));
-        let addr = actor::McpActor::new(
-            tools,
-            consumers,
-            MAX_IN_FLIGHT,
-            Duration::from_millis(settings.redis.claim_idle_ms),
-        )
-        .start();
+        let cfg = LoopConfig {
+            cancels: true,
+            ..LoopConfig::new(&bus, MAX_IN_FLIGHT, Duration::from_millis(settings.redis.claim_idle_ms))
+        };
+        let work = work::Messages { tools };
+        let addr = ConsumerActor::start(&bus, streams::MCP, streams::groups::MCP_TOOLS, instance, cfg, work).await?;
         let heartbeat = store.keep_alive("mcp-tools", instance, Duration::from_secs(2));
         Ok(McpToolsService {
             addr,
@@ -87,6 +84,6 @@ impl McpToolsService {
 
     /// Stops reading and waits up to `grace` for running calls.
     pub async fn drain(&self, grace: Duration) {
-        let _ = self.addr.send(actor::Drain { grace }).await;
+        let _ = self.addr.send(Drain { grace }).await;
     }
 }

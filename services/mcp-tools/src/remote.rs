@@ -7,10 +7,28 @@ use std::cell::RefCell;
 use std::time::{Duration, Instant};
 
 use llmr_config::{Mcp, RemoteServer};
+use llmr_protocol::mcp::PROTOCOL_VERSIONS;
+use llmr_protocol::tools::function_name;
 use serde_json::{Value, json};
 
-use crate::rpc::PROTOCOL_VERSIONS;
-use crate::tools::{Origin, ToolDef, text_result};
+use crate::model::{Origin, ToolDef, text_result};
+
+/// Why an exchange with a remote server failed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RemoteError {
+    #[error("unreachable: {0}")]
+    Unreachable(String),
+    #[error("session expired")]
+    SessionExpired,
+    #[error("answered HTTP {0}")]
+    Status(u16),
+    #[error("unreadable answer: {0}")]
+    Unreadable(String),
+    #[error("no JSON-RPC answer")]
+    NoAnswer,
+    #[error("error {code}: {message}")]
+    Rpc { code: Value, message: String },
+}
 
 pub struct Remote {
     cfg: RemoteServer,
@@ -20,23 +38,6 @@ pub struct Remote {
     /// Until when the list is reused, and the tools it held.
     listed: RefCell<Option<(Instant, Vec<ToolDef>)>>,
     next_id: std::cell::Cell<u64>,
-}
-
-/// `{namespace}_{name}`, with characters an OpenAI function name cannot hold replaced.
-pub fn merged_name(namespace: &str, name: &str) -> String {
-    let clean: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    let mut out = format!("{namespace}_{clean}");
-    out.truncate(64);
-    out
 }
 
 impl Remote {
@@ -56,7 +57,7 @@ impl Remote {
     }
 
     /// One JSON-RPC exchange; `None` id sends a notification.
-    async fn post(&self, http: &awc::Client, method: &str, params: Value, notify: bool) -> Result<Value, String> {
+    async fn post(&self, http: &awc::Client, method: &str, params: Value, notify: bool) -> Result<Value, RemoteError> {
         let id = self.next_id.get();
         self.next_id.set(id + 1);
         let mut msg = json!({"jsonrpc": "2.0", "method": method, "params": params});
@@ -74,14 +75,17 @@ impl Remote {
         if let Some(s) = self.session.borrow().as_deref() {
             req = req.insert_header(("mcp-session-id", s));
         }
-        let mut resp = req.send_json(&msg).await.map_err(|e| format!("unreachable: {e}"))?;
+        let mut resp = req
+            .send_json(&msg)
+            .await
+            .map_err(|e| RemoteError::Unreachable(e.to_string()))?;
         let status = resp.status();
         if status == awc::http::StatusCode::NOT_FOUND && self.session.borrow().is_some() {
             self.session.replace(None);
-            return Err("session expired".into());
+            return Err(RemoteError::SessionExpired);
         }
         if !status.is_success() {
-            return Err(format!("answered HTTP {status}"));
+            return Err(RemoteError::Status(status.as_u16()));
         }
         if let Some(s) = resp.headers().get("mcp-session-id").and_then(|v| v.to_str().ok()) {
             self.session.replace(Some(s.to_owned()));
@@ -98,7 +102,7 @@ impl Remote {
             .body()
             .limit(16 << 20)
             .await
-            .map_err(|e| format!("unreadable answer: {e}"))?;
+            .map_err(|e| RemoteError::Unreadable(e.to_string()))?;
         let text = String::from_utf8_lossy(&body);
         let answer: Option<Value> = if sse {
             // The response is the event whose data is the JSON-RPC answer to our id.
@@ -114,18 +118,17 @@ impl Remote {
         } else {
             serde_json::from_str(&text).ok()
         };
-        let answer = answer.ok_or("no JSON-RPC answer")?;
+        let answer = answer.ok_or(RemoteError::NoAnswer)?;
         if let Some(e) = answer.get("error") {
-            return Err(format!(
-                "error {}: {}",
-                e.get("code").unwrap_or(&Value::Null),
-                e.get("message").and_then(Value::as_str).unwrap_or("")
-            ));
+            return Err(RemoteError::Rpc {
+                code: e.get("code").cloned().unwrap_or(Value::Null),
+                message: e.get("message").and_then(Value::as_str).unwrap_or("").to_owned(),
+            });
         }
         Ok(answer.get("result").cloned().unwrap_or(Value::Null))
     }
 
-    async fn ensure_session(&self, http: &awc::Client) -> Result<(), String> {
+    async fn ensure_session(&self, http: &awc::Client) -> Result<(), RemoteError> {
         if self.session.borrow().is_some() {
             return Ok(());
         }
@@ -142,10 +145,10 @@ impl Remote {
     }
 
     /// A request in a session, re-initializing once if the server forgot it.
-    async fn request(&self, http: &awc::Client, method: &str, params: Value) -> Result<Value, String> {
+    async fn request(&self, http: &awc::Client, method: &str, params: Value) -> Result<Value, RemoteError> {
         self.ensure_session(http).await?;
         match self.post(http, method, params.clone(), false).await {
-            Err(e) if e == "session expired" => {
+            Err(RemoteError::SessionExpired) => {
                 self.ensure_session(http).await?;
                 self.post(http, method, params, false).await
             }
@@ -162,7 +165,7 @@ impl Remote {
         }
         let mut tools = Vec::new();
         let mut cursor: Option<String> = None;
-        let fetched: Result<(), String> = async {
+        let fetched: Result<(), RemoteError> = async {
             for _ in 0..100 {
                 let params = match &cursor {
                     Some(c) => json!({"cursor": c}),
@@ -174,7 +177,7 @@ impl Remote {
                         continue;
                     };
                     tools.push(ToolDef {
-                        name: merged_name(&self.cfg.namespace, name),
+                        name: function_name(&self.cfg.namespace, name),
                         description: t
                             .get("description")
                             .and_then(Value::as_str)
@@ -230,17 +233,5 @@ impl Remote {
                 true,
             ),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn merged_names_stay_valid_function_names() {
-        assert_eq!(merged_name("docs", "search"), "docs_search");
-        assert_eq!(merged_name("gh", "repo.create/issue"), "gh_repo_create_issue");
-        assert_eq!(merged_name("x", &"a".repeat(80)).len(), 64);
     }
 }

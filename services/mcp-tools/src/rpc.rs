@@ -6,7 +6,8 @@ use std::rc::Rc;
 
 use serde_json::{Value, json};
 
-use crate::tools::{CallError, Tools, Via};
+use crate::model::{CallError, Via};
+use crate::tools::Tools;
 
 pub use llmr_protocol::mcp::{
     INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, METHOD_NOT_FOUND, PARSE_ERROR, PROTOCOL_VERSIONS, error, negotiate,

@@ -16,70 +16,16 @@ use llmr_bus::Caller;
 use llmr_config::{Settings, Visibility};
 use llmr_script::{Call, ScriptError, ScriptPool, imports, library_key};
 use llmr_store::Store;
-use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::host::ToolHost;
+use crate::host::{HostEnv, HostError, ToolHost};
 use crate::remote::Remote;
 
 /// How deep tools may call tools (`mcp.call`, `execute_tool`).
 const MAX_DEPTH: u32 = 4;
 
-/// The built-in tools.
-pub const TOOL_SEARCH: &str = "tool_search";
-pub const EXECUTE_TOOL: &str = "execute_tool";
-pub const EXECUTE_CODE: &str = "execute_code";
-
-/// Where a tool comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Origin {
-    Builtin,
-    /// A tool file's source, as read with its description (the scan at the start of every
-    /// call re-reads a file whose modification time or size changed).
-    Local {
-        source: Rc<str>,
-    },
-    Remote {
-        namespace: String,
-        name: String,
-    },
-}
-
-/// One tool as MCP lists it, plus what the catalog needs.
-#[derive(Debug, Clone, Serialize)]
-pub struct ToolDef {
-    pub name: String,
-    pub description: String,
-    #[serde(rename = "inputSchema")]
-    pub input_schema: Value,
-    #[serde(skip)]
-    pub keywords: Vec<String>,
-    #[serde(skip)]
-    pub visibility: Visibility,
-    #[serde(skip)]
-    pub origin: Origin,
-}
-
-/// How a call reached the catalog.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Via {
-    /// `tools/call` from an MCP client.
-    Direct,
-    /// `execute_tool`, `mcp.call` from a script, or the router's tool loop.
-    Indirect,
-}
-
-/// Why a call could not even start (JSON-RPC `-32602`); failures of a tool that ran are
-/// `isError` results instead.
-#[derive(Debug, thiserror::Error)]
-pub enum CallError {
-    #[error("Unknown tool: {0}")]
-    Unknown(String),
-    #[error("Tool `{0}` is available on demand: find it with tool_search and call it through execute_tool")]
-    OnDemand(String),
-    #[error("Invalid arguments for tool `{0}`: {1}")]
-    Arguments(String, String),
-}
+pub use crate::model::{CallError, Origin, ToolDef, Via, text_result, to_result, valid_name};
+use llmr_protocol::tools::{EXECUTE_CODE, EXECUTE_TOOL, TOOL_SEARCH};
 
 type Stamp = (SystemTime, u64);
 /// A tool file as last read: the tool, or `(name, why it did not load)`.
@@ -100,34 +46,6 @@ pub struct Tools {
 fn stamp(path: &Path) -> Option<Stamp> {
     let m = std::fs::metadata(path).ok()?;
     Some((m.modified().ok()?, m.len()))
-}
-
-/// Valid as an MCP tool name and an OpenAI function name.
-pub fn valid_name(name: &str) -> bool {
-    !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-}
-
-/// A CallToolResult with one text block.
-pub fn text_result(text: impl Into<String>, is_error: bool) -> Value {
-    json!({"content": [{"type": "text", "text": text.into()}], "isError": is_error})
-}
-
-/// What a script returned, as a CallToolResult: a string is text; an object with a
-/// `content` array is already a result; anything else is structured content.
-pub fn to_result(v: Value) -> Value {
-    match v {
-        Value::String(s) => text_result(s, false),
-        Value::Object(mut m) if m.get("content").is_some_and(Value::is_array) => {
-            let is_error = m.get("isError").and_then(Value::as_bool).unwrap_or(false);
-            m.insert("isError".into(), Value::Bool(is_error));
-            Value::Object(m)
-        }
-        Value::Object(m) => {
-            let text = Value::Object(m.clone()).to_string();
-            json!({"content": [{"type": "text", "text": text}], "structuredContent": m, "isError": false})
-        }
-        other => text_result(other.to_string(), false),
-    }
 }
 
 impl Tools {
@@ -443,7 +361,7 @@ impl Tools {
             Err(e) => return text_result(e, true),
         };
         let host = ToolHost {
-            tools: self,
+            env: self,
             tool: name.to_owned(),
             depth,
         };
@@ -498,7 +416,7 @@ impl Tools {
                     .and_then(Value::as_str)
                     .ok_or_else(|| bad("`code` (a string) is required"))?;
                 let host = ToolHost {
-                    tools: self,
+                    env: self,
                     tool: EXECUTE_CODE.to_owned(),
                     depth,
                 };
@@ -507,6 +425,30 @@ impl Tools {
             }
             _ => Err(CallError::Unknown(name.into())),
         }
+    }
+}
+
+/// What host modules reach of the catalog.
+impl HostEnv for Rc<Tools> {
+    fn call_tool<'a>(
+        &'a self,
+        name: &'a str,
+        args: Value,
+        depth: u32,
+    ) -> futures_util::future::LocalBoxFuture<'a, Result<Value, HostError>> {
+        Box::pin(async move { Ok(self.call(name, args, Via::Indirect, false, depth).await?) })
+    }
+    fn caller(&self) -> &Caller {
+        &self.caller
+    }
+    fn settings(&self) -> &Settings {
+        &self.settings
+    }
+    fn store(&self) -> &Store {
+        &self.store
+    }
+    fn http(&self) -> &awc::Client {
+        &self.http
     }
 }
 

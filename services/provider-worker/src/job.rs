@@ -20,15 +20,14 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use llmr_bus::{Bus, Delivery};
-use llmr_config::{Provider, ProviderType};
+use llmr_bus::{Bus, Delivery, Replier};
+use llmr_config::Provider;
 use llmr_protocol::{ApiError, Attempt, Envelope, now_ms};
 use llmr_store::{Breaker, Settle, Store, UsageDelta, key_id, key_name, target_id, utc_day};
 use secrecy::ExposeSecret;
 use tracing::Instrument;
 
-use crate::adapters::{AttemptError, AttemptResult, Fault, chaos, echo, openai};
-use crate::replier::Replier;
+use crate::adapters::{Adapter, AttemptError, AttemptResult, Call, Fault};
 
 /// How often a waiting attempt asks again for a slot or lock.
 const SLOT_POLL: Duration = Duration::from_millis(25);
@@ -36,6 +35,7 @@ const SLOT_POLL: Duration = Duration::from_millis(25);
 /// A provider as one worker uses it.
 pub struct ProviderRt {
     pub provider: Provider,
+    adapter: Box<dyn Adapter>,
     /// Round-robin position for plans that name no key.
     next_key: Cell<usize>,
 }
@@ -43,6 +43,7 @@ pub struct ProviderRt {
 impl ProviderRt {
     pub fn new(provider: Provider) -> ProviderRt {
         ProviderRt {
+            adapter: crate::adapters::for_provider(&provider),
             provider,
             next_key: Cell::new(0),
         }
@@ -117,7 +118,7 @@ async fn release(ctx: &JobCtx, held: &RefCell<Held>, member: &str) {
 
 async fn execute(ctx: &JobCtx, d: &Delivery, held: &RefCell<Held>, span: &tracing::Span) {
     let env = &d.envelope;
-    let mut out = Replier::new(ctx.bus.clone(), env.reply_to.clone(), env.id, env.meta.stream);
+    let mut out = Replier::to(ctx.bus.clone(), env);
     if let Err(err) = attempts(ctx, d, held, span, &mut out).await
         && let Err(e) = out.error(&err).await
     {
@@ -181,45 +182,9 @@ async fn attempts(
                     continue;
                 }
             }
-            let key = p.key(attempt.key);
-            let remaining = env.remaining_ms(now_ms());
-            let limit = if p.provider.timeout_ms > 0 {
-                remaining.min(p.provider.timeout_ms)
-            } else {
-                remaining
-            };
-            let timeout = Duration::from_millis(limit.max(1));
-            let tp = llmr_telemetry::traceparent(span, &env.traceparent);
-            let started = Instant::now();
-            let result = match tokio::time::timeout(
-                timeout,
-                attempt_once(ctx, p, attempt, key.map(|k| k.1), &tp, timeout, out, env),
-            )
-            .await
-            {
-                Ok(r) => r,
-                Err(_) if limit < remaining && !out.started() => Err(AttemptError::retryable(format!(
-                    "no answer within {} ms",
-                    p.provider.timeout_ms
-                ))),
-                Err(_) if limit < remaining => Err(AttemptError::broken_after_start(format!(
-                    "no answer within {} ms",
-                    p.provider.timeout_ms
-                ))),
-                Err(_) => Err(AttemptError::local(ApiError::DeadlineExceeded, "deadline passed")),
-            };
-            settle(
-                ctx,
-                held,
-                &member,
-                attempt,
-                key.map(|k| k.0),
-                env,
-                &result,
-                started.elapsed(),
-            )
-            .await;
-            match result {
+            let result = run_attempt(ctx, p, attempt, env, span, out).await;
+            settle(ctx, held, &member, env, &result).await;
+            match result.result {
                 Ok(_) => return Ok(()),
                 Err(e) => {
                     tracing::warn!(provider = %attempt.provider, model = %attempt.model, reason = %e.reason, retryable = e.retryable, "attempt failed");
@@ -253,6 +218,52 @@ async fn attempts(
             }
         }
     })
+}
+
+/// Runs one admitted attempt through its provider's adapter, within the deadline and the
+/// provider's timeout.
+async fn run_attempt<'a>(
+    ctx: &JobCtx,
+    p: &ProviderRt,
+    attempt: &'a Attempt,
+    env: &Envelope,
+    span: &tracing::Span,
+    out: &mut Replier,
+) -> Tried<'a> {
+    let key = p.key(attempt.key);
+    let remaining = env.remaining_ms(now_ms());
+    let limit = if p.provider.timeout_ms > 0 {
+        remaining.min(p.provider.timeout_ms)
+    } else {
+        remaining
+    };
+    let timeout = Duration::from_millis(limit.max(1));
+    let tp = llmr_telemetry::traceparent(span, &env.traceparent);
+    let started = Instant::now();
+    let call = Call {
+        env,
+        attempt,
+        provider: &p.provider,
+        key: key.map(|k| k.1),
+        traceparent: &tp,
+        timeout,
+        client: &ctx.client,
+        max_response_bytes: ctx.max_response_bytes,
+        out: &mut *out,
+    };
+    let slow = || format!("no answer within {} ms", p.provider.timeout_ms);
+    let result = match tokio::time::timeout(timeout, p.adapter.call(call)).await {
+        Ok(r) => r,
+        Err(_) if limit < remaining && !out.started() => Err(AttemptError::retryable(slow())),
+        Err(_) if limit < remaining => Err(AttemptError::broken_after_start(slow())),
+        Err(_) => Err(AttemptError::local(ApiError::DeadlineExceeded, "deadline passed")),
+    };
+    Tried {
+        attempt,
+        key: key.map(|k| k.0),
+        result,
+        took: started.elapsed(),
+    }
 }
 
 /// Whether an attempt may go now.
@@ -310,19 +321,18 @@ async fn admit(
     Ok(Admission::Go)
 }
 
+/// One attempt that ran: which target and key, how it ended, how long it took.
+struct Tried<'a> {
+    attempt: &'a Attempt,
+    key: Option<usize>,
+    result: AttemptResult,
+    took: Duration,
+}
+
 /// Writes what the attempt left behind in one round trip: releases its lease or lock, feeds
 /// the shared circuit breakers, cooldowns and latency, and records usage.
-#[allow(clippy::too_many_arguments)]
-async fn settle(
-    ctx: &JobCtx,
-    held: &RefCell<Held>,
-    member: &str,
-    a: &Attempt,
-    key: Option<usize>,
-    env: &Envelope,
-    r: &AttemptResult,
-    took: Duration,
-) {
+async fn settle(ctx: &JobCtx, held: &RefCell<Held>, member: &str, env: &Envelope, t: &Tried<'_>) {
+    let (a, key, r, took) = (t.attempt, t.key, &t.result, t.took);
     let h = std::mem::take(&mut *held.borrow_mut());
     let t = target_id(&a.provider, &a.model);
     let k = key.map(|k| key_id(&a.provider, k));
@@ -367,60 +377,5 @@ async fn settle(
     }
     if let Err(e) = ctx.store.settle(&s, &ctx.breaker).await {
         tracing::warn!(error = %e, "could not record the attempt (leases expire by themselves)");
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn attempt_once(
-    ctx: &JobCtx,
-    p: &ProviderRt,
-    attempt: &Attempt,
-    key: Option<&str>,
-    traceparent: &str,
-    timeout: Duration,
-    out: &mut Replier,
-    env: &Envelope,
-) -> AttemptResult {
-    let id = format!("chatcmpl-{}", env.id.simple());
-    match p.provider.kind {
-        ProviderType::Echo => {
-            echo::call(
-                &env.body,
-                &env.meta.model,
-                &id,
-                env.meta.stream,
-                env.meta.include_usage,
-                out,
-            )
-            .await
-        }
-        ProviderType::Chaos => {
-            let default = llmr_config::Chaos::default();
-            let call = chaos::Call {
-                chaos: p.provider.chaos.as_ref().unwrap_or(&default),
-                body: &env.body,
-                model: &env.meta.model,
-                id: &id,
-                stream: env.meta.stream,
-                include_usage: env.meta.include_usage,
-            };
-            chaos::call(&call, out).await
-        }
-        ProviderType::Openai => {
-            let call = openai::Call {
-                url: format!("{}/chat/completions", p.provider.base()),
-                body: &env.body,
-                requested_model: &env.meta.model,
-                upstream_model: &attempt.model,
-                key,
-                traceparent,
-                stream: env.meta.stream,
-                client_wants_usage: env.meta.include_usage,
-                timeout,
-                max_response_bytes: ctx.max_response_bytes,
-                extra_headers: &p.provider.extra_headers,
-            };
-            openai::call(&ctx.client, &call, out).await
-        }
     }
 }

@@ -12,26 +12,25 @@
 //!   deadline and `worker.max_response_bytes`; connecting by `worker.connect_timeout_ms`.
 //!
 //! # Layout
-//! - [`actor`]: the consumer actor and its messages.
+//! - [`work`]: the jobs stream's work under the shared consumer loop (`llmr_bus::consume`).
 //! - [`job`]: running a plan (leases, failover, usage).
-//! - [`adapters`]: `openai` and `echo`.
+//! - [`adapters`]: the provider boundary (`Adapter`, `Call`) and `openai`, `echo`, `chaos`.
 //! - [`ratelimit`]: reading an upstream's 429 reset time.
-//! - [`replier`]: reply frames of one request.
 //! - [`sse`]: splitting an upstream event stream.
 
-pub mod actor;
 pub mod adapters;
 pub mod job;
 pub mod ratelimit;
-pub mod replier;
 pub mod sse;
+pub mod work;
 
 use std::rc::Rc;
 use std::time::Duration;
 
-use actix::{Actor, Addr};
-use llmr_bus::{Bus, Subscription};
+use actix::Addr;
+use llmr_bus::{Bus, ConsumerActor, Drain, LoopConfig};
 use llmr_config::Settings;
+use llmr_protocol::streams;
 use llmr_store::{Store, TaskGuard};
 
 /// Selects the TLS crypto provider (ring) for upstream calls, once per process.
@@ -41,9 +40,6 @@ pub fn install_tls_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// The consumer group of every worker of a pool.
-pub const GROUP: &str = "workers";
-
 #[derive(Debug, thiserror::Error)]
 pub enum InitError {
     #[error(transparent)]
@@ -52,8 +48,7 @@ pub enum InitError {
 
 /// A running worker of one pool.
 pub struct WorkerService {
-    addr: Addr<actor::WorkerActor>,
-    _cancels: Subscription,
+    addr: Addr<ConsumerActor<work::Jobs>>,
     _heartbeat: TaskGuard,
 }
 
@@ -66,11 +61,6 @@ impl WorkerService {
         instance: &str,
         pool: &str,
     ) -> Result<WorkerService, InitError> {
-        let stream = format!("jobs:{pool}");
-        let consumers = [
-            bus.consumer(&stream, GROUP, instance).await?,
-            bus.consumer(&stream, GROUP, instance).await?,
-        ];
         let w = &settings.worker;
         let connector = awc::Connector::new()
             .timeout(Duration::from_millis(w.connect_timeout_ms))
@@ -101,25 +91,33 @@ impl WorkerService {
             },
             default_cooldown_ms: h.default_cooldown_ms,
         });
-        let addr = actor::WorkerActor::new(
-            ctx,
-            consumers,
-            w.max_in_flight,
-            Duration::from_millis(settings.redis.claim_idle_ms),
+        let cfg = LoopConfig {
+            cancels: true,
+            ..LoopConfig::new(
+                &bus,
+                w.max_in_flight,
+                Duration::from_millis(settings.redis.claim_idle_ms),
+            )
+        };
+        let stream = streams::jobs(pool);
+        let addr = ConsumerActor::start(
+            &bus,
+            &stream,
+            streams::groups::WORKERS,
+            instance,
+            cfg,
+            work::Jobs { ctx },
         )
-        .start();
-        let a2 = addr.clone();
-        let cancels = bus.subscribe_cancels(std::sync::Arc::new(move |id| a2.do_send(actor::Cancel(id))));
+        .await?;
         let heartbeat = store.keep_alive("worker", &format!("{pool}:{instance}"), Duration::from_secs(2));
         Ok(WorkerService {
             addr,
-            _cancels: cancels,
             _heartbeat: heartbeat,
         })
     }
 
     /// Stops reading jobs and waits up to `grace` for the running ones to finish.
     pub async fn drain(&self, grace: Duration) {
-        let _ = self.addr.send(actor::Drain { grace }).await;
+        let _ = self.addr.send(Drain { grace }).await;
     }
 }

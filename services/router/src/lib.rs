@@ -17,28 +17,28 @@
 //!   with the gateway and `/health` through the store.
 //! - [`plan`]: ordering candidates into a plan.
 //! - [`script`]: scripted routing (`[routing] script`, model `auto`, strategy `script`).
-//! - [`toolloop`]: automatic tool calling through mcp-tools.
-//! - [`actor`]: the consumer actor and its messages.
+//! - [`routing`]: from a model to a plan: routes and fallbacks, the store's routing state
+//!   as named per-target state, scripted routing, plan ordering.
+//! - [`toolloop`]: automatic tool calling through mcp-tools, on typed completions.
+//! - [`work`]: the `requests` stream's work under the shared consumer loop.
 
-pub mod actor;
 pub mod catalog;
 pub mod plan;
+pub mod routing;
 pub mod script;
 pub mod toolloop;
+pub mod work;
 
 use std::rc::Rc;
 use std::time::Duration;
 
 use actix::{Actor, Addr};
-use llmr_bus::Bus;
+use llmr_bus::{Bus, ConsumerActor, Drain, LoopConfig};
 use llmr_config::Settings;
+use llmr_protocol::streams;
 use llmr_store::{Store, TaskGuard};
 
 pub use catalog::Catalog;
-
-/// The stream the router reads, and its consumer group.
-pub const REQUESTS: &str = "requests";
-pub const GROUP: &str = "routers";
 
 #[derive(Debug, thiserror::Error)]
 pub enum InitError {
@@ -48,7 +48,7 @@ pub enum InitError {
 
 /// A running router: its consumer actor, catalog refresher and heartbeat.
 pub struct RouterService {
-    addr: Addr<actor::RouterActor>,
+    addr: Addr<ConsumerActor<work::Requests>>,
     _refresher: Addr<catalog::Refresher>,
     _heartbeat: TaskGuard,
 }
@@ -62,7 +62,6 @@ impl RouterService {
         instance: &str,
         script_host: &llmr_script::ScriptHost,
     ) -> Result<RouterService, InitError> {
-        let consumer = bus.consumer(REQUESTS, GROUP, instance).await?;
         let catalog = Rc::new(Catalog::from_settings(settings));
         let refresher = catalog::Refresher::new(catalog.clone(), store.clone(), settings).start();
         let caller = llmr_bus::Caller::new(bus.clone(), &format!("{instance}-loop"));
@@ -72,7 +71,24 @@ impl RouterService {
                 script_host.pool(settings, settings.routing.wall_ms),
             )
         });
-        let addr = actor::RouterActor::new(settings, bus, store.clone(), catalog, consumer, caller, script).start();
+        let routing = Rc::new(routing::Routing::new(settings, store.clone(), catalog, script));
+        let tools = Rc::new(toolloop::ToolLoop::new(settings, routing.clone(), caller));
+        // A batch is one task; tool loops are one task each and count towards the same bound.
+        let cfg = LoopConfig {
+            cancels: true,
+            max_batch: settings.router.batch,
+            ..LoopConfig::new(
+                &bus,
+                settings.router.batch * 4,
+                Duration::from_millis(settings.redis.claim_idle_ms),
+            )
+        };
+        let work = work::Requests {
+            bus: bus.clone(),
+            routing,
+            tools,
+        };
+        let addr = ConsumerActor::start(&bus, streams::REQUESTS, streams::groups::ROUTERS, instance, cfg, work).await?;
         let heartbeat = store.keep_alive("router", instance, Duration::from_secs(2));
         Ok(RouterService {
             addr,
@@ -81,8 +97,9 @@ impl RouterService {
         })
     }
 
-    /// Stops reading new requests; requests already read are routed first.
-    pub async fn drain(&self) {
-        let _ = self.addr.send(actor::Drain).await;
+    /// Stops reading new requests; requests already read are routed (and tool loops run)
+    /// first, for up to `grace`.
+    pub async fn drain(&self, grace: Duration) {
+        let _ = self.addr.send(Drain { grace }).await;
     }
 }

@@ -1,17 +1,27 @@
-//! Request/answer over the bus, for services that call other services (the router's tool
-//! loop calling workers and mcp-tools; mcp-tools calling the router for `ai.chat`).
+//! The one way to ask: publish an envelope and follow its reply frames, for the gateway's
+//! routes (`/v1/chat/completions`, `/mcp`) and for services that call other services (the
+//! router's tool loop calling workers and mcp-tools; mcp-tools calling the router for
+//! `ai.chat`).
 //!
-//! A caller owns a reply stream (`replies:{instance}`) and a [`Hub`]; [`Caller::call`]
-//! publishes an envelope and collects its frames into one answer, within the envelope's
-//! deadline (a late answer is cancelled).
+//! A caller owns a reply stream (`replies:{instance}`) and a [`Hub`]. [`Caller::send`]
+//! publishes and returns a [`Call`] that yields the request's frames until its deadline; a
+//! call dropped before its final frame (client gone, deadline passed) forgets the request
+//! and broadcasts a cancel, so whoever runs it stops. [`Caller::call`] collects a whole
+//! answer.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use llmr_protocol::{ApiError, Envelope, FrameKind, now_ms};
+use llmr_protocol::{ApiError, Envelope, Frame, FrameKind, Head, now_ms};
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::time::Instant;
+use uuid::Uuid;
 
 use crate::{Bus, Hub, Subscription};
+
+/// Publishing gives up after this long, so an unreachable Redis is a prompt 503.
+const PUBLISH_TIMEOUT: Duration = Duration::from_millis(900);
 
 /// A complete, non-streamed answer.
 #[derive(Debug, Clone)]
@@ -42,16 +52,6 @@ impl Caller {
         }
     }
 
-    /// A caller on a reply stream someone else already reads into `hub` (the gateway).
-    pub fn attach(bus: Bus, hub: Arc<Hub>, instance: &str) -> Caller {
-        Caller {
-            bus,
-            hub,
-            instance: instance.to_owned(),
-            _replies: None,
-        }
-    }
-
     /// The instance whose reply stream this caller reads (put it in `reply_to`).
     pub fn instance(&self) -> &str {
         &self.instance
@@ -61,41 +61,138 @@ impl Caller {
         &self.bus
     }
 
+    /// Requests waiting for their answers right now.
+    pub fn in_flight(&self) -> usize {
+        self.hub.in_flight()
+    }
+
+    /// Publishes `env` on `stream`; the call yields its frames until its deadline.
+    pub async fn send(&self, stream: &str, env: &Envelope) -> Result<Call, ApiError> {
+        let rx = self.hub.register(env.id);
+        let mut call = Call {
+            id: env.id,
+            rx,
+            hub: self.hub.clone(),
+            bus: self.bus.clone(),
+            deadline: Instant::now() + Duration::from_millis(env.remaining_ms(now_ms())),
+            done: false,
+        };
+        match tokio::time::timeout(PUBLISH_TIMEOUT, self.bus.publish(stream, env)).await {
+            Ok(Ok(())) => Ok(call),
+            Ok(Err(e)) => {
+                call.done = true;
+                Err(e.into())
+            }
+            Err(_) => {
+                call.done = true;
+                Err(ApiError::Unavailable {
+                    message: "The message bus (Redis) did not answer in time.".into(),
+                })
+            }
+        }
+    }
+
     /// Publishes `env` on `stream` and waits for its whole answer until its deadline.
     pub async fn call(&self, stream: &str, env: &Envelope) -> Result<Answer, ApiError> {
-        let mut rx = self.hub.register(env.id);
-        let wait = Duration::from_millis(env.remaining_ms(now_ms()));
-        if let Err(e) = self.bus.publish(stream, env).await {
-            self.hub.forget(env.id);
-            return Err(e.into());
-        }
-        let collect = async {
-            let mut status = 200;
-            let mut parts: Vec<Bytes> = Vec::new();
-            while let Some(f) = rx.recv().await {
-                match f.kind {
-                    FrameKind::Head => status = f.as_head().map_or(200, |h| h.status),
-                    FrameKind::Chunk => parts.push(f.data),
-                    FrameKind::End => {
-                        return Ok(Answer {
-                            status,
-                            body: Bytes::from(parts.concat()),
-                        });
-                    }
-                    FrameKind::Error => return Err(f.as_error()),
-                }
+        let mut call = self.send(stream, env).await?;
+        let head = call.head().await?;
+        let body = call.body().await?;
+        Ok(Answer {
+            status: head.status,
+            body,
+        })
+    }
+}
+
+/// A request on its way: its frames in order, until the final one or the deadline.
+/// Dropped before the final frame, it cancels the request.
+pub struct Call {
+    id: Uuid,
+    rx: UnboundedReceiver<Frame>,
+    hub: Arc<Hub>,
+    bus: Bus,
+    deadline: Instant,
+    /// The request was closed by its final frame (or never published).
+    done: bool,
+}
+
+impl Call {
+    pub fn id(&self) -> Uuid {
+        self.id
+    }
+
+    /// The next frame; an error frame closes the call. `Err` when the deadline passed or
+    /// the reply channel closed (the call stays open, so dropping it cancels the request).
+    pub async fn next(&mut self) -> Result<Frame, ApiError> {
+        let f = match tokio::time::timeout_at(self.deadline, self.rx.recv()).await {
+            Ok(Some(f)) => f,
+            Ok(None) => {
+                return Err(ApiError::Internal {
+                    message: "the reply channel closed".into(),
+                });
             }
-            Err(ApiError::Internal {
-                message: "the reply channel closed".into(),
-            })
+            Err(_) => return Err(ApiError::DeadlineExceeded),
         };
-        match tokio::time::timeout(wait, collect).await {
-            Ok(r) => r,
-            Err(_) => {
-                self.hub.forget(env.id);
-                let _ = self.bus.cancel(env.id).await;
-                Err(ApiError::DeadlineExceeded)
+        self.done |= f.kind.is_final();
+        Ok(f)
+    }
+
+    /// A frame that is already waiting, without waiting.
+    pub fn try_next(&mut self) -> Option<Frame> {
+        let f = self.rx.try_recv().ok()?;
+        self.done |= f.kind.is_final();
+        Some(f)
+    }
+
+    /// Waits for the head frame; an error frame instead is the request's error.
+    pub async fn head(&mut self) -> Result<Head, ApiError> {
+        let f = self.next().await?;
+        match f.kind {
+            FrameKind::Head => f.as_head().map_err(|_| ApiError::Internal {
+                message: "unreadable head frame".into(),
+            }),
+            FrameKind::Error => Err(f.as_error()),
+            FrameKind::Chunk | FrameKind::End => Err(ApiError::Internal {
+                message: "reply frames arrived out of order".into(),
+            }),
+        }
+    }
+
+    /// The chunks up to `end`, joined (after the head).
+    pub async fn body(&mut self) -> Result<Bytes, ApiError> {
+        let mut parts: Vec<Bytes> = Vec::with_capacity(1);
+        loop {
+            let f = self.next().await?;
+            match f.kind {
+                FrameKind::Chunk => parts.push(f.data),
+                FrameKind::End => break,
+                FrameKind::Error => return Err(f.as_error()),
+                FrameKind::Head => {}
             }
+        }
+        Ok(if parts.len() == 1 {
+            parts.remove(0)
+        } else {
+            Bytes::from(parts.concat())
+        })
+    }
+}
+
+impl Drop for Call {
+    fn drop(&mut self) {
+        self.hub.forget(self.id);
+        if self.done {
+            return;
+        }
+        let (bus, id) = (self.bus.clone(), self.id);
+        tracing::info!(request_id = %id, "caller went away or the deadline passed; cancelling");
+        // A call dropped while the runtime shuts down has nobody left to tell.
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                if let Err(e) = bus.cancel(id).await {
+                    tracing::warn!(error = %e, "could not broadcast a cancel");
+                }
+            });
         }
     }
 }

@@ -21,13 +21,17 @@
 //! - [`redis`](crate::redis_bus): the Redis streams implementation.
 //! - [`conns`]: the shared multiplexed connections of a process (bus and store).
 //! - [`hub`]: in-flight requests of one caller instance and the frames routed to them.
-//! - [`caller`]: request/answer over the bus for services that call other services.
+//! - [`caller`]: the one way to ask: publish and follow the reply frames, cancel on drop.
+//! - [`replier`]: the one way to answer: numbered head / chunk / end / error frames.
+//! - [`consume`]: the one consumer loop (room, reclaim, touch, batched acks, drain).
 
 pub mod caller;
 pub mod conns;
+pub mod consume;
 pub mod hub;
 pub mod memory;
 pub mod redis_bus;
+pub mod replier;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,11 +39,13 @@ use std::time::Duration;
 use llmr_protocol::{ApiError, Envelope, Frame};
 use uuid::Uuid;
 
-pub use caller::Caller;
+pub use caller::{Answer, Call, Caller};
 pub use conns::RedisConns;
+pub use consume::{ConsumerActor, ConsumerLoop, Done, Drain, LoopConfig, Settled, Step, Tasks, Work};
 pub use hub::Hub;
 pub use memory::MemoryBus;
 pub use redis_bus::{RedisBus, redis_pool};
+pub use replier::Replier;
 
 /// Called for every reply frame that reaches this instance.
 pub type ReplySink = Arc<dyn Fn(Frame) + Send + Sync>;

@@ -72,7 +72,7 @@ impl RedisBus {
     }
 
     fn reply_key(&self, instance: &str) -> String {
-        format!("{}replies:{}", self.prefix, instance)
+        format!("{}{}", self.prefix, llmr_protocol::streams::replies(instance))
     }
 
     async fn conn(&self) -> Result<Conn<'_>, BusError> {

@@ -44,6 +44,77 @@ impl Kind {
     }
 }
 
+/// Who sent a piece of work: the identity it acts for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum CallerId {
+    /// Nobody named (internal work).
+    #[default]
+    None,
+    /// A client of the gateway instance with this id.
+    Gateway(String),
+    /// An MCP client, by its session id.
+    Session(String),
+    /// The router's tool loop, on behalf of this request.
+    Router(Uuid),
+    /// A running tool (its host modules), by the tool's name.
+    Tool(String),
+}
+
+impl CallerId {
+    /// The stream field: `kind:value`, empty for none.
+    pub fn encode(&self) -> String {
+        match self {
+            CallerId::None => String::new(),
+            CallerId::Gateway(g) => format!("gateway:{g}"),
+            CallerId::Session(s) => format!("session:{s}"),
+            CallerId::Router(id) => format!("router:{id}"),
+            CallerId::Tool(t) => format!("tool:{t}"),
+        }
+    }
+
+    fn decode(s: &str) -> Option<CallerId> {
+        if s.is_empty() {
+            return Some(CallerId::None);
+        }
+        let (kind, value) = s.split_once(':')?;
+        Some(match kind {
+            "gateway" => CallerId::Gateway(value.to_owned()),
+            "session" => CallerId::Session(value.to_owned()),
+            "router" => CallerId::Router(Uuid::parse_str(value).ok()?),
+            "tool" => CallerId::Tool(value.to_owned()),
+            _ => return None,
+        })
+    }
+}
+
+/// How mcp-tools lists tools for an MCP client (`X-MCP-Tool-Mode`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ToolMode {
+    /// Every visible tool is listed.
+    #[default]
+    Standard,
+    /// Only the built-ins are listed; the rest are found with `tool_search`.
+    Discovery,
+}
+
+impl ToolMode {
+    /// Reads the header value (case-insensitive); anything but `discovery` is standard.
+    pub fn from_header(v: &str) -> ToolMode {
+        if v.trim().eq_ignore_ascii_case("discovery") {
+            ToolMode::Discovery
+        } else {
+            ToolMode::Standard
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            ToolMode::Standard => "",
+            ToolMode::Discovery => "discovery",
+        }
+    }
+}
+
 /// Facts about the request that travel beside the body so no consumer re-parses it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Meta {
@@ -53,14 +124,14 @@ pub struct Meta {
     pub stream: bool,
     /// Whether the client asked for a usage chunk at the end of a stream.
     pub include_usage: bool,
-    /// Who is calling (the gateway instance, later the API key's identity).
-    pub caller: String,
+    /// Who is calling.
+    pub caller: CallerId,
     /// How many times this work was delivered before (reclaims).
     pub attempt: u32,
     /// The routing plan, set by the router on jobs.
     pub plan: Option<Plan>,
-    /// A free-form mode travelling with the request (MCP: `discovery`); empty for none.
-    pub mode: String,
+    /// How tools are listed (MCP messages only).
+    pub mode: ToolMode,
 }
 
 /// One unit of work on a stream.
@@ -90,6 +161,39 @@ pub enum DecodeError {
 }
 
 impl Envelope {
+    /// New work with a fresh id (UUID v7).
+    pub fn new(kind: Kind, reply_to: &str, deadline_ms: u64, traceparent: &str, body: Bytes, meta: Meta) -> Envelope {
+        Envelope {
+            id: Uuid::now_v7(),
+            kind,
+            reply_to: reply_to.to_owned(),
+            deadline_ms,
+            traceparent: traceparent.to_owned(),
+            body,
+            meta,
+        }
+    }
+
+    /// This request routed: the same id, caller and deadline, as a job carrying `plan`,
+    /// continuing the trace at `traceparent`.
+    pub fn routed(&self, plan: Plan, traceparent: String) -> Envelope {
+        Envelope {
+            kind: Kind::Job,
+            traceparent,
+            meta: Meta {
+                plan: Some(plan),
+                ..self.meta.clone()
+            },
+            ..self.clone()
+        }
+    }
+
+    /// Work done on behalf of this request (a tool call, a tool loop's round): a fresh id,
+    /// the same deadline and trace, answered on `reply_to`.
+    pub fn on_behalf(&self, kind: Kind, reply_to: &str, body: Bytes, meta: Meta) -> Envelope {
+        Envelope::new(kind, reply_to, self.deadline_ms, &self.traceparent, body, meta)
+    }
+
     /// Whether the deadline has passed at `now_ms`.
     pub fn expired(&self, now_ms: u64) -> bool {
         now_ms >= self.deadline_ms
@@ -112,12 +216,12 @@ impl Envelope {
             ("model", Bytes::from(m.model.clone())),
             ("stream", Bytes::from_static(flag(m.stream))),
             ("include_usage", Bytes::from_static(flag(m.include_usage))),
-            ("caller", Bytes::from(m.caller.clone())),
+            ("caller", Bytes::from(m.caller.encode())),
             ("attempt", Bytes::from(m.attempt.to_string())),
             ("body", self.body.clone()),
         ];
-        if !m.mode.is_empty() {
-            f.push(("mode", Bytes::from(m.mode.clone())));
+        if m.mode != ToolMode::Standard {
+            f.push(("mode", Bytes::from_static(m.mode.as_str().as_bytes())));
         }
         if let Some(plan) = &m.plan {
             // A plan is a handful of short strings; serializing it cannot fail.
@@ -150,14 +254,13 @@ impl Envelope {
                 model: text("model")?.to_owned(),
                 stream: req("stream")? == b"1",
                 include_usage: req("include_usage")? == b"1",
-                caller: text("caller")?.to_owned(),
+                caller: CallerId::decode(text("caller")?).ok_or(DecodeError::Invalid("caller"))?,
                 attempt: num("attempt")? as u32,
                 plan,
                 mode: match get("mode") {
-                    Some(raw) => std::str::from_utf8(raw)
-                        .map_err(|_| DecodeError::Invalid("mode"))?
-                        .to_owned(),
-                    None => String::new(),
+                    None | Some(b"") => ToolMode::Standard,
+                    Some(b"discovery") => ToolMode::Discovery,
+                    Some(_) => return Err(DecodeError::Invalid("mode")),
                 },
             },
         })
@@ -186,7 +289,7 @@ mod tests {
                 model: "m".into(),
                 stream: true,
                 include_usage: false,
-                caller: "gw-1".into(),
+                caller: CallerId::Gateway("gw-1".into()),
                 attempt: 2,
                 plan: Some(Plan {
                     pool: "default".into(),
@@ -197,7 +300,7 @@ mod tests {
                     }],
                     wait_ms: 5,
                 }),
-                mode: "discovery".into(),
+                mode: ToolMode::Discovery,
             },
         }
     }

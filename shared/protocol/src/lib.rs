@@ -10,15 +10,21 @@
 //! - [`chat`]: the partial parse and validation of a chat completion request.
 //! - [`error`]: the one error type that maps every failure to OpenAI's error JSON.
 //! - [`mcp`]: MCP protocol revisions and JSON-RPC error codes.
+//! - [`openai`]: the OpenAI completion and chunk bodies llmrouter writes itself.
+//! - [`streams`]: stream and consumer-group names.
+//! - [`tools`]: built-in tool names and the `{namespace}_{name}` function-name rule.
 
 pub mod chat;
 pub mod envelope;
 pub mod error;
 pub mod frame;
 pub mod mcp;
+pub mod openai;
 pub mod plan;
+pub mod streams;
+pub mod tools;
 
-pub use envelope::{DecodeError, Envelope, Kind, Meta};
+pub use envelope::{CallerId, DecodeError, Envelope, Kind, Meta, ToolMode};
 pub use error::ApiError;
 pub use frame::{Frame, FrameKind, Head, Usage};
 pub use plan::{Attempt, Plan};

@@ -90,7 +90,7 @@ async fn report(state: &AppState) -> Result<Value, String> {
         "status": "ok",
         "backend": if state.bus.is_memory() { "memory" } else { "redis" },
         "instance": state.instance,
-        "in_flight": state.hub.in_flight(),
+        "in_flight": state.caller.in_flight(),
         "services": alive,
         "providers": provider_json,
         "targets": target_json,

@@ -11,14 +11,12 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use llmr_protocol::mcp::{self, INTERNAL_ERROR, INVALID_REQUEST, PARSE_ERROR, SESSION_NOT_FOUND};
-use llmr_protocol::{Envelope, Kind, Meta, now_ms};
+use llmr_protocol::{CallerId, Envelope, Kind, Meta, ToolMode, now_ms, streams};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::AppState;
 
-/// The stream mcp-tools reads.
-const MCP: &str = "mcp";
 /// Where sessions live in the store.
 const SESSIONS: &str = "mcp-session";
 
@@ -107,20 +105,16 @@ pub async fn post(req: HttpRequest, payload: web::Payload, state: web::Data<AppS
     if method.is_none() || (obj.get("id").is_none() && !initialize) {
         return HttpResponse::Accepted().finish();
     }
-    let env = Envelope {
-        id: Uuid::now_v7(),
-        kind: Kind::Mcp,
-        reply_to: state.instance.clone(),
-        deadline_ms: now_ms() + state.settings.server.request_timeout_ms,
-        traceparent: header(&req, "traceparent").unwrap_or_default().to_owned(),
-        body,
-        meta: Meta {
-            caller: session.clone().unwrap_or_default(),
-            mode: header(&req, "x-mcp-tool-mode").unwrap_or_default().to_ascii_lowercase(),
-            ..Meta::default()
-        },
+    let meta = Meta {
+        caller: session.clone().map_or(CallerId::None, CallerId::Session),
+        mode: ToolMode::from_header(header(&req, "x-mcp-tool-mode").unwrap_or_default()),
+        ..Meta::default()
     };
-    let answer = match state.caller.call(MCP, &env).await {
+    let deadline = now_ms() + state.settings.server.request_timeout_ms;
+    let traceparent = header(&req, "traceparent").unwrap_or_default();
+    let env = Envelope::new(Kind::Mcp, &state.instance, deadline, traceparent, body, meta);
+    // A client that leaves drops this future, and with it the call: its work is cancelled.
+    let answer = match state.caller.call(streams::MCP, &env).await {
         Ok(a) => a,
         Err(e) => {
             return rpc_error(

@@ -3,12 +3,12 @@
 //! streams dropped after they started, malformed events. For rehearsing failover and for
 //! the tests; it needs no network.
 
-use bytes::Bytes;
+use futures_util::future::LocalBoxFuture;
 use llmr_config::Chaos;
 use llmr_protocol::now_ms;
+use llmr_protocol::openai::ChatChunk;
 
-use super::{AttemptError, AttemptResult, echo};
-use crate::replier::Replier;
+use super::{Adapter, AttemptError, AttemptResult, Call, echo};
 
 /// What one roll of the dice injects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,25 +44,34 @@ pub fn choose(c: &Chaos, roll: f64) -> Injected {
     Injected::None
 }
 
-pub struct Call<'a> {
-    pub chaos: &'a Chaos,
-    pub body: &'a Bytes,
-    pub model: &'a str,
-    pub id: &'a str,
-    pub stream: bool,
-    pub include_usage: bool,
+/// The `chaos` adapter: its failure rates.
+pub struct ChaosAdapter {
+    chaos: Chaos,
 }
 
-pub async fn call(c: &Call<'_>, out: &mut Replier) -> AttemptResult {
-    if c.chaos.latency_ms > 0 {
-        tokio::time::sleep(std::time::Duration::from_millis(c.chaos.latency_ms)).await;
+impl ChaosAdapter {
+    pub fn new(chaos: Chaos) -> ChaosAdapter {
+        ChaosAdapter { chaos }
     }
-    match choose(c.chaos, rand::random::<f64>()) {
-        Injected::None => echo::call(c.body, c.model, c.id, c.stream, c.include_usage, out).await,
+}
+
+impl Adapter for ChaosAdapter {
+    fn call<'a>(&'a self, c: Call<'a>) -> LocalBoxFuture<'a, AttemptResult> {
+        Box::pin(inject(&self.chaos, c))
+    }
+}
+
+async fn inject(chaos: &Chaos, c: Call<'_>) -> AttemptResult {
+    if chaos.latency_ms > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(chaos.latency_ms)).await;
+    }
+    let stream = c.env.meta.stream;
+    match choose(chaos, rand::random::<f64>()) {
+        Injected::None => echo::answer(c).await,
         Injected::Error => Err(AttemptError::retryable("chaos: upstream answered 500")),
         Injected::RateLimited => Err(AttemptError::rate_limited(
-            Some(now_ms() + c.chaos.retry_after_s * 1000),
-            format!("chaos: 429 with Retry-After: {}", c.chaos.retry_after_s),
+            Some(now_ms() + chaos.retry_after_s * 1000),
+            format!("chaos: 429 with Retry-After: {}", chaos.retry_after_s),
         )),
         Injected::RateLimitedBare => Err(AttemptError::rate_limited(None, "chaos: 429 without reset headers")),
         Injected::Refused => Err(AttemptError::retryable("chaos: connection refused")),
@@ -70,14 +79,10 @@ pub async fn call(c: &Call<'_>, out: &mut Replier) -> AttemptResult {
         Injected::Malformed => Err(AttemptError::retryable(
             "chaos: the upstream sent a malformed stream event",
         )),
-        Injected::Drop if c.stream => {
-            let first = Bytes::from(format!(
-                r#"{{"id":"{}","object":"chat.completion.chunk","created":{},"model":"{}","choices":[{{"index":0,"delta":{{"role":"assistant","content":""}},"finish_reason":null}}]}}"#,
-                c.id,
-                now_ms() / 1000,
-                c.model
-            ));
-            out.events(vec![first])
+        Injected::Drop if stream => {
+            let first = ChatChunk::text(&c.completion_id(), &c.env.meta.model, now_ms() / 1000, true, "");
+            c.out
+                .events(&[first.to_bytes()])
                 .await
                 .map_err(|e| AttemptError::local(e.into(), "could not reply"))?;
             Err(AttemptError::broken_after_start("chaos: the stream dropped mid-way"))

@@ -3,11 +3,12 @@
 //! works out of the box.
 
 use bytes::Bytes;
+use futures_util::future::LocalBoxFuture;
+use llmr_protocol::openai::{ChatChunk, ChatCompletion, Delta};
 use llmr_protocol::{ApiError, Usage, now_ms};
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use super::{AttemptError, AttemptResult, Outcome};
-use crate::replier::Replier;
+use super::{Adapter, AttemptError, AttemptResult, Call, Outcome};
 
 /// The text of the last user message (text parts joined by spaces).
 pub fn last_user_text(body: &Value) -> String {
@@ -26,15 +27,19 @@ fn words_in(v: &Value) -> u64 {
     }
 }
 
-pub async fn call(
-    body: &Bytes,
-    model: &str,
-    id: &str,
-    stream: bool,
-    include_usage: bool,
-    out: &mut Replier,
-) -> AttemptResult {
-    let req: Value = serde_json::from_slice(body)
+/// The `echo` adapter.
+pub struct Echo;
+
+impl Adapter for Echo {
+    fn call<'a>(&'a self, c: Call<'a>) -> LocalBoxFuture<'a, AttemptResult> {
+        Box::pin(answer(c))
+    }
+}
+
+/// Echoes the last user message of `c`'s body.
+pub async fn answer(c: Call<'_>) -> AttemptResult {
+    let env = c.env;
+    let req: Value = serde_json::from_slice(&env.body)
         .map_err(|e| AttemptError::local(ApiError::invalid(format!("invalid body: {e}"), None), "invalid body"))?;
     let text = last_user_text(&req);
     let prompt_tokens: u64 = req["messages"]
@@ -46,44 +51,20 @@ pub async fn call(
         completion_tokens,
         total_tokens: prompt_tokens + completion_tokens,
     };
-    let created = now_ms() / 1000;
+    let (id, model, created) = (c.completion_id(), env.meta.model.as_str(), now_ms() / 1000);
     let reply_err = |e: llmr_bus::BusError| AttemptError::local(e.into(), "could not reply");
-
-    if !stream {
-        let answer = json!({
-            "id": id, "object": "chat.completion", "created": created, "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": null, "finish_reason": "stop"}],
-            "usage": usage,
-        });
-        out.complete(200, Bytes::from(answer.to_string()))
-            .await
-            .map_err(reply_err)?;
+    let out = c.out;
+    if !env.meta.stream {
+        let answer = ChatCompletion::text(&id, model, created, text, Some(usage));
+        out.complete(200, answer.to_bytes()).await.map_err(reply_err)?;
         return Ok(Outcome {
             usage: Some(usage),
             relayed_bytes: 0,
         });
     }
-
-    let chunk = |delta: Value, finish: Value| {
-        Bytes::from(
-            json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model,
-                   "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]})
-            .to_string(),
-        )
-    };
-    out.events(vec![chunk(json!({"role": "assistant", "content": ""}), Value::Null)])
-        .await
-        .map_err(reply_err)?;
-    for word in text.split_inclusive(' ') {
-        out.events(vec![chunk(json!({"content": word}), Value::Null)])
-            .await
-            .map_err(reply_err)?;
+    for event in stream_events(&id, model, created, &text, env.meta.include_usage.then_some(usage)) {
+        out.events(&event).await.map_err(reply_err)?;
     }
-    let mut tail = vec![chunk(json!({}), json!("stop"))];
-    if include_usage {
-        tail.push(Bytes::from(json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model, "choices": [], "usage": usage}).to_string()));
-    }
-    out.events(tail).await.map_err(reply_err)?;
     out.end().await.map_err(reply_err)?;
     Ok(Outcome {
         usage: Some(usage),
@@ -91,9 +72,25 @@ pub async fn call(
     })
 }
 
+/// The events of an echoed stream, grouped as they are sent (one frame each): the role,
+/// one word each, then the finish (with the usage chunk when asked).
+pub fn stream_events(id: &str, model: &str, created: u64, text: &str, usage: Option<Usage>) -> Vec<Vec<Bytes>> {
+    let mut out = vec![vec![ChatChunk::text(id, model, created, true, "").to_bytes()]];
+    for word in text.split_inclusive(' ') {
+        out.push(vec![ChatChunk::text(id, model, created, false, word).to_bytes()]);
+    }
+    let mut tail = vec![ChatChunk::delta(id, model, created, Delta::default(), Some("stop".into())).to_bytes()];
+    if let Some(u) = usage {
+        tail.push(ChatChunk::usage(id, model, created, u).to_bytes());
+    }
+    out.push(tail);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn finds_the_last_user_message() {

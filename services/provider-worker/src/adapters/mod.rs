@@ -1,15 +1,66 @@
 //! Provider adapters: the one boundary between the worker and a provider's wire format.
 //!
-//! An adapter runs one attempt: it sends the request, and turns the upstream's answer into
-//! reply frames through a `Replier`. It reports failure with an [`AttemptError`] that says
-//! whether another attempt may help and whose fault it was ([`Fault`]): the job runner
-//! decides what to do with it and feeds the circuit breakers and cooldowns.
+//! An [`Adapter`] runs one attempt described by a [`Call`]: it sends the request, and turns
+//! the upstream's answer into reply frames through the call's `Replier`. It reports failure
+//! with an [`AttemptError`] that says whether another attempt may help and whose fault it
+//! was ([`Fault`]): the job runner decides what to do with it and feeds the circuit
+//! breakers and cooldowns. The job runner never sees a provider type: [`for_provider`] is
+//! the one place that maps a configured `type` to its adapter.
+//!
+//! Adding a provider type: one file here implementing [`Adapter`], one variant of
+//! `llmr_config::ProviderType`, and one arm in [`for_provider`].
 
 pub mod chaos;
 pub mod echo;
 pub mod openai;
 
-use llmr_protocol::{ApiError, Usage};
+use std::time::Duration;
+
+use futures_util::future::LocalBoxFuture;
+use llmr_bus::Replier;
+use llmr_config::{Provider, ProviderType};
+use llmr_protocol::{ApiError, Attempt, Envelope, Usage};
+
+/// Everything one attempt needs.
+pub struct Call<'a> {
+    /// The job: id, body as the client sent it, the model it asked for, stream flags.
+    pub env: &'a Envelope,
+    /// The target: provider and upstream model.
+    pub attempt: &'a Attempt,
+    pub provider: &'a Provider,
+    /// The API key of this attempt, if the provider has keys.
+    pub key: Option<&'a str>,
+    /// W3C trace context for the upstream.
+    pub traceparent: &'a str,
+    /// How long this attempt may take (deadline and provider timeout applied).
+    pub timeout: Duration,
+    pub client: &'a awc::Client,
+    pub max_response_bytes: usize,
+    /// Where the answer goes.
+    pub out: &'a mut Replier,
+}
+
+impl Call<'_> {
+    /// The completion id clients see (`chatcmpl-…` from the request id).
+    pub fn completion_id(&self) -> String {
+        format!("chatcmpl-{}", self.env.id.simple())
+    }
+}
+
+/// One provider type's wire format.
+pub trait Adapter {
+    /// Runs one attempt.
+    fn call<'a>(&'a self, call: Call<'a>) -> LocalBoxFuture<'a, AttemptResult>;
+}
+
+/// The adapter of a configured provider.
+pub fn for_provider(p: &Provider) -> Box<dyn Adapter> {
+    match p.kind {
+        ProviderType::Echo => Box::new(echo::Echo),
+        ProviderType::Chaos => Box::new(chaos::ChaosAdapter::new(p.chaos.clone().unwrap_or_default())),
+        ProviderType::Openai => Box::new(openai::OpenAi),
+    }
+}
 
 /// Whose fault a failed attempt was: this decides which circuit or cooldown it feeds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

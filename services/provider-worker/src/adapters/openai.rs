@@ -12,31 +12,25 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
+use futures_util::future::LocalBoxFuture;
 use futures_util::{FutureExt, StreamExt};
+use llmr_bus::Replier;
 use llmr_protocol::{ApiError, Usage, now_ms};
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 use serde_json::value::RawValue;
 
-use super::{AttemptError, AttemptResult, Outcome};
+use super::{Adapter, AttemptError, AttemptResult, Call, Outcome};
 use crate::ratelimit;
-use crate::replier::Replier;
 use crate::sse::{Event, Splitter};
 
-/// One attempt's inputs.
-pub struct Call<'a> {
-    pub url: String,
-    pub body: &'a Bytes,
-    pub requested_model: &'a str,
-    pub upstream_model: &'a str,
-    pub key: Option<&'a str>,
-    pub traceparent: &'a str,
-    pub stream: bool,
-    /// The client asked for the usage chunk itself.
-    pub client_wants_usage: bool,
-    pub timeout: std::time::Duration,
-    pub max_response_bytes: usize,
-    pub extra_headers: &'a BTreeMap<String, String>,
+/// The `openai` adapter.
+pub struct OpenAi;
+
+impl Adapter for OpenAi {
+    fn call<'a>(&'a self, c: Call<'a>) -> LocalBoxFuture<'a, AttemptResult> {
+        Box::pin(call(c))
+    }
 }
 
 #[derive(Deserialize)]
@@ -52,19 +46,20 @@ fn client_fault(status: u16) -> bool {
     matches!(status, 400 | 413 | 422)
 }
 
-pub async fn call(client: &awc::Client, c: &Call<'_>, out: &mut Replier) -> AttemptResult {
-    let force_usage = c.stream && !c.client_wants_usage;
-    let body = if c.requested_model == c.upstream_model && !force_usage {
-        c.body.clone()
+async fn call(c: Call<'_>) -> AttemptResult {
+    let (env, upstream_model) = (c.env, c.attempt.model.as_str());
+    let (stream, client_wants_usage) = (env.meta.stream, env.meta.include_usage);
+    let force_usage = stream && !client_wants_usage;
+    let renamed = env.meta.model != upstream_model;
+    let body = if !renamed && !force_usage {
+        env.body.clone()
     } else {
-        rewrite(
-            c.body,
-            (c.requested_model != c.upstream_model).then_some(c.upstream_model),
-            force_usage,
-        )?
+        rewrite(&env.body, renamed.then_some(upstream_model), force_usage)?
     };
-    let mut req = client
-        .post(&c.url)
+    let url = format!("{}/chat/completions", c.provider.base());
+    let mut req = c
+        .client
+        .post(&url)
         .timeout(c.timeout)
         .insert_header(("content-type", "application/json"));
     if let Some(k) = c.key {
@@ -73,7 +68,7 @@ pub async fn call(client: &awc::Client, c: &Call<'_>, out: &mut Replier) -> Atte
     if !c.traceparent.is_empty() {
         req = req.insert_header(("traceparent", c.traceparent));
     }
-    for (k, v) in c.extra_headers {
+    for (k, v) in &c.provider.extra_headers {
         req = req.insert_header((k.as_str(), v.as_str()));
     }
     let mut resp = req
@@ -100,7 +95,8 @@ pub async fn call(client: &awc::Client, c: &Call<'_>, out: &mut Replier) -> Atte
             s => AttemptError::retryable(format!("upstream answered {s}")),
         });
     }
-    if !c.stream {
+    let out = c.out;
+    if !stream {
         let body = resp
             .body()
             .limit(c.max_response_bytes)
@@ -117,7 +113,7 @@ pub async fn call(client: &awc::Client, c: &Call<'_>, out: &mut Replier) -> Atte
             relayed_bytes,
         });
     }
-    relay_stream(&mut resp, out, c.client_wants_usage).await
+    relay_stream(&mut resp, out, client_wants_usage).await
 }
 
 /// Passes SSE events through until `[DONE]`; keeps the usage chunk to itself unless the
@@ -168,7 +164,7 @@ where
             }
         }
         if !payloads.is_empty() {
-            out.events(payloads)
+            out.events(&payloads)
                 .await
                 .map_err(|e| AttemptError::local(e.into(), "could not reply"))?;
         }

@@ -1,0 +1,108 @@
+//! The router's work on the `requests` stream, under the shared consumer loop: a batch is
+//! routed with one store read, and each routed request is forwarded to its pool's jobs
+//! stream atomically with its ack. Requests that need the tool loop run as their own tasks
+//! and are acked once answered (a router that dies mid-loop leaves them pending, and a peer
+//! runs them again). Unknown models and expired deadlines are answered here.
+
+use std::rc::Rc;
+
+use llmr_bus::{Bus, Delivery, Done, Replier, Settled, Tasks, Work};
+use llmr_protocol::{ApiError, Envelope, now_ms, streams};
+
+use crate::routing::{Resolved, Routing};
+use crate::toolloop::{self, ToolLoop};
+
+/// Routes requests.
+pub struct Requests {
+    pub bus: Bus,
+    pub routing: Rc<Routing>,
+    pub tools: Rc<ToolLoop>,
+}
+
+impl Work for Requests {
+    fn start(&self, batch: Vec<Delivery>, tasks: &mut Tasks) {
+        let now = now_ms();
+        let mut routable = Vec::with_capacity(batch.len());
+        let mut refused = Vec::new();
+        for d in batch {
+            if d.envelope.expired(now) {
+                refused.push((d, ApiError::DeadlineExceeded));
+                continue;
+            }
+            let Some(resolved) = self.routing.resolve(&d.envelope.meta.model) else {
+                let model = d.envelope.meta.model.clone();
+                refused.push((d, ApiError::ModelNotFound { model }));
+                continue;
+            };
+            if toolloop::needed(&resolved.routes[0], &d.envelope.body) {
+                let tools = self.tools.clone();
+                tasks.spawn_one(d, move |d, cancel| async move {
+                    tokio::select! {
+                        () = tools.run(&d.envelope, &resolved.routes) => {}
+                        Ok(()) = cancel => tracing::info!(request_id = %d.envelope.id, "client went away; tool loop stopped"),
+                    }
+                    Done::Ack
+                });
+                continue;
+            }
+            routable.push((d, resolved));
+        }
+        if routable.is_empty() && refused.is_empty() {
+            return;
+        }
+        let held = routable
+            .iter()
+            .map(|(d, _)| d)
+            .chain(refused.iter().map(|(d, _)| d))
+            .map(|d| (d.entry.clone(), d.envelope.id))
+            .collect();
+        tasks.spawn_batch(held, route(self.bus.clone(), self.routing.clone(), routable, refused));
+    }
+}
+
+/// Plans the batch and settles each request: forwarded as a job, or answered with an error.
+async fn route(
+    bus: Bus,
+    routing: Rc<Routing>,
+    routable: Vec<(Delivery, Resolved)>,
+    refused: Vec<(Delivery, ApiError)>,
+) -> Vec<Settled> {
+    let mut settled = Vec::with_capacity(routable.len() + refused.len());
+    for (d, err) in refused {
+        settled.push(answer(&bus, d, err).await);
+    }
+    let items: Vec<(&Envelope, &[crate::catalog::Route])> = routable
+        .iter()
+        .map(|(d, r)| (&d.envelope, r.routes.as_slice()))
+        .collect();
+    let plans = routing.plan_batch(&items, now_ms()).await;
+    for ((d, _), plan) in routable.into_iter().zip(plans) {
+        let env = &d.envelope;
+        let span = tracing::info_span!("route", request_id = %env.id, model = %env.meta.model, provider = tracing::field::Empty);
+        llmr_telemetry::set_parent(&span, &env.traceparent);
+        match plan {
+            Ok(plan) => {
+                span.record("provider", plan.attempts[0].provider.as_str());
+                let stream = streams::jobs(&plan.pool);
+                let envelope = env.routed(plan, llmr_telemetry::traceparent(&span, &env.traceparent));
+                settled.push((d.entry, env.id, Done::Forward { stream, envelope }));
+            }
+            Err(e) => settled.push(answer(&bus, d, e).await),
+        }
+    }
+    settled
+}
+
+/// Answers a request with an error frame; acked once the frame is out (else left pending).
+async fn answer(bus: &Bus, d: Delivery, err: ApiError) -> Settled {
+    let env = &d.envelope;
+    tracing::info!(request_id = %env.id, model = %env.meta.model, error = %err, "request answered by the router");
+    let done = match Replier::to(bus.clone(), env).error(&err).await {
+        Ok(()) => Done::Ack,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not answer a request");
+            Done::Keep
+        }
+    };
+    (d.entry, env.id, done)
+}

@@ -1,0 +1,162 @@
+//! The one way to answer a request: its reply frames (head, chunks, end or error) with
+//! their sequence numbers, sent to the caller's reply stream, and the knowledge of whether
+//! anything reached the caller yet (after which no other attempt may run).
+//!
+//! Used by the provider worker, the router (tool loop, errors it answers itself) and
+//! mcp-tools. Each method is one round trip to the bus.
+
+use bytes::Bytes;
+use llmr_protocol::{ApiError, Envelope, Frame, Head};
+use uuid::Uuid;
+
+use crate::{Bus, BusError};
+
+pub struct Replier {
+    bus: Bus,
+    reply_to: String,
+    id: Uuid,
+    seq: u32,
+    started: bool,
+    stream: bool,
+}
+
+impl Replier {
+    /// Answers request `id` on `reply_to`; `stream` is what the head frame says.
+    pub fn new(bus: Bus, reply_to: &str, id: Uuid, stream: bool) -> Replier {
+        Replier {
+            bus,
+            reply_to: reply_to.to_owned(),
+            id,
+            seq: 0,
+            started: false,
+            stream,
+        }
+    }
+
+    /// Answers `env`, streamed when its client asked for a stream.
+    pub fn to(bus: Bus, env: &Envelope) -> Replier {
+        Replier::new(bus, &env.reply_to, env.id, env.meta.stream)
+    }
+
+    /// Whether a frame has reached the caller.
+    pub fn started(&self) -> bool {
+        self.started
+    }
+
+    fn next(&mut self) -> u32 {
+        self.seq += 1;
+        self.seq
+    }
+
+    fn head_if_needed(&mut self, frames: &mut Vec<Frame>, status: u16) {
+        if !self.started {
+            frames.push(Frame::head(
+                self.id,
+                Head {
+                    status,
+                    stream: self.stream,
+                },
+            ));
+            self.started = true;
+        }
+    }
+
+    fn chunk(&mut self, frames: &mut Vec<Frame>, data: Bytes) {
+        let seq = self.next();
+        frames.push(Frame::chunk(self.id, seq, data));
+    }
+
+    fn end_frame(&mut self, frames: &mut Vec<Frame>) {
+        let seq = self.next();
+        frames.push(Frame::end(self.id, seq));
+    }
+
+    /// Stream events (one SSE payload each): one chunk frame carrying them as SSE text
+    /// (`data: …\n\n` each); the head goes first.
+    pub async fn events(&mut self, payloads: &[Bytes]) -> Result<(), BusError> {
+        let mut frames = Vec::with_capacity(2);
+        self.head_if_needed(&mut frames, 200);
+        self.chunk(&mut frames, Bytes::from(llmr_protocol::openai::sse(payloads)));
+        self.bus.reply(&self.reply_to, &frames).await
+    }
+
+    /// A whole stream at once: head, one chunk with every event, end.
+    pub async fn stream_all(&mut self, payloads: &[Bytes]) -> Result<(), BusError> {
+        let mut frames = Vec::with_capacity(3);
+        self.head_if_needed(&mut frames, 200);
+        self.chunk(&mut frames, Bytes::from(llmr_protocol::openai::sse(payloads)));
+        self.end_frame(&mut frames);
+        self.bus.reply(&self.reply_to, &frames).await
+    }
+
+    /// A whole (non-streamed) answer: head, body, end.
+    pub async fn complete(&mut self, status: u16, body: Bytes) -> Result<(), BusError> {
+        let mut frames = Vec::with_capacity(3);
+        self.head_if_needed(&mut frames, status);
+        self.chunk(&mut frames, body);
+        self.end_frame(&mut frames);
+        self.bus.reply(&self.reply_to, &frames).await
+    }
+
+    /// An answer without a body (`202 Accepted` for an MCP notification): head, end.
+    pub async fn empty(&mut self, status: u16) -> Result<(), BusError> {
+        let mut frames = Vec::with_capacity(2);
+        self.head_if_needed(&mut frames, status);
+        self.end_frame(&mut frames);
+        self.bus.reply(&self.reply_to, &frames).await
+    }
+
+    /// Closes a stream.
+    pub async fn end(&mut self) -> Result<(), BusError> {
+        self.empty(200).await
+    }
+
+    /// Ends the request with an error.
+    pub async fn error(&mut self, err: &ApiError) -> Result<(), BusError> {
+        let seq = if self.started { self.next() } else { 0 };
+        self.started = true;
+        self.bus.reply(&self.reply_to, &[Frame::error(self.id, seq, err)]).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Bus;
+    use llmr_protocol::FrameKind;
+    use std::sync::{Arc, Mutex};
+
+    async fn frames_of(f: impl AsyncFnOnce(&mut Replier)) -> Vec<(FrameKind, u32)> {
+        let bus = Bus::memory();
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let g = got.clone();
+        let _sub = bus.subscribe_replies(
+            "r",
+            Arc::new(move |fr: Frame| g.lock().unwrap().push((fr.kind, fr.seq))),
+        );
+        let mut r = Replier::new(bus, "r", Uuid::now_v7(), true);
+        f(&mut r).await;
+        tokio::task::yield_now().await;
+        got.lock().unwrap().clone()
+    }
+
+    #[tokio::test]
+    async fn numbers_frames_in_order_with_one_head() {
+        let got = frames_of(async |r| {
+            r.events(&[Bytes::from_static(b"{}")]).await.unwrap();
+            r.events(&[Bytes::from_static(b"{}")]).await.unwrap();
+            r.end().await.unwrap();
+        })
+        .await;
+        use FrameKind::*;
+        assert_eq!(got, vec![(Head, 0), (Chunk, 1), (Chunk, 2), (End, 3)]);
+    }
+
+    #[tokio::test]
+    async fn an_error_before_anything_is_frame_zero() {
+        let got = frames_of(async |r| r.error(&ApiError::DeadlineExceeded).await.unwrap()).await;
+        assert_eq!(got, vec![(FrameKind::Error, 0)]);
+        let got = frames_of(async |r| r.empty(202).await.unwrap()).await;
+        assert_eq!(got, vec![(FrameKind::Head, 0), (FrameKind::End, 1)]);
+    }
+}

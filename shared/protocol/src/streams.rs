@@ -1,0 +1,41 @@
+//! The names of every stream and consumer group on the bus, spelled once.
+//!
+//! Keys are given without the Redis prefix (`redis.prefix`); the Redis bus adds it.
+
+/// Client requests for the routers.
+pub const REQUESTS: &str = "requests";
+/// MCP messages and tool calls for mcp-tools.
+pub const MCP: &str = "mcp";
+
+/// Routed jobs for the workers of one pool.
+pub fn jobs(pool: &str) -> String {
+    format!("jobs:{pool}")
+}
+
+/// The reply stream of one caller instance.
+pub fn replies(instance: &str) -> String {
+    format!("replies:{instance}")
+}
+
+/// Consumer groups: every instance of a service reads its stream in the same group.
+pub mod groups {
+    /// Routers, on [`REQUESTS`](super::REQUESTS).
+    pub const ROUTERS: &str = "routers";
+    /// Provider workers, on each [`jobs`](super::jobs) stream.
+    pub const WORKERS: &str = "workers";
+    /// mcp-tools instances, on [`MCP`](super::MCP).
+    pub const MCP_TOOLS: &str = "mcp-tools";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_the_documented_keys() {
+        assert_eq!(jobs("gpu"), "jobs:gpu");
+        assert_eq!(replies("gw-1"), "replies:gw-1");
+        assert_eq!(REQUESTS, "requests");
+        assert_eq!(MCP, "mcp");
+    }
+}
