@@ -213,6 +213,8 @@ type ReadFuture = Pin<Box<dyn Future<Output = (Consumer, Result<Vec<Delivery>, B
 pub struct ConsumerLoop<W: Work> {
     work: W,
     cfg: LoopConfig,
+    /// The stream read (for the log).
+    stream: String,
     /// Reads; moved into the read under way.
     reader: Option<Consumer>,
     /// Acks, touches and forwards (never blocked by a read).
@@ -261,6 +263,7 @@ impl<W: Work> ConsumerLoop<W> {
             reclaim: cfg.claim_idle.map(|d| interval((d / 2).max(Duration::from_millis(1)))),
             work,
             cfg,
+            stream: stream.to_owned(),
             reader: Some(reader),
             acker,
             tasks: Tasks::default(),
@@ -300,6 +303,7 @@ impl<W: Work> ConsumerLoop<W> {
         let reclaim = self.cfg.claim_idle.filter(|_| std::mem::take(&mut self.reclaim_due));
         let backoff = std::mem::take(&mut self.failed).then_some(self.cfg.backoff);
         let block = self.cfg.block;
+        let stream = self.stream.clone();
         self.reading = Some(Box::pin(async move {
             if let Some(b) = backoff {
                 tokio::time::sleep(b).await;
@@ -309,7 +313,7 @@ impl<W: Work> ConsumerLoop<W> {
                 match reader.reclaim(idle, room).await {
                     Ok(d) => {
                         if !d.is_empty() {
-                            tracing::info!(count = d.len(), "took over work of a stopped peer");
+                            tracing::info!(stream, count = d.len(), "took over work of a stopped peer");
                         }
                         got = d;
                     }
@@ -319,8 +323,9 @@ impl<W: Work> ConsumerLoop<W> {
             if got.len() >= room {
                 return (reader, Ok(got));
             }
-            // Do not block when reclaimed work is waiting to start.
-            let wait = if got.is_empty() { block } else { Duration::ZERO };
+            // Barely wait when reclaimed work is waiting to start (Redis reads BLOCK 0 as
+            // "forever", so never less than 1 ms).
+            let wait = if got.is_empty() { block } else { Duration::ZERO }.max(Duration::from_millis(1));
             let r = reader.read(room - got.len(), wait).await.map(|mut d| {
                 got.append(&mut d);
                 got
@@ -704,5 +709,69 @@ mod tests {
         assert_eq!(l.step().await, Step::Settled(1), "the duplicate is acked");
         assert_eq!(gate.started.borrow().len(), 1);
         assert_eq!(bus.pending("s", "g").await.unwrap(), 1);
+    }
+}
+
+#[cfg(test)]
+mod redis_tests {
+    use super::*;
+    use bytes::Bytes;
+    use llmr_protocol::{Kind, Meta};
+
+    /// Work that never finishes (a worker about to die) or acks at once.
+    struct Hold(bool);
+
+    impl Work for Hold {
+        fn start(&self, batch: Vec<Delivery>, tasks: &mut Tasks) {
+            for d in batch {
+                let hold = self.0;
+                tasks.spawn_one(d, move |_, _| async move {
+                    if hold {
+                        std::future::pending::<()>().await;
+                    }
+                    Done::Ack
+                });
+            }
+        }
+    }
+
+    #[actix_rt::test]
+    async fn a_live_loop_takes_over_what_a_dead_one_held() {
+        let redis = llmr_testkit::RedisServer::start();
+        let bus = Bus::redis(&redis.url(), "t:", 4).unwrap();
+        for _ in 0..3 {
+            let e = Envelope::new(
+                Kind::Chat,
+                "r",
+                u64::MAX,
+                "",
+                Bytes::from_static(b"{}"),
+                Meta::default(),
+            );
+            bus.publish("s", &e).await.unwrap();
+        }
+        let idle = Duration::from_millis(200);
+        let cfg = LoopConfig {
+            block: Duration::from_millis(10),
+            ..LoopConfig::new(&bus, 8, idle)
+        };
+        let (_s1, rx1) = watch::channel(None);
+        let mut dead = ConsumerLoop::new(&bus, "s", "g", "dead", cfg.clone(), Hold(true), rx1)
+            .await
+            .unwrap();
+        assert_eq!(dead.step().await, Step::Read(3));
+        drop(dead);
+        let (_s2, rx2) = watch::channel(None);
+        let mut live = ConsumerLoop::new(&bus, "s", "g", "live", cfg, Hold(false), rx2)
+            .await
+            .unwrap();
+        let until = Instant::now() + Duration::from_secs(5);
+        let mut taken = 0;
+        while taken < 3 && Instant::now() < until {
+            if let Step::Read(n) = live.step().await {
+                taken += n;
+            }
+        }
+        assert_eq!(taken, 3);
     }
 }
