@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use config::{Map, Value, ValueKind};
 
-use crate::load::ConfigError;
+use crate::error::ConfigError;
 
 /// Expands every string in `map`, reporting the key path of a variable that is not set.
 pub(crate) fn expand_map(

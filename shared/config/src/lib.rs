@@ -8,13 +8,21 @@
 //!
 //! # Layout
 //! - [`settings`]: the sections and their defaults.
-//! - [`load`]: layering, expansion, validation.
+//! - [`load`]: layering and key resolution.
+//! - `expand`: `${VAR}` expansion.
+//! - `validate`: cross-field rules, per section, every problem reported at once.
+//! - `error`: [`ConfigError`] and [`Problem`].
+//!
+//! Imports run one way: load → {expand, validate} → error.
 
+mod error;
 mod expand;
 mod load;
 mod settings;
+mod validate;
 
-pub use load::{ConfigError, load, load_from};
+pub use error::{ConfigError, Problem};
+pub use load::{load, load_from};
 pub use settings::*;
 
 /// The built-in default configuration, embedded in the binary.

@@ -5,19 +5,11 @@ use std::path::Path;
 
 use config::{Config, Environment, File, FileFormat, Map, Source, Value};
 
-use crate::expand::expand_map;
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::settings::{ProviderType, Settings};
-
-/// Why the configuration could not be used. Every variant names the field.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("configuration: {0}")]
-    Load(#[from] config::ConfigError),
-    #[error("configuration field `{field}`: {message}")]
-    Invalid { field: String, message: String },
-}
+use crate::error::ConfigError;
+use crate::expand::expand_map;
+use crate::settings::Settings;
 
 /// Loads settings from the built-in default, `file` and the process environment.
 pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
@@ -106,181 +98,12 @@ impl Settings {
         }
         Ok(())
     }
-
-    /// Cross-field rules serde cannot express.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.server.host.is_empty() {
-            return Err(invalid("server.host", "must not be empty"));
-        }
-        if self.server.max_body_bytes == 0 {
-            return Err(invalid("server.max_body_bytes", "must be greater than 0"));
-        }
-        if self.server.request_timeout_ms == 0 {
-            return Err(invalid("server.request_timeout_ms", "must be greater than 0"));
-        }
-        if let Some(url) = self.redis.url()
-            && !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("unix://"))
-        {
-            return Err(invalid(
-                "redis.url",
-                "must start with redis://, rediss:// or unix:// (or be empty for in-memory)",
-            ));
-        }
-        if self.redis.prefix.is_empty() {
-            return Err(invalid("redis.prefix", "must not be empty"));
-        }
-        if self.redis.claim_idle_ms < 100 {
-            return Err(invalid("redis.claim_idle_ms", "must be at least 100"));
-        }
-        if self.redis.pool_size == 0 {
-            return Err(invalid("redis.pool_size", "must be greater than 0"));
-        }
-        if self.router.batch == 0 {
-            return Err(invalid("router.batch", "must be greater than 0"));
-        }
-        if self.router.models_refresh_ms < 1000 {
-            return Err(invalid("router.models_refresh_ms", "must be at least 1000"));
-        }
-        if self.worker.max_in_flight == 0 {
-            return Err(invalid("worker.max_in_flight", "must be greater than 0"));
-        }
-        if self.worker.max_response_bytes == 0 {
-            return Err(invalid("worker.max_response_bytes", "must be greater than 0"));
-        }
-        let sc = &self.scripting;
-        if sc.wall_ms == 0 || sc.hosts == 0 || sc.memory_mb < 32 || sc.max_result_bytes == 0 {
-            return Err(invalid(
-                "scripting",
-                "wall_ms, hosts and max_result_bytes must be > 0 and memory_mb at least 32",
-            ));
-        }
-        if self.mcp.page_size == 0 {
-            return Err(invalid("mcp.page_size", "must be greater than 0"));
-        }
-        let mut namespaces = std::collections::HashSet::new();
-        for (i, r) in self.mcp.remote_servers.iter().enumerate() {
-            let f = |k: &str| format!("mcp.remote_servers[{i}].{k}");
-            if r.namespace.is_empty() || !r.namespace.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
-                return Err(invalid(f("namespace"), "must be non-empty letters, digits or `-`"));
-            }
-            if !namespaces.insert(r.namespace.as_str()) {
-                return Err(invalid(f("namespace"), "is used by another remote server"));
-            }
-            if !(r.url.starts_with("http://") || r.url.starts_with("https://")) {
-                return Err(invalid(f("url"), "must be an http:// or https:// URL"));
-            }
-        }
-        let mut seen = std::collections::HashSet::new();
-        for (i, p) in self.providers.iter().enumerate() {
-            let f = |k: &str| format!("providers[{i}].{k}");
-            if p.name.is_empty() || p.name.contains('/') || p.name.contains(char::is_whitespace) {
-                return Err(invalid(f("name"), "must be non-empty, without `/` or spaces"));
-            }
-            if !seen.insert(p.name.as_str()) {
-                return Err(invalid(f("name"), format!("`{}` is used by another provider", p.name)));
-            }
-            if p.pool.is_empty() {
-                return Err(invalid(f("pool"), "must not be empty"));
-            }
-            match p.kind {
-                ProviderType::Openai => {
-                    if !(p.base_url.starts_with("http://") || p.base_url.starts_with("https://")) {
-                        return Err(invalid(
-                            f("base_url"),
-                            "an `openai` provider needs an http:// or https:// base_url",
-                        ));
-                    }
-                }
-                ProviderType::Echo | ProviderType::Chaos => {
-                    if p.models.is_empty() {
-                        return Err(invalid(f("models"), "a built-in provider needs a static model list"));
-                    }
-                }
-            }
-            match (&p.chaos, p.kind) {
-                (Some(_), ProviderType::Openai | ProviderType::Echo) => {
-                    return Err(invalid(f("chaos"), "only a `chaos` provider takes failure rates"));
-                }
-                (Some(c), ProviderType::Chaos) => {
-                    let rates = [
-                        ("error_rate", c.error_rate),
-                        ("rate_limit_rate", c.rate_limit_rate),
-                        ("rate_limit_bare_rate", c.rate_limit_bare_rate),
-                        ("refuse_rate", c.refuse_rate),
-                        ("hang_rate", c.hang_rate),
-                        ("drop_rate", c.drop_rate),
-                        ("malformed_rate", c.malformed_rate),
-                    ];
-                    for (name, r) in rates {
-                        if !(0.0..=1.0).contains(&r) {
-                            return Err(invalid(f(&format!("chaos.{name}")), "must be between 0 and 1"));
-                        }
-                    }
-                    if rates.iter().map(|(_, r)| r).sum::<f64>() > 1.0 {
-                        return Err(invalid(f("chaos"), "the rates add up to more than 1"));
-                    }
-                }
-                _ => {}
-            }
-            if p.weight == 0 {
-                return Err(invalid(f("weight"), "must be at least 1"));
-            }
-            if p.cost_input_per_mtok < 0.0 || p.cost_output_per_mtok < 0.0 {
-                return Err(invalid(f("cost_input_per_mtok"), "prices must not be negative"));
-            }
-            for k in p.extra_headers.keys() {
-                if k.is_empty() || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-                    return Err(invalid(f(&format!("extra_headers.{k}")), "is not a valid header name"));
-                }
-            }
-        }
-        if self.router.max_attempts == 0 {
-            return Err(invalid("router.max_attempts", "must be at least 1"));
-        }
-        if self.health.failure_threshold == 0 {
-            return Err(invalid("health.failure_threshold", "must be at least 1"));
-        }
-        let mut groups = std::collections::HashSet::new();
-        for (i, g) in self.models.iter().enumerate() {
-            let f = |k: &str| format!("models[{i}].{k}");
-            if g.name.is_empty() || !groups.insert(g.name.as_str()) {
-                return Err(invalid(
-                    f("name"),
-                    format!("`{}` is empty or names another group too", g.name),
-                ));
-            }
-            if g.targets.is_empty() {
-                return Err(invalid(f("targets"), "a group needs at least one target"));
-            }
-            for (t, target) in g.targets.iter().enumerate() {
-                if !self.providers.iter().any(|p| p.name == target.provider) {
-                    return Err(invalid(
-                        f(&format!("targets[{t}].provider")),
-                        format!("no provider is named `{}`", target.provider),
-                    ));
-                }
-                if target.weight == Some(0) {
-                    return Err(invalid(f(&format!("targets[{t}].weight")), "must be at least 1"));
-                }
-            }
-        }
-        for (i, g) in self.models.iter().enumerate() {
-            for (k, fb) in g.fallbacks.iter().enumerate() {
-                if !groups.contains(fb.as_str()) || *fb == g.name {
-                    return Err(invalid(
-                        format!("models[{i}].fallbacks[{k}]"),
-                        format!("`{fb}` is not another model group"),
-                    ));
-                }
-            }
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::settings::ProviderType;
     use std::io::Write;
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {

@@ -101,4 +101,28 @@ mod tests {
             ""
         );
     }
+
+    #[test]
+    fn golden_echo_answers_plain_and_streamed() {
+        let usage = Usage {
+            prompt_tokens: 2,
+            completion_tokens: 2,
+            total_tokens: 4,
+        };
+        let pretty = |b: &[u8]| {
+            let v: Value = serde_json::from_slice(b).unwrap();
+            serde_json::to_string(&v).unwrap()
+        };
+        let plain = ChatCompletion::text("chatcmpl-1", "echo", 1_700_000_000, "hello world", Some(usage));
+        let frames = stream_events("chatcmpl-1", "echo", 1_700_000_000, "hello world", Some(usage));
+        let sse: Vec<String> = frames
+            .iter()
+            .map(|f| String::from_utf8(llmr_protocol::openai::sse(f)).unwrap())
+            .collect();
+        insta::assert_snapshot!(format!(
+            "{}\n\n--- stream, one frame per block ---\n{}",
+            pretty(&plain.to_bytes()),
+            sse.join("---\n")
+        ));
+    }
 }
