@@ -257,7 +257,7 @@ impl ToolLoop {
                 usage.total_tokens += u.total_tokens;
             }
             let calls = completion.tool_calls().to_vec();
-            let ours = |c: &ToolCall| names.iter().any(|x| *x == c.function.name);
+            let ours = |c: &ToolCall| names.contains(&c.function.name);
             if status >= 300 || calls.is_empty() || !calls.iter().all(ours) || round == self.max_rounds {
                 if status < 300 && round > 0 {
                     completion.usage = Some(usage);

@@ -84,7 +84,7 @@ async fn route(
             Ok(plan) => {
                 span.record("provider", plan.attempts[0].provider.as_str());
                 let stream = streams::jobs(&plan.pool);
-                let envelope = env.routed(plan, llmr_telemetry::traceparent(&span, &env.traceparent));
+                let envelope = Box::new(env.routed(plan, llmr_telemetry::traceparent(&span, &env.traceparent)));
                 settled.push((d.entry, env.id, Done::Forward { stream, envelope }));
             }
             Err(e) => settled.push(answer(&bus, d, e).await),

@@ -36,7 +36,7 @@ pub enum Done {
     /// Ack the entry and forget the request's first-frame marker (work that replied).
     Finish,
     /// Publish this envelope on that stream and ack the entry, atomically.
-    Forward { stream: String, envelope: Envelope },
+    Forward { stream: String, envelope: Box<Envelope> },
     /// Leave the entry pending: a live peer reclaims it after the idle limit.
     Keep,
 }
@@ -454,7 +454,7 @@ impl<W: Work> ConsumerLoop<W> {
             match done {
                 Done::Ack => acks.push(entry),
                 Done::Finish => finishes.push((entry, id)),
-                Done::Forward { stream, envelope } => forwards.push((entry, stream, envelope)),
+                Done::Forward { stream, envelope } => forwards.push((entry, stream, *envelope)),
                 Done::Keep => {}
             }
         }
@@ -652,7 +652,7 @@ mod tests {
         let id = gate.started.borrow()[0];
         let fwd = Done::Forward {
             stream: "next".into(),
-            envelope: env(),
+            envelope: Box::new(env()),
         };
         let _ = gate.release.borrow_mut().remove(&id).unwrap().send(fwd);
         assert_eq!(l.step().await, Step::Settled(1));
