@@ -10,17 +10,12 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use llmr_testkit::{Behavior, MockUpstream, Proc, RedisServer, free_port, unique_prefix, wait_for_port};
+use llmr_testkit::{Behavior, MockUpstream, Proc};
 
+/// The testkit's process cluster with this suite's mock upstream.
 struct Cluster {
-    redis: RedisServer,
+    procs: ProcessCluster,
     mock: MockUpstream,
-    port: u16,
-    config: PathBuf,
-    env: Vec<(&'static str, String)>,
-    gateway: Option<Proc>,
-    routers: Vec<Proc>,
-    workers: Vec<Proc>,
 }
 
 fn bin() -> PathBuf {
@@ -45,27 +40,10 @@ impl Cluster {
         workers: usize,
         extra_env: &[(&'static str, String)],
     ) -> Cluster {
-        let redis = RedisServer::start();
-        let port = free_port();
-        let config = std::env::temp_dir().join(format!("llmr-cluster-{}-{port}.toml", std::process::id()));
-        std::fs::write(&config, toml).unwrap();
-        let mut env = vec![
-            ("LLMR__REDIS__URL", redis.url()),
-            ("LLMR__REDIS__PREFIX", unique_prefix("cluster")),
-            ("LLMR__REDIS__CLAIM_IDLE_MS", "1000".to_string()),
-            ("LLMR__SERVER__PORT", port.to_string()),
-            ("RUST_LOG", "info".to_string()),
-        ];
-        env.extend_from_slice(extra_env);
+        let cfg = TestConfig::new(toml).env("RUST_LOG", "info").envs(extra_env);
         let mut c = Cluster {
-            redis,
+            procs: ProcessCluster::new(&bin(), cfg, true),
             mock,
-            port,
-            config,
-            env,
-            gateway: None,
-            routers: Vec::new(),
-            workers: Vec::new(),
         };
         for _ in 0..routers {
             c.add("router", &["router"]);
@@ -75,7 +53,7 @@ impl Cluster {
         }
         c.add("gateway", &["gateway"]);
         assert!(
-            wait_for_port(port, Duration::from_secs(20)),
+            c.procs.listening(Duration::from_secs(20)),
             "gateway did not listen:\n{}",
             c.gateway().tail(30)
         );
@@ -84,22 +62,25 @@ impl Cluster {
 
     /// Starts one more process of `kind`.
     fn add(&mut self, kind: &str, args: &[&str]) {
-        let mut a = vec!["--config", self.config.to_str().unwrap()];
-        a.extend_from_slice(args);
-        let p = Proc::spawn(kind, &bin(), &a, &self.env);
-        match kind {
-            "router" => self.routers.push(p),
-            "worker" => self.workers.push(p),
-            _ => self.gateway = Some(p),
-        }
+        self.procs.spawn(kind, args);
     }
 
     fn gateway(&self) -> &Proc {
-        self.gateway.as_ref().unwrap()
+        self.procs.named("gateway").next().unwrap()
+    }
+
+    /// The `i`-th router started.
+    fn router(&mut self, i: usize) -> &mut Proc {
+        self.procs.nth("router", i).unwrap()
+    }
+
+    /// The `i`-th worker started.
+    fn worker(&mut self, i: usize) -> &mut Proc {
+        self.procs.nth("worker", i).unwrap()
     }
 
     fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
+        self.procs.url(path)
     }
 
     /// Waits until /health lists a router and `workers` workers.
@@ -123,16 +104,13 @@ impl Cluster {
         assert!(
             ok,
             "cluster not ready:\n{}\n{}",
-            self.routers[0].tail(20),
+            self.procs
+                .named("router")
+                .next()
+                .map(|p| p.tail(20))
+                .unwrap_or_default(),
             self.gateway().tail(20)
         );
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.config);
-        let _ = (&self.redis, &self.env);
     }
 }
 
@@ -285,7 +263,7 @@ async fn a_worker_killed_under_load_loses_no_request() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let killed_at = c.mock.request_count();
-    c.workers[0].kill();
+    c.worker(0).kill();
     for t in tasks {
         t.await.unwrap();
     }
@@ -305,10 +283,10 @@ async fn a_worker_killed_under_load_loses_no_request() {
     assert_eq!(k.late, 0, "none outlived its deadline: {k:?}");
     // Non-streamed answers send no frame before they complete, so every job the dead worker
     // held was rerun by the live one: every request succeeded.
-    assert_eq!(k.ok, TOTAL, "{k:?}\n{}", c.workers[1].tail(20));
-    assert!(c.workers[1].alive());
+    assert_eq!(k.ok, TOTAL, "{k:?}\n{}", c.worker(1).tail(20));
+    assert!(c.worker(1).alive());
     assert!(
-        std::fs::read_to_string(&c.workers[1].log)
+        std::fs::read_to_string(&c.worker(1).log)
             .unwrap()
             .lines()
             .any(|l| l.contains("took over work of a stopped peer") && l.contains("jobs:")),
@@ -347,7 +325,7 @@ async fn a_worker_killed_mid_stream_ends_the_stream_with_an_error() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    c.workers[0].kill();
+    c.worker(0).kill();
     let (mut complete, mut errored) = (0, 0);
     for t in tasks {
         let (s, events, took) = t.await.unwrap();
@@ -457,8 +435,8 @@ async fn circuit_and_cooldown_state_is_shared_through_redis() {
     assert_eq!(a.request_count(), 3, "a's circuit opened after three failures");
     assert_eq!(b.request_count(), 1, "b's key cools for 30 s after its 429");
     // Replace the router and the worker with new processes.
-    cl.routers[0].kill();
-    cl.workers[0].kill();
+    cl.router(0).kill();
+    cl.worker(0).kill();
     cl.add("router", &["router"]);
     cl.add("worker", &["worker", "--pool", "default"]);
     let before = c.request_count();

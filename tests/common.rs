@@ -1,5 +1,6 @@
-//! Helpers shared by the end-to-end suites: settings for a test cluster, an HTTP client,
-//! and SSE parsing.
+//! Helpers shared by the end-to-end suites: an HTTP client, SSE parsing, waiting on a
+//! condition, and running a test on both backends. The fixtures themselves (config,
+//! in-process app, process cluster) live in `llmr_testkit::fixture`.
 #![allow(dead_code)]
 
 use std::time::Duration;
@@ -21,39 +22,9 @@ macro_rules! both {
     };
 }
 
-use llmr_config::Settings;
+#[allow(unused_imports)]
+pub use llmr_testkit::{ECHO, InProcess, ProcessCluster, TestConfig, mock_provider, provider_entry};
 use serde_json::Value;
-
-/// Settings from a TOML snippet layered over the default, with extra environment.
-pub fn settings(toml: &str, env: &[(&str, String)]) -> Settings {
-    let path = std::env::temp_dir().join(format!(
-        "llmr-test-{}-{}.toml",
-        std::process::id(),
-        llmr_testkit::free_port()
-    ));
-    std::fs::write(&path, toml).unwrap();
-    let env = env.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
-    let s = llmr_config::load_from(Some(&path), env).unwrap();
-    let _ = std::fs::remove_file(path);
-    s
-}
-
-/// A TOML provider entry for a mock upstream.
-pub fn mock_provider(name: &str, base_url: &str, models: &[&str]) -> String {
-    let models = if models.is_empty() {
-        String::new()
-    } else {
-        format!(
-            "models = [{}]\n",
-            models.iter().map(|m| format!("\"{m}\"")).collect::<Vec<_>>().join(", ")
-        )
-    };
-    format!(
-        "[[providers]]\nname = \"{name}\"\ntype = \"openai\"\nbase_url = \"{base_url}\"\napi_keys = [\"sk-{name}-1\", \"sk-{name}-2\"]\n{models}\n"
-    )
-}
-
-pub const ECHO: &str = "[[providers]]\nname = \"echo\"\ntype = \"echo\"\nmodels = [\"echo\"]\n";
 
 pub fn client() -> awc::Client {
     awc::Client::builder().timeout(Duration::from_secs(60)).finish()

@@ -10,34 +10,28 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use futures_util::StreamExt;
-use llmr_testkit::{Behavior, MockUpstream, RedisServer, unique_prefix};
-use llmrouter::{Role, Running};
+use llmr_testkit::{Behavior, MockUpstream};
+use llmrouter::Role;
 
-/// A cluster in one process, with what it talks to.
+/// A cluster in one process (the testkit's in-process fixture), with its mock upstream.
 struct Fixture {
-    app: Running,
+    app: InProcess,
     mock: MockUpstream,
-    redis: Option<RedisServer>,
 }
 
 impl Fixture {
     fn start(redis: bool, extra_toml: &str, env: &[(&str, String)]) -> Fixture {
         let mock = MockUpstream::start(&["mock-a", "mock-b"]);
-        let redis = redis.then(RedisServer::start);
         let toml = format!("{ECHO}{}{extra_toml}", mock_provider("up", &mock.base_url(), &[]));
-        let mut env: Vec<(&str, String)> = env.to_vec();
-        env.push(("LLMR__SERVER__PORT", "0".into()));
-        env.push(("LLMR__REDIS__CLAIM_IDLE_MS", "1000".into()));
-        if let Some(r) = &redis {
-            env.push(("LLMR__REDIS__URL", r.url()));
-            env.push(("LLMR__REDIS__PREFIX", unique_prefix("inproc")));
+        let cfg = TestConfig::new(toml).env("LLMR__REDIS__CLAIM_IDLE_MS", 1000).envs(env);
+        Fixture {
+            app: InProcess::start(redis, cfg),
+            mock,
         }
-        let app = llmrouter::spawn(Role::All, settings(&toml, &env)).unwrap();
-        Fixture { app, mock, redis }
     }
 
     fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.app.url())
+        self.app.url(path)
     }
 
     /// Waits until the router has listed the mock's models.
@@ -364,7 +358,7 @@ async fn redis_unreachable_is_a_prompt_503() {
     let mut f = Fixture::start(true, "", &[]);
     let (s, _) = post(&f.url("/v1/chat/completions"), &chat_body("echo", "before", false)).await;
     assert_eq!(s, 200);
-    f.redis.as_mut().unwrap().kill();
+    f.app.redis.as_mut().unwrap().kill();
     let start = Instant::now();
     let (s, b) = post(&f.url("/v1/chat/completions"), &chat_body("echo", "during", false)).await;
     let took = start.elapsed();
@@ -378,7 +372,7 @@ async fn redis_unreachable_is_a_prompt_503() {
 
 #[actix_rt::test]
 async fn separate_services_refuse_to_start_without_redis() {
-    let s = settings(ECHO, &[("LLMR__SERVER__PORT", "0".into())]);
+    let s = TestConfig::new(ECHO).env("LLMR__SERVER__PORT", 0).settings();
     for role in [Role::Gateway, Role::Router, Role::Worker { pool: "default".into() }] {
         let e = llmrouter::spawn(role.clone(), s.clone()).err().expect("must refuse");
         assert!(e.to_string().contains("needs Redis"), "{e}");

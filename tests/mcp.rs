@@ -12,15 +12,13 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::*;
-use llmr_testkit::{Behavior, MockUpstream, RedisServer, unique_prefix};
-use llmrouter::{Role, Running};
+use llmr_testkit::{Behavior, MockUpstream};
 use serde_json::{Value, json};
 
 const TOKEN: &str = "mcp-test-token";
 
 struct App {
-    app: Running,
-    _redis: Option<RedisServer>,
+    app: InProcess,
     tools: PathBuf,
 }
 
@@ -46,9 +44,7 @@ impl App {
         for (name, src) in tools {
             std::fs::write(dir.join(name), src).unwrap();
         }
-        let server = redis.then(RedisServer::start);
-        let mut env: Vec<(&str, String)> = vec![
-            ("LLMR__SERVER__PORT", "0".into()),
+        let env: Vec<(&str, String)> = vec![
             ("LLMR__SERVER__TOKEN", TOKEN.into()),
             ("LLMR__SCRIPTING__TOOLS_PATH", dir.display().to_string()),
             (
@@ -60,19 +56,14 @@ impl App {
                 format!("{} script-host", env!("CARGO_BIN_EXE_llmrouter")),
             ),
         ];
-        if let Some(r) = &server {
-            env.push(("LLMR__REDIS__URL", r.url()));
-            env.push(("LLMR__REDIS__PREFIX", unique_prefix("mcp")));
-        }
         App {
-            app: llmrouter::spawn(Role::All, settings(toml, &env)).unwrap(),
-            _redis: server,
+            app: InProcess::start(redis, TestConfig::new(toml).envs(&env)),
             tools: dir,
         }
     }
 
     fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.app.url())
+        self.app.url(path)
     }
 
     async fn session(&self) -> Mcp {
@@ -285,9 +276,16 @@ async fn tools_reload_from_disk_without_restart(redis: bool) {
     std::fs::write(app.tools.join("greet.js"), GREET).unwrap();
     assert!(m.names().await.contains(&"greet".to_owned()), "added");
     assert_eq!(text(&m.call("greet", json!({"name": "x"})).await), "hello x");
-    // Same size, new content: the modification time tells.
-    std::thread::sleep(Duration::from_millis(20));
-    std::fs::write(app.tools.join("greet.js"), GREET.replace("hello ", "howdy ")).unwrap();
+    // Same size, new content: the modification time tells (set a second later, no waiting).
+    let path = app.tools.join("greet.js");
+    let before = std::fs::metadata(&path).unwrap().modified().unwrap();
+    std::fs::write(&path, GREET.replace("hello ", "howdy ")).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_modified(before + Duration::from_secs(1))
+        .unwrap();
     assert_eq!(text(&m.call("greet", json!({"name": "x"})).await), "howdy x", "edited");
     std::fs::remove_file(app.tools.join("greet.js")).unwrap();
     let v = m.rpc("tools/call", json!({"name": "greet", "arguments": {}})).await;
@@ -582,7 +580,8 @@ async fn scripted_routing_chooses_by_load(redis: bool) {
     let slow_body = chat_body("pair", "slow", false);
     let slow = app.chat(&slow_body);
     let quick = async {
-        tokio::time::sleep(Duration::from_millis(400)).await;
+        // Once the slow call holds `a`.
+        eventually(Duration::from_secs(5), || async { a.request_count() == 2 }).await;
         app.chat(&chat_body("pair", "quick", false)).await
     };
     let ((s1, _), (s2, _)) = tokio::join!(slow, quick);

@@ -9,33 +9,24 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use llmr_testkit::{Behavior, MockUpstream, RedisServer, unique_prefix};
-use llmrouter::{Role, Running};
+use llmr_testkit::{Behavior, MockUpstream};
 use serde_json::Value;
 
-/// `llmrouter all` with `toml` (over the default), on memory or a fresh redis-server.
+/// `llmrouter all` with `toml` (over the default), on memory or a fresh redis-server (the
+/// testkit's in-process fixture).
 struct App {
-    app: Running,
-    _redis: Option<RedisServer>,
+    app: InProcess,
 }
 
 impl App {
     fn start(redis: bool, toml: &str, env: &[(&str, String)]) -> App {
-        let server = redis.then(RedisServer::start);
-        let mut env: Vec<(&str, String)> = env.to_vec();
-        env.push(("LLMR__SERVER__PORT", "0".into()));
-        if let Some(r) = &server {
-            env.push(("LLMR__REDIS__URL", r.url()));
-            env.push(("LLMR__REDIS__PREFIX", unique_prefix("routing")));
-        }
         App {
-            app: llmrouter::spawn(Role::All, settings(toml, &env)).unwrap(),
-            _redis: server,
+            app: InProcess::start(redis, TestConfig::new(toml).envs(env)),
         }
     }
 
     fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.app.url())
+        self.app.url(path)
     }
 
     async fn chat(&self, model: &str, text: &str) -> (u16, Value) {
@@ -44,11 +35,10 @@ impl App {
     }
 }
 
+/// A provider for `mock` serving model `m`, with one key `sk-{name}`, and `extra` TOML.
 fn provider(name: &str, mock: &MockUpstream, extra: &str) -> String {
-    format!(
-        "[[providers]]\nname = \"{name}\"\ntype = \"openai\"\nbase_url = \"{}\"\napi_keys = [\"sk-{name}\"]\nmodels = [\"m\"]\n{extra}\n",
-        mock.base_url()
-    )
+    let key = format!("sk-{name}");
+    format!("{}{extra}\n", provider_entry(name, &mock.base_url(), &["m"], &[&key]))
 }
 
 async fn weighted_groups_split_by_weight_and_are_listed(redis: bool) {
@@ -124,7 +114,18 @@ async fn a_failing_target_opens_its_circuit_and_a_probe_closes_it(redis: bool) {
         .clone();
     assert_eq!(ta["circuit"], "open", "{ta}");
     a.set_default(Behavior::ok());
-    tokio::time::sleep(Duration::from_millis(450)).await;
+    // Wait for the recovery time to pass: /health says the circuit takes a probe.
+    let health = app.url("/health");
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            let (_, h) = get(&health, &[]).await;
+            h["targets"]
+                .as_array()
+                .is_some_and(|ts| ts.iter().any(|t| t["target"] == "a/m" && t["available"] == "probe"))
+        })
+        .await,
+        "the circuit never reached its probe"
+    );
     let (s, _) = app.chat("g", "probe").await;
     assert_eq!(s, 200);
     assert_eq!(a.request_count(), 3, "one probe after recovery");
@@ -253,7 +254,11 @@ async fn exclusive_targets_take_one_request_at_a_time(redis: bool) {
     let (one, two) = (chat_body("g", "one", false), chat_body("g", "two", false));
     let t = Instant::now();
     let (r1, r2) = futures_util::join!(post(&url, &one), async {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // The second request once the first holds its target.
+        eventually(Duration::from_secs(5), || async {
+            a.request_count() + b.request_count() == 1
+        })
+        .await;
         post(&url, &two).await
     });
     assert_eq!((r1.0, r2.0), (200, 200));

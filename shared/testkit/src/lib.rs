@@ -4,15 +4,16 @@
 //! - [`redis`]: a throw-away `redis-server` on a free port, killed by PID on drop.
 //! - [`mock`]: a programmable mock OpenAI upstream on a free port, in its own thread.
 //! - [`process`]: child processes (the `llmrouter` binary) killed by PID on drop.
-//! - [`bench`]: the benchmark harness behind `just bench` (binaries `llmr-bench` and
-//!   `mock-upstream`).
+//! - [`fixture`]: the in-process and process-cluster fixtures every suite and the benchmark
+//!   (crate `llmr-bench`) start llmrouter with.
 #![allow(clippy::panic, clippy::expect_used, clippy::unwrap_used)]
 
-pub mod bench;
+pub mod fixture;
 pub mod mock;
 pub mod process;
 pub mod redis;
 
+pub use fixture::{ECHO, InProcess, ProcessCluster, TestConfig, mock_provider, provider_entry};
 pub use mock::{Behavior, MockUpstream};
 pub use process::Proc;
 pub use redis::RedisServer;

@@ -11,6 +11,15 @@ pub struct Proc {
 }
 
 impl Proc {
+    /// Takes ownership of a child started elsewhere (no log file).
+    pub fn adopt(name: &str, child: Child) -> Proc {
+        Proc {
+            name: name.to_owned(),
+            child: Some(child),
+            log: PathBuf::new(),
+        }
+    }
+
     pub fn spawn(name: &str, bin: &Path, args: &[&str], env: &[(&str, String)]) -> Proc {
         let log = std::env::temp_dir().join(format!(
             "llmr-{}-{}-{}.log",
@@ -66,6 +75,8 @@ impl Proc {
 impl Drop for Proc {
     fn drop(&mut self) {
         self.kill();
-        let _ = std::fs::remove_file(&self.log);
+        if !self.log.as_os_str().is_empty() {
+            let _ = std::fs::remove_file(&self.log);
+        }
     }
 }

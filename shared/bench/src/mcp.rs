@@ -8,15 +8,16 @@
 use std::cell::RefCell;
 use std::fmt::Write as _;
 use std::path::Path;
-use std::process::{Command, Stdio};
+
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 
-use super::procs::{Proc, rss_mb};
-use crate::RedisServer;
+use llmr_testkit::{ProcessCluster, TestConfig};
+
+use crate::procs::rss_mb;
 
 /// One measured call kind on one deployment.
 #[derive(Debug, Clone)]
@@ -142,39 +143,26 @@ pub fn run(bin_dir: &Path, scale: f64, log: &mut dyn FnMut(&str)) -> std::io::Re
         report.direct.0, report.direct.1
     ));
     for cluster in [false, true] {
-        let port = crate::free_port();
-        let redis = cluster.then(RedisServer::start);
-        let spawn = |role: &str| -> std::io::Result<Proc> {
-            let mut cmd = Command::new(bin_dir.join("llmrouter"));
-            cmd.arg(role)
-                .env("LLMR__SERVER__PORT", port.to_string())
-                .env("LLMR__SCRIPTING__TOOLS_PATH", &tools)
-                .env("LLMR__TELEMETRY__LOG_LEVEL", "warn")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null());
-            if let Some(r) = &redis {
-                cmd.env("LLMR__REDIS__URL", r.url());
-            }
-            Ok(Proc::new(role, cmd.spawn()?))
-        };
-        let procs: Vec<Proc> = if cluster {
-            ["router", "worker", "mcp-tools", "gateway"]
-                .iter()
-                .map(|r| spawn(r))
-                .collect::<std::io::Result<_>>()?
+        let cfg =
+            TestConfig::new("[telemetry]\nlog_level = \"warn\"\n").env("LLMR__SCRIPTING__TOOLS_PATH", tools.display());
+        let mut c = ProcessCluster::new(&bin_dir.join("llmrouter"), cfg, cluster);
+        let roles: &[&str] = if cluster {
+            &["router", "worker", "mcp-tools", "gateway"]
         } else {
-            vec![spawn("all")?]
+            &["all"]
         };
+        for role in roles {
+            c.spawn(role, &[role]);
+        }
         let name = if cluster {
             "cluster, Redis (mcp-tools process)"
         } else {
             "all, in-memory"
         };
-        if !crate::wait_for_port(port, Duration::from_secs(30)) {
+        if !c.listening(Duration::from_secs(30)) {
             return Err(std::io::Error::other(format!("{name} did not listen")));
         }
-        let url = format!("http://127.0.0.1:{port}/mcp");
+        let url = c.url("/mcp");
         let tool = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "echo", "arguments": {"text": "hi"}}});
         let ping = json!({"jsonrpc": "2.0", "id": 1, "method": "ping", "params": {}});
         let system = actix_rt::System::new();
@@ -201,7 +189,7 @@ pub fn run(bin_dir: &Path, scale: f64, log: &mut dyn FnMut(&str)) -> std::io::Re
                 report.rows.push(row);
             }
         }
-        for p in &procs {
+        for p in &c.procs {
             report.rss.push((format!("{name}: {}", p.name), rss_mb(p.pid())));
         }
     }

@@ -1,7 +1,10 @@
 //! `just bench`: the same load against the mock directly (the baseline) and against each
 //! deployment of llmrouter, reported as added latency, throughput, CPU per request and
 //! memory, plus a horizontal-scaling run. Every run is bounded in time and every process it
-//! starts is stopped by PID.
+//! starts is stopped by PID. Deployments are started with the testkit's process-cluster
+//! fixture, the same one the end-to-end suites use.
+//!
+//! Binaries: `llmr-bench` (the benchmark) and `mock-upstream` (a fast canned upstream).
 //!
 //! # Layout
 //! - [`load`]: the load generator.

@@ -2,8 +2,8 @@
 //! speed is the benchmark's business, not the tests').
 #![allow(clippy::unwrap_used)]
 
-use llmr_testkit::bench::load::{Shape, run};
-use llmr_testkit::bench::{Report, body, markdown, targets};
+use llmr_bench::load::{Shape, run};
+use llmr_bench::{Report, body, markdown, targets};
 use llmr_testkit::{Behavior, MockUpstream};
 
 fn url(m: &MockUpstream) -> String {

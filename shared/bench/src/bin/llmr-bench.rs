@@ -1,11 +1,11 @@
-//! `llmr-bench`: runs the benchmark (see `llmr_testkit::bench`) with release binaries found
+//! `llmr-bench`: runs the benchmark (see the `llmr_bench` crate) with release binaries found
 //! beside it, prints the Markdown report, and saves it under `--out`.
 
 use std::io::Write;
 use std::path::PathBuf;
 
 use clap::Parser;
-use llmr_testkit::bench::{self, procs::Mode};
+use llmr_bench::{self as bench, procs::Mode};
 
 /// llmrouter's benchmark: overhead against the direct baseline, throughput, streaming,
 /// memory, horizontal scaling.

@@ -2,11 +2,11 @@
 //! with their CPU time and resident memory read from `/proc`.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::RedisServer;
+use llmr_testkit::{Proc, ProcessCluster, TestConfig};
 
 /// How the gateway is deployed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,33 +29,6 @@ impl Mode {
             Mode::AllRedis => "all, Redis",
             Mode::Cluster => "cluster, Redis",
         }
-    }
-}
-
-/// A child process stopped (SIGKILL) by PID when dropped.
-pub struct Proc {
-    pub name: String,
-    child: Child,
-}
-
-impl Proc {
-    /// Takes ownership of a started child (killed by PID when dropped).
-    pub fn new(name: &str, child: Child) -> Proc {
-        Proc {
-            name: name.to_owned(),
-            child,
-        }
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -90,10 +63,7 @@ impl Mock {
             .and_then(|p| p.parse().ok())
             .ok_or_else(|| std::io::Error::other(format!("mock said {line:?}")))?;
         Ok(Mock {
-            proc: Proc {
-                name: "mock".into(),
-                child,
-            },
+            proc: Proc::adopt("mock", child),
             port,
         })
     }
@@ -108,17 +78,8 @@ pub struct Deployment {
     pub mode: Mode,
     /// Where clients send chat completions.
     pub url: String,
-    pub procs: Vec<Proc>,
-    _redis: Option<RedisServer>,
-    _config: Option<TempConfig>,
-}
-
-struct TempConfig(PathBuf);
-
-impl Drop for TempConfig {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
+    /// Its processes (none for the direct baseline).
+    cluster: Option<ProcessCluster>,
 }
 
 impl Deployment {
@@ -135,81 +96,56 @@ impl Deployment {
             return Ok(Deployment {
                 mode,
                 url: format!("{}/chat/completions", mock.base_url()),
-                procs: Vec::new(),
-                _redis: None,
-                _config: None,
+                cluster: None,
             });
         }
-        let port = crate::free_port();
-        let config = std::env::temp_dir().join(format!("llmr-bench-{}-{port}.toml", std::process::id()));
-        std::fs::write(
-            &config,
-            format!(
-                "[server]\nrequest_timeout_ms = 60000\n[telemetry]\nlog_level = \"warn\"\n[worker]\nmax_in_flight = {max_in_flight}\n[[providers]]\nname = \"mock\"\ntype = \"openai\"\nbase_url = \"{}\"\nmodels = [\"bench\"]\n",
-                mock.base_url()
-            ),
-        )?;
-        let redis = (mode != Mode::AllMemory).then(RedisServer::start);
-        let mut env = vec![("LLMR__SERVER__PORT", port.to_string())];
-        if let Some(r) = &redis {
-            env.push(("LLMR__REDIS__URL", r.url()));
-        }
-        let spawn = |name: &str, args: &[&str]| -> std::io::Result<Proc> {
-            let mut cmd = Command::new(bin_dir.join("llmrouter"));
-            cmd.arg("--config")
-                .arg(&config)
-                .args(args)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null());
-            for (k, v) in &env {
-                cmd.env(k, v);
-            }
-            Ok(Proc {
-                name: name.to_owned(),
-                child: cmd.spawn()?,
-            })
-        };
-        let mut procs = Vec::new();
+        let cfg = TestConfig::new(format!(
+            "[server]\nrequest_timeout_ms = 60000\n[telemetry]\nlog_level = \"warn\"\n[worker]\nmax_in_flight = {max_in_flight}\n[[providers]]\nname = \"mock\"\ntype = \"openai\"\nbase_url = \"{}\"\nmodels = [\"bench\"]\n",
+            mock.base_url()
+        ));
+        let mut c = ProcessCluster::new(&bin_dir.join("llmrouter"), cfg, mode != Mode::AllMemory);
         match mode {
-            Mode::AllMemory | Mode::AllRedis => procs.push(spawn("llmrouter all", &["all"])?),
+            Mode::AllMemory | Mode::AllRedis => {
+                c.spawn("llmrouter all", &["all"]);
+            }
             Mode::Cluster => {
-                procs.push(spawn("router", &["router"])?);
+                c.spawn("router", &["router"]);
                 for i in 0..workers {
-                    procs.push(spawn(&format!("worker {}", i + 1), &["worker"])?);
+                    c.spawn(&format!("worker {}", i + 1), &["worker"]);
                 }
-                procs.push(spawn("gateway", &["gateway"])?);
+                c.spawn("gateway", &["gateway"]);
             }
             Mode::Direct => {}
         }
-        let d = Deployment {
-            mode,
-            url: format!("http://127.0.0.1:{port}/v1/chat/completions"),
-            procs,
-            _redis: redis,
-            _config: Some(TempConfig(config)),
-        };
-        if !crate::wait_for_port(port, Duration::from_secs(30)) {
+        if !c.listening(Duration::from_secs(30)) {
             return Err(std::io::Error::other(format!("{} did not listen", mode.name())));
         }
-        Ok(d)
+        Ok(Deployment {
+            mode,
+            url: c.url("/v1/chat/completions"),
+            cluster: Some(c),
+        })
+    }
+
+    fn procs(&self) -> &[Proc] {
+        self.cluster.as_ref().map_or(&[], |c| c.procs.as_slice())
     }
 
     /// CPU time (ms) used so far by the deployment's own processes.
     pub fn cpu_ms(&self) -> f64 {
-        self.procs.iter().map(|p| cpu_ms(p.pid())).sum()
+        self.procs().iter().map(|p| cpu_ms(p.pid())).sum()
     }
 
     /// Resident memory of each process, in MB.
     pub fn rss_mb(&self) -> Vec<(String, f64)> {
-        self.procs.iter().map(|p| (p.name.clone(), rss_mb(p.pid()))).collect()
+        self.procs().iter().map(|p| (p.name.clone(), rss_mb(p.pid()))).collect()
     }
 
     /// Waits until a request succeeds (bounded).
     pub fn wait_ready(&self, body: &bytes::Bytes) -> bool {
         let until = Instant::now() + Duration::from_secs(30);
         while Instant::now() < until {
-            let s = super::load::run(&self.url, body.clone(), super::load::Shape::Serial { n: 1 }, 1);
+            let s = crate::load::run(&self.url, body.clone(), crate::load::Shape::Serial { n: 1 }, 1);
             if s.ok == 1 {
                 return true;
             }
