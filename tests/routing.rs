@@ -316,7 +316,7 @@ async fn usage_is_honest(redis: bool) {
     let toml = format!(
         "{}{}",
         provider("a", &a, ""),
-        provider("quiet", &quiet, "models = [\"q\"]").replace("models = [\"m\"]\nmodels", "models")
+        provider_entry("quiet", &quiet.base_url(), &["q"], &["sk-quiet"])
     );
     let app = App::start(redis, &toml, &[]);
     // Streamed without asking for usage: we ask the upstream, and keep the chunk to ourselves.
