@@ -135,22 +135,7 @@ async fn attempts(
     out: &mut Replier,
 ) -> Result<(), ApiError> {
     let env = &d.envelope;
-    if env.expired(now_ms()) {
-        return Err(ApiError::DeadlineExceeded);
-    }
-    if d.reclaimed {
-        if ctx.bus.first_frame_sent(env.id).await? {
-            return Err(ApiError::Upstream {
-                message: "The worker serving this request stopped after the response had started.".into(),
-            });
-        }
-        tracing::info!("running a job reclaimed from a stopped worker");
-    }
-    let Some(plan) = &env.meta.plan else {
-        return Err(ApiError::Internal {
-            message: "a job arrived without a plan".into(),
-        });
-    };
+    let plan = runnable(ctx, d).await?;
     let member = env.id.to_string();
     let mut last: Option<AttemptError> = None;
     let mut skipped: Vec<&'static str> = Vec::new();
@@ -202,22 +187,26 @@ async fn attempts(
         tokio::time::sleep(SLOT_POLL).await;
         pending = busy;
     }
-    Err(match last {
+    Err(exhausted(last, skipped))
+}
+
+/// What the client is told when the plan ran out: the last attempt's error, or why no
+/// attempt could start.
+fn exhausted(last: Option<AttemptError>, mut skipped: Vec<&'static str>) -> ApiError {
+    match last {
         Some(e) => e.error,
         None => {
             skipped.dedup();
+            let why = if skipped.is_empty() {
+                "none known".to_string()
+            } else {
+                skipped.join("; ")
+            };
             ApiError::Unavailable {
-                message: format!(
-                    "No upstream of the plan could take the request ({}).",
-                    if skipped.is_empty() {
-                        "none known".to_string()
-                    } else {
-                        skipped.join("; ")
-                    }
-                ),
+                message: format!("No upstream of the plan could take the request ({why})."),
             }
         }
-    })
+    }
 }
 
 /// Runs one admitted attempt through its provider's adapter, within the deadline and the
@@ -264,6 +253,26 @@ async fn run_attempt<'a>(
         result,
         took: started.elapsed(),
     }
+}
+
+/// The job's plan, when the job may run: its deadline has not passed, it has a plan, and
+/// — when reclaimed from a stopped worker — nothing of it reached the caller yet.
+async fn runnable<'a>(ctx: &JobCtx, d: &'a Delivery) -> Result<&'a llmr_protocol::Plan, ApiError> {
+    let env = &d.envelope;
+    if env.expired(now_ms()) {
+        return Err(ApiError::DeadlineExceeded);
+    }
+    if d.reclaimed {
+        if ctx.bus.first_frame_sent(env.id).await? {
+            return Err(ApiError::Upstream {
+                message: "The worker serving this request stopped after the response had started.".into(),
+            });
+        }
+        tracing::info!("running a job reclaimed from a stopped worker");
+    }
+    env.meta.plan.as_ref().ok_or_else(|| ApiError::Internal {
+        message: "a job arrived without a plan".into(),
+    })
 }
 
 /// Whether an attempt may go now.

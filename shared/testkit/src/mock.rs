@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use bytes::Bytes;
+use llmr_protocol::Usage;
+use llmr_protocol::openai::{ChatChunk, ChatCompletion, Delta};
 use serde_json::{Value, json};
 
 /// How the mock answers one request.
@@ -300,7 +302,11 @@ async fn chat(req: HttpRequest, body: web::Bytes, data: web::Data<Shared>) -> Ht
         ms.iter().map(|m| words(m["content"].as_str().unwrap_or(""))).sum()
     });
     let completion_tokens = words(&content);
-    let usage = json!({"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens});
+    let usage = Usage {
+        prompt_tokens,
+        completion_tokens,
+        total_tokens: prompt_tokens + completion_tokens,
+    };
     let auth = header("authorization").unwrap_or_default();
     let report = |shared: &Shared| {
         let mut st = shared.state.lock().unwrap();
@@ -312,19 +318,21 @@ async fn chat(req: HttpRequest, body: web::Bytes, data: web::Data<Shared>) -> Ht
 
     if body["stream"] != Value::Bool(true) {
         guard.done = true;
-        let mut answer = json!({
-            "id": "chatcmpl-mock", "object": "chat.completion", "created": 0, "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
-        });
+        let mut answer = ChatCompletion::text("chatcmpl-mock", &model, 0, content, None);
         if let Some(calls) = &behavior.tool_calls {
-            answer["choices"][0]["message"] = json!({"role": "assistant", "content": null, "tool_calls": calls});
-            answer["choices"][0]["finish_reason"] = json!("tool_calls");
+            let message = &mut answer.choices[0].message;
+            message.content = None;
+            message.tool_calls =
+                Some(serde_json::from_value(calls.clone()).expect("the mock's tool calls are OpenAI tool calls"));
+            answer.choices[0].finish_reason = Some("tool_calls".into());
         }
         if !behavior.no_usage {
-            answer["usage"] = usage;
+            answer.usage = Some(usage);
             report(&shared);
         }
-        return HttpResponse::Ok().json(answer);
+        return HttpResponse::Ok()
+            .content_type("application/json")
+            .body(answer.to_bytes());
     }
 
     let pieces = split(&content, behavior.chunks);
@@ -332,18 +340,21 @@ async fn chat(req: HttpRequest, body: web::Bytes, data: web::Data<Shared>) -> Ht
     if include_usage && behavior.drop_after.is_none() {
         report(&shared);
     }
-    let chunk = |delta: Value, finish: Value| {
-        json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 0, "model": model,
-               "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
-    };
+    let id = "chatcmpl-mock";
     let mut events: Vec<Bytes> = Vec::new();
-    events.push(sse(&chunk(json!({"role": "assistant", "content": ""}), Value::Null)));
+    events.push(sse(&ChatChunk::text(id, &model, 0, true, "")));
     for p in &pieces {
-        events.push(sse(&chunk(json!({"content": p}), Value::Null)));
+        events.push(sse(&ChatChunk::text(id, &model, 0, false, p)));
     }
-    events.push(sse(&chunk(json!({}), json!("stop"))));
+    events.push(sse(&ChatChunk::delta(
+        id,
+        &model,
+        0,
+        Delta::default(),
+        Some("stop".into()),
+    )));
     if include_usage {
-        events.push(sse(&json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 0, "model": model, "choices": [], "usage": usage})));
+        events.push(sse(&ChatChunk::usage(id, &model, 0, usage)));
     }
     events.push(Bytes::from_static(b"data: [DONE]\n\n"));
     let delay = behavior.chunk_delay;
@@ -381,8 +392,8 @@ fn roll() -> f64 {
     (h.finish() >> 11) as f64 / (1u64 << 53) as f64
 }
 
-fn sse(v: &Value) -> Bytes {
-    Bytes::from(format!("data: {v}\n\n"))
+fn sse(c: &ChatChunk) -> Bytes {
+    Bytes::from(llmr_protocol::openai::sse(&[c.to_bytes()]))
 }
 
 /// Splits `content` into `n` pieces by words (0 = one per word), keeping the spaces.

@@ -30,103 +30,159 @@ fn header<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
     req.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
-pub async fn post(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> HttpResponse {
-    let body = match super::read_body(&req, payload, state.settings.server.max_body_bytes).await {
-        Ok(b) => b,
-        Err(e) => {
-            return rpc_error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                Value::Null,
-                INVALID_REQUEST,
-                &e.0.to_string(),
-            );
-        }
-    };
-    let msg: Value = match serde_json::from_slice(&body) {
-        Ok(v) => v,
-        Err(e) => {
-            return rpc_error(
-                StatusCode::BAD_REQUEST,
-                Value::Null,
-                PARSE_ERROR,
-                &format!("Parse error: {e}"),
-            );
-        }
-    };
+/// A message refused by the transport, answered as a JSON-RPC error body.
+struct Refusal {
+    status: StatusCode,
+    id: Value,
+    code: i64,
+    message: String,
+}
+
+fn refuse(status: StatusCode, id: Value, code: i64, message: &str) -> Refusal {
+    Refusal {
+        status,
+        id,
+        code,
+        message: message.to_owned(),
+    }
+}
+
+impl Refusal {
+    fn response(self) -> HttpResponse {
+        rpc_error(self.status, self.id, self.code, &self.message)
+    }
+}
+
+/// A JSON-RPC message that passed the transport's checks.
+struct Checked {
+    /// The message's id (null for notifications).
+    id: Value,
+    method: Option<String>,
+    /// A notification or response: nothing to answer.
+    notification: bool,
+}
+
+/// The transport's checks of one message: JSON, one JSON-RPC 2.0 object, a served
+/// protocol revision; the answer to send instead when a check fails.
+fn check(req: &HttpRequest, body: &[u8]) -> Result<Checked, Refusal> {
+    let msg: Value = serde_json::from_slice(body).map_err(|e| {
+        refuse(
+            StatusCode::BAD_REQUEST,
+            Value::Null,
+            PARSE_ERROR,
+            &format!("Parse error: {e}"),
+        )
+    })?;
     let Some(obj) = msg.as_object() else {
         let why = if msg.is_array() {
             "Invalid Request: JSON-RPC batches are not supported; send one message per request"
         } else {
             "Invalid Request: expected a JSON-RPC object"
         };
-        return rpc_error(StatusCode::BAD_REQUEST, Value::Null, INVALID_REQUEST, why);
+        return Err(refuse(StatusCode::BAD_REQUEST, Value::Null, INVALID_REQUEST, why));
     };
     let id = obj.get("id").cloned().unwrap_or(Value::Null);
     if obj.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
-        return rpc_error(
+        return Err(refuse(
             StatusCode::BAD_REQUEST,
             id,
             INVALID_REQUEST,
             "Invalid Request: jsonrpc must be \"2.0\"",
-        );
+        ));
     }
-    let method = obj.get("method").and_then(Value::as_str);
-    if let Some(v) = header(&req, "mcp-protocol-version")
-        && method != Some("initialize")
+    let method = obj.get("method").and_then(Value::as_str).map(str::to_owned);
+    let initialize = method.as_deref() == Some("initialize");
+    if let Some(v) = header(req, "mcp-protocol-version")
+        && !initialize
         && !mcp::PROTOCOL_VERSIONS.contains(&v)
     {
-        return rpc_error(
+        return Err(refuse(
             StatusCode::BAD_REQUEST,
             id,
             INVALID_REQUEST,
             &format!("Unsupported MCP-Protocol-Version `{v}`"),
-        );
+        ));
     }
-    let initialize = method == Some("initialize");
-    let session = header(&req, "mcp-session-id").map(str::to_owned);
-    let ttl = state.settings.mcp.session_ttl_ms;
-    if !initialize {
-        let Some(sid) = &session else {
-            return rpc_error(
-                StatusCode::BAD_REQUEST,
-                id,
+    let notification = method.is_none() || (obj.get("id").is_none() && !initialize);
+    Ok(Checked {
+        id,
+        method,
+        notification,
+    })
+}
+
+/// The live session a message names (read and renewed in one round trip); the answer to
+/// send instead when it names none or an unknown one.
+async fn session(req: &HttpRequest, state: &AppState, id: &Value) -> Result<String, Refusal> {
+    let Some(sid) = header(req, "mcp-session-id") else {
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            id.clone(),
+            INVALID_REQUEST,
+            "Bad Request: Mcp-Session-Id header is required (send initialize first)",
+        ));
+    };
+    match state
+        .store
+        .kv_get_touch(SESSIONS, sid, state.settings.mcp.session_ttl_ms)
+        .await
+    {
+        Ok(Some(_)) => Ok(sid.to_owned()),
+        Ok(None) => Err(refuse(
+            StatusCode::NOT_FOUND,
+            id.clone(),
+            SESSION_NOT_FOUND,
+            "Session not found",
+        )),
+        Err(e) => Err(refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            id.clone(),
+            INTERNAL_ERROR,
+            &e.to_string(),
+        )),
+    }
+}
+
+pub async fn post(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> HttpResponse {
+    serve(&req, payload, &state).await.unwrap_or_else(Refusal::response)
+}
+
+async fn serve(req: &HttpRequest, payload: web::Payload, state: &AppState) -> Result<HttpResponse, Refusal> {
+    let body = super::read_body(req, payload, state.settings.server.max_body_bytes)
+        .await
+        .map_err(|e| {
+            refuse(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                Value::Null,
                 INVALID_REQUEST,
-                "Bad Request: Mcp-Session-Id header is required (send initialize first)",
-            );
-        };
-        // Each use keeps an active session alive (read and renewed in one round trip).
-        match state.store.kv_get_touch(SESSIONS, sid, ttl).await {
-            Ok(Some(_)) => {}
-            Ok(None) => return rpc_error(StatusCode::NOT_FOUND, id, SESSION_NOT_FOUND, "Session not found"),
-            Err(e) => return rpc_error(StatusCode::SERVICE_UNAVAILABLE, id, INTERNAL_ERROR, &e.to_string()),
-        }
-    }
-    // Notifications and responses from the client need nothing back.
-    if method.is_none() || (obj.get("id").is_none() && !initialize) {
-        return HttpResponse::Accepted().finish();
+                &e.0.to_string(),
+            )
+        })?;
+    let m = check(req, &body)?;
+    let initialize = m.method.as_deref() == Some("initialize");
+    let session = if initialize {
+        None
+    } else {
+        Some(session(req, state, &m.id).await?)
+    };
+    if m.notification {
+        return Ok(HttpResponse::Accepted().finish());
     }
     let meta = Meta {
-        caller: session.clone().map_or(CallerId::None, CallerId::Session),
-        mode: ToolMode::from_header(header(&req, "x-mcp-tool-mode").unwrap_or_default()),
+        caller: session.map_or(CallerId::None, CallerId::Session),
+        mode: ToolMode::from_header(header(req, "x-mcp-tool-mode").unwrap_or_default()),
         ..Meta::default()
     };
     let deadline = now_ms() + state.settings.server.request_timeout_ms;
-    let traceparent = header(&req, "traceparent").unwrap_or_default();
+    let traceparent = header(req, "traceparent").unwrap_or_default();
     let env = Envelope::new(Kind::Mcp, &state.instance, deadline, traceparent, body, meta);
     // A client that leaves drops this future, and with it the call: its work is cancelled.
-    let answer = match state.caller.call(streams::MCP, &env).await {
-        Ok(a) => a,
-        Err(e) => {
-            return rpc_error(
-                StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_GATEWAY),
-                id,
-                INTERNAL_ERROR,
-                &e.to_string(),
-            );
-        }
-    };
+    let answer = state.caller.call(streams::MCP, &env).await.map_err(|e| {
+        let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_GATEWAY);
+        refuse(status, m.id.clone(), INTERNAL_ERROR, &e.to_string())
+    })?;
     if answer.status == 202 {
-        return HttpResponse::Accepted().finish();
+        return Ok(HttpResponse::Accepted().finish());
     }
     let mut resp = HttpResponse::Ok();
     resp.content_type("application/json");
@@ -134,13 +190,23 @@ pub async fn post(req: HttpRequest, payload: web::Payload, state: web::Data<AppS
         let parsed: Value = serde_json::from_slice(&answer.body).unwrap_or(Value::Null);
         if let Some(version) = parsed.pointer("/result/protocolVersion").and_then(Value::as_str) {
             let sid = Uuid::new_v4().simple().to_string();
-            if let Err(e) = state.store.kv_set(SESSIONS, &sid, version, Some(ttl)).await {
-                return rpc_error(StatusCode::SERVICE_UNAVAILABLE, id, INTERNAL_ERROR, &e.to_string());
-            }
+            let ttl = state.settings.mcp.session_ttl_ms;
+            state
+                .store
+                .kv_set(SESSIONS, &sid, version, Some(ttl))
+                .await
+                .map_err(|e| {
+                    refuse(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        m.id.clone(),
+                        INTERNAL_ERROR,
+                        &e.to_string(),
+                    )
+                })?;
             resp.insert_header(("mcp-session-id", sid));
         }
     }
-    resp.body(answer.body)
+    Ok(resp.body(answer.body))
 }
 
 /// Ends a session.

@@ -7,6 +7,8 @@ use std::time::Duration;
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use bytes::Bytes;
 use clap::Parser;
+use llmr_protocol::Usage;
+use llmr_protocol::openai::{ChatChunk, ChatCompletion, sse};
 
 /// A fast mock OpenAI upstream (chat completions plain and streamed, and /v1/models).
 #[derive(Parser, Clone)]
@@ -31,19 +33,24 @@ struct Canned {
     latency: Duration,
 }
 
+/// The canned answers, built once at start from the protocol's typed bodies.
 fn canned(chunks: usize) -> (Bytes, Vec<Bytes>) {
-    let plain = Bytes::from_static(
-        br#"{"id":"chatcmpl-bench","object":"chat.completion","created":0,"model":"bench","choices":[{"index":0,"message":{"role":"assistant","content":"Hello from the benchmark upstream."},"finish_reason":"stop"}],"usage":{"prompt_tokens":8,"completion_tokens":6,"total_tokens":14}}"#,
-    );
-    let mut stream = vec![Bytes::from_static(
-        b"data: {\"id\":\"chatcmpl-bench\",\"object\":\"chat.completion.chunk\",\"created\":0,\"model\":\"bench\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}]}\n\n",
-    )];
+    let (id, model) = ("chatcmpl-bench", "bench");
+    let usage = |prompt_tokens, completion_tokens| Usage {
+        prompt_tokens,
+        completion_tokens,
+        total_tokens: prompt_tokens + completion_tokens,
+    };
+    let plain = ChatCompletion::text(id, model, 0, "Hello from the benchmark upstream.", Some(usage(8, 6))).to_bytes();
+    let mut events = vec![ChatChunk::text(id, model, 0, true, "").to_bytes()];
     for i in 0..chunks {
-        stream.push(Bytes::from(format!(
-            "data: {{\"id\":\"chatcmpl-bench\",\"object\":\"chat.completion.chunk\",\"created\":0,\"model\":\"bench\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"tok{i} \"}},\"finish_reason\":null}}]}}\n\n"
-        )));
+        events.push(ChatChunk::text(id, model, 0, false, &format!("tok{i} ")).to_bytes());
     }
-    stream.push(Bytes::from_static(b"data: {\"id\":\"chatcmpl-bench\",\"object\":\"chat.completion.chunk\",\"created\":0,\"model\":\"bench\",\"choices\":[],\"usage\":{\"prompt_tokens\":8,\"completion_tokens\":20,\"total_tokens\":28}}\n\n"));
+    events.push(ChatChunk::usage(id, model, 0, usage(8, 20)).to_bytes());
+    let mut stream: Vec<Bytes> = events
+        .iter()
+        .map(|e| Bytes::from(sse(std::slice::from_ref(e))))
+        .collect();
     stream.push(Bytes::from_static(b"data: [DONE]\n\n"));
     (plain, stream)
 }
