@@ -646,8 +646,9 @@ mod tests {
         let bus = Bus::memory();
         let gate = Gate::default();
         let (stop, rx) = watch::channel(None);
+        // A read returns only when there is something to read: every turn is deterministic.
         let cfg = LoopConfig {
-            block: Duration::ZERO,
+            block: Duration::from_secs(60),
             cancels: true,
             ..LoopConfig::new(&bus, max, Duration::from_secs(1))
         };
