@@ -247,31 +247,7 @@ fn words(s: &str) -> u64 {
 async fn chat(req: HttpRequest, body: web::Bytes, data: web::Data<Shared>) -> HttpResponse {
     let shared = data.into_inner();
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let header = |n: &str| req.headers().get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let headers = req
-        .headers()
-        .iter()
-        .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
-        .collect();
-    let behavior = {
-        let mut st = shared.state.lock().unwrap();
-        let mut b = st.queue.pop_front().unwrap_or_else(|| st.default.clone());
-        let wants_failure = b.status != 0 && b.status != 200;
-        let failing = wants_failure && (b.fail_rate <= 0.0 || roll() < b.fail_rate);
-        if !failing {
-            b.status = 0;
-        }
-        st.log.push(Recorded {
-            path: req.path().to_owned(),
-            authorization: header("authorization"),
-            traceparent: header("traceparent"),
-            headers,
-            body: body.clone(),
-            at: std::time::Instant::now(),
-            status: if failing { b.status } else { 200 },
-        });
-        b
-    };
+    let behavior = record(&shared, &req, &body);
     let mut guard = DisconnectGuard {
         shared: shared.clone(),
         done: false,
@@ -307,56 +283,102 @@ async fn chat(req: HttpRequest, body: web::Bytes, data: web::Data<Shared>) -> Ht
         completion_tokens,
         total_tokens: prompt_tokens + completion_tokens,
     };
-    let auth = header("authorization").unwrap_or_default();
-    let report = |shared: &Shared| {
+    let auth = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let report = move |shared: &Shared| {
         let mut st = shared.state.lock().unwrap();
-        let r = st.reported.entry(auth.clone()).or_default();
+        let r = st.reported.entry(auth).or_default();
         r.requests += 1;
-        r.prompt_tokens += prompt_tokens;
-        r.completion_tokens += completion_tokens;
+        r.prompt_tokens += usage.prompt_tokens;
+        r.completion_tokens += usage.completion_tokens;
     };
-
     if body["stream"] != Value::Bool(true) {
         guard.done = true;
-        let mut answer = ChatCompletion::text("chatcmpl-mock", &model, 0, content, None);
-        if let Some(calls) = &behavior.tool_calls {
-            let message = &mut answer.choices[0].message;
-            message.content = None;
-            message.tool_calls =
-                Some(serde_json::from_value(calls.clone()).expect("the mock's tool calls are OpenAI tool calls"));
-            answer.choices[0].finish_reason = Some("tool_calls".into());
-        }
-        if !behavior.no_usage {
-            answer.usage = Some(usage);
+        let answer = plain_answer(&behavior, &model, content, usage);
+        if answer.usage.is_some() {
             report(&shared);
         }
         return HttpResponse::Ok()
             .content_type("application/json")
             .body(answer.to_bytes());
     }
-
-    let pieces = split(&content, behavior.chunks);
     let include_usage = body["stream_options"]["include_usage"] == Value::Bool(true) && !behavior.no_usage;
     if include_usage && behavior.drop_after.is_none() {
         report(&shared);
     }
-    let id = "chatcmpl-mock";
-    let mut events: Vec<Bytes> = Vec::new();
-    events.push(sse(&ChatChunk::text(id, &model, 0, true, "")));
-    for p in &pieces {
-        events.push(sse(&ChatChunk::text(id, &model, 0, false, p)));
-    }
-    events.push(sse(&ChatChunk::delta(
-        id,
+    let events = stream_events(
         &model,
-        0,
-        Delta::default(),
-        Some("stop".into()),
-    )));
-    if include_usage {
-        events.push(sse(&ChatChunk::usage(id, &model, 0, usage)));
+        &split(&content, behavior.chunks),
+        include_usage.then_some(usage),
+    );
+    stream_answer(events, &behavior, guard)
+}
+
+/// Logs the request and picks the behavior that answers it (a failure only at its rate).
+fn record(shared: &Shared, req: &HttpRequest, body: &Value) -> Behavior {
+    let header = |n: &str| req.headers().get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let headers = req
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+        .collect();
+    let mut st = shared.state.lock().unwrap();
+    let mut b = st.queue.pop_front().unwrap_or_else(|| st.default.clone());
+    let wants_failure = b.status != 0 && b.status != 200;
+    let failing = wants_failure && (b.fail_rate <= 0.0 || roll() < b.fail_rate);
+    if !failing {
+        b.status = 0;
+    }
+    st.log.push(Recorded {
+        path: req.path().to_owned(),
+        authorization: header("authorization"),
+        traceparent: header("traceparent"),
+        headers,
+        body: body.clone(),
+        at: std::time::Instant::now(),
+        status: if failing { b.status } else { 200 },
+    });
+    b
+}
+
+/// A non-streamed answer: the text, or the behavior's tool calls; usage unless withheld.
+fn plain_answer(behavior: &Behavior, model: &str, content: String, usage: Usage) -> ChatCompletion {
+    let mut answer = ChatCompletion::text("chatcmpl-mock", model, 0, content, None);
+    if let Some(calls) = &behavior.tool_calls {
+        let message = &mut answer.choices[0].message;
+        message.content = None;
+        message.tool_calls =
+            Some(serde_json::from_value(calls.clone()).expect("the mock's tool calls are OpenAI tool calls"));
+        answer.choices[0].finish_reason = Some("tool_calls".into());
+    }
+    if !behavior.no_usage {
+        answer.usage = Some(usage);
+    }
+    answer
+}
+
+/// The SSE events of a streamed answer, `[DONE]` included.
+fn stream_events(model: &str, pieces: &[String], usage: Option<Usage>) -> Vec<Bytes> {
+    let id = "chatcmpl-mock";
+    let mut events = vec![sse(&ChatChunk::text(id, model, 0, true, ""))];
+    for p in pieces {
+        events.push(sse(&ChatChunk::text(id, model, 0, false, p)));
+    }
+    let stop = ChatChunk::delta(id, model, 0, Delta::default(), Some("stop".into()));
+    events.push(sse(&stop));
+    if let Some(u) = usage {
+        events.push(sse(&ChatChunk::usage(id, model, 0, u)));
     }
     events.push(Bytes::from_static(b"data: [DONE]\n\n"));
+    events
+}
+
+/// Sends `events` with the behavior's pacing, dropping the connection where it says.
+fn stream_answer(events: Vec<Bytes>, behavior: &Behavior, guard: DisconnectGuard) -> HttpResponse {
     let delay = behavior.chunk_delay;
     let drop_after = behavior.drop_after;
     let stream = futures_util::stream::unfold(
