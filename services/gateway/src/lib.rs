@@ -3,7 +3,9 @@
 //! It authenticates, validates and bounds every request, so bad input gets a 4xx and never
 //! reaches the bus; it publishes valid chat completions on `requests`, and answers from the
 //! frames that arrive on its own reply stream: one JSON body, or SSE events flushed as they
-//! come and ended by `data: [DONE]`. A client that goes away cancels its request.
+//! come and ended by `data: [DONE]`. Every route that asks the cluster — chat completions
+//! and `/mcp` — goes through the one `llmr_bus::Caller` of this instance: a client that goes
+//! away drops its call, which cancels the request.
 //!
 //! Routes: `POST /v1/chat/completions`, `GET /v1/models`, `GET /v1/models/{id}`,
 //! `GET /v1/usage`, `POST|DELETE /mcp` (MCP Streamable HTTP), `GET /health` (no auth). With `server.token` set, all but `/health` need
