@@ -117,7 +117,9 @@ impl ScriptPool {
         if guard.is_none() {
             *guard = Some(self.spawn().await?);
         }
-        let Some(proc) = guard.as_mut() else {
+        // The host leaves its slot for the exchange: a call abandoned half-way (its caller
+        // went away) drops it, which kills it, and the slot gets a fresh one next time.
+        let Some(mut proc) = guard.take() else {
             return Err(ScriptError::Unavailable {
                 message: "no script host".into(),
             });
@@ -175,31 +177,25 @@ impl ScriptPool {
         };
         match outcome {
             Ok(Some(result)) => {
-                if let Some(p) = guard.as_mut() {
-                    p.calls += 1;
-                    if p.calls >= CALLS_PER_HOST {
-                        if let Some(mut old) = guard.take() {
-                            let _ = old.child.kill().await;
-                        }
-                        // Start the replacement now, so the next call does not wait for it.
-                        *guard = self.spawn().await.ok();
-                    }
+                proc.calls += 1;
+                if proc.calls >= CALLS_PER_HOST {
+                    let _ = proc.child.kill().await;
+                    // Start the replacement now, so the next call does not wait for it.
+                    *guard = self.spawn().await.ok();
+                } else {
+                    *guard = Some(proc);
                 }
                 result
             }
             Ok(None) => {
                 // The host died mid-call: most likely the memory limit.
-                if let Some(mut p) = guard.take() {
-                    let _ = p.child.kill().await;
-                }
+                let _ = proc.child.kill().await;
                 Err(ScriptError::Crashed {
                     memory_mb: self.limits.memory_mb,
                 })
             }
             Err(_) => {
-                if let Some(mut p) = guard.take() {
-                    let _ = p.child.kill().await;
-                }
+                let _ = proc.child.kill().await;
                 tracing::warn!(wall_ms = self.limits.wall_ms, function = %call.function, "script ran past its time; host replaced");
                 Err(ScriptError::Timeout {
                     wall_ms: self.limits.wall_ms,

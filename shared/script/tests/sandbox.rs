@@ -340,3 +340,25 @@ async fn many_module_calls_stay_within_the_memory_limit() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_call_abandoned_mid_host_call_leaves_the_pool_serving() {
+    // The caller goes away while the script waits for a host call: the host process is
+    // dropped (killed), and the next call gets a fresh one instead of a confused one.
+    struct Never;
+    impl llmr_script::Host for Never {
+        fn call<'a>(&'a self, _: &'a str, _: &'a str, _: serde_json::Value) -> llmr_script::HostFuture<'a> {
+            Box::pin(std::future::pending())
+        }
+    }
+    let p = pool(Limits::default());
+    still_serves(&p).await;
+    let chat = Call::eval("ai.chat('x')", json!(null)).with_host();
+    let abandoned = p.run_with(&chat, Some(&Never));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), abandoned).await.is_err(),
+        "the host call never answers"
+    );
+    still_serves(&p).await;
+    still_serves(&p).await;
+}
