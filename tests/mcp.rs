@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::*;
+use futures_util::StreamExt;
 use llmr_testkit::{Behavior, MockUpstream};
 use serde_json::{Value, json};
 
@@ -126,8 +127,20 @@ impl Mcp {
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         let status = resp.status().as_u16();
+        let sse = resp
+            .headers()
+            .get("content-type")
+            .is_some_and(|c| c.as_bytes().starts_with(b"text/event-stream"));
         let body = resp.body().limit(16 << 20).await.unwrap();
-        (status, serde_json::from_slice(&body).unwrap_or(Value::Null), sid)
+        let v = if sse {
+            // A slow answer: keep-alive comments, then the response as a `message` event.
+            let events = sse_events(&body);
+            assert_eq!(events.len(), 1, "one message event: {}", String::from_utf8_lossy(&body));
+            serde_json::from_str(&events[0]).unwrap_or(Value::Null)
+        } else {
+            serde_json::from_slice(&body).unwrap_or(Value::Null)
+        };
+        (status, v, sid)
     }
 
     async fn rpc(&mut self, method: &str, params: Value) -> Value {
@@ -347,6 +360,47 @@ async fn visibility_and_discovery(redis: bool) {
     );
 }
 both!(visibility_and_discovery);
+
+async fn a_client_that_leaves_mcp_cancels_its_work(redis: bool) {
+    // A tool waiting on `ai.chat` against an upstream that never answers; the MCP client
+    // gives up. Its call is cancelled, the tool's chat with it, and the worker drops the
+    // upstream call: the upstream sees the disconnect.
+    let upstream = MockUpstream::start(&["m"]);
+    upstream.set_default(Behavior {
+        hang: true,
+        ..Behavior::ok()
+    });
+    let toml = mock_provider("up", &upstream.base_url(), &["m"]);
+    let ask = r#"import ai from "ai";
+export const description = "Asks a model.";
+export default function ({ q }) { return ai.chat(q, { model: "m" }); }"#;
+    let app = App::start(redis, &toml, &[("ask.js", ask)]);
+    let m = app.session().await;
+    {
+        let mut resp = client()
+            .post(&m.url)
+            .insert_header(("authorization", format!("Bearer {TOKEN}")))
+            .insert_header(("accept", "application/json, text/event-stream"))
+            .insert_header(("mcp-session-id", m.session.clone().unwrap()))
+            .send_json(&json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {"name": "ask", "arguments": {"q": "hello?"}}}))
+            .await
+            .unwrap();
+        // A slow call turns into an SSE stream of keep-alives.
+        assert_eq!(resp.status().as_u16(), 200);
+        let ct = resp.headers().get("content-type").unwrap().to_str().unwrap().to_owned();
+        assert!(ct.starts_with("text/event-stream"), "{ct}");
+        let first = resp.next().await.unwrap().unwrap();
+        assert!(first.starts_with(b": keep-alive"), "{first:?}");
+    } // the client leaves
+    assert!(
+        upstream.wait_for_disconnects(1, Duration::from_secs(10)).await,
+        "the client's departure reached the upstream call"
+    );
+    // The service keeps serving.
+    let mut m = m;
+    assert!(m.names().await.contains(&"ask".to_owned()));
+}
+both!(a_client_that_leaves_mcp_cancels_its_work);
 
 async fn host_modules_reach_only_what_they_may(redis: bool) {
     let upstream = MockUpstream::start(&["m"]);

@@ -94,13 +94,7 @@ impl Caller {
 
     /// Publishes `env` on `stream` and waits for its whole answer until its deadline.
     pub async fn call(&self, stream: &str, env: &Envelope) -> Result<Answer, ApiError> {
-        let mut call = self.send(stream, env).await?;
-        let head = call.head().await?;
-        let body = call.body().await?;
-        Ok(Answer {
-            status: head.status,
-            body,
-        })
+        self.send(stream, env).await?.answer().await
     }
 }
 
@@ -156,6 +150,17 @@ impl Call {
                 message: "reply frames arrived out of order".into(),
             }),
         }
+    }
+
+    /// The whole answer: head, then the chunks up to `end`. Dropping this future drops the
+    /// call, which cancels the request.
+    pub async fn answer(mut self) -> Result<Answer, ApiError> {
+        let head = self.head().await?;
+        let body = self.body().await?;
+        Ok(Answer {
+            status: head.status,
+            body,
+        })
     }
 
     /// The chunks up to `end`, joined (after the head).

@@ -356,7 +356,9 @@ async fn a_call_abandoned_mid_host_call_leaves_the_pool_serving() {
     let chat = Call::eval("ai.chat('x')", json!(null)).with_host();
     let abandoned = p.run_with(&chat, Some(&Never));
     assert!(
-        tokio::time::timeout(Duration::from_millis(300), abandoned).await.is_err(),
+        tokio::time::timeout(Duration::from_millis(300), abandoned)
+            .await
+            .is_err(),
         "the host call never answers"
     );
     still_serves(&p).await;

@@ -1,5 +1,9 @@
 //! `/mcp`: the MCP Streamable HTTP transport. `POST` carries one JSON-RPC message; the
 //! answer is JSON (`application/json`), a notification or response gets `202 Accepted`.
+//! An answer that takes longer than 0.5 s goes out as an SSE stream instead when the client
+//! accepts `text/event-stream` (as the spec allows): keep-alive comments every 0.5 s, then
+//! one `message` event. HTTP/1 gives a handler no other way to learn that its client left;
+//! a failed write drops the call, which cancels the work in mcp-tools (and what it started).
 //! `initialize` opens a session (`Mcp-Session-Id`, kept in the store so any gateway knows
 //! it); every other message must name a live session (400 without one, 404 for an unknown
 //! or expired one). `DELETE` ends a session; `GET` (a server-initiated stream) is not
@@ -8,10 +12,16 @@
 //! Transport failures answer with a JSON-RPC error body; bearer auth is the same as for
 //! every other route.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
+use bytes::Bytes;
+use llmr_bus::Answer;
 use llmr_protocol::mcp::{self, INTERNAL_ERROR, INVALID_REQUEST, PARSE_ERROR, SESSION_NOT_FOUND};
-use llmr_protocol::{CallerId, Envelope, Kind, Meta, ToolMode, now_ms, streams};
+use llmr_protocol::{ApiError, CallerId, Envelope, Kind, Meta, ToolMode, now_ms, streams};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -176,11 +186,22 @@ async fn serve(req: &HttpRequest, payload: web::Payload, state: &AppState) -> Re
     let deadline = now_ms() + state.settings.server.request_timeout_ms;
     let traceparent = header(req, "traceparent").unwrap_or_default();
     let env = Envelope::new(Kind::Mcp, &state.instance, deadline, traceparent, body, meta);
-    // A client that leaves drops this future, and with it the call: its work is cancelled.
-    let answer = state.caller.call(streams::MCP, &env).await.map_err(|e| {
+    let failed = |e: ApiError| {
         let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_GATEWAY);
         refuse(status, m.id.clone(), INTERNAL_ERROR, &e.to_string())
-    })?;
+    };
+    let mut answer: PendingAnswer = Box::pin(state.caller.send(streams::MCP, &env).await.map_err(failed)?.answer());
+    // A slow answer goes out as SSE when the client takes it: the keep-alives written while
+    // it runs are how a client that left is noticed (its call is dropped, its work cancelled).
+    let answer = if !initialize && accepts_sse(req) {
+        match tokio::time::timeout(SSE_AFTER, &mut answer).await {
+            Ok(a) => a,
+            Err(_) => return Ok(sse_answer(answer, m.id.clone())),
+        }
+    } else {
+        answer.await
+    };
+    let answer = answer.map_err(failed)?;
     if answer.status == 202 {
         return Ok(HttpResponse::Accepted().finish());
     }
@@ -207,6 +228,49 @@ async fn serve(req: &HttpRequest, payload: web::Payload, state: &AppState) -> Re
         }
     }
     Ok(resp.body(answer.body))
+}
+
+/// A call's whole answer, on its way; dropping it cancels the call.
+type PendingAnswer = Pin<Box<dyn Future<Output = Result<Answer, ApiError>>>>;
+
+/// How long a call is answered as plain JSON before it turns into an SSE stream.
+const SSE_AFTER: Duration = Duration::from_millis(500);
+/// How often an SSE answer writes a keep-alive comment while it waits.
+const SSE_KEEPALIVE: Duration = Duration::from_millis(500);
+
+fn accepts_sse(req: &HttpRequest) -> bool {
+    header(req, "accept").is_some_and(|a| a.contains("text/event-stream"))
+}
+
+/// The answer as an SSE stream: keep-alive comments until it arrives, then one `message`
+/// event with the JSON-RPC response. A client that left makes a write fail; the stream and
+/// the call in it are dropped, which cancels the call.
+fn sse_answer(answer: PendingAnswer, id: Value) -> HttpResponse {
+    let ticks = tokio::time::interval_at(tokio::time::Instant::now() + SSE_KEEPALIVE, SSE_KEEPALIVE);
+    let events = futures_util::stream::unfold(Some((answer, ticks)), move |state| {
+        let id = id.clone();
+        async move {
+            let (mut answer, mut ticks) = state?;
+            tokio::select! {
+                r = &mut answer => {
+                    let body = match r {
+                        Ok(a) if a.status == 202 => return Some((Ok::<_, actix_web::Error>(Bytes::new()), None)),
+                        Ok(a) => a.body,
+                        Err(e) => Bytes::from(mcp::error(id, INTERNAL_ERROR, e.to_string()).to_string()),
+                    };
+                    let mut out = b"event: message\ndata: ".to_vec();
+                    out.extend_from_slice(&body);
+                    out.extend_from_slice(b"\n\n");
+                    Some((Ok(Bytes::from(out)), None))
+                }
+                _ = ticks.tick() => Some((Ok(Bytes::from_static(b": keep-alive\n\n")), Some((answer, ticks)))),
+            }
+        }
+    });
+    HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header(("cache-control", "no-cache"))
+        .streaming(events)
 }
 
 /// Ends a session.
