@@ -170,7 +170,7 @@ impl Tools {
             ));
         }
         let source = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
-        let libraries = self.libraries(&source).map_err(fail)?;
+        let libraries = self.libraries(&source).map_err(|e| fail(e.to_string()))?;
         let d = self
             .pool
             .run(&Call::describe(&source).with_host().with_libraries(libraries))
@@ -209,7 +209,7 @@ impl Tools {
     }
 
     /// The libraries `source` imports, transitively, read from `libraries_path`.
-    fn libraries(&self, source: &str) -> Result<BTreeMap<String, String>, String> {
+    fn libraries(&self, source: &str) -> Result<BTreeMap<String, String>, LibraryError> {
         let mut out = BTreeMap::new();
         let mut todo: Vec<String> = imports(source);
         while let Some(spec) = todo.pop() {
@@ -237,7 +237,10 @@ impl Tools {
                 Some(t) => t,
                 None => {
                     let t: Rc<str> = std::fs::read_to_string(&path)
-                        .map_err(|e| format!("library {key}: {e}"))?
+                        .map_err(|source| LibraryError {
+                            key: key.clone(),
+                            source,
+                        })?
                         .into();
                     self.libs.borrow_mut().insert(path.clone(), (st, t.clone()));
                     t
@@ -358,7 +361,7 @@ impl Tools {
     async fn run_local(self: &Rc<Self>, name: &str, source: &str, args: Value, depth: u32) -> Value {
         let libraries = match self.libraries(source) {
             Ok(l) => l,
-            Err(e) => return text_result(e, true),
+            Err(e) => return text_result(e.to_string(), true),
         };
         let host = ToolHost {
             env: self,
@@ -426,6 +429,14 @@ impl Tools {
             _ => Err(CallError::Unknown(name.into())),
         }
     }
+}
+
+/// A library a tool imports could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("library {key}: {source}")]
+pub struct LibraryError {
+    key: String,
+    source: std::io::Error,
 }
 
 /// What host modules reach of the catalog.

@@ -12,6 +12,17 @@ use std::time::SystemTime;
 use llmr_script::{Call, ScriptPool};
 use serde_json::{Value, json};
 
+/// Why the routing script gave no usable answer (the router then routes by least load).
+#[derive(Debug, thiserror::Error)]
+pub enum ScriptFailure {
+    #[error("{path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error(transparent)]
+    Run(#[from] llmr_script::ScriptError),
+    #[error("the routing script returned {0}, not a target or group")]
+    Unusable(Value),
+}
+
 /// What the script chose.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Choice {
@@ -34,28 +45,28 @@ impl RoutingScript {
         }
     }
 
-    fn source(&self) -> Result<String, String> {
-        let meta = std::fs::metadata(&self.path).map_err(|e| format!("{}: {e}", self.path.display()))?;
+    fn source(&self) -> Result<String, ScriptFailure> {
+        let read = |source| ScriptFailure::Read {
+            path: self.path.display().to_string(),
+            source,
+        };
+        let meta = std::fs::metadata(&self.path).map_err(read)?;
         let stamp = (meta.modified().unwrap_or(SystemTime::UNIX_EPOCH), meta.len());
         if let Some((s, text)) = self.source.borrow().as_ref()
             && *s == stamp
         {
             return Ok(text.clone());
         }
-        let text = std::fs::read_to_string(&self.path).map_err(|e| format!("{}: {e}", self.path.display()))?;
+        let text = std::fs::read_to_string(&self.path).map_err(read)?;
         self.source.replace(Some((stamp, text.clone())));
         Ok(text)
     }
 
     /// Runs the script on `args` (`{request, candidates, groups}`).
-    pub async fn choose(&self, args: Value) -> Result<Choice, String> {
+    pub async fn choose(&self, args: Value) -> Result<Choice, ScriptFailure> {
         let source = self.source()?;
-        let out = self
-            .pool
-            .run(&Call::module(&source, "default", args))
-            .await
-            .map_err(|e| e.to_string())?;
-        parse_choice(&out).ok_or_else(|| format!("the routing script returned {out}, not a target or group"))
+        let out = self.pool.run(&Call::module(&source, "default", args)).await?;
+        parse_choice(&out).ok_or(ScriptFailure::Unusable(out))
     }
 }
 

@@ -27,7 +27,7 @@ pub(crate) fn expand_map(
 
 fn expand_value(v: Value, env: &HashMap<String, String>, path: &str) -> Result<Value, ConfigError> {
     let kind = match v.kind {
-        ValueKind::String(s) => ValueKind::String(expand_str(&s, env).map_err(|var| ConfigError::Invalid {
+        ValueKind::String(s) => ValueKind::String(expand_str(&s, env).map_err(|Unset(var)| ConfigError::Invalid {
             field: path.to_owned(),
             message: format!("environment variable `{var}` is not set (used as ${{{var}}})"),
         })?),
@@ -43,9 +43,13 @@ fn expand_value(v: Value, env: &HashMap<String, String>, path: &str) -> Result<V
     Ok(Value::new(None, kind))
 }
 
+/// A variable that is unset and has no default.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Unset(pub String);
+
 /// Expands `${VAR}` and `${VAR:-default}`; `$${` stands for a literal `${`.
-/// Returns the name of the first variable that is unset and has no default.
-pub(crate) fn expand_str(s: &str, env: &HashMap<String, String>) -> Result<String, String> {
+/// Fails with the first variable that is unset and has no default.
+pub(crate) fn expand_str(s: &str, env: &HashMap<String, String>) -> Result<String, Unset> {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
     while let Some(i) = rest.find('$') {
@@ -68,7 +72,7 @@ pub(crate) fn expand_str(s: &str, env: &HashMap<String, String>) -> Result<Strin
             match (env.get(name), default) {
                 (Some(v), _) => out.push_str(v),
                 (None, Some(d)) => out.push_str(d),
-                (None, None) => return Err(name.to_owned()),
+                (None, None) => return Err(Unset(name.to_owned())),
             }
             rest = &body[end + 1..];
         } else {
@@ -97,6 +101,6 @@ mod tests {
 
     #[test]
     fn names_an_unset_variable() {
-        assert_eq!(expand_str("${MISSING}", &env()).unwrap_err(), "MISSING");
+        assert_eq!(expand_str("${MISSING}", &env()).unwrap_err(), Unset("MISSING".into()));
     }
 }

@@ -29,10 +29,19 @@ fn describe(h: &HealthRecord, now: u64) -> Value {
     })
 }
 
-async fn report(state: &AppState) -> Result<Value, String> {
-    state.bus.ping().await.map_err(|e| e.to_string())?;
-    let alive = state.store.alive().await.map_err(|e| e.to_string())?;
-    let providers = state.store.providers().await.map_err(|e| e.to_string())?;
+/// Why the report could not be made.
+#[derive(Debug, thiserror::Error)]
+enum Unhealthy {
+    #[error(transparent)]
+    Bus(#[from] llmr_bus::BusError),
+    #[error(transparent)]
+    Store(#[from] llmr_store::StoreError),
+}
+
+async fn report(state: &AppState) -> Result<Value, Unhealthy> {
+    state.bus.ping().await?;
+    let alive = state.store.alive().await?;
+    let providers = state.store.providers().await?;
     let now = now_ms();
     // Targets: what each provider serves, and what the groups name.
     let mut targets: Vec<(String, String)> = Vec::new();
@@ -57,8 +66,8 @@ async fn report(state: &AppState) -> Result<Value, String> {
     let mut ids: Vec<String> = targets.iter().map(|(p, m)| target_id(p, m)).collect();
     ids.extend(keys.iter().map(|(p, i)| key_id(p, *i)));
     let (loads, health) = futures_util::join!(state.store.loads(&leases), state.store.health(&ids));
-    let loads = loads.map_err(|e| e.to_string())?;
-    let health = health.map_err(|e| e.to_string())?;
+    let loads = loads?;
+    let health = health?;
     let target_json: Vec<Value> = targets
         .iter()
         .enumerate()
@@ -101,9 +110,8 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
     let backend = if state.bus.is_memory() { "memory" } else { "redis" };
     match tokio::time::timeout(std::time::Duration::from_millis(900), report(&state)).await {
         Ok(Ok(v)) => HttpResponse::Ok().json(v),
-        Ok(Err(e)) => {
-            HttpResponse::ServiceUnavailable().json(json!({"status": "unavailable", "backend": backend, "error": e}))
-        }
+        Ok(Err(e)) => HttpResponse::ServiceUnavailable()
+            .json(json!({"status": "unavailable", "backend": backend, "error": e.to_string()})),
         Err(_) => HttpResponse::ServiceUnavailable()
             .json(json!({"status": "unavailable", "backend": backend, "error": "the store did not answer in time"})),
     }
