@@ -312,19 +312,37 @@ async fn a_worker_killed_mid_stream_ends_the_stream_with_an_error() {
     let url = c.url("/v1/chat/completions");
     let text = "word ".repeat(60);
     let mut tasks = Vec::new();
+    // How many streams have delivered their first bytes to their client.
+    let started = Rc::new(std::cell::Cell::new(0));
     for i in 0..6 {
-        let (url, text) = (url.clone(), text.clone());
+        let (url, text, started) = (url.clone(), text.clone(), started.clone());
         tasks.push(actix_rt::spawn(async move {
+            use futures_util::StreamExt;
             let t = Instant::now();
-            let (s, b) = post(&url, &chat_body("mock-a", &format!("{i} {text}"), true)).await;
-            (s, sse_events(&b), t.elapsed())
+            let mut resp = client()
+                .post(&url)
+                .send_json(&chat_body("mock-a", &format!("{i} {text}"), true))
+                .await
+                .unwrap();
+            let mut body = Vec::new();
+            while let Some(chunk) = resp.next().await {
+                if body.is_empty() {
+                    started.set(started.get() + 1);
+                }
+                body.extend_from_slice(&chunk.unwrap());
+            }
+            (resp.status().as_u16(), sse_events(&body), t.elapsed())
         }));
     }
-    let until = Instant::now() + Duration::from_secs(10);
-    while c.mock.request_count() < 6 && Instant::now() < until {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Kill one worker once every stream is under way (its first bytes reached its client).
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            let started = started.clone();
+            async move { started.get() == 6 }
+        })
+        .await,
+        "six streams under way"
+    );
     c.worker(0).kill();
     let (mut complete, mut errored) = (0, 0);
     for t in tasks {
