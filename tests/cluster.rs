@@ -10,7 +10,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use llmr_testkit::{Behavior, MockUpstream, Proc};
+use llmr_testkit::{Behavior, MockUpstream, Proc, free_port, wait_for_port};
 
 /// The testkit's process cluster with this suite's mock upstream.
 struct Cluster {
@@ -363,6 +363,50 @@ async fn a_worker_killed_mid_stream_ends_the_stream_with_an_error() {
     }
     eprintln!("mid-stream kill: {complete} streams completed, {errored} ended with an error event");
     assert!(errored >= 1, "the killed worker was streaming something");
+}
+
+#[actix_rt::test]
+async fn every_role_serves_probes_and_metrics() {
+    let mock = MockUpstream::start(&["mock-a"]);
+    let toml = format!("{ECHO}{}", mock_provider("up", &mock.base_url(), &["mock-a"]));
+    let mut c = Cluster {
+        procs: ProcessCluster::new(&bin(), TestConfig::new(toml), true),
+        mock,
+    };
+    let admin = |port: u16| [("LLMR__TELEMETRY__ADMIN_PORT", port.to_string())];
+    let ports = [
+        ("router", free_port()),
+        ("worker", free_port()),
+        ("mcp-tools", free_port()),
+    ];
+    for (role, port) in ports {
+        c.procs.spawn_with(role, &[role], &admin(port));
+    }
+    c.add("gateway", &["gateway"]);
+    assert!(c.procs.listening(Duration::from_secs(20)), "{}", c.gateway().tail(20));
+    c.ready(1).await;
+    let (s, _) = post(&c.url("/v1/chat/completions"), &chat_body("mock-a", "measured", false)).await;
+    assert_eq!(s, 200);
+    for (role, port) in ports {
+        assert!(wait_for_port(port, Duration::from_secs(10)), "{role} admin listener");
+        let base = format!("http://127.0.0.1:{port}");
+        assert_eq!(get(&format!("{base}/healthz"), &[]).await.0, 200, "{role} /healthz");
+        let (s, v) = get(&format!("{base}/readyz"), &[]).await;
+        assert_eq!((s, v["status"].as_str()), (200, Some("ready")), "{role} /readyz");
+        let (s, text) = get_text(&format!("{base}/metrics")).await;
+        assert_eq!(s, 200, "{role} /metrics");
+        promtool_check(&text);
+        if role == "worker" {
+            let ok = r#"llmr_upstream_attempts_total{model="mock-a",outcome="ok",provider="up"}"#;
+            assert_eq!(metric(&text, ok), 1.0, "{text}");
+        }
+    }
+    let (s, text) = get_text(&c.url("/metrics")).await;
+    assert_eq!(s, 200);
+    promtool_check(&text);
+    let served = r#"llmr_http_requests_total{method="POST",route="/v1/chat/completions",status="200"}"#;
+    assert_eq!(metric(&text, served), 1.0, "{text}");
+    assert_eq!(metric(&text, r#"llmr_target_load{target="up/mock-a"}"#), 0.0);
 }
 
 #[test]

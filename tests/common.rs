@@ -102,3 +102,45 @@ where
     }
     false
 }
+
+/// Checks a Prometheus exposition with `promtool check metrics` (Debian: the `prometheus`
+/// package; `.ci/run` installs promtool alone). Returns what promtool said.
+pub fn promtool_check(text: &str) -> String {
+    use std::io::Write;
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("promtool is needed (Debian package prometheus; .ci/run installs it): {e}"));
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "promtool check metrics failed:\n{said}\n{text}");
+    said
+}
+
+/// GETs a text body.
+pub async fn get_text(url: &str) -> (u16, String) {
+    let mut resp = client()
+        .get(url)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let status = resp.status().as_u16();
+    let body = resp.body().limit(16 << 20).await.unwrap();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// The value of one series (`name{labels}` exactly as exposed) in a Prometheus text; 0 when
+/// absent.
+pub fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}

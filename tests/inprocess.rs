@@ -353,6 +353,65 @@ async fn trace_context_reaches_the_upstream(redis: bool) {
 }
 both!(trace_context_reaches_the_upstream);
 
+async fn metrics_and_probes_tell_what_happened(redis: bool) {
+    let f = Fixture::start(redis, "", &[("LLMR__SERVER__TOKEN", "secret-token".into())]);
+    // Metrics are per process: compare with a scrape before (other tests may share it).
+    let (_, before) = get_text(&f.url("/metrics")).await;
+    let auth = [("authorization", "Bearer secret-token")];
+    let url = f.url("/v1/chat/completions");
+    let (s, _) = post_with(&url, &chat_body("echo", "one two", false), &auth).await;
+    assert_eq!(s, 200);
+    let (s, _) = post_with(&url, &chat_body("echo", "three four", true), &auth).await;
+    assert_eq!(s, 200);
+    let (s, _) = post_with(&url, &chat_body("nope", "x", false), &auth).await;
+    assert_eq!(s, 404);
+    // Probes and metrics need no token.
+    assert_eq!(get(&f.url("/healthz"), &[]).await.0, 200);
+    let (s, v) = get(&f.url("/readyz"), &[]).await;
+    assert_eq!((s, v["status"].as_str()), (200, Some("ready")));
+    let (s, text) = get_text(&f.url("/metrics")).await;
+    assert_eq!(s, 200);
+    promtool_check(&text);
+    let delta = |series: &str| metric(&text, series) - metric(&before, series);
+    for (series, expected) in [
+        (
+            r#"llmr_http_requests_total{method="POST",route="/v1/chat/completions",status="200"}"#,
+            2.0,
+        ),
+        (
+            r#"llmr_http_requests_total{method="POST",route="/v1/chat/completions",status="404"}"#,
+            1.0,
+        ),
+        (
+            r#"llmr_upstream_attempts_total{model="echo",outcome="ok",provider="echo"}"#,
+            2.0,
+        ),
+        (
+            r#"gen_ai_client_token_usage_sum{gen_ai_provider_name="echo",gen_ai_request_model="echo",gen_ai_token_type="input"}"#,
+            4.0,
+        ),
+        (
+            r#"gen_ai_client_token_usage_sum{gen_ai_provider_name="echo",gen_ai_request_model="echo",gen_ai_token_type="output"}"#,
+            4.0,
+        ),
+        (
+            r#"gen_ai_server_time_to_first_token_seconds_count{gen_ai_request_model="echo"}"#,
+            1.0,
+        ),
+    ] {
+        assert_eq!(delta(series), expected, "{series} in:\n{text}");
+    }
+    for series in [
+        r#"llmr_target_load{target="echo/echo"}"#,
+        r#"llmr_circuit_state{kind="target",target="echo/echo"}"#,
+        r#"llmr_stream_pending{group="routers",stream="requests"}"#,
+        r#"llmr_consumer_in_flight{stream="requests"}"#,
+    ] {
+        assert_eq!(metric(&text, series), 0.0, "{series} idle in:\n{text}");
+    }
+}
+both!(metrics_and_probes_tell_what_happened);
+
 #[actix_rt::test]
 async fn redis_unreachable_is_a_prompt_503() {
     let mut f = Fixture::start(true, "", &[]);

@@ -1,4 +1,5 @@
-//! Bearer-token authentication for every route but `/health`.
+//! Bearer-token authentication for every route but the probes (`/health`, `/healthz`,
+//! `/readyz`) and `/metrics`.
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -15,7 +16,7 @@ pub async fn require_token(
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let state = req.app_data::<web::Data<AppState>>().cloned();
     if let Some(expected) = state.as_ref().and_then(|s| s.settings.server.token())
-        && req.path() != "/health"
+        && !crate::observe::OPEN_PATHS.contains(&req.path())
     {
         let given = req
             .headers()

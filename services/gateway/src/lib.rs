@@ -8,19 +8,24 @@
 //! away drops its call, which cancels the request.
 //!
 //! Routes: `POST /v1/chat/completions`, `GET /v1/models`, `GET /v1/models/{id}`,
-//! `GET /v1/usage`, `POST|DELETE /mcp` (MCP Streamable HTTP), `GET /health` (no auth). With `server.token` set, all but `/health` need
+//! `GET /v1/usage`, `POST|DELETE /mcp` (MCP Streamable HTTP), and without auth `GET /health`,
+//! `/healthz`, `/readyz`, `/metrics`. With `server.token` set, the others need
 //! `Authorization: Bearer <token>` (compared in constant time).
 //!
 //! # Layout
 //! - [`error`]: the one mapping of errors to HTTP responses.
 //! - [`auth`]: bearer-token middleware.
 //! - [`routes`]: the HTTP handlers.
+//! - [`observe`]: request metrics, `/metrics`, `/healthz`, `/readyz`.
 
 pub mod auth;
 pub mod error;
+pub mod observe;
 pub mod routes;
 
 use std::net::TcpListener;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use actix_web::dev::{Server, ServerHandle};
@@ -46,12 +51,15 @@ pub struct AppState {
     pub caller: llmr_bus::Caller,
     /// This instance's id: its reply stream is `replies:{instance}`.
     pub instance: String,
+    /// Set when the process stops: `/readyz` answers 503 from then on.
+    pub draining: Arc<AtomicBool>,
 }
 
 /// A built (bound, not yet running) gateway.
 pub struct Gateway {
     server: Server,
     port: u16,
+    draining: Arc<AtomicBool>,
     _heartbeat: TaskGuard,
 }
 
@@ -72,17 +80,20 @@ impl Gateway {
             })?
             .port();
         let heartbeat = store.keep_alive("gateway", instance, Duration::from_secs(2));
+        let draining = Arc::new(AtomicBool::new(false));
         let state = web::Data::new(AppState {
             settings: settings.clone(),
             caller: llmr_bus::Caller::new(bus.clone(), instance),
             bus,
             store,
             instance: instance.to_owned(),
+            draining: draining.clone(),
         });
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
                 .wrap(middleware::from_fn(auth::require_token))
+                .wrap(middleware::from_fn(observe::record))
                 .configure(routes::configure)
                 .default_service(web::to(routes::not_found))
         })
@@ -96,6 +107,7 @@ impl Gateway {
         Ok(Gateway {
             server,
             port,
+            draining,
             _heartbeat: heartbeat,
         })
     }
@@ -103,6 +115,11 @@ impl Gateway {
     /// The bound port.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// Set it when the process stops: `/readyz` turns 503.
+    pub fn draining(&self) -> Arc<AtomicBool> {
+        self.draining.clone()
     }
 
     /// A handle to stop the server (gracefully or not).

@@ -10,6 +10,7 @@
 //! [`spawn`] runs the same thing in a background thread with its own actix System: the
 //! in-process tests use it.
 
+pub mod admin;
 pub mod cli;
 
 use std::time::Duration;
@@ -60,6 +61,8 @@ pub enum AppError {
     Worker(#[from] llmr_worker::InitError),
     #[error(transparent)]
     McpTools(#[from] llmr_mcp_tools::InitError),
+    #[error("cannot start the admin listener (telemetry.admin_host/admin_port): {0}")]
+    Admin(std::io::Error),
 }
 
 /// Worker jobs get this long to finish when the process stops.
@@ -73,6 +76,10 @@ pub struct App {
     router: Option<RouterService>,
     workers: Vec<WorkerService>,
     mcp_tools: Option<McpToolsService>,
+    /// The admin listener (roles without the gateway, when configured).
+    admin: Option<admin::Admin>,
+    /// Set when the process starts to stop: readiness turns false.
+    draining: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Starts the services of `role` on the current actix System.
@@ -102,6 +109,8 @@ pub async fn start(role: &Role, settings: &Settings) -> Result<App, AppError> {
         router: None,
         workers: Vec::new(),
         mcp_tools: None,
+        admin: None,
+        draining: Default::default(),
     };
     let script_host = llmr_script::ScriptHost::from_settings(settings);
     if matches!(role, Role::All | Role::Router) {
@@ -127,12 +136,22 @@ pub async fn start(role: &Role, settings: &Settings) -> Result<App, AppError> {
             .push(WorkerService::build(settings, bus.clone(), store.clone(), &instance, &pool).await?);
     }
     if matches!(role, Role::All | Role::Gateway) {
-        let g = Gateway::build(settings, bus, store, &instance).await?;
+        let g = Gateway::build(settings, bus, store.clone(), &instance).await?;
+        app.draining = g.draining();
         app.port = Some(g.port());
         app.gateway_handle = Some(g.handle());
         app.gateway = Some(g);
     }
-    tracing::info!(role = role.name(), instance, port = app.port, "llmrouter started");
+    if app.gateway.is_none() {
+        app.admin = admin::start(settings, store.clone(), app.draining.clone()).map_err(AppError::Admin)?;
+    }
+    tracing::info!(
+        role = role.name(),
+        instance,
+        port = app.port,
+        admin_port = app.admin.as_ref().map(|a| a.port),
+        "llmrouter started"
+    );
     Ok(app)
 }
 
@@ -173,6 +192,8 @@ impl App {
 
     /// Stops accepting work and drains what is in flight.
     pub async fn stop(self) {
+        // Readiness goes false first, so a load balancer stops sending work.
+        self.draining.store(true, std::sync::atomic::Ordering::Relaxed);
         if let Some(r) = &self.router {
             r.drain(DRAIN_GRACE).await;
         }
@@ -188,6 +209,9 @@ impl App {
             }
         };
         tokio::join!(futures_util::future::join_all(workers), gateway, tools);
+        if let Some(a) = &self.admin {
+            a.handle.stop(true).await;
+        }
     }
 }
 

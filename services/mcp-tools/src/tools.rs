@@ -353,6 +353,12 @@ impl Tools {
                 },
             };
             let is_error = out.get("isError").and_then(Value::as_bool).unwrap_or(false);
+            let m = llmr_telemetry::metrics::metrics();
+            let outcome = if is_error { "error" } else { "ok" };
+            m.tool_calls.with_label_values(&[name, outcome]).inc();
+            m.tool_duration
+                .with_label_values(&[name])
+                .observe(started.elapsed().as_secs_f64());
             tracing::info!(tool = %name, ms = started.elapsed().as_millis() as u64, is_error, "tool called");
             Ok(out)
         })

@@ -169,11 +169,18 @@ async fn attempts(
             }
             let result = run_attempt(ctx, p, attempt, env, span, out).await;
             settle(ctx, held, &member, env, &result).await;
+            observe(env, &result);
             match result.result {
                 Ok(_) => return Ok(()),
                 Err(e) => {
                     tracing::warn!(provider = %attempt.provider, model = %attempt.model, reason = %e.reason, retryable = e.retryable, "attempt failed");
                     let stop = !e.retryable || out.started();
+                    if !stop {
+                        llmr_telemetry::metrics::metrics()
+                            .failovers
+                            .with_label_values(&[fault_label(e.fault)])
+                            .inc();
+                    }
                     last = Some(e);
                     if stop {
                         break 'plan;
@@ -336,6 +343,42 @@ struct Tried<'a> {
     key: Option<usize>,
     result: AttemptResult,
     took: Duration,
+}
+
+/// The metric label of a failure's fault.
+fn fault_label(f: Fault) -> &'static str {
+    match f {
+        Fault::Target => "failed",
+        Fault::Key => "key_rejected",
+        Fault::RateLimited { .. } => "rate_limited",
+        Fault::Client => "rejected",
+        Fault::Local => "local",
+    }
+}
+
+/// Records an attempt in the metrics: its outcome and duration, and the tokens it used.
+fn observe(env: &Envelope, t: &Tried<'_>) {
+    let m = llmr_telemetry::metrics::metrics();
+    let a = t.attempt;
+    let outcome = match &t.result {
+        Ok(_) => "ok",
+        Err(e) => fault_label(e.fault),
+    };
+    m.attempts.with_label_values(&[&a.provider, &a.model, outcome]).inc();
+    m.attempt_duration
+        .with_label_values(&[&a.provider, &a.model, outcome])
+        .observe(t.took.as_secs_f64());
+    if let Ok(o) = &t.result
+        && let Some(u) = o.usage
+    {
+        let model = env.meta.model.as_str();
+        m.token_usage
+            .with_label_values(&["input", &a.provider, model])
+            .observe(u.prompt_tokens as f64);
+        m.token_usage
+            .with_label_values(&["output", &a.provider, model])
+            .observe(u.completion_tokens as f64);
+    }
 }
 
 /// Writes what the attempt left behind in one round trip: releases its lease or lock, feeds

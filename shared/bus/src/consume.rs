@@ -381,6 +381,7 @@ impl<W: Work> ConsumerLoop<W> {
                 }
                 let n = settled.len();
                 self.unsettled.append(&mut settled);
+                self.gauge();
                 Step::Ended(n)
             }
             n = settle_under_way(settling), if settling.is_some() => {
@@ -427,6 +428,14 @@ impl<W: Work> ConsumerLoop<W> {
         while self.step().await != Step::Stopped {}
     }
 
+    /// Publishes the work in flight (`llmr_consumer_in_flight`).
+    fn gauge(&self) {
+        llmr_telemetry::metrics::metrics()
+            .in_flight
+            .with_label_values(&[self.stream.as_str()])
+            .set(self.tasks.len() as i64);
+    }
+
     fn start(&mut self, batch: Vec<Delivery>) -> Step {
         let mut fresh: Vec<Delivery> = Vec::with_capacity(batch.len());
         for d in batch {
@@ -444,6 +453,7 @@ impl<W: Work> ConsumerLoop<W> {
         let n = fresh.len();
         if n > 0 {
             self.work.start(fresh, &mut self.tasks);
+            self.gauge();
         }
         Step::Read(n)
     }

@@ -161,6 +161,11 @@ pub struct Telemetry {
     /// OTLP gRPC endpoint; empty = no export (trace context still flows).
     pub otlp_endpoint: String,
     pub service_name: String,
+    /// Address of the admin listener (`/healthz`, `/readyz`, `/metrics`) of roles without
+    /// the gateway (router, worker, mcp-tools).
+    pub admin_host: String,
+    /// Its port; 0 = no admin listener.
+    pub admin_port: u16,
 }
 
 #[derive(Debug, Clone, Deserialize)]

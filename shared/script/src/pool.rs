@@ -190,12 +190,14 @@ impl ScriptPool {
             Ok(None) => {
                 // The host died mid-call: most likely the memory limit.
                 let _ = proc.child.kill().await;
+                killed("crashed");
                 Err(ScriptError::Crashed {
                     memory_mb: self.limits.memory_mb,
                 })
             }
             Err(_) => {
                 let _ = proc.child.kill().await;
+                killed("timeout");
                 tracing::warn!(wall_ms = self.limits.wall_ms, function = %call.function, "script ran past its time; host replaced");
                 Err(ScriptError::Timeout {
                     wall_ms: self.limits.wall_ms,
@@ -203,4 +205,12 @@ impl ScriptPool {
             }
         }
     }
+}
+
+/// Counts a script host killed for `reason`.
+fn killed(reason: &str) {
+    llmr_telemetry::metrics::metrics()
+        .sandbox_kills
+        .with_label_values(&[reason])
+        .inc();
 }

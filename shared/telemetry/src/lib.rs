@@ -10,6 +10,8 @@
 //! header or an envelope field); [`traceparent`] renders a span's context for the next hop.
 //! Without an installed subscriber (tests), [`traceparent`] falls back to the inherited value.
 
+pub mod metrics;
+
 use std::collections::HashMap;
 
 use llmr_config::{LogFormat, Telemetry as Settings};

@@ -163,10 +163,16 @@ impl ProcessCluster {
 
     /// Starts one process: `llmrouter --config FILE ARGS…`, named `name`.
     pub fn spawn(&mut self, name: &str, args: &[&str]) -> &mut Proc {
+        self.spawn_with(name, args, &[])
+    }
+
+    /// [`ProcessCluster::spawn`] with environment for this process only (e.g. its admin port).
+    pub fn spawn_with(&mut self, name: &str, args: &[&str], extra: &[(&str, String)]) -> &mut Proc {
         let config = self.config.0.display().to_string();
         let mut a = vec!["--config", config.as_str()];
         a.extend_from_slice(args);
-        let env: Vec<(&str, String)> = self.env.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+        let mut env: Vec<(&str, String)> = self.env.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+        env.extend(extra.iter().map(|(k, v)| (*k, v.clone())));
         self.procs.push(Proc::spawn(name, &self.bin, &a, &env));
         let last = self.procs.len() - 1;
         &mut self.procs[last]

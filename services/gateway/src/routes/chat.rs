@@ -33,11 +33,16 @@ pub async fn completions(
     llmr_telemetry::set_parent(&span, client_tp);
     env.traceparent = llmr_telemetry::traceparent(&span, client_tp);
     let stream = env.meta.stream;
+    let started = std::time::Instant::now();
     let mut call = state.caller.send(streams::REQUESTS, &env).await?;
     tracing::debug!(parent: &span, "published");
     // The head (or an error) decides the response shape.
     let head = call.head().await?;
     if stream && head.stream {
+        llmr_telemetry::metrics::metrics()
+            .time_to_first_token
+            .with_label_values(&[env.meta.model.as_str()])
+            .observe(started.elapsed().as_secs_f64());
         return Ok(sse_response(call));
     }
     let body = call.body().await?;

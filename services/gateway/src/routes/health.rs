@@ -31,14 +31,15 @@ fn describe(h: &HealthRecord, now: u64) -> Value {
 
 /// Why the report could not be made.
 #[derive(Debug, thiserror::Error)]
-enum Unhealthy {
+pub(crate) enum Unhealthy {
     #[error(transparent)]
     Bus(#[from] llmr_bus::BusError),
     #[error(transparent)]
     Store(#[from] llmr_store::StoreError),
 }
 
-async fn report(state: &AppState) -> Result<Value, Unhealthy> {
+/// The cluster as `/health` shows it (also read by `/metrics`).
+pub(crate) async fn report(state: &AppState) -> Result<Value, Unhealthy> {
     state.bus.ping().await?;
     let alive = state.store.alive().await?;
     let providers = state.store.providers().await?;

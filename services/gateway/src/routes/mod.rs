@@ -19,6 +19,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/v1/models/{id:.+}", web::get().to(models::retrieve))
         .route("/v1/usage", web::get().to(usage::usage))
         .route("/health", web::get().to(health::health))
+        .route("/healthz", web::get().to(crate::observe::healthz))
+        .route("/readyz", web::get().to(crate::observe::readyz))
+        .route("/metrics", web::get().to(crate::observe::scrape))
         .route("/mcp", web::post().to(mcp::post))
         .route("/mcp", web::delete().to(mcp::delete))
         .route("/mcp", web::get().to(mcp::get));

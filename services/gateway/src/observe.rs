@@ -1,0 +1,134 @@
+//! Metrics and probes of the gateway: the middleware that counts and times every HTTP
+//! request, `/metrics` (Prometheus text; the store's and bus's state read at scrape time),
+//! `/healthz` (the process is alive) and `/readyz` (the store answers and the gateway is not
+//! draining). None of them needs the token, like `/health`.
+
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
+use actix_web::{HttpResponse, web};
+use llmr_protocol::streams;
+use llmr_telemetry::metrics::{metrics, render};
+use serde_json::{Value, json};
+
+use crate::AppState;
+
+/// Paths any client (a probe, a scraper) may call without the token.
+pub const OPEN_PATHS: [&str; 4] = ["/health", "/healthz", "/readyz", "/metrics"];
+
+/// Counts and times every request by its route pattern (never the raw path), method and
+/// status; the duration runs until the response head.
+pub async fn record(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let started = Instant::now();
+    let method = req.method().to_string();
+    let res = next.call(req).await;
+    let (route, status) = match &res {
+        Ok(r) => (
+            r.request().match_pattern().unwrap_or_else(|| "unmatched".into()),
+            r.status().as_u16(),
+        ),
+        Err(e) => ("unmatched".to_owned(), e.as_response_error().status_code().as_u16()),
+    };
+    let m = metrics();
+    m.http_requests
+        .with_label_values(&[route.as_str(), method.as_str(), &status.to_string()])
+        .inc();
+    m.http_duration
+        .with_label_values(&[route.as_str()])
+        .observe(started.elapsed().as_secs_f64());
+    res
+}
+
+/// `/healthz`: the process serves.
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "alive"}))
+}
+
+/// `/readyz`: the store answers and the gateway is not draining.
+pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    if state.draining.load(Ordering::Relaxed) {
+        return HttpResponse::ServiceUnavailable().json(json!({"status": "draining"}));
+    }
+    match state.store.ping().await {
+        Ok(()) => HttpResponse::Ok().json(json!({"status": "ready"})),
+        Err(e) => HttpResponse::ServiceUnavailable().json(json!({"status": "unready", "error": e.to_string()})),
+    }
+}
+
+/// `/metrics`: this process's metrics, with the cluster's routing state and stream backlog
+/// read now.
+pub async fn scrape(state: web::Data<AppState>) -> HttpResponse {
+    if let Ok(Ok(report)) = tokio::time::timeout(
+        std::time::Duration::from_millis(900),
+        crate::routes::health::report(&state),
+    )
+    .await
+    {
+        routing_gauges(&report);
+    }
+    backlog_gauges(&state).await;
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(render())
+}
+
+/// Loads, circuits and cooldowns of every target and key, from the health report.
+fn routing_gauges(report: &Value) {
+    let m = metrics();
+    let now = llmr_protocol::now_ms();
+    let set = |kind: &str, name: &str, v: &Value| {
+        let state = match v["available"].as_str() {
+            Some("probe") => 1,
+            Some("open") => 2,
+            Some("cooling") => 3,
+            _ => 0,
+        };
+        m.circuit_state.with_label_values(&[kind, name]).set(state);
+        let until = v["open_until_ms"]
+            .as_u64()
+            .max(v["cooldown_until_ms"].as_u64())
+            .unwrap_or(0);
+        m.unavailable_seconds
+            .with_label_values(&[kind, name])
+            .set(until.saturating_sub(now) as f64 / 1000.0);
+    };
+    for t in report["targets"].as_array().into_iter().flatten() {
+        let name = t["target"].as_str().unwrap_or_default();
+        m.target_load
+            .with_label_values(&[name])
+            .set(t["load"].as_i64().unwrap_or(0));
+        set("target", name, t);
+    }
+    for p in report["providers"].as_array().into_iter().flatten() {
+        for k in p["keys"].as_array().into_iter().flatten() {
+            set("key", k["key"].as_str().unwrap_or_default(), k);
+        }
+    }
+}
+
+/// Entries delivered and not acked on every stream of the cluster.
+async fn backlog_gauges(state: &AppState) {
+    let mut streams = vec![
+        (streams::REQUESTS.to_owned(), streams::groups::ROUTERS),
+        (streams::MCP.to_owned(), streams::groups::MCP_TOOLS),
+    ];
+    let mut pools: Vec<&str> = state.settings.providers().map(|p| p.pool.as_str()).collect();
+    pools.push("default");
+    pools.sort_unstable();
+    pools.dedup();
+    streams.extend(pools.into_iter().map(|p| (streams::jobs(p), streams::groups::WORKERS)));
+    for (stream, group) in streams {
+        if let Ok(n) = state.bus.pending(&stream, group).await {
+            metrics()
+                .stream_pending
+                .with_label_values(&[stream.as_str(), group])
+                .set(n as i64);
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! Prometheus metrics of one process, in one registry: every service records into the
+//! handles of [`metrics()`], and [`render`] writes the text exposition format for
+//! `/metrics` (the gateway's, and the admin listener of every other role).
+//!
+//! Names follow the OpenTelemetry GenAI conventions where they exist (as Envoy AI Gateway
+//! and agentgateway export them: `gen_ai_client_token_usage` by `gen_ai_token_type`,
+//! `gen_ai_server_time_to_first_token`), and `llmr_` otherwise. State that lives in the
+//! store or the bus (loads, circuits, cooldowns, pending entries) is read when scraped, into the
+//! gauges of [`Metrics`] marked as such.
+
+use std::sync::OnceLock;
+
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+
+/// Every metric of the process.
+pub struct Metrics {
+    registry: Registry,
+    /// HTTP requests answered, by route (the matched pattern), method and status.
+    pub http_requests: IntCounterVec,
+    /// HTTP request duration until the response head, by route.
+    pub http_duration: HistogramVec,
+    /// Time from a streamed request's arrival to its first byte, by requested model.
+    pub time_to_first_token: HistogramVec,
+    /// Tokens per request, by type (`input`, `output`), provider and model.
+    pub token_usage: HistogramVec,
+    /// Upstream attempts by provider, model and outcome (`ok`, `failed`, `rate_limited`,
+    /// `rejected`, `local`).
+    pub attempts: IntCounterVec,
+    /// Upstream attempt duration by provider, model and outcome.
+    pub attempt_duration: HistogramVec,
+    /// Attempts that failed over to the plan's next target, by reason.
+    pub failovers: IntCounterVec,
+    /// Work in flight in this process's consumer loops, by stream.
+    pub in_flight: IntGaugeVec,
+    /// MCP tool calls by tool and outcome (`ok`, `error`).
+    pub tool_calls: IntCounterVec,
+    /// MCP tool call duration by tool.
+    pub tool_duration: HistogramVec,
+    /// Script hosts killed, by reason (`timeout`, `crashed`, `abandoned`).
+    pub sandbox_kills: IntCounterVec,
+    /// Scraped: live leases (load) per target.
+    pub target_load: IntGaugeVec,
+    /// Scraped: circuit state per target or key (0 closed, 1 probing, 2 open, 3 cooling).
+    pub circuit_state: IntGaugeVec,
+    /// Scraped: seconds until a cooling or open target or key may be used again.
+    pub unavailable_seconds: prometheus::GaugeVec,
+    /// Scraped: entries delivered and not acked, per stream and consumer group.
+    pub stream_pending: IntGaugeVec,
+}
+
+const SECONDS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+const TOKENS: &[f64] = &[1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0];
+
+impl Metrics {
+    // Names and labels are static and distinct: creating and registering cannot fail.
+    #[allow(clippy::expect_used)]
+    fn new() -> Metrics {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid counter");
+            registry.register(Box::new(c.clone())).expect("unique counter");
+            c
+        };
+        let gauge = |name: &str, help: &str, labels: &[&str]| {
+            let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid gauge");
+            registry.register(Box::new(g.clone())).expect("unique gauge");
+            g
+        };
+        let histogram = |name: &str, help: &str, labels: &[&str], buckets: &[f64]| {
+            let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets.to_vec()), labels)
+                .expect("valid histogram");
+            registry.register(Box::new(h.clone())).expect("unique histogram");
+            h
+        };
+        let unavailable = prometheus::GaugeVec::new(
+            Opts::new(
+                "llmr_unavailable_seconds",
+                "Seconds until a cooling or open target or key may be used again.",
+            ),
+            &["kind", "target"],
+        )
+        .expect("valid gauge");
+        registry.register(Box::new(unavailable.clone())).expect("unique gauge");
+        Metrics {
+            http_requests: counter(
+                "llmr_http_requests_total",
+                "HTTP requests answered, by route, method and status.",
+                &["route", "method", "status"],
+            ),
+            http_duration: histogram(
+                "llmr_http_request_duration_seconds",
+                "HTTP request duration until the response head, by route.",
+                &["route"],
+                SECONDS,
+            ),
+            time_to_first_token: histogram(
+                "gen_ai_server_time_to_first_token_seconds",
+                "Time from a streamed request's arrival to its first byte, by requested model.",
+                &["gen_ai_request_model"],
+                SECONDS,
+            ),
+            token_usage: histogram(
+                "gen_ai_client_token_usage",
+                "Tokens per request by type (input, output), provider and model.",
+                &["gen_ai_token_type", "gen_ai_provider_name", "gen_ai_request_model"],
+                TOKENS,
+            ),
+            attempts: counter(
+                "llmr_upstream_attempts_total",
+                "Upstream attempts by provider, model and outcome.",
+                &["provider", "model", "outcome"],
+            ),
+            attempt_duration: histogram(
+                "llmr_upstream_attempt_duration_seconds",
+                "Upstream attempt duration by provider, model and outcome.",
+                &["provider", "model", "outcome"],
+                SECONDS,
+            ),
+            failovers: counter(
+                "llmr_failovers_total",
+                "Attempts that failed over to the plan's next target, by reason.",
+                &["reason"],
+            ),
+            in_flight: gauge(
+                "llmr_consumer_in_flight",
+                "Work in flight in this process's consumer loops, by stream.",
+                &["stream"],
+            ),
+            tool_calls: counter(
+                "llmr_mcp_tool_calls_total",
+                "MCP tool calls by tool and outcome.",
+                &["tool", "outcome"],
+            ),
+            tool_duration: histogram(
+                "llmr_mcp_tool_duration_seconds",
+                "MCP tool call duration by tool.",
+                &["tool"],
+                SECONDS,
+            ),
+            sandbox_kills: counter(
+                "llmr_sandbox_kills_total",
+                "Script hosts killed, by reason (timeout, crashed, abandoned).",
+                &["reason"],
+            ),
+            target_load: gauge(
+                "llmr_target_load",
+                "Live leases (requests in flight) per target, cluster-wide.",
+                &["target"],
+            ),
+            circuit_state: gauge(
+                "llmr_circuit_state",
+                "Circuit state per target or key: 0 closed, 1 probing, 2 open, 3 cooling.",
+                &["kind", "target"],
+            ),
+            unavailable_seconds: unavailable,
+            stream_pending: gauge(
+                "llmr_stream_pending",
+                "Stream entries delivered and not acked, per stream and consumer group.",
+                &["stream", "group"],
+            ),
+            registry,
+        }
+    }
+}
+
+/// The metrics of this process.
+pub fn metrics() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(Metrics::new)
+}
+
+/// Every metric in the Prometheus text format.
+pub fn render() -> String {
+    let mut out = Vec::new();
+    // Encoding into a Vec cannot fail on I/O; a broken metric family is skipped silently.
+    let _ = TextEncoder::new().encode(&metrics().registry.gather(), &mut out);
+    String::from_utf8(out).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_recorded_values_in_the_text_format() {
+        metrics().attempts.with_label_values(&["p", "m", "ok"]).inc();
+        metrics()
+            .token_usage
+            .with_label_values(&["input", "p", "m"])
+            .observe(12.0);
+        let text = render();
+        assert!(
+            text.contains(r#"llmr_upstream_attempts_total{model="m",outcome="ok",provider="p"} 1"#),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE gen_ai_client_token_usage histogram"), "{text}");
+    }
+}
