@@ -366,6 +366,23 @@ async fn a_worker_killed_mid_stream_ends_the_stream_with_an_error() {
 }
 
 #[actix_rt::test]
+async fn health_says_degraded_when_a_pool_has_no_worker() {
+    let mut c = Cluster::start(0, &[]);
+    c.ready(0).await;
+    let (s, h) = get(&c.url("/health"), &[]).await;
+    assert_eq!((s, h["status"].as_str()), (200, Some("degraded")), "{h}");
+    assert_eq!(
+        h["reasons"],
+        serde_json::json!(["pool `default` has no live worker"]),
+        "{h}"
+    );
+    c.add("worker", &["worker", "--pool", "default"]);
+    c.ready(1).await;
+    let (_, h) = get(&c.url("/health"), &[]).await;
+    assert_eq!(h["status"], "ok", "{h}");
+}
+
+#[actix_rt::test]
 async fn every_role_serves_probes_and_metrics() {
     let mock = MockUpstream::start(&["mock-a"]);
     let toml = format!("{ECHO}{}", mock_provider("up", &mock.base_url(), &["mock-a"]));

@@ -213,6 +213,14 @@ async fn when_every_target_cools_the_client_gets_429_with_retry_after(redis: boo
     assert!((25..=30).contains(&ra), "Retry-After {ra}");
     let _ = resp.body().await;
     assert_eq!(a.request_count(), 1, "the cooling key was not called again");
+    // /health says why the model cannot be served now.
+    let (s, h) = get(&app.url("/health"), &[]).await;
+    assert_eq!((s, h["status"].as_str()), (200, Some("degraded")), "{h}");
+    assert_eq!(
+        h["reasons"],
+        serde_json::json!(["every target of `m` is down or cooling"]),
+        "{h}"
+    );
 }
 both!(when_every_target_cools_the_client_gets_429_with_retry_after);
 

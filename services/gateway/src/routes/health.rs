@@ -96,8 +96,10 @@ pub(crate) async fn report(state: &AppState) -> Result<Value, Unhealthy> {
             json!({"name": p.name, "state": p.state, "error": p.error, "models": p.models, "load": load, "keys": key_json})
         })
         .collect();
+    let reasons = degraded(state, &alive, &target_json, &provider_json);
     Ok(json!({
-        "status": "ok",
+        "status": if reasons.is_empty() { "ok" } else { "degraded" },
+        "reasons": reasons,
         "backend": if state.bus.is_memory() { "memory" } else { "redis" },
         "instance": state.instance,
         "in_flight": state.caller.in_flight(),
@@ -105,6 +107,69 @@ pub(crate) async fn report(state: &AppState) -> Result<Value, Unhealthy> {
         "providers": provider_json,
         "targets": target_json,
     }))
+}
+
+/// Why the cluster cannot serve everything it is configured for: no live router, a pool
+/// without a live worker, a model whose every target is open or cooling.
+fn degraded(state: &AppState, alive: &[llmr_store::Alive], targets: &[Value], providers: &[Value]) -> Vec<String> {
+    let mut reasons = Vec::new();
+    if !alive.iter().any(|a| a.service == "router") {
+        reasons.push("no router is alive".to_owned());
+    }
+    let mut pools: Vec<&str> = state.settings.providers().map(|p| p.pool.as_str()).collect();
+    pools.sort_unstable();
+    pools.dedup();
+    for pool in pools {
+        let prefix = format!("{pool}:");
+        if !alive
+            .iter()
+            .any(|a| a.service == "worker" && a.instance.starts_with(&prefix))
+        {
+            reasons.push(format!("pool `{pool}` has no live worker"));
+        }
+    }
+    // Models: each group's targets, and each provider-served model's.
+    let mut models: Vec<(String, Vec<String>)> = state
+        .settings
+        .models
+        .iter()
+        .map(|g| {
+            (
+                g.name.clone(),
+                g.targets
+                    .iter()
+                    .map(|t| format!("{}/{}", t.provider, t.model))
+                    .collect(),
+            )
+        })
+        .collect();
+    for t in targets {
+        let name = t["target"].as_str().unwrap_or_default();
+        let model = name.split_once('/').map_or(name, |(_, m)| m);
+        match models.iter_mut().find(|(m, _)| m == model) {
+            Some((_, ts)) if !ts.iter().any(|x| x == name) => ts.push(name.to_owned()),
+            Some(_) => {}
+            None => models.push((model.to_owned(), vec![name.to_owned()])),
+        }
+    }
+    let unusable = |v: &Value| matches!(v["available"].as_str(), Some("open" | "cooling"));
+    // A target is down when its circuit is, or when every key of its provider is.
+    let down = |name: &str| {
+        let provider = name.split_once('/').map_or(name, |(p, _)| p);
+        let keys: Vec<&Value> = providers
+            .iter()
+            .filter(|p| p["name"] == provider)
+            .flat_map(|p| p["keys"].as_array().into_iter().flatten())
+            .collect();
+        targets.iter().find(|t| t["target"] == name).is_some_and(unusable)
+            || (!keys.is_empty() && keys.iter().all(|k| unusable(k)))
+    };
+    for (model, ts) in models {
+        if !ts.is_empty() && ts.iter().all(|t| down(t)) {
+            reasons.push(format!("every target of `{model}` is down or cooling"));
+        }
+    }
+    reasons
 }
 
 pub async fn health(state: web::Data<AppState>) -> HttpResponse {
