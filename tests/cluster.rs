@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use llmr_testkit::{Behavior, MockUpstream, Proc, free_port, wait_for_port};
+use serde_json::json;
 
 /// The testkit's process cluster with this suite's mock upstream.
 struct Cluster {
@@ -363,6 +364,79 @@ async fn a_worker_killed_mid_stream_ends_the_stream_with_an_error() {
     }
     eprintln!("mid-stream kill: {complete} streams completed, {errored} ended with an error event");
     assert!(errored >= 1, "the killed worker was streaming something");
+}
+
+#[actix_rt::test]
+async fn no_secret_reaches_the_log_or_the_client() {
+    const KEYS: [&str; 2] = ["sk-SECRET-key-one", "sk-SECRET-key-two"];
+    const TOKEN: &str = "gw-SECRET-token";
+    const MCP_TOKEN: &str = "mcp-SECRET-token";
+    let (refusing, rejecting) = (MockUpstream::start(&[]), MockUpstream::start(&[]));
+    let echo = |status| Behavior {
+        status,
+        echo_auth: true,
+        ..Behavior::ok()
+    };
+    refusing.set_default(echo(401));
+    rejecting.set_default(echo(400));
+    let toml = format!(
+        "{}{}[[mcp.remote_servers]]\nnamespace = \"far\"\nurl = \"http://127.0.0.1:{}/mcp\"\ntoken = \"{MCP_TOKEN}\"\n",
+        provider_entry("refusing", &refusing.base_url(), &["m1"], &KEYS),
+        provider_entry("rejecting", &rejecting.base_url(), &["m2"], &KEYS),
+        free_port()
+    );
+    let cfg = TestConfig::new(toml)
+        .env("RUST_LOG", "debug")
+        .env("LLMR__SERVER__TOKEN", TOKEN);
+    let mut c = ProcessCluster::new(&bin(), cfg, false);
+    c.spawn("all", &["all"]);
+    assert!(c.listening(Duration::from_secs(20)));
+    let auth = format!("Bearer {TOKEN}");
+    let headers = [("authorization", auth.as_str())];
+    let url = c.url("/v1/chat/completions");
+    // Both keys refused (the upstream quotes each), then a request the upstream rejects.
+    let (s, _) = post_with(&url, &chat_body("m1", "hello", false), &headers).await;
+    assert_eq!(s, 502);
+    let (s, body) = post_with(&url, &chat_body("m2", "hello", false), &headers).await;
+    assert_eq!(s, 400);
+    let body = String::from_utf8_lossy(&body).into_owned();
+    assert!(
+        body.contains("[redacted]") && !KEYS.iter().any(|k| body.contains(k)),
+        "{body}"
+    );
+    // A wrong token, and an MCP session whose remote server is down.
+    let (s, _) = post_with(&url, &chat_body("m1", "x", false), &[("authorization", "Bearer wrong")]).await;
+    assert_eq!(s, 401);
+    let mcp = c.url("/mcp");
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
+    let mut resp = client()
+        .post(&mcp)
+        .insert_header(("authorization", auth.as_str()))
+        .send_json(&init)
+        .await
+        .unwrap();
+    let sid = resp
+        .headers()
+        .get("mcp-session-id")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let _ = resp.body().await;
+    let list = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {}});
+    let (s, _) = post_with(
+        &mcp,
+        &list,
+        &[("authorization", auth.as_str()), ("mcp-session-id", sid.as_str())],
+    )
+    .await;
+    assert_eq!(s, 200);
+    let log = std::fs::read_to_string(&c.named("all").next().unwrap().log).unwrap();
+    assert!(log.contains("attempt failed"), "the failures were logged:\n{log}");
+    assert!(log.contains("remote MCP server unavailable"), "{log}");
+    for secret in KEYS.iter().chain(&[TOKEN, MCP_TOKEN]) {
+        assert!(!log.contains(secret), "`{secret}` leaked into the log");
+    }
 }
 
 #[actix_rt::test]

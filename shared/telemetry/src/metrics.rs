@@ -197,4 +197,75 @@ mod tests {
         );
         assert!(text.contains("# TYPE gen_ai_client_token_usage histogram"), "{text}");
     }
+
+    /// The names of every metric family this process exports.
+    fn exported() -> Vec<String> {
+        let m = metrics();
+        // Touch every vector so its family is rendered.
+        m.http_requests.with_label_values(&["r", "GET", "200"]);
+        m.http_duration.with_label_values(&["r"]);
+        m.time_to_first_token.with_label_values(&["m"]);
+        m.token_usage.with_label_values(&["input", "p", "m"]);
+        m.attempts.with_label_values(&["p", "m", "ok"]);
+        m.attempt_duration.with_label_values(&["p", "m", "ok"]);
+        m.failovers.with_label_values(&["failed"]);
+        m.in_flight.with_label_values(&["s"]);
+        m.tool_calls.with_label_values(&["t", "ok"]);
+        m.tool_duration.with_label_values(&["t"]);
+        m.sandbox_kills.with_label_values(&["timeout"]);
+        m.target_load.with_label_values(&["t"]);
+        m.circuit_state.with_label_values(&["target", "t"]);
+        m.unavailable_seconds.with_label_values(&["target", "t"]);
+        m.stream_pending.with_label_values(&["s", "g"]);
+        render()
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split_whitespace().next())
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn repo_file(path: &str) -> String {
+        std::fs::read_to_string(format!("{}/../../{path}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    }
+
+    #[test]
+    fn the_readme_lists_every_metric() {
+        let readme = repo_file("README.md");
+        for name in exported() {
+            assert!(readme.contains(&format!("`{name}`")), "README does not list `{name}`");
+        }
+    }
+
+    #[test]
+    fn the_dashboard_uses_only_exported_metrics() {
+        let names = exported();
+        // Label names (gen_ai_request_model…) are not metrics.
+        let text = render();
+        let labels: Vec<&str> = text
+            .lines()
+            .filter_map(|l| {
+                l.split_once('{')
+                    .and_then(|(_, r)| r.split_once('}'))
+                    .map(|(inner, _)| inner)
+            })
+            .flat_map(|inner| inner.split(',').filter_map(|kv| kv.split_once('=').map(|(k, _)| k)))
+            .collect();
+        let dashboard = repo_file("deploy/grafana/llmrouter.json");
+        let used: Vec<&str> = dashboard
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| (w.starts_with("llmr_") || w.starts_with("gen_ai_")) && !labels.contains(w))
+            .collect();
+        assert!(!used.is_empty());
+        for w in used {
+            let base = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| w.strip_suffix(s))
+                .unwrap_or(w);
+            assert!(
+                names.iter().any(|n| n == w || n == base),
+                "the dashboard uses `{w}`, which is not exported"
+            );
+        }
+    }
 }

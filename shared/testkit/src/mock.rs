@@ -40,6 +40,8 @@ pub struct Behavior {
     pub no_usage: bool,
     /// Answer (non-streamed) with these `tool_calls` instead of text.
     pub tool_calls: Option<Value>,
+    /// Error answers quote the `Authorization` header they got (as careless upstreams do).
+    pub echo_auth: bool,
 }
 
 impl Behavior {
@@ -270,7 +272,16 @@ async fn chat(req: HttpRequest, body: web::Bytes, data: web::Data<Shared>) -> Ht
         if let Some(ra) = &behavior.retry_after {
             r.insert_header(("retry-after", ra.as_str()));
         }
-        return r.json(json!({"error": {"message": format!("mock error {}", behavior.status), "type": "mock_error", "param": null, "code": null}}));
+        let mut message = format!("mock error {}", behavior.status);
+        if behavior.echo_auth {
+            let auth = req
+                .headers()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            message.push_str(&format!(": you sent `{auth}`"));
+        }
+        return r.json(json!({"error": {"message": message, "type": "mock_error", "param": null, "code": null}}));
     }
     let model = body["model"].as_str().unwrap_or("mock").to_owned();
     let content = answer_for(&body);

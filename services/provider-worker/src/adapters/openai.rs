@@ -83,7 +83,7 @@ async fn call(c: Call<'_>) -> AttemptResult {
             .body()
             .limit(64 << 10)
             .await
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .map(|b| redact(&String::from_utf8_lossy(&b), c.key))
             .unwrap_or_default();
         return Err(match status {
             429 => AttemptError::rate_limited(until, "upstream answered 429"),
@@ -178,6 +178,15 @@ where
     Err(broken(out, "the upstream stream ended without [DONE]".into()))
 }
 
+/// An upstream's error body with the key it was sent cut out: some upstreams quote the
+/// credentials they refused, and the body goes on to the client.
+fn redact(body: &str, key: Option<&str>) -> String {
+    match key {
+        Some(k) if !k.is_empty() => body.replace(k, "[redacted]"),
+        _ => body.to_owned(),
+    }
+}
+
 /// A broken stream: retryable while nothing reached the client.
 fn broken(out: &Replier, reason: String) -> AttemptError {
     if out.started() {
@@ -233,6 +242,16 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["model"], "alias");
         assert_eq!(v["stream_options"]["include_usage"], true);
+    }
+
+    #[test]
+    fn error_bodies_lose_the_key_they_quote() {
+        let body = r#"{"error":{"message":"bad key sk-live-123 sent"}}"#;
+        assert_eq!(
+            redact(body, Some("sk-live-123")),
+            r#"{"error":{"message":"bad key [redacted] sent"}}"#
+        );
+        assert_eq!(redact(body, None), body);
     }
 
     #[test]
