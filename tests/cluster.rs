@@ -367,6 +367,60 @@ async fn a_worker_killed_mid_stream_ends_the_stream_with_an_error() {
 }
 
 #[actix_rt::test]
+async fn a_worker_stopped_with_sigterm_under_load_finishes_its_work() {
+    const TOTAL: usize = 120;
+    let mut c = Cluster::start(1, &[("LLMR__SERVER__REQUEST_TIMEOUT_MS", "20000".to_string())]);
+    let admin = free_port();
+    c.procs.spawn_with(
+        "worker",
+        &["worker", "--pool", "default"],
+        &[("LLMR__TELEMETRY__ADMIN_PORT", admin.to_string())],
+    );
+    c.ready(2).await;
+    assert!(wait_for_port(admin, Duration::from_secs(10)));
+    c.mock.set_default(Behavior::latency(100));
+    let (tasks, counts) = drive(
+        c.url("/v1/chat/completions"),
+        "mock-a",
+        "term",
+        TOTAL,
+        8,
+        20_000,
+        |_| false,
+    );
+    let until = Instant::now() + Duration::from_secs(20);
+    while c.mock.request_count() < 30 && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let stopping = Instant::now();
+    c.worker(1).terminate();
+    // Readiness turns false at once, while the worker finishes what it holds.
+    let ready = format!("http://127.0.0.1:{admin}/readyz");
+    assert!(
+        eventually(Duration::from_secs(2), || async { get(&ready, &[]).await.0 == 503 }).await,
+        "readiness went false"
+    );
+    let mut status = None;
+    while status.is_none() && stopping.elapsed() < Duration::from_secs(15) {
+        status = c.worker(1).exited();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let exited = stopping.elapsed();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let k = counts.borrow();
+    eprintln!("sigterm test: {TOTAL} requests; worker exited after {exited:?}; {k:?}");
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "the worker exited cleanly within the grace:\n{}",
+        c.worker(1).tail(30)
+    );
+    assert_eq!(k.ok, TOTAL, "nothing lost: {k:?}");
+    assert_eq!(k.late, 0, "{k:?}");
+}
+
+#[actix_rt::test]
 async fn no_secret_reaches_the_log_or_the_client() {
     const KEYS: [&str; 2] = ["sk-SECRET-key-one", "sk-SECRET-key-two"];
     const TOKEN: &str = "gw-SECRET-token";

@@ -100,7 +100,7 @@ impl Gateway {
         .disable_signals()
         // Stream events are small writes: without this, Nagle and delayed ACKs hold them ~40 ms.
         .tcp_nodelay(true)
-        .shutdown_timeout(10)
+        .shutdown_timeout(settings.server.shutdown_grace_ms.div_ceil(1000))
         .listen(listener)
         .map_err(|source| InitError::Bind { addr, source })?
         .run();

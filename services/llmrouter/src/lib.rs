@@ -65,9 +65,6 @@ pub enum AppError {
     Admin(std::io::Error),
 }
 
-/// Worker jobs get this long to finish when the process stops.
-const DRAIN_GRACE: Duration = Duration::from_secs(10);
-
 /// The running services of this process.
 pub struct App {
     gateway: Option<Gateway>,
@@ -80,6 +77,8 @@ pub struct App {
     admin: Option<admin::Admin>,
     /// Set when the process starts to stop: readiness turns false.
     draining: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// How long work in flight may take to finish on stop (`server.shutdown_grace_ms`).
+    grace: Duration,
 }
 
 /// Starts the services of `role` on the current actix System.
@@ -111,6 +110,7 @@ pub async fn start(role: &Role, settings: &Settings) -> Result<App, AppError> {
         mcp_tools: None,
         admin: None,
         draining: Default::default(),
+        grace: Duration::from_millis(settings.server.shutdown_grace_ms),
     };
     let script_host = llmr_script::ScriptHost::from_settings(settings);
     if matches!(role, Role::All | Role::Router) {
@@ -194,10 +194,11 @@ impl App {
     pub async fn stop(self) {
         // Readiness goes false first, so a load balancer stops sending work.
         self.draining.store(true, std::sync::atomic::Ordering::Relaxed);
+        let grace = self.grace;
         if let Some(r) = &self.router {
-            r.drain(DRAIN_GRACE).await;
+            r.drain(grace).await;
         }
-        let workers = self.workers.iter().map(|w| w.drain(DRAIN_GRACE));
+        let workers = self.workers.iter().map(|w| w.drain(grace));
         let gateway = async {
             if let Some(h) = &self.gateway_handle {
                 h.stop(true).await;
@@ -205,7 +206,7 @@ impl App {
         };
         let tools = async {
             if let Some(m) = &self.mcp_tools {
-                m.drain(DRAIN_GRACE).await;
+                m.drain(grace).await;
             }
         };
         tokio::join!(futures_util::future::join_all(workers), gateway, tools);

@@ -121,6 +121,9 @@ pub struct Server {
     pub token: SecretString,
     pub max_body_bytes: usize,
     pub request_timeout_ms: u64,
+    /// On stop (SIGTERM): how long work in flight may take to finish before it is dropped
+    /// (its entries stay pending for a peer) and the process exits.
+    pub shutdown_grace_ms: u64,
 }
 
 impl Server {
