@@ -420,6 +420,109 @@ async fn a_worker_stopped_with_sigterm_under_load_finishes_its_work() {
     assert_eq!(k.late, 0, "{k:?}");
 }
 
+/// An exported span's attribute as plain text (the collector keeps OTLP's `AnyValue` debug
+/// form: `Some(AnyValue { value: Some(StringValue("x")) })`).
+fn otel_attr(s: &fake_opentelemetry_collector::ExportedSpan, key: &str) -> String {
+    let raw = s.attributes.get(key).map(String::as_str).unwrap_or_default();
+    let inner = raw
+        .split_once("Value(")
+        .and_then(|(_, r)| r.split_once(')'))
+        .map_or("", |(v, _)| v);
+    inner.trim_matches('"').to_owned()
+}
+
+#[actix_rt::test]
+async fn one_trace_covers_gateway_router_and_worker_with_gen_ai_attempt_spans() {
+    use fake_opentelemetry_collector::FakeCollectorServer;
+    let mut collector = FakeCollectorServer::start().await.unwrap();
+    // A group whose first target fails (500): two attempt spans, the second after a failover.
+    let (down, up) = (MockUpstream::start(&[]), MockUpstream::start(&[]));
+    down.set_default(Behavior::status(500));
+    let toml = format!(
+        "{}{}[[models]]\nname = \"g\"\nstrategy = \"priority\"\ntargets = [{{provider = \"down\", model = \"m\"}}, {{provider = \"up\", model = \"m\"}}]\n",
+        provider_entry("down", &down.base_url(), &["m"], &["sk-down"])
+            .replace("[[providers]]\n", "[[providers]]\npriority = 0\n"),
+        provider_entry("up", &up.base_url(), &["m"], &["sk-up"])
+            .replace("[[providers]]\n", "[[providers]]\npriority = 1\n"),
+    );
+    // The standard OpenTelemetry variables turn export on; batches leave every 100 ms.
+    let cfg = TestConfig::new(toml)
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint())
+        .env("OTEL_BSP_SCHEDULE_DELAY", 100);
+    let mut c = Cluster {
+        procs: ProcessCluster::new(&bin(), cfg, true),
+        mock: MockUpstream::start(&[]),
+    };
+    c.add("router", &["router"]);
+    c.add("worker", &["worker", "--pool", "default"]);
+    c.add("gateway", &["gateway"]);
+    assert!(c.procs.listening(Duration::from_secs(20)));
+    c.ready(1).await;
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let tp = format!("00-{trace}-00f067aa0ba902b7-01");
+    let (s, b) = post_with(
+        &c.url("/v1/chat/completions"),
+        &chat_body("g", "traced", false),
+        &[("traceparent", tp.as_str())],
+    )
+    .await;
+    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
+    let mut spans = Vec::new();
+    let until = Instant::now() + Duration::from_secs(15);
+    // Every process exports on its own schedule: wait for the last span of each.
+    let complete = |spans: &[fake_opentelemetry_collector::ExportedSpan]| {
+        spans
+            .iter()
+            .any(|s| s.name == "chat m" && otel_attr(s, "llmr.attempt") == "2")
+            && spans.iter().any(|s| s.name == "route")
+            && spans.iter().any(|s| s.name == "POST /v1/chat/completions")
+    };
+    while Instant::now() < until && !complete(&spans) {
+        spans.extend(collector.exported_spans(1, Duration::from_millis(500)).await);
+    }
+    let ours: Vec<_> = spans.iter().filter(|s| s.trace_id == trace).collect();
+    let names: Vec<&str> = ours.iter().map(|s| s.name.as_str()).collect();
+    eprintln!("trace {trace}: {names:?}");
+    // gateway: the SERVER span of the request, continuing the client's span.
+    let server = ours
+        .iter()
+        .find(|s| s.name == "POST /v1/chat/completions")
+        .unwrap_or_else(|| panic!("{names:?}"));
+    assert_eq!(server.kind, "SPAN_KIND_SERVER");
+    assert_eq!(server.parent_span_id, "00f067aa0ba902b7");
+    // router: the routing decision.
+    assert!(names.contains(&"route"), "{names:?}");
+    // worker: one CLIENT span per attempt, with the gen_ai attributes.
+    let attempts: Vec<_> = ours.iter().filter(|s| s.name == "chat m").collect();
+    assert_eq!(attempts.len(), 2, "{names:?}");
+    let attr = otel_attr;
+    let first = attempts.iter().find(|s| attr(s, "llmr.attempt") == "1").unwrap();
+    let second = attempts.iter().find(|s| attr(s, "llmr.attempt") == "2").unwrap();
+    for a in [first, second] {
+        assert_eq!(a.kind, "SPAN_KIND_CLIENT");
+        assert_eq!(attr(a, "gen_ai.operation.name"), "chat");
+        assert_eq!(attr(a, "gen_ai.request.model"), "g");
+        assert_eq!(attr(a, "server.address"), "127.0.0.1");
+    }
+    assert_eq!(attr(first, "gen_ai.provider.name"), "down");
+    assert_eq!(attr(first, "error.type"), "failed");
+    assert_eq!(attr(second, "gen_ai.provider.name"), "up");
+    assert_eq!(attr(second, "llmr.failover_reason"), "failed");
+    assert_eq!(attr(second, "gen_ai.response.model"), "m");
+    assert!(
+        !attr(second, "gen_ai.usage.input_tokens").is_empty(),
+        "{:?}",
+        second.attributes
+    );
+    // The upstream got the attempt span's context, in the same trace.
+    let sent = up.requests().last().unwrap().traceparent.clone().unwrap();
+    assert!(
+        sent.contains(&format!("-{}-", second.span_id)),
+        "{sent} vs {}",
+        second.span_id
+    );
+}
+
 #[actix_rt::test]
 async fn no_secret_reaches_the_log_or_the_client() {
     const KEYS: [&str; 2] = ["sk-SECRET-key-one", "sk-SECRET-key-two"];

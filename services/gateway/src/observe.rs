@@ -13,6 +13,7 @@ use actix_web::{HttpResponse, web};
 use llmr_protocol::streams;
 use llmr_telemetry::metrics::{metrics, render};
 use serde_json::{Value, json};
+use tracing::Instrument;
 
 use crate::AppState;
 
@@ -20,14 +21,28 @@ use crate::AppState;
 pub const OPEN_PATHS: [&str; 4] = ["/health", "/healthz", "/readyz", "/metrics"];
 
 /// Counts and times every request by its route pattern (never the raw path), method and
-/// status; the duration runs until the response head.
+/// status; the duration runs until the response head. Each request is one SERVER span
+/// (`{method} {route}`), continuing the client's `traceparent`; the handlers' spans are its
+/// children.
 pub async fn record(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = Instant::now();
     let method = req.method().to_string();
-    let res = next.call(req).await;
+    let span = tracing::info_span!(
+        "HTTP request",
+        otel.name = %format!("{method} {}", req.path()),
+        otel.kind = "server",
+        http.request.method = %method,
+        url.path = %req.path(),
+        http.route = tracing::field::Empty,
+        http.response.status_code = tracing::field::Empty,
+    );
+    if let Some(tp) = req.headers().get("traceparent").and_then(|v| v.to_str().ok()) {
+        llmr_telemetry::set_parent(&span, tp);
+    }
+    let res = next.call(req).instrument(span.clone()).await;
     let (route, status) = match &res {
         Ok(r) => (
             r.request().match_pattern().unwrap_or_else(|| "unmatched".into()),
@@ -35,6 +50,9 @@ pub async fn record(
         ),
         Err(e) => ("unmatched".to_owned(), e.as_response_error().status_code().as_u16()),
     };
+    span.record("otel.name", format!("{method} {route}").as_str());
+    span.record("http.route", route.as_str());
+    span.record("http.response.status_code", status);
     let m = metrics();
     m.http_requests
         .with_label_values(&[route.as_str(), method.as_str(), &status.to_string()])

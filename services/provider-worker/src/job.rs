@@ -141,6 +141,8 @@ async fn attempts(
     let mut skipped: Vec<&'static str> = Vec::new();
     let wait_until = Instant::now() + Duration::from_millis(plan.wait_ms.min(env.remaining_ms(now_ms())));
     let mut pending: Vec<&Attempt> = plan.attempts.iter().collect();
+    // Attempts run so far, and why the last one failed over.
+    let (mut number, mut failed_over): (u32, Option<&'static str>) = (0, None);
     // Every attempt in order; targets whose slot or lock is taken are passed over, and only
     // when all that is left is busy does the request wait (up to the plan's wait_ms).
     'plan: loop {
@@ -167,7 +169,8 @@ async fn attempts(
                     continue;
                 }
             }
-            let result = run_attempt(ctx, p, attempt, env, span, out).await;
+            number += 1;
+            let result = run_attempt(ctx, p, attempt, env, span, out, (number, failed_over)).await;
             settle(ctx, held, &member, env, &result).await;
             observe(env, &result);
             match result.result {
@@ -175,6 +178,7 @@ async fn attempts(
                 Err(e) => {
                     tracing::warn!(provider = %attempt.provider, model = %attempt.model, reason = %e.reason, retryable = e.retryable, "attempt failed");
                     let stop = !e.retryable || out.started();
+                    failed_over = Some(fault_label(e.fault));
                     if !stop {
                         llmr_telemetry::metrics::metrics()
                             .failovers
@@ -217,15 +221,18 @@ fn exhausted(last: Option<AttemptError>, mut skipped: Vec<&'static str>) -> ApiE
 }
 
 /// Runs one admitted attempt through its provider's adapter, within the deadline and the
-/// provider's timeout.
+/// provider's timeout, as a CLIENT span `chat {model}` with the OpenTelemetry gen_ai
+/// attributes, its number in the plan and the reason the previous attempt failed over.
 async fn run_attempt<'a>(
     ctx: &JobCtx,
     p: &ProviderRt,
     attempt: &'a Attempt,
     env: &Envelope,
-    span: &tracing::Span,
+    job_span: &tracing::Span,
     out: &mut Replier,
+    (number, failed_over): (u32, Option<&'static str>),
 ) -> Tried<'a> {
+    let span = attempt_span(job_span, p, attempt, env, number, failed_over);
     let key = p.key(attempt.key);
     let remaining = env.remaining_ms(now_ms());
     let limit = if p.provider.timeout_ms > 0 {
@@ -234,7 +241,7 @@ async fn run_attempt<'a>(
         remaining
     };
     let timeout = Duration::from_millis(limit.max(1));
-    let tp = llmr_telemetry::traceparent(span, &env.traceparent);
+    let tp = llmr_telemetry::traceparent(&span, &env.traceparent);
     let started = Instant::now();
     let call = Call {
         env,
@@ -248,17 +255,87 @@ async fn run_attempt<'a>(
         out: &mut *out,
     };
     let slow = || format!("no answer within {} ms", p.provider.timeout_ms);
-    let result = match tokio::time::timeout(timeout, p.adapter.call(call)).await {
+    let result = match tokio::time::timeout(timeout, p.adapter.call(call).instrument(span.clone())).await {
         Ok(r) => r,
         Err(_) if limit < remaining && !out.started() => Err(AttemptError::retryable(slow())),
         Err(_) if limit < remaining => Err(AttemptError::broken_after_start(slow())),
         Err(_) => Err(AttemptError::local(ApiError::DeadlineExceeded, "deadline passed")),
     };
+    record_outcome(&span, &result);
     Tried {
         attempt,
         key: key.map(|k| k.0),
         result,
         took: started.elapsed(),
+    }
+}
+
+/// The CLIENT span of one attempt.
+fn attempt_span(
+    job: &tracing::Span,
+    p: &ProviderRt,
+    a: &Attempt,
+    env: &Envelope,
+    number: u32,
+    failed_over: Option<&'static str>,
+) -> tracing::Span {
+    let uri: Option<awc::http::Uri> = p.provider.base().parse().ok();
+    let span = tracing::info_span!(
+        parent: job,
+        "chat",
+        otel.name = %format!("chat {}", a.model),
+        otel.kind = "client",
+        otel.status_code = tracing::field::Empty,
+        gen_ai.operation.name = "chat",
+        gen_ai.provider.name = %a.provider,
+        gen_ai.request.model = %env.meta.model,
+        gen_ai.request.stream = env.meta.stream,
+        gen_ai.response.model = tracing::field::Empty,
+        gen_ai.response.id = tracing::field::Empty,
+        gen_ai.usage.input_tokens = tracing::field::Empty,
+        gen_ai.usage.output_tokens = tracing::field::Empty,
+        server.address = tracing::field::Empty,
+        server.port = tracing::field::Empty,
+        error.type = tracing::field::Empty,
+        llmr.attempt = i64::from(number),
+        llmr.failover_reason = tracing::field::Empty,
+    );
+    if let Some(u) = &uri
+        && let Some(host) = u.host()
+    {
+        span.record("server.address", host);
+        span.record(
+            "server.port",
+            u.port_u16()
+                .unwrap_or(if u.scheme_str() == Some("https") { 443 } else { 80 }),
+        );
+    }
+    if let Some(reason) = failed_over {
+        span.record("llmr.failover_reason", reason);
+    }
+    span
+}
+
+/// What the attempt's span says of its end.
+fn record_outcome(span: &tracing::Span, r: &AttemptResult) {
+    match r {
+        Ok(o) => {
+            if let Some(m) = &o.response_model {
+                span.record("gen_ai.response.model", m.as_str());
+            }
+            if let Some(id) = &o.response_id {
+                span.record("gen_ai.response.id", id.as_str());
+            }
+            if let Some(u) = o.usage {
+                // Integers as OpenTelemetry ints (tracing passes u64 on as text).
+                span.record("gen_ai.usage.input_tokens", u.prompt_tokens as i64);
+                span.record("gen_ai.usage.output_tokens", u.completion_tokens as i64);
+            }
+        }
+        Err(e) => {
+            span.record("otel.status_code", "error");
+            span.record("error.type", fault_label(e.fault));
+        }
     }
 }
 

@@ -161,8 +161,13 @@ pub enum LogFormat {
 pub struct Telemetry {
     pub log_level: String,
     pub log_format: LogFormat,
-    /// OTLP gRPC endpoint; empty = no export (trace context still flows).
+    /// OTLP endpoint; empty = `OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT`, else no export (trace
+    /// context still flows).
     pub otlp_endpoint: String,
+    /// `grpc` or `http/protobuf`; empty = `OTEL_EXPORTER_OTLP_PROTOCOL`, else `grpc`.
+    pub otlp_protocol: String,
+    /// Share of new traces sampled (parent-based: a client's sampled trace is always kept).
+    pub sampling_ratio: f64,
     pub service_name: String,
     /// Address of the admin listener (`/healthz`, `/readyz`, `/metrics`) of roles without
     /// the gateway (router, worker, mcp-tools).

@@ -49,21 +49,7 @@ pub fn init(cfg: &Settings, service: &str) -> Result<Telemetry, TelemetryError> 
     }
     .map_err(|e| TelemetryError::Filter(e.to_string()))?;
 
-    let resource = opentelemetry_sdk::Resource::builder()
-        .with_service_name(format!("{}-{}", cfg.service_name, service))
-        .build();
-    let mut builder = SdkTracerProvider::builder()
-        .with_resource(resource)
-        .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)));
-    if !cfg.otlp_endpoint.is_empty() {
-        let exporter = opentelemetry_otlp::SpanExporter::builder()
-            .with_tonic()
-            .with_endpoint(cfg.otlp_endpoint.clone())
-            .build()
-            .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
-        builder = builder.with_batch_exporter(exporter);
-    }
-    let provider = builder.build();
+    let provider = tracer_provider(cfg, service)?;
     let tracer = provider.tracer("llmrouter");
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
 
@@ -82,6 +68,67 @@ pub fn init(cfg: &Settings, service: &str) -> Result<Telemetry, TelemetryError> 
         .try_init()
         .map_err(|e| TelemetryError::AlreadyInstalled(e.to_string()))?;
     Ok(Telemetry { provider })
+}
+
+/// Where and how spans are exported: `telemetry.otlp_endpoint` / `otlp_protocol`, else the
+/// standard `OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT` / `OTEL_EXPORTER_OTLP_PROTOCOL` (headers from
+/// `OTEL_EXPORTER_OTLP_HEADERS`, read by the exporter). No endpoint: no export.
+fn exporter(cfg: &Settings) -> Result<Option<opentelemetry_otlp::SpanExporter>, TelemetryError> {
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let from_env = env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").or_else(|| env("OTEL_EXPORTER_OTLP_ENDPOINT"));
+    if cfg.otlp_endpoint.is_empty() && from_env.is_none() {
+        return Ok(None);
+    }
+    let protocol = match cfg.otlp_protocol.as_str() {
+        "" => env("OTEL_EXPORTER_OTLP_PROTOCOL").unwrap_or_else(|| "grpc".into()),
+        p => p.to_owned(),
+    };
+    let fail = |e: opentelemetry_otlp::ExporterBuildError| TelemetryError::Exporter(e.to_string());
+    let exporter = if protocol == "http/protobuf" {
+        let b = opentelemetry_otlp::SpanExporter::builder().with_http();
+        if cfg.otlp_endpoint.is_empty() {
+            b.build()
+        } else {
+            b.with_endpoint(cfg.otlp_endpoint.clone()).build()
+        }
+    } else {
+        let b = opentelemetry_otlp::SpanExporter::builder().with_tonic();
+        if cfg.otlp_endpoint.is_empty() {
+            b.build()
+        } else {
+            b.with_endpoint(cfg.otlp_endpoint.clone()).build()
+        }
+    };
+    exporter.map(Some).map_err(fail)
+}
+
+/// The tracer provider: resource `service.name` = `{service_name}-{role}` (unless
+/// `OTEL_SERVICE_NAME` names it), `service.instance.id`, `service.version`, anything in
+/// `OTEL_RESOURCE_ATTRIBUTES`; parent-based sampling at `telemetry.sampling_ratio` (unless
+/// `OTEL_TRACES_SAMPLER` chooses); batched export.
+fn tracer_provider(cfg: &Settings, service: &str) -> Result<SdkTracerProvider, TelemetryError> {
+    let mut resource = opentelemetry_sdk::Resource::builder().with_attributes([
+        opentelemetry::KeyValue::new("service.instance.id", instance_id()),
+        opentelemetry::KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
+    ]);
+    if std::env::var("OTEL_SERVICE_NAME").map_or(true, |v| v.is_empty()) {
+        resource = resource.with_service_name(format!("{}-{}", cfg.service_name, service));
+    }
+    let mut builder = SdkTracerProvider::builder().with_resource(resource.build());
+    if std::env::var("OTEL_TRACES_SAMPLER").map_or(true, |v| v.is_empty()) {
+        let ratio = Sampler::TraceIdRatioBased(cfg.sampling_ratio.clamp(0.0, 1.0));
+        builder = builder.with_sampler(Sampler::ParentBased(Box::new(ratio)));
+    }
+    if let Some(exporter) = exporter(cfg)? {
+        builder = builder.with_batch_exporter(exporter);
+    }
+    Ok(builder.build())
+}
+
+/// This process's instance id: host name and process id.
+fn instance_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    format!("{}-{}", host.trim(), std::process::id())
 }
 
 impl Telemetry {

@@ -29,8 +29,8 @@ pub async fn completions(
     };
     let deadline = now_ms() + state.settings.server.request_timeout_ms;
     let mut env = Envelope::new(Kind::Chat, &state.instance, deadline, "", body, meta);
+    // A child of the request's SERVER span (which continued the client's trace).
     let span = tracing::info_span!("chat", request_id = %env.id, model = %env.meta.model, stream = env.meta.stream);
-    llmr_telemetry::set_parent(&span, client_tp);
     env.traceparent = llmr_telemetry::traceparent(&span, client_tp);
     let stream = env.meta.stream;
     let started = std::time::Instant::now();

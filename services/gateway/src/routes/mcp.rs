@@ -184,8 +184,11 @@ async fn serve(req: &HttpRequest, payload: web::Payload, state: &AppState) -> Re
         ..Meta::default()
     };
     let deadline = now_ms() + state.settings.server.request_timeout_ms;
-    let traceparent = header(req, "traceparent").unwrap_or_default();
-    let env = Envelope::new(Kind::Mcp, &state.instance, deadline, traceparent, body, meta);
+    let traceparent = llmr_telemetry::traceparent(
+        &tracing::Span::current(),
+        header(req, "traceparent").unwrap_or_default(),
+    );
+    let env = Envelope::new(Kind::Mcp, &state.instance, deadline, &traceparent, body, meta);
     let failed = |e: ApiError| {
         let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_GATEWAY);
         refuse(status, m.id.clone(), INTERNAL_ERROR, &e.to_string())

@@ -60,6 +60,8 @@ pub async fn answer(c: Call<'_>) -> AttemptResult {
         return Ok(Outcome {
             usage: Some(usage),
             relayed_bytes: 0,
+            response_id: Some(id),
+            response_model: Some(model.to_owned()),
         });
     }
     for event in stream_events(&id, model, created, &text, env.meta.include_usage.then_some(usage)) {
@@ -69,6 +71,8 @@ pub async fn answer(c: Call<'_>) -> AttemptResult {
     Ok(Outcome {
         usage: Some(usage),
         relayed_bytes: 0,
+        response_id: Some(id),
+        response_model: Some(model.to_owned()),
     })
 }
 

@@ -171,6 +171,9 @@ pub struct Outcome {
     pub usage: Option<Usage>,
     /// Bytes of answer relayed (for estimates when the upstream reports no usage).
     pub relayed_bytes: u64,
+    /// The answer's `id` and `model`, when the adapter saw them (for the attempt's span).
+    pub response_id: Option<String>,
+    pub response_model: Option<String>,
 }
 
 /// The result of one attempt.

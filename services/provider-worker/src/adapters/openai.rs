@@ -36,6 +36,10 @@ impl Adapter for OpenAi {
 #[derive(Deserialize)]
 struct UsageOnly {
     #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
     usage: Option<Usage>,
     #[serde(default)]
     choices: Option<Vec<IgnoredAny>>,
@@ -111,6 +115,8 @@ async fn call(c: Call<'_>) -> AttemptResult {
         return Ok(Outcome {
             usage: parsed.usage,
             relayed_bytes,
+            response_id: parsed.id,
+            response_model: parsed.model,
         });
     }
     relay_stream(&mut resp, out, client_wants_usage).await
@@ -128,6 +134,7 @@ where
 {
     let mut splitter = Splitter::default();
     let mut usage = None;
+    let (mut response_id, mut response_model) = (None, None);
     let mut relayed_bytes = 0u64;
     while let Some(chunk) = resp.next().await {
         // Take every chunk that has already arrived too: one frame (one round trip) for a
@@ -154,6 +161,8 @@ where
                         && let Ok(u) = serde_json::from_slice::<UsageOnly>(&d)
                     {
                         usage = u.usage.or(usage);
+                        response_id = u.id.or(response_id);
+                        response_model = u.model.or(response_model);
                         if !client_wants_usage && u.choices.is_some_and(|c| c.is_empty()) {
                             continue; // the usage chunk we asked for, not the client
                         }
@@ -172,7 +181,12 @@ where
             out.end()
                 .await
                 .map_err(|e| AttemptError::local(e.into(), "could not reply"))?;
-            return Ok(Outcome { usage, relayed_bytes });
+            return Ok(Outcome {
+                usage,
+                relayed_bytes,
+                response_id,
+                response_model,
+            });
         }
     }
     Err(broken(out, "the upstream stream ended without [DONE]".into()))
