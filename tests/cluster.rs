@@ -524,6 +524,107 @@ async fn one_trace_covers_gateway_router_and_worker_with_gen_ai_attempt_spans() 
 }
 
 #[actix_rt::test]
+async fn an_mcp_tool_calling_ai_chat_stays_in_the_callers_trace() {
+    use fake_opentelemetry_collector::{ExportedSpan, FakeCollectorServer};
+    let mut collector = FakeCollectorServer::start().await.unwrap();
+    let up = MockUpstream::start(&["m"]);
+    let tools = std::env::temp_dir().join(format!("llmr-trace-tools-{}-{}", std::process::id(), free_port()));
+    std::fs::create_dir_all(&tools).unwrap();
+    std::fs::write(
+        tools.join("ask.js"),
+        "import ai from \"ai\";\nexport const description = \"Asks a model.\";\nexport default function ({ q }) { return ai.chat(q, { model: \"m\" }); }\n",
+    )
+    .unwrap();
+    let cfg = TestConfig::new(mock_provider("up", &up.base_url(), &["m"]))
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint())
+        .env("OTEL_BSP_SCHEDULE_DELAY", 100)
+        .env("LLMR__SCRIPTING__TOOLS_PATH", tools.display())
+        .env(
+            "LLMR__SCRIPTING__HOST_COMMAND",
+            format!("{} script-host", bin().display()),
+        );
+    let mut c = Cluster {
+        procs: ProcessCluster::new(&bin(), cfg, true),
+        mock: MockUpstream::start(&[]),
+    };
+    for role in ["router", "worker", "mcp-tools", "gateway"] {
+        c.add(role, &[role]);
+    }
+    assert!(c.procs.listening(Duration::from_secs(20)));
+    c.ready(1).await;
+    let mcp = c.url("/mcp");
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
+    let mut resp = client().post(&mcp).send_json(&init).await.unwrap();
+    let sid = resp
+        .headers()
+        .get("mcp-session-id")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let _ = resp.body().await;
+    let trace = "5bf92f3577b34da6a3ce929d0e0e4737";
+    let tp = format!("00-{trace}-00f067aa0ba902b7-01");
+    let call = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "ask", "arguments": {"q": "hello"}}});
+    let (s, b) = post_with(
+        &mcp,
+        &call,
+        &[("mcp-session-id", sid.as_str()), ("traceparent", tp.as_str())],
+    )
+    .await;
+    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
+    assert_eq!(
+        json(&b)["result"]["content"][0]["text"],
+        "mock: hello",
+        "{}",
+        String::from_utf8_lossy(&b)
+    );
+    let wanted = [
+        "POST /mcp",
+        "publish mcp",
+        "process mcp",
+        "execute_tool ask",
+        "publish requests",
+        "route",
+        "process jobs:default",
+        "chat m",
+    ];
+    let mut spans: Vec<ExportedSpan> = Vec::new();
+    let until = Instant::now() + Duration::from_secs(15);
+    let have = |spans: &[ExportedSpan], n: &str| spans.iter().any(|s| s.trace_id == trace && s.name == n);
+    while Instant::now() < until && !wanted.iter().all(|n| have(&spans, n)) {
+        spans.extend(collector.exported_spans(1, Duration::from_millis(500)).await);
+    }
+    let ours: Vec<&ExportedSpan> = spans.iter().filter(|s| s.trace_id == trace).collect();
+    let names: Vec<&str> = ours.iter().map(|s| s.name.as_str()).collect();
+    eprintln!("trace {trace}: {names:?}");
+    let span = |n: &str| {
+        *ours
+            .iter()
+            .find(|s| s.name == n)
+            .unwrap_or_else(|| panic!("no `{n}` in {names:?}"))
+    };
+    // One message: the consumer's span is the producer's child.
+    assert_eq!(span("publish mcp").kind, "SPAN_KIND_PRODUCER");
+    assert_eq!(span("process mcp").kind, "SPAN_KIND_CONSUMER");
+    assert_eq!(span("process mcp").parent_span_id, span("publish mcp").span_id);
+    // The tool's ai.chat continues the tool call's trace.
+    assert_eq!(
+        span("publish requests").parent_span_id,
+        span("execute_tool ask").span_id
+    );
+    assert_eq!(span("route").parent_span_id, span("publish requests").span_id);
+    assert_eq!(span("chat m").kind, "SPAN_KIND_CLIENT");
+    // The router's batch span links the messages it routed (it is in its own trace).
+    let batch = spans
+        .iter()
+        .find(|s| s.name == "process requests" && s.links.iter().any(|l| l.trace_id == trace))
+        .unwrap_or_else(|| panic!("no batch span linking {trace}"));
+    assert_eq!(batch.kind, "SPAN_KIND_CONSUMER");
+    let _ = std::fs::remove_dir_all(&tools);
+}
+
+#[actix_rt::test]
 async fn no_secret_reaches_the_log_or_the_client() {
     const KEYS: [&str; 2] = ["sk-SECRET-key-one", "sk-SECRET-key-two"];
     const TOKEN: &str = "gw-SECRET-token";

@@ -127,7 +127,9 @@ impl ToolHost<'_> {
             ..Meta::default()
         };
         let deadline = now_ms() + self.env.settings().server.request_timeout_ms;
-        let env = Envelope::new(Kind::Chat, caller.instance(), deadline, "", body, meta);
+        // The chat continues the trace of the tool call that asked for it.
+        let traceparent = llmr_telemetry::traceparent(&tracing::Span::current(), "");
+        let env = Envelope::new(Kind::Chat, caller.instance(), deadline, &traceparent, body, meta);
         let answer = caller.call(streams::REQUESTS, &env).await?;
         let v: Value = serde_json::from_slice(&answer.body).map_err(|e| HostError::Unreadable(e.to_string()))?;
         if answer.status >= 400 {

@@ -321,47 +321,59 @@ impl Tools {
         discovery: bool,
         depth: u32,
     ) -> futures_util::future::LocalBoxFuture<'a, Result<Value, CallError>> {
-        Box::pin(async move {
-            if depth > MAX_DEPTH {
-                return Ok(text_result(
-                    format!("tools may call tools at most {MAX_DEPTH} deep"),
-                    true,
-                ));
-            }
-            let args = match args {
-                Value::Null => json!({}),
-                a @ Value::Object(_) => a,
-                _ => return Err(CallError::Arguments(name.into(), "arguments must be an object".into())),
-            };
-            let catalog = self.catalog().await;
-            let Some(tool) = catalog.into_iter().find(|t| t.name == name) else {
-                if let Some(e) = self.load_error(name) {
-                    return Ok(text_result(format!("tool `{name}` failed to load: {e}"), true));
+        let span = tracing::info_span!(
+            "execute_tool",
+            otel.name = %format!("execute_tool {name}"),
+            otel.kind = "internal",
+            gen_ai.operation.name = "execute_tool",
+            gen_ai.tool.name = %name,
+        );
+        Box::pin(tracing::Instrument::instrument(
+            async move {
+                if depth > MAX_DEPTH {
+                    return Ok(text_result(
+                        format!("tools may call tools at most {MAX_DEPTH} deep"),
+                        true,
+                    ));
                 }
-                return Err(CallError::Unknown(name.into()));
-            };
-            if via == Via::Direct && tool.visibility == Visibility::Ondemand {
-                return Err(CallError::OnDemand(name.into()));
-            }
-            let started = std::time::Instant::now();
-            let out = match &tool.origin {
-                Origin::Builtin => self.builtin(name, args, discovery, depth).await?,
-                Origin::Local { source } => self.run_local(&tool.name, source, args, depth).await,
-                Origin::Remote { namespace, name } => match self.remotes.iter().find(|r| &r.namespace() == namespace) {
-                    Some(r) => r.call(&self.http, name, args).await,
-                    None => text_result(format!("remote server `{namespace}` is not configured"), true),
-                },
-            };
-            let is_error = out.get("isError").and_then(Value::as_bool).unwrap_or(false);
-            let m = llmr_telemetry::metrics::metrics();
-            let outcome = if is_error { "error" } else { "ok" };
-            m.tool_calls.with_label_values(&[name, outcome]).inc();
-            m.tool_duration
-                .with_label_values(&[name])
-                .observe(started.elapsed().as_secs_f64());
-            tracing::info!(tool = %name, ms = started.elapsed().as_millis() as u64, is_error, "tool called");
-            Ok(out)
-        })
+                let args = match args {
+                    Value::Null => json!({}),
+                    a @ Value::Object(_) => a,
+                    _ => return Err(CallError::Arguments(name.into(), "arguments must be an object".into())),
+                };
+                let catalog = self.catalog().await;
+                let Some(tool) = catalog.into_iter().find(|t| t.name == name) else {
+                    if let Some(e) = self.load_error(name) {
+                        return Ok(text_result(format!("tool `{name}` failed to load: {e}"), true));
+                    }
+                    return Err(CallError::Unknown(name.into()));
+                };
+                if via == Via::Direct && tool.visibility == Visibility::Ondemand {
+                    return Err(CallError::OnDemand(name.into()));
+                }
+                let started = std::time::Instant::now();
+                let out = match &tool.origin {
+                    Origin::Builtin => self.builtin(name, args, discovery, depth).await?,
+                    Origin::Local { source } => self.run_local(&tool.name, source, args, depth).await,
+                    Origin::Remote { namespace, name } => {
+                        match self.remotes.iter().find(|r| &r.namespace() == namespace) {
+                            Some(r) => r.call(&self.http, name, args).await,
+                            None => text_result(format!("remote server `{namespace}` is not configured"), true),
+                        }
+                    }
+                };
+                let is_error = out.get("isError").and_then(Value::as_bool).unwrap_or(false);
+                let m = llmr_telemetry::metrics::metrics();
+                let outcome = if is_error { "error" } else { "ok" };
+                m.tool_calls.with_label_values(&[name, outcome]).inc();
+                m.tool_duration
+                    .with_label_values(&[name])
+                    .observe(started.elapsed().as_secs_f64());
+                tracing::info!(tool = %name, ms = started.elapsed().as_millis() as u64, is_error, "tool called");
+                Ok(out)
+            },
+            span,
+        ))
     }
 
     async fn run_local(self: &Rc<Self>, name: &str, source: &str, args: Value, depth: u32) -> Value {

@@ -36,7 +36,6 @@ impl Work for Messages {
 async fn serve(tools: &Rc<Tools>, d: &Delivery) {
     let env = &d.envelope;
     let span = tracing::info_span!("mcp", request_id = %env.id, kind = env.kind.as_str());
-    llmr_telemetry::set_parent(&span, &env.traceparent);
     let mut out = Replier::new(tools.caller.bus().clone(), &env.reply_to, env.id, false);
     let sent = if env.expired(now_ms()) {
         out.error(&ApiError::DeadlineExceeded).await

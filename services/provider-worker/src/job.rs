@@ -89,7 +89,6 @@ pub struct Held {
 pub async fn run(ctx: Rc<JobCtx>, d: Delivery, cancel: tokio::sync::oneshot::Receiver<()>) {
     let env = &d.envelope;
     let span = tracing::info_span!("job", request_id = %env.id, model = %env.meta.model, provider = tracing::field::Empty, reclaimed = d.reclaimed);
-    llmr_telemetry::set_parent(&span, &env.traceparent);
     let held: RefCell<Held> = RefCell::default();
     let work = execute(&ctx, &d, &held, &span).instrument(span.clone());
     tokio::select! {

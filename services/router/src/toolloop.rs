@@ -19,6 +19,7 @@ use llmr_protocol::openai::{ChatCompletion, Message, ToolCall};
 use llmr_protocol::{ApiError, CallerId, Envelope, Kind, Meta, Usage, now_ms, streams, tools};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
+use tracing::Instrument;
 
 use crate::catalog::Route;
 use crate::routing::Routing;
@@ -131,7 +132,8 @@ impl ToolLoop {
             caller: CallerId::Router(env.id),
             ..Meta::default()
         };
-        let call = env.on_behalf(kind, self.caller.instance(), Bytes::from(body.to_string()), meta);
+        let mut call = env.on_behalf(kind, self.caller.instance(), Bytes::from(body.to_string()), meta);
+        call.traceparent = llmr_telemetry::traceparent(&tracing::Span::current(), &env.traceparent);
         let answer = self.caller.call(streams::MCP, &call).await?;
         serde_json::from_slice(&answer.body).map_err(|e| ApiError::Internal {
             message: format!("mcp-tools sent an unreadable answer: {e}"),
@@ -250,7 +252,9 @@ impl ToolLoop {
                 // Out of rounds: the model answers with what it has.
                 body.insert("tool_choice".into(), json!("none"));
             }
-            let (status, mut completion) = self.complete(env, routes, &body).await?;
+            // Each round is a child span: its completion and its tool calls inside.
+            let span = tracing::info_span!("tool_round", otel.name = %format!("tool_loop round {round}"), llmr.round = i64::from(round));
+            let (status, mut completion) = self.complete(env, routes, &body).instrument(span.clone()).await?;
             if let Some(u) = completion.usage {
                 usage.prompt_tokens += u.prompt_tokens;
                 usage.completion_tokens += u.completion_tokens;
@@ -264,7 +268,9 @@ impl ToolLoop {
                 }
                 return Ok((status, completion));
             }
-            let results = futures_util::future::join_all(calls.iter().map(|c| self.run_tool(env, c, round))).await;
+            let results = futures_util::future::join_all(calls.iter().map(|c| self.run_tool(env, c, round)))
+                .instrument(span)
+                .await;
             if let Some(Value::Array(msgs)) = body.get_mut("messages") {
                 msgs.push(to_value(completion.message()));
                 msgs.extend(results.iter().map(|m| to_value(Some(m))));
@@ -306,7 +312,8 @@ impl ToolLoop {
             plan: Some(plan),
             ..Meta::default()
         };
-        let job = env.on_behalf(Kind::Job, self.caller.instance(), bytes, meta);
+        let mut job = env.on_behalf(Kind::Job, self.caller.instance(), bytes, meta);
+        job.traceparent = llmr_telemetry::traceparent(&tracing::Span::current(), &env.traceparent);
         let answer = self.caller.call(&stream, &job).await?;
         let c: ChatCompletion = serde_json::from_slice(&answer.body).map_err(|e| ApiError::Internal {
             message: format!("unreadable completion: {e}"),

@@ -56,7 +56,15 @@ impl Work for Requests {
             .chain(refused.iter().map(|(d, _)| d))
             .map(|d| (d.entry.clone(), d.envelope.id))
             .collect();
-        tasks.spawn_batch(held, route(self.bus.clone(), self.routing.clone(), routable, refused));
+        let traceparents: Vec<String> = routable
+            .iter()
+            .map(|(d, _)| d)
+            .chain(refused.iter().map(|(d, _)| d))
+            .map(|d| d.envelope.traceparent.clone())
+            .collect();
+        let links: Vec<&str> = traceparents.iter().map(String::as_str).collect();
+        let work = route(self.bus.clone(), self.routing.clone(), routable, refused);
+        tasks.spawn_batch(held, &links, work);
     }
 }
 

@@ -16,6 +16,7 @@ use bytes::Bytes;
 use llmr_protocol::{ApiError, Envelope, Frame, FrameKind, Head, now_ms};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::Instant;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::{Bus, Hub, Subscription};
@@ -66,8 +67,14 @@ impl Caller {
         self.hub.in_flight()
     }
 
-    /// Publishes `env` on `stream`; the call yields its frames until its deadline.
+    /// Publishes `env` on `stream` (a PRODUCER span `publish {stream}`, whose context the
+    /// envelope carries on); the call yields its frames until its deadline.
     pub async fn send(&self, stream: &str, env: &Envelope) -> Result<Call, ApiError> {
+        let span = producer_span(&self.bus, stream, env);
+        let env = &Envelope {
+            traceparent: llmr_telemetry::traceparent(&span, &env.traceparent),
+            ..env.clone()
+        };
         let rx = self.hub.register(env.id);
         let mut call = Call {
             id: env.id,
@@ -77,7 +84,10 @@ impl Caller {
             deadline: Instant::now() + Duration::from_millis(env.remaining_ms(now_ms())),
             done: false,
         };
-        match tokio::time::timeout(PUBLISH_TIMEOUT, self.bus.publish(stream, env)).await {
+        let published = tokio::time::timeout(PUBLISH_TIMEOUT, self.bus.publish(stream, env))
+            .instrument(span)
+            .await;
+        match published {
             Ok(Ok(())) => Ok(call),
             Ok(Err(e)) => {
                 call.done = true;
@@ -96,6 +106,20 @@ impl Caller {
     pub async fn call(&self, stream: &str, env: &Envelope) -> Result<Answer, ApiError> {
         self.send(stream, env).await?.answer().await
     }
+}
+
+/// The PRODUCER span of one publish, continuing `env`'s trace.
+pub fn producer_span(bus: &Bus, stream: &str, env: &Envelope) -> tracing::Span {
+    let span = tracing::info_span!(
+        "publish",
+        otel.name = %format!("publish {stream}"),
+        otel.kind = "producer",
+        messaging.system = if bus.is_memory() { "memory" } else { "redis" },
+        messaging.destination.name = %stream,
+        messaging.message.id = %env.id,
+    );
+    llmr_telemetry::set_parent(&span, &env.traceparent);
+    span
 }
 
 /// A request on its way: its frames in order, until the final one or the deadline.

@@ -25,6 +25,7 @@ use llmr_protocol::Envelope;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{Id, JoinSet};
 use tokio::time::{Instant, Interval, MissedTickBehavior};
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::{Bus, BusError, Consumer, Delivery, Subscription};
@@ -59,6 +60,8 @@ pub trait Work: Unpin + 'static {
 /// The tasks a loop runs, and the entries each holds.
 #[derive(Default)]
 pub struct Tasks {
+    /// The stream read (names the CONSUMER spans).
+    stream: String,
     set: JoinSet<Vec<Settled>>,
     /// Entries each task holds.
     held: HashMap<Id, Vec<(String, Uuid)>>,
@@ -81,14 +84,43 @@ impl Tasks {
         let (tx, rx) = oneshot::channel();
         let (entry, id) = (d.entry.clone(), d.envelope.id);
         self.cancels.insert(id, tx);
-        let fut = work(d, rx);
+        // One message: its CONSUMER span continues the producer's trace.
+        let span = self.consumer_span(&d);
+        llmr_telemetry::set_parent(&span, &d.envelope.traceparent);
+        let fut = work(d, rx).instrument(span);
         let e2 = entry.clone();
         self.spawn(vec![(entry, id)], Box::pin(async move { vec![(e2, id, fut.await)] }));
     }
 
-    /// Starts work that settles several deliveries (a routed batch).
-    pub fn spawn_batch(&mut self, held: Vec<(String, Uuid)>, work: impl Future<Output = Vec<Settled>> + 'static) {
-        self.spawn(held, Box::pin(work));
+    /// Starts work that settles several deliveries (a routed batch); its CONSUMER span links
+    /// every message's trace (`traceparents`).
+    pub fn spawn_batch(
+        &mut self,
+        held: Vec<(String, Uuid)>,
+        traceparents: &[&str],
+        work: impl Future<Output = Vec<Settled>> + 'static,
+    ) {
+        let span = tracing::info_span!(
+            "process",
+            otel.name = %format!("process {}", self.stream),
+            otel.kind = "consumer",
+            messaging.destination.name = %self.stream,
+            messaging.batch.message_count = held.len() as i64,
+        );
+        for tp in traceparents {
+            llmr_telemetry::add_link(&span, tp);
+        }
+        self.spawn(held, Box::pin(work.instrument(span)));
+    }
+
+    fn consumer_span(&self, d: &Delivery) -> tracing::Span {
+        tracing::info_span!(
+            "process",
+            otel.name = %format!("process {}", self.stream),
+            otel.kind = "consumer",
+            messaging.destination.name = %self.stream,
+            messaging.message.id = %d.envelope.id,
+        )
     }
 
     /// Settles a delivery without work.
@@ -275,7 +307,10 @@ impl<W: Work> ConsumerLoop<W> {
             stream: stream.to_owned(),
             reader: Some(reader),
             acker: Rc::new(acker),
-            tasks: Tasks::default(),
+            tasks: Tasks {
+                stream: stream.to_owned(),
+                ..Tasks::default()
+            },
             unsettled: Vec::new(),
             settling: None,
             reading: None,
@@ -415,6 +450,7 @@ impl<W: Work> ConsumerLoop<W> {
                 let ready = std::mem::take(&mut self.tasks.ready);
                 self.tasks = Tasks {
                     ready,
+                    stream: self.stream.clone(),
                     ..Tasks::default()
                 };
                 self.reading = None;

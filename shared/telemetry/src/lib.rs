@@ -151,6 +151,17 @@ pub fn set_parent(span: &tracing::Span, traceparent: &str) {
     let _ = span.set_parent(cx);
 }
 
+/// Links `span` to the context in `traceparent` (ignored when empty or invalid): a batch
+/// consumer's span links every message it handles.
+pub fn add_link(span: &tracing::Span, traceparent: &str) {
+    if !valid_traceparent(traceparent) {
+        return;
+    }
+    let carrier = HashMap::from([("traceparent".to_string(), traceparent.to_string())]);
+    let cx = TraceContextPropagator::new().extract(&carrier);
+    span.add_link(cx.span().span_context().clone());
+}
+
 /// The `traceparent` of `span` for the next hop; `inherited` when the span has no context
 /// (no subscriber installed), so the caller's trace still flows.
 pub fn traceparent(span: &tracing::Span, inherited: &str) -> String {
