@@ -625,6 +625,50 @@ async fn an_mcp_tool_calling_ai_chat_stays_in_the_callers_trace() {
 }
 
 #[actix_rt::test]
+async fn json_logs_parse_and_carry_the_trace_and_the_request() {
+    let (down, up) = (MockUpstream::start(&[]), MockUpstream::start(&[]));
+    down.set_default(Behavior::status(500));
+    let toml = format!(
+        "{}{}[[models]]\nname = \"g\"\nstrategy = \"priority\"\ntargets = [{{provider = \"down\", model = \"m\"}}, {{provider = \"up\", model = \"m\"}}]\n",
+        provider_entry("down", &down.base_url(), &["m"], &["sk-down"])
+            .replace("[[providers]]\n", "[[providers]]\npriority = 0\n"),
+        provider_entry("up", &up.base_url(), &["m"], &["sk-up"])
+            .replace("[[providers]]\n", "[[providers]]\npriority = 1\n"),
+    );
+    let cfg = TestConfig::new(toml).env("LLMR__TELEMETRY__LOG_FORMAT", "json");
+    let mut c = ProcessCluster::new(&bin(), cfg, false);
+    c.spawn("all", &["all"]);
+    assert!(c.listening(Duration::from_secs(20)));
+    let trace = "6bf92f3577b34da6a3ce929d0e0e4738";
+    let tp = format!("00-{trace}-00f067aa0ba902b7-01");
+    let (s, _) = post_with(
+        &c.url("/v1/chat/completions"),
+        &chat_body("g", "logged", false),
+        &[("traceparent", tp.as_str())],
+    )
+    .await;
+    assert_eq!(s, 200);
+    let log_path = c.named("all").next().unwrap().log.clone();
+    let mut line = None;
+    let until = Instant::now() + Duration::from_secs(5);
+    while line.is_none() && Instant::now() < until {
+        let text = std::fs::read_to_string(&log_path).unwrap();
+        let parsed: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+            .collect();
+        line = parsed.into_iter().find(|v| v["message"] == "attempt failed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let line = line.expect("the failed attempt was logged");
+    assert_eq!(line["trace_id"], trace, "{line}");
+    assert_eq!(line["span_id"].as_str().map(str::len), Some(16), "{line}");
+    assert!(line["request_id"].as_str().is_some_and(|r| r.len() == 36), "{line}");
+    assert_eq!(line["level"], "WARN");
+    assert_eq!(line["provider"], "down", "{line}");
+}
+
+#[actix_rt::test]
 async fn no_secret_reaches_the_log_or_the_client() {
     const KEYS: [&str; 2] = ["sk-SECRET-key-one", "sk-SECRET-key-two"];
     const TOKEN: &str = "gw-SECRET-token";

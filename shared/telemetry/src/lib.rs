@@ -10,6 +10,7 @@
 //! header or an envelope field); [`traceparent`] renders a span's context for the next hop.
 //! Without an installed subscriber (tests), [`traceparent`] falls back to the inherited value.
 
+pub mod jsonlog;
 pub mod metrics;
 
 use std::collections::HashMap;
@@ -56,9 +57,8 @@ pub fn init(cfg: &Settings, service: &str) -> Result<Telemetry, TelemetryError> 
     let fmt = match cfg.log_format {
         LogFormat::Console => tracing_subscriber::fmt::layer().with_target(true).boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
+            .event_format(jsonlog::JsonLines)
+            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
             .boxed(),
     };
     tracing_subscriber::registry()
