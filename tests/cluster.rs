@@ -490,8 +490,13 @@ async fn one_trace_covers_gateway_router_and_worker_with_gen_ai_attempt_spans() 
         .unwrap_or_else(|| panic!("{names:?}"));
     assert_eq!(server.kind, "SPAN_KIND_SERVER");
     assert_eq!(server.parent_span_id, "00f067aa0ba902b7");
-    // router: the routing decision.
-    assert!(names.contains(&"route"), "{names:?}");
+    // router: the routing decision, its strategy and plan.
+    let route = ours
+        .iter()
+        .find(|s| s.name == "route")
+        .unwrap_or_else(|| panic!("{names:?}"));
+    assert_eq!(otel_attr(route, "llmr.strategy"), "priority");
+    assert_eq!(otel_attr(route, "llmr.plan"), "down/m, up/m");
     // worker: one CLIENT span per attempt, with the gen_ai attributes.
     let attempts: Vec<_> = ours.iter().filter(|s| s.name == "chat m").collect();
     assert_eq!(attempts.len(), 2, "{names:?}");
@@ -520,6 +525,60 @@ async fn one_trace_covers_gateway_router_and_worker_with_gen_ai_attempt_spans() 
         sent.contains(&format!("-{}-", second.span_id)),
         "{sent} vs {}",
         second.span_id
+    );
+}
+
+#[actix_rt::test]
+async fn llmrouter_all_traces_a_streamed_chat_end_to_end() {
+    use fake_opentelemetry_collector::{ExportedSpan, FakeCollectorServer};
+    let mut collector = FakeCollectorServer::start().await.unwrap();
+    let up = MockUpstream::start(&["m"]);
+    let cfg = TestConfig::new(mock_provider("up", &up.base_url(), &["m"]))
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint())
+        .env("OTEL_BSP_SCHEDULE_DELAY", 100);
+    let mut c = ProcessCluster::new(&bin(), cfg, false);
+    c.spawn("all", &["all"]);
+    assert!(c.listening(Duration::from_secs(20)));
+    let trace = "7bf92f3577b34da6a3ce929d0e0e4739";
+    let tp = format!("00-{trace}-00f067aa0ba902b7-01");
+    let (s, b) = post_with(
+        &c.url("/v1/chat/completions"),
+        &chat_body("m", "streamed", true),
+        &[("traceparent", tp.as_str())],
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert_eq!(streamed_text(&sse_events(&b)), "mock: streamed");
+    let wanted = [
+        "POST /v1/chat/completions",
+        "publish requests",
+        "route",
+        "process jobs:default",
+        "chat m",
+    ];
+    let mut spans: Vec<ExportedSpan> = Vec::new();
+    let until = Instant::now() + Duration::from_secs(15);
+    let have = |spans: &[ExportedSpan], n: &str| spans.iter().any(|s| s.trace_id == trace && s.name == n);
+    while Instant::now() < until && !wanted.iter().all(|n| have(&spans, n)) {
+        spans.extend(collector.exported_spans(1, Duration::from_millis(500)).await);
+    }
+    let names: Vec<&str> = spans
+        .iter()
+        .filter(|s| s.trace_id == trace)
+        .map(|s| s.name.as_str())
+        .collect();
+    for n in wanted {
+        assert!(names.contains(&n), "no `{n}` in {names:?}");
+    }
+    let attempt = spans
+        .iter()
+        .find(|s| s.trace_id == trace && s.name == "chat m")
+        .unwrap();
+    assert_eq!(otel_attr(attempt, "gen_ai.request.stream"), "true");
+    assert_eq!(
+        otel_attr(attempt, "gen_ai.usage.output_tokens"),
+        "2",
+        "usage of the stream"
     );
 }
 

@@ -130,7 +130,7 @@ fn routing_gauges(report: &Value) {
     }
 }
 
-/// Entries delivered and not acked on every stream of the cluster.
+/// Length, pending entries and lag of every stream of the cluster.
 async fn backlog_gauges(state: &AppState) {
     let mut streams = vec![
         (streams::REQUESTS.to_owned(), streams::groups::ROUTERS),
@@ -141,12 +141,20 @@ async fn backlog_gauges(state: &AppState) {
     pools.sort_unstable();
     pools.dedup();
     streams.extend(pools.into_iter().map(|p| (streams::jobs(p), streams::groups::WORKERS)));
+    let m = metrics();
     for (stream, group) in streams {
-        if let Ok(n) = state.bus.pending(&stream, group).await {
-            metrics()
-                .stream_pending
+        if let Ok(b) = state.bus.backlog(&stream, group).await {
+            m.stream_pending
                 .with_label_values(&[stream.as_str(), group])
-                .set(n as i64);
+                .set(b.pending as i64);
+            m.stream_length
+                .with_label_values(&[stream.as_str()])
+                .set(b.length as i64);
+            if let Some(lag) = b.lag {
+                m.stream_lag
+                    .with_label_values(&[stream.as_str(), group])
+                    .set(lag as i64);
+            }
         }
     }
 }

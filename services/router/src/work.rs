@@ -84,13 +84,26 @@ async fn route(
         .map(|(d, r)| (&d.envelope, r.routes.as_slice()))
         .collect();
     let plans = routing.plan_batch(&items, now_ms()).await;
-    for ((d, _), plan) in routable.into_iter().zip(plans) {
+    for ((d, resolved), plan) in routable.into_iter().zip(plans) {
         let env = &d.envelope;
-        let span = tracing::info_span!("route", request_id = %env.id, model = %env.meta.model, provider = tracing::field::Empty);
+        let span = tracing::info_span!(
+            "route",
+            request_id = %env.id,
+            model = %env.meta.model,
+            llmr.strategy = resolved.routes[0].strategy.as_str(),
+            provider = tracing::field::Empty,
+            llmr.plan = tracing::field::Empty,
+        );
         llmr_telemetry::set_parent(&span, &env.traceparent);
         match plan {
             Ok(plan) => {
                 span.record("provider", plan.attempts[0].provider.as_str());
+                let targets: Vec<String> = plan
+                    .attempts
+                    .iter()
+                    .map(|a| format!("{}/{}", a.provider, a.model))
+                    .collect();
+                span.record("llmr.plan", targets.join(", ").as_str());
                 let stream = streams::jobs(&plan.pool);
                 let envelope = Box::new(env.routed(plan, llmr_telemetry::traceparent(&span, &env.traceparent)));
                 settled.push((d.entry, env.id, Done::Forward { stream, envelope }));

@@ -69,6 +69,17 @@ impl From<BusError> for ApiError {
     }
 }
 
+/// A consumer group's backlog on its stream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Backlog {
+    /// Entries in the stream (acked entries are deleted, so: waiting or in flight).
+    pub length: u64,
+    /// Entries delivered to the group and not acked.
+    pub pending: u64,
+    /// Entries not yet delivered to the group (None: this Redis does not report it).
+    pub lag: Option<u64>,
+}
+
 /// One entry handed to a consumer.
 #[derive(Debug, Clone)]
 pub struct Delivery {
@@ -193,6 +204,15 @@ impl Bus {
         match self {
             Bus::Memory(b) => Ok(b.pending(stream, group)),
             Bus::Redis(b) => b.pending(stream, group).await,
+        }
+    }
+
+    /// A group's backlog: the stream's length, entries pending in the group, and its lag
+    /// (entries not yet delivered to it; unknown on Redis before 7).
+    pub async fn backlog(&self, stream: &str, group: &str) -> Result<Backlog, BusError> {
+        match self {
+            Bus::Memory(b) => Ok(b.backlog(stream, group)),
+            Bus::Redis(b) => b.backlog(stream, group).await,
         }
     }
 

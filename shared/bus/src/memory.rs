@@ -214,6 +214,20 @@ impl MemoryBus {
             .map_or(0, |g| g.pending.len() as u64)
     }
 
+    pub(crate) fn backlog(&self, stream: &str, group: &str) -> crate::Backlog {
+        let st = self.lock();
+        let Some(s) = st.streams.get(stream) else {
+            return crate::Backlog::default();
+        };
+        let g = s.groups.get(group);
+        let (queued, pending) = g.map_or((s.backlog.len(), 0), |g| (g.queue.len(), g.pending.len()));
+        crate::Backlog {
+            length: (queued + pending) as u64,
+            pending: pending as u64,
+            lag: Some(queued as u64),
+        }
+    }
+
     pub(crate) fn reply(&self, reply_to: &str, frames: &[Frame]) {
         let sink = {
             let mut st = self.lock();

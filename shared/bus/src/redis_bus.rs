@@ -306,6 +306,62 @@ impl RedisBus {
         })
     }
 
+    /// XINFO GROUPS: the group's lag (entries not yet delivered; Redis >= 7) and XLEN.
+    pub(crate) async fn backlog(&self, stream: &str, group: &str) -> Result<crate::Backlog, BusError> {
+        let mut c = self.conn().await?;
+        let key = self.key(stream);
+        let (groups, length): (Value, u64) = redis::pipe()
+            .cmd("XINFO")
+            .arg("GROUPS")
+            .arg(&key)
+            .cmd("XLEN")
+            .arg(&key)
+            .query_async(&mut c)
+            .await
+            .map_err(unavailable)?;
+        let mut out = crate::Backlog {
+            length,
+            ..crate::Backlog::default()
+        };
+        // Each group is a flat [name, value, …] list (RESP2) or a map (RESP3).
+        let fields = |g: &Value| -> Vec<(String, Value)> {
+            match g {
+                Value::Array(items) => items
+                    .chunks(2)
+                    .filter_map(|kv| match kv {
+                        [k, v] => redis::from_redis_value::<String>(k.clone())
+                            .ok()
+                            .map(|k| (k, v.clone())),
+                        _ => None,
+                    })
+                    .collect(),
+                Value::Map(kvs) => kvs
+                    .iter()
+                    .filter_map(|(k, v)| {
+                        redis::from_redis_value::<String>(k.clone())
+                            .ok()
+                            .map(|k| (k, v.clone()))
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            }
+        };
+        if let Value::Array(gs) = groups {
+            for g in &gs {
+                let f = fields(g);
+                let get = |name: &str| f.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+                let named = get("name").and_then(|v| redis::from_redis_value::<String>(v).ok());
+                if named.as_deref() == Some(group) {
+                    out.pending = get("pending")
+                        .and_then(|v| redis::from_redis_value(v).ok())
+                        .unwrap_or(0);
+                    out.lag = get("lag").and_then(|v| redis::from_redis_value(v).ok());
+                }
+            }
+        }
+        Ok(out)
+    }
+
     pub(crate) async fn reply(&self, reply_to: &str, frames: &[Frame]) -> Result<(), BusError> {
         let key = self.reply_key(reply_to);
         let mut pipe = redis::pipe();

@@ -348,3 +348,18 @@ both!(
     batched_forwards_and_finishes,
     batched_forwards_and_finishes_behave_like_single_ones
 );
+
+async fn reports_the_backlog_of_a_group(bus: Bus) {
+    let mut c = bus.consumer("jobs:default", "workers", "c1").await.unwrap();
+    for i in 0..3 {
+        bus.publish("jobs:default", &env(&format!("b{i}"))).await.unwrap();
+    }
+    let got = c.read(1, BLOCK).await.unwrap();
+    assert_eq!(got.len(), 1);
+    let b = bus.backlog("jobs:default", "workers").await.unwrap();
+    assert_eq!((b.length, b.pending, b.lag), (3, 1, Some(2)));
+    c.ack(&[got[0].entry.clone()]).await.unwrap();
+    let b = bus.backlog("jobs:default", "workers").await.unwrap();
+    assert_eq!((b.length, b.pending, b.lag), (2, 0, Some(2)));
+}
+both!(reports_backlog, reports_the_backlog_of_a_group);

@@ -5,7 +5,7 @@
 //! Names follow the OpenTelemetry GenAI conventions where they exist (as Envoy AI Gateway
 //! and agentgateway export them: `gen_ai_client_token_usage` by `gen_ai_token_type`,
 //! `gen_ai_server_time_to_first_token`), and `llmr_` otherwise. State that lives in the
-//! store or the bus (loads, circuits, cooldowns, pending entries) is read when scraped, into the
+//! store or the bus (loads, circuits, cooldowns, stream backlog) is read when scraped, into the
 //! gauges of [`Metrics`] marked as such.
 
 use std::sync::OnceLock;
@@ -46,6 +46,10 @@ pub struct Metrics {
     pub unavailable_seconds: prometheus::GaugeVec,
     /// Scraped: entries delivered and not acked, per stream and consumer group.
     pub stream_pending: IntGaugeVec,
+    /// Scraped: entries not yet delivered to the group (the autoscaling signal).
+    pub stream_lag: IntGaugeVec,
+    /// Scraped: entries in the stream.
+    pub stream_length: IntGaugeVec,
 }
 
 const SECONDS: &[f64] = &[
@@ -160,6 +164,12 @@ impl Metrics {
                 "Stream entries delivered and not acked, per stream and consumer group.",
                 &["stream", "group"],
             ),
+            stream_lag: gauge(
+                "llmr_stream_lag",
+                "Stream entries not yet delivered to the consumer group (its lag).",
+                &["stream", "group"],
+            ),
+            stream_length: gauge("llmr_stream_length", "Entries in the stream.", &["stream"]),
             registry,
         }
     }
@@ -217,6 +227,8 @@ mod tests {
         m.circuit_state.with_label_values(&["target", "t"]);
         m.unavailable_seconds.with_label_values(&["target", "t"]);
         m.stream_pending.with_label_values(&["s", "g"]);
+        m.stream_lag.with_label_values(&["s", "g"]);
+        m.stream_length.with_label_values(&["s"]);
         render()
             .lines()
             .filter_map(|l| l.strip_prefix("# TYPE "))
