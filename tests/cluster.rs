@@ -166,7 +166,7 @@ async fn separate_processes_serve_plain_and_streaming_completions() {
 }
 
 /// Outcome counts of a bounded load.
-#[derive(Default, Debug)]
+#[derive(Default, Debug, Clone, Copy)]
 struct Counts {
     ok: usize,
     wrong: usize,
@@ -583,6 +583,120 @@ async fn llmrouter_all_traces_a_streamed_chat_end_to_end() {
 }
 
 #[actix_rt::test]
+async fn remote_mcp_servers_get_the_callers_trace() {
+    // The "remote server" is the mock, which records any request (and answers 404).
+    let remote = MockUpstream::start(&[]);
+    let toml = format!(
+        "{ECHO}[[mcp.remote_servers]]\nnamespace = \"far\"\nurl = \"{}/mcp\"\n",
+        remote.base_url().trim_end_matches("/v1")
+    );
+    let mut c = ProcessCluster::new(&bin(), TestConfig::new(toml), false);
+    c.spawn("all", &["all"]);
+    assert!(c.listening(Duration::from_secs(20)));
+    let mcp = c.url("/mcp");
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
+    let mut resp = client().post(&mcp).send_json(&init).await.unwrap();
+    let sid = resp
+        .headers()
+        .get("mcp-session-id")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let _ = resp.body().await;
+    let trace = "8bf92f3577b34da6a3ce929d0e0e4740";
+    let tp = format!("00-{trace}-00f067aa0ba902b7-01");
+    let list = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {}});
+    let (s, _) = post_with(
+        &mcp,
+        &list,
+        &[("mcp-session-id", sid.as_str()), ("traceparent", tp.as_str())],
+    )
+    .await;
+    assert_eq!(s, 200);
+    let sent = remote.requests();
+    let hit = sent
+        .iter()
+        .find(|r| r.path == "/mcp")
+        .expect("the remote server was asked");
+    let got = hit.traceparent.clone().unwrap_or_default();
+    assert!(got.contains(trace), "the remote server got `{got}`");
+}
+
+#[actix_rt::test]
+async fn the_tool_loop_shows_each_round_in_the_trace() {
+    use fake_opentelemetry_collector::{ExportedSpan, FakeCollectorServer};
+    let mut collector = FakeCollectorServer::start().await.unwrap();
+    let up = MockUpstream::start(&["m"]);
+    let tools = std::env::temp_dir().join(format!("llmr-loop-tools-{}-{}", std::process::id(), free_port()));
+    std::fs::create_dir_all(&tools).unwrap();
+    let calculator =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/tools/calculator.js")).unwrap();
+    std::fs::write(tools.join("calculator.js"), calculator).unwrap();
+    let cfg = TestConfig::new(mock_provider("up", &up.base_url(), &["m"]))
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint())
+        .env("OTEL_BSP_SCHEDULE_DELAY", 100)
+        .env("LLMR__SCRIPTING__TOOLS_PATH", tools.display())
+        .env(
+            "LLMR__SCRIPTING__LIBRARIES_PATH",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/libraries"),
+        )
+        .env(
+            "LLMR__SCRIPTING__HOST_COMMAND",
+            format!("{} script-host", bin().display()),
+        );
+    let mut c = ProcessCluster::new(&bin(), cfg, false);
+    c.spawn("all", &["all"]);
+    assert!(c.listening(Duration::from_secs(20)));
+    // The model calls the calculator, then answers.
+    up.push(Behavior {
+        tool_calls: Some(json!([{"id": "call_1", "type": "function", "function": {"name": "calculator", "arguments": "{\"expression\":\"6*7\"}"}}])),
+        ..Behavior::ok()
+    });
+    let trace = "9bf92f3577b34da6a3ce929d0e0e4741";
+    let tp = format!("00-{trace}-00f067aa0ba902b7-01");
+    let body = json!({"model": "m", "messages": [{"role": "user", "content": "6*7?"}],
+        "tools": [{"type": "mcp", "server_label": "llmrouter", "allowed_tools": ["calculator"]}]});
+    let (s, b) = post_with(&c.url("/v1/chat/completions"), &body, &[("traceparent", tp.as_str())]).await;
+    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
+    let wanted = ["tool_loop round 0", "tool_loop round 1", "execute_tool calculator"];
+    let mut spans: Vec<ExportedSpan> = Vec::new();
+    let until = Instant::now() + Duration::from_secs(15);
+    let have = |spans: &[ExportedSpan], n: &str| spans.iter().any(|s| s.trace_id == trace && s.name == n);
+    while Instant::now() < until
+        && !(wanted.iter().all(|n| have(&spans, n))
+            && spans
+                .iter()
+                .filter(|s| s.trace_id == trace && s.name == "chat m")
+                .count()
+                == 2)
+    {
+        spans.extend(collector.exported_spans(1, Duration::from_millis(500)).await);
+    }
+    let ours: Vec<&ExportedSpan> = spans.iter().filter(|s| s.trace_id == trace).collect();
+    let names: Vec<&str> = ours.iter().map(|s| s.name.as_str()).collect();
+    let span = |n: &str| {
+        *ours
+            .iter()
+            .find(|s| s.name == n)
+            .unwrap_or_else(|| panic!("no `{n}` in {names:?}"))
+    };
+    let (r0, r1) = (span("tool_loop round 0"), span("tool_loop round 1"));
+    assert_eq!(
+        r0.parent_span_id, r1.parent_span_id,
+        "rounds are siblings under the loop"
+    );
+    // Each round's completion is one upstream attempt; the tool ran in round 0.
+    assert_eq!(names.iter().filter(|n| **n == "chat m").count(), 2, "{names:?}");
+    let publish_mcp = ours
+        .iter()
+        .find(|s| s.name == "publish mcp" && s.parent_span_id == r0.span_id)
+        .unwrap_or_else(|| panic!("the tool call is published inside round 0: {names:?}"));
+    assert_eq!(publish_mcp.kind, "SPAN_KIND_PRODUCER");
+    let _ = std::fs::remove_dir_all(&tools);
+}
+
+#[actix_rt::test]
 async fn an_mcp_tool_calling_ai_chat_stays_in_the_callers_trace() {
     use fake_opentelemetry_collector::{ExportedSpan, FakeCollectorServer};
     let mut collector = FakeCollectorServer::start().await.unwrap();
@@ -725,6 +839,88 @@ async fn json_logs_parse_and_carry_the_trace_and_the_request() {
     assert!(line["request_id"].as_str().is_some_and(|r| r.len() == 36), "{line}");
     assert_eq!(line["level"], "WARN");
     assert_eq!(line["provider"], "down", "{line}");
+}
+
+#[actix_rt::test]
+async fn router_worker_and_gateway_stop_cleanly_under_load() {
+    const TOTAL: usize = 120;
+    let mock = MockUpstream::start(&["mock-a"]);
+    let toml = format!("{ECHO}{}", mock_provider("up", &mock.base_url(), &["mock-a"]));
+    let mut c = Cluster::start_with(
+        mock,
+        &toml,
+        2,
+        2,
+        &[("LLMR__SERVER__REQUEST_TIMEOUT_MS", "20000".to_string())],
+    );
+    c.ready(2).await;
+    c.mock.set_default(Behavior::latency(100));
+    let (tasks, counts) = drive(c.url("/v1/chat/completions"), "mock-a", "stop", TOTAL, 8, 20_000, |i| {
+        i % 3 == 0
+    });
+    let until = Instant::now() + Duration::from_secs(20);
+    while c.mock.request_count() < 30 && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    c.router(0).terminate();
+    c.worker(0).terminate();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let k = *counts.borrow();
+    eprintln!("stop test: {TOTAL} requests while a router and a worker stopped: {k:?}");
+    assert_eq!(k.ok, TOTAL, "every request answered: {k:?}");
+    for role in ["router", "worker"] {
+        let p = c.procs.nth(role, 0).unwrap();
+        let until = Instant::now() + Duration::from_secs(15);
+        let mut status = p.exited();
+        while status.is_none() && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            status = p.exited();
+        }
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "{role} exited cleanly:\n{}",
+            p.tail(20)
+        );
+    }
+    // The gateway: a request in flight when it is told to stop is still answered.
+    c.mock.set_default(Behavior::latency(600));
+    let before = c.mock.request_count();
+    let url = c.url("/v1/chat/completions");
+    let slow = actix_rt::spawn(async move {
+        let mut resp = client()
+            .post(&url)
+            .send_json(&chat_body("mock-a", "last one", false))
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = resp.status().as_u16();
+        let body = resp.body().await.map_err(|e| e.to_string())?;
+        Ok::<_, String>((status, body))
+    });
+    let until = Instant::now() + Duration::from_secs(10);
+    while c.mock.request_count() == before && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    c.procs.named("gateway").next().unwrap().terminate();
+    let answered = slow.await.unwrap();
+    let (s, b) = answered.unwrap_or_else(|e| panic!("{e}\n{}", c.gateway().tail(30)));
+    assert_eq!(
+        (s, json(&b)["choices"][0]["message"]["content"].as_str()),
+        (200, Some("mock: last one"))
+    );
+    let g = c.procs.nth("gateway", 0).unwrap();
+    let until = Instant::now() + Duration::from_secs(15);
+    let mut status = g.exited();
+    while status.is_none() && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        status = g.exited();
+    }
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "gateway exited cleanly (no panic):\n{}",
+        g.tail(20)
+    );
 }
 
 #[actix_rt::test]

@@ -171,23 +171,35 @@ impl App {
     }
 
     /// Serves until SIGINT/SIGTERM (or the gateway stops), then drains.
-    pub async fn run_until_stopped(mut self) {
-        let server = self.gateway.take().map(Gateway::run_until_stopped);
-        let serve = async move {
-            match server {
-                Some(s) => {
-                    if let Err(e) = s.await {
-                        tracing::error!(error = %e, "the HTTP server failed");
-                    }
-                }
-                None => std::future::pending::<()>().await,
-            }
+    pub async fn run_until_stopped(self) {
+        self.serve_until(async {
+            shutdown_signal().await;
+            tracing::info!("stop signal received; draining");
+        })
+        .await;
+    }
+
+    /// Serves until `stop` resolves (or the HTTP server ends), then stops gracefully. The
+    /// HTTP server keeps being driven while it drains: dropping it would close the
+    /// connections of requests still in flight.
+    pub async fn serve_until(mut self, stop: impl std::future::Future<Output = ()>) {
+        let Some(gateway) = self.gateway.take() else {
+            stop.await;
+            self.stop().await;
+            return;
         };
+        let mut serve = Box::pin(async move {
+            if let Err(e) = gateway.run_until_stopped().await {
+                tracing::error!(error = %e, "the HTTP server failed");
+            }
+        });
         tokio::select! {
-            () = serve => {}
-            () = shutdown_signal() => tracing::info!("stop signal received; draining"),
+            () = &mut serve => self.stop().await,
+            () = stop => {
+                // `stop()` asks the server to finish its requests; it ends once they are done.
+                tokio::join!(self.stop(), serve);
+            }
         }
-        self.stop().await;
     }
 
     /// Stops accepting work and drains what is in flight.
@@ -284,19 +296,10 @@ pub fn spawn(role: Role, settings: Settings) -> Result<Running, AppError> {
                     return;
                 }
             };
-            let mut app = app;
-            let server = app.gateway.take().map(Gateway::run_until_stopped);
-            let serve = async move {
-                match server {
-                    Some(s) => drop(s.await),
-                    None => std::future::pending::<()>().await,
-                }
-            };
-            tokio::select! {
-                () = serve => {}
-                _ = stop_rx => {}
-            }
-            app.stop().await;
+            app.serve_until(async {
+                let _ = stop_rx.await;
+            })
+            .await;
         });
     });
     match ready_rx.recv() {

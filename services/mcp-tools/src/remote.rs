@@ -69,6 +69,11 @@ impl Remote {
             .timeout(self.timeout)
             .insert_header(("accept", "application/json, text/event-stream"))
             .insert_header(("mcp-protocol-version", PROTOCOL_VERSIONS[0]));
+        // The remote server continues the caller's trace.
+        let traceparent = llmr_telemetry::traceparent(&tracing::Span::current(), "");
+        if !traceparent.is_empty() {
+            req = req.insert_header(("traceparent", traceparent));
+        }
         if let Some(t) = self.cfg.token() {
             req = req.insert_header(("authorization", format!("Bearer {t}")));
         }

@@ -128,6 +128,7 @@ impl MockUpstream {
                         .app_data(web::PayloadConfig::new(64 << 20))
                         .route("/v1/chat/completions", web::post().to(chat))
                         .route("/v1/models", web::get().to(models_list))
+                        .default_service(web::to(elsewhere))
                 })
                 .workers(2)
                 .tcp_nodelay(true)
@@ -327,6 +328,26 @@ async fn chat(req: HttpRequest, body: web::Bytes, data: web::Data<Shared>) -> Ht
         include_usage.then_some(usage),
     );
     stream_answer(events, &behavior, guard)
+}
+
+/// Any other path: recorded (so tests see what reached it and with which headers), 404.
+async fn elsewhere(req: HttpRequest, body: web::Bytes, data: web::Data<Shared>) -> HttpResponse {
+    let header = |n: &str| req.headers().get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let headers = req
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+        .collect();
+    data.state.lock().unwrap().log.push(Recorded {
+        path: req.path().to_owned(),
+        authorization: header("authorization"),
+        traceparent: header("traceparent"),
+        headers,
+        body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+        at: std::time::Instant::now(),
+        status: 404,
+    });
+    HttpResponse::NotFound().json(json!({"error": {"message": "not served by the mock", "type": "mock_error"}}))
 }
 
 /// Logs the request and picks the behavior that answers it (a failure only at its rate).
