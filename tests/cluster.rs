@@ -924,6 +924,51 @@ async fn router_worker_and_gateway_stop_cleanly_under_load() {
 }
 
 #[actix_rt::test]
+async fn logged_content_is_scrubbed_of_personal_data() {
+    let said = "mail jane.doe@example.com or call +1 555 123 4567 from 10.1.2.3, card 4111 1111 1111 1111";
+    for scrub in [true, false] {
+        let cfg = TestConfig::new(ECHO)
+            .env("LLMR__TELEMETRY__LOG_CONTENT", true)
+            .env("LLMR__TELEMETRY__SCRUB_CONTENT", scrub);
+        let mut c = ProcessCluster::new(&bin(), cfg, false);
+        c.spawn("all", &["all"]);
+        assert!(c.listening(Duration::from_secs(20)));
+        let (s, _) = post(&c.url("/v1/chat/completions"), &chat_body("echo", said, false)).await;
+        assert_eq!(s, 200);
+        let log_path = c.named("all").next().unwrap().log.clone();
+        let mut log = String::new();
+        let until = Instant::now() + Duration::from_secs(5);
+        while !log.contains("response content") && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            log = std::fs::read_to_string(&log_path).unwrap();
+        }
+        assert!(
+            log.contains("request content") && log.contains("response content"),
+            "{log}"
+        );
+        let leaked = [
+            "jane.doe@example.com",
+            "555 123 4567",
+            "10.1.2.3",
+            "4111 1111 1111 1111",
+        ];
+        if scrub {
+            for pii in leaked {
+                assert!(!log.contains(pii), "`{pii}` was logged:\n{log}");
+            }
+            for mark in ["[email]", "[phone]", "[ip]", "[card]"] {
+                assert!(log.contains(mark), "no {mark} in:\n{log}");
+            }
+        } else {
+            assert!(
+                log.contains("jane.doe@example.com"),
+                "without scrubbing the content is as sent"
+            );
+        }
+    }
+}
+
+#[actix_rt::test]
 async fn no_secret_reaches_the_log_or_the_client() {
     const KEYS: [&str; 2] = ["sk-SECRET-key-one", "sk-SECRET-key-two"];
     const TOKEN: &str = "gw-SECRET-token";

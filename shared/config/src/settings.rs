@@ -174,6 +174,11 @@ pub struct Telemetry {
     pub admin_host: String,
     /// Its port; 0 = no admin listener.
     pub admin_port: u16,
+    /// Log each chat request's last user message and a non-streamed answer's text (info).
+    pub log_content: bool,
+    /// With `log_content`: e-mail addresses, card numbers, IP addresses and phone numbers
+    /// are replaced before logging.
+    pub scrub_content: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

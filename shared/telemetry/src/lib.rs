@@ -12,6 +12,7 @@
 
 pub mod jsonlog;
 pub mod metrics;
+pub mod scrub;
 
 use std::collections::HashMap;
 

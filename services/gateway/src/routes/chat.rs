@@ -32,6 +32,11 @@ pub async fn completions(
     // A child of the request's SERVER span (which continued the client's trace).
     let span = tracing::info_span!("chat", request_id = %env.id, model = %env.meta.model, stream = env.meta.stream);
     env.traceparent = llmr_telemetry::traceparent(&span, client_tp);
+    if state.settings.telemetry.log_content {
+        let request: serde_json::Value = serde_json::from_slice(&env.body).unwrap_or_default();
+        let prompt = chat::last_user_text(&request, "\n");
+        tracing::info!(parent: &span, prompt = %content(&state, &prompt), "request content");
+    }
     let stream = env.meta.stream;
     let started = std::time::Instant::now();
     let mut call = state.caller.send(streams::REQUESTS, &env).await?;
@@ -46,8 +51,25 @@ pub async fn completions(
         return Ok(sse_response(call));
     }
     let body = call.body().await?;
+    if state.settings.telemetry.log_content {
+        let answer: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        let text = answer
+            .pointer("/choices/0/message/content")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default();
+        tracing::info!(parent: &span, answer = %content(&state, text), "response content");
+    }
     let status = actix_web::http::StatusCode::from_u16(head.status).unwrap_or(actix_web::http::StatusCode::OK);
     Ok(HttpResponse::build(status).content_type("application/json").body(body))
+}
+
+/// Content as it may be logged: scrubbed of personal data unless scrubbing is off.
+fn content(state: &AppState, text: &str) -> String {
+    if state.settings.telemetry.scrub_content {
+        llmr_telemetry::scrub::scrub(text)
+    } else {
+        text.to_owned()
+    }
 }
 
 /// A streamed answer: the SSE events of each chunk frame are flushed as they arrive; the
