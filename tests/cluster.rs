@@ -514,6 +514,14 @@ async fn one_trace_covers_gateway_router_and_worker_with_gen_ai_attempt_spans() 
     assert_eq!(attr(second, "gen_ai.provider.name"), "up");
     assert_eq!(attr(second, "llmr.failover_reason"), "failed");
     assert_eq!(attr(second, "gen_ai.response.model"), "m");
+    assert_eq!(attr(second, "gen_ai.response.finish_reasons"), "stop");
+    // The router's forward is a publish under the routing decision.
+    let forward = ours
+        .iter()
+        .find(|s| s.name == "publish jobs:default")
+        .unwrap_or_else(|| panic!("{names:?}"));
+    assert_eq!(forward.kind, "SPAN_KIND_PRODUCER");
+    assert_eq!(forward.parent_span_id, route.span_id);
     assert!(
         !attr(second, "gen_ai.usage.input_tokens").is_empty(),
         "{:?}",
@@ -771,6 +779,24 @@ async fn an_mcp_tool_calling_ai_chat_stays_in_the_callers_trace() {
     let ours: Vec<&ExportedSpan> = spans.iter().filter(|s| s.trace_id == trace).collect();
     let names: Vec<&str> = ours.iter().map(|s| s.name.as_str()).collect();
     eprintln!("trace {trace}: {names:?}");
+    for s in spans
+        .iter()
+        .filter(|s| s.trace_id == trace || s.links.iter().any(|l| l.trace_id == trace))
+    {
+        let links: Vec<String> = s
+            .links
+            .iter()
+            .map(|l| format!("{}…/{}", &l.trace_id[..8], l.span_id))
+            .collect();
+        eprintln!(
+            "  {:<22} {:<19} trace {}… span {} parent {:<16} links {links:?}",
+            s.name,
+            s.kind,
+            &s.trace_id[..8],
+            s.span_id,
+            s.parent_span_id
+        );
+    }
     let span = |n: &str| {
         *ours
             .iter()

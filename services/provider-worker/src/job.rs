@@ -291,6 +291,7 @@ fn attempt_span(
         gen_ai.request.stream = env.meta.stream,
         gen_ai.response.model = tracing::field::Empty,
         gen_ai.response.id = tracing::field::Empty,
+        gen_ai.response.finish_reasons = tracing::field::Empty,
         gen_ai.usage.input_tokens = tracing::field::Empty,
         gen_ai.usage.output_tokens = tracing::field::Empty,
         server.address = tracing::field::Empty,
@@ -324,6 +325,9 @@ fn record_outcome(span: &tracing::Span, r: &AttemptResult) {
             }
             if let Some(id) = &o.response_id {
                 span.record("gen_ai.response.id", id.as_str());
+            }
+            if !o.finish_reasons.is_empty() {
+                span.record("gen_ai.response.finish_reasons", o.finish_reasons.join(",").as_str());
             }
             if let Some(u) = o.usage {
                 // Integers as OpenTelemetry ints (tracing passes u64 on as text).

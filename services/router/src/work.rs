@@ -105,7 +105,11 @@ async fn route(
                     .collect();
                 span.record("llmr.plan", targets.join(", ").as_str());
                 let stream = streams::jobs(&plan.pool);
-                let envelope = Box::new(env.routed(plan, llmr_telemetry::traceparent(&span, &env.traceparent)));
+                let routed = env.routed(plan, llmr_telemetry::traceparent(&span, &env.traceparent));
+                // The forward is a publish too: a PRODUCER span under the routing decision.
+                let publish = llmr_bus::caller::producer_span(&bus, &stream, &routed);
+                let traceparent = llmr_telemetry::traceparent(&publish, &routed.traceparent);
+                let envelope = Box::new(Envelope { traceparent, ..routed });
                 settled.push((d.entry, env.id, Done::Forward { stream, envelope }));
             }
             Err(e) => settled.push(answer(&bus, d, e).await),

@@ -166,6 +166,8 @@ pub struct Telemetry {
     pub otlp_endpoint: String,
     /// `grpc` or `http/protobuf`; empty = `OTEL_EXPORTER_OTLP_PROTOCOL`, else `grpc`.
     pub otlp_protocol: String,
+    /// Headers sent with every export (`key=value,…`); empty = `OTEL_EXPORTER_OTLP_HEADERS`.
+    pub otlp_headers: SecretString,
     /// Share of new traces sampled (parent-based: a client's sampled trace is always kept).
     pub sampling_ratio: f64,
     pub service_name: String,

@@ -85,15 +85,32 @@ fn exporter(cfg: &Settings) -> Result<Option<opentelemetry_otlp::SpanExporter>, 
         p => p.to_owned(),
     };
     let fail = |e: opentelemetry_otlp::ExporterBuildError| TelemetryError::Exporter(e.to_string());
+    let headers = headers(secrecy::ExposeSecret::expose_secret(&cfg.otlp_headers))?;
     let exporter = if protocol == "http/protobuf" {
-        let b = opentelemetry_otlp::SpanExporter::builder().with_http();
+        let mut b = opentelemetry_otlp::SpanExporter::builder().with_http();
+        if !headers.is_empty() {
+            b = opentelemetry_otlp::WithHttpConfig::with_headers(b, headers.into_iter().collect());
+        }
         if cfg.otlp_endpoint.is_empty() {
             b.build()
         } else {
             b.with_endpoint(cfg.otlp_endpoint.clone()).build()
         }
     } else {
-        let b = opentelemetry_otlp::SpanExporter::builder().with_tonic();
+        let mut b = opentelemetry_otlp::SpanExporter::builder().with_tonic();
+        if !headers.is_empty() {
+            let mut map = http::HeaderMap::new();
+            for (k, v) in headers {
+                let key = http::HeaderName::from_bytes(k.as_bytes())
+                    .map_err(|_| TelemetryError::Exporter(format!("telemetry.otlp_headers: invalid name `{k}`")))?;
+                let value = http::HeaderValue::from_str(&v).map_err(|_| {
+                    TelemetryError::Exporter(format!("telemetry.otlp_headers: invalid value for `{k}`"))
+                })?;
+                map.insert(key, value);
+            }
+            let metadata = opentelemetry_otlp::tonic_types::metadata::MetadataMap::from_headers(map);
+            b = opentelemetry_otlp::WithTonicConfig::with_metadata(b, metadata);
+        }
         if cfg.otlp_endpoint.is_empty() {
             b.build()
         } else {
@@ -101,6 +118,20 @@ fn exporter(cfg: &Settings) -> Result<Option<opentelemetry_otlp::SpanExporter>, 
         }
     };
     exporter.map(Some).map_err(fail)
+}
+
+/// `telemetry.otlp_headers` (`key=value,key2=value2`, as `OTEL_EXPORTER_OTLP_HEADERS`, which
+/// the exporter reads itself when this is empty).
+fn headers(list: &str) -> Result<Vec<(String, String)>, TelemetryError> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .map(|h| {
+            h.split_once('=')
+                .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+                .ok_or_else(|| TelemetryError::Exporter(format!("telemetry.otlp_headers: `{h}` is not key=value")))
+        })
+        .collect()
 }
 
 /// The tracer provider: resource `service.name` = `{service_name}-{role}` (unless
@@ -197,6 +228,19 @@ pub fn trace_id(traceparent: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_otlp_headers() {
+        assert_eq!(
+            headers("authorization=Bearer x, x-team = a").unwrap(),
+            vec![
+                ("authorization".into(), "Bearer x".into()),
+                ("x-team".into(), "a".into())
+            ]
+        );
+        assert!(headers("").unwrap().is_empty());
+        assert!(headers("novalue").is_err());
+    }
 
     #[test]
     fn validates_traceparent() {

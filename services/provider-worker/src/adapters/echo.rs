@@ -62,6 +62,7 @@ pub async fn answer(c: Call<'_>) -> AttemptResult {
             relayed_bytes: 0,
             response_id: Some(id),
             response_model: Some(model.to_owned()),
+            finish_reasons: vec!["stop".into()],
         });
     }
     for event in stream_events(&id, model, created, &text, env.meta.include_usage.then_some(usage)) {
@@ -73,6 +74,7 @@ pub async fn answer(c: Call<'_>) -> AttemptResult {
         relayed_bytes: 0,
         response_id: Some(id),
         response_model: Some(model.to_owned()),
+        finish_reasons: vec!["stop".into()],
     })
 }
 

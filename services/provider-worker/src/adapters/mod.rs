@@ -174,6 +174,8 @@ pub struct Outcome {
     /// The answer's `id` and `model`, when the adapter saw them (for the attempt's span).
     pub response_id: Option<String>,
     pub response_model: Option<String>,
+    /// Why each choice ended (`stop`, `length`, `tool_calls`…), when the adapter saw it.
+    pub finish_reasons: Vec<String>,
 }
 
 /// The result of one attempt.

@@ -17,7 +17,6 @@ use futures_util::{FutureExt, StreamExt};
 use llmr_bus::Replier;
 use llmr_protocol::{ApiError, Usage, now_ms};
 use serde::Deserialize;
-use serde::de::IgnoredAny;
 use serde_json::value::RawValue;
 
 use super::{Adapter, AttemptError, AttemptResult, Call, Outcome};
@@ -42,7 +41,14 @@ struct UsageOnly {
     #[serde(default)]
     usage: Option<Usage>,
     #[serde(default)]
-    choices: Option<Vec<IgnoredAny>>,
+    choices: Option<Vec<ChoiceEnd>>,
+}
+
+/// What a choice says of its end (the rest of it is not parsed).
+#[derive(Deserialize)]
+struct ChoiceEnd {
+    #[serde(default)]
+    finish_reason: Option<String>,
 }
 
 /// Statuses that say the request itself is wrong: passed to the client, never retried.
@@ -117,6 +123,12 @@ async fn call(c: Call<'_>) -> AttemptResult {
             relayed_bytes,
             response_id: parsed.id,
             response_model: parsed.model,
+            finish_reasons: parsed
+                .choices
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|c| c.finish_reason)
+                .collect(),
         });
     }
     relay_stream(&mut resp, out, client_wants_usage).await
@@ -135,6 +147,7 @@ where
     let mut splitter = Splitter::default();
     let mut usage = None;
     let (mut response_id, mut response_model) = (None, None);
+    let mut finish_reasons = Vec::new();
     let mut relayed_bytes = 0u64;
     while let Some(chunk) = resp.next().await {
         // Take every chunk that has already arrived too: one frame (one round trip) for a
@@ -156,6 +169,16 @@ where
                 Event::Data(d) => {
                     if d.first() != Some(&b'{') {
                         return Err(broken(out, "the upstream sent a malformed stream event".into()));
+                    }
+                    if memchr::memmem::find(&d, b"\"finish_reason\":\"").is_some()
+                        && let Ok(u) = serde_json::from_slice::<UsageOnly>(&d)
+                    {
+                        finish_reasons.extend(
+                            u.choices
+                                .unwrap_or_default()
+                                .into_iter()
+                                .filter_map(|c| c.finish_reason),
+                        );
                     }
                     if memchr::memmem::find(&d, b"\"usage\":{").is_some()
                         && let Ok(u) = serde_json::from_slice::<UsageOnly>(&d)
@@ -186,6 +209,7 @@ where
                 relayed_bytes,
                 response_id,
                 response_model,
+                finish_reasons,
             });
         }
     }
