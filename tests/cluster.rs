@@ -420,6 +420,38 @@ async fn a_worker_stopped_with_sigterm_under_load_finishes_its_work() {
     assert_eq!(k.late, 0, "{k:?}");
 }
 
+/// Opens an MCP session on `url` (`initialize`); its `Mcp-Session-Id`.
+async fn mcp_session(url: &str, headers: &[(&str, &str)]) -> String {
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
+    let mut req = client().post(url);
+    for (k, v) in headers {
+        req = req.insert_header((*k, *v));
+    }
+    let mut resp = req.send_json(&init).await.unwrap();
+    let sid = resp
+        .headers()
+        .get("mcp-session-id")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let _ = resp.body().await;
+    sid
+}
+
+/// Collects exported spans until `done` says the trace is complete (at most 15 s).
+async fn collect_spans(
+    collector: &mut fake_opentelemetry_collector::FakeCollectorServer,
+    done: impl Fn(&[fake_opentelemetry_collector::ExportedSpan]) -> bool,
+) -> Vec<fake_opentelemetry_collector::ExportedSpan> {
+    let mut spans = Vec::new();
+    let until = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < until && !done(&spans) {
+        spans.extend(collector.exported_spans(1, Duration::from_millis(500)).await);
+    }
+    spans
+}
+
 /// An exported span's attribute as plain text (the collector keeps OTLP's `AnyValue` debug
 /// form: `Some(AnyValue { value: Some(StringValue("x")) })`).
 fn otel_attr(s: &fake_opentelemetry_collector::ExportedSpan, key: &str) -> String {
@@ -467,8 +499,6 @@ async fn one_trace_covers_gateway_router_and_worker_with_gen_ai_attempt_spans() 
     )
     .await;
     assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
-    let mut spans = Vec::new();
-    let until = Instant::now() + Duration::from_secs(15);
     // Every process exports on its own schedule: wait for the last span of each.
     let complete = |spans: &[fake_opentelemetry_collector::ExportedSpan]| {
         spans
@@ -477,9 +507,7 @@ async fn one_trace_covers_gateway_router_and_worker_with_gen_ai_attempt_spans() 
             && spans.iter().any(|s| s.name == "route")
             && spans.iter().any(|s| s.name == "POST /v1/chat/completions")
     };
-    while Instant::now() < until && !complete(&spans) {
-        spans.extend(collector.exported_spans(1, Duration::from_millis(500)).await);
-    }
+    let spans = collect_spans(&mut collector, complete).await;
     let ours: Vec<_> = spans.iter().filter(|s| s.trace_id == trace).collect();
     let names: Vec<&str> = ours.iter().map(|s| s.name.as_str()).collect();
     eprintln!("trace {trace}: {names:?}");
@@ -564,12 +592,8 @@ async fn llmrouter_all_traces_a_streamed_chat_end_to_end() {
         "process jobs:default",
         "chat m",
     ];
-    let mut spans: Vec<ExportedSpan> = Vec::new();
-    let until = Instant::now() + Duration::from_secs(15);
     let have = |spans: &[ExportedSpan], n: &str| spans.iter().any(|s| s.trace_id == trace && s.name == n);
-    while Instant::now() < until && !wanted.iter().all(|n| have(&spans, n)) {
-        spans.extend(collector.exported_spans(1, Duration::from_millis(500)).await);
-    }
+    let spans = collect_spans(&mut collector, |spans| wanted.iter().all(|n| have(spans, n))).await;
     let names: Vec<&str> = spans
         .iter()
         .filter(|s| s.trace_id == trace)
@@ -602,16 +626,7 @@ async fn remote_mcp_servers_get_the_callers_trace() {
     c.spawn("all", &["all"]);
     assert!(c.listening(Duration::from_secs(20)));
     let mcp = c.url("/mcp");
-    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
-    let mut resp = client().post(&mcp).send_json(&init).await.unwrap();
-    let sid = resp
-        .headers()
-        .get("mcp-session-id")
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_owned();
-    let _ = resp.body().await;
+    let sid = mcp_session(&mcp, &[]).await;
     let trace = "8bf92f3577b34da6a3ce929d0e0e4740";
     let tp = format!("00-{trace}-00f067aa0ba902b7-01");
     let list = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {}});
@@ -668,19 +683,17 @@ async fn the_tool_loop_shows_each_round_in_the_trace() {
     let (s, b) = post_with(&c.url("/v1/chat/completions"), &body, &[("traceparent", tp.as_str())]).await;
     assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
     let wanted = ["tool_loop round 0", "tool_loop round 1", "execute_tool calculator"];
-    let mut spans: Vec<ExportedSpan> = Vec::new();
-    let until = Instant::now() + Duration::from_secs(15);
     let have = |spans: &[ExportedSpan], n: &str| spans.iter().any(|s| s.trace_id == trace && s.name == n);
-    while Instant::now() < until
-        && !(wanted.iter().all(|n| have(&spans, n))
-            && spans
-                .iter()
-                .filter(|s| s.trace_id == trace && s.name == "chat m")
-                .count()
-                == 2)
-    {
-        spans.extend(collector.exported_spans(1, Duration::from_millis(500)).await);
-    }
+    let attempts = |spans: &[ExportedSpan]| {
+        spans
+            .iter()
+            .filter(|s| s.trace_id == trace && s.name == "chat m")
+            .count()
+    };
+    let spans = collect_spans(&mut collector, |spans| {
+        wanted.iter().all(|n| have(spans, n)) && attempts(spans) == 2
+    })
+    .await;
     let ours: Vec<&ExportedSpan> = spans.iter().filter(|s| s.trace_id == trace).collect();
     let names: Vec<&str> = ours.iter().map(|s| s.name.as_str()).collect();
     let span = |n: &str| {
@@ -734,16 +747,7 @@ async fn an_mcp_tool_calling_ai_chat_stays_in_the_callers_trace() {
     assert!(c.procs.listening(Duration::from_secs(20)));
     c.ready(1).await;
     let mcp = c.url("/mcp");
-    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
-    let mut resp = client().post(&mcp).send_json(&init).await.unwrap();
-    let sid = resp
-        .headers()
-        .get("mcp-session-id")
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_owned();
-    let _ = resp.body().await;
+    let sid = mcp_session(&mcp, &[]).await;
     let trace = "5bf92f3577b34da6a3ce929d0e0e4737";
     let tp = format!("00-{trace}-00f067aa0ba902b7-01");
     let call = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "ask", "arguments": {"q": "hello"}}});
@@ -770,12 +774,8 @@ async fn an_mcp_tool_calling_ai_chat_stays_in_the_callers_trace() {
         "process jobs:default",
         "chat m",
     ];
-    let mut spans: Vec<ExportedSpan> = Vec::new();
-    let until = Instant::now() + Duration::from_secs(15);
     let have = |spans: &[ExportedSpan], n: &str| spans.iter().any(|s| s.trace_id == trace && s.name == n);
-    while Instant::now() < until && !wanted.iter().all(|n| have(&spans, n)) {
-        spans.extend(collector.exported_spans(1, Duration::from_millis(500)).await);
-    }
+    let spans = collect_spans(&mut collector, |spans| wanted.iter().all(|n| have(spans, n))).await;
     let ours: Vec<&ExportedSpan> = spans.iter().filter(|s| s.trace_id == trace).collect();
     let names: Vec<&str> = ours.iter().map(|s| s.name.as_str()).collect();
     eprintln!("trace {trace}: {names:?}");
@@ -1036,21 +1036,7 @@ async fn no_secret_reaches_the_log_or_the_client() {
     let (s, _) = post_with(&url, &chat_body("m1", "x", false), &[("authorization", "Bearer wrong")]).await;
     assert_eq!(s, 401);
     let mcp = c.url("/mcp");
-    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
-    let mut resp = client()
-        .post(&mcp)
-        .insert_header(("authorization", auth.as_str()))
-        .send_json(&init)
-        .await
-        .unwrap();
-    let sid = resp
-        .headers()
-        .get("mcp-session-id")
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_owned();
-    let _ = resp.body().await;
+    let sid = mcp_session(&mcp, &[("authorization", auth.as_str())]).await;
     let list = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {}});
     let (s, _) = post_with(
         &mcp,

@@ -332,32 +332,13 @@ async fn chat(req: HttpRequest, body: web::Bytes, data: web::Data<Shared>) -> Ht
 
 /// Any other path: recorded (so tests see what reached it and with which headers), 404.
 async fn elsewhere(req: HttpRequest, body: web::Bytes, data: web::Data<Shared>) -> HttpResponse {
-    let header = |n: &str| req.headers().get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let headers = req
-        .headers()
-        .iter()
-        .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
-        .collect();
-    data.state.lock().unwrap().log.push(Recorded {
-        path: req.path().to_owned(),
-        authorization: header("authorization"),
-        traceparent: header("traceparent"),
-        headers,
-        body: serde_json::from_slice(&body).unwrap_or(Value::Null),
-        at: std::time::Instant::now(),
-        status: 404,
-    });
+    let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    data.state.lock().unwrap().log.push(recorded(&req, &body, 404));
     HttpResponse::NotFound().json(json!({"error": {"message": "not served by the mock", "type": "mock_error"}}))
 }
 
 /// Logs the request and picks the behavior that answers it (a failure only at its rate).
 fn record(shared: &Shared, req: &HttpRequest, body: &Value) -> Behavior {
-    let header = |n: &str| req.headers().get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let headers = req
-        .headers()
-        .iter()
-        .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
-        .collect();
     let mut st = shared.state.lock().unwrap();
     let mut b = st.queue.pop_front().unwrap_or_else(|| st.default.clone());
     let wants_failure = b.status != 0 && b.status != 200;
@@ -365,16 +346,26 @@ fn record(shared: &Shared, req: &HttpRequest, body: &Value) -> Behavior {
     if !failing {
         b.status = 0;
     }
-    st.log.push(Recorded {
+    st.log.push(recorded(req, body, if failing { b.status } else { 200 }));
+    b
+}
+
+/// What the log keeps of one request.
+fn recorded(req: &HttpRequest, body: &Value, status: u16) -> Recorded {
+    let header = |n: &str| req.headers().get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    Recorded {
         path: req.path().to_owned(),
         authorization: header("authorization"),
         traceparent: header("traceparent"),
-        headers,
+        headers: req
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+            .collect(),
         body: body.clone(),
         at: std::time::Instant::now(),
-        status: if failing { b.status } else { 200 },
-    });
-    b
+        status,
+    }
 }
 
 /// A non-streamed answer: the text, or the behavior's tool calls; usage unless withheld.
