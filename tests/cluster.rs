@@ -420,6 +420,27 @@ async fn a_worker_stopped_with_sigterm_under_load_finishes_its_work() {
     assert_eq!(k.late, 0, "{k:?}");
 }
 
+/// `llmrouter all` as one process with `cfg`, listening.
+fn all_process(cfg: TestConfig) -> ProcessCluster {
+    let mut c = ProcessCluster::new(&bin(), cfg, false);
+    c.spawn("all", &["all"]);
+    assert!(c.listening(Duration::from_secs(20)));
+    c
+}
+
+/// Group `g` over model `m` of `down` (tried first) and `up`.
+fn failover_group(down: &MockUpstream, up: &MockUpstream) -> String {
+    let entry = |name: &str, mock: &MockUpstream, priority: u32| {
+        provider_entry(name, &mock.base_url(), &["m"], &[&format!("sk-{name}")])
+            .replace("[[providers]]\n", &format!("[[providers]]\npriority = {priority}\n"))
+    };
+    format!(
+        "{}{}[[models]]\nname = \"g\"\nstrategy = \"priority\"\ntargets = [{{provider = \"down\", model = \"m\"}}, {{provider = \"up\", model = \"m\"}}]\n",
+        entry("down", down, 0),
+        entry("up", up, 1)
+    )
+}
+
 /// Opens an MCP session on `url` (`initialize`); its `Mcp-Session-Id`.
 async fn mcp_session(url: &str, headers: &[(&str, &str)]) -> String {
     let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
@@ -470,13 +491,7 @@ async fn one_trace_covers_gateway_router_and_worker_with_gen_ai_attempt_spans() 
     // A group whose first target fails (500): two attempt spans, the second after a failover.
     let (down, up) = (MockUpstream::start(&[]), MockUpstream::start(&[]));
     down.set_default(Behavior::status(500));
-    let toml = format!(
-        "{}{}[[models]]\nname = \"g\"\nstrategy = \"priority\"\ntargets = [{{provider = \"down\", model = \"m\"}}, {{provider = \"up\", model = \"m\"}}]\n",
-        provider_entry("down", &down.base_url(), &["m"], &["sk-down"])
-            .replace("[[providers]]\n", "[[providers]]\npriority = 0\n"),
-        provider_entry("up", &up.base_url(), &["m"], &["sk-up"])
-            .replace("[[providers]]\n", "[[providers]]\npriority = 1\n"),
-    );
+    let toml = failover_group(&down, &up);
     // The standard OpenTelemetry variables turn export on; batches leave every 100 ms.
     let cfg = TestConfig::new(toml)
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint())
@@ -572,9 +587,7 @@ async fn llmrouter_all_traces_a_streamed_chat_end_to_end() {
     let cfg = TestConfig::new(mock_provider("up", &up.base_url(), &["m"]))
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint())
         .env("OTEL_BSP_SCHEDULE_DELAY", 100);
-    let mut c = ProcessCluster::new(&bin(), cfg, false);
-    c.spawn("all", &["all"]);
-    assert!(c.listening(Duration::from_secs(20)));
+    let c = all_process(cfg);
     let trace = "7bf92f3577b34da6a3ce929d0e0e4739";
     let tp = format!("00-{trace}-00f067aa0ba902b7-01");
     let (s, b) = post_with(
@@ -668,9 +681,7 @@ async fn the_tool_loop_shows_each_round_in_the_trace() {
             "LLMR__SCRIPTING__HOST_COMMAND",
             format!("{} script-host", bin().display()),
         );
-    let mut c = ProcessCluster::new(&bin(), cfg, false);
-    c.spawn("all", &["all"]);
-    assert!(c.listening(Duration::from_secs(20)));
+    let c = all_process(cfg);
     // The model calls the calculator, then answers.
     up.push(Behavior {
         tool_calls: Some(json!([{"id": "call_1", "type": "function", "function": {"name": "calculator", "arguments": "{\"expression\":\"6*7\"}"}}])),
@@ -827,17 +838,9 @@ async fn an_mcp_tool_calling_ai_chat_stays_in_the_callers_trace() {
 async fn json_logs_parse_and_carry_the_trace_and_the_request() {
     let (down, up) = (MockUpstream::start(&[]), MockUpstream::start(&[]));
     down.set_default(Behavior::status(500));
-    let toml = format!(
-        "{}{}[[models]]\nname = \"g\"\nstrategy = \"priority\"\ntargets = [{{provider = \"down\", model = \"m\"}}, {{provider = \"up\", model = \"m\"}}]\n",
-        provider_entry("down", &down.base_url(), &["m"], &["sk-down"])
-            .replace("[[providers]]\n", "[[providers]]\npriority = 0\n"),
-        provider_entry("up", &up.base_url(), &["m"], &["sk-up"])
-            .replace("[[providers]]\n", "[[providers]]\npriority = 1\n"),
-    );
+    let toml = failover_group(&down, &up);
     let cfg = TestConfig::new(toml).env("LLMR__TELEMETRY__LOG_FORMAT", "json");
-    let mut c = ProcessCluster::new(&bin(), cfg, false);
-    c.spawn("all", &["all"]);
-    assert!(c.listening(Duration::from_secs(20)));
+    let c = all_process(cfg);
     let trace = "6bf92f3577b34da6a3ce929d0e0e4738";
     let tp = format!("00-{trace}-00f067aa0ba902b7-01");
     let (s, _) = post_with(
@@ -956,9 +959,7 @@ async fn logged_content_is_scrubbed_of_personal_data() {
         let cfg = TestConfig::new(ECHO)
             .env("LLMR__TELEMETRY__LOG_CONTENT", true)
             .env("LLMR__TELEMETRY__SCRUB_CONTENT", scrub);
-        let mut c = ProcessCluster::new(&bin(), cfg, false);
-        c.spawn("all", &["all"]);
-        assert!(c.listening(Duration::from_secs(20)));
+        let c = all_process(cfg);
         let (s, _) = post(&c.url("/v1/chat/completions"), &chat_body("echo", said, false)).await;
         assert_eq!(s, 200);
         let log_path = c.named("all").next().unwrap().log.clone();
@@ -1016,9 +1017,7 @@ async fn no_secret_reaches_the_log_or_the_client() {
     let cfg = TestConfig::new(toml)
         .env("RUST_LOG", "debug")
         .env("LLMR__SERVER__TOKEN", TOKEN);
-    let mut c = ProcessCluster::new(&bin(), cfg, false);
-    c.spawn("all", &["all"]);
-    assert!(c.listening(Duration::from_secs(20)));
+    let c = all_process(cfg);
     let auth = format!("Bearer {TOKEN}");
     let headers = [("authorization", auth.as_str())];
     let url = c.url("/v1/chat/completions");
