@@ -65,7 +65,15 @@ pub fn init(cfg: &Settings, service: &str) -> Result<Telemetry, TelemetryError> 
     tracing_subscriber::registry()
         .with(filter)
         .with(fmt)
-        .with(tracing_opentelemetry::layer().with_tracer(tracer))
+        // Per-poll busy/idle timing and code-location/thread attributes cost more than they
+        // tell on a request path: off.
+        .with(
+            tracing_opentelemetry::layer()
+                .with_tracer(tracer)
+                .with_tracked_inactivity(false)
+                .with_location(false)
+                .with_threads(false),
+        )
         .try_init()
         .map_err(|e| TelemetryError::AlreadyInstalled(e.to_string()))?;
     Ok(Telemetry { provider })
@@ -147,11 +155,18 @@ fn tracer_provider(cfg: &Settings, service: &str) -> Result<SdkTracerProvider, T
         resource = resource.with_service_name(format!("{}-{}", cfg.service_name, service));
     }
     let mut builder = SdkTracerProvider::builder().with_resource(resource.build());
+    let exporter = exporter(cfg)?;
     if std::env::var("OTEL_TRACES_SAMPLER").map_or(true, |v| v.is_empty()) {
-        let ratio = Sampler::TraceIdRatioBased(cfg.sampling_ratio.clamp(0.0, 1.0));
-        builder = builder.with_sampler(Sampler::ParentBased(Box::new(ratio)));
+        // Without an exporter, new traces are not recorded (ids still flow to upstreams); a
+        // client's sampled trace still is.
+        let ratio = if exporter.is_some() {
+            cfg.sampling_ratio.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        builder = builder.with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(ratio))));
     }
-    if let Some(exporter) = exporter(cfg)? {
+    if let Some(exporter) = exporter {
         builder = builder.with_batch_exporter(exporter);
     }
     Ok(builder.build())
