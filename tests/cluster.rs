@@ -501,10 +501,12 @@ async fn one_trace_covers_gateway_router_and_worker_with_gen_ai_attempt_spans() 
         mock: MockUpstream::start(&[]),
     };
     c.add("router", &["router"]);
+    // Two workers: whichever takes the job, its spans join the same trace.
+    c.add("worker", &["worker", "--pool", "default"]);
     c.add("worker", &["worker", "--pool", "default"]);
     c.add("gateway", &["gateway"]);
     assert!(c.procs.listening(Duration::from_secs(20)));
-    c.ready(1).await;
+    c.ready(2).await;
     let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
     let tp = format!("00-{trace}-00f067aa0ba902b7-01");
     let (s, b) = post_with(
@@ -992,6 +994,28 @@ async fn logged_content_is_scrubbed_of_personal_data() {
                 "without scrubbing the content is as sent"
             );
         }
+    }
+}
+
+#[actix_rt::test]
+async fn an_unreachable_collector_fails_no_request() {
+    // Export goes to a port nothing listens on: requests are answered all the same.
+    let cfg = TestConfig::new(ECHO)
+        .env(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            format!("http://127.0.0.1:{}", free_port()),
+        )
+        .env("OTEL_BSP_SCHEDULE_DELAY", 50);
+    let c = all_process(cfg);
+    let tp = "00-abf92f3577b34da6a3ce929d0e0e4742-00f067aa0ba902b7-01";
+    for i in 0..20 {
+        let (s, b) = post_with(
+            &c.url("/v1/chat/completions"),
+            &chat_body("echo", &format!("still {i}"), i % 2 == 0),
+            &[("traceparent", tp)],
+        )
+        .await;
+        assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
     }
 }
 
