@@ -36,14 +36,23 @@ const SLOT_POLL: Duration = Duration::from_millis(25);
 pub struct ProviderRt {
     pub provider: Provider,
     adapter: Box<dyn Adapter>,
+    /// `server.address` and `server.port` of its attempts' spans, from `base_url` (once).
+    server: Option<(String, i64)>,
     /// Round-robin position for plans that name no key.
     next_key: Cell<usize>,
 }
 
 impl ProviderRt {
     pub fn new(provider: Provider) -> ProviderRt {
+        let server = provider.base().parse::<awc::http::Uri>().ok().and_then(|u| {
+            let port = u
+                .port_u16()
+                .unwrap_or(if u.scheme_str() == Some("https") { 443 } else { 80 });
+            Some((u.host()?.to_owned(), i64::from(port)))
+        });
         ProviderRt {
             adapter: crate::adapters::for_provider(&provider),
+            server,
             provider,
             next_key: Cell::new(0),
         }
@@ -278,7 +287,6 @@ fn attempt_span(
     number: u32,
     failed_over: Option<&'static str>,
 ) -> tracing::Span {
-    let uri: Option<awc::http::Uri> = p.provider.base().parse().ok();
     let span = tracing::info_span!(
         parent: job,
         "chat",
@@ -300,15 +308,9 @@ fn attempt_span(
         llmr.attempt = i64::from(number),
         llmr.failover_reason = tracing::field::Empty,
     );
-    if let Some(u) = &uri
-        && let Some(host) = u.host()
-    {
-        span.record("server.address", host);
-        span.record(
-            "server.port",
-            u.port_u16()
-                .unwrap_or(if u.scheme_str() == Some("https") { 443 } else { 80 }),
-        );
+    if let Some((host, port)) = &p.server {
+        span.record("server.address", host.as_str());
+        span.record("server.port", *port);
     }
     if let Some(reason) = failed_over {
         span.record("llmr.failover_reason", reason);
