@@ -156,13 +156,19 @@ async fn separate_processes_serve_plain_and_streaming_completions() {
     let (s, _) = post_with(
         &c.url("/v1/chat/completions"),
         &chat_body("mock-a", "traced", false),
-        &[("traceparent", tp)],
+        &[("traceparent", tp), ("tracestate", "vendor=opaque")],
     )
     .await;
     assert_eq!(s, 200);
-    let seen = c.mock.requests().last().unwrap().traceparent.clone().unwrap();
+    let last = c.mock.requests().last().unwrap().clone();
+    let seen = last.traceparent.unwrap();
     assert_eq!(&seen[3..35], "4bf92f3577b34da6a3ce929d0e0e4736");
     assert_ne!(&seen[36..52], "00f067aa0ba902b7", "each hop is its own span");
+    assert_eq!(
+        last.tracestate.as_deref(),
+        Some("vendor=opaque"),
+        "tracestate carried over Redis"
+    );
 }
 
 /// Outcome counts of a bounded load.
@@ -512,7 +518,7 @@ async fn one_trace_covers_gateway_router_and_worker_with_gen_ai_attempt_spans() 
     let (s, b) = post_with(
         &c.url("/v1/chat/completions"),
         &chat_body("g", "traced", false),
-        &[("traceparent", tp.as_str())],
+        &[("traceparent", tp.as_str()), ("tracestate", "vendor=failover")],
     )
     .await;
     assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
@@ -573,7 +579,9 @@ async fn one_trace_covers_gateway_router_and_worker_with_gen_ai_attempt_spans() 
         second.attributes
     );
     // The upstream got the attempt span's context, in the same trace.
-    let sent = up.requests().last().unwrap().traceparent.clone().unwrap();
+    let sent = up.requests().last().unwrap().clone();
+    assert_eq!(sent.tracestate.as_deref(), Some("vendor=failover"));
+    let sent = sent.traceparent.unwrap();
     assert!(
         sent.contains(&format!("-{}-", second.span_id)),
         "{sent} vs {}",
@@ -648,7 +656,11 @@ async fn remote_mcp_servers_get_the_callers_trace() {
     let (s, _) = post_with(
         &mcp,
         &list,
-        &[("mcp-session-id", sid.as_str()), ("traceparent", tp.as_str())],
+        &[
+            ("mcp-session-id", sid.as_str()),
+            ("traceparent", tp.as_str()),
+            ("tracestate", "vendor=mcp"),
+        ],
     )
     .await;
     assert_eq!(s, 200);
@@ -659,6 +671,7 @@ async fn remote_mcp_servers_get_the_callers_trace() {
         .expect("the remote server was asked");
     let got = hit.traceparent.clone().unwrap_or_default();
     assert!(got.contains(trace), "the remote server got `{got}`");
+    assert_eq!(hit.tracestate.as_deref(), Some("vendor=mcp"));
 }
 
 #[actix_rt::test]
@@ -767,7 +780,11 @@ async fn an_mcp_tool_calling_ai_chat_stays_in_the_callers_trace() {
     let (s, b) = post_with(
         &mcp,
         &call,
-        &[("mcp-session-id", sid.as_str()), ("traceparent", tp.as_str())],
+        &[
+            ("mcp-session-id", sid.as_str()),
+            ("traceparent", tp.as_str()),
+            ("tracestate", "vendor=tool"),
+        ],
     )
     .await;
     assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
@@ -777,6 +794,9 @@ async fn an_mcp_tool_calling_ai_chat_stays_in_the_callers_trace() {
         "{}",
         String::from_utf8_lossy(&b)
     );
+    // The script's chat reached the upstream with the client's tracestate, over four hops.
+    let asked = up.requests().last().unwrap().clone();
+    assert_eq!(asked.tracestate.as_deref(), Some("vendor=tool"));
     let wanted = [
         "POST /mcp",
         "publish mcp",
@@ -952,6 +972,96 @@ async fn router_worker_and_gateway_stop_cleanly_under_load() {
         "gateway exited cleanly (no panic):\n{}",
         g.tail(20)
     );
+}
+
+#[actix_rt::test]
+async fn mcp_tools_stopped_with_sigterm_under_load_finishes_its_tool_calls() {
+    const CALLERS: usize = 8;
+    const EACH: usize = 8;
+    let up = MockUpstream::start(&["m"]);
+    up.set_default(Behavior::latency(150));
+    let tools = std::env::temp_dir().join(format!("llmr-term-tools-{}-{}", std::process::id(), free_port()));
+    std::fs::create_dir_all(&tools).unwrap();
+    std::fs::write(
+        tools.join("ask.js"),
+        "import ai from \"ai\";\nexport const description = \"Asks a model.\";\nexport default function ({ q }) { return ai.chat(q, { model: \"m\" }); }\n",
+    )
+    .unwrap();
+    let cfg = TestConfig::new(mock_provider("up", &up.base_url(), &["m"]))
+        .env("LLMR__SERVER__REQUEST_TIMEOUT_MS", 20_000)
+        .env("LLMR__SCRIPTING__TOOLS_PATH", tools.display())
+        .env(
+            "LLMR__SCRIPTING__HOST_COMMAND",
+            format!("{} script-host", bin().display()),
+        );
+    let mut c = Cluster {
+        procs: ProcessCluster::new(&bin(), cfg, true),
+        mock: MockUpstream::start(&[]),
+    };
+    let admin = free_port();
+    for role in ["router", "worker", "mcp-tools", "gateway"] {
+        c.add(role, &[role]);
+    }
+    c.procs.spawn_with(
+        "mcp-tools",
+        &["mcp-tools"],
+        &[("LLMR__TELEMETRY__ADMIN_PORT", admin.to_string())],
+    );
+    assert!(c.procs.listening(Duration::from_secs(20)));
+    c.ready(1).await;
+    assert!(wait_for_port(admin, Duration::from_secs(10)));
+    let mcp = c.url("/mcp");
+    let sid = mcp_session(&mcp, &[]).await;
+    let answered = Rc::new(RefCell::new(Vec::new()));
+    let tasks: Vec<_> = (0..CALLERS)
+        .map(|caller| {
+            let (mcp, sid, answered) = (mcp.clone(), sid.clone(), answered.clone());
+            actix_rt::spawn(async move {
+                for i in 0..EACH {
+                    let q = format!("q{caller}-{i}");
+                    let call = json!({"jsonrpc": "2.0", "id": i, "method": "tools/call",
+                                      "params": {"name": "ask", "arguments": {"q": q}}});
+                    let (s, b) = post_with(&mcp, &call, &[("mcp-session-id", sid.as_str())]).await;
+                    let text = json(&b)["result"]["content"][0]["text"].as_str().map(str::to_owned);
+                    answered.borrow_mut().push((s, text == Some(format!("mock: {q}"))));
+                }
+            })
+        })
+        .collect();
+    let until = Instant::now() + Duration::from_secs(20);
+    while up.request_count() < 12 && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let stopping = Instant::now();
+    let term = c.procs.nth("mcp-tools", 1).unwrap();
+    term.terminate();
+    let ready = format!("http://127.0.0.1:{admin}/readyz");
+    assert!(
+        eventually(Duration::from_secs(2), || async { get(&ready, &[]).await.0 == 503 }).await,
+        "readiness went false"
+    );
+    let mut status = None;
+    while status.is_none() && stopping.elapsed() < Duration::from_secs(15) {
+        status = c.procs.nth("mcp-tools", 1).unwrap().exited();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let exited = stopping.elapsed();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let answered = answered.borrow();
+    let good = answered.iter().filter(|(s, ok)| *s == 200 && *ok).count();
+    eprintln!(
+        "mcp-tools sigterm: {} tool calls, {good} answered right; it exited after {exited:?}",
+        CALLERS * EACH
+    );
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "mcp-tools exited cleanly within the grace:\n{}",
+        c.procs.nth("mcp-tools", 1).unwrap().tail(30)
+    );
+    assert_eq!(good, CALLERS * EACH, "every tool call answered: {answered:?}");
+    let _ = std::fs::remove_dir_all(&tools);
 }
 
 #[actix_rt::test]

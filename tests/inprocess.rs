@@ -344,12 +344,22 @@ async fn trace_context_reaches_the_upstream(redis: bool) {
     let (s, _) = post_with(
         &f.url("/v1/chat/completions"),
         &chat_body("mock-a", "traced", false),
-        &[("traceparent", tp)],
+        &[("traceparent", tp), ("tracestate", "vendor=opaque,other=1")],
     )
     .await;
     assert_eq!(s, 200);
-    let seen = f.mock.requests()[0].traceparent.clone().unwrap();
-    assert_eq!(&seen[3..35], "4bf92f3577b34da6a3ce929d0e0e4736", "same trace: {seen}");
+    let seen = f.mock.requests()[0].clone();
+    let tp_seen = seen.traceparent.unwrap();
+    assert_eq!(
+        &tp_seen[3..35],
+        "4bf92f3577b34da6a3ce929d0e0e4736",
+        "same trace: {tp_seen}"
+    );
+    assert_eq!(
+        seen.tracestate.as_deref(),
+        Some("vendor=opaque,other=1"),
+        "tracestate carried"
+    );
 }
 both!(trace_context_reaches_the_upstream);
 

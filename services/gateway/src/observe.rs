@@ -10,7 +10,7 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
 use actix_web::{HttpResponse, web};
-use llmr_protocol::streams;
+use llmr_protocol::{TraceContext, streams};
 use llmr_telemetry::metrics::{metrics, render};
 use serde_json::{Value, json};
 use tracing::Instrument;
@@ -39,9 +39,7 @@ pub async fn record(
         http.route = tracing::field::Empty,
         http.response.status_code = tracing::field::Empty,
     );
-    if let Some(tp) = req.headers().get("traceparent").and_then(|v| v.to_str().ok()) {
-        llmr_telemetry::set_parent(&span, tp);
-    }
+    llmr_telemetry::set_parent(&span, &client_trace(req.headers()));
     let res = next.call(req).instrument(span.clone()).await;
     let (route, status) = match &res {
         Ok(r) => (
@@ -97,6 +95,12 @@ pub async fn scrape(state: web::Data<AppState>) -> HttpResponse {
 }
 
 /// Loads, circuits and cooldowns of every target and key, from the health report.
+/// The W3C trace context a client sent (`traceparent`, `tracestate`; empty when absent).
+pub fn client_trace(headers: &actix_web::http::header::HeaderMap) -> TraceContext {
+    let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    TraceContext::from_headers(get("traceparent"), get("tracestate"))
+}
+
 fn routing_gauges(report: &Value) {
     let m = metrics();
     let now = llmr_protocol::now_ms();

@@ -128,8 +128,8 @@ impl ToolHost<'_> {
         };
         let deadline = now_ms() + self.env.settings().server.request_timeout_ms;
         // The chat continues the trace of the tool call that asked for it.
-        let traceparent = llmr_telemetry::traceparent(&tracing::Span::current(), "");
-        let env = Envelope::new(Kind::Chat, caller.instance(), deadline, &traceparent, body, meta);
+        let trace = llmr_telemetry::context(&tracing::Span::current(), &Default::default());
+        let env = Envelope::new(Kind::Chat, caller.instance(), deadline, trace, body, meta);
         let answer = caller.call(streams::REQUESTS, &env).await?;
         let v: Value = serde_json::from_slice(&answer.body).map_err(|e| HostError::Unreadable(e.to_string()))?;
         if answer.status >= 400 {

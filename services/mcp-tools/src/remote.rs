@@ -70,9 +70,9 @@ impl Remote {
             .insert_header(("accept", "application/json, text/event-stream"))
             .insert_header(("mcp-protocol-version", PROTOCOL_VERSIONS[0]));
         // The remote server continues the caller's trace.
-        let traceparent = llmr_telemetry::traceparent(&tracing::Span::current(), "");
-        if !traceparent.is_empty() {
-            req = req.insert_header(("traceparent", traceparent));
+        let trace = llmr_telemetry::context(&tracing::Span::current(), &Default::default());
+        for (name, value) in trace.headers() {
+            req = req.insert_header((name, value));
         }
         if let Some(t) = self.cfg.token() {
             req = req.insert_header(("authorization", format!("Bearer {t}")));

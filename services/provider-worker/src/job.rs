@@ -249,14 +249,14 @@ async fn run_attempt<'a>(
         remaining
     };
     let timeout = Duration::from_millis(limit.max(1));
-    let tp = llmr_telemetry::traceparent(&span, &env.traceparent);
+    let trace = llmr_telemetry::context(&span, &env.trace);
     let started = Instant::now();
     let call = Call {
         env,
         attempt,
         provider: &p.provider,
         key: key.map(|k| k.1),
-        traceparent: &tp,
+        trace: &trace,
         timeout,
         client: &ctx.client,
         max_response_bytes: ctx.max_response_bytes,

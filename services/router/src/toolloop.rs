@@ -133,7 +133,7 @@ impl ToolLoop {
             ..Meta::default()
         };
         let mut call = env.on_behalf(kind, self.caller.instance(), Bytes::from(body.to_string()), meta);
-        call.traceparent = llmr_telemetry::traceparent(&tracing::Span::current(), &env.traceparent);
+        call.trace = llmr_telemetry::context(&tracing::Span::current(), &env.trace);
         let answer = self.caller.call(streams::MCP, &call).await?;
         serde_json::from_slice(&answer.body).map_err(|e| ApiError::Internal {
             message: format!("mcp-tools sent an unreadable answer: {e}"),
@@ -313,7 +313,7 @@ impl ToolLoop {
             ..Meta::default()
         };
         let mut job = env.on_behalf(Kind::Job, self.caller.instance(), bytes, meta);
-        job.traceparent = llmr_telemetry::traceparent(&tracing::Span::current(), &env.traceparent);
+        job.trace = llmr_telemetry::context(&tracing::Span::current(), &env.trace);
         let answer = self.caller.call(&stream, &job).await?;
         let c: ChatCompletion = serde_json::from_slice(&answer.body).map_err(|e| ApiError::Internal {
             message: format!("unreadable completion: {e}"),

@@ -7,7 +7,7 @@
 use std::rc::Rc;
 
 use llmr_bus::{Bus, Delivery, Done, Replier, Settled, Tasks, Work};
-use llmr_protocol::{ApiError, Envelope, now_ms, streams};
+use llmr_protocol::{ApiError, Envelope, TraceContext, now_ms, streams};
 
 use crate::routing::{Resolved, Routing};
 use crate::toolloop::{self, ToolLoop};
@@ -56,15 +56,14 @@ impl Work for Requests {
             .chain(refused.iter().map(|(d, _)| d))
             .map(|d| (d.entry.clone(), d.envelope.id))
             .collect();
-        let traceparents: Vec<String> = routable
+        let traces: Vec<TraceContext> = routable
             .iter()
             .map(|(d, _)| d)
             .chain(refused.iter().map(|(d, _)| d))
-            .map(|d| d.envelope.traceparent.clone())
+            .map(|d| d.envelope.trace.clone())
             .collect();
-        let links: Vec<&str> = traceparents.iter().map(String::as_str).collect();
         let work = route(self.bus.clone(), self.routing.clone(), routable, refused);
-        tasks.spawn_batch(held, &links, work);
+        tasks.spawn_batch(held, &traces, work);
     }
 }
 
@@ -94,7 +93,7 @@ async fn route(
             provider = tracing::field::Empty,
             llmr.plan = tracing::field::Empty,
         );
-        llmr_telemetry::set_parent(&span, &env.traceparent);
+        llmr_telemetry::set_parent(&span, &env.trace);
         match plan {
             Ok(plan) => {
                 span.record("provider", plan.attempts[0].provider.as_str());
@@ -105,11 +104,11 @@ async fn route(
                     .collect();
                 span.record("llmr.plan", targets.join(", ").as_str());
                 let stream = streams::jobs(&plan.pool);
-                let routed = env.routed(plan, llmr_telemetry::traceparent(&span, &env.traceparent));
+                let routed = env.routed(plan, llmr_telemetry::context(&span, &env.trace));
                 // The forward is a publish too: a PRODUCER span under the routing decision.
                 let publish = llmr_bus::caller::producer_span(&bus, &stream, &routed);
-                let traceparent = llmr_telemetry::traceparent(&publish, &routed.traceparent);
-                let envelope = Box::new(Envelope { traceparent, ..routed });
+                let trace = llmr_telemetry::context(&publish, &routed.trace);
+                let envelope = Box::new(Envelope { trace, ..routed });
                 settled.push((d.entry, env.id, Done::Forward { stream, envelope }));
             }
             Err(e) => settled.push(answer(&bus, d, e).await),

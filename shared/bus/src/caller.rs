@@ -72,7 +72,7 @@ impl Caller {
     pub async fn send(&self, stream: &str, env: &Envelope) -> Result<Call, ApiError> {
         let span = producer_span(&self.bus, stream, env);
         let env = &Envelope {
-            traceparent: llmr_telemetry::traceparent(&span, &env.traceparent),
+            trace: llmr_telemetry::context(&span, &env.trace),
             ..env.clone()
         };
         let rx = self.hub.register(env.id);
@@ -118,7 +118,7 @@ pub fn producer_span(bus: &Bus, stream: &str, env: &Envelope) -> tracing::Span {
         messaging.destination.name = %stream,
         messaging.message.id = %env.id,
     );
-    llmr_telemetry::set_parent(&span, &env.traceparent);
+    llmr_telemetry::set_parent(&span, &env.trace);
     span
 }
 

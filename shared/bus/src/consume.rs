@@ -21,7 +21,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use actix::{Actor, ActorFutureExt, AsyncContext, Context, Message, ResponseFuture, WrapFuture};
-use llmr_protocol::Envelope;
+use llmr_protocol::{Envelope, TraceContext};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{Id, JoinSet};
 use tokio::time::{Instant, Interval, MissedTickBehavior};
@@ -86,18 +86,18 @@ impl Tasks {
         self.cancels.insert(id, tx);
         // One message: its CONSUMER span continues the producer's trace.
         let span = self.consumer_span(&d);
-        llmr_telemetry::set_parent(&span, &d.envelope.traceparent);
+        llmr_telemetry::set_parent(&span, &d.envelope.trace);
         let fut = work(d, rx).instrument(span);
         let e2 = entry.clone();
         self.spawn(vec![(entry, id)], Box::pin(async move { vec![(e2, id, fut.await)] }));
     }
 
     /// Starts work that settles several deliveries (a routed batch); its CONSUMER span links
-    /// every message's trace (`traceparents`).
+    /// every message's trace (`traces`).
     pub fn spawn_batch(
         &mut self,
         held: Vec<(String, Uuid)>,
-        traceparents: &[&str],
+        traces: &[TraceContext],
         work: impl Future<Output = Vec<Settled>> + 'static,
     ) {
         let span = tracing::info_span!(
@@ -107,8 +107,8 @@ impl Tasks {
             messaging.destination.name = %self.stream,
             messaging.batch.message_count = held.len() as i64,
         );
-        for tp in traceparents {
-            llmr_telemetry::add_link(&span, tp);
+        for trace in traces {
+            llmr_telemetry::add_link(&span, trace);
         }
         self.spawn(held, Box::pin(work.instrument(span)));
     }
@@ -682,7 +682,7 @@ mod tests {
             Kind::Chat,
             "r",
             u64::MAX,
-            "",
+            Default::default(),
             Bytes::from_static(b"{}"),
             Meta::default(),
         )
@@ -832,7 +832,7 @@ mod redis_tests {
                 Kind::Chat,
                 "r",
                 u64::MAX,
-                "",
+                Default::default(),
                 Bytes::from_static(b"{}"),
                 Meta::default(),
             );

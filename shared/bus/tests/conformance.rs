@@ -19,7 +19,7 @@ fn env(model: &str) -> Envelope {
         kind: Kind::Chat,
         reply_to: "gw".into(),
         deadline_ms: now_ms() + 60_000,
-        traceparent: String::new(),
+        trace: Default::default(),
         body: Bytes::from(format!(r#"{{"model":"{model}"}}"#)),
         meta: Meta {
             model: model.into(),

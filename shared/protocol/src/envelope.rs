@@ -7,6 +7,7 @@ use bytes::Bytes;
 use uuid::Uuid;
 
 use crate::plan::Plan;
+use crate::trace::TraceContext;
 
 /// What an envelope asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,7 +146,7 @@ pub struct Envelope {
     /// Unix milliseconds after which the work is dropped and answered with an error.
     pub deadline_ms: u64,
     /// W3C trace context of the caller.
-    pub traceparent: String,
+    pub trace: TraceContext,
     /// The raw JSON request body.
     pub body: Bytes,
     pub meta: Meta,
@@ -162,24 +163,24 @@ pub enum DecodeError {
 
 impl Envelope {
     /// New work with a fresh id (UUID v7).
-    pub fn new(kind: Kind, reply_to: &str, deadline_ms: u64, traceparent: &str, body: Bytes, meta: Meta) -> Envelope {
+    pub fn new(kind: Kind, reply_to: &str, deadline_ms: u64, trace: TraceContext, body: Bytes, meta: Meta) -> Envelope {
         Envelope {
             id: Uuid::now_v7(),
             kind,
             reply_to: reply_to.to_owned(),
             deadline_ms,
-            traceparent: traceparent.to_owned(),
+            trace,
             body,
             meta,
         }
     }
 
     /// This request routed: the same id, caller and deadline, as a job carrying `plan`,
-    /// continuing the trace at `traceparent`.
-    pub fn routed(&self, plan: Plan, traceparent: String) -> Envelope {
+    /// continuing the trace at `trace`.
+    pub fn routed(&self, plan: Plan, trace: TraceContext) -> Envelope {
         Envelope {
             kind: Kind::Job,
-            traceparent,
+            trace,
             meta: Meta {
                 plan: Some(plan),
                 ..self.meta.clone()
@@ -191,7 +192,7 @@ impl Envelope {
     /// Work done on behalf of this request (a tool call, a tool loop's round): a fresh id,
     /// the same deadline and trace, answered on `reply_to`.
     pub fn on_behalf(&self, kind: Kind, reply_to: &str, body: Bytes, meta: Meta) -> Envelope {
-        Envelope::new(kind, reply_to, self.deadline_ms, &self.traceparent, body, meta)
+        Envelope::new(kind, reply_to, self.deadline_ms, self.trace.clone(), body, meta)
     }
 
     /// Whether the deadline has passed at `now_ms`.
@@ -212,7 +213,7 @@ impl Envelope {
             ("kind", Bytes::from_static(self.kind.as_str().as_bytes())),
             ("reply_to", Bytes::from(self.reply_to.clone())),
             ("deadline_ms", Bytes::from(self.deadline_ms.to_string())),
-            ("traceparent", Bytes::from(self.traceparent.clone())),
+            ("traceparent", Bytes::from(self.trace.traceparent.clone())),
             ("model", Bytes::from(m.model.clone())),
             ("stream", Bytes::from_static(flag(m.stream))),
             ("include_usage", Bytes::from_static(flag(m.include_usage))),
@@ -220,6 +221,9 @@ impl Envelope {
             ("attempt", Bytes::from(m.attempt.to_string())),
             ("body", self.body.clone()),
         ];
+        if !self.trace.tracestate.is_empty() {
+            f.push(("tracestate", Bytes::from(self.trace.tracestate.clone())));
+        }
         if m.mode != ToolMode::Standard {
             f.push(("mode", Bytes::from_static(m.mode.as_str().as_bytes())));
         }
@@ -248,7 +252,15 @@ impl Envelope {
             kind: Kind::parse(req("kind")?).ok_or(DecodeError::Invalid("kind"))?,
             reply_to: text("reply_to")?.to_owned(),
             deadline_ms: num("deadline_ms")?,
-            traceparent: text("traceparent")?.to_owned(),
+            trace: TraceContext {
+                traceparent: text("traceparent")?.to_owned(),
+                tracestate: match get("tracestate") {
+                    Some(raw) => std::str::from_utf8(raw)
+                        .map_err(|_| DecodeError::Invalid("tracestate"))?
+                        .to_owned(),
+                    None => String::new(),
+                },
+            },
             body: Bytes::copy_from_slice(req("body")?),
             meta: Meta {
                 model: text("model")?.to_owned(),
@@ -283,7 +295,10 @@ mod tests {
             kind: Kind::Job,
             reply_to: "gw-1".into(),
             deadline_ms: 42,
-            traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into(),
+            trace: TraceContext {
+                traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into(),
+                tracestate: "vendor=opaque".into(),
+            },
             body: Bytes::from_static(br#"{"model":"m","messages":[]}"#),
             meta: Meta {
                 model: "m".into(),

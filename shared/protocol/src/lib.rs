@@ -13,6 +13,7 @@
 //! - [`openai`]: the OpenAI completion and chunk bodies llmrouter writes itself.
 //! - [`streams`]: stream and consumer-group names.
 //! - [`tools`]: built-in tool names and the `{namespace}_{name}` function-name rule.
+//! - [`trace`]: the W3C trace context (`traceparent`, `tracestate`) every hop carries.
 
 pub mod chat;
 pub mod envelope;
@@ -23,11 +24,13 @@ pub mod openai;
 pub mod plan;
 pub mod streams;
 pub mod tools;
+pub mod trace;
 
 pub use envelope::{CallerId, DecodeError, Envelope, Kind, Meta, ToolMode};
 pub use error::ApiError;
 pub use frame::{Frame, FrameKind, Head, Usage};
 pub use plan::{Attempt, Plan};
+pub use trace::TraceContext;
 
 /// Milliseconds since the Unix epoch: the one clock deadlines and expiries are written in.
 pub fn now_ms() -> u64 {

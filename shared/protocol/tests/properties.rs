@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use bytes::Bytes;
-use llmr_protocol::{Attempt, CallerId, Envelope, Kind, Meta, Plan, ToolMode, chat};
+use llmr_protocol::{Attempt, CallerId, Envelope, Kind, Meta, Plan, ToolMode, TraceContext, chat};
 use proptest::prelude::*;
 use uuid::Uuid;
 
@@ -34,7 +34,7 @@ fn plan() -> impl Strategy<Value = Option<Plan>> {
 }
 
 prop_compose! {
-    fn envelope()(kind in kind(), reply_to in ".{0,16}", deadline in any::<u64>(), tp in "[0-9a-f-]{0,55}",
+    fn envelope()(kind in kind(), reply_to in ".{0,16}", deadline in any::<u64>(), tp in "[0-9a-f-]{0,55}", ts in "[a-z0-9=,]{0,30}",
                   body in proptest::collection::vec(any::<u8>(), 0..200), model in ".{0,20}", stream in any::<bool>(),
                   usage in any::<bool>(), caller in caller(), attempt in any::<u32>(), plan in plan(),
                   discovery in any::<bool>(), id in any::<u128>()) -> Envelope {
@@ -43,7 +43,7 @@ prop_compose! {
             kind,
             reply_to,
             deadline_ms: deadline,
-            traceparent: tp,
+            trace: TraceContext { traceparent: tp, tracestate: ts },
             body: Bytes::from(body),
             meta: Meta {
                 model,
@@ -68,7 +68,7 @@ proptest! {
 
     #[test]
     fn decoding_arbitrary_fields_never_panics(fields in proptest::collection::hash_map(
-        prop_oneof![Just("id"), Just("kind"), Just("reply_to"), Just("deadline_ms"), Just("traceparent"),
+        prop_oneof![Just("id"), Just("kind"), Just("reply_to"), Just("deadline_ms"), Just("traceparent"), Just("tracestate"),
                     Just("model"), Just("stream"), Just("include_usage"), Just("caller"), Just("attempt"),
                     Just("body"), Just("mode"), Just("plan")],
         proptest::collection::vec(any::<u8>(), 0..40), 0..14)) {

@@ -6,9 +6,10 @@
 //! installed even without an endpoint, so span contexts (and so `traceparent`) always exist.
 //! [`Telemetry::shutdown`] flushes spans; call it at exit (off the actix thread).
 //!
-//! Propagation: [`set_parent`] continues a span from a `traceparent` string (a client's
-//! header or an envelope field); [`traceparent`] renders a span's context for the next hop.
-//! Without an installed subscriber (tests), [`traceparent`] falls back to the inherited value.
+//! Propagation: [`set_parent`] continues a span from a W3C [`TraceContext`] (a client's
+//! `traceparent` / `tracestate` headers or an envelope's fields); [`context`] renders a
+//! span's context for the next hop, `tracestate` included. Without an installed subscriber
+//! (tests), [`context`] falls back to the inherited value.
 
 pub mod jsonlog;
 pub mod metrics;
@@ -17,6 +18,7 @@ pub mod scrub;
 use std::collections::HashMap;
 
 use llmr_config::{LogFormat, Telemetry as Settings};
+use llmr_protocol::TraceContext;
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
 use opentelemetry_otlp::WithExportConfig;
@@ -188,42 +190,51 @@ impl Telemetry {
     }
 }
 
-/// Continues `span` from a W3C `traceparent` (ignored when empty or invalid).
-pub fn set_parent(span: &tracing::Span, traceparent: &str) {
-    if !valid_traceparent(traceparent) {
+/// The W3C carrier of `trace` (both headers when set), for the propagator.
+fn carrier(trace: &TraceContext) -> HashMap<String, String> {
+    trace.headers().map(|(k, v)| (k.to_owned(), v.to_owned())).collect()
+}
+
+/// Continues `span` from a W3C trace context (ignored when its `traceparent` is empty or
+/// invalid); the `tracestate` rides along in the span context and so reaches every child.
+pub fn set_parent(span: &tracing::Span, trace: &TraceContext) {
+    if !valid_traceparent(&trace.traceparent) {
         return;
     }
-    let carrier = HashMap::from([("traceparent".to_string(), traceparent.to_string())]);
-    let cx = TraceContextPropagator::new().extract(&carrier);
+    let cx = TraceContextPropagator::new().extract(&carrier(trace));
     let _ = span.set_parent(cx);
 }
 
-/// Links `span` to the context in `traceparent` (ignored when empty or invalid): a batch
+/// Links `span` to the context in `trace` (ignored when empty or invalid): a batch
 /// consumer's span links every message it handles.
-pub fn add_link(span: &tracing::Span, traceparent: &str) {
-    if !valid_traceparent(traceparent) {
+pub fn add_link(span: &tracing::Span, trace: &TraceContext) {
+    if !valid_traceparent(&trace.traceparent) {
         return;
     }
-    let carrier = HashMap::from([("traceparent".to_string(), traceparent.to_string())]);
-    let cx = TraceContextPropagator::new().extract(&carrier);
+    let cx = TraceContextPropagator::new().extract(&carrier(trace));
     span.add_link(cx.span().span_context().clone());
 }
 
-/// The `traceparent` of `span` for the next hop; `inherited` when the span has no context
-/// (no subscriber installed), so the caller's trace still flows.
-pub fn traceparent(span: &tracing::Span, inherited: &str) -> String {
+/// The trace context of `span` for the next hop (its `traceparent` and the `tracestate` it
+/// carries); `inherited` when the span has no context (no subscriber installed), so the
+/// caller's trace still flows.
+pub fn context(span: &tracing::Span, inherited: &TraceContext) -> TraceContext {
     let cx = span.context();
     if cx.span().span_context().is_valid() {
         let mut carrier = HashMap::new();
         TraceContextPropagator::new().inject_context(&cx, &mut carrier);
-        if let Some(tp) = carrier.remove("traceparent") {
-            return tp;
+        if let Some(traceparent) = carrier.remove("traceparent") {
+            let tracestate = carrier.remove("tracestate").unwrap_or_default();
+            return TraceContext {
+                traceparent,
+                tracestate,
+            };
         }
     }
-    if valid_traceparent(inherited) {
-        inherited.to_owned()
+    if valid_traceparent(&inherited.traceparent) {
+        inherited.clone()
     } else {
-        String::new()
+        TraceContext::default()
     }
 }
 
@@ -277,8 +288,29 @@ mod tests {
     fn without_a_subscriber_the_inherited_context_flows() {
         let span = tracing::info_span!("x");
         let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
-        set_parent(&span, tp);
-        assert_eq!(traceparent(&span, tp), tp);
-        assert_eq!(traceparent(&span, "bad"), "");
+        let trace = TraceContext::from_headers(Some(tp), Some("vendor=a"));
+        set_parent(&span, &trace);
+        assert_eq!(context(&span, &trace), trace);
+        assert_eq!(
+            context(&span, &TraceContext::from_headers(Some("bad"), Some("v=1"))),
+            TraceContext::default()
+        );
+    }
+
+    #[test]
+    fn a_child_span_continues_the_trace_and_carries_its_tracestate() {
+        let provider = SdkTracerProvider::builder().build();
+        let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("test"));
+        let subscriber = tracing_subscriber::registry().with(layer);
+        tracing::subscriber::with_default(subscriber, || {
+            let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+            let parent = tracing::info_span!("parent");
+            set_parent(&parent, &TraceContext::from_headers(Some(tp), Some("vendor=a,other=b")));
+            let child = parent.in_scope(|| tracing::info_span!("child"));
+            let next = context(&child, &TraceContext::default());
+            assert_eq!(trace_id(&next.traceparent), Some("0af7651916cd43dd8448eb211c80319c"));
+            assert_ne!(next.traceparent, tp, "the next hop's parent is the child span");
+            assert_eq!(next.tracestate, "vendor=a,other=b");
+        });
     }
 }

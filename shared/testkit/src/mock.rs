@@ -68,6 +68,7 @@ pub struct Recorded {
     pub path: String,
     pub authorization: Option<String>,
     pub traceparent: Option<String>,
+    pub tracestate: Option<String>,
     /// Every header (lowercase names).
     pub headers: Vec<(String, String)>,
     pub body: Value,
@@ -357,6 +358,7 @@ fn recorded(req: &HttpRequest, body: &Value, status: u16) -> Recorded {
         path: req.path().to_owned(),
         authorization: header("authorization"),
         traceparent: header("traceparent"),
+        tracestate: header("tracestate"),
         headers: req
             .headers()
             .iter()

@@ -6,6 +6,7 @@ use bytes::Bytes;
 use llmr_bus::Call;
 use llmr_protocol::{ApiError, CallerId, Envelope, FrameKind, Kind, Meta, chat, now_ms, streams};
 
+use crate::observe::client_trace;
 use crate::{AppState, HttpError};
 
 pub async fn completions(
@@ -15,11 +16,6 @@ pub async fn completions(
 ) -> Result<HttpResponse, HttpError> {
     let body = super::read_body(&req, payload, state.settings.server.max_body_bytes).await?;
     let parsed = chat::parse(&body)?;
-    let client_tp = req
-        .headers()
-        .get("traceparent")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
     let meta = Meta {
         model: parsed.model.into_owned(),
         stream: parsed.stream,
@@ -28,10 +24,10 @@ pub async fn completions(
         ..Meta::default()
     };
     let deadline = now_ms() + state.settings.server.request_timeout_ms;
-    let mut env = Envelope::new(Kind::Chat, &state.instance, deadline, "", body, meta);
+    let mut env = Envelope::new(Kind::Chat, &state.instance, deadline, Default::default(), body, meta);
     // A child of the request's SERVER span (which continued the client's trace).
     let span = tracing::info_span!("chat", request_id = %env.id, model = %env.meta.model, stream = env.meta.stream);
-    env.traceparent = llmr_telemetry::traceparent(&span, client_tp);
+    env.trace = llmr_telemetry::context(&span, &client_trace(req.headers()));
     if state.settings.telemetry.log_content {
         let request: serde_json::Value = serde_json::from_slice(&env.body).unwrap_or_default();
         let prompt = chat::last_user_text(&request, "\n");

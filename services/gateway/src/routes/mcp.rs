@@ -26,6 +26,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::AppState;
+use crate::observe::client_trace;
 
 /// Where sessions live in the store.
 const SESSIONS: &str = "mcp-session";
@@ -184,11 +185,8 @@ async fn serve(req: &HttpRequest, payload: web::Payload, state: &AppState) -> Re
         ..Meta::default()
     };
     let deadline = now_ms() + state.settings.server.request_timeout_ms;
-    let traceparent = llmr_telemetry::traceparent(
-        &tracing::Span::current(),
-        header(req, "traceparent").unwrap_or_default(),
-    );
-    let env = Envelope::new(Kind::Mcp, &state.instance, deadline, &traceparent, body, meta);
+    let trace = llmr_telemetry::context(&tracing::Span::current(), &client_trace(req.headers()));
+    let env = Envelope::new(Kind::Mcp, &state.instance, deadline, trace, body, meta);
     let failed = |e: ApiError| {
         let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_GATEWAY);
         refuse(status, m.id.clone(), INTERNAL_ERROR, &e.to_string())

@@ -19,7 +19,7 @@ use std::time::Duration;
 use futures_util::future::LocalBoxFuture;
 use llmr_bus::Replier;
 use llmr_config::{Provider, ProviderType};
-use llmr_protocol::{ApiError, Attempt, Envelope, Usage};
+use llmr_protocol::{ApiError, Attempt, Envelope, TraceContext, Usage};
 
 /// Everything one attempt needs.
 pub struct Call<'a> {
@@ -30,8 +30,8 @@ pub struct Call<'a> {
     pub provider: &'a Provider,
     /// The API key of this attempt, if the provider has keys.
     pub key: Option<&'a str>,
-    /// W3C trace context for the upstream.
-    pub traceparent: &'a str,
+    /// W3C trace context for the upstream (`traceparent`, `tracestate`).
+    pub trace: &'a TraceContext,
     /// How long this attempt may take (deadline and provider timeout applied).
     pub timeout: Duration,
     pub client: &'a awc::Client,

@@ -75,8 +75,8 @@ async fn call(c: Call<'_>) -> AttemptResult {
     if let Some(k) = c.key {
         req = req.bearer_auth(k);
     }
-    if !c.traceparent.is_empty() {
-        req = req.insert_header(("traceparent", c.traceparent));
+    for (name, value) in c.trace.headers() {
+        req = req.insert_header((name, value));
     }
     for (k, v) in &c.provider.extra_headers {
         req = req.insert_header((k.as_str(), v.as_str()));
