@@ -1,6 +1,7 @@
 //! The client verbs: `llmrouter tool NAME JSON` calls a tool and `llmrouter script FILE.js
 //! ARGS` runs a script (through the `execute_code` tool), both on a running gateway's `/mcp`,
 //! as any MCP client would: initialize, notifications/initialized, tools/call.
+//! `llmrouter healthcheck` probes the process's own `/readyz` (a container HEALTHCHECK).
 
 use std::io::Write;
 use std::time::Duration;
@@ -164,4 +165,27 @@ mod tests {
         assert_eq!(script_args(&["{\"x\":2}".into()]), json!({"x": 2}));
         assert_eq!(script_args(&["a".into(), "b".into()]), json!(["a", "b"]));
     }
+}
+
+/// Probes `path` on this host: the admin listener when `telemetry.admin_port` is set and
+/// answers, else the gateway's own port. Returns the URL that answered 200.
+pub async fn healthcheck(settings: &llmr_config::Settings, path: &str) -> Result<String, CliError> {
+    let client = awc::Client::builder().timeout(Duration::from_secs(3)).finish();
+    let mut ports = vec![settings.telemetry.admin_port, settings.server.port];
+    ports.retain(|p| *p != 0);
+    let mut last = CliError::Usage("no admin_port or server port is configured".into());
+    for port in ports {
+        let url = format!("http://127.0.0.1:{port}{path}");
+        match client.get(&url).send().await {
+            Ok(resp) if resp.status().is_success() => return Ok(url),
+            Ok(resp) => return Err(CliError::Rpc(format!("{url} answered {}", resp.status()))),
+            Err(e) => {
+                last = CliError::Connect {
+                    url,
+                    message: e.to_string(),
+                }
+            }
+        }
+    }
+    Err(last)
 }

@@ -57,6 +57,13 @@ enum Command {
         #[command(flatten)]
         target: TargetArgs,
     },
+    /// Probes this container's own service (a Docker HEALTHCHECK): GET /readyz (or /healthz
+    /// with --live) on the admin port, else on the server port; exits 0 on 200.
+    Healthcheck {
+        /// Ask whether the process is alive, not whether it is ready.
+        #[arg(long)]
+        live: bool,
+    },
     /// A sandboxed script host process (started by llmrouter itself).
     #[command(hide = true)]
     ScriptHost,
@@ -125,6 +132,20 @@ fn main() -> ExitCode {
         }
     };
     let role = match cli.command {
+        Command::Healthcheck { live } => {
+            let path = if live { "/healthz" } else { "/readyz" };
+            let probed = actix_rt::System::new().block_on(llmrouter::cli::healthcheck(&settings, path));
+            return match probed {
+                Ok(url) => {
+                    let _ = writeln!(std::io::stdout(), "{url}: ok");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    let _ = writeln!(std::io::stderr(), "llmrouter: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Command::CheckConfig => {
             let _ = write!(std::io::stdout(), "configuration is valid\n{}", settings.summary());
             return ExitCode::SUCCESS;
@@ -134,7 +155,9 @@ fn main() -> ExitCode {
         Command::Router => Role::Router,
         Command::Worker { pool } => Role::Worker { pool },
         Command::McpTools => Role::McpTools,
-        Command::Tool { .. } | Command::Script { .. } | Command::ScriptHost => return ExitCode::FAILURE,
+        Command::Tool { .. } | Command::Script { .. } | Command::ScriptHost | Command::Healthcheck { .. } => {
+            return ExitCode::FAILURE;
+        }
     };
     let outcome = actix_rt::System::new().block_on(async move {
         let telemetry = llmr_telemetry::init(&settings.telemetry, role.name()).map_err(|e| e.to_string())?;
