@@ -10,8 +10,8 @@ run *ARGS:
     cargo build --release --bin llmrouter
     {{target}}/release/llmrouter all {{ARGS}}
 
-# Every test: unit, conformance, integration, end-to-end, and the OpenAI Python SDK
-test: test-rust test-python
+# Every test: unit, conformance, integration, end-to-end, the official Python SDKs, and the deployment
+test: test-rust test-python test-deploy
 
 # Rust tests (redis-server must be on PATH; tests start their own)
 test-rust:
@@ -24,6 +24,25 @@ test-python:
     test -x {{venv}}/bin/python || python3 -m venv {{venv}}
     {{venv}}/bin/pip install -q -r tests/python/requirements.txt
     cd tests/python && LLMROUTER_BIN={{target}}/debug/llmrouter {{venv}}/bin/python -m pytest -q
+
+# The deployment: image, compose.yaml brought up and broken, k8s/ rendered and validated (needs Docker, kubectl)
+test-deploy:
+    test -x {{venv}}/bin/python || python3 -m venv {{venv}}
+    {{venv}}/bin/pip install -q -r tests/deploy/requirements.txt
+    cd tests/deploy && PATH={{venv}}/bin:$PATH {{venv}}/bin/python -m pytest -q -s -p no:cacheprovider
+
+# Build the container image (deploy/Dockerfile) as TAG; makes the base images with debootstrap if they cannot be pulled
+image TAG="llmrouter:latest":
+    bash deploy/build-image.sh {{TAG}}
+
+# Start the cluster with compose.yaml (builds the image; makes deploy/secrets.env from the example if missing)
+up *ARGS: image
+    test -f deploy/secrets.env || cp deploy/secrets.env.example deploy/secrets.env
+    docker-compose up -d {{ARGS}}
+
+# Stop the cluster and remove its containers (add `-v` to drop the Redis volume too)
+down *ARGS:
+    docker-compose down {{ARGS}}
 
 # Format the workspace
 fmt:

@@ -14,6 +14,10 @@ CACHE=${LLMR_CACHE:-$HOME/.cache/llmrouter}
 mkdir -p "$CACHE"
 
 have() { docker image inspect "$1" >/dev/null 2>&1; }
+# Where a registry answers, the real images are pulled.
+for image in "$BASE" "$REDIS"; do
+    have "$image" || timeout 120 docker pull -q "$image" >/dev/null 2>&1 || true
+done
 if have "$BASE" && have "$REDIS"; then
     exit 0
 fi

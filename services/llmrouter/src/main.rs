@@ -155,7 +155,7 @@ fn main() -> ExitCode {
         Command::Router => Role::Router,
         Command::Worker { pool } => Role::Worker { pool },
         Command::McpTools => Role::McpTools,
-        Command::Tool { .. } | Command::Script { .. } | Command::ScriptHost | Command::Healthcheck { .. } => {
+        Command::Tool { .. } | Command::Script { .. } | Command::ScriptHost => {
             return ExitCode::FAILURE;
         }
     };

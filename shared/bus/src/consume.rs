@@ -360,6 +360,8 @@ impl<W: Work> ConsumerLoop<W> {
                     Ok(d) => {
                         if !d.is_empty() {
                             tracing::info!(stream, count = d.len(), "took over work of a stopped peer");
+                            let reclaimed = &llmr_telemetry::metrics::metrics().reclaimed;
+                            reclaimed.with_label_values(&[stream.as_str()]).inc_by(d.len() as u64);
                         }
                         got = d;
                     }

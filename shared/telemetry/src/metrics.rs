@@ -30,6 +30,7 @@ pub struct Metrics {
     pub attempt_duration: HistogramVec,
     /// Attempts that failed over to the plan's next target, by reason.
     pub failovers: IntCounterVec,
+    pub reclaimed: IntCounterVec,
     /// Work in flight in this process's consumer loops, by stream.
     pub in_flight: IntGaugeVec,
     /// MCP tool calls by tool and outcome (`ok`, `error`).
@@ -126,6 +127,11 @@ impl Metrics {
                 "llmr_failovers_total",
                 "Attempts that failed over to the plan's next target, by reason.",
                 &["reason"],
+            ),
+            reclaimed: counter(
+                "llmr_stream_reclaimed_total",
+                "Stream entries this process took over after they sat unacked past claim_idle, by stream.",
+                &["stream"],
             ),
             in_flight: gauge(
                 "llmr_consumer_in_flight",

@@ -1,0 +1,142 @@
+"""compose.yaml for real: the official SDKs through the published gateway port, worker scaling,
+a killed worker, a worker cut off from Redis, and a Redis restart (AOF keeps usage and MCP
+sessions). The tests run in file order on one compose project (the `cluster` fixture)."""
+
+import asyncio
+import time
+
+import httpx
+from mcp import ClientSession
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
+from openai import OpenAI
+
+from conftest import TOKEN, chat, eventually, load, run, tally
+
+STREAM = "llmr:jobs:default"
+
+
+def client(c):
+    return OpenAI(base_url=c.url("/v1"), api_key=TOKEN, max_retries=0, timeout=30)
+
+
+def test_openai_sdk_plain_and_streamed(cluster):
+    oa = client(cluster)
+    r = oa.chat.completions.create(model="echo", messages=[{"role": "user", "content": "hello compose"}])
+    assert r.choices[0].message.content == "hello compose"
+    assert r.usage.total_tokens > 0
+    parts = [ch.choices[0].delta.content or "" for ch in oa.chat.completions.create(
+        model="echo", messages=[{"role": "user", "content": "streamed through compose"}], stream=True) if ch.choices]
+    assert "".join(parts) == "streamed through compose"
+    assert any(m.id == "echo" for m in oa.models.list().data)
+
+
+def test_mcp_sdk_initialize_list_call(cluster):
+    async def session():
+        http = create_mcp_http_client(headers={"Authorization": f"Bearer {TOKEN}"})
+        async with http, streamable_http_client(cluster.url("/mcp"), http_client=http) as (r, w):
+            async with ClientSession(r, w) as s:
+                init = await s.initialize()
+                tools = [t.name for t in (await s.list_tools()).tools]
+                result = await s.call_tool("calculator", {"expression": "(2+3)*4"})
+                return init, tools, result
+
+    init, tools, result = asyncio.run(session())
+    assert init.serverInfo.name
+    assert "calculator" in tools, tools
+    assert not result.isError
+    assert "20" in result.content[0].text
+
+
+def test_scaling_workers_spreads_jobs_over_all_of_them(cluster):
+    cluster.dc("up", "-d", "--no-recreate", "--scale", "worker=3", timeout=240)
+    cluster.wait_ready(workers=3)
+    workers = cluster.running("worker")
+    assert len(workers) == 3
+    before = {w: cluster.metric(w, "llmr_upstream_attempts_total", provider="slow") for w in workers}
+    results = load(cluster, "slow", total=60, concurrency=12)
+    assert tally(results)["ok"] == 60, tally(results)
+    spread = {w[:12]: cluster.metric(w, "llmr_upstream_attempts_total", provider="slow") - before[w] for w in workers}
+    print(f"jobs per worker after scaling 1 -> 3: {spread}")
+    assert sum(spread.values()) == 60
+    assert all(n > 0 for n in spread.values()), spread
+
+
+def reclaimed(cluster):
+    return sum(cluster.metric(w, "llmr_stream_reclaimed_total", stream=STREAM) for w in cluster.running("worker"))
+
+
+def test_a_killed_worker_loses_nothing(cluster):
+    cluster.wait_ready(workers=3)
+    victim = cluster.running("worker")[0]
+    before = reclaimed(cluster)
+    started = time.time()
+    results = load(cluster, "slow", total=90, concurrency=9,
+                   during=lambda: run(["docker", "kill", victim]), after=15)
+    counts = tally(results)
+    taken = reclaimed(cluster) - before
+    print(f"docker kill of a worker under load: {counts}, reclaimed by the others: {taken:.0f}, "
+          f"{time.time() - started:.1f}s")
+    assert counts["ok"] == 90, counts
+    assert counts["hung"] == 0
+    assert taken >= 1, "the killed worker held jobs that the others took over"
+    cluster.dc("up", "-d", "--no-recreate", "--scale", "worker=3", timeout=240)
+
+
+def test_a_worker_cut_off_from_redis_has_its_jobs_answered_by_the_others(cluster):
+    cluster.wait_ready(workers=3)
+    victim = cluster.running("worker")[0]
+    before = reclaimed(cluster)
+    try:
+        results = load(cluster, "slow", total=90, concurrency=9,
+                       during=lambda: run(["docker", "network", "disconnect", cluster.network, victim]), after=15)
+        counts = tally(results)
+        taken = reclaimed(cluster) - before
+        print(f"worker disconnected from Redis under load: {counts}, reclaimed by the others: {taken:.0f}")
+        assert counts["ok"] == 90, counts
+        assert counts["hung"] == 0
+        assert taken >= 1, "the cut-off worker's jobs were taken over"
+    finally:
+        run(["docker", "network", "connect", cluster.network, victim], check=False)
+
+
+def mcp_post(cluster, body, session=None):
+    headers = {"authorization": f"Bearer {TOKEN}", "accept": "application/json, text/event-stream"}
+    if session:
+        headers["mcp-session-id"] = session
+    return httpx.post(cluster.url("/mcp"), json=body, headers=headers, timeout=10)
+
+
+def test_redis_restart_fails_fast_recovers_and_keeps_its_data(cluster):
+    init = mcp_post(cluster, {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "deploy-test", "version": "1"}}})
+    assert init.status_code == 200, init.text
+    sid = init.headers["mcp-session-id"]
+    assert chat(cluster.url("/v1/chat/completions"), "echo", "before the restart")[0] == 200
+    usage_url = cluster.url("/v1/usage")
+    auth = {"authorization": f"Bearer {TOKEN}"}
+
+    def echo_requests():
+        rows = httpx.get(usage_url, headers=auth, timeout=10).json()["data"]
+        return sum(r["requests"] for r in rows if r["model"] == "echo")
+
+    before = echo_requests()
+    assert before >= 1
+
+    cluster.dc("stop", "-t", "10", "redis")
+    outage = [chat(cluster.url("/v1/chat/completions"), "echo", f"during the outage {i}", timeout=20) for i in range(5)]
+    print(f"requests while Redis was down: {[(s, round(t, 2)) for s, t, _ in outage]}")
+    assert all(s == 503 for s, _, _ in outage), outage
+    assert max(t for _, t, _ in outage) < 5, "failed fast"
+    stopped = time.time()
+    cluster.dc("start", "redis")
+
+    def serves():
+        return chat(cluster.url("/v1/chat/completions"), "echo", "after the restart", timeout=10)[0] == 200
+    eventually(serves, 90, "the cluster serving again after the Redis restart")
+    print(f"serving again {time.time() - stopped:.1f}s after Redis came back")
+    cluster.wait_ready(workers=3)
+    assert echo_requests() >= before + 1, "usage written before the restart survived (AOF)"
+    listed = mcp_post(cluster, {"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {}}, session=sid)
+    assert listed.status_code == 200, listed.text
+    assert "calculator" in listed.text, "the MCP session opened before the restart is still valid"
