@@ -87,17 +87,19 @@ class Compose:
         with urllib.request.urlopen(self.url("/health"), timeout=3) as r:
             return json.load(r)
 
-    def services(self, name):
-        return [s for s in self.health().get("services", []) if s["service"] == name]
-
     def wait_ready(self, workers, timeout=90):
+        seen = []
+
         def ready():
             with urllib.request.urlopen(self.url("/readyz"), timeout=3) as r:
-                if r.status != 200:
-                    return False
-            return len(self.services("worker")) >= workers and len(self.services("router")) >= 1 \
-                and len(self.services("mcp-tools")) >= 1
-        eventually(ready, timeout, f"the cluster ready with {workers} workers")
+                assert r.status == 200, f"/readyz {r.status}"
+            services = [s["service"] for s in self.health().get("services", [])]
+            seen[:] = [services]
+            return services.count("worker") >= workers and "router" in services and "mcp-tools" in services
+        try:
+            eventually(ready, timeout, f"the cluster ready with {workers} workers")
+        except AssertionError as e:
+            raise AssertionError(f"{e}; services alive: {seen}; containers:\n{self.dc('ps')}") from None
 
     def metric(self, cid, name, **labels):
         """The sum of `name` samples matching `labels` on a container's admin /metrics."""

@@ -13,7 +13,7 @@ from openai import OpenAI
 
 from conftest import TOKEN, chat, eventually, load, run, tally
 
-STREAM = "llmr:jobs:default"
+STREAM = "jobs:default"  # the metric labels streams without the key prefix
 
 
 def client(c):
@@ -42,9 +42,9 @@ def test_mcp_sdk_initialize_list_call(cluster):
                 return init, tools, result
 
     init, tools, result = asyncio.run(session())
-    assert init.serverInfo.name
+    assert (getattr(init, "server_info", None) or init.serverInfo).name
     assert "calculator" in tools, tools
-    assert not result.isError
+    assert not result.is_error
     assert "20" in result.content[0].text
 
 
@@ -62,19 +62,21 @@ def test_scaling_workers_spreads_jobs_over_all_of_them(cluster):
     assert all(n > 0 for n in spread.values()), spread
 
 
-def reclaimed(cluster):
-    return sum(cluster.metric(w, "llmr_stream_reclaimed_total", stream=STREAM) for w in cluster.running("worker"))
+def reclaimed(cluster, but):
+    """Jobs the workers other than `but` took over so far."""
+    return sum(cluster.metric(w, "llmr_stream_reclaimed_total", stream=STREAM)
+               for w in cluster.running("worker") if w != but)
 
 
 def test_a_killed_worker_loses_nothing(cluster):
     cluster.wait_ready(workers=3)
     victim = cluster.running("worker")[0]
-    before = reclaimed(cluster)
+    before = reclaimed(cluster, victim)
     started = time.time()
     results = load(cluster, "slow", total=90, concurrency=9,
                    during=lambda: run(["docker", "kill", victim]), after=15)
     counts = tally(results)
-    taken = reclaimed(cluster) - before
+    taken = reclaimed(cluster, victim) - before
     print(f"docker kill of a worker under load: {counts}, reclaimed by the others: {taken:.0f}, "
           f"{time.time() - started:.1f}s")
     assert counts["ok"] == 90, counts
@@ -86,12 +88,12 @@ def test_a_killed_worker_loses_nothing(cluster):
 def test_a_worker_cut_off_from_redis_has_its_jobs_answered_by_the_others(cluster):
     cluster.wait_ready(workers=3)
     victim = cluster.running("worker")[0]
-    before = reclaimed(cluster)
+    before = reclaimed(cluster, victim)
     try:
         results = load(cluster, "slow", total=90, concurrency=9,
                        during=lambda: run(["docker", "network", "disconnect", cluster.network, victim]), after=15)
         counts = tally(results)
-        taken = reclaimed(cluster) - before
+        taken = reclaimed(cluster, victim) - before
         print(f"worker disconnected from Redis under load: {counts}, reclaimed by the others: {taken:.0f}")
         assert counts["ok"] == 90, counts
         assert counts["hung"] == 0

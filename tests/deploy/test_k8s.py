@@ -32,8 +32,8 @@ def overlays():
     tmp = tempfile.mkdtemp(prefix="llmr-k8s-")
     with open(os.path.join(tmp, "kustomization.yaml"), "w") as f:
         yaml.safe_dump({"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
-                        "resources": [os.path.join(K8S, "base")],
-                        "components": [os.path.join(K8S, "components", "hpa-cpu")]}, f)
+                        "resources": [os.path.relpath(os.path.join(K8S, "base"), tmp)],
+                        "components": [os.path.relpath(os.path.join(K8S, "components", "hpa-cpu"), tmp)]}, f)
     try:
         yield {"dev": render(os.path.join(K8S, "overlays", "dev")),
                "prod": render(os.path.join(K8S, "overlays", "prod")),
@@ -157,6 +157,17 @@ def test_copies_under_k8s_base_equal_their_sources():
         assert read("k8s", "base", "tools", t) == read("config", "tools", t), t
 
 
+def generated(docs, kind="Secret"):
+    """Generated Secrets' decoded data, by their rendered name (with the hash) and their base name."""
+    import base64
+    out = {}
+    for d in docs:
+        if d["kind"] == kind:
+            data = {k: base64.b64decode(v).decode() for k, v in d["data"].items()}
+            out[d["metadata"]["name"]] = out[d["metadata"]["name"].rsplit("-", 1)[0]] = data
+    return out
+
+
 def env_of(container, secrets):
     """The environment a pod's container gets: its env (secret refs resolved) and envFrom."""
     env = {}
@@ -172,10 +183,8 @@ def env_of(container, secrets):
 
 
 def test_every_env_var_the_manifests_and_compose_set_is_a_real_config_key(overlays, image):
-    import base64
     config = open(os.path.join(K8S, "base", "config.toml")).read()
-    secrets = {d["metadata"]["name"].rsplit("-", 1)[0]: {k: base64.b64decode(v).decode() for k, v in d["data"].items()}
-               for d in overlays["dev"] if d["kind"] == "Secret"}
+    secrets = generated(overlays["dev"], "Secret")
     names = set()
     for d in overlays["dev"] + overlays["prod"]:
         if d["kind"] == "Deployment":
@@ -207,11 +216,9 @@ def test_dev_pods_run_as_described_and_answer_their_probes(overlays, image):
     ConfigMaps mounted where it mounts them, its user, read-only root and dropped capabilities;
     then its probes are asked on the named container port, and the ScaledObject's stream and
     consumer group must be the ones the running worker created in Redis."""
-    import base64
     tag = f"llmrk8s{os.getpid()}"
     docs = overlays["dev"]
-    secrets = {d["metadata"]["name"].rsplit("-", 1)[0]: {k: base64.b64decode(v).decode() for k, v in d["data"].items()}
-               for d in docs if d["kind"] == "Secret"}
+    secrets = generated(docs, "Secret")
     maps = {d["metadata"]["name"].rsplit("-", 1)[0]: d["data"] for d in docs if d["kind"] == "ConfigMap"}
     tmp = tempfile.mkdtemp(prefix="llmr-pods-")
     os.chmod(tmp, 0o755)  # the pods' user reads the ConfigMaps
@@ -265,7 +272,7 @@ def test_dev_pods_run_as_described_and_answer_their_probes(overlays, image):
                 except AssertionError:
                     print(run(["docker", "logs", cid], check=False))
                     raise
-            print(f"{name}: {probe} ok on container port {ports[get['port']]}")
+                print(f"{name}: {probe} {get['path']} answers on container port {ports[get['port']]}")
         trigger = next(d for d in overlays["prod"] if d["kind"] == "ScaledObject")["spec"]["triggers"][0]["metadata"]
         groups = run(["docker", "exec", f"{tag}-redis", "redis-cli", "XINFO", "GROUPS", trigger["stream"]])
         assert trigger["consumerGroup"] in groups.split(), f"{trigger} vs XINFO GROUPS: {groups}"

@@ -152,21 +152,6 @@ pub fn script_args(raw: &[String]) -> Value {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_arguments() {
-        assert_eq!(tool_args(None).unwrap(), json!({}));
-        assert_eq!(tool_args(Some(r#"{"a":1}"#)).unwrap(), json!({"a": 1}));
-        assert!(tool_args(Some("[1]")).is_err());
-        assert_eq!(script_args(&[]), Value::Null);
-        assert_eq!(script_args(&["{\"x\":2}".into()]), json!({"x": 2}));
-        assert_eq!(script_args(&["a".into(), "b".into()]), json!(["a", "b"]));
-    }
-}
-
 /// Probes `path` on this host: the admin listener when `telemetry.admin_port` is set and
 /// answers, else the gateway's own port. Returns the URL that answered 200.
 pub async fn healthcheck(settings: &llmr_config::Settings, path: &str) -> Result<String, CliError> {
@@ -188,4 +173,19 @@ pub async fn healthcheck(settings: &llmr_config::Settings, path: &str) -> Result
         }
     }
     Err(last)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_arguments() {
+        assert_eq!(tool_args(None).unwrap(), json!({}));
+        assert_eq!(tool_args(Some(r#"{"a":1}"#)).unwrap(), json!({"a": 1}));
+        assert!(tool_args(Some("[1]")).is_err());
+        assert_eq!(script_args(&[]), Value::Null);
+        assert_eq!(script_args(&["{\"x\":2}".into()]), json!({"x": 2}));
+        assert_eq!(script_args(&["a".into(), "b".into()]), json!(["a", "b"]));
+    }
 }
