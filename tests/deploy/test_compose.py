@@ -142,3 +142,58 @@ def test_redis_restart_fails_fast_recovers_and_keeps_its_data(cluster):
     listed = mcp_post(cluster, {"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {}}, session=sid)
     assert listed.status_code == 200, listed.text
     assert "calculator" in listed.text, "the MCP session opened before the restart is still valid"
+
+
+def test_the_image_alone_runs_all_read_only_with_its_own_tools_and_turns_healthy(image):
+    """`docker run IMAGE` (role `all`, in memory): read-only root, no capabilities, the example
+    tools baked into the image run in the script host, and the HEALTHCHECK reports healthy."""
+    from conftest import free_port
+    port = free_port()
+    cid = run(["docker", "run", "-d", "--read-only", "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
+               "-p", f"127.0.0.1:{port}:8080", image])
+    try:
+        url = f"http://127.0.0.1:{port}/mcp"
+        headers = {"accept": "application/json, text/event-stream"}
+
+        def initialized():
+            r = httpx.post(url, headers=headers, timeout=5, json={"jsonrpc": "2.0", "id": 1, "method": "initialize",
+                           "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                                      "clientInfo": {"name": "image-test", "version": "1"}}})
+            return r.headers.get("mcp-session-id") if r.status_code == 200 else None
+        sid = eventually(initialized, 30, "the image's gateway answering")
+        call = httpx.post(url, headers={**headers, "mcp-session-id": sid}, timeout=10, json={
+            "jsonrpc": "2.0", "id": 2, "method": "tools/call",
+            "params": {"name": "calculator", "arguments": {"expression": "6*7"}}}).json()
+        assert call["result"]["structuredContent"]["value"] == 42, call
+        health = eventually(lambda: run(["docker", "inspect", "-f", "{{.State.Health.Status}}", cid]) == "healthy",
+                            40, "the HEALTHCHECK reporting healthy")
+        assert health
+        user = run(["docker", "inspect", "-f", "{{.Config.User}}", cid])
+        assert user == "10001:10001"
+    finally:
+        run(["docker", "rm", "-f", cid], check=False)
+
+
+def test_compose_file_and_the_observability_profile_are_valid():
+    """compose.yaml with every profile passes `docker-compose config`; the Prometheus config of
+    the observability profile passes `promtool check config`, and the collector's pipeline
+    sends traces on to Jaeger (those images cannot be pulled here, so they are not started)."""
+    import os
+    import tempfile
+
+    import yaml
+
+    from conftest import ROOT
+    with tempfile.NamedTemporaryFile("w", suffix=".env") as secrets:
+        env = {**os.environ, "LLMR_SECRETS_FILE": secrets.name}
+        rendered = yaml.safe_load(run(["docker-compose", "-p", "llmrcheck", "-f", "compose.yaml", "--profile",
+                                       "observability", "config"], env=env))
+    services = rendered["services"]
+    assert {"redis", "gateway", "router", "worker", "mcp-tools", "otel-collector", "jaeger", "prometheus"} <= set(services)
+    assert "--appendonly" in services["redis"]["command"]
+    for name in ("gateway", "router", "worker", "mcp-tools"):
+        assert services[name]["read_only"] is True
+        assert services[name]["depends_on"]["redis"]["condition"] == "service_healthy"
+    run(["promtool", "check", "config", os.path.join(ROOT, "deploy", "prometheus.yml")])
+    collector = yaml.safe_load(open(os.path.join(ROOT, "deploy", "otel-collector.yaml")))
+    assert collector["service"]["pipelines"]["traces"]["exporters"] == ["otlp/jaeger"]
