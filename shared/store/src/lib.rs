@@ -277,6 +277,32 @@ impl Store {
         dispatch!(self, s => s.usage(key, model, day))
     }
 
+    /// Stores a document (a stored response, a conversation) under `key`, expiring after `ttl_ms`.
+    pub async fn doc_put(&self, key: &str, value: &str, ttl_ms: u64) -> Result<(), StoreError> {
+        dispatch!(self, s => s.doc_put(key, value, ttl_ms))
+    }
+
+    /// The document under `key`, unless missing or expired.
+    pub async fn doc_get(&self, key: &str) -> Result<Option<String>, StoreError> {
+        dispatch!(self, s => s.doc_get(key))
+    }
+
+    /// Deletes documents and logs; how many of `keys` existed.
+    pub async fn doc_delete(&self, keys: &[String]) -> Result<u64, StoreError> {
+        dispatch!(self, s => s.doc_delete(keys))
+    }
+
+    /// Appends `entries` to the log under `key` (a response's stream events) and renews its
+    /// expiry to `ttl_ms`; returns the log's length.
+    pub async fn log_append(&self, key: &str, entries: &[String], ttl_ms: u64) -> Result<u64, StoreError> {
+        dispatch!(self, s => s.log_append(key, entries, ttl_ms))
+    }
+
+    /// The entries of the log under `key` from index `from` on.
+    pub async fn log_range(&self, key: &str, from: usize) -> Result<Vec<String>, StoreError> {
+        dispatch!(self, s => s.log_range(key, from))
+    }
+
     /// A value of namespace `ns` (a tool's `kv` space, MCP sessions).
     pub async fn kv_get(&self, ns: &str, key: &str) -> Result<Option<String>, StoreError> {
         dispatch!(self, s => s.kv_get(ns, key))

@@ -13,6 +13,26 @@ pub struct MemoryStore {
     state: Mutex<State>,
     /// (namespace, key) → (value, expiry ms or 0)
     kv: Mutex<BTreeMap<(String, String), (String, u64)>>,
+    /// Documents and logs (stored responses): key → (value, expiry ms)
+    docs: Mutex<Docs>,
+}
+
+#[derive(Default)]
+struct Docs {
+    values: HashMap<String, (String, u64)>,
+    logs: HashMap<String, (Vec<String>, u64)>,
+    writes: u64,
+}
+
+impl Docs {
+    /// Drops expired entries every 1024 writes (reads check expiry themselves).
+    fn sweep(&mut self, now: u64) {
+        self.writes += 1;
+        if self.writes.is_multiple_of(1024) {
+            self.values.retain(|_, (_, exp)| *exp > now);
+            self.logs.retain(|_, (_, exp)| *exp > now);
+        }
+    }
 }
 
 #[derive(Default)]
@@ -38,6 +58,58 @@ impl MemoryStore {
         let now = now_ms();
         kv.retain(|_, (_, exp)| *exp == 0 || *exp > now);
         kv
+    }
+
+    fn docs(&self) -> MutexGuard<'_, Docs> {
+        self.docs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn doc_put(&self, key: &str, value: &str, ttl_ms: u64) -> Result<(), StoreError> {
+        let now = now_ms();
+        let mut d = self.docs();
+        d.sweep(now);
+        d.values.insert(key.to_owned(), (value.to_owned(), now + ttl_ms.max(1)));
+        Ok(())
+    }
+
+    pub(crate) fn doc_get(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let now = now_ms();
+        Ok(self.docs().values.get(key).filter(|(_, exp)| *exp > now).map(|(v, _)| v.clone()))
+    }
+
+    pub(crate) fn doc_delete(&self, keys: &[String]) -> Result<u64, StoreError> {
+        let now = now_ms();
+        let mut d = self.docs();
+        let mut n = 0;
+        for k in keys {
+            n += u64::from(d.values.remove(k).is_some_and(|(_, exp)| exp > now));
+            n += u64::from(d.logs.remove(k).is_some_and(|(_, exp)| exp > now));
+        }
+        Ok(n)
+    }
+
+    pub(crate) fn log_append(&self, key: &str, entries: &[String], ttl_ms: u64) -> Result<u64, StoreError> {
+        let now = now_ms();
+        let mut d = self.docs();
+        d.sweep(now);
+        let log = d.logs.entry(key.to_owned()).or_insert_with(|| (Vec::new(), 0));
+        if log.1 <= now {
+            log.0.clear();
+        }
+        log.0.extend(entries.iter().cloned());
+        log.1 = now + ttl_ms.max(1);
+        Ok(log.0.len() as u64)
+    }
+
+    pub(crate) fn log_range(&self, key: &str, from: usize) -> Result<Vec<String>, StoreError> {
+        let now = now_ms();
+        Ok(self
+            .docs()
+            .logs
+            .get(key)
+            .filter(|(_, exp)| *exp > now)
+            .map(|(log, _)| log.iter().skip(from).cloned().collect())
+            .unwrap_or_default())
     }
 
     pub(crate) fn kv_get(&self, ns: &str, key: &str) -> Result<Option<String>, StoreError> {

@@ -125,6 +125,61 @@ impl RedisStore {
     }
 
     /// `kv:{ns}:{key}` holds a value; the set `kvkeys:{ns}` names the keys of a namespace.
+    pub(crate) async fn doc_put(&self, key: &str, value: &str, ttl_ms: u64) -> Result<(), StoreError> {
+        let mut c = self.conn().await?;
+        redis::cmd("SET")
+            .arg(self.key(key))
+            .arg(value)
+            .arg("PX")
+            .arg(ttl_ms.max(1))
+            .query_async::<()>(&mut c)
+            .await
+            .map_err(unavailable)
+    }
+
+    pub(crate) async fn doc_get(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let mut c = self.conn().await?;
+        redis::cmd("GET")
+            .arg(self.key(key))
+            .query_async(&mut c)
+            .await
+            .map_err(unavailable)
+    }
+
+    pub(crate) async fn doc_delete(&self, keys: &[String]) -> Result<u64, StoreError> {
+        let mut c = self.conn().await?;
+        let keys: Vec<String> = keys.iter().map(|k| self.key(k)).collect();
+        redis::cmd("DEL").arg(&keys).query_async(&mut c).await.map_err(unavailable)
+    }
+
+    pub(crate) async fn log_append(&self, key: &str, entries: &[String], ttl_ms: u64) -> Result<u64, StoreError> {
+        let mut c = self.conn().await?;
+        let k = self.key(key);
+        let (n,): (u64,) = redis::pipe()
+            .cmd("RPUSH")
+            .arg(&k)
+            .arg(entries)
+            .cmd("PEXPIRE")
+            .arg(&k)
+            .arg(ttl_ms.max(1))
+            .ignore()
+            .query_async(&mut c)
+            .await
+            .map_err(unavailable)?;
+        Ok(n)
+    }
+
+    pub(crate) async fn log_range(&self, key: &str, from: usize) -> Result<Vec<String>, StoreError> {
+        let mut c = self.conn().await?;
+        redis::cmd("LRANGE")
+            .arg(self.key(key))
+            .arg(from)
+            .arg(-1)
+            .query_async(&mut c)
+            .await
+            .map_err(unavailable)
+    }
+
     pub(crate) async fn kv_get(&self, ns: &str, key: &str) -> Result<Option<String>, StoreError> {
         let mut c = self.conn().await?;
         redis::cmd("GET")

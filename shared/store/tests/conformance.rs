@@ -342,3 +342,23 @@ async fn kv_get_touch_renews_the_expiry(s: Store) {
     assert_eq!(s.kv_get_touch("sessions", "missing", 100).await.unwrap(), None);
 }
 both!(kv_get_touch_renews_the_expiry);
+
+async fn documents_and_logs_are_stored_read_and_expire(s: Store) {
+    assert_eq!(s.doc_get("resp:a").await.unwrap(), None);
+    s.doc_put("resp:a", r#"{"id":"a"}"#, 60_000).await.unwrap();
+    s.doc_put("resp:b", "short", 80).await.unwrap();
+    assert_eq!(s.doc_get("resp:a").await.unwrap().as_deref(), Some(r#"{"id":"a"}"#));
+    assert_eq!(s.log_range("resp:a:events", 0).await.unwrap(), Vec::<String>::new());
+    let e = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    assert_eq!(s.log_append("resp:a:events", &e(&["e0", "e1"]), 60_000).await.unwrap(), 2);
+    assert_eq!(s.log_append("resp:a:events", &e(&["e2"]), 60_000).await.unwrap(), 3);
+    assert_eq!(s.log_range("resp:a:events", 0).await.unwrap(), e(&["e0", "e1", "e2"]));
+    assert_eq!(s.log_range("resp:a:events", 2).await.unwrap(), e(&["e2"]));
+    assert_eq!(s.log_range("resp:a:events", 5).await.unwrap(), Vec::<String>::new());
+    let both = ["resp:a".to_string(), "resp:a:events".to_string(), "resp:none".to_string()];
+    assert_eq!(s.doc_delete(&both).await.unwrap(), 2);
+    assert_eq!(s.doc_get("resp:a").await.unwrap(), None);
+    tokio::time::sleep(std::time::Duration::from_millis(120)).await;
+    assert_eq!(s.doc_get("resp:b").await.unwrap(), None, "expired");
+}
+both!(documents_and_logs_are_stored_read_and_expire);
