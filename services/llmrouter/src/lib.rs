@@ -31,6 +31,7 @@ pub enum Role {
     Router,
     Worker { pool: String },
     McpTools,
+    Responses,
 }
 
 impl Role {
@@ -41,6 +42,7 @@ impl Role {
             Role::Router => "router",
             Role::Worker { .. } => "worker",
             Role::McpTools => "mcp-tools",
+            Role::Responses => "responses",
         }
     }
 }
@@ -61,6 +63,8 @@ pub enum AppError {
     Worker(#[from] llmr_worker::InitError),
     #[error(transparent)]
     McpTools(#[from] llmr_mcp_tools::InitError),
+    #[error(transparent)]
+    Responses(#[from] llmr_responses::InitError),
     #[error("cannot start the admin listener (telemetry.admin_host/admin_port): {0}")]
     Admin(std::io::Error),
 }
@@ -73,6 +77,7 @@ pub struct App {
     router: Option<RouterService>,
     workers: Vec<WorkerService>,
     mcp_tools: Option<McpToolsService>,
+    responses: Option<llmr_responses::ResponsesService>,
     /// The admin listener (roles without the gateway, when configured).
     admin: Option<admin::Admin>,
     /// Set when the process starts to stop: readiness turns false.
@@ -108,6 +113,7 @@ pub async fn start(role: &Role, settings: &Settings) -> Result<App, AppError> {
         router: None,
         workers: Vec::new(),
         mcp_tools: None,
+        responses: None,
         admin: None,
         draining: Default::default(),
         grace: Duration::from_millis(settings.server.shutdown_grace_ms),
@@ -119,6 +125,10 @@ pub async fn start(role: &Role, settings: &Settings) -> Result<App, AppError> {
     if matches!(role, Role::All | Role::McpTools) {
         app.mcp_tools =
             Some(McpToolsService::build(settings, bus.clone(), store.clone(), &instance, &script_host).await?);
+    }
+    if matches!(role, Role::All | Role::Responses) {
+        app.responses =
+            Some(llmr_responses::ResponsesService::build(settings, bus.clone(), store.clone(), &instance).await?);
     }
     let pools: Vec<String> = match role {
         Role::All => {
@@ -221,7 +231,12 @@ impl App {
                 m.drain(grace).await;
             }
         };
-        tokio::join!(futures_util::future::join_all(workers), gateway, tools);
+        let responses = async {
+            if let Some(r) = &self.responses {
+                r.drain(grace).await;
+            }
+        };
+        tokio::join!(futures_util::future::join_all(workers), gateway, tools, responses);
         if let Some(a) = &self.admin {
             a.handle.stop(true).await;
         }

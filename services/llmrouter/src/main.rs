@@ -37,6 +37,8 @@ enum Command {
     },
     /// The MCP tools service: JavaScript tools, built-ins, remote MCP servers (needs Redis).
     McpTools,
+    /// The responses service: OpenAI's Responses API over chat completions (needs Redis).
+    Responses,
     /// Loads and validates the configuration, prints what it found, and exits
     /// (non-zero, naming the field, when something is wrong).
     CheckConfig,
@@ -155,6 +157,7 @@ fn main() -> ExitCode {
         Command::Router => Role::Router,
         Command::Worker { pool } => Role::Worker { pool },
         Command::McpTools => Role::McpTools,
+        Command::Responses => Role::Responses,
         Command::Tool { .. } | Command::Script { .. } | Command::ScriptHost => {
             return ExitCode::FAILURE;
         }

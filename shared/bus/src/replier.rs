@@ -80,6 +80,15 @@ impl Replier {
         self.bus.reply(&self.reply_to, &frames).await
     }
 
+    /// Stream bytes already framed by the caller (Responses events with `event:` lines):
+    /// one chunk frame; the head goes first.
+    pub async fn raw(&mut self, data: Bytes) -> Result<(), BusError> {
+        let mut frames = Vec::with_capacity(2);
+        self.head_if_needed(&mut frames, 200);
+        self.chunk(&mut frames, data);
+        self.bus.reply(&self.reply_to, &frames).await
+    }
+
     /// A whole stream at once: head, one chunk with every event, end.
     pub async fn stream_all(&mut self, payloads: &[Bytes]) -> Result<(), BusError> {
         let mut frames = Vec::with_capacity(3);

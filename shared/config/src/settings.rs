@@ -22,6 +22,20 @@ pub struct Settings {
     pub scripting: Scripting,
     pub mcp: Mcp,
     pub routing: Routing,
+    pub responses: Responses,
+}
+
+/// The Responses API: how long stored responses live and how large they may be.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Responses {
+    /// Stored responses, their input items and stream events expire after this long.
+    pub ttl_ms: u64,
+    /// A response whose stored form (response, input items, context) would be larger is
+    /// answered but not stored (its `store` is reported false).
+    pub max_stored_bytes: usize,
+    /// Responses one responses instance runs at once.
+    pub max_in_flight: usize,
 }
 
 /// JavaScript tools and the sandbox they run in.

@@ -49,6 +49,12 @@ impl Settings {
         self.check_routing(&mut p);
         self.check_scripting(&mut p);
         self.check_mcp(&mut p);
+        p.check(self.responses.ttl_ms > 0, "responses.ttl_ms", "must be greater than 0");
+        p.check(
+            self.responses.max_in_flight > 0,
+            "responses.max_in_flight",
+            "must be greater than 0",
+        );
         self.check_providers(&mut p);
         self.check_models(&mut p);
         p.into_result()

@@ -159,6 +159,12 @@ fn strip_position(msg: &str) -> &str {
     msg.find(" at line ").map_or(msg, |i| &msg[..i])
 }
 
+/// llmrouter's token estimate for `bytes` of request text: a quarter of the bytes, rounded
+/// up (used for routing decisions, `input_tokens` counts and usage the upstream did not report).
+pub fn estimate_tokens(bytes: usize) -> u64 {
+    (bytes as u64).div_ceil(4)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

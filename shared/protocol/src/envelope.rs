@@ -22,6 +22,9 @@ pub enum Kind {
     /// A tool call from inside the cluster (the router's tool loop), for mcp-tools: the body
     /// is `{"name": …, "arguments": {…}}`, the answer an MCP `CallToolResult`.
     Tool,
+    /// A Responses / Conversations API operation, for the responses service: the body is a
+    /// [`crate::responses::Op`].
+    Responses,
 }
 
 impl Kind {
@@ -31,6 +34,7 @@ impl Kind {
             Kind::Job => "job",
             Kind::Mcp => "mcp",
             Kind::Tool => "tool",
+            Kind::Responses => "responses",
         }
     }
 
@@ -40,6 +44,7 @@ impl Kind {
             b"job" => Some(Kind::Job),
             b"mcp" => Some(Kind::Mcp),
             b"tool" => Some(Kind::Tool),
+            b"responses" => Some(Kind::Responses),
             _ => None,
         }
     }

@@ -19,6 +19,9 @@ pub enum ApiError {
     Unauthorized { message: String },
     #[error("Request body is larger than the limit of {limit} bytes.")]
     PayloadTooLarge { limit: usize },
+    /// A stored object (a response, a conversation) that does not exist or has expired.
+    #[error("{message}")]
+    NotFound { message: String },
     #[error("Unknown route: {method} {path}")]
     RouteNotFound { method: String, path: String },
     #[error("{message}")]
@@ -54,7 +57,7 @@ impl ApiError {
         match self {
             ApiError::InvalidRequest { .. } => 400,
             ApiError::Unauthorized { .. } => 401,
-            ApiError::ModelNotFound { .. } | ApiError::RouteNotFound { .. } => 404,
+            ApiError::ModelNotFound { .. } | ApiError::RouteNotFound { .. } | ApiError::NotFound { .. } => 404,
             ApiError::PayloadTooLarge { .. } => 413,
             ApiError::RateLimited { .. } => 429,
             ApiError::UpstreamRejected { status, .. } => *status,
@@ -72,6 +75,7 @@ impl ApiError {
             | ApiError::ModelNotFound { .. }
             | ApiError::PayloadTooLarge { .. }
             | ApiError::RouteNotFound { .. }
+            | ApiError::NotFound { .. }
             | ApiError::UpstreamRejected { .. } => "invalid_request_error",
             ApiError::Unauthorized { .. } => "authentication_error",
             ApiError::RateLimited { .. } => "rate_limit_error",
@@ -83,7 +87,10 @@ impl ApiError {
     /// OpenAI's `code` field.
     pub fn code(&self) -> Option<&'static str> {
         match self {
-            ApiError::InvalidRequest { .. } | ApiError::UpstreamRejected { .. } | ApiError::Internal { .. } => None,
+            ApiError::InvalidRequest { .. }
+            | ApiError::UpstreamRejected { .. }
+            | ApiError::Internal { .. }
+            | ApiError::NotFound { .. } => None,
             ApiError::ModelNotFound { .. } => Some("model_not_found"),
             ApiError::Unauthorized { .. } => Some("invalid_api_key"),
             ApiError::PayloadTooLarge { .. } => Some("request_too_large"),

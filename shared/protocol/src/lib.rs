@@ -11,6 +11,7 @@
 //! - [`error`]: the one error type that maps every failure to OpenAI's error JSON.
 //! - [`mcp`]: MCP protocol revisions and JSON-RPC error codes.
 //! - [`openai`]: the OpenAI completion and chunk bodies llmrouter writes itself.
+//! - [`responses`]: Responses API operations (gateway → responses service) and event framing.
 //! - [`streams`]: stream and consumer-group names.
 //! - [`tools`]: built-in tool names and the `{namespace}_{name}` function-name rule.
 //! - [`trace`]: the W3C trace context (`traceparent`, `tracestate`) every hop carries.
@@ -22,6 +23,7 @@ pub mod frame;
 pub mod mcp;
 pub mod openai;
 pub mod plan;
+pub mod responses;
 pub mod streams;
 pub mod tools;
 pub mod trace;

@@ -6,6 +6,8 @@
 pub const REQUESTS: &str = "requests";
 /// MCP messages and tool calls for mcp-tools.
 pub const MCP: &str = "mcp";
+/// Responses API operations for the responses service.
+pub const RESPONSES: &str = "responses";
 
 /// Routed jobs for the workers of one pool.
 pub fn jobs(pool: &str) -> String {
@@ -25,6 +27,8 @@ pub mod groups {
     pub const WORKERS: &str = "workers";
     /// mcp-tools instances, on [`MCP`](super::MCP).
     pub const MCP_TOOLS: &str = "mcp-tools";
+    /// responses instances, on [`RESPONSES`](super::RESPONSES).
+    pub const RESPONSES: &str = "responses";
 }
 
 #[cfg(test)]

@@ -24,6 +24,9 @@ fn error_bodies() {
             method: "GET".into(),
             path: "/v2/x".into(),
         },
+        ApiError::NotFound {
+            message: "Response with id 'resp_x' not found.".into(),
+        },
         ApiError::RateLimited {
             message: "Every upstream is rate-limited".into(),
             retry_after_s: Some(3),

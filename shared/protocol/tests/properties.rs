@@ -10,7 +10,13 @@ use proptest::prelude::*;
 use uuid::Uuid;
 
 fn kind() -> impl Strategy<Value = Kind> {
-    prop_oneof![Just(Kind::Chat), Just(Kind::Job), Just(Kind::Mcp), Just(Kind::Tool)]
+    prop_oneof![
+        Just(Kind::Chat),
+        Just(Kind::Job),
+        Just(Kind::Mcp),
+        Just(Kind::Tool),
+        Just(Kind::Responses)
+    ]
 }
 
 fn caller() -> impl Strategy<Value = CallerId> {

@@ -74,7 +74,12 @@ impl MemoryStore {
 
     pub(crate) fn doc_get(&self, key: &str) -> Result<Option<String>, StoreError> {
         let now = now_ms();
-        Ok(self.docs().values.get(key).filter(|(_, exp)| *exp > now).map(|(v, _)| v.clone()))
+        Ok(self
+            .docs()
+            .values
+            .get(key)
+            .filter(|(_, exp)| *exp > now)
+            .map(|(v, _)| v.clone()))
     }
 
     pub(crate) fn doc_delete(&self, keys: &[String]) -> Result<u64, StoreError> {

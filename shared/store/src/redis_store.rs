@@ -149,7 +149,11 @@ impl RedisStore {
     pub(crate) async fn doc_delete(&self, keys: &[String]) -> Result<u64, StoreError> {
         let mut c = self.conn().await?;
         let keys: Vec<String> = keys.iter().map(|k| self.key(k)).collect();
-        redis::cmd("DEL").arg(&keys).query_async(&mut c).await.map_err(unavailable)
+        redis::cmd("DEL")
+            .arg(&keys)
+            .query_async(&mut c)
+            .await
+            .map_err(unavailable)
     }
 
     pub(crate) async fn log_append(&self, key: &str, entries: &[String], ttl_ms: u64) -> Result<u64, StoreError> {

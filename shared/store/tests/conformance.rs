@@ -350,12 +350,19 @@ async fn documents_and_logs_are_stored_read_and_expire(s: Store) {
     assert_eq!(s.doc_get("resp:a").await.unwrap().as_deref(), Some(r#"{"id":"a"}"#));
     assert_eq!(s.log_range("resp:a:events", 0).await.unwrap(), Vec::<String>::new());
     let e = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-    assert_eq!(s.log_append("resp:a:events", &e(&["e0", "e1"]), 60_000).await.unwrap(), 2);
+    assert_eq!(
+        s.log_append("resp:a:events", &e(&["e0", "e1"]), 60_000).await.unwrap(),
+        2
+    );
     assert_eq!(s.log_append("resp:a:events", &e(&["e2"]), 60_000).await.unwrap(), 3);
     assert_eq!(s.log_range("resp:a:events", 0).await.unwrap(), e(&["e0", "e1", "e2"]));
     assert_eq!(s.log_range("resp:a:events", 2).await.unwrap(), e(&["e2"]));
     assert_eq!(s.log_range("resp:a:events", 5).await.unwrap(), Vec::<String>::new());
-    let both = ["resp:a".to_string(), "resp:a:events".to_string(), "resp:none".to_string()];
+    let both = [
+        "resp:a".to_string(),
+        "resp:a:events".to_string(),
+        "resp:none".to_string(),
+    ];
     assert_eq!(s.doc_delete(&both).await.unwrap(), 2);
     assert_eq!(s.doc_get("resp:a").await.unwrap(), None);
     tokio::time::sleep(std::time::Duration::from_millis(120)).await;

@@ -2,9 +2,7 @@
 //! A client that goes away drops its call, which cancels the request.
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use bytes::Bytes;
-use llmr_bus::Call;
-use llmr_protocol::{ApiError, CallerId, Envelope, FrameKind, Kind, Meta, chat, now_ms, streams};
+use llmr_protocol::{CallerId, Envelope, Kind, Meta, chat, now_ms, streams};
 
 use crate::observe::client_trace;
 use crate::{AppState, HttpError};
@@ -44,7 +42,7 @@ pub async fn completions(
             .time_to_first_token
             .with_label_values(&[env.meta.model.as_str()])
             .observe(started.elapsed().as_secs_f64());
-        return Ok(sse_response(call));
+        return Ok(super::sse::relay(call, super::sse::Dialect::Chat));
     }
     let body = call.body().await?;
     if state.settings.telemetry.log_content {
@@ -66,49 +64,4 @@ fn content(state: &AppState, text: &str) -> String {
     } else {
         text.to_owned()
     }
-}
-
-/// A streamed answer: the SSE events of each chunk frame are flushed as they arrive; the
-/// frames already waiting are written together. An error after the start ends the stream
-/// with an error event.
-fn sse_response(call: Call) -> HttpResponse {
-    let stream = futures_util::stream::unfold(Some(call), move |state| async move {
-        let mut call = state?;
-        let mut out: Vec<u8> = Vec::new();
-        let mut next = call.next().await;
-        loop {
-            match next {
-                Ok(f) => match f.kind {
-                    FrameKind::Head => {}
-                    // Chunk frames of a stream carry SSE events ready to write.
-                    FrameKind::Chunk => out.extend_from_slice(&f.data),
-                    FrameKind::End => {
-                        out.extend_from_slice(b"data: [DONE]\n\n");
-                        return Some((Ok::<_, actix_web::Error>(Bytes::from(out)), None));
-                    }
-                    FrameKind::Error => return Some((Ok(error_event(out, &f.as_error())), None)),
-                },
-                // Deadline or a closed channel: the call stays open, so dropping it cancels.
-                Err(e) => return Some((Ok(error_event(out, &e)), None)),
-            }
-            match call.try_next() {
-                Some(f) => next = Ok(f),
-                None if out.is_empty() => next = call.next().await,
-                None => return Some((Ok(Bytes::from(out)), Some(call))),
-            }
-        }
-    });
-    HttpResponse::Ok()
-        .content_type("text/event-stream")
-        .insert_header(("cache-control", "no-cache"))
-        .insert_header(("x-accel-buffering", "no"))
-        .streaming(stream)
-}
-
-/// `out` followed by an OpenAI error event and `[DONE]`.
-fn error_event(mut out: Vec<u8>, e: &ApiError) -> Bytes {
-    out.extend_from_slice(b"data: ");
-    out.extend_from_slice(&e.to_json());
-    out.extend_from_slice(b"\n\ndata: [DONE]\n\n");
-    Bytes::from(out)
 }

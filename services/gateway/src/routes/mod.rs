@@ -4,6 +4,8 @@ pub mod chat;
 pub mod health;
 pub mod mcp;
 pub mod models;
+pub mod responses;
+pub mod sse;
 pub mod usage;
 
 use actix_web::{HttpRequest, web};
@@ -18,6 +20,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/v1/models", web::get().to(models::list))
         .route("/v1/models/{id:.+}", web::get().to(models::retrieve))
         .route("/v1/usage", web::get().to(usage::usage))
+        .route("/v1/responses", web::post().to(responses::create))
+        .route("/v1/responses/input_tokens", web::post().to(responses::input_tokens))
+        .route("/v1/responses/{id}", web::get().to(responses::retrieve))
+        .route("/v1/responses/{id}", web::delete().to(responses::delete))
+        .route("/v1/responses/{id}/cancel", web::post().to(responses::cancel))
+        .route("/v1/responses/{id}/input_items", web::get().to(responses::input_items))
         .route("/health", web::get().to(health::health))
         .route("/healthz", web::get().to(crate::observe::healthz))
         .route("/readyz", web::get().to(crate::observe::readyz))

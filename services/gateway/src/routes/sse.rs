@@ -1,0 +1,82 @@
+//! Relaying a call's frames to an HTTP client as Server-Sent Events, in the dialect of the
+//! API: chat completions end with `data: [DONE]` and report a late error as an OpenAI error
+//! object; the Responses API has no `[DONE]` and reports one as an `error` event.
+
+use actix_web::HttpResponse;
+use bytes::Bytes;
+use llmr_bus::Call;
+use llmr_protocol::{ApiError, FrameKind};
+use serde_json::json;
+
+/// Which API's stream conventions apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Chat,
+    Responses,
+}
+
+impl Dialect {
+    /// What ends a stream.
+    fn trailer(self) -> &'static [u8] {
+        match self {
+            Dialect::Chat => b"data: [DONE]\n\n",
+            Dialect::Responses => b"",
+        }
+    }
+
+    /// `out` followed by the stream's error event and end.
+    fn error_event(self, mut out: Vec<u8>, e: &ApiError) -> Bytes {
+        match self {
+            Dialect::Chat => {
+                out.extend_from_slice(b"data: ");
+                out.extend_from_slice(&e.to_json());
+                out.extend_from_slice(b"\n\n");
+            }
+            Dialect::Responses => {
+                let event = json!({"type": "error", "code": e.code(), "message": e.to_string(), "param": e.param()});
+                out.extend_from_slice(b"event: error\ndata: ");
+                out.extend_from_slice(event.to_string().as_bytes());
+                out.extend_from_slice(b"\n\n");
+            }
+        }
+        out.extend_from_slice(self.trailer());
+        Bytes::from(out)
+    }
+}
+
+/// A streamed answer: the SSE events of each chunk frame are flushed as they arrive; the
+/// frames already waiting are written together. An error after the start ends the stream
+/// with an error event.
+pub fn relay(call: Call, dialect: Dialect) -> HttpResponse {
+    let stream = futures_util::stream::unfold(Some(call), move |state| async move {
+        let mut call = state?;
+        let mut out: Vec<u8> = Vec::new();
+        let mut next = call.next().await;
+        loop {
+            match next {
+                Ok(f) => match f.kind {
+                    FrameKind::Head => {}
+                    // Chunk frames of a stream carry SSE events ready to write.
+                    FrameKind::Chunk => out.extend_from_slice(&f.data),
+                    FrameKind::End => {
+                        out.extend_from_slice(dialect.trailer());
+                        return Some((Ok::<_, actix_web::Error>(Bytes::from(out)), None));
+                    }
+                    FrameKind::Error => return Some((Ok(dialect.error_event(out, &f.as_error())), None)),
+                },
+                // Deadline or a closed channel: the call stays open, so dropping it cancels.
+                Err(e) => return Some((Ok(dialect.error_event(out, &e)), None)),
+            }
+            match call.try_next() {
+                Some(f) => next = Ok(f),
+                None if out.is_empty() => next = call.next().await,
+                None => return Some((Ok(Bytes::from(out)), Some(call))),
+            }
+        }
+    });
+    HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header(("cache-control", "no-cache"))
+        .insert_header(("x-accel-buffering", "no"))
+        .streaming(stream)
+}

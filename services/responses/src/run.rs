@@ -1,0 +1,389 @@
+//! Creating a response: the request is answered by a chat completion through the router
+//! (groups, strategies, failover and usage as for any chat), its stream translated into
+//! Responses events, and the response stored before its final event is sent — so a
+//! `previous_response_id` chain can continue the moment a client sees `response.completed`.
+//!
+//! A background response is stored as `queued` and answered at once; it then runs here,
+//! its events logged for clients that resume the stream, checking for a cancel every
+//! 250 ms. Its id comes from the envelope's, so a peer that reclaims the entry of an
+//! instance that died reruns the same response (or skips it when it already ended).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use llmr_bus::{Call, Caller, Replier};
+use llmr_protocol::openai::ChatCompletion;
+use llmr_protocol::responses::{EventWriter, sse};
+use llmr_protocol::{ApiError, Envelope, FrameKind, Kind, Meta, now_ms, streams};
+use serde_json::{Map, Value, json};
+
+use crate::convert::{self, Request};
+use crate::stored::{Stored, document, is_terminal};
+use crate::translate::{Translator, output_messages, usage};
+
+/// What a run needs from its service.
+pub struct Ctx {
+    pub caller: Caller,
+    pub stored: Stored,
+}
+
+/// How the chat behind a response ended.
+enum Outcome {
+    Completed {
+        output: Vec<Value>,
+        usage: Value,
+        finish: Option<String>,
+    },
+    Failed(ApiError),
+    Cancelled,
+}
+
+/// One response being created.
+struct Run<'a> {
+    ctx: &'a Ctx,
+    env: &'a Envelope,
+    req: Request,
+    body: Value,
+    id: String,
+    created_at: u64,
+    context: Vec<Value>,
+    writer: EventWriter,
+    /// Events went (or go) to the client.
+    streaming: bool,
+}
+
+/// Answers `POST /v1/responses`.
+pub async fn create(ctx: &Ctx, env: &Envelope, body: Value, out: &mut Replier) {
+    let req = match convert::parse(&body) {
+        Ok(r) => r,
+        Err(e) => return send(out.error(&e).await),
+    };
+    let id = format!("resp_{}", env.id.simple());
+    let mut run = match Run::prepare(ctx, env, req, body, id).await {
+        Ok(Some(run)) => run,
+        Ok(None) => return,
+        Err(e) => return send(out.error(&e).await),
+    };
+    if run.req.background {
+        if let Err(e) = run.queue(out).await {
+            return send(out.error(&e).await);
+        }
+    }
+    let outcome = run.execute(out).await;
+    run.finish(out, outcome).await;
+}
+
+fn send(r: Result<(), llmr_bus::BusError>) {
+    if let Err(e) = r {
+        tracing::warn!(error = %e, "could not answer a responses request");
+    }
+}
+
+impl<'a> Run<'a> {
+    /// The run of `req`, with the context of its chain; None when a reclaimed run had ended.
+    async fn prepare(
+        ctx: &'a Ctx,
+        env: &'a Envelope,
+        req: Request,
+        body: Value,
+        id: String,
+    ) -> Result<Option<Run<'a>>, ApiError> {
+        if let Some(doc) = ctx.stored.doc(&id).await? {
+            if is_terminal(&doc["response"]) {
+                return Ok(None);
+            }
+            ctx.stored.clear_events(&id).await?;
+        }
+        let mut context = Vec::new();
+        if let Some(instructions) = &req.instructions {
+            context.push(json!({"role": "system", "content": instructions}));
+        }
+        if let Some(prev) = &req.previous_response_id {
+            let doc = ctx.stored.doc(prev).await?.ok_or_else(|| ApiError::NotFound {
+                message: format!("Previous response with id '{prev}' not found."),
+            })?;
+            let history = doc["context"].as_array().cloned().unwrap_or_default();
+            // The previous instructions do not carry over (OpenAI's rule): drop its system turns.
+            context.extend(history.into_iter().filter(|m| m["role"] != "system"));
+        }
+        context.extend(convert::messages(&req.input));
+        let streaming = req.stream;
+        Ok(Some(Run {
+            ctx,
+            env,
+            req,
+            body,
+            id,
+            created_at: now_ms() / 1000,
+            context,
+            writer: EventWriter::default(),
+            streaming,
+        }))
+    }
+
+    /// The response object in its current state.
+    fn object(&self, status: &str, output: &[Value], usage: Value, error: Value, incomplete: Value) -> Value {
+        let mut o = Map::new();
+        o.insert("id".into(), json!(self.id));
+        o.insert("object".into(), json!("response"));
+        o.insert("created_at".into(), json!(self.created_at));
+        o.insert("status".into(), json!(status));
+        o.insert("error".into(), error);
+        o.insert("incomplete_details".into(), incomplete);
+        o.insert("model".into(), json!(self.req.model));
+        o.insert("output".into(), Value::from(output.to_vec()));
+        o.insert("usage".into(), usage);
+        o.insert("reasoning".into(), json!({"effort": null, "summary": null}));
+        o.insert("truncation".into(), json!("disabled"));
+        o.insert("user".into(), Value::Null);
+        for (k, v) in &self.req.echo {
+            o.insert(k.clone(), v.clone());
+        }
+        Value::Object(o)
+    }
+
+    /// Numbers `events`, logs them (background) and sends them (streaming).
+    async fn emit(&mut self, out: &mut Replier, events: Vec<Value>) -> Result<(), ApiError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let numbered: Vec<String> = events.into_iter().map(|e| self.writer.number(e)).collect();
+        if self.req.background {
+            self.ctx.stored.append_events(&self.id, &numbered).await?;
+        }
+        if self.streaming {
+            out.raw(sse(&numbered)).await.map_err(ApiError::from)?;
+        }
+        Ok(())
+    }
+
+    /// A background response: stored as queued and answered at once (or its stream begun).
+    async fn queue(&mut self, out: &mut Replier) -> Result<(), ApiError> {
+        let queued = self.object("queued", &[], Value::Null, Value::Null, Value::Null);
+        self.ctx
+            .stored
+            .put(&self.id, &document(&queued, &self.context, Some(&self.body)))
+            .await?;
+        self.ctx.stored.put_input(&self.id, &self.req.input).await?;
+        self.emit(out, vec![json!({"type": "response.created", "response": queued})])
+            .await?;
+        if !self.streaming {
+            out.complete(200, Bytes::from(queued.to_string()))
+                .await
+                .map_err(ApiError::from)?;
+        }
+        Ok(())
+    }
+
+    /// The chat request behind this response, through the router.
+    async fn chat(&self) -> Result<Call, ApiError> {
+        let mut chat = self.req.chat.clone();
+        chat.insert("model".into(), json!(self.req.model));
+        chat.insert("messages".into(), Value::from(self.context.clone()));
+        chat.insert("stream".into(), json!(true));
+        chat.insert("stream_options".into(), json!({"include_usage": true}));
+        let meta = Meta {
+            model: self.req.model.clone(),
+            stream: true,
+            include_usage: true,
+            ..Meta::default()
+        };
+        let body = Bytes::from(Value::Object(chat).to_string());
+        let env = self.env.on_behalf(Kind::Chat, self.ctx.caller.instance(), body, meta);
+        self.ctx.caller.send(streams::REQUESTS, &env).await
+    }
+
+    /// Runs the chat and streams its translation; how it ended.
+    async fn execute(&mut self, out: &mut Replier) -> Outcome {
+        let mut call = match self.chat().await {
+            Ok(c) => c,
+            Err(e) => return Outcome::Failed(e),
+        };
+        let head = match call.head().await {
+            Ok(h) => h,
+            Err(e) => return Outcome::Failed(e),
+        };
+        if head.status >= 400 {
+            let body = call.body().await.unwrap_or_default();
+            return Outcome::Failed(ApiError::UpstreamRejected {
+                status: head.status,
+                body: String::from_utf8_lossy(&body).into_owned(),
+            });
+        }
+        let in_progress = self.object("in_progress", &[], Value::Null, Value::Null, Value::Null);
+        let mut start = Vec::new();
+        if !self.req.background {
+            start.push(json!({"type": "response.created", "response": in_progress}));
+        }
+        start.push(json!({"type": "response.in_progress", "response": in_progress}));
+        if let Err(e) = self.emit(out, start).await {
+            return Outcome::Failed(e);
+        }
+        let mut t = Translator::default();
+        let ended = if head.stream {
+            self.relay(&mut call, &mut t, out).await
+        } else {
+            self.replay(&mut call, &mut t, out).await
+        };
+        if let Some(outcome) = ended {
+            return outcome;
+        }
+        let mut closing = Vec::new();
+        let output = t.finish(&mut closing);
+        if let Err(e) = self.emit(out, closing).await {
+            return Outcome::Failed(e);
+        }
+        Outcome::Completed {
+            output,
+            usage: t.usage.as_ref().map_or(Value::Null, usage),
+            finish: t.finish_reason.clone(),
+        }
+    }
+
+    /// Translates a streamed chat; Some when it ended otherwise than completing.
+    async fn relay(&mut self, call: &mut Call, t: &mut Translator, out: &mut Replier) -> Option<Outcome> {
+        let check = Duration::from_millis(250);
+        loop {
+            let frame = tokio::select! {
+                f = call.next() => f,
+                () = tokio::time::sleep(check), if self.req.background => {
+                    if self.ctx.stored.cancel_requested(&self.id).await {
+                        return Some(Outcome::Cancelled);
+                    }
+                    continue;
+                }
+            };
+            let frame = match frame {
+                Ok(f) => f,
+                Err(e) => return Some(Outcome::Failed(e)),
+            };
+            match frame.kind {
+                FrameKind::Head => {}
+                FrameKind::End => return None,
+                FrameKind::Error => return Some(Outcome::Failed(frame.as_error())),
+                FrameKind::Chunk => {
+                    let mut events = Vec::new();
+                    for line in frame.data.split(|b| *b == b'\n') {
+                        let Some(data) = line.strip_prefix(b"data: ") else {
+                            continue;
+                        };
+                        if let Ok(chunk) = serde_json::from_slice::<Value>(data) {
+                            t.chunk(&chunk, &mut events);
+                        }
+                    }
+                    if let Err(e) = self.emit(out, events).await {
+                        return Some(Outcome::Failed(e));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Translates a whole (non-streamed) chat answer as if it had streamed.
+    async fn replay(&mut self, call: &mut Call, t: &mut Translator, out: &mut Replier) -> Option<Outcome> {
+        let body = match call.body().await {
+            Ok(b) => b,
+            Err(e) => return Some(Outcome::Failed(e)),
+        };
+        let completion: ChatCompletion = match serde_json::from_slice(&body) {
+            Ok(c) => c,
+            Err(e) => {
+                return Some(Outcome::Failed(ApiError::Upstream {
+                    message: format!("unreadable completion: {e}"),
+                }));
+            }
+        };
+        let mut events = Vec::new();
+        for chunk in completion.to_chunks(true) {
+            t.chunk(&serde_json::to_value(&chunk).unwrap_or_default(), &mut events);
+        }
+        self.emit(out, events).await.err().map(Outcome::Failed)
+    }
+
+    /// Stores the outcome, then sends the final event or the response.
+    async fn finish(&mut self, out: &mut Replier, outcome: Outcome) {
+        let result = match outcome {
+            Outcome::Completed { output, usage, finish } => self.completed(out, output, usage, finish).await,
+            Outcome::Failed(e) => self.failed(out, e).await,
+            Outcome::Cancelled => Ok(()),
+        };
+        if let Err(e) = result {
+            tracing::warn!(response = %self.id, error = %e, "could not finish a response");
+            if !out.started() {
+                send(out.error(&e).await);
+            }
+        }
+        if self.streaming {
+            send(out.end().await);
+        }
+    }
+
+    async fn completed(
+        &mut self,
+        out: &mut Replier,
+        output: Vec<Value>,
+        usage: Value,
+        finish: Option<String>,
+    ) -> Result<(), ApiError> {
+        let (status, incomplete, event) = match finish.as_deref() {
+            Some("length") => (
+                "incomplete",
+                json!({"reason": "max_output_tokens"}),
+                "response.incomplete",
+            ),
+            Some("content_filter") => ("incomplete", json!({"reason": "content_filter"}), "response.incomplete"),
+            _ => ("completed", Value::Null, "response.completed"),
+        };
+        let mut response = self.object(status, &output, usage, Value::Null, incomplete);
+        if self.req.store {
+            self.context.extend(output_messages(&output));
+            let request = self.req.background.then_some(&self.body);
+            if self
+                .ctx
+                .stored
+                .put(&self.id, &document(&response, &self.context, request))
+                .await?
+            {
+                self.ctx.stored.put_input(&self.id, &self.req.input).await?;
+            } else {
+                response["store"] = json!(false);
+            }
+            if self.req.background && self.ctx.stored.cancel_requested(&self.id).await {
+                // Cancelled while finishing: the cancel wins (it may have answered already).
+                let cancelled = self.object("cancelled", &output, Value::Null, Value::Null, Value::Null);
+                self.ctx
+                    .stored
+                    .put(&self.id, &document(&cancelled, &self.context, None))
+                    .await?;
+                return Ok(());
+            }
+        }
+        self.emit(out, vec![json!({"type": event, "response": response})])
+            .await?;
+        if !self.streaming && !self.req.background {
+            out.complete(200, Bytes::from(response.to_string())).await?;
+        }
+        Ok(())
+    }
+
+    async fn failed(&mut self, out: &mut Replier, e: ApiError) -> Result<(), ApiError> {
+        let error = json!({"code": e.code().unwrap_or("server_error"), "message": e.to_string()});
+        let response = self.object("failed", &[], Value::Null, error, Value::Null);
+        if self.req.background {
+            if self.ctx.stored.cancel_requested(&self.id).await {
+                return Ok(());
+            }
+            self.ctx
+                .stored
+                .put(&self.id, &document(&response, &self.context, None))
+                .await?;
+        }
+        if !out.started() && !self.req.background {
+            // Nothing reached the client yet: an ordinary HTTP error.
+            out.error(&e).await?;
+            return Ok(());
+        }
+        self.emit(out, vec![json!({"type": "response.failed", "response": response})])
+            .await
+    }
+}
