@@ -192,8 +192,20 @@ fn normalize_item(mut item: Value, index: usize) -> Result<Value, ApiError> {
         };
         obj.insert("id".into(), Value::String(new_id(prefix)));
     }
-    if kind == "message" && !obj.contains_key("status") {
-        obj.insert("status".into(), json!("completed"));
+    if kind == "message" {
+        // Stored and listed as OpenAI lists them: content as parts.
+        if let Some(Value::String(text)) = obj.get("content") {
+            let part = if obj.get("role").and_then(Value::as_str) == Some("assistant") {
+                "output_text"
+            } else {
+                "input_text"
+            };
+            let parts = json!([{"type": part, "text": text}]);
+            obj.insert("content".into(), parts);
+        }
+        if !obj.contains_key("status") {
+            obj.insert("status".into(), json!("completed"));
+        }
     }
     Ok(item)
 }

@@ -1,0 +1,286 @@
+"""The Responses API with the official `openai` package, called as a user would: against
+`llmrouter all` (memory) and against two gateways, a router, a worker and two responses
+instances over Redis (chains cross gateways and instances). A small OpenAI-compatible mock
+upstream (here, in a thread) answers with tool calls when given tools and says how many
+messages it saw, so chains and function calling can be checked."""
+
+import json
+import os
+import shutil
+import tempfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+import openai
+import pytest
+
+from conftest import TOKEN, Stack, binary, free_port, wait_healthy
+
+
+class MockUpstream(BaseHTTPRequestHandler):
+    """POST /v1/chat/completions, streamed: a tool call when tools are offered and the last
+    message is the user's; otherwise `saw N messages; last: TEXT`."""
+
+    seen = []
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        body = json.dumps({"object": "list", "data": [{"id": "mock", "object": "model"}]}).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self):
+        req = json.loads(self.rfile.read(int(self.headers["content-length"])))
+        MockUpstream.seen.append(req)
+        msgs = req["messages"]
+        last = msgs[-1]
+        if req.get("tools") and last["role"] == "user":
+            deltas = [{"role": "assistant", "tool_calls": [{"index": 0, "id": "call_w1", "type": "function",
+                                                             "function": {"name": "get_weather", "arguments": ""}}]},
+                      {"tool_calls": [{"index": 0, "function": {"arguments": "{\"city\":"}}]},
+                      {"tool_calls": [{"index": 0, "function": {"arguments": "\"Oslo\"}"}}]}]
+            finish = "tool_calls"
+        else:
+            text = last["content"] if isinstance(last["content"], str) else json.dumps(last["content"])
+            deltas = [{"role": "assistant", "content": ""}, {"content": f"saw {len(msgs)} messages; "},
+                      {"content": f"last: {text}"}]
+            finish = "stop"
+        chunks = [{"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "mock",
+                   "choices": [{"index": 0, "delta": d, "finish_reason": None}]} for d in deltas]
+        chunks[-1]["choices"][0]["finish_reason"] = finish
+        chunks.append({"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "mock", "choices": [],
+                       "usage": {"prompt_tokens": 7, "completion_tokens": 5, "total_tokens": 12}})
+        body = "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream")
+        self.send_header("content-length", str(len(body.encode())))
+        self.end_headers()
+        self.wfile.write(body.encode())
+
+
+@pytest.fixture(scope="module", params=["all-in-memory", "cluster-over-redis"])
+def urls(request):
+    """Base URLs (…/v1) of one or two gateways, the stack, and how to start more processes."""
+    yield from running(request.param)
+
+
+@pytest.fixture(scope="module")
+def cluster_urls():
+    yield from running("cluster-over-redis")
+
+
+def running(mode):
+    upstream = ThreadingHTTPServer(("127.0.0.1", 0), MockUpstream)
+    threading.Thread(target=upstream.serve_forever, daemon=True).start()
+    tmp = tempfile.mkdtemp(prefix="llmr-resp-")
+    config = os.path.join(tmp, "config.toml")
+    with open(config, "w") as f:
+        f.write(f"""
+[[providers]]
+name = "echo"
+type = "echo"
+models = ["echo"]
+
+[[providers]]
+name = "pymock"
+type = "openai"
+base_url = "http://127.0.0.1:{upstream.server_port}/v1"
+models = ["mock"]
+
+[[providers]]
+name = "slow"
+type = "chaos"
+models = ["slow"]
+[providers.chaos]
+latency_ms = 3000
+""")
+    stack = Stack()
+    ports = [free_port(), free_port()]
+    env = dict(os.environ, LLMR__SERVER__TOKEN=TOKEN, RUST_LOG="warn", LLMR__REDIS__CLAIM_IDLE_MS="2000")
+    base = [binary(), "--config", config]
+    try:
+        if mode == "all-in-memory":
+            p = stack.spawn(base + ["all"], dict(env, LLMR__SERVER__PORT=str(ports[0])))
+            wait_healthy(ports[0], {"gateway", "router", "worker", "responses"}, [p])
+            yield [f"http://127.0.0.1:{ports[0]}/v1"] * 2, stack, None
+        else:
+            rport = free_port()
+            stack.spawn(["redis-server", "--port", str(rport), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], env)
+            env["LLMR__REDIS__URL"] = f"redis://127.0.0.1:{rport}/"
+            procs = [stack.spawn(base + [role], env) for role in ("router", "worker", "responses", "responses")]
+            procs += [stack.spawn(base + ["gateway"], dict(env, LLMR__SERVER__PORT=str(p))) for p in ports]
+            for p in ports:
+                wait_healthy(p, {"gateway", "router", "worker", "responses"}, procs)
+            yield [f"http://127.0.0.1:{p}/v1" for p in ports], stack, (base, env)
+    finally:
+        stack.stop()
+        upstream.shutdown()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def clients(urls):
+    return [openai.OpenAI(base_url=u, api_key=TOKEN, max_retries=0, timeout=30) for u in urls[0]]
+
+
+def test_create_plain(urls):
+    c = clients(urls)[0]
+    r = c.responses.create(model="echo", input="hello responses")
+    assert r.status == "completed"
+    assert r.output_text == "hello responses"
+    assert r.id.startswith("resp_") and r.model == "echo"
+    assert r.usage.output_tokens > 0 and r.usage.total_tokens == r.usage.input_tokens + r.usage.output_tokens
+
+
+def test_stream_events_in_order_with_sequence_numbers(urls):
+    c = clients(urls)[0]
+    events = list(c.responses.create(model="echo", input="one two three", stream=True))
+    types = [e.type for e in events]
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    assert types[:4] == ["response.created", "response.in_progress", "response.output_item.added",
+                         "response.content_part.added"]
+    assert types[-4:] == ["response.output_text.done", "response.content_part.done", "response.output_item.done",
+                          "response.completed"]
+    assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == "one two three"
+    done = events[-1].response
+    assert done.id == events[0].response.id and done.model == "echo" and done.output_text == "one two three"
+    # The wire itself: an `event:` line equal to each type, and no [DONE].
+    raw = httpx.post(urls[0][0] + "/responses", headers={"authorization": f"Bearer {TOKEN}"},
+                     json={"model": "echo", "input": "wire", "stream": True}, timeout=30).text
+    assert "[DONE]" not in raw
+    for block in raw.strip().split("\n\n"):
+        event, data = block.split("\n", 1)
+        assert event == "event: " + json.loads(data.removeprefix("data: "))["type"]
+
+
+def test_stream_helper_and_final_response(urls):
+    c = clients(urls)[0]
+    with c.responses.stream(model="echo", input="streamed by the helper") as s:
+        deltas = [e.delta for e in s if e.type == "response.output_text.delta"]
+        final = s.get_final_response()
+    assert "".join(deltas) == "streamed by the helper"
+    assert final.output_text == "streamed by the helper"
+
+
+def test_retrieve_input_items_delete(urls):
+    first, second = clients(urls)
+    r = first.responses.create(model="echo", input=[{"role": "user", "content": "keep me"}])
+    got = second.responses.retrieve(r.id)
+    assert got.id == r.id and got.output_text == "keep me"
+    items = second.responses.input_items.list(r.id)
+    assert [i.type for i in items.data] == ["message"]
+    assert items.data[0].content[0].text == "keep me"
+    assert second.responses.delete(r.id) is None
+    with pytest.raises(openai.NotFoundError):
+        first.responses.retrieve(r.id)
+    with pytest.raises(openai.NotFoundError):
+        first.responses.delete(r.id)
+
+
+def test_previous_response_id_chains_across_gateways(urls):
+    first, second = clients(urls)
+    MockUpstream.seen.clear()
+    # The chain continues the moment the first stream has completed.
+    with first.responses.stream(model="mock", input="my name is Ada", instructions="be brief") as s:
+        r1 = s.get_final_response()
+    assert r1.output_text == "saw 2 messages; last: my name is Ada"
+    r2 = second.responses.create(model="mock", input="what is my name?", previous_response_id=r1.id)
+    assert r2.output_text == "saw 3 messages; last: what is my name?"
+    sent = MockUpstream.seen[-1]["messages"]
+    assert [m["role"] for m in sent] == ["user", "assistant", "user"], "instructions do not carry over"
+    assert sent[1]["content"] == r1.output_text
+    r3 = first.responses.create(model="mock", input="and again", previous_response_id=r2.id, instructions="new")
+    assert r3.output_text == "saw 6 messages; last: and again"
+
+
+def test_function_calling_with_function_call_output(urls):
+    c = clients(urls)[0]
+    tools = [{"type": "function", "name": "get_weather", "description": "Weather of a city",
+              "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}]
+    r = c.responses.create(model="mock", input="weather in Oslo?", tools=tools)
+    (call,) = [o for o in r.output if o.type == "function_call"]
+    assert call.name == "get_weather" and json.loads(call.arguments) == {"city": "Oslo"}
+    follow = c.responses.create(model="mock", previous_response_id=r.id, tools=tools,
+                                input=[{"type": "function_call_output", "call_id": call.call_id, "output": "sunny"}])
+    assert follow.output_text == "saw 3 messages; last: sunny"
+    sent = MockUpstream.seen[-1]["messages"]
+    assert sent[1]["tool_calls"][0]["id"] == call.call_id and sent[2] == {
+        "role": "tool", "tool_call_id": call.call_id, "content": "sunny"}
+    # Streamed: the function call item is announced before its argument deltas.
+    events = list(c.responses.create(model="mock", input="weather?", tools=tools, stream=True))
+    types = [e.type for e in events]
+    assert types.index("response.output_item.added") < types.index("response.function_call_arguments.delta")
+    assert "response.function_call_arguments.done" in types
+
+
+def test_background_cancel_never_completes(urls):
+    c = clients(urls)[0]
+    r = c.responses.create(model="slow", input="take your time", background=True)
+    assert r.status == "queued" and r.background
+    cancelled = c.responses.cancel(r.id)
+    assert cancelled.status == "cancelled"
+    assert c.responses.cancel(r.id).status == "cancelled", "idempotent"
+    time.sleep(3.5)
+    assert c.responses.retrieve(r.id).status == "cancelled", "a cancelled response never turns completed"
+    plain = c.responses.create(model="echo", input="not background")
+    with pytest.raises(openai.BadRequestError):
+        c.responses.cancel(plain.id)
+
+
+def test_background_completes_and_its_stream_resumes(urls):
+    first, second = clients(urls)
+    r = first.responses.create(model="echo", input="in the background", background=True)
+    deadline = time.time() + 20
+    while first.responses.retrieve(r.id).status in ("queued", "in_progress") and time.time() < deadline:
+        time.sleep(0.1)
+    assert second.responses.retrieve(r.id).output_text == "in the background"
+    events = list(second.responses.retrieve(r.id, stream=True, starting_after=2))
+    assert events[0].sequence_number == 3
+    assert [e.sequence_number for e in events] == list(range(3, 3 + len(events)))
+    assert events[-1].type == "response.completed"
+
+
+def test_bad_requests_are_400_and_reach_no_upstream(urls):
+    c = clients(urls)[0]
+    before = len(MockUpstream.seen)
+    for kwargs in [
+        {"model": "mock", "input": "x", "tools": [{"type": "web_search"}]},
+        {"model": "mock", "input": "x", "previous_response_id": "resp_x", "conversation": "conv_x"},
+        {"model": "mock", "input": [{"type": "item_reference", "id": "x"}]},
+        {"model": "mock", "input": "x", "max_output_tokens": -1},
+    ]:
+        with pytest.raises(openai.BadRequestError):
+            c.responses.create(**kwargs)
+    with pytest.raises(openai.NotFoundError):
+        c.responses.create(model="mock", input="x", previous_response_id="resp_missing")
+    with pytest.raises(openai.NotFoundError):
+        c.responses.create(model="no-such-model", input="x")
+    assert len(MockUpstream.seen) == before
+
+
+def test_input_tokens_is_an_estimate(urls):
+    r = httpx.post(urls[0][0] + "/responses/input_tokens", headers={"authorization": f"Bearer {TOKEN}"},
+                   json={"model": "echo", "input": "a" * 400}, timeout=10).json()
+    assert r["object"] == "response.input_tokens" and r["estimated"] is True
+    assert 100 <= r["input_tokens"] <= 120
+
+
+def test_a_chain_continues_after_the_responses_service_restarts(cluster_urls):
+    urls = cluster_urls
+    _, stack, (base, env) = urls
+    first, second = clients(urls)
+    r1 = first.responses.create(model="mock", input="remember 42")
+    for p in stack.procs:
+        if p.args[-1] == "responses" and p.poll() is None:
+            p.terminate()
+            p.wait(timeout=20)
+    fresh = stack.spawn(base + ["responses"], env)
+    wait_healthy(int(urls[0][1].split(":")[2].split("/")[0]), {"responses"}, [fresh])
+    r2 = second.responses.create(model="mock", input="what did I say?", previous_response_id=r1.id)
+    assert r2.output_text == "saw 3 messages; last: what did I say?"
