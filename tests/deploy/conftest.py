@@ -95,7 +95,7 @@ class Compose:
                 assert r.status == 200, f"/readyz {r.status}"
             services = [s["service"] for s in self.health().get("services", [])]
             seen[:] = [services]
-            return services.count("worker") >= workers and "router" in services and "mcp-tools" in services
+            return services.count("worker") >= workers and {"router", "mcp-tools", "responses"} <= set(services)
         try:
             eventually(ready, timeout, f"the cluster ready with {workers} workers")
         except AssertionError as e:

@@ -115,6 +115,7 @@ def test_redis_restart_fails_fast_recovers_and_keeps_its_data(cluster):
     assert init.status_code == 200, init.text
     sid = init.headers["mcp-session-id"]
     assert chat(cluster.url("/v1/chat/completions"), "echo", "before the restart")[0] == 200
+    stored = client(cluster).responses.create(model="echo", input="stored before the restart")
     usage_url = cluster.url("/v1/usage")
     auth = {"authorization": f"Bearer {TOKEN}"}
 
@@ -142,6 +143,10 @@ def test_redis_restart_fails_fast_recovers_and_keeps_its_data(cluster):
     listed = mcp_post(cluster, {"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {}}, session=sid)
     assert listed.status_code == 200, listed.text
     assert "calculator" in listed.text, "the MCP session opened before the restart is still valid"
+    again = client(cluster).responses.retrieve(stored.id)
+    assert again.output_text == "stored before the restart", "a stored response survived (AOF)"
+    chained = client(cluster).responses.create(model="echo", input="and after", previous_response_id=stored.id)
+    assert chained.status == "completed"
 
 
 def test_the_image_alone_runs_all_read_only_with_its_own_tools_and_turns_healthy(image):
@@ -189,9 +194,10 @@ def test_compose_file_and_the_observability_profile_are_valid():
         rendered = yaml.safe_load(run(["docker-compose", "-p", "llmrcheck", "-f", "compose.yaml", "--profile",
                                        "observability", "config"], env=env))
     services = rendered["services"]
-    assert {"redis", "gateway", "router", "worker", "mcp-tools", "otel-collector", "jaeger", "prometheus"} <= set(services)
+    assert {"redis", "gateway", "router", "worker", "mcp-tools", "responses", "otel-collector", "jaeger",
+            "prometheus"} <= set(services)
     assert "--appendonly" in services["redis"]["command"]
-    for name in ("gateway", "router", "worker", "mcp-tools"):
+    for name in ("gateway", "router", "worker", "mcp-tools", "responses"):
         assert services[name]["read_only"] is True
         assert services[name]["depends_on"]["redis"]["condition"] == "service_healthy"
     run(["promtool", "check", "config", os.path.join(ROOT, "deploy", "prometheus.yml")])

@@ -75,7 +75,7 @@ def test_roles_security_and_drain_bounds(overlays):
     grace_s = config["server"]["shutdown_grace_ms"] / 1000
     for name in ("dev", "prod"):
         deployments = {d["metadata"]["name"]: d for d in overlays[name] if d["kind"] == "Deployment"}
-        assert set(deployments) == {f"llmrouter-{r}" for r in ("gateway", "router", "worker", "mcp-tools")}
+        assert set(deployments) == {f"llmrouter-{r}" for r in ("gateway", "router", "worker", "mcp-tools", "responses")}
         for d in deployments.values():
             pod = d["spec"]["template"]["spec"]
             (c,) = pod["containers"]
@@ -91,7 +91,7 @@ def test_roles_security_and_drain_bounds(overlays):
             annotations = d["spec"]["template"]["metadata"]["annotations"]
             assert annotations["prometheus.io/port"] == str(c["ports"][0]["containerPort"])
     prod = {(d["kind"], d["metadata"]["name"]) for d in overlays["prod"]}
-    assert {("PodDisruptionBudget", f"llmrouter-{r}") for r in ("gateway", "router", "worker", "mcp-tools")} <= prod
+    assert {("PodDisruptionBudget", f"llmrouter-{r}") for r in ("gateway", "router", "worker", "mcp-tools", "responses")} <= prod
     assert not any(d["kind"] == "StatefulSet" for d in overlays["prod"]), "prod uses an external Redis"
     redis = next(d for d in overlays["dev"] if d["kind"] == "StatefulSet")
     assert "--appendonly" in redis["spec"]["template"]["spec"]["containers"][0]["args"]
