@@ -20,7 +20,7 @@ from conftest import TOKEN, Stack, binary, free_port, wait_healthy
 
 
 class MockUpstream(BaseHTTPRequestHandler):
-    """POST /v1/chat/completions, streamed: a tool call when tools are offered and the last
+    """POST /v1/chat/completions (streamed or not): a tool call when tools are offered and the last
     message is the user's; otherwise `saw N messages; last: TEXT`."""
 
     seen = []
@@ -57,9 +57,15 @@ class MockUpstream(BaseHTTPRequestHandler):
         chunks[-1]["choices"][0]["finish_reason"] = finish
         chunks.append({"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "mock", "choices": [],
                        "usage": {"prompt_tokens": 7, "completion_tokens": 5, "total_tokens": 12}})
-        body = "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
+        if req.get("stream"):
+            body, kind = "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n", "text/event-stream"
+        else:
+            text = "".join(d.get("content") or "" for d in deltas)
+            body, kind = json.dumps({"id": "c1", "object": "chat.completion", "created": 1, "model": "mock", "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
+                "usage": chunks[-1]["usage"]}), "application/json"
         self.send_response(200)
-        self.send_header("content-type", "text/event-stream")
+        self.send_header("content-type", kind)
         self.send_header("content-length", str(len(body.encode())))
         self.end_headers()
         self.wfile.write(body.encode())
@@ -284,3 +290,53 @@ def test_a_chain_continues_after_the_responses_service_restarts(cluster_urls):
     wait_healthy(int(urls[0][1].split(":")[2].split("/")[0]), {"responses"}, [fresh])
     r2 = second.responses.create(model="mock", input="what did I say?", previous_response_id=r1.id)
     assert r2.output_text == "saw 3 messages; last: what did I say?"
+
+
+def test_conversations_create_items_and_responses_that_extend_them(urls):
+    first, second = clients(urls)
+    conv = first.conversations.create(metadata={"topic": "names"},
+                                      items=[{"type": "message", "role": "user", "content": "my name is Ada"}])
+    assert conv.id.startswith("conv_") and conv.metadata == {"topic": "names"}
+    assert second.conversations.retrieve(conv.id).id == conv.id
+    updated = second.conversations.update(conv.id, metadata={"topic": "people"})
+    assert updated.metadata == {"topic": "people"}
+    added = first.conversations.items.create(conv.id, items=[
+        {"type": "message", "role": "assistant", "content": "Hello Ada"}])
+    assert len(added.data) == 1
+    # A response in the conversation starts from its items and appends its input and output.
+    r = second.responses.create(model="mock", input="what is my name?", conversation=conv.id)
+    assert r.output_text == "saw 3 messages; last: what is my name?"
+    assert r.conversation.id == conv.id
+    items = list(first.conversations.items.list(conv.id, order="asc"))
+    assert [i.type for i in items] == ["message"] * 4
+    assert items[2].content[0].text == "what is my name?" and items[3].content[0].text == r.output_text
+    newest = first.conversations.items.list(conv.id, limit=1)
+    assert newest.data[0].id == items[3].id and newest.has_more
+    one = second.conversations.items.retrieve(items[1].id, conversation_id=conv.id)
+    assert one.id == items[1].id
+    assert first.conversations.items.delete(items[1].id, conversation_id=conv.id).id == conv.id
+    assert len(list(first.conversations.items.list(conv.id))) == 3
+    with pytest.raises(openai.BadRequestError):
+        first.responses.create(model="mock", input="x", conversation=conv.id, previous_response_id=r.id)
+    deleted = second.conversations.delete(conv.id)
+    assert deleted.deleted
+    with pytest.raises(openai.NotFoundError):
+        first.conversations.retrieve(conv.id)
+    with pytest.raises(openai.NotFoundError):
+        first.responses.create(model="mock", input="x", conversation=conv.id)
+
+
+def test_compact_shortens_a_chain_into_a_summary_and_the_last_question(urls):
+    c = clients(urls)[0]
+    r1 = c.responses.create(model="mock", input="my name is Ada")
+    r2 = c.responses.create(model="mock", input="I live in Oslo", previous_response_id=r1.id)
+    raw = httpx.post(urls[0][0] + "/responses/compact", headers={"authorization": f"Bearer {TOKEN}"}, timeout=30,
+                     json={"model": "mock", "previous_response_id": r2.id,
+                           "input": [{"role": "user", "content": "where do I live?"}]}).json()
+    assert raw["object"] == "response.compaction", raw
+    summary, last = raw["output"]
+    assert summary["role"] == "developer" and summary["content"][0]["text"].startswith("Summary of the conversation")
+    assert "saw 6 messages" in summary["content"][0]["text"], "the whole chain went to the model"
+    assert last["content"][0]["text"] == "where do I live?"
+    follow = c.responses.create(model="mock", input=raw["output"])
+    assert follow.output_text == "saw 2 messages; last: where do I live?"

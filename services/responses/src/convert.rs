@@ -13,6 +13,8 @@ pub struct Request {
     pub input: Vec<Value>,
     pub instructions: Option<String>,
     pub previous_response_id: Option<String>,
+    /// The conversation whose items come first and which the answer extends.
+    pub conversation: Option<String>,
     pub stream: bool,
     pub background: bool,
     pub store: bool,
@@ -63,14 +65,27 @@ pub fn parse(body: &Value) -> Result<Request, ApiError> {
     };
     let instructions = text("instructions")?;
     let previous_response_id = text("previous_response_id")?;
-    if obj.get("conversation").is_some_and(|c| !c.is_null()) {
-        if previous_response_id.is_some() {
+    let conversation = match obj.get("conversation") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(id)) => Some(id.clone()),
+        Some(Value::Object(c)) if c.get("id").is_some_and(Value::is_string) => c["id"].as_str().map(str::to_owned),
+        Some(_) => {
             return Err(invalid(
-                "`conversation` and `previous_response_id` cannot be used together.",
+                "`conversation` must be an id or an object with an `id`.",
                 "conversation",
             ));
         }
-        return Err(invalid("Conversations are not supported yet.", "conversation"));
+    };
+    if conversation.is_some() && previous_response_id.is_some() {
+        return Err(invalid(
+            "`conversation` and `previous_response_id` cannot be used together.",
+            "conversation",
+        ));
+    }
+    if let Some(include) = obj.get("include").filter(|v| !v.is_null()) {
+        if !include.as_array().is_some_and(|a| a.iter().all(Value::is_string)) {
+            return Err(invalid("`include` must be an array of strings.", "include"));
+        }
     }
     let (stream, background, store) = (flag("stream", false)?, flag("background", false)?, flag("store", true)?);
     if background && !store {
@@ -110,6 +125,10 @@ pub fn parse(body: &Value) -> Result<Request, ApiError> {
     if echo["text"].is_null() {
         echo.insert("text".into(), json!({"format": {"type": "text"}}));
     }
+    echo.insert(
+        "conversation".into(),
+        conversation.as_ref().map_or(Value::Null, |id| json!({"id": id})),
+    );
     echo.insert("store".into(), Value::Bool(store));
     echo.insert("background".into(), Value::Bool(background));
     Ok(Request {
@@ -117,6 +136,7 @@ pub fn parse(body: &Value) -> Result<Request, ApiError> {
         input,
         instructions,
         previous_response_id,
+        conversation,
         stream,
         background,
         store,
@@ -126,7 +146,7 @@ pub fn parse(body: &Value) -> Result<Request, ApiError> {
 }
 
 /// An input item with its `type` and an `id` (messages get `msg_…` ids when they have none).
-fn normalize_item(mut item: Value, index: usize) -> Result<Value, ApiError> {
+pub fn normalize_item(mut item: Value, index: usize) -> Result<Value, ApiError> {
     let param = format!("input[{index}]");
     let obj = item
         .as_object_mut()

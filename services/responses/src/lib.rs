@@ -12,13 +12,15 @@
 //! - [`translate`]: chat chunks → Responses events and output items.
 //! - [`stored`]: what is kept in the store, and how.
 //! - [`run`]: creating a response (plain, streamed, background; chains).
-//! - [`ops`]: retrieve (and resume), delete, cancel, input items, input tokens.
+//! - [`ops`]: retrieve (and resume), delete, cancel, input items, input tokens, compact.
+//! - [`conversations`]: the Conversations API and its items.
 //! - [`work`]: the stream's work under the shared consumer loop.
 //!
-//! Imports run one way: work → {run, ops} → {convert, translate, stored}.
+//! Imports run one way: work → {run, ops} → conversations → {convert, translate, stored}.
 //!
 //! [`Op`]: llmr_protocol::responses::Op
 
+pub mod conversations;
 pub mod convert;
 pub mod ops;
 pub mod run;

@@ -10,6 +10,7 @@ use llmr_protocol::{ApiError, Envelope, now_ms};
 use serde_json::{Value, json};
 
 use crate::convert;
+use crate::run::{Ctx, chat_text};
 use crate::stored::{Stored, document, is_terminal, not_found};
 
 /// A whole JSON answer.
@@ -155,3 +156,62 @@ const FINAL_EVENTS: [&str; 3] = [
     "\"type\":\"response.failed\"",
     "\"type\":\"response.incomplete\"",
 ];
+
+/// The instruction behind `compact`.
+const COMPACT_PROMPT: &str = "Summarize the conversation above so that it can replace it: keep every fact, \
+name, number, decision, result of a tool call and open question; drop pleasantries. Write it as a brief \
+note to yourself.";
+
+/// `POST /v1/responses/compact`: a conversation's items (`input`, or a stored chain via
+/// `previous_response_id`, or a `conversation`) compacted into a shorter input — a summary
+/// written by `model`, followed by the last user message — to send as the next `input`.
+pub async fn compact(ctx: &Ctx, env: &Envelope, body: &Value) -> Result<Value, ApiError> {
+    let mut probe = body.clone();
+    if probe.get("input").is_none() {
+        probe["input"] = json!([]);
+    }
+    let req = convert::parse(&probe)?;
+    let mut messages = Vec::new();
+    if let Some(conv) = &req.conversation {
+        messages.extend(convert::messages(
+            &crate::conversations::items(&ctx.stored, conv).await?,
+        ));
+    }
+    if let Some(prev) = &req.previous_response_id {
+        let doc = ctx.stored.doc(prev).await?.ok_or_else(|| not_found(prev))?;
+        messages.extend(doc["context"].as_array().cloned().unwrap_or_default());
+    }
+    messages.extend(convert::messages(&req.input));
+    messages.retain(|m| m["role"] != "system");
+    if messages.is_empty() {
+        return Err(ApiError::invalid(
+            "Nothing to compact: give `input`, `previous_response_id` or `conversation`.",
+            Some("input"),
+        ));
+    }
+    let last_user = req
+        .input
+        .iter()
+        .rev()
+        .find(|i| i["type"] == "message" && i["role"] == "user")
+        .cloned();
+    let mut prompt = messages;
+    prompt.push(json!({"role": "user", "content": COMPACT_PROMPT}));
+    let (summary, usage) = chat_text(ctx, env, &req.model, prompt).await?;
+    let mut output = vec![json!({
+        "id": convert::new_id("msg"),
+        "type": "message",
+        "role": "developer",
+        "status": "completed",
+        "content": [{"type": "input_text", "text": format!("Summary of the conversation so far:\n{summary}")}],
+    })];
+    output.extend(last_user);
+    Ok(json!({
+        "id": convert::new_id("cmp"),
+        "object": "response.compaction",
+        "created_at": now_ms() / 1000,
+        "model": req.model,
+        "output": output,
+        "usage": usage,
+    }))
+}

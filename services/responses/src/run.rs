@@ -98,6 +98,10 @@ impl<'a> Run<'a> {
         if let Some(instructions) = &req.instructions {
             context.push(json!({"role": "system", "content": instructions}));
         }
+        if let Some(conv) = &req.conversation {
+            let items = crate::conversations::items(&ctx.stored, conv).await?;
+            context.extend(convert::messages(&items));
+        }
         if let Some(prev) = &req.previous_response_id {
             let doc = ctx.stored.doc(prev).await?.ok_or_else(|| ApiError::NotFound {
                 message: format!("Previous response with id '{prev}' not found."),
@@ -335,6 +339,11 @@ impl<'a> Run<'a> {
             _ => ("completed", Value::Null, "response.completed"),
         };
         let mut response = self.object(status, &output, usage, Value::Null, incomplete);
+        if let Some(conv) = &self.req.conversation {
+            let mut items = self.req.input.clone();
+            items.extend(output.iter().cloned());
+            crate::conversations::append(&self.ctx.stored, conv, &items).await?;
+        }
         if self.req.store {
             self.context.extend(output_messages(&output));
             let request = self.req.background.then_some(&self.body);
@@ -386,4 +395,35 @@ impl<'a> Run<'a> {
         self.emit(out, vec![json!({"type": "response.failed", "response": response})])
             .await
     }
+}
+
+/// A whole (non-streamed) chat answer's text and usage, through the router: the model
+/// behind `compact`.
+pub async fn chat_text(
+    ctx: &Ctx,
+    env: &Envelope,
+    model: &str,
+    messages: Vec<Value>,
+) -> Result<(String, Value), ApiError> {
+    let body = json!({"model": model, "messages": messages, "stream": false});
+    let meta = Meta {
+        model: model.to_owned(),
+        ..Meta::default()
+    };
+    let chat = env.on_behalf(Kind::Chat, ctx.caller.instance(), Bytes::from(body.to_string()), meta);
+    let answer = ctx.caller.call(streams::REQUESTS, &chat).await?;
+    if answer.status >= 400 {
+        return Err(ApiError::UpstreamRejected {
+            status: answer.status,
+            body: String::from_utf8_lossy(&answer.body).into_owned(),
+        });
+    }
+    let completion: Value = serde_json::from_slice(&answer.body).map_err(|e| ApiError::Upstream {
+        message: format!("unreadable completion: {e}"),
+    })?;
+    let text = completion["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    Ok((text, usage(&completion["usage"])))
 }

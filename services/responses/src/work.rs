@@ -59,5 +59,25 @@ async fn serve(ctx: &Ctx, d: &Delivery) {
         Op::Cancel { id } => ops::answer(&mut out, ops::cancel(stored, &id).await).await,
         Op::InputItems { id, query } => ops::answer(&mut out, ops::input_items(stored, &id, &query).await).await,
         Op::InputTokens { body } => ops::answer(&mut out, ops::input_tokens(&body)).await,
+        Op::Compact { body } => ops::answer(&mut out, ops::compact(ctx, env, &body).await).await,
+        op => ops::answer(&mut out, conversation_op(stored, op).await).await,
+    }
+}
+
+/// The Conversations API's operations.
+async fn conversation_op(stored: &crate::stored::Stored, op: Op) -> Result<serde_json::Value, ApiError> {
+    use crate::conversations as c;
+    match op {
+        Op::ConversationCreate { body } => c::create(stored, &body).await,
+        Op::ConversationRetrieve { id } => c::retrieve(stored, &id).await,
+        Op::ConversationUpdate { id, body } => c::update(stored, &id, &body).await,
+        Op::ConversationDelete { id } => c::delete(stored, &id).await,
+        Op::ItemsCreate { id, body } => c::add_items(stored, &id, &body).await,
+        Op::ItemsList { id, query } => c::list_items(stored, &id, &query).await,
+        Op::ItemRetrieve { id, item_id } => c::get_item(stored, &id, &item_id).await,
+        Op::ItemDelete { id, item_id } => c::delete_item(stored, &id, &item_id).await,
+        other => Err(ApiError::Internal {
+            message: format!("not a conversation operation: {other:?}"),
+        }),
     }
 }

@@ -33,6 +33,28 @@ pub enum Op {
     },
     /// `POST /v1/responses/input_tokens`: an estimate of the input's tokens.
     InputTokens { body: Value },
+    /// `POST /v1/responses/compact`: a conversation's items compacted into a shorter input.
+    Compact { body: Value },
+    /// `POST /v1/conversations`.
+    ConversationCreate { body: Value },
+    /// `GET /v1/conversations/{id}`.
+    ConversationRetrieve { id: String },
+    /// `POST /v1/conversations/{id}`: a metadata update.
+    ConversationUpdate { id: String, body: Value },
+    /// `DELETE /v1/conversations/{id}`.
+    ConversationDelete { id: String },
+    /// `POST /v1/conversations/{id}/items`.
+    ItemsCreate { id: String, body: Value },
+    /// `GET /v1/conversations/{id}/items`.
+    ItemsList {
+        id: String,
+        #[serde(default)]
+        query: ListQuery,
+    },
+    /// `GET /v1/conversations/{id}/items/{item_id}`.
+    ItemRetrieve { id: String, item_id: String },
+    /// `DELETE /v1/conversations/{id}/items/{item_id}`.
+    ItemDelete { id: String, item_id: String },
 }
 
 /// Paging of a list endpoint (`limit`, `order`, `after`, `before`).

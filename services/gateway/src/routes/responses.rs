@@ -133,3 +133,120 @@ pub async fn input_tokens(
     let body = json_body(&req, payload, &state).await?;
     forward(&req, &state, Op::InputTokens { body }, String::new(), false).await
 }
+
+/// `POST /v1/responses/compact`.
+pub async fn compact(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, HttpError> {
+    let body = json_body(&req, payload, &state).await?;
+    let model = body.get("model").and_then(Value::as_str).unwrap_or_default().to_owned();
+    forward(&req, &state, Op::Compact { body }, model, false).await
+}
+
+/// `POST /v1/conversations`.
+pub async fn conversation_create(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, HttpError> {
+    let body = json_body(&req, payload, &state).await?;
+    forward(&req, &state, Op::ConversationCreate { body }, String::new(), false).await
+}
+
+/// `GET /v1/conversations/{id}`.
+pub async fn conversation_retrieve(
+    req: HttpRequest,
+    id: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, HttpError> {
+    forward(
+        &req,
+        &state,
+        Op::ConversationRetrieve { id: id.into_inner() },
+        String::new(),
+        false,
+    )
+    .await
+}
+
+/// `POST /v1/conversations/{id}`.
+pub async fn conversation_update(
+    req: HttpRequest,
+    id: web::Path<String>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, HttpError> {
+    let body = json_body(&req, payload, &state).await?;
+    let op = Op::ConversationUpdate {
+        id: id.into_inner(),
+        body,
+    };
+    forward(&req, &state, op, String::new(), false).await
+}
+
+/// `DELETE /v1/conversations/{id}`.
+pub async fn conversation_delete(
+    req: HttpRequest,
+    id: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, HttpError> {
+    forward(
+        &req,
+        &state,
+        Op::ConversationDelete { id: id.into_inner() },
+        String::new(),
+        false,
+    )
+    .await
+}
+
+/// `POST /v1/conversations/{id}/items`.
+pub async fn items_create(
+    req: HttpRequest,
+    id: web::Path<String>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, HttpError> {
+    let body = json_body(&req, payload, &state).await?;
+    let op = Op::ItemsCreate {
+        id: id.into_inner(),
+        body,
+    };
+    forward(&req, &state, op, String::new(), false).await
+}
+
+/// `GET /v1/conversations/{id}/items`.
+pub async fn items_list(
+    req: HttpRequest,
+    id: web::Path<String>,
+    q: web::Query<ListQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, HttpError> {
+    let op = Op::ItemsList {
+        id: id.into_inner(),
+        query: q.into_inner(),
+    };
+    forward(&req, &state, op, String::new(), false).await
+}
+
+/// `GET /v1/conversations/{id}/items/{item_id}`.
+pub async fn item_retrieve(
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, HttpError> {
+    let (id, item_id) = path.into_inner();
+    forward(&req, &state, Op::ItemRetrieve { id, item_id }, String::new(), false).await
+}
+
+/// `DELETE /v1/conversations/{id}/items/{item_id}`.
+pub async fn item_delete(
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, HttpError> {
+    let (id, item_id) = path.into_inner();
+    forward(&req, &state, Op::ItemDelete { id, item_id }, String::new(), false).await
+}
