@@ -41,7 +41,12 @@ class MockUpstream(BaseHTTPRequestHandler):
         MockUpstream.seen.append(req)
         msgs = req["messages"]
         last = msgs[-1]
-        if req.get("tools") and last["role"] == "user":
+        calc = [t["function"]["name"] for t in req.get("tools", []) if "calculator" in t["function"]["name"]]
+        if calc and last["role"] == "user":
+            deltas = [{"role": "assistant", "tool_calls": [{"index": 0, "id": "call_c1", "type": "function",
+                                                             "function": {"name": calc[0], "arguments": "{\"expression\": \"6*7\"}"}}]}]
+            finish = "tool_calls"
+        elif req.get("tools") and last["role"] == "user":
             deltas = [{"role": "assistant", "tool_calls": [{"index": 0, "id": "call_w1", "type": "function",
                                                              "function": {"name": "get_weather", "arguments": ""}}]},
                       {"tool_calls": [{"index": 0, "function": {"arguments": "{\"city\":"}}]},
@@ -60,9 +65,18 @@ class MockUpstream(BaseHTTPRequestHandler):
         if req.get("stream"):
             body, kind = "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n", "text/event-stream"
         else:
-            text = "".join(d.get("content") or "" for d in deltas)
+            message = {"role": "assistant", "content": "".join(d.get("content") or "" for d in deltas) or None}
+            calls = {}
+            for d in deltas:
+                for tc in d.get("tool_calls", []):
+                    call = calls.setdefault(tc["index"], {"id": tc.get("id"), "type": "function",
+                                                          "function": {"name": "", "arguments": ""}})
+                    call["function"]["name"] += tc["function"].get("name", "")
+                    call["function"]["arguments"] += tc["function"].get("arguments", "")
+            if calls:
+                message["tool_calls"] = list(calls.values())
             body, kind = json.dumps({"id": "c1", "object": "chat.completion", "created": 1, "model": "mock", "choices": [
-                {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
+                {"index": 0, "message": message, "finish_reason": finish}],
                 "usage": chunks[-1]["usage"]}), "application/json"
         self.send_response(200)
         self.send_header("content-type", kind)
@@ -88,7 +102,12 @@ def running(mode):
     tmp = tempfile.mkdtemp(prefix="llmr-resp-")
     config = os.path.join(tmp, "config.toml")
     with open(config, "w") as f:
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         f.write(f"""
+[scripting]
+tools_path = "{root}/config/tools"
+libraries_path = "{root}/config/libraries"
+
 [[providers]]
 name = "echo"
 type = "echo"
@@ -114,16 +133,17 @@ latency_ms = 3000
     try:
         if mode == "all-in-memory":
             p = stack.spawn(base + ["all"], dict(env, LLMR__SERVER__PORT=str(ports[0])))
-            wait_healthy(ports[0], {"gateway", "router", "worker", "responses"}, [p])
+            wait_healthy(ports[0], {"gateway", "router", "worker", "responses", "mcp-tools"}, [p])
             yield [f"http://127.0.0.1:{ports[0]}/v1"] * 2, stack, None
         else:
             rport = free_port()
             stack.spawn(["redis-server", "--port", str(rport), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], env)
             env["LLMR__REDIS__URL"] = f"redis://127.0.0.1:{rport}/"
-            procs = [stack.spawn(base + [role], env) for role in ("router", "worker", "responses", "responses")]
+            roles = ("router", "worker", "mcp-tools", "responses", "responses")
+            procs = [stack.spawn(base + [role], env) for role in roles]
             procs += [stack.spawn(base + ["gateway"], dict(env, LLMR__SERVER__PORT=str(p))) for p in ports]
             for p in ports:
-                wait_healthy(p, {"gateway", "router", "worker", "responses"}, procs)
+                wait_healthy(p, {"gateway", "router", "worker", "responses", "mcp-tools"}, procs)
             yield [f"http://127.0.0.1:{p}/v1" for p in ports], stack, (base, env)
     finally:
         stack.stop()
@@ -340,3 +360,14 @@ def test_compact_shortens_a_chain_into_a_summary_and_the_last_question(urls):
     assert last["content"][0]["text"] == "where do I live?"
     follow = c.responses.create(model="mock", input=raw["output"])
     assert follow.output_text == "saw 2 messages; last: where do I live?"
+
+
+def test_mcp_tools_run_server_side_through_the_tool_loop(urls):
+    c = clients(urls)[0]
+    tools = [{"type": "mcp", "server_label": "llmrouter", "allowed_tools": ["calculator"], "require_approval": "never"}]
+    r = c.responses.create(model="mock", input="what is 6*7?", tools=tools)
+    assert r.status == "completed"
+    assert r.output_text.startswith("saw 3 messages; last:") and "42" in r.output_text, r.output_text
+    with pytest.raises(openai.BadRequestError):
+        c.responses.create(model="mock", input="x", tools=[{"type": "mcp", "server_label": "llmrouter",
+                                                            "require_approval": "always"}])

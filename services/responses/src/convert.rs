@@ -324,8 +324,37 @@ fn chat_tool(tool: &Value, index: usize) -> Result<Value, ApiError> {
             }
             Ok(json!({"type": "function", "function": function}))
         }
+        Some("mcp") => {
+            // Run by the router's tool loop: this server's tools (`llmrouter`) or a configured
+            // remote server's namespace; results are fed back to the model server-side.
+            let label = tool
+                .get("server_label")
+                .and_then(Value::as_str)
+                .filter(|l| !l.is_empty());
+            let Some(label) = label else {
+                return Err(invalid(
+                    "An mcp tool needs a `server_label`.",
+                    &format!("{param}.server_label"),
+                ));
+            };
+            match tool.get("require_approval") {
+                None | Some(Value::Null) => {}
+                Some(Value::String(s)) if s == "never" => {}
+                Some(_) => {
+                    return Err(invalid(
+                        "Only `require_approval: \"never\"` is supported: tool calls run server-side.",
+                        &format!("{param}.require_approval"),
+                    ));
+                }
+            }
+            let mut mcp = json!({"type": "mcp", "server_label": label});
+            if let Some(allowed) = tool.get("allowed_tools").filter(|v| !v.is_null()) {
+                mcp["allowed_tools"] = allowed.clone();
+            }
+            Ok(mcp)
+        }
         Some(other) => Err(invalid(
-            format!("Tools of type `{other}` are not supported by this gateway; use function tools."),
+            format!("Tools of type `{other}` are not supported by this gateway; use function or mcp tools."),
             &format!("{param}.type"),
         )),
         None => Err(invalid("A tool needs a `type`.", &format!("{param}.type"))),
