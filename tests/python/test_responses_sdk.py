@@ -371,3 +371,29 @@ def test_mcp_tools_run_server_side_through_the_tool_loop(urls):
     with pytest.raises(openai.BadRequestError):
         c.responses.create(model="mock", input="x", tools=[{"type": "mcp", "server_label": "llmrouter",
                                                             "require_approval": "always"}])
+
+
+def test_a_background_response_whose_instance_dies_is_rerun_by_a_peer(cluster_urls):
+    _, stack, (base, env) = cluster_urls
+    first, second = clients(cluster_urls)
+    r = first.responses.create(model="slow", input="survive a crash", background=True)
+    deadline = time.time() + 5
+    while first.responses.retrieve(r.id).status == "queued" and time.time() < deadline:
+        time.sleep(0.05)
+    for p in stack.procs:
+        if p.args[-1] == "responses" and p.poll() is None:
+            p.kill()  # SIGKILL: no drain, the entry stays pending under a dead consumer
+            p.wait(timeout=10)
+    # (Nothing answers for the response now: every operation waits for a responses instance.)
+    fresh = stack.spawn(base + ["responses"], env)
+    gateway_port = int(cluster_urls[0][1].split(":")[2].split("/")[0])
+    wait_healthy(gateway_port, {"responses"}, [fresh])
+    deadline = time.time() + 30
+    status = None
+    while time.time() < deadline:
+        status = second.responses.retrieve(r.id).status
+        if status not in ("queued", "in_progress"):
+            break
+        time.sleep(0.2)
+    assert status == "completed", f"rerun by the new instance, not left {status}"
+    assert second.responses.retrieve(r.id).output_text == "survive a crash"
