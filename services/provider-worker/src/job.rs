@@ -85,6 +85,8 @@ pub struct JobCtx {
     pub max_response_bytes: usize,
     pub breaker: Breaker,
     pub default_cooldown_ms: u64,
+    /// The response cache's bounds (`[cache]`).
+    pub cache: llmr_config::Cache,
 }
 
 /// What an attempt holds while it runs, released when it ends (or the job is cancelled).
@@ -127,10 +129,39 @@ async fn release(ctx: &JobCtx, held: &RefCell<Held>, member: &str) {
 async fn execute(ctx: &JobCtx, d: &Delivery, held: &RefCell<Held>, span: &tracing::Span) {
     let env = &d.envelope;
     let mut out = Replier::to(ctx.bus.clone(), env);
-    if let Err(err) = attempts(ctx, d, held, span, &mut out).await
-        && let Err(e) = out.error(&err).await
-    {
-        tracing::warn!(error = %e, "could not send an error frame");
+    let cache = env.meta.plan.as_ref().and_then(|p| p.cache.as_ref());
+    out.set_cache(cache.map(|c| c.status));
+    if cache.is_some_and(|c| c.store) {
+        out.record(ctx.cache.max_entry_bytes);
+    }
+    match attempts(ctx, d, held, span, &mut out).await {
+        Ok(()) => {
+            if let Some(c) = cache.filter(|c| c.store) {
+                store_answer(ctx, c, env.meta.stream, &mut out).await;
+            }
+        }
+        Err(err) => {
+            if let Err(e) = out.error(&err).await {
+                tracing::warn!(error = %e, "could not send an error frame");
+            }
+        }
+    }
+}
+
+/// Keeps a successful answer in the response cache: whole, within the size bound, and
+/// without tool calls unless `cache.tool_calls` allows them.
+async fn store_answer(ctx: &JobCtx, c: &llmr_protocol::CachePlan, stream: bool, out: &mut Replier) {
+    let Some((status, data)) = out.take_recording() else {
+        return;
+    };
+    let text = String::from_utf8_lossy(&data);
+    if status != 200 || (!ctx.cache.tool_calls && text.contains("\"tool_calls\"")) {
+        return;
+    }
+    let entry = serde_json::json!({"stream": stream, "data": text});
+    let key = format!("cache:{}", c.key);
+    if let Err(e) = ctx.store.doc_put(&key, &entry.to_string(), c.ttl_ms.max(1)).await {
+        tracing::warn!(error = %e, "could not store an answer in the response cache");
     }
 }
 

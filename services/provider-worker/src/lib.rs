@@ -90,6 +90,7 @@ impl WorkerService {
                 probe_ttl_ms: h.recovery_ms.max(1000),
             },
             default_cooldown_ms: h.default_cooldown_ms,
+            cache: settings.cache.clone(),
         });
         let cfg = LoopConfig {
             cancels: true,

@@ -190,6 +190,7 @@ impl<'a> Run<'a> {
             model: self.req.model.clone(),
             stream: true,
             include_usage: true,
+            cache: self.env.meta.cache.clone(),
             ..Meta::default()
         };
         let body = Bytes::from(Value::Object(chat).to_string());
@@ -214,6 +215,7 @@ impl<'a> Run<'a> {
                 body: String::from_utf8_lossy(&body).into_owned(),
             });
         }
+        out.set_cache(head.cache);
         let in_progress = self.object("in_progress", &[], Value::Null, Value::Null, Value::Null);
         let mut start = Vec::new();
         if !self.req.background {

@@ -60,6 +60,8 @@ pub struct Route {
     pub fallbacks: Vec<String>,
     /// Server-side tools offered on every request (a group's tool set).
     pub tools: Vec<String>,
+    /// The group's response-cache switch (None: `cache.enabled` decides).
+    pub cache: Option<bool>,
 }
 
 /// The model name that routes over every target (by `[routing] script`, else least load)
@@ -136,6 +138,7 @@ impl Catalog {
                 targets,
                 fallbacks: g.fallbacks.clone(),
                 tools: g.tools.clone(),
+                cache: g.cache,
             });
         }
         let targets: Vec<TargetSpec> = entries
@@ -150,6 +153,7 @@ impl Catalog {
                 targets,
                 fallbacks: Vec::new(),
                 tools: Vec::new(),
+                cache: None,
             })
             .or_else(|| (model == AUTO).then(|| self.auto(&entries)))
     }
@@ -180,6 +184,7 @@ impl Catalog {
             targets,
             fallbacks: Vec::new(),
             tools: Vec::new(),
+            cache: None,
         }
     }
 

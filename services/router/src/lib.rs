@@ -22,6 +22,7 @@
 //! - [`toolloop`]: automatic tool calling through mcp-tools, on typed completions.
 //! - [`work`]: the `requests` stream's work under the shared consumer loop.
 
+pub mod cache;
 pub mod catalog;
 pub mod plan;
 pub mod routing;
@@ -83,10 +84,15 @@ impl RouterService {
                 Duration::from_millis(settings.redis.claim_idle_ms),
             )
         };
+        let cache = Rc::new(cache::Cache {
+            settings: settings.cache.clone(),
+            store: store.clone(),
+        });
         let work = work::Requests {
             bus: bus.clone(),
             routing,
             tools,
+            cache,
         };
         let addr = ConsumerActor::start(&bus, streams::REQUESTS, streams::groups::ROUTERS, instance, cfg, work).await?;
         let heartbeat = store.keep_alive("router", instance, Duration::from_secs(2));

@@ -249,6 +249,7 @@ pub fn assemble(routes: Vec<Ordered>, max_attempts: usize, wait_ms: u64, now: u6
             pool,
             attempts,
             wait_ms,
+            cache: None,
         }),
         _ => {
             let soonest = blocked.iter().map(|b| b.until_ms).min().unwrap_or(now);
@@ -296,6 +297,7 @@ mod tests {
             strategy,
             targets: specs,
             fallbacks: vec![],
+            cache: None,
         }
     }
 

@@ -368,6 +368,7 @@ mod tests {
             targets: vec![],
             fallbacks: vec![],
             tools,
+            cache: None,
         }
     }
 

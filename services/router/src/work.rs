@@ -9,6 +9,7 @@ use std::rc::Rc;
 use llmr_bus::{Bus, Delivery, Done, Replier, Settled, Tasks, Work};
 use llmr_protocol::{ApiError, Envelope, TraceContext, now_ms, streams};
 
+use crate::cache::{self, Cache, Decision};
 use crate::routing::{Resolved, Routing};
 use crate::toolloop::{self, ToolLoop};
 
@@ -17,6 +18,7 @@ pub struct Requests {
     pub bus: Bus,
     pub routing: Rc<Routing>,
     pub tools: Rc<ToolLoop>,
+    pub cache: Rc<Cache>,
 }
 
 impl Work for Requests {
@@ -62,7 +64,13 @@ impl Work for Requests {
             .chain(refused.iter().map(|(d, _)| d))
             .map(|d| d.envelope.trace.clone())
             .collect();
-        let work = route(self.bus.clone(), self.routing.clone(), routable, refused);
+        let work = route(
+            self.bus.clone(),
+            self.routing.clone(),
+            self.cache.clone(),
+            routable,
+            refused,
+        );
         tasks.spawn_batch(held, &traces, work);
     }
 }
@@ -71,6 +79,7 @@ impl Work for Requests {
 async fn route(
     bus: Bus,
     routing: Rc<Routing>,
+    cache: Rc<Cache>,
     routable: Vec<(Delivery, Resolved)>,
     refused: Vec<(Delivery, ApiError)>,
 ) -> Vec<Settled> {
@@ -78,12 +87,17 @@ async fn route(
     for (d, err) in refused {
         settled.push(answer(&bus, d, err).await);
     }
+    let (routable, decisions) = from_cache(&bus, &cache, routable, &mut settled).await;
     let items: Vec<(&Envelope, &[crate::catalog::Route])> = routable
         .iter()
         .map(|(d, r)| (&d.envelope, r.routes.as_slice()))
         .collect();
     let plans = routing.plan_batch(&items, now_ms()).await;
-    for ((d, resolved), plan) in routable.into_iter().zip(plans) {
+    for (((d, resolved), plan), decision) in routable.into_iter().zip(plans).zip(decisions) {
+        let plan = plan.map(|p| llmr_protocol::Plan {
+            cache: decision.plan(),
+            ..p
+        });
         let env = &d.envelope;
         let span = tracing::info_span!(
             "route",
@@ -129,4 +143,30 @@ async fn answer(bus: &Bus, d: Delivery, err: ApiError) -> Settled {
         }
     };
     (d.entry, env.id, done)
+}
+
+/// Answers the requests the cache holds an answer for; returns the others with their cache
+/// decisions (one store read per cacheable request, none when the cache is off).
+async fn from_cache(
+    bus: &Bus,
+    cache: &Cache,
+    routable: Vec<(Delivery, Resolved)>,
+    settled: &mut Vec<Settled>,
+) -> (Vec<(Delivery, Resolved)>, Vec<Decision>) {
+    let mut rest = Vec::with_capacity(routable.len());
+    let mut decisions = Vec::with_capacity(routable.len());
+    for (d, resolved) in routable {
+        let decision = cache::decide(&cache.settings, &resolved.routes[0], &d.envelope);
+        if let Decision::Use { key, read: true, .. } = &decision
+            && let Some((stream, data)) = cache::lookup(&cache.store, key).await
+            && stream == d.envelope.meta.stream
+        {
+            cache::answer_hit(bus, &cache.store, &d.envelope, stream, data).await;
+            settled.push((d.entry, d.envelope.id, Done::Ack));
+            continue;
+        }
+        rest.push((d, resolved));
+        decisions.push(decision);
+    }
+    (rest, decisions)
 }

@@ -6,7 +6,7 @@
 //! mcp-tools. Each method is one round trip to the bus.
 
 use bytes::Bytes;
-use llmr_protocol::{ApiError, Envelope, Frame, Head};
+use llmr_protocol::{ApiError, CacheStatus, Envelope, Frame, Head};
 use uuid::Uuid;
 
 use crate::{Bus, BusError};
@@ -18,6 +18,19 @@ pub struct Replier {
     seq: u32,
     started: bool,
     stream: bool,
+    /// Reported in the head (`x-llmr-cache`).
+    cache: Option<CacheStatus>,
+    /// A copy of what is sent, for the response cache.
+    recording: Option<Recording>,
+}
+
+/// What a recording Replier kept: the head's status and every chunk's data.
+#[derive(Debug, Default)]
+struct Recording {
+    status: u16,
+    data: Vec<u8>,
+    limit: usize,
+    overflow: bool,
 }
 
 impl Replier {
@@ -30,7 +43,29 @@ impl Replier {
             seq: 0,
             started: false,
             stream,
+            cache: None,
+            recording: None,
         }
+    }
+
+    /// The response cache's verdict, sent in the head.
+    pub fn set_cache(&mut self, cache: Option<CacheStatus>) {
+        self.cache = cache;
+    }
+
+    /// Keeps a copy of the answer (up to `limit` bytes) for the response cache.
+    pub fn record(&mut self, limit: usize) {
+        self.recording = Some(Recording {
+            limit,
+            ..Recording::default()
+        });
+    }
+
+    /// The recorded answer — the head's status and the chunks' data, concatenated — unless
+    /// it outgrew its limit.
+    pub fn take_recording(&mut self) -> Option<(u16, Bytes)> {
+        let r = self.recording.take()?;
+        (!r.overflow).then(|| (r.status, Bytes::from(r.data)))
     }
 
     /// Answers `env`, streamed when its client asked for a stream.
@@ -55,13 +90,25 @@ impl Replier {
                 Head {
                     status,
                     stream: self.stream,
+                    cache: self.cache,
                 },
             ));
             self.started = true;
+            if let Some(r) = &mut self.recording {
+                r.status = status;
+            }
         }
     }
 
     fn chunk(&mut self, frames: &mut Vec<Frame>, data: Bytes) {
+        if let Some(r) = &mut self.recording {
+            if r.data.len() + data.len() > r.limit {
+                r.overflow = true;
+                r.data = Vec::new();
+            } else if !r.overflow {
+                r.data.extend_from_slice(&data);
+            }
+        }
         let seq = self.next();
         frames.push(Frame::chunk(self.id, seq, data));
     }

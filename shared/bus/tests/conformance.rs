@@ -188,6 +188,7 @@ async fn replies_reach_their_instance_in_order(bus: Bus) {
             Head {
                 status: 200,
                 stream: true,
+                cache: None,
             },
         ),
         Frame::chunk(id, 1, Bytes::from_static(b"{\"a\":1}")),
@@ -281,6 +282,7 @@ async fn finishing_a_job_acks_it_and_forgets_its_first_frame(bus: Bus) {
             Head {
                 status: 200,
                 stream: false,
+                cache: None,
             },
         )],
     )
@@ -331,6 +333,7 @@ async fn batched_forwards_and_finishes_behave_like_single_ones(bus: Bus) {
                 Head {
                     status: 200,
                     stream: false,
+                    cache: None,
                 },
             )],
         )

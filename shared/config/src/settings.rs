@@ -23,6 +23,20 @@ pub struct Settings {
     pub mcp: Mcp,
     pub routing: Routing,
     pub responses: Responses,
+    pub cache: Cache,
+}
+
+/// The exact response cache of chat completions (and so of responses).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cache {
+    pub enabled: bool,
+    /// How long an answer is kept (a request's `x-llmr-cache: ttl=SECONDS` overrides it).
+    pub ttl_ms: u64,
+    /// Larger answers are not stored.
+    pub max_entry_bytes: usize,
+    /// Store answers that contain tool calls too.
+    pub tool_calls: bool,
 }
 
 /// The Responses API: how long stored responses live and how large they may be.
@@ -275,6 +289,9 @@ pub struct ModelGroup {
     /// by the router's tool loop).
     #[serde(default)]
     pub tools: Vec<String>,
+    /// The response cache for this group: on or off regardless of `cache.enabled`.
+    #[serde(default)]
+    pub cache: Option<bool>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

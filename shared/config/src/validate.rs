@@ -50,6 +50,7 @@ impl Settings {
         self.check_scripting(&mut p);
         self.check_mcp(&mut p);
         p.check(self.responses.ttl_ms > 0, "responses.ttl_ms", "must be greater than 0");
+        p.check(self.cache.ttl_ms > 0, "cache.ttl_ms", "must be greater than 0");
         p.check(
             self.responses.max_in_flight > 0,
             "responses.max_in_flight",

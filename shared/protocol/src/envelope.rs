@@ -138,6 +138,8 @@ pub struct Meta {
     pub plan: Option<Plan>,
     /// How tools are listed (MCP messages only).
     pub mode: ToolMode,
+    /// The client's `x-llmr-cache` request header (`no-store`, `no-cache`, `ttl=SECONDS`).
+    pub cache: String,
 }
 
 /// One unit of work on a stream.
@@ -226,6 +228,9 @@ impl Envelope {
             ("attempt", Bytes::from(m.attempt.to_string())),
             ("body", self.body.clone()),
         ];
+        if !m.cache.is_empty() {
+            f.push(("cache", Bytes::from(m.cache.clone())));
+        }
         if !self.trace.tracestate.is_empty() {
             f.push(("tracestate", Bytes::from(self.trace.tracestate.clone())));
         }
@@ -274,6 +279,12 @@ impl Envelope {
                 caller: CallerId::decode(text("caller")?).ok_or(DecodeError::Invalid("caller"))?,
                 attempt: num("attempt")? as u32,
                 plan,
+                cache: match get("cache") {
+                    Some(raw) => std::str::from_utf8(raw)
+                        .map_err(|_| DecodeError::Invalid("cache"))?
+                        .to_owned(),
+                    None => String::new(),
+                },
                 mode: match get("mode") {
                     None | Some(b"") => ToolMode::Standard,
                     Some(b"discovery") => ToolMode::Discovery,
@@ -311,6 +322,7 @@ mod tests {
                 include_usage: false,
                 caller: CallerId::Gateway("gw-1".into()),
                 attempt: 2,
+                cache: "no-store".into(),
                 plan: Some(Plan {
                     pool: "default".into(),
                     attempts: vec![Attempt {
@@ -319,6 +331,12 @@ mod tests {
                         ..Attempt::new("p", "u")
                     }],
                     wait_ms: 5,
+                    cache: Some(crate::plan::CachePlan {
+                        status: crate::CacheStatus::Miss,
+                        key: "abc".into(),
+                        store: true,
+                        ttl_ms: 1000,
+                    }),
                 }),
                 mode: ToolMode::Discovery,
             },

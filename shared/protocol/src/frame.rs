@@ -51,6 +51,31 @@ impl FrameKind {
 pub struct Head {
     pub status: u16,
     pub stream: bool,
+    /// What the response cache did (the `x-llmr-cache` answer header), when it is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CacheStatus>,
+}
+
+/// What the response cache did for a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CacheStatus {
+    /// Answered from the cache.
+    Hit,
+    /// Looked up and not found (the answer may be stored).
+    Miss,
+    /// Not looked up: not cacheable (not deterministic, opted out, or its group is off).
+    Bypass,
+}
+
+impl CacheStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheStatus::Hit => "hit",
+            CacheStatus::Miss => "miss",
+            CacheStatus::Bypass => "bypass",
+        }
+    }
 }
 
 /// Token counts, as OpenAI reports them.
@@ -76,7 +101,15 @@ pub struct Frame {
 
 impl Frame {
     pub fn head(id: Uuid, head: Head) -> Frame {
-        let data = Bytes::from(format!(r#"{{"status":{},"stream":{}}}"#, head.status, head.stream));
+        let data = match head.cache {
+            None => Bytes::from(format!(r#"{{"status":{},"stream":{}}}"#, head.status, head.stream)),
+            Some(c) => Bytes::from(format!(
+                r#"{{"status":{},"stream":{},"cache":"{}"}}"#,
+                head.status,
+                head.stream,
+                c.as_str()
+            )),
+        };
         Frame {
             id,
             seq: 0,
@@ -159,6 +192,7 @@ mod tests {
                 Head {
                     status: 200,
                     stream: true,
+                    cache: Some(CacheStatus::Hit),
                 },
             ),
             Frame::chunk(id, 1, Bytes::from_static(b"{\"x\":1}")),
@@ -178,14 +212,16 @@ mod tests {
                 id,
                 Head {
                     status: 201,
-                    stream: false
+                    stream: false,
+                    cache: None
                 }
             )
             .as_head()
             .unwrap(),
             Head {
                 status: 201,
-                stream: false
+                stream: false,
+                cache: None
             }
         );
         let err = ApiError::ModelNotFound { model: "x".into() };

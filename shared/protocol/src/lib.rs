@@ -30,8 +30,8 @@ pub mod trace;
 
 pub use envelope::{CallerId, DecodeError, Envelope, Kind, Meta, ToolMode};
 pub use error::ApiError;
-pub use frame::{Frame, FrameKind, Head, Usage};
-pub use plan::{Attempt, Plan};
+pub use frame::{CacheStatus, Frame, FrameKind, Head, Usage};
+pub use plan::{Attempt, CachePlan, Plan};
 pub use trace::TraceContext;
 
 /// Milliseconds since the Unix epoch: the one clock deadlines and expiries are written in.

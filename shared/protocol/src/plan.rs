@@ -50,4 +50,21 @@ pub struct Plan {
     /// How long an attempt may wait for a free slot or lock before moving on (ms).
     #[serde(default)]
     pub wait_ms: u64,
+    /// The response cache's verdict for this request, when the cache is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CachePlan>,
+}
+
+/// What the worker does with the answer for the response cache.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CachePlan {
+    /// `miss` (looked up, not found) or `bypass` (not cacheable).
+    pub status: crate::CacheStatus,
+    /// Store a successful answer under `cache:{key}`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub key: String,
+    #[serde(default)]
+    pub store: bool,
+    #[serde(default)]
+    pub ttl_ms: u64,
 }

@@ -35,6 +35,7 @@ fn plan() -> impl Strategy<Value = Option<Plan>> {
             pool: "default".into(),
             attempts: vec![Attempt::new(&p, &m)],
             wait_ms: w,
+            cache: None,
         }),
     )
 }
@@ -59,6 +60,7 @@ prop_compose! {
                 attempt,
                 plan,
                 mode: if discovery { ToolMode::Discovery } else { ToolMode::Standard },
+                cache: String::new(),
             },
         }
     }

@@ -19,6 +19,7 @@ pub async fn completions(
         stream: parsed.stream,
         include_usage: parsed.include_usage,
         caller: CallerId::Gateway(state.instance.clone()),
+        cache: super::sse::cache_directives(&req),
         ..Meta::default()
     };
     let deadline = now_ms() + state.settings.server.request_timeout_ms;
@@ -42,7 +43,7 @@ pub async fn completions(
             .time_to_first_token
             .with_label_values(&[env.meta.model.as_str()])
             .observe(started.elapsed().as_secs_f64());
-        return Ok(super::sse::relay(call, super::sse::Dialect::Chat));
+        return Ok(super::sse::relay(call, super::sse::Dialect::Chat, head.cache));
     }
     let body = call.body().await?;
     if state.settings.telemetry.log_content {
@@ -54,7 +55,11 @@ pub async fn completions(
         tracing::info!(parent: &span, answer = %content(&state, text), "response content");
     }
     let status = actix_web::http::StatusCode::from_u16(head.status).unwrap_or(actix_web::http::StatusCode::OK);
-    Ok(HttpResponse::build(status).content_type("application/json").body(body))
+    let mut r = HttpResponse::build(status);
+    if let Some(c) = head.cache {
+        r.insert_header((super::sse::CACHE_HEADER, c.as_str()));
+    }
+    Ok(r.content_type("application/json").body(body))
 }
 
 /// Content as it may be logged: scrubbed of personal data unless scrubbing is off.

@@ -39,6 +39,7 @@ async fn forward(
         model,
         stream,
         caller: CallerId::Gateway(state.instance.clone()),
+        cache: super::sse::cache_directives(req),
         ..Meta::default()
     };
     let deadline = now_ms() + state.settings.server.request_timeout_ms;
@@ -49,11 +50,15 @@ async fn forward(
     let mut call = state.caller.send(streams::RESPONSES, &env).await?;
     let head = call.head().await?;
     if head.stream {
-        return Ok(relay(call, Dialect::Responses));
+        return Ok(relay(call, Dialect::Responses, head.cache));
     }
     let body = call.body().await?;
     let status = actix_web::http::StatusCode::from_u16(head.status).unwrap_or(actix_web::http::StatusCode::OK);
-    Ok(HttpResponse::build(status).content_type("application/json").body(body))
+    let mut r = HttpResponse::build(status);
+    if let Some(c) = head.cache {
+        r.insert_header((super::sse::CACHE_HEADER, c.as_str()));
+    }
+    Ok(r.content_type("application/json").body(body))
 }
 
 /// `POST /v1/responses`.

@@ -5,7 +5,10 @@
 use actix_web::HttpResponse;
 use bytes::Bytes;
 use llmr_bus::Call;
-use llmr_protocol::{ApiError, FrameKind};
+use llmr_protocol::{ApiError, CacheStatus, FrameKind};
+
+/// The response cache's request and answer header.
+pub const CACHE_HEADER: &str = "x-llmr-cache";
 use serde_json::json;
 
 /// Which API's stream conventions apply.
@@ -47,7 +50,7 @@ impl Dialect {
 /// A streamed answer: the SSE events of each chunk frame are flushed as they arrive; the
 /// frames already waiting are written together. An error after the start ends the stream
 /// with an error event.
-pub fn relay(call: Call, dialect: Dialect) -> HttpResponse {
+pub fn relay(call: Call, dialect: Dialect, cache: Option<CacheStatus>) -> HttpResponse {
     let stream = futures_util::stream::unfold(Some(call), move |state| async move {
         let mut call = state?;
         let mut out: Vec<u8> = Vec::new();
@@ -74,9 +77,21 @@ pub fn relay(call: Call, dialect: Dialect) -> HttpResponse {
             }
         }
     });
-    HttpResponse::Ok()
-        .content_type("text/event-stream")
+    let mut r = HttpResponse::Ok();
+    if let Some(c) = cache {
+        r.insert_header((CACHE_HEADER, c.as_str()));
+    }
+    r.content_type("text/event-stream")
         .insert_header(("cache-control", "no-cache"))
         .insert_header(("x-accel-buffering", "no"))
         .streaming(stream)
+}
+
+/// The client's `x-llmr-cache` request header, as it travels to the router.
+pub fn cache_directives(req: &actix_web::HttpRequest) -> String {
+    req.headers()
+        .get(CACHE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
 }
