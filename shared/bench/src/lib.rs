@@ -10,10 +10,12 @@
 //! - [`load`]: the load generator.
 //! - [`procs`]: deployments as processes; CPU and RSS from `/proc`.
 //! - [`mcp`]: a trivial tool call through `/mcp`.
+//! - [`responses`]: a trivial response through `/v1/responses`, and cache hits.
 
 pub mod load;
 pub mod mcp;
 pub mod procs;
+pub mod responses;
 
 use std::fmt::Write;
 use std::path::Path;

@@ -29,6 +29,9 @@ struct Args {
     /// Only run the MCP benchmark (a trivial tool call through /mcp).
     #[arg(long)]
     mcp_only: bool,
+    /// Only run the Responses and cache benchmark.
+    #[arg(long)]
+    responses_only: bool,
     /// Only offer a closed-loop load to this chat completions URL (e.g. while profiling).
     #[arg(long)]
     load_url: Option<String>,
@@ -79,6 +82,13 @@ fn main() -> std::io::Result<()> {
         writeln!(std::io::stdout(), "{md}")?;
         return Ok(());
     }
+    if args.responses_only {
+        let md = bench::responses::markdown(&bench::responses::bench(&bin_dir, args.scale, args.threads, &mut log)?);
+        std::fs::create_dir_all(&args.out)?;
+        std::fs::write(args.out.join("responses.md"), &md)?;
+        writeln!(std::io::stdout(), "{md}")?;
+        return Ok(());
+    }
     let modes = [Mode::Direct, Mode::AllMemory, Mode::AllRedis, Mode::Cluster];
     let mut report = bench::run(&bin_dir, &modes, args.scale, args.threads, &mut log)?;
     if !args.no_scaling {
@@ -101,6 +111,8 @@ fn main() -> std::io::Result<()> {
     );
     let mut md = bench::markdown(&report, &machine);
     md.push_str(&bench::mcp::markdown(&bench::mcp::run(&bin_dir, args.scale, &mut log)?));
+    let responses = bench::responses::bench(&bin_dir, args.scale, args.threads, &mut log)?;
+    md.push_str(&bench::responses::markdown(&responses));
     std::fs::create_dir_all(&args.out)?;
     std::fs::write(args.out.join("report.md"), &md)?;
     let mut out = std::io::stdout();
