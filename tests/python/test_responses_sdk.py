@@ -104,6 +104,9 @@ def running(mode):
     with open(config, "w") as f:
         root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         f.write(f"""
+[responses]
+max_stored_bytes = 60000
+
 [scripting]
 tools_path = "{root}/config/tools"
 libraries_path = "{root}/config/libraries"
@@ -141,10 +144,10 @@ latency_ms = 3000
             env["LLMR__REDIS__URL"] = f"redis://127.0.0.1:{rport}/"
             roles = ("router", "worker", "mcp-tools", "responses", "responses")
             procs = [stack.spawn(base + [role], env) for role in roles]
-            procs += [stack.spawn(base + ["gateway"], dict(env, LLMR__SERVER__PORT=str(p))) for p in ports]
+            gateways = [stack.spawn(base + ["gateway"], dict(env, LLMR__SERVER__PORT=str(p))) for p in ports]
             for p in ports:
-                wait_healthy(p, {"gateway", "router", "worker", "responses", "mcp-tools"}, procs)
-            yield [f"http://127.0.0.1:{p}/v1" for p in ports], stack, (base, env)
+                wait_healthy(p, {"gateway", "router", "worker", "responses", "mcp-tools"}, procs + gateways)
+            yield [f"http://127.0.0.1:{p}/v1" for p in ports], stack, (base, env, gateways)
     finally:
         stack.stop()
         upstream.shutdown()
@@ -299,7 +302,7 @@ def test_input_tokens_is_an_estimate(urls):
 
 def test_a_chain_continues_after_the_responses_service_restarts(cluster_urls):
     urls = cluster_urls
-    _, stack, (base, env) = urls
+    _, stack, (base, env, _) = urls
     first, second = clients(urls)
     r1 = first.responses.create(model="mock", input="remember 42")
     for p in stack.procs:
@@ -374,7 +377,7 @@ def test_mcp_tools_run_server_side_through_the_tool_loop(urls):
 
 
 def test_a_background_response_whose_instance_dies_is_rerun_by_a_peer(cluster_urls):
-    _, stack, (base, env) = cluster_urls
+    _, stack, (base, env, _) = cluster_urls
     first, second = clients(cluster_urls)
     r = first.responses.create(model="slow", input="survive a crash", background=True)
     deadline = time.time() + 5
@@ -397,3 +400,30 @@ def test_a_background_response_whose_instance_dies_is_rerun_by_a_peer(cluster_ur
         time.sleep(0.2)
     assert status == "completed", f"rerun by the new instance, not left {status}"
     assert second.responses.retrieve(r.id).output_text == "survive a crash"
+
+
+def test_a_response_too_large_to_store_is_answered_but_not_stored(urls):
+    c = clients(urls)[0]
+    big = "word " * 20000
+    r = c.responses.create(model="echo", input=big)
+    assert r.output_text == big.strip() or r.output_text == big
+    assert r.store is False, "reported as not stored"
+    with pytest.raises(openai.NotFoundError):
+        c.responses.retrieve(r.id)
+
+
+def test_a_background_response_outlives_the_gateway_that_took_it(cluster_urls):
+    _, stack, (base, env, gateways) = cluster_urls
+    first, second = clients(cluster_urls)
+    r = first.responses.create(model="slow", input="outlive the gateway", background=True)
+    gateways[0].terminate()  # the gateway that took it goes away at once
+    gateways[0].wait(timeout=20)
+    deadline = time.time() + 30
+    status = None
+    while time.time() < deadline:
+        status = second.responses.retrieve(r.id).status
+        if status not in ("queued", "in_progress"):
+            break
+        time.sleep(0.2)
+    assert status == "completed"
+    assert second.responses.retrieve(r.id).output_text == "outlive the gateway"
