@@ -2,6 +2,7 @@
 //! to the original, non-deterministic requests and tool-call answers never cached, the
 //! request directives (`no-store`, `no-cache`, `ttl=SECONDS`), expiry, per-group switches,
 //! usage of hits, and the Responses API on top of it.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[macro_use]
 mod common;

@@ -82,10 +82,10 @@ pub fn parse(body: &Value) -> Result<Request, ApiError> {
             "conversation",
         ));
     }
-    if let Some(include) = obj.get("include").filter(|v| !v.is_null()) {
-        if !include.as_array().is_some_and(|a| a.iter().all(Value::is_string)) {
-            return Err(invalid("`include` must be an array of strings.", "include"));
-        }
+    if let Some(include) = obj.get("include").filter(|v| !v.is_null())
+        && !include.as_array().is_some_and(|a| a.iter().all(Value::is_string))
+    {
+        return Err(invalid("`include` must be an array of strings.", "include"));
     }
     let (stream, background, store) = (flag("stream", false)?, flag("background", false)?, flag("store", true)?);
     if background && !store {
@@ -238,15 +238,13 @@ pub fn new_id(prefix: &str) -> String {
 /// The chat request fields a Responses request maps to.
 fn chat_fields(obj: &Map<String, Value>) -> Result<Map<String, Value>, ApiError> {
     let mut chat = Map::new();
-    for k in ["temperature", "top_p", "parallel_tool_calls", "metadata"] {
+    for k in ["temperature", "top_p", "parallel_tool_calls"] {
         if let Some(v) = obj.get(k).filter(|v| !v.is_null()) {
-            if k != "metadata" {
-                chat.insert(k.into(), v.clone());
-            }
+            chat.insert(k.into(), v.clone());
         }
     }
     if let Some(v) = obj.get("max_output_tokens").filter(|v| !v.is_null()) {
-        if !v.as_u64().is_some_and(|n| n > 0) {
+        if v.as_u64().is_none_or(|n| n == 0) {
             return Err(invalid(
                 "`max_output_tokens` must be a positive integer.",
                 "max_output_tokens",

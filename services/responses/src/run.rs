@@ -64,10 +64,10 @@ pub async fn create(ctx: &Ctx, env: &Envelope, body: Value, out: &mut Replier) {
         Ok(None) => return,
         Err(e) => return send(out.error(&e).await),
     };
-    if run.req.background {
-        if let Err(e) = run.queue(out).await {
-            return send(out.error(&e).await);
-        }
+    if run.req.background
+        && let Err(e) = run.queue(out).await
+    {
+        return send(out.error(&e).await);
     }
     let outcome = run.execute(out).await;
     run.finish(out, outcome).await;

@@ -111,10 +111,10 @@ impl Translator {
             id, name, arguments, ..
         } = &mut self.items[index]
         {
-            if name.is_empty() {
-                if let Some(n) = call["function"]["name"].as_str() {
-                    n.clone_into(name);
-                }
+            if name.is_empty()
+                && let Some(n) = call["function"]["name"].as_str()
+            {
+                n.clone_into(name);
             }
             if let Some(d) = call["function"]["arguments"].as_str().filter(|d| !d.is_empty()) {
                 arguments.push_str(d);

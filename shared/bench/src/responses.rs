@@ -81,15 +81,33 @@ pub fn bench(bin_dir: &Path, scale: f64, threads: usize, log: &mut dyn FnMut(&st
     let mut rows = vec![row(
         "direct (baseline)",
         "chat",
-        measure(&format!("{}/chat/completions", mock.base_url()), &chat(false), serial_n, secs, threads),
+        measure(
+            &format!("{}/chat/completions", mock.base_url()),
+            &chat(false),
+            serial_n,
+            secs,
+            threads,
+        ),
     )];
     for (name, cluster) in [("all, in-memory", false), ("cluster over Redis", true)] {
         log(&format!("responses bench: {name}"));
         let c = start(bin_dir, &mock, cluster)?;
         let (chat_url, resp_url) = (c.url("/v1/chat/completions"), c.url("/v1/responses"));
-        rows.push(row(name, "chat", measure(&chat_url, &chat(false), serial_n, secs, threads)));
-        rows.push(row(name, "responses", measure(&resp_url, &response(), serial_n, secs, threads)));
-        rows.push(row(name, "chat, cache hit", measure(&chat_url, &chat(true), serial_n, secs, threads)));
+        rows.push(row(
+            name,
+            "chat",
+            measure(&chat_url, &chat(false), serial_n, secs, threads),
+        ));
+        rows.push(row(
+            name,
+            "responses",
+            measure(&resp_url, &response(), serial_n, secs, threads),
+        ));
+        rows.push(row(
+            name,
+            "chat, cache hit",
+            measure(&chat_url, &chat(true), serial_n, secs, threads),
+        ));
     }
     Ok(rows)
 }
