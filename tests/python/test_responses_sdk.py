@@ -19,6 +19,9 @@ import pytest
 from conftest import TOKEN, Stack, binary, free_port, wait_healthy
 
 
+NATIVE_SEEN = []
+
+
 class MockUpstream(BaseHTTPRequestHandler):
     """POST /v1/chat/completions (streamed or not): a tool call when tools are offered and the last
     message is the user's; otherwise `saw N messages; last: TEXT`."""
@@ -27,6 +30,38 @@ class MockUpstream(BaseHTTPRequestHandler):
 
     def log_message(self, *args):
         pass
+
+    def native(self, req):
+        """POST /v1/responses, streamed: OpenAI's Responses events, ids of its own."""
+        NATIVE_SEEN.append(req)
+        rid, mid = f"resp_up_{len(NATIVE_SEEN)}", f"msg_up_{len(NATIVE_SEEN)}"
+        items = req["input"] if isinstance(req["input"], list) else [{"role": "user", "content": req["input"]}]
+        last = items[-1]["content"]
+        last = last if isinstance(last, str) else last[0]["text"]
+        text = f"native saw previous={req.get('previous_response_id') or 'none'}; input={last}"
+        base = {"id": rid, "object": "response", "model": req["model"], "output": [], "status": "in_progress"}
+        part = {"type": "output_text", "text": text, "annotations": []}
+        item = {"id": mid, "type": "message", "role": "assistant", "status": "completed", "content": [part]}
+        usage = {"input_tokens": 11, "output_tokens": 4, "total_tokens": 15}
+        events = [
+            {"type": "response.created", "response": base},
+            {"type": "response.in_progress", "response": base},
+            {"type": "response.output_item.added", "output_index": 0, "item": {**item, "status": "in_progress", "content": []}},
+            {"type": "response.content_part.added", "item_id": mid, "output_index": 0, "content_index": 0,
+             "part": {**part, "text": ""}},
+            {"type": "response.output_text.delta", "item_id": mid, "output_index": 0, "content_index": 0, "delta": text},
+            {"type": "response.output_text.done", "item_id": mid, "output_index": 0, "content_index": 0, "text": text},
+            {"type": "response.content_part.done", "item_id": mid, "output_index": 0, "content_index": 0, "part": part},
+            {"type": "response.output_item.done", "output_index": 0, "item": item},
+            {"type": "response.completed", "response": {**base, "status": "completed", "output": [item], "usage": usage}},
+        ]
+        body = "".join(f"event: {e['type']}\ndata: {json.dumps({**e, 'sequence_number': i})}\n\n"
+                       for i, e in enumerate(events)).encode()
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
     def do_GET(self):
         body = json.dumps({"object": "list", "data": [{"id": "mock", "object": "model"}]}).encode()
@@ -38,6 +73,8 @@ class MockUpstream(BaseHTTPRequestHandler):
 
     def do_POST(self):
         req = json.loads(self.rfile.read(int(self.headers["content-length"])))
+        if self.path.endswith("/responses"):
+            return self.native(req)
         MockUpstream.seen.append(req)
         msgs = req["messages"]
         last = msgs[-1]
@@ -121,6 +158,13 @@ name = "pymock"
 type = "openai"
 base_url = "http://127.0.0.1:{upstream.server_port}/v1"
 models = ["mock"]
+
+[[providers]]
+name = "native"
+type = "openai"
+base_url = "http://127.0.0.1:{upstream.server_port}/v1"
+models = ["native"]
+responses = true
 
 [[providers]]
 name = "slow"
@@ -427,3 +471,30 @@ def test_a_background_response_outlives_the_gateway_that_took_it(cluster_urls):
         time.sleep(0.2)
     assert status == "completed"
     assert second.responses.retrieve(r.id).output_text == "outlive the gateway"
+
+
+def test_a_responses_provider_gets_requests_natively_with_our_ids_kept(urls):
+    first, second = clients(urls)
+    r1 = first.responses.create(model="native", input="hi there")
+    assert r1.id.startswith("resp_") and "up" not in r1.id
+    assert r1.output_text == "native saw previous=none; input=hi there"
+    assert r1.usage.input_tokens == 11 and r1.usage.output_tokens == 4
+    upstream_first = f"resp_up_{len(NATIVE_SEEN)}"
+    # A chain continues at the provider under its own id, with only the new input.
+    r2 = second.responses.create(model="native", input="again", previous_response_id=r1.id)
+    assert NATIVE_SEEN[-1]["previous_response_id"] == upstream_first
+    assert [i["content"] for i in NATIVE_SEEN[-1]["input"]] == [[{"type": "input_text", "text": "again"}]]
+    assert r2.output_text == f"native saw previous={upstream_first}; input=again"
+    assert second.responses.retrieve(r2.id).id == r2.id
+    # Streamed: renumbered, our id in every response object, our created/in_progress.
+    events = list(first.responses.create(model="native", input="streamed", previous_response_id=r2.id, stream=True))
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    assert [e.type for e in events][:2] == ["response.created", "response.in_progress"]
+    assert events[-1].type == "response.completed"
+    ids = {e.response.id for e in events if hasattr(e, "response") and e.response is not None}
+    assert ids == {events[0].response.id} and not any("up" in i for i in ids)
+    # The stored context lets a chain go on at an emulated provider too.
+    r4 = first.responses.create(model="mock", input="and now?", previous_response_id=events[-1].response.id)
+    assert r4.output_text == "saw 7 messages; last: and now?"
+    usage = httpx.get(urls[0][0] + "/usage", headers={"authorization": f"Bearer {TOKEN}"}, timeout=10).json()
+    assert any(row["model"] == "native" and row["prompt_tokens"] >= 33 for row in usage["data"]), usage

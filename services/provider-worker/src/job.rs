@@ -155,7 +155,9 @@ async fn store_answer(ctx: &JobCtx, c: &llmr_protocol::CachePlan, stream: bool, 
         return;
     };
     let text = String::from_utf8_lossy(&data);
-    if status != 200 || (!ctx.cache.tool_calls && text.contains("\"tool_calls\"")) {
+    // Native Responses events (`responses = true` providers) are not a chat answer.
+    let native = text.contains("\"type\":\"llmr.native\"");
+    if status != 200 || native || (!ctx.cache.tool_calls && text.contains("\"tool_calls\"")) {
         return;
     }
     let entry = serde_json::json!({"stream": stream, "data": text});

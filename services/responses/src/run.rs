@@ -50,6 +50,12 @@ struct Run<'a> {
     writer: EventWriter,
     /// Events went (or go) to the client.
     streaming: bool,
+    /// The upstream response this one continues natively (`{"provider", "id"}`), if any.
+    prev_native: Option<Value>,
+    /// Set when a `responses = true` provider answers natively: `{"provider", "id"}`.
+    native: Option<Value>,
+    /// The native answer's final event, kept until the response is stored.
+    native_end: Option<Value>,
 }
 
 /// Answers `POST /v1/responses`.
@@ -95,6 +101,7 @@ impl<'a> Run<'a> {
             ctx.stored.clear_events(&id).await?;
         }
         let mut context = Vec::new();
+        let mut prev_native = None;
         if let Some(instructions) = &req.instructions {
             context.push(json!({"role": "system", "content": instructions}));
         }
@@ -106,6 +113,7 @@ impl<'a> Run<'a> {
             let doc = ctx.stored.doc(prev).await?.ok_or_else(|| ApiError::NotFound {
                 message: format!("Previous response with id '{prev}' not found."),
             })?;
+            prev_native = doc.get("native").cloned();
             let history = doc["context"].as_array().cloned().unwrap_or_default();
             // The previous instructions do not carry over (OpenAI's rule): drop its system turns.
             context.extend(history.into_iter().filter(|m| m["role"] != "system"));
@@ -122,6 +130,9 @@ impl<'a> Run<'a> {
             context,
             writer: EventWriter::default(),
             streaming,
+            prev_native,
+            native: None,
+            native_end: None,
         }))
     }
 
@@ -191,11 +202,96 @@ impl<'a> Run<'a> {
             stream: true,
             include_usage: true,
             cache: self.env.meta.cache.clone(),
+            native: self.native_body(),
             ..Meta::default()
         };
         let body = Bytes::from(Value::Object(chat).to_string());
         let env = self.env.on_behalf(Kind::Chat, self.ctx.caller.instance(), body, meta);
         self.ctx.caller.send(streams::REQUESTS, &env).await
+    }
+
+    /// The body a `responses = true` provider gets instead of the chat: the client's request
+    /// with only the new input (the chain lives upstream, `llmr_previous` names it). Empty when
+    /// the response cannot go natively: a conversation, server-side mcp tools, or a chain
+    /// that was emulated.
+    fn native_body(&self) -> Bytes {
+        let has_mcp = self
+            .req
+            .chat
+            .get("tools")
+            .and_then(Value::as_array)
+            .is_some_and(|t| t.iter().any(|t| t["type"] == "mcp"));
+        let chained_elsewhere = self.req.previous_response_id.is_some() && self.prev_native.is_none();
+        if self.req.conversation.is_some() || has_mcp || chained_elsewhere {
+            return Bytes::new();
+        }
+        let mut body = self.body.as_object().cloned().unwrap_or_default();
+        for k in [
+            "conversation",
+            "background",
+            "stream",
+            "previous_response_id",
+            "include",
+            "store",
+        ] {
+            body.remove(k);
+        }
+        let input: Vec<Value> = self
+            .req
+            .input
+            .iter()
+            .map(|item| {
+                let mut item = item.clone();
+                if let Value::Object(m) = &mut item {
+                    m.remove("id");
+                    m.remove("status");
+                }
+                item
+            })
+            .collect();
+        body.insert("input".into(), Value::from(input));
+        body.insert("store".into(), json!(self.req.store));
+        if let Some(prev) = &self.prev_native {
+            body.insert("llmr_previous".into(), prev.clone());
+        }
+        Bytes::from(Value::Object(body).to_string())
+    }
+
+    /// One event of a native answer: ours take the place of the upstream's created and
+    /// in-progress events and of its final one (sent once stored); the rest pass with our id.
+    fn native_event(&mut self, mut event: Value, out: &mut Vec<Value>) {
+        match event["type"].as_str().unwrap_or_default() {
+            "response.created" | "response.in_progress" => {}
+            "response.completed" | "response.failed" | "response.incomplete" => self.native_end = Some(event),
+            _ => {
+                if event["response"].is_object() {
+                    event["response"]["id"] = json!(self.id);
+                }
+                out.push(event);
+            }
+        }
+    }
+
+    /// How a native answer ended, from its final event.
+    fn native_outcome(&mut self) -> Option<Outcome> {
+        let end = self.native_end.take()?;
+        let r = &end["response"];
+        if let (Some(n), Some(id)) = (&mut self.native, r["id"].as_str()) {
+            n["id"] = json!(id);
+        }
+        Some(match r["status"].as_str() {
+            Some("failed") => Outcome::Failed(ApiError::Upstream {
+                message: r["error"]["message"]
+                    .as_str()
+                    .unwrap_or("the upstream response failed")
+                    .to_owned(),
+            }),
+            status => Outcome::Completed {
+                output: r["output"].as_array().cloned().unwrap_or_default(),
+                usage: r["usage"].clone(),
+                finish: (status == Some("incomplete")).then(|| "length".to_owned()),
+            },
+        })
     }
 
     /// Runs the chat and streams its translation; how it ended.
@@ -232,6 +328,9 @@ impl<'a> Run<'a> {
             self.replay(&mut call, &mut t, out).await
         };
         if let Some(outcome) = ended {
+            return outcome;
+        }
+        if let Some(outcome) = self.native_outcome() {
             return outcome;
         }
         let mut closing = Vec::new();
@@ -273,8 +372,14 @@ impl<'a> Run<'a> {
                         let Some(data) = line.strip_prefix(b"data: ") else {
                             continue;
                         };
-                        if let Ok(chunk) = serde_json::from_slice::<Value>(data) {
-                            t.chunk(&chunk, &mut events);
+                        let Ok(v) = serde_json::from_slice::<Value>(data) else {
+                            continue;
+                        };
+                        match v["type"].as_str() {
+                            // A `responses = true` provider answers natively (see the worker's adapter).
+                            Some("llmr.native") => self.native = Some(json!({"provider": v["provider"]})),
+                            Some(_) => self.native_event(v, &mut events),
+                            None => t.chunk(&v, &mut events),
                         }
                     }
                     if let Err(e) = self.emit(out, events).await {
@@ -349,12 +454,11 @@ impl<'a> Run<'a> {
         if self.req.store {
             self.context.extend(output_messages(&output));
             let request = self.req.background.then_some(&self.body);
-            if self
-                .ctx
-                .stored
-                .put(&self.id, &document(&response, &self.context, request))
-                .await?
-            {
+            let mut doc = document(&response, &self.context, request);
+            if let Some(n) = &self.native {
+                doc["native"] = n.clone();
+            }
+            if self.ctx.stored.put(&self.id, &doc).await? {
                 self.ctx.stored.put_input(&self.id, &self.req.input).await?;
             } else {
                 response["store"] = json!(false);

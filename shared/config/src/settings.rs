@@ -420,6 +420,10 @@ pub struct Provider {
     /// Failure injection (`type = "chaos"` only).
     #[serde(default)]
     pub chaos: Option<Chaos>,
+    /// The upstream speaks OpenAI's Responses API (`POST {base_url}/responses`): responses are
+    /// passed to it natively instead of being emulated over chat completions (`openai` only).
+    #[serde(default)]
+    pub responses: bool,
     /// Every key: `api_keys`, then `api_key_env`, then `keys`; resolved at load.
     #[serde(skip)]
     pub resolved_keys: Vec<SecretString>,

@@ -230,6 +230,11 @@ fn check_provider_type(pr: &Provider, f: &dyn Fn(&str) -> String, p: &mut Proble
             "a built-in provider needs a static model list",
         ),
     }
+    p.check(
+        !pr.responses || pr.kind == ProviderType::Openai,
+        f("responses"),
+        "only an `openai` provider can take Responses natively",
+    );
     match (&pr.chaos, pr.kind) {
         (Some(_), ProviderType::Openai | ProviderType::Echo) => {
             p.check(false, f("chaos"), "only a `chaos` provider takes failure rates");

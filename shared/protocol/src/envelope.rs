@@ -140,6 +140,9 @@ pub struct Meta {
     pub mode: ToolMode,
     /// The client's `x-llmr-cache` request header (`no-store`, `no-cache`, `ttl=SECONDS`).
     pub cache: String,
+    /// A Responses API body for providers that take Responses natively (`responses = true`),
+    /// beside the chat body the others get (set by the responses service; empty otherwise).
+    pub native: Bytes,
 }
 
 /// One unit of work on a stream.
@@ -231,6 +234,9 @@ impl Envelope {
         if !m.cache.is_empty() {
             f.push(("cache", Bytes::from(m.cache.clone())));
         }
+        if !m.native.is_empty() {
+            f.push(("native", m.native.clone()));
+        }
         if !self.trace.tracestate.is_empty() {
             f.push(("tracestate", Bytes::from(self.trace.tracestate.clone())));
         }
@@ -279,6 +285,7 @@ impl Envelope {
                 caller: CallerId::decode(text("caller")?).ok_or(DecodeError::Invalid("caller"))?,
                 attempt: num("attempt")? as u32,
                 plan,
+                native: get("native").map(Bytes::copy_from_slice).unwrap_or_default(),
                 cache: match get("cache") {
                     Some(raw) => std::str::from_utf8(raw)
                         .map_err(|_| DecodeError::Invalid("cache"))?

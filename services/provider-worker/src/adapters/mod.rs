@@ -13,6 +13,7 @@
 pub mod chaos;
 pub mod echo;
 pub mod openai;
+pub mod openai_responses;
 
 use std::time::Duration;
 

@@ -56,17 +56,10 @@ fn client_fault(status: u16) -> bool {
     matches!(status, 400 | 413 | 422)
 }
 
-async fn call(c: Call<'_>) -> AttemptResult {
-    let (env, upstream_model) = (c.env, c.attempt.model.as_str());
-    let (stream, client_wants_usage) = (env.meta.stream, env.meta.include_usage);
-    let force_usage = stream && !client_wants_usage;
-    let renamed = env.meta.model != upstream_model;
-    let body = if !renamed && !force_usage {
-        env.body.clone()
-    } else {
-        rewrite(&env.body, renamed.then_some(upstream_model), force_usage)?
-    };
-    let url = format!("{}/chat/completions", c.provider.base());
+/// A POST to `{base_url}{path}` with the attempt's key, trace context, extra headers and
+/// timeout.
+pub(super) fn request(c: &Call<'_>, path: &str) -> awc::ClientRequest {
+    let url = format!("{}{path}", c.provider.base());
     let mut req = c
         .client
         .post(&url)
@@ -81,29 +74,56 @@ async fn call(c: Call<'_>) -> AttemptResult {
     for (k, v) in &c.provider.extra_headers {
         req = req.insert_header((k.as_str(), v.as_str()));
     }
-    let mut resp = req
+    req
+}
+
+/// The fault of a non-2xx answer (see the module's status rules).
+pub(super) async fn refused<S>(resp: &mut awc::ClientResponse<S>, key: Option<&str>) -> AttemptError
+where
+    S: futures_util::Stream<Item = Result<Bytes, awc::error::PayloadError>> + Unpin,
+{
+    let status = resp.status().as_u16();
+    let header = |h: &str| resp.headers().get(h).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let until = ratelimit::reset_at(header, now_ms());
+    let text = resp
+        .body()
+        .limit(64 << 10)
+        .await
+        .map(|b| redact(&String::from_utf8_lossy(&b), key))
+        .unwrap_or_default();
+    match status {
+        429 => AttemptError::rate_limited(until, "upstream answered 429"),
+        401 | 403 => AttemptError::key_rejected(format!("upstream refused the key with {status}")),
+        s if client_fault(s) => AttemptError::client(
+            ApiError::UpstreamRejected { status, body: text },
+            format!("upstream rejected the request with {status}"),
+        ),
+        s => AttemptError::retryable(format!("upstream answered {s}")),
+    }
+}
+
+async fn call(c: Call<'_>) -> AttemptResult {
+    if c.provider.responses
+        && !c.env.meta.native.is_empty()
+        && let Some(body) = super::openai_responses::body(&c.env.meta.native, &c.attempt.provider, &c.attempt.model)
+    {
+        return super::openai_responses::call(c, body).await;
+    }
+    let (env, upstream_model) = (c.env, c.attempt.model.as_str());
+    let (stream, client_wants_usage) = (env.meta.stream, env.meta.include_usage);
+    let force_usage = stream && !client_wants_usage;
+    let renamed = env.meta.model != upstream_model;
+    let body = if !renamed && !force_usage {
+        env.body.clone()
+    } else {
+        rewrite(&env.body, renamed.then_some(upstream_model), force_usage)?
+    };
+    let mut resp = request(&c, "/chat/completions")
         .send_body(body)
         .await
         .map_err(|e| AttemptError::retryable(format!("request failed: {e}")))?;
-    let status = resp.status().as_u16();
     if !resp.status().is_success() {
-        let header = |h: &str| resp.headers().get(h).and_then(|v| v.to_str().ok()).map(str::to_owned);
-        let until = ratelimit::reset_at(header, now_ms());
-        let text = resp
-            .body()
-            .limit(64 << 10)
-            .await
-            .map(|b| redact(&String::from_utf8_lossy(&b), c.key))
-            .unwrap_or_default();
-        return Err(match status {
-            429 => AttemptError::rate_limited(until, "upstream answered 429"),
-            401 | 403 => AttemptError::key_rejected(format!("upstream refused the key with {status}")),
-            s if client_fault(s) => AttemptError::client(
-                ApiError::UpstreamRejected { status, body: text },
-                format!("upstream rejected the request with {status}"),
-            ),
-            s => AttemptError::retryable(format!("upstream answered {s}")),
-        });
+        return Err(refused(&mut resp, c.key).await);
     }
     let out = c.out;
     if !stream {
@@ -226,7 +246,7 @@ fn redact(body: &str, key: Option<&str>) -> String {
 }
 
 /// A broken stream: retryable while nothing reached the client.
-fn broken(out: &Replier, reason: String) -> AttemptError {
+pub(super) fn broken(out: &Replier, reason: String) -> AttemptError {
     if out.started() {
         AttemptError::broken_after_start(reason)
     } else {
