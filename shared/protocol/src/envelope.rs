@@ -330,6 +330,7 @@ mod tests {
                 caller: CallerId::Gateway("gw-1".into()),
                 attempt: 2,
                 cache: "no-store".into(),
+                native: Bytes::from_static(br#"{"input":"hi"}"#),
                 plan: Some(Plan {
                     pool: "default".into(),
                     attempts: vec![Attempt {

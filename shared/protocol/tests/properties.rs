@@ -44,7 +44,8 @@ prop_compose! {
     fn envelope()(kind in kind(), reply_to in ".{0,16}", deadline in any::<u64>(), tp in "[0-9a-f-]{0,55}", ts in "[a-z0-9=,]{0,30}",
                   body in proptest::collection::vec(any::<u8>(), 0..200), model in ".{0,20}", stream in any::<bool>(),
                   usage in any::<bool>(), caller in caller(), attempt in any::<u32>(), plan in plan(),
-                  discovery in any::<bool>(), id in any::<u128>()) -> Envelope {
+                  discovery in any::<bool>(), id in any::<u128>(), cache in "[a-z=0-9,-]{0,12}",
+                  native in proptest::collection::vec(any::<u8>(), 0..40)) -> Envelope {
         Envelope {
             id: Uuid::from_u128(id),
             kind,
@@ -60,7 +61,8 @@ prop_compose! {
                 attempt,
                 plan,
                 mode: if discovery { ToolMode::Discovery } else { ToolMode::Standard },
-                cache: String::new(),
+                cache,
+                native: Bytes::from(native),
             },
         }
     }
@@ -78,8 +80,8 @@ proptest! {
     fn decoding_arbitrary_fields_never_panics(fields in proptest::collection::hash_map(
         prop_oneof![Just("id"), Just("kind"), Just("reply_to"), Just("deadline_ms"), Just("traceparent"), Just("tracestate"),
                     Just("model"), Just("stream"), Just("include_usage"), Just("caller"), Just("attempt"),
-                    Just("body"), Just("mode"), Just("plan")],
-        proptest::collection::vec(any::<u8>(), 0..40), 0..14)) {
+                    Just("body"), Just("mode"), Just("plan"), Just("cache"), Just("native")],
+        proptest::collection::vec(any::<u8>(), 0..40), 0..17)) {
         let _ = Envelope::from_fields(|k| fields.get(k).map(|b| b.as_slice()));
     }
 
