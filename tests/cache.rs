@@ -20,12 +20,16 @@ struct Fixture {
 
 impl Fixture {
     fn start(redis: bool) -> Fixture {
+        Fixture::start_with(redis, &[])
+    }
+
+    fn start_with(redis: bool, env: &[(&str, String)]) -> Fixture {
         let mock = MockUpstream::start(&["m"]);
         let toml = format!(
             "{}[[models]]\nname = \"uncached\"\ncache = false\ntargets = [{{provider = \"up\", model = \"m\"}}]\n",
             mock_provider("up", &mock.base_url(), &["m"])
         );
-        let cfg = TestConfig::new(toml).env("LLMR__CACHE__ENABLED", true);
+        let cfg = TestConfig::new(toml).env("LLMR__CACHE__ENABLED", true).envs(env);
         Fixture {
             app: InProcess::start(redis, cfg),
             mock,
@@ -179,3 +183,15 @@ async fn responses_reuse_the_cache_of_their_chat(redis: bool) {
     assert_eq!(f.mock.request_count(), 1);
 }
 both!(responses_reuse_the_cache_of_their_chat);
+
+async fn answers_over_the_size_bound_are_not_stored(redis: bool) {
+    let f = Fixture::start_with(redis, &[("LLMR__CACHE__MAX_ENTRY_BYTES", "800".to_string())]);
+    let small = body("ok", 0.0, false);
+    let large = body(&"many words here ".repeat(60), 0.0, false);
+    assert_eq!(f.chat(&large, &[]).await.1, "miss");
+    assert_eq!(f.chat(&large, &[]).await.1, "miss", "too large to keep");
+    assert_eq!(f.chat(&small, &[]).await.1, "miss");
+    assert_eq!(f.chat(&small, &[]).await.1, "hit", "a small answer fits");
+    assert_eq!(f.mock.request_count(), 3);
+}
+both!(answers_over_the_size_bound_are_not_stored);
