@@ -743,18 +743,24 @@ async fn the_tool_loop_shows_each_round_in_the_trace() {
     let _ = std::fs::remove_dir_all(&tools);
 }
 
-#[actix_rt::test]
-async fn an_mcp_tool_calling_ai_chat_stays_in_the_callers_trace() {
-    use fake_opentelemetry_collector::{ExportedSpan, FakeCollectorServer};
-    let mut collector = FakeCollectorServer::start().await.unwrap();
-    let up = MockUpstream::start(&["m"]);
-    let tools = std::env::temp_dir().join(format!("llmr-trace-tools-{}-{}", std::process::id(), free_port()));
+/// A fresh tools folder holding `ask`, a tool whose script asks model `m` (`ai.chat`).
+fn ask_tool(purpose: &str) -> PathBuf {
+    let tools = std::env::temp_dir().join(format!("llmr-{purpose}-tools-{}-{}", std::process::id(), free_port()));
     std::fs::create_dir_all(&tools).unwrap();
     std::fs::write(
         tools.join("ask.js"),
         "import ai from \"ai\";\nexport const description = \"Asks a model.\";\nexport default function ({ q }) { return ai.chat(q, { model: \"m\" }); }\n",
     )
     .unwrap();
+    tools
+}
+
+#[actix_rt::test]
+async fn an_mcp_tool_calling_ai_chat_stays_in_the_callers_trace() {
+    use fake_opentelemetry_collector::{ExportedSpan, FakeCollectorServer};
+    let mut collector = FakeCollectorServer::start().await.unwrap();
+    let up = MockUpstream::start(&["m"]);
+    let tools = ask_tool("trace");
     let cfg = TestConfig::new(mock_provider("up", &up.base_url(), &["m"]))
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint())
         .env("OTEL_BSP_SCHEDULE_DELAY", 100)
@@ -980,13 +986,7 @@ async fn mcp_tools_stopped_with_sigterm_under_load_finishes_its_tool_calls() {
     const EACH: usize = 8;
     let up = MockUpstream::start(&["m"]);
     up.set_default(Behavior::latency(150));
-    let tools = std::env::temp_dir().join(format!("llmr-term-tools-{}-{}", std::process::id(), free_port()));
-    std::fs::create_dir_all(&tools).unwrap();
-    std::fs::write(
-        tools.join("ask.js"),
-        "import ai from \"ai\";\nexport const description = \"Asks a model.\";\nexport default function ({ q }) { return ai.chat(q, { model: \"m\" }); }\n",
-    )
-    .unwrap();
+    let tools = ask_tool("term");
     let cfg = TestConfig::new(mock_provider("up", &up.base_url(), &["m"]))
         .env("LLMR__SERVER__REQUEST_TIMEOUT_MS", 20_000)
         .env("LLMR__SCRIPTING__TOOLS_PATH", tools.display())

@@ -154,38 +154,12 @@ pub async fn add_items(stored: &Stored, id: &str, body: &Value) -> Result<Value,
         return Err(ApiError::invalid("Missing required parameter: 'items'.", Some("items")));
     }
     append(stored, id, &new).await?;
-    Ok(page(new, false))
+    Ok(crate::list::shape(false, new))
 }
 
-fn page(data: Vec<Value>, has_more: bool) -> Value {
-    json!({
-        "object": "list",
-        "first_id": data.first().map(|i| i["id"].clone()),
-        "last_id": data.last().map(|i| i["id"].clone()),
-        "has_more": has_more,
-        "data": data,
-    })
-}
-
-/// `GET /v1/conversations/{id}/items`: newest first unless `order=asc`; `after` an item id.
+/// `GET /v1/conversations/{id}/items` (see [`crate::list`] for paging).
 pub async fn list_items(stored: &Stored, id: &str, q: &ListQuery) -> Result<Value, ApiError> {
-    let mut all = items(stored, id).await?;
-    match q.order.as_deref() {
-        None | Some("desc") => all.reverse(),
-        Some("asc") => {}
-        Some(_) => return Err(ApiError::invalid("`order` must be asc or desc.", Some("order"))),
-    }
-    let limit = q.limit.unwrap_or(20);
-    if !(1..=100).contains(&limit) {
-        return Err(ApiError::invalid("`limit` must be between 1 and 100.", Some("limit")));
-    }
-    let start = match &q.after {
-        Some(a) => all.iter().position(|i| i["id"] == *a).map_or(all.len(), |p| p + 1),
-        None => 0,
-    };
-    let rest = all.split_off(start.min(all.len()));
-    let has_more = rest.len() > limit as usize;
-    Ok(page(rest.into_iter().take(limit as usize).collect(), has_more))
+    crate::list::page(items(stored, id).await?, q)
 }
 
 /// `GET /v1/conversations/{id}/items/{item_id}`.

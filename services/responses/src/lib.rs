@@ -14,14 +14,16 @@
 //! - [`run`]: creating a response (plain, streamed, background; chains).
 //! - [`ops`]: retrieve (and resume), delete, cancel, input items, input tokens, compact.
 //! - [`conversations`]: the Conversations API and its items.
+//! - [`list`]: the list shape and its paging.
 //! - [`work`]: the stream's work under the shared consumer loop.
 //!
-//! Imports run one way: work → {run, ops} → conversations → {convert, translate, stored}.
+//! Imports run one way: work → {run, ops} → conversations → {convert, translate, stored, list}.
 //!
 //! [`Op`]: llmr_protocol::responses::Op
 
 pub mod conversations;
 pub mod convert;
+pub mod list;
 pub mod ops;
 pub mod run;
 pub mod stored;

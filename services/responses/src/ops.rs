@@ -53,44 +53,10 @@ pub async fn cancel(stored: &Stored, id: &str) -> Result<Value, ApiError> {
     Ok(cancelled)
 }
 
-/// `GET /v1/responses/{id}/input_items`: newest first unless `order=asc`; `after` / `before`
-/// are item ids; `limit` 1–100 (default 20).
+/// `GET /v1/responses/{id}/input_items` (see [`crate::list`] for paging).
 pub async fn input_items(stored: &Stored, id: &str, q: &ListQuery) -> Result<Value, ApiError> {
     stored.response(id).await?;
-    let mut items = stored.input(id).await?;
-    match q.order.as_deref() {
-        None | Some("desc") => items.reverse(),
-        Some("asc") => {}
-        Some(_) => return Err(ApiError::invalid("`order` must be asc or desc.", Some("order"))),
-    }
-    let limit = q.limit.unwrap_or(20);
-    if !(1..=100).contains(&limit) {
-        return Err(ApiError::invalid("`limit` must be between 1 and 100.", Some("limit")));
-    }
-    let position = |cursor: &str| items.iter().position(|i| i["id"] == cursor);
-    let start = match &q.after {
-        Some(a) => position(a).map_or(items.len(), |p| p + 1),
-        None => 0,
-    };
-    let end = match &q.before {
-        Some(b) => position(b).unwrap_or(items.len()),
-        None => items.len(),
-    };
-    let window: Vec<Value> = items
-        .get(start..end.max(start))
-        .unwrap_or_default()
-        .iter()
-        .take(limit as usize)
-        .cloned()
-        .collect();
-    let has_more = end.max(start) - start > window.len();
-    Ok(json!({
-        "object": "list",
-        "data": window,
-        "first_id": window.first().map(|i| i["id"].clone()),
-        "last_id": window.last().map(|i| i["id"].clone()),
-        "has_more": has_more,
-    }))
+    crate::list::page(stored.input(id).await?, q)
 }
 
 /// `POST /v1/responses/input_tokens`: an estimate (a quarter of the input's JSON bytes, the

@@ -21,31 +21,22 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/v1/models/{id:.+}", web::get().to(models::retrieve))
         .route("/v1/usage", web::get().to(usage::usage))
         .route("/v1/responses", web::post().to(responses::create))
-        .route("/v1/responses/input_tokens", web::post().to(responses::input_tokens))
-        .route("/v1/responses/compact", web::post().to(responses::compact))
-        .route("/v1/responses/{id}", web::get().to(responses::retrieve))
-        .route("/v1/responses/{id}", web::delete().to(responses::delete))
+        .route("/v1/responses/input_tokens", web::post().to(responses::body_op))
+        .route("/v1/responses/compact", web::post().to(responses::body_op))
+        .route("/v1/responses/{id}", web::get().to(responses::response))
+        .route("/v1/responses/{id}", web::delete().to(responses::response))
         .route("/v1/responses/{id}/cancel", web::post().to(responses::cancel))
-        .route("/v1/responses/{id}/input_items", web::get().to(responses::input_items))
-        .route("/v1/conversations", web::post().to(responses::conversation_create))
-        .route(
-            "/v1/conversations/{id}",
-            web::get().to(responses::conversation_retrieve),
-        )
-        .route("/v1/conversations/{id}", web::post().to(responses::conversation_update))
-        .route(
-            "/v1/conversations/{id}",
-            web::delete().to(responses::conversation_delete),
-        )
-        .route("/v1/conversations/{id}/items", web::post().to(responses::items_create))
-        .route("/v1/conversations/{id}/items", web::get().to(responses::items_list))
+        .route("/v1/responses/{id}/input_items", web::get().to(responses::list))
+        .route("/v1/conversations", web::post().to(responses::body_op))
+        .route("/v1/conversations/{id}", web::get().to(responses::conversation))
+        .route("/v1/conversations/{id}", web::post().to(responses::conversation))
+        .route("/v1/conversations/{id}", web::delete().to(responses::conversation))
+        .route("/v1/conversations/{id}/items", web::post().to(responses::conversation))
+        .route("/v1/conversations/{id}/items", web::get().to(responses::list))
+        .route("/v1/conversations/{id}/items/{item_id}", web::get().to(responses::item))
         .route(
             "/v1/conversations/{id}/items/{item_id}",
-            web::get().to(responses::item_retrieve),
-        )
-        .route(
-            "/v1/conversations/{id}/items/{item_id}",
-            web::delete().to(responses::item_delete),
+            web::delete().to(responses::item),
         )
         .route("/health", web::get().to(health::health))
         .route("/healthz", web::get().to(crate::observe::healthz))

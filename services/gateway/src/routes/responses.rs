@@ -3,6 +3,7 @@
 //! Bodies are checked to be JSON objects here; everything else is validated by the service
 //! (before anything reaches an upstream).
 
+use actix_web::http::Method;
 use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::Bytes;
 use llmr_protocol::responses::{ListQuery, Op};
@@ -73,6 +74,23 @@ pub async fn create(
     forward(&req, &state, Op::Create { body }, model, stream).await
 }
 
+/// `POST /v1/responses/input_tokens`, `POST /v1/responses/compact` and `POST /v1/conversations`:
+/// a body and no id.
+pub async fn body_op(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, HttpError> {
+    let body = json_body(&req, payload, &state).await?;
+    let model = body.get("model").and_then(Value::as_str).unwrap_or_default().to_owned();
+    let op = match req.path().rsplit('/').next() {
+        Some("input_tokens") => Op::InputTokens { body },
+        Some("compact") => Op::Compact { body },
+        _ => Op::ConversationCreate { body },
+    };
+    forward(&req, &state, op, model, false).await
+}
+
 #[derive(Deserialize)]
 pub struct RetrieveQuery {
     #[serde(default)]
@@ -81,29 +99,25 @@ pub struct RetrieveQuery {
     starting_after: Option<u64>,
 }
 
-/// `GET /v1/responses/{id}`.
-pub async fn retrieve(
+/// `GET` (with `stream=true&starting_after=N`: resume) and `DELETE /v1/responses/{id}`.
+pub async fn response(
     req: HttpRequest,
     id: web::Path<String>,
     q: web::Query<RetrieveQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, HttpError> {
+    let id = id.into_inner();
     let stream = q.stream.as_deref() == Some("true");
-    let op = Op::Retrieve {
-        id: id.into_inner(),
-        stream,
-        starting_after: q.starting_after,
+    let op = if req.method() == Method::DELETE {
+        Op::Delete { id }
+    } else {
+        Op::Retrieve {
+            id,
+            stream,
+            starting_after: q.starting_after,
+        }
     };
     forward(&req, &state, op, String::new(), stream).await
-}
-
-/// `DELETE /v1/responses/{id}`.
-pub async fn delete(
-    req: HttpRequest,
-    id: web::Path<String>,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, HttpError> {
-    forward(&req, &state, Op::Delete { id: id.into_inner() }, String::new(), false).await
 }
 
 /// `POST /v1/responses/{id}/cancel`.
@@ -115,143 +129,57 @@ pub async fn cancel(
     forward(&req, &state, Op::Cancel { id: id.into_inner() }, String::new(), false).await
 }
 
-/// `GET /v1/responses/{id}/input_items`.
-pub async fn input_items(
+/// `GET /v1/responses/{id}/input_items` and `GET /v1/conversations/{id}/items`.
+pub async fn list(
     req: HttpRequest,
     id: web::Path<String>,
     q: web::Query<ListQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, HttpError> {
-    let op = Op::InputItems {
-        id: id.into_inner(),
-        query: q.into_inner(),
+    let (id, query) = (id.into_inner(), q.into_inner());
+    let op = if req.path().ends_with("/input_items") {
+        Op::InputItems { id, query }
+    } else {
+        Op::ItemsList { id, query }
     };
     forward(&req, &state, op, String::new(), false).await
 }
 
-/// `POST /v1/responses/input_tokens`.
-pub async fn input_tokens(
-    req: HttpRequest,
-    payload: web::Payload,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, HttpError> {
-    let body = json_body(&req, payload, &state).await?;
-    forward(&req, &state, Op::InputTokens { body }, String::new(), false).await
-}
-
-/// `POST /v1/responses/compact`.
-pub async fn compact(
-    req: HttpRequest,
-    payload: web::Payload,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, HttpError> {
-    let body = json_body(&req, payload, &state).await?;
-    let model = body.get("model").and_then(Value::as_str).unwrap_or_default().to_owned();
-    forward(&req, &state, Op::Compact { body }, model, false).await
-}
-
-/// `POST /v1/conversations`.
-pub async fn conversation_create(
-    req: HttpRequest,
-    payload: web::Payload,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, HttpError> {
-    let body = json_body(&req, payload, &state).await?;
-    forward(&req, &state, Op::ConversationCreate { body }, String::new(), false).await
-}
-
-/// `GET /v1/conversations/{id}`.
-pub async fn conversation_retrieve(
-    req: HttpRequest,
-    id: web::Path<String>,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, HttpError> {
-    forward(
-        &req,
-        &state,
-        Op::ConversationRetrieve { id: id.into_inner() },
-        String::new(),
-        false,
-    )
-    .await
-}
-
-/// `POST /v1/conversations/{id}`.
-pub async fn conversation_update(
-    req: HttpRequest,
-    id: web::Path<String>,
-    payload: web::Payload,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, HttpError> {
-    let body = json_body(&req, payload, &state).await?;
-    let op = Op::ConversationUpdate {
-        id: id.into_inner(),
-        body,
-    };
-    forward(&req, &state, op, String::new(), false).await
-}
-
-/// `DELETE /v1/conversations/{id}`.
-pub async fn conversation_delete(
-    req: HttpRequest,
-    id: web::Path<String>,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, HttpError> {
-    forward(
-        &req,
-        &state,
-        Op::ConversationDelete { id: id.into_inner() },
-        String::new(),
-        false,
-    )
-    .await
-}
-
+/// `GET`, `POST` (metadata) and `DELETE /v1/conversations/{id}`, and
 /// `POST /v1/conversations/{id}/items`.
-pub async fn items_create(
+pub async fn conversation(
     req: HttpRequest,
     id: web::Path<String>,
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, HttpError> {
-    let body = json_body(&req, payload, &state).await?;
-    let op = Op::ItemsCreate {
-        id: id.into_inner(),
-        body,
+    let id = id.into_inner();
+    let op = match *req.method() {
+        Method::GET => Op::ConversationRetrieve { id },
+        Method::DELETE => Op::ConversationDelete { id },
+        _ => {
+            let body = json_body(&req, payload, &state).await?;
+            if req.path().ends_with("/items") {
+                Op::ItemsCreate { id, body }
+            } else {
+                Op::ConversationUpdate { id, body }
+            }
+        }
     };
     forward(&req, &state, op, String::new(), false).await
 }
 
-/// `GET /v1/conversations/{id}/items`.
-pub async fn items_list(
-    req: HttpRequest,
-    id: web::Path<String>,
-    q: web::Query<ListQuery>,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, HttpError> {
-    let op = Op::ItemsList {
-        id: id.into_inner(),
-        query: q.into_inner(),
-    };
-    forward(&req, &state, op, String::new(), false).await
-}
-
-/// `GET /v1/conversations/{id}/items/{item_id}`.
-pub async fn item_retrieve(
+/// `GET` and `DELETE /v1/conversations/{id}/items/{item_id}`.
+pub async fn item(
     req: HttpRequest,
     path: web::Path<(String, String)>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, HttpError> {
     let (id, item_id) = path.into_inner();
-    forward(&req, &state, Op::ItemRetrieve { id, item_id }, String::new(), false).await
-}
-
-/// `DELETE /v1/conversations/{id}/items/{item_id}`.
-pub async fn item_delete(
-    req: HttpRequest,
-    path: web::Path<(String, String)>,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, HttpError> {
-    let (id, item_id) = path.into_inner();
-    forward(&req, &state, Op::ItemDelete { id, item_id }, String::new(), false).await
+    let op = if req.method() == Method::DELETE {
+        Op::ItemDelete { id, item_id }
+    } else {
+        Op::ItemRetrieve { id, item_id }
+    };
+    forward(&req, &state, op, String::new(), false).await
 }

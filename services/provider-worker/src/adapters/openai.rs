@@ -56,9 +56,28 @@ fn client_fault(status: u16) -> bool {
     matches!(status, 400 | 413 | 422)
 }
 
+/// POSTs `body` to `{base_url}{path}`; a non-2xx answer is the fault its status says.
+pub(super) async fn send(
+    c: &Call<'_>,
+    path: &str,
+    body: Bytes,
+) -> Result<
+    awc::ClientResponse<impl futures_util::Stream<Item = Result<Bytes, awc::error::PayloadError>> + Unpin + use<>>,
+    AttemptError,
+> {
+    let mut resp = request(c, path)
+        .send_body(body)
+        .await
+        .map_err(|e| AttemptError::retryable(format!("request failed: {e}")))?;
+    if !resp.status().is_success() {
+        return Err(refused(&mut resp, c.key).await);
+    }
+    Ok(resp)
+}
+
 /// A POST to `{base_url}{path}` with the attempt's key, trace context, extra headers and
 /// timeout.
-pub(super) fn request(c: &Call<'_>, path: &str) -> awc::ClientRequest {
+fn request(c: &Call<'_>, path: &str) -> awc::ClientRequest {
     let url = format!("{}{path}", c.provider.base());
     let mut req = c
         .client
@@ -78,7 +97,7 @@ pub(super) fn request(c: &Call<'_>, path: &str) -> awc::ClientRequest {
 }
 
 /// The fault of a non-2xx answer (see the module's status rules).
-pub(super) async fn refused<S>(resp: &mut awc::ClientResponse<S>, key: Option<&str>) -> AttemptError
+async fn refused<S>(resp: &mut awc::ClientResponse<S>, key: Option<&str>) -> AttemptError
 where
     S: futures_util::Stream<Item = Result<Bytes, awc::error::PayloadError>> + Unpin,
 {
@@ -118,13 +137,7 @@ async fn call(c: Call<'_>) -> AttemptResult {
     } else {
         rewrite(&env.body, renamed.then_some(upstream_model), force_usage)?
     };
-    let mut resp = request(&c, "/chat/completions")
-        .send_body(body)
-        .await
-        .map_err(|e| AttemptError::retryable(format!("request failed: {e}")))?;
-    if !resp.status().is_success() {
-        return Err(refused(&mut resp, c.key).await);
-    }
+    let mut resp = send(&c, "/chat/completions", body).await?;
     let out = c.out;
     if !stream {
         let body = resp

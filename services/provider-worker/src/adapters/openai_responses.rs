@@ -14,7 +14,7 @@ use futures_util::StreamExt;
 use llmr_protocol::Usage;
 use serde_json::{Value, json};
 
-use super::openai::{broken, refused, request};
+use super::openai::{broken, send};
 use super::{AttemptError, AttemptResult, Call, Outcome};
 use crate::sse::{Event, Splitter};
 
@@ -38,13 +38,7 @@ const TERMINAL: [&str; 3] = ["response.completed", "response.failed", "response.
 
 /// Sends the native request and relays its events until a terminal one.
 pub async fn call(c: Call<'_>, body: Bytes) -> AttemptResult {
-    let mut resp = request(&c, "/responses")
-        .send_body(body)
-        .await
-        .map_err(|e| AttemptError::retryable(format!("request failed: {e}")))?;
-    if !resp.status().is_success() {
-        return Err(refused(&mut resp, c.key).await);
-    }
+    let mut resp = send(&c, "/responses", body).await?;
     let out = c.out;
     let mut announce = Some(Bytes::from(
         json!({"type": "llmr.native", "provider": c.attempt.provider}).to_string(),
