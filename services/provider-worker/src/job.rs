@@ -320,13 +320,19 @@ fn attempt_span(
     number: u32,
     failed_over: Option<&'static str>,
 ) -> tracing::Span {
+    // The GenAI operation names: chat, embeddings, text_completion.
+    let operation = match env.meta.endpoint {
+        llmr_protocol::Endpoint::Chat => "chat",
+        llmr_protocol::Endpoint::Embeddings => "embeddings",
+        llmr_protocol::Endpoint::Completions => "text_completion",
+    };
     let span = tracing::info_span!(
         parent: job,
         "chat",
-        otel.name = %format!("chat {}", a.model),
+        otel.name = %format!("{operation} {}", a.model),
         otel.kind = "client",
         otel.status_code = tracing::field::Empty,
-        gen_ai.operation.name = "chat",
+        gen_ai.operation.name = operation,
         gen_ai.provider.name = %a.provider,
         gen_ai.request.model = %env.meta.model,
         gen_ai.request.stream = env.meta.stream,

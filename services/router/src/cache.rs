@@ -1,14 +1,15 @@
-//! The exact response cache of chat completions: which requests may be answered from it, their
-//! key, the lookup, and answering a hit straight onto the caller's reply stream.
+//! The exact response cache of chat completions, embeddings and text completions: which
+//! requests may be answered from it, their key, the lookup, and answering a hit straight
+//! onto the caller's reply stream.
 //!
 //! A request is cacheable when the cache is on (`cache.enabled`, or its group's `cache`
-//! switch) and it is deterministic (`temperature` 0 or a `seed`, one choice) — or it opts in
-//! with `x-llmr-cache: ttl=SECONDS`. `no-cache` skips the lookup (the answer is still stored),
-//! `no-store` keeps the answer out. The key is a SHA-256 of the requested model or group,
-//! the stream flags and the body without the fields that do not change the answer; streamed
-//! and plain answers are kept apart, so a streamed hit replays the very chunks of the
-//! original. The worker stores a miss once it completed (see `CachePlan`).
-
+//! switch) and it is deterministic (`temperature` 0 or a `seed`, one choice; embeddings
+//! always) — or it opts in with `x-llmr-cache: ttl=SECONDS`. `no-cache` skips the lookup (the
+//! answer is still stored), `no-store` keeps the answer out. The key is a SHA-256 of the
+//! endpoint, the requested model or group, the stream flags and the body without the fields
+//! that do not change the answer; streamed and plain answers are kept apart, so a streamed
+//! hit replays the very chunks of the original. The worker stores a miss once it completed
+//! (see `CachePlan`).
 use bytes::Bytes;
 use llmr_bus::{Bus, Replier};
 use llmr_config::Cache as Settings;
@@ -98,6 +99,8 @@ pub fn key(env: &Envelope, body: &Value) -> String {
         }
     }
     let mut h = Sha256::new();
+    h.update(env.meta.endpoint.as_str().as_bytes());
+    h.update([0]);
     h.update(env.meta.model.as_bytes());
     h.update([0, u8::from(env.meta.stream), u8::from(env.meta.include_usage), 0]);
     // serde_json's maps are ordered by key: the text is canonical.
@@ -114,7 +117,8 @@ pub fn decide(settings: &Settings, route: &Route, env: &Envelope) -> Decision {
     let Ok(body) = serde_json::from_slice::<Value>(&env.body) else {
         return Decision::Bypass;
     };
-    if !deterministic(&body) && d.ttl_s.is_none() {
+    let embeddings = env.meta.endpoint == llmr_protocol::Endpoint::Embeddings;
+    if !embeddings && !deterministic(&body) && d.ttl_s.is_none() {
         return Decision::Bypass;
     }
     Decision::Use {

@@ -22,6 +22,18 @@ pub struct ChatRequest<'a> {
     pub message_count: usize,
 }
 
+impl ChatRequest<'_> {
+    /// The same facts, owning the model name.
+    pub fn into_owned(self) -> ChatRequest<'static> {
+        ChatRequest {
+            model: Cow::Owned(self.model.into_owned()),
+            stream: self.stream,
+            include_usage: self.include_usage,
+            message_count: self.message_count,
+        }
+    }
+}
+
 #[derive(Deserialize)]
 struct Raw<'a> {
     #[serde(borrow, default)]

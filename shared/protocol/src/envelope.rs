@@ -121,6 +121,46 @@ impl ToolMode {
     }
 }
 
+/// Which OpenAI endpoint a routed request is for (the body is that endpoint's).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `POST /v1/chat/completions`.
+    #[default]
+    Chat,
+    /// `POST /v1/embeddings`.
+    Embeddings,
+    /// `POST /v1/completions` (legacy text completions).
+    Completions,
+}
+
+impl Endpoint {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Endpoint::Chat => "chat",
+            Endpoint::Embeddings => "embeddings",
+            Endpoint::Completions => "completions",
+        }
+    }
+
+    /// The upstream path under an OpenAI-compatible base URL.
+    pub fn path(self) -> &'static str {
+        match self {
+            Endpoint::Chat => "/chat/completions",
+            Endpoint::Embeddings => "/embeddings",
+            Endpoint::Completions => "/completions",
+        }
+    }
+
+    fn parse(s: &[u8]) -> Option<Endpoint> {
+        match s {
+            b"" | b"chat" => Some(Endpoint::Chat),
+            b"embeddings" => Some(Endpoint::Embeddings),
+            b"completions" => Some(Endpoint::Completions),
+            _ => None,
+        }
+    }
+}
+
 /// Facts about the request that travel beside the body so no consumer re-parses it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Meta {
@@ -140,6 +180,8 @@ pub struct Meta {
     pub mode: ToolMode,
     /// The client's `x-llmr-cache` request header (`no-store`, `no-cache`, `ttl=SECONDS`).
     pub cache: String,
+    /// The endpoint the body is for (chat unless said).
+    pub endpoint: Endpoint,
     /// A Responses API body for providers that take Responses natively (`responses = true`),
     /// beside the chat body the others get (set by the responses service; empty otherwise).
     pub native: Bytes,
@@ -234,6 +276,9 @@ impl Envelope {
         if !m.cache.is_empty() {
             f.push(("cache", Bytes::from(m.cache.clone())));
         }
+        if m.endpoint != Endpoint::Chat {
+            f.push(("endpoint", Bytes::from_static(m.endpoint.as_str().as_bytes())));
+        }
         if !m.native.is_empty() {
             f.push(("native", m.native.clone()));
         }
@@ -286,6 +331,8 @@ impl Envelope {
                 attempt: num("attempt")? as u32,
                 plan,
                 native: get("native").map(Bytes::copy_from_slice).unwrap_or_default(),
+                endpoint: Endpoint::parse(get("endpoint").unwrap_or_default())
+                    .ok_or(DecodeError::Invalid("endpoint"))?,
                 cache: match get("cache") {
                     Some(raw) => std::str::from_utf8(raw)
                         .map_err(|_| DecodeError::Invalid("cache"))?
@@ -331,6 +378,7 @@ mod tests {
                 attempt: 2,
                 cache: "no-store".into(),
                 native: Bytes::from_static(br#"{"input":"hi"}"#),
+                endpoint: Endpoint::Embeddings,
                 plan: Some(Plan {
                     pool: "default".into(),
                     attempts: vec![Attempt {

@@ -8,6 +8,7 @@
 //! - [`frame`]: one reply frame on a caller's reply stream (head, chunk, end, error).
 //! - [`plan`]: the ordered attempts the router hands to a provider worker.
 //! - [`chat`]: the partial parse and validation of a chat completion request.
+//! - [`endpoints`]: the validation of embeddings and legacy completions bodies.
 //! - [`error`]: the one error type that maps every failure to OpenAI's error JSON.
 //! - [`mcp`]: MCP protocol revisions and JSON-RPC error codes.
 //! - [`openai`]: the OpenAI completion and chunk bodies llmrouter writes itself.
@@ -17,6 +18,7 @@
 //! - [`trace`]: the W3C trace context (`traceparent`, `tracestate`) every hop carries.
 
 pub mod chat;
+pub mod endpoints;
 pub mod envelope;
 pub mod error;
 pub mod frame;
@@ -28,7 +30,7 @@ pub mod streams;
 pub mod tools;
 pub mod trace;
 
-pub use envelope::{CallerId, DecodeError, Envelope, Kind, Meta, ToolMode};
+pub use envelope::{CallerId, DecodeError, Endpoint, Envelope, Kind, Meta, ToolMode};
 pub use error::ApiError;
 pub use frame::{CacheStatus, Frame, FrameKind, Head, Usage};
 pub use plan::{Attempt, CachePlan, Plan};

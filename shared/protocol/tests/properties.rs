@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use bytes::Bytes;
-use llmr_protocol::{Attempt, CallerId, Envelope, Kind, Meta, Plan, ToolMode, TraceContext, chat};
+use llmr_protocol::{Attempt, CallerId, Endpoint, Envelope, Kind, Meta, Plan, ToolMode, TraceContext, chat};
 use proptest::prelude::*;
 use uuid::Uuid;
 
@@ -63,6 +63,7 @@ prop_compose! {
                 mode: if discovery { ToolMode::Discovery } else { ToolMode::Standard },
                 cache,
                 native: Bytes::from(native),
+                endpoint: [Endpoint::Chat, Endpoint::Embeddings, Endpoint::Completions][(id % 3) as usize],
             },
         }
     }
@@ -80,7 +81,7 @@ proptest! {
     fn decoding_arbitrary_fields_never_panics(fields in proptest::collection::hash_map(
         prop_oneof![Just("id"), Just("kind"), Just("reply_to"), Just("deadline_ms"), Just("traceparent"), Just("tracestate"),
                     Just("model"), Just("stream"), Just("include_usage"), Just("caller"), Just("attempt"),
-                    Just("body"), Just("mode"), Just("plan"), Just("cache"), Just("native")],
+                    Just("body"), Just("mode"), Just("plan"), Just("cache"), Just("native"), Just("endpoint")],
         proptest::collection::vec(any::<u8>(), 0..40), 0..17)) {
         let _ = Envelope::from_fields(|k| fields.get(k).map(|b| b.as_slice()));
     }

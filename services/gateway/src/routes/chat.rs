@@ -1,36 +1,74 @@
-//! `POST /v1/chat/completions`: validate, publish on `requests`, answer from reply frames.
-//! A client that goes away drops its call, which cancels the request.
+//! The routed OpenAI endpoints — `POST /v1/chat/completions`, `/v1/embeddings` and the legacy
+//! `/v1/completions`: validate, publish on `requests`, answer from reply frames. A client that
+//! goes away drops its call, which cancels the request.
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use llmr_protocol::{CallerId, Envelope, Kind, Meta, chat, now_ms, streams};
+use bytes::Bytes;
+use llmr_protocol::chat::ChatRequest;
+use llmr_protocol::{CallerId, Endpoint, Envelope, Kind, Meta, chat, endpoints, now_ms, streams};
 
 use crate::observe::client_trace;
 use crate::{AppState, HttpError};
 
+/// `POST /v1/chat/completions`.
 pub async fn completions(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, HttpError> {
     let body = super::read_body(&req, payload, state.settings.server.max_body_bytes).await?;
-    let parsed = chat::parse(&body)?;
+    let parsed = chat::parse(&body)?.into_owned();
+    serve(&req, &state, body, parsed, Endpoint::Chat).await
+}
+
+/// `POST /v1/embeddings`.
+pub async fn embeddings(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, HttpError> {
+    let body = super::read_body(&req, payload, state.settings.server.max_body_bytes).await?;
+    let parsed = endpoints::embeddings(&body)?;
+    serve(&req, &state, body, parsed, Endpoint::Embeddings).await
+}
+
+/// `POST /v1/completions` (legacy text completions).
+pub async fn text_completions(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, HttpError> {
+    let body = super::read_body(&req, payload, state.settings.server.max_body_bytes).await?;
+    let parsed = endpoints::completions(&body)?;
+    serve(&req, &state, body, parsed, Endpoint::Completions).await
+}
+
+/// Publishes a validated request and answers from its frames.
+async fn serve(
+    req: &HttpRequest,
+    state: &AppState,
+    body: Bytes,
+    parsed: ChatRequest<'static>,
+    endpoint: Endpoint,
+) -> Result<HttpResponse, HttpError> {
     let meta = Meta {
         model: parsed.model.into_owned(),
         stream: parsed.stream,
         include_usage: parsed.include_usage,
         caller: CallerId::Gateway(state.instance.clone()),
-        cache: super::sse::cache_directives(&req),
+        cache: super::sse::cache_directives(req),
+        endpoint,
         ..Meta::default()
     };
     let deadline = now_ms() + state.settings.server.request_timeout_ms;
     let mut env = Envelope::new(Kind::Chat, &state.instance, deadline, Default::default(), body, meta);
     // A child of the request's SERVER span (which continued the client's trace).
-    let span = tracing::info_span!("chat", request_id = %env.id, model = %env.meta.model, stream = env.meta.stream);
+    let span = tracing::info_span!("chat", request_id = %env.id, model = %env.meta.model, stream = env.meta.stream, endpoint = endpoint.as_str());
     env.trace = llmr_telemetry::context(&span, &client_trace(req.headers()));
     if state.settings.telemetry.log_content {
         let request: serde_json::Value = serde_json::from_slice(&env.body).unwrap_or_default();
         let prompt = chat::last_user_text(&request, "\n");
-        tracing::info!(parent: &span, prompt = %content(&state, &prompt), "request content");
+        tracing::info!(parent: &span, prompt = %content(state, &prompt), "request content");
     }
     let stream = env.meta.stream;
     let started = std::time::Instant::now();
@@ -52,7 +90,7 @@ pub async fn completions(
             .pointer("/choices/0/message/content")
             .and_then(|v| v.as_str())
             .unwrap_or_default();
-        tracing::info!(parent: &span, answer = %content(&state, text), "response content");
+        tracing::info!(parent: &span, answer = %content(state, text), "response content");
     }
     let status = actix_web::http::StatusCode::from_u16(head.status).unwrap_or(actix_web::http::StatusCode::OK);
     let mut r = HttpResponse::build(status);

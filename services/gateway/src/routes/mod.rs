@@ -17,6 +17,8 @@ use crate::HttpError;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/v1/chat/completions", web::post().to(chat::completions))
+        .route("/v1/embeddings", web::post().to(chat::embeddings))
+        .route("/v1/completions", web::post().to(chat::text_completions))
         .route("/v1/models", web::get().to(models::list))
         .route("/v1/models/{id:.+}", web::get().to(models::retrieve))
         .route("/v1/usage", web::get().to(usage::usage))

@@ -36,11 +36,17 @@ impl Adapter for Echo {
     }
 }
 
-/// Echoes the last user message of `c`'s body.
+/// Echoes the last user message of `c`'s body (embeddings and text completions: see
+/// [`super::echo_endpoints`]).
 pub async fn answer(c: Call<'_>) -> AttemptResult {
     let env = c.env;
     let req: Value = serde_json::from_slice(&env.body)
         .map_err(|e| AttemptError::local(ApiError::invalid(format!("invalid body: {e}"), None), "invalid body"))?;
+    match env.meta.endpoint {
+        llmr_protocol::Endpoint::Embeddings => return super::echo_endpoints::embeddings(c, &req).await,
+        llmr_protocol::Endpoint::Completions => return super::echo_endpoints::completions(c, &req).await,
+        llmr_protocol::Endpoint::Chat => {}
+    }
     let text = last_user_text(&req);
     let prompt_tokens: u64 = req["messages"]
         .as_array()

@@ -12,6 +12,7 @@
 
 pub mod chaos;
 pub mod echo;
+pub mod echo_endpoints;
 pub mod openai;
 pub mod openai_responses;
 

@@ -1,4 +1,5 @@
-//! The `openai` adapter: any OpenAI-compatible `/chat/completions`.
+//! The `openai` adapter: any OpenAI-compatible `/chat/completions`, `/embeddings` and
+//! `/completions` (the request's endpoint).
 //!
 //! The client's body is sent through as bytes; it is rewritten only when the upstream knows
 //! the model by another name, or to ask a stream for its usage (`stream_options.include_usage`)
@@ -137,7 +138,7 @@ async fn call(c: Call<'_>) -> AttemptResult {
     } else {
         rewrite(&env.body, renamed.then_some(upstream_model), force_usage)?
     };
-    let mut resp = send(&c, "/chat/completions", body).await?;
+    let mut resp = send(&c, env.meta.endpoint.path(), body).await?;
     let out = c.out;
     if !stream {
         let body = resp
