@@ -447,3 +447,75 @@ async fn separate_services_refuse_to_start_without_redis() {
         assert!(e.to_string().contains("needs Redis"), "{e}");
     }
 }
+
+async fn embeddings_and_text_completions_are_routed_with_failover_and_usage(redis: bool) {
+    let down = MockUpstream::start(&["m"]);
+    down.set_default(Behavior::status(500));
+    let extra = format!(
+        "{}[[models]]\nname = \"g\"\ntargets = [{{provider = \"down\", model = \"m\"}}]\nfallbacks = [\"g2\"]\n[[models]]\nname = \"g2\"\ntargets = [{{provider = \"up\", model = \"mock-a\"}}]\n",
+        mock_provider("down", &down.base_url(), &["m"])
+    );
+    let f = Fixture::start(redis, &extra, &[]);
+    f.ready().await;
+    let models = f.url("/v1/models");
+    let listed = eventually(Duration::from_secs(10), || async {
+        let (_, v) = get(&models, &[]).await;
+        v["data"].as_array().is_some_and(|d| d.iter().any(|m| m["id"] == "m"))
+    });
+    assert!(listed.await, "the broken provider is known before the first request");
+    let (s, b) = post(
+        &f.url("/v1/embeddings"),
+        &serde_json::json!({"model": "g", "input": ["a", "b"]}),
+    )
+    .await;
+    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
+    let v = json(&b);
+    assert_eq!(v["data"].as_array().map(Vec::len), Some(2));
+    assert_eq!(
+        v["data"][1]["embedding"],
+        serde_json::json!([0.25, -0.5]),
+        "the upstream's answer"
+    );
+    let (s, b) = post(
+        &f.url("/v1/completions"),
+        &serde_json::json!({"model": "g", "prompt": "finish this"}),
+    )
+    .await;
+    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
+    assert_eq!(json(&b)["choices"][0]["text"], "mock: finish this");
+    // Both failed over from the broken target, which was asked at its own paths.
+    let down_paths: Vec<String> = down.requests().iter().map(|r| r.path.clone()).collect();
+    assert_eq!(down_paths, ["/v1/embeddings", "/v1/completions"]);
+    let up_paths: Vec<String> = f.mock.requests().iter().map(|r| r.path.clone()).collect();
+    assert_eq!(up_paths, ["/v1/embeddings", "/v1/completions"]);
+    assert_eq!(f.mock.requests()[0].body["model"], "mock-a", "renamed for the upstream");
+    // Usage as the upstream reported it.
+    let (_, usage) = get(&f.url("/v1/usage"), &[]).await;
+    let prompt: u64 = usage["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["model"] == "mock-a")
+        .map(|r| r["prompt_tokens"].as_u64().unwrap())
+        .sum();
+    assert_eq!(prompt, 6, "{usage}");
+    // Bad input is a 400 naming the field and reaches no upstream.
+    for (path, body, param) in [
+        (
+            "/v1/embeddings",
+            serde_json::json!({"model": "g", "input": []}),
+            "input",
+        ),
+        (
+            "/v1/embeddings",
+            serde_json::json!({"model": "g", "input": "x", "encoding_format": "hex"}),
+            "encoding_format",
+        ),
+        ("/v1/completions", serde_json::json!({"model": "g"}), "prompt"),
+    ] {
+        let (s, b) = post(&f.url(path), &body).await;
+        assert_eq!((s, json(&b)["error"]["param"].as_str()), (400, Some(param)));
+    }
+    assert_eq!(f.mock.request_count() + down.request_count(), 4);
+}
+both!(embeddings_and_text_completions_are_routed_with_failover_and_usage);

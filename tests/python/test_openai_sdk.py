@@ -69,3 +69,28 @@ def test_bad_request_raises_bad_request_error(client):
     with pytest.raises(openai.BadRequestError) as e:
         client.chat.completions.create(model="echo", messages=[{"role": "wizard", "content": "x"}])
     assert e.value.param == "messages[0].role"
+
+
+def test_embeddings_float_and_base64(client):
+    floats = client.embeddings.create(model="echo", input=["hello", "world"], encoding_format="float", dimensions=6)
+    assert [d.index for d in floats.data] == [0, 1]
+    assert len(floats.data[0].embedding) == 6 and floats.data[0].embedding != floats.data[1].embedding
+    assert floats.usage.prompt_tokens == 2
+    # The SDK's default asks for base64 and decodes it: the same vectors come back.
+    decoded = client.embeddings.create(model="echo", input=["hello", "world"], dimensions=6)
+    for a, b in zip(decoded.data, floats.data):
+        assert a.embedding == pytest.approx(b.embedding, abs=1e-6)
+    tokens = client.embeddings.create(model="echo", input=[[1, 2, 3], [4, 5]])
+    assert len(tokens.data) == 2
+    with pytest.raises(openai.BadRequestError):
+        client.embeddings.create(model="echo", input=[])
+
+
+def test_legacy_completions_plain_and_streamed(client):
+    r = client.completions.create(model="echo", prompt="complete me please")
+    assert r.object == "text_completion" and r.choices[0].text == "complete me please"
+    assert r.choices[0].finish_reason == "stop" and r.usage.completion_tokens == 3
+    chunks = list(client.completions.create(model="echo", prompt="one two three", stream=True,
+                                            stream_options={"include_usage": True}))
+    assert "".join(c.choices[0].text for c in chunks if c.choices) == "one two three"
+    assert chunks[-1].usage.total_tokens == 6

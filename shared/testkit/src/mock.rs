@@ -128,6 +128,8 @@ impl MockUpstream {
                         .app_data(data.clone())
                         .app_data(web::PayloadConfig::new(64 << 20))
                         .route("/v1/chat/completions", web::post().to(chat))
+                        .route("/v1/embeddings", web::post().to(other_endpoint))
+                        .route("/v1/completions", web::post().to(other_endpoint))
                         .route("/v1/models", web::get().to(models_list))
                         .default_service(web::to(elsewhere))
                 })
@@ -246,6 +248,34 @@ pub fn answer_for(body: &Value) -> String {
 
 fn words(s: &str) -> u64 {
     s.split_whitespace().count() as u64
+}
+
+/// `POST /v1/embeddings` (a two-dimension vector per input) and `/v1/completions` (`mock:
+/// <prompt>`, plain only): recorded like chats, answering the queued behavior's status.
+async fn other_endpoint(req: HttpRequest, body: web::Bytes, data: web::Data<Shared>) -> HttpResponse {
+    let shared = data.into_inner();
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let behavior = record(&shared, &req, &body);
+    if behavior.status != 0 {
+        let status = actix_web::http::StatusCode::from_u16(behavior.status).unwrap();
+        return HttpResponse::build(status).json(json!({"error": {"message": "mock error", "type": "mock_error"}}));
+    }
+    let model = body["model"].as_str().unwrap_or("mock");
+    let usage = json!({"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5});
+    if req.path().ends_with("/embeddings") {
+        let inputs = body["input"].as_array().map_or(1, Vec::len);
+        let data: Vec<Value> = (0..inputs)
+            .map(|i| json!({"object": "embedding", "index": i, "embedding": [0.25, -0.5]}))
+            .collect();
+        return HttpResponse::Ok().json(json!({"object": "list", "data": data, "model": model,
+            "usage": {"prompt_tokens": 3, "total_tokens": 3}}));
+    }
+    let prompt = body["prompt"].as_str().unwrap_or_default();
+    HttpResponse::Ok().json(
+        json!({"id": "cmpl-mock", "object": "text_completion", "created": 1, "model": model,
+        "choices": [{"text": format!("mock: {prompt}"), "index": 0, "logprobs": null, "finish_reason": "stop"}],
+        "usage": usage}),
+    )
 }
 
 async fn chat(req: HttpRequest, body: web::Bytes, data: web::Data<Shared>) -> HttpResponse {
