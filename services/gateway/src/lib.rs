@@ -7,18 +7,22 @@
 //! and `/mcp` — goes through the one `llmr_bus::Caller` of this instance: a client that goes
 //! away drops its call, which cancels the request.
 //!
-//! Routes: `POST /v1/chat/completions`, `GET /v1/models`, `GET /v1/models/{id}`,
-//! `GET /v1/usage`, `POST|DELETE /mcp` (MCP Streamable HTTP), and without auth `GET /health`,
-//! `/healthz`, `/readyz`, `/metrics`. With `server.token` set, the others need
-//! `Authorization: Bearer <token>` (compared in constant time).
+//! Routes: `POST /v1/chat/completions`, `/v1/embeddings`, `/v1/completions`, the Responses and
+//! Conversations APIs (`/v1/responses…`, `/v1/conversations…`, on the `responses` stream),
+//! `GET /v1/models`, `GET /v1/models/{id}`, `GET /v1/usage`, `POST|DELETE /mcp` (MCP
+//! Streamable HTTP), and without auth `GET /health`, `/healthz`, `/readyz`, `/metrics`. With
+//! `server.token` set, the others need `Authorization: Bearer <token>` (compared in constant
+//! time). CORS preflight is answered before auth; answers are compressed by `Accept-Encoding`.
 //!
 //! # Layout
 //! - [`error`]: the one mapping of errors to HTTP responses.
 //! - [`auth`]: bearer-token middleware.
 //! - [`routes`]: the HTTP handlers.
+//! - [`cors`]: CORS from `[server] cors_*`.
 //! - [`observe`]: request metrics, `/metrics`, `/healthz`, `/readyz`.
 
 pub mod auth;
+pub mod cors;
 pub mod error;
 pub mod observe;
 pub mod routes;
@@ -89,10 +93,17 @@ impl Gateway {
             instance: instance.to_owned(),
             draining: draining.clone(),
         });
+        let (cors_settings, compression) = (settings.server.clone(), settings.server.compression);
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
                 .wrap(middleware::from_fn(auth::require_token))
+                // Preflight is answered before auth; answers are compressed on the way out.
+                .wrap(middleware::Condition::new(
+                    !cors_settings.cors_origins.is_empty(),
+                    cors::cors(&cors_settings),
+                ))
+                .wrap(middleware::Condition::new(compression, middleware::Compress::default()))
                 .wrap(middleware::from_fn(observe::record))
                 .configure(routes::configure)
                 .default_service(web::to(routes::not_found))

@@ -152,6 +152,17 @@ pub struct Server {
     /// On stop (SIGTERM): how long work in flight may take to finish before it is dropped
     /// (its entries stay pending for a peer) and the process exits.
     pub shutdown_grace_ms: u64,
+    /// Compress answers (gzip, brotli, zstd) as `Accept-Encoding` allows; SSE streams only
+    /// when the request also says `x-llmr-compress-stream: true`.
+    pub compression: bool,
+    /// CORS: allowed origins (`*` = any); empty = no CORS headers at all.
+    pub cors_origins: Vec<String>,
+    pub cors_methods: Vec<String>,
+    /// Request headers a browser may send (empty = any).
+    pub cors_headers: Vec<String>,
+    pub cors_credentials: bool,
+    /// How long a browser may cache a preflight answer.
+    pub cors_max_age_s: usize,
 }
 
 impl Server {

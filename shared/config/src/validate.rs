@@ -50,6 +50,11 @@ impl Settings {
         self.check_scripting(&mut p);
         self.check_mcp(&mut p);
         p.check(self.responses.ttl_ms > 0, "responses.ttl_ms", "must be greater than 0");
+        p.check(
+            !(self.server.cors_credentials && self.server.cors_origins.iter().any(|o| o == "*")),
+            "server.cors_credentials",
+            "cannot be true with the origin `*` (browsers refuse it); list the origins",
+        );
         p.check(self.cache.ttl_ms > 0, "cache.ttl_ms", "must be greater than 0");
         p.check(
             self.responses.max_in_flight > 0,

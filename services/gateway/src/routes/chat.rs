@@ -81,7 +81,8 @@ async fn serve(
             .time_to_first_token
             .with_label_values(&[env.meta.model.as_str()])
             .observe(started.elapsed().as_secs_f64());
-        return Ok(super::sse::relay(call, super::sse::Dialect::Chat, head.cache));
+        let compress = super::sse::compress_stream(req);
+        return Ok(super::sse::relay(call, super::sse::Dialect::Chat, head.cache, compress));
     }
     let body = call.body().await?;
     if state.settings.telemetry.log_content {

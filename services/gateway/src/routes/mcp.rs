@@ -271,6 +271,8 @@ fn sse_answer(answer: PendingAnswer, id: Value) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/event-stream")
         .insert_header(("cache-control", "no-cache"))
+        // Keep-alives must reach the client as written: never compressed.
+        .insert_header(("content-encoding", "identity"))
         .streaming(events)
 }
 

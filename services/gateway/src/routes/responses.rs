@@ -51,7 +51,12 @@ async fn forward(
     let mut call = state.caller.send(streams::RESPONSES, &env).await?;
     let head = call.head().await?;
     if head.stream {
-        return Ok(relay(call, Dialect::Responses, head.cache));
+        return Ok(relay(
+            call,
+            Dialect::Responses,
+            head.cache,
+            super::sse::compress_stream(req),
+        ));
     }
     let body = call.body().await?;
     let status = actix_web::http::StatusCode::from_u16(head.status).unwrap_or(actix_web::http::StatusCode::OK);

@@ -50,7 +50,7 @@ impl Dialect {
 /// A streamed answer: the SSE events of each chunk frame are flushed as they arrive; the
 /// frames already waiting are written together. An error after the start ends the stream
 /// with an error event.
-pub fn relay(call: Call, dialect: Dialect, cache: Option<CacheStatus>) -> HttpResponse {
+pub fn relay(call: Call, dialect: Dialect, cache: Option<CacheStatus>, compress: bool) -> HttpResponse {
     let stream = futures_util::stream::unfold(Some(call), move |state| async move {
         let mut call = state?;
         let mut out: Vec<u8> = Vec::new();
@@ -81,6 +81,10 @@ pub fn relay(call: Call, dialect: Dialect, cache: Option<CacheStatus>) -> HttpRe
     if let Some(c) = cache {
         r.insert_header((CACHE_HEADER, c.as_str()));
     }
+    if !compress {
+        // The compression middleware leaves answers that name their encoding alone.
+        r.insert_header(("content-encoding", "identity"));
+    }
     r.content_type("text/event-stream")
         .insert_header(("cache-control", "no-cache"))
         .insert_header(("x-accel-buffering", "no"))
@@ -94,4 +98,13 @@ pub fn cache_directives(req: &actix_web::HttpRequest) -> String {
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned()
+}
+
+/// Whether the client asked for its stream to be compressed too (`x-llmr-compress-stream:
+/// true`): compressed SSE may be held back by the encoder, so it is off unless asked.
+pub fn compress_stream(req: &actix_web::HttpRequest) -> bool {
+    req.headers()
+        .get("x-llmr-compress-stream")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
 }
