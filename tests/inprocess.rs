@@ -519,3 +519,71 @@ async fn embeddings_and_text_completions_are_routed_with_failover_and_usage(redi
     assert_eq!(f.mock.request_count() + down.request_count(), 4);
 }
 both!(embeddings_and_text_completions_are_routed_with_failover_and_usage);
+
+async fn azure_and_gemini_providers_speak_their_dialects(redis: bool) {
+    let azure = MockUpstream::start(&[]);
+    let gemini = MockUpstream::start(&["models/gemini-x"]);
+    let root = azure.base_url().trim_end_matches("/v1").to_owned();
+    let extra = format!(
+        "[[providers]]\nname = \"az\"\ntype = \"azure\"\nbase_url = \"{root}\"\napi_version = \"2024-10-21\"\napi_keys = [\"az-key\"]\nmodels = [\"gpt-4o\"]\ndeployments = {{ \"gpt-4o\" = \"dep-1\" }}\n\
+         [[providers]]\nname = \"gm\"\ntype = \"gemini\"\nbase_url = \"{}\"\napi_keys = [\"gm-key\"]\n",
+        gemini.base_url()
+    );
+    let f = Fixture::start(redis, &extra, &[]);
+    f.ready().await;
+    // Azure: the deployment URL with api-version, the key in `api-key`.
+    let (s, b) = post(
+        &f.url("/v1/chat/completions"),
+        &chat_body("gpt-4o", "hello azure", false),
+    )
+    .await;
+    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
+    assert_eq!(json(&b)["choices"][0]["message"]["content"], "mock: hello azure");
+    let r = azure.requests().last().unwrap().clone();
+    assert_eq!(
+        (r.path.as_str(), r.query.as_str()),
+        ("/openai/deployments/dep-1/chat/completions", "api-version=2024-10-21")
+    );
+    assert!(r.headers.iter().any(|(k, v)| k == "api-key" && v == "az-key"));
+    assert_eq!(r.authorization, None, "no bearer for Azure");
+    // Its content filter is a clear 400 and is not failed over or counted against the target.
+    azure.push(Behavior {
+        status: 400,
+        error_code: Some("content_filter".into()),
+        ..Behavior::default()
+    });
+    let (s, b) = post(
+        &f.url("/v1/chat/completions"),
+        &chat_body("gpt-4o", "something filtered", false),
+    )
+    .await;
+    assert_eq!(s, 400);
+    assert!(
+        json(&b)["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("content filter"),
+        "{}",
+        json(&b)
+    );
+    // Gemini: its `models/` ids listed without the prefix; the key in both headers.
+    let models = f.url("/v1/models");
+    let listed = eventually(Duration::from_secs(10), || async {
+        let (_, v) = get(&models, &[]).await;
+        v["data"]
+            .as_array()
+            .is_some_and(|d| d.iter().any(|m| m["id"] == "gemini-x"))
+    });
+    assert!(listed.await, "gemini's models listed without `models/`");
+    let (s, b) = post(
+        &f.url("/v1/chat/completions"),
+        &chat_body("gemini-x", "hello gemini", true),
+    )
+    .await;
+    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
+    assert_eq!(streamed_text(&sse_events(&b)), "mock: hello gemini");
+    let r = gemini.requests().last().unwrap().clone();
+    assert_eq!(r.path, "/v1/chat/completions");
+    assert!(r.headers.iter().any(|(k, v)| k == "x-goog-api-key" && v == "gm-key"));
+}
+both!(azure_and_gemini_providers_speak_their_dialects);

@@ -241,7 +241,7 @@ impl Catalog {
         self.entries
             .borrow()
             .values()
-            .filter(|e| e.provider.kind == ProviderType::Openai && e.provider.models.is_empty())
+            .filter(|e| e.provider.kind.is_upstream() && e.provider.models.is_empty())
             .map(|e| e.provider.clone())
             .collect()
     }
@@ -331,13 +331,21 @@ async fn fetch_models(client: &awc::Client, p: &Provider) -> Result<Vec<String>,
     let mut req = client.get(format!("{}/models", p.base()));
     if let Some(k) = p.resolved_keys.first() {
         req = req.bearer_auth(k.expose_secret());
+        if p.kind == ProviderType::Gemini {
+            req = req.insert_header(("x-goog-api-key", k.expose_secret()));
+        }
     }
     let mut resp = req.send().await.map_err(|e| e.to_string())?;
     if !resp.status().is_success() {
         return Err(format!("GET /models answered {}", resp.status()));
     }
     let list: ModelList = resp.json().limit(8 << 20).await.map_err(|e| e.to_string())?;
-    Ok(list.data.into_iter().map(|m| m.id).collect())
+    // Gemini names its models `models/{id}`; clients ask for `{id}`.
+    Ok(list
+        .data
+        .into_iter()
+        .map(|m| m.id.strip_prefix("models/").map_or(m.id.clone(), str::to_owned))
+        .collect())
 }
 
 #[cfg(test)]

@@ -333,7 +333,21 @@ pub enum ProviderType {
     Echo,
     /// Built in: like `echo`, with failures injected at the configured rates.
     Chaos,
+    /// Google Gemini's OpenAI-compatible endpoint (`x-goog-api-key`, `models/` ids).
+    Gemini,
+    /// Azure OpenAI: deployment URLs, `api-version`, the `api-key` header.
+    Azure,
 }
+
+impl ProviderType {
+    /// Whether the provider speaks OpenAI's wire format over HTTP (an upstream, not built in).
+    pub fn is_upstream(self) -> bool {
+        matches!(self, ProviderType::Openai | ProviderType::Gemini | ProviderType::Azure)
+    }
+}
+
+/// Gemini's OpenAI-compatible endpoint, the default `base_url` of a `gemini` provider.
+pub const GEMINI_BASE_URL: &str = "https://generativelanguage.googleapis.com/v1beta/openai";
 
 /// One API key of a provider, as an entry of its own.
 #[derive(Debug, Clone, Deserialize)]
@@ -431,6 +445,12 @@ pub struct Provider {
     /// Failure injection (`type = "chaos"` only).
     #[serde(default)]
     pub chaos: Option<Chaos>,
+    /// Azure: the `api-version` query parameter of every call.
+    #[serde(default)]
+    pub api_version: String,
+    /// Azure: model name → deployment name (a model without an entry is its own deployment).
+    #[serde(default)]
+    pub deployments: BTreeMap<String, String>,
     /// The upstream speaks OpenAI's Responses API (`POST {base_url}/responses`): responses are
     /// passed to it natively instead of being emulated over chat completions (`openai` only).
     #[serde(default)]
@@ -479,7 +499,15 @@ impl Provider {
 
     /// `base_url` without a trailing slash.
     pub fn base(&self) -> &str {
+        if self.base_url.is_empty() && self.kind == ProviderType::Gemini {
+            return GEMINI_BASE_URL;
+        }
         self.base_url.trim_end_matches('/')
+    }
+
+    /// Azure: the deployment serving `model`.
+    pub fn deployment<'a>(&'a self, model: &'a str) -> &'a str {
+        self.deployments.get(model).map_or(model, String::as_str)
     }
 }
 

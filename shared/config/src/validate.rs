@@ -229,6 +229,28 @@ fn check_provider_type(pr: &Provider, f: &dyn Fn(&str) -> String, p: &mut Proble
             f("base_url"),
             "an `openai` provider needs an http:// or https:// base_url",
         ),
+        ProviderType::Gemini => p.check(
+            pr.base_url.is_empty() || http_url(&pr.base_url),
+            f("base_url"),
+            "a `gemini` provider's base_url must be http:// or https:// (or empty for Google's)",
+        ),
+        ProviderType::Azure => {
+            p.check(
+                http_url(&pr.base_url),
+                f("base_url"),
+                "an `azure` provider needs its resource URL, e.g. https://NAME.openai.azure.com",
+            );
+            p.check(
+                !pr.api_version.is_empty(),
+                f("api_version"),
+                "an `azure` provider needs an api_version",
+            );
+            p.check(
+                !pr.models.is_empty(),
+                f("models"),
+                "an `azure` provider needs its model list (Azure lists deployments elsewhere)",
+            );
+        }
         ProviderType::Echo | ProviderType::Chaos => p.check(
             !pr.models.is_empty(),
             f("models"),
@@ -241,7 +263,7 @@ fn check_provider_type(pr: &Provider, f: &dyn Fn(&str) -> String, p: &mut Proble
         "only an `openai` provider can take Responses natively",
     );
     match (&pr.chaos, pr.kind) {
-        (Some(_), ProviderType::Openai | ProviderType::Echo) => {
+        (Some(_), ProviderType::Openai | ProviderType::Echo | ProviderType::Gemini | ProviderType::Azure) => {
             p.check(false, f("chaos"), "only a `chaos` provider takes failure rates");
         }
         (Some(c), ProviderType::Chaos) => check_chaos(c, f, p),
@@ -305,6 +327,29 @@ mod tests {
         assert!(
             text.contains("configuration field `router.batch`: must be greater than 0"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn azure_needs_its_version_and_models_and_only_openai_takes_responses() {
+        let path = std::env::temp_dir().join(format!("llmr-validate-azure-{}.toml", std::process::id()));
+        std::fs::write(
+            &path,
+            "[[providers]]\nname = 'az'\ntype = 'azure'\nbase_url = 'https://x.openai.azure.com'\n\
+             [[providers]]\nname = 'gm'\ntype = 'gemini'\nresponses = true\n",
+        )
+        .unwrap();
+        let e = load_from(Some(&path), HashMap::new()).unwrap_err();
+        let _ = std::fs::remove_file(&path);
+        let fields: Vec<String> = e.problems().into_iter().map(|p| p.field).collect();
+        assert_eq!(
+            fields,
+            [
+                "providers[0].api_version",
+                "providers[0].models",
+                "providers[1].responses"
+            ],
+            "{e}"
         );
     }
 }

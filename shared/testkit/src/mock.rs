@@ -42,6 +42,8 @@ pub struct Behavior {
     pub tool_calls: Option<Value>,
     /// Error answers quote the `Authorization` header they got (as careless upstreams do).
     pub echo_auth: bool,
+    /// The `code` of error answers (e.g. Azure's `content_filter`).
+    pub error_code: Option<String>,
 }
 
 impl Behavior {
@@ -66,6 +68,8 @@ impl Behavior {
 #[derive(Debug, Clone)]
 pub struct Recorded {
     pub path: String,
+    /// The query string (`api-version=…` for Azure).
+    pub query: String,
     pub authorization: Option<String>,
     pub traceparent: Option<String>,
     pub tracestate: Option<String>,
@@ -128,6 +132,10 @@ impl MockUpstream {
                         .app_data(data.clone())
                         .app_data(web::PayloadConfig::new(64 << 20))
                         .route("/v1/chat/completions", web::post().to(chat))
+                        .route(
+                            "/openai/deployments/{deployment}/chat/completions",
+                            web::post().to(chat),
+                        )
                         .route("/v1/embeddings", web::post().to(other_endpoint))
                         .route("/v1/completions", web::post().to(other_endpoint))
                         .route("/v1/models", web::get().to(models_list))
@@ -313,7 +321,9 @@ async fn chat(req: HttpRequest, body: web::Bytes, data: web::Data<Shared>) -> Ht
                 .unwrap_or("");
             message.push_str(&format!(": you sent `{auth}`"));
         }
-        return r.json(json!({"error": {"message": message, "type": "mock_error", "param": null, "code": null}}));
+        return r.json(
+            json!({"error": {"message": message, "type": "mock_error", "param": null, "code": behavior.error_code}}),
+        );
     }
     let model = body["model"].as_str().unwrap_or("mock").to_owned();
     let content = answer_for(&body);
@@ -386,6 +396,7 @@ fn recorded(req: &HttpRequest, body: &Value, status: u16) -> Recorded {
     let header = |n: &str| req.headers().get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
     Recorded {
         path: req.path().to_owned(),
+        query: req.query_string().to_owned(),
         authorization: header("authorization"),
         traceparent: header("traceparent"),
         tracestate: header("tracestate"),

@@ -60,7 +60,7 @@ pub fn for_provider(p: &Provider) -> Box<dyn Adapter> {
     match p.kind {
         ProviderType::Echo => Box::new(echo::Echo),
         ProviderType::Chaos => Box::new(chaos::ChaosAdapter::new(p.chaos.clone().unwrap_or_default())),
-        ProviderType::Openai => Box::new(openai::OpenAi),
+        ProviderType::Openai | ProviderType::Gemini | ProviderType::Azure => Box::new(openai::OpenAi),
     }
 }
 

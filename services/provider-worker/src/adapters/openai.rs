@@ -16,6 +16,7 @@ use bytes::Bytes;
 use futures_util::future::LocalBoxFuture;
 use futures_util::{FutureExt, StreamExt};
 use llmr_bus::Replier;
+use llmr_config::ProviderType;
 use llmr_protocol::{ApiError, Usage, now_ms};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -76,17 +77,31 @@ pub(super) async fn send(
     Ok(resp)
 }
 
-/// A POST to `{base_url}{path}` with the attempt's key, trace context, extra headers and
-/// timeout.
+/// A POST to the endpoint `path` with the attempt's key, trace context, extra headers and
+/// timeout: `{base_url}{path}`, or for Azure `{base_url}/openai/deployments/{deployment}{path}
+/// ?api-version=…` with the key in `api-key`; Gemini gets it in `x-goog-api-key` too.
 fn request(c: &Call<'_>, path: &str) -> awc::ClientRequest {
-    let url = format!("{}{path}", c.provider.base());
+    let p = c.provider;
+    let url = match p.kind {
+        ProviderType::Azure => format!(
+            "{}/openai/deployments/{}{path}?api-version={}",
+            p.base(),
+            p.deployment(&c.attempt.model),
+            p.api_version
+        ),
+        _ => format!("{}{path}", p.base()),
+    };
     let mut req = c
         .client
         .post(&url)
         .timeout(c.timeout)
         .insert_header(("content-type", "application/json"));
     if let Some(k) = c.key {
-        req = req.bearer_auth(k);
+        req = match p.kind {
+            ProviderType::Azure => req.insert_header(("api-key", k)),
+            ProviderType::Gemini => req.bearer_auth(k).insert_header(("x-goog-api-key", k)),
+            _ => req.bearer_auth(k),
+        };
     }
     for (name, value) in c.trace.headers() {
         req = req.insert_header((name, value));
@@ -111,6 +126,16 @@ where
         .await
         .map(|b| redact(&String::from_utf8_lossy(&b), key))
         .unwrap_or_default();
+    if status == 400 && text.contains("\"content_filter\"") {
+        // Azure's content filter: the client's prompt, not the target; a clear 400.
+        return AttemptError::client(
+            ApiError::invalid(
+                "The upstream's content filter blocked this request (Azure OpenAI `content_filter`).",
+                Some("messages"),
+            ),
+            "blocked by the upstream's content filter",
+        );
+    }
     match status {
         429 => AttemptError::rate_limited(until, "upstream answered 429"),
         401 | 403 => AttemptError::key_rejected(format!("upstream refused the key with {status}")),
