@@ -587,3 +587,59 @@ async fn azure_and_gemini_providers_speak_their_dialects(redis: bool) {
     assert!(r.headers.iter().any(|(k, v)| k == "x-goog-api-key" && v == "gm-key"));
 }
 both!(azure_and_gemini_providers_speak_their_dialects);
+
+async fn anthropic_upstreams_are_translated_and_fail_over_to_other_types(redis: bool) {
+    let claude = MockUpstream::start(&[]);
+    let extra = format!(
+        "[[providers]]\nname = \"claude\"\ntype = \"anthropic\"\nbase_url = \"{}\"\napi_keys = [\"ak-1\"]\nmodels = [\"claude-x\"]\n\
+         [[models]]\nname = \"g\"\ntargets = [{{provider = \"claude\", model = \"claude-x\"}}]\nfallbacks = [\"g2\"]\n\
+         [[models]]\nname = \"g2\"\ntargets = [{{provider = \"up\", model = \"mock-a\"}}]\n",
+        claude.base_url()
+    );
+    let f = Fixture::start(redis, &extra, &[]);
+    f.ready().await;
+    // Plain: translated both ways, with Anthropic's headers.
+    let mut body = chat_body("claude-x", "hello claude", false);
+    body["messages"] =
+        serde_json::json!([{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello claude"}]);
+    let (s, b) = post(&f.url("/v1/chat/completions"), &body).await;
+    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
+    let v = json(&b);
+    assert_eq!(v["choices"][0]["message"]["content"], "mock: hello claude");
+    assert_eq!(v["choices"][0]["finish_reason"], "stop");
+    assert_eq!(v["usage"]["prompt_tokens"], 2);
+    let sent = claude.requests().last().unwrap().clone();
+    assert_eq!(sent.path, "/v1/messages");
+    assert_eq!(sent.body["system"], "be brief");
+    assert_eq!(sent.body["max_tokens"], 4096);
+    assert!(sent.headers.iter().any(|(k, v)| k == "x-api-key" && v == "ak-1"));
+    assert!(
+        sent.headers
+            .iter()
+            .any(|(k, v)| k == "anthropic-version" && v == "2023-06-01")
+    );
+    // Streamed: OpenAI chunks, a finish and the usage chunk the client asked for.
+    let mut streamed = chat_body("claude-x", "stream it please", true);
+    streamed["stream_options"] = serde_json::json!({"include_usage": true});
+    let (s, b) = post(&f.url("/v1/chat/completions"), &streamed).await;
+    assert_eq!(s, 200);
+    let events = sse_events(&b);
+    assert_eq!(streamed_text(&events), "mock: stream it please");
+    assert!(events.iter().any(|e| e.contains("\"finish_reason\":\"stop\"")));
+    assert!(events.iter().any(|e| e.contains("\"prompt_tokens\":3")), "{events:?}");
+    // Overloaded (529) before the first byte: the plan moves on to an OpenAI-type target.
+    claude.push(Behavior {
+        status: 529,
+        retry_after: Some("1".into()),
+        ..Behavior::default()
+    });
+    let (s, b) = post(&f.url("/v1/chat/completions"), &chat_body("g", "fail over", false)).await;
+    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
+    assert_eq!(
+        json(&b)["choices"][0]["message"]["content"],
+        "mock: fail over",
+        "answered by the openai-type target"
+    );
+    assert_eq!(f.mock.requests().last().unwrap().body["model"], "mock-a");
+}
+both!(anthropic_upstreams_are_translated_and_fail_over_to_other_types);

@@ -2,7 +2,9 @@
 //!
 //! Read in order: `retry-after-ms`; `Retry-After` (seconds or an HTTP date); the later of
 //! `x-ratelimit-reset-requests` and `x-ratelimit-reset-tokens` (durations such as `1s`,
-//! `20ms`, `1m30s`, `6m0s`, or bare seconds). None of them: the caller uses its default.
+//! `20ms`, `1m30s`, `6m0s`, or bare seconds); the later of Anthropic's
+//! `anthropic-ratelimit-{requests,tokens}-reset` (RFC 3339 times). None of them: the caller
+//! uses its default.
 
 use std::time::{Duration, SystemTime};
 
@@ -24,11 +26,19 @@ pub fn reset_at(header: impl Fn(&str) -> Option<String>, now_ms: u64) -> Option<
             return Some(ms.max(now_ms));
         }
     }
-    ["x-ratelimit-reset-requests", "x-ratelimit-reset-tokens"]
+    let openai = ["x-ratelimit-reset-requests", "x-ratelimit-reset-tokens"]
         .iter()
         .filter_map(|h| header(h).and_then(|v| duration(&v)))
         .max()
-        .map(|d| now_ms + d.as_millis() as u64)
+        .map(|d| now_ms + d.as_millis() as u64);
+    let anthropic = ["anthropic-ratelimit-requests-reset", "anthropic-ratelimit-tokens-reset"]
+        .iter()
+        .filter_map(|h| header(h))
+        .filter_map(|v| time::OffsetDateTime::parse(v.trim(), &time::format_description::well_known::Rfc3339).ok())
+        .map(|t| (t.unix_timestamp_nanos() / 1_000_000).max(0) as u64)
+        .max()
+        .map(|ms| ms.max(now_ms));
+    openai.or(anthropic)
 }
 
 /// Parses `1m30s`, `6m0s`, `20ms`, `1.5s`, `2h`, or bare seconds (`12`, `0.5`).
@@ -109,5 +119,12 @@ mod tests {
         assert_eq!(duration("12"), Some(Duration::from_secs(12)));
         assert_eq!(duration("5x"), None);
         assert_eq!(duration(""), None);
+    }
+
+    #[test]
+    fn anthropic_reset_times_are_rfc3339() {
+        let now = 1_767_225_600_000; // 2026-01-01T00:00:00Z
+        let h = |n: &str| (n == "anthropic-ratelimit-requests-reset").then(|| "2026-01-01T00:00:07Z".to_string());
+        assert_eq!(reset_at(h, now), Some(now + 7000));
     }
 }

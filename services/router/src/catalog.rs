@@ -327,12 +327,20 @@ struct ModelId {
     id: String,
 }
 
+/// The `anthropic-version` header llmrouter speaks.
+pub const ANTHROPIC_VERSION: &str = llmr_protocol::anthropic::VERSION;
+
 async fn fetch_models(client: &awc::Client, p: &Provider) -> Result<Vec<String>, String> {
     let mut req = client.get(format!("{}/models", p.base()));
     if let Some(k) = p.resolved_keys.first() {
         req = req.bearer_auth(k.expose_secret());
         if p.kind == ProviderType::Gemini {
             req = req.insert_header(("x-goog-api-key", k.expose_secret()));
+        }
+        if p.kind == ProviderType::Anthropic {
+            req = req
+                .insert_header(("x-api-key", k.expose_secret()))
+                .insert_header(("anthropic-version", ANTHROPIC_VERSION));
         }
     }
     let mut resp = req.send().await.map_err(|e| e.to_string())?;

@@ -337,14 +337,22 @@ pub enum ProviderType {
     Gemini,
     /// Azure OpenAI: deployment URLs, `api-version`, the `api-key` header.
     Azure,
+    /// Anthropic's Messages API (requests and answers translated).
+    Anthropic,
 }
 
 impl ProviderType {
     /// Whether the provider speaks OpenAI's wire format over HTTP (an upstream, not built in).
     pub fn is_upstream(self) -> bool {
-        matches!(self, ProviderType::Openai | ProviderType::Gemini | ProviderType::Azure)
+        matches!(
+            self,
+            ProviderType::Openai | ProviderType::Gemini | ProviderType::Azure | ProviderType::Anthropic
+        )
     }
 }
+
+/// Anthropic's API, the default `base_url` of an `anthropic` provider.
+pub const ANTHROPIC_BASE_URL: &str = "https://api.anthropic.com/v1";
 
 /// Gemini's OpenAI-compatible endpoint, the default `base_url` of a `gemini` provider.
 pub const GEMINI_BASE_URL: &str = "https://generativelanguage.googleapis.com/v1beta/openai";
@@ -499,8 +507,12 @@ impl Provider {
 
     /// `base_url` without a trailing slash.
     pub fn base(&self) -> &str {
-        if self.base_url.is_empty() && self.kind == ProviderType::Gemini {
-            return GEMINI_BASE_URL;
+        if self.base_url.is_empty() {
+            match self.kind {
+                ProviderType::Gemini => return GEMINI_BASE_URL,
+                ProviderType::Anthropic => return ANTHROPIC_BASE_URL,
+                _ => {}
+            }
         }
         self.base_url.trim_end_matches('/')
     }

@@ -229,10 +229,10 @@ fn check_provider_type(pr: &Provider, f: &dyn Fn(&str) -> String, p: &mut Proble
             f("base_url"),
             "an `openai` provider needs an http:// or https:// base_url",
         ),
-        ProviderType::Gemini => p.check(
+        ProviderType::Gemini | ProviderType::Anthropic => p.check(
             pr.base_url.is_empty() || http_url(&pr.base_url),
             f("base_url"),
-            "a `gemini` provider's base_url must be http:// or https:// (or empty for Google's)",
+            "its base_url must be http:// or https:// (or empty for the vendor's own)",
         ),
         ProviderType::Azure => {
             p.check(
@@ -263,10 +263,10 @@ fn check_provider_type(pr: &Provider, f: &dyn Fn(&str) -> String, p: &mut Proble
         "only an `openai` provider can take Responses natively",
     );
     match (&pr.chaos, pr.kind) {
-        (Some(_), ProviderType::Openai | ProviderType::Echo | ProviderType::Gemini | ProviderType::Azure) => {
+        (Some(c), ProviderType::Chaos) => check_chaos(c, f, p),
+        (Some(_), _) => {
             p.check(false, f("chaos"), "only a `chaos` provider takes failure rates");
         }
-        (Some(c), ProviderType::Chaos) => check_chaos(c, f, p),
         (None, _) => {}
     }
 }

@@ -7,6 +7,7 @@
 //! - [`envelope`]: one unit of work on a stream (`requests`, `jobs:{pool}`), flat fields.
 //! - [`frame`]: one reply frame on a caller's reply stream (head, chunk, end, error).
 //! - [`plan`]: the ordered attempts the router hands to a provider worker.
+//! - [`anthropic`]: OpenAI chat ↔ Anthropic Messages translation (request, answer, stream).
 //! - [`chat`]: the partial parse and validation of a chat completion request.
 //! - [`endpoints`]: the validation of embeddings and legacy completions bodies.
 //! - [`error`]: the one error type that maps every failure to OpenAI's error JSON.
@@ -17,6 +18,7 @@
 //! - [`tools`]: built-in tool names and the `{namespace}_{name}` function-name rule.
 //! - [`trace`]: the W3C trace context (`traceparent`, `tracestate`) every hop carries.
 
+pub mod anthropic;
 pub mod chat;
 pub mod endpoints;
 pub mod envelope;

@@ -137,6 +137,7 @@ impl MockUpstream {
                             web::post().to(chat),
                         )
                         .route("/v1/embeddings", web::post().to(other_endpoint))
+                        .route("/v1/messages", web::post().to(anthropic_messages))
                         .route("/v1/completions", web::post().to(other_endpoint))
                         .route("/v1/models", web::get().to(models_list))
                         .default_service(web::to(elsewhere))
@@ -284,6 +285,73 @@ async fn other_endpoint(req: HttpRequest, body: web::Bytes, data: web::Data<Shar
         "choices": [{"text": format!("mock: {prompt}"), "index": 0, "logprobs": null, "finish_reason": "stop"}],
         "usage": usage}),
     )
+}
+
+/// `POST /v1/messages` in Anthropic's wire format: `mock: <last user text>`, plain or streamed
+/// (message_start, content_block_start, ping, one text_delta per word, content_block_stop,
+/// message_delta, message_stop); errors in Anthropic's shape with the queued status and
+/// `retry-after`.
+async fn anthropic_messages(req: HttpRequest, body: web::Bytes, data: web::Data<Shared>) -> HttpResponse {
+    let shared = data.into_inner();
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let behavior = record(&shared, &req, &body);
+    if behavior.status != 0 {
+        let mut r = HttpResponse::build(actix_web::http::StatusCode::from_u16(behavior.status).unwrap());
+        if let Some(ra) = &behavior.retry_after {
+            r.insert_header(("retry-after", ra.as_str()));
+        }
+        let kind = if behavior.status == 529 {
+            "overloaded_error"
+        } else {
+            "api_error"
+        };
+        return r.json(
+            json!({"type": "error", "error": {"type": kind, "message": format!("mock error {}", behavior.status)}}),
+        );
+    }
+    let last = body["messages"]
+        .as_array()
+        .and_then(|m| m.last())
+        .cloned()
+        .unwrap_or(Value::Null);
+    let said = match &last["content"] {
+        Value::String(s) => s.clone(),
+        Value::Array(blocks) => blocks
+            .iter()
+            .filter_map(|b| b["text"].as_str())
+            .collect::<Vec<_>>()
+            .join(" "),
+        _ => String::new(),
+    };
+    let text = format!("mock: {said}");
+    let model = body["model"].as_str().unwrap_or("claude-mock");
+    let (input, output) = (words(&said), words(&text));
+    if body["stream"] != json!(true) {
+        return HttpResponse::Ok().json(
+            json!({"id": "msg_mock", "type": "message", "role": "assistant", "model": model,
+            "content": [{"type": "text", "text": text}], "stop_reason": "end_turn",
+            "usage": {"input_tokens": input, "output_tokens": output}}),
+        );
+    }
+    let mut events = vec![
+        json!({"type": "message_start", "message": {"id": "msg_mock", "type": "message", "role": "assistant", "model": model,
+               "content": [], "usage": {"input_tokens": input, "output_tokens": 1}}}),
+        json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+        json!({"type": "ping"}),
+    ];
+    for w in text.split_inclusive(' ') {
+        events.push(json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": w}}));
+    }
+    events.push(json!({"type": "content_block_stop", "index": 0}));
+    events.push(
+        json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": output}}),
+    );
+    events.push(json!({"type": "message_stop"}));
+    let sse: String = events
+        .iter()
+        .map(|e| format!("event: {}\ndata: {e}\n\n", e["type"].as_str().unwrap_or("message")))
+        .collect();
+    HttpResponse::Ok().content_type("text/event-stream").body(sse)
 }
 
 async fn chat(req: HttpRequest, body: web::Bytes, data: web::Data<Shared>) -> HttpResponse {

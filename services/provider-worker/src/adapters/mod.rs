@@ -10,6 +10,7 @@
 //! Adding a provider type: one file here implementing [`Adapter`], one variant of
 //! `llmr_config::ProviderType`, and one arm in [`for_provider`].
 
+pub mod anthropic;
 pub mod chaos;
 pub mod echo;
 pub mod echo_endpoints;
@@ -61,6 +62,7 @@ pub fn for_provider(p: &Provider) -> Box<dyn Adapter> {
         ProviderType::Echo => Box::new(echo::Echo),
         ProviderType::Chaos => Box::new(chaos::ChaosAdapter::new(p.chaos.clone().unwrap_or_default())),
         ProviderType::Openai | ProviderType::Gemini | ProviderType::Azure => Box::new(openai::OpenAi),
+        ProviderType::Anthropic => Box::new(anthropic::Anthropic),
     }
 }
 

@@ -1,0 +1,188 @@
+//! The `anthropic` adapter: chat completions to Anthropic's Messages API (`POST
+//! {base_url}/messages`, `x-api-key`, `anthropic-version`), translated both ways by
+//! `llmr_protocol::anthropic` — plain answers and streams (events turned into OpenAI chunks,
+//! usage from message_start + message_delta, sent as a usage chunk when the client asked).
+//!
+//! Faults: 429 and 529 (overloaded) → rate-limited, with the reset time of `retry-after` or
+//! `anthropic-ratelimit-*-reset`; 401/403 → the key; 400/413/422 → the client's, passed on;
+//! anything else, connect errors, timeouts, malformed answers and `error` stream events → the
+//! target. Only chat completions: embeddings and text completions are refused as the client's.
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use futures_util::future::LocalBoxFuture;
+use llmr_protocol::anthropic::{self, Stream};
+use llmr_protocol::{ApiError, Endpoint, Usage, now_ms};
+use serde_json::Value;
+
+use super::openai::broken;
+use super::{Adapter, AttemptError, AttemptResult, Call, Outcome};
+use crate::ratelimit;
+use crate::sse::{Event, Splitter};
+
+/// The `anthropic` adapter.
+pub struct Anthropic;
+
+impl Adapter for Anthropic {
+    fn call<'a>(&'a self, c: Call<'a>) -> LocalBoxFuture<'a, AttemptResult> {
+        Box::pin(call(c))
+    }
+}
+
+fn reply_err(e: llmr_bus::BusError) -> AttemptError {
+    AttemptError::local(e.into(), "could not reply")
+}
+
+async fn call(c: Call<'_>) -> AttemptResult {
+    let env = c.env;
+    if env.meta.endpoint != Endpoint::Chat {
+        let e = ApiError::invalid(
+            format!("`{}` serves chat completions only.", c.attempt.provider),
+            Some("model"),
+        );
+        return Err(AttemptError::client(e, "not a chat completion"));
+    }
+    let chat: Value = serde_json::from_slice(&env.body)
+        .map_err(|e| AttemptError::local(ApiError::invalid(format!("invalid body: {e}"), None), "invalid body"))?;
+    let mut body =
+        anthropic::request(&chat, &c.attempt.model).map_err(|e| AttemptError::client(e, "untranslatable"))?;
+    body["stream"] = Value::Bool(env.meta.stream);
+    let mut resp = send(&c, body).await?;
+    let created = now_ms() / 1000;
+    if !env.meta.stream {
+        let raw = resp
+            .body()
+            .limit(c.max_response_bytes)
+            .await
+            .map_err(|e| AttemptError::retryable(format!("reading the answer failed: {e}")))?;
+        let msg: Value =
+            serde_json::from_slice(&raw).map_err(|e| AttemptError::retryable(format!("malformed answer: {e}")))?;
+        let answer = anthropic::completion(&msg, &env.meta.model, created);
+        let usage: Option<Usage> = serde_json::from_value(answer["usage"].clone()).ok();
+        let bytes = Bytes::from(answer.to_string());
+        let relayed_bytes = bytes.len() as u64;
+        c.out.complete(200, bytes).await.map_err(reply_err)?;
+        return Ok(Outcome {
+            usage,
+            relayed_bytes,
+            response_id: msg["id"].as_str().map(str::to_owned),
+            response_model: msg["model"].as_str().map(str::to_owned),
+            finish_reasons: answer["choices"][0]["finish_reason"]
+                .as_str()
+                .map(str::to_owned)
+                .into_iter()
+                .collect(),
+        });
+    }
+    relay(
+        &mut resp,
+        Stream::new(&env.meta.model, created),
+        env.meta.include_usage,
+        c.out,
+    )
+    .await
+}
+
+/// POSTs the Messages request; a non-2xx answer is the fault its status says.
+async fn send(
+    c: &Call<'_>,
+    body: Value,
+) -> Result<
+    awc::ClientResponse<impl futures_util::Stream<Item = Result<Bytes, awc::error::PayloadError>> + Unpin + use<>>,
+    AttemptError,
+> {
+    let mut req = c
+        .client
+        .post(format!("{}/messages", c.provider.base()))
+        .timeout(c.timeout)
+        .insert_header(("content-type", "application/json"))
+        .insert_header(("anthropic-version", anthropic::VERSION));
+    if let Some(k) = c.key {
+        req = req.insert_header(("x-api-key", k));
+    }
+    for (name, value) in c.trace.headers() {
+        req = req.insert_header((name, value));
+    }
+    for (k, v) in &c.provider.extra_headers {
+        req = req.insert_header((k.as_str(), v.as_str()));
+    }
+    let mut resp = req
+        .send_body(Bytes::from(body.to_string()))
+        .await
+        .map_err(|e| AttemptError::retryable(format!("request failed: {e}")))?;
+    let status = resp.status().as_u16();
+    if resp.status().is_success() {
+        return Ok(resp);
+    }
+    let header = |h: &str| resp.headers().get(h).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let until = ratelimit::reset_at(header, now_ms());
+    let text = resp
+        .body()
+        .limit(64 << 10)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    let text = match c.key {
+        Some(k) if !k.is_empty() => text.replace(k, "[redacted]"),
+        _ => text,
+    };
+    Err(match status {
+        429 | 529 => AttemptError::rate_limited(until, format!("upstream answered {status}")),
+        401 | 403 => AttemptError::key_rejected(format!("upstream refused the key with {status}")),
+        400 | 413 | 422 => AttemptError::client(
+            ApiError::UpstreamRejected { status, body: text },
+            format!("upstream rejected the request with {status}"),
+        ),
+        s => AttemptError::retryable(format!("upstream answered {s}")),
+    })
+}
+
+/// Turns the Anthropic event stream into OpenAI chunks as it arrives, until message_stop.
+async fn relay<S>(
+    resp: &mut awc::ClientResponse<S>,
+    mut s: Stream,
+    include_usage: bool,
+    out: &mut llmr_bus::Replier,
+) -> AttemptResult
+where
+    S: futures_util::Stream<Item = Result<Bytes, awc::error::PayloadError>> + Unpin,
+{
+    let mut splitter = Splitter::default();
+    let mut relayed_bytes = 0u64;
+    while let Some(chunk) = resp.next().await {
+        let chunk = chunk.map_err(|e| broken(out, format!("the upstream stream broke: {e}")))?;
+        let mut payloads = Vec::new();
+        for ev in splitter.push(&chunk) {
+            let Event::Data(d) = ev else { continue };
+            let event: Value = serde_json::from_slice(&d)
+                .map_err(|_| broken(out, "the upstream sent a malformed stream event".into()))?;
+            let chunks = s
+                .event(&event)
+                .map_err(|m| broken(out, format!("the upstream stream failed: {m}")))?;
+            payloads.extend(chunks.into_iter().map(|v| Bytes::from(v.to_string())));
+        }
+        if s.done && include_usage {
+            payloads.push(Bytes::from(s.usage_chunk().to_string()));
+        }
+        relayed_bytes += payloads.iter().map(|p| p.len() as u64).sum::<u64>();
+        if !payloads.is_empty() {
+            out.events(&payloads).await.map_err(reply_err)?;
+        }
+        if s.done {
+            out.end().await.map_err(reply_err)?;
+            let (input, output) = s.usage();
+            return Ok(Outcome {
+                usage: Some(Usage {
+                    prompt_tokens: input,
+                    completion_tokens: output,
+                    total_tokens: input + output,
+                }),
+                relayed_bytes,
+                response_id: None,
+                response_model: None,
+                finish_reasons: s.finish.clone().into_iter().collect(),
+            });
+        }
+    }
+    Err(broken(out, "the upstream stream ended before message_stop".into()))
+}
