@@ -643,3 +643,67 @@ async fn anthropic_upstreams_are_translated_and_fail_over_to_other_types(redis: 
     assert_eq!(f.mock.requests().last().unwrap().body["model"], "mock-a");
 }
 both!(anthropic_upstreams_are_translated_and_fail_over_to_other_types);
+
+async fn ollama_hosts_are_discovered_and_spoken_to_natively(redis: bool) {
+    let host = MockUpstream::start(&["llama3.1:8b"]);
+    let root = host.base_url().trim_end_matches("/v1").to_owned();
+    let extra = format!("[[providers]]\nname = \"local\"\ntype = \"ollama\"\nbase_url = \"{root}\"\n");
+    let f = Fixture::start(redis, &extra, &[]);
+    f.ready().await;
+    let models = f.url("/v1/models");
+    let listed = eventually(Duration::from_secs(10), || async {
+        let (_, v) = get(&models, &[]).await;
+        v["data"]
+            .as_array()
+            .is_some_and(|d| d.iter().any(|m| m["id"] == "llama3.1:8b"))
+    });
+    assert!(listed.await, "discovered through /api/tags");
+    let mut body = chat_body("llama3.1:8b", "hello ollama", false);
+    body["keep_alive"] = serde_json::json!("10m");
+    body["options"] = serde_json::json!({"num_ctx": 8192});
+    body["max_tokens"] = serde_json::json!(20);
+    let (s, b) = post(&f.url("/v1/chat/completions"), &body).await;
+    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
+    let v = json(&b);
+    assert_eq!(v["choices"][0]["message"]["content"], "mock: hello ollama");
+    assert_eq!(v["usage"]["prompt_tokens"], 2);
+    let sent = host.requests().last().unwrap().clone();
+    assert_eq!(sent.path, "/api/chat");
+    assert_eq!(sent.body["keep_alive"], "10m");
+    assert_eq!(
+        sent.body["options"],
+        serde_json::json!({"num_ctx": 8192, "num_predict": 20})
+    );
+    // NDJSON streamed back as OpenAI chunks, with usage when asked.
+    let mut streamed = chat_body("llama3.1:8b", "one two three", true);
+    streamed["stream_options"] = serde_json::json!({"include_usage": true});
+    let (s, b) = post(&f.url("/v1/chat/completions"), &streamed).await;
+    assert_eq!(s, 200);
+    let events = sse_events(&b);
+    assert_eq!(streamed_text(&events), "mock: one two three");
+    assert!(events.iter().any(|e| e.contains("\"finish_reason\":\"stop\"")));
+    assert!(
+        events.iter().any(|e| e.contains("\"completion_tokens\":4")),
+        "{events:?}"
+    );
+    // Embeddings through /api/embed, floats and base64.
+    let (s, b) = post(
+        &f.url("/v1/embeddings"),
+        &serde_json::json!({"model": "llama3.1:8b", "input": ["a", "b"]}),
+    )
+    .await;
+    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
+    assert_eq!(json(&b)["data"][1]["embedding"], serde_json::json!([0.5, -0.25]));
+    let (_, b) = post(
+        &f.url("/v1/embeddings"),
+        &serde_json::json!({"model": "llama3.1:8b", "input": "a", "encoding_format": "base64"}),
+    )
+    .await;
+    assert_eq!(
+        json(&b)["data"][0]["embedding"],
+        "AAAAPwAAgL4=",
+        "little-endian f32 0.5, -0.25"
+    );
+    assert_eq!(host.requests().last().unwrap().path, "/api/embed");
+}
+both!(ollama_hosts_are_discovered_and_spoken_to_natively);

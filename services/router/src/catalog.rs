@@ -330,7 +330,30 @@ struct ModelId {
 /// The `anthropic-version` header llmrouter speaks.
 pub const ANTHROPIC_VERSION: &str = llmr_protocol::anthropic::VERSION;
 
+#[derive(Deserialize)]
+struct OllamaTags {
+    models: Vec<OllamaModel>,
+}
+
+#[derive(Deserialize)]
+struct OllamaModel {
+    name: String,
+}
+
 async fn fetch_models(client: &awc::Client, p: &Provider) -> Result<Vec<String>, String> {
+    if p.kind == ProviderType::Ollama {
+        // Ollama lists its local models at /api/tags.
+        let mut resp = client
+            .get(format!("{}/api/tags", p.base()))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if !resp.status().is_success() {
+            return Err(format!("GET /api/tags answered {}", resp.status()));
+        }
+        let tags: OllamaTags = resp.json().limit(8 << 20).await.map_err(|e| e.to_string())?;
+        return Ok(tags.models.into_iter().map(|m| m.name).collect());
+    }
     let mut req = client.get(format!("{}/models", p.base()));
     if let Some(k) = p.resolved_keys.first() {
         req = req.bearer_auth(k.expose_secret());

@@ -339,6 +339,8 @@ pub enum ProviderType {
     Azure,
     /// Anthropic's Messages API (requests and answers translated).
     Anthropic,
+    /// Ollama's native API (`/api/chat`, `/api/embed`, `/api/tags`).
+    Ollama,
 }
 
 impl ProviderType {
@@ -346,10 +348,17 @@ impl ProviderType {
     pub fn is_upstream(self) -> bool {
         matches!(
             self,
-            ProviderType::Openai | ProviderType::Gemini | ProviderType::Azure | ProviderType::Anthropic
+            ProviderType::Openai
+                | ProviderType::Gemini
+                | ProviderType::Azure
+                | ProviderType::Anthropic
+                | ProviderType::Ollama
         )
     }
 }
+
+/// A local Ollama, the default `base_url` of an `ollama` provider.
+pub const OLLAMA_BASE_URL: &str = "http://localhost:11434";
 
 /// Anthropic's API, the default `base_url` of an `anthropic` provider.
 pub const ANTHROPIC_BASE_URL: &str = "https://api.anthropic.com/v1";
@@ -511,6 +520,7 @@ impl Provider {
             match self.kind {
                 ProviderType::Gemini => return GEMINI_BASE_URL,
                 ProviderType::Anthropic => return ANTHROPIC_BASE_URL,
+                ProviderType::Ollama => return OLLAMA_BASE_URL,
                 _ => {}
             }
         }

@@ -229,7 +229,7 @@ fn check_provider_type(pr: &Provider, f: &dyn Fn(&str) -> String, p: &mut Proble
             f("base_url"),
             "an `openai` provider needs an http:// or https:// base_url",
         ),
-        ProviderType::Gemini | ProviderType::Anthropic => p.check(
+        ProviderType::Gemini | ProviderType::Anthropic | ProviderType::Ollama => p.check(
             pr.base_url.is_empty() || http_url(&pr.base_url),
             f("base_url"),
             "its base_url must be http:// or https:// (or empty for the vendor's own)",

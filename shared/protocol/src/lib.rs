@@ -12,6 +12,7 @@
 //! - [`endpoints`]: the validation of embeddings and legacy completions bodies.
 //! - [`error`]: the one error type that maps every failure to OpenAI's error JSON.
 //! - [`mcp`]: MCP protocol revisions and JSON-RPC error codes.
+//! - [`ollama`]: OpenAI chat and embeddings ↔ Ollama's native API.
 //! - [`openai`]: the OpenAI completion and chunk bodies llmrouter writes itself.
 //! - [`responses`]: Responses API operations (gateway → responses service) and event framing.
 //! - [`streams`]: stream and consumer-group names.
@@ -25,6 +26,7 @@ pub mod envelope;
 pub mod error;
 pub mod frame;
 pub mod mcp;
+pub mod ollama;
 pub mod openai;
 pub mod plan;
 pub mod responses;

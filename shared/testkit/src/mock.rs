@@ -138,6 +138,9 @@ impl MockUpstream {
                         )
                         .route("/v1/embeddings", web::post().to(other_endpoint))
                         .route("/v1/messages", web::post().to(anthropic_messages))
+                        .route("/api/chat", web::post().to(ollama_chat))
+                        .route("/api/embed", web::post().to(ollama_chat))
+                        .route("/api/tags", web::get().to(ollama_tags))
                         .route("/v1/completions", web::post().to(other_endpoint))
                         .route("/v1/models", web::get().to(models_list))
                         .default_service(web::to(elsewhere))
@@ -352,6 +355,62 @@ async fn anthropic_messages(req: HttpRequest, body: web::Bytes, data: web::Data<
         .map(|e| format!("event: {}\ndata: {e}\n\n", e["type"].as_str().unwrap_or("message")))
         .collect();
     HttpResponse::Ok().content_type("text/event-stream").body(sse)
+}
+
+/// Ollama's `/api/tags`: the mock's models.
+async fn ollama_tags(data: web::Data<Shared>) -> HttpResponse {
+    let models: Vec<Value> = data
+        .state
+        .lock()
+        .unwrap()
+        .models
+        .iter()
+        .map(|m| json!({"name": m, "model": m}))
+        .collect();
+    HttpResponse::Ok().json(json!({"models": models}))
+}
+
+/// Ollama's `/api/chat` (`mock: <last user text>`, one NDJSON line per word when streamed)
+/// and `/api/embed` (a two-dimension vector per input).
+async fn ollama_chat(req: HttpRequest, body: web::Bytes, data: web::Data<Shared>) -> HttpResponse {
+    let shared = data.into_inner();
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let behavior = record(&shared, &req, &body);
+    if behavior.status != 0 {
+        let status = actix_web::http::StatusCode::from_u16(behavior.status).unwrap();
+        return HttpResponse::build(status).json(json!({"error": format!("mock error {}", behavior.status)}));
+    }
+    let model = body["model"].as_str().unwrap_or("llama");
+    if req.path() == "/api/embed" {
+        let n = body["input"].as_array().map_or(1, Vec::len);
+        let embeddings: Vec<Value> = (0..n).map(|_| json!([0.5, -0.25])).collect();
+        return HttpResponse::Ok().json(json!({"model": model, "embeddings": embeddings, "prompt_eval_count": 2}));
+    }
+    let said = body["messages"]
+        .as_array()
+        .and_then(|m| m.last())
+        .and_then(|m| m["content"].as_str())
+        .unwrap_or_default();
+    let text = format!("mock: {said}");
+    let (input, output) = (words(said), words(&text));
+    let done = json!({"model": model, "message": {"role": "assistant", "content": ""}, "done": true,
+                      "done_reason": "stop", "prompt_eval_count": input, "eval_count": output});
+    if body["stream"] == json!(false) {
+        let mut whole = done;
+        whole["message"]["content"] = json!(text);
+        return HttpResponse::Ok().json(whole);
+    }
+    let mut lines: String = text
+        .split_inclusive(' ')
+        .map(|w| {
+            format!(
+                "{}\n",
+                json!({"model": model, "message": {"role": "assistant", "content": w}, "done": false})
+            )
+        })
+        .collect();
+    lines.push_str(&format!("{done}\n"));
+    HttpResponse::Ok().content_type("application/x-ndjson").body(lines)
 }
 
 async fn chat(req: HttpRequest, body: web::Bytes, data: web::Data<Shared>) -> HttpResponse {

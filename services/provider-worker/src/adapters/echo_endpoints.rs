@@ -47,6 +47,12 @@ fn reply_err(e: llmr_bus::BusError) -> AttemptError {
     AttemptError::local(e.into(), "could not reply")
 }
 
+/// An embedding as OpenAI's `encoding_format: "base64"` sends it: little-endian f32s.
+pub fn to_base64(v: &[f32]) -> String {
+    let bytes: Vec<u8> = v.iter().flat_map(|f| f.to_le_bytes()).collect();
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
 /// Answers an embeddings request.
 pub async fn embeddings(c: Call<'_>, req: &Value) -> AttemptResult {
     let inputs = texts(&req["input"]);
@@ -57,12 +63,7 @@ pub async fn embeddings(c: Call<'_>, req: &Value) -> AttemptResult {
         .enumerate()
         .map(|(i, t)| {
             let v = vector(t, dims);
-            let embedding = if base64 {
-                let bytes: Vec<u8> = v.iter().flat_map(|f| f.to_le_bytes()).collect();
-                json!(base64::engine::general_purpose::STANDARD.encode(bytes))
-            } else {
-                json!(v)
-            };
+            let embedding = if base64 { json!(to_base64(&v)) } else { json!(v) };
             json!({"object": "embedding", "index": i, "embedding": embedding})
         })
         .collect();

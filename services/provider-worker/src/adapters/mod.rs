@@ -14,6 +14,7 @@ pub mod anthropic;
 pub mod chaos;
 pub mod echo;
 pub mod echo_endpoints;
+pub mod ollama;
 pub mod openai;
 pub mod openai_responses;
 
@@ -63,6 +64,7 @@ pub fn for_provider(p: &Provider) -> Box<dyn Adapter> {
         ProviderType::Chaos => Box::new(chaos::ChaosAdapter::new(p.chaos.clone().unwrap_or_default())),
         ProviderType::Openai | ProviderType::Gemini | ProviderType::Azure => Box::new(openai::OpenAi),
         ProviderType::Anthropic => Box::new(anthropic::Anthropic),
+        ProviderType::Ollama => Box::new(ollama::Ollama),
     }
 }
 
