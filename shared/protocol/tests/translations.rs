@@ -93,8 +93,14 @@ fn ollama_request_answer_stream_and_embeddings() {
         .iter()
         .flat_map(|l| ollama::stream_line(l, "chatcmpl-2", "g", 1_700_000_000, true))
         .collect();
-    let embed = ollama::embed_request(&json!({"input": ["a", "b"], "dimensions": 2, "keep_alive": -1}), "nomic-embed");
-    let embeddings = ollama::embeddings(&json!({"embeddings": [[0.5, -0.25], [0.0, 1.0]], "prompt_eval_count": 2}), "e");
+    let embed = ollama::embed_request(
+        &json!({"input": ["a", "b"], "dimensions": 2, "keep_alive": -1}),
+        "nomic-embed",
+    );
+    let embeddings = ollama::embeddings(
+        &json!({"embeddings": [[0.5, -0.25], [0.0, 1.0]], "prompt_eval_count": 2}),
+        "e",
+    );
     insta::assert_snapshot!(format!(
         "--- request ---\n{}\n--- plain answer ---\n{}\n--- stream chunks ---\n{}\n--- embed request ---\n{}\n--- embeddings ---\n{}",
         pretty(&request),

@@ -44,6 +44,8 @@ pub struct Behavior {
     pub echo_auth: bool,
     /// The `code` of error answers (e.g. Azure's `content_filter`).
     pub error_code: Option<String>,
+    /// Answer 200 with a body that is not JSON.
+    pub malformed: bool,
 }
 
 impl Behavior {
@@ -298,6 +300,9 @@ async fn anthropic_messages(req: HttpRequest, body: web::Bytes, data: web::Data<
     let shared = data.into_inner();
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let behavior = record(&shared, &req, &body);
+    if behavior.malformed {
+        return HttpResponse::Ok().content_type("application/json").body("{not json");
+    }
     if behavior.status != 0 {
         let mut r = HttpResponse::build(actix_web::http::StatusCode::from_u16(behavior.status).unwrap());
         if let Some(ra) = &behavior.retry_after {
@@ -376,9 +381,16 @@ async fn ollama_chat(req: HttpRequest, body: web::Bytes, data: web::Data<Shared>
     let shared = data.into_inner();
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let behavior = record(&shared, &req, &body);
+    if behavior.malformed {
+        return HttpResponse::Ok().content_type("application/json").body("{not json");
+    }
     if behavior.status != 0 {
         let status = actix_web::http::StatusCode::from_u16(behavior.status).unwrap();
-        return HttpResponse::build(status).json(json!({"error": format!("mock error {}", behavior.status)}));
+        let mut r = HttpResponse::build(status);
+        if let Some(ra) = &behavior.retry_after {
+            r.insert_header(("retry-after", ra.as_str()));
+        }
+        return r.json(json!({"error": format!("mock error {}", behavior.status)}));
     }
     let model = body["model"].as_str().unwrap_or("llama");
     if req.path() == "/api/embed" {
@@ -417,6 +429,9 @@ async fn chat(req: HttpRequest, body: web::Bytes, data: web::Data<Shared>) -> Ht
     let shared = data.into_inner();
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let behavior = record(&shared, &req, &body);
+    if behavior.malformed {
+        return HttpResponse::Ok().content_type("application/json").body("{not json");
+    }
     let mut guard = DisconnectGuard {
         shared: shared.clone(),
         done: false,
