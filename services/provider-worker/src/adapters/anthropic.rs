@@ -3,10 +3,9 @@
 //! `llmr_protocol::anthropic` — plain answers and streams (events turned into OpenAI chunks,
 //! usage from message_start + message_delta, sent as a usage chunk when the client asked).
 //!
-//! Faults: 429 and 529 (overloaded) → rate-limited, with the reset time of `retry-after` or
-//! `anthropic-ratelimit-*-reset`; 401/403 → the key; 400/413/422 → the client's, passed on;
-//! anything else, connect errors, timeouts, malformed answers and `error` stream events → the
-//! target. Only chat completions: embeddings and text completions are refused as the client's.
+//! Faults as the shared `http` mapping says (429 and 529 → rate-limited, with the reset of
+//! `retry-after` or `anthropic-ratelimit-*-reset`; 401/403 → the key; 400/413/422 → the
+//! client's); malformed answers and `error` stream events → the target. Only chat completions: embeddings and text completions are refused as the client's.
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -16,8 +15,7 @@ use llmr_protocol::{ApiError, Endpoint, Usage, now_ms};
 use serde_json::Value;
 
 use super::openai::broken;
-use super::{Adapter, AttemptError, AttemptResult, Call, Outcome};
-use crate::ratelimit;
+use super::{Adapter, AttemptError, AttemptResult, Call, Outcome, http};
 use crate::sse::{Event, Splitter};
 
 /// The `anthropic` adapter.
@@ -83,7 +81,7 @@ async fn call(c: Call<'_>) -> AttemptResult {
     .await
 }
 
-/// POSTs the Messages request; a non-2xx answer is the fault its status says.
+/// POSTs the Messages request (`x-api-key`, `anthropic-version`); faults as `http` maps them.
 async fn send(
     c: &Call<'_>,
     body: Value,
@@ -91,50 +89,15 @@ async fn send(
     awc::ClientResponse<impl futures_util::Stream<Item = Result<Bytes, awc::error::PayloadError>> + Unpin + use<>>,
     AttemptError,
 > {
-    let mut req = c
-        .client
-        .post(format!("{}/messages", c.provider.base()))
-        .timeout(c.timeout)
-        .insert_header(("content-type", "application/json"))
-        .insert_header(("anthropic-version", anthropic::VERSION));
-    if let Some(k) = c.key {
-        req = req.insert_header(("x-api-key", k));
-    }
-    for (name, value) in c.trace.headers() {
-        req = req.insert_header((name, value));
-    }
-    for (k, v) in &c.provider.extra_headers {
-        req = req.insert_header((k.as_str(), v.as_str()));
-    }
-    let mut resp = req
-        .send_body(Bytes::from(body.to_string()))
-        .await
-        .map_err(|e| AttemptError::retryable(format!("request failed: {e}")))?;
-    let status = resp.status().as_u16();
-    if resp.status().is_success() {
-        return Ok(resp);
-    }
-    let header = |h: &str| resp.headers().get(h).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let until = ratelimit::reset_at(header, now_ms());
-    let text = resp
-        .body()
-        .limit(64 << 10)
-        .await
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .unwrap_or_default();
-    let text = match c.key {
-        Some(k) if !k.is_empty() => text.replace(k, "[redacted]"),
-        _ => text,
-    };
-    Err(match status {
-        429 | 529 => AttemptError::rate_limited(until, format!("upstream answered {status}")),
-        401 | 403 => AttemptError::key_rejected(format!("upstream refused the key with {status}")),
-        400 | 413 | 422 => AttemptError::client(
-            ApiError::UpstreamRejected { status, body: text },
-            format!("upstream rejected the request with {status}"),
-        ),
-        s => AttemptError::retryable(format!("upstream answered {s}")),
-    })
+    let url = format!("{}/messages", c.provider.base());
+    let req = http::post(c, &url, |req| {
+        let req = req.insert_header(("anthropic-version", anthropic::VERSION));
+        match c.key {
+            Some(k) => req.insert_header(("x-api-key", k)),
+            None => req,
+        }
+    });
+    http::send(req, Bytes::from(body.to_string()), c.key).await
 }
 
 /// Turns the Anthropic event stream into OpenAI chunks as it arrives, until message_stop.

@@ -14,6 +14,7 @@ pub mod anthropic;
 pub mod chaos;
 pub mod echo;
 pub mod echo_endpoints;
+pub mod http;
 pub mod ollama;
 pub mod openai;
 pub mod openai_responses;

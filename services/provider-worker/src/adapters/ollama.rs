@@ -2,9 +2,8 @@
 //! and embeddings to `/api/embed`, translated by `llmr_protocol::ollama`; the client's
 //! `options` and `keep_alive` pass through. Text completions are refused as the client's.
 //!
-//! Faults: 400 → the client's, passed on; 401/403 → the key; 429 → rate-limited; 404 (the
-//! model is not pulled on that host), 5xx, connect errors, timeouts and malformed lines →
-//! the target.
+//! Faults as the shared `http` mapping says; a 404 (the model is not pulled on that host),
+//! 5xx, connect errors, timeouts and malformed lines → the target.
 
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
@@ -14,8 +13,7 @@ use serde_json::{Value, json};
 
 use super::echo_endpoints::to_base64;
 use super::openai::broken;
-use super::{Adapter, AttemptError, AttemptResult, Call, Outcome};
-use crate::ratelimit;
+use super::{Adapter, AttemptError, AttemptResult, Call, Outcome, http};
 
 /// The `ollama` adapter.
 pub struct Ollama;
@@ -97,7 +95,7 @@ async fn call(c: Call<'_>) -> AttemptResult {
     })
 }
 
-/// POSTs to the host; a non-2xx answer is the fault its status says.
+/// POSTs to the host (a bearer token when the provider has keys); faults as `http` maps them.
 async fn send(
     c: &Call<'_>,
     path: &str,
@@ -106,45 +104,12 @@ async fn send(
     awc::ClientResponse<impl futures_util::Stream<Item = Result<Bytes, awc::error::PayloadError>> + Unpin + use<>>,
     AttemptError,
 > {
-    let mut req = c
-        .client
-        .post(format!("{}{path}", c.provider.base()))
-        .timeout(c.timeout)
-        .insert_header(("content-type", "application/json"));
-    if let Some(k) = c.key {
-        req = req.bearer_auth(k);
-    }
-    for (name, value) in c.trace.headers() {
-        req = req.insert_header((name, value));
-    }
-    for (k, v) in &c.provider.extra_headers {
-        req = req.insert_header((k.as_str(), v.as_str()));
-    }
-    let mut resp = req
-        .send_body(Bytes::from(body.to_string()))
-        .await
-        .map_err(|e| AttemptError::retryable(format!("request failed: {e}")))?;
-    let status = resp.status().as_u16();
-    if resp.status().is_success() {
-        return Ok(resp);
-    }
-    let header = |h: &str| resp.headers().get(h).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let until = ratelimit::reset_at(header, now_ms());
-    let text = resp
-        .body()
-        .limit(64 << 10)
-        .await
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .unwrap_or_default();
-    Err(match status {
-        429 => AttemptError::rate_limited(until, "upstream answered 429"),
-        401 | 403 => AttemptError::key_rejected(format!("upstream refused the key with {status}")),
-        400 => AttemptError::client(
-            ApiError::UpstreamRejected { status, body: text },
-            "upstream rejected the request",
-        ),
-        s => AttemptError::retryable(format!("upstream answered {s}")),
-    })
+    let url = format!("{}{path}", c.provider.base());
+    let req = http::post(c, &url, |req| match c.key {
+        Some(k) => req.bearer_auth(k),
+        None => req,
+    });
+    http::send(req, Bytes::from(body.to_string()), c.key).await
 }
 
 /// Turns NDJSON lines into OpenAI chunks as they arrive, until the `done` line.

@@ -6,9 +6,7 @@
 //! when the client did not — that extra usage chunk is then not relayed. Stream events are
 //! passed through as the upstream sent them.
 //!
-//! Statuses: 429 → rate-limited (with the reset time the headers name); 401/403 → the key;
-//! 400/413/422 → the client's fault, passed on; anything else, connect errors, timeouts and
-//! malformed answers → the target.
+//! Statuses are mapped by the shared `http` module; malformed answers → the target.
 
 use std::collections::BTreeMap;
 
@@ -17,12 +15,11 @@ use futures_util::future::LocalBoxFuture;
 use futures_util::{FutureExt, StreamExt};
 use llmr_bus::Replier;
 use llmr_config::ProviderType;
-use llmr_protocol::{ApiError, Usage, now_ms};
+use llmr_protocol::{ApiError, Usage};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::{Adapter, AttemptError, AttemptResult, Call, Outcome};
-use crate::ratelimit;
+use super::{Adapter, AttemptError, AttemptResult, Call, Outcome, http};
 use crate::sse::{Event, Splitter};
 
 /// The `openai` adapter.
@@ -53,12 +50,9 @@ struct ChoiceEnd {
     finish_reason: Option<String>,
 }
 
-/// Statuses that say the request itself is wrong: passed to the client, never retried.
-fn client_fault(status: u16) -> bool {
-    matches!(status, 400 | 413 | 422)
-}
-
-/// POSTs `body` to `{base_url}{path}`; a non-2xx answer is the fault its status says.
+/// POSTs `body` to the endpoint `path`: `{base_url}{path}`, or for Azure
+/// `{base_url}/openai/deployments/{deployment}{path}?api-version=…` with the key in `api-key`;
+/// Gemini gets it in `x-goog-api-key` too; the others as a bearer token.
 pub(super) async fn send(
     c: &Call<'_>,
     path: &str,
@@ -67,20 +61,6 @@ pub(super) async fn send(
     awc::ClientResponse<impl futures_util::Stream<Item = Result<Bytes, awc::error::PayloadError>> + Unpin + use<>>,
     AttemptError,
 > {
-    let mut resp = request(c, path)
-        .send_body(body)
-        .await
-        .map_err(|e| AttemptError::retryable(format!("request failed: {e}")))?;
-    if !resp.status().is_success() {
-        return Err(refused(&mut resp, c.key).await);
-    }
-    Ok(resp)
-}
-
-/// A POST to the endpoint `path` with the attempt's key, trace context, extra headers and
-/// timeout: `{base_url}{path}`, or for Azure `{base_url}/openai/deployments/{deployment}{path}
-/// ?api-version=…` with the key in `api-key`; Gemini gets it in `x-goog-api-key` too.
-fn request(c: &Call<'_>, path: &str) -> awc::ClientRequest {
     let p = c.provider;
     let url = match p.kind {
         ProviderType::Azure => format!(
@@ -91,60 +71,13 @@ fn request(c: &Call<'_>, path: &str) -> awc::ClientRequest {
         ),
         _ => format!("{}{path}", p.base()),
     };
-    let mut req = c
-        .client
-        .post(&url)
-        .timeout(c.timeout)
-        .insert_header(("content-type", "application/json"));
-    if let Some(k) = c.key {
-        req = match p.kind {
-            ProviderType::Azure => req.insert_header(("api-key", k)),
-            ProviderType::Gemini => req.bearer_auth(k).insert_header(("x-goog-api-key", k)),
-            _ => req.bearer_auth(k),
-        };
-    }
-    for (name, value) in c.trace.headers() {
-        req = req.insert_header((name, value));
-    }
-    for (k, v) in &c.provider.extra_headers {
-        req = req.insert_header((k.as_str(), v.as_str()));
-    }
-    req
-}
-
-/// The fault of a non-2xx answer (see the module's status rules).
-async fn refused<S>(resp: &mut awc::ClientResponse<S>, key: Option<&str>) -> AttemptError
-where
-    S: futures_util::Stream<Item = Result<Bytes, awc::error::PayloadError>> + Unpin,
-{
-    let status = resp.status().as_u16();
-    let header = |h: &str| resp.headers().get(h).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let until = ratelimit::reset_at(header, now_ms());
-    let text = resp
-        .body()
-        .limit(64 << 10)
-        .await
-        .map(|b| redact(&String::from_utf8_lossy(&b), key))
-        .unwrap_or_default();
-    if status == 400 && text.contains("\"content_filter\"") {
-        // Azure's content filter: the client's prompt, not the target; a clear 400.
-        return AttemptError::client(
-            ApiError::invalid(
-                "The upstream's content filter blocked this request (Azure OpenAI `content_filter`).",
-                Some("messages"),
-            ),
-            "blocked by the upstream's content filter",
-        );
-    }
-    match status {
-        429 => AttemptError::rate_limited(until, "upstream answered 429"),
-        401 | 403 => AttemptError::key_rejected(format!("upstream refused the key with {status}")),
-        s if client_fault(s) => AttemptError::client(
-            ApiError::UpstreamRejected { status, body: text },
-            format!("upstream rejected the request with {status}"),
-        ),
-        s => AttemptError::retryable(format!("upstream answered {s}")),
-    }
+    let req = http::post(c, &url, |req| match (c.key, p.kind) {
+        (None, _) => req,
+        (Some(k), ProviderType::Azure) => req.insert_header(("api-key", k)),
+        (Some(k), ProviderType::Gemini) => req.bearer_auth(k).insert_header(("x-goog-api-key", k)),
+        (Some(k), _) => req.bearer_auth(k),
+    });
+    http::send(req, body, c.key).await
 }
 
 async fn call(c: Call<'_>) -> AttemptResult {
@@ -275,15 +208,6 @@ where
     Err(broken(out, "the upstream stream ended without [DONE]".into()))
 }
 
-/// An upstream's error body with the key it was sent cut out: some upstreams quote the
-/// credentials they refused, and the body goes on to the client.
-fn redact(body: &str, key: Option<&str>) -> String {
-    match key {
-        Some(k) if !k.is_empty() => body.replace(k, "[redacted]"),
-        _ => body.to_owned(),
-    }
-}
-
 /// A broken stream: retryable while nothing reached the client.
 pub(super) fn broken(out: &Replier, reason: String) -> AttemptError {
     if out.started() {
@@ -339,21 +263,5 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["model"], "alias");
         assert_eq!(v["stream_options"]["include_usage"], true);
-    }
-
-    #[test]
-    fn error_bodies_lose_the_key_they_quote() {
-        let body = r#"{"error":{"message":"bad key sk-live-123 sent"}}"#;
-        assert_eq!(
-            redact(body, Some("sk-live-123")),
-            r#"{"error":{"message":"bad key [redacted] sent"}}"#
-        );
-        assert_eq!(redact(body, None), body);
-    }
-
-    #[test]
-    fn classifies_client_faults() {
-        assert!(client_fault(400) && client_fault(422));
-        assert!(!client_fault(429) && !client_fault(500) && !client_fault(401));
     }
 }
