@@ -271,8 +271,7 @@ async fn other_endpoint(req: HttpRequest, body: web::Bytes, data: web::Data<Shar
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let behavior = record(&shared, &req, &body);
     if behavior.status != 0 {
-        let status = actix_web::http::StatusCode::from_u16(behavior.status).unwrap();
-        return HttpResponse::build(status).json(json!({"error": {"message": "mock error", "type": "mock_error"}}));
+        return failure(&behavior).json(json!({"error": {"message": "mock error", "type": "mock_error"}}));
     }
     let model = body["model"].as_str().unwrap_or("mock");
     let usage = json!({"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5});
@@ -301,13 +300,10 @@ async fn anthropic_messages(req: HttpRequest, body: web::Bytes, data: web::Data<
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let behavior = record(&shared, &req, &body);
     if behavior.malformed {
-        return HttpResponse::Ok().content_type("application/json").body("{not json");
+        return malformed();
     }
     if behavior.status != 0 {
-        let mut r = HttpResponse::build(actix_web::http::StatusCode::from_u16(behavior.status).unwrap());
-        if let Some(ra) = &behavior.retry_after {
-            r.insert_header(("retry-after", ra.as_str()));
-        }
+        let mut r = failure(&behavior);
         let kind = if behavior.status == 529 {
             "overloaded_error"
         } else {
@@ -362,6 +358,20 @@ async fn anthropic_messages(req: HttpRequest, body: web::Bytes, data: web::Data<
     HttpResponse::Ok().content_type("text/event-stream").body(sse)
 }
 
+/// A 200 whose body is not JSON (`Behavior::malformed`).
+fn malformed() -> HttpResponse {
+    HttpResponse::Ok().content_type("application/json").body("{not json")
+}
+
+/// The head of a failure answer: the behavior's status and its `retry-after`.
+fn failure(b: &Behavior) -> actix_web::HttpResponseBuilder {
+    let mut r = HttpResponse::build(actix_web::http::StatusCode::from_u16(b.status).unwrap());
+    if let Some(ra) = &b.retry_after {
+        r.insert_header(("retry-after", ra.as_str()));
+    }
+    r
+}
+
 /// Ollama's `/api/tags`: the mock's models.
 async fn ollama_tags(data: web::Data<Shared>) -> HttpResponse {
     let models: Vec<Value> = data
@@ -382,15 +392,10 @@ async fn ollama_chat(req: HttpRequest, body: web::Bytes, data: web::Data<Shared>
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let behavior = record(&shared, &req, &body);
     if behavior.malformed {
-        return HttpResponse::Ok().content_type("application/json").body("{not json");
+        return malformed();
     }
     if behavior.status != 0 {
-        let status = actix_web::http::StatusCode::from_u16(behavior.status).unwrap();
-        let mut r = HttpResponse::build(status);
-        if let Some(ra) = &behavior.retry_after {
-            r.insert_header(("retry-after", ra.as_str()));
-        }
-        return r.json(json!({"error": format!("mock error {}", behavior.status)}));
+        return failure(&behavior).json(json!({"error": format!("mock error {}", behavior.status)}));
     }
     let model = body["model"].as_str().unwrap_or("llama");
     if req.path() == "/api/embed" {
@@ -430,7 +435,7 @@ async fn chat(req: HttpRequest, body: web::Bytes, data: web::Data<Shared>) -> Ht
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let behavior = record(&shared, &req, &body);
     if behavior.malformed {
-        return HttpResponse::Ok().content_type("application/json").body("{not json");
+        return malformed();
     }
     let mut guard = DisconnectGuard {
         shared: shared.clone(),
@@ -450,10 +455,7 @@ async fn chat(req: HttpRequest, body: web::Bytes, data: web::Data<Shared>) -> Ht
     }
     if behavior.status != 0 {
         guard.done = true;
-        let mut r = HttpResponse::build(actix_web::http::StatusCode::from_u16(behavior.status).unwrap());
-        if let Some(ra) = &behavior.retry_after {
-            r.insert_header(("retry-after", ra.as_str()));
-        }
+        let mut r = failure(&behavior);
         let mut message = format!("mock error {}", behavior.status);
         if behavior.echo_auth {
             let auth = req
