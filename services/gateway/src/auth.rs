@@ -1,5 +1,6 @@
 //! Bearer-token authentication for every route but the probes (`/health`, `/healthz`,
-//! `/readyz`) and `/metrics`.
+//! `/readyz`) and `/metrics`. The token is read from `Authorization: Bearer …` or, as
+//! Anthropic's clients send it, `x-api-key`; a refusal is in the route's API's shape.
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -8,7 +9,8 @@ use actix_web::web;
 use llmr_protocol::ApiError;
 use subtle::ConstantTimeEq;
 
-use crate::{AppState, HttpError};
+use crate::AppState;
+use crate::error::{Wire, WireError};
 
 pub async fn require_token(
     req: ServiceRequest,
@@ -18,11 +20,12 @@ pub async fn require_token(
     if let Some(expected) = state.as_ref().and_then(|s| s.settings.server.token())
         && !crate::observe::OPEN_PATHS.contains(&req.path())
     {
-        let given = req
-            .headers()
+        let headers = req.headers();
+        let given = headers
             .get("authorization")
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()));
         let ok = given.is_some_and(|g| bool::from(g.trim().as_bytes().ct_eq(expected.as_bytes())));
         if !ok {
             let message = if given.is_some() {
@@ -30,9 +33,13 @@ pub async fn require_token(
             } else {
                 "You didn't provide an API key. Provide it as a Bearer token in the Authorization header."
             };
-            return Err(HttpError(ApiError::Unauthorized {
+            let error = ApiError::Unauthorized {
                 message: message.into(),
-            })
+            };
+            return Err(WireError {
+                wire: Wire::of_path(req.path()),
+                error,
+            }
             .into());
         }
     }

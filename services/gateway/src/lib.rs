@@ -9,6 +9,9 @@
 //!
 //! Routes: `POST /v1/chat/completions`, `/v1/embeddings`, `/v1/completions`, the Responses and
 //! Conversations APIs (`/v1/responses…`, `/v1/conversations…`, on the `responses` stream),
+//! the Anthropic front door (`POST /v1/messages`, `/v1/messages/count_tokens`), the Ollama
+//! front door (`/api/chat`, `/api/generate`, `/api/embed`, `/api/show`, `/api/tags`,
+//! `/api/ps`, `/api/version`) and LM Studio's `GET /api/v0/models`,
 //! `GET /v1/models`, `GET /v1/models/{id}`, `GET /v1/usage`, `POST|DELETE /mcp` (MCP
 //! Streamable HTTP), and without auth `GET /health`, `/healthz`, `/readyz`, `/metrics`. With
 //! `server.token` set, the others need `Authorization: Bearer <token>` (compared in constant

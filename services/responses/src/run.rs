@@ -368,10 +368,7 @@ impl<'a> Run<'a> {
                 FrameKind::Error => return Some(Outcome::Failed(frame.as_error())),
                 FrameKind::Chunk => {
                     let mut events = Vec::new();
-                    for line in frame.data.split(|b| *b == b'\n') {
-                        let Some(data) = line.strip_prefix(b"data: ") else {
-                            continue;
-                        };
+                    for data in llmr_protocol::openai::sse_payloads(&frame.data) {
                         let Ok(v) = serde_json::from_slice::<Value>(data) else {
                             continue;
                         };

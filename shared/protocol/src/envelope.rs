@@ -182,9 +182,22 @@ pub struct Meta {
     pub cache: String,
     /// The endpoint the body is for (chat unless said).
     pub endpoint: Endpoint,
-    /// A Responses API body for providers that take Responses natively (`responses = true`),
-    /// beside the chat body the others get (set by the responses service; empty otherwise).
+    /// The client's own body in another API, beside the chat body, for adapters that speak
+    /// that API natively (empty otherwise): see [`NativeApi`].
     pub native: Bytes,
+    /// Which API `native` is in.
+    pub native_api: NativeApi,
+}
+
+/// The API of a request's native body.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum NativeApi {
+    /// A Responses API body (set by the responses service), for `responses = true` providers.
+    #[default]
+    Responses,
+    /// An Anthropic Messages body (set by the gateway's `/v1/messages`), for `anthropic`
+    /// providers: they send it as the client wrote it (thinking, cache_control, top_k…).
+    Anthropic,
 }
 
 /// One unit of work on a stream.
@@ -281,6 +294,9 @@ impl Envelope {
         }
         if !m.native.is_empty() {
             f.push(("native", m.native.clone()));
+            if m.native_api == NativeApi::Anthropic {
+                f.push(("native_api", Bytes::from_static(b"anthropic")));
+            }
         }
         if !self.trace.tracestate.is_empty() {
             f.push(("tracestate", Bytes::from(self.trace.tracestate.clone())));
@@ -331,6 +347,11 @@ impl Envelope {
                 attempt: num("attempt")? as u32,
                 plan,
                 native: get("native").map(Bytes::copy_from_slice).unwrap_or_default(),
+                native_api: match get("native_api") {
+                    None | Some(b"responses") => NativeApi::Responses,
+                    Some(b"anthropic") => NativeApi::Anthropic,
+                    Some(_) => return Err(DecodeError::Invalid("native_api")),
+                },
                 endpoint: Endpoint::parse(get("endpoint").unwrap_or_default())
                     .ok_or(DecodeError::Invalid("endpoint"))?,
                 cache: match get("cache") {
@@ -378,6 +399,7 @@ mod tests {
                 attempt: 2,
                 cache: "no-store".into(),
                 native: Bytes::from_static(br#"{"input":"hi"}"#),
+                native_api: NativeApi::Anthropic,
                 endpoint: Endpoint::Embeddings,
                 plan: Some(Plan {
                     pool: "default".into(),

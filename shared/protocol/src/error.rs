@@ -119,6 +119,19 @@ impl ApiError {
         }
     }
 
+    /// The human-readable message: an upstream's own error message when it sent one.
+    pub fn message(&self) -> String {
+        if let ApiError::UpstreamRejected { status, body } = self {
+            let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+            return match v.pointer("/error/message").and_then(|m| m.as_str()) {
+                Some(m) => m.to_owned(),
+                None if body.is_empty() => self.to_string(),
+                None => format!("upstream answered {status}: {body}"),
+            };
+        }
+        self.to_string()
+    }
+
     /// The OpenAI error object as JSON bytes. An upstream's own OpenAI-shaped error body
     /// is passed through unchanged.
     pub fn to_json(&self) -> Vec<u8> {

@@ -34,7 +34,7 @@ pub mod streams;
 pub mod tools;
 pub mod trace;
 
-pub use envelope::{CallerId, DecodeError, Endpoint, Envelope, Kind, Meta, ToolMode};
+pub use envelope::{CallerId, DecodeError, Endpoint, Envelope, Kind, Meta, NativeApi, ToolMode};
 pub use error::ApiError;
 pub use frame::{CacheStatus, Frame, FrameKind, Head, Usage};
 pub use plan::{Attempt, CachePlan, Plan};

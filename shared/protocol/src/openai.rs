@@ -271,6 +271,11 @@ fn to_bytes<T: Serialize>(v: &T) -> bytes::Bytes {
     bytes::Bytes::from(serde_json::to_vec(v).unwrap_or_default())
 }
 
+/// The `data:` payloads of SSE text made by [`sse`] (whole events, as reply frames carry them).
+pub fn sse_payloads(text: &[u8]) -> impl Iterator<Item = &[u8]> {
+    text.split(|b| *b == b'\n').filter_map(|line| line.strip_prefix(b"data: "))
+}
+
 /// The SSE text of `payloads`: `data: …\n\n` each.
 pub fn sse(payloads: &[bytes::Bytes]) -> Vec<u8> {
     let mut out = Vec::with_capacity(payloads.iter().map(|p| p.len() + 8).sum());

@@ -5,7 +5,7 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::Bytes;
 use llmr_protocol::chat::ChatRequest;
-use llmr_protocol::{CallerId, Endpoint, Envelope, Kind, Meta, chat, endpoints, now_ms, streams};
+use llmr_protocol::{CallerId, Endpoint, Envelope, Kind, Meta, NativeApi, chat, endpoints, now_ms, streams};
 
 use crate::observe::client_trace;
 use crate::{AppState, HttpError};
@@ -43,14 +43,48 @@ pub async fn text_completions(
     serve(&req, &state, body, parsed, Endpoint::Completions).await
 }
 
-/// Publishes a validated request and answers from its frames.
-async fn serve(
+/// A request on its way: the call its frames arrive on, their head, and its span.
+pub struct Published {
+    pub call: llmr_bus::Call,
+    pub head: llmr_protocol::Head,
+    pub span: tracing::Span,
+    pub model: String,
+    /// Whether the client asked for a stream.
+    pub stream: bool,
+    pub started: std::time::Instant,
+}
+
+impl Published {
+    /// Whether the answer streams (asked for, and the head says so).
+    pub fn streams(&self) -> bool {
+        self.stream && self.head.stream
+    }
+
+    /// Records the time to the first token (of a streamed answer).
+    pub fn first_token(&self) {
+        llmr_telemetry::metrics::metrics()
+            .time_to_first_token
+            .with_label_values(&[self.model.as_str()])
+            .observe(self.started.elapsed().as_secs_f64());
+    }
+
+    /// The whole answer of a non-streamed request: the head's status and the body.
+    pub async fn body(&mut self) -> Result<(u16, Bytes), HttpError> {
+        Ok((self.head.status, self.call.body().await?))
+    }
+}
+
+/// Publishes a validated request on `requests` and waits for the head of its answer;
+/// `native` is the client's own body when it spoke another API (see `Meta::native`).
+pub async fn publish(
     req: &HttpRequest,
     state: &AppState,
     body: Bytes,
     parsed: ChatRequest<'static>,
     endpoint: Endpoint,
-) -> Result<HttpResponse, HttpError> {
+    native: Option<(Bytes, NativeApi)>,
+) -> Result<Published, HttpError> {
+    let (native, native_api) = native.unwrap_or_default();
     let meta = Meta {
         model: parsed.model.into_owned(),
         stream: parsed.stream,
@@ -58,6 +92,8 @@ async fn serve(
         caller: CallerId::Gateway(state.instance.clone()),
         cache: super::sse::cache_directives(req),
         endpoint,
+        native,
+        native_api,
         ..Meta::default()
     };
     let deadline = now_ms() + state.settings.server.request_timeout_ms;
@@ -70,32 +106,47 @@ async fn serve(
         let prompt = chat::last_user_text(&request, "\n");
         tracing::info!(parent: &span, prompt = %content(state, &prompt), "request content");
     }
-    let stream = env.meta.stream;
     let started = std::time::Instant::now();
     let mut call = state.caller.send(streams::REQUESTS, &env).await?;
     tracing::debug!(parent: &span, "published");
     // The head (or an error) decides the response shape.
     let head = call.head().await?;
-    if stream && head.stream {
-        llmr_telemetry::metrics::metrics()
-            .time_to_first_token
-            .with_label_values(&[env.meta.model.as_str()])
-            .observe(started.elapsed().as_secs_f64());
+    Ok(Published {
+        call,
+        head,
+        span,
+        model: env.meta.model,
+        stream: env.meta.stream,
+        started,
+    })
+}
+
+/// Publishes a validated request and answers from its frames.
+async fn serve(
+    req: &HttpRequest,
+    state: &AppState,
+    body: Bytes,
+    parsed: ChatRequest<'static>,
+    endpoint: Endpoint,
+) -> Result<HttpResponse, HttpError> {
+    let mut p = publish(req, state, body, parsed, endpoint, None).await?;
+    if p.streams() {
+        p.first_token();
         let compress = super::sse::compress_stream(req);
-        return Ok(super::sse::relay(call, super::sse::Dialect::Chat, head.cache, compress));
+        return Ok(super::sse::relay(p.call, super::sse::Dialect::Chat, p.head.cache, compress));
     }
-    let body = call.body().await?;
+    let (status, body) = p.body().await?;
     if state.settings.telemetry.log_content {
         let answer: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
         let text = answer
             .pointer("/choices/0/message/content")
             .and_then(|v| v.as_str())
             .unwrap_or_default();
-        tracing::info!(parent: &span, answer = %content(state, text), "response content");
+        tracing::info!(parent: &p.span, answer = %content(state, text), "response content");
     }
-    let status = actix_web::http::StatusCode::from_u16(head.status).unwrap_or(actix_web::http::StatusCode::OK);
+    let status = actix_web::http::StatusCode::from_u16(status).unwrap_or(actix_web::http::StatusCode::OK);
     let mut r = HttpResponse::build(status);
-    if let Some(c) = head.cache {
+    if let Some(c) = p.head.cache {
         r.insert_header((super::sse::CACHE_HEADER, c.as_str()));
     }
     Ok(r.content_type("application/json").body(body))

@@ -1,9 +1,11 @@
 //! HTTP handlers.
 
+pub mod anthropic;
 pub mod chat;
 pub mod health;
 pub mod mcp;
 pub mod models;
+pub mod ollama;
 pub mod responses;
 pub mod sse;
 pub mod usage;
@@ -40,6 +42,18 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             "/v1/conversations/{id}/items/{item_id}",
             web::delete().to(responses::item),
         )
+        .route("/v1/messages", web::post().to(anthropic::messages))
+        .route("/v1/messages/count_tokens", web::post().to(anthropic::count_tokens))
+        .route("/api/chat", web::post().to(ollama::chat))
+        .route("/api/generate", web::post().to(ollama::generate))
+        .route("/api/embed", web::post().to(ollama::embed))
+        .route("/api/show", web::post().to(ollama::show))
+        .route("/api/tags", web::get().to(ollama::tags))
+        .route("/api/ps", web::get().to(ollama::ps))
+        .route("/api/version", web::get().to(ollama::version))
+        .route("/api/v0/models", web::get().to(ollama::lmstudio_models))
+        .route("/", web::get().to(ollama::root))
+        .route("/", web::head().to(ollama::root))
         .route("/health", web::get().to(health::health))
         .route("/healthz", web::get().to(crate::observe::healthz))
         .route("/readyz", web::get().to(crate::observe::readyz))
@@ -49,12 +63,15 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/mcp", web::get().to(mcp::get));
 }
 
-/// Unknown routes, in OpenAI's error shape.
-pub async fn not_found(req: HttpRequest) -> Result<actix_web::HttpResponse, HttpError> {
-    Err(HttpError(ApiError::RouteNotFound {
-        method: req.method().to_string(),
-        path: req.path().to_owned(),
-    }))
+/// Unknown routes, in the error shape of the API their path belongs to.
+pub async fn not_found(req: HttpRequest) -> Result<actix_web::HttpResponse, crate::error::WireError> {
+    Err(crate::error::WireError {
+        wire: crate::error::Wire::of_path(req.path()),
+        error: ApiError::RouteNotFound {
+            method: req.method().to_string(),
+            path: req.path().to_owned(),
+        },
+    })
 }
 
 /// Reads a request body, refusing it with 413 as soon as it passes `limit` bytes.

@@ -10,7 +10,7 @@ use serde_json::json;
 use crate::{AppState, HttpError};
 
 /// model id → the first provider (by name) that serves it.
-async fn catalog(state: &AppState) -> Result<BTreeMap<String, String>, HttpError> {
+pub(crate) async fn catalog(state: &AppState) -> Result<BTreeMap<String, String>, HttpError> {
     let published = state.store.providers().await?;
     let mut out = BTreeMap::new();
     // Model groups first: a group shadows a provider model of the same name.

@@ -1,39 +1,66 @@
-//! Relaying a call's frames to an HTTP client as Server-Sent Events, in the dialect of the
-//! API: chat completions end with `data: [DONE]` and report a late error as an OpenAI error
-//! object; the Responses API has no `[DONE]` and reports one as an `error` event.
+//! Relaying a call's frames to an HTTP client as a stream, in the dialect of the API: chat
+//! completions end with `data: [DONE]` and report a late error as an OpenAI error object;
+//! the Responses API has no `[DONE]` and reports one as an `error` event; the Anthropic and
+//! Ollama front doors translate each chunk into their events or NDJSON lines.
 
 use actix_web::HttpResponse;
 use bytes::Bytes;
 use llmr_bus::Call;
-use llmr_protocol::{ApiError, CacheStatus, FrameKind};
+use llmr_protocol::{ApiError, CacheStatus, FrameKind, anthropic, ollama};
 
 /// The response cache's request and answer header.
 pub const CACHE_HEADER: &str = "x-llmr-cache";
-use serde_json::json;
+use serde_json::{Value, json};
 
-/// Which API's stream conventions apply.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Which API's stream conventions apply; the front doors of other APIs translate the
+/// OpenAI chunks as they pass.
+#[derive(Debug)]
 pub enum Dialect {
     Chat,
     Responses,
+    /// Anthropic's event sequence (`/v1/messages`).
+    Anthropic(Box<anthropic::front::Events>),
+    /// Ollama's NDJSON lines (`/api/chat`, `/api/generate`).
+    Ollama(Box<ollama::front::Lines>),
 }
 
 impl Dialect {
-    /// What ends a stream.
-    fn trailer(self) -> &'static [u8] {
+    /// The stream's media type.
+    pub fn content_type(&self) -> &'static str {
         match self {
-            Dialect::Chat => b"data: [DONE]\n\n",
-            Dialect::Responses => b"",
+            Dialect::Ollama(_) => "application/x-ndjson",
+            _ => "text/event-stream",
+        }
+    }
+
+    /// A chunk frame's data (OpenAI SSE events), as this dialect writes it.
+    fn chunk(&mut self, data: &[u8], out: &mut Vec<u8>) {
+        let chunks = llmr_protocol::openai::sse_payloads(data).filter_map(|p| serde_json::from_slice::<Value>(p).ok());
+        match self {
+            Dialect::Chat | Dialect::Responses => out.extend_from_slice(data),
+            Dialect::Anthropic(e) => chunks.for_each(|c| anthropic::front::sse(&e.chunk(&c), out)),
+            Dialect::Ollama(l) => chunks.for_each(|c| ollama::front::ndjson(&l.chunk(&c), out)),
+        }
+    }
+
+    /// What ends a stream.
+    fn trailer(&mut self, out: &mut Vec<u8>) {
+        match self {
+            Dialect::Chat => out.extend_from_slice(b"data: [DONE]\n\n"),
+            Dialect::Responses => {}
+            Dialect::Anthropic(e) => anthropic::front::sse(&e.finish(), out),
+            Dialect::Ollama(l) => ollama::front::ndjson(&[l.finish()], out),
         }
     }
 
     /// `out` followed by the stream's error event and end.
-    fn error_event(self, mut out: Vec<u8>, e: &ApiError) -> Bytes {
+    fn error_event(&mut self, mut out: Vec<u8>, e: &ApiError) -> Bytes {
         match self {
             Dialect::Chat => {
                 out.extend_from_slice(b"data: ");
                 out.extend_from_slice(&e.to_json());
                 out.extend_from_slice(b"\n\n");
+                self.trailer(&mut out);
             }
             Dialect::Responses => {
                 let event = json!({"type": "error", "code": e.code(), "message": e.to_string(), "param": e.param()});
@@ -41,8 +68,12 @@ impl Dialect {
                 out.extend_from_slice(event.to_string().as_bytes());
                 out.extend_from_slice(b"\n\n");
             }
+            // Anthropic ends a failed stream with the error event alone.
+            Dialect::Anthropic(_) => {
+                anthropic::front::sse(&[("error", anthropic::front::error_body(e))], &mut out);
+            }
+            Dialect::Ollama(_) => ollama::front::ndjson(&[json!({"error": e.message()})], &mut out),
         }
-        out.extend_from_slice(self.trailer());
         Bytes::from(out)
     }
 }
@@ -51,8 +82,9 @@ impl Dialect {
 /// frames already waiting are written together. An error after the start ends the stream
 /// with an error event.
 pub fn relay(call: Call, dialect: Dialect, cache: Option<CacheStatus>, compress: bool) -> HttpResponse {
-    let stream = futures_util::stream::unfold(Some(call), move |state| async move {
-        let mut call = state?;
+    let content_type = dialect.content_type();
+    let stream = futures_util::stream::unfold(Some((call, dialect)), move |state| async move {
+        let (mut call, mut dialect) = state?;
         let mut out: Vec<u8> = Vec::new();
         let mut next = call.next().await;
         loop {
@@ -60,9 +92,9 @@ pub fn relay(call: Call, dialect: Dialect, cache: Option<CacheStatus>, compress:
                 Ok(f) => match f.kind {
                     FrameKind::Head => {}
                     // Chunk frames of a stream carry SSE events ready to write.
-                    FrameKind::Chunk => out.extend_from_slice(&f.data),
+                    FrameKind::Chunk => dialect.chunk(&f.data, &mut out),
                     FrameKind::End => {
-                        out.extend_from_slice(dialect.trailer());
+                        dialect.trailer(&mut out);
                         return Some((Ok::<_, actix_web::Error>(Bytes::from(out)), None));
                     }
                     FrameKind::Error => return Some((Ok(dialect.error_event(out, &f.as_error())), None)),
@@ -73,7 +105,7 @@ pub fn relay(call: Call, dialect: Dialect, cache: Option<CacheStatus>, compress:
             match call.try_next() {
                 Some(f) => next = Ok(f),
                 None if out.is_empty() => next = call.next().await,
-                None => return Some((Ok(Bytes::from(out)), Some(call))),
+                None => return Some((Ok(Bytes::from(out)), Some((call, dialect)))),
             }
         }
     });
@@ -85,7 +117,7 @@ pub fn relay(call: Call, dialect: Dialect, cache: Option<CacheStatus>, compress:
         // The compression middleware leaves answers that name their encoding alone.
         r.insert_header(("content-encoding", "identity"));
     }
-    r.content_type("text/event-stream")
+    r.content_type(content_type)
         .insert_header(("cache-control", "no-cache"))
         .insert_header(("x-accel-buffering", "no"))
         .streaming(stream)

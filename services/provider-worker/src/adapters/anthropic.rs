@@ -11,7 +11,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::future::LocalBoxFuture;
 use llmr_protocol::anthropic::{self, Stream};
-use llmr_protocol::{ApiError, Endpoint, Usage, now_ms};
+use llmr_protocol::{ApiError, Endpoint, NativeApi, Usage, now_ms};
 use serde_json::Value;
 
 use super::openai::broken;
@@ -40,10 +40,7 @@ async fn call(c: Call<'_>) -> AttemptResult {
         );
         return Err(AttemptError::client(e, "not a chat completion"));
     }
-    let chat: Value = serde_json::from_slice(&env.body)
-        .map_err(|e| AttemptError::local(ApiError::invalid(format!("invalid body: {e}"), None), "invalid body"))?;
-    let mut body =
-        anthropic::request(&chat, &c.attempt.model).map_err(|e| AttemptError::client(e, "untranslatable"))?;
+    let mut body = request_body(&c)?;
     body["stream"] = Value::Bool(env.meta.stream);
     let mut resp = send(&c, body).await?;
     let created = now_ms() / 1000;
@@ -79,6 +76,20 @@ async fn call(c: Call<'_>) -> AttemptResult {
         c.out,
     )
     .await
+}
+
+/// The Messages request: the client's own when it spoke Anthropic's API (thinking,
+/// cache_control and the rest intact), else the chat body translated.
+fn request_body(c: &Call<'_>) -> Result<Value, AttemptError> {
+    let invalid = |e: serde_json::Error| AttemptError::local(ApiError::invalid(format!("invalid body: {e}"), None), "invalid body");
+    let meta = &c.env.meta;
+    if meta.native_api == NativeApi::Anthropic && !meta.native.is_empty() {
+        let mut body: Value = serde_json::from_slice(&meta.native).map_err(invalid)?;
+        body["model"] = Value::from(c.attempt.model.as_str());
+        return Ok(body);
+    }
+    let chat: Value = serde_json::from_slice(&c.env.body).map_err(invalid)?;
+    anthropic::request(&chat, &c.attempt.model).map_err(|e| AttemptError::client(e, "untranslatable"))
 }
 
 /// POSTs the Messages request (`x-api-key`, `anthropic-version`); faults as `http` maps them.

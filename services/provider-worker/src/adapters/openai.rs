@@ -82,6 +82,7 @@ pub(super) async fn send(
 
 async fn call(c: Call<'_>) -> AttemptResult {
     if c.provider.responses
+        && c.env.meta.native_api == llmr_protocol::NativeApi::Responses
         && !c.env.meta.native.is_empty()
         && let Some(body) = super::openai_responses::body(&c.env.meta.native, &c.attempt.provider, &c.attempt.model)
     {

@@ -4,6 +4,8 @@
 //! finish_reason, usage), and the stream (message_start, content_block_*, message_delta,
 //! message_stop, ping, error → OpenAI chunks, usage from message_start + message_delta).
 
+pub mod front;
+
 use serde_json::{Map, Value, json};
 
 use crate::ApiError;
@@ -171,10 +173,16 @@ pub fn completion(msg: &Value, model: &str, created: u64) -> Value {
     let mut text = String::new();
     let mut reasoning = String::new();
     let mut calls = Vec::new();
+    // Thinking blocks whole (signature, redacted data), for Anthropic clients to send back.
+    let mut thinking = Vec::new();
     for b in msg["content"].as_array().into_iter().flatten() {
         match b["type"].as_str() {
             Some("text") => text.push_str(b["text"].as_str().unwrap_or_default()),
-            Some("thinking") => reasoning.push_str(b["thinking"].as_str().unwrap_or_default()),
+            Some("thinking") => {
+                reasoning.push_str(b["thinking"].as_str().unwrap_or_default());
+                thinking.push(b.clone());
+            }
+            Some("redacted_thinking") => thinking.push(b.clone()),
             Some("tool_use") => calls.push(json!({"id": b["id"], "type": "function",
                 "function": {"name": b["name"], "arguments": b["input"].to_string()}})),
             _ => {}
@@ -183,6 +191,9 @@ pub fn completion(msg: &Value, model: &str, created: u64) -> Value {
     let mut message = json!({"role": "assistant", "content": if text.is_empty() && !calls.is_empty() { Value::Null } else { json!(text) }});
     if !reasoning.is_empty() {
         message["reasoning_content"] = json!(reasoning);
+    }
+    if !thinking.is_empty() {
+        message["thinking_blocks"] = Value::from(thinking);
     }
     if !calls.is_empty() {
         message["tool_calls"] = Value::from(calls);
@@ -262,9 +273,16 @@ impl Stream {
                     None,
                 ));
             }
+            "content_block_start" if e["content_block"]["type"] == "redacted_thinking" => {
+                out.push(self.chunk(json!({"thinking_blocks": [e["content_block"]]}), None));
+            }
             "content_block_delta" => {
                 let d = &e["delta"];
                 match d["type"].as_str() {
+                    Some("signature_delta") => out.push(self.chunk(
+                        json!({"thinking_blocks": [{"type": "thinking", "thinking": "", "signature": d["signature"]}]}),
+                        None,
+                    )),
                     Some("text_delta") => out.push(self.chunk(json!({"content": d["text"]}), None)),
                     Some("thinking_delta") => out.push(self.chunk(json!({"reasoning_content": d["thinking"]}), None)),
                     Some("input_json_delta") => {

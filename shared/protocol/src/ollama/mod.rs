@@ -4,6 +4,8 @@
 //! `keep_alive` passed through), `response_format` as `format`; answers and stream lines back
 //! as OpenAI shapes with usage from `prompt_eval_count` / `eval_count`.
 
+pub mod front;
+
 use serde_json::{Map, Value, json};
 
 /// An OpenAI chat completion request as an Ollama `/api/chat` request for `model`.

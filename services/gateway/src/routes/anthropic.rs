@@ -1,0 +1,97 @@
+//! Anthropic's Messages API as a front door: `POST /v1/messages` (plain, and streamed as
+//! Anthropic's event sequence) and `POST /v1/messages/count_tokens`. The body is translated
+//! by `llmr_protocol::anthropic::front` into a chat completion that is routed like any other
+//! (groups, failover, usage); the client's own body travels beside it, so an Anthropic
+//! target gets it intact. Errors are in Anthropic's shape.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use bytes::Bytes;
+use llmr_protocol::anthropic::front::{self, Events};
+use llmr_protocol::openai::ChatCompletion;
+use llmr_protocol::{ApiError, Endpoint, NativeApi, chat};
+use serde_json::{Value, json};
+
+use super::sse::{Dialect, relay};
+use crate::error::{Wire, WireError};
+use crate::{AppState, HttpError};
+
+/// A JSON object body, or a 400.
+pub fn json_body(raw: &[u8]) -> Result<Value, HttpError> {
+    serde_json::from_slice(raw)
+        .map_err(|e| HttpError(ApiError::invalid(format!("The request body is not valid JSON: {e}"), None)))
+}
+
+/// `POST /v1/messages`.
+pub async fn messages(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, WireError> {
+    serve(&req, payload, &state).await.map_err(WireError::to(Wire::Anthropic))
+}
+
+async fn serve(req: &HttpRequest, payload: web::Payload, state: &AppState) -> Result<HttpResponse, HttpError> {
+    let raw = super::read_body(req, payload, state.settings.server.max_body_bytes).await?;
+    let native = json_body(&raw)?;
+    let body = Bytes::from(front::chat_request(&native)?.to_string());
+    let parsed = chat::parse(&body)?.into_owned();
+    let estimate = chat::estimate_tokens(body.len());
+    let mut p = super::chat::publish(req, state, body, parsed, Endpoint::Chat, Some((raw, NativeApi::Anthropic))).await?;
+    let events = Box::new(Events::new(&p.model, estimate));
+    if p.streams() {
+        p.first_token();
+        let compress = super::sse::compress_stream(req);
+        return Ok(relay(p.call, Dialect::Anthropic(events), p.head.cache, compress));
+    }
+    let (status, answer) = p.body().await?;
+    if status >= 400 {
+        return Err(HttpError(ApiError::UpstreamRejected {
+            status,
+            body: String::from_utf8_lossy(&answer).into_owned(),
+        }));
+    }
+    let completion: Value = serde_json::from_slice(&answer).map_err(|e| {
+        HttpError(ApiError::Upstream {
+            message: format!("unreadable completion: {e}"),
+        })
+    })?;
+    if p.stream {
+        // Asked for a stream, answered whole (a cached answer): the same events at once.
+        return Ok(whole_as_events(events, &answer));
+    }
+    Ok(HttpResponse::Ok().json(front::message(&completion, &p.model)))
+}
+
+/// A whole completion as one burst of Anthropic events.
+fn whole_as_events(mut events: Box<Events>, answer: &[u8]) -> HttpResponse {
+    let mut out = Vec::new();
+    if let Ok(c) = serde_json::from_slice::<ChatCompletion>(answer) {
+        for chunk in c.to_chunks(true) {
+            let v = serde_json::to_value(&chunk).unwrap_or_default();
+            front::sse(&events.chunk(&v), &mut out);
+        }
+    }
+    front::sse(&events.finish(), &mut out);
+    HttpResponse::Ok().content_type("text/event-stream").body(out)
+}
+
+/// `POST /v1/messages/count_tokens`: an estimate from the translated request's size (a
+/// quarter of its JSON bytes), the same the gateway uses everywhere it has no tokenizer.
+pub async fn count_tokens(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, WireError> {
+    let count = async {
+        let raw = super::read_body(&req, payload, state.settings.server.max_body_bytes).await?;
+        let mut native = json_body(&raw)?;
+        // count_tokens takes no max_tokens.
+        if native.is_object() && native.get("max_tokens").is_none() {
+            native["max_tokens"] = json!(1);
+        }
+        let body = front::chat_request(&native)?.to_string();
+        Ok::<_, HttpError>(chat::estimate_tokens(body.len()))
+    };
+    let n = count.await.map_err(WireError::to(Wire::Anthropic))?;
+    Ok(HttpResponse::Ok().json(json!({"input_tokens": n})))
+}

@@ -1,0 +1,183 @@
+//! Ollama's API as a front door — `POST /api/chat`, `/api/generate` (NDJSON streaming,
+//! Ollama's default, or one object), `/api/embed`, `/api/show`, `GET /api/tags`, `/api/ps`,
+//! `/api/version` — and LM Studio's `GET /api/v0/models`. Bodies are translated by
+//! `llmr_protocol::ollama::front` and routed like chat completions and embeddings (groups,
+//! failover, usage); errors are Ollama's `{"error": "…"}`.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use bytes::Bytes;
+use llmr_protocol::ollama::front::{self, Api, Lines};
+use llmr_protocol::{ApiError, Endpoint, chat, endpoints};
+use serde_json::{Value, json};
+
+use super::anthropic::json_body;
+use super::sse::{Dialect, relay};
+use crate::error::{Wire, WireError};
+use crate::{AppState, HttpError};
+
+const WIRE: fn(HttpError) -> WireError = |e| WireError {
+    wire: Wire::Ollama,
+    error: e.0,
+};
+
+/// `POST /api/chat`.
+pub async fn chat(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> Result<HttpResponse, WireError> {
+    generate_or_chat(&req, payload, &state, Api::Chat).await.map_err(WIRE)
+}
+
+/// `POST /api/generate`.
+pub async fn generate(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, WireError> {
+    generate_or_chat(&req, payload, &state, Api::Generate).await.map_err(WIRE)
+}
+
+async fn generate_or_chat(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+    api: Api,
+) -> Result<HttpResponse, HttpError> {
+    let raw = super::read_body(req, payload, state.settings.server.max_body_bytes).await?;
+    let native = json_body(&raw)?;
+    let translated = match api {
+        Api::Chat => front::chat_request(&native)?,
+        Api::Generate => front::generate_request(&native)?,
+    };
+    let body = Bytes::from(translated.to_string());
+    let parsed = chat::parse(&body)?.into_owned();
+    let mut p = super::chat::publish(req, state, body, parsed, Endpoint::Chat, None).await?;
+    let model = native["model"].as_str().unwrap_or_default().to_owned();
+    if p.streams() {
+        p.first_token();
+        let lines = Box::new(Lines::new(api, &model));
+        return Ok(relay(p.call, Dialect::Ollama(lines), p.head.cache, false));
+    }
+    let completion = whole(&mut p).await?;
+    let answer = front::answer(api, &completion, &model, p.started.elapsed().as_nanos() as u64);
+    if p.stream {
+        // Asked for a stream, answered whole (a cached answer): one final line.
+        return Ok(HttpResponse::Ok()
+            .content_type("application/x-ndjson")
+            .body(format!("{answer}\n")));
+    }
+    Ok(HttpResponse::Ok().json(answer))
+}
+
+/// A non-streamed answer's JSON, or its error.
+async fn whole(p: &mut super::chat::Published) -> Result<Value, HttpError> {
+    let (status, body) = p.body().await?;
+    if status >= 400 {
+        return Err(HttpError(ApiError::UpstreamRejected {
+            status,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        }));
+    }
+    serde_json::from_slice(&body).map_err(|e| {
+        HttpError(ApiError::Upstream {
+            message: format!("unreadable answer: {e}"),
+        })
+    })
+}
+
+/// `POST /api/embed`.
+pub async fn embed(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> Result<HttpResponse, WireError> {
+    let serve = async {
+        let raw = super::read_body(&req, payload, state.settings.server.max_body_bytes).await?;
+        let native = json_body(&raw)?;
+        let body = Bytes::from(front::embed_request(&native)?.to_string());
+        let parsed = endpoints::embeddings(&body)?;
+        let mut p = super::chat::publish(&req, &state, body, parsed, Endpoint::Embeddings, None).await?;
+        let v = whole(&mut p).await?;
+        let model = native["model"].as_str().unwrap_or_default();
+        Ok::<_, HttpError>(HttpResponse::Ok().json(front::embed_answer(&v, model, p.started.elapsed().as_nanos() as u64)))
+    };
+    serve.await.map_err(WIRE)
+}
+
+/// The model names clients may ask for, and each one's context window when known.
+async fn models(state: &AppState) -> Result<Vec<(String, Option<u64>)>, HttpError> {
+    let catalog = super::models::catalog(state).await?;
+    Ok(catalog
+        .into_iter()
+        .map(|(name, owner)| {
+            let window = context_window(state, &name, &owner);
+            (name, window)
+        })
+        .collect())
+}
+
+/// A model's context window: its provider's, or for a group its first target's.
+fn context_window(state: &AppState, name: &str, owner: &str) -> Option<u64> {
+    let s = &state.settings;
+    let (provider, model) = match s.models.iter().find(|g| g.name == name) {
+        Some(g) => {
+            let t = g.targets.first()?;
+            (t.provider.as_str(), t.model.as_str())
+        }
+        None => (owner, name),
+    };
+    s.providers().find(|p| p.name == provider)?.context_window_of(model)
+}
+
+/// `GET /api/tags`.
+pub async fn tags(state: web::Data<AppState>) -> Result<HttpResponse, WireError> {
+    let list = models(&state).await.map_err(WIRE)?;
+    let entries: Vec<Value> = list.iter().map(|(m, _)| front::model_entry(m)).collect();
+    Ok(HttpResponse::Ok().json(json!({"models": entries})))
+}
+
+/// `GET /api/ps`: the model groups, which are always ready.
+pub async fn ps(state: web::Data<AppState>) -> HttpResponse {
+    let entries: Vec<Value> = state
+        .settings
+        .models
+        .iter()
+        .map(|g| {
+            let mut e = front::model_entry(&g.name);
+            e["expires_at"] = json!("2999-01-01T00:00:00Z");
+            e["size_vram"] = json!(0);
+            e
+        })
+        .collect();
+    HttpResponse::Ok().json(json!({"models": entries}))
+}
+
+/// `GET /api/version`.
+pub async fn version() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"version": front::VERSION}))
+}
+
+/// `POST /api/show`.
+pub async fn show(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> Result<HttpResponse, WireError> {
+    let serve = async {
+        let raw = super::read_body(&req, payload, state.settings.server.max_body_bytes).await?;
+        let body = json_body(&raw)?;
+        let name = body["model"]
+            .as_str()
+            .or(body["name"].as_str())
+            .ok_or_else(|| HttpError(ApiError::invalid("`model` is required.", Some("model"))))?;
+        let list = models(&state).await?;
+        match list.iter().find(|(m, _)| m == name) {
+            Some((m, window)) => Ok(HttpResponse::Ok().json(front::show(m, *window))),
+            None => Err(HttpError(ApiError::NotFound {
+                message: format!("model '{name}' not found"),
+            })),
+        }
+    };
+    serve.await.map_err(WIRE)
+}
+
+/// LM Studio's `GET /api/v0/models`.
+pub async fn lmstudio_models(state: web::Data<AppState>) -> Result<HttpResponse, WireError> {
+    let list = models(&state).await.map_err(WIRE)?;
+    let data: Vec<Value> = list.iter().map(|(m, w)| front::lmstudio_entry(m, *w)).collect();
+    Ok(HttpResponse::Ok().json(json!({"object": "list", "data": data})))
+}
+
+/// `GET /` and `HEAD /`, as Ollama answers them (clients probe it).
+pub async fn root() -> HttpResponse {
+    HttpResponse::Ok().content_type("text/plain").body("Ollama is running")
+}
