@@ -314,6 +314,10 @@ pub struct GroupTarget {
     /// For `weighted`; defaults to the provider's weight.
     #[serde(default)]
     pub weight: Option<u32>,
+    /// `false` for a model without native tool calling: requests with tools get them
+    /// described in the system prompt, and its XML tool-call blocks come back as tool calls.
+    #[serde(default = "yes")]
+    pub supports_tools: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

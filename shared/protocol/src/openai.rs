@@ -273,7 +273,8 @@ fn to_bytes<T: Serialize>(v: &T) -> bytes::Bytes {
 
 /// The `data:` payloads of SSE text made by [`sse`] (whole events, as reply frames carry them).
 pub fn sse_payloads(text: &[u8]) -> impl Iterator<Item = &[u8]> {
-    text.split(|b| *b == b'\n').filter_map(|line| line.strip_prefix(b"data: "))
+    text.split(|b| *b == b'\n')
+        .filter_map(|line| line.strip_prefix(b"data: "))
 }
 
 /// The SSE text of `payloads`: `data: …\n\n` each.

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use bytes::Bytes;
-use llmr_protocol::{Attempt, CallerId, Endpoint, Envelope, Kind, Meta, Plan, ToolMode, TraceContext, chat};
+use llmr_protocol::{Attempt, CallerId, Endpoint, Envelope, Kind, Meta, NativeApi, Plan, ToolMode, TraceContext, chat};
 use proptest::prelude::*;
 use uuid::Uuid;
 
@@ -62,6 +62,8 @@ prop_compose! {
                 plan,
                 mode: if discovery { ToolMode::Discovery } else { ToolMode::Standard },
                 cache,
+                // The API is only sent beside a native body.
+                native_api: if !native.is_empty() && id % 2 == 1 { NativeApi::Anthropic } else { NativeApi::Responses },
                 native: Bytes::from(native),
                 endpoint: [Endpoint::Chat, Endpoint::Embeddings, Endpoint::Completions][(id % 3) as usize],
             },

@@ -17,8 +17,12 @@ use crate::{AppState, HttpError};
 
 /// A JSON object body, or a 400.
 pub fn json_body(raw: &[u8]) -> Result<Value, HttpError> {
-    serde_json::from_slice(raw)
-        .map_err(|e| HttpError(ApiError::invalid(format!("The request body is not valid JSON: {e}"), None)))
+    serde_json::from_slice(raw).map_err(|e| {
+        HttpError(ApiError::invalid(
+            format!("The request body is not valid JSON: {e}"),
+            None,
+        ))
+    })
 }
 
 /// `POST /v1/messages`.
@@ -27,7 +31,9 @@ pub async fn messages(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, WireError> {
-    serve(&req, payload, &state).await.map_err(WireError::to(Wire::Anthropic))
+    serve(&req, payload, &state)
+        .await
+        .map_err(WireError::to(Wire::Anthropic))
 }
 
 async fn serve(req: &HttpRequest, payload: web::Payload, state: &AppState) -> Result<HttpResponse, HttpError> {
@@ -36,12 +42,25 @@ async fn serve(req: &HttpRequest, payload: web::Payload, state: &AppState) -> Re
     let body = Bytes::from(front::chat_request(&native)?.to_string());
     let parsed = chat::parse(&body)?.into_owned();
     let estimate = chat::estimate_tokens(body.len());
-    let mut p = super::chat::publish(req, state, body, parsed, Endpoint::Chat, Some((raw, NativeApi::Anthropic))).await?;
-    let events = Box::new(Events::new(&p.model, estimate));
+    let mut p = super::chat::publish(
+        req,
+        state,
+        body,
+        parsed,
+        Endpoint::Chat,
+        Some((raw, NativeApi::Anthropic)),
+    )
+    .await?;
+    let events = Events::new(&p.model, estimate);
     if p.streams() {
         p.first_token();
         let compress = super::sse::compress_stream(req);
-        return Ok(relay(p.call, Dialect::Anthropic(events), p.head.cache, compress));
+        return Ok(relay(
+            p.call,
+            Dialect::Anthropic(Box::new(events)),
+            p.head.cache,
+            compress,
+        ));
     }
     let (status, answer) = p.body().await?;
     if status >= 400 {
@@ -63,7 +82,7 @@ async fn serve(req: &HttpRequest, payload: web::Payload, state: &AppState) -> Re
 }
 
 /// A whole completion as one burst of Anthropic events.
-fn whole_as_events(mut events: Box<Events>, answer: &[u8]) -> HttpResponse {
+fn whole_as_events(mut events: Events, answer: &[u8]) -> HttpResponse {
     let mut out = Vec::new();
     if let Ok(c) = serde_json::from_slice::<ChatCompletion>(answer) {
         for chunk in c.to_chunks(true) {

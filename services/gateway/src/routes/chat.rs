@@ -133,7 +133,12 @@ async fn serve(
     if p.streams() {
         p.first_token();
         let compress = super::sse::compress_stream(req);
-        return Ok(super::sse::relay(p.call, super::sse::Dialect::Chat, p.head.cache, compress));
+        return Ok(super::sse::relay(
+            p.call,
+            super::sse::Dialect::Chat,
+            p.head.cache,
+            compress,
+        ));
     }
     let (status, body) = p.body().await?;
     if state.settings.telemetry.log_content {

@@ -21,7 +21,11 @@ const WIRE: fn(HttpError) -> WireError = |e| WireError {
 };
 
 /// `POST /api/chat`.
-pub async fn chat(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> Result<HttpResponse, WireError> {
+pub async fn chat(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, WireError> {
     generate_or_chat(&req, payload, &state, Api::Chat).await.map_err(WIRE)
 }
 
@@ -31,7 +35,9 @@ pub async fn generate(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, WireError> {
-    generate_or_chat(&req, payload, &state, Api::Generate).await.map_err(WIRE)
+    generate_or_chat(&req, payload, &state, Api::Generate)
+        .await
+        .map_err(WIRE)
 }
 
 async fn generate_or_chat(
@@ -83,7 +89,11 @@ async fn whole(p: &mut super::chat::Published) -> Result<Value, HttpError> {
 }
 
 /// `POST /api/embed`.
-pub async fn embed(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> Result<HttpResponse, WireError> {
+pub async fn embed(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, WireError> {
     let serve = async {
         let raw = super::read_body(&req, payload, state.settings.server.max_body_bytes).await?;
         let native = json_body(&raw)?;
@@ -92,7 +102,11 @@ pub async fn embed(req: HttpRequest, payload: web::Payload, state: web::Data<App
         let mut p = super::chat::publish(&req, &state, body, parsed, Endpoint::Embeddings, None).await?;
         let v = whole(&mut p).await?;
         let model = native["model"].as_str().unwrap_or_default();
-        Ok::<_, HttpError>(HttpResponse::Ok().json(front::embed_answer(&v, model, p.started.elapsed().as_nanos() as u64)))
+        Ok::<_, HttpError>(HttpResponse::Ok().json(front::embed_answer(
+            &v,
+            model,
+            p.started.elapsed().as_nanos() as u64,
+        )))
     };
     serve.await.map_err(WIRE)
 }
@@ -151,7 +165,11 @@ pub async fn version() -> HttpResponse {
 }
 
 /// `POST /api/show`.
-pub async fn show(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> Result<HttpResponse, WireError> {
+pub async fn show(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, WireError> {
     let serve = async {
         let raw = super::read_body(&req, payload, state.settings.server.max_body_bytes).await?;
         let body = json_body(&raw)?;

@@ -81,7 +81,9 @@ async fn call(c: Call<'_>) -> AttemptResult {
 /// The Messages request: the client's own when it spoke Anthropic's API (thinking,
 /// cache_control and the rest intact), else the chat body translated.
 fn request_body(c: &Call<'_>) -> Result<Value, AttemptError> {
-    let invalid = |e: serde_json::Error| AttemptError::local(ApiError::invalid(format!("invalid body: {e}"), None), "invalid body");
+    let invalid = |e: serde_json::Error| {
+        AttemptError::local(ApiError::invalid(format!("invalid body: {e}"), None), "invalid body")
+    };
     let meta = &c.env.meta;
     if meta.native_api == NativeApi::Anthropic && !meta.native.is_empty() {
         let mut body: Value = serde_json::from_slice(&meta.native).map_err(invalid)?;

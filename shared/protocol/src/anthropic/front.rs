@@ -74,7 +74,12 @@ fn user_turn(m: &Value, at: &str, out: &mut Vec<Value>) -> Result<(), ApiError> 
             Some("document") if b["source"]["type"] == "text" => {
                 parts.push(json!({"type": "text", "text": b["source"]["data"]}));
             }
-            Some(other) => return Err(invalid(format!("Content blocks of type `{other}` are not supported."), &at)),
+            Some(other) => {
+                return Err(invalid(
+                    format!("Content blocks of type `{other}` are not supported."),
+                    &at,
+                ));
+            }
             None => return Err(invalid("A content block needs a `type`.", &at)),
         }
     }
@@ -112,7 +117,9 @@ fn tools(req: &Value) -> Result<Option<Value>, ApiError> {
     let Some(list) = req.get("tools").filter(|t| !t.is_null()) else {
         return Ok(None);
     };
-    let list = list.as_array().ok_or_else(|| invalid("`tools` must be an array.", "tools"))?;
+    let list = list
+        .as_array()
+        .ok_or_else(|| invalid("`tools` must be an array.", "tools"))?;
     let mut out = Vec::new();
     for (i, t) in list.iter().enumerate() {
         // Server tools (web_search_…, bash_…) have a versioned type and no input_schema.
@@ -327,10 +334,13 @@ impl Events {
         if let Some(m) = chunk["model"].as_str().filter(|m| !m.is_empty()) {
             m.clone_into(&mut self.model);
         }
-        out.push(("message_start", json!({"type": "message_start", "message": {
+        out.push((
+            "message_start",
+            json!({"type": "message_start", "message": {
             "id": message_id(chunk["id"].as_str().unwrap_or_default()), "type": "message", "role": "assistant",
             "model": self.model, "content": [], "stop_reason": null, "stop_sequence": null,
-            "usage": {"input_tokens": self.input_tokens, "output_tokens": 0}}})));
+            "usage": {"input_tokens": self.input_tokens, "output_tokens": 0}}}),
+        ));
     }
 
     fn close(&mut self, out: &mut Vec<(&'static str, Value)>) {
@@ -380,7 +390,11 @@ impl Events {
         };
         let d = &choice["delta"];
         if let Some(r) = d["reasoning_content"].as_str().filter(|r| !r.is_empty()) {
-            let i = self.open(Open::Thinking, json!({"type": "thinking", "thinking": "", "signature": ""}), &mut out);
+            let i = self.open(
+                Open::Thinking,
+                json!({"type": "thinking", "thinking": "", "signature": ""}),
+                &mut out,
+            );
             out.push(Self::delta(i, json!({"type": "thinking_delta", "thinking": r})));
         }
         for b in d["thinking_blocks"].as_array().into_iter().flatten() {
@@ -389,7 +403,11 @@ impl Events {
                 self.open(Open::Redacted, b.clone(), &mut out);
                 self.close(&mut out);
             } else if let Some(sig) = b["signature"].as_str().filter(|s| !s.is_empty()) {
-                let i = self.open(Open::Thinking, json!({"type": "thinking", "thinking": "", "signature": ""}), &mut out);
+                let i = self.open(
+                    Open::Thinking,
+                    json!({"type": "thinking", "thinking": "", "signature": ""}),
+                    &mut out,
+                );
                 out.push(Self::delta(i, json!({"type": "signature_delta", "signature": sig})));
             }
         }
@@ -402,7 +420,10 @@ impl Events {
             let block = json!({"type": "tool_use", "id": c["id"], "name": c["function"]["name"], "input": {}});
             let i = self.open(Open::Tool(n), block, &mut out);
             if let Some(args) = c["function"]["arguments"].as_str().filter(|a| !a.is_empty()) {
-                out.push(Self::delta(i, json!({"type": "input_json_delta", "partial_json": args})));
+                out.push(Self::delta(
+                    i,
+                    json!({"type": "input_json_delta", "partial_json": args}),
+                ));
             }
         }
         if let Some(f) = choice["finish_reason"].as_str() {
@@ -417,9 +438,12 @@ impl Events {
         let mut out = Vec::new();
         self.start(&Value::Null, &mut out);
         self.close(&mut out);
-        out.push(("message_delta", json!({"type": "message_delta",
+        out.push((
+            "message_delta",
+            json!({"type": "message_delta",
             "delta": {"stop_reason": self.stop.unwrap_or("end_turn"), "stop_sequence": null},
-            "usage": {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens}})));
+            "usage": {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens}}),
+        ));
         out.push(("message_stop", json!({"type": "message_stop"})));
         out
     }

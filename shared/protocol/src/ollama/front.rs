@@ -96,7 +96,12 @@ fn messages(list: &[Value]) -> Result<Vec<Value>, ApiError> {
                 };
                 out.push(json!({"role": "tool", "tool_call_id": id, "content": text}));
             }
-            _ => return Err(invalid("`role` must be system, user, assistant or tool.", &format!("messages.{i}.role"))),
+            _ => {
+                return Err(invalid(
+                    "`role` must be system, user, assistant or tool.",
+                    &format!("messages.{i}.role"),
+                ));
+            }
         }
     }
     Ok(out)
@@ -105,7 +110,12 @@ fn messages(list: &[Value]) -> Result<Vec<Value>, ApiError> {
 /// `options`, `format` and `stream` onto an OpenAI body.
 fn options(req: &Value, out: &mut Map<String, Value>) {
     let o = &req["options"];
-    for (from, to) in [("temperature", "temperature"), ("top_p", "top_p"), ("seed", "seed"), ("num_predict", "max_tokens")] {
+    for (from, to) in [
+        ("temperature", "temperature"),
+        ("top_p", "top_p"),
+        ("seed", "seed"),
+        ("num_predict", "max_tokens"),
+    ] {
         if let Some(v) = o.get(from).filter(|v| !v.is_null()) {
             out.insert(to.into(), v.clone());
         }
@@ -302,7 +312,8 @@ impl Lines {
         for c in d["tool_calls"].as_array().into_iter().flatten() {
             let i = c["index"].as_u64().unwrap_or(0) as usize;
             if self.calls.len() <= i {
-                self.calls.resize(i + 1, json!({"function": {"name": "", "arguments": ""}}));
+                self.calls
+                    .resize(i + 1, json!({"function": {"name": "", "arguments": ""}}));
             }
             let f = &mut self.calls[i]["function"];
             for k in ["name", "arguments"] {
@@ -386,7 +397,10 @@ mod tests {
         assert!(c.get("top_k").is_none());
         assert_eq!(c["response_format"]["type"], "json_object");
         let m = c["messages"].as_array().unwrap();
-        assert_eq!(m[0]["content"][1]["image_url"]["url"], "data:image/png;base64,iVBORw0KGgo");
+        assert_eq!(
+            m[0]["content"][1]["image_url"]["url"],
+            "data:image/png;base64,iVBORw0KGgo"
+        );
         assert_eq!(m[1]["tool_calls"][0]["function"]["arguments"], "{\"x\":1}");
         assert_eq!(m[2]["tool_call_id"], m[1]["tool_calls"][0]["id"]);
         let g = generate_request(&json!({"model": "m", "prompt": "hi", "system": "s", "stream": false})).unwrap();
@@ -406,7 +420,10 @@ mod tests {
         assert_eq!(lines[0]["message"]["content"], "Hi");
         let last = l.finish();
         assert_eq!(last["done"], true);
-        assert_eq!(last["message"]["tool_calls"][0]["function"]["arguments"], json!({"x": 1}));
+        assert_eq!(
+            last["message"]["tool_calls"][0]["function"]["arguments"],
+            json!({"x": 1})
+        );
         assert_eq!(last["prompt_eval_count"], 4);
         assert_eq!(last["eval_count"], 2);
         let g = answer(
