@@ -19,10 +19,10 @@ def running(mode):
     stack = Stack()
     port = free_port()
     env = dict(os.environ, LLMR__SERVER__PORT=str(port), LLMR__SERVER__TOKEN=TOKEN, RUST_LOG="warn",
-               MOCK_ANTHROPIC_KEY="sk-ant-mock")
+               MOCK_ANTHROPIC_KEY="sk-ant-mock", LLMR__SERVER__REQUEST_TIMEOUT_MS="30000")
     try:
         binary()
-        start_llmrouter(stack, mode, port, env, config=config)
+        start_llmrouter(stack, mode, port, env, roles=("router", "worker", "mcp-tools", "gateway"), config=config)
         yield f"http://127.0.0.1:{port}", upstream
     finally:
         stack.stop()

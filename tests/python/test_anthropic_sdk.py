@@ -149,3 +149,17 @@ def test_errors_have_anthropics_shape(client, gw):
     r = httpx.post(f"{gw[0]}/v1/messages", headers={"authorization": f"Bearer {TOKEN}"},
                    json={"model": "claude", "max_tokens": 10, "messages": [{"role": "user", "content": "bearer"}]})
     assert r.status_code == 200 and r.json()["content"][0]["text"].endswith("bearer")
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_xml_tool_calls_of_a_model_without_tools_come_back_as_tool_use(client, stream):
+    messages = [{"role": "user", "content": "weather in Oslo?"}]
+    if stream:
+        with client.messages.stream(model="xml", max_tokens=100, tools=[WEATHER], messages=messages) as s:
+            m = s.get_final_message()
+    else:
+        m = client.messages.create(model="xml", max_tokens=100, tools=[WEATHER], messages=messages)
+    assert m.stop_reason == "tool_use"
+    assert [b.text for b in m.content if b.type == "text"] in (["Let me check. "], ["Let me check."])
+    use = [b for b in m.content if b.type == "tool_use"][0]
+    assert use.name == "get_weather" and use.input == {"city": "Oslo"}

@@ -84,8 +84,11 @@ def openai_deltas(req):
     if req["model"].startswith("xml-"):
         if req.get("tools"):
             raise AssertionError("a target without native tools was sent `tools`")
-        if last["role"] == "user" and "<tool_result" not in str(last["content"]):
-            text = 'Let me check. <tool_call>{"name": "get_weather", "arguments": {"city": "Oslo"}}</tool_call>'
+        prompt = msgs[0]["content"] if msgs[0]["role"] == "system" else ""
+        names = [line[2:].split(":")[0] for line in prompt.splitlines() if line.startswith("- ")]
+        if names and last["role"] == "user" and "<tool_result" not in str(last["content"]):
+            args = {"expression": "6*7"} if "calculator" in names[0] else {"city": "Oslo"}
+            text = f'Let me check. <tool_call>{json.dumps({"name": names[0], "arguments": args})}</tool_call>'
         else:
             text = f"saw {len(msgs)} messages; last: {last_text(last['content'])}"
         # Split mid-tag, as a real stream would.
@@ -202,6 +205,11 @@ targets = [{{ provider = "gpt-up", model = "gpt-broken" }}, {{ provider = "claud
 [[models]]
 name = "xml"
 targets = [{{ provider = "gpt-up", model = "xml-model", supports_tools = false }}]
+
+[[models]]
+name = "xml-loop"
+targets = [{{ provider = "gpt-up", model = "xml-model", supports_tools = false }}]
+tools = ["calculator"]
 
 [[models]]
 name = "emb"

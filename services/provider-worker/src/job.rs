@@ -284,6 +284,15 @@ async fn run_attempt<'a>(
     let timeout = Duration::from_millis(limit.max(1));
     let trace = llmr_telemetry::context(&span, &env.trace);
     let started = Instant::now();
+    let xml = attempt.xml_tools.then(|| xml_tools(env)).flatten();
+    let env = match &xml {
+        Some(e) => {
+            let parser = llmr_protocol::xmltools::Parser::new(&env.id.simple().to_string()[20..]);
+            out.set_rewrite(Some(Box::new(parser)));
+            e
+        }
+        None => env,
+    };
     let call = Call {
         env,
         attempt,
@@ -302,6 +311,7 @@ async fn run_attempt<'a>(
         Err(_) if limit < remaining => Err(AttemptError::broken_after_start(slow())),
         Err(_) => Err(AttemptError::local(ApiError::DeadlineExceeded, "deadline passed")),
     };
+    out.set_rewrite(None);
     record_outcome(&span, &result);
     Tried {
         attempt,
@@ -309,6 +319,20 @@ async fn run_attempt<'a>(
         result,
         took: started.elapsed(),
     }
+}
+
+/// The job as a model without native tools gets it (`xmltools`): None when it offers no
+/// tools. Its native body is dropped: the rewritten chat body is what must be sent.
+fn xml_tools(env: &Envelope) -> Option<Envelope> {
+    if env.meta.endpoint != llmr_protocol::Endpoint::Chat {
+        return None;
+    }
+    let chat: serde_json::Value = serde_json::from_slice(&env.body).ok()?;
+    let body = llmr_protocol::xmltools::request(&chat)?;
+    let mut e = env.clone();
+    e.body = bytes::Bytes::from(body.to_string());
+    e.meta.native = bytes::Bytes::new();
+    Some(e)
 }
 
 /// The CLIENT span of one attempt.

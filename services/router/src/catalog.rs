@@ -42,6 +42,8 @@ pub struct TargetSpec {
     pub keys: usize,
     /// Calls hold a slot or lock.
     pub limited: bool,
+    /// The model has no native tools: its attempts carry `xml_tools`.
+    pub xml_tools: bool,
 }
 
 impl TargetSpec {
@@ -114,6 +116,7 @@ impl Catalog {
             context_window: p.context_window_of(model),
             keys: p.resolved_keys.len(),
             limited: p.limited(),
+            xml_tools: false,
         }
     }
 
@@ -129,7 +132,10 @@ impl Catalog {
                 .filter_map(|t| {
                     entries
                         .get(&t.provider)
-                        .map(|e| Self::spec(&e.provider, &t.model, t.weight))
+                        .map(|e| TargetSpec {
+                            xml_tools: !t.supports_tools,
+                            ..Self::spec(&e.provider, &t.model, t.weight)
+                        })
                 })
                 .collect();
             return Some(Route {

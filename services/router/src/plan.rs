@@ -85,6 +85,7 @@ pub fn pick(c: &Cand<'_>, now: u64, rng: &mut impl Rng) -> Result<Attempt, Block
     }
     let mut attempt = Attempt {
         probe: t == Availability::Probe,
+        xml_tools: c.spec.xml_tools,
         ..Attempt::new(&c.spec.provider, &c.spec.model)
     };
     if c.keys.is_empty() {
@@ -287,6 +288,7 @@ mod tests {
             context_window: None,
             keys: 0,
             limited: false,
+            xml_tools: false,
         }
     }
 

@@ -6,6 +6,7 @@
 //! mcp-tools. Each method is one round trip to the bus.
 
 use bytes::Bytes;
+use llmr_protocol::xmltools::AnswerRewrite;
 use llmr_protocol::{ApiError, CacheStatus, Envelope, Frame, Head};
 use uuid::Uuid;
 
@@ -22,6 +23,8 @@ pub struct Replier {
     cache: Option<CacheStatus>,
     /// A copy of what is sent, for the response cache.
     recording: Option<Recording>,
+    /// Applied to a chat answer before it is sent (tool calls parsed from XML blocks).
+    rewrite: Option<Box<dyn AnswerRewrite>>,
 }
 
 /// What a recording Replier kept: the head's status and every chunk's data.
@@ -45,7 +48,14 @@ impl Replier {
             stream,
             cache: None,
             recording: None,
+            rewrite: None,
         }
+    }
+
+    /// Rewrites what follows (until set again) on its way out: whole bodies of status 200,
+    /// stream events, and at the end of a stream what the rewrite still holds.
+    pub fn set_rewrite(&mut self, rewrite: Option<Box<dyn AnswerRewrite>>) {
+        self.rewrite = rewrite;
     }
 
     /// The response cache's verdict, sent in the head.
@@ -121,6 +131,17 @@ impl Replier {
     /// Stream events (one SSE payload each): one chunk frame carrying them as SSE text
     /// (`data: …\n\n` each); the head goes first.
     pub async fn events(&mut self, payloads: &[Bytes]) -> Result<(), BusError> {
+        let rewritten;
+        let payloads = match &mut self.rewrite {
+            Some(r) => {
+                rewritten = r.events(payloads);
+                if rewritten.is_empty() {
+                    return Ok(());
+                }
+                rewritten.as_slice()
+            }
+            None => payloads,
+        };
         let mut frames = Vec::with_capacity(2);
         self.head_if_needed(&mut frames, 200);
         self.chunk(&mut frames, Bytes::from(llmr_protocol::openai::sse(payloads)));
@@ -138,6 +159,14 @@ impl Replier {
 
     /// A whole stream at once: head, one chunk with every event, end.
     pub async fn stream_all(&mut self, payloads: &[Bytes]) -> Result<(), BusError> {
+        let rewritten;
+        let payloads = match &mut self.rewrite {
+            Some(r) => {
+                rewritten = [r.events(payloads), r.finish()].concat();
+                rewritten.as_slice()
+            }
+            None => payloads,
+        };
         let mut frames = Vec::with_capacity(3);
         self.head_if_needed(&mut frames, 200);
         self.chunk(&mut frames, Bytes::from(llmr_protocol::openai::sse(payloads)));
@@ -146,7 +175,12 @@ impl Replier {
     }
 
     /// A whole (non-streamed) answer: head, body, end.
-    pub async fn complete(&mut self, status: u16, body: Bytes) -> Result<(), BusError> {
+    pub async fn complete(&mut self, status: u16, mut body: Bytes) -> Result<(), BusError> {
+        if status == 200
+            && let Some(r) = &mut self.rewrite
+        {
+            body = r.body(body);
+        }
         let mut frames = Vec::with_capacity(3);
         self.head_if_needed(&mut frames, status);
         self.chunk(&mut frames, body);
@@ -162,9 +196,17 @@ impl Replier {
         self.bus.reply(&self.reply_to, &frames).await
     }
 
-    /// Closes a stream.
+    /// Closes a stream (after what a rewrite still holds).
     pub async fn end(&mut self) -> Result<(), BusError> {
-        self.empty(200).await
+        let tail = self.rewrite.as_mut().map(|r| r.finish()).unwrap_or_default();
+        if tail.is_empty() {
+            return self.empty(200).await;
+        }
+        let mut frames = Vec::with_capacity(3);
+        self.head_if_needed(&mut frames, 200);
+        self.chunk(&mut frames, Bytes::from(llmr_protocol::openai::sse(&tail)));
+        self.end_frame(&mut frames);
+        self.bus.reply(&self.reply_to, &frames).await
     }
 
     /// Ends the request with an error.

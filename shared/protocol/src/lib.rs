@@ -7,17 +7,20 @@
 //! - [`envelope`]: one unit of work on a stream (`requests`, `jobs:{pool}`), flat fields.
 //! - [`frame`]: one reply frame on a caller's reply stream (head, chunk, end, error).
 //! - [`plan`]: the ordered attempts the router hands to a provider worker.
-//! - [`anthropic`]: OpenAI chat ↔ Anthropic Messages translation (request, answer, stream).
+//! - [`anthropic`]: OpenAI chat ↔ Anthropic Messages translation (request, answer, stream),
+//!   both as an upstream and as a front door (`anthropic::front`).
 //! - [`chat`]: the partial parse and validation of a chat completion request.
 //! - [`endpoints`]: the validation of embeddings and legacy completions bodies.
 //! - [`error`]: the one error type that maps every failure to OpenAI's error JSON.
 //! - [`mcp`]: MCP protocol revisions and JSON-RPC error codes.
-//! - [`ollama`]: OpenAI chat and embeddings ↔ Ollama's native API.
+//! - [`ollama`]: OpenAI chat and embeddings ↔ Ollama's native API, as an upstream and as a
+//!   front door (`ollama::front`).
 //! - [`openai`]: the OpenAI completion and chunk bodies llmrouter writes itself.
 //! - [`responses`]: Responses API operations (gateway → responses service) and event framing.
 //! - [`streams`]: stream and consumer-group names.
 //! - [`tools`]: built-in tool names and the `{namespace}_{name}` function-name rule.
 //! - [`trace`]: the W3C trace context (`traceparent`, `tracestate`) every hop carries.
+//! - [`xmltools`]: tool calls as XML blocks for models without native tools.
 
 pub mod anthropic;
 pub mod chat;
@@ -33,6 +36,7 @@ pub mod responses;
 pub mod streams;
 pub mod tools;
 pub mod trace;
+pub mod xmltools;
 
 pub use envelope::{CallerId, DecodeError, Endpoint, Envelope, Kind, Meta, NativeApi, ToolMode};
 pub use error::ApiError;

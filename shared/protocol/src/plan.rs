@@ -17,6 +17,10 @@ pub struct Attempt {
     /// Likewise for the key.
     #[serde(default, skip_serializing_if = "is_false")]
     pub probe_key: bool,
+    /// The model has no native tools (`supports_tools = false`): tools go in its prompt and
+    /// its `<tool_call>` blocks come back as tool calls (`xmltools`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub xml_tools: bool,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -37,6 +41,7 @@ impl Attempt {
             key: None,
             probe: false,
             probe_key: false,
+            xml_tools: false,
         }
     }
 }
