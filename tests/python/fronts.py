@@ -15,7 +15,7 @@ def running(mode):
     tmp = tempfile.mkdtemp(prefix="llmr-fronts-")
     config = os.path.join(tmp, "config.toml")
     with open(config, "w") as f:
-        f.write(wire_mock.config(upstream.server_port, ROOT))
+        f.write(wire_mock.config(upstream.server_port, ROOT, tmp))
     stack = Stack()
     port = free_port()
     env = dict(os.environ, LLMR__SERVER__PORT=str(port), LLMR__SERVER__TOKEN=TOKEN, RUST_LOG="warn",

@@ -9,6 +9,7 @@ turn had one). A model named `xml-*` answers a tool call as an XML block in plai
 model without native tools); `*-broken` models answer 500."""
 
 import json
+import os
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -166,11 +167,33 @@ def start():
     return server
 
 
-def config(port, root):
+def config(port, root, tmp):
     """A config with an Anthropic-type and an OpenAI-type upstream on the mock, groups over
-    them (one that fails over from a broken target), an embeddings model and a target
-    without native tools."""
+    them (one that fails over from a broken target), an embeddings model, a target without
+    native tools, prompt templates (written into `tmp`) with a text endpoint, and a model
+    catalog for a `cost` group."""
+    os.makedirs(f"{tmp}/templates", exist_ok=True)
+    with open(f"{tmp}/templates/translate.txt", "w") as f:
+        f.write("Translate the user's text into ##LANGUAGE##. Keep the ##TONE## tone.")
+    with open(f"{tmp}/templates/polite.md", "w") as f:
+        f.write("Always answer politely.")
+    with open(f"{tmp}/catalog.json", "w") as f:
+        json.dump([{"model": "gpt-mock", "context_window": 128000, "input_cost_per_token": 5e-6, "output_cost_per_token": 1.5e-5},
+                   {"model": "anthropic/claude-3-mock", "max_input_tokens": 200000, "input_cost_per_mtok": 0.25,
+                    "output_cost_per_mtok": 1.25}], f)
     return f"""
+[router]
+catalog = "{tmp}/catalog.json"
+
+[templates]
+path = "{tmp}/templates"
+
+[[text_endpoints]]
+name = "translate"
+template = "translate"
+model = "gpt"
+defaults = {{ TONE = "neutral" }}
+
 [scripting]
 tools_path = "{root}/config/tools"
 libraries_path = "{root}/config/libraries"
@@ -210,6 +233,16 @@ targets = [{{ provider = "gpt-up", model = "xml-model", supports_tools = false }
 name = "xml-loop"
 targets = [{{ provider = "gpt-up", model = "xml-model", supports_tools = false }}]
 tools = ["calculator"]
+
+[[models]]
+name = "polite"
+targets = [{{ provider = "gpt-up", model = "gpt-mock" }}]
+template = "polite"
+
+[[models]]
+name = "cheapest"
+strategy = "cost"
+targets = [{{ provider = "gpt-up", model = "gpt-mock" }}, {{ provider = "claude-up", model = "claude-3-mock" }}]
 
 [[models]]
 name = "emb"

@@ -66,6 +66,12 @@ enum Command {
         #[arg(long)]
         live: bool,
     },
+    /// Turns a LiteLLM proxy config (model_list, router_settings…) into llmrouter TOML on
+    /// stdout; what could not be mapped is listed as comments at its top (and on stderr).
+    ImportLitellm {
+        /// The LiteLLM config (YAML or JSON).
+        file: PathBuf,
+    },
     /// A sandboxed script host process (started by llmrouter itself).
     #[command(hide = true)]
     ScriptHost,
@@ -110,6 +116,27 @@ fn client(target: TargetArgs, name: String, args: Result<serde_json::Value, llmr
     }
 }
 
+/// `import-litellm`: the TOML on stdout, what was not mapped as comments above it.
+fn import_litellm(file: &std::path::Path) -> ExitCode {
+    match llmr_config::import::litellm_file(file) {
+        Ok(out) => {
+            let mut text = format!("# Imported from {} by `llmrouter import-litellm`.\n", file.display());
+            for u in &out.unmapped {
+                text.push_str(&format!("# not mapped: {u}\n"));
+                let _ = writeln!(std::io::stderr(), "not mapped: {u}");
+            }
+            text.push('\n');
+            text.push_str(&out.toml);
+            let _ = write!(std::io::stdout(), "{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "llmrouter: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -118,6 +145,7 @@ fn main() -> ExitCode {
             let args = llmrouter::cli::tool_args(args.as_deref());
             return client(target, name, args);
         }
+        Command::ImportLitellm { file } => return import_litellm(&file),
         Command::Script { file, args, target } => {
             let code = std::fs::read_to_string(&file)
                 .map_err(|e| llmrouter::cli::CliError::Usage(format!("cannot read {}: {e}", file.display())));
@@ -158,7 +186,7 @@ fn main() -> ExitCode {
         Command::Worker { pool } => Role::Worker { pool },
         Command::McpTools => Role::McpTools,
         Command::Responses => Role::Responses,
-        Command::Tool { .. } | Command::Script { .. } | Command::ScriptHost => {
+        Command::Tool { .. } | Command::Script { .. } | Command::ScriptHost | Command::ImportLitellm { .. } => {
             return ExitCode::FAILURE;
         }
     };

@@ -111,8 +111,8 @@ impl Catalog {
             pool: p.pool.clone(),
             weight: weight.unwrap_or(p.weight),
             priority: p.priority,
-            cost_input_per_mtok: p.cost_input_per_mtok,
-            cost_output_per_mtok: p.cost_output_per_mtok,
+            cost_input_per_mtok: p.cost_of(model).0,
+            cost_output_per_mtok: p.cost_of(model).1,
             context_window: p.context_window_of(model),
             keys: p.resolved_keys.len(),
             limited: p.limited(),
@@ -130,12 +130,10 @@ impl Catalog {
                 .targets
                 .iter()
                 .filter_map(|t| {
-                    entries
-                        .get(&t.provider)
-                        .map(|e| TargetSpec {
-                            xml_tools: !t.supports_tools,
-                            ..Self::spec(&e.provider, &t.model, t.weight)
-                        })
+                    entries.get(&t.provider).map(|e| TargetSpec {
+                        xml_tools: !t.supports_tools,
+                        ..Self::spec(&e.provider, &t.model, t.weight)
+                    })
                 })
                 .collect();
             return Some(Route {

@@ -10,13 +10,17 @@
 //! - [`settings`]: the sections and their defaults.
 //! - [`load`]: layering and key resolution.
 //! - `expand`: `${VAR}` expansion.
+//! - [`files`]: prompt templates and the model catalog, read at load time.
+//! - [`import`]: a LiteLLM `model_list` config turned into this configuration.
 //! - `validate`: cross-field rules, per section, every problem reported at once.
 //! - `error`: [`ConfigError`] and [`Problem`].
 //!
-//! Imports run one way: load → {expand, validate} → error.
+//! Imports run one way: load → {expand, files, validate} → error; import → settings.
 
 mod error;
 mod expand;
+pub mod files;
+pub mod import;
 mod load;
 mod settings;
 mod validate;

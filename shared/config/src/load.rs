@@ -43,6 +43,7 @@ pub fn load_from(file: Option<&Path>, env: HashMap<String, String>) -> Result<Se
     let expanded = Expanded(expand_map(raw.collect()?, &env, "")?);
     let mut settings: Settings = Config::builder().add_source(expanded).build()?.try_deserialize()?;
     settings.resolve_keys(&env)?;
+    crate::files::load_files(&mut settings)?;
     settings.validate()?;
     Ok(settings)
 }

@@ -24,6 +24,74 @@ pub struct Settings {
     pub routing: Routing,
     pub responses: Responses,
     pub cache: Cache,
+    pub templates: Templates,
+    /// Named text endpoints (`POST /v1/text/{name}`) that fill a template and route like chat.
+    #[serde(default)]
+    pub text_endpoints: Vec<TextEndpoint>,
+}
+
+/// Prompt templates: files with `##PLACEHOLDER##`s, by name (the file stem).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Templates {
+    /// A directory of `NAME.txt` (or `.md`) files; empty: no templates.
+    pub path: String,
+    /// The templates read at load time: name → text.
+    #[serde(skip)]
+    pub loaded: BTreeMap<String, String>,
+}
+
+impl Templates {
+    /// `name` with its placeholders filled from `vars`; Err names what is missing.
+    pub fn fill(&self, name: &str, vars: &BTreeMap<String, String>) -> Result<String, String> {
+        let text = self
+            .loaded
+            .get(name)
+            .ok_or_else(|| format!("there is no template `{name}`"))?;
+        let mut out = String::with_capacity(text.len());
+        let mut rest = text.as_str();
+        let mut missing = Vec::new();
+        while let Some(start) = rest.find("##") {
+            let after = &rest[start + 2..];
+            let Some(end) = after.find("##").filter(|&e| e > 0 && is_placeholder(&after[..e])) else {
+                out.push_str(&rest[..start + 2]);
+                rest = after;
+                continue;
+            };
+            out.push_str(&rest[..start]);
+            let key = &after[..end];
+            match vars.get(key) {
+                Some(v) => out.push_str(v),
+                None => missing.push(key.to_owned()),
+            }
+            rest = &after[end + 2..];
+        }
+        out.push_str(rest);
+        if missing.is_empty() {
+            Ok(out)
+        } else {
+            Err(format!("template `{name}` needs a value for {}", missing.join(", ")))
+        }
+    }
+}
+
+/// A placeholder name: letters, digits and `_`.
+fn is_placeholder(s: &str) -> bool {
+    s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// `POST /v1/text/{name}`: the template becomes the system prompt, the client's text the
+/// user's message, and the answer's text comes back.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TextEndpoint {
+    pub name: String,
+    pub template: String,
+    /// The model (group) asked unless the request names one.
+    pub model: String,
+    /// Placeholder values used when the request gives none.
+    #[serde(default)]
+    pub defaults: BTreeMap<String, String>,
 }
 
 /// The exact response cache of chat completions (and so of responses).
@@ -233,6 +301,9 @@ pub struct Router {
     pub max_attempts: usize,
     /// `first_available`: how long a request waits for a free slot before failing over.
     pub first_available_wait_ms: u64,
+    /// A JSON model catalog whose context windows and per-token costs fill what providers
+    /// leave unset (for the `cost` strategy); empty: none.
+    pub catalog: String,
 }
 
 /// How a group orders its targets.
@@ -303,6 +374,10 @@ pub struct ModelGroup {
     /// The response cache for this group: on or off regardless of `cache.enabled`.
     #[serde(default)]
     pub cache: Option<bool>,
+    /// A prompt template put first, as a system message, in every request to this group
+    /// (placeholders from the request's `template_vars`).
+    #[serde(default)]
+    pub template: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -479,6 +554,10 @@ pub struct Provider {
     /// Every key: `api_keys`, then `api_key_env`, then `keys`; resolved at load.
     #[serde(skip)]
     pub resolved_keys: Vec<SecretString>,
+    /// Per-model prices (input, output per million tokens) from `router.catalog`, used
+    /// where the provider names none.
+    #[serde(skip)]
+    pub catalog_costs: BTreeMap<String, (f64, f64)>,
 }
 
 fn one() -> u32 {
@@ -506,6 +585,15 @@ impl Provider {
     }
 
     /// The context window of `model`, when known.
+    /// Prices of `model` (input, output per million tokens): the provider's own, else the
+    /// catalog's.
+    pub fn cost_of(&self, model: &str) -> (f64, f64) {
+        if self.cost_input_per_mtok > 0.0 || self.cost_output_per_mtok > 0.0 {
+            return (self.cost_input_per_mtok, self.cost_output_per_mtok);
+        }
+        self.catalog_costs.get(model).copied().unwrap_or((0.0, 0.0))
+    }
+
     pub fn context_window_of(&self, model: &str) -> Option<u64> {
         self.context_window
             .get(model)

@@ -43,7 +43,9 @@ pub fn prompt(tools: &[Value], required: bool) -> String {
             "- {}: {}\n  arguments (JSON Schema): {}\n",
             f["name"].as_str().unwrap_or_default(),
             f["description"].as_str().unwrap_or_default(),
-            f.get("parameters").cloned().unwrap_or_else(|| json!({"type": "object"}))
+            f.get("parameters")
+                .cloned()
+                .unwrap_or_else(|| json!({"type": "object"}))
         ));
     }
     p
@@ -52,7 +54,10 @@ pub fn prompt(tools: &[Value], required: bool) -> String {
 fn call_block(call: &Value) -> String {
     let args = call["function"]["arguments"].as_str().unwrap_or("{}");
     let args: Value = serde_json::from_str(args).unwrap_or_else(|_| json!({}));
-    format!("{OPEN}{}{CLOSE}", json!({"name": call["function"]["name"], "arguments": args}))
+    format!(
+        "{OPEN}{}{CLOSE}",
+        json!({"name": call["function"]["name"], "arguments": args})
+    )
 }
 
 fn text(content: &Value) -> String {
@@ -84,13 +89,19 @@ pub fn request(chat: &Value) -> Option<Value> {
             Some("assistant") if m["tool_calls"].is_array() => {
                 let mut t = text(&m["content"]);
                 for c in m["tool_calls"].as_array().into_iter().flatten() {
-                    names.insert(c["id"].as_str().unwrap_or_default().to_owned(), c["function"]["name"].clone());
+                    names.insert(
+                        c["id"].as_str().unwrap_or_default().to_owned(),
+                        c["function"]["name"].clone(),
+                    );
                     t.push_str(&call_block(c));
                 }
                 messages.push(json!({"role": "assistant", "content": t}));
             }
             Some("tool") => {
-                let name = names.get(m["tool_call_id"].as_str().unwrap_or_default()).cloned().unwrap_or_default();
+                let name = names
+                    .get(m["tool_call_id"].as_str().unwrap_or_default())
+                    .cloned()
+                    .unwrap_or_default();
                 let block = format!(
                     "<tool_result name=\"{}\">{}</tool_result>",
                     name.as_str().unwrap_or_default(),
@@ -98,7 +109,10 @@ pub fn request(chat: &Value) -> Option<Value> {
                 );
                 // Results of one round go back as one user turn.
                 match messages.last_mut() {
-                    Some(last) if last["role"] == "user" && last["content"].as_str().is_some_and(|c| c.starts_with("<tool_result")) => {
+                    Some(last)
+                        if last["role"] == "user"
+                            && last["content"].as_str().is_some_and(|c| c.starts_with("<tool_result")) =>
+                    {
                         let joined = format!("{}\n{block}", last["content"].as_str().unwrap_or_default());
                         last["content"] = json!(joined);
                     }
@@ -330,7 +344,10 @@ mod tests {
             m[3]["content"],
             "<tool_call>{\"arguments\":{\"city\":\"Oslo\"},\"name\":\"get_weather\"}</tool_call>"
         );
-        assert_eq!(m[4], json!({"role": "user", "content": "<tool_result name=\"get_weather\">Sunny</tool_result>"}));
+        assert_eq!(
+            m[4],
+            json!({"role": "user", "content": "<tool_result name=\"get_weather\">Sunny</tool_result>"})
+        );
         assert!(request(&json!({"model": "m", "messages": []})).is_none());
     }
 
@@ -357,10 +374,15 @@ mod tests {
                 .chunks(size)
                 .map(|c| {
                     let c = String::from_utf8_lossy(c);
-                    Bytes::from(json!({"id": "x", "choices": [{"index": 0, "delta": {"content": c}, "finish_reason": null}]}).to_string())
+                    Bytes::from(
+                        json!({"id": "x", "choices": [{"index": 0, "delta": {"content": c}, "finish_reason": null}]})
+                            .to_string(),
+                    )
                 })
                 .collect();
-            payloads.push(Bytes::from(json!({"id": "x", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}).to_string()));
+            payloads.push(Bytes::from(
+                json!({"id": "x", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}).to_string(),
+            ));
             let out = p.events(&payloads);
             let mut shown = String::new();
             let mut calls = Vec::new();
@@ -369,7 +391,10 @@ mod tests {
                 let v: Value = serde_json::from_slice(o).unwrap();
                 let d = &v["choices"][0]["delta"];
                 let t = d["content"].as_str().unwrap_or_default();
-                assert!(!t.contains("<tool_") && !t.contains("name"), "partial XML shown: {t:?} (split {size})");
+                assert!(
+                    !t.contains("<tool_") && !t.contains("name"),
+                    "partial XML shown: {t:?} (split {size})"
+                );
                 shown.push_str(t);
                 calls.extend(d["tool_calls"].as_array().cloned().unwrap_or_default());
                 if let Some(f) = v["choices"][0]["finish_reason"].as_str() {

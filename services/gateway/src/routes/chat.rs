@@ -84,7 +84,16 @@ pub async fn publish(
     endpoint: Endpoint,
     native: Option<(Bytes, NativeApi)>,
 ) -> Result<Published, HttpError> {
-    let (native, native_api) = native.unwrap_or_default();
+    let (mut native, native_api) = native.unwrap_or_default();
+    let (mut body, mut parsed) = (body, parsed);
+    if endpoint == Endpoint::Chat
+        && let Some(b) = super::templates::apply(state, &body, &parsed.model)?
+    {
+        parsed = chat::parse(&b)?.into_owned();
+        body = b;
+        // The template is in the chat body only: Anthropic targets get that one.
+        native = Bytes::new();
+    }
     let meta = Meta {
         model: parsed.model.into_owned(),
         stream: parsed.stream,

@@ -8,6 +8,7 @@ pub mod models;
 pub mod ollama;
 pub mod responses;
 pub mod sse;
+pub mod templates;
 pub mod usage;
 
 use actix_web::{HttpRequest, web};
@@ -42,6 +43,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             "/v1/conversations/{id}/items/{item_id}",
             web::delete().to(responses::item),
         )
+        .route("/v1/text/{name}", web::post().to(templates::text))
         .route("/v1/messages", web::post().to(anthropic::messages))
         .route("/v1/messages/count_tokens", web::post().to(anthropic::count_tokens))
         .route("/api/chat", web::post().to(ollama::chat))
