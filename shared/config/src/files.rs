@@ -207,6 +207,22 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_templates_load_and_fill() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/templates");
+        let mut s = crate::load_from(None, Default::default()).unwrap();
+        s.templates.path = dir.display().to_string();
+        load_templates(&mut s).unwrap();
+        let vars = BTreeMap::from(
+            [("LANGUAGE", "German"), ("AUDIENCE", "child"), ("SENTENCES", "3")]
+                .map(|(k, v)| (k.to_owned(), v.to_owned())),
+        );
+        for name in ["translate", "simplify", "summarize"] {
+            let text = s.templates.fill(name, &vars).unwrap();
+            assert!(!text.contains("##"), "{name}: {text}");
+        }
+    }
+
+    #[test]
     fn a_group_naming_a_missing_template_is_refused_at_load() {
         let dir = std::env::temp_dir().join(format!("llmr-tpl-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();

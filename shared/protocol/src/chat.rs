@@ -60,6 +60,19 @@ struct StreamOptions {
     include_usage: Option<bool>,
 }
 
+/// The text of a message's content: the string, or its text parts joined by newlines.
+pub fn text_of(content: &serde_json::Value) -> String {
+    match content {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Array(parts) => parts
+            .iter()
+            .filter_map(|p| p["text"].as_str())
+            .collect::<Vec<_>>()
+            .join("\n"),
+        _ => String::new(),
+    }
+}
+
 /// The text of the last user message of a parsed request: string content, or the text parts
 /// of an array joined with `sep`; empty when there is none.
 pub fn last_user_text(body: &serde_json::Value, sep: &str) -> String {

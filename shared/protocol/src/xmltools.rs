@@ -60,18 +60,6 @@ fn call_block(call: &Value) -> String {
     )
 }
 
-fn text(content: &Value) -> String {
-    match content {
-        Value::String(s) => s.clone(),
-        Value::Array(parts) => parts
-            .iter()
-            .filter_map(|p| p["text"].as_str())
-            .collect::<Vec<_>>()
-            .join("\n"),
-        _ => String::new(),
-    }
-}
-
 /// The request for a model without native tools; `None` when it offers no tools.
 pub fn request(chat: &Value) -> Option<Value> {
     let tools = chat["tools"].as_array().filter(|t| !t.is_empty())?;
@@ -87,7 +75,7 @@ pub fn request(chat: &Value) -> Option<Value> {
     for m in chat["messages"].as_array().into_iter().flatten() {
         match m["role"].as_str() {
             Some("assistant") if m["tool_calls"].is_array() => {
-                let mut t = text(&m["content"]);
+                let mut t = crate::chat::text_of(&m["content"]);
                 for c in m["tool_calls"].as_array().into_iter().flatten() {
                     names.insert(
                         c["id"].as_str().unwrap_or_default().to_owned(),
@@ -105,7 +93,7 @@ pub fn request(chat: &Value) -> Option<Value> {
                 let block = format!(
                     "<tool_result name=\"{}\">{}</tool_result>",
                     name.as_str().unwrap_or_default(),
-                    text(&m["content"])
+                    crate::chat::text_of(&m["content"])
                 );
                 // Results of one round go back as one user turn.
                 match messages.last_mut() {

@@ -15,16 +15,6 @@ use super::sse::{Dialect, relay};
 use crate::error::{Wire, WireError};
 use crate::{AppState, HttpError};
 
-/// A JSON object body, or a 400.
-pub fn json_body(raw: &[u8]) -> Result<Value, HttpError> {
-    serde_json::from_slice(raw).map_err(|e| {
-        HttpError(ApiError::invalid(
-            format!("The request body is not valid JSON: {e}"),
-            None,
-        ))
-    })
-}
-
 /// `POST /v1/messages`.
 pub async fn messages(
     req: HttpRequest,
@@ -37,8 +27,7 @@ pub async fn messages(
 }
 
 async fn serve(req: &HttpRequest, payload: web::Payload, state: &AppState) -> Result<HttpResponse, HttpError> {
-    let raw = super::read_body(req, payload, state.settings.server.max_body_bytes).await?;
-    let native = json_body(&raw)?;
+    let (raw, native) = super::read_json(req, payload, state).await?;
     let body = Bytes::from(front::chat_request(&native)?.to_string());
     let parsed = chat::parse(&body)?.into_owned();
     let estimate = chat::estimate_tokens(body.len());
@@ -102,10 +91,9 @@ pub async fn count_tokens(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, WireError> {
     let count = async {
-        let raw = super::read_body(&req, payload, state.settings.server.max_body_bytes).await?;
-        let mut native = json_body(&raw)?;
+        let (_, mut native) = super::read_json(&req, payload, &state).await?;
         // count_tokens takes no max_tokens.
-        if native.is_object() && native.get("max_tokens").is_none() {
+        if native.get("max_tokens").is_none() {
             native["max_tokens"] = json!(1);
         }
         let body = front::chat_request(&native)?.to_string();

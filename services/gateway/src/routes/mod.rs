@@ -76,6 +76,23 @@ pub async fn not_found(req: HttpRequest) -> Result<actix_web::HttpResponse, crat
     })
 }
 
+/// Reads a JSON object body (the bytes too), or a 400 naming the problem (413 when too large).
+pub async fn read_json(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &crate::AppState,
+) -> Result<(Bytes, serde_json::Value), HttpError> {
+    let body = read_body(req, payload, state.settings.server.max_body_bytes).await?;
+    match serde_json::from_slice::<serde_json::Value>(&body) {
+        Ok(v @ serde_json::Value::Object(_)) => Ok((body, v)),
+        Ok(_) => Err(HttpError(ApiError::invalid("The body must be a JSON object.", None))),
+        Err(e) => Err(HttpError(ApiError::invalid(
+            format!("We could not parse the JSON body of your request: {e}"),
+            None,
+        ))),
+    }
+}
+
 /// Reads a request body, refusing it with 413 as soon as it passes `limit` bytes.
 pub async fn read_body(req: &HttpRequest, mut payload: web::Payload, limit: usize) -> Result<Bytes, HttpError> {
     let too_large = || HttpError(ApiError::PayloadTooLarge { limit });

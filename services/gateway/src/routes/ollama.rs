@@ -10,7 +10,6 @@ use llmr_protocol::ollama::front::{self, Api, Lines};
 use llmr_protocol::{ApiError, Endpoint, chat, endpoints};
 use serde_json::{Value, json};
 
-use super::anthropic::json_body;
 use super::sse::{Dialect, relay};
 use crate::error::{Wire, WireError};
 use crate::{AppState, HttpError};
@@ -46,8 +45,7 @@ async fn generate_or_chat(
     state: &AppState,
     api: Api,
 ) -> Result<HttpResponse, HttpError> {
-    let raw = super::read_body(req, payload, state.settings.server.max_body_bytes).await?;
-    let native = json_body(&raw)?;
+    let (_, native) = super::read_json(req, payload, state).await?;
     let translated = match api {
         Api::Chat => front::chat_request(&native)?,
         Api::Generate => front::generate_request(&native)?,
@@ -95,8 +93,7 @@ pub async fn embed(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, WireError> {
     let serve = async {
-        let raw = super::read_body(&req, payload, state.settings.server.max_body_bytes).await?;
-        let native = json_body(&raw)?;
+        let (_, native) = super::read_json(&req, payload, &state).await?;
         let body = Bytes::from(front::embed_request(&native)?.to_string());
         let parsed = endpoints::embeddings(&body)?;
         let mut p = super::chat::publish(&req, &state, body, parsed, Endpoint::Embeddings, None).await?;
@@ -171,8 +168,7 @@ pub async fn show(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, WireError> {
     let serve = async {
-        let raw = super::read_body(&req, payload, state.settings.server.max_body_bytes).await?;
-        let body = json_body(&raw)?;
+        let (_, body) = super::read_json(&req, payload, &state).await?;
         let name = body["model"]
             .as_str()
             .or(body["name"].as_str())

@@ -15,19 +15,6 @@ use super::sse::{Dialect, relay};
 use crate::observe::client_trace;
 use crate::{AppState, HttpError};
 
-/// A JSON object body, or a 400 naming the problem.
-async fn json_body(req: &HttpRequest, payload: web::Payload, state: &AppState) -> Result<Value, HttpError> {
-    let body = super::read_body(req, payload, state.settings.server.max_body_bytes).await?;
-    match serde_json::from_slice::<Value>(&body) {
-        Ok(v @ Value::Object(_)) => Ok(v),
-        Ok(_) => Err(HttpError(ApiError::invalid("The body must be a JSON object.", None))),
-        Err(e) => Err(HttpError(ApiError::invalid(
-            format!("We could not parse the JSON body of your request: {e}"),
-            None,
-        ))),
-    }
-}
-
 /// Hands `op` to the responses service and relays its answer.
 async fn forward(
     req: &HttpRequest,
@@ -73,7 +60,7 @@ pub async fn create(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, HttpError> {
-    let body = json_body(&req, payload, &state).await?;
+    let body = super::read_json(&req, payload, &state).await?.1;
     let stream = body.get("stream") == Some(&Value::Bool(true));
     let model = body.get("model").and_then(Value::as_str).unwrap_or_default().to_owned();
     forward(&req, &state, Op::Create { body }, model, stream).await
@@ -86,7 +73,7 @@ pub async fn body_op(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, HttpError> {
-    let body = json_body(&req, payload, &state).await?;
+    let body = super::read_json(&req, payload, &state).await?.1;
     let model = body.get("model").and_then(Value::as_str).unwrap_or_default().to_owned();
     let op = match req.path().rsplit('/').next() {
         Some("input_tokens") => Op::InputTokens { body },
@@ -163,7 +150,7 @@ pub async fn conversation(
         Method::GET => Op::ConversationRetrieve { id },
         Method::DELETE => Op::ConversationDelete { id },
         _ => {
-            let body = json_body(&req, payload, &state).await?;
+            let body = super::read_json(&req, payload, &state).await?.1;
             if req.path().ends_with("/items") {
                 Op::ItemsCreate { id, body }
             } else {

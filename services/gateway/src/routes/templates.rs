@@ -13,7 +13,6 @@ use bytes::Bytes;
 use llmr_protocol::{ApiError, Endpoint, chat};
 use serde_json::{Map, Value, json};
 
-use super::anthropic::json_body;
 use crate::{AppState, HttpError};
 
 fn invalid(message: impl Into<String>, param: &str) -> HttpError {
@@ -87,8 +86,7 @@ pub async fn text(
                 message: format!("There is no text endpoint `{name}`."),
             })
         })?;
-    let raw = super::read_body(&req, payload, state.settings.server.max_body_bytes).await?;
-    let input = json_body(&raw)?;
+    let (_, input) = super::read_json(&req, payload, &state).await?;
     let text = input["text"]
         .as_str()
         .ok_or_else(|| invalid("`text` is required and must be a string.", "text"))?;

@@ -19,19 +19,6 @@ fn invalid(message: impl Into<String>, param: &str) -> ApiError {
     ApiError::invalid(message, Some(param))
 }
 
-/// The text of a tool result's or system's content: a string or text blocks.
-fn text_of(content: &Value) -> String {
-    match content {
-        Value::String(s) => s.clone(),
-        Value::Array(blocks) => blocks
-            .iter()
-            .filter_map(|b| b["text"].as_str())
-            .collect::<Vec<_>>()
-            .join("\n"),
-        _ => String::new(),
-    }
-}
-
 /// An image block as an OpenAI `image_url` part.
 fn image_part(b: &Value, at: &str) -> Result<Value, ApiError> {
     let s = &b["source"];
@@ -65,7 +52,7 @@ fn user_turn(m: &Value, at: &str, out: &mut Vec<Value>) -> Result<(), ApiError> 
             Some("text") => parts.push(json!({"type": "text", "text": b["text"]})),
             Some("image") => parts.push(image_part(b, &at)?),
             Some("tool_result") => {
-                let mut text = text_of(&b["content"]);
+                let mut text = crate::chat::text_of(&b["content"]);
                 if b["is_error"] == true {
                     text = format!("Error: {text}");
                 }
@@ -198,7 +185,7 @@ pub fn chat_request(req: &Value) -> Result<Value, ApiError> {
         .filter(|m| !m.is_empty())
         .ok_or_else(|| invalid("`messages` must be a non-empty array.", "messages"))?;
     let mut messages = Vec::new();
-    let system = text_of(&req["system"]);
+    let system = crate::chat::text_of(&req["system"]);
     if !system.is_empty() {
         messages.push(json!({"role": "system", "content": system}));
     }

@@ -16,18 +16,6 @@ pub const VERSION: &str = "2023-06-01";
 /// Anthropic needs `max_tokens`; this is used when the request names none.
 pub const DEFAULT_MAX_TOKENS: u64 = 4096;
 
-fn text_of(content: &Value) -> String {
-    match content {
-        Value::String(s) => s.clone(),
-        Value::Array(parts) => parts
-            .iter()
-            .filter_map(|p| p["text"].as_str())
-            .collect::<Vec<_>>()
-            .join("\n"),
-        _ => String::new(),
-    }
-}
-
 /// An OpenAI content part as an Anthropic content block (images: data URLs or URLs).
 fn block(part: &Value) -> Option<Value> {
     match part["type"].as_str() {
@@ -74,7 +62,7 @@ pub fn request(chat: &Value, model: &str) -> Result<Value, ApiError> {
     let mut messages: Vec<Value> = Vec::new();
     for m in chat["messages"].as_array().into_iter().flatten() {
         match m["role"].as_str().unwrap_or_default() {
-            "system" | "developer" => system.push(text_of(&m["content"])),
+            "system" | "developer" => system.push(crate::chat::text_of(&m["content"])),
             "assistant" => {
                 let mut content = blocks(&m["content"]);
                 for call in m["tool_calls"].as_array().into_iter().flatten() {
@@ -90,7 +78,7 @@ pub fn request(chat: &Value, model: &str) -> Result<Value, ApiError> {
                 &mut messages,
                 "user",
                 vec![
-                    json!({"type": "tool_result", "tool_use_id": m["tool_call_id"], "content": text_of(&m["content"])}),
+                    json!({"type": "tool_result", "tool_use_id": m["tool_call_id"], "content": crate::chat::text_of(&m["content"])}),
                 ],
             ),
             _ => push(&mut messages, "user", blocks(&m["content"])),
