@@ -1,5 +1,6 @@
-//! The Responses and cache benchmark: a trivial response through `/v1/responses` against the
-//! same trivial chat through `/v1/chat/completions`, and a cache hit against the chat that
+//! The Responses, front-door and cache benchmark: a trivial response through `/v1/responses`,
+//! and the same question through the Anthropic (`/v1/messages`) and Ollama (`/api/chat`)
+//! front doors, against the same trivial chat through `/v1/chat/completions`, and a cache hit against the chat that
 //! fills it and against the mock straight — on `llmrouter all` (memory) and on gateway, router,
 //! worker and responses processes over Redis, with the cache on. Serial (latency) and 16
 //! concurrent clients (throughput); every run bounded.
@@ -30,6 +31,20 @@ fn chat(deterministic: bool) -> Bytes {
         v["temperature"] = json!(0);
     }
     Bytes::from(v.to_string())
+}
+
+/// The same question through the Anthropic and Ollama front doors (not streamed).
+fn messages() -> Bytes {
+    Bytes::from(
+        json!({"model": "bench", "max_tokens": 64, "messages": [{"role": "user", "content": "Say hello."}]})
+            .to_string(),
+    )
+}
+
+fn ollama_chat() -> Bytes {
+    Bytes::from(
+        json!({"model": "bench", "stream": false, "messages": [{"role": "user", "content": "Say hello."}]}).to_string(),
+    )
 }
 
 fn response() -> Bytes {
@@ -103,6 +118,12 @@ pub fn bench(bin_dir: &Path, scale: f64, threads: usize, log: &mut dyn FnMut(&st
             "responses",
             measure(&resp_url, &response(), serial_n, secs, threads),
         ));
+        for (call, path, body) in [
+            ("anthropic /v1/messages", "/v1/messages", messages()),
+            ("ollama /api/chat", "/api/chat", ollama_chat()),
+        ] {
+            rows.push(row(name, call, measure(&c.url(path), &body, serial_n, secs, threads)));
+        }
         rows.push(row(
             name,
             "chat, cache hit",
@@ -115,7 +136,7 @@ pub fn bench(bin_dir: &Path, scale: f64, threads: usize, log: &mut dyn FnMut(&st
 /// The report section.
 pub fn markdown(rows: &[Row]) -> String {
     let mut md = String::from(
-        "\n## Responses and cache\n\nA trivial response through `/v1/responses` (emulated over a streamed chat) against the same\nchat through `/v1/chat/completions`; a cache hit against the chat and the mock straight.\nSerial latency (ms) and throughput at 16 concurrent clients.\n\n| deployment | call | p50 | p99 | req/s (c=16) | ratio p50 to chat | errors |\n| --- | --- | ---: | ---: | ---: | ---: | ---: |\n",
+        "\n## Responses, front doors and cache\n\nA trivial response through `/v1/responses` (emulated over a streamed chat), and the same question\nthrough `/v1/messages` and `/api/chat`, against the same chat through `/v1/chat/completions`; a cache hit against the chat and the mock straight.\nSerial latency (ms) and throughput at 16 concurrent clients.\n\n| deployment | call | p50 | p99 | req/s (c=16) | ratio p50 to chat | errors |\n| --- | --- | ---: | ---: | ---: | ---: | ---: |\n",
     );
     for r in rows {
         let chat = rows
