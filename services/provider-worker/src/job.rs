@@ -3,7 +3,10 @@
 //! For each attempt: a recovered circuit must be won as a probe (else the attempt is
 //! skipped); a slot (`max_concurrency`) or the lock (`exclusive`) must be free — waiting up
 //! to the plan's `wait_ms` (`first_available`) — else the attempt is skipped; otherwise a
-//! plain lease counts the call as load. The call is bounded by the request's deadline and
+//! plain lease counts the call as load. Taking it checks, in the same atomic step, that the
+//! target's circuit is not open and neither the target nor the key is cooling down (a 429 or
+//! failure recorded after the plan was made), else the attempt is skipped. Leases live
+//! `worker.lease_ttl_ms` and are renewed while the call runs. The call is bounded by the request's deadline and
 //! the provider's `timeout_ms`.
 //!
 //! Failover: a retryable failure moves to the next attempt as long as nothing reached the
@@ -23,7 +26,7 @@ use std::time::{Duration, Instant};
 use llmr_bus::{Bus, Delivery, Replier};
 use llmr_config::Provider;
 use llmr_protocol::{ApiError, Attempt, Envelope, now_ms};
-use llmr_store::{Breaker, Settle, Store, UsageDelta, key_id, key_name, target_id, utc_day};
+use llmr_store::{Admit, Admitted, Breaker, Settle, Store, UsageDelta, key_id, key_name, target_id, utc_day};
 use secrecy::ExposeSecret;
 use tracing::Instrument;
 
@@ -87,6 +90,8 @@ pub struct JobCtx {
     pub default_cooldown_ms: u64,
     /// The response cache's bounds (`[cache]`).
     pub cache: llmr_config::Cache,
+    /// How long a lease or lock lives unless renewed (`worker.lease_ttl_ms`).
+    pub lease_ttl_ms: u64,
 }
 
 /// What an attempt holds while it runs, released when it ends (or the job is cancelled).
@@ -102,14 +107,36 @@ pub async fn run(ctx: Rc<JobCtx>, d: Delivery, cancel: tokio::sync::oneshot::Rec
     let span = tracing::info_span!("job", request_id = %env.id, model = %env.meta.model, provider = tracing::field::Empty, reclaimed = d.reclaimed);
     let held: RefCell<Held> = RefCell::default();
     let work = execute(&ctx, &d, &held, &span).instrument(span.clone());
+    let member = env.id.to_string();
     tokio::select! {
         biased;
         Ok(()) = cancel => {
             tracing::info!(parent: &span, "client went away; upstream call cancelled");
         }
         () = work => {}
+        () = keep_renewed(&ctx, &held, &member) => {}
     }
     release(&ctx, &held, &env.id.to_string()).await;
+}
+
+/// Renews what the job holds every third of the lease's life, for as long as it runs; a
+/// worker that dies stops renewing, and its load is gone within `lease_ttl_ms`.
+async fn keep_renewed(ctx: &JobCtx, held: &RefCell<Held>, member: &str) {
+    let every = Duration::from_millis(ctx.lease_ttl_ms / 3);
+    loop {
+        tokio::time::sleep(every).await;
+        let (lease, lock) = {
+            let h = held.borrow();
+            (h.lease.clone(), h.lock.clone())
+        };
+        for (target, exclusive) in lease.map(|t| (t, false)).into_iter().chain(lock.map(|t| (t, true))) {
+            match ctx.store.renew(&target, member, exclusive, ctx.lease_ttl_ms).await {
+                Ok(true) => {}
+                Ok(false) => tracing::warn!(target = %target, "a lease expired before it was renewed"),
+                Err(e) => tracing::warn!(error = %e, "could not renew a lease"),
+            }
+        }
+    }
 }
 
 async fn release(ctx: &JobCtx, held: &RefCell<Held>, member: &str) {
@@ -180,6 +207,7 @@ async fn attempts(
     let member = env.id.to_string();
     let mut last: Option<AttemptError> = None;
     let mut skipped: Vec<&'static str> = Vec::new();
+    let mut cooling_until = 0u64;
     let wait_until = Instant::now() + Duration::from_millis(plan.wait_ms.min(env.remaining_ms(now_ms())));
     let mut pending: Vec<&Attempt> = plan.attempts.iter().collect();
     // Attempts run so far, and why the last one failed over.
@@ -207,6 +235,12 @@ async fn attempts(
                 Admission::Busy(why) => {
                     skipped.push(why);
                     busy.push(attempt);
+                    continue;
+                }
+                Admission::Cooling(until) => {
+                    tracing::info!(provider = %attempt.provider, model = %attempt.model, "attempt skipped: rate-limited since the plan was made");
+                    skipped.push(COOLING);
+                    cooling_until = cooling_until.max(until);
                     continue;
                 }
             }
@@ -239,14 +273,22 @@ async fn attempts(
         tokio::time::sleep(SLOT_POLL).await;
         pending = busy;
     }
-    Err(exhausted(last, skipped))
+    Err(exhausted(last, skipped, cooling_until))
 }
 
-/// What the client is told when the plan ran out: the last attempt's error, or why no
-/// attempt could start.
-fn exhausted(last: Option<AttemptError>, mut skipped: Vec<&'static str>) -> ApiError {
+/// Why an attempt was skipped when its key or target cooled down after planning.
+const COOLING: &str = "rate-limited since the plan was made";
+
+/// What the client is told when the plan ran out: the last attempt's error, a 429 when every
+/// attempt was cooling down, or why no attempt could start.
+fn exhausted(last: Option<AttemptError>, mut skipped: Vec<&'static str>, cooling_until: u64) -> ApiError {
     match last {
         Some(e) => e.error,
+        // Every attempt was passed over for a cooldown: the client may retry after it.
+        None if !skipped.is_empty() && skipped.iter().all(|s| *s == COOLING) => ApiError::RateLimited {
+            message: "Every upstream of the plan is rate-limited.".into(),
+            retry_after_s: Some(cooling_until.saturating_sub(now_ms()).div_ceil(1000).max(1)),
+        },
         None => {
             skipped.dedup();
             let why = if skipped.is_empty() {
@@ -434,6 +476,8 @@ enum Admission {
     Skip(&'static str),
     /// Its slot or lock is taken: may be tried again while the plan allows waiting.
     Busy(&'static str),
+    /// Rate-limited since the plan was made: cooling down until this time (ms).
+    Cooling(u64),
 }
 
 /// Probes won, then the slot or lock taken (or a plain lease counted).
@@ -463,21 +507,42 @@ async fn admit(
     }
     let target = a.target();
     let member = env.id.to_string();
-    let ttl = env.remaining_ms(now_ms()) + 1000;
-    if p.provider.exclusive {
-        if !ctx.store.acquire_lock(&target, &member, ttl).await? {
-            return Ok(Admission::Busy("the target is locked by another request"));
+    // Short and renewed while the call runs (`keep_renewed`), never past the deadline.
+    let ttl = (env.remaining_ms(now_ms()) + 1000).min(ctx.lease_ttl_ms);
+    // The target's circuit and the key's cooldown are checked in the same atomic step as the
+    // lease is taken: a 429 or an open circuit recorded after the plan was made stops it.
+    let tid = target_id(&a.provider, &a.model);
+    let kid = a.key.map(|k| key_id(&a.provider, k as usize));
+    let mut gates = vec![(tid.as_str(), a.probe)];
+    if let Some(k) = &kid {
+        gates.push((k.as_str(), a.probe_key));
+    }
+    let exclusive = p.provider.exclusive;
+    let ask = Admit {
+        target: &target,
+        member: &member,
+        ttl_ms: ttl,
+        max: p.provider.max_concurrency,
+        exclusive,
+        gates: &gates,
+    };
+    match ctx.store.admit(&ask).await? {
+        Admitted::Yes => {}
+        Admitted::Busy if exclusive => return Ok(Admission::Busy("the target is locked by another request")),
+        Admitted::Busy => return Ok(Admission::Busy("the target has no free slot")),
+        Admitted::Cooling => {
+            // Rare (the plan was made before the 429 was recorded): read until when.
+            let ids: Vec<String> = gates.iter().map(|(id, _)| (*id).to_owned()).collect();
+            let until = ctx.store.health(&ids).await?.iter().map(|h| h.cooldown_until_ms).max();
+            return Ok(Admission::Cooling(until.unwrap_or_else(|| now_ms() + 1000)));
         }
-        held.borrow_mut().lock = Some(target);
+        Admitted::Open => return Ok(Admission::Skip("its circuit opened since the plan was made")),
+    }
+    let mut h = held.borrow_mut();
+    if exclusive {
+        h.lock = Some(target);
     } else {
-        if !ctx
-            .store
-            .acquire_lease(&target, &member, ttl, p.provider.max_concurrency)
-            .await?
-        {
-            return Ok(Admission::Busy("the target has no free slot"));
-        }
-        held.borrow_mut().lease = Some(target);
+        h.lease = Some(target);
     }
     Ok(Admission::Go)
 }

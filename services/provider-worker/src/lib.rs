@@ -91,6 +91,7 @@ impl WorkerService {
             },
             default_cooldown_ms: h.default_cooldown_ms,
             cache: settings.cache.clone(),
+            lease_ttl_ms: w.lease_ttl_ms.max(300),
         });
         let cfg = LoopConfig {
             cancels: true,

@@ -401,6 +401,9 @@ pub struct Worker {
     pub max_in_flight: usize,
     pub connect_timeout_ms: u64,
     pub max_response_bytes: usize,
+    /// How long a call's lease, slot or lock lives; renewed (every third of it) while the
+    /// call runs, so a dead worker's load is gone within this time.
+    pub lease_ttl_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -118,6 +118,49 @@ pub struct Settle<'a> {
     pub usage: Option<(&'a str, &'a str, &'a str, UsageDelta)>,
 }
 
+/// What an attempt asks of the store before it may call its upstream: a lease (or slot, or
+/// the exclusive lock) on its target, taken only if — in the same atomic step — none of its
+/// `gates` (the target's and key's health ids) is cooling down or has an open circuit.
+#[derive(Debug, Clone, Copy)]
+pub struct Admit<'a> {
+    /// The target (`provider/model`): the lease's or lock's name.
+    pub target: &'a str,
+    /// Who holds it (the request id).
+    pub member: &'a str,
+    /// How long it lives unless renewed or released (ms).
+    pub ttl_ms: u64,
+    /// With a lease: 0 counts load only; n > 0 makes it one of n slots.
+    pub max: u32,
+    /// Take the target's exclusive lock instead of a lease.
+    pub exclusive: bool,
+    /// Health ids that must be available, each with whether this attempt holds its probe
+    /// (a half-open circuit is then its own to try).
+    pub gates: &'a [(&'a str, bool)],
+}
+
+/// Why an admission was refused, or that it was not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admitted {
+    Yes,
+    /// Every slot is taken, or the lock is held.
+    Busy,
+    /// A gate is cooling down (a 429 was recorded).
+    Cooling,
+    /// A gate's circuit is open (or another request holds its probe).
+    Open,
+}
+
+impl Admitted {
+    fn from_code(code: i64) -> Admitted {
+        match code {
+            1 => Admitted::Yes,
+            -1 => Admitted::Cooling,
+            -2 => Admitted::Open,
+            _ => Admitted::Busy,
+        }
+    }
+}
+
 /// What routing needs to know of a batch's targets and keys.
 #[derive(Debug, Default)]
 pub struct RoutingState {
@@ -167,15 +210,43 @@ impl Store {
         Store::Redis(Arc::new(RedisStore::new(conns, prefix)))
     }
 
+    /// Admits an attempt (see [`Admit`]) in one atomic step.
+    pub async fn admit(&self, a: &Admit<'_>) -> Result<Admitted, StoreError> {
+        let code = dispatch!(self, s => s.admit(a))?;
+        Ok(Admitted::from_code(code))
+    }
+
+    /// Extends a held lease or lock to `ttl_ms` from now; false when it is no longer held
+    /// (it expired, or was released).
+    pub async fn renew(&self, target: &str, member: &str, exclusive: bool, ttl_ms: u64) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.renew(target, member, exclusive, ttl_ms))
+    }
+
     /// Takes a lease on `target` for one call, expiring after `ttl_ms` unless released.
     /// With `max > 0` it is a slot: refused (false) when `max` live leases exist.
     pub async fn acquire_lease(&self, target: &str, member: &str, ttl_ms: u64, max: u32) -> Result<bool, StoreError> {
-        dispatch!(self, s => s.acquire_lease(target, member, ttl_ms, max))
+        let a = Admit {
+            target,
+            member,
+            ttl_ms,
+            max,
+            exclusive: false,
+            gates: &[],
+        };
+        Ok(self.admit(&a).await? == Admitted::Yes)
     }
 
     /// Takes the exclusive lock of `target` with `token`, expiring after `ttl_ms`.
     pub async fn acquire_lock(&self, target: &str, token: &str, ttl_ms: u64) -> Result<bool, StoreError> {
-        dispatch!(self, s => s.acquire_lock(target, token, ttl_ms))
+        let a = Admit {
+            target,
+            member: token,
+            ttl_ms,
+            max: 0,
+            exclusive: true,
+            gates: &[],
+        };
+        Ok(self.admit(&a).await? == Admitted::Yes)
     }
 
     /// Releases the lock if `token` still holds it.

@@ -149,16 +149,53 @@ impl MemoryStore {
             .collect())
     }
 
-    pub(crate) fn acquire_lease(&self, target: &str, member: &str, ttl_ms: u64, max: u32) -> Result<bool, StoreError> {
+    /// Mirrors the Redis `ADMIT` script: 1 admitted, 0 busy, -1 cooling, -2 open.
+    pub(crate) fn admit(&self, a: &crate::Admit<'_>) -> Result<i64, StoreError> {
         let now = now_ms();
         let mut st = self.lock();
-        let l = st.leases.entry(target.to_owned()).or_default();
-        l.retain(|_, exp| *exp > now);
-        if max > 0 && l.len() >= max as usize {
-            return Ok(false);
+        for (id, probe) in a.gates {
+            let h = st.health.get(*id).copied().unwrap_or_default();
+            if h.cooldown_until_ms > now {
+                return Ok(-1);
+            }
+            if h.circuit != crate::health::Circuit::Closed && !probe {
+                return Ok(-2);
+            }
         }
-        l.insert(member.to_owned(), now + ttl_ms);
-        Ok(true)
+        let ttl = a.ttl_ms.max(1);
+        if a.exclusive {
+            return Ok(match st.locks.get(a.target) {
+                Some((_, exp)) if *exp > now => 0,
+                _ => {
+                    st.locks.insert(a.target.to_owned(), (a.member.to_owned(), now + ttl));
+                    1
+                }
+            });
+        }
+        let l = st.leases.entry(a.target.to_owned()).or_default();
+        l.retain(|_, exp| *exp > now);
+        if a.max > 0 && l.len() >= a.max as usize {
+            return Ok(0);
+        }
+        l.insert(a.member.to_owned(), now + ttl);
+        Ok(1)
+    }
+
+    pub(crate) fn renew(&self, target: &str, member: &str, exclusive: bool, ttl_ms: u64) -> Result<bool, StoreError> {
+        let now = now_ms();
+        let mut st = self.lock();
+        let held = if exclusive {
+            st.locks
+                .get_mut(target)
+                .filter(|(t, exp)| t == member && *exp > now)
+                .map(|(_, exp)| exp)
+        } else {
+            st.leases
+                .get_mut(target)
+                .and_then(|l| l.get_mut(member))
+                .filter(|exp| **exp > now)
+        };
+        Ok(held.map(|exp| *exp = now + ttl_ms.max(1)).is_some())
     }
 
     pub(crate) fn release_lease(&self, target: &str, member: &str) -> Result<(), StoreError> {
@@ -183,18 +220,6 @@ impl MemoryStore {
                     .map_or(0, |l| l.values().filter(|e| **e > now).count() as u64)
             })
             .collect())
-    }
-
-    pub(crate) fn acquire_lock(&self, target: &str, token: &str, ttl_ms: u64) -> Result<bool, StoreError> {
-        let now = now_ms();
-        let mut st = self.lock();
-        match st.locks.get(target) {
-            Some((_, exp)) if *exp > now => Ok(false),
-            _ => {
-                st.locks.insert(target.to_owned(), (token.to_owned(), now + ttl_ms));
-                Ok(true)
-            }
-        }
     }
 
     pub(crate) fn release_lock(&self, target: &str, token: &str) -> Result<(), StoreError> {

@@ -14,13 +14,39 @@ use crate::{Alive, ProviderStatus, RoutingState, Settle, StoreError, UsageDelta,
 /// Health hashes and locks outlive their last change by this long.
 const HEALTH_TTL_MS: u64 = 86_400_000;
 
-/// Conditional lease: refuses when `max` (> 0) live leases exist.
-const ACQUIRE_LEASE: &str = r"
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+/// Admission (mirrors `MemoryStore::admit`). KEYS: the lease set or lock, then the gates'
+/// health hashes. ARGV: now, ttl, member, max, exclusive, then per gate whether it is probed.
+/// 1 admitted, 0 busy, -1 a gate cools down, -2 a gate's circuit is open.
+const ADMIT: &str = r"
+local now = tonumber(ARGV[1])
+for i = 2, #KEYS do
+  local h = redis.call('HMGET', KEYS[i], 'circuit', 'cooldown_until')
+  if tonumber(h[2] or '0') > now then return -1 end
+  if (h[1] == 'open' or h[1] == 'half_open') and ARGV[4 + i] ~= '1' then return -2 end
+end
+local ttl = tonumber(ARGV[2])
+if ARGV[5] == '1' then
+  if redis.call('SET', KEYS[1], ARGV[3], 'NX', 'PX', ttl) then return 1 end
+  return 0
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 local max = tonumber(ARGV[4])
 if max > 0 and redis.call('ZCARD', KEYS[1]) >= max then return 0 end
-redis.call('ZADD', KEYS[1], ARGV[2], ARGV[3])
-redis.call('PEXPIRE', KEYS[1], ARGV[5])
+redis.call('ZADD', KEYS[1], now + ttl, ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ttl * 2)
+return 1";
+
+/// Renewal of a held lease or lock. KEYS: the lease set or lock. ARGV: now, ttl, member, exclusive.
+const RENEW: &str = r"
+local ttl = tonumber(ARGV[2])
+if ARGV[4] == '1' then
+  if redis.call('GET', KEYS[1]) == ARGV[3] then redis.call('PEXPIRE', KEYS[1], ttl); return 1 end
+  return 0
+end
+local exp = redis.call('ZSCORE', KEYS[1], ARGV[3])
+if not exp or tonumber(exp) <= tonumber(ARGV[1]) then return 0 end
+redis.call('ZADD', KEYS[1], 'XX', tonumber(ARGV[1]) + ttl, ARGV[3])
+if redis.call('PTTL', KEYS[1]) < ttl * 2 then redis.call('PEXPIRE', KEYS[1], ttl * 2) end
 return 1";
 
 const RELEASE_LOCK: &str = r"
@@ -78,7 +104,8 @@ end
 return 1";
 
 struct Scripts {
-    acquire_lease: redis::Script,
+    admit: redis::Script,
+    renew: redis::Script,
     release_lock: redis::Script,
     record_failure: redis::Script,
     record_success: redis::Script,
@@ -102,7 +129,8 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
 impl RedisStore {
     pub fn new(conns: Arc<RedisConns>, prefix: &str) -> RedisStore {
         let scripts = Scripts {
-            acquire_lease: redis::Script::new(ACQUIRE_LEASE),
+            admit: redis::Script::new(ADMIT),
+            renew: redis::Script::new(RENEW),
             release_lock: redis::Script::new(RELEASE_LOCK),
             record_failure: redis::Script::new(RECORD_FAILURE),
             record_success: redis::Script::new(RECORD_SUCCESS),
@@ -270,40 +298,51 @@ impl RedisStore {
         redis::cmd("PING").query_async::<()>(&mut c).await.map_err(unavailable)
     }
 
-    pub(crate) async fn acquire_lease(
+    /// The lease set's or lock's key of a target.
+    fn holder_key(&self, target: &str, exclusive: bool) -> String {
+        self.key(&if exclusive {
+            format!("lock:{target}")
+        } else {
+            format!("lease:{target}")
+        })
+    }
+
+    pub(crate) async fn admit(&self, a: &crate::Admit<'_>) -> Result<i64, StoreError> {
+        let now = now_ms();
+        let mut c = self.conn().await?;
+        let mut inv = self.scripts.admit.key(self.holder_key(a.target, a.exclusive));
+        for (id, _) in a.gates {
+            inv.key(self.key(&format!("health:{id}")));
+        }
+        inv.arg(now)
+            .arg(a.ttl_ms.max(1))
+            .arg(a.member)
+            .arg(a.max)
+            .arg(u8::from(a.exclusive));
+        for (_, probe) in a.gates {
+            inv.arg(u8::from(*probe));
+        }
+        inv.invoke_async(&mut c).await.map_err(unavailable)
+    }
+
+    pub(crate) async fn renew(
         &self,
         target: &str,
         member: &str,
+        exclusive: bool,
         ttl_ms: u64,
-        max: u32,
     ) -> Result<bool, StoreError> {
-        let now = now_ms();
         let mut c = self.conn().await?;
         self.scripts
-            .acquire_lease
-            .key(self.key(&format!("lease:{target}")))
-            .arg(now)
-            .arg(now + ttl_ms)
+            .renew
+            .key(self.holder_key(target, exclusive))
+            .arg(now_ms())
+            .arg(ttl_ms.max(1))
             .arg(member)
-            .arg(max)
-            .arg(ttl_ms * 2)
+            .arg(u8::from(exclusive))
             .invoke_async(&mut c)
             .await
             .map_err(unavailable)
-    }
-
-    pub(crate) async fn acquire_lock(&self, target: &str, token: &str, ttl_ms: u64) -> Result<bool, StoreError> {
-        let mut c = self.conn().await?;
-        let r: Option<String> = redis::cmd("SET")
-            .arg(self.key(&format!("lock:{target}")))
-            .arg(token)
-            .arg("NX")
-            .arg("PX")
-            .arg(ttl_ms.max(1))
-            .query_async(&mut c)
-            .await
-            .map_err(unavailable)?;
-        Ok(r.is_some())
     }
 
     pub(crate) async fn release_lock(&self, target: &str, token: &str) -> Result<(), StoreError> {

@@ -2,7 +2,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use llmr_protocol::now_ms;
-use llmr_store::{Alive, Availability, Breaker, Circuit, ProviderStatus, Store, UsageDelta, UsageRecord, UsageRow};
+use llmr_store::{
+    Admit, Admitted, Alive, Availability, Breaker, Circuit, ProviderStatus, Store, UsageDelta, UsageRecord, UsageRow,
+};
 use llmr_testkit::{RedisServer, unique_prefix};
 
 macro_rules! both {
@@ -227,6 +229,119 @@ async fn cooldowns_hold_until_their_time_and_never_shorten(s: Store) {
     assert_eq!(h.availability(until), Availability::Available);
 }
 both!(cooldowns_hold_until_their_time_and_never_shorten);
+
+fn admit<'a>(target: &'a str, member: &'a str, exclusive: bool, gates: &'a [(&'a str, bool)]) -> Admit<'a> {
+    Admit {
+        target,
+        member,
+        ttl_ms: 60_000,
+        max: 0,
+        exclusive,
+        gates,
+    }
+}
+
+async fn admission_checks_cooldowns_and_circuits_in_the_same_step(s: Store) {
+    let (target, key) = ("t:p/m", "k:p#0");
+    let gates = [(target, false), (key, false)];
+    assert_eq!(
+        s.admit(&admit("p/m", "r1", false, &gates)).await.unwrap(),
+        Admitted::Yes
+    );
+    // A 429 recorded after the plan: the next attempt on that key is refused, takes nothing.
+    s.cooldown(key, now_ms() + 60_000).await.unwrap();
+    assert_eq!(
+        s.admit(&admit("p/m", "r2", false, &gates)).await.unwrap(),
+        Admitted::Cooling
+    );
+    assert_eq!(
+        s.admit(&admit("p/m", "r2", true, &gates)).await.unwrap(),
+        Admitted::Cooling,
+        "locks too"
+    );
+    assert_eq!(
+        s.loads(&["p/m".to_string()]).await.unwrap(),
+        vec![1],
+        "the refused attempt holds no lease"
+    );
+    // Another key of the same target still goes.
+    assert_eq!(
+        s.admit(&admit("p/m", "r3", false, &[(target, false), ("k:p#1", false)]))
+            .await
+            .unwrap(),
+        Admitted::Yes
+    );
+    // A circuit that opened after the plan: refused, unless this attempt won its probe.
+    let b = Breaker {
+        failure_threshold: 1,
+        failure_window_ms: 60_000,
+        recovery_ms: 50,
+        probe_ttl_ms: 60_000,
+    };
+    s.record_failure(target, &b).await.unwrap();
+    assert_eq!(
+        s.admit(&admit("p/m", "r4", false, &[(target, false)])).await.unwrap(),
+        Admitted::Open
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(80)).await;
+    assert_eq!(
+        s.admit(&admit("p/m", "r4", false, &[(target, false)])).await.unwrap(),
+        Admitted::Open,
+        "recovered: only a probe"
+    );
+    assert!(s.try_probe(target, 60_000).await.unwrap());
+    assert_eq!(
+        s.admit(&admit("p/m", "r4", false, &[(target, true)])).await.unwrap(),
+        Admitted::Yes,
+        "the probe's own"
+    );
+    assert_eq!(
+        s.admit(&admit("p/m", "r5", false, &[(target, false)])).await.unwrap(),
+        Admitted::Open,
+        "while probing"
+    );
+}
+both!(admission_checks_cooldowns_and_circuits_in_the_same_step);
+
+async fn renewed_leases_and_locks_outlive_their_first_ttl(s: Store) {
+    let short = |member, exclusive| Admit {
+        ttl_ms: 150,
+        ..admit("p/r", member, exclusive, &[])
+    };
+    assert_eq!(s.admit(&short("a", false)).await.unwrap(), Admitted::Yes);
+    assert_eq!(s.admit(&short("dead", false)).await.unwrap(), Admitted::Yes);
+    assert_eq!(
+        s.admit(&Admit {
+            target: "p/l",
+            ..short("a", true)
+        })
+        .await
+        .unwrap(),
+        Admitted::Yes
+    );
+    for _ in 0..4 {
+        tokio::time::sleep(std::time::Duration::from_millis(60)).await;
+        assert!(s.renew("p/r", "a", false, 150).await.unwrap());
+        assert!(s.renew("p/l", "a", true, 150).await.unwrap());
+    }
+    // 240 ms on: the renewed lease still counts, the one nobody renewed (a dead worker's) is gone.
+    assert_eq!(s.loads(&["p/r".to_string()]).await.unwrap(), vec![1]);
+    assert!(
+        !s.renew("p/r", "dead", false, 150).await.unwrap(),
+        "an expired lease is not revived"
+    );
+    assert!(
+        !s.acquire_lock("p/l", "b", 60_000).await.unwrap(),
+        "the renewed lock is still held"
+    );
+    assert!(
+        !s.renew("p/l", "b", true, 150).await.unwrap(),
+        "only its holder renews a lock"
+    );
+    s.release_lease("p/r", "a").await.unwrap();
+    assert!(!s.renew("p/r", "a", false, 150).await.unwrap());
+}
+both!(renewed_leases_and_locks_outlive_their_first_ttl);
 
 async fn settle_writes_everything_an_attempt_left(s: Store) {
     let b = Breaker {

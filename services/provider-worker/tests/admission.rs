@@ -1,0 +1,196 @@
+//! Admission that cannot race, on both store backends: a job whose plan was made before a
+//! 429 or an open circuit was recorded never reaches that key or target (the check is part
+//! of taking the lease), and moves on to the next attempt; leases are renewed while a call
+//! runs and a dead holder's lease is gone within `lease_ttl_ms`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use llmr_bus::{Bus, Delivery};
+use llmr_protocol::{Attempt, Envelope, Frame, FrameKind, Kind, Meta, Plan, now_ms};
+use llmr_store::{Breaker, Store, key_id, target_id};
+use llmr_testkit::{Behavior, MockUpstream, RedisServer, unique_prefix};
+use llmr_worker::job::{self, JobCtx, ProviderRt};
+
+fn store(redis: Option<&RedisServer>) -> Store {
+    match redis {
+        None => Store::memory(),
+        Some(r) => {
+            let conns = Arc::new(llmr_bus::RedisConns::new(llmr_bus::redis_pool(&r.url(), 4).unwrap()));
+            Store::redis(conns, &unique_prefix("admission"))
+        }
+    }
+}
+
+fn ctx(mock: &MockUpstream, store: Store, bus: Bus, lease_ttl_ms: u64) -> Rc<JobCtx> {
+    let toml = llmr_testkit::provider_entry("up", &mock.base_url(), &["m"], &["key-a", "key-b"]);
+    let path = std::env::temp_dir().join(format!("llmr-admission-{}-{}.toml", std::process::id(), now_ms()));
+    std::fs::write(&path, toml).unwrap();
+    let s = llmr_config::load_from(Some(&path), Default::default()).unwrap();
+    let _ = std::fs::remove_file(path);
+    let providers: HashMap<String, ProviderRt> = s
+        .providers
+        .iter()
+        .filter(|p| p.name == "up")
+        .map(|p| (p.name.clone(), ProviderRt::new(p.clone())))
+        .collect();
+    Rc::new(JobCtx {
+        bus,
+        store,
+        client: awc::Client::builder().timeout(Duration::from_secs(10)).finish(),
+        providers,
+        max_response_bytes: 1 << 20,
+        breaker: Breaker {
+            failure_threshold: 1,
+            failure_window_ms: 60_000,
+            recovery_ms: 60_000,
+            probe_ttl_ms: 60_000,
+        },
+        default_cooldown_ms: 1000,
+        cache: s.cache.clone(),
+        lease_ttl_ms,
+    })
+}
+
+/// Runs one job with `attempts` (as a router planned them) and returns its frames.
+async fn run(ctx: &Rc<JobCtx>, attempts: Vec<Attempt>) -> Vec<Frame> {
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let sink = got.clone();
+    let _sub = ctx
+        .bus
+        .subscribe_replies("r", Arc::new(move |f: Frame| sink.lock().unwrap().push(f)));
+    let body = Bytes::from_static(br#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#);
+    let meta = Meta {
+        model: "m".into(),
+        plan: Some(Plan {
+            pool: "default".into(),
+            attempts,
+            wait_ms: 0,
+            cache: None,
+        }),
+        ..Meta::default()
+    };
+    let env = Envelope::new(Kind::Job, "r", now_ms() + 10_000, Default::default(), body, meta);
+    let d = Delivery {
+        entry: "0-1".into(),
+        envelope: env,
+        reclaimed: false,
+    };
+    let (_keep, cancel) = tokio::sync::oneshot::channel();
+    job::run(ctx.clone(), d, cancel).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    got.lock().unwrap().clone()
+}
+
+fn on_key(k: u32) -> Attempt {
+    Attempt {
+        key: Some(k),
+        ..Attempt::new("up", "m")
+    }
+}
+
+fn outcome(frames: &[Frame]) -> (FrameKind, u16) {
+    let last = frames.last().expect("the job answered");
+    match last.kind {
+        FrameKind::Error => (FrameKind::Error, last.as_error().status()),
+        k => (k, 200),
+    }
+}
+
+async fn a_stale_plan_never_reaches_a_key_or_target_that_failed_since(redis: bool) {
+    let server = redis.then(RedisServer::start);
+    let mock = MockUpstream::start(&["m"]);
+    let ctx = ctx(&mock, store(server.as_ref()), Bus::memory(), 10_000);
+    // Key a answered 429 (recorded) after the router planned a, then b.
+    ctx.store.cooldown(&key_id("up", 0), now_ms() + 30_000).await.unwrap();
+    let frames = run(&ctx, vec![on_key(0), on_key(1)]).await;
+    assert_eq!(outcome(&frames), (FrameKind::End, 200));
+    let seen: Vec<Option<String>> = mock.requests().into_iter().map(|r| r.authorization).collect();
+    assert_eq!(
+        seen,
+        vec![Some("Bearer key-b".to_string())],
+        "only the key that is not cooling"
+    );
+    // Both keys cooling: nothing is sent, the client gets 429 with the time left.
+    ctx.store.cooldown(&key_id("up", 1), now_ms() + 30_000).await.unwrap();
+    let frames = run(&ctx, vec![on_key(0), on_key(1)]).await;
+    assert_eq!(outcome(&frames), (FrameKind::Error, 429));
+    assert!(
+        frames
+            .last()
+            .unwrap()
+            .as_error()
+            .retry_after_s()
+            .is_some_and(|s| (25..=30).contains(&s)),
+        "{:?}",
+        frames.last().unwrap().as_error()
+    );
+    assert_eq!(mock.request_count(), 1, "nothing more reached the upstream");
+    // The target's circuit opened after planning: a non-probe attempt does not go.
+    ctx.store
+        .record_failure(&target_id("up", "m"), &ctx.breaker)
+        .await
+        .unwrap();
+    let frames = run(&ctx, vec![Attempt::new("up", "m")]).await;
+    assert_eq!(outcome(&frames), (FrameKind::Error, 503));
+    assert_eq!(mock.request_count(), 1);
+    assert_eq!(
+        ctx.store.loads(&["up/m".to_string()]).await.unwrap(),
+        vec![0],
+        "no lease left behind"
+    );
+}
+
+async fn leases_are_renewed_while_a_call_runs(redis: bool) {
+    let server = redis.then(RedisServer::start);
+    let mock = MockUpstream::start(&["m"]);
+    mock.set_default(Behavior::latency(1200));
+    let ctx = ctx(&mock, store(server.as_ref()), Bus::memory(), 300);
+    let probe = {
+        let store = ctx.store.clone();
+        async move {
+            // Well past the 300 ms a lease lives without renewal.
+            tokio::time::sleep(Duration::from_millis(900)).await;
+            store.loads(&["up/m".to_string()]).await.unwrap()
+        }
+    };
+    let (frames, load) = tokio::join!(run(&ctx, vec![on_key(0)]), probe);
+    assert_eq!(outcome(&frames), (FrameKind::End, 200));
+    assert_eq!(load, vec![1], "the running call's lease was renewed");
+    assert_eq!(
+        ctx.store.loads(&["up/m".to_string()]).await.unwrap(),
+        vec![0],
+        "released at the end"
+    );
+    // A holder that stops renewing (a dead worker): its load is gone within the lease's life.
+    assert!(
+        ctx.store
+            .acquire_lease("up/m", "dead-worker-job", 300, 0)
+            .await
+            .unwrap()
+    );
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert_eq!(ctx.store.loads(&["up/m".to_string()]).await.unwrap(), vec![0]);
+}
+
+macro_rules! both {
+    ($name:ident) => {
+        mod $name {
+            #[actix_rt::test]
+            async fn memory() {
+                tokio::task::LocalSet::new().run_until(super::$name(false)).await;
+            }
+            #[actix_rt::test]
+            async fn redis() {
+                tokio::task::LocalSet::new().run_until(super::$name(true)).await;
+            }
+        }
+    };
+}
+
+both!(a_stale_plan_never_reaches_a_key_or_target_that_failed_since);
+both!(leases_are_renewed_while_a_call_runs);
