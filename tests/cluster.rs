@@ -373,6 +373,71 @@ async fn a_worker_killed_mid_stream_ends_the_stream_with_an_error() {
 }
 
 #[actix_rt::test]
+async fn a_gateway_killed_with_streams_open_has_their_upstream_calls_aborted() {
+    let mut c = Cluster::start(1, &[("LLMR__SERVER__REQUEST_TIMEOUT_MS", "60000".to_string())]);
+    c.ready(1).await;
+    // Each stream would run for about 20 s.
+    c.mock.set_default(Behavior {
+        chunk_delay: Duration::from_millis(200),
+        ..Behavior::ok()
+    });
+    let url = c.url("/v1/chat/completions");
+    let text = "word ".repeat(100);
+    let started = Rc::new(std::cell::Cell::new(0));
+    let mut tasks = Vec::new();
+    // The worker runs 8 jobs at most.
+    for i in 0..6 {
+        let (url, text, started) = (url.clone(), text.clone(), started.clone());
+        tasks.push(actix_rt::spawn(async move {
+            use futures_util::StreamExt;
+            let Ok(mut resp) = client()
+                .post(&url)
+                .send_json(&chat_body("mock-a", &format!("{i} {text}"), true))
+                .await
+            else {
+                return;
+            };
+            let mut first = true;
+            while let Some(Ok(_)) = resp.next().await {
+                if first {
+                    started.set(started.get() + 1);
+                    first = false;
+                }
+            }
+        }));
+    }
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            let started = started.clone();
+            async move { started.get() == 6 }
+        })
+        .await,
+        "six streams under way"
+    );
+    let killed = Instant::now();
+    c.procs.nth("gateway", 0).unwrap().kill();
+    // Nobody can cancel them: the worker notices that the gateway stopped heartbeating.
+    let aborted = eventually(Duration::from_secs(15), || {
+        let n = c.mock.disconnects();
+        async move { n >= 6 }
+    })
+    .await;
+    eprintln!(
+        "gateway SIGKILLed with 6 streams open: {} upstream calls aborted {:.1} s later",
+        c.mock.disconnects(),
+        killed.elapsed().as_secs_f64()
+    );
+    assert!(
+        aborted,
+        "the upstream calls still ran: {} aborted",
+        c.mock.disconnects()
+    );
+    for t in tasks {
+        t.abort();
+    }
+}
+
+#[actix_rt::test]
 async fn a_worker_stopped_with_sigterm_under_load_finishes_its_work() {
     const TOTAL: usize = 120;
     let mut c = Cluster::start(1, &[("LLMR__SERVER__REQUEST_TIMEOUT_MS", "20000".to_string())]);

@@ -92,6 +92,8 @@ pub struct JobCtx {
     pub cache: llmr_config::Cache,
     /// How long a lease or lock lives unless renewed (`worker.lease_ttl_ms`).
     pub lease_ttl_ms: u64,
+    /// Live callers (None: jobs are not watched, as in tests that run jobs directly).
+    pub callers: Option<crate::callers::Callers>,
 }
 
 /// What an attempt holds while it runs, released when it ends (or the job is cancelled).
@@ -115,8 +117,19 @@ pub async fn run(ctx: Rc<JobCtx>, d: Delivery, cancel: tokio::sync::oneshot::Rec
         }
         () = work => {}
         () = keep_renewed(&ctx, &held, &member) => {}
+        () = caller_gone(&ctx, &env.reply_to) => {
+            tracing::info!(parent: &span, caller = %env.reply_to, "the caller stopped heartbeating; upstream call cancelled");
+        }
     }
     release(&ctx, &held, &env.id.to_string()).await;
+}
+
+/// Resolves when the job's caller has died (never without a watch).
+async fn caller_gone(ctx: &JobCtx, reply_to: &str) {
+    match &ctx.callers {
+        Some(c) => c.until_gone(reply_to).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Renews what the job holds every third of the lease's life, for as long as it runs; a

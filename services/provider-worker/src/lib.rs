@@ -8,17 +8,21 @@
 //!   of `redis.claim_idle_ms`; a worker that dies leaves its entries idle, and a live peer
 //!   reclaims them after `claim_idle_ms`: it reruns a job if no frame of it reached the
 //!   caller, and otherwise answers it with a clean error frame.
+//! - A job whose caller stops heartbeating (a gateway killed with streams open) aborts its
+//!   upstream call within about `3 × 2 s` heartbeat life plus a second.
 //! - awc's defaults (5 s, 2 MiB) are replaced: each call is bounded by the request's
 //!   deadline and `worker.max_response_bytes`; connecting by `worker.connect_timeout_ms`.
 //!
 //! # Layout
 //! - [`work`]: the jobs stream's work under the shared consumer loop (`llmr_bus::consume`).
 //! - [`job`]: running a plan (leases, failover, usage).
+//! - [`callers`]: whether a job's caller is still alive (its heartbeats).
 //! - [`adapters`]: the provider boundary (`Adapter`, `Call`) and `openai`, `echo`, `chaos`.
 //! - [`ratelimit`]: reading an upstream's 429 reset time.
 //! - [`sse`]: splitting an upstream event stream.
 
 pub mod adapters;
+pub mod callers;
 pub mod job;
 pub mod ratelimit;
 pub mod sse;
@@ -50,6 +54,7 @@ pub enum InitError {
 pub struct WorkerService {
     addr: Addr<ConsumerActor<work::Jobs>>,
     _heartbeat: TaskGuard,
+    _callers: callers::Watching,
 }
 
 impl WorkerService {
@@ -77,6 +82,7 @@ impl WorkerService {
             .map(|p| (p.name.clone(), job::ProviderRt::new(p.clone())))
             .collect();
         let h = &settings.health;
+        let (callers, watching) = callers::Callers::watch(store.clone());
         let ctx = Rc::new(job::JobCtx {
             bus: bus.clone(),
             store: store.clone(),
@@ -92,6 +98,7 @@ impl WorkerService {
             default_cooldown_ms: h.default_cooldown_ms,
             cache: settings.cache.clone(),
             lease_ttl_ms: w.lease_ttl_ms.max(300),
+            callers: Some(callers),
         });
         let cfg = LoopConfig {
             cancels: true,
@@ -115,6 +122,7 @@ impl WorkerService {
         Ok(WorkerService {
             addr,
             _heartbeat: heartbeat,
+            _callers: callers::Watching(watching),
         })
     }
 

@@ -53,6 +53,7 @@ fn ctx(mock: &MockUpstream, store: Store, bus: Bus, lease_ttl_ms: u64) -> Rc<Job
         default_cooldown_ms: 1000,
         cache: s.cache.clone(),
         lease_ttl_ms,
+        callers: None,
     })
 }
 
