@@ -5,7 +5,9 @@
 //! `UNWATCH`+`PING` round trip on every checkout — only doubles the round trips. Instead a
 //! few connections are taken out of the pool once (so connecting still goes through the
 //! pool and its timeouts) and cloned per operation; a connection that fails is dropped and
-//! the next operation takes a fresh one.
+//! the next operation takes a fresh one. A command that finds its connection already dead —
+//! as every cached connection is after a Redis restart — was never sent: it is retried once
+//! on a fresh connection, so a restart costs no operation an error.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -40,12 +42,40 @@ impl Conn<'_> {
         }
         r
     }
+
+    /// A fresh connection in place of a dead one, when `e` says the command never left (the
+    /// socket was already closed): then it may be sent again.
+    async fn replace_if_unsent(&mut self, e: &redis::RedisError) -> bool {
+        let io_kind = std::error::Error::source(e)
+            .and_then(|s| s.downcast_ref::<std::io::Error>())
+            .map(std::io::Error::kind);
+        let unsent = e.is_connection_dropped()
+            || (e.is_io_error()
+                && (matches!(
+                    io_kind,
+                    Some(std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::NotConnected)
+                ) || e.to_string().to_ascii_lowercase().contains("broken pipe")));
+        if !unsent {
+            return false;
+        }
+        match self.owner.connect(self.slot).await {
+            Ok(c) => {
+                self.conn = c;
+                true
+            }
+            Err(_) => false,
+        }
+    }
 }
 
 impl redis::aio::ConnectionLike for Conn<'_> {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, redis::Value> {
         Box::pin(async move {
             let r = self.conn.req_packed_command(cmd).await;
+            let r = match r {
+                Err(e) if self.replace_if_unsent(&e).await => self.conn.req_packed_command(cmd).await,
+                r => r,
+            };
             self.check(r)
         })
     }
@@ -58,6 +88,12 @@ impl redis::aio::ConnectionLike for Conn<'_> {
     ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
         Box::pin(async move {
             let r = self.conn.req_packed_commands(pipeline, offset, count).await;
+            let r = match r {
+                Err(e) if self.replace_if_unsent(&e).await => {
+                    self.conn.req_packed_commands(pipeline, offset, count).await
+                }
+                r => r,
+            };
             self.check(r)
         })
     }
@@ -83,19 +119,22 @@ impl RedisConns {
         let cached = self.slots[slot].lock().ok().and_then(|s| s.clone());
         let conn = match cached {
             Some(c) => c,
-            None => {
-                let obj = self.pool.get().await?;
-                let c: MultiplexedConnection = deadpool_redis::Connection::take(obj);
-                if let Ok(mut s) = self.slots[slot].lock() {
-                    *s = Some(c.clone());
-                }
-                c
-            }
+            None => self.connect(slot).await?,
         };
         Ok(Conn {
             conn,
             owner: self,
             slot,
         })
+    }
+
+    /// A new connection from the pool, cached in `slot`.
+    async fn connect(&self, slot: usize) -> Result<MultiplexedConnection, deadpool_redis::PoolError> {
+        let obj = self.pool.get().await?;
+        let c: MultiplexedConnection = deadpool_redis::Connection::take(obj);
+        if let Ok(mut s) = self.slots[slot].lock() {
+            *s = Some(c.clone());
+        }
+        Ok(c)
     }
 }
