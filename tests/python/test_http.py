@@ -86,3 +86,23 @@ def test_without_configured_origins_no_cors_headers_and_nothing_refused(gateway)
     r = httpx.post(gateway + "/chat/completions", json=CHAT, headers={**AUTH, "origin": ORIGIN})
     assert r.status_code == 200
     assert "access-control-allow-origin" not in r.headers
+
+
+def test_bounds_on_messages_headers_and_text_are_clear_4xx(base):
+    url = f"{base}/v1/chat/completions"
+    many = {"model": "echo", "messages": [{"role": "user", "content": "w"}] * 10001}
+    r = httpx.post(url, headers=AUTH, json=many, timeout=30)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "messages", r.text
+    assert "10001" in r.json()["error"]["message"]
+    r = httpx.post(url, headers={**AUTH, "x-padding": "p" * 20000}, json=CHAT)
+    assert r.status_code == 431 and r.json()["error"]["code"] == "request_header_fields_too_large", r.text
+    r = httpx.post(f"{base}/v1/messages", headers={**AUTH, "x-padding": "p" * 20000},
+                   json={"model": "echo", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]})
+    assert r.status_code == 431 and r.json()["type"] == "error", "in the front door's own shape"
+    lone = b'{"model":"echo","messages":[{"role":"user","content":"x"}],"tools":[{"type":"function","function":{"name":"f","description":"\\ud800"}}]}'
+    r = httpx.post(url, headers={**AUTH, "content-type": "application/json"}, content=lone)
+    assert r.status_code == 400 and "surrogate" in r.json()["error"]["message"], r.text
+    bad = b'{"model":"echo","messages":[{"role":"user","content":"x"}],"response_format":{"x":"\xff"}}'
+    r = httpx.post(url, headers={**AUTH, "content-type": "application/json"}, content=bad)
+    assert r.status_code == 400 and "UTF-8" in r.json()["error"]["message"], r.text
+    assert httpx.post(url, headers=AUTH, json=CHAT).status_code == 200, "and it still serves"

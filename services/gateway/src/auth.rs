@@ -1,6 +1,7 @@
 //! Bearer-token authentication for every route but the probes (`/health`, `/healthz`,
 //! `/readyz`) and `/metrics`. The token is read from `Authorization: Bearer …` or, as
-//! Anthropic's clients send it, `x-api-key`; a refusal is in the route's API's shape.
+//! Anthropic's clients send it, `x-api-key`; a refusal is in the route's API's shape. Headers
+//! larger than `server.max_header_bytes` together are refused first (431).
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -17,6 +18,18 @@ pub async fn require_token(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let state = req.app_data::<web::Data<AppState>>().cloned();
+    // Oversized headers are refused before anything reads them.
+    if let Some(limit) = state.as_ref().map(|s| s.settings.server.max_header_bytes) {
+        let size: usize = req.headers().iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
+        if size > limit {
+            let error = ApiError::HeadersTooLarge { limit };
+            return Err(WireError {
+                wire: Wire::of_path(req.path()),
+                error,
+            }
+            .into());
+        }
+    }
     if let Some(expected) = state.as_ref().and_then(|s| s.settings.server.token())
         && !crate::observe::OPEN_PATHS.contains(&req.path())
     {

@@ -216,6 +216,10 @@ pub struct Server {
     /// Bearer token every route but `/health` requires; empty = no auth.
     pub token: SecretString,
     pub max_body_bytes: usize,
+    /// Messages in one request; more is a 400.
+    pub max_messages: usize,
+    /// All request headers together (names and values); more is a 431.
+    pub max_header_bytes: usize,
     pub request_timeout_ms: u64,
     /// On stop (SIGTERM): how long work in flight may take to finish before it is dropped
     /// (its entries stay pending for a peer) and the process exits.

@@ -91,6 +91,43 @@ pub fn last_user_text(body: &serde_json::Value, sep: &str) -> String {
     }
 }
 
+/// Checks what the partial parse skips: the whole body is UTF-8 and has no lone surrogate
+/// escape (`\ud800` without its pair), so no field passed through untouched (tools,
+/// response_format…) carries text an upstream would choke on.
+pub fn check_text(body: &[u8]) -> Result<(), ApiError> {
+    let bad = |what: &str| ApiError::invalid(format!("The request body contains {what}."), None);
+    if std::str::from_utf8(body).is_err() {
+        return Err(bad("bytes that are not valid UTF-8"));
+    }
+    let hex = |at: usize| {
+        body.get(at..at + 4)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u16::from_str_radix(h, 16).ok())
+    };
+    let mut from = 0;
+    while let Some(p) = memchr::memmem::find(&body[from..], b"\\u") {
+        let at = from + p;
+        from = at + 2;
+        // An escape only when the backslashes before it are an even number (`\\u` is not one).
+        let run = body[..at].iter().rev().take_while(|b| **b == b'\\').count();
+        if run % 2 == 1 {
+            continue;
+        }
+        match hex(at + 2) {
+            Some(0xD800..=0xDBFF) => {
+                let pair = body.get(at + 6..at + 8) == Some(b"\\u") && matches!(hex(at + 8), Some(0xDC00..=0xDFFF));
+                if !pair {
+                    return Err(bad("a lone surrogate escape (an unpaired \\ud800-\\udbff)"));
+                }
+                from = at + 12;
+            }
+            Some(0xDC00..=0xDFFF) => return Err(bad("a lone surrogate escape (an unpaired \\udc00-\\udfff)")),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// Parses and validates a chat completion body.
 pub fn parse(body: &[u8]) -> Result<ChatRequest<'_>, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
@@ -99,6 +136,7 @@ pub fn parse(body: &[u8]) -> Result<ChatRequest<'_>, ApiError> {
             None,
         ));
     }
+    check_text(body)?;
     const UNPARSABLE: &str = "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your HTTP library correctly.)";
     let mut de = serde_json::Deserializer::from_slice(body);
     let raw: Raw<'_> = serde_path_to_error::deserialize(&mut de).map_err(|e| {
@@ -193,6 +231,24 @@ pub fn estimate_tokens(bytes: usize) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn invalid_utf8_and_lone_surrogates_anywhere_are_refused() {
+        let ok = br#"{"model":"m","messages":[{"role":"user","content":"hi"}],"tools":[{"x":"\ud83d\ude00 \\ud800 \u00e9"}]}"#;
+        assert!(
+            parse(ok).is_ok(),
+            "a pair, an escaped backslash and a plain escape are fine"
+        );
+        for bad in [
+            &br#"{"model":"m","messages":[{"role":"user","content":"hi"}],"tools":[{"x":"\ud800"}]}"#[..],
+            br#"{"model":"m","messages":[{"role":"user","content":"hi"}],"response_format":{"x":"\udc00"}}"#,
+            br#"{"model":"m","messages":[{"role":"user","content":"hi"}],"tools":[{"x":"\ud800\u0041"}]}"#,
+            b"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"tools\":[\"\xff\"]}",
+        ] {
+            let e = parse(bad).unwrap_err();
+            assert_eq!(e.status(), 400, "{}", String::from_utf8_lossy(bad));
+        }
+    }
 
     fn err(body: &str) -> ApiError {
         parse(body.as_bytes()).unwrap_err()

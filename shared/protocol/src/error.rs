@@ -19,6 +19,8 @@ pub enum ApiError {
     Unauthorized { message: String },
     #[error("Request body is larger than the limit of {limit} bytes.")]
     PayloadTooLarge { limit: usize },
+    #[error("Request headers are larger than the limit of {limit} bytes.")]
+    HeadersTooLarge { limit: usize },
     /// A stored object (a response, a conversation) that does not exist or has expired.
     #[error("{message}")]
     NotFound { message: String },
@@ -59,6 +61,7 @@ impl ApiError {
             ApiError::Unauthorized { .. } => 401,
             ApiError::ModelNotFound { .. } | ApiError::RouteNotFound { .. } | ApiError::NotFound { .. } => 404,
             ApiError::PayloadTooLarge { .. } => 413,
+            ApiError::HeadersTooLarge { .. } => 431,
             ApiError::RateLimited { .. } => 429,
             ApiError::UpstreamRejected { status, .. } => *status,
             ApiError::Internal { .. } => 500,
@@ -74,6 +77,7 @@ impl ApiError {
             ApiError::InvalidRequest { .. }
             | ApiError::ModelNotFound { .. }
             | ApiError::PayloadTooLarge { .. }
+            | ApiError::HeadersTooLarge { .. }
             | ApiError::RouteNotFound { .. }
             | ApiError::NotFound { .. }
             | ApiError::UpstreamRejected { .. } => "invalid_request_error",
@@ -94,6 +98,7 @@ impl ApiError {
             ApiError::ModelNotFound { .. } => Some("model_not_found"),
             ApiError::Unauthorized { .. } => Some("invalid_api_key"),
             ApiError::PayloadTooLarge { .. } => Some("request_too_large"),
+            ApiError::HeadersTooLarge { .. } => Some("request_header_fields_too_large"),
             ApiError::RouteNotFound { .. } => Some("unknown_url"),
             ApiError::RateLimited { .. } => Some("rate_limit_exceeded"),
             ApiError::Upstream { .. } => Some("upstream_error"),

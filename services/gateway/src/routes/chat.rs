@@ -84,6 +84,13 @@ pub async fn publish(
     endpoint: Endpoint,
     native: Option<(Bytes, NativeApi)>,
 ) -> Result<Published, HttpError> {
+    let max = state.settings.server.max_messages;
+    if parsed.message_count > max {
+        return Err(HttpError(llmr_protocol::ApiError::invalid(
+            format!("Too many messages: {} (at most {max}).", parsed.message_count),
+            Some("messages"),
+        )));
+    }
     let (mut native, native_api) = native.unwrap_or_default();
     let (mut body, mut parsed) = (body, parsed);
     if endpoint == Endpoint::Chat
