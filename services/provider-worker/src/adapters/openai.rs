@@ -160,7 +160,8 @@ where
             match ev {
                 Event::Done => done = true,
                 Event::Data(d) => {
-                    if d.first() != Some(&b'{') {
+                    // Checked whole (a cheap scan, nothing kept): no malformed event reaches the client.
+                    if d.first() != Some(&b'{') || serde_json::from_slice::<serde::de::IgnoredAny>(&d).is_err() {
                         return Err(broken(out, "the upstream sent a malformed stream event".into()));
                     }
                     if memchr::memmem::find(&d, b"\"finish_reason\":\"").is_some()
