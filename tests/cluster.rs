@@ -1043,6 +1043,9 @@ async fn router_worker_and_gateway_stop_cleanly_under_load() {
         "gateway exited cleanly (no panic):\n{}",
         g.tail(20)
     );
+    // A panic in a task (a drop guard spawning after the runtime is gone) would not change
+    // the exit code: the log must not show one either.
+    assert!(!g.tail(500).contains("panicked"), "no task panicked on the way out:\n{}", g.tail(40));
 }
 
 #[actix_rt::test]
