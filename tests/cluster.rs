@@ -301,6 +301,54 @@ async fn a_worker_killed_under_load_loses_no_request() {
     );
 }
 
+/// What one streaming client saw: status, SSE events, how long it took.
+type StreamSeen = (u16, Vec<String>, Duration);
+
+/// Opens `n` streamed chats of `words` words each (the mock answers word by word); returns
+/// their tasks and how many have delivered their first bytes to their client.
+fn open_streams(
+    url: &str,
+    n: usize,
+    words: usize,
+) -> (Vec<actix_rt::task::JoinHandle<StreamSeen>>, Rc<std::cell::Cell<usize>>) {
+    let text = "word ".repeat(words);
+    let started = Rc::new(std::cell::Cell::new(0));
+    let tasks = (0..n)
+        .map(|i| {
+            let (url, text, started) = (url.to_owned(), text.clone(), started.clone());
+            actix_rt::spawn(async move {
+                use futures_util::StreamExt;
+                let t = Instant::now();
+                let Ok(mut resp) = client()
+                    .post(&url)
+                    .send_json(&chat_body("mock-a", &format!("{i} {text}"), true))
+                    .await
+                else {
+                    return (0, Vec::new(), t.elapsed());
+                };
+                let mut body = Vec::new();
+                while let Some(Ok(chunk)) = resp.next().await {
+                    if body.is_empty() {
+                        started.set(started.get() + 1);
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                (resp.status().as_u16(), sse_events(&body), t.elapsed())
+            })
+        })
+        .collect();
+    (tasks, started)
+}
+
+/// Waits (10 s at most) until `n` streams have started.
+async fn all_started(started: &Rc<std::cell::Cell<usize>>, n: usize) -> bool {
+    eventually(Duration::from_secs(10), || {
+        let started = started.clone();
+        async move { started.get() == n }
+    })
+    .await
+}
+
 #[actix_rt::test]
 async fn a_worker_killed_mid_stream_ends_the_stream_with_an_error() {
     // Three jobs per worker at most: the six streams are spread over both workers.
@@ -316,40 +364,9 @@ async fn a_worker_killed_mid_stream_ends_the_stream_with_an_error() {
         chunk_delay: Duration::from_millis(100),
         ..Behavior::ok()
     });
-    let url = c.url("/v1/chat/completions");
-    let text = "word ".repeat(60);
-    let mut tasks = Vec::new();
-    // How many streams have delivered their first bytes to their client.
-    let started = Rc::new(std::cell::Cell::new(0));
-    for i in 0..6 {
-        let (url, text, started) = (url.clone(), text.clone(), started.clone());
-        tasks.push(actix_rt::spawn(async move {
-            use futures_util::StreamExt;
-            let t = Instant::now();
-            let mut resp = client()
-                .post(&url)
-                .send_json(&chat_body("mock-a", &format!("{i} {text}"), true))
-                .await
-                .unwrap();
-            let mut body = Vec::new();
-            while let Some(chunk) = resp.next().await {
-                if body.is_empty() {
-                    started.set(started.get() + 1);
-                }
-                body.extend_from_slice(&chunk.unwrap());
-            }
-            (resp.status().as_u16(), sse_events(&body), t.elapsed())
-        }));
-    }
+    let (tasks, started) = open_streams(&c.url("/v1/chat/completions"), 6, 60);
     // Kill one worker once every stream is under way (its first bytes reached its client).
-    assert!(
-        eventually(Duration::from_secs(10), || {
-            let started = started.clone();
-            async move { started.get() == 6 }
-        })
-        .await,
-        "six streams under way"
-    );
+    assert!(all_started(&started, 6).await, "six streams under way");
     c.worker(0).kill();
     let (mut complete, mut errored) = (0, 0);
     for t in tasks {
@@ -381,39 +398,9 @@ async fn a_gateway_killed_with_streams_open_has_their_upstream_calls_aborted() {
         chunk_delay: Duration::from_millis(200),
         ..Behavior::ok()
     });
-    let url = c.url("/v1/chat/completions");
-    let text = "word ".repeat(100);
-    let started = Rc::new(std::cell::Cell::new(0));
-    let mut tasks = Vec::new();
     // The worker runs 8 jobs at most.
-    for i in 0..6 {
-        let (url, text, started) = (url.clone(), text.clone(), started.clone());
-        tasks.push(actix_rt::spawn(async move {
-            use futures_util::StreamExt;
-            let Ok(mut resp) = client()
-                .post(&url)
-                .send_json(&chat_body("mock-a", &format!("{i} {text}"), true))
-                .await
-            else {
-                return;
-            };
-            let mut first = true;
-            while let Some(Ok(_)) = resp.next().await {
-                if first {
-                    started.set(started.get() + 1);
-                    first = false;
-                }
-            }
-        }));
-    }
-    assert!(
-        eventually(Duration::from_secs(10), || {
-            let started = started.clone();
-            async move { started.get() == 6 }
-        })
-        .await,
-        "six streams under way"
-    );
+    let (tasks, started) = open_streams(&c.url("/v1/chat/completions"), 6, 100);
+    assert!(all_started(&started, 6).await, "six streams under way");
     let killed = Instant::now();
     c.procs.nth("gateway", 0).unwrap().kill();
     // Nobody can cancel them: the worker notices that the gateway stopped heartbeating.
@@ -1045,7 +1032,11 @@ async fn router_worker_and_gateway_stop_cleanly_under_load() {
     );
     // A panic in a task (a drop guard spawning after the runtime is gone) would not change
     // the exit code: the log must not show one either.
-    assert!(!g.tail(500).contains("panicked"), "no task panicked on the way out:\n{}", g.tail(40));
+    assert!(
+        !g.tail(500).contains("panicked"),
+        "no task panicked on the way out:\n{}",
+        g.tail(40)
+    );
 }
 
 #[actix_rt::test]

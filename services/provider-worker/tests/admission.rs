@@ -4,17 +4,17 @@
 //! runs and a dead holder's lease is gone within `lease_ttl_ms`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::collections::HashMap;
+mod common;
+
 use std::rc::Rc;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use llmr_bus::{Bus, Delivery};
-use llmr_protocol::{Attempt, Envelope, Frame, FrameKind, Kind, Meta, Plan, now_ms};
-use llmr_store::{Breaker, Store, key_id, target_id};
+use common::outcome;
+use llmr_protocol::{Attempt, Frame, FrameKind, now_ms};
+use llmr_store::{Store, key_id, target_id};
 use llmr_testkit::{Behavior, MockUpstream, RedisServer, unique_prefix};
-use llmr_worker::job::{self, JobCtx, ProviderRt};
+use llmr_worker::job::JobCtx;
 
 fn store(redis: Option<&RedisServer>) -> Store {
     match redis {
@@ -26,65 +26,18 @@ fn store(redis: Option<&RedisServer>) -> Store {
     }
 }
 
-fn ctx(mock: &MockUpstream, store: Store, bus: Bus, lease_ttl_ms: u64) -> Rc<JobCtx> {
+fn ctx(mock: &MockUpstream, store: Store, lease_ttl_ms: u64) -> Rc<JobCtx> {
     let toml = llmr_testkit::provider_entry("up", &mock.base_url(), &["m"], &["key-a", "key-b"]);
-    let path = std::env::temp_dir().join(format!("llmr-admission-{}-{}.toml", std::process::id(), now_ms()));
-    std::fs::write(&path, toml).unwrap();
-    let s = llmr_config::load_from(Some(&path), Default::default()).unwrap();
-    let _ = std::fs::remove_file(path);
-    let providers: HashMap<String, ProviderRt> = s
-        .providers
-        .iter()
-        .filter(|p| p.name == "up")
-        .map(|p| (p.name.clone(), ProviderRt::new(p.clone())))
-        .collect();
-    Rc::new(JobCtx {
-        bus,
+    common::ctx(
+        &toml,
         store,
-        client: awc::Client::builder().timeout(Duration::from_secs(10)).finish(),
-        providers,
-        max_response_bytes: 1 << 20,
-        breaker: Breaker {
-            failure_threshold: 1,
-            failure_window_ms: 60_000,
-            recovery_ms: 60_000,
-            probe_ttl_ms: 60_000,
-        },
-        default_cooldown_ms: 1000,
-        cache: s.cache.clone(),
         lease_ttl_ms,
-        callers: None,
-    })
+        awc::Client::builder().timeout(Duration::from_secs(10)).finish(),
+    )
 }
 
-/// Runs one job with `attempts` (as a router planned them) and returns its frames.
 async fn run(ctx: &Rc<JobCtx>, attempts: Vec<Attempt>) -> Vec<Frame> {
-    let got = Arc::new(Mutex::new(Vec::new()));
-    let sink = got.clone();
-    let _sub = ctx
-        .bus
-        .subscribe_replies("r", Arc::new(move |f: Frame| sink.lock().unwrap().push(f)));
-    let body = Bytes::from_static(br#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#);
-    let meta = Meta {
-        model: "m".into(),
-        plan: Some(Plan {
-            pool: "default".into(),
-            attempts,
-            wait_ms: 0,
-            cache: None,
-        }),
-        ..Meta::default()
-    };
-    let env = Envelope::new(Kind::Job, "r", now_ms() + 10_000, Default::default(), body, meta);
-    let d = Delivery {
-        entry: "0-1".into(),
-        envelope: env,
-        reclaimed: false,
-    };
-    let (_keep, cancel) = tokio::sync::oneshot::channel();
-    job::run(ctx.clone(), d, cancel).await;
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    got.lock().unwrap().clone()
+    common::run(ctx, attempts, false).await.0
 }
 
 fn on_key(k: u32) -> Attempt {
@@ -94,18 +47,10 @@ fn on_key(k: u32) -> Attempt {
     }
 }
 
-fn outcome(frames: &[Frame]) -> (FrameKind, u16) {
-    let last = frames.last().expect("the job answered");
-    match last.kind {
-        FrameKind::Error => (FrameKind::Error, last.as_error().status()),
-        k => (k, 200),
-    }
-}
-
 async fn a_stale_plan_never_reaches_a_key_or_target_that_failed_since(redis: bool) {
     let server = redis.then(RedisServer::start);
     let mock = MockUpstream::start(&["m"]);
-    let ctx = ctx(&mock, store(server.as_ref()), Bus::memory(), 10_000);
+    let ctx = ctx(&mock, store(server.as_ref()), 10_000);
     // Key a answered 429 (recorded) after the router planned a, then b.
     ctx.store.cooldown(&key_id("up", 0), now_ms() + 30_000).await.unwrap();
     let frames = run(&ctx, vec![on_key(0), on_key(1)]).await;
@@ -150,7 +95,7 @@ async fn leases_are_renewed_while_a_call_runs(redis: bool) {
     let server = redis.then(RedisServer::start);
     let mock = MockUpstream::start(&["m"]);
     mock.set_default(Behavior::latency(1200));
-    let ctx = ctx(&mock, store(server.as_ref()), Bus::memory(), 300);
+    let ctx = ctx(&mock, store(server.as_ref()), 300);
     let probe = {
         let store = ctx.store.clone();
         async move {

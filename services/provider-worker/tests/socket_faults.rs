@@ -5,17 +5,15 @@
 //! of a stream ends the client's answer with an error frame. Each ends within its bounds.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::collections::HashMap;
-use std::rc::Rc;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+mod common;
 
-use bytes::Bytes;
-use llmr_bus::{Bus, Delivery};
-use llmr_protocol::{Attempt, Envelope, Frame, FrameKind, Kind, Meta, Plan, now_ms};
-use llmr_store::{Breaker, Store};
+use std::rc::Rc;
+use std::time::Duration;
+
+use llmr_protocol::{Attempt, Frame, FrameKind};
+use llmr_store::Store;
 use llmr_testkit::MockUpstream;
-use llmr_worker::job::{self, JobCtx, ProviderRt};
+use llmr_worker::job::JobCtx;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -142,77 +140,16 @@ fn ctx(bad_port: u16, good: &MockUpstream) -> Rc<JobCtx> {
          [[providers]]\nname = \"good\"\ntype = \"openai\"\nbase_url = \"{}\"\nmodels = [\"m\"]\n",
         good.base_url()
     );
-    let path = std::env::temp_dir().join(format!("llmr-sockets-{}-{bad_port}.toml", std::process::id()));
-    std::fs::write(&path, toml).unwrap();
-    let s = llmr_config::load_from(Some(&path), Default::default()).unwrap();
-    let _ = std::fs::remove_file(path);
-    let providers: HashMap<String, ProviderRt> = s
-        .providers
-        .iter()
-        .filter(|p| p.name == "bad" || p.name == "good")
-        .map(|p| (p.name.clone(), ProviderRt::new(p.clone())))
-        .collect();
-    Rc::new(JobCtx {
-        bus: Bus::memory(),
-        store: Store::memory(),
-        client: awc::Client::builder()
-            .connector(awc::Connector::new().timeout(Duration::from_secs(2)))
-            .timeout(Duration::from_secs(20))
-            .finish(),
-        providers,
-        max_response_bytes: 1 << 20,
-        breaker: Breaker {
-            failure_threshold: 100,
-            failure_window_ms: 60_000,
-            recovery_ms: 60_000,
-            probe_ttl_ms: 60_000,
-        },
-        default_cooldown_ms: 1000,
-        cache: s.cache.clone(),
-        lease_ttl_ms: 10_000,
-        callers: None,
-    })
+    let client = awc::Client::builder()
+        .connector(awc::Connector::new().timeout(Duration::from_secs(2)))
+        .timeout(Duration::from_secs(20))
+        .finish();
+    common::ctx(&toml, Store::memory(), 10_000, client)
 }
 
-/// Runs one job (bad target first, then good) and returns its frames and duration.
+/// Runs one job (bad target first, then good); its frames and duration.
 async fn run(ctx: &Rc<JobCtx>, stream: bool) -> (Vec<Frame>, Duration) {
-    let got = Arc::new(Mutex::new(Vec::new()));
-    let sink = got.clone();
-    let _sub = ctx
-        .bus
-        .subscribe_replies("r", Arc::new(move |f: Frame| sink.lock().unwrap().push(f)));
-    let body = format!(r#"{{"model":"m","stream":{stream},"messages":[{{"role":"user","content":"hello there"}}]}}"#);
-    let meta = Meta {
-        model: "m".into(),
-        stream,
-        plan: Some(Plan {
-            pool: "default".into(),
-            attempts: vec![Attempt::new("bad", "m"), Attempt::new("good", "m")],
-            wait_ms: 0,
-            cache: None,
-        }),
-        ..Meta::default()
-    };
-    let env = Envelope::new(
-        Kind::Job,
-        "r",
-        now_ms() + 10_000,
-        Default::default(),
-        Bytes::from(body),
-        meta,
-    );
-    let d = Delivery {
-        entry: "0-1".into(),
-        envelope: env,
-        reclaimed: false,
-    };
-    let (_keep, cancel) = tokio::sync::oneshot::channel();
-    let t = Instant::now();
-    job::run(ctx.clone(), d, cancel).await;
-    let took = t.elapsed();
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    let frames = got.lock().unwrap().clone();
-    (frames, took)
+    common::run(ctx, vec![Attempt::new("bad", "m"), Attempt::new("good", "m")], stream).await
 }
 
 /// The data of every chunk frame, as text.
