@@ -707,3 +707,74 @@ async fn ollama_hosts_are_discovered_and_spoken_to_natively(redis: bool) {
     assert_eq!(host.requests().last().unwrap().path, "/api/embed");
 }
 both!(ollama_hosts_are_discovered_and_spoken_to_natively);
+
+/// Sends `n` chats at once with `priority`; returns (status, retry-after, elapsed) of each.
+fn burst(
+    url: &str,
+    n: usize,
+    priority: &'static str,
+) -> Vec<actix_rt::task::JoinHandle<(u16, Option<String>, Duration)>> {
+    (0..n)
+        .map(|i| {
+            let url = url.to_owned();
+            actix_rt::spawn(async move {
+                let t = Instant::now();
+                let mut resp = client()
+                    .post(&url)
+                    .insert_header(("x-llmr-priority", priority))
+                    .send_json(&chat_body("mock-a", &format!("{priority} {i}"), false))
+                    .await
+                    .unwrap();
+                let _ = resp.body().await;
+                let retry = resp
+                    .headers()
+                    .get("retry-after")
+                    .map(|v| v.to_str().unwrap().to_owned());
+                (resp.status().as_u16(), retry, t.elapsed())
+            })
+        })
+        .collect()
+}
+
+async fn overload_is_refused_at_once_batch_first(redis: bool) {
+    // Two calls at a time, 1.5 s each (none ends while the test fills the queue): everything
+    // else queues in jobs:default.
+    let env = [
+        ("LLMR__WORKER__MAX_IN_FLIGHT", "2".to_string()),
+        ("LLMR__SERVER__MAX_QUEUED", "6".to_string()),
+        ("LLMR__SERVER__MAX_QUEUED_BATCH", "3".to_string()),
+    ];
+    let f = Fixture::start(redis, "", &env);
+    f.ready().await;
+    f.mock.set_default(Behavior::latency(1500));
+    let url = f.url("/v1/chat/completions");
+    let settle = || tokio::time::sleep(Duration::from_millis(350));
+    // 2 running, 3 queued.
+    let mut admitted = burst(&url, 5, "interactive");
+    settle().await;
+    let batch = burst(&url, 1, "batch").pop().unwrap().await.unwrap();
+    assert_eq!(batch.0, 503, "batch work is refused from 3 queued");
+    assert_eq!(batch.1.as_deref(), Some("1"));
+    assert!(batch.2 < Duration::from_millis(300), "refused at once: {:?}", batch.2);
+    // Interactive work still has room (below 6): 4 more queue.
+    admitted.extend(burst(&url, 4, "interactive"));
+    settle().await;
+    let refused: Vec<_> = futures_util::future::join_all(burst(&url, 5, "interactive")).await;
+    for r in &refused {
+        let (status, retry, took) = r.as_ref().unwrap();
+        assert_eq!((*status, retry.as_deref()), (503, Some("1")), "over 6 queued: refused");
+        assert!(*took < Duration::from_millis(300), "refused at once: {took:?}");
+    }
+    let (s, b) = post_with(&url, &chat_body("mock-a", "x", false), &[("x-llmr-priority", "urgent")]).await;
+    assert_eq!(s, 400, "{}", String::from_utf8_lossy(&b));
+    // Everything admitted is answered, none hangs; what was refused reached no upstream.
+    for t in admitted {
+        let (status, _, took) = t.await.unwrap();
+        assert_eq!(status, 200);
+        assert!(took < Duration::from_secs(20), "{took:?}");
+    }
+    assert_eq!(f.mock.request_count(), 9);
+    let slowest = refused.iter().map(|r| r.as_ref().unwrap().2).max().unwrap_or_default();
+    eprintln!("overload: 9 admitted and answered, 6 refused, the slowest refusal in {slowest:?}");
+}
+both!(overload_is_refused_at_once_batch_first);

@@ -23,12 +23,14 @@
 //! - [`routes`]: the HTTP handlers.
 //! - [`cors`]: CORS from `[server] cors_*`.
 //! - [`observe`]: request metrics, `/metrics`, `/healthz`, `/readyz`.
+//! - [`shed`]: load shedding by the cluster's queued work (`x-llmr-priority`).
 
 pub mod auth;
 pub mod cors;
 pub mod error;
 pub mod observe;
 pub mod routes;
+pub mod shed;
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -60,6 +62,8 @@ pub struct AppState {
     pub instance: String,
     /// Set when the process stops: `/readyz` answers 503 from then on.
     pub draining: Arc<AtomicBool>,
+    /// Work queued in the cluster (unread requests and jobs), read every 100 ms.
+    pub queued: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// A built (bound, not yet running) gateway.
@@ -68,6 +72,7 @@ pub struct Gateway {
     port: u16,
     draining: Arc<AtomicBool>,
     _heartbeat: TaskGuard,
+    _shed: shed::Watch,
 }
 
 impl Gateway {
@@ -88,6 +93,8 @@ impl Gateway {
             .port();
         let heartbeat = store.keep_alive("gateway", instance, Duration::from_secs(2));
         let draining = Arc::new(AtomicBool::new(false));
+        let queued = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let shed = shed::watch(bus.clone(), settings, queued.clone());
         let state = web::Data::new(AppState {
             settings: settings.clone(),
             caller: llmr_bus::Caller::new(bus.clone(), instance),
@@ -95,6 +102,7 @@ impl Gateway {
             store,
             instance: instance.to_owned(),
             draining: draining.clone(),
+            queued,
         });
         let (cors_settings, compression) = (settings.server.clone(), settings.server.compression);
         let server = HttpServer::new(move || {
@@ -123,6 +131,7 @@ impl Gateway {
             port,
             draining,
             _heartbeat: heartbeat,
+            _shed: shed,
         })
     }
 
@@ -143,7 +152,12 @@ impl Gateway {
 
     /// Serves until stopped through the handle.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let Gateway { server, _heartbeat, .. } = self;
+        let Gateway {
+            server,
+            _heartbeat,
+            _shed,
+            ..
+        } = self;
         server.await
     }
 }

@@ -136,15 +136,8 @@ fn routing_gauges(report: &Value) {
 
 /// Length, pending entries and lag of every stream of the cluster.
 async fn backlog_gauges(state: &AppState) {
-    let mut streams = vec![
-        (streams::REQUESTS.to_owned(), streams::groups::ROUTERS),
-        (streams::MCP.to_owned(), streams::groups::MCP_TOOLS),
-    ];
-    let mut pools: Vec<&str> = state.settings.providers().map(|p| p.pool.as_str()).collect();
-    pools.push("default");
-    pools.sort_unstable();
-    pools.dedup();
-    streams.extend(pools.into_iter().map(|p| (streams::jobs(p), streams::groups::WORKERS)));
+    let mut streams = crate::shed::work_streams(&state.settings);
+    streams.push((streams::MCP.to_owned(), streams::groups::MCP_TOOLS));
     let m = metrics();
     for (stream, group) in streams {
         if let Ok(b) = state.bus.backlog(&stream, group).await {

@@ -220,6 +220,12 @@ pub struct Server {
     pub max_messages: usize,
     /// All request headers together (names and values); more is a 431.
     pub max_header_bytes: usize,
+    /// Queued work in the cluster (requests no router read, jobs no worker took) at which new
+    /// requests are refused with 503 `overloaded`; 0 = never.
+    pub max_queued: u64,
+    /// The same bound for `x-llmr-priority: batch` requests (lower, so interactive work keeps
+    /// the room left).
+    pub max_queued_batch: u64,
     pub request_timeout_ms: u64,
     /// On stop (SIGTERM): how long work in flight may take to finish before it is dropped
     /// (its entries stay pending for a peer) and the process exits.

@@ -42,6 +42,9 @@ pub enum ApiError {
     /// A dependency of the gateway (Redis, the bus) cannot be reached.
     #[error("{message}")]
     Unavailable { message: String },
+    /// The cluster has more work queued than it admits (load shedding): retry after a while.
+    #[error("{message}")]
+    Overloaded { message: String, retry_after_s: u64 },
     #[error("{message}")]
     Internal { message: String },
 }
@@ -66,7 +69,7 @@ impl ApiError {
             ApiError::UpstreamRejected { status, .. } => *status,
             ApiError::Internal { .. } => 500,
             ApiError::Upstream { .. } => 502,
-            ApiError::Unavailable { .. } => 503,
+            ApiError::Unavailable { .. } | ApiError::Overloaded { .. } => 503,
             ApiError::DeadlineExceeded => 504,
         }
     }
@@ -84,7 +87,7 @@ impl ApiError {
             ApiError::Unauthorized { .. } => "authentication_error",
             ApiError::RateLimited { .. } => "rate_limit_error",
             ApiError::Upstream { .. } | ApiError::DeadlineExceeded | ApiError::Internal { .. } => "api_error",
-            ApiError::Unavailable { .. } => "service_unavailable",
+            ApiError::Unavailable { .. } | ApiError::Overloaded { .. } => "service_unavailable",
         }
     }
 
@@ -104,6 +107,7 @@ impl ApiError {
             ApiError::Upstream { .. } => Some("upstream_error"),
             ApiError::DeadlineExceeded => Some("timeout"),
             ApiError::Unavailable { .. } => Some("service_unavailable"),
+            ApiError::Overloaded { .. } => Some("overloaded"),
         }
     }
 
@@ -120,6 +124,7 @@ impl ApiError {
     pub fn retry_after_s(&self) -> Option<u64> {
         match self {
             ApiError::RateLimited { retry_after_s, .. } => *retry_after_s,
+            ApiError::Overloaded { retry_after_s, .. } => Some(*retry_after_s),
             _ => None,
         }
     }

@@ -84,6 +84,7 @@ pub async fn publish(
     endpoint: Endpoint,
     native: Option<(Bytes, NativeApi)>,
 ) -> Result<Published, HttpError> {
+    crate::shed::admit(req, &state.settings, &state.queued)?;
     let max = state.settings.server.max_messages;
     if parsed.message_count > max {
         return Err(HttpError(llmr_protocol::ApiError::invalid(
