@@ -1,17 +1,24 @@
 //! Whether whoever waits for a job's answer is still there. A gateway (or router, responses
 //! or mcp-tools instance) that dies without a word — SIGKILL, a lost node — cancels nothing;
 //! its heartbeats stop. One task per worker reads the live instances every second; a running
-//! job whose caller was seen alive and is no longer aborts its upstream call.
+//! job whose caller was seen alive and has been missing for 3 s (longer than a heartbeat
+//! period, so a Redis restart that lost the heartbeats declares nobody dead) aborts its
+//! upstream call.
 
 use std::cell::RefCell;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use llmr_store::Store;
 
 /// How often the live instances are read.
 const EVERY: Duration = Duration::from_secs(1);
+
+/// How long a caller must stay missing before it counts as gone: longer than a heartbeat
+/// period (2 s), so that after a Redis restart that lost the heartbeats every live caller has
+/// beaten again before anyone is declared dead.
+const GRACE: Duration = Duration::from_secs(3);
 
 /// The reply streams' suffixes of callers other than gateways (their heartbeat has none).
 const SUFFIXES: [&str; 3] = ["-loop", "-responses", "-mcp"];
@@ -21,6 +28,19 @@ struct State {
     alive: HashSet<String>,
     /// Every instance seen alive: only those can be known to have died.
     seen: HashSet<String>,
+    /// Seen instances missing from the live ones, since when.
+    missing_since: HashMap<String, Instant>,
+}
+
+impl State {
+    fn update(&mut self, alive: HashSet<String>, now: Instant) {
+        self.seen.extend(alive.iter().cloned());
+        self.missing_since.retain(|who, _| !alive.contains(who));
+        for who in self.seen.iter().filter(|w| !alive.contains(*w)) {
+            self.missing_since.entry(who.clone()).or_insert(now);
+        }
+        self.alive = alive;
+    }
 }
 
 /// The live callers, shared by a worker's jobs.
@@ -45,10 +65,8 @@ impl Callers {
             loop {
                 // A failed read (Redis away) leaves the last known state: nobody is declared dead.
                 if let Ok(list) = store.alive().await {
-                    let mut st = state.borrow_mut();
-                    st.alive = list.into_iter().map(|a| a.instance).collect();
-                    let alive: Vec<String> = st.alive.iter().cloned().collect();
-                    st.seen.extend(alive);
+                    let alive = list.into_iter().map(|a| a.instance).collect();
+                    state.borrow_mut().update(alive, Instant::now());
                 }
                 tokio::time::sleep(EVERY).await;
             }
@@ -56,11 +74,13 @@ impl Callers {
         (callers, task)
     }
 
-    /// Whether the owner of `reply_to` was seen alive and is not any more.
+    /// Whether the owner of `reply_to` was seen alive and has been missing for `GRACE`.
     pub fn gone(&self, reply_to: &str) -> bool {
-        let st = self.0.borrow();
-        let who = instance(reply_to);
-        st.seen.contains(who) && !st.alive.contains(who)
+        self.0
+            .borrow()
+            .missing_since
+            .get(instance(reply_to))
+            .is_some_and(|t| t.elapsed() >= GRACE)
     }
 
     /// Resolves once the owner of `reply_to` is gone (never, while it lives).
@@ -93,10 +113,17 @@ mod tests {
         assert_eq!(instance("r-7-loop"), "r-7");
         assert_eq!(instance("x-responses"), "x");
         let c = Callers::default();
-        c.0.borrow_mut().seen.insert("gw-1".into());
-        assert!(c.gone("gw-1"), "seen, then not alive");
+        let long_ago = Instant::now() - GRACE;
+        c.0.borrow_mut().update(HashSet::from(["gw-1".to_owned()]), long_ago);
+        assert!(!c.gone("gw-1"), "alive");
+        c.0.borrow_mut().update(HashSet::new(), long_ago);
+        assert!(c.gone("gw-1"), "seen, then missing for the grace period");
         assert!(!c.gone("never-seen"), "unknown callers are not declared dead");
-        c.0.borrow_mut().alive.insert("gw-1".into());
-        assert!(!c.gone("gw-1"));
+        c.0.borrow_mut().update(HashSet::new(), Instant::now());
+        assert!(c.gone("gw-1"), "missing since the first time, not the last");
+        c.0.borrow_mut()
+            .update(HashSet::from(["gw-1".to_owned()]), Instant::now());
+        c.0.borrow_mut().update(HashSet::new(), Instant::now());
+        assert!(!c.gone("gw-1"), "back, then missing only briefly (a Redis restart)");
     }
 }

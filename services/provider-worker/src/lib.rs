@@ -9,7 +9,7 @@
 //!   reclaims them after `claim_idle_ms`: it reruns a job if no frame of it reached the
 //!   caller, and otherwise answers it with a clean error frame.
 //! - A job whose caller stops heartbeating (a gateway killed with streams open) aborts its
-//!   upstream call within about `3 × 2 s` heartbeat life plus a second.
+//!   upstream call once its heartbeats have lapsed (6 s) and it stayed missing for 3 s.
 //! - awc's defaults (5 s, 2 MiB) are replaced: each call is bounded by the request's
 //!   deadline and `worker.max_response_bytes`; connecting by `worker.connect_timeout_ms`.
 //!
