@@ -41,10 +41,18 @@ pub async fn send(
     awc::ClientResponse<impl futures_util::Stream<Item = Result<Bytes, awc::error::PayloadError>> + Unpin + use<>>,
     AttemptError,
 > {
-    let mut resp = req
-        .send_body(body)
-        .await
-        .map_err(|e| AttemptError::retryable(format!("request failed: {e}")))?;
+    let failed = |e: &dyn std::fmt::Display| AttemptError::retryable(format!("request failed: {e}"));
+    let req = req.freeze().map_err(|e| failed(&e))?;
+    let mut resp = match req.send_body(body.clone()).await {
+        // The client's connection pool lost its connector under us (nothing was sent):
+        // once more, on a new connection, before this counts against the target.
+        Err(awc::error::SendRequestError::Connect(awc::error::ConnectError::Disconnected)) => {
+            tracing::debug!("the connection pool was disconnected; sending again");
+            req.send_body(body).await
+        }
+        r => r,
+    }
+    .map_err(|e| failed(&e))?;
     if !resp.status().is_success() {
         return Err(refused(&mut resp, key).await);
     }
