@@ -425,6 +425,28 @@ async fn a_gateway_killed_with_streams_open_has_their_upstream_calls_aborted() {
 }
 
 #[actix_rt::test]
+async fn server_side_tools_without_mcp_tools_are_refused_at_once() {
+    let mock = MockUpstream::start(&["mock-a"]);
+    let toml = format!(
+        "{ECHO}{}[[models]]\nname = \"with-tools\"\ntargets = [{{provider = \"up\", model = \"mock-a\"}}]\ntools = [\"calculator\"]\n",
+        mock_provider("up", &mock.base_url(), &["mock-a"])
+    );
+    // Router, worker and gateway, and no mcp-tools.
+    let c = Cluster::start_with(mock, &toml, 1, 1, &[]);
+    c.ready(1).await;
+    let t = Instant::now();
+    let (status, body) = post(&c.url("/v1/chat/completions"), &chat_body("with-tools", "6*7?", false)).await;
+    assert_eq!(status, 503, "{}", String::from_utf8_lossy(&body));
+    assert!(json(&body)["error"]["message"].as_str().unwrap().contains("mcp-tools"));
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "at once, not at the deadline: {:?}",
+        t.elapsed()
+    );
+    assert_eq!(c.mock.request_count(), 0);
+}
+
+#[actix_rt::test]
 async fn a_worker_stopped_with_sigterm_under_load_finishes_its_work() {
     const TOTAL: usize = 120;
     let mut c = Cluster::start(1, &[("LLMR__SERVER__REQUEST_TIMEOUT_MS", "20000".to_string())]);

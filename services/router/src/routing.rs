@@ -89,6 +89,11 @@ impl Routing {
     }
 
     /// A plan for one request outside a batch (the tool loop's rounds).
+    /// Whether an instance of `service` is alive (its heartbeats), per the store.
+    pub async fn service_alive(&self, service: &str) -> Result<bool, ApiError> {
+        Ok(self.store.alive().await?.iter().any(|a| a.service == service))
+    }
+
     pub async fn plan_one(&self, routes: &[Route], body_len: usize, now: u64) -> Result<Plan, ApiError> {
         let state = self.state(routes, now).await;
         self.order(&state, routes, None, body_len, now)

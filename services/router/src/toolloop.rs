@@ -126,8 +126,14 @@ impl ToolLoop {
         }
     }
 
-    /// One exchange with mcp-tools.
+    /// One exchange with mcp-tools; refused at once (503) when no mcp-tools instance is
+    /// alive, instead of waiting for the request's deadline.
     async fn mcp(&self, env: &Envelope, kind: Kind, body: Value) -> Result<Value, ApiError> {
+        if !self.routing.service_alive("mcp-tools").await? {
+            return Err(ApiError::Unavailable {
+                message: "No mcp-tools instance is running, so server-side tools cannot run.".into(),
+            });
+        }
         let meta = Meta {
             caller: CallerId::Router(env.id),
             ..Meta::default()
