@@ -425,7 +425,7 @@ async fn a_gateway_killed_with_streams_open_has_their_upstream_calls_aborted() {
 }
 
 #[actix_rt::test]
-async fn server_side_tools_without_mcp_tools_are_refused_at_once() {
+async fn server_side_tools_without_mcp_tools_are_refused_within_seconds() {
     let mock = MockUpstream::start(&["mock-a"]);
     let toml = format!(
         "{ECHO}{}[[models]]\nname = \"with-tools\"\ntargets = [{{provider = \"up\", model = \"mock-a\"}}]\ntools = [\"calculator\"]\n",
