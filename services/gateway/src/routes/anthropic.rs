@@ -8,7 +8,8 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::Bytes;
 use llmr_protocol::anthropic::front::{self, Events};
 use llmr_protocol::openai::ChatCompletion;
-use llmr_protocol::{ApiError, Endpoint, NativeApi, chat};
+use llmr_protocol::{Endpoint, NativeApi, chat};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::sse::{Dialect, relay};
@@ -51,29 +52,18 @@ async fn serve(req: &HttpRequest, payload: web::Payload, state: &AppState) -> Re
             compress,
         ));
     }
-    let (status, answer) = p.body().await?;
-    if status >= 400 {
-        return Err(HttpError(ApiError::UpstreamRejected {
-            status,
-            body: String::from_utf8_lossy(&answer).into_owned(),
-        }));
-    }
-    let completion: Value = serde_json::from_slice(&answer).map_err(|e| {
-        HttpError(ApiError::Upstream {
-            message: format!("unreadable completion: {e}"),
-        })
-    })?;
+    let completion = p.json().await?;
     if p.stream {
         // Asked for a stream, answered whole (a cached answer): the same events at once.
-        return Ok(whole_as_events(events, &answer));
+        return Ok(whole_as_events(events, &completion));
     }
     Ok(HttpResponse::Ok().json(front::message(&completion, &p.model)))
 }
 
 /// A whole completion as one burst of Anthropic events.
-fn whole_as_events(mut events: Events, answer: &[u8]) -> HttpResponse {
+fn whole_as_events(mut events: Events, completion: &Value) -> HttpResponse {
     let mut out = Vec::new();
-    if let Ok(c) = serde_json::from_slice::<ChatCompletion>(answer) {
+    if let Ok(c) = ChatCompletion::deserialize(completion) {
         for chunk in c.to_chunks(true) {
             let v = serde_json::to_value(&chunk).unwrap_or_default();
             front::sse(&events.chunk(&v), &mut out);

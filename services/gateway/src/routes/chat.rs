@@ -72,6 +72,23 @@ impl Published {
     pub async fn body(&mut self) -> Result<(u16, Bytes), HttpError> {
         Ok((self.head.status, self.call.body().await?))
     }
+
+    /// The whole answer as JSON, for the routes that translate it: an error status is the
+    /// upstream's refusal, an unreadable body the upstream's fault.
+    pub async fn json(&mut self) -> Result<serde_json::Value, HttpError> {
+        let (status, body) = self.body().await?;
+        if status >= 400 {
+            return Err(HttpError(llmr_protocol::ApiError::UpstreamRejected {
+                status,
+                body: String::from_utf8_lossy(&body).into_owned(),
+            }));
+        }
+        serde_json::from_slice(&body).map_err(|e| {
+            HttpError(llmr_protocol::ApiError::Upstream {
+                message: format!("unreadable answer: {e}"),
+            })
+        })
+    }
 }
 
 /// Publishes a validated request on `requests` and waits for the head of its answer;

@@ -14,18 +14,15 @@ use super::sse::{Dialect, relay};
 use crate::error::{Wire, WireError};
 use crate::{AppState, HttpError};
 
-const WIRE: fn(HttpError) -> WireError = |e| WireError {
-    wire: Wire::Ollama,
-    error: e.0,
-};
-
 /// `POST /api/chat`.
 pub async fn chat(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, WireError> {
-    generate_or_chat(&req, payload, &state, Api::Chat).await.map_err(WIRE)
+    generate_or_chat(&req, payload, &state, Api::Chat)
+        .await
+        .map_err(WireError::to(Wire::Ollama))
 }
 
 /// `POST /api/generate`.
@@ -36,7 +33,7 @@ pub async fn generate(
 ) -> Result<HttpResponse, WireError> {
     generate_or_chat(&req, payload, &state, Api::Generate)
         .await
-        .map_err(WIRE)
+        .map_err(WireError::to(Wire::Ollama))
 }
 
 async fn generate_or_chat(
@@ -59,7 +56,7 @@ async fn generate_or_chat(
         let lines = Box::new(Lines::new(api, &model));
         return Ok(relay(p.call, Dialect::Ollama(lines), p.head.cache, false));
     }
-    let completion = whole(&mut p).await?;
+    let completion = p.json().await?;
     let answer = front::answer(api, &completion, &model, p.started.elapsed().as_nanos() as u64);
     if p.stream {
         // Asked for a stream, answered whole (a cached answer): one final line.
@@ -68,22 +65,6 @@ async fn generate_or_chat(
             .body(format!("{answer}\n")));
     }
     Ok(HttpResponse::Ok().json(answer))
-}
-
-/// A non-streamed answer's JSON, or its error.
-async fn whole(p: &mut super::chat::Published) -> Result<Value, HttpError> {
-    let (status, body) = p.body().await?;
-    if status >= 400 {
-        return Err(HttpError(ApiError::UpstreamRejected {
-            status,
-            body: String::from_utf8_lossy(&body).into_owned(),
-        }));
-    }
-    serde_json::from_slice(&body).map_err(|e| {
-        HttpError(ApiError::Upstream {
-            message: format!("unreadable answer: {e}"),
-        })
-    })
 }
 
 /// `POST /api/embed`.
@@ -97,7 +78,7 @@ pub async fn embed(
         let body = Bytes::from(front::embed_request(&native)?.to_string());
         let parsed = endpoints::embeddings(&body)?;
         let mut p = super::chat::publish(&req, &state, body, parsed, Endpoint::Embeddings, None).await?;
-        let v = whole(&mut p).await?;
+        let v = p.json().await?;
         let model = native["model"].as_str().unwrap_or_default();
         Ok::<_, HttpError>(HttpResponse::Ok().json(front::embed_answer(
             &v,
@@ -105,7 +86,7 @@ pub async fn embed(
             p.started.elapsed().as_nanos() as u64,
         )))
     };
-    serve.await.map_err(WIRE)
+    serve.await.map_err(WireError::to(Wire::Ollama))
 }
 
 /// The model names clients may ask for, and each one's context window when known.
@@ -135,7 +116,7 @@ fn context_window(state: &AppState, name: &str, owner: &str) -> Option<u64> {
 
 /// `GET /api/tags`.
 pub async fn tags(state: web::Data<AppState>) -> Result<HttpResponse, WireError> {
-    let list = models(&state).await.map_err(WIRE)?;
+    let list = models(&state).await.map_err(WireError::to(Wire::Ollama))?;
     let entries: Vec<Value> = list.iter().map(|(m, _)| front::model_entry(m)).collect();
     Ok(HttpResponse::Ok().json(json!({"models": entries})))
 }
@@ -181,12 +162,12 @@ pub async fn show(
             })),
         }
     };
-    serve.await.map_err(WIRE)
+    serve.await.map_err(WireError::to(Wire::Ollama))
 }
 
 /// LM Studio's `GET /api/v0/models`.
 pub async fn lmstudio_models(state: web::Data<AppState>) -> Result<HttpResponse, WireError> {
-    let list = models(&state).await.map_err(WIRE)?;
+    let list = models(&state).await.map_err(WireError::to(Wire::Ollama))?;
     let data: Vec<Value> = list.iter().map(|(m, w)| front::lmstudio_entry(m, *w)).collect();
     Ok(HttpResponse::Ok().json(json!({"object": "list", "data": data})))
 }

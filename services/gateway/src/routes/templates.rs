@@ -116,8 +116,7 @@ pub async fn text(
             false,
         ));
     }
-    let (_, answer) = p.body().await?;
-    let c: Value = serde_json::from_slice(&answer).unwrap_or_default();
+    let c = p.json().await?;
     Ok(HttpResponse::Ok().json(json!({
         "object": "text.completion",
         "endpoint": name,
