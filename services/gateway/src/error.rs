@@ -100,3 +100,20 @@ pub fn render(wire: Wire, e: &ApiError) -> HttpResponse {
         Wire::Ollama => r.body(serde_json::json!({"error": e.message()}).to_string()),
     }
 }
+
+/// Malformed query strings and path segments (`?limit=abc`), refused in the route's error
+/// shape instead of actix-web's plain-text default.
+pub fn extractor_configs() -> (actix_web::web::QueryConfig, actix_web::web::PathConfig) {
+    fn refuse(what: &str, e: impl std::fmt::Display, req: &actix_web::HttpRequest) -> actix_web::Error {
+        let error = ApiError::invalid(format!("Invalid {what}: {e}"), None);
+        WireError {
+            wire: Wire::of_path(req.path()),
+            error,
+        }
+        .into()
+    }
+    (
+        actix_web::web::QueryConfig::default().error_handler(|e, req| refuse("query string", e, req)),
+        actix_web::web::PathConfig::default().error_handler(|e, req| refuse("path", e, req)),
+    )
+}

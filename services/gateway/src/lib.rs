@@ -106,8 +106,11 @@ impl Gateway {
         });
         let (cors_settings, compression) = (settings.server.clone(), settings.server.compression);
         let server = HttpServer::new(move || {
+            let (query, path) = error::extractor_configs();
             App::new()
                 .app_data(state.clone())
+                .app_data(query)
+                .app_data(path)
                 .wrap(middleware::from_fn(auth::require_token))
                 // Preflight is answered before auth; answers are compressed on the way out.
                 .wrap(middleware::Condition::new(

@@ -18,7 +18,7 @@ use tracing::Instrument;
 use crate::AppState;
 
 /// Paths any client (a probe, a scraper) may call without the token.
-pub const OPEN_PATHS: [&str; 4] = ["/health", "/healthz", "/readyz", "/metrics"];
+pub const OPEN_PATHS: [&str; 5] = ["/health", "/healthz", "/readyz", "/metrics", "/openapi.json"];
 
 /// Counts and times every request by its route pattern (never the raw path), method and
 /// status; the duration runs until the response head. Each request is one SERVER span

@@ -6,6 +6,7 @@ pub mod health;
 pub mod mcp;
 pub mod models;
 pub mod ollama;
+pub mod openapi;
 pub mod responses;
 pub mod sse;
 pub mod templates;
@@ -18,51 +19,62 @@ use llmr_protocol::ApiError;
 
 use crate::HttpError;
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/v1/chat/completions", web::post().to(chat::completions))
-        .route("/v1/embeddings", web::post().to(chat::embeddings))
-        .route("/v1/completions", web::post().to(chat::text_completions))
-        .route("/v1/models", web::get().to(models::list))
-        .route("/v1/models/{id:.+}", web::get().to(models::retrieve))
-        .route("/v1/usage", web::get().to(usage::usage))
-        .route("/v1/responses", web::post().to(responses::create))
-        .route("/v1/responses/input_tokens", web::post().to(responses::body_op))
-        .route("/v1/responses/compact", web::post().to(responses::body_op))
-        .route("/v1/responses/{id}", web::get().to(responses::response))
-        .route("/v1/responses/{id}", web::delete().to(responses::response))
-        .route("/v1/responses/{id}/cancel", web::post().to(responses::cancel))
-        .route("/v1/responses/{id}/input_items", web::get().to(responses::list))
-        .route("/v1/conversations", web::post().to(responses::body_op))
-        .route("/v1/conversations/{id}", web::get().to(responses::conversation))
-        .route("/v1/conversations/{id}", web::post().to(responses::conversation))
-        .route("/v1/conversations/{id}", web::delete().to(responses::conversation))
-        .route("/v1/conversations/{id}/items", web::post().to(responses::conversation))
-        .route("/v1/conversations/{id}/items", web::get().to(responses::list))
-        .route("/v1/conversations/{id}/items/{item_id}", web::get().to(responses::item))
-        .route(
-            "/v1/conversations/{id}/items/{item_id}",
-            web::delete().to(responses::item),
-        )
-        .route("/v1/text/{name}", web::post().to(templates::text))
-        .route("/v1/messages", web::post().to(anthropic::messages))
-        .route("/v1/messages/count_tokens", web::post().to(anthropic::count_tokens))
-        .route("/api/chat", web::post().to(ollama::chat))
-        .route("/api/generate", web::post().to(ollama::generate))
-        .route("/api/embed", web::post().to(ollama::embed))
-        .route("/api/show", web::post().to(ollama::show))
-        .route("/api/tags", web::get().to(ollama::tags))
-        .route("/api/ps", web::get().to(ollama::ps))
-        .route("/api/version", web::get().to(ollama::version))
-        .route("/api/v0/models", web::get().to(ollama::lmstudio_models))
-        .route("/", web::get().to(ollama::root))
-        .route("/", web::head().to(ollama::root))
-        .route("/health", web::get().to(health::health))
-        .route("/healthz", web::get().to(crate::observe::healthz))
-        .route("/readyz", web::get().to(crate::observe::readyz))
-        .route("/metrics", web::get().to(crate::observe::scrape))
-        .route("/mcp", web::post().to(mcp::post))
-        .route("/mcp", web::delete().to(mcp::delete))
-        .route("/mcp", web::get().to(mcp::get));
+/// The route table, once: `configure` registers it and `ROUTES` lists it (method, pattern)
+/// so that the OpenAPI document can be checked against the real routes.
+macro_rules! route_table {
+    ($($method:ident $path:literal => $handler:path),* $(,)?) => {
+        /// Every route the gateway serves, as (method, actix path pattern).
+        pub const ROUTES: &[(&str, &str)] = &[$((stringify!($method), $path)),*];
+
+        pub fn configure(cfg: &mut web::ServiceConfig) {
+            $(cfg.route($path, web::$method().to($handler));)*
+        }
+    };
+}
+
+route_table! {
+    post "/v1/chat/completions" => chat::completions,
+    post "/v1/embeddings" => chat::embeddings,
+    post "/v1/completions" => chat::text_completions,
+    get "/v1/models" => models::list,
+    get "/v1/models/{id:.+}" => models::retrieve,
+    get "/v1/usage" => usage::usage,
+    post "/v1/responses" => responses::create,
+    post "/v1/responses/input_tokens" => responses::body_op,
+    post "/v1/responses/compact" => responses::body_op,
+    get "/v1/responses/{id}" => responses::response,
+    delete "/v1/responses/{id}" => responses::response,
+    post "/v1/responses/{id}/cancel" => responses::cancel,
+    get "/v1/responses/{id}/input_items" => responses::list,
+    post "/v1/conversations" => responses::body_op,
+    get "/v1/conversations/{id}" => responses::conversation,
+    post "/v1/conversations/{id}" => responses::conversation,
+    delete "/v1/conversations/{id}" => responses::conversation,
+    post "/v1/conversations/{id}/items" => responses::conversation,
+    get "/v1/conversations/{id}/items" => responses::list,
+    get "/v1/conversations/{id}/items/{item_id}" => responses::item,
+    delete "/v1/conversations/{id}/items/{item_id}" => responses::item,
+    post "/v1/text/{name}" => templates::text,
+    post "/v1/messages" => anthropic::messages,
+    post "/v1/messages/count_tokens" => anthropic::count_tokens,
+    post "/api/chat" => ollama::chat,
+    post "/api/generate" => ollama::generate,
+    post "/api/embed" => ollama::embed,
+    post "/api/show" => ollama::show,
+    get "/api/tags" => ollama::tags,
+    get "/api/ps" => ollama::ps,
+    get "/api/version" => ollama::version,
+    get "/api/v0/models" => ollama::lmstudio_models,
+    get "/" => ollama::root,
+    head "/" => ollama::root,
+    get "/health" => health::health,
+    get "/healthz" => crate::observe::healthz,
+    get "/readyz" => crate::observe::readyz,
+    get "/metrics" => crate::observe::scrape,
+    get "/openapi.json" => openapi::document,
+    post "/mcp" => mcp::post,
+    delete "/mcp" => mcp::delete,
+    get "/mcp" => mcp::get,
 }
 
 /// Unknown routes, in the error shape of the API their path belongs to.
