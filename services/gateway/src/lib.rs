@@ -64,6 +64,23 @@ pub struct AppState {
     pub draining: Arc<AtomicBool>,
     /// Work queued in the cluster (unread requests and jobs), read every 100 ms.
     pub queued: Arc<std::sync::atomic::AtomicU64>,
+    /// The services seen alive, read every second.
+    pub peers: llmr_store::Peers,
+}
+
+/// How long a request waits for an instance of the service it needs to appear (one may be
+/// starting) before it is refused with 503.
+pub const PEER_WAIT: Duration = Duration::from_secs(2);
+
+impl AppState {
+    /// Sends a request to the service that reads `stream` — refused at once (503) when no
+    /// instance of it is alive, instead of waiting unread until the deadline.
+    pub async fn send(&self, stream: &str, env: &llmr_protocol::Envelope) -> Result<llmr_bus::Call, HttpError> {
+        if let Some(service) = llmr_protocol::streams::served_by(stream) {
+            self.peers.require(service, PEER_WAIT).await?;
+        }
+        Ok(self.caller.send(stream, env).await?)
+    }
 }
 
 /// A built (bound, not yet running) gateway.
@@ -92,6 +109,7 @@ impl Gateway {
             })?
             .port();
         let heartbeat = store.keep_alive("gateway", instance, Duration::from_secs(2));
+        let peers = llmr_store::Peers::watch(&store, Duration::from_secs(1));
         let draining = Arc::new(AtomicBool::new(false));
         let queued = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let shed = shed::watch(bus.clone(), settings, queued.clone());
@@ -103,6 +121,7 @@ impl Gateway {
             instance: instance.to_owned(),
             draining: draining.clone(),
             queued,
+            peers,
         });
         let (cors_settings, compression) = (settings.server.clone(), settings.server.compression);
         let server = HttpServer::new(move || {

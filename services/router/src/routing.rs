@@ -21,6 +21,8 @@ use crate::script::{Choice, RoutingScript};
 /// What routing shares across requests: the catalog, the store, the rotation state.
 pub struct Routing {
     store: Store,
+    /// The services seen alive (workers for jobs, mcp-tools for tool loops).
+    peers: llmr_store::Peers,
     catalog: Rc<Catalog>,
     rng: RefCell<StdRng>,
     rotation: RefCell<Rotation>,
@@ -37,6 +39,7 @@ pub struct Resolved {
 impl Routing {
     pub fn new(settings: &Settings, store: Store, catalog: Rc<Catalog>, script: Option<RoutingScript>) -> Routing {
         Routing {
+            peers: llmr_store::Peers::watch(&store, std::time::Duration::from_secs(1)),
             store,
             catalog,
             rng: RefCell::new(StdRng::from_os_rng()),
@@ -88,10 +91,10 @@ impl Routing {
             .collect()
     }
 
-    /// A plan for one request outside a batch (the tool loop's rounds).
-    /// Whether an instance of `service` is alive (its heartbeats), per the store.
-    pub async fn service_alive(&self, service: &str) -> Result<bool, ApiError> {
-        Ok(self.store.alive().await?.iter().any(|a| a.service == service))
+    /// Refused (503) when no instance of `service` is alive within two seconds (one may be
+    /// starting), instead of leaving the work unread until its deadline.
+    pub async fn require(&self, service: &str) -> Result<(), ApiError> {
+        self.peers.require(service, std::time::Duration::from_secs(2)).await
     }
 
     pub async fn plan_one(&self, routes: &[Route], body_len: usize, now: u64) -> Result<Plan, ApiError> {

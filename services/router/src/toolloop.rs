@@ -129,16 +129,7 @@ impl ToolLoop {
     /// One exchange with mcp-tools; refused (503) when no mcp-tools instance is alive within
     /// two seconds (one may be starting), instead of waiting for the request's deadline.
     async fn mcp(&self, env: &Envelope, kind: Kind, body: Value) -> Result<Value, ApiError> {
-        let mut tries = 0;
-        while !self.routing.service_alive("mcp-tools").await? {
-            tries += 1;
-            if tries > 10 {
-                return Err(ApiError::Unavailable {
-                    message: "No mcp-tools instance is running, so server-side tools cannot run.".into(),
-                });
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        }
+        self.routing.require("mcp-tools").await?;
         let meta = Meta {
             caller: CallerId::Router(env.id),
             ..Meta::default()

@@ -93,6 +93,12 @@ async fn route(
         .map(|(d, r)| (&d.envelope, r.routes.as_slice()))
         .collect();
     let plans = routing.plan_batch(&items, now_ms()).await;
+    // Jobs nobody would read are refused now rather than at their deadline.
+    let workers = if items.is_empty() {
+        Ok(())
+    } else {
+        routing.require("worker").await
+    };
     for (((d, resolved), plan), decision) in routable.into_iter().zip(plans).zip(decisions) {
         let plan = plan.map(|p| llmr_protocol::Plan {
             cache: decision.plan(),
@@ -108,7 +114,7 @@ async fn route(
             llmr.plan = tracing::field::Empty,
         );
         llmr_telemetry::set_parent(&span, &env.trace);
-        match plan {
+        match plan.and_then(|p| workers.clone().map(|()| p)) {
             Ok(plan) => {
                 span.record("provider", plan.attempts[0].provider.as_str());
                 let targets: Vec<String> = plan

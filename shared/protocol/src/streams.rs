@@ -19,6 +19,18 @@ pub fn replies(instance: &str) -> String {
     format!("replies:{instance}")
 }
 
+/// The service whose instances read `stream` (the name their heartbeats carry), for callers
+/// that refuse work nobody would read.
+pub fn served_by(stream: &str) -> Option<&'static str> {
+    match stream {
+        REQUESTS => Some("router"),
+        MCP => Some("mcp-tools"),
+        RESPONSES => Some("responses"),
+        s if s.starts_with("jobs:") => Some("worker"),
+        _ => None,
+    }
+}
+
 /// Consumer groups: every instance of a service reads its stream in the same group.
 pub mod groups {
     /// Routers, on [`REQUESTS`](super::REQUESTS).
@@ -34,6 +46,15 @@ pub mod groups {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_work_stream_names_its_service() {
+        assert_eq!(served_by(REQUESTS), Some("router"));
+        assert_eq!(served_by(&jobs("gpu")), Some("worker"));
+        assert_eq!(served_by(MCP), Some("mcp-tools"));
+        assert_eq!(served_by(RESPONSES), Some("responses"));
+        assert_eq!(served_by(&replies("g1")), None);
+    }
 
     #[test]
     fn names_are_the_documented_keys() {

@@ -18,10 +18,12 @@
 //! # Layout
 //! - [`health`]: circuit-breaker and cooldown rules (the Redis scripts do the same).
 //! - [`memory`]: the in-memory implementation.
+//! - [`peers`]: which services have a live instance, read in the background.
 //! - [`redis_store`]: the Redis implementation.
 
 pub mod health;
 pub mod memory;
+pub mod peers;
 pub mod redis_store;
 
 pub use health::{Availability, Breaker, Circuit, HealthRecord};
@@ -32,6 +34,7 @@ use llmr_protocol::ApiError;
 use serde::{Deserialize, Serialize};
 
 pub use memory::MemoryStore;
+pub use peers::Peers;
 pub use redis_store::RedisStore;
 
 #[derive(Debug, thiserror::Error)]

@@ -141,7 +141,7 @@ pub async fn publish(
         tracing::info!(parent: &span, prompt = %content(state, &prompt), "request content");
     }
     let started = std::time::Instant::now();
-    let mut call = state.caller.send(streams::REQUESTS, &env).await?;
+    let mut call = state.send(streams::REQUESTS, &env).await?;
     tracing::debug!(parent: &span, "published");
     // The head (or an error) decides the response shape.
     let head = call.head().await?;

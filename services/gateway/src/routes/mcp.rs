@@ -191,7 +191,7 @@ async fn serve(req: &HttpRequest, payload: web::Payload, state: &AppState) -> Re
         let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_GATEWAY);
         refuse(status, m.id.clone(), INTERNAL_ERROR, &e.to_string())
     };
-    let mut answer: PendingAnswer = Box::pin(state.caller.send(streams::MCP, &env).await.map_err(failed)?.answer());
+    let mut answer: PendingAnswer = Box::pin(state.send(streams::MCP, &env).await.map_err(|e| failed(e.0))?.answer());
     // A slow answer goes out as SSE when the client takes it: the keep-alives written while
     // it runs are how a client that left is noticed (its call is dropped, its work cancelled).
     let answer = if !initialize && accepts_sse(req) {

@@ -35,7 +35,7 @@ async fn forward(
     let body =
         Bytes::from(serde_json::to_vec(&op).map_err(|e| HttpError(ApiError::Internal { message: e.to_string() }))?);
     let env = Envelope::new(Kind::Responses, &state.instance, deadline, trace, body, meta);
-    let mut call = state.caller.send(streams::RESPONSES, &env).await?;
+    let mut call = state.send(streams::RESPONSES, &env).await?;
     let head = call.head().await?;
     if head.stream {
         return Ok(relay(
