@@ -1285,6 +1285,39 @@ async fn health_says_degraded_when_a_pool_has_no_worker() {
 }
 
 #[actix_rt::test]
+async fn requests_for_a_service_nobody_runs_are_refused_within_seconds() {
+    // Gateway and router only: no worker, no responses service.
+    let mut c = Cluster::start(0, &[]);
+    c.ready(0).await;
+    let cases = [
+        ("/v1/chat/completions", chat_body("echo", "hi", false), "worker"),
+        ("/v1/chat/completions", chat_body("echo", "hi", true), "worker"),
+        (
+            "/v1/responses",
+            serde_json::json!({"model": "echo", "input": "hi"}),
+            "responses",
+        ),
+    ];
+    for (path, body, service) in &cases {
+        let t = Instant::now();
+        let (status, answer) = post(&c.url(path), body).await;
+        let elapsed = t.elapsed();
+        assert_eq!(status, 503, "{path}: {}", String::from_utf8_lossy(&answer));
+        let message = json(&answer)["error"]["message"].as_str().unwrap().to_owned();
+        assert!(message.contains(&format!("No {service} instance")), "{message}");
+        assert!(
+            elapsed < Duration::from_secs(4),
+            "{path}: refused at once, not at the deadline: {elapsed:?}"
+        );
+    }
+    // A worker that comes up serves the next request.
+    c.add("worker", &["worker", "--pool", "default"]);
+    c.ready(1).await;
+    let (status, answer) = post(&c.url("/v1/chat/completions"), &chat_body("echo", "hi", false)).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
+}
+
+#[actix_rt::test]
 async fn every_role_serves_probes_and_metrics() {
     let mock = MockUpstream::start(&["mock-a"]);
     let toml = format!("{ECHO}{}", mock_provider("up", &mock.base_url(), &["mock-a"]));

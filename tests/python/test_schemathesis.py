@@ -18,7 +18,8 @@ import sys
 import tempfile
 import urllib.request
 
-from conftest import TOKEN
+import pytest
+from conftest import TOKEN, Stack, free_port, start_llmrouter
 
 MODELS = ["echo"]
 
@@ -33,8 +34,20 @@ def served_document(root):
     return doc
 
 
-def test_generated_requests_get_documented_answers_and_no_server_error(gateway):
-    root = gateway.removesuffix("/v1")
+@pytest.fixture(scope="module", params=["all-in-memory", "cluster-over-redis"])
+def root(request):
+    """Every service: gateway, router, worker, mcp-tools and responses."""
+    stack = Stack()
+    port = free_port()
+    env = dict(os.environ, LLMR__SERVER__PORT=str(port), LLMR__SERVER__TOKEN=TOKEN, RUST_LOG="warn")
+    try:
+        start_llmrouter(stack, request.param, port, env, roles=("router", "worker", "mcp-tools", "responses", "gateway"))
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stack.stop()
+
+
+def test_generated_requests_get_documented_answers_and_no_server_error(root):
     doc = served_document(root)
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "openapi.json")
@@ -43,7 +56,7 @@ def test_generated_requests_get_documented_answers_and_no_server_error(gateway):
         cli = os.path.join(os.path.dirname(sys.executable), "schemathesis")
         args = [cli, "run", path, "--url", root, "-H", f"Authorization: Bearer {TOKEN}",
                 "--checks", "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance",
-                "--phases", "examples,coverage,fuzzing,stateful", "--max-examples", "25", "--seed", "7",
+                "--phases", "examples,coverage,fuzzing,stateful", "--max-examples", "15", "--seed", "7",
                 "--request-timeout", "20", "--max-response-time", "10", "--workers", "2", "--no-color"]
         run = subprocess.run(args, capture_output=True, text=True, timeout=600, cwd=tmp)
     out = run.stdout + run.stderr

@@ -100,6 +100,28 @@ async fn heartbeats_show_who_is_alive(s: Store) {
 }
 both!(heartbeats_show_who_is_alive);
 
+async fn peers_wait_briefly_for_a_missing_service(s: Store) {
+    use std::time::{Duration, Instant};
+    let peers = llmr_store::Peers::watch(&s, Duration::from_secs(60));
+    s.heartbeat("router", "r1", 60_000).await.unwrap();
+    // Not in the first read, found by the lookup a miss makes.
+    assert!(peers.present("router", Duration::ZERO).await.unwrap());
+    let t = Instant::now();
+    assert!(!peers.present("worker", Duration::from_millis(450)).await.unwrap());
+    assert!(t.elapsed() >= Duration::from_millis(400), "{:?}", t.elapsed());
+    let refused = peers.require("worker", Duration::ZERO).await.unwrap_err();
+    assert_eq!(refused.status(), 503);
+    assert!(refused.message().contains("No worker instance"), "{}", refused.message());
+    // One that appears while a request waits is found.
+    let late = s.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        late.heartbeat("worker", "default:w1", 60_000).await.unwrap();
+    });
+    assert!(peers.present("worker", Duration::from_secs(2)).await.unwrap());
+}
+both!(peers_wait_briefly_for_a_missing_service);
+
 async fn usage_adds_up_per_key_model_and_day(s: Store) {
     let day = llmr_store::utc_day(now_ms());
     let real = |p, c| UsageDelta {
