@@ -62,3 +62,9 @@ bench *ARGS:
     cargo build --release --bin llmrouter --bin mock-upstream --bin llmr-bench
     command -v redis-server >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; }
     {{target}}/release/llmr-bench --out {{target}}/bench {{ARGS}}
+
+# Fuzz every parser for SECONDS each (libFuzzer via cargo fuzz, nightly; not in CI). A crash is
+# copied to shared/fuzz/regressions/TARGET/, where `just test` runs it from then on.
+fuzz SECONDS="60" *TARGETS:
+    command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+    bash shared/fuzz/run.sh {{SECONDS}} {{TARGETS}}

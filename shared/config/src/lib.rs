@@ -26,7 +26,7 @@ mod settings;
 mod validate;
 
 pub use error::{ConfigError, Problem};
-pub use load::{load, load_from};
+pub use load::{load, load_from, load_toml};
 pub use settings::*;
 
 /// The built-in default configuration, embedded in the binary.

@@ -28,6 +28,23 @@ pub fn load_from(file: Option<&Path>, env: HashMap<String, String>) -> Result<Se
         }
         b = b.add_source(File::from(path).required(true));
     }
+    layered(b, env)
+}
+
+/// Like [`load_from`], with the file's TOML text given instead of its path (the fuzz target
+/// uses this; relative paths in it are relative to the working directory).
+pub fn load_toml(text: &str, env: HashMap<String, String>) -> Result<Settings, ConfigError> {
+    let b = Config::builder()
+        .add_source(File::from_str(crate::DEFAULT_TOML, FileFormat::Toml))
+        .add_source(File::from_str(text, FileFormat::Toml));
+    layered(b, env)
+}
+
+/// The environment on top of `b`, then expansion, keys, files and validation.
+fn layered(
+    mut b: config::ConfigBuilder<config::builder::DefaultState>,
+    env: HashMap<String, String>,
+) -> Result<Settings, ConfigError> {
     let vars: HashMap<String, String> = env
         .iter()
         .filter(|(k, _)| k.starts_with("LLMR__"))

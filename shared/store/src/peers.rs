@@ -73,7 +73,9 @@ impl Peers {
             return Ok(());
         }
         Err(llmr_protocol::ApiError::Unavailable {
-            message: format!("No {service} instance is running (none has sent a heartbeat), so this request cannot be served."),
+            message: format!(
+                "No {service} instance is running (none has sent a heartbeat), so this request cannot be served."
+            ),
         })
     }
 }

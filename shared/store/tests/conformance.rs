@@ -111,7 +111,11 @@ async fn peers_wait_briefly_for_a_missing_service(s: Store) {
     assert!(t.elapsed() >= Duration::from_millis(400), "{:?}", t.elapsed());
     let refused = peers.require("worker", Duration::ZERO).await.unwrap_err();
     assert_eq!(refused.status(), 503);
-    assert!(refused.message().contains("No worker instance"), "{}", refused.message());
+    assert!(
+        refused.message().contains("No worker instance"),
+        "{}",
+        refused.message()
+    );
     // One that appears while a request waits is found.
     let late = s.clone();
     tokio::spawn(async move {

@@ -20,7 +20,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::Bytes;
 use llmr_bus::Answer;
-use llmr_protocol::mcp::{self, INTERNAL_ERROR, INVALID_REQUEST, PARSE_ERROR, SESSION_NOT_FOUND};
+use llmr_protocol::mcp::{self, INTERNAL_ERROR, INVALID_REQUEST, SESSION_NOT_FOUND};
 use llmr_protocol::{ApiError, CallerId, Envelope, Kind, Meta, ToolMode, now_ms, streams};
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -64,62 +64,10 @@ impl Refusal {
     }
 }
 
-/// A JSON-RPC message that passed the transport's checks.
-struct Checked {
-    /// The message's id (null for notifications).
-    id: Value,
-    method: Option<String>,
-    /// A notification or response: nothing to answer.
-    notification: bool,
-}
-
-/// The transport's checks of one message: JSON, one JSON-RPC 2.0 object, a served
-/// protocol revision; the answer to send instead when a check fails.
-fn check(req: &HttpRequest, body: &[u8]) -> Result<Checked, Refusal> {
-    let msg: Value = serde_json::from_slice(body).map_err(|e| {
-        refuse(
-            StatusCode::BAD_REQUEST,
-            Value::Null,
-            PARSE_ERROR,
-            &format!("Parse error: {e}"),
-        )
-    })?;
-    let Some(obj) = msg.as_object() else {
-        let why = if msg.is_array() {
-            "Invalid Request: JSON-RPC batches are not supported; send one message per request"
-        } else {
-            "Invalid Request: expected a JSON-RPC object"
-        };
-        return Err(refuse(StatusCode::BAD_REQUEST, Value::Null, INVALID_REQUEST, why));
-    };
-    let id = obj.get("id").cloned().unwrap_or(Value::Null);
-    if obj.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
-        return Err(refuse(
-            StatusCode::BAD_REQUEST,
-            id,
-            INVALID_REQUEST,
-            "Invalid Request: jsonrpc must be \"2.0\"",
-        ));
-    }
-    let method = obj.get("method").and_then(Value::as_str).map(str::to_owned);
-    let initialize = method.as_deref() == Some("initialize");
-    if let Some(v) = header(req, "mcp-protocol-version")
-        && !initialize
-        && !mcp::PROTOCOL_VERSIONS.contains(&v)
-    {
-        return Err(refuse(
-            StatusCode::BAD_REQUEST,
-            id,
-            INVALID_REQUEST,
-            &format!("Unsupported MCP-Protocol-Version `{v}`"),
-        ));
-    }
-    let notification = method.is_none() || (obj.get("id").is_none() && !initialize);
-    Ok(Checked {
-        id,
-        method,
-        notification,
-    })
+/// The transport's checks of one message (`llmr_protocol::mcp::check`), refused as 400.
+fn check(req: &HttpRequest, body: &[u8]) -> Result<mcp::Checked, Refusal> {
+    mcp::check(body, header(req, "mcp-protocol-version"))
+        .map_err(|r| refuse(StatusCode::BAD_REQUEST, r.id, r.code, &r.message))
 }
 
 /// The live session a message names (read and renewed in one round trip); the answer to

@@ -70,9 +70,14 @@ mod tests {
         let mut ids = BTreeSet::new();
         for (path, ops) in doc["paths"].as_object().unwrap() {
             for (method, op) in ops.as_object().unwrap() {
-                let id = op["operationId"].as_str().unwrap_or_else(|| panic!("{method} {path} has no operationId"));
+                let id = op["operationId"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("{method} {path} has no operationId"));
                 assert!(ids.insert(id.to_owned()), "operationId {id} twice");
-                assert!(op["responses"].as_object().is_some_and(|r| !r.is_empty()), "{method} {path}");
+                assert!(
+                    op["responses"].as_object().is_some_and(|r| !r.is_empty()),
+                    "{method} {path}"
+                );
             }
         }
     }
@@ -80,7 +85,10 @@ mod tests {
     #[test]
     fn patterns_become_openapi_paths() {
         assert_eq!(openapi_path("/v1/models/{id:.+}"), "/v1/models/{id}");
-        assert_eq!(openapi_path("/v1/conversations/{id}/items/{item_id}"), "/v1/conversations/{id}/items/{item_id}");
+        assert_eq!(
+            openapi_path("/v1/conversations/{id}/items/{item_id}"),
+            "/v1/conversations/{id}/items/{item_id}"
+        );
         assert_eq!(openapi_path("/"), "/");
     }
 }

@@ -131,7 +131,8 @@ pub fn request(chat: &Value, model: &str) -> Result<Value, ApiError> {
         Value::Object(o) => {
             out.insert(
                 "tool_choice".into(),
-                json!({"type": "tool", "name": o["function"]["name"]}),
+                // `Map`'s index panics on a missing key; `Value`'s gives null.
+                json!({"type": "tool", "name": o.get("function").unwrap_or(&Value::Null)["name"]}),
             );
         }
         _ => {}
