@@ -12,8 +12,11 @@ use std::collections::HashMap;
 
 use serde_json::Value;
 
+/// One fuzz target: bytes in, a panic when something that must hold does not.
+pub type Target = fn(&[u8]);
+
 /// The targets by name, as `fuzz/fuzz_targets/` and the saved inputs' folders name them.
-pub const TARGETS: [(&str, fn(&[u8])); 6] = [
+pub const TARGETS: [(&str, Target); 6] = [
     ("chat_request", chat_request),
     ("envelope", envelope),
     ("upstream_sse", upstream_sse),
