@@ -818,6 +818,65 @@ async fn the_tool_loop_shows_each_round_in_the_trace() {
 }
 
 /// A fresh tools folder holding `ask`, a tool whose script asks model `m` (`ai.chat`).
+#[actix_rt::test]
+async fn a_router_killed_mid_tool_loop_has_the_loop_rerun_by_a_peer() {
+    let up = MockUpstream::start(&["m"]);
+    let tools = std::env::temp_dir().join(format!("llmr-rerun-tools-{}-{}", std::process::id(), free_port()));
+    std::fs::create_dir_all(&tools).unwrap();
+    let calculator =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/tools/calculator.js")).unwrap();
+    std::fs::write(tools.join("calculator.js"), calculator).unwrap();
+    let cfg = TestConfig::new(mock_provider("up", &up.base_url(), &["m"]))
+        .env("LLMR__SERVER__REQUEST_TIMEOUT_MS", 30_000)
+        .env("LLMR__SCRIPTING__TOOLS_PATH", tools.display())
+        .env(
+            "LLMR__SCRIPTING__LIBRARIES_PATH",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/libraries"),
+        )
+        .env(
+            "LLMR__SCRIPTING__HOST_COMMAND",
+            format!("{} script-host", bin().display()),
+        );
+    let mut c = Cluster {
+        procs: ProcessCluster::new(&bin(), cfg, true),
+        mock: MockUpstream::start(&[]),
+    };
+    for role in ["router", "worker", "mcp-tools", "gateway"] {
+        c.add(role, &[role]);
+    }
+    assert!(c.procs.listening(Duration::from_secs(20)));
+    c.ready(1).await;
+    let call = json!([{"id": "call_1", "type": "function", "function": {"name": "calculator", "arguments": "{\"expression\":\"6*7\"}"}}]);
+    // Round 0 of the first run is slow: the router is killed while it waits for it.
+    up.push(Behavior {
+        tool_calls: Some(call.clone()),
+        latency: Duration::from_millis(2500),
+        ..Behavior::ok()
+    });
+    up.push(Behavior {
+        tool_calls: Some(call),
+        ..Behavior::ok()
+    });
+    let body = json!({"model": "m", "messages": [{"role": "user", "content": "6*7?"}],
+        "tools": [{"type": "mcp", "server_label": "llmrouter", "allowed_tools": ["calculator"]}]});
+    let url = c.url("/v1/chat/completions");
+    let started = Instant::now();
+    let request = actix_rt::spawn(async move { post(&url, &body).await });
+    assert!(eventually(Duration::from_secs(10), || async { up.request_count() >= 1 }).await);
+    c.router(0).kill();
+    c.add("router", &["router"]);
+    let (status, answer) = request.await.unwrap();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
+    let answer = json(&answer);
+    assert_eq!(answer["choices"][0]["finish_reason"], "stop", "{answer}");
+    // The peer ran the loop again from its start: round 0 twice, then the final round, whose
+    // request carries the calculator's result.
+    let seen = up.requests();
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert!(seen[2].body.to_string().contains("42"), "{}", seen[2].body);
+    assert!(started.elapsed() < Duration::from_secs(20), "{:?}", started.elapsed());
+}
+
 fn ask_tool(purpose: &str) -> PathBuf {
     let tools = std::env::temp_dir().join(format!("llmr-{purpose}-tools-{}-{}", std::process::id(), free_port()));
     std::fs::create_dir_all(&tools).unwrap();

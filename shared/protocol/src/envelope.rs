@@ -294,9 +294,11 @@ impl Envelope {
         }
         if !m.native.is_empty() {
             f.push(("native", m.native.clone()));
-            if m.native_api == NativeApi::Anthropic {
-                f.push(("native_api", Bytes::from_static(b"anthropic")));
-            }
+        }
+        // Written whenever set (found by the envelope fuzz target: dropped with an empty
+        // `native`, it decoded as the default).
+        if m.native_api == NativeApi::Anthropic {
+            f.push(("native_api", Bytes::from_static(b"anthropic")));
         }
         if !self.trace.tracestate.is_empty() {
             f.push(("tracestate", Bytes::from(self.trace.tracestate.clone())));
