@@ -88,7 +88,7 @@ def test_without_configured_origins_no_cors_headers_and_nothing_refused(gateway)
     assert "access-control-allow-origin" not in r.headers
 
 
-def test_bounds_on_messages_headers_and_text_are_clear_4xx(base):
+def test_bounds_on_messages_tools_nesting_headers_and_text_are_clear_4xx(base):
     url = f"{base}/v1/chat/completions"
     many = {"model": "echo", "messages": [{"role": "user", "content": "w"}] * 10001}
     r = httpx.post(url, headers=AUTH, json=many, timeout=30)
@@ -105,4 +105,11 @@ def test_bounds_on_messages_headers_and_text_are_clear_4xx(base):
     bad = b'{"model":"echo","messages":[{"role":"user","content":"x"}],"response_format":{"x":"\xff"}}'
     r = httpx.post(url, headers={**AUTH, "content-type": "application/json"}, content=bad)
     assert r.status_code == 400 and "UTF-8" in r.json()["error"]["message"], r.text
+    tools = [{"type": "function", "function": {"name": f"f{i}", "parameters": {"type": "object"}}} for i in range(513)]
+    r = httpx.post(url, headers=AUTH, json={**CHAT, "tools": tools}, timeout=30)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "tools" and "513" in r.text, r.text
+    assert httpx.post(url, headers=AUTH, json={**CHAT, "tools": tools[:512]}, timeout=30).status_code == 200
+    deep = b'{"model":"echo","messages":[{"role":"user","content":"x"}],"tools":' + b"[" * 100000 + b"]" * 100000 + b"}"
+    r = httpx.post(url, headers={**AUTH, "content-type": "application/json"}, content=deep, timeout=30)
+    assert r.status_code == 400 and "recursion limit" in r.json()["error"]["message"], r.text
     assert httpx.post(url, headers=AUTH, json=CHAT).status_code == 200, "and it still serves"

@@ -1,13 +1,15 @@
 //! Bearer-token authentication for every route but the probes (`/health`, `/healthz`,
-//! `/readyz`) and `/metrics`. The token is read from `Authorization: Bearer …` or, as
-//! Anthropic's clients send it, `x-api-key`; a refusal is in the route's API's shape. Headers
-//! larger than `server.max_header_bytes` together are refused first (431).
+//! `/readyz`), `/metrics` and `/openapi.json`. The token is read from `Authorization: Bearer …`
+//! or, as Anthropic's clients send it, `x-api-key`, and compared as SHA-256 digests in
+//! constant time (no timing hint of the token or its length); a refusal is in the route's
+//! API's shape. Headers larger than `server.max_header_bytes` together are refused first (431).
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
 use actix_web::web;
 use llmr_protocol::ApiError;
+use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::AppState;
@@ -39,7 +41,10 @@ pub async fn require_token(
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
             .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()));
-        let ok = given.is_some_and(|g| bool::from(g.trim().as_bytes().ct_eq(expected.as_bytes())));
+        // Digests of equal length are compared, so neither the token nor its length shows
+        // in the time a refusal takes.
+        let digest = |t: &[u8]| Sha256::digest(t);
+        let ok = given.is_some_and(|g| bool::from(digest(g.trim().as_bytes()).ct_eq(&digest(expected.as_bytes()))));
         if !ok {
             let message = if given.is_some() {
                 "Incorrect API key provided."

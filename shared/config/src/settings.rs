@@ -218,6 +218,8 @@ pub struct Server {
     pub max_body_bytes: usize,
     /// Messages in one request; more is a 400.
     pub max_messages: usize,
+    /// Tools offered in one request; more is a 400.
+    pub max_tools: usize,
     /// All request headers together (names and values); more is a 431.
     pub max_header_bytes: usize,
     /// Queued work in the cluster (requests no router read, jobs no worker took) at which new

@@ -20,6 +20,8 @@ pub struct ChatRequest<'a> {
     pub stream: bool,
     pub include_usage: bool,
     pub message_count: usize,
+    /// Tools offered (`tools`), counted for `server.max_tools`.
+    pub tool_count: usize,
 }
 
 impl ChatRequest<'_> {
@@ -30,6 +32,7 @@ impl ChatRequest<'_> {
             stream: self.stream,
             include_usage: self.include_usage,
             message_count: self.message_count,
+            tool_count: self.tool_count,
         }
     }
 }
@@ -44,6 +47,8 @@ struct Raw<'a> {
     stream: Option<bool>,
     #[serde(default)]
     stream_options: Option<StreamOptions>,
+    #[serde(borrow, default)]
+    tools: Option<Vec<&'a RawValue>>,
 }
 
 #[derive(Deserialize)]
@@ -214,6 +219,7 @@ pub fn parse(body: &[u8]) -> Result<ChatRequest<'_>, ApiError> {
         stream,
         include_usage: raw.stream_options.and_then(|o| o.include_usage).unwrap_or(false),
         message_count: messages.len(),
+        tool_count: raw.tools.map_or(0, |t| t.len()),
     })
 }
 

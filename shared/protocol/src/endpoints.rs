@@ -79,6 +79,7 @@ pub fn embeddings(body: &[u8]) -> Result<ChatRequest<'static>, ApiError> {
         stream: false,
         include_usage: false,
         message_count: 1,
+        tool_count: 0,
     })
 }
 
@@ -107,6 +108,7 @@ pub fn completions(body: &[u8]) -> Result<ChatRequest<'static>, ApiError> {
         stream,
         include_usage,
         message_count: 1,
+        tool_count: 0,
     })
 }
 

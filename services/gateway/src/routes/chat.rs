@@ -102,12 +102,17 @@ pub async fn publish(
     native: Option<(Bytes, NativeApi)>,
 ) -> Result<Published, HttpError> {
     crate::shed::admit(req, &state.settings, &state.queued)?;
-    let max = state.settings.server.max_messages;
-    if parsed.message_count > max {
-        return Err(HttpError(llmr_protocol::ApiError::invalid(
-            format!("Too many messages: {} (at most {max}).", parsed.message_count),
-            Some("messages"),
-        )));
+    let server = &state.settings.server;
+    for (count, max, field) in [
+        (parsed.message_count, server.max_messages, "messages"),
+        (parsed.tool_count, server.max_tools, "tools"),
+    ] {
+        if count > max {
+            return Err(HttpError(llmr_protocol::ApiError::invalid(
+                format!("Too many {field}: {count} (at most {max})."),
+                Some(field),
+            )));
+        }
     }
     let (mut native, native_api) = native.unwrap_or_default();
     let (mut body, mut parsed) = (body, parsed);
