@@ -657,3 +657,86 @@ async fn scripted_routing_chooses_by_load(redis: bool) {
     let _ = std::fs::remove_dir_all(script.parent().unwrap());
 }
 both!(scripted_routing_chooses_by_load);
+
+/// Two mcp-tools instances built here on a bus and store of the test's own (memory, or a
+/// fresh redis-server), with `tools` in their tools directory.
+async fn mcp_tools_alone(
+    redis: bool,
+    tools: &[(&str, &str)],
+) -> (
+    llmr_bus::Bus,
+    Vec<llmr_mcp_tools::McpToolsService>,
+    Option<llmr_testkit::RedisServer>,
+) {
+    let dir = tmpdir("once");
+    for (name, src) in tools {
+        std::fs::write(dir.join(name), src).unwrap();
+    }
+    let settings = TestConfig::new("")
+        .env("LLMR__SCRIPTING__TOOLS_PATH", dir.display())
+        .env(
+            "LLMR__SCRIPTING__HOST_COMMAND",
+            format!("{} script-host", env!("CARGO_BIN_EXE_llmrouter")),
+        )
+        .settings();
+    let server = redis.then(llmr_testkit::RedisServer::start);
+    let (bus, store) = match &server {
+        Some(r) => {
+            let conns = std::sync::Arc::new(llmr_bus::RedisConns::new(llmr_bus::redis_pool(&r.url(), 4).unwrap()));
+            let prefix = llmr_testkit::unique_prefix("once");
+            (
+                llmr_bus::Bus::redis_with(&r.url(), &prefix, conns.clone()).unwrap(),
+                llmr_store::Store::redis(conns, &prefix),
+            )
+        }
+        None => (llmr_bus::Bus::memory(), llmr_store::Store::memory()),
+    };
+    let host = llmr_script::ScriptHost::from_settings(&settings);
+    let mut services = Vec::new();
+    for instance in ["once-1", "once-2"] {
+        services.push(
+            llmr_mcp_tools::McpToolsService::build(&settings, bus.clone(), store.clone(), instance, &host)
+                .await
+                .unwrap(),
+        );
+    }
+    (bus, services, server)
+}
+
+async fn a_tool_call_delivered_twice_runs_once(redis: bool) {
+    use llmr_protocol::{Envelope, Kind, Meta, TraceContext, now_ms, streams};
+    let slow_counter = r#"import kv from "kv";
+export const description = "Counts its runs, slowly.";
+export default function () { const n = (kv.get("n") || 0) + 1; kv.set("n", n); const t = Date.now(); while (Date.now() - t < 300) {} return { n }; }"#;
+    let (bus, _services, _redis) = mcp_tools_alone(redis, &[("counter.js", slow_counter)]).await;
+    let caller = llmr_bus::Caller::new(bus.clone(), "caller-a");
+    let call = || {
+        Envelope::new(
+            Kind::Tool,
+            "caller-a",
+            now_ms() + 20_000,
+            TraceContext::default(),
+            bytes::Bytes::from_static(br#"{"name":"counter","arguments":{}}"#),
+            Meta::default(),
+        )
+    };
+    let n = |b: &[u8]| json(b)["structuredContent"]["n"].clone();
+    // The same message published twice at once (a producer's retry): whichever instances get
+    // the two copies, the tool runs once.
+    let first = call();
+    let (answer, dup) = futures_util::join!(caller.call(streams::MCP, &first), async {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        bus.publish(streams::MCP, &first).await
+    });
+    dup.unwrap();
+    let answer = answer.unwrap();
+    assert_eq!(n(&answer.body), json!(1));
+    // Delivered again after it finished: answered with the kept result, not run.
+    let again = caller.call(streams::MCP, &first).await.unwrap();
+    assert_eq!(json(&again.body), json(&answer.body));
+    // A new message runs, and finds the counter moved once: the copies did not run.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let fresh = caller.call(streams::MCP, &call()).await.unwrap();
+    assert_eq!(n(&fresh.body), json!(2), "{}", String::from_utf8_lossy(&fresh.body));
+}
+both!(a_tool_call_delivered_twice_runs_once);

@@ -2,6 +2,12 @@
 //! (up to 64 at once per instance), answered on its caller's reply stream and acked once
 //! answered. A caller that goes away (an MCP client that left, a tool loop that ended)
 //! cancels its call.
+//!
+//! A tool call runs once per message id: a delivery first claims `toolcall:{id}` in the store
+//! and keeps the result there until the deadline. The same message delivered again (a
+//! producer's retry, an entry redelivered after its answer) is answered with that result; one
+//! delivered while the first run goes on waits for it. Only an entry taken over from an
+//! instance that stopped (reclaimed while still marked running) runs again — at least once.
 
 use std::rc::Rc;
 
@@ -58,14 +64,66 @@ async fn answer(tools: &Rc<Tools>, d: &Delivery) -> Option<Value> {
         Err(e) => return Some(rpc::error(Value::Null, rpc::PARSE_ERROR, format!("Parse error: {e}"))),
     };
     match env.kind {
-        Kind::Tool => {
-            let name = msg.get("name").and_then(Value::as_str).unwrap_or_default();
-            let args = msg.get("arguments").cloned().unwrap_or(Value::Null);
-            Some(match tools.call(name, args, Via::Indirect, false, 0).await {
-                Ok(r) => r,
-                Err(e) => text_result(e.to_string(), true),
+        Kind::Tool => Some(
+            once(tools, d, async {
+                let name = msg.get("name").and_then(Value::as_str).unwrap_or_default();
+                let args = msg.get("arguments").cloned().unwrap_or(Value::Null);
+                match tools.call(name, args, Via::Indirect, false, 0).await {
+                    Ok(r) => r,
+                    Err(e) => text_result(e.to_string(), true),
+                }
             })
+            .await,
+        ),
+        _ if msg.get("method").and_then(Value::as_str) == Some("tools/call") && msg.get("id").is_some() => {
+            let discovery = env.meta.mode == ToolMode::Discovery;
+            Some(
+                once(tools, d, async {
+                    rpc::handle(tools, &msg, discovery).await.unwrap_or_default()
+                })
+                .await,
+            )
         }
         _ => rpc::handle(tools, &msg, env.meta.mode == ToolMode::Discovery).await,
     }
+}
+
+/// The claim of a call still running (results are JSON objects, never this).
+const RUNNING: &str = "running";
+
+/// Runs a tool call once per message id (see the module doc); the store failing does not stop
+/// the call (it then runs as delivered).
+async fn once(tools: &Rc<Tools>, d: &Delivery, run: impl std::future::Future<Output = Value>) -> Value {
+    let env = &d.envelope;
+    let key = format!("toolcall:{}", env.id);
+    let ttl = env.remaining_ms(now_ms()).max(1);
+    let store = &tools.store;
+    match store.doc_claim(&key, RUNNING, ttl).await {
+        Ok(Some(done)) if done != RUNNING => {
+            if let Ok(v) = serde_json::from_str(&done) {
+                tracing::info!(request_id = %env.id, "tool call delivered again: answered with its result");
+                return v;
+            }
+        }
+        Ok(Some(_)) if !d.reclaimed => {
+            tracing::info!(request_id = %env.id, "tool call delivered twice: waiting for the first run");
+            while !env.expired(now_ms()) {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                if let Ok(Some(done)) = store.doc_get(&key).await
+                    && done != RUNNING
+                    && let Ok(v) = serde_json::from_str(&done)
+                {
+                    return v;
+                }
+            }
+            return text_result("The tool call's first run did not finish before the deadline.", true);
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(request_id = %env.id, error = %e, "could not claim a tool call; running it"),
+    }
+    let result = run.await;
+    if let Err(e) = store.doc_put(&key, &result.to_string(), ttl).await {
+        tracing::warn!(request_id = %env.id, error = %e, "could not keep a tool call's result");
+    }
+    result
 }

@@ -356,6 +356,12 @@ impl Store {
         dispatch!(self, s => s.doc_put(key, value, ttl_ms))
     }
 
+    /// Puts `value` under `key` (expiring after `ttl_ms`) only if nothing is there: `None` when
+    /// it was put, else the value already there (one round trip either way).
+    pub async fn doc_claim(&self, key: &str, value: &str, ttl_ms: u64) -> Result<Option<String>, StoreError> {
+        dispatch!(self, s => s.doc_claim(key, value, ttl_ms))
+    }
+
     /// The document under `key`, unless missing or expired.
     pub async fn doc_get(&self, key: &str) -> Result<Option<String>, StoreError> {
         dispatch!(self, s => s.doc_get(key))

@@ -72,6 +72,19 @@ impl MemoryStore {
         Ok(())
     }
 
+    pub(crate) fn doc_claim(&self, key: &str, value: &str, ttl_ms: u64) -> Result<Option<String>, StoreError> {
+        let now = now_ms();
+        let mut d = self.docs();
+        d.sweep(now);
+        if let Some((v, exp)) = d.values.get(key)
+            && *exp > now
+        {
+            return Ok(Some(v.clone()));
+        }
+        d.values.insert(key.to_owned(), (value.to_owned(), now + ttl_ms.max(1)));
+        Ok(None)
+    }
+
     pub(crate) fn doc_get(&self, key: &str) -> Result<Option<String>, StoreError> {
         let now = now_ms();
         Ok(self

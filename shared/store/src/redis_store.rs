@@ -103,7 +103,15 @@ elseif h[1] == 'half_open' then
 end
 return 1";
 
+/// Put a document unless one is there; the one there, or nil. (SET NX GET needs Redis 7.)
+const CLAIM: &str = r"
+local v = redis.call('GET', KEYS[1])
+if v then return v end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return false";
+
 struct Scripts {
+    claim: redis::Script,
     admit: redis::Script,
     renew: redis::Script,
     release_lock: redis::Script,
@@ -129,6 +137,7 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
 impl RedisStore {
     pub fn new(conns: Arc<RedisConns>, prefix: &str) -> RedisStore {
         let scripts = Scripts {
+            claim: redis::Script::new(CLAIM),
             admit: redis::Script::new(ADMIT),
             renew: redis::Script::new(RENEW),
             release_lock: redis::Script::new(RELEASE_LOCK),
@@ -161,6 +170,18 @@ impl RedisStore {
             .arg("PX")
             .arg(ttl_ms.max(1))
             .query_async::<()>(&mut c)
+            .await
+            .map_err(unavailable)
+    }
+
+    pub(crate) async fn doc_claim(&self, key: &str, value: &str, ttl_ms: u64) -> Result<Option<String>, StoreError> {
+        let mut c = self.conn().await?;
+        self.scripts
+            .claim
+            .key(self.key(key))
+            .arg(value)
+            .arg(ttl_ms.max(1))
+            .invoke_async(&mut c)
             .await
             .map_err(unavailable)
     }

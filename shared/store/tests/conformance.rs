@@ -126,6 +126,25 @@ async fn peers_wait_briefly_for_a_missing_service(s: Store) {
 }
 both!(peers_wait_briefly_for_a_missing_service);
 
+async fn a_document_is_claimed_once(s: Store) {
+    assert_eq!(s.doc_claim("once:1", "running", 60_000).await.unwrap(), None);
+    assert_eq!(
+        s.doc_claim("once:1", "other", 60_000).await.unwrap().as_deref(),
+        Some("running")
+    );
+    s.doc_put("once:1", "done", 60_000).await.unwrap();
+    assert_eq!(
+        s.doc_claim("once:1", "again", 60_000).await.unwrap().as_deref(),
+        Some("done")
+    );
+    // An expired claim can be taken again.
+    assert_eq!(s.doc_claim("once:2", "a", 20).await.unwrap(), None);
+    tokio::time::sleep(std::time::Duration::from_millis(60)).await;
+    assert_eq!(s.doc_claim("once:2", "b", 60_000).await.unwrap(), None);
+    assert_eq!(s.doc_get("once:2").await.unwrap().as_deref(), Some("b"));
+}
+both!(a_document_is_claimed_once);
+
 async fn usage_adds_up_per_key_model_and_day(s: Store) {
     let day = llmr_store::utc_day(now_ms());
     let real = |p, c| UsageDelta {
