@@ -83,6 +83,7 @@ impl Caller {
             bus: self.bus.clone(),
             deadline: Instant::now() + Duration::from_millis(env.remaining_ms(now_ms())),
             done: false,
+            last_seq: None,
         };
         let published = tokio::time::timeout(PUBLISH_TIMEOUT, self.bus.publish(stream, env))
             .instrument(span)
@@ -132,6 +133,9 @@ pub struct Call {
     deadline: Instant,
     /// The request was closed by its final frame (or never published).
     done: bool,
+    /// The sequence number of the last frame taken: a repeat (a replier that sent frames
+    /// again after a bus error) is dropped.
+    last_seq: Option<u32>,
 }
 
 impl Call {
@@ -142,24 +146,41 @@ impl Call {
     /// The next frame; an error frame closes the call. `Err` when the deadline passed or
     /// the reply channel closed (the call stays open, so dropping it cancels the request).
     pub async fn next(&mut self) -> Result<Frame, ApiError> {
-        let f = match tokio::time::timeout_at(self.deadline, self.rx.recv()).await {
-            Ok(Some(f)) => f,
-            Ok(None) => {
-                return Err(ApiError::Internal {
-                    message: "the reply channel closed".into(),
-                });
+        loop {
+            let f = match tokio::time::timeout_at(self.deadline, self.rx.recv()).await {
+                Ok(Some(f)) => f,
+                Ok(None) => {
+                    return Err(ApiError::Internal {
+                        message: "the reply channel closed".into(),
+                    });
+                }
+                Err(_) => return Err(ApiError::DeadlineExceeded),
+            };
+            if let Some(f) = self.take(f) {
+                return Ok(f);
             }
-            Err(_) => return Err(ApiError::DeadlineExceeded),
-        };
+        }
+    }
+
+    /// `f`, unless it repeats a frame already taken (a final frame always counts: a
+    /// reclaiming worker's error frame starts its own numbering).
+    fn take(&mut self, f: Frame) -> Option<Frame> {
+        if !f.kind.is_final() && self.last_seq.is_some_and(|l| f.seq <= l) {
+            return None;
+        }
+        self.last_seq = Some(f.seq);
         self.done |= f.kind.is_final();
-        Ok(f)
+        Some(f)
     }
 
     /// A frame that is already waiting, without waiting.
     pub fn try_next(&mut self) -> Option<Frame> {
-        let f = self.rx.try_recv().ok()?;
-        self.done |= f.kind.is_final();
-        Some(f)
+        loop {
+            let f = self.rx.try_recv().ok()?;
+            if let Some(f) = self.take(f) {
+                return Some(f);
+            }
+        }
     }
 
     /// Waits for the head frame; an error frame instead is the request's error.

@@ -5,12 +5,17 @@
 //! Used by the provider worker, the router (tool loop, errors it answers itself) and
 //! mcp-tools. Each method is one round trip to the bus.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use llmr_protocol::xmltools::AnswerRewrite;
 use llmr_protocol::{ApiError, CacheStatus, Envelope, Frame, Head};
 use uuid::Uuid;
 
 use crate::{Bus, BusError};
+
+/// How long a reply is sent again while the bus fails.
+pub const RESEND_FOR: Duration = Duration::from_secs(5);
 
 pub struct Replier {
     bus: Bus,
@@ -123,6 +128,25 @@ impl Replier {
         frames.push(Frame::chunk(self.id, seq, data));
     }
 
+    /// Sends frames, again while the bus fails for up to [`RESEND_FOR`] (a slow or restarting
+    /// Redis): a lost answer would leave its caller waiting until the deadline. A resend after
+    /// a write that did land repeats frames; callers drop the repeats by sequence number.
+    async fn send(&self, frames: &[Frame]) -> Result<(), BusError> {
+        let until = tokio::time::Instant::now() + RESEND_FOR;
+        let mut pause = Duration::from_millis(50);
+        loop {
+            match self.bus.reply(&self.reply_to, frames).await {
+                Ok(()) => return Ok(()),
+                Err(e) if tokio::time::Instant::now() + pause < until => {
+                    tracing::warn!(request_id = %self.id, error = %e, "could not send reply frames; sending them again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(500));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     fn end_frame(&mut self, frames: &mut Vec<Frame>) {
         let seq = self.next();
         frames.push(Frame::end(self.id, seq));
@@ -145,7 +169,7 @@ impl Replier {
         let mut frames = Vec::with_capacity(2);
         self.head_if_needed(&mut frames, 200);
         self.chunk(&mut frames, Bytes::from(llmr_protocol::openai::sse(payloads)));
-        self.bus.reply(&self.reply_to, &frames).await
+        self.send(&frames).await
     }
 
     /// Stream bytes already framed by the caller (Responses events with `event:` lines):
@@ -154,7 +178,7 @@ impl Replier {
         let mut frames = Vec::with_capacity(2);
         self.head_if_needed(&mut frames, 200);
         self.chunk(&mut frames, data);
-        self.bus.reply(&self.reply_to, &frames).await
+        self.send(&frames).await
     }
 
     /// A whole stream at once: head, one chunk with every event, end.
@@ -171,7 +195,7 @@ impl Replier {
         self.head_if_needed(&mut frames, 200);
         self.chunk(&mut frames, Bytes::from(llmr_protocol::openai::sse(payloads)));
         self.end_frame(&mut frames);
-        self.bus.reply(&self.reply_to, &frames).await
+        self.send(&frames).await
     }
 
     /// A whole (non-streamed) answer: head, body, end.
@@ -185,7 +209,7 @@ impl Replier {
         self.head_if_needed(&mut frames, status);
         self.chunk(&mut frames, body);
         self.end_frame(&mut frames);
-        self.bus.reply(&self.reply_to, &frames).await
+        self.send(&frames).await
     }
 
     /// An answer without a body (`202 Accepted` for an MCP notification): head, end.
@@ -193,7 +217,7 @@ impl Replier {
         let mut frames = Vec::with_capacity(2);
         self.head_if_needed(&mut frames, status);
         self.end_frame(&mut frames);
-        self.bus.reply(&self.reply_to, &frames).await
+        self.send(&frames).await
     }
 
     /// Closes a stream (after what a rewrite still holds).
@@ -206,14 +230,14 @@ impl Replier {
         self.head_if_needed(&mut frames, 200);
         self.chunk(&mut frames, Bytes::from(llmr_protocol::openai::sse(&tail)));
         self.end_frame(&mut frames);
-        self.bus.reply(&self.reply_to, &frames).await
+        self.send(&frames).await
     }
 
     /// Ends the request with an error.
     pub async fn error(&mut self, err: &ApiError) -> Result<(), BusError> {
         let seq = if self.started { self.next() } else { 0 };
         self.started = true;
-        self.bus.reply(&self.reply_to, &[Frame::error(self.id, seq, err)]).await
+        self.send(&[Frame::error(self.id, seq, err)]).await
     }
 }
 

@@ -135,7 +135,12 @@ impl ProcessCluster {
     /// Prepares a cluster of the `llmrouter` binary at `bin`; starts nothing yet. With
     /// `redis`, a fresh redis-server, a unique key prefix and reclaim after 1 s.
     pub fn new(bin: &Path, cfg: TestConfig, redis: bool) -> ProcessCluster {
-        let redis = redis.then(RedisServer::start);
+        ProcessCluster::with_redis(bin, cfg, redis.then(RedisServer::start))
+    }
+
+    /// [`ProcessCluster::new`] over a redis-server started by the caller (one with an
+    /// append-only file, say).
+    pub fn with_redis(bin: &Path, cfg: TestConfig, redis: Option<RedisServer>) -> ProcessCluster {
         let port = free_port();
         let mut cfg = cfg.env("LLMR__SERVER__PORT", port);
         if let Some(r) = &redis {

@@ -1,4 +1,5 @@
-//! A throw-away `redis-server`: free port, no persistence, killed by PID on drop.
+//! A throw-away `redis-server`: free port, no persistence (or an append-only file in a
+//! temporary directory, for restarts that keep the data), killed by PID on drop.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -8,6 +9,8 @@ use std::time::{Duration, Instant};
 pub struct RedisServer {
     child: Option<Child>,
     pub port: u16,
+    /// With an append-only file: its directory (kept across restarts, removed on drop).
+    aof_dir: Option<std::path::PathBuf>,
 }
 
 impl RedisServer {
@@ -15,27 +18,46 @@ impl RedisServer {
     pub fn start() -> RedisServer {
         for _ in 0..5 {
             let port = crate::free_port();
-            if let Some(s) = Self::try_start(port) {
+            if let Some(s) = Self::try_start(port, None) {
                 return s;
             }
         }
         panic!("redis-server did not start after 5 attempts");
     }
 
-    fn try_start(port: u16) -> Option<RedisServer> {
+    /// Starts a server that writes every command to an append-only file (`appendfsync
+    /// always`), so that [`RedisServer::restart`] brings the data back as a real restart would.
+    pub fn start_with_aof() -> RedisServer {
+        let dir = std::env::temp_dir().join(format!("llmr-aof-{}-{}", std::process::id(), crate::free_port()));
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        for _ in 0..5 {
+            let port = crate::free_port();
+            if let Some(s) = Self::try_start(port, Some(dir.clone())) {
+                return s;
+            }
+        }
+        panic!("redis-server did not start after 5 attempts");
+    }
+
+    fn try_start(port: u16, aof_dir: Option<std::path::PathBuf>) -> Option<RedisServer> {
+        let port_s = port.to_string();
+        let mut args = vec![
+            "--port",
+            &port_s,
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--protected-mode",
+            "no",
+        ];
+        let dir_s = aof_dir.as_ref().map(|d| d.display().to_string()).unwrap_or_default();
+        match &aof_dir {
+            Some(_) => args.extend(["--appendonly", "yes", "--appendfsync", "always", "--dir", &dir_s]),
+            None => args.extend(["--appendonly", "no"]),
+        }
         let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--protected-mode",
-                "no",
-            ])
+            .args(&args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn();
@@ -50,6 +72,7 @@ impl RedisServer {
         let mut s = RedisServer {
             child: Some(child),
             port,
+            aof_dir,
         };
         let until = Instant::now() + Duration::from_secs(5);
         while Instant::now() < until {
@@ -82,6 +105,24 @@ impl RedisServer {
         c.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
     }
 
+    /// Sends one command (e.g. `["CLIENT", "PAUSE", "1500", "ALL"]`) on a connection of its
+    /// own; returns the first line of the reply.
+    pub fn command(&self, args: &[&str]) -> String {
+        let mut c = TcpStream::connect(("127.0.0.1", self.port)).unwrap_or_else(|e| panic!("redis: {e}"));
+        let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+        let mut req = format!("*{}\r\n", args.len());
+        for a in args {
+            req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+        c.write_all(req.as_bytes()).unwrap_or_else(|e| panic!("redis: {e}"));
+        let mut line = Vec::new();
+        let mut byte = [0u8; 1];
+        while c.read_exact(&mut byte).is_ok() && byte[0] != b'\n' {
+            line.push(byte[0]);
+        }
+        String::from_utf8_lossy(&line).trim_end().to_owned()
+    }
+
     /// Kills the server (SIGKILL), as an outage would.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -90,13 +131,14 @@ impl RedisServer {
         }
     }
 
-    /// Starts it again on the same port (empty: no persistence).
+    /// Starts it again on the same port: empty, or with what its append-only file kept.
     pub fn restart(&mut self) {
         self.kill();
         let until = Instant::now() + Duration::from_secs(5);
         while Instant::now() < until {
-            if let Some(mut s) = Self::try_start(self.port) {
+            if let Some(mut s) = Self::try_start(self.port, self.aof_dir.clone()) {
                 self.child = s.child.take();
+                s.aof_dir = None;
                 return;
             }
         }
@@ -107,5 +149,8 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
+        if let Some(d) = self.aof_dir.take() {
+            let _ = std::fs::remove_dir_all(d);
+        }
     }
 }
