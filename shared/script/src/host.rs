@@ -275,12 +275,35 @@ fn describe(ns: &boa_engine::JsObject, ctx: &mut Context, limits: &Limits) -> Re
     Ok(serde_json::Value::Object(out))
 }
 
+/// Results nested deeper are refused (JSON readers stop at 128 levels).
+const MAX_RESULT_DEPTH: usize = 100;
+
+/// How deeply arrays and objects nest in `v` (without recursion).
+fn depth(v: &serde_json::Value) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(v, 1)];
+    while let Some((v, d)) = stack.pop() {
+        deepest = deepest.max(d);
+        match v {
+            serde_json::Value::Array(a) => stack.extend(a.iter().map(|x| (x, d + 1))),
+            serde_json::Value::Object(o) => stack.extend(o.values().map(|x| (x, d + 1))),
+            _ => {}
+        }
+    }
+    deepest
+}
+
 fn to_json(value: &JsValue, ctx: &mut Context, limits: &Limits) -> Result<serde_json::Value, ScriptError> {
     let json = if value.is_undefined() {
         serde_json::Value::Null
     } else {
         value.to_json(ctx).map_err(classify)?.unwrap_or_default()
     };
+    if depth(&json) > MAX_RESULT_DEPTH {
+        return Err(ScriptError::Limit {
+            message: format!("the result is nested deeper than {MAX_RESULT_DEPTH} levels"),
+        });
+    }
     let json = integral(json);
     let bytes = serde_json::to_vec(&json).map_or(0, |v| v.len());
     if bytes > limits.result_bytes {

@@ -1,7 +1,9 @@
 //! The sandbox contains every escape the MCP issue names — endless loops, endless recursion,
 //! catastrophic regexes, unbounded allocation, reaching for the host, huge results — each
 //! with a clear error within its limit, and keeps serving other calls. Each case prints how
-//! long it took to be stopped.
+//! long it took to be stopped. Also: built-ins tampered with (prototypes, JSON, Math, Date)
+//! are back to themselves in the next call on the same host, a 100 MB string, proxies and
+//! getters in results, and results nested too deeply.
 #![allow(clippy::unwrap_used, clippy::print_stderr)]
 
 use std::path::PathBuf;
@@ -365,4 +367,162 @@ async fn a_call_abandoned_mid_host_call_leaves_the_pool_serving() {
     );
     still_serves(&p).await;
     still_serves(&p).await;
+}
+
+#[tokio::test]
+async fn tampering_with_builtins_does_not_reach_the_next_call() {
+    // One host process (pool of one) serves both calls: whatever the first call changes in
+    // its globals must be gone for the second.
+    let p = pool(Limits::default());
+    let tamper = r#"
+Object.prototype.polluted = "yes";
+Array.prototype.map = function () { return "hijacked"; };
+JSON.stringify = function () { return "forged"; };
+JSON.parse = function () { return { forged: true }; };
+Math.random = function () { return 4; };
+Math.max = function () { return -1; };
+Date.now = function () { return 0; };
+Date.prototype.getTime = function () { return 0; };
+String.prototype.toUpperCase = function () { return "no"; };
+Function.prototype.call = function () { return "hijacked"; };
+globalThis.leak = 42;
+Object.defineProperty(globalThis, "sticky", { value: 1, writable: false, configurable: false });
+export const description = "tampers";
+export default function () { return { tampered: [1].map(function (x) { return x; }) }; }"#;
+    assert_eq!(
+        p.run(&Call::module(tamper, "default", json!({}))).await.unwrap(),
+        json!({"tampered": "hijacked"}),
+        "the tampering took effect inside its own call"
+    );
+    let check = r#"
+export const description = "checks";
+export default function () {
+  return {
+    polluted: ({}).polluted === undefined,
+    map: [1, 2].map(function (x) { return x * 2; })[1] === 4,
+    stringify: JSON.stringify({ a: 1 }) === '{"a":1}',
+    parse: JSON.parse('{"b":2}').b === 2,
+    random: Math.random() < 1,
+    max: Math.max(1, 2) === 2,
+    now: Date.now() > 1700000000000,
+    getTime: new Date(5).getTime() === 5,
+    upper: "a".toUpperCase() === "A",
+    call: (function () { return 7; }).call(null) === 7,
+    leak: typeof globalThis.leak === "undefined",
+    sticky: typeof globalThis.sticky === "undefined",
+  };
+}"#;
+    for round in 0..3 {
+        let seen = p.run(&Call::module(check, "default", json!({}))).await.unwrap();
+        for (name, clean) in seen.as_object().unwrap() {
+            assert_eq!(
+                clean,
+                &json!(true),
+                "round {round}: `{name}` leaked from the previous call: {seen}"
+            );
+        }
+        // Script (non-module) calls too.
+        let src =
+            "function f() { return [({}).polluted === undefined, typeof leak === 'undefined', Math.random() < 1]; }";
+        assert_eq!(
+            p.run(&call(src, "f", json!({}))).await.unwrap(),
+            json!([true, true, true])
+        );
+        p.run(&Call::module(tamper, "default", json!({}))).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_hundred_megabyte_string_is_stopped() {
+    let p = pool(Limits::default());
+    let e = stopped(
+        &p,
+        "100 MB string",
+        "function f() { var s = 'x'.repeat(100 * 1024 * 1024); return s.length; }",
+    )
+    .await;
+    assert!(
+        matches!(
+            e,
+            ScriptError::Limit { .. } | ScriptError::Exception { .. } | ScriptError::Crashed { .. }
+        ),
+        "{e}"
+    );
+    // Doubling keeps a rope (no 128 MB is materialized): allowed, or stopped; either way
+    // the pool serves on.
+    let doubled = "function f() { var s = 'x'; for (var i = 0; i < 27; i++) { s = s + s; } return s.length; }";
+    let r = p.run(&call(doubled, "f", json!({}))).await;
+    eprintln!("sandbox: doubling a string to 128 Mi characters: {r:?}");
+    assert!(matches!(&r, Ok(v) if v == &json!(134_217_728)) || r.is_err(), "{r:?}");
+    still_serves(&p).await;
+}
+
+#[tokio::test]
+async fn proxies_and_getters_cannot_trap_the_host() {
+    let p = pool(Limits::default());
+    let cases = [
+        (
+            "a getter that never returns",
+            "function f() { return { get x() { while (true) {} } }; }",
+        ),
+        (
+            "a getter that throws",
+            "function f() { return { get x() { throw new Error('gotcha'); } }; }",
+        ),
+        (
+            "a proxy whose traps throw",
+            "function f() { return new Proxy({}, { ownKeys() { throw new Error('keys'); }, get() { throw new Error('get'); } }); }",
+        ),
+        (
+            "a proxy that loops",
+            "function f() { return new Proxy({}, { ownKeys() { while (true) {} } }); }",
+        ),
+        (
+            "toJSON that recurses",
+            "function f() { var o = {}; o.toJSON = function () { return [o, o]; }; return o; }",
+        ),
+        ("a cycle", "function f() { var a = {}; a.self = a; return a; }"),
+    ];
+    // Each ends within its limits — a value (accessors are not called when the result is
+    // read) or a clear error — and the pool serves on.
+    for (name, src) in cases {
+        let t = Instant::now();
+        let r = p.run(&call(src, "f", json!({}))).await;
+        eprintln!("sandbox: {name}: {r:?} after {:?}", t.elapsed());
+        assert!(t.elapsed() < Duration::from_secs(4), "{name}: {:?}", t.elapsed());
+        if let Err(e) = &r {
+            assert!(
+                !matches!(e, ScriptError::Unavailable { .. } | ScriptError::NoFunction { .. }),
+                "{name}: {e}"
+            );
+        }
+        still_serves(&p).await;
+    }
+}
+
+#[tokio::test]
+async fn deeply_nested_results_are_refused_cleanly() {
+    let p = pool(Limits::default());
+    for depth in [50, 100, 200, 400, 1_000, 100_000] {
+        let src = format!("function f() {{ var o = 1; for (var i = 0; i < {depth}; i++) {{ o = [o]; }} return o; }}");
+        let t = Instant::now();
+        let r = p.run(&call(&src, "f", json!({}))).await;
+        eprintln!(
+            "sandbox: result nested {depth} deep: {:?} after {:?}",
+            r.as_ref().err(),
+            t.elapsed()
+        );
+        if depth <= 50 {
+            assert!(r.is_ok(), "nested {depth} deep: {r:?}");
+        } else if depth < 10_000 {
+            assert!(
+                matches!(&r, Err(ScriptError::Limit { message }) if message.contains("nested deeper")),
+                "nested {depth} deep: refused at once: {r:?}"
+            );
+            assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+        } else {
+            assert!(r.is_err(), "nested {depth} deep: refused");
+        }
+        still_serves(&p).await;
+    }
 }
