@@ -1793,3 +1793,185 @@ async fn redis_restarted_under_load_with_its_aof_keeps_what_was_stored() {
     assert_eq!(s, 200, "{r}");
     assert_eq!(r["output"][0]["content"][0]["text"], "mock: keep me", "{r}");
 }
+
+/// What the rolling-restart load saw.
+#[derive(Default, Debug, Clone, Copy)]
+struct Rolling {
+    sent: usize,
+    ok: usize,
+    failed: usize,
+    /// Sends that got no HTTP answer (a gateway stopping or not yet listening) and were sent
+    /// again to the other gateway, as a client or load balancer would.
+    resent: usize,
+}
+
+/// Chats (every fourth streamed) with `concurrency` clients over the gateways at `urls` in
+/// turn until `stop` (or 20,000 requests); a send that gets no HTTP answer goes to the next
+/// gateway (at most 5 times); every answer is checked.
+fn drive_rolling(
+    urls: Vec<String>,
+    concurrency: usize,
+    stop: Rc<std::cell::Cell<bool>>,
+) -> (Vec<actix_rt::task::JoinHandle<()>>, Rc<RefCell<Rolling>>) {
+    let seen = Rc::new(RefCell::new(Rolling::default()));
+    let tasks = (0..concurrency)
+        .map(|worker| {
+            let (urls, stop, seen) = (urls.clone(), stop.clone(), seen.clone());
+            actix_rt::spawn(async move {
+                let mut i = worker;
+                while !stop.get() && seen.borrow().sent < 20_000 {
+                    i += concurrency;
+                    seen.borrow_mut().sent += 1;
+                    let streamed = i % 4 == 0;
+                    let body = chat_body("mock-a", &format!("roll {i}"), streamed);
+                    let mut outcome = None;
+                    for attempt in 0..6 {
+                        let url = &urls[(i + attempt) % urls.len()];
+                        match client().post(url).send_json(&body).await {
+                            Ok(mut resp) => {
+                                let b = resp.body().limit(1 << 20).await.unwrap_or_default();
+                                outcome = Some((resp.status().as_u16(), b));
+                                break;
+                            }
+                            Err(_) => {
+                                seen.borrow_mut().resent += 1;
+                                tokio::time::sleep(Duration::from_millis(20)).await;
+                            }
+                        }
+                    }
+                    let good = outcome.is_some_and(|(s, b)| {
+                        let text = if streamed {
+                            streamed_text(&sse_events(&b))
+                        } else {
+                            json(&b)["choices"][0]["message"]["content"]
+                                .as_str()
+                                .unwrap_or_default()
+                                .to_owned()
+                        };
+                        s == 200 && text == format!("mock: roll {i}")
+                    });
+                    let mut k = seen.borrow_mut();
+                    if good {
+                        k.ok += 1;
+                    } else {
+                        k.failed += 1;
+                    }
+                }
+            })
+        })
+        .collect();
+    (tasks, seen)
+}
+
+#[actix_rt::test]
+async fn a_rolling_restart_of_every_role_under_load_fails_no_request() {
+    let mock = MockUpstream::start(&["mock-a"]);
+    mock.set_default(Behavior::latency(20));
+    let toml = format!("{ECHO}{}", mock_provider("up", &mock.base_url(), &["mock-a"]));
+    let cfg = TestConfig::new(toml)
+        .env("RUST_LOG", "info")
+        .env("LLMR__SERVER__SHUTDOWN_GRACE_MS", 5_000)
+        .env("LLMR__SERVER__REQUEST_TIMEOUT_MS", 20_000);
+    let mut c = Cluster {
+        procs: ProcessCluster::new(&bin(), cfg, true),
+        mock,
+    };
+    let second_port = free_port();
+    let gateway_env = |i: usize, first: u16| -> Vec<(&'static str, String)> {
+        vec![(
+            "LLMR__SERVER__PORT",
+            if i == 0 { first } else { second_port }.to_string(),
+        )]
+    };
+    let first_port = c.procs.port;
+    for role in ["router", "router", "worker", "worker", "mcp-tools", "responses"] {
+        c.add(role, &[role]);
+    }
+    for i in 0..2 {
+        let env = gateway_env(i, first_port);
+        let env: Vec<(&str, String)> = env.iter().map(|(k, v)| (*k, v.clone())).collect();
+        c.procs.spawn_with("gateway", &["gateway"], &env);
+    }
+    assert!(wait_for_port(first_port, Duration::from_secs(20)) && wait_for_port(second_port, Duration::from_secs(20)));
+    c.ready(2).await;
+    let urls = vec![
+        format!("http://127.0.0.1:{first_port}/v1/chat/completions"),
+        format!("http://127.0.0.1:{second_port}/v1/chat/completions"),
+    ];
+    let stop = Rc::new(std::cell::Cell::new(false));
+    let started = Instant::now();
+    let (tasks, seen) = drive_rolling(urls, 8, stop.clone());
+    assert!(eventually(Duration::from_secs(20), || async { c.mock.request_count() >= 50 }).await);
+    // Each process in turn: SIGTERM, wait for it to exit, start its replacement, wait until
+    // the cluster sees it.
+    let health = format!("http://127.0.0.1:{second_port}/health");
+    let mut restarted = Vec::new();
+    for (role, i) in [
+        ("router", 0),
+        ("router", 1),
+        ("worker", 0),
+        ("worker", 1),
+        ("mcp-tools", 0),
+        ("responses", 0),
+        ("gateway", 0),
+        ("gateway", 1),
+    ] {
+        let t = Instant::now();
+        let p = c.procs.nth(role, i).unwrap();
+        p.terminate();
+        let exited = eventually(Duration::from_secs(15), || {
+            let done = p.exited().is_some();
+            async move { done }
+        })
+        .await;
+        assert!(exited, "{role} {i} exited after SIGTERM:\n{}", p.tail(20));
+        let status = p.exited().unwrap();
+        assert!(
+            status.success(),
+            "{role} {i} exited cleanly: {status:?}\n{}",
+            p.tail(20)
+        );
+        let before = c.procs.named(role).count();
+        let env = if role == "gateway" {
+            gateway_env(i, first_port)
+        } else {
+            Vec::new()
+        };
+        let env: Vec<(&str, String)> = env.iter().map(|(k, v)| (*k, v.clone())).collect();
+        c.procs.spawn_with(role, &[role], &env);
+        assert_eq!(c.procs.named(role).count(), before + 1);
+        if role == "gateway" {
+            let port = if i == 0 { first_port } else { second_port };
+            assert!(wait_for_port(port, Duration::from_secs(20)), "the new gateway listens");
+        } else {
+            let back = eventually(Duration::from_secs(20), || async {
+                let (_, h) = get(&health, &[]).await;
+                h["services"].as_array().is_some_and(|a| {
+                    a.iter().filter(|s| s["service"] == role).count()
+                        >= if matches!(role, "router" | "worker") { 2 } else { 1 }
+                })
+            })
+            .await;
+            assert!(back, "{role} {i} replaced");
+        }
+        restarted.push(format!("{role} {i} in {:?}", t.elapsed()));
+    }
+    stop.set(true);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let k = *seen.borrow();
+    eprintln!(
+        "rolling restart of 8 processes under load (c=8, a quarter streamed) in {:?}: {k:?}; {}",
+        started.elapsed(),
+        restarted.join(", ")
+    );
+    assert_eq!(k.failed, 0, "no request failed: {k:?}");
+    assert_eq!(k.ok, k.sent, "{k:?}");
+    // Every replacement is still running, and served its share.
+    for role in ["router", "worker", "mcp-tools", "responses", "gateway"] {
+        let n = c.procs.named(role).count();
+        let p = c.procs.nth(role, n - 1).unwrap();
+        assert!(p.alive(), "the new {role} runs:\n{}", p.tail(20));
+    }
+}
