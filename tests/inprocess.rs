@@ -778,3 +778,34 @@ async fn overload_is_refused_at_once_batch_first(redis: bool) {
     eprintln!("overload: 9 admitted and answered, 6 refused, the slowest refusal in {slowest:?}");
 }
 both!(overload_is_refused_at_once_batch_first);
+
+async fn interactive_work_is_served_before_a_batch_backlog(redis: bool) {
+    // Four calls at a time, a quarter of them (one) for batch work; 300 ms each.
+    let env = [("LLMR__WORKER__MAX_IN_FLIGHT", "4".to_string())];
+    let f = Fixture::start(redis, "", &env);
+    f.ready().await;
+    f.mock.set_default(Behavior::latency(300));
+    let url = f.url("/v1/chat/completions");
+    let t = Instant::now();
+    let batch = burst(&url, 12, "batch");
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let interactive: Vec<_> = futures_util::future::join_all(burst(&url, 3, "interactive")).await;
+    let slowest = interactive.iter().map(|r| r.as_ref().unwrap().2).max().unwrap();
+    for r in &interactive {
+        assert_eq!(r.as_ref().unwrap().0, 200);
+    }
+    // Served at once, not behind the batch backlog (which needs 12 × 300 ms on its one place).
+    assert!(
+        slowest < Duration::from_millis(900),
+        "interactive answered in {slowest:?}"
+    );
+    let batch: Vec<_> = futures_util::future::join_all(batch).await;
+    let batch_done = t.elapsed();
+    for r in &batch {
+        assert_eq!(r.as_ref().unwrap().0, 200, "batch work is answered too");
+    }
+    eprintln!(
+        "priority: 3 interactive answered in at most {slowest:?} behind 12 queued batch requests (all answered, after {batch_done:?})"
+    );
+}
+both!(interactive_work_is_served_before_a_batch_backlog);

@@ -12,7 +12,7 @@ use std::time::Duration;
 use actix_web::HttpRequest;
 use llmr_bus::Bus;
 use llmr_config::Settings;
-use llmr_protocol::{ApiError, streams};
+use llmr_protocol::{ApiError, Priority, streams};
 
 use crate::HttpError;
 
@@ -30,7 +30,11 @@ pub fn work_streams(settings: &Settings) -> Vec<(String, &'static str)> {
     pools.sort_unstable();
     pools.dedup();
     let mut out = vec![(streams::REQUESTS.to_owned(), streams::groups::ROUTERS)];
-    out.extend(pools.into_iter().map(|p| (streams::jobs(p), streams::groups::WORKERS)));
+    for p in pools {
+        for priority in [Priority::Interactive, Priority::Batch] {
+            out.push((streams::jobs_for(p, priority), streams::groups::WORKERS));
+        }
+    }
     out
 }
 
@@ -61,22 +65,22 @@ pub fn watch(bus: Bus, settings: &Settings, queued: Arc<AtomicU64>) -> Watch {
     }))
 }
 
-/// Whether a request of this priority may be queued now.
-pub fn admit(req: &HttpRequest, settings: &Settings, queued: &AtomicU64) -> Result<(), HttpError> {
-    let batch = match req
+/// Whether a request of its priority may be queued now; its priority when it may.
+pub fn admit(req: &HttpRequest, settings: &Settings, queued: &AtomicU64) -> Result<Priority, HttpError> {
+    let priority = match req
         .headers()
         .get(PRIORITY_HEADER)
         .map(|v| v.to_str().unwrap_or_default())
     {
-        None | Some("interactive") => false,
-        Some("batch") => true,
-        Some(other) => {
-            return Err(HttpError(ApiError::invalid(
-                format!("`{PRIORITY_HEADER}` must be `interactive` or `batch`, not `{other}`."),
+        None => Priority::Interactive,
+        Some(v) => Priority::parse(v).ok_or_else(|| {
+            HttpError(ApiError::invalid(
+                format!("`{PRIORITY_HEADER}` must be `interactive` or `batch`, not `{v}`."),
                 None,
-            )));
-        }
+            ))
+        })?,
     };
+    let batch = priority == Priority::Batch;
     let s = &settings.server;
     let bound = if batch { s.max_queued_batch } else { s.max_queued };
     let now = queued.load(Ordering::Relaxed);
@@ -89,5 +93,5 @@ pub fn admit(req: &HttpRequest, settings: &Settings, queued: &AtomicU64) -> Resu
             retry_after_s: 1,
         }));
     }
-    Ok(())
+    Ok(priority)
 }

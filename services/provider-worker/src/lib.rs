@@ -34,7 +34,7 @@ use std::time::Duration;
 use actix::Addr;
 use llmr_bus::{Bus, ConsumerActor, Drain, LoopConfig};
 use llmr_config::Settings;
-use llmr_protocol::streams;
+use llmr_protocol::{Priority, streams};
 use llmr_store::{Store, TaskGuard};
 
 /// Selects the TLS crypto provider (ring) for upstream calls, once per process.
@@ -52,7 +52,8 @@ pub enum InitError {
 
 /// A running worker of one pool.
 pub struct WorkerService {
-    addr: Addr<ConsumerActor<work::Jobs>>,
+    /// The pool's interactive jobs, then its batch jobs (a smaller room).
+    addrs: Vec<Addr<ConsumerActor<work::Jobs>>>,
     _heartbeat: TaskGuard,
     _callers: callers::Watching,
 }
@@ -100,27 +101,25 @@ impl WorkerService {
             lease_ttl_ms: w.lease_ttl_ms.max(300),
             callers: Some(callers),
         });
-        let cfg = LoopConfig {
-            cancels: true,
-            ..LoopConfig::new(
-                &bus,
-                w.max_in_flight,
-                Duration::from_millis(settings.redis.claim_idle_ms),
-            )
-        };
-        let stream = streams::jobs(pool);
-        let addr = ConsumerActor::start(
-            &bus,
-            &stream,
-            streams::groups::WORKERS,
-            instance,
-            cfg,
-            work::Jobs { ctx },
-        )
-        .await?;
+        // Interactive jobs get the whole room; batch jobs, read from their own stream, at most
+        // `batch_room` of it, so a backlog of batch work never keeps interactive work waiting
+        // for a free place.
+        let mut addrs = Vec::with_capacity(2);
+        for (priority, room) in [
+            (Priority::Interactive, w.max_in_flight),
+            (Priority::Batch, w.batch_room()),
+        ] {
+            let cfg = LoopConfig {
+                cancels: true,
+                ..LoopConfig::new(&bus, room, Duration::from_millis(settings.redis.claim_idle_ms))
+            };
+            let stream = streams::jobs_for(pool, priority);
+            let jobs = work::Jobs { ctx: ctx.clone() };
+            addrs.push(ConsumerActor::start(&bus, &stream, streams::groups::WORKERS, instance, cfg, jobs).await?);
+        }
         let heartbeat = store.keep_alive("worker", &format!("{pool}:{instance}"), Duration::from_secs(2));
         Ok(WorkerService {
-            addr,
+            addrs,
             _heartbeat: heartbeat,
             _callers: callers::Watching(watching),
         })
@@ -128,6 +127,7 @@ impl WorkerService {
 
     /// Stops reading jobs and waits up to `grace` for the running ones to finish.
     pub async fn drain(&self, grace: Duration) {
-        let _ = self.addr.send(Drain { grace }).await;
+        let drains = self.addrs.iter().map(|a| a.send(Drain { grace }));
+        let _ = futures_util::future::join_all(drains).await;
     }
 }

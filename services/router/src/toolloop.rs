@@ -307,10 +307,11 @@ impl ToolLoop {
     ) -> Result<(u16, ChatCompletion), ApiError> {
         let bytes = Bytes::from(Value::Object(body.clone()).to_string());
         let plan = self.routing.plan_one(routes, bytes.len(), now_ms()).await?;
-        let stream = streams::jobs(&plan.pool);
+        let stream = streams::jobs_for(&plan.pool, env.meta.priority);
         let meta = Meta {
             model: env.meta.model.clone(),
             caller: env.meta.caller.clone(),
+            priority: env.meta.priority,
             plan: Some(plan),
             ..Meta::default()
         };

@@ -123,7 +123,7 @@ async fn route(
                     .map(|a| format!("{}/{}", a.provider, a.model))
                     .collect();
                 span.record("llmr.plan", targets.join(", ").as_str());
-                let stream = streams::jobs(&plan.pool);
+                let stream = streams::jobs_for(&plan.pool, env.meta.priority);
                 let routed = env.routed(plan, llmr_telemetry::context(&span, &env.trace));
                 // The forward is a publish too: a PRODUCER span under the routing decision.
                 let publish = llmr_bus::caller::producer_span(&bus, &stream, &routed);

@@ -411,11 +411,24 @@ pub struct GroupTarget {
 #[serde(deny_unknown_fields)]
 pub struct Worker {
     pub max_in_flight: usize,
+    /// Of those, at most this many batch jobs (`x-llmr-priority: batch`); 0 = a quarter of
+    /// `max_in_flight` (at least 1). The rest of the room is kept for interactive work.
+    pub max_in_flight_batch: usize,
     pub connect_timeout_ms: u64,
     pub max_response_bytes: usize,
     /// How long a call's lease, slot or lock lives; renewed (every third of it) while the
     /// call runs, so a dead worker's load is gone within this time.
     pub lease_ttl_ms: u64,
+}
+
+impl Worker {
+    /// [`Worker::max_in_flight_batch`] resolved.
+    pub fn batch_room(&self) -> usize {
+        match self.max_in_flight_batch {
+            0 => (self.max_in_flight / 4).max(1),
+            n => n.min(self.max_in_flight.max(1)),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -187,6 +187,37 @@ pub struct Meta {
     pub native: Bytes,
     /// Which API `native` is in.
     pub native_api: NativeApi,
+    /// The client's `x-llmr-priority`: batch jobs wait on their pool's batch stream, which
+    /// workers give only part of their room.
+    pub priority: Priority,
+}
+
+/// How urgent a request is (`x-llmr-priority`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Priority {
+    /// A person is waiting (the default).
+    #[default]
+    Interactive,
+    /// Throughput work that may wait behind interactive work.
+    Batch,
+}
+
+impl Priority {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::Interactive => "interactive",
+            Priority::Batch => "batch",
+        }
+    }
+
+    /// The header's value; `None` for anything else.
+    pub fn parse(s: &str) -> Option<Priority> {
+        match s {
+            "interactive" => Some(Priority::Interactive),
+            "batch" => Some(Priority::Batch),
+            _ => None,
+        }
+    }
 }
 
 /// The API of a request's native body.
@@ -300,6 +331,9 @@ impl Envelope {
         if m.native_api == NativeApi::Anthropic {
             f.push(("native_api", Bytes::from_static(b"anthropic")));
         }
+        if m.priority == Priority::Batch {
+            f.push(("priority", Bytes::from_static(b"batch")));
+        }
         if !self.trace.tracestate.is_empty() {
             f.push(("tracestate", Bytes::from(self.trace.tracestate.clone())));
         }
@@ -367,6 +401,11 @@ impl Envelope {
                     Some(b"discovery") => ToolMode::Discovery,
                     Some(_) => return Err(DecodeError::Invalid("mode")),
                 },
+                priority: match get("priority") {
+                    None | Some(b"interactive") => Priority::Interactive,
+                    Some(b"batch") => Priority::Batch,
+                    Some(_) => return Err(DecodeError::Invalid("priority")),
+                },
             },
         })
     }
@@ -403,6 +442,7 @@ mod tests {
                 native: Bytes::from_static(br#"{"input":"hi"}"#),
                 native_api: NativeApi::Anthropic,
                 endpoint: Endpoint::Embeddings,
+                priority: Priority::Batch,
                 plan: Some(Plan {
                     pool: "default".into(),
                     attempts: vec![Attempt {

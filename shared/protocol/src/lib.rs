@@ -38,7 +38,7 @@ pub mod tools;
 pub mod trace;
 pub mod xmltools;
 
-pub use envelope::{CallerId, DecodeError, Endpoint, Envelope, Kind, Meta, NativeApi, ToolMode};
+pub use envelope::{CallerId, DecodeError, Endpoint, Envelope, Kind, Meta, NativeApi, Priority, ToolMode};
 pub use error::ApiError;
 pub use frame::{CacheStatus, Frame, FrameKind, Head, Usage};
 pub use plan::{Attempt, CachePlan, Plan};

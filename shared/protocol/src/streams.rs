@@ -14,6 +14,14 @@ pub fn jobs(pool: &str) -> String {
     format!("jobs:{pool}")
 }
 
+/// The jobs stream of `pool` for work of `priority`: batch work waits on `jobs:{pool}:batch`.
+pub fn jobs_for(pool: &str, priority: crate::Priority) -> String {
+    match priority {
+        crate::Priority::Interactive => jobs(pool),
+        crate::Priority::Batch => format!("jobs:{pool}:batch"),
+    }
+}
+
 /// The reply stream of one caller instance.
 pub fn replies(instance: &str) -> String {
     format!("replies:{instance}")
@@ -51,6 +59,9 @@ mod tests {
     fn each_work_stream_names_its_service() {
         assert_eq!(served_by(REQUESTS), Some("router"));
         assert_eq!(served_by(&jobs("gpu")), Some("worker"));
+        assert_eq!(served_by(&jobs_for("gpu", crate::Priority::Batch)), Some("worker"));
+        assert_eq!(jobs_for("gpu", crate::Priority::Batch), "jobs:gpu:batch");
+        assert_eq!(jobs_for("gpu", crate::Priority::Interactive), "jobs:gpu");
         assert_eq!(served_by(MCP), Some("mcp-tools"));
         assert_eq!(served_by(RESPONSES), Some("responses"));
         assert_eq!(served_by(&replies("g1")), None);

@@ -5,7 +5,9 @@
 use std::collections::HashMap;
 
 use bytes::Bytes;
-use llmr_protocol::{Attempt, CallerId, Endpoint, Envelope, Kind, Meta, NativeApi, Plan, ToolMode, TraceContext, chat};
+use llmr_protocol::{
+    Attempt, CallerId, Endpoint, Envelope, Kind, Meta, NativeApi, Plan, Priority, ToolMode, TraceContext, chat,
+};
 use proptest::prelude::*;
 use uuid::Uuid;
 
@@ -66,6 +68,7 @@ prop_compose! {
                 native_api: if !native.is_empty() && id % 2 == 1 { NativeApi::Anthropic } else { NativeApi::Responses },
                 native: Bytes::from(native),
                 endpoint: [Endpoint::Chat, Endpoint::Embeddings, Endpoint::Completions][(id % 3) as usize],
+                priority: if id % 5 == 0 { Priority::Batch } else { Priority::Interactive },
             },
         }
     }

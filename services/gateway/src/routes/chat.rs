@@ -101,7 +101,7 @@ pub async fn publish(
     endpoint: Endpoint,
     native: Option<(Bytes, NativeApi)>,
 ) -> Result<Published, HttpError> {
-    crate::shed::admit(req, &state.settings, &state.queued)?;
+    let priority = crate::shed::admit(req, &state.settings, &state.queued)?;
     let server = &state.settings.server;
     for (count, max, field) in [
         (parsed.message_count, server.max_messages, "messages"),
@@ -133,6 +133,7 @@ pub async fn publish(
         endpoint,
         native,
         native_api,
+        priority,
         ..Meta::default()
     };
     let deadline = now_ms() + state.settings.server.request_timeout_ms;
