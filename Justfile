@@ -63,6 +63,13 @@ bench *ARGS:
     command -v redis-server >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; }
     {{target}}/release/llmr-bench --out {{target}}/bench {{ARGS}}
 
+# Soak the cluster over Redis for MINUTES (chats, streams and tool calls at a fixed rate, a flaky
+# upstream behind failover): RSS, open files and p99 per 30 s window, and what was lost. Not in CI.
+soak MINUTES="30":
+    cargo build --release --bin llmrouter --bin mock-upstream --bin llmr-bench
+    command -v redis-server >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; }
+    {{target}}/release/llmr-bench --out {{target}}/bench --soak {{MINUTES}}
+
 # Fuzz every parser for SECONDS each (libFuzzer via cargo fuzz, nightly; not in CI). A crash is
 # copied to shared/fuzz/regressions/TARGET/, where `just test` runs it from then on.
 fuzz SECONDS="60" *TARGETS:

@@ -16,6 +16,7 @@ pub mod load;
 pub mod mcp;
 pub mod procs;
 pub mod responses;
+pub mod soak;
 
 use std::fmt::Write;
 use std::path::Path;

@@ -69,13 +69,13 @@ fn direct(bin_dir: &Path, count: u64) -> (f64, f64) {
 const ECHO: &str =
     "export const description = \"Returns its text.\";\nexport default function ({ text }) { return text; }\n";
 
-async fn session(client: &awc::Client, url: &str) -> Option<String> {
+pub(crate) async fn session(client: &awc::Client, url: &str) -> Option<String> {
     let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "bench", "version": "1"}}});
     let resp = client.post(url).send_json(&init).await.ok()?;
     resp.headers().get("mcp-session-id")?.to_str().ok().map(str::to_owned)
 }
 
-async fn call(client: &awc::Client, url: &str, sid: &str, msg: &Value) -> bool {
+pub(crate) async fn call(client: &awc::Client, url: &str, sid: &str, msg: &Value) -> bool {
     let Ok(mut resp) = client
         .post(url)
         .insert_header(("mcp-session-id", sid))

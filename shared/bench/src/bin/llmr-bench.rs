@@ -44,6 +44,9 @@ struct Args {
     /// With --load-url: stream the answers.
     #[arg(long)]
     stream: bool,
+    /// Soak the cluster for this many minutes instead (`just soak`; not in CI).
+    #[arg(long)]
+    soak: Option<u64>,
 }
 
 fn main() -> std::io::Result<()> {
@@ -74,6 +77,14 @@ fn main() -> std::io::Result<()> {
     let mut log = |line: &str| {
         let _ = writeln!(err, "{line}");
     };
+    if let Some(minutes) = args.soak {
+        let windows = bench::soak::run(&bin_dir, minutes, &mut log)?;
+        let md = bench::soak::markdown(&windows, minutes);
+        std::fs::create_dir_all(&args.out)?;
+        std::fs::write(args.out.join("soak.md"), &md)?;
+        writeln!(std::io::stdout(), "{md}")?;
+        return Ok(());
+    }
     if args.mcp_only {
         let r = bench::mcp::run(&bin_dir, args.scale, &mut log)?;
         let md = bench::mcp::markdown(&r);
