@@ -1337,10 +1337,19 @@ async fn health_says_degraded_when_a_pool_has_no_worker() {
         serde_json::json!(["pool `default` has no live worker"]),
         "{h}"
     );
+    let f = &h["features"];
+    assert_eq!(f["chat"], "unavailable: no worker instance is alive", "{h}");
+    assert_eq!(f["responses"], "unavailable: no responses instance is alive", "{h}");
+    assert_eq!(f["mcp"], "unavailable: no mcp-tools instance is alive", "{h}");
+    assert_eq!(
+        (f["routing_state"].as_str(), f["cache"].as_str()),
+        (Some("ok"), Some("ok"))
+    );
     c.add("worker", &["worker", "--pool", "default"]);
     c.ready(1).await;
     let (_, h) = get(&c.url("/health"), &[]).await;
     assert_eq!(h["status"], "ok", "{h}");
+    assert_eq!(h["features"]["chat"], "ok", "{h}");
 }
 
 #[actix_rt::test]

@@ -208,6 +208,17 @@ async fn models_and_health_show_the_cluster(redis: bool) {
     let (s, h) = get(&f.url("/health"), &[]).await;
     assert_eq!(s, 200);
     assert_eq!(h["backend"], if redis { "redis" } else { "memory" });
+    for feature in [
+        "chat",
+        "responses",
+        "mcp",
+        "server_side_tools",
+        "routing_state",
+        "usage",
+        "cache",
+    ] {
+        assert_eq!(h["features"][feature], "ok", "{feature}: {h}");
+    }
     let services: Vec<&str> = h["services"]
         .as_array()
         .unwrap()
@@ -434,8 +445,21 @@ async fn redis_unreachable_is_a_prompt_503() {
     assert_eq!(s, 503, "{}", String::from_utf8_lossy(&b));
     assert_eq!(json(&b)["error"]["code"], "service_unavailable");
     assert!(took < Duration::from_secs(1), "took {took:?}");
-    let (s, _) = get(&f.url("/health"), &[]).await;
+    let (s, h) = get(&f.url("/health"), &[]).await;
     assert_eq!(s, 503);
+    assert!(
+        h["features"]["chat"].as_str().unwrap().starts_with("unavailable: "),
+        "{h}"
+    );
+    assert!(
+        h["features"]["usage"].as_str().unwrap().starts_with("unavailable: "),
+        "{h}"
+    );
+    let (_, metrics) = get_text(&f.url("/metrics")).await;
+    assert!(
+        metrics.contains("llmr_feature_available{feature=\"chat\"} 0"),
+        "{metrics}"
+    );
     assert_eq!(f.mock.request_count(), 0);
 }
 

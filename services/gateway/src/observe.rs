@@ -80,13 +80,23 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 /// `/metrics`: this process's metrics, with the cluster's routing state and stream backlog
 /// read now.
 pub async fn scrape(state: web::Data<AppState>) -> HttpResponse {
-    if let Ok(Ok(report)) = tokio::time::timeout(
+    let report = tokio::time::timeout(
         std::time::Duration::from_millis(900),
         crate::routes::health::report(&state),
     )
-    .await
-    {
-        routing_gauges(&report);
+    .await;
+    let features = match report {
+        Ok(Ok(report)) => {
+            routing_gauges(&report);
+            report["features"].clone()
+        }
+        _ => crate::routes::health::all_unavailable("the store does not answer"),
+    };
+    for f in crate::routes::health::FEATURES {
+        let up = features[f]
+            .as_str()
+            .is_some_and(|v| v == "ok" || v.starts_with("degraded"));
+        metrics().feature_available.with_label_values(&[f]).set(i64::from(up));
     }
     backlog_gauges(&state).await;
     HttpResponse::Ok()

@@ -51,6 +51,8 @@ pub struct Metrics {
     pub stream_lag: IntGaugeVec,
     /// Scraped: entries in the stream.
     pub stream_length: IntGaugeVec,
+    /// Scraped: 1 when a feature can serve (its services alive, the store answering), else 0.
+    pub feature_available: IntGaugeVec,
 }
 
 const SECONDS: &[f64] = &[
@@ -176,6 +178,11 @@ impl Metrics {
                 &["stream", "group"],
             ),
             stream_length: gauge("llmr_stream_length", "Entries in the stream.", &["stream"]),
+            feature_available: gauge(
+                "llmr_feature_available",
+                "1 when a feature (chat, responses, mcp, server_side_tools, routing_state, usage, cache) can serve now, else 0.",
+                &["feature"],
+            ),
             registry,
         }
     }
@@ -235,6 +242,7 @@ mod tests {
         m.stream_pending.with_label_values(&["s", "g"]);
         m.stream_lag.with_label_values(&["s", "g"]);
         m.stream_length.with_label_values(&["s"]);
+        m.feature_available.with_label_values(&["chat"]);
         render()
             .lines()
             .filter_map(|l| l.strip_prefix("# TYPE "))

@@ -1,6 +1,6 @@
 //! `GET /health` (no auth): the services seen alive; each provider's state and load; each
-//! target's and key's circuit, cooldown and latency. 200 when the bus and store answer, 503
-//! otherwise.
+//! target's and key's circuit, cooldown and latency; which features can serve now. 200 when
+//! the bus and store answer, 503 otherwise (every feature then unavailable).
 
 use actix_web::{HttpResponse, web};
 use llmr_protocol::now_ms;
@@ -100,6 +100,7 @@ pub(crate) async fn report(state: &AppState) -> Result<Value, Unhealthy> {
     Ok(json!({
         "status": if reasons.is_empty() { "ok" } else { "degraded" },
         "reasons": reasons,
+        "features": features(&alive, &reasons),
         "backend": if state.bus.is_memory() { "memory" } else { "redis" },
         "instance": state.instance,
         "in_flight": state.caller.in_flight(),
@@ -108,6 +109,49 @@ pub(crate) async fn report(state: &AppState) -> Result<Value, Unhealthy> {
         "targets": target_json,
     }))
 }
+
+/// The features a client may use, each `ok` or `unavailable: why` (`degraded: why` for chat
+/// when some of its models or pools cannot serve). A feature whose service has no live
+/// instance answers 503 within 2 s; the store answered, so routing state, usage and the
+/// cache work.
+fn features(alive: &[llmr_store::Alive], reasons: &[String]) -> Value {
+    let has = |s: &str| alive.iter().any(|a| a.service == s);
+    let needs = |services: &[&str]| match services.iter().find(|s| !has(s)) {
+        None => "ok".to_owned(),
+        Some(s) => format!("unavailable: no {s} instance is alive"),
+    };
+    let chat = match needs(&["router", "worker"]) {
+        ok if ok == "ok" && !reasons.is_empty() => format!("degraded: {}", reasons.join("; ")),
+        other => other,
+    };
+    json!({
+        "chat": chat,
+        "responses": needs(&["responses", "router", "worker"]),
+        "mcp": needs(&["mcp-tools"]),
+        "server_side_tools": needs(&["mcp-tools", "router", "worker"]),
+        "routing_state": "ok",
+        "usage": "ok",
+        "cache": "ok",
+    })
+}
+
+/// Every feature unavailable: the bus or store does not answer.
+pub(crate) fn all_unavailable(why: &str) -> Value {
+    let why = format!("unavailable: {why}");
+    let names = FEATURES.iter().map(|f| ((*f).to_owned(), json!(why)));
+    Value::Object(names.collect())
+}
+
+/// The features `/health` reports, as `llmr_feature_available` labels them.
+pub(crate) const FEATURES: [&str; 7] = [
+    "chat",
+    "responses",
+    "mcp",
+    "server_side_tools",
+    "routing_state",
+    "usage",
+    "cache",
+];
 
 /// Why the cluster cannot serve everything it is configured for: no live router, a pool
 /// without a live worker, a model whose every target is open or cooling.
@@ -176,9 +220,14 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
     let backend = if state.bus.is_memory() { "memory" } else { "redis" };
     match tokio::time::timeout(std::time::Duration::from_millis(900), report(&state)).await {
         Ok(Ok(v)) => HttpResponse::Ok().json(v),
-        Ok(Err(e)) => HttpResponse::ServiceUnavailable()
-            .json(json!({"status": "unavailable", "backend": backend, "error": e.to_string()})),
-        Err(_) => HttpResponse::ServiceUnavailable()
-            .json(json!({"status": "unavailable", "backend": backend, "error": "the store did not answer in time"})),
+        Ok(Err(e)) => HttpResponse::ServiceUnavailable().json(
+            json!({"status": "unavailable", "backend": backend, "error": e.to_string(), "features": all_unavailable(&e.to_string())}),
+        ),
+        Err(_) => {
+            let error = "the store did not answer in time";
+            HttpResponse::ServiceUnavailable().json(
+                json!({"status": "unavailable", "backend": backend, "error": error, "features": all_unavailable(error)}),
+            )
+        }
     }
 }
