@@ -406,7 +406,7 @@ async fn host_modules_reach_only_what_they_may(redis: bool) {
     let upstream = MockUpstream::start(&["m"]);
     let allowed = format!("127.0.0.1:{}", upstream.port);
     let toml = format!(
-        "{}[scripting]\nhttp_allowlist = [\"{allowed}\"]\n",
+        "{}[scripting]\nhttp_allowlist = [\"{allowed}\", \"localhost\"]\n",
         mock_provider("up", &upstream.base_url(), &["m"])
     );
     let counter = r#"import kv from "kv";
@@ -457,6 +457,16 @@ export default function () { return { twice: mcp.call("calc", { expression: "6*7
     );
     let r = m.call("fetch", json!({"url": "file:///etc/passwd"})).await;
     assert_eq!(r["isError"], json!(true), "{r}");
+    // A listed name that resolves inside the network is refused (the mock is reachable by its
+    // address, listed explicitly, not through a name).
+    let r = m
+        .call(
+            "fetch",
+            json!({"url": format!("http://localhost:{}/v1/models", upstream.port)}),
+        )
+        .await;
+    assert_eq!(r["isError"], json!(true), "{r}");
+    assert!(text(&r).contains("internal address"), "{r}");
 
     let r = m.call("ask", json!({"q": "what is up"})).await;
     assert_eq!(text(&r), "mock: what is up", "{r}");

@@ -140,6 +140,9 @@ pub struct Scripting {
     pub hosts: usize,
     /// Hosts (`api.example.com`, `*.example.com`, `127.0.0.1:9000`) the `http` module may fetch.
     pub http_allowlist: Vec<String>,
+    /// Let allowlisted names resolve to internal addresses (loopback, private, link-local,
+    /// metadata); off by default, so a listed name cannot be pointed inside the network.
+    pub http_allow_internal: bool,
     pub http_timeout_ms: u64,
     /// Largest `http` response body a script gets.
     pub http_max_bytes: usize,
