@@ -119,9 +119,10 @@ async fn tool_load(url: String, secs: u64) -> (Histogram<u64>, u64) {
 /// Runs the soak for `minutes` with the binaries in `bin_dir`.
 pub fn run(bin_dir: &Path, minutes: u64, log: &mut dyn FnMut(&str)) -> std::io::Result<Vec<Window>> {
     let mock = Mock::start(bin_dir, 20, 20)?;
-    let tools = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/tools");
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let cfg = TestConfig::new(config(&mock))
-        .env("LLMR__SCRIPTING__TOOLS_PATH", tools.display())
+        .env("LLMR__SCRIPTING__TOOLS_PATH", repo.join("config/tools").display())
+        .env("LLMR__SCRIPTING__LIBRARIES_PATH", repo.join("config/libraries").display())
         .env(
             "LLMR__SCRIPTING__HOST_COMMAND",
             format!("{} script-host", bin_dir.join("llmrouter").display()),
