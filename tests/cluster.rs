@@ -61,6 +61,20 @@ impl Cluster {
         c
     }
 
+    /// Router, worker, mcp-tools and gateway over `cfg` (the upstream is the caller's), ready.
+    async fn with_tools(cfg: TestConfig) -> Cluster {
+        let mut c = Cluster {
+            procs: ProcessCluster::new(&bin(), cfg, true),
+            mock: MockUpstream::start(&[]),
+        };
+        for role in ["router", "worker", "mcp-tools", "gateway"] {
+            c.add(role, &[role]);
+        }
+        assert!(c.procs.listening(Duration::from_secs(20)));
+        c.ready(1).await;
+        c
+    }
+
     /// Starts one more process of `kind`.
     fn add(&mut self, kind: &str, args: &[&str]) {
         self.procs.spawn(kind, args);
@@ -837,15 +851,7 @@ async fn a_router_killed_mid_tool_loop_has_the_loop_rerun_by_a_peer() {
             "LLMR__SCRIPTING__HOST_COMMAND",
             format!("{} script-host", bin().display()),
         );
-    let mut c = Cluster {
-        procs: ProcessCluster::new(&bin(), cfg, true),
-        mock: MockUpstream::start(&[]),
-    };
-    for role in ["router", "worker", "mcp-tools", "gateway"] {
-        c.add(role, &[role]);
-    }
-    assert!(c.procs.listening(Duration::from_secs(20)));
-    c.ready(1).await;
+    let mut c = Cluster::with_tools(cfg).await;
     let call = json!([{"id": "call_1", "type": "function", "function": {"name": "calculator", "arguments": "{\"expression\":\"6*7\"}"}}]);
     // Round 0 of the first run is slow: the router is killed while it waits for it.
     up.push(Behavior {
@@ -902,15 +908,7 @@ async fn an_mcp_tool_calling_ai_chat_stays_in_the_callers_trace() {
             "LLMR__SCRIPTING__HOST_COMMAND",
             format!("{} script-host", bin().display()),
         );
-    let mut c = Cluster {
-        procs: ProcessCluster::new(&bin(), cfg, true),
-        mock: MockUpstream::start(&[]),
-    };
-    for role in ["router", "worker", "mcp-tools", "gateway"] {
-        c.add(role, &[role]);
-    }
-    assert!(c.procs.listening(Duration::from_secs(20)));
-    c.ready(1).await;
+    let c = Cluster::with_tools(cfg).await;
     let mcp = c.url("/mcp");
     let sid = mcp_session(&mcp, &[]).await;
     let trace = "5bf92f3577b34da6a3ce929d0e0e4737";
