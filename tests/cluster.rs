@@ -1982,3 +1982,176 @@ async fn a_rolling_restart_of_every_role_under_load_fails_no_request() {
         assert!(p.alive(), "the new {role} runs:\n{}", p.tail(20));
     }
 }
+
+#[actix_rt::test]
+async fn a_redis_with_an_acl_user_is_reached_with_the_credentials_in_the_url() {
+    let redis = llmr_testkit::RedisServer::start_with_user("llmr", "s3cret-pass");
+    assert!(
+        redis.command(&["PING"]).starts_with("-NOAUTH"),
+        "the server refuses clients without credentials"
+    );
+    let url = format!("redis://llmr:s3cret-pass@127.0.0.1:{}/", redis.port);
+    let mock = MockUpstream::start(&["mock-a"]);
+    let toml = format!("{ECHO}{}", mock_provider("up", &mock.base_url(), &["mock-a"]));
+    let cfg = TestConfig::new(toml).env("LLMR__REDIS__URL", url);
+    let mut c = Cluster {
+        procs: ProcessCluster::with_redis(&bin(), cfg, Some(redis)),
+        mock,
+    };
+    for role in ["router", "worker", "gateway"] {
+        c.add(role, &[role]);
+    }
+    assert!(c.procs.listening(Duration::from_secs(20)));
+    c.ready(1).await;
+    let (s, b) = post(
+        &c.url("/v1/chat/completions"),
+        &chat_body("mock-a", "authenticated", false),
+    )
+    .await;
+    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
+    assert_eq!(json(&b)["choices"][0]["message"]["content"], "mock: authenticated");
+    let (s, b) = post(&c.url("/v1/chat/completions"), &chat_body("mock-a", "streamed", true)).await;
+    assert_eq!(s, 200);
+    assert_eq!(streamed_text(&sse_events(&b)), "mock: streamed");
+    // Wrong credentials: the process waits for Redis and says why, serving nothing.
+    let bad = format!("redis://llmr:wrong@127.0.0.1:{}/", c.procs.redis.as_ref().unwrap().port);
+    c.procs.spawn_with("router", &["router"], &[("LLMR__REDIS__URL", bad)]);
+    let n = c.procs.named("router").count();
+    let refused = eventually(Duration::from_secs(10), || {
+        let log = c.procs.nth("router", n - 1).unwrap().tail(20);
+        async move { log.contains("waiting for Redis") && log.to_ascii_lowercase().contains("authentication failed") }
+    })
+    .await;
+    assert!(refused, "{}", c.procs.nth("router", n - 1).unwrap().tail(20));
+}
+
+/// A CA and a server certificate for `localhost` (openssl), in `dir`: (ca, cert, key).
+fn test_certificates(dir: &std::path::Path) -> (PathBuf, PathBuf, PathBuf) {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl (Debian package openssl) is installed");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=llmr-test-ca",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+    ]);
+    std::fs::write(dir.join("san.ext"), "subjectAltName=DNS:localhost,IP:127.0.0.1\n").unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+    ]);
+    (dir.join("ca.crt"), dir.join("server.crt"), dir.join("server.key"))
+}
+
+#[actix_rt::test]
+async fn a_redis_over_tls_is_reached_with_rediss() {
+    let dir = std::env::temp_dir().join(format!("llmr-tls-{}-{}", std::process::id(), free_port()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (ca, cert, key) = test_certificates(&dir);
+    let port = free_port();
+    let child = std::process::Command::new("redis-server")
+        .args([
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .args(["--tls-auth-clients", "no", "--tls-cert-file"])
+        .arg(&cert)
+        .arg("--tls-key-file")
+        .arg(&key)
+        .arg("--tls-ca-cert-file")
+        .arg(&ca)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let _redis = Proc::adopt("redis-tls", child);
+    assert!(
+        wait_for_port(port, Duration::from_secs(5)),
+        "redis-server listens with TLS"
+    );
+    let mock = MockUpstream::start(&["mock-a"]);
+    let toml = format!("{ECHO}{}", mock_provider("up", &mock.base_url(), &["mock-a"]));
+    // The server's certificate is verified: the test's CA is given as the trusted roots
+    // (SSL_CERT_FILE replaces the system's, as for a private CA in a deployment).
+    let cfg = TestConfig::new(toml)
+        .env("LLMR__REDIS__URL", format!("rediss://localhost:{port}/"))
+        .env("SSL_CERT_FILE", ca.display())
+        .env("LLMR__REDIS__PREFIX", llmr_testkit::unique_prefix("tls"));
+    let mut c = Cluster {
+        procs: ProcessCluster::with_redis(&bin(), cfg, None),
+        mock,
+    };
+    for role in ["router", "worker", "gateway"] {
+        c.add(role, &[role]);
+    }
+    assert!(c.procs.listening(Duration::from_secs(20)), "{}", c.gateway().tail(20));
+    c.ready(1).await;
+    let (s, b) = post(&c.url("/v1/chat/completions"), &chat_body("mock-a", "over tls", false)).await;
+    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
+    assert_eq!(json(&b)["choices"][0]["message"]["content"], "mock: over tls");
+    let (s, b) = post(&c.url("/v1/chat/completions"), &chat_body("mock-a", "streamed", true)).await;
+    assert_eq!(s, 200);
+    assert_eq!(streamed_text(&sse_events(&b)), "mock: streamed");
+    // Without the CA the certificate is refused: the process waits for Redis and says why.
+    c.procs
+        .spawn_with("router", &["router"], &[("SSL_CERT_FILE", "/dev/null".to_owned())]);
+    let n = c.procs.named("router").count();
+    let refused = eventually(Duration::from_secs(10), || {
+        let log = c.procs.nth("router", n - 1).unwrap().tail(20);
+        async move { log.contains("waiting for Redis") }
+    })
+    .await;
+    assert!(refused, "{}", c.procs.nth("router", n - 1).unwrap().tail(20));
+    let _ = std::fs::remove_dir_all(&dir);
+}

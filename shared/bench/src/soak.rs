@@ -122,7 +122,10 @@ pub fn run(bin_dir: &Path, minutes: u64, log: &mut dyn FnMut(&str)) -> std::io::
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let cfg = TestConfig::new(config(&mock))
         .env("LLMR__SCRIPTING__TOOLS_PATH", repo.join("config/tools").display())
-        .env("LLMR__SCRIPTING__LIBRARIES_PATH", repo.join("config/libraries").display())
+        .env(
+            "LLMR__SCRIPTING__LIBRARIES_PATH",
+            repo.join("config/libraries").display(),
+        )
         .env(
             "LLMR__SCRIPTING__HOST_COMMAND",
             format!("{} script-host", bin_dir.join("llmrouter").display()),

@@ -11,6 +11,8 @@ pub struct RedisServer {
     pub port: u16,
     /// With an append-only file: its directory (kept across restarts, removed on drop).
     aof_dir: Option<std::path::PathBuf>,
+    /// More `redis-server` arguments (ACL users), kept across restarts.
+    extra: Vec<String>,
 }
 
 impl RedisServer {
@@ -18,7 +20,34 @@ impl RedisServer {
     pub fn start() -> RedisServer {
         for _ in 0..5 {
             let port = crate::free_port();
-            if let Some(s) = Self::try_start(port, None) {
+            if let Some(s) = Self::try_start(port, None, Vec::new()) {
+                return s;
+            }
+        }
+        panic!("redis-server did not start after 5 attempts");
+    }
+
+    /// Starts a server whose only user is `user` with `password` (an ACL user with every
+    /// permission; the default user is off), as a managed Redis would be set up.
+    pub fn start_with_user(user: &str, password: &str) -> RedisServer {
+        let extra: Vec<String> = [
+            "--user",
+            user,
+            "on",
+            &format!(">{password}"),
+            "~*",
+            "&*",
+            "+@all",
+            "--user",
+            "default",
+            "off",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        for _ in 0..5 {
+            let port = crate::free_port();
+            if let Some(s) = Self::try_start(port, None, extra.clone()) {
                 return s;
             }
         }
@@ -32,14 +61,14 @@ impl RedisServer {
         std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
         for _ in 0..5 {
             let port = crate::free_port();
-            if let Some(s) = Self::try_start(port, Some(dir.clone())) {
+            if let Some(s) = Self::try_start(port, Some(dir.clone()), Vec::new()) {
                 return s;
             }
         }
         panic!("redis-server did not start after 5 attempts");
     }
 
-    fn try_start(port: u16, aof_dir: Option<std::path::PathBuf>) -> Option<RedisServer> {
+    fn try_start(port: u16, aof_dir: Option<std::path::PathBuf>, extra: Vec<String>) -> Option<RedisServer> {
         let port_s = port.to_string();
         let mut args = vec![
             "--port",
@@ -56,6 +85,7 @@ impl RedisServer {
             Some(_) => args.extend(["--appendonly", "yes", "--appendfsync", "always", "--dir", &dir_s]),
             None => args.extend(["--appendonly", "no"]),
         }
+        args.extend(extra.iter().map(String::as_str));
         let child = Command::new("redis-server")
             .args(&args)
             .stdout(Stdio::null())
@@ -73,6 +103,7 @@ impl RedisServer {
             child: Some(child),
             port,
             aof_dir,
+            extra,
         };
         let until = Instant::now() + Duration::from_secs(5);
         while Instant::now() < until {
@@ -101,8 +132,9 @@ impl RedisServer {
         if c.write_all(b"PING\r\n").is_err() {
             return false;
         }
+        // An answer is life: `+PONG`, or `-NOAUTH` when only ACL users may talk.
         let mut buf = [0u8; 7];
-        c.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+        c.read_exact(&mut buf).is_ok() && (&buf == b"+PONG\r\n" || buf.starts_with(b"-NOAUTH"))
     }
 
     /// Sends one command (e.g. `["CLIENT", "PAUSE", "1500", "ALL"]`) on a connection of its
@@ -136,7 +168,7 @@ impl RedisServer {
         self.kill();
         let until = Instant::now() + Duration::from_secs(5);
         while Instant::now() < until {
-            if let Some(mut s) = Self::try_start(self.port, self.aof_dir.clone()) {
+            if let Some(mut s) = Self::try_start(self.port, self.aof_dir.clone(), self.extra.clone()) {
                 self.child = s.child.take();
                 s.aof_dir = None;
                 return;
