@@ -2155,3 +2155,77 @@ async fn a_redis_over_tls_is_reached_with_rediss() {
     assert!(refused, "{}", c.procs.nth("router", n - 1).unwrap().tail(20));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// An HTTPS client that trusts only the CA in `ca` (PEM).
+fn tls_client(ca: &std::path::Path) -> awc::Client {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let cfg = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    awc::Client::builder()
+        .connector(awc::Connector::new().rustls_0_23(std::sync::Arc::new(cfg)))
+        .timeout(Duration::from_secs(30))
+        .finish()
+}
+
+#[actix_rt::test]
+async fn the_gateway_serves_https_with_a_configured_certificate() {
+    let dir = std::env::temp_dir().join(format!("llmr-https-{}-{}", std::process::id(), free_port()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (ca, cert, key) = test_certificates(&dir);
+    let mock = MockUpstream::start(&["mock-a"]);
+    let cfg = TestConfig::new(format!("{ECHO}{}", mock_provider("up", &mock.base_url(), &["mock-a"])))
+        .env("LLMR__SERVER__TLS_CERT", cert.display())
+        .env("LLMR__SERVER__TLS_KEY", key.display());
+    let c = all_process(cfg);
+    let https = tls_client(&ca);
+    let url = format!("https://localhost:{}/v1/chat/completions", c.port);
+    let body = chat_body("mock-a", "over https", false);
+    let answered = eventually(Duration::from_secs(10), || async {
+        https.post(&url).send_json(&body).await.is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    assert!(answered, "{}", c.named("all").next().unwrap().tail(20));
+    let mut resp = https.post(&url).send_json(&body).await.unwrap();
+    let b = resp.body().await.unwrap();
+    assert_eq!(json(&b)["choices"][0]["message"]["content"], "mock: over https");
+    let mut resp = https
+        .post(&url)
+        .send_json(&chat_body("mock-a", "streamed", true))
+        .await
+        .unwrap();
+    let b = resp.body().await.unwrap();
+    assert_eq!(streamed_text(&sse_events(&b)), "mock: streamed");
+    // Plain HTTP to the TLS port gets no HTTP answer; a client that does not trust the CA is refused.
+    let plain = client()
+        .post(format!("http://127.0.0.1:{}/v1/chat/completions", c.port))
+        .send_json(&body)
+        .await;
+    assert!(
+        plain.as_ref().map_or(true, |r| r.status() != 200),
+        "{:?}",
+        plain.map(|r| r.status())
+    );
+    let untrusted = client().post(&url).send_json(&body).await;
+    assert!(untrusted.is_err(), "a certificate from an unknown CA is refused");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_half_configured_tls_listener_is_refused_at_start() {
+    let out = std::process::Command::new(bin())
+        .args(["all"])
+        .env("LLMR__SERVER__PORT", "0")
+        .env("LLMR__SERVER__TLS_CERT", "/nonexistent/cert.pem")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(err.contains("tls_cert") && err.contains("neither"), "{err}");
+}

@@ -49,6 +49,29 @@ pub use error::HttpError;
 pub enum InitError {
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: String, source: std::io::Error },
+    #[error("server.tls_cert / server.tls_key: {0}")]
+    Tls(String),
+}
+
+/// The listener's TLS configuration from `server.tls_cert` and `server.tls_key` (PEM), when
+/// both are set.
+fn tls_config(s: &llmr_config::Server) -> Result<Option<rustls::ServerConfig>, InitError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    match (s.tls_cert.is_empty(), s.tls_key.is_empty()) {
+        (true, true) => return Ok(None),
+        (false, false) => {}
+        _ => return Err(InitError::Tls("set both, or neither".into())),
+    }
+    let certs = CertificateDer::pem_file_iter(&s.tls_cert)
+        .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+        .map_err(|e| InitError::Tls(format!("{}: {e}", s.tls_cert)))?;
+    let key = PrivateKeyDer::from_pem_file(&s.tls_key).map_err(|e| InitError::Tls(format!("{}: {e}", s.tls_key)))?;
+    rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map(Some)
+        .map_err(|e| InitError::Tls(e.to_string()))
 }
 
 /// What every handler shares.
@@ -96,6 +119,7 @@ impl Gateway {
     /// Binds `server.host:server.port` (port 0 = any free port) and starts reading this
     /// instance's reply stream. Call inside an actix System.
     pub async fn build(settings: &Settings, bus: Bus, store: Store, instance: &str) -> Result<Gateway, InitError> {
+        let tls = tls_config(&settings.server)?;
         let addr = format!("{}:{}", settings.server.host, settings.server.port);
         let listener = TcpListener::bind(&addr).map_err(|source| InitError::Bind {
             addr: addr.clone(),
@@ -144,8 +168,11 @@ impl Gateway {
         .disable_signals()
         // Stream events are small writes: without this, Nagle and delayed ACKs hold them ~40 ms.
         .tcp_nodelay(true)
-        .shutdown_timeout(settings.server.shutdown_grace_ms.div_ceil(1000))
-        .listen(listener)
+        .shutdown_timeout(settings.server.shutdown_grace_ms.div_ceil(1000));
+        let server = match tls {
+            Some(tls) => server.listen_rustls_0_23(listener, tls),
+            None => server.listen(listener),
+        }
         .map_err(|source| InitError::Bind { addr, source })?
         .run();
         Ok(Gateway {

@@ -219,6 +219,12 @@ pub struct Server {
     /// Bearer token every route but `/health` requires; empty = no auth.
     pub token: SecretString,
     pub max_body_bytes: usize,
+    /// Serve HTTPS with this certificate chain (PEM); empty = plain HTTP.
+    #[serde(default)]
+    pub tls_cert: String,
+    /// The certificate's private key (PEM); set with `tls_cert`.
+    #[serde(default)]
+    pub tls_key: String,
     /// Messages in one request; more is a 400.
     pub max_messages: usize,
     /// Tools offered in one request; more is a 400.
