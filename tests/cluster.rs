@@ -2229,3 +2229,33 @@ fn a_half_configured_tls_listener_is_refused_at_start() {
     let err = String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
     assert!(err.contains("tls_cert") && err.contains("neither"), "{err}");
 }
+
+#[actix_rt::test]
+async fn upstreams_over_https_are_verified_against_the_configured_ca() {
+    let dir = std::env::temp_dir().join(format!("llmr-upstream-tls-{}-{}", std::process::id(), free_port()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (ca, cert, key) = test_certificates(&dir);
+    let mock = MockUpstream::start_tls(&["mock-a"], &cert, &key);
+    assert!(mock.base_url().starts_with("https://localhost:"));
+    let toml = format!("{ECHO}{}", mock_provider("up", &mock.base_url(), &["mock-a"]));
+    // With the private CA among the roots: served.
+    let trusting = all_process(TestConfig::new(toml.clone()).env("LLMR__WORKER__CA_FILE", ca.display()));
+    let url = trusting.url("/v1/chat/completions");
+    let (s, b) = post(&url, &chat_body("mock-a", "verified", false)).await;
+    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
+    assert_eq!(json(&b)["choices"][0]["message"]["content"], "mock: verified");
+    let (s, b) = post(&url, &chat_body("mock-a", "streamed", true)).await;
+    assert_eq!(s, 200);
+    assert_eq!(streamed_text(&sse_events(&b)), "mock: streamed");
+    assert_eq!(mock.request_count(), 2);
+    // Without it the certificate is not trusted: the attempt fails, nothing reaches the mock.
+    let strict = all_process(TestConfig::new(toml));
+    let (s, b) = post(
+        &strict.url("/v1/chat/completions"),
+        &chat_body("mock-a", "unverified", false),
+    )
+    .await;
+    assert_eq!(s, 502, "{}", String::from_utf8_lossy(&b));
+    assert_eq!(mock.request_count(), 2);
+    let _ = std::fs::remove_dir_all(&dir);
+}

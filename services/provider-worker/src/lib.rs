@@ -44,10 +44,41 @@ pub fn install_tls_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+/// The TLS configuration of upstream calls: webpki's roots, the system's (or `SSL_CERT_FILE`),
+/// and the PEM certificates in `ca_file` when set; HTTP/2 or HTTP/1.1 by ALPN.
+pub fn client_tls(ca_file: &str) -> Result<rustls::ClientConfig, InitError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    // The system store may be missing or partly unreadable: what loads is added.
+    let native = rustls_native_certs::load_native_certs();
+    roots.add_parsable_certificates(native.certs);
+    if !ca_file.is_empty() {
+        let certs = CertificateDer::pem_file_iter(ca_file)
+            .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+            .map_err(|e| InitError::Tls(format!("{ca_file}: {e}")))?;
+        if certs.is_empty() {
+            return Err(InitError::Tls(format!("{ca_file} holds no certificate")));
+        }
+        for c in certs {
+            roots.add(c).map_err(|e| InitError::Tls(format!("{ca_file}: {e}")))?;
+        }
+    }
+    let mut cfg = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(cfg)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum InitError {
     #[error(transparent)]
     Bus(#[from] llmr_bus::BusError),
+    #[error("worker.ca_file: {0}")]
+    Tls(String),
 }
 
 /// A running worker of one pool.
@@ -69,6 +100,7 @@ impl WorkerService {
     ) -> Result<WorkerService, InitError> {
         let w = &settings.worker;
         let connector = awc::Connector::new()
+            .rustls_0_23(std::sync::Arc::new(client_tls(&w.ca_file)?))
             .timeout(Duration::from_millis(w.connect_timeout_ms))
             .limit(w.max_in_flight.max(1));
         // Per-call timeouts are set from each request's deadline; this is only the ceiling.

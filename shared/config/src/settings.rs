@@ -419,6 +419,10 @@ pub struct GroupTarget {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Worker {
+    /// More roots (PEM) trusted for HTTPS upstreams, beside the system's and webpki's: a
+    /// private CA. Empty = none.
+    #[serde(default)]
+    pub ca_file: String,
     pub max_in_flight: usize,
     /// Of those, at most this many batch jobs (`x-llmr-priority: batch`); 0 = a quarter of
     /// `max_in_flight` (at least 1). The rest of the room is kept for interactive work.

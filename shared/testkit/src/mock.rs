@@ -108,6 +108,8 @@ struct Shared {
 
 pub struct MockUpstream {
     pub port: u16,
+    /// Served over HTTPS (as `localhost`).
+    tls: bool,
     shared: Arc<Shared>,
     server: actix_web::dev::ServerHandle,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -116,6 +118,29 @@ pub struct MockUpstream {
 impl MockUpstream {
     /// Starts a mock serving `models`.
     pub fn start(models: &[&str]) -> MockUpstream {
+        MockUpstream::start_with(models, None)
+    }
+
+    /// Starts a mock serving `models` over HTTPS with a PEM certificate chain and key (its
+    /// base URL names `localhost`).
+    pub fn start_tls(models: &[&str], cert: &std::path::Path, key: &std::path::Path) -> MockUpstream {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let certs = CertificateDer::pem_file_iter(cert)
+            .expect("certificate file")
+            .collect::<Result<Vec<_>, _>>()
+            .expect("certificates");
+        let key = PrivateKeyDer::from_pem_file(key).expect("key file");
+        let cfg = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .expect("a usable certificate and key");
+        MockUpstream::start_with(models, Some(cfg))
+    }
+
+    fn start_with(models: &[&str], tls: Option<rustls::ServerConfig>) -> MockUpstream {
+        let secure = tls.is_some();
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 models: models.iter().map(|m| m.to_string()).collect(),
@@ -149,8 +174,11 @@ impl MockUpstream {
                 })
                 .workers(2)
                 .tcp_nodelay(true)
-                .disable_signals()
-                .bind(("127.0.0.1", 0))
+                .disable_signals();
+                let server = match tls {
+                    Some(cfg) => server.bind_rustls_0_23(("127.0.0.1", 0), cfg),
+                    None => server.bind(("127.0.0.1", 0)),
+                }
                 .expect("bind mock");
                 let port = server.addrs()[0].port();
                 let server = server.run();
@@ -161,6 +189,7 @@ impl MockUpstream {
         let (port, server) = rx.recv().expect("mock started");
         MockUpstream {
             port,
+            tls: secure,
             shared,
             server,
             thread: Some(thread),
@@ -169,7 +198,11 @@ impl MockUpstream {
 
     /// The base URL a provider config points at (`http://127.0.0.1:PORT/v1`).
     pub fn base_url(&self) -> String {
-        format!("http://127.0.0.1:{}/v1", self.port)
+        if self.tls {
+            format!("https://localhost:{}/v1", self.port)
+        } else {
+            format!("http://127.0.0.1:{}/v1", self.port)
+        }
     }
 
     /// Sets how every request is answered unless a one-shot behaviour is queued.
