@@ -2259,3 +2259,28 @@ async fn upstreams_over_https_are_verified_against_the_configured_ca() {
     assert_eq!(mock.request_count(), 2);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[actix_rt::test]
+async fn a_remote_mcp_server_named_inside_the_network_needs_allow_internal() {
+    // The "remote server" is the mock, which records any request; its URL names `localhost`.
+    let remote = MockUpstream::start(&[]);
+    let url = format!("http://localhost:{}/mcp", remote.port);
+    for allow in [false, true] {
+        let toml =
+            format!("{ECHO}[[mcp.remote_servers]]\nnamespace = \"near\"\nurl = \"{url}\"\nallow_internal = {allow}\n");
+        let c = all_process(TestConfig::new(toml));
+        let mcp = c.url("/mcp");
+        let sid = mcp_session(&mcp, &[]).await;
+        let list = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {}});
+        let (s, _) = post_with(&mcp, &list, &[("mcp-session-id", sid.as_str())]).await;
+        assert_eq!(s, 200);
+        let asked = remote.requests().iter().any(|r| r.path == "/mcp");
+        let log = std::fs::read_to_string(&c.named("all").next().unwrap().log).unwrap();
+        if allow {
+            assert!(asked, "allowed explicitly, the server is asked");
+        } else {
+            assert!(!asked, "refused before connecting");
+            assert!(log.contains("an internal address"), "{log}");
+        }
+    }
+}

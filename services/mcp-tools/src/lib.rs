@@ -13,6 +13,7 @@
 //! - [`tools`]: the catalog (local, built-in, remote; visibility) and calling a tool.
 //! - [`host`]: what the host modules `mcp`, `ai`, `http`, `kv` do for a running tool, through
 //!   the `HostEnv` trait the catalog implements (no import back into the catalog).
+//! - [`net`]: the addresses tools and remote servers may connect to (no internal ones).
 //! - [`remote`]: the client of a remote MCP server.
 //! - [`rpc`]: JSON-RPC methods and errors.
 //! - [`work`]: the `mcp` stream's work under the shared consumer loop.
@@ -21,6 +22,7 @@
 
 pub mod host;
 pub mod model;
+pub mod net;
 pub mod remote;
 pub mod rpc;
 pub mod tools;

@@ -56,6 +56,27 @@ impl Remote {
         self.cfg.namespace.clone()
     }
 
+    /// The address of the server's host (see [`crate::net::vet`]).
+    async fn address(&self) -> Result<std::net::SocketAddr, RemoteError> {
+        let uri: awc::http::Uri = self
+            .cfg
+            .url
+            .parse()
+            .map_err(|_| RemoteError::Unreachable(format!("invalid URL {}", self.cfg.url)))?;
+        let host = uri.host().unwrap_or_default().to_ascii_lowercase();
+        let port = uri
+            .port_u16()
+            .unwrap_or(if uri.scheme_str() == Some("https") { 443 } else { 80 });
+        crate::net::vet(&host, port, self.cfg.allow_internal)
+            .await
+            .map_err(|e| match e {
+                crate::net::Vetted::Internal(ip) => RemoteError::Unreachable(format!(
+                    "{host} resolves to {ip}, an internal address; set allow_internal = true on this server (or write the address in its url) to reach it"
+                )),
+                crate::net::Vetted::Unresolved(why) => RemoteError::Unreachable(why),
+            })
+    }
+
     /// One JSON-RPC exchange; `None` id sends a notification.
     async fn post(&self, http: &awc::Client, method: &str, params: Value, notify: bool) -> Result<Value, RemoteError> {
         let id = self.next_id.get();
@@ -64,8 +85,10 @@ impl Remote {
         if !notify {
             msg["id"] = json!(id);
         }
+        let addr = self.address().await?;
         let mut req = http
             .post(&self.cfg.url)
+            .address(addr)
             .timeout(self.timeout)
             .insert_header(("accept", "application/json, text/event-stream"))
             .insert_header(("mcp-protocol-version", PROTOCOL_VERSIONS[0]));

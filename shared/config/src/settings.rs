@@ -192,6 +192,10 @@ pub struct RemoteServer {
     pub token: SecretString,
     #[serde(default)]
     pub tool_visibility: Visibility,
+    /// May its host name resolve to an internal address (loopback, private, link-local,
+    /// metadata)? Off by default; an address written as such in `url` is explicit and allowed.
+    #[serde(default)]
+    pub allow_internal: bool,
 }
 
 impl RemoteServer {
