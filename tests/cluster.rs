@@ -194,6 +194,23 @@ struct Counts {
     late: usize,
 }
 
+/// The assistant text of a chat answer (streamed or whole), and whether it carries an error
+/// in OpenAI's shape (an error body, or an error event in a stream).
+fn answer_text(streamed: bool, status: u16, body: &[u8]) -> (String, bool) {
+    if streamed && status == 200 {
+        let events = sse_events(body);
+        let error = events
+            .iter()
+            .any(|e| serde_json::from_str::<serde_json::Value>(e).is_ok_and(|v| v["error"].is_object()));
+        (streamed_text(&events), error)
+    } else {
+        let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+        let error = v["error"]["message"].is_string() && v["error"]["type"].is_string();
+        let text = v["choices"][0]["message"]["content"].as_str().unwrap_or_default();
+        (text.to_owned(), error)
+    }
+}
+
 /// Sends `total` requests with `concurrency` clients, the i-th asking `model` for
 /// `"{prefix} {i}"` (streamed when `stream(i)`), and classifies every answer: the mock's
 /// `mock: {prefix} {i}` is ok; an OpenAI error (status, or an error event in a stream) is a
@@ -229,23 +246,7 @@ fn drive(
                     if t.elapsed() > Duration::from_millis(deadline_ms + 1000) {
                         k.late += 1;
                     }
-                    let (text, error) = if streamed && s == 200 {
-                        let events = sse_events(&b);
-                        let error = events.iter().any(|e| {
-                            serde_json::from_str::<serde_json::Value>(e).is_ok_and(|v| v["error"].is_object())
-                        });
-                        (streamed_text(&events), error)
-                    } else {
-                        let v: serde_json::Value = serde_json::from_slice(&b).unwrap_or_default();
-                        let error = v["error"]["message"].is_string() && v["error"]["type"].is_string();
-                        (
-                            v["choices"][0]["message"]["content"]
-                                .as_str()
-                                .unwrap_or_default()
-                                .to_owned(),
-                            error,
-                        )
-                    };
+                    let (text, error) = answer_text(streamed, s, &b);
                     if s == 200 && !error && text == format!("mock: {prefix} {i}") {
                         k.ok += 1;
                     } else if error {
@@ -1847,15 +1848,8 @@ fn drive_rolling(
                         }
                     }
                     let good = outcome.is_some_and(|(s, b)| {
-                        let text = if streamed {
-                            streamed_text(&sse_events(&b))
-                        } else {
-                            json(&b)["choices"][0]["message"]["content"]
-                                .as_str()
-                                .unwrap_or_default()
-                                .to_owned()
-                        };
-                        s == 200 && text == format!("mock: roll {i}")
+                        let (text, error) = answer_text(streamed, s, &b);
+                        s == 200 && !error && text == format!("mock: roll {i}")
                     });
                     let mut k = seen.borrow_mut();
                     if good {
