@@ -113,6 +113,14 @@ fn host_call(_: &JsValue, args: &[JsValue], ctx: &mut Context) -> JsResult<JsVal
         Some(v) if !v.is_undefined() => v.to_json(ctx)?.unwrap_or_default(),
         _ => serde_json::Value::Null,
     };
+    // The parent could not read deeper arguments: refuse here, at once, as for results.
+    if depth(&call_args) > MAX_RESULT_DEPTH {
+        return Err(JsNativeError::error()
+            .with_message(format!(
+                "{module}.{function}: arguments nested deeper than {MAX_RESULT_DEPTH} levels"
+            ))
+            .into());
+    }
     let req = HostCall {
         host: HostCallBody {
             module,
@@ -275,7 +283,7 @@ fn describe(ns: &boa_engine::JsObject, ctx: &mut Context, limits: &Limits) -> Re
     Ok(serde_json::Value::Object(out))
 }
 
-/// Results nested deeper are refused (JSON readers stop at 128 levels).
+/// Results and host-call arguments nested deeper are refused (JSON readers stop at 128 levels).
 const MAX_RESULT_DEPTH: usize = 100;
 
 /// How deeply arrays and objects nest in `v` (without recursion).

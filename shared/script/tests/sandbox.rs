@@ -526,3 +526,27 @@ async fn deeply_nested_results_are_refused_cleanly() {
         still_serves(&p).await;
     }
 }
+
+#[tokio::test]
+async fn host_call_arguments_nested_too_deeply_are_refused_at_once() {
+    let p = pool(Limits::default());
+    let src = "var o = 1; for (var i = 0; i < 500; i++) { o = [o]; } kv.set('k', o)";
+    let t = Instant::now();
+    let r = p
+        .run_with(&Call::eval(src, json!(null)).with_host(), Some(&EchoHost))
+        .await;
+    eprintln!(
+        "sandbox: host call with arguments nested 500 deep: {r:?} after {:?}",
+        t.elapsed()
+    );
+    assert!(
+        matches!(&r, Err(ScriptError::Exception { message }) if message.contains("nested deeper")),
+        "{r:?}"
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "at once, not at the wall clock: {:?}",
+        t.elapsed()
+    );
+    still_serves(&p).await;
+}
