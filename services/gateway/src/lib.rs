@@ -56,22 +56,28 @@ pub enum InitError {
 /// The listener's TLS configuration from `server.tls_cert` and `server.tls_key` (PEM), when
 /// both are set.
 fn tls_config(s: &llmr_config::Server) -> Result<Option<rustls::ServerConfig>, InitError> {
+    match (s.tls_cert.is_empty(), s.tls_key.is_empty()) {
+        (true, true) => Ok(None),
+        (false, false) => server_tls(s.tls_cert.as_ref(), s.tls_key.as_ref())
+            .map(Some)
+            .map_err(InitError::Tls),
+        _ => Err(InitError::Tls("set both, or neither".into())),
+    }
+}
+
+/// A TLS server configuration from a PEM certificate chain and its private key (also used by
+/// the test kit's HTTPS mock upstream).
+pub fn server_tls(cert: &std::path::Path, key: &std::path::Path) -> Result<rustls::ServerConfig, String> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    match (s.tls_cert.is_empty(), s.tls_key.is_empty()) {
-        (true, true) => return Ok(None),
-        (false, false) => {}
-        _ => return Err(InitError::Tls("set both, or neither".into())),
-    }
-    let certs = CertificateDer::pem_file_iter(&s.tls_cert)
+    let certs = CertificateDer::pem_file_iter(cert)
         .and_then(Iterator::collect::<Result<Vec<_>, _>>)
-        .map_err(|e| InitError::Tls(format!("{}: {e}", s.tls_cert)))?;
-    let key = PrivateKeyDer::from_pem_file(&s.tls_key).map_err(|e| InitError::Tls(format!("{}: {e}", s.tls_key)))?;
+        .map_err(|e| format!("{}: {e}", cert.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: {e}", key.display()))?;
     rustls::ServerConfig::builder()
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .map(Some)
-        .map_err(|e| InitError::Tls(e.to_string()))
+        .map_err(|e| e.to_string())
 }
 
 /// What every handler shares.

@@ -124,18 +124,8 @@ impl MockUpstream {
     /// Starts a mock serving `models` over HTTPS with a PEM certificate chain and key (its
     /// base URL names `localhost`).
     pub fn start_tls(models: &[&str], cert: &std::path::Path, key: &std::path::Path) -> MockUpstream {
-        use rustls::pki_types::pem::PemObject;
-        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let certs = CertificateDer::pem_file_iter(cert)
-            .expect("certificate file")
-            .collect::<Result<Vec<_>, _>>()
-            .expect("certificates");
-        let key = PrivateKeyDer::from_pem_file(key).expect("key file");
-        let cfg = rustls::ServerConfig::builder()
-            .with_no_client_auth()
-            .with_single_cert(certs, key)
-            .expect("a usable certificate and key");
+        let cfg = llmr_gateway::server_tls(cert, key).unwrap_or_else(|e| panic!("mock TLS: {e}"));
         MockUpstream::start_with(models, Some(cfg))
     }
 
