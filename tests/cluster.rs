@@ -768,11 +768,7 @@ async fn the_tool_loop_shows_each_round_in_the_trace() {
     use fake_opentelemetry_collector::{ExportedSpan, FakeCollectorServer};
     let mut collector = FakeCollectorServer::start().await.unwrap();
     let up = MockUpstream::start(&["m"]);
-    let tools = std::env::temp_dir().join(format!("llmr-loop-tools-{}-{}", std::process::id(), free_port()));
-    std::fs::create_dir_all(&tools).unwrap();
-    let calculator =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/tools/calculator.js")).unwrap();
-    std::fs::write(tools.join("calculator.js"), calculator).unwrap();
+    let tools = calculator_tools("loop");
     let cfg = TestConfig::new(mock_provider("up", &up.base_url(), &["m"]))
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint())
         .env("OTEL_BSP_SCHEDULE_DELAY", 100)
@@ -836,11 +832,7 @@ async fn the_tool_loop_shows_each_round_in_the_trace() {
 #[actix_rt::test]
 async fn a_router_killed_mid_tool_loop_has_the_loop_rerun_by_a_peer() {
     let up = MockUpstream::start(&["m"]);
-    let tools = std::env::temp_dir().join(format!("llmr-rerun-tools-{}-{}", std::process::id(), free_port()));
-    std::fs::create_dir_all(&tools).unwrap();
-    let calculator =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/tools/calculator.js")).unwrap();
-    std::fs::write(tools.join("calculator.js"), calculator).unwrap();
+    let tools = calculator_tools("rerun");
     let cfg = TestConfig::new(mock_provider("up", &up.base_url(), &["m"]))
         .env("LLMR__SERVER__REQUEST_TIMEOUT_MS", 30_000)
         .env("LLMR__SCRIPTING__TOOLS_PATH", tools.display())
@@ -2277,4 +2269,254 @@ async fn a_remote_mcp_server_named_inside_the_network_needs_allow_internal() {
             assert!(log.contains("an internal address"), "{log}");
         }
     }
+}
+
+/// A tools directory holding the example calculator.
+fn calculator_tools(purpose: &str) -> PathBuf {
+    let tools = std::env::temp_dir().join(format!("llmr-{purpose}-tools-{}-{}", std::process::id(), free_port()));
+    std::fs::create_dir_all(&tools).unwrap();
+    let calculator =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/tools/calculator.js")).unwrap();
+    std::fs::write(tools.join("calculator.js"), calculator).unwrap();
+    tools
+}
+
+/// Every role over one Redis, with the calculator tool and the cache on, the `degraded`
+/// policies all `open` or all at their default (`closed`).
+async fn degraded_cluster(open: bool) -> Cluster {
+    let mock = MockUpstream::start(&["mock-a"]);
+    let mut cfg = TestConfig::new(format!("{ECHO}{}", mock_provider("up", &mock.base_url(), &["mock-a"])))
+        .env("LLMR__CACHE__ENABLED", "true")
+        .env(
+            "LLMR__SCRIPTING__LIBRARIES_PATH",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/libraries"),
+        )
+        .env("LLMR__SCRIPTING__TOOLS_PATH", calculator_tools("degraded").display())
+        .env(
+            "LLMR__SCRIPTING__HOST_COMMAND",
+            format!("{} script-host", bin().display()),
+        );
+    if open {
+        for f in [
+            "ROUTING_STATE",
+            "USAGE",
+            "CACHE",
+            "MCP_SESSIONS",
+            "STORED_RESPONSES",
+            "TOOL_CALLS",
+        ] {
+            cfg = cfg.env(&format!("LLMR__DEGRADED__{f}"), "open");
+        }
+    }
+    let mut c = Cluster {
+        procs: ProcessCluster::new(&bin(), cfg, true),
+        mock,
+    };
+    for role in ["router", "worker", "mcp-tools", "responses", "gateway"] {
+        c.add(role, &[role]);
+    }
+    assert!(c.procs.listening(Duration::from_secs(20)));
+    c.ready(1).await;
+    c
+}
+
+impl Cluster {
+    /// Refuses the cluster's keys under `part` (e.g. `usage:`): see `RedisServer::deny_keys`.
+    fn deny(&self, part: &str) {
+        let prefix = self.procs.prefix().unwrap();
+        self.procs.redis.as_ref().unwrap().deny_keys(&format!("{prefix}{part}"));
+    }
+
+    fn allow_all(&self) {
+        self.procs.redis.as_ref().unwrap().allow_all_keys();
+    }
+
+    /// `/health`'s state of `feature`.
+    async fn feature(&self, feature: &str) -> String {
+        let (_, h) = get(&self.url("/health"), &[]).await;
+        h["features"][feature].as_str().unwrap_or_default().to_owned()
+    }
+}
+
+/// One chat (a fresh question each time, so the cache never answers it): status and body.
+async fn chat_once(c: &Cluster, n: usize) -> (u16, serde_json::Value) {
+    let (s, b) = post(
+        &c.url("/v1/chat/completions"),
+        &chat_body("mock-a", &format!("question {n}"), false),
+    )
+    .await;
+    (s, json(&b))
+}
+
+#[actix_rt::test]
+async fn closed_policies_refuse_while_a_features_store_part_fails_and_recover() {
+    let c = degraded_cluster(false).await;
+    assert_eq!(chat_once(&c, 0).await.0, 200);
+    // Usage keys refused (an ACL on the live Redis): the routing state, which reads the keys'
+    // requests of today, cannot be read — 503 before any upstream is asked.
+    c.deny("usage:");
+    let before = c.mock.request_count();
+    let (s, b) = chat_once(&c, 1).await;
+    assert_eq!(s, 503, "{b}");
+    assert!(b["error"]["message"].as_str().unwrap().contains("routing state"), "{b}");
+    assert_eq!(c.mock.request_count(), before, "reached no upstream");
+    for f in ["routing_state", "usage", "chat"] {
+        let state = c.feature(f).await;
+        assert!(
+            state.starts_with("unavailable: store: ") && state.contains("NoPerm"),
+            "{f}: {state}"
+        );
+    }
+    assert_eq!(c.feature("cache").await, "ok");
+    c.allow_all();
+    assert_eq!(chat_once(&c, 2).await.0, 200, "serves again");
+    assert_eq!(c.feature("usage").await, "ok");
+
+    // The cache: a lookup that fails refuses the request.
+    c.deny("cache:");
+    let cached = json!({"model": "mock-a", "messages": [{"role": "user", "content": "same"}], "temperature": 0});
+    let (s, b) = post(&c.url("/v1/chat/completions"), &cached).await;
+    assert_eq!(s, 503, "{}", String::from_utf8_lossy(&b));
+    assert!(json(&b)["error"]["message"].as_str().unwrap().contains("cache"));
+    assert!(c.feature("cache").await.starts_with("unavailable: store: "));
+    c.allow_all();
+
+    // MCP sessions: a message whose session cannot be checked is refused.
+    let mcp = c.url("/mcp");
+    let sid = mcp_session(&mcp, &[]).await;
+    let list = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"});
+    c.deny("kv:mcp-session:");
+    let (s, b) = post_with(&mcp, &list, &[("mcp-session-id", sid.as_str())]).await;
+    assert_eq!(s, 503, "{}", String::from_utf8_lossy(&b));
+    assert!(c.feature("mcp").await.starts_with("unavailable: store: "));
+    c.allow_all();
+
+    // Tool calls: a call whose once-claim cannot be stored is not run.
+    c.deny("toolcall:");
+    let call = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "calculator", "arguments": {"expression": "6*7"}}});
+    let (s, b) = post_with(&mcp, &call, &[("mcp-session-id", sid.as_str())]).await;
+    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
+    let r = json(&b);
+    assert_eq!(r["result"]["isError"], true, "{}", String::from_utf8_lossy(&b));
+    assert!(
+        r["result"]["content"][0]["text"].as_str().unwrap().contains("not run"),
+        "{r}"
+    );
+    c.allow_all();
+    let (_, b) = post_with(&mcp, &call, &[("mcp-session-id", sid.as_str())]).await;
+    assert!(
+        json(&b)["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("\"value\":42")
+    );
+
+    // Stored responses: a response that cannot be stored is refused, not answered as stored.
+    c.deny("resp:");
+    let (s, b) = post(&c.url("/v1/responses"), &json!({"model": "mock-a", "input": "keep me"})).await;
+    assert_eq!(s, 503, "{}", String::from_utf8_lossy(&b));
+    assert!(c.feature("responses").await.starts_with("unavailable: store: "));
+    c.allow_all();
+    assert_eq!(c.feature("responses").await, "ok");
+}
+
+#[actix_rt::test]
+async fn open_policies_serve_without_the_failing_store_part_and_say_so() {
+    let c = degraded_cluster(true).await;
+    // Usage (and so the routing state) refused: answered, routed as if idle, counts lost.
+    c.deny("usage:");
+    for n in 0..3 {
+        let (s, b) = chat_once(&c, n).await;
+        assert_eq!(s, 200, "{b}");
+    }
+    for f in ["routing_state", "usage", "chat"] {
+        let state = c.feature(f).await;
+        assert!(state.starts_with("degraded: fail open: store: "), "{f}: {state}");
+    }
+    c.allow_all();
+
+    // The cache: a failed lookup is a miss; the answer comes from the upstream.
+    c.deny("cache:");
+    let before = c.mock.request_count();
+    let cached = json!({"model": "mock-a", "messages": [{"role": "user", "content": "same"}], "temperature": 0});
+    for _ in 0..2 {
+        let (s, b) = post(&c.url("/v1/chat/completions"), &cached).await;
+        assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
+    }
+    assert_eq!(c.mock.request_count(), before + 2, "both missed");
+    assert!(c.feature("cache").await.starts_with("degraded: "));
+    c.allow_all();
+
+    // MCP: sessions handed out and served unchecked; tool calls run unclaimed.
+    let mcp = c.url("/mcp");
+    c.deny("kv:mcp-session:");
+    let sid = mcp_session(&mcp, &[]).await;
+    let list = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"});
+    let (s, b) = post_with(&mcp, &list, &[("mcp-session-id", sid.as_str())]).await;
+    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
+    assert!(c.feature("mcp").await.starts_with("degraded: "));
+    c.allow_all();
+    let sid = mcp_session(&mcp, &[]).await;
+    c.deny("toolcall:");
+    let call = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "calculator", "arguments": {"expression": "6*7"}}});
+    let (s, b) = post_with(&mcp, &call, &[("mcp-session-id", sid.as_str())]).await;
+    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
+    assert!(
+        json(&b)["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("\"value\":42")
+    );
+    c.allow_all();
+
+    // Stored responses: answered, and said not stored; a background one is still refused.
+    c.deny("resp:");
+    let (s, b) = post(&c.url("/v1/responses"), &json!({"model": "mock-a", "input": "keep me"})).await;
+    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
+    let r = json(&b);
+    assert_eq!(r["store"], false, "{r}");
+    assert_eq!(r["status"], "completed", "{r}");
+    let (s, _) = post(
+        &c.url("/v1/responses"),
+        &json!({"model": "mock-a", "input": "later", "background": true}),
+    )
+    .await;
+    assert_eq!(s, 503);
+    c.allow_all();
+    let (s, _) = get(&c.url(&format!("/v1/responses/{}", r["id"].as_str().unwrap())), &[]).await;
+    assert_eq!(s, 404, "it was not stored");
+}
+
+#[actix_rt::test]
+async fn a_closed_usage_policy_stops_new_attempts_until_counts_can_be_written() {
+    let mock = MockUpstream::start(&["mock-a"]);
+    let toml = format!("{ECHO}{}", mock_provider("up", &mock.base_url(), &["mock-a"]));
+    let c = Cluster::start_with(mock, &toml, 1, 1, &[("LLMR__DEGRADED__ROUTING_STATE", "open".into())]);
+    c.ready(1).await;
+    c.deny("usage:");
+    // The first answer goes out (its count, written just after it, is lost); from then on no
+    // new attempt starts while counts fail.
+    assert_eq!(chat_once(&c, 0).await.0, 200);
+    let mut refused = None;
+    for n in 1..40 {
+        let before = c.mock.request_count();
+        let (s, b) = chat_once(&c, n).await;
+        if s == 503 {
+            refused = Some((b, before));
+            break;
+        }
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (b, before) = refused.expect("refused once a count failed");
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Usage cannot be recorded"),
+        "{b}"
+    );
+    assert_eq!(c.mock.request_count(), before, "reached no upstream");
+    assert_eq!(chat_once(&c, 50).await.0, 503, "still refused");
+    c.allow_all();
+    assert_eq!(chat_once(&c, 2).await.0, 200, "counts again");
 }

@@ -13,7 +13,7 @@ pub use llmr_protocol::mcp::{
     INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, METHOD_NOT_FOUND, PARSE_ERROR, PROTOCOL_VERSIONS, error, negotiate,
 };
 
-fn ok(id: Value, result: Value) -> Value {
+pub(crate) fn ok(id: Value, result: Value) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "result": result})
 }
 

@@ -65,7 +65,7 @@ async fn answer(tools: &Rc<Tools>, d: &Delivery) -> Option<Value> {
     };
     match env.kind {
         Kind::Tool => Some(
-            once(tools, d, async {
+            once(tools, d, |r| r, async {
                 let name = msg.get("name").and_then(Value::as_str).unwrap_or_default();
                 let args = msg.get("arguments").cloned().unwrap_or(Value::Null);
                 match tools.call(name, args, Via::Indirect, false, 0).await {
@@ -78,7 +78,7 @@ async fn answer(tools: &Rc<Tools>, d: &Delivery) -> Option<Value> {
         _ if msg.get("method").and_then(Value::as_str) == Some("tools/call") && msg.get("id").is_some() => {
             let discovery = env.meta.mode == ToolMode::Discovery;
             Some(
-                once(tools, d, async {
+                once(tools, d, |r| rpc::ok(msg["id"].clone(), r), async {
                     rpc::handle(tools, &msg, discovery).await.unwrap_or_default()
                 })
                 .await,
@@ -91,9 +91,17 @@ async fn answer(tools: &Rc<Tools>, d: &Delivery) -> Option<Value> {
 /// The claim of a call still running (results are JSON objects, never this).
 const RUNNING: &str = "running";
 
-/// Runs a tool call once per message id (see the module doc); the store failing does not stop
-/// the call (it then runs as delivered).
-async fn once(tools: &Rc<Tools>, d: &Delivery, run: impl std::future::Future<Output = Value>) -> Value {
+/// Runs a tool call once per message id (see the module doc); when the claim cannot be
+/// stored, the call is answered as an error (`degraded.tool_calls = "closed"`) or runs as
+/// delivered (`open`).
+/// `answer` makes the answer `run` would give of a tool result (a JSON-RPC message for
+/// `/mcp`), for the calls refused here.
+async fn once(
+    tools: &Rc<Tools>,
+    d: &Delivery,
+    answer: impl FnOnce(Value) -> Value,
+    run: impl std::future::Future<Output = Value>,
+) -> Value {
     let env = &d.envelope;
     let key = format!("toolcall:{}", env.id);
     let ttl = env.remaining_ms(now_ms()).max(1);
@@ -116,10 +124,20 @@ async fn once(tools: &Rc<Tools>, d: &Delivery, run: impl std::future::Future<Out
                     return v;
                 }
             }
-            return text_result("The tool call's first run did not finish before the deadline.", true);
+            return answer(text_result(
+                "The tool call's first run did not finish before the deadline.",
+                true,
+            ));
         }
         Ok(_) => {}
-        Err(e) => tracing::warn!(request_id = %env.id, error = %e, "could not claim a tool call; running it"),
+        Err(e) if tools.settings.degraded.tool_calls.is_open() => {
+            tracing::warn!(request_id = %env.id, error = %e, "could not claim a tool call; running it (degraded.tool_calls = open)");
+        }
+        Err(e) => {
+            tracing::warn!(request_id = %env.id, error = %e, "could not claim a tool call; not run (degraded.tool_calls = closed)");
+            let why = format!("The tool call was not run: its once-per-call claim cannot be stored ({e}).");
+            return answer(text_result(why, true));
+        }
     }
     let result = run.await;
     if let Err(e) = store.doc_put(&key, &result.to_string(), ttl).await {

@@ -94,6 +94,50 @@ pub struct JobCtx {
     pub lease_ttl_ms: u64,
     /// Live callers (None: jobs are not watched, as in tests that run jobs directly).
     pub callers: Option<crate::callers::Callers>,
+    /// Whether usage can be written, and what to do when it cannot (`degraded.usage`).
+    pub usage: UsageGuard,
+}
+
+/// `degraded.usage = "closed"`: once an attempt's count could not be written, no new attempt
+/// starts until the store shows the usage counters again (one read before each attempt while
+/// they fail); `open` never stops an attempt.
+#[derive(Debug)]
+pub struct UsageGuard {
+    policy: llmr_config::FailPolicy,
+    failing: Cell<bool>,
+}
+
+impl UsageGuard {
+    pub fn new(policy: llmr_config::FailPolicy) -> UsageGuard {
+        UsageGuard {
+            policy,
+            failing: Cell::new(false),
+        }
+    }
+
+    /// Notes whether the last count was written.
+    fn written(&self, ok: bool) {
+        self.failing.set(!ok && !self.policy.is_open());
+    }
+
+    /// Refuses (503) while counts cannot be written, under the closed policy.
+    async fn check(&self, store: &Store, a: &Attempt) -> Result<(), ApiError> {
+        if !self.failing.get() {
+            return Ok(());
+        }
+        let name = a
+            .key
+            .map_or_else(|| a.provider.clone(), |k| key_name(&a.provider, k as usize));
+        match store.usage(&name, &a.model, &utc_day(now_ms())).await {
+            Ok(_) => {
+                self.failing.set(false);
+                Ok(())
+            }
+            Err(e) => Err(ApiError::Unavailable {
+                message: format!("Usage cannot be recorded, so no request is sent (degraded.usage = closed): {e}"),
+            }),
+        }
+    }
 }
 
 /// What an attempt holds while it runs, released when it ends (or the job is cancelled).
@@ -501,6 +545,7 @@ async fn admit(
     env: &Envelope,
     held: &RefCell<Held>,
 ) -> Result<Admission, ApiError> {
+    ctx.usage.check(&ctx.store, a).await?;
     if a.probe
         && !ctx
             .store
@@ -650,7 +695,12 @@ async fn settle(ctx: &JobCtx, held: &RefCell<Held>, member: &str, env: &Envelope
             Fault::Client | Fault::Local => {}
         },
     }
-    if let Err(e) = ctx.store.settle(&s, &ctx.breaker).await {
+    let counted = s.usage.is_some();
+    let result = ctx.store.settle(&s, &ctx.breaker).await;
+    if let Err(e) = &result {
         tracing::warn!(error = %e, "could not record the attempt (leases expire by themselves)");
+    }
+    if counted {
+        ctx.usage.written(result.is_ok());
     }
 }

@@ -65,6 +65,7 @@ impl ResponsesService {
                 store: store.clone(),
                 ttl_ms: settings.responses.ttl_ms,
                 max_bytes: settings.responses.max_stored_bytes,
+                policy: settings.degraded.stored_responses,
             },
         });
         let cfg = LoopConfig::new(

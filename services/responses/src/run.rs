@@ -94,7 +94,16 @@ impl<'a> Run<'a> {
         body: Value,
         id: String,
     ) -> Result<Option<Run<'a>>, ApiError> {
-        if let Some(doc) = ctx.stored.doc(&id).await? {
+        // Whether this is a rerun of a run that had started (or ended). A foreground response
+        // under `degraded.stored_responses = "open"` goes on when that cannot be read.
+        let prior = match ctx.stored.doc(&id).await {
+            Err(e) if ctx.stored.policy.is_open() && !req.background => {
+                tracing::warn!(response_id = %id, error = %e, "response store unreadable; run as new (degraded.stored_responses = open)");
+                None
+            }
+            other => other?,
+        };
+        if let Some(doc) = prior {
             if is_terminal(&doc["response"]) {
                 return Ok(None);
             }
@@ -455,9 +464,8 @@ impl<'a> Run<'a> {
             if let Some(n) = &self.native {
                 doc["native"] = n.clone();
             }
-            if self.ctx.stored.put(&self.id, &doc).await? {
-                self.ctx.stored.put_input(&self.id, &self.req.input).await?;
-            } else {
+            let (input, background) = (&self.req.input, self.req.background);
+            if !self.ctx.stored.put_finished(&self.id, &doc, input, background).await? {
                 response["store"] = json!(false);
             }
             if self.req.background && self.ctx.stored.cancel_requested(&self.id).await {

@@ -3,6 +3,7 @@
 //! background response, its request, so a peer can rerun it), its input items, its stream
 //! events (background responses, for resuming a stream), and a cancel flag.
 
+use llmr_config::FailPolicy;
 use llmr_protocol::ApiError;
 use llmr_store::Store;
 use serde_json::{Value, json};
@@ -16,6 +17,9 @@ pub struct Stored {
     pub store: Store,
     pub ttl_ms: u64,
     pub max_bytes: usize,
+    /// What a finished foreground response does when it cannot be stored
+    /// (`degraded.stored_responses`).
+    pub policy: FailPolicy,
 }
 
 fn unavailable(e: llmr_store::StoreError) -> ApiError {
@@ -68,6 +72,33 @@ impl Stored {
             .await
             .map_err(unavailable)?;
         Ok(true)
+    }
+
+    /// Stores a finished response and its input items; false (the client is told `store:
+    /// false`) when it is too large or — a foreground response under `open` — when the store
+    /// fails. Background responses were promised to be kept: their failures always refuse.
+    pub async fn put_finished(
+        &self,
+        id: &str,
+        doc: &Value,
+        input: &[Value],
+        background: bool,
+    ) -> Result<bool, ApiError> {
+        let stored = async {
+            if !self.put(id, doc).await? {
+                return Ok(false);
+            }
+            self.put_input(id, input).await?;
+            Ok(true)
+        }
+        .await;
+        match stored {
+            Err(e) if self.policy.is_open() && !background => {
+                tracing::warn!(response_id = %id, error = %e, "response not stored; answered with store=false (degraded.stored_responses = open)");
+                Ok(false)
+            }
+            other => other,
+        }
     }
 
     pub async fn put_input(&self, id: &str, items: &[Value]) -> Result<(), ApiError> {

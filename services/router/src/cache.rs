@@ -12,9 +12,9 @@
 //! (see `CachePlan`).
 use bytes::Bytes;
 use llmr_bus::{Bus, Replier};
-use llmr_config::Cache as Settings;
+use llmr_config::{Cache as Settings, FailPolicy};
 use llmr_protocol::{CachePlan, CacheStatus, Envelope, now_ms};
-use llmr_store::{Store, UsageDelta, utc_day};
+use llmr_store::{Store, StoreError, UsageDelta, utc_day};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -133,6 +133,8 @@ pub fn decide(settings: &Settings, route: &Route, env: &Envelope) -> Decision {
 pub struct Cache {
     pub settings: Settings,
     pub store: Store,
+    /// What a failed lookup does (`degraded.cache`).
+    pub policy: FailPolicy,
 }
 
 /// The stored key of an answer.
@@ -140,11 +142,19 @@ pub fn store_key(key: &str) -> String {
     format!("cache:{key}")
 }
 
-/// A stored answer: `{"stream": bool, "data": text}` (SSE text of the chunks, or the JSON body).
-pub async fn lookup(store: &Store, key: &str) -> Option<(bool, Bytes)> {
-    let raw = store.doc_get(&store_key(key)).await.ok()??;
-    let v: Value = serde_json::from_str(&raw).ok()?;
-    Some((v["stream"].as_bool()?, Bytes::from(v["data"].as_str()?.to_owned())))
+/// A stored answer: `{"stream": bool, "data": text}` (SSE text of the chunks, or the JSON
+/// body); None when there is none (or it cannot be read back), an error when the store fails.
+pub async fn lookup(store: &Store, key: &str) -> Result<Option<(bool, Bytes)>, StoreError> {
+    let Some(raw) = store.doc_get(&store_key(key)).await? else {
+        return Ok(None);
+    };
+    let Ok(v) = serde_json::from_str::<Value>(&raw) else {
+        return Ok(None);
+    };
+    Ok(v["stream"]
+        .as_bool()
+        .zip(v["data"].as_str())
+        .map(|(stream, data)| (stream, Bytes::from(data.to_owned()))))
 }
 
 /// Answers `env` from the cache; counts it in usage as a cached request (no provider tokens).

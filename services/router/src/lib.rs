@@ -87,6 +87,7 @@ impl RouterService {
         let cache = Rc::new(cache::Cache {
             settings: settings.cache.clone(),
             store: store.clone(),
+            policy: settings.degraded.cache,
         });
         let work = work::Requests {
             bus: bus.clone(),

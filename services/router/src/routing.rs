@@ -7,7 +7,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use llmr_config::{Settings, Strategy};
+use llmr_config::{FailPolicy, Settings, Strategy};
 use llmr_protocol::{ApiError, Envelope, Plan};
 use llmr_store::{Availability, HealthRecord, Store, key_id, key_name, target_id, utc_day};
 use rand::SeedableRng;
@@ -29,6 +29,8 @@ pub struct Routing {
     max_attempts: usize,
     first_available_wait_ms: u64,
     script: Option<RoutingScript>,
+    /// What routing does when the routing state cannot be read.
+    state_policy: FailPolicy,
 }
 
 /// A request resolved to its routes (the route first, then its fallback groups).
@@ -47,6 +49,7 @@ impl Routing {
             max_attempts: settings.router.max_attempts,
             first_available_wait_ms: settings.router.first_available_wait_ms,
             script,
+            state_policy: settings.degraded.routing_state,
         }
     }
 
@@ -71,7 +74,10 @@ impl Routing {
     /// Plans for a batch: one store read for every target the batch may use; routing
     /// scripts of the batch run concurrently.
     pub async fn plan_batch(&self, batch: &[(&Envelope, &[Route])], now: u64) -> Vec<Result<Plan, ApiError>> {
-        let state = self.state(batch.iter().flat_map(|(_, r)| r.iter()), now).await;
+        let state = match self.state(batch.iter().flat_map(|(_, r)| r.iter()), now).await {
+            Ok(state) => state,
+            Err(e) => return batch.iter().map(|_| Err(e.clone())).collect(),
+        };
         let choices =
             futures_util::future::join_all(batch.iter().map(|(env, r)| self.scripted(&state, env, r, now))).await;
         batch
@@ -98,19 +104,20 @@ impl Routing {
     }
 
     pub async fn plan_one(&self, routes: &[Route], body_len: usize, now: u64) -> Result<Plan, ApiError> {
-        let state = self.state(routes, now).await;
+        let state = self.state(routes, now).await?;
         self.order(&state, routes, None, body_len, now)
     }
 
-    /// What the store says about every distinct target (and its keys) of `routes`.
-    async fn state<'a>(&self, routes: impl IntoIterator<Item = &'a Route>, now: u64) -> State {
+    /// What the store says about every distinct target (and its keys) of `routes`; when it
+    /// cannot be read, 503 (`degraded.routing_state = "closed"`) or idle and healthy (`open`).
+    async fn state<'a>(&self, routes: impl IntoIterator<Item = &'a Route>, now: u64) -> Result<State, ApiError> {
         let mut targets: Vec<TargetSpec> = Vec::new();
         for t in routes.into_iter().flat_map(|r| &r.targets) {
             if !targets.iter().any(|x| x.provider == t.provider && x.model == t.model) {
                 targets.push(t.clone());
             }
         }
-        State::fetch(&self.store, targets, now).await
+        State::fetch(&self.store, targets, now, self.state_policy).await
     }
 
     /// Orders `routes` into a plan from `state`; `prefer` goes first when it is ready.
@@ -199,8 +206,9 @@ struct State {
 }
 
 impl State {
-    /// One pipelined store read; an unreachable store reads as idle and healthy.
-    async fn fetch(store: &Store, targets: Vec<TargetSpec>, now: u64) -> State {
+    /// One pipelined store read; an unreachable store reads as idle and healthy when the
+    /// policy is open, and refuses the request when it is closed.
+    async fn fetch(store: &Store, targets: Vec<TargetSpec>, now: u64, policy: FailPolicy) -> Result<State, ApiError> {
         let leases: Vec<String> = targets.iter().map(TargetSpec::lease).collect();
         let mut ids: Vec<String> = targets.iter().map(|t| target_id(&t.provider, &t.model)).collect();
         let mut pairs = Vec::new();
@@ -210,13 +218,19 @@ impl State {
                 pairs.push((key_name(&t.provider, k), t.model.clone()));
             }
         }
-        let read = store
-            .routing_state(&leases, &ids, &pairs, &utc_day(now))
-            .await
-            .unwrap_or_else(|e| {
+        let read = match store.routing_state(&leases, &ids, &pairs, &utc_day(now)).await {
+            Ok(read) => read,
+            Err(e) if policy.is_open() => {
                 tracing::warn!(error = %e, "routing state unavailable; routing as if idle and healthy");
                 llmr_store::RoutingState::default()
-            });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "routing state unavailable; refusing (degraded.routing_state = closed)");
+                return Err(ApiError::Unavailable {
+                    message: format!("The routing state cannot be read: {e}"),
+                });
+            }
+        };
         // Answers come in the order asked: target loads; target health, then key health;
         // key usage. A short answer (store unavailable) reads as defaults.
         let mut loads = read.loads.into_iter();
@@ -235,9 +249,9 @@ impl State {
                 .map(|_| (health.next().unwrap_or_default(), used.next().unwrap_or(0)))
                 .collect();
         }
-        State {
+        Ok(State {
             targets: leases.into_iter().zip(states).collect(),
-        }
+        })
     }
 
     fn get(&self, t: &TargetSpec) -> TargetState {

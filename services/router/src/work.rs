@@ -163,13 +163,23 @@ async fn from_cache(
     let mut decisions = Vec::with_capacity(routable.len());
     for (d, resolved) in routable {
         let decision = cache::decide(&cache.settings, &resolved.routes[0], &d.envelope);
-        if let Decision::Use { key, read: true, .. } = &decision
-            && let Some((stream, data)) = cache::lookup(&cache.store, key).await
-            && stream == d.envelope.meta.stream
-        {
-            cache::answer_hit(bus, &cache.store, &d.envelope, stream, data).await;
-            settled.push((d.entry, d.envelope.id, Done::Ack));
-            continue;
+        if let Decision::Use { key, read: true, .. } = &decision {
+            match cache::lookup(&cache.store, key).await {
+                Ok(Some((stream, data))) if stream == d.envelope.meta.stream => {
+                    cache::answer_hit(bus, &cache.store, &d.envelope, stream, data).await;
+                    settled.push((d.entry, d.envelope.id, Done::Ack));
+                    continue;
+                }
+                Err(e) if !cache.policy.is_open() => {
+                    let err = ApiError::Unavailable {
+                        message: format!("The response cache cannot be read: {e}"),
+                    };
+                    settled.push(answer(bus, d, err).await);
+                    continue;
+                }
+                Err(e) => tracing::warn!(error = %e, "cache lookup failed; answered as a miss"),
+                Ok(_) => {}
+            }
         }
         rest.push((d, resolved));
         decisions.push(decision);

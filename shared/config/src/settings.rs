@@ -24,6 +24,7 @@ pub struct Settings {
     pub routing: Routing,
     pub responses: Responses,
     pub cache: Cache,
+    pub degraded: Degraded,
     pub templates: Templates,
     /// Named text endpoints (`POST /v1/text/{name}`) that fill a template and route like chat.
     #[serde(default)]
@@ -105,6 +106,45 @@ pub struct Cache {
     pub max_entry_bytes: usize,
     /// Store answers that contain tool calls too.
     pub tool_calls: bool,
+}
+
+/// What a feature does when its part of the store fails (an error or a timeout while the
+/// bus still works): `closed` refuses the request (503) rather than go on without it, `open`
+/// goes on without it (logged, and `/health` says the feature is degraded).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FailPolicy {
+    Closed,
+    Open,
+}
+
+impl FailPolicy {
+    pub fn is_open(self) -> bool {
+        self == FailPolicy::Open
+    }
+}
+
+/// The policy of each feature when the store fails (README, "When Redis or a service fails").
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Degraded {
+    /// Loads, circuits, cooldowns and requests-today read before routing: open routes as if
+    /// idle and healthy (admission still checks circuits and cooldowns).
+    pub routing_state: FailPolicy,
+    /// Usage counters: closed refuses new attempts while a count cannot be written; open
+    /// answers and loses the count.
+    pub usage: FailPolicy,
+    /// The response cache: closed answers 503 when a lookup fails; open treats it as a miss.
+    pub cache: FailPolicy,
+    /// MCP sessions: open serves a message whose session cannot be checked, and hands out a
+    /// session that could not be stored.
+    pub mcp_sessions: FailPolicy,
+    /// Stored responses: open answers a (foreground) response that could not be stored with
+    /// `store: false`; background responses and reads always fail closed.
+    pub stored_responses: FailPolicy,
+    /// The once-per-message-id claim of a tool call: closed answers the call as an error,
+    /// open runs it unclaimed (a redelivered copy may run it again).
+    pub tool_calls: FailPolicy,
 }
 
 /// The Responses API: how long stored responses live and how large they may be.

@@ -166,6 +166,14 @@ impl ProcessCluster {
         }
     }
 
+    /// The key prefix of the cluster's Redis (None in memory).
+    pub fn prefix(&self) -> Option<&str> {
+        self.env
+            .iter()
+            .find(|(k, _)| k == "LLMR__REDIS__PREFIX")
+            .map(|(_, v)| v.as_str())
+    }
+
     /// Starts one process: `llmrouter --config FILE ARGS…`, named `name`.
     pub fn spawn(&mut self, name: &str, args: &[&str]) -> &mut Proc {
         self.spawn_with(name, args, &[])

@@ -137,6 +137,35 @@ impl RedisServer {
         c.read_exact(&mut buf).is_ok() && (&buf == b"+PONG\r\n" || buf.starts_with(b"-NOAUTH"))
     }
 
+    /// Refuses every key that starts with `prefix` to the default user — in every command,
+    /// in scripts and transactions too (a `NOPERM` error) — while every other key and channel
+    /// stays allowed: a store that fails for one feature while the bus and the rest work.
+    /// Connections already open are affected at once; [`RedisServer::allow_all_keys`] undoes it.
+    pub fn deny_keys(&self, prefix: &str) {
+        assert!(
+            !prefix.contains(['*', '?', '[', ']', '\\', '^']),
+            "a plain prefix: {prefix}"
+        );
+        // ACL key patterns only allow; "everything but P" is, for each i, the keys that agree
+        // with P before i and differ at i, and the keys that are a proper prefix of P.
+        let chars: Vec<char> = prefix.chars().collect();
+        let mut args = vec!["ACL".to_owned(), "SETUSER".into(), "default".into(), "resetkeys".into()];
+        for i in 0..chars.len() {
+            let head: String = chars[..i].iter().collect();
+            args.push(format!("~{head}[^{}]*", chars[i]));
+            if i > 0 {
+                args.push(format!("~{head}"));
+            }
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        assert_eq!(self.command(&args), "+OK");
+    }
+
+    /// Allows every key again (see [`RedisServer::deny_keys`]).
+    pub fn allow_all_keys(&self) {
+        assert_eq!(self.command(&["ACL", "SETUSER", "default", "allkeys"]), "+OK");
+    }
+
     /// Sends one command (e.g. `["CLIENT", "PAUSE", "1500", "ALL"]`) on a connection of its
     /// own; returns the first line of the reply.
     pub fn command(&self, args: &[&str]) -> String {

@@ -3,6 +3,7 @@
 //! the bus and store answer, 503 otherwise (every feature then unavailable).
 
 use actix_web::{HttpResponse, web};
+use llmr_config::{Degraded, FailPolicy};
 use llmr_protocol::now_ms;
 use llmr_store::{Availability, HealthRecord, key_id, key_name, target_id};
 use serde_json::{Value, json};
@@ -97,10 +98,11 @@ pub(crate) async fn report(state: &AppState) -> Result<Value, Unhealthy> {
         })
         .collect();
     let reasons = degraded(state, &alive, &target_json, &provider_json);
+    let parts = StoreParts::read(&state.store, now).await;
     Ok(json!({
         "status": if reasons.is_empty() { "ok" } else { "degraded" },
         "reasons": reasons,
-        "features": features(&alive, &reasons),
+        "features": features(&alive, &reasons, &parts, &state.settings.degraded),
         "backend": if state.bus.is_memory() { "memory" } else { "redis" },
         "instance": state.instance,
         "in_flight": state.caller.in_flight(),
@@ -110,29 +112,98 @@ pub(crate) async fn report(state: &AppState) -> Result<Value, Unhealthy> {
     }))
 }
 
-/// The features a client may use, each `ok` or `unavailable: why` (`degraded: why` for chat
-/// when some of its models or pools cannot serve). A feature whose service has no live
-/// instance answers 503 within 2 s; the store answered, so routing state, usage and the
-/// cache work.
-fn features(alive: &[llmr_store::Alive], reasons: &[String]) -> Value {
+/// The features a client may use, each `ok`, `degraded: why` (chat when some of its models
+/// or pools cannot serve; a feature whose store part fails under an `open` policy) or
+/// `unavailable: why` (no live instance of a service it needs — it answers 503 within 2 s —
+/// or its store part fails under a `closed` policy).
+fn features(alive: &[llmr_store::Alive], reasons: &[String], parts: &StoreParts, policy: &Degraded) -> Value {
     let has = |s: &str| alive.iter().any(|a| a.service == s);
-    let needs = |services: &[&str]| match services.iter().find(|s| !has(s)) {
-        None => "ok".to_owned(),
-        Some(s) => format!("unavailable: no {s} instance is alive"),
+    let needs = |services: &[&str]| {
+        services
+            .iter()
+            .find(|s| !has(s))
+            .map(|s| format!("no {s} instance is alive"))
     };
-    let chat = match needs(&["router", "worker"]) {
-        ok if ok == "ok" && !reasons.is_empty() => format!("degraded: {}", reasons.join("; ")),
-        other => other,
+    // A failing store part: unavailable when its policy is closed, degraded when open.
+    let part = |err: &Option<String>, p: FailPolicy| {
+        err.as_ref().map(|e| {
+            (
+                format!("{}store: {e}", if p.is_open() { "fail open: " } else { "" }),
+                p.is_open(),
+            )
+        })
     };
+    let rate = |missing: Option<String>, fails: &[(Option<String>, FailPolicy)]| -> String {
+        if let Some(m) = missing {
+            return format!("unavailable: {m}");
+        }
+        let fails: Vec<(String, bool)> = fails.iter().filter_map(|(e, p)| part(e, *p)).collect();
+        match fails.iter().find(|(_, open)| !open) {
+            Some((why, _)) => format!("unavailable: {why}"),
+            None => fails
+                .first()
+                .map_or_else(|| "ok".to_owned(), |(why, _)| format!("degraded: {why}")),
+        }
+    };
+    let routing = (parts.routing_state.clone(), policy.routing_state);
+    let usage = (parts.usage.clone(), policy.usage);
+    let mut chat = rate(needs(&["router", "worker"]), &[routing.clone(), usage.clone()]);
+    if chat == "ok" && !reasons.is_empty() {
+        chat = format!("degraded: {}", reasons.join("; "));
+    }
+    let sessions = (parts.mcp_sessions.clone(), policy.mcp_sessions);
+    let stored = (parts.stored_responses.clone(), policy.stored_responses);
+    let claims = (parts.tool_calls.clone(), policy.tool_calls);
     json!({
         "chat": chat,
-        "responses": needs(&["responses", "router", "worker"]),
-        "mcp": needs(&["mcp-tools"]),
-        "server_side_tools": needs(&["mcp-tools", "router", "worker"]),
-        "routing_state": "ok",
-        "usage": "ok",
-        "cache": "ok",
+        "responses": rate(needs(&["responses", "router", "worker"]), &[stored, routing.clone(), usage.clone()]),
+        "mcp": rate(needs(&["mcp-tools"]), std::slice::from_ref(&sessions)),
+        "server_side_tools": rate(needs(&["mcp-tools", "router", "worker"]), &[claims]),
+        "routing_state": rate(None, &[routing]),
+        "usage": rate(None, &[usage]),
+        "cache": rate(None, &[(parts.cache.clone(), policy.cache)]),
     })
+}
+
+/// Whether each feature's part of the store answers: one read of each (of a key nobody
+/// writes), all at once. A store that refuses some keys (an ACL, a failing script) shows
+/// here while the bus and the rest of the store work.
+#[derive(Debug, Default)]
+struct StoreParts {
+    routing_state: Option<String>,
+    usage: Option<String>,
+    cache: Option<String>,
+    mcp_sessions: Option<String>,
+    stored_responses: Option<String>,
+    tool_calls: Option<String>,
+}
+
+impl StoreParts {
+    async fn read(store: &llmr_store::Store, now: u64) -> StoreParts {
+        const PROBE: &str = "health-probe";
+        let day = llmr_store::utc_day(now);
+        let probe = [PROBE.to_owned()];
+        let pairs = [(PROBE.to_owned(), PROBE.to_owned())];
+        // The keys a cached answer, a stored response and a tool call's claim live under.
+        let keys = ["cache:", "resp:", "toolcall:"].map(|k| format!("{k}{PROBE}"));
+        let err = |r: Result<(), llmr_store::StoreError>| r.err().map(|e| e.to_string());
+        let (routing, usage, cache, sessions, stored, claims) = futures_util::join!(
+            store.routing_state(&probe, &probe, &pairs, &day),
+            store.usage(PROBE, PROBE, &day),
+            store.doc_get(&keys[0]),
+            store.kv_get(super::mcp::SESSIONS, PROBE),
+            store.doc_get(&keys[1]),
+            store.doc_get(&keys[2]),
+        );
+        StoreParts {
+            routing_state: err(routing.map(|_| ())),
+            usage: err(usage.map(|_| ())),
+            cache: err(cache.map(|_| ())),
+            mcp_sessions: err(sessions.map(|_| ())),
+            stored_responses: err(stored.map(|_| ())),
+            tool_calls: err(claims.map(|_| ())),
+        }
+    }
 }
 
 /// Every feature unavailable: the bus or store does not answer.

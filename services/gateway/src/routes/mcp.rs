@@ -29,7 +29,7 @@ use crate::AppState;
 use crate::observe::client_trace;
 
 /// Where sessions live in the store.
-const SESSIONS: &str = "mcp-session";
+pub(crate) const SESSIONS: &str = "mcp-session";
 
 fn rpc_error(status: StatusCode, id: Value, code: i64, message: &str) -> HttpResponse {
     HttpResponse::build(status)
@@ -93,11 +93,15 @@ async fn session(req: &HttpRequest, state: &AppState, id: &Value) -> Result<Stri
             SESSION_NOT_FOUND,
             "Session not found",
         )),
+        Err(e) if state.settings.degraded.mcp_sessions.is_open() => {
+            tracing::warn!(error = %e, "MCP session cannot be checked; served (degraded.mcp_sessions = open)");
+            Ok(sid.to_owned())
+        }
         Err(e) => Err(refuse(
             StatusCode::SERVICE_UNAVAILABLE,
             id.clone(),
             INTERNAL_ERROR,
-            &e.to_string(),
+            &format!("The MCP session cannot be checked: {e}"),
         )),
     }
 }
@@ -161,18 +165,20 @@ async fn serve(req: &HttpRequest, payload: web::Payload, state: &AppState) -> Re
         if let Some(version) = parsed.pointer("/result/protocolVersion").and_then(Value::as_str) {
             let sid = Uuid::new_v4().simple().to_string();
             let ttl = state.settings.mcp.session_ttl_ms;
-            state
-                .store
-                .kv_set(SESSIONS, &sid, version, Some(ttl))
-                .await
-                .map_err(|e| {
-                    refuse(
+            match state.store.kv_set(SESSIONS, &sid, version, Some(ttl)).await {
+                Ok(()) => {}
+                Err(e) if state.settings.degraded.mcp_sessions.is_open() => {
+                    tracing::warn!(error = %e, "MCP session not stored; handed out (degraded.mcp_sessions = open)");
+                }
+                Err(e) => {
+                    return Err(refuse(
                         StatusCode::SERVICE_UNAVAILABLE,
                         m.id.clone(),
                         INTERNAL_ERROR,
-                        &e.to_string(),
-                    )
-                })?;
+                        &format!("The MCP session cannot be stored: {e}"),
+                    ));
+                }
+            }
             resp.insert_header(("mcp-session-id", sid));
         }
     }

@@ -44,6 +44,7 @@ pub fn ctx(toml: &str, store: Store, lease_ttl_ms: u64, client: awc::Client) -> 
         cache: s.cache.clone(),
         lease_ttl_ms,
         callers: None,
+        usage: job::UsageGuard::new(s.degraded.usage),
     })
 }
 
