@@ -32,6 +32,12 @@ pub struct Stats {
     pub elapsed: Duration,
 }
 
+impl Default for Stats {
+    fn default() -> Stats {
+        Stats::new()
+    }
+}
+
 impl Stats {
     fn new() -> Stats {
         Stats {
@@ -41,6 +47,13 @@ impl Stats {
             errors: 0,
             elapsed: Duration::ZERO,
         }
+    }
+
+    /// Records one request that succeeded.
+    pub fn record(&mut self, ttfb: Duration, total: Duration) {
+        self.ok += 1;
+        let _ = self.ttfb.record(ttfb.as_micros().max(1) as u64);
+        let _ = self.latency.record(total.as_micros().max(1) as u64);
     }
 
     fn merge(&mut self, o: &Stats) {
@@ -130,11 +143,7 @@ async fn thread_load(url: String, body: Bytes, shape: Shape, t: usize, threads: 
     let record = |stats: &Rc<RefCell<Stats>>, r: Option<(Duration, Duration)>| {
         let mut s = stats.borrow_mut();
         match r {
-            Some((ttfb, total)) => {
-                s.ok += 1;
-                let _ = s.ttfb.record(ttfb.as_micros().max(1) as u64);
-                let _ = s.latency.record(total.as_micros().max(1) as u64);
-            }
+            Some((ttfb, total)) => s.record(ttfb, total),
             None => s.errors += 1,
         }
     };

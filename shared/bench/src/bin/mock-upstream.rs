@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use bytes::Bytes;
+use futures_util::StreamExt;
 use clap::Parser;
 use llmr_protocol::Usage;
 use llmr_protocol::openai::{ChatChunk, ChatCompletion, sse};
@@ -25,12 +26,17 @@ struct Args {
     /// Server threads.
     #[arg(long, default_value_t = 1)]
     workers: usize,
+    /// Pause between the events of a streamed answer to model `bench-gap` (the first is sent
+    /// at once); model `bench` streams without pauses.
+    #[arg(long, default_value_t = 5)]
+    gap_ms: u64,
 }
 
 struct Canned {
     plain: Bytes,
     stream: Vec<Bytes>,
     latency: Duration,
+    gap: Duration,
 }
 
 /// The canned answers, built once at start from the protocol's typed bodies.
@@ -65,14 +71,24 @@ async fn chat(body: web::Bytes, c: web::Data<Canned>) -> HttpResponse {
             .body(c.plain.clone());
     }
     let events = c.stream.clone();
-    let s = futures_util::stream::iter(events.into_iter().map(Ok::<_, std::io::Error>));
+    if c.gap.is_zero() || memchr::memmem::find(&body, b"bench-gap").is_none() {
+        let s = futures_util::stream::iter(events.into_iter().map(Ok::<_, std::io::Error>));
+        return HttpResponse::Ok().content_type("text/event-stream").streaming(s);
+    }
+    let gap = c.gap;
+    let s = futures_util::stream::iter(events.into_iter().enumerate()).then(move |(i, e)| async move {
+        if i > 0 {
+            tokio::time::sleep(gap).await;
+        }
+        Ok::<_, std::io::Error>(e)
+    });
     HttpResponse::Ok().content_type("text/event-stream").streaming(s)
 }
 
 async fn models(_: HttpRequest) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("application/json")
-        .body(r#"{"object":"list","data":[{"id":"bench","object":"model","created":0,"owned_by":"mock"}]}"#)
+        .body(r#"{"object":"list","data":[{"id":"bench","object":"model","created":0,"owned_by":"mock"},{"id":"bench-gap","object":"model","created":0,"owned_by":"mock"}]}"#)
 }
 
 fn main() -> std::io::Result<()> {
@@ -83,6 +99,7 @@ fn main() -> std::io::Result<()> {
             plain,
             stream,
             latency: Duration::from_millis(args.latency_ms),
+            gap: Duration::from_millis(args.gap_ms),
         });
         let server = HttpServer::new(move || {
             App::new()
