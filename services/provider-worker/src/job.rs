@@ -147,25 +147,29 @@ pub struct Held {
     lock: Option<String>,
 }
 
-/// Runs a delivered job until it succeeds, fails for good, or `cancel` fires.
-pub async fn run(ctx: Rc<JobCtx>, d: Delivery, cancel: tokio::sync::oneshot::Receiver<()>) {
+/// Runs a delivered job until it succeeds, fails for good, or `cancel` fires; whether a
+/// first-frame marker may be left to forget (an answer sent whole leaves none).
+pub async fn run(ctx: Rc<JobCtx>, d: Delivery, cancel: tokio::sync::oneshot::Receiver<()>) -> bool {
     let env = &d.envelope;
     let span = tracing::info_span!("job", request_id = %env.id, model = %env.meta.model, provider = tracing::field::Empty, reclaimed = d.reclaimed);
     let held: RefCell<Held> = RefCell::default();
     let work = execute(&ctx, &d, &held, &span).instrument(span.clone());
     let member = env.id.to_string();
-    tokio::select! {
+    let marked = tokio::select! {
         biased;
         Ok(()) = cancel => {
             tracing::info!(parent: &span, "client went away; upstream call cancelled");
+            true
         }
-        () = work => {}
-        () = keep_renewed(&ctx, &held, &member) => {}
+        marked = work => marked,
+        () = keep_renewed(&ctx, &held, &member) => true,
         () = caller_gone(&ctx, &env.reply_to) => {
             tracing::info!(parent: &span, caller = %env.reply_to, "the caller stopped heartbeating; upstream call cancelled");
+            true
         }
-    }
+    };
     release(&ctx, &held, &env.id.to_string()).await;
+    marked
 }
 
 /// Resolves when the job's caller has died (never without a watch).
@@ -210,7 +214,7 @@ async fn release(ctx: &JobCtx, held: &RefCell<Held>, member: &str) {
     }
 }
 
-async fn execute(ctx: &JobCtx, d: &Delivery, held: &RefCell<Held>, span: &tracing::Span) {
+async fn execute(ctx: &JobCtx, d: &Delivery, held: &RefCell<Held>, span: &tracing::Span) -> bool {
     let env = &d.envelope;
     let mut out = Replier::to(ctx.bus.clone(), env);
     let cache = env.meta.plan.as_ref().and_then(|p| p.cache.as_ref());
@@ -230,6 +234,7 @@ async fn execute(ctx: &JobCtx, d: &Delivery, held: &RefCell<Held>, span: &tracin
             }
         }
     }
+    out.marked()
 }
 
 /// Keeps a successful answer in the response cache: whole, within the size bound, and

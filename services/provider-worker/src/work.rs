@@ -1,7 +1,8 @@
 //! The worker's work on its pool's jobs stream: every job runs as its own task under the
 //! shared consumer loop (which reads only as many as `worker.max_in_flight`, touches their
 //! entries, reclaims a dead peer's, and passes cancels on); a job's entry is finished —
-//! acked, its first-frame marker dropped — once it has answered.
+//! acked, its first-frame marker dropped — once it has answered (only acked when its answer
+//! went out whole, which leaves no marker).
 
 use std::rc::Rc;
 
@@ -19,8 +20,11 @@ impl Work for Jobs {
         for d in batch {
             let ctx = self.ctx.clone();
             tasks.spawn_one(d, move |d, cancel| async move {
-                job::run(ctx, d, cancel).await;
-                Done::Finish
+                if job::run(ctx, d, cancel).await {
+                    Done::Finish
+                } else {
+                    Done::Ack
+                }
             });
         }
     }

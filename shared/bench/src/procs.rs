@@ -13,6 +13,8 @@ use llmr_testkit::{Proc, ProcessCluster, TestConfig};
 pub enum Mode {
     /// No gateway: the load goes straight to the mock (the baseline).
     Direct,
+    /// A bare nginx proxy hop in front of the mock: the floor of the in-process path.
+    Nginx,
     /// `llmrouter all`, in-memory bus and store.
     AllMemory,
     /// `llmrouter all` over Redis.
@@ -25,6 +27,7 @@ impl Mode {
     pub fn name(self) -> &'static str {
         match self {
             Mode::Direct => "direct (baseline)",
+            Mode::Nginx => "nginx hop (floor)",
             Mode::AllMemory => "all, in-memory",
             Mode::AllRedis => "all, Redis",
             Mode::Cluster => "cluster, Redis",
@@ -40,6 +43,11 @@ pub struct Mock {
 
 impl Mock {
     pub fn start(bin_dir: &Path, latency_ms: u64, chunks: usize) -> std::io::Result<Mock> {
+        Mock::start_paced(bin_dir, latency_ms, chunks, 5)
+    }
+
+    /// A mock whose streams to model `bench-gap` send an event every `gap_ms` after the first.
+    pub fn start_paced(bin_dir: &Path, latency_ms: u64, chunks: usize, gap_ms: u64) -> std::io::Result<Mock> {
         let mut child = Command::new(bin_dir.join("mock-upstream"))
             .args([
                 "--port",
@@ -48,6 +56,8 @@ impl Mock {
                 &latency_ms.to_string(),
                 "--chunks",
                 &chunks.to_string(),
+                "--gap-ms",
+                &gap_ms.to_string(),
                 "--workers",
                 "1",
             ])
@@ -80,6 +90,8 @@ pub struct Deployment {
     pub url: String,
     /// Its processes (none for the direct baseline).
     cluster: Option<ProcessCluster>,
+    /// The nginx hop.
+    nginx: Option<crate::floor::Nginx>,
 }
 
 impl Deployment {
@@ -97,10 +109,21 @@ impl Deployment {
                 mode,
                 url: format!("{}/chat/completions", mock.base_url()),
                 cluster: None,
+                nginx: None,
+            });
+        }
+        if mode == Mode::Nginx {
+            let binary = crate::floor::nginx_binary().ok_or_else(|| std::io::Error::other("nginx is not installed"))?;
+            let nginx = crate::floor::Nginx::start(&binary, mock.port)?;
+            return Ok(Deployment {
+                mode,
+                url: format!("http://127.0.0.1:{}/v1/chat/completions", nginx.port),
+                cluster: None,
+                nginx: Some(nginx),
             });
         }
         let cfg = TestConfig::new(format!(
-            "[server]\nrequest_timeout_ms = 60000\n[telemetry]\nlog_level = \"warn\"\n[worker]\nmax_in_flight = {max_in_flight}\n[[providers]]\nname = \"mock\"\ntype = \"openai\"\nbase_url = \"{}\"\nmodels = [\"bench\"]\n",
+            "[server]\nrequest_timeout_ms = 60000\n[telemetry]\nlog_level = \"warn\"\n[worker]\nmax_in_flight = {max_in_flight}\n[[providers]]\nname = \"mock\"\ntype = \"openai\"\nbase_url = \"{}\"\nmodels = [\"bench\", \"bench-gap\"]\n",
             mock.base_url()
         ));
         let mut c = ProcessCluster::new(&bin_dir.join("llmrouter"), cfg, mode != Mode::AllMemory);
@@ -115,7 +138,7 @@ impl Deployment {
                 }
                 c.spawn("gateway", &["gateway"]);
             }
-            Mode::Direct => {}
+            Mode::Direct | Mode::Nginx => {}
         }
         if !c.listening(Duration::from_secs(30)) {
             return Err(std::io::Error::other(format!("{} did not listen", mode.name())));
@@ -124,11 +147,21 @@ impl Deployment {
             mode,
             url: c.url("/v1/chat/completions"),
             cluster: Some(c),
+            nginx: None,
         })
     }
 
     fn procs(&self) -> &[Proc] {
-        self.cluster.as_ref().map_or(&[], |c| c.procs.as_slice())
+        match (&self.cluster, &self.nginx) {
+            (Some(c), _) => c.procs.as_slice(),
+            (None, Some(n)) => std::slice::from_ref(&n.proc),
+            (None, None) => &[],
+        }
+    }
+
+    /// The URL of the deployment's Redis (None in memory).
+    pub fn redis_url(&self) -> Option<String> {
+        self.cluster.as_ref()?.redis.as_ref().map(|r| r.url())
     }
 
     /// CPU time (ms) used so far by the deployment's own processes.

@@ -12,9 +12,11 @@
 //! - `forward` publishes to the next stream and acks the entry it came from atomically, so a
 //!   router that dies between the two neither loses nor duplicates work.
 //! - Reply frames go to `replies:{instance}`, read by one reader per instance. A `head` frame
-//!   records, atomically with its delivery, that the request has reached its caller
-//!   (`first_frame_sent`): reclaimed work is retried only when it has not. `finish` acks a
-//!   job and drops its marker, so markers live only as long as their jobs.
+//!   sent without the end of its answer records, atomically with its delivery, that the
+//!   request has reached its caller (`first_frame_sent`): reclaimed work is retried only when
+//!   it has not. `finish` acks a job and drops its marker, so markers live only as long as
+//!   their jobs. A whole answer sent at once (head, body, end) sets no marker: a worker that
+//!   dies before acking it has its job rerun, and the caller drops the second answer.
 //!
 //! # Layout
 //! - [`memory`]: the in-process implementation.
@@ -36,7 +38,7 @@ pub mod replier;
 use std::sync::Arc;
 use std::time::Duration;
 
-use llmr_protocol::{ApiError, Envelope, Frame};
+use llmr_protocol::{ApiError, Envelope, Frame, FrameKind};
 use uuid::Uuid;
 
 pub use caller::{Answer, Call, Caller};
@@ -51,6 +53,13 @@ pub use replier::Replier;
 pub type ReplySink = Arc<dyn Fn(Frame) + Send + Sync>;
 /// Called for every cancel broadcast.
 pub type CancelSink = Arc<dyn Fn(Uuid) + Send + Sync>;
+
+/// Whether sending `frames` (one request's) records that its answer has started to reach the
+/// caller: a head sent without the answer's final frame. A whole answer in one send needs no
+/// record — the caller has all of it or none of it.
+pub(crate) fn marks_first(frames: &[Frame]) -> bool {
+    frames.iter().any(|f| f.kind == FrameKind::Head) && !frames.last().is_some_and(|f| f.kind.is_final())
+}
 
 /// Why a bus operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -163,7 +172,8 @@ impl Bus {
         }
     }
 
-    /// Whether a `head` frame of request `id` was already sent to its caller.
+    /// Whether a `head` frame of request `id` was already sent to its caller (without the
+    /// end of its answer: see [`marks_first`]).
     pub async fn first_frame_sent(&self, id: Uuid) -> Result<bool, BusError> {
         match self {
             Bus::Memory(b) => Ok(b.first_frame_sent(id)),

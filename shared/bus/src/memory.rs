@@ -9,7 +9,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use llmr_protocol::{Envelope, Frame, FrameKind, now_ms};
+use llmr_protocol::{Envelope, Frame, now_ms};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
@@ -231,7 +231,9 @@ impl MemoryBus {
     pub(crate) fn reply(&self, reply_to: &str, frames: &[Frame]) {
         let sink = {
             let mut st = self.lock();
-            for f in frames.iter().filter(|f| f.kind == FrameKind::Head) {
+            if let Some(f) = frames.first()
+                && crate::marks_first(frames)
+            {
                 st.first_frames.insert(f.id);
             }
             st.replies.get(reply_to).cloned()

@@ -2,7 +2,7 @@
 //!
 //! Keys (under the configured prefix): the work streams by name (`requests`, `jobs:{pool}`)
 //! with consumer groups; `replies:{instance}` (capped with MAXLEN ~, expiring once its reader
-//! is gone); `first:{request id}` (the first-frame marker, SET NX with a TTL); the pub/sub
+//! is gone; up to four frames of one request per entry, so a whole answer is one entry); `first:{request id}` (the first-frame marker, SET NX with a TTL); the pub/sub
 //! channel `cancel`. Acked entries are deleted from their stream, so streams hold only live
 //! work. Blocking reads (XREADGROUP, the reply reader, SUBSCRIBE) use dedicated connections;
 //! everything else goes through the deadpool-redis pool, pipelined.
@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use deadpool_redis::{Pool, PoolConfig, Runtime, Timeouts};
 use futures_util::StreamExt;
-use llmr_protocol::{Envelope, Frame, FrameKind};
+use llmr_protocol::frame::{BATCH_MAX, batch_from_fields, batch_to_fields};
+use llmr_protocol::{Envelope, Frame};
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
 use redis::{AsyncConnectionConfig, Value};
 use uuid::Uuid;
@@ -34,6 +35,8 @@ pub struct RedisBus {
     client: redis::Client,
     conns: std::sync::Arc<RedisConns>,
     prefix: String,
+    /// When this process last pushed back each reply stream's expiry.
+    refreshed: std::sync::Mutex<HashMap<String, std::time::Instant>>,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> BusError {
@@ -64,6 +67,7 @@ impl RedisBus {
             client,
             conns,
             prefix: prefix.to_owned(),
+            refreshed: std::sync::Mutex::default(),
         })
     }
 
@@ -362,21 +366,24 @@ impl RedisBus {
         Ok(out)
     }
 
+    /// Sends frames of one request: one stream entry per [`BATCH_MAX`] frames, the
+    /// first-frame marker when [`crate::marks_first`] says so, and the stream's expiry pushed
+    /// back at most every tenth of it (per process and stream).
     pub(crate) async fn reply(&self, reply_to: &str, frames: &[Frame]) -> Result<(), BusError> {
         let key = self.reply_key(reply_to);
         let mut pipe = redis::pipe();
-        let mut refresh = false;
-        for f in frames {
-            if f.kind == FrameKind::Head {
-                pipe.cmd("SET")
-                    .arg(self.key(&format!("first:{}", f.id)))
-                    .arg(1)
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(FIRST_FRAME_TTL_MS)
-                    .ignore();
-            }
-            refresh |= f.kind == FrameKind::Head || f.kind.is_final();
+        if let Some(f) = frames.first()
+            && crate::marks_first(frames)
+        {
+            pipe.cmd("SET")
+                .arg(self.key(&format!("first:{}", f.id)))
+                .arg(1)
+                .arg("NX")
+                .arg("PX")
+                .arg(FIRST_FRAME_TTL_MS)
+                .ignore();
+        }
+        for batch in frames.chunks(BATCH_MAX) {
             let c = pipe
                 .cmd("XADD")
                 .arg(&key)
@@ -384,16 +391,29 @@ impl RedisBus {
                 .arg("~")
                 .arg(REPLY_MAXLEN)
                 .arg("*");
-            for (k, v) in f.to_fields() {
+            for (k, v) in batch_to_fields(batch) {
                 c.arg(k).arg(v.as_ref());
             }
             c.ignore();
         }
-        if refresh {
+        if self.refresh_due(&key) {
             pipe.cmd("PEXPIRE").arg(&key).arg(REPLY_TTL_MS).ignore();
         }
         let mut c = self.conn().await?;
         pipe.query_async::<()>(&mut c).await.map_err(unavailable)
+    }
+
+    /// Whether this process should push back the expiry of reply stream `key` now.
+    fn refresh_due(&self, key: &str) -> bool {
+        let now = std::time::Instant::now();
+        let mut seen = self.refreshed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match seen.get(key) {
+            Some(at) if now.duration_since(*at) < Duration::from_millis(REPLY_TTL_MS / 10) => false,
+            _ => {
+                seen.insert(key.to_owned(), now);
+                true
+            }
+        }
     }
 
     pub(crate) async fn first_frame_sent(&self, id: Uuid) -> Result<bool, BusError> {
@@ -495,9 +515,9 @@ async fn read_replies(
             .await?;
         let Some(r) = r else { continue };
         for sid in r.keys.into_iter().flat_map(|k| k.ids) {
-            match Frame::from_fields(|k| field(&sid.map, k)) {
-                Ok(f) => sink(f),
-                Err(e) => tracing::warn!(error = %e, "dropping an undecodable reply frame"),
+            match batch_from_fields(|k| field(&sid.map, k)) {
+                Ok(frames) => frames.into_iter().for_each(|f| sink(f)),
+                Err(e) => tracing::warn!(error = %e, "dropping an undecodable reply entry"),
             }
             *last = sid.id;
         }

@@ -30,6 +30,8 @@ pub struct Replier {
     recording: Option<Recording>,
     /// Applied to a chat answer before it is sent (tool calls parsed from XML blocks).
     rewrite: Option<Box<dyn AnswerRewrite>>,
+    /// Whether a send left a first-frame marker (see `marks_first`).
+    marked: bool,
 }
 
 /// What a recording Replier kept: the head's status and every chunk's data.
@@ -54,6 +56,7 @@ impl Replier {
             cache: None,
             recording: None,
             rewrite: None,
+            marked: false,
         }
     }
 
@@ -91,6 +94,12 @@ impl Replier {
     /// Whether a frame has reached the caller.
     pub fn started(&self) -> bool {
         self.started
+    }
+
+    /// Whether a send recorded the first-frame marker (a head sent before the answer's end);
+    /// an answer sent whole records none.
+    pub fn marked(&self) -> bool {
+        self.marked
     }
 
     fn next(&mut self) -> u32 {
@@ -131,7 +140,8 @@ impl Replier {
     /// Sends frames, again while the bus fails for up to [`RESEND_FOR`] (a slow or restarting
     /// Redis): a lost answer would leave its caller waiting until the deadline. A resend after
     /// a write that did land repeats frames; callers drop the repeats by sequence number.
-    async fn send(&self, frames: &[Frame]) -> Result<(), BusError> {
+    async fn send(&mut self, frames: &[Frame]) -> Result<(), BusError> {
+        self.marked |= crate::marks_first(frames);
         let until = tokio::time::Instant::now() + RESEND_FOR;
         let mut pause = Duration::from_millis(50);
         loop {

@@ -178,10 +178,79 @@ impl Frame {
     }
 }
 
+/// The most frames of one request one stream entry carries ([`batch_to_fields`]).
+pub const BATCH_MAX: usize = 4;
+
+/// Field names of the frames after the first in a batch entry.
+const BATCH_FIELDS: [[&str; 3]; BATCH_MAX - 1] = [
+    ["seq.1", "type.1", "data.1"],
+    ["seq.2", "type.2", "data.2"],
+    ["seq.3", "type.3", "data.3"],
+];
+
+/// Frames of one request (at most [`BATCH_MAX`], the same id) as one stream entry: the first
+/// as [`Frame::to_fields`], each next one as `seq.N`, `type.N`, `data.N` — a whole answer
+/// (head, body, end) is one entry.
+pub fn batch_to_fields(frames: &[Frame]) -> Vec<(&'static str, Bytes)> {
+    let mut out = Vec::with_capacity(4 + 3 * frames.len().saturating_sub(1));
+    let Some((first, rest)) = frames.split_first() else {
+        return out;
+    };
+    out.extend(first.to_fields());
+    for (f, names) in rest.iter().zip(BATCH_FIELDS) {
+        out.push((names[0], Bytes::from(f.seq.to_string())));
+        out.push((names[1], Bytes::from_static(f.kind.as_str().as_bytes())));
+        out.push((names[2], f.data.clone()));
+    }
+    out
+}
+
+/// The frames of a stream entry written by [`batch_to_fields`] (or by `to_fields`: one).
+pub fn batch_from_fields<'a>(get: impl Fn(&str) -> Option<&'a [u8]>) -> Result<Vec<Frame>, DecodeError> {
+    let first = Frame::from_fields(&get)?;
+    let mut out = vec![first];
+    for names in BATCH_FIELDS {
+        let Some(kind) = get(names[1]) else { break };
+        let seq = get(names[0])
+            .and_then(|s| std::str::from_utf8(s).ok()?.parse().ok())
+            .ok_or(DecodeError::Invalid("seq"))?;
+        out.push(Frame {
+            id: out[0].id,
+            seq,
+            kind: FrameKind::parse(kind).ok_or(DecodeError::Invalid("type"))?,
+            data: Bytes::copy_from_slice(get(names[2]).ok_or(DecodeError::Missing("data"))?),
+        });
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::collections::HashMap;
+
+    #[test]
+    fn a_batch_of_frames_round_trips_through_one_entry() {
+        let id = Uuid::now_v7();
+        let head = Head {
+            status: 200,
+            stream: false,
+            cache: None,
+        };
+        let frames = vec![
+            Frame::head(id, head),
+            Frame::chunk(id, 1, Bytes::from_static(b"{\"a\":1}")),
+            Frame::end(id, 2),
+        ];
+        let fields: HashMap<&str, Bytes> = batch_to_fields(&frames).into_iter().collect();
+        let back = batch_from_fields(|k| fields.get(k).map(|b| b.as_ref())).unwrap();
+        assert_eq!(back, frames);
+        let one: HashMap<&str, Bytes> = frames[1].to_fields().into_iter().collect();
+        assert_eq!(
+            batch_from_fields(|k| one.get(k).map(|b| b.as_ref())).unwrap(),
+            vec![frames[1].clone()]
+        );
+    }
 
     #[test]
     fn frames_round_trip_through_flat_fields() {

@@ -29,9 +29,15 @@ if ARGV[5] == '1' then
   if redis.call('SET', KEYS[1], ARGV[3], 'NX', 'PX', ttl) then return 1 end
   return 0
 end
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+-- Expired leases are not counted (ZCOUNT from now); they are removed when a slot is
+-- counted and otherwise now and then (1 call in 16, by the clock), which bounds the set.
 local max = tonumber(ARGV[4])
-if max > 0 and redis.call('ZCARD', KEYS[1]) >= max then return 0 end
+if max > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+  if redis.call('ZCARD', KEYS[1]) >= max then return 0 end
+elseif now % 16 == 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+end
 redis.call('ZADD', KEYS[1], now + ttl, ARGV[3])
 redis.call('PEXPIRE', KEYS[1], ttl * 2)
 return 1";
@@ -71,14 +77,18 @@ return 1";
 
 /// ARGV: latency (or -1), alpha, ttl. Mirrors `HealthRecord::succeed`.
 const RECORD_SUCCESS: &str = r"
+-- The expiry is set when the hash gains fields (it is new); failures and cooldowns push it
+-- back, so a healthy target's record lives a day from its creation, then starts afresh.
 local lat = tonumber(ARGV[1])
+local added
 if lat >= 0 then
   local old = tonumber(redis.call('HGET', KEYS[1], 'latency_ms') or '-1')
   if old >= 0 then lat = old + tonumber(ARGV[2]) * (lat - old) end
-  redis.call('HSET', KEYS[1], 'latency_ms', tostring(lat))
+  added = redis.call('HSET', KEYS[1], 'latency_ms', tostring(lat), 'circuit', 'closed', 'failures', 0, 'probe_until', 0)
+else
+  added = redis.call('HSET', KEYS[1], 'circuit', 'closed', 'failures', 0, 'probe_until', 0)
 end
-redis.call('HSET', KEYS[1], 'circuit', 'closed', 'failures', 0, 'probe_until', 0)
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
+if added > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
 return 1";
 
 /// ARGV: until, ttl.
@@ -124,10 +134,15 @@ struct Scripts {
 /// Usage counters are kept this long.
 const USAGE_TTL_S: u64 = 90 * 86_400;
 
+/// How often one process writes a usage counter's index entry and expiry.
+const USAGE_INDEX_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
 pub struct RedisStore {
     conns: Arc<RedisConns>,
     prefix: String,
     scripts: Scripts,
+    /// When this process last indexed each usage counter.
+    indexed: std::sync::Mutex<HashMap<String, std::time::Instant>>,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -150,6 +165,7 @@ impl RedisStore {
             conns,
             prefix: prefix.to_owned(),
             scripts,
+            indexed: std::sync::Mutex::default(),
         }
     }
 
@@ -651,9 +667,29 @@ impl RedisStore {
         if d.estimated {
             pipe.cmd("HINCRBY").arg(&k).arg("estimated").arg(1).ignore();
         }
-        pipe.cmd("EXPIRE").arg(&k).arg(USAGE_TTL_S).ignore();
-        pipe.cmd("SADD").arg(&index).arg(format!("{key}|{model}")).ignore();
-        pipe.cmd("EXPIRE").arg(&index).arg(USAGE_TTL_S).ignore();
+        if self.index_due(&k) {
+            pipe.cmd("EXPIRE").arg(&k).arg(USAGE_TTL_S).ignore();
+            pipe.cmd("SADD").arg(&index).arg(format!("{key}|{model}")).ignore();
+            pipe.cmd("EXPIRE").arg(&index).arg(USAGE_TTL_S).ignore();
+        }
+    }
+
+    /// Whether the day's index and the expiry of usage counter `k` are due from this process:
+    /// once a minute per counter, not on every count (a Redis that lost them — restarted
+    /// without persistence — has them back within a minute).
+    fn index_due(&self, k: &str) -> bool {
+        let now = std::time::Instant::now();
+        let mut seen = self.indexed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if seen.len() > 10_000 {
+            seen.clear();
+        }
+        match seen.get(k) {
+            Some(at) if now.duration_since(*at) < USAGE_INDEX_EVERY => false,
+            _ => {
+                seen.insert(k.to_owned(), now);
+                true
+            }
+        }
     }
 
     pub(crate) async fn record_usage(

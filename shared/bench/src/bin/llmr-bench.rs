@@ -100,7 +100,13 @@ fn main() -> std::io::Result<()> {
         writeln!(std::io::stdout(), "{md}")?;
         return Ok(());
     }
-    let modes = [Mode::Direct, Mode::AllMemory, Mode::AllRedis, Mode::Cluster];
+    let modes = [
+        Mode::Direct,
+        Mode::Nginx,
+        Mode::AllMemory,
+        Mode::AllRedis,
+        Mode::Cluster,
+    ];
     let mut report = bench::run(&bin_dir, &modes, args.scale, args.threads, &mut log)?;
     if !args.no_scaling {
         let secs = ((5.0 * args.scale).ceil() as u64).max(1);

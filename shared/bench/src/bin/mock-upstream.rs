@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use bytes::Bytes;
-use futures_util::StreamExt;
 use clap::Parser;
+use futures_util::StreamExt;
 use llmr_protocol::Usage;
 use llmr_protocol::openai::{ChatChunk, ChatCompletion, sse};
 
