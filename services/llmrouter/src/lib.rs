@@ -89,6 +89,12 @@ pub struct App {
 /// Starts the services of `role` on the current actix System.
 pub async fn start(role: &Role, settings: &Settings) -> Result<App, AppError> {
     llmr_worker::install_tls_provider();
+    // Every open stream holds a client socket (and, in a worker, an upstream one): take as
+    // many open files as the hard limit allows.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => tracing::debug!(open_files = n, "open-file limit raised"),
+        Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
+    }
     let instance = format!("{}-{}", role.name(), &uuid::Uuid::now_v7().simple().to_string()[20..]);
     let (bus, store) = match settings.redis.url() {
         Some(url) => {

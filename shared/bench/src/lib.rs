@@ -19,6 +19,7 @@ pub mod mcp;
 pub mod procs;
 pub mod responses;
 pub mod soak;
+pub mod streams;
 
 use std::fmt::Write;
 use std::path::Path;

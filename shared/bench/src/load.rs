@@ -20,6 +20,8 @@ pub enum Shape {
     Closed { concurrency: usize, secs: u64 },
     /// `rps` requests per second for `secs`, whatever the answers do.
     Rate { rps: u64, secs: u64 },
+    /// `n` requests sent at once, each once: `n` open at the same time.
+    Burst { n: usize },
 }
 
 /// What one run measured (latencies in microseconds).
@@ -131,13 +133,14 @@ async fn thread_load(url: String, body: Bytes, shape: Shape, t: usize, threads: 
         Shape::Serial { .. } => 1,
         Shape::Closed { concurrency, .. } => concurrency.div_ceil(threads),
         Shape::Rate { .. } => 512,
+        Shape::Burst { n } => n.div_ceil(threads),
     };
     let connector = awc::Connector::new()
         .limit(conns.max(1))
         .timeout(Duration::from_secs(5));
     let client = awc::Client::builder()
         .connector(connector)
-        .timeout(Duration::from_secs(60))
+        .timeout(Duration::from_secs(120))
         .finish();
     let stats = Rc::new(RefCell::new(Stats::new()));
     let record = |stats: &Rc<RefCell<Stats>>, r: Option<(Duration, Duration)>| {
@@ -167,6 +170,22 @@ async fn thread_load(url: String, body: Bytes, shape: Shape, t: usize, threads: 
                             let r = one(&client, &url, &body, sent).await;
                             record(&stats, r);
                         }
+                    })
+                })
+                .collect();
+            for task in tasks {
+                let _ = task.await;
+            }
+        }
+        Shape::Burst { n } => {
+            let mine = n / threads + usize::from(t < n % threads);
+            let tasks: Vec<_> = (0..mine)
+                .map(|_| {
+                    let (client, url, body, stats) = (client.clone(), url.clone(), body.clone(), stats.clone());
+                    actix_rt::spawn(async move {
+                        let sent = Instant::now();
+                        let r = one(&client, &url, &body, sent).await;
+                        record(&stats, r);
                     })
                 })
                 .collect();

@@ -17,9 +17,15 @@ struct Args {
     /// Directory of the `llmrouter` and `mock-upstream` binaries (default: beside this one).
     #[arg(long)]
     bin_dir: Option<PathBuf>,
-    /// Scale every duration and count (e.g. 0.2 for a quick look).
+    /// Multiply every duration and count (e.g. 0.2 for a quick look).
     #[arg(long, default_value_t = 1.0)]
-    scale: f64,
+    factor: f64,
+    /// Run only the many-open-streams benchmark (`--streams` at once, in `all` and the cluster).
+    #[arg(long)]
+    scale: bool,
+    /// With --scale: streams open at once.
+    #[arg(long, default_value_t = 10_000)]
+    streams: usize,
     /// Load generator threads.
     #[arg(long, default_value_t = 1)]
     threads: usize,
@@ -85,8 +91,22 @@ fn main() -> std::io::Result<()> {
         writeln!(std::io::stdout(), "{md}")?;
         return Ok(());
     }
+    if args.scale {
+        let rows = bench::streams::run(
+            &bin_dir,
+            &[Mode::AllMemory, Mode::Cluster],
+            args.streams,
+            args.threads.max(2),
+            &mut log,
+        )?;
+        let md = bench::streams::markdown(&rows);
+        std::fs::create_dir_all(&args.out)?;
+        std::fs::write(args.out.join("streams.md"), &md)?;
+        writeln!(std::io::stdout(), "{md}")?;
+        return Ok(());
+    }
     if args.mcp_only {
-        let r = bench::mcp::run(&bin_dir, args.scale, &mut log)?;
+        let r = bench::mcp::run(&bin_dir, args.factor, &mut log)?;
         let md = bench::mcp::markdown(&r);
         std::fs::create_dir_all(&args.out)?;
         std::fs::write(args.out.join("mcp.md"), &md)?;
@@ -94,7 +114,7 @@ fn main() -> std::io::Result<()> {
         return Ok(());
     }
     if args.responses_only {
-        let md = bench::responses::markdown(&bench::responses::bench(&bin_dir, args.scale, args.threads, &mut log)?);
+        let md = bench::responses::markdown(&bench::responses::bench(&bin_dir, args.factor, args.threads, &mut log)?);
         std::fs::create_dir_all(&args.out)?;
         std::fs::write(args.out.join("responses.md"), &md)?;
         writeln!(std::io::stdout(), "{md}")?;
@@ -107,9 +127,9 @@ fn main() -> std::io::Result<()> {
         Mode::AllRedis,
         Mode::Cluster,
     ];
-    let mut report = bench::run(&bin_dir, &modes, args.scale, args.threads, &mut log)?;
+    let mut report = bench::run(&bin_dir, &modes, args.factor, args.threads, &mut log)?;
     if !args.no_scaling {
-        let secs = ((5.0 * args.scale).ceil() as u64).max(1);
+        let secs = ((5.0 * args.factor).ceil() as u64).max(1);
         report.scaling = bench::scaling(&bin_dir, &[1, 2, 4], 16, secs, args.threads.max(2), &mut log)?;
     }
     let machine = format!(
@@ -127,8 +147,12 @@ fn main() -> std::io::Result<()> {
         args.threads
     );
     let mut md = bench::markdown(&report, &machine);
-    md.push_str(&bench::mcp::markdown(&bench::mcp::run(&bin_dir, args.scale, &mut log)?));
-    let responses = bench::responses::bench(&bin_dir, args.scale, args.threads, &mut log)?;
+    md.push_str(&bench::mcp::markdown(&bench::mcp::run(
+        &bin_dir,
+        args.factor,
+        &mut log,
+    )?));
+    let responses = bench::responses::bench(&bin_dir, args.factor, args.threads, &mut log)?;
     md.push_str(&bench::responses::markdown(&responses));
     std::fs::create_dir_all(&args.out)?;
     std::fs::write(args.out.join("report.md"), &md)?;

@@ -93,6 +93,7 @@ async fn models(_: HttpRequest) -> HttpResponse {
 
 fn main() -> std::io::Result<()> {
     let args = Args::parse();
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
     actix_rt::System::new().block_on(async move {
         let (plain, stream) = canned(args.chunks);
         let data = web::Data::new(Canned {
