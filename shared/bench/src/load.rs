@@ -31,6 +31,8 @@ pub struct Stats {
     pub ttfb: Histogram<u64>,
     pub ok: u64,
     pub errors: u64,
+    /// Errors by what went wrong.
+    pub error_kinds: std::collections::BTreeMap<String, u64>,
     pub elapsed: Duration,
 }
 
@@ -47,6 +49,7 @@ impl Stats {
             ttfb: hist(),
             ok: 0,
             errors: 0,
+            error_kinds: std::collections::BTreeMap::new(),
             elapsed: Duration::ZERO,
         }
     }
@@ -63,6 +66,9 @@ impl Stats {
         let _ = self.ttfb.add(&o.ttfb);
         self.ok += o.ok;
         self.errors += o.errors;
+        for (k, n) in &o.error_kinds {
+            *self.error_kinds.entry(k.clone()).or_default() += n;
+        }
     }
 
     pub fn rps(&self) -> f64 {
@@ -85,22 +91,26 @@ fn hist() -> Histogram<u64> {
         .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!()))
 }
 
-/// One request: status 200 and a complete body count as ok; returns (ttfb, total).
-async fn one(client: &awc::Client, url: &str, body: &Bytes, sent: Instant) -> Option<(Duration, Duration)> {
+/// One request: status 200 and a complete body count as ok; returns (ttfb, total), or what
+/// went wrong.
+async fn one(client: &awc::Client, url: &str, body: &Bytes, sent: Instant) -> Result<(Duration, Duration), String> {
     let mut resp = client
         .post(url)
         .insert_header(("content-type", "application/json"))
         .send_body(body.clone())
         .await
-        .ok()?;
-    let ok = resp.status().as_u16() == 200;
+        .map_err(|e| format!("send: {e}"))?;
+    let status = resp.status().as_u16();
     let mut first = None;
     while let Some(chunk) = resp.next().await {
-        chunk.ok()?;
+        chunk.map_err(|e| format!("body: {e}"))?;
         first.get_or_insert_with(|| sent.elapsed());
     }
     let total = sent.elapsed();
-    ok.then(|| (first.unwrap_or(total), total))
+    if status != 200 {
+        return Err(format!("status {status}"));
+    }
+    Ok((first.unwrap_or(total), total))
 }
 
 /// Runs `shape` against `url` with `body` on `threads` client threads.
@@ -143,11 +153,14 @@ async fn thread_load(url: String, body: Bytes, shape: Shape, t: usize, threads: 
         .timeout(Duration::from_secs(120))
         .finish();
     let stats = Rc::new(RefCell::new(Stats::new()));
-    let record = |stats: &Rc<RefCell<Stats>>, r: Option<(Duration, Duration)>| {
+    let record = |stats: &Rc<RefCell<Stats>>, r: Result<(Duration, Duration), String>| {
         let mut s = stats.borrow_mut();
         match r {
-            Some((ttfb, total)) => s.record(ttfb, total),
-            None => s.errors += 1,
+            Ok((ttfb, total)) => s.record(ttfb, total),
+            Err(e) => {
+                s.errors += 1;
+                *s.error_kinds.entry(e).or_default() += 1;
+            }
         }
     };
     match shape {

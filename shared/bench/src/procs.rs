@@ -123,7 +123,7 @@ impl Deployment {
             });
         }
         let cfg = TestConfig::new(format!(
-            "[server]\nrequest_timeout_ms = 60000\n[telemetry]\nlog_level = \"warn\"\n[worker]\nmax_in_flight = {max_in_flight}\n[[providers]]\nname = \"mock\"\ntype = \"openai\"\nbase_url = \"{}\"\nmodels = [\"bench\", \"bench-gap\"]\n",
+            "[server]\nrequest_timeout_ms = 60000\nmax_queued = {max_in_flight}\n[telemetry]\nlog_level = \"warn\"\n[worker]\nmax_in_flight = {max_in_flight}\n[[providers]]\nname = \"mock\"\ntype = \"openai\"\nbase_url = \"{}\"\nmodels = [\"bench\", \"bench-gap\"]\n",
             mock.base_url()
         ));
         let mut c = ProcessCluster::new(&bin_dir.join("llmrouter"), cfg, mode != Mode::AllMemory);

@@ -81,6 +81,9 @@ pub fn run(
             row.kb_per_stream(),
             cpu_ms
         ));
+        for (kind, count) in &row.stats.error_kinds {
+            log(&format!("  {count} × {kind}"));
+        }
         out.push(row);
     }
     Ok(out)
