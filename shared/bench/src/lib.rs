@@ -16,6 +16,7 @@ pub mod commands;
 pub mod floor;
 pub mod load;
 pub mod mcp;
+pub mod peers;
 pub mod procs;
 pub mod responses;
 pub mod soak;
@@ -132,6 +133,8 @@ pub struct Report {
     pub commands: Vec<Commands>,
     /// Serial round trips through three bare Redis stream hops.
     pub redis_floor: Option<Stats>,
+    /// Redis's CPU time per request at c=64 (ms), per mode with a Redis.
+    pub redis_cpu: Vec<(Mode, f64)>,
     pub notes: Vec<String>,
 }
 
@@ -149,8 +152,8 @@ pub fn run(
     for &mode in modes {
         let d = match Deployment::start(mode, bin_dir, &mock, 1, 4096) {
             Ok(d) => d,
-            Err(e) if mode == Mode::Nginx => {
-                report.notes.push(format!("nginx hop not measured: {e}"));
+            Err(e) if matches!(mode, Mode::Nginx | Mode::LiteLlm) => {
+                report.notes.push(format!("{} not measured: {e}", mode.name()));
                 continue;
             }
             Err(e) => return Err(e),
@@ -173,7 +176,7 @@ pub fn run(
         };
         let mut after = idle.clone();
         for sc in scenarios(scale) {
-            let cpu0 = d.cpu_ms();
+            let (cpu0, redis0) = (d.cpu_ms(), d.redis_cpu_ms());
             let counted = d.redis_url().filter(|_| matches!(sc.shape, Shape::Serial { .. }));
             let before = counted
                 .as_deref()
@@ -187,6 +190,11 @@ pub fn run(
                 threads,
             );
             let cpu = d.cpu_ms() - cpu0;
+            if sc.name == C64 && d.redis_url().is_some() && stats.ok > 0 {
+                let ms = (d.redis_cpu_ms() - redis0) / stats.ok as f64;
+                report.redis_cpu.push((mode, ms));
+                log(&format!("{:<18} {C64}: Redis CPU {ms:.4} ms per request", mode.name()));
+            }
             if let (Some(url), Some(before), Some(idle)) = (&counted, &before, &idle_commands) {
                 let after = commands::snapshot(url).map_err(std::io::Error::other)?;
                 let (per_request, by_command) = commands::per_request(before, &after, idle, stats.elapsed, stats.ok);
@@ -342,6 +350,14 @@ pub fn markdown(r: &Report, machine: &str) -> String {
         }
     }
     floors(&mut s, r);
+    for (mode, ms) in &r.redis_cpu {
+        let _ = writeln!(
+            s,
+            "\n{}: Redis used {ms:.4} ms of CPU per request at c=64 — about {:.0} requests/s per Redis core.",
+            mode.name(),
+            1000.0 / ms.max(1e-9)
+        );
+    }
     if !r.commands.is_empty() {
         let _ = writeln!(
             s,

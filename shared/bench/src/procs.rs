@@ -15,6 +15,8 @@ pub enum Mode {
     Direct,
     /// A bare nginx proxy hop in front of the mock: the floor of the in-process path.
     Nginx,
+    /// LiteLLM's proxy (`--peers`): two workers, no database.
+    LiteLlm,
     /// `llmrouter all`, in-memory bus and store.
     AllMemory,
     /// `llmrouter all` over Redis.
@@ -28,6 +30,7 @@ impl Mode {
         match self {
             Mode::Direct => "direct (baseline)",
             Mode::Nginx => "nginx hop (floor)",
+            Mode::LiteLlm => "LiteLLM proxy (2 workers)",
             Mode::AllMemory => "all, in-memory",
             Mode::AllRedis => "all, Redis",
             Mode::Cluster => "cluster, Redis",
@@ -92,6 +95,8 @@ pub struct Deployment {
     cluster: Option<ProcessCluster>,
     /// The nginx hop.
     nginx: Option<crate::floor::Nginx>,
+    /// LiteLLM's proxy.
+    litellm: Option<crate::peers::LiteLlm>,
 }
 
 impl Deployment {
@@ -110,6 +115,7 @@ impl Deployment {
                 url: format!("{}/chat/completions", mock.base_url()),
                 cluster: None,
                 nginx: None,
+                litellm: None,
             });
         }
         if mode == Mode::Nginx {
@@ -120,6 +126,18 @@ impl Deployment {
                 url: format!("http://127.0.0.1:{}/v1/chat/completions", nginx.port),
                 cluster: None,
                 nginx: Some(nginx),
+                litellm: None,
+            });
+        }
+        if mode == Mode::LiteLlm {
+            let litellm = crate::peers::venv(&bin_dir.join("bench"))?;
+            let peer = crate::peers::LiteLlm::start(&litellm, &mock.base_url())?;
+            return Ok(Deployment {
+                mode,
+                url: format!("http://127.0.0.1:{}/v1/chat/completions", peer.port),
+                cluster: None,
+                nginx: None,
+                litellm: Some(peer),
             });
         }
         let cfg = TestConfig::new(format!(
@@ -138,7 +156,7 @@ impl Deployment {
                 }
                 c.spawn("gateway", &["gateway"]);
             }
-            Mode::Direct | Mode::Nginx => {}
+            Mode::Direct | Mode::Nginx | Mode::LiteLlm => {}
         }
         if !c.listening(Duration::from_secs(30)) {
             return Err(std::io::Error::other(format!("{} did not listen", mode.name())));
@@ -148,15 +166,27 @@ impl Deployment {
             url: c.url("/v1/chat/completions"),
             cluster: Some(c),
             nginx: None,
+            litellm: None,
         })
     }
 
     fn procs(&self) -> &[Proc] {
-        match (&self.cluster, &self.nginx) {
-            (Some(c), _) => c.procs.as_slice(),
-            (None, Some(n)) => std::slice::from_ref(&n.proc),
-            (None, None) => &[],
+        match (&self.cluster, &self.nginx, &self.litellm) {
+            (Some(c), _, _) => c.procs.as_slice(),
+            (None, Some(n), _) => std::slice::from_ref(&n.proc),
+            (None, None, Some(l)) => std::slice::from_ref(&l.proc),
+            (None, None, None) => &[],
         }
+    }
+
+    /// CPU time (ms) the deployment's Redis has used so far (0 in memory).
+    pub fn redis_cpu_ms(&self) -> f64 {
+        let pid = self
+            .cluster
+            .as_ref()
+            .and_then(|c| c.redis.as_ref())
+            .and_then(|r| r.pid());
+        pid.map_or(0.0, cpu_ms)
     }
 
     /// The URL of the deployment's Redis (None in memory).

@@ -47,8 +47,8 @@ pub fn chat_request(data: &[u8]) {
     }
 }
 
-/// Stream fields, one per line as `name=value`: an envelope and a reply frame decoded from
-/// them; whatever decodes re-encodes to itself.
+/// Stream fields, one per line as `name=value`: an envelope, a reply frame and a reply entry
+/// of several frames decoded from them; whatever decodes re-encodes to itself.
 pub fn envelope(data: &[u8]) {
     let mut fields: HashMap<&[u8], &[u8]> = HashMap::new();
     for line in data.split(|b| *b == b'\n') {
@@ -71,6 +71,12 @@ pub fn envelope(data: &[u8]) {
             encoded.iter().find(|(k, _)| *k == n).map(|(_, v)| v.as_ref())
         });
         assert_eq!(again.as_ref(), Ok(&frame));
+    }
+    if let Ok(frames) = llmr_protocol::frame::batch_from_fields(get) {
+        let encoded = llmr_protocol::frame::batch_to_fields(&frames);
+        let again =
+            llmr_protocol::frame::batch_from_fields(|n| encoded.iter().find(|(k, _)| *k == n).map(|(_, v)| v.as_ref()));
+        assert_eq!(again.as_ref(), Ok(&frames));
     }
 }
 

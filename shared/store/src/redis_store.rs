@@ -29,8 +29,9 @@ if ARGV[5] == '1' then
   if redis.call('SET', KEYS[1], ARGV[3], 'NX', 'PX', ttl) then return 1 end
   return 0
 end
--- Expired leases are not counted (ZCOUNT from now); they are removed when a slot is
--- counted and otherwise now and then (1 call in 16, by the clock), which bounds the set.
+-- Expired leases (a dead holder's) are not counted (ZCOUNT from now); they are removed when
+-- a slot is counted and otherwise now and then (1 call in 16, by the clock), which bounds the
+-- set. The set has no expiry: Redis drops it with its last lease.
 local max = tonumber(ARGV[4])
 if max > 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
@@ -39,7 +40,6 @@ elseif now % 16 == 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 end
 redis.call('ZADD', KEYS[1], now + ttl, ARGV[3])
-redis.call('PEXPIRE', KEYS[1], ttl * 2)
 return 1";
 
 /// Renewal of a held lease or lock. KEYS: the lease set or lock. ARGV: now, ttl, member, exclusive.
@@ -52,7 +52,6 @@ end
 local exp = redis.call('ZSCORE', KEYS[1], ARGV[3])
 if not exp or tonumber(exp) <= tonumber(ARGV[1]) then return 0 end
 redis.call('ZADD', KEYS[1], 'XX', tonumber(ARGV[1]) + ttl, ARGV[3])
-if redis.call('PTTL', KEYS[1]) < ttl * 2 then redis.call('PEXPIRE', KEYS[1], ttl * 2) end
 return 1";
 
 const RELEASE_LOCK: &str = r"

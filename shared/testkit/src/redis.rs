@@ -120,6 +120,11 @@ impl RedisServer {
         None
     }
 
+    /// The server's process id (None once it was stopped).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
     }

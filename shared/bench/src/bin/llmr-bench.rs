@@ -32,6 +32,10 @@ struct Args {
     /// Skip the horizontal scaling run.
     #[arg(long)]
     no_scaling: bool,
+    /// Also measure LiteLLM's proxy (PyPI, pinned; installed in a virtualenv under the
+    /// binaries' directory on first use) on the same mock.
+    #[arg(long)]
+    peers: bool,
     /// Only run the MCP benchmark (a trivial tool call through /mcp).
     #[arg(long)]
     mcp_only: bool,
@@ -120,13 +124,16 @@ fn main() -> std::io::Result<()> {
         writeln!(std::io::stdout(), "{md}")?;
         return Ok(());
     }
-    let modes = [
+    let mut modes = vec![
         Mode::Direct,
         Mode::Nginx,
         Mode::AllMemory,
         Mode::AllRedis,
         Mode::Cluster,
     ];
+    if args.peers {
+        modes.push(Mode::LiteLlm);
+    }
     let mut report = bench::run(&bin_dir, &modes, args.factor, args.threads, &mut log)?;
     if !args.no_scaling {
         let secs = ((5.0 * args.factor).ceil() as u64).max(1);
