@@ -9,7 +9,7 @@ use std::time::Duration;
 use llmr_testkit::Proc;
 
 /// The LiteLLM release the comparison is made with.
-pub const LITELLM: &str = "litellm[proxy]==1.110.2";
+pub const LITELLM: &str = "litellm[proxy]==1.108.0";
 
 /// A running LiteLLM proxy; stopped (its process group) when dropped.
 pub struct LiteLlm {
@@ -78,6 +78,8 @@ impl LiteLlm {
                 .env("LITELLM_LOG", "ERROR")
                 .env("LITELLM_TELEMETRY", "False")
                 .env("DISABLE_SCHEMA_UPDATE", "true")
+                // No master key: the bench sends no credentials (a local comparison only).
+                .env("LITELLM_DANGEROUSLY_PERMIT_WEAK_OR_UNSET_MASTER_KEY", "true")
                 .current_dir(&dir)
                 .process_group(0)
                 .stdout(Stdio::null())
