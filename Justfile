@@ -57,10 +57,12 @@ lint:
 check-config *FILE:
     cargo run -q --bin llmrouter -- {{ if FILE == "" { "" } else { "--config " + FILE } }} check-config
 
-# Benchmark every deployment against the direct baseline (release build; about 5 minutes)
+# Benchmark every deployment against the direct baseline and the floors (release build; about
+# 8 minutes). `--peers` adds LiteLLM's proxy, `--scale` runs 10,000 open streams instead.
 bench *ARGS:
     cargo build --release --bin llmrouter --bin mock-upstream --bin llmr-bench
     command -v redis-server >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; }
+    test -x /usr/sbin/nginx || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light || apt-get install -y -qq nginx; }
     {{target}}/release/llmr-bench --out {{target}}/bench {{ARGS}}
 
 # Soak the cluster over Redis for MINUTES (chats, streams and tool calls at a fixed rate, a flaky

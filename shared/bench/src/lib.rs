@@ -471,9 +471,11 @@ fn target_values(r: &Report) -> Vec<Target> {
     let share = rps(Mode::AllMemory)
         .zip(rps(Mode::Nginx))
         .map(|(a, n)| 100.0 * a / n.max(1e-9));
+    // llmrouter's own processes (not the nginx floor, not LiteLLM).
     let idle = r
         .memory
         .iter()
+        .filter(|m| matches!(m.mode, Mode::AllMemory | Mode::AllRedis | Mode::Cluster))
         .map(|m| m.idle_mb)
         .fold(None, |a: Option<f64>, v| Some(a.map_or(v, |a| a.max(v))));
     let commands = r
