@@ -138,6 +138,54 @@ pub fn run(url: &str, body: Bytes, shape: Shape, threads: usize) -> Stats {
     total
 }
 
+/// `n` clients, each sending a request and then another while `again` says so; what they
+/// get goes into `stats`.
+async fn clients(
+    n: usize,
+    client: &awc::Client,
+    url: &str,
+    body: &Bytes,
+    stats: &Rc<RefCell<Stats>>,
+    again: impl Fn() -> bool + Clone + 'static,
+) {
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let (client, url, body, stats, again) = (
+                client.clone(),
+                url.to_owned(),
+                body.clone(),
+                stats.clone(),
+                again.clone(),
+            );
+            actix_rt::spawn(async move {
+                loop {
+                    let sent = Instant::now();
+                    let r = one(&client, &url, &body, sent).await;
+                    record(&stats, r);
+                    if !again() {
+                        break;
+                    }
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        let _ = task.await;
+    }
+}
+
+/// Counts one request's outcome.
+fn record(stats: &Rc<RefCell<Stats>>, r: Result<(Duration, Duration), String>) {
+    let mut s = stats.borrow_mut();
+    match r {
+        Ok((ttfb, total)) => s.record(ttfb, total),
+        Err(e) => {
+            s.errors += 1;
+            *s.error_kinds.entry(e).or_default() += 1;
+        }
+    }
+}
+
 async fn thread_load(url: String, body: Bytes, shape: Shape, t: usize, threads: usize) -> Stats {
     let conns = match shape {
         Shape::Serial { .. } => 1,
@@ -153,16 +201,6 @@ async fn thread_load(url: String, body: Bytes, shape: Shape, t: usize, threads: 
         .timeout(Duration::from_secs(120))
         .finish();
     let stats = Rc::new(RefCell::new(Stats::new()));
-    let record = |stats: &Rc<RefCell<Stats>>, r: Result<(Duration, Duration), String>| {
-        let mut s = stats.borrow_mut();
-        match r {
-            Ok((ttfb, total)) => s.record(ttfb, total),
-            Err(e) => {
-                s.errors += 1;
-                *s.error_kinds.entry(e).or_default() += 1;
-            }
-        }
-    };
     match shape {
         Shape::Serial { n } => {
             for _ in 0..n {
@@ -174,37 +212,11 @@ async fn thread_load(url: String, body: Bytes, shape: Shape, t: usize, threads: 
         Shape::Closed { concurrency, secs } => {
             let until = Instant::now() + Duration::from_secs(secs);
             let mine = concurrency / threads + usize::from(t < concurrency % threads);
-            let tasks: Vec<_> = (0..mine)
-                .map(|_| {
-                    let (client, url, body, stats) = (client.clone(), url.clone(), body.clone(), stats.clone());
-                    actix_rt::spawn(async move {
-                        while Instant::now() < until {
-                            let sent = Instant::now();
-                            let r = one(&client, &url, &body, sent).await;
-                            record(&stats, r);
-                        }
-                    })
-                })
-                .collect();
-            for task in tasks {
-                let _ = task.await;
-            }
+            clients(mine, &client, &url, &body, &stats, move || Instant::now() < until).await;
         }
         Shape::Burst { n } => {
             let mine = n / threads + usize::from(t < n % threads);
-            let tasks: Vec<_> = (0..mine)
-                .map(|_| {
-                    let (client, url, body, stats) = (client.clone(), url.clone(), body.clone(), stats.clone());
-                    actix_rt::spawn(async move {
-                        let sent = Instant::now();
-                        let r = one(&client, &url, &body, sent).await;
-                        record(&stats, r);
-                    })
-                })
-                .collect();
-            for task in tasks {
-                let _ = task.await;
-            }
+            clients(mine, &client, &url, &body, &stats, || false).await;
         }
         Shape::Rate { rps, secs } => {
             let per_thread = (rps as f64 / threads as f64).max(1.0);
