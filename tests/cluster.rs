@@ -1684,6 +1684,55 @@ async fn settle(tasks: Vec<actix_rt::task::JoinHandle<()>>, counts: &Rc<RefCell<
 }
 
 #[actix_rt::test]
+async fn redis_connections_killed_under_load_end_every_request_promptly() {
+    const TOTAL: usize = 300;
+    const CONCURRENCY: usize = 16;
+    const DEADLINE_MS: u64 = 15_000;
+    let c = Cluster::start(2, &[("LLMR__SERVER__REQUEST_TIMEOUT_MS", DEADLINE_MS.to_string())]);
+    c.ready(2).await;
+    c.mock.set_default(Behavior::latency(20));
+    let started = Instant::now();
+    let (tasks, counts) = drive(
+        c.url("/v1/chat/completions"),
+        "mock-a",
+        "killed",
+        TOTAL,
+        CONCURRENCY,
+        DEADLINE_MS,
+        |i| i % 4 == 0,
+    );
+    assert!(eventually(Duration::from_secs(20), || async { c.mock.request_count() >= 60 }).await);
+    // Every client connection of every process (commands, blocking reads, pub/sub) cut, three
+    // times, 200 ms apart, while requests are in flight.
+    let redis = c.procs.redis.as_ref().unwrap();
+    let mut killed = Vec::new();
+    for _ in 0..3 {
+        killed.push(redis.command(&["CLIENT", "KILL", "TYPE", "normal"]));
+        killed.push(redis.command(&["CLIENT", "KILL", "TYPE", "pubsub"]));
+        actix_rt::time::sleep(Duration::from_millis(200)).await;
+    }
+    let k = settle(tasks, &counts, TOTAL).await;
+    eprintln!(
+        "CLIENT KILL ×3 under load: {TOTAL} requests (a quarter streamed) at c={CONCURRENCY} in {:?}: ok={} clean_errors={} (killed: {killed:?})",
+        started.elapsed(),
+        k.ok,
+        k.clean_errors
+    );
+    assert!(killed.iter().any(|r| r.starts_with(':') && r != ":0"), "{killed:?}");
+    assert!(
+        started.elapsed() < Duration::from_millis(DEADLINE_MS / 2),
+        "no request waited for its deadline: {:?}",
+        started.elapsed()
+    );
+    // A command in flight on a cut connection fails (a publish: 503 at once); one sent on a
+    // connection already cut is sent again on a fresh one; reply frames are sent again.
+    assert!(k.ok >= TOTAL * 3 / 4, "{k:?}");
+    // And the cluster serves on.
+    let (s, _) = post(&c.url("/v1/chat/completions"), &chat_body("mock-a", "after", false)).await;
+    assert_eq!(s, 200);
+}
+
+#[actix_rt::test]
 async fn redis_paused_under_load_ends_every_request_promptly() {
     const TOTAL: usize = 300;
     const CONCURRENCY: usize = 16;
