@@ -1683,50 +1683,65 @@ async fn settle(tasks: Vec<actix_rt::task::JoinHandle<()>>, counts: &Rc<RefCell<
     k
 }
 
-#[actix_rt::test]
-async fn redis_connections_killed_under_load_end_every_request_promptly() {
-    const TOTAL: usize = 300;
-    const CONCURRENCY: usize = 16;
-    const DEADLINE_MS: u64 = 15_000;
-    let c = Cluster::start(2, &[("LLMR__SERVER__REQUEST_TIMEOUT_MS", DEADLINE_MS.to_string())]);
+/// The load the Redis fault tests run under: requests, concurrency, deadline.
+const FAULT_LOAD: (usize, usize, u64) = (300, 16, 15_000);
+
+/// `FAULT_LOAD` (a quarter streamed) on a cluster of two workers over Redis; `fault` (which
+/// says what it did) runs once 60 requests have reached the upstream. Every request ends,
+/// none near its deadline.
+async fn redis_fault_under_load(
+    tag: &'static str,
+    fault: impl AsyncFnOnce(&llmr_testkit::RedisServer) -> String,
+) -> (Cluster, Counts) {
+    let (total, concurrency, deadline_ms) = FAULT_LOAD;
+    let c = Cluster::start(2, &[("LLMR__SERVER__REQUEST_TIMEOUT_MS", deadline_ms.to_string())]);
     c.ready(2).await;
     c.mock.set_default(Behavior::latency(20));
     let started = Instant::now();
     let (tasks, counts) = drive(
         c.url("/v1/chat/completions"),
         "mock-a",
-        "killed",
-        TOTAL,
-        CONCURRENCY,
-        DEADLINE_MS,
+        tag,
+        total,
+        concurrency,
+        deadline_ms,
         |i| i % 4 == 0,
     );
     assert!(eventually(Duration::from_secs(20), || async { c.mock.request_count() >= 60 }).await);
-    // Every client connection of every process (commands, blocking reads, pub/sub) cut, three
-    // times, 200 ms apart, while requests are in flight.
-    let redis = c.procs.redis.as_ref().unwrap();
-    let mut killed = Vec::new();
-    for _ in 0..3 {
-        killed.push(redis.command(&["CLIENT", "KILL", "TYPE", "normal"]));
-        killed.push(redis.command(&["CLIENT", "KILL", "TYPE", "pubsub"]));
-        actix_rt::time::sleep(Duration::from_millis(200)).await;
-    }
-    let k = settle(tasks, &counts, TOTAL).await;
+    let what = fault(c.procs.redis.as_ref().unwrap()).await;
+    let k = settle(tasks, &counts, total).await;
     eprintln!(
-        "CLIENT KILL ×3 under load: {TOTAL} requests (a quarter streamed) at c={CONCURRENCY} in {:?}: ok={} clean_errors={} (killed: {killed:?})",
+        "{what} under load: {total} requests (a quarter streamed) at c={concurrency} in {:?}: ok={} clean_errors={}",
         started.elapsed(),
         k.ok,
         k.clean_errors
     );
-    assert!(killed.iter().any(|r| r.starts_with(':') && r != ":0"), "{killed:?}");
     assert!(
-        started.elapsed() < Duration::from_millis(DEADLINE_MS / 2),
+        started.elapsed() < Duration::from_millis(deadline_ms / 2),
         "no request waited for its deadline: {:?}",
         started.elapsed()
     );
+    (c, k)
+}
+
+#[actix_rt::test]
+async fn redis_connections_killed_under_load_end_every_request_promptly() {
+    // Every client connection of every process (commands, blocking reads, pub/sub) cut, three
+    // times, 200 ms apart, while requests are in flight.
+    let (c, k) = redis_fault_under_load("killed", async |redis| {
+        let mut killed = Vec::new();
+        for _ in 0..3 {
+            killed.push(redis.command(&["CLIENT", "KILL", "TYPE", "normal"]));
+            killed.push(redis.command(&["CLIENT", "KILL", "TYPE", "pubsub"]));
+            actix_rt::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert!(killed.iter().any(|r| r.starts_with(':') && r != ":0"), "{killed:?}");
+        format!("CLIENT KILL ×3 (killed: {killed:?})")
+    })
+    .await;
     // A command in flight on a cut connection fails (a publish: 503 at once); one sent on a
     // connection already cut is sent again on a fresh one; reply frames are sent again.
-    assert!(k.ok >= TOTAL * 3 / 4, "{k:?}");
+    assert!(k.ok >= FAULT_LOAD.0 * 3 / 4, "{k:?}");
     // And the cluster serves on.
     let (s, _) = post(&c.url("/v1/chat/completions"), &chat_body("mock-a", "after", false)).await;
     assert_eq!(s, 200);
@@ -1734,47 +1749,16 @@ async fn redis_connections_killed_under_load_end_every_request_promptly() {
 
 #[actix_rt::test]
 async fn redis_paused_under_load_ends_every_request_promptly() {
-    const TOTAL: usize = 300;
-    const CONCURRENCY: usize = 16;
-    const DEADLINE_MS: u64 = 15_000;
-    let c = Cluster::start(2, &[("LLMR__SERVER__REQUEST_TIMEOUT_MS", DEADLINE_MS.to_string())]);
-    c.ready(2).await;
-    c.mock.set_default(Behavior::latency(20));
-    let started = Instant::now();
-    let (tasks, counts) = drive(
-        c.url("/v1/chat/completions"),
-        "mock-a",
-        "paused",
-        TOTAL,
-        CONCURRENCY,
-        DEADLINE_MS,
-        |i| i % 4 == 0,
-    );
-    assert!(eventually(Duration::from_secs(20), || async { c.mock.request_count() >= 60 }).await);
     // Every client of Redis (commands and blocking reads) waits 1.5 s: a slow Redis.
-    let paused = c
-        .procs
-        .redis
-        .as_ref()
-        .unwrap()
-        .command(&["CLIENT", "PAUSE", "1500", "ALL"]);
-    assert_eq!(paused, "+OK");
-    let k = settle(tasks, &counts, TOTAL).await;
-    eprintln!(
-        "CLIENT PAUSE 1500 ALL under load: {TOTAL} requests (a quarter streamed) at c={CONCURRENCY} in {:?}: ok={} clean_errors={}",
-        started.elapsed(),
-        k.ok,
-        k.clean_errors
-    );
+    let (_c, k) = redis_fault_under_load("paused", async |redis| {
+        assert_eq!(redis.command(&["CLIENT", "PAUSE", "1500", "ALL"]), "+OK");
+        "CLIENT PAUSE 1500 ALL".to_owned()
+    })
+    .await;
     // A request published while Redis is paused past the gateway's publish timeout (0.9 s)
     // gets 503 at once (the policy for an unreachable Redis); the rest are answered — their
     // reply frames are sent again until Redis answers — and none waits for its deadline.
-    assert!(
-        started.elapsed() < Duration::from_millis(DEADLINE_MS / 2),
-        "no request waited for its deadline: {:?}",
-        started.elapsed()
-    );
-    assert!(k.ok >= TOTAL * 9 / 10, "{k:?}");
+    assert!(k.ok >= FAULT_LOAD.0 * 9 / 10, "{k:?}");
 }
 
 #[actix_rt::test]
