@@ -138,3 +138,38 @@ impl RedisConns {
         Ok(c)
     }
 }
+
+/// "At most once per `every` for each key" in one process: the Redis writes that only need
+/// repeating now and then (a stream's expiry, a counter's index entry), shared by the bus and
+/// the store.
+#[derive(Debug)]
+pub struct EveryPerKey {
+    every: std::time::Duration,
+    last: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
+}
+
+impl EveryPerKey {
+    pub fn new(every: std::time::Duration) -> EveryPerKey {
+        EveryPerKey {
+            every,
+            last: std::sync::Mutex::default(),
+        }
+    }
+
+    /// Whether `key` is due now (and if so, its clock restarts). Keys are forgotten all at
+    /// once past 10,000, which only makes some due early.
+    pub fn due(&self, key: &str) -> bool {
+        let now = std::time::Instant::now();
+        let mut last = self.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if last.len() > 10_000 {
+            last.clear();
+        }
+        match last.get(key) {
+            Some(at) if now.duration_since(*at) < self.every => false,
+            _ => {
+                last.insert(key.to_owned(), now);
+                true
+            }
+        }
+    }
+}

@@ -18,7 +18,7 @@ use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
 use redis::{AsyncConnectionConfig, Value};
 use uuid::Uuid;
 
-use crate::conns::{Conn, RedisConns};
+use crate::conns::{Conn, EveryPerKey, RedisConns};
 use crate::{BusError, CancelSink, Delivery, ReplySink, Subscription};
 
 /// Frames kept at most in one reply stream (approximate trim).
@@ -35,8 +35,8 @@ pub struct RedisBus {
     client: redis::Client,
     conns: std::sync::Arc<RedisConns>,
     prefix: String,
-    /// When this process last pushed back each reply stream's expiry.
-    refreshed: std::sync::Mutex<HashMap<String, std::time::Instant>>,
+    /// Each reply stream's expiry is pushed back at most every tenth of it.
+    refreshed: EveryPerKey,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> BusError {
@@ -67,7 +67,7 @@ impl RedisBus {
             client,
             conns,
             prefix: prefix.to_owned(),
-            refreshed: std::sync::Mutex::default(),
+            refreshed: EveryPerKey::new(Duration::from_millis(REPLY_TTL_MS / 10)),
         })
     }
 
@@ -396,24 +396,11 @@ impl RedisBus {
             }
             c.ignore();
         }
-        if self.refresh_due(&key) {
+        if self.refreshed.due(&key) {
             pipe.cmd("PEXPIRE").arg(&key).arg(REPLY_TTL_MS).ignore();
         }
         let mut c = self.conn().await?;
         pipe.query_async::<()>(&mut c).await.map_err(unavailable)
-    }
-
-    /// Whether this process should push back the expiry of reply stream `key` now.
-    fn refresh_due(&self, key: &str) -> bool {
-        let now = std::time::Instant::now();
-        let mut seen = self.refreshed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        match seen.get(key) {
-            Some(at) if now.duration_since(*at) < Duration::from_millis(REPLY_TTL_MS / 10) => false,
-            _ => {
-                seen.insert(key.to_owned(), now);
-                true
-            }
-        }
     }
 
     pub(crate) async fn first_frame_sent(&self, id: Uuid) -> Result<bool, BusError> {

@@ -141,7 +141,7 @@ pub struct RedisStore {
     prefix: String,
     scripts: Scripts,
     /// When this process last indexed each usage counter.
-    indexed: std::sync::Mutex<HashMap<String, std::time::Instant>>,
+    indexed: llmr_bus::conns::EveryPerKey,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -164,7 +164,7 @@ impl RedisStore {
             conns,
             prefix: prefix.to_owned(),
             scripts,
-            indexed: std::sync::Mutex::default(),
+            indexed: llmr_bus::conns::EveryPerKey::new(USAGE_INDEX_EVERY),
         }
     }
 
@@ -666,28 +666,12 @@ impl RedisStore {
         if d.estimated {
             pipe.cmd("HINCRBY").arg(&k).arg("estimated").arg(1).ignore();
         }
-        if self.index_due(&k) {
+        // Once a minute per counter from this process, not on every count (a Redis that lost
+        // them — restarted without persistence — has them back within a minute).
+        if self.indexed.due(&k) {
             pipe.cmd("EXPIRE").arg(&k).arg(USAGE_TTL_S).ignore();
             pipe.cmd("SADD").arg(&index).arg(format!("{key}|{model}")).ignore();
             pipe.cmd("EXPIRE").arg(&index).arg(USAGE_TTL_S).ignore();
-        }
-    }
-
-    /// Whether the day's index and the expiry of usage counter `k` are due from this process:
-    /// once a minute per counter, not on every count (a Redis that lost them — restarted
-    /// without persistence — has them back within a minute).
-    fn index_due(&self, k: &str) -> bool {
-        let now = std::time::Instant::now();
-        let mut seen = self.indexed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if seen.len() > 10_000 {
-            seen.clear();
-        }
-        match seen.get(k) {
-            Some(at) if now.duration_since(*at) < USAGE_INDEX_EVERY => false,
-            _ => {
-                seen.insert(k.to_owned(), now);
-                true
-            }
         }
     }
 
