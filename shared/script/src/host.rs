@@ -46,6 +46,12 @@ pub(crate) struct HostCallBody {
     pub args: serde_json::Value,
 }
 
+/// The first line a host writes, once it can take calls.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct Ready {
+    pub ready: bool,
+}
+
 /// The parent's answer to a [`HostCall`].
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -79,13 +85,22 @@ pub fn host_main() -> std::process::ExitCode {
     if let Err(e) = rlimit::setrlimit(rlimit::Resource::AS, bytes, bytes) {
         tracing::warn!(error = %e, "could not limit the script host's memory");
     }
+    // The next call's context is made while the host waits for it, off the call's path.
+    let mut next = Prepared::new();
+    if !write_line(r#"{"ready":true}"#) {
+        return std::process::ExitCode::SUCCESS;
+    }
     while let Some(line) = read_line() {
         let Ok(req) = serde_json::from_str::<Request>(&line) else {
             continue;
         };
+        let prepared = match (next.take(), req.call.host) {
+            (Some(p), true) => Ok(p),
+            _ => Prepared::make(req.call.host),
+        };
         let resp = Response {
             id: req.id,
-            result: run(&req.call, &limits),
+            result: prepared.and_then(|p| p.run(&req.call, &limits)),
         };
         let Ok(text) = serde_json::to_string(&resp) else {
             continue;
@@ -93,6 +108,7 @@ pub fn host_main() -> std::process::ExitCode {
         if !write_line(&text) {
             break;
         }
+        next = Prepared::new();
     }
     std::process::ExitCode::SUCCESS
 }
@@ -143,10 +159,13 @@ fn host_call(_: &JsValue, args: &[JsValue], ctx: &mut Context) -> JsResult<JsVal
 
 /// Resolves imports: the host modules (when the call allows them) and the libraries the
 /// parent sent along. Anything else (a file, `fs`, a URL) does not exist here.
+#[derive(Default)]
 struct Loader {
     host: bool,
-    libraries: std::collections::BTreeMap<String, String>,
+    libraries: RefCell<std::collections::BTreeMap<String, String>>,
     loaded: RefCell<HashMap<String, Module>>,
+    /// The module of the call, importable as [`MAIN`] while its export is read.
+    main: RefCell<Option<Module>>,
 }
 
 impl ModuleLoader for Loader {
@@ -157,6 +176,11 @@ impl ModuleLoader for Loader {
         context: &RefCell<&mut Context>,
     ) -> JsResult<Module> {
         let spec = request.specifier().to_std_string_escaped();
+        if spec == MAIN
+            && let Some(m) = self.main.borrow().as_ref()
+        {
+            return Ok(m.clone());
+        }
         let (key, source) = if modules::NAMES.contains(&spec.as_str()) {
             match modules::source(&spec).filter(|_| self.host) {
                 Some(src) => (spec.clone(), src),
@@ -164,7 +188,7 @@ impl ModuleLoader for Loader {
             }
         } else {
             let key = library_key(&spec);
-            match self.libraries.get(&key) {
+            match self.libraries.borrow().get(&key) {
                 Some(src) => (key, src.clone()),
                 None => return Err(not_available(&spec)),
             }
@@ -196,27 +220,61 @@ fn classify(e: JsError) -> ScriptError {
     }
 }
 
+/// A fresh context, made before its call arrives: building boa's intrinsics takes most of
+/// a trivial call's time (~0.6 ms), and a context serves one call only, so no call sees
+/// what an earlier one left.
+pub struct Prepared {
+    ctx: Context,
+    loader: Rc<Loader>,
+}
+
+impl Prepared {
+    /// A context with the host modules, or `None` when it cannot be made (the call then
+    /// makes its own and reports why).
+    fn new() -> Option<Prepared> {
+        Prepared::make(true).ok()
+    }
+
+    /// A fresh context; with `host`, the host modules are importable.
+    pub fn make(host: bool) -> Result<Prepared, ScriptError> {
+        let loader = Rc::new(Loader {
+            host,
+            ..Loader::default()
+        });
+        let mut ctx = Context::builder()
+            .module_loader(loader.clone())
+            .build()
+            .map_err(classify)?;
+        if host {
+            ctx.register_global_callable(JsString::from("__host"), 3, NativeFunction::from_fn_ptr(host_call))
+                .map_err(classify)?;
+            ctx.eval(Source::from_bytes(modules::PRELUDE.as_bytes()))
+                .map_err(classify)?;
+        }
+        Ok(Prepared { ctx, loader })
+    }
+
+    /// Runs `call` (whose `host` must match the context's) and drops the context.
+    pub fn run(self, call: &Call, limits: &Limits) -> Result<serde_json::Value, ScriptError> {
+        let Prepared { mut ctx, loader } = self;
+        loader.libraries.replace(call.libraries.clone());
+        run_in(&mut ctx, &loader, call, limits)
+    }
+}
+
 /// Runs one call in a fresh context.
 pub fn run(call: &Call, limits: &Limits) -> Result<serde_json::Value, ScriptError> {
-    let loader = Rc::new(Loader {
-        host: call.host,
-        libraries: call.libraries.clone(),
-        loaded: RefCell::new(HashMap::new()),
-    });
-    let mut ctx = Context::builder().module_loader(loader).build().map_err(classify)?;
-    if call.host {
-        ctx.register_global_callable(JsString::from("__host"), 3, NativeFunction::from_fn_ptr(host_call))
-            .map_err(classify)?;
-        ctx.eval(Source::from_bytes(modules::PRELUDE.as_bytes()))
-            .map_err(classify)?;
-    }
+    Prepared::make(call.host)?.run(call, limits)
+}
+
+fn run_in(ctx: &mut Context, loader: &Loader, call: &Call, limits: &Limits) -> Result<serde_json::Value, ScriptError> {
     let l = ctx.runtime_limits_mut();
     l.set_loop_iteration_limit(limits.loop_iterations);
     l.set_recursion_limit(limits.recursion);
     l.set_stack_size_limit(limits.stack);
     let (this, target): (JsValue, JsValue) = match call.kind {
         Kind::Eval => {
-            let args = JsValue::from_json(&call.args, &mut ctx).map_err(classify)?;
+            let args = JsValue::from_json(&call.args, ctx).map_err(classify)?;
             ctx.register_global_property(JsString::from("args"), args, boa_engine::property::Attribute::all())
                 .map_err(classify)?;
             if call.host {
@@ -224,7 +282,7 @@ pub fn run(call: &Call, limits: &Limits) -> Result<serde_json::Value, ScriptErro
                     .map_err(classify)?;
             }
             let value = ctx.eval(Source::from_bytes(call.source.as_bytes())).map_err(classify)?;
-            return to_json(&value, &mut ctx, limits);
+            return to_json(&value, ctx, limits);
         }
         Kind::Script => {
             ctx.eval(Source::from_bytes(call.source.as_bytes())).map_err(classify)?;
@@ -237,26 +295,22 @@ pub fn run(call: &Call, limits: &Limits) -> Result<serde_json::Value, ScriptErro
                     });
                 };
                 this = target.clone();
-                target = obj.get(JsString::from(part), &mut ctx).map_err(classify)?;
+                target = obj.get(JsString::from(part), ctx).map_err(classify)?;
             }
             (this, target)
         }
         Kind::Module => {
-            let module = Module::parse(Source::from_bytes(call.source.as_bytes()), None, &mut ctx).map_err(classify)?;
-            let promise = module.load_link_evaluate(&mut ctx);
+            let module = Module::parse(Source::from_bytes(call.source.as_bytes()), None, ctx).map_err(classify)?;
+            let promise = module.load_link_evaluate(ctx);
             ctx.run_jobs().map_err(classify)?;
             if let PromiseState::Rejected(e) = promise.state() {
                 return Err(classify(JsError::from_opaque(e)));
             }
-            let ns = module.namespace(&mut ctx);
             if call.function.is_empty() {
-                return describe(&ns, &mut ctx, limits);
+                let ns = module.namespace(ctx);
+                return describe(&ns, ctx, limits);
             }
-            (
-                JsValue::undefined(),
-                ns.get(JsString::from(call.function.as_str()), &mut ctx)
-                    .map_err(classify)?,
-            )
+            (JsValue::undefined(), export(module, &call.function, ctx, loader)?)
         }
     };
     let Some(f) = target.as_callable() else {
@@ -264,9 +318,41 @@ pub fn run(call: &Call, limits: &Limits) -> Result<serde_json::Value, ScriptErro
             name: call.function.clone(),
         });
     };
-    let args = JsValue::from_json(&call.args, &mut ctx).map_err(classify)?;
-    let value = f.call(&this, &[args], &mut ctx).map_err(classify)?;
-    to_json(&value, &mut ctx, limits)
+    let args = JsValue::from_json(&call.args, ctx).map_err(classify)?;
+    let value = f.call(&this, &[args], ctx).map_err(classify)?;
+    to_json(&value, ctx, limits)
+}
+
+/// The specifier under which the module of a call imports itself (see [`export`]).
+const MAIN: &str = "llmr:main";
+
+/// Export `name` of an evaluated `module`, read through a second module that imports it
+/// by name: boa 0.22 never frees a module whose namespace object was made (the namespace
+/// keeps untraced references to its module), which would keep every call's whole realm
+/// (~0.3 MB) alive; a named import makes no namespace.
+fn export(module: Module, name: &str, ctx: &mut Context, loader: &Loader) -> Result<JsValue, ScriptError> {
+    let missing = || ScriptError::NoFunction { name: name.to_owned() };
+    let plain = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '$';
+    if name.is_empty() || !name.chars().all(plain) || name.starts_with(|c: char| c.is_ascii_digit()) {
+        return Err(missing());
+    }
+    const ENTRY: &str = "__llmr_entry";
+    let source = format!("import {{ {name} as entry }} from \"{MAIN}\";\nglobalThis.{ENTRY} = entry;\n");
+    loader.main.replace(Some(module));
+    let reader = Module::parse(Source::from_bytes(source.as_bytes()), None, ctx).map_err(classify)?;
+    let promise = reader.load_link_evaluate(ctx);
+    ctx.run_jobs().map_err(classify)?;
+    loader.main.replace(None);
+    if !matches!(promise.state(), PromiseState::Fulfilled(_)) {
+        // The module itself evaluated: what failed is the import of a name it lacks.
+        return Err(missing());
+    }
+    let global = ctx.global_object();
+    let entry = global.get(JsString::from(ENTRY), ctx).map_err(classify)?;
+    global
+        .delete_property_or_throw(JsString::from(ENTRY), ctx)
+        .map_err(classify)?;
+    Ok(entry)
 }
 
 /// The non-function exports of a module namespace, as a JSON object.

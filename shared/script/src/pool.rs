@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::sync::Mutex;
+use tokio::task::JoinHandle;
 
 use futures_util::future::LocalBoxFuture;
 
@@ -36,11 +37,20 @@ struct Proc {
     stdout: Lines<BufReader<ChildStdout>>,
     /// Calls served so far.
     calls: u32,
+    /// The host that replaces this one, starting in the background.
+    successor: Option<JoinHandle<Result<Proc, ScriptError>>>,
 }
 
-/// A host is replaced after this many calls: boa keeps ~0.3 MB per evaluated ES module that
-/// no collection frees, so a long-lived host would grow until its memory limit.
-const CALLS_PER_HOST: u32 = 64;
+/// A host is replaced after this many calls, a bound on whatever a host might keep from
+/// call to call (a call's context is dropped with it, and `host::export` avoids the one
+/// leak known in boa 0.22; describing a tool still keeps its module, ~0.3 MB).
+const CALLS_PER_HOST: u32 = 4096;
+/// Its successor starts this many calls before, in the background, so no call waits for a
+/// host to start.
+const SUCCESSOR_LEAD: u32 = 16;
+/// Past this many calls a host whose successor is still not ready waits for it.
+/// How long a new host may take to say it is ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Script host processes started as `program args…`, each running [`crate::host_main`].
 pub struct ScriptPool {
@@ -49,6 +59,10 @@ pub struct ScriptPool {
     limits: Limits,
     slots: Vec<Mutex<Option<Proc>>>,
     next: AtomicU64,
+    /// Calls a host serves before it is replaced.
+    calls_per_host: u32,
+    /// Host processes started so far.
+    started: std::sync::Arc<AtomicU64>,
 }
 
 impl ScriptPool {
@@ -60,7 +74,20 @@ impl ScriptPool {
             limits,
             slots: (0..size.max(1)).map(|_| Mutex::new(None)).collect(),
             next: AtomicU64::new(0),
+            calls_per_host: CALLS_PER_HOST,
+            started: Default::default(),
         }
+    }
+
+    /// Replaces each host after `calls` calls instead of [`CALLS_PER_HOST`].
+    pub fn with_calls_per_host(mut self, calls: u32) -> ScriptPool {
+        self.calls_per_host = calls.max(1);
+        self
+    }
+
+    /// Host processes started so far (replacements included).
+    pub fn hosts_started(&self) -> u64 {
+        self.started.load(Ordering::Relaxed)
     }
 
     pub fn limits(&self) -> &Limits {
@@ -68,32 +95,37 @@ impl ScriptPool {
     }
 
     async fn spawn(&self) -> Result<Proc, ScriptError> {
-        let unavailable = |e: std::io::Error| ScriptError::Unavailable { message: e.to_string() };
-        let mut child = Command::new(&self.program)
-            .args(&self.args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(unavailable)?;
-        let (Some(mut stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
-            return Err(ScriptError::Unavailable {
-                message: "no pipes to the script host".into(),
-            });
+        self.started.fetch_add(1, Ordering::Relaxed);
+        spawn(self.program.clone(), self.args.clone(), self.limits).await
+    }
+
+    /// Starts the successor of `proc` in the background once it is near its last call, and
+    /// hands it over once it is past it and the successor is ready (or, far past it, waits).
+    async fn succeed(&self, mut proc: Proc) -> Option<Proc> {
+        let last = self.calls_per_host;
+        if proc.calls + SUCCESSOR_LEAD.min(last / 2) >= last && proc.successor.is_none() {
+            let (program, args, limits) = (self.program.clone(), self.args.clone(), self.limits);
+            self.started.fetch_add(1, Ordering::Relaxed);
+            proc.successor = Some(tokio::spawn(async move {
+                let mut next = spawn(program, args, limits).await?;
+                next.ready().await?;
+                Ok(next)
+            }));
+        }
+        let ready = proc.successor.as_ref().is_some_and(JoinHandle::is_finished);
+        // Past four times its share, a host waits for its successor.
+        if proc.calls < last || (!ready && proc.calls < last.saturating_mul(4)) {
+            return Some(proc);
+        }
+        let next = match proc.successor.take() {
+            Some(h) => h.await.ok().and_then(Result::ok),
+            None => None,
         };
-        let limits =
-            serde_json::to_string(&self.limits).map_err(|e| ScriptError::Unavailable { message: e.to_string() })?;
-        stdin
-            .write_all(format!("{limits}\n").as_bytes())
-            .await
-            .map_err(unavailable)?;
-        Ok(Proc {
-            child,
-            stdin,
-            stdout: BufReader::new(stdout).lines(),
-            calls: 0,
-        })
+        let _ = proc.child.kill().await;
+        match next {
+            Some(next) => Some(next),
+            None => self.spawn().await.ok(),
+        }
     }
 
     /// Runs one call in a host, within the wall-clock limit, without host modules.
@@ -178,13 +210,7 @@ impl ScriptPool {
         match outcome {
             Ok(Some(result)) => {
                 proc.calls += 1;
-                if proc.calls >= CALLS_PER_HOST {
-                    let _ = proc.child.kill().await;
-                    // Start the replacement now, so the next call does not wait for it.
-                    *guard = self.spawn().await.ok();
-                } else {
-                    *guard = Some(proc);
-                }
+                *guard = self.succeed(proc).await;
                 result
             }
             Ok(None) => {
@@ -203,6 +229,56 @@ impl ScriptPool {
                     wall_ms: self.limits.wall_ms,
                 })
             }
+        }
+    }
+}
+
+/// Starts a host process and sends it its limits.
+async fn spawn(program: PathBuf, args: Vec<String>, limits: Limits) -> Result<Proc, ScriptError> {
+    let unavailable = |e: std::io::Error| ScriptError::Unavailable { message: e.to_string() };
+    let mut child = Command::new(&program)
+        .args(&args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(unavailable)?;
+    let (Some(mut stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+        return Err(ScriptError::Unavailable {
+            message: "no pipes to the script host".into(),
+        });
+    };
+    let limits = serde_json::to_string(&limits).map_err(|e| ScriptError::Unavailable { message: e.to_string() })?;
+    stdin
+        .write_all(format!("{limits}\n").as_bytes())
+        .await
+        .map_err(unavailable)?;
+    Ok(Proc {
+        child,
+        stdin,
+        stdout: BufReader::new(stdout).lines(),
+        calls: 0,
+        successor: None,
+    })
+}
+
+impl Proc {
+    /// Waits for the host's `{"ready": true}` line (its first context is made).
+    async fn ready(&mut self) -> Result<(), ScriptError> {
+        let wait = async {
+            while let Some(line) = self.stdout.next_line().await.ok()? {
+                if serde_json::from_str::<crate::host::Ready>(&line).is_ok_and(|r| r.ready) {
+                    return Some(());
+                }
+            }
+            None
+        };
+        match tokio::time::timeout(READY_TIMEOUT, wait).await {
+            Ok(Some(())) => Ok(()),
+            _ => Err(ScriptError::Unavailable {
+                message: "a new script host did not start".into(),
+            }),
         }
     }
 }
