@@ -96,7 +96,14 @@ pub struct JobCtx {
     pub callers: Option<crate::callers::Callers>,
     /// Whether usage can be written, and what to do when it cannot (`degraded.usage`).
     pub usage: UsageGuard,
+    /// When a success must be written although it changes nothing but the latency average
+    /// ([`LATENCY_SAMPLE_EVERY`] per target and process).
+    pub latency_sample: llmr_bus::conns::EveryPerKey,
 }
+
+/// A success on a clean health record (closed, no failures, no probe) is written at most
+/// this often per target and process, for its latency: the record would not change otherwise.
+pub const LATENCY_SAMPLE_EVERY: Duration = Duration::from_millis(250);
 
 /// `degraded.usage = "closed"`: once an attempt's count could not be written, no new attempt
 /// starts until the store shows the usage counters again (one read before each attempt while
@@ -145,6 +152,8 @@ impl UsageGuard {
 pub struct Held {
     lease: Option<String>,
     lock: Option<String>,
+    /// Every gate's health record was clean when the attempt was admitted.
+    clean: bool,
 }
 
 /// Runs a delivered job until it succeeds, fails for good, or `cancel` fires; whether a
@@ -589,7 +598,8 @@ async fn admit(
         exclusive,
         gates: &gates,
     };
-    match ctx.store.admit(&ask).await? {
+    let (admitted, clean) = ctx.store.admit_seen(&ask).await?;
+    match admitted {
         Admitted::Yes => {}
         Admitted::Busy if exclusive => return Ok(Admission::Busy("the target is locked by another request")),
         Admitted::Busy => return Ok(Admission::Busy("the target has no free slot")),
@@ -602,6 +612,7 @@ async fn admit(
         Admitted::Open => return Ok(Admission::Skip("its circuit opened since the plan was made")),
     }
     let mut h = held.borrow_mut();
+    h.clean = clean;
     if exclusive {
         h.lock = Some(target);
     } else {
@@ -671,9 +682,12 @@ async fn settle(ctx: &JobCtx, held: &RefCell<Held>, member: &str, env: &Envelope
     };
     match r {
         Ok(o) => {
-            s.success.push((&t, Some(took.as_secs_f64() * 1000.0)));
-            if let Some(k) = &k {
-                s.success.push((k, None));
+            // A clean record would not change but for the latency, which is sampled.
+            if !h.clean || ctx.latency_sample.due(&t) {
+                s.success.push((&t, Some(took.as_secs_f64() * 1000.0)));
+                if let Some(k) = &k {
+                    s.success.push((k, None));
+                }
             }
             let delta = match o.usage {
                 Some(u) => UsageDelta {

@@ -133,6 +133,7 @@ impl WorkerService {
             lease_ttl_ms: w.lease_ttl_ms.max(300),
             callers: Some(callers),
             usage: job::UsageGuard::new(settings.degraded.usage),
+            latency_sample: llmr_bus::conns::EveryPerKey::new(job::LATENCY_SAMPLE_EVERY),
         });
         // Interactive jobs get the whole room; batch jobs, read from their own stream, at most
         // `batch_room` of it, so a backlog of batch work never keeps interactive work waiting

@@ -2,9 +2,11 @@
 //!
 //! Keys (under the configured prefix): the work streams by name (`requests`, `jobs:{pool}`)
 //! with consumer groups; `replies:{instance}` (capped with MAXLEN ~, expiring once its reader
-//! is gone; up to four frames of one request per entry, so a whole answer is one entry); `first:{request id}` (the first-frame marker, SET NX with a TTL); the pub/sub
-//! channel `cancel`. Acked entries are deleted from their stream, so streams hold only live
-//! work. Blocking reads (XREADGROUP, the reply reader, SUBSCRIBE) use dedicated connections;
+//! is gone; up to four frames of one request per entry, so a whole answer is one entry);
+//! `first:{request id}` (the first-frame marker, SET NX with a TTL); the pub/sub
+//! channel `cancel`. Acked entries are deleted from their stream in bulk (XTRIM MINID past
+//! what every group is done with, once a second per stream and process), so streams hold
+//! live work and at most about a second of finished work. Blocking reads (XREADGROUP, the reply reader, SUBSCRIBE) use dedicated connections;
 //! everything else goes through the deadpool-redis pool, pipelined.
 
 use std::collections::HashMap;
@@ -23,10 +25,46 @@ use crate::{BusError, CancelSink, Delivery, ReplySink, Subscription};
 
 /// Frames kept at most in one reply stream (approximate trim).
 const REPLY_MAXLEN: usize = 100_000;
+/// Publishes an envelope and acks the delivery it came from, atomically. KEYS: the stream
+/// published to, the stream acked; ARGV: the group, the entry, then the envelope's fields.
+const FORWARD_ONE: &str = r"
+redis.call('XADD', KEYS[1], '*', unpack(ARGV, 3))
+return redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])";
+
+/// How often one process trims a work stream of acked entries.
+const TRIM_EVERY: Duration = Duration::from_secs(1);
 /// A reply stream whose reader is gone expires after this long.
 const REPLY_TTL_MS: u64 = 300_000;
 /// A first-frame marker is deleted when its job finishes; this only bounds a leftover.
 const FIRST_FRAME_TTL_MS: u64 = 600_000;
+/// Deletes the entries of a stream that every group is done with: those before the oldest
+/// one still pending or not yet delivered in any group (XTRIM MINID). A stream with no group
+/// keeps everything (its entries wait for the first group).
+const TRIM_DONE: &str = r"
+local groups = redis.call('XINFO', 'GROUPS', KEYS[1])
+if #groups == 0 then return 0 end
+local floor = nil
+local function older(a, b)
+  local am, as = string.match(a, '^(%d+)-(%d+)$')
+  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
+  if #am ~= #bm then return #am < #bm end
+  if am ~= bm then return am < bm end
+  return tonumber(as) < tonumber(bs)
+end
+for _, g in ipairs(groups) do
+  local f = {}
+  for i = 1, #g, 2 do f[g[i]] = g[i + 1] end
+  local keep
+  if tonumber(f['pending']) > 0 then
+    keep = redis.call('XPENDING', KEYS[1], f['name'])[2]
+  else
+    local ms, seq = string.match(f['last-delivered-id'], '^(%d+)-(%d+)$')
+    keep = ms .. '-' .. string.format('%d', tonumber(seq) + 1)
+  end
+  if floor == nil or older(keep, floor) then floor = keep end
+end
+return redis.call('XTRIM', KEYS[1], 'MINID', floor)";
+
 /// How long a failed reader waits before reconnecting.
 const RECONNECT_BACKOFF: Duration = Duration::from_millis(200);
 const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -37,6 +75,9 @@ pub struct RedisBus {
     prefix: String,
     /// Each reply stream's expiry is pushed back at most every tenth of it.
     refreshed: EveryPerKey,
+    /// Each work stream is trimmed of acked entries at most once a second.
+    trimmed: EveryPerKey,
+    forward_one: redis::Script,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> BusError {
@@ -68,6 +109,8 @@ impl RedisBus {
             conns,
             prefix: prefix.to_owned(),
             refreshed: EveryPerKey::new(Duration::from_millis(REPLY_TTL_MS / 10)),
+            trimmed: EveryPerKey::new(TRIM_EVERY),
+            forward_one: redis::Script::new(FORWARD_ONE),
         })
     }
 
@@ -232,10 +275,15 @@ impl RedisBus {
         Ok(self.decode_entries(stream, group, reply.claimed, true).await)
     }
 
+    /// XACK, and now and then (once a second per stream and process) the trim of what every
+    /// group is done with: acked entries are deleted in bulk instead of one XDEL per ack.
     fn ack_into(&self, pipe: &mut redis::Pipeline, stream: &str, group: &str, entries: &[impl redis::ToRedisArgs]) {
         let key = self.key(stream);
         pipe.cmd("XACK").arg(&key).arg(group).arg(entries).ignore();
-        pipe.cmd("XDEL").arg(&key).arg(entries).ignore();
+        if self.trimmed.due(&key) {
+            // EVAL, not EVALSHA: a NOSCRIPT (Redis restarted) must not fail the pipeline.
+            pipe.cmd("EVAL").arg(TRIM_DONE).arg(1).arg(&key).ignore();
+        }
     }
 
     pub(crate) async fn ack(&self, stream: &str, group: &str, entries: &[String]) -> Result<(), BusError> {
@@ -272,6 +320,27 @@ impl RedisBus {
         group: &str,
         items: &[(String, String, Envelope)],
     ) -> Result<(), BusError> {
+        if let [(entry, to, env)] = items {
+            // One delivery (the usual case): a script, one command fewer than MULTI/EXEC.
+            let mut inv = self.forward_one.key(self.key(to));
+            inv.key(self.key(stream)).arg(group).arg(entry);
+            for (k, v) in env.to_fields() {
+                inv.arg(k).arg(v.as_ref());
+            }
+            let mut c = self.conn().await?;
+            inv.invoke_async::<()>(&mut c).await.map_err(unavailable)?;
+            let from = self.key(stream);
+            if self.trimmed.due(&from) {
+                redis::cmd("EVAL")
+                    .arg(TRIM_DONE)
+                    .arg(1)
+                    .arg(&from)
+                    .query_async::<()>(&mut c)
+                    .await
+                    .map_err(unavailable)?;
+            }
+            return Ok(());
+        }
         let mut pipe = redis::pipe();
         pipe.atomic();
         for (_, to, env) in items {

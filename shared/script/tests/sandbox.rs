@@ -337,12 +337,16 @@ async fn many_module_calls_stay_within_the_memory_limit_in_one_host() {
         memory_mb: 96,
         ..Limits::default()
     });
-    let tool = "import { text } from 'mcp';\nexport const description = 'x';\nexport default function (a) { return a.n + 1; }";
+    let tool =
+        "import { text } from 'mcp';\nexport const description = 'x';\nexport default function (a) { return a.n + 1; }";
     for n in 0..1000 {
         assert_eq!(
-            p.run_with(&Call::module(tool, "default", json!({"n": n})).with_host(), Some(&EchoHost))
-                .await
-                .unwrap(),
+            p.run_with(
+                &Call::module(tool, "default", json!({"n": n})).with_host(),
+                Some(&EchoHost)
+            )
+            .await
+            .unwrap(),
             json!(n + 1),
             "call {n}"
         );
@@ -358,9 +362,12 @@ async fn hosts_are_replaced_in_the_background_without_failing_a_call() {
     let tool = "export default function (a) { return a.n * 2; }";
     for n in 0..60 {
         assert_eq!(
-            p.run_with(&Call::module(tool, "default", json!({"n": n})).with_host(), Some(&EchoHost))
-                .await
-                .unwrap(),
+            p.run_with(
+                &Call::module(tool, "default", json!({"n": n})).with_host(),
+                Some(&EchoHost)
+            )
+            .await
+            .unwrap(),
             json!(n * 2),
             "call {n}"
         );
@@ -377,15 +384,21 @@ async fn a_prepared_context_serves_one_call_only() {
     let counter = "import { text } from 'mcp';\nlet n = 0;\nexport default function () { n += 1; globalThis.seen = (globalThis.seen || 0) + 1; return [n, globalThis.seen, typeof text]; }";
     for round in 0..5 {
         assert_eq!(
-            p.run_with(&Call::module(counter, "default", json!({})).with_host(), Some(&EchoHost))
-                .await
-                .unwrap(),
+            p.run_with(
+                &Call::module(counter, "default", json!({})).with_host(),
+                Some(&EchoHost)
+            )
+            .await
+            .unwrap(),
             json!([1, 1, "function"]),
             "round {round}"
         );
     }
     let e = p
-        .run_with(&Call::module(counter, "nothing", json!({})).with_host(), Some(&EchoHost))
+        .run_with(
+            &Call::module(counter, "nothing", json!({})).with_host(),
+            Some(&EchoHost),
+        )
         .await
         .unwrap_err();
     assert_eq!(e, ScriptError::NoFunction { name: "nothing".into() });

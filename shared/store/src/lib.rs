@@ -156,7 +156,8 @@ pub enum Admitted {
 impl Admitted {
     fn from_code(code: i64) -> Admitted {
         match code {
-            1 => Admitted::Yes,
+            // 2: admitted, and every gate's record was clean.
+            1 | 2 => Admitted::Yes,
             -1 => Admitted::Cooling,
             -2 => Admitted::Open,
             _ => Admitted::Busy,
@@ -215,8 +216,15 @@ impl Store {
 
     /// Admits an attempt (see [`Admit`]) in one atomic step.
     pub async fn admit(&self, a: &Admit<'_>) -> Result<Admitted, StoreError> {
+        Ok(self.admit_seen(a).await?.0)
+    }
+
+    /// [`Store::admit`], and whether every gate's health record was clean when admitted
+    /// (circuit closed, no failures in its window, no probe): then a success would change
+    /// nothing in it but the latency average, and the worker may leave it unwritten.
+    pub async fn admit_seen(&self, a: &Admit<'_>) -> Result<(Admitted, bool), StoreError> {
         let code = dispatch!(self, s => s.admit(a))?;
-        Ok(Admitted::from_code(code))
+        Ok((Admitted::from_code(code), code == 2))
     }
 
     /// Extends a held lease or lock to `ttl_ms` from now; false when it is no longer held

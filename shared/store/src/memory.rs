@@ -166,6 +166,7 @@ impl MemoryStore {
     pub(crate) fn admit(&self, a: &crate::Admit<'_>) -> Result<i64, StoreError> {
         let now = now_ms();
         let mut st = self.lock();
+        let mut yes = 2;
         for (id, probe) in a.gates {
             let h = st.health.get(*id).copied().unwrap_or_default();
             if h.cooldown_until_ms > now {
@@ -174,6 +175,9 @@ impl MemoryStore {
             if h.circuit != crate::health::Circuit::Closed && !probe {
                 return Ok(-2);
             }
+            if h.circuit != crate::health::Circuit::Closed || h.failures > 0 || h.probe_until_ms > 0 {
+                yes = 1;
+            }
         }
         let ttl = a.ttl_ms.max(1);
         if a.exclusive {
@@ -181,7 +185,7 @@ impl MemoryStore {
                 Some((_, exp)) if *exp > now => 0,
                 _ => {
                     st.locks.insert(a.target.to_owned(), (a.member.to_owned(), now + ttl));
-                    1
+                    yes
                 }
             });
         }
@@ -191,7 +195,7 @@ impl MemoryStore {
             return Ok(0);
         }
         l.insert(a.member.to_owned(), now + ttl);
-        Ok(1)
+        Ok(yes)
     }
 
     pub(crate) fn renew(&self, target: &str, member: &str, exclusive: bool, ttl_ms: u64) -> Result<bool, StoreError> {

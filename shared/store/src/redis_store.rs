@@ -16,17 +16,20 @@ const HEALTH_TTL_MS: u64 = 86_400_000;
 
 /// Admission (mirrors `MemoryStore::admit`). KEYS: the lease set or lock, then the gates'
 /// health hashes. ARGV: now, ttl, member, max, exclusive, then per gate whether it is probed.
-/// 1 admitted, 0 busy, -1 a gate cools down, -2 a gate's circuit is open.
+/// 2 admitted with every gate's record clean (closed, no failures, no probe), 1 admitted,
+/// 0 busy, -1 a gate cools down, -2 a gate's circuit is open.
 const ADMIT: &str = r"
 local now = tonumber(ARGV[1])
+local yes = 2
 for i = 2, #KEYS do
-  local h = redis.call('HMGET', KEYS[i], 'circuit', 'cooldown_until')
+  local h = redis.call('HMGET', KEYS[i], 'circuit', 'cooldown_until', 'failures', 'probe_until')
   if tonumber(h[2] or '0') > now then return -1 end
   if (h[1] == 'open' or h[1] == 'half_open') and ARGV[4 + i] ~= '1' then return -2 end
+  if (h[1] and h[1] ~= 'closed') or tonumber(h[3] or '0') > 0 or tonumber(h[4] or '0') > 0 then yes = 1 end
 end
 local ttl = tonumber(ARGV[2])
 if ARGV[5] == '1' then
-  if redis.call('SET', KEYS[1], ARGV[3], 'NX', 'PX', ttl) then return 1 end
+  if redis.call('SET', KEYS[1], ARGV[3], 'NX', 'PX', ttl) then return yes end
   return 0
 end
 -- Expired leases (a dead holder's) are not counted (ZCOUNT from now); they are removed when
@@ -40,7 +43,7 @@ elseif now % 16 == 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 end
 redis.call('ZADD', KEYS[1], now + ttl, ARGV[3])
-return 1";
+return yes";
 
 /// Renewal of a held lease or lock. KEYS: the lease set or lock. ARGV: now, ttl, member, exclusive.
 const RENEW: &str = r"

@@ -45,6 +45,7 @@ pub fn ctx(toml: &str, store: Store, lease_ttl_ms: u64, client: awc::Client) -> 
         lease_ttl_ms,
         callers: None,
         usage: job::UsageGuard::new(s.degraded.usage),
+        latency_sample: llmr_bus::conns::EveryPerKey::new(job::LATENCY_SAMPLE_EVERY),
     })
 }
 
