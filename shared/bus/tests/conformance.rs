@@ -366,3 +366,41 @@ async fn reports_the_backlog_of_a_group(bus: Bus) {
     assert_eq!((b.length, b.pending, b.lag), (2, 0, Some(2)));
 }
 both!(reports_backlog, reports_the_backlog_of_a_group);
+
+async fn entries_stay_until_every_group_is_done_with_them(bus: Bus) {
+    // Acks of one group leave the entries to the other; on Redis acked entries are deleted
+    // in bulk (XTRIM MINID, at most once a second per stream and process) once every group
+    // is done with them.
+    let mut a = bus.consumer("requests", "ga", "a1").await.unwrap();
+    let mut b = bus.consumer("requests", "gb", "b1").await.unwrap();
+    let sent: Vec<Envelope> = (0..3).map(|i| env(&format!("t{i}"))).collect();
+    for e in &sent {
+        bus.publish("requests", e).await.unwrap();
+    }
+    let got_a = a.read(10, BLOCK).await.unwrap();
+    assert_eq!(got_a.len(), 3);
+    a.ack(&got_a.iter().map(|d| d.entry.clone()).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    let got_b = b.read(10, BLOCK).await.unwrap();
+    assert_eq!(
+        got_b.iter().map(|d| d.envelope.clone()).collect::<Vec<_>>(),
+        sent,
+        "the other group still gets every entry"
+    );
+    b.ack(&got_b.iter().map(|d| d.entry.clone()).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    assert_eq!(bus.pending("requests", "gb").await.unwrap(), 0);
+    // A second later, the next ack trims what both groups are done with; the entry group b
+    // has not read yet stays.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    bus.publish("requests", &env("t3")).await.unwrap();
+    let last = a.read(10, BLOCK).await.unwrap();
+    assert_eq!(last.len(), 1);
+    a.ack(&[last[0].entry.clone()]).await.unwrap();
+    let left = bus.backlog("requests", "gb").await.unwrap();
+    assert_eq!((left.length, left.lag), (1, Some(1)), "only t3 is left, unread by gb");
+    assert_eq!(b.read(10, BLOCK).await.unwrap()[0].envelope.meta.model, "t3");
+}
+both!(trims_only_what_every_group_is_done_with, entries_stay_until_every_group_is_done_with_them);

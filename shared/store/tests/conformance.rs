@@ -348,6 +348,45 @@ async fn admission_checks_cooldowns_and_circuits_in_the_same_step(s: Store) {
 }
 both!(admission_checks_cooldowns_and_circuits_in_the_same_step);
 
+async fn admission_says_whether_the_gates_records_are_clean(s: Store) {
+    // Clean (no record, or closed with no failures and no probe): a success would change
+    // nothing but the latency, so the worker may leave it unwritten.
+    let b = Breaker {
+        failure_threshold: 3,
+        failure_window_ms: 60_000,
+        recovery_ms: 50,
+        probe_ttl_ms: 60_000,
+    };
+    let (target, key) = ("t:c/m", "k:c#0");
+    let seen = |member: &'static str, gates: &'static [(&'static str, bool)]| {
+        let s = s.clone();
+        async move { s.admit_seen(&admit("c/m", member, false, gates)).await.unwrap() }
+    };
+    const BOTH: &[(&str, bool)] = &[("t:c/m", false), ("k:c#0", false)];
+    assert_eq!(seen("r1", BOTH).await, (Admitted::Yes, true), "no records yet");
+    s.record_success(target, Some(12.0)).await.unwrap();
+    assert_eq!(seen("r2", BOTH).await, (Admitted::Yes, true), "a closed record with a latency");
+    s.record_failure(key, &b).await.unwrap();
+    assert_eq!(seen("r3", BOTH).await, (Admitted::Yes, false), "a failure in the key's window");
+    s.record_success(key, None).await.unwrap();
+    assert_eq!(seen("r4", BOTH).await, (Admitted::Yes, true), "the success reset it");
+    for _ in 0..3 {
+        s.record_failure(target, &b).await.unwrap();
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(80)).await;
+    assert!(s.try_probe(target, 60_000).await.unwrap());
+    const PROBE: &[(&str, bool)] = &[("t:c/m", true)];
+    assert_eq!(seen("r5", PROBE).await, (Admitted::Yes, false), "a half-open circuit's probe");
+    s.record_success(target, None).await.unwrap();
+    assert_eq!(seen("r6", BOTH).await, (Admitted::Yes, true));
+    assert_eq!(
+        s.admit_seen(&admit("c/x", "r7", true, BOTH)).await.unwrap(),
+        (Admitted::Yes, true),
+        "locks too"
+    );
+}
+both!(admission_says_whether_the_gates_records_are_clean);
+
 async fn renewed_leases_and_locks_outlive_their_first_ttl(s: Store) {
     let short = |member, exclusive| Admit {
         ttl_ms: 150,
