@@ -1,7 +1,8 @@
 //! Admission that cannot race, on both store backends: a job whose plan was made before a
 //! 429 or an open circuit was recorded never reaches that key or target (the check is part
 //! of taking the lease), and moves on to the next attempt; leases are renewed while a call
-//! runs and a dead holder's lease is gone within `lease_ttl_ms`.
+//! runs and a dead holder's lease is gone within `lease_ttl_ms`; a success on a clean health
+//! record is written only for a sampled latency.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -140,3 +141,36 @@ macro_rules! both {
 
 both!(a_stale_plan_never_reaches_a_key_or_target_that_failed_since);
 both!(leases_are_renewed_while_a_call_runs);
+
+async fn a_success_on_a_clean_record_is_written_only_for_a_sampled_latency(redis: bool) {
+    // Admission reports the target's record clean (closed, no failures, no probe): a success
+    // would change nothing in it but the latency average, which is written at most every
+    // `LATENCY_SAMPLE_EVERY` per target and process.
+    let server = redis.then(RedisServer::start);
+    let mock = MockUpstream::start(&["m"]);
+    let ctx = ctx(&mock, store(server.as_ref()), 10_000);
+    let latency = async || {
+        let h = ctx.store.health(&[target_id("up", "m")]).await.unwrap();
+        h[0].latency_ms
+    };
+    assert_eq!(outcome(&run(&ctx, vec![on_key(0)]).await), (FrameKind::End, 200));
+    let first = latency().await;
+    assert!(first.is_some(), "the first success of a target is written");
+    for _ in 0..3 {
+        assert_eq!(outcome(&run(&ctx, vec![on_key(0)]).await), (FrameKind::End, 200));
+    }
+    assert_eq!(
+        latency().await,
+        first,
+        "successes within the interval leave the record as it was"
+    );
+    tokio::time::sleep(llmr_worker::job::LATENCY_SAMPLE_EVERY + Duration::from_millis(50)).await;
+    assert_eq!(outcome(&run(&ctx, vec![on_key(0)]).await), (FrameKind::End, 200));
+    let sampled = latency().await;
+    assert!(
+        sampled.is_some() && sampled != first,
+        "the next sample averaged in: {first:?} → {sampled:?}"
+    );
+    assert_eq!(mock.request_count(), 5);
+}
+both!(a_success_on_a_clean_record_is_written_only_for_a_sampled_latency);

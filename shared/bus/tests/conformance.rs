@@ -403,4 +403,7 @@ async fn entries_stay_until_every_group_is_done_with_them(bus: Bus) {
     assert_eq!((left.length, left.lag), (1, Some(1)), "only t3 is left, unread by gb");
     assert_eq!(b.read(10, BLOCK).await.unwrap()[0].envelope.meta.model, "t3");
 }
-both!(trims_only_what_every_group_is_done_with, entries_stay_until_every_group_is_done_with_them);
+both!(
+    trims_only_what_every_group_is_done_with,
+    entries_stay_until_every_group_is_done_with_them
+);

@@ -365,9 +365,17 @@ async fn admission_says_whether_the_gates_records_are_clean(s: Store) {
     const BOTH: &[(&str, bool)] = &[("t:c/m", false), ("k:c#0", false)];
     assert_eq!(seen("r1", BOTH).await, (Admitted::Yes, true), "no records yet");
     s.record_success(target, Some(12.0)).await.unwrap();
-    assert_eq!(seen("r2", BOTH).await, (Admitted::Yes, true), "a closed record with a latency");
+    assert_eq!(
+        seen("r2", BOTH).await,
+        (Admitted::Yes, true),
+        "a closed record with a latency"
+    );
     s.record_failure(key, &b).await.unwrap();
-    assert_eq!(seen("r3", BOTH).await, (Admitted::Yes, false), "a failure in the key's window");
+    assert_eq!(
+        seen("r3", BOTH).await,
+        (Admitted::Yes, false),
+        "a failure in the key's window"
+    );
     s.record_success(key, None).await.unwrap();
     assert_eq!(seen("r4", BOTH).await, (Admitted::Yes, true), "the success reset it");
     for _ in 0..3 {
@@ -376,7 +384,11 @@ async fn admission_says_whether_the_gates_records_are_clean(s: Store) {
     tokio::time::sleep(std::time::Duration::from_millis(80)).await;
     assert!(s.try_probe(target, 60_000).await.unwrap());
     const PROBE: &[(&str, bool)] = &[("t:c/m", true)];
-    assert_eq!(seen("r5", PROBE).await, (Admitted::Yes, false), "a half-open circuit's probe");
+    assert_eq!(
+        seen("r5", PROBE).await,
+        (Admitted::Yes, false),
+        "a half-open circuit's probe"
+    );
     s.record_success(target, None).await.unwrap();
     assert_eq!(seen("r6", BOTH).await, (Admitted::Yes, true));
     assert_eq!(
