@@ -109,6 +109,10 @@ pub fn host_main() -> std::process::ExitCode {
             break;
         }
         next = Prepared::new();
+        // The parent prefers a host that has said so for its next call.
+        if !write_line(r#"{"ready":true}"#) {
+            break;
+        }
     }
     std::process::ExitCode::SUCCESS
 }

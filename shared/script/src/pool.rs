@@ -13,6 +13,7 @@ use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 
+use futures_util::FutureExt;
 use futures_util::future::LocalBoxFuture;
 
 use crate::host::{HostAnswer, HostCall, Response};
@@ -39,6 +40,8 @@ struct Proc {
     calls: u32,
     /// The host that replaces this one, starting in the background.
     successor: Option<JoinHandle<Result<Proc, ScriptError>>>,
+    /// It said its next context is made (a `{"ready": true}` line since its last call).
+    ready: bool,
 }
 
 /// A host is replaced after this many calls, a bound on whatever a host might keep from
@@ -139,13 +142,21 @@ impl ScriptPool {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         // A free child if there is one (a tool calling a tool needs a second child), else
         // wait for the next in turn.
+        // Among free children, one whose next context is made (it said so) goes first.
         let n = self.slots.len();
         let start = (id % n as u64) as usize;
-        let free = (0..n).find_map(|i| self.slots[(start + i) % n].try_lock().ok());
-        let mut guard = match free {
-            Some(g) => g,
-            None => self.slots[start].lock().await,
+        let mut free: Vec<_> = (0..n)
+            .filter_map(|i| self.slots[(start + i) % n].try_lock().ok())
+            .collect();
+        let pick = free
+            .iter_mut()
+            .position(|g| g.as_mut().is_some_and(Proc::poll_ready))
+            .unwrap_or(0);
+        let mut guard = match free.is_empty() {
+            false => free.swap_remove(pick),
+            true => self.slots[start].lock().await,
         };
+        drop(free);
         if guard.is_none() {
             *guard = Some(self.spawn().await?);
         }
@@ -210,6 +221,7 @@ impl ScriptPool {
         match outcome {
             Ok(Some(result)) => {
                 proc.calls += 1;
+                proc.ready = false;
                 *guard = self.succeed(proc).await;
                 result
             }
@@ -260,27 +272,44 @@ async fn spawn(program: PathBuf, args: Vec<String>, limits: Limits) -> Result<Pr
         stdout: BufReader::new(stdout).lines(),
         calls: 0,
         successor: None,
+        ready: false,
     })
 }
 
 impl Proc {
+    /// Whether the host has said its next context is made, reading only lines already there
+    /// (`next_line` is cancel-safe, so a line not yet complete is left for the next read).
+    fn poll_ready(&mut self) -> bool {
+        while let Some(Ok(Some(line))) = self.stdout.next_line().now_or_never() {
+            self.ready |= is_ready(&line);
+        }
+        self.ready
+    }
+
     /// Waits for the host's `{"ready": true}` line (its first context is made).
     async fn ready(&mut self) -> Result<(), ScriptError> {
         let wait = async {
             while let Some(line) = self.stdout.next_line().await.ok()? {
-                if serde_json::from_str::<crate::host::Ready>(&line).is_ok_and(|r| r.ready) {
+                if is_ready(&line) {
                     return Some(());
                 }
             }
             None
         };
         match tokio::time::timeout(READY_TIMEOUT, wait).await {
-            Ok(Some(())) => Ok(()),
+            Ok(Some(())) => {
+                self.ready = true;
+                Ok(())
+            }
             _ => Err(ScriptError::Unavailable {
                 message: "a new script host did not start".into(),
             }),
         }
     }
+}
+
+fn is_ready(line: &str) -> bool {
+    serde_json::from_str::<crate::host::Ready>(line).is_ok_and(|r| r.ready)
 }
 
 /// Counts a script host killed for `reason`.
