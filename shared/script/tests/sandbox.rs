@@ -328,6 +328,17 @@ async fn host_call_time_does_not_count_against_the_wall_clock() {
     assert_eq!(out, json!("late"));
 }
 
+/// A call of a module's export with the host modules (answered by [`EchoHost`]).
+async fn host_call(
+    p: &ScriptPool,
+    source: &str,
+    export: &str,
+    args: serde_json::Value,
+) -> Result<serde_json::Value, ScriptError> {
+    p.run_with(&Call::module(source, export, args).with_host(), Some(&EchoHost))
+        .await
+}
+
 #[tokio::test]
 async fn many_module_calls_stay_within_the_memory_limit_in_one_host() {
     // boa 0.22 keeps a module whose namespace object was made (~0.3 MB each, its realm
@@ -341,13 +352,8 @@ async fn many_module_calls_stay_within_the_memory_limit_in_one_host() {
         "import { text } from 'mcp';\nexport const description = 'x';\nexport default function (a) { return a.n + 1; }";
     for n in 0..1000 {
         assert_eq!(
-            p.run_with(
-                &Call::module(tool, "default", json!({"n": n})).with_host(),
-                Some(&EchoHost)
-            )
-            .await
-            .unwrap(),
-            json!(n + 1),
+            host_call(&p, tool, "default", json!({"n": n})).await,
+            Ok(json!(n + 1)),
             "call {n}"
         );
     }
@@ -362,13 +368,8 @@ async fn hosts_are_replaced_in_the_background_without_failing_a_call() {
     let tool = "export default function (a) { return a.n * 2; }";
     for n in 0..60 {
         assert_eq!(
-            p.run_with(
-                &Call::module(tool, "default", json!({"n": n})).with_host(),
-                Some(&EchoHost)
-            )
-            .await
-            .unwrap(),
-            json!(n * 2),
+            host_call(&p, tool, "default", json!({"n": n})).await,
+            Ok(json!(n * 2)),
             "call {n}"
         );
     }
@@ -384,29 +385,17 @@ async fn a_prepared_context_serves_one_call_only() {
     let counter = "import { text } from 'mcp';\nlet n = 0;\nexport default function () { n += 1; globalThis.seen = (globalThis.seen || 0) + 1; return [n, globalThis.seen, typeof text]; }";
     for round in 0..5 {
         assert_eq!(
-            p.run_with(
-                &Call::module(counter, "default", json!({})).with_host(),
-                Some(&EchoHost)
-            )
-            .await
-            .unwrap(),
-            json!([1, 1, "function"]),
+            host_call(&p, counter, "default", json!({})).await,
+            Ok(json!([1, 1, "function"])),
             "round {round}"
         );
     }
-    let e = p
-        .run_with(
-            &Call::module(counter, "nothing", json!({})).with_host(),
-            Some(&EchoHost),
-        )
-        .await
-        .unwrap_err();
-    assert_eq!(e, ScriptError::NoFunction { name: "nothing".into() });
-    let e = p
-        .run_with(&Call::module(counter, "a-b", json!({})).with_host(), Some(&EchoHost))
-        .await
-        .unwrap_err();
-    assert_eq!(e, ScriptError::NoFunction { name: "a-b".into() });
+    for missing in ["nothing", "a-b"] {
+        assert_eq!(
+            host_call(&p, counter, missing, json!({})).await,
+            Err(ScriptError::NoFunction { name: missing.into() })
+        );
+    }
 }
 
 #[tokio::test]
