@@ -87,7 +87,9 @@ impl Tasks {
         // One message: its CONSUMER span continues the producer's trace.
         let span = self.consumer_span(&d);
         llmr_telemetry::set_parent(&span, &d.envelope.trace);
-        let fut = work(d, rx).instrument(span);
+        // Boxed where it is made: a job's future is large, and every move of it (into the
+        // span, the task, its first poll) was a memcpy of all of it.
+        let fut = Box::pin(work(d, rx)).instrument(span);
         let e2 = entry.clone();
         self.spawn(vec![(entry, id)], Box::pin(async move { vec![(e2, id, fut.await)] }));
     }
