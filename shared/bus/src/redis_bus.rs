@@ -3,11 +3,12 @@
 //! Keys (under the configured prefix): the work streams by name (`requests`, `jobs:{pool}`)
 //! with consumer groups; `replies:{instance}` (capped with MAXLEN ~, expiring once its reader
 //! is gone; up to four frames of one request per entry, so a whole answer is one entry);
-//! `first:{request id}` (the first-frame marker, SET NX with a TTL); the pub/sub
-//! channel `cancel`. Acked entries are deleted from their stream in bulk (XTRIM MINID past
-//! what every group is done with, once a second per stream and process), so streams hold
-//! live work and at most about a second of finished work. Blocking reads (XREADGROUP, the reply reader, SUBSCRIBE) use dedicated connections;
-//! everything else goes through the deadpool-redis pool, pipelined.
+//! `first:{request id}` (the first-frame marker, SET NX with a TTL); the pub/sub channel
+//! `cancel`. Acked entries are deleted from their stream in bulk (XTRIM MINID past what
+//! every group is done with, once a second per stream and process), so streams hold live
+//! work and at most about a second of finished work. Blocking reads (XREADGROUP, the reply
+//! reader, SUBSCRIBE) use dedicated connections; everything else goes through the
+//! deadpool-redis pool, pipelined.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -280,9 +281,14 @@ impl RedisBus {
     fn ack_into(&self, pipe: &mut redis::Pipeline, stream: &str, group: &str, entries: &[impl redis::ToRedisArgs]) {
         let key = self.key(stream);
         pipe.cmd("XACK").arg(&key).arg(group).arg(entries).ignore();
-        if self.trimmed.due(&key) {
+        self.trim_into(pipe, &key);
+    }
+
+    /// The trim of stream `key` (see [`TRIM_DONE`]), when it is due.
+    fn trim_into(&self, pipe: &mut redis::Pipeline, key: &str) {
+        if self.trimmed.due(key) {
             // EVAL, not EVALSHA: a NOSCRIPT (Redis restarted) must not fail the pipeline.
-            pipe.cmd("EVAL").arg(TRIM_DONE).arg(1).arg(&key).ignore();
+            pipe.cmd("EVAL").arg(TRIM_DONE).arg(1).arg(key).ignore();
         }
     }
 
@@ -329,15 +335,10 @@ impl RedisBus {
             }
             let mut c = self.conn().await?;
             inv.invoke_async::<()>(&mut c).await.map_err(unavailable)?;
-            let from = self.key(stream);
-            if self.trimmed.due(&from) {
-                redis::cmd("EVAL")
-                    .arg(TRIM_DONE)
-                    .arg(1)
-                    .arg(&from)
-                    .query_async::<()>(&mut c)
-                    .await
-                    .map_err(unavailable)?;
+            let mut trim = redis::pipe();
+            self.trim_into(&mut trim, &self.key(stream));
+            if !trim.is_empty() {
+                trim.query_async::<()>(&mut c).await.map_err(unavailable)?;
             }
             return Ok(());
         }
