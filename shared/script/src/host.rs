@@ -86,16 +86,17 @@ pub fn host_main() -> std::process::ExitCode {
         tracing::warn!(error = %e, "could not limit the script host's memory");
     }
     // The next call's context is made while the host waits for it, off the call's path.
-    let mut next = Prepared::new();
-    if !write_line(r#"{"ready":true}"#) {
+    // Tools (host modules) first; after that, of the kind of the call before.
+    let mut next = Prepared::make(true).ok();
+    if !write_ready() {
         return std::process::ExitCode::SUCCESS;
     }
     while let Some(line) = read_line() {
         let Ok(req) = serde_json::from_str::<Request>(&line) else {
             continue;
         };
-        let prepared = match (next.take(), req.call.host) {
-            (Some(p), true) => Ok(p),
+        let prepared = match next.take() {
+            Some(p) if p.loader.host == req.call.host => Ok(p),
             _ => Prepared::make(req.call.host),
         };
         let resp = Response {
@@ -108,9 +109,8 @@ pub fn host_main() -> std::process::ExitCode {
         if !write_line(&text) {
             break;
         }
-        next = Prepared::new();
-        // The parent prefers a host that has said so for its next call.
-        if !write_line(r#"{"ready":true}"#) {
+        next = Prepared::make(req.call.host).ok();
+        if !write_ready() {
             break;
         }
     }
@@ -232,13 +232,12 @@ pub struct Prepared {
     loader: Rc<Loader>,
 }
 
-impl Prepared {
-    /// A context with the host modules, or `None` when it cannot be made (the call then
-    /// makes its own and reports why).
-    fn new() -> Option<Prepared> {
-        Prepared::make(true).ok()
-    }
+/// Tells the parent the next call's context is made (it prefers such a host).
+fn write_ready() -> bool {
+    serde_json::to_string(&Ready { ready: true }).is_ok_and(|line| write_line(&line))
+}
 
+impl Prepared {
     /// A fresh context; with `host`, the host modules are importable.
     pub fn make(host: bool) -> Result<Prepared, ScriptError> {
         let loader = Rc::new(Loader {
