@@ -112,6 +112,13 @@ impl AppState {
     }
 }
 
+/// Started on each HTTP worker thread as it starts (`llmrouter all` in memory runs a router
+/// and workers there); what it returns is kept until the worker stops.
+pub type Beside = Arc<dyn Fn() -> Box<dyn std::any::Any> + Send + Sync>;
+
+/// What [`Beside`] started on one HTTP worker thread, kept in its app data.
+struct Kept(#[allow(dead_code)] Box<dyn std::any::Any>);
+
 /// A built (bound, not yet running) gateway.
 pub struct Gateway {
     server: Server,
@@ -123,8 +130,15 @@ pub struct Gateway {
 
 impl Gateway {
     /// Binds `server.host:server.port` (port 0 = any free port) and starts reading this
-    /// instance's reply stream. Call inside an actix System.
-    pub async fn build(settings: &Settings, bus: Bus, store: Store, instance: &str) -> Result<Gateway, InitError> {
+    /// instance's reply stream; `beside` runs on each HTTP worker thread as it starts. Call
+    /// inside an actix System.
+    pub async fn build(
+        settings: &Settings,
+        bus: Bus,
+        store: Store,
+        instance: &str,
+        beside: Option<Beside>,
+    ) -> Result<Gateway, InitError> {
         let tls = tls_config(&settings.server)?;
         let addr = format!("{}:{}", settings.server.host, settings.server.port);
         let listener = TcpListener::bind(&addr).map_err(|source| InitError::Bind {
@@ -157,6 +171,7 @@ impl Gateway {
         let server = HttpServer::new(move || {
             let (query, path) = error::extractor_configs();
             App::new()
+                .app_data(beside.as_ref().map(|start| Kept(start())))
                 .app_data(state.clone())
                 .app_data(query)
                 .app_data(path)

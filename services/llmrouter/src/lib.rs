@@ -126,7 +126,8 @@ pub async fn start(role: &Role, settings: &Settings) -> Result<App, AppError> {
     };
     let script_host = llmr_script::ScriptHost::from_settings(settings);
     if matches!(role, Role::All | Role::Router) {
-        app.router = Some(RouterService::build(settings, bus.clone(), store.clone(), &instance, &script_host).await?);
+        app.router =
+            Some(RouterService::build(settings, bus.clone(), store.clone(), &instance, &script_host, false).await?);
     }
     if matches!(role, Role::All | Role::McpTools) {
         app.mcp_tools =
@@ -147,12 +148,14 @@ pub async fn start(role: &Role, settings: &Settings) -> Result<App, AppError> {
         Role::Worker { pool } => vec![pool.clone()],
         _ => Vec::new(),
     };
-    for pool in pools {
+    for pool in &pools {
         app.workers
-            .push(WorkerService::build(settings, bus.clone(), store.clone(), &instance, &pool).await?);
+            .push(WorkerService::build(settings, bus.clone(), store.clone(), &instance, pool, false).await?);
     }
     if matches!(role, Role::All | Role::Gateway) {
-        let g = Gateway::build(settings, bus, store.clone(), &instance).await?;
+        let beside = (*role == Role::All && bus.is_memory())
+            .then(|| beside_http_workers(settings, &bus, &store, &instance, &script_host, &pools));
+        let g = Gateway::build(settings, bus, store.clone(), &instance, beside).await?;
         app.draining = g.draining();
         app.port = Some(g.port());
         app.gateway_handle = Some(g.handle());
@@ -169,6 +172,44 @@ pub async fn start(role: &Role, settings: &Settings) -> Result<App, AppError> {
         "llmrouter started"
     );
     Ok(app)
+}
+
+/// `llmrouter all` in memory: a router and the workers of every pool beside each HTTP
+/// worker thread, reading only what that thread publishes, so a chat completion is routed
+/// and run on the thread it arrived on, with no hand-off to another. The process-wide
+/// router and workers serve the rest: the Responses API, tool loops' calls, and what a
+/// thread publishes before its own services have started.
+fn beside_http_workers(
+    settings: &Settings,
+    bus: &Bus,
+    store: &Store,
+    instance: &str,
+    script_host: &llmr_script::ScriptHost,
+    pools: &[String],
+) -> llmr_gateway::Beside {
+    let (settings, bus, store, script_host) = (settings.clone(), bus.clone(), store.clone(), script_host.clone());
+    let (instance, pools) = (instance.to_owned(), pools.to_vec());
+    let threads = std::sync::atomic::AtomicUsize::new(0);
+    std::sync::Arc::new(move || {
+        let n = threads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let kept: std::rc::Rc<std::cell::RefCell<Vec<Box<dyn std::any::Any>>>> = Default::default();
+        let (settings, bus, store, script_host, pools) =
+            (settings.clone(), bus.clone(), store.clone(), script_host.clone(), pools.clone());
+        let (instance, keep) = (format!("{instance}-t{n}"), kept.clone());
+        actix_rt::spawn(async move {
+            for pool in &pools {
+                match WorkerService::build(&settings, bus.clone(), store.clone(), &instance, pool, true).await {
+                    Ok(w) => keep.borrow_mut().push(Box::new(w)),
+                    Err(e) => tracing::warn!(error = %e, pool, "no worker beside this HTTP worker"),
+                }
+            }
+            match RouterService::build(&settings, bus, store, &instance, &script_host, true).await {
+                Ok(r) => keep.borrow_mut().push(Box::new(r)),
+                Err(e) => tracing::warn!(error = %e, "no router beside this HTTP worker"),
+            }
+        });
+        Box::new(kept)
+    })
 }
 
 async fn wait_for_redis(bus: &Bus) {

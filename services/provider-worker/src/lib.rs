@@ -85,18 +85,22 @@ pub enum InitError {
 pub struct WorkerService {
     /// The pool's interactive jobs, then its batch jobs (a smaller room).
     addrs: Vec<Addr<ConsumerActor<work::Jobs>>>,
-    _heartbeat: TaskGuard,
+    _heartbeat: Option<TaskGuard>,
     _callers: callers::Watching,
 }
 
 impl WorkerService {
-    /// Starts a worker for `pool` on the current arbiter (inside an actix System).
+    /// Starts a worker for `pool` on the current arbiter (inside an actix System). A `local`
+    /// worker runs only the jobs published on its own thread ([`LoopConfig::local`]), with
+    /// its own room, and sends no heartbeat: it runs beside an HTTP worker of
+    /// `llmrouter all`, whose process-wide worker already does.
     pub async fn build(
         settings: &Settings,
         bus: Bus,
         store: Store,
         instance: &str,
         pool: &str,
+        local: bool,
     ) -> Result<WorkerService, InitError> {
         let w = &settings.worker;
         let connector = awc::Connector::new()
@@ -145,13 +149,15 @@ impl WorkerService {
         ] {
             let cfg = LoopConfig {
                 cancels: true,
+                local,
                 ..LoopConfig::new(&bus, room, Duration::from_millis(settings.redis.claim_idle_ms))
             };
             let stream = streams::jobs_for(pool, priority);
             let jobs = work::Jobs { ctx: ctx.clone() };
             addrs.push(ConsumerActor::start(&bus, &stream, streams::groups::WORKERS, instance, cfg, jobs).await?);
         }
-        let heartbeat = store.keep_alive("worker", &format!("{pool}:{instance}"), Duration::from_secs(2));
+        let heartbeat =
+            (!local).then(|| store.keep_alive("worker", &format!("{pool}:{instance}"), Duration::from_secs(2)));
         Ok(WorkerService {
             addrs,
             _heartbeat: heartbeat,

@@ -51,17 +51,21 @@ pub enum InitError {
 pub struct RouterService {
     addr: Addr<ConsumerActor<work::Requests>>,
     _refresher: Addr<catalog::Refresher>,
-    _heartbeat: TaskGuard,
+    _heartbeat: Option<TaskGuard>,
 }
 
 impl RouterService {
-    /// Starts the router's actors on the current arbiter (inside an actix System).
+    /// Starts the router's actors on the current arbiter (inside an actix System). A `local`
+    /// router reads only the requests published on its own thread
+    /// ([`LoopConfig::local`]) and sends no heartbeat of its own: it runs beside an HTTP
+    /// worker of `llmrouter all`, whose process-wide router already does.
     pub async fn build(
         settings: &Settings,
         bus: Bus,
         store: Store,
         instance: &str,
         script_host: &llmr_script::ScriptHost,
+        local: bool,
     ) -> Result<RouterService, InitError> {
         let catalog = Rc::new(Catalog::from_settings(settings));
         let refresher = catalog::Refresher::new(catalog.clone(), store.clone(), settings).start();
@@ -77,6 +81,7 @@ impl RouterService {
         // A batch is one task; tool loops are one task each and count towards the same bound.
         let cfg = LoopConfig {
             cancels: true,
+            local,
             max_batch: settings.router.batch,
             ..LoopConfig::new(
                 &bus,
@@ -96,7 +101,7 @@ impl RouterService {
             cache,
         };
         let addr = ConsumerActor::start(&bus, streams::REQUESTS, streams::groups::ROUTERS, instance, cfg, work).await?;
-        let heartbeat = store.keep_alive("router", instance, Duration::from_secs(2));
+        let heartbeat = (!local).then(|| store.keep_alive("router", instance, Duration::from_secs(2)));
         Ok(RouterService {
             addr,
             _refresher: refresher,

@@ -203,6 +203,9 @@ pub struct LoopConfig {
     pub cancels: bool,
     /// How long to wait after a failed read before the next.
     pub backoff: Duration,
+    /// Read only what this thread publishes ([`Bus::local_consumer`]): a service run beside
+    /// each HTTP worker of `llmrouter all` in memory.
+    pub local: bool,
 }
 
 impl LoopConfig {
@@ -215,6 +218,7 @@ impl LoopConfig {
             claim_idle: (!bus.is_memory()).then_some(claim_idle),
             cancels: false,
             backoff: Duration::from_millis(500),
+            local: false,
         }
     }
 }
@@ -266,12 +270,20 @@ pub struct ConsumerLoop<W: Work> {
     reading: Option<ReadFuture>,
     failed: bool,
     reclaim_due: bool,
+    /// What this loop added to the in-flight gauge (loops of one stream in a process add up).
+    reported: i64,
     touch: Option<Interval>,
     reclaim: Option<Interval>,
     cancel_rx: Option<mpsc::UnboundedReceiver<Uuid>>,
     _cancels: Option<Subscription>,
     stop: watch::Receiver<Option<Duration>>,
     drain_until: Option<Instant>,
+}
+
+impl<W: Work> Drop for ConsumerLoop<W> {
+    fn drop(&mut self) {
+        self.report(0);
+    }
 }
 
 impl<W: Work> ConsumerLoop<W> {
@@ -285,7 +297,11 @@ impl<W: Work> ConsumerLoop<W> {
         work: W,
         stop: watch::Receiver<Option<Duration>>,
     ) -> Result<ConsumerLoop<W>, BusError> {
-        let reader = bus.consumer(stream, group, name).await?;
+        let reader = if cfg.local {
+            bus.local_consumer(stream, group, name).await?
+        } else {
+            bus.consumer(stream, group, name).await?
+        };
         let acker = bus.consumer(stream, group, name).await?;
         let interval = |d: Duration| {
             let mut i = tokio::time::interval_at(Instant::now() + d, d);
@@ -319,6 +335,7 @@ impl<W: Work> ConsumerLoop<W> {
             failed: false,
             // Take over what a previous instance left, first thing.
             reclaim_due: true,
+            reported: 0,
             cancel_rx,
             _cancels: cancels,
             stop,
@@ -469,11 +486,16 @@ impl<W: Work> ConsumerLoop<W> {
     }
 
     /// Publishes the work in flight (`llmr_consumer_in_flight`).
-    fn gauge(&self) {
+    fn gauge(&mut self) {
+        self.report(self.tasks.len() as i64);
+    }
+
+    fn report(&mut self, now: i64) {
         llmr_telemetry::metrics::metrics()
             .in_flight
             .with_label_values(&[self.stream.as_str()])
-            .set(self.tasks.len() as i64);
+            .add(now - self.reported);
+        self.reported = now;
     }
 
     fn start(&mut self, batch: Vec<Delivery>) -> Step {

@@ -141,10 +141,21 @@ impl Bus {
 
     /// A consumer of `group` on `stream` named `name`; creates the group when missing.
     pub async fn consumer(&self, stream: &str, group: &str, name: &str) -> Result<Consumer, BusError> {
+        self.consumer_of(stream, group, name, false).await
+    }
+
+    /// A consumer that reads only what the calling thread publishes on `stream` (the
+    /// in-process bus; see [`memory`]): while it lives, that work goes to it alone. On Redis,
+    /// an ordinary consumer.
+    pub async fn local_consumer(&self, stream: &str, group: &str, name: &str) -> Result<Consumer, BusError> {
+        self.consumer_of(stream, group, name, true).await
+    }
+
+    async fn consumer_of(&self, stream: &str, group: &str, name: &str, local: bool) -> Result<Consumer, BusError> {
         let inner = match self {
             Bus::Memory(b) => {
                 b.create_group(stream, group);
-                ConsumerInner::Memory(b.clone())
+                ConsumerInner::Memory(b.clone(), local.then(|| b.register_local(stream, group)))
             }
             Bus::Redis(b) => {
                 b.create_group(stream, group).await?;
@@ -257,7 +268,8 @@ impl Drop for Subscription {
 }
 
 enum ConsumerInner {
-    Memory(Arc<MemoryBus>),
+    /// The bus, and this consumer's place as a thread-local one.
+    Memory(Arc<MemoryBus>, Option<memory::LocalGuard>),
     /// The bus and this consumer's own blocking connection (opened on first read).
     Redis(Arc<RedisBus>, Option<redis::aio::MultiplexedConnection>),
 }
@@ -280,7 +292,8 @@ impl Consumer {
     /// Reads up to `count` new entries, waiting up to `block` for the first.
     pub async fn read(&mut self, count: usize, block: Duration) -> Result<Vec<Delivery>, BusError> {
         match &mut self.inner {
-            ConsumerInner::Memory(b) => Ok(b.read(&self.stream, &self.group, &self.name, count, block).await),
+            ConsumerInner::Memory(b, Some(local)) => Ok(b.read_local(local, &self.name, count, block).await),
+            ConsumerInner::Memory(b, None) => Ok(b.read(&self.stream, &self.group, &self.name, count, block).await),
             ConsumerInner::Redis(b, conn) => b.read(conn, &self.stream, &self.group, &self.name, count, block).await,
         }
     }
@@ -288,7 +301,7 @@ impl Consumer {
     /// Takes over up to `count` entries other consumers held longer than `min_idle`.
     pub async fn reclaim(&mut self, min_idle: Duration, count: usize) -> Result<Vec<Delivery>, BusError> {
         match &mut self.inner {
-            ConsumerInner::Memory(b) => Ok(b.reclaim(&self.stream, &self.group, &self.name, min_idle, count)),
+            ConsumerInner::Memory(b, _) => Ok(b.reclaim(&self.stream, &self.group, &self.name, min_idle, count)),
             ConsumerInner::Redis(b, _) => {
                 b.reclaim(&self.stream, &self.group, &self.name, min_idle, count, &mut self.cursor)
                     .await
@@ -302,7 +315,7 @@ impl Consumer {
             return Ok(());
         }
         match &self.inner {
-            ConsumerInner::Memory(b) => {
+            ConsumerInner::Memory(b, _) => {
                 b.ack(&self.stream, &self.group, entries);
                 Ok(())
             }
@@ -323,7 +336,7 @@ impl Consumer {
             return Ok(());
         }
         match &self.inner {
-            ConsumerInner::Memory(b) => {
+            ConsumerInner::Memory(b, _) => {
                 b.touch(&self.stream, &self.group, &self.name, entries);
                 Ok(())
             }
@@ -338,7 +351,7 @@ impl Consumer {
             return Ok(());
         }
         match &self.inner {
-            ConsumerInner::Memory(b) => {
+            ConsumerInner::Memory(b, _) => {
                 for (entry, stream, env) in items {
                     b.publish(stream, env.clone());
                     b.ack(&self.stream, &self.group, std::slice::from_ref(entry));
@@ -355,7 +368,7 @@ impl Consumer {
             return Ok(());
         }
         match &self.inner {
-            ConsumerInner::Memory(b) => {
+            ConsumerInner::Memory(b, _) => {
                 let entries: Vec<String> = jobs.iter().map(|(e, _)| e.clone()).collect();
                 b.ack(&self.stream, &self.group, &entries);
                 for (_, id) in jobs {

@@ -4,9 +4,15 @@
 //! delivery time) for reclaim. Entries published before any group exists wait in a backlog
 //! that the first group created takes over, as a Redis group created at `0` would read them.
 //! Reply frames are handed straight to the registered sink of the target instance.
+//!
+//! A group may also have thread-local consumers ([`MemoryBus::register_local`]): what is
+//! published on a thread that has one goes to that consumer only, so a request published by
+//! an HTTP worker is routed and run on the same thread, with no hand-off to another. A
+//! thread's queue falls back to the shared one when its last local consumer goes.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::ThreadId;
 use std::time::Duration;
 
 use llmr_protocol::{Envelope, Frame, now_ms};
@@ -40,7 +46,87 @@ struct MemStream {
 #[derive(Default)]
 struct Group {
     queue: VecDeque<(String, Envelope)>,
+    /// What was published on a thread with local consumers, for them alone.
+    local: HashMap<ThreadId, Local>,
     pending: HashMap<String, Pending>,
+}
+
+impl MemStream {
+    /// The group, created when missing: it takes over the entries published before any group.
+    fn group(&mut self, group: &str) -> &mut Group {
+        self.groups.entry(group.to_owned()).or_insert_with(|| Group {
+            queue: std::mem::take(&mut self.backlog),
+            ..Group::default()
+        })
+    }
+}
+
+/// One thread's local consumers of a group and what waits for them.
+#[derive(Default)]
+struct Local {
+    queue: VecDeque<(String, Envelope)>,
+    notify: Arc<Notify>,
+    consumers: usize,
+}
+
+/// A thread-local consumer's place in its group; dropping it hands what waits for the
+/// thread back to the shared queue once no local consumer of the thread is left.
+pub struct LocalGuard {
+    bus: Arc<MemoryBus>,
+    stream: String,
+    group: String,
+    thread: ThreadId,
+}
+
+impl Drop for LocalGuard {
+    fn drop(&mut self) {
+        let mut st = self.bus.lock();
+        let Some(s) = st.streams.get_mut(&self.stream) else {
+            return;
+        };
+        let Some(g) = s.groups.get_mut(&self.group) else {
+            return;
+        };
+        let Some(l) = g.local.get_mut(&self.thread) else {
+            return;
+        };
+        l.consumers -= 1;
+        if l.consumers == 0
+            && let Some(l) = g.local.remove(&self.thread)
+        {
+            g.queue.extend(l.queue);
+            s.notify.notify_waiters();
+        }
+    }
+}
+
+/// Takes up to `count` entries from `queue` into the group's pending table for `consumer`.
+fn deliver(
+    queue: &mut VecDeque<(String, Envelope)>,
+    pending: &mut HashMap<String, Pending>,
+    consumer: &str,
+    count: usize,
+) -> Vec<Delivery> {
+    let n = count.min(queue.len());
+    let now = now_ms();
+    queue
+        .drain(..n)
+        .map(|(entry, env)| {
+            pending.insert(
+                entry.clone(),
+                Pending {
+                    consumer: consumer.to_owned(),
+                    since_ms: now,
+                    env: env.clone(),
+                },
+            );
+            Delivery {
+                entry,
+                envelope: env,
+                reclaimed: false,
+            }
+        })
+        .collect()
 }
 
 struct Pending {
@@ -63,27 +149,78 @@ impl MemoryBus {
         let s = st.streams.entry(stream.to_owned()).or_default();
         if s.groups.is_empty() {
             s.backlog.push_back((entry, env));
-        } else {
-            for g in s.groups.values_mut() {
-                g.queue.push_back((entry.clone(), env.clone()));
+            return s.notify.notify_waiters();
+        }
+        let thread = std::thread::current().id();
+        let mut shared = false;
+        for g in s.groups.values_mut() {
+            match g.local.get_mut(&thread) {
+                Some(l) => {
+                    l.queue.push_back((entry.clone(), env.clone()));
+                    l.notify.notify_one();
+                }
+                None => {
+                    g.queue.push_back((entry.clone(), env.clone()));
+                    shared = true;
+                }
             }
         }
-        s.notify.notify_waiters();
+        if shared {
+            s.notify.notify_waiters();
+        }
+    }
+
+    /// Makes the calling thread's consumer of `group` a local one: from now on what this
+    /// thread publishes on `stream` goes to it alone, until the guard is dropped.
+    pub(crate) fn register_local(self: &Arc<Self>, stream: &str, group: &str) -> LocalGuard {
+        let thread = std::thread::current().id();
+        let mut st = self.lock();
+        let g = st.streams.entry(stream.to_owned()).or_default().group(group);
+        g.local.entry(thread).or_default().consumers += 1;
+        LocalGuard {
+            bus: self.clone(),
+            stream: stream.to_owned(),
+            group: group.to_owned(),
+            thread,
+        }
+    }
+
+    /// Reads up to `count` entries published on the guard's thread, waiting up to `block`.
+    pub(crate) async fn read_local(
+        &self,
+        local: &LocalGuard,
+        consumer: &str,
+        count: usize,
+        block: Duration,
+    ) -> Vec<Delivery> {
+        let deadline = tokio::time::Instant::now() + block;
+        loop {
+            let notify = {
+                let mut st = self.lock();
+                let Some(g) = st
+                    .streams
+                    .get_mut(&local.stream)
+                    .and_then(|s| s.groups.get_mut(&local.group))
+                else {
+                    return Vec::new();
+                };
+                let Some(l) = g.local.get_mut(&local.thread) else {
+                    return Vec::new();
+                };
+                if !l.queue.is_empty() {
+                    return deliver(&mut l.queue, &mut g.pending, consumer, count);
+                }
+                l.notify.clone()
+            };
+            // A publish since the check left a permit: no wake-up is lost.
+            if tokio::time::timeout_at(deadline, notify.notified()).await.is_err() {
+                return Vec::new();
+            }
+        }
     }
 
     pub(crate) fn create_group(&self, stream: &str, group: &str) {
-        let mut st = self.lock();
-        let s = st.streams.entry(stream.to_owned()).or_default();
-        if !s.groups.contains_key(group) {
-            let queue = std::mem::take(&mut s.backlog);
-            s.groups.insert(
-                group.to_owned(),
-                Group {
-                    queue,
-                    pending: HashMap::new(),
-                },
-            );
-        }
+        self.lock().streams.entry(stream.to_owned()).or_default().group(group);
     }
 
     pub(crate) async fn read(
@@ -100,30 +237,10 @@ impl MemoryBus {
                 let mut st = self.lock();
                 let s = st.streams.entry(stream.to_owned()).or_default();
                 let notify = s.notify.clone();
-                if let Some(g) = s.groups.get_mut(group) {
-                    let n = count.min(g.queue.len());
-                    if n > 0 {
-                        let now = now_ms();
-                        return g
-                            .queue
-                            .drain(..n)
-                            .map(|(entry, env)| {
-                                g.pending.insert(
-                                    entry.clone(),
-                                    Pending {
-                                        consumer: consumer.to_owned(),
-                                        since_ms: now,
-                                        env: env.clone(),
-                                    },
-                                );
-                                Delivery {
-                                    entry,
-                                    envelope: env,
-                                    reclaimed: false,
-                                }
-                            })
-                            .collect();
-                    }
+                if let Some(g) = s.groups.get_mut(group)
+                    && !g.queue.is_empty()
+                {
+                    return deliver(&mut g.queue, &mut g.pending, consumer, count);
                 }
                 notify
             };
@@ -220,7 +337,10 @@ impl MemoryBus {
             return crate::Backlog::default();
         };
         let g = s.groups.get(group);
-        let (queued, pending) = g.map_or((s.backlog.len(), 0), |g| (g.queue.len(), g.pending.len()));
+        let (queued, pending) = g.map_or((s.backlog.len(), 0), |g| {
+            let local: usize = g.local.values().map(|l| l.queue.len()).sum();
+            (g.queue.len() + local, g.pending.len())
+        });
         crate::Backlog {
             length: (queued + pending) as u64,
             pending: pending as u64,
