@@ -127,7 +127,7 @@ pub async fn start(role: &Role, settings: &Settings) -> Result<App, AppError> {
     let script_host = llmr_script::ScriptHost::from_settings(settings);
     if matches!(role, Role::All | Role::Router) {
         app.router =
-            Some(RouterService::build(settings, bus.clone(), store.clone(), &instance, &script_host, false).await?);
+            Some(RouterService::build(settings, bus.clone(), store.clone(), &instance, &script_host, None).await?);
     }
     if matches!(role, Role::All | Role::McpTools) {
         app.mcp_tools =
@@ -150,11 +150,27 @@ pub async fn start(role: &Role, settings: &Settings) -> Result<App, AppError> {
     };
     for pool in &pools {
         app.workers
-            .push(WorkerService::build(settings, bus.clone(), store.clone(), &instance, pool, false).await?);
+            .push(WorkerService::build(settings, bus.clone(), store.clone(), &instance, pool, None).await?);
     }
     if matches!(role, Role::All | Role::Gateway) {
-        let beside = (*role == Role::All && bus.is_memory())
-            .then(|| beside_http_workers(settings, &bus, &store, &instance, &script_host, &pools));
+        let beside = match &app.router {
+            Some(router) if *role == Role::All && bus.is_memory() => Some(beside_http_workers(
+                settings,
+                Shared {
+                    bus: bus.clone(),
+                    store: store.clone(),
+                    script_host: script_host.clone(),
+                    catalog: router.catalog(),
+                    pools: pools
+                        .iter()
+                        .cloned()
+                        .zip(app.workers.iter().map(WorkerService::rooms))
+                        .collect(),
+                },
+                &instance,
+            )),
+            _ => None,
+        };
         let g = Gateway::build(settings, bus, store.clone(), &instance, beside).await?;
         app.draining = g.draining();
         app.port = Some(g.port());
@@ -174,36 +190,41 @@ pub async fn start(role: &Role, settings: &Settings) -> Result<App, AppError> {
     Ok(app)
 }
 
+/// What the services beside the HTTP workers share with the process's own.
+#[derive(Clone)]
+struct Shared {
+    bus: Bus,
+    store: Store,
+    script_host: llmr_script::ScriptHost,
+    catalog: std::sync::Arc<llmr_router::Catalog>,
+    /// Each pool and the rooms of the process's worker of it.
+    pools: Vec<(String, Vec<std::sync::Arc<llmr_bus::Room>>)>,
+}
+
 /// `llmrouter all` in memory: a router and the workers of every pool beside each HTTP
 /// worker thread, reading only what that thread publishes, so a chat completion is routed
 /// and run on the thread it arrived on, with no hand-off to another. The process-wide
 /// router and workers serve the rest: the Responses API, tool loops' calls, and what a
 /// thread publishes before its own services have started.
-fn beside_http_workers(
-    settings: &Settings,
-    bus: &Bus,
-    store: &Store,
-    instance: &str,
-    script_host: &llmr_script::ScriptHost,
-    pools: &[String],
-) -> llmr_gateway::Beside {
-    let (settings, bus, store, script_host) = (settings.clone(), bus.clone(), store.clone(), script_host.clone());
-    let (instance, pools) = (instance.to_owned(), pools.to_vec());
+fn beside_http_workers(settings: &Settings, shared: Shared, instance: &str) -> llmr_gateway::Beside {
+    let (settings, instance) = (settings.clone(), instance.to_owned());
     let threads = std::sync::atomic::AtomicUsize::new(0);
     std::sync::Arc::new(move || {
         let n = threads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let kept: std::rc::Rc<std::cell::RefCell<Vec<Box<dyn std::any::Any>>>> = Default::default();
-        let (settings, bus, store, script_host, pools) =
-            (settings.clone(), bus.clone(), store.clone(), script_host.clone(), pools.clone());
+        let (settings, shared) = (settings.clone(), shared.clone());
         let (instance, keep) = (format!("{instance}-t{n}"), kept.clone());
         actix_rt::spawn(async move {
-            for pool in &pools {
-                match WorkerService::build(&settings, bus.clone(), store.clone(), &instance, pool, true).await {
+            let Shared { bus, store, .. } = &shared;
+            for (pool, rooms) in &shared.pools {
+                let rooms = Some(rooms.clone());
+                match WorkerService::build(&settings, bus.clone(), store.clone(), &instance, pool, rooms).await {
                     Ok(w) => keep.borrow_mut().push(Box::new(w)),
                     Err(e) => tracing::warn!(error = %e, pool, "no worker beside this HTTP worker"),
                 }
             }
-            match RouterService::build(&settings, bus, store, &instance, &script_host, true).await {
+            let (host, catalog) = (&shared.script_host, Some(shared.catalog.clone()));
+            match RouterService::build(&settings, bus.clone(), store.clone(), &instance, host, catalog).await {
                 Ok(r) => keep.borrow_mut().push(Box::new(r)),
                 Err(e) => tracing::warn!(error = %e, "no router beside this HTTP worker"),
             }

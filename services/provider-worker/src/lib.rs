@@ -29,10 +29,11 @@ pub mod sse;
 pub mod work;
 
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::Addr;
-use llmr_bus::{Bus, ConsumerActor, Drain, LoopConfig};
+use llmr_bus::{Bus, ConsumerActor, Drain, LoopConfig, Room};
 use llmr_config::Settings;
 use llmr_protocol::{Priority, streams};
 use llmr_store::{Store, TaskGuard};
@@ -85,23 +86,28 @@ pub enum InitError {
 pub struct WorkerService {
     /// The pool's interactive jobs, then its batch jobs (a smaller room).
     addrs: Vec<Addr<ConsumerActor<work::Jobs>>>,
+    /// The rooms of its interactive and batch loops, shared with the workers beside the
+    /// HTTP workers of `llmrouter all` in memory.
+    rooms: Vec<Arc<Room>>,
     _heartbeat: Option<TaskGuard>,
     _callers: callers::Watching,
 }
 
 impl WorkerService {
-    /// Starts a worker for `pool` on the current arbiter (inside an actix System). A `local`
-    /// worker runs only the jobs published on its own thread ([`LoopConfig::local`]), with
-    /// its own room, and sends no heartbeat: it runs beside an HTTP worker of
-    /// `llmrouter all`, whose process-wide worker already does.
+    /// Starts a worker for `pool` on the current arbiter (inside an actix System). Given the
+    /// rooms of its process's worker of the pool (`beside`), it is a worker beside an HTTP
+    /// worker of `llmrouter all` in memory: it runs only the jobs published on its own
+    /// thread ([`LoopConfig::local`]), in places taken from those rooms (so the process
+    /// still runs at most `worker.max_in_flight` jobs), and sends no heartbeat.
     pub async fn build(
         settings: &Settings,
         bus: Bus,
         store: Store,
         instance: &str,
         pool: &str,
-        local: bool,
+        beside: Option<Vec<Arc<Room>>>,
     ) -> Result<WorkerService, InitError> {
+        let local = beside.is_some();
         let w = &settings.worker;
         let connector = awc::Connector::new()
             .rustls_0_23(std::sync::Arc::new(client_tls(&w.ca_file)?))
@@ -142,14 +148,21 @@ impl WorkerService {
         // Interactive jobs get the whole room; batch jobs, read from their own stream, at most
         // `batch_room` of it, so a backlog of batch work never keeps interactive work waiting
         // for a free place.
-        let mut addrs = Vec::with_capacity(2);
-        for (priority, room) in [
+        let places = [
             (Priority::Interactive, w.max_in_flight),
             (Priority::Batch, w.batch_room()),
-        ] {
+        ];
+        let rooms = match beside {
+            Some(r) => r,
+            None if bus.is_memory() => places.iter().map(|(_, room)| Room::new(*room)).collect(),
+            None => Vec::new(),
+        };
+        let mut addrs = Vec::with_capacity(2);
+        for (i, (priority, room)) in places.into_iter().enumerate() {
             let cfg = LoopConfig {
                 cancels: true,
                 local,
+                room: rooms.get(i).cloned(),
                 ..LoopConfig::new(&bus, room, Duration::from_millis(settings.redis.claim_idle_ms))
             };
             let stream = streams::jobs_for(pool, priority);
@@ -160,9 +173,15 @@ impl WorkerService {
             (!local).then(|| store.keep_alive("worker", &format!("{pool}:{instance}"), Duration::from_secs(2)));
         Ok(WorkerService {
             addrs,
+            rooms,
             _heartbeat: heartbeat,
             _callers: callers::Watching(watching),
         })
+    }
+
+    /// The rooms its loops share (in memory), for the workers beside the HTTP workers.
+    pub fn rooms(&self) -> Vec<Arc<Room>> {
+        self.rooms.clone()
     }
 
     /// Stops reading jobs and waits up to `grace` for the running ones to finish.

@@ -6,9 +6,8 @@
 //! denylists apply to both. Every change is published to the store, where the gateway
 //! (`/v1/models`) and `/health` read it.
 
-use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::rc::Rc;
+use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
 use actix::{Actor, AsyncContext, Context, Handler, Message, WrapFuture};
@@ -70,11 +69,11 @@ pub struct Route {
 /// when no group or model has that name.
 pub const AUTO: &str = "auto";
 
-/// The catalog of one router: provider name → entry, and the model groups.
-/// Single-threaded (one arbiter).
+/// The catalog of one router process: provider name → entry, and the model groups. The
+/// routers beside the HTTP workers of `llmrouter all` share their process router's.
 #[derive(Debug, Default)]
 pub struct Catalog {
-    entries: RefCell<BTreeMap<String, Entry>>,
+    entries: RwLock<BTreeMap<String, Entry>>,
     groups: BTreeMap<String, ModelGroup>,
     default_strategy: Option<Strategy>,
 }
@@ -98,10 +97,15 @@ impl Catalog {
             .collect();
         let groups = settings.models.iter().map(|g| (g.name.clone(), g.clone())).collect();
         Catalog {
-            entries: RefCell::new(entries),
+            entries: RwLock::new(entries),
             groups,
             default_strategy: Some(settings.router.strategy),
         }
+    }
+
+    fn entries(&self) -> RwLockReadGuard<'_, BTreeMap<String, Entry>> {
+        // A writer that panicked left whole entries: read them.
+        self.entries.read().unwrap_or_else(|e| e.into_inner())
     }
 
     fn spec(p: &Provider, model: &str, weight: Option<u32>) -> TargetSpec {
@@ -123,7 +127,7 @@ impl Catalog {
     /// How `model` is served: a group by that name, else every enabled provider that lists
     /// the model (with the default strategy). None: nothing serves it.
     pub fn route(&self, model: &str) -> Option<Route> {
-        let entries = self.entries.borrow();
+        let entries = self.entries();
         let strategy = self.default_strategy.unwrap_or(Strategy::LeastLoad);
         if let Some(g) = self.groups.get(model) {
             let targets = g
@@ -199,8 +203,7 @@ impl Catalog {
 
     /// `(provider, pool)` of every enabled provider serving `model`, in name order.
     pub fn providers_for(&self, model: &str) -> Vec<(String, String)> {
-        self.entries
-            .borrow()
+        self.entries()
             .values()
             .filter(|e| e.models.iter().any(|m| m == model))
             .map(|e| (e.provider.name.clone(), e.provider.pool.clone()))
@@ -208,7 +211,7 @@ impl Catalog {
     }
 
     fn set_models(&self, name: &str, models: Result<Vec<String>, String>) {
-        let mut entries = self.entries.borrow_mut();
+        let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
         let Some(e) = entries.get_mut(name) else {
             return;
         };
@@ -227,8 +230,7 @@ impl Catalog {
 
     fn statuses(&self) -> Vec<ProviderStatus> {
         let now = now_ms();
-        self.entries
-            .borrow()
+        self.entries()
             .values()
             .map(|e| ProviderStatus {
                 name: e.provider.name.clone(),
@@ -242,8 +244,7 @@ impl Catalog {
 
     /// Providers whose model list must be asked from the upstream.
     fn dynamic(&self) -> Vec<Provider> {
-        self.entries
-            .borrow()
+        self.entries()
             .values()
             .filter(|e| e.provider.kind.is_upstream() && e.provider.models.is_empty())
             .map(|e| e.provider.clone())
@@ -253,14 +254,14 @@ impl Catalog {
 
 /// Keeps the catalog fresh and published.
 pub struct Refresher {
-    catalog: Rc<Catalog>,
+    catalog: Arc<Catalog>,
     store: Store,
     every: Duration,
     timeout: Duration,
 }
 
 impl Refresher {
-    pub fn new(catalog: Rc<Catalog>, store: Store, settings: &Settings) -> Refresher {
+    pub fn new(catalog: Arc<Catalog>, store: Store, settings: &Settings) -> Refresher {
         Refresher {
             catalog,
             store,

@@ -31,6 +31,7 @@ pub mod toolloop;
 pub mod work;
 
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::{Actor, Addr};
@@ -47,28 +48,38 @@ pub enum InitError {
     Bus(#[from] llmr_bus::BusError),
 }
 
-/// A running router: its consumer actor, catalog refresher and heartbeat.
+/// A running router: its consumer actor, its catalog (kept fresh by its refresher) and its
+/// heartbeat — or, beside an HTTP worker, its process router's catalog and no heartbeat.
 pub struct RouterService {
     addr: Addr<ConsumerActor<work::Requests>>,
-    _refresher: Addr<catalog::Refresher>,
+    catalog: Arc<Catalog>,
+    _refresher: Option<Addr<catalog::Refresher>>,
     _heartbeat: Option<TaskGuard>,
 }
 
 impl RouterService {
-    /// Starts the router's actors on the current arbiter (inside an actix System). A `local`
-    /// router reads only the requests published on its own thread
-    /// ([`LoopConfig::local`]) and sends no heartbeat of its own: it runs beside an HTTP
-    /// worker of `llmrouter all`, whose process-wide router already does.
+    /// Starts the router's actors on the current arbiter (inside an actix System). Given the
+    /// catalog of its process's router (`beside`), it is a router beside an HTTP worker of
+    /// `llmrouter all`: it reads only the requests published on its own thread
+    /// ([`LoopConfig::local`]), and leaves the catalog's refresh and the heartbeat to that
+    /// router.
     pub async fn build(
         settings: &Settings,
         bus: Bus,
         store: Store,
         instance: &str,
         script_host: &llmr_script::ScriptHost,
-        local: bool,
+        beside: Option<Arc<Catalog>>,
     ) -> Result<RouterService, InitError> {
-        let catalog = Rc::new(Catalog::from_settings(settings));
-        let refresher = catalog::Refresher::new(catalog.clone(), store.clone(), settings).start();
+        let local = beside.is_some();
+        let (catalog, refresher) = match beside {
+            Some(c) => (c, None),
+            None => {
+                let c = Arc::new(Catalog::from_settings(settings));
+                let refresher = catalog::Refresher::new(c.clone(), store.clone(), settings).start();
+                (c, Some(refresher))
+            }
+        };
         let caller = llmr_bus::Caller::new(bus.clone(), &format!("{instance}-loop"));
         let script = (!settings.routing.script.is_empty()).then(|| {
             script::RoutingScript::new(
@@ -76,7 +87,7 @@ impl RouterService {
                 script_host.pool(settings, settings.routing.wall_ms),
             )
         });
-        let routing = Rc::new(routing::Routing::new(settings, store.clone(), catalog, script));
+        let routing = Rc::new(routing::Routing::new(settings, store.clone(), catalog.clone(), script));
         let tools = Rc::new(toolloop::ToolLoop::new(settings, routing.clone(), caller));
         // A batch is one task; tool loops are one task each and count towards the same bound.
         let cfg = LoopConfig {
@@ -104,9 +115,15 @@ impl RouterService {
         let heartbeat = (!local).then(|| store.keep_alive("router", instance, Duration::from_secs(2)));
         Ok(RouterService {
             addr,
+            catalog,
             _refresher: refresher,
             _heartbeat: heartbeat,
         })
+    }
+
+    /// The catalog this router routes by.
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.catalog.clone()
     }
 
     /// Stops reading new requests; requests already read are routed (and tool loops run)

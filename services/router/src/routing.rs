@@ -5,7 +5,6 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::rc::Rc;
 
 use llmr_config::{FailPolicy, Settings, Strategy};
 use llmr_protocol::{ApiError, Envelope, Plan};
@@ -23,7 +22,7 @@ pub struct Routing {
     store: Store,
     /// The services seen alive (workers for jobs, mcp-tools for tool loops).
     peers: llmr_store::Peers,
-    catalog: Rc<Catalog>,
+    catalog: std::sync::Arc<Catalog>,
     rng: RefCell<StdRng>,
     rotation: RefCell<Rotation>,
     max_attempts: usize,
@@ -39,7 +38,12 @@ pub struct Resolved {
 }
 
 impl Routing {
-    pub fn new(settings: &Settings, store: Store, catalog: Rc<Catalog>, script: Option<RoutingScript>) -> Routing {
+    pub fn new(
+        settings: &Settings,
+        store: Store,
+        catalog: std::sync::Arc<Catalog>,
+        script: Option<RoutingScript>,
+    ) -> Routing {
         Routing {
             peers: llmr_store::Peers::watch(&store, std::time::Duration::from_secs(1)),
             store,

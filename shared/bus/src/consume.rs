@@ -18,11 +18,13 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use actix::{Actor, ActorFutureExt, AsyncContext, Context, Message, ResponseFuture, WrapFuture};
 use llmr_protocol::{Envelope, TraceContext};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::{Id, JoinSet};
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tracing::Instrument;
@@ -206,6 +208,61 @@ pub struct LoopConfig {
     /// Read only what this thread publishes ([`Bus::local_consumer`]): a service run beside
     /// each HTTP worker of `llmrouter all` in memory.
     pub local: bool,
+    /// A room shared with the process's other loops of the stream (in-process bus only):
+    /// together they hold no more entries than it has places.
+    pub room: Option<Arc<Room>>,
+}
+
+/// Places shared by the loops of one stream in a process — a worker beside each HTTP
+/// worker thread and the process's own — so that together they run no more than one
+/// worker would (`worker.max_in_flight`). In-process bus only: the places are taken as
+/// entries are handed out, under the bus's lock.
+#[derive(Debug)]
+pub struct Room {
+    limit: usize,
+    used: AtomicUsize,
+    freed: Notify,
+}
+
+impl Room {
+    pub fn new(limit: usize) -> Arc<Room> {
+        Arc::new(Room {
+            limit: limit.max(1),
+            used: AtomicUsize::new(0),
+            freed: Notify::new(),
+        })
+    }
+
+    /// Takes up to `n` places; how many it took.
+    pub(crate) fn take(&self, n: usize) -> usize {
+        let mut used = self.used.load(Ordering::Acquire);
+        loop {
+            let k = n.min(self.limit.saturating_sub(used));
+            if k == 0 {
+                return 0;
+            }
+            match self
+                .used
+                .compare_exchange_weak(used, used + k, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return k,
+                Err(now) => used = now,
+            }
+        }
+    }
+
+    /// Gives `n` places back, waking the reads that wait for one.
+    pub(crate) fn give(&self, n: usize) {
+        if n > 0 {
+            self.used.fetch_sub(n, Ordering::AcqRel);
+            self.freed.notify_waiters();
+        }
+    }
+
+    /// Resolves when places are given back (enable it before checking for room).
+    pub(crate) fn freed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.freed.notified()
+    }
 }
 
 impl LoopConfig {
@@ -219,6 +276,7 @@ impl LoopConfig {
             cancels: false,
             backoff: Duration::from_millis(500),
             local: false,
+            room: None,
         }
     }
 }
@@ -272,6 +330,8 @@ pub struct ConsumerLoop<W: Work> {
     reclaim_due: bool,
     /// What this loop added to the in-flight gauge (loops of one stream in a process add up).
     reported: i64,
+    /// Places of the shared room this loop holds (entries read and not yet ended).
+    held: usize,
     touch: Option<Interval>,
     reclaim: Option<Interval>,
     cancel_rx: Option<mpsc::UnboundedReceiver<Uuid>>,
@@ -283,6 +343,9 @@ pub struct ConsumerLoop<W: Work> {
 impl<W: Work> Drop for ConsumerLoop<W> {
     fn drop(&mut self) {
         self.report(0);
+        if let Some(room) = &self.cfg.room {
+            room.give(self.held);
+        }
     }
 }
 
@@ -301,7 +364,8 @@ impl<W: Work> ConsumerLoop<W> {
             bus.local_consumer(stream, group, name).await?
         } else {
             bus.consumer(stream, group, name).await?
-        };
+        }
+        .with_room(cfg.room.clone());
         let acker = bus.consumer(stream, group, name).await?;
         let interval = |d: Duration| {
             let mut i = tokio::time::interval_at(Instant::now() + d, d);
@@ -336,6 +400,7 @@ impl<W: Work> ConsumerLoop<W> {
             // Take over what a previous instance left, first thing.
             reclaim_due: true,
             reported: 0,
+            held: 0,
             cancel_rx,
             _cancels: cancels,
             stop,
@@ -475,6 +540,7 @@ impl<W: Work> ConsumerLoop<W> {
                     ..Tasks::default()
                 };
                 self.reading = None;
+                self.gauge();
                 Step::GraceOver
             }
         }
@@ -486,11 +552,22 @@ impl<W: Work> ConsumerLoop<W> {
     }
 
     /// Publishes the work in flight (`llmr_consumer_in_flight`).
+    /// Reports the entries in flight, and gives the shared room back what ended.
     fn gauge(&mut self) {
-        self.report(self.tasks.len() as i64);
+        let now = self.tasks.len();
+        self.report(now as i64);
+        if let Some(room) = &self.cfg.room
+            && self.held > now
+        {
+            room.give(self.held - now);
+            self.held = now;
+        }
     }
 
     fn report(&mut self, now: i64) {
+        if now == self.reported {
+            return;
+        }
         llmr_telemetry::metrics::metrics()
             .in_flight
             .with_label_values(&[self.stream.as_str()])
@@ -499,6 +576,9 @@ impl<W: Work> ConsumerLoop<W> {
     }
 
     fn start(&mut self, batch: Vec<Delivery>) -> Step {
+        if self.cfg.room.is_some() {
+            self.held += batch.len();
+        }
         let mut fresh: Vec<Delivery> = Vec::with_capacity(batch.len());
         for d in batch {
             if self.tasks.running(&d.entry) {
@@ -515,8 +595,9 @@ impl<W: Work> ConsumerLoop<W> {
         let n = fresh.len();
         if n > 0 {
             self.work.start(fresh, &mut self.tasks);
-            self.gauge();
         }
+        // Also gives back the places of deliveries settled without work.
+        self.gauge();
         Step::Read(n)
     }
 

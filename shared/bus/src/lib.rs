@@ -43,7 +43,7 @@ use uuid::Uuid;
 
 pub use caller::{Answer, Call, Caller};
 pub use conns::RedisConns;
-pub use consume::{ConsumerActor, ConsumerLoop, Done, Drain, LoopConfig, Settled, Step, Tasks, Work};
+pub use consume::{ConsumerActor, ConsumerLoop, Done, Drain, LoopConfig, Room, Settled, Step, Tasks, Work};
 pub use hub::Hub;
 pub use memory::MemoryBus;
 pub use redis_bus::{RedisBus, redis_pool};
@@ -168,6 +168,7 @@ impl Bus {
             group: group.to_owned(),
             name: name.to_owned(),
             cursor: "0-0".into(),
+            room: None,
         })
     }
 
@@ -282,6 +283,9 @@ pub struct Consumer {
     name: String,
     /// XAUTOCLAIM cursor.
     cursor: String,
+    /// The room this consumer's reads share with the process's other consumers of the group
+    /// (in-process bus only).
+    room: Option<Arc<Room>>,
 }
 
 impl Consumer {
@@ -289,11 +293,21 @@ impl Consumer {
         &self.name
     }
 
+    /// This consumer's reads take their places from `room`, shared with the process's other
+    /// consumers of the group (the in-process bus; ignored on Redis).
+    pub fn with_room(mut self, room: Option<Arc<Room>>) -> Consumer {
+        self.room = room;
+        self
+    }
+
     /// Reads up to `count` new entries, waiting up to `block` for the first.
     pub async fn read(&mut self, count: usize, block: Duration) -> Result<Vec<Delivery>, BusError> {
+        let room = self.room.as_deref();
         match &mut self.inner {
-            ConsumerInner::Memory(b, Some(local)) => Ok(b.read_local(local, &self.name, count, block).await),
-            ConsumerInner::Memory(b, None) => Ok(b.read(&self.stream, &self.group, &self.name, count, block).await),
+            ConsumerInner::Memory(b, Some(local)) => Ok(b.read_local(local, &self.name, count, block, room).await),
+            ConsumerInner::Memory(b, None) => {
+                Ok(b.read(&self.stream, &self.group, &self.name, count, block, room).await)
+            }
             ConsumerInner::Redis(b, conn) => b.read(conn, &self.stream, &self.group, &self.name, count, block).await,
         }
     }

@@ -19,7 +19,7 @@ use llmr_protocol::{Envelope, Frame, now_ms};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use crate::{CancelSink, Delivery, ReplySink, Subscription};
+use crate::{CancelSink, Delivery, ReplySink, Room, Subscription};
 
 #[derive(Default)]
 pub struct MemoryBus {
@@ -97,6 +97,39 @@ impl Drop for LocalGuard {
             g.queue.extend(l.queue);
             s.notify.notify_waiters();
         }
+    }
+}
+
+/// What a read found.
+enum Found {
+    Entries(Vec<Delivery>),
+    /// Nothing queued: wait for this.
+    Wait(Arc<Notify>),
+    /// Entries queued, but the shared room has no place: wait for one.
+    Full,
+}
+
+/// Takes as many of `queue`'s entries as `count` and the room allow.
+fn take(
+    queue: &mut VecDeque<(String, Envelope)>,
+    pending: &mut HashMap<String, Pending>,
+    consumer: &str,
+    count: usize,
+    room: Option<&Room>,
+) -> Found {
+    let n = count.min(queue.len());
+    match room.map_or(n, |r| r.take(n)) {
+        0 => Found::Full,
+        n => Found::Entries(deliver(queue, pending, consumer, n)),
+    }
+}
+
+/// Waits for `wake` until `deadline`; false when the deadline came first (or there is
+/// nothing to wait for).
+async fn wait_until(deadline: tokio::time::Instant, wake: Option<impl std::future::Future<Output = ()>>) -> bool {
+    match wake {
+        Some(w) => tokio::time::timeout_at(deadline, w).await.is_ok(),
+        None => false,
     }
 }
 
@@ -192,10 +225,15 @@ impl MemoryBus {
         consumer: &str,
         count: usize,
         block: Duration,
+        room: Option<&Room>,
     ) -> Vec<Delivery> {
         let deadline = tokio::time::Instant::now() + block;
         loop {
-            let notify = {
+            let mut freed = std::pin::pin!(room.map(Room::freed));
+            if let Some(f) = freed.as_mut().as_pin_mut() {
+                f.enable();
+            }
+            let found = {
                 let mut st = self.lock();
                 let Some(g) = st
                     .streams
@@ -207,13 +245,19 @@ impl MemoryBus {
                 let Some(l) = g.local.get_mut(&local.thread) else {
                     return Vec::new();
                 };
-                if !l.queue.is_empty() {
-                    return deliver(&mut l.queue, &mut g.pending, consumer, count);
+                if l.queue.is_empty() {
+                    Found::Wait(l.notify.clone())
+                } else {
+                    take(&mut l.queue, &mut g.pending, consumer, count, room)
                 }
-                l.notify.clone()
             };
-            // A publish since the check left a permit: no wake-up is lost.
-            if tokio::time::timeout_at(deadline, notify.notified()).await.is_err() {
+            let woken = match found {
+                Found::Entries(d) => return d,
+                Found::Full => wait_until(deadline, freed.as_pin_mut()).await,
+                // A publish since the check left a permit: no wake-up is lost.
+                Found::Wait(notify) => wait_until(deadline, Some(notify.notified())).await,
+            };
+            if !woken {
                 return Vec::new();
             }
         }
@@ -230,28 +274,37 @@ impl MemoryBus {
         consumer: &str,
         count: usize,
         block: Duration,
+        room: Option<&Room>,
     ) -> Vec<Delivery> {
         let deadline = tokio::time::Instant::now() + block;
         loop {
-            let notify = {
+            let mut freed = std::pin::pin!(room.map(Room::freed));
+            if let Some(f) = freed.as_mut().as_pin_mut() {
+                f.enable();
+            }
+            let found = {
                 let mut st = self.lock();
                 let s = st.streams.entry(stream.to_owned()).or_default();
-                let notify = s.notify.clone();
-                if let Some(g) = s.groups.get_mut(group)
-                    && !g.queue.is_empty()
-                {
-                    return deliver(&mut g.queue, &mut g.pending, consumer, count);
+                match s.groups.get_mut(group) {
+                    Some(g) if !g.queue.is_empty() => take(&mut g.queue, &mut g.pending, consumer, count, room),
+                    _ => Found::Wait(s.notify.clone()),
                 }
-                notify
             };
-            let notified = notify.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            // Re-check after registering, so a publish between the check and the wait is seen.
-            if self.has_queued(stream, group) {
-                continue;
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            let woken = match found {
+                Found::Entries(d) => return d,
+                Found::Full => wait_until(deadline, freed.as_pin_mut()).await,
+                Found::Wait(notify) => {
+                    let notified = notify.notified();
+                    tokio::pin!(notified);
+                    notified.as_mut().enable();
+                    // Re-check after registering, so a publish between the check and the wait is seen.
+                    if self.has_queued(stream, group) {
+                        continue;
+                    }
+                    wait_until(deadline, Some(notified)).await
+                }
+            };
+            if !woken {
                 return Vec::new();
             }
         }

@@ -407,3 +407,81 @@ both!(
     trims_only_what_every_group_is_done_with,
     entries_stay_until_every_group_is_done_with_them
 );
+
+/// Publishes `e` on `stream` from a thread of its own.
+fn publish_from_another_thread(bus: &Bus, stream: &str, e: &Envelope) {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(bus.publish(stream, e)).unwrap();
+        });
+    });
+}
+
+async fn a_local_consumer_gets_what_its_thread_publishes(bus: Bus) {
+    let mut shared = bus.consumer("jobs:l", "workers", "shared").await.unwrap();
+    let mut local = bus.local_consumer("jobs:l", "workers", "local").await.unwrap();
+    let (mine, theirs) = (env("mine"), env("theirs"));
+    bus.publish("jobs:l", &mine).await.unwrap();
+    publish_from_another_thread(&bus, "jobs:l", &theirs);
+    let short = Duration::from_millis(100);
+    let by_local: Vec<Envelope> = local
+        .read(10, short)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.envelope)
+        .collect();
+    let by_shared: Vec<Envelope> = shared
+        .read(10, short)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.envelope)
+        .collect();
+    let mut ids: Vec<Uuid> = by_local.iter().chain(&by_shared).map(|e| e.id).collect();
+    ids.sort();
+    let mut sent = vec![mine.id, theirs.id];
+    sent.sort();
+    assert_eq!(ids, sent, "each entry to one consumer, once");
+    if bus.is_memory() {
+        // In process, what this thread published is its local consumer's alone, and what
+        // another thread published is not.
+        assert_eq!(by_local, vec![mine]);
+        assert_eq!(by_shared, vec![theirs]);
+    }
+    assert_eq!(bus.pending("jobs:l", "workers").await.unwrap(), 2);
+}
+both!(local_consumer, a_local_consumer_gets_what_its_thread_publishes);
+
+async fn what_waits_for_a_local_consumer_is_not_lost_when_it_goes(bus: Bus) {
+    let mut shared = bus.consumer("jobs:g", "workers", "shared").await.unwrap();
+    let local = bus.local_consumer("jobs:g", "workers", "local").await.unwrap();
+    let sent: Vec<Envelope> = (0..3).map(|i| env(&format!("m{i}"))).collect();
+    for e in &sent {
+        bus.publish("jobs:g", e).await.unwrap();
+    }
+    let b = bus.backlog("jobs:g", "workers").await.unwrap();
+    assert_eq!((b.length, b.pending), (3, 0), "queued for the local consumer: {b:?}");
+    drop(local);
+    let got: Vec<Envelope> = shared
+        .read(10, BLOCK)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.envelope)
+        .collect();
+    assert_eq!(got, sent, "handed to the group's other consumers, in order");
+    // With no local consumer left, this thread's work goes to the group as before.
+    let later = env("later");
+    bus.publish("jobs:g", &later).await.unwrap();
+    let got = shared.read(10, BLOCK).await.unwrap();
+    assert_eq!(got.iter().map(|d| d.envelope.clone()).collect::<Vec<_>>(), vec![later]);
+}
+both!(
+    local_consumer_goes,
+    what_waits_for_a_local_consumer_is_not_lost_when_it_goes
+);
