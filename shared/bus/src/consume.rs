@@ -836,6 +836,79 @@ mod tests {
     }
 
     #[actix_rt::test]
+    async fn loops_sharing_a_room_hold_no_more_than_it_has_places() {
+        let bus = Bus::memory();
+        let room = Room::new(2);
+        let (_stop, rx) = watch::channel(None);
+        let cfg = |local| LoopConfig {
+            block: Duration::from_millis(50),
+            local,
+            room: Some(room.clone()),
+            ..LoopConfig::new(&bus, 2, Duration::from_secs(1))
+        };
+        let (mine, theirs) = (Gate::default(), Gate::default());
+        let mut local = ConsumerLoop::new(&bus, "s", "g", "local", cfg(true), mine.clone(), rx.clone())
+            .await
+            .unwrap();
+        let mut shared = ConsumerLoop::new(&bus, "s", "g", "shared", cfg(false), theirs.clone(), rx)
+            .await
+            .unwrap();
+        // Two published on this thread (the local loop's), two on another (the shared queue).
+        for _ in 0..2 {
+            bus.publish("s", &env()).await.unwrap();
+        }
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+                for _ in 0..2 {
+                    rt.block_on(bus.publish("s", &env())).unwrap();
+                }
+            });
+        });
+        assert_eq!(local.step().await, Step::Read(2), "its own thread's work");
+        assert_eq!(local.in_flight(), 2);
+        // The room is full: the shared loop reads nothing though its queue has two.
+        let waited = tokio::time::timeout(Duration::from_millis(200), async {
+            loop {
+                assert_eq!(shared.step().await, Step::Read(0), "no place left");
+            }
+        })
+        .await;
+        assert!(waited.is_err());
+        assert_eq!(theirs.started.borrow().len(), 0);
+        // One ends: its place goes to the shared loop's next read.
+        let first = mine.started.borrow()[0];
+        let _ = mine.release.borrow_mut().remove(&first).unwrap().send(Done::Ack);
+        assert_eq!(local.step().await, Step::Ended(1));
+        let got = tokio::time::timeout(Duration::from_secs(2), async {
+            loop {
+                if let Step::Read(n) = shared.step().await
+                    && n > 0
+                {
+                    return n;
+                }
+            }
+        })
+        .await;
+        assert_eq!(got.ok(), Some(1), "one place, one entry");
+        assert_eq!(local.in_flight() + shared.in_flight(), 2);
+        // Dropping a loop gives back what it held.
+        drop(local);
+        let got = tokio::time::timeout(Duration::from_secs(2), async {
+            loop {
+                if let Step::Read(n) = shared.step().await
+                    && n > 0
+                {
+                    return n;
+                }
+            }
+        })
+        .await;
+        assert_eq!(got.ok(), Some(1), "the last entry");
+        assert_eq!(theirs.started.borrow().len(), 2);
+    }
+
+    #[actix_rt::test]
     async fn forwards_settle_atomically_onto_the_next_stream() {
         let (bus, gate, mut l, _stop) = setup(4).await;
         let mut c = bus.consumer("next", "g2", "x").await.unwrap();
