@@ -835,6 +835,20 @@ mod tests {
         assert_eq!(bus.pending("s", "g").await.unwrap(), 2, "the first acked; two running");
     }
 
+    /// Steps `l` until a read returns entries (how many), for up to 2 s.
+    async fn next_read(l: &mut ConsumerLoop<Gate>) -> Option<usize> {
+        let read = async {
+            loop {
+                if let Step::Read(n) = l.step().await
+                    && n > 0
+                {
+                    return n;
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(2), read).await.ok()
+    }
+
     #[actix_rt::test]
     async fn loops_sharing_a_room_hold_no_more_than_it_has_places() {
         let bus = Bus::memory();
@@ -880,31 +894,13 @@ mod tests {
         let first = mine.started.borrow()[0];
         let _ = mine.release.borrow_mut().remove(&first).unwrap().send(Done::Ack);
         assert_eq!(local.step().await, Step::Ended(1));
-        let got = tokio::time::timeout(Duration::from_secs(2), async {
-            loop {
-                if let Step::Read(n) = shared.step().await
-                    && n > 0
-                {
-                    return n;
-                }
-            }
-        })
-        .await;
-        assert_eq!(got.ok(), Some(1), "one place, one entry");
+        let got = next_read(&mut shared).await;
+        assert_eq!(got, Some(1), "one place, one entry");
         assert_eq!(local.in_flight() + shared.in_flight(), 2);
         // Dropping a loop gives back what it held.
         drop(local);
-        let got = tokio::time::timeout(Duration::from_secs(2), async {
-            loop {
-                if let Step::Read(n) = shared.step().await
-                    && n > 0
-                {
-                    return n;
-                }
-            }
-        })
-        .await;
-        assert_eq!(got.ok(), Some(1), "the last entry");
+        let got = next_read(&mut shared).await;
+        assert_eq!(got, Some(1), "the last entry");
         assert_eq!(theirs.started.borrow().len(), 2);
     }
 

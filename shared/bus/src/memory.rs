@@ -227,40 +227,16 @@ impl MemoryBus {
         block: Duration,
         room: Option<&Room>,
     ) -> Vec<Delivery> {
-        let deadline = tokio::time::Instant::now() + block;
-        loop {
-            let mut freed = std::pin::pin!(room.map(Room::freed));
-            if let Some(f) = freed.as_mut().as_pin_mut() {
-                f.enable();
-            }
-            let found = {
-                let mut st = self.lock();
-                let Some(g) = st
-                    .streams
-                    .get_mut(&local.stream)
-                    .and_then(|s| s.groups.get_mut(&local.group))
-                else {
-                    return Vec::new();
-                };
-                let Some(l) = g.local.get_mut(&local.thread) else {
-                    return Vec::new();
-                };
-                if l.queue.is_empty() {
-                    Found::Wait(l.notify.clone())
-                } else {
-                    take(&mut l.queue, &mut g.pending, consumer, count, room)
-                }
-            };
-            let woken = match found {
-                Found::Entries(d) => return d,
-                Found::Full => wait_until(deadline, freed.as_pin_mut()).await,
-                // A publish since the check left a permit: no wake-up is lost.
-                Found::Wait(notify) => wait_until(deadline, Some(notify.notified())).await,
-            };
-            if !woken {
-                return Vec::new();
-            }
-        }
+        self.read_from(block, room, |st| {
+            let g = st.streams.get_mut(&local.stream)?.groups.get_mut(&local.group)?;
+            let l = g.local.get_mut(&local.thread)?;
+            Some(if l.queue.is_empty() {
+                Found::Wait(l.notify.clone())
+            } else {
+                take(&mut l.queue, &mut g.pending, consumer, count, room)
+            })
+        })
+        .await
     }
 
     pub(crate) fn create_group(&self, stream: &str, group: &str) {
@@ -276,46 +252,55 @@ impl MemoryBus {
         block: Duration,
         room: Option<&Room>,
     ) -> Vec<Delivery> {
+        self.read_from(block, room, |st| {
+            let s = st.streams.entry(stream.to_owned()).or_default();
+            Some(match s.groups.get_mut(group) {
+                Some(g) if !g.queue.is_empty() => take(&mut g.queue, &mut g.pending, consumer, count, room),
+                _ => Found::Wait(s.notify.clone()),
+            })
+        })
+        .await
+    }
+
+    /// The one read loop: `look` (under the lock) takes entries or says what to wait for
+    /// (None: the queue is gone); waits until `block` has passed.
+    async fn read_from(
+        &self,
+        block: Duration,
+        room: Option<&Room>,
+        mut look: impl FnMut(&mut State) -> Option<Found>,
+    ) -> Vec<Delivery> {
         let deadline = tokio::time::Instant::now() + block;
         loop {
+            // Registered before looking, so places given back meanwhile are not missed.
             let mut freed = std::pin::pin!(room.map(Room::freed));
             if let Some(f) = freed.as_mut().as_pin_mut() {
                 f.enable();
             }
-            let found = {
-                let mut st = self.lock();
-                let s = st.streams.entry(stream.to_owned()).or_default();
-                match s.groups.get_mut(group) {
-                    Some(g) if !g.queue.is_empty() => take(&mut g.queue, &mut g.pending, consumer, count, room),
-                    _ => Found::Wait(s.notify.clone()),
-                }
-            };
+            // The lock is held for the look only (a guard in the match would live through it).
+            let found = look(&mut self.lock());
             let woken = match found {
-                Found::Entries(d) => return d,
-                Found::Full => wait_until(deadline, freed.as_pin_mut()).await,
-                Found::Wait(notify) => {
+                None => return Vec::new(),
+                Some(Found::Entries(d)) => return d,
+                Some(Found::Full) => wait_until(deadline, freed.as_pin_mut()).await,
+                Some(Found::Wait(notify)) => {
                     let notified = notify.notified();
                     tokio::pin!(notified);
                     notified.as_mut().enable();
-                    // Re-check after registering, so a publish between the check and the wait is seen.
-                    if self.has_queued(stream, group) {
-                        continue;
+                    // Look again after registering, so a publish in between is seen.
+                    let again = look(&mut self.lock());
+                    match again {
+                        None => return Vec::new(),
+                        Some(Found::Entries(d)) => return d,
+                        Some(Found::Full) => continue,
+                        Some(Found::Wait(_)) => wait_until(deadline, Some(notified)).await,
                     }
-                    wait_until(deadline, Some(notified)).await
                 }
             };
             if !woken {
                 return Vec::new();
             }
         }
-    }
-
-    fn has_queued(&self, stream: &str, group: &str) -> bool {
-        self.lock()
-            .streams
-            .get(stream)
-            .and_then(|s| s.groups.get(group))
-            .is_some_and(|g| !g.queue.is_empty())
     }
 
     pub(crate) fn reclaim(

@@ -408,6 +408,16 @@ both!(
     entries_stay_until_every_group_is_done_with_them
 );
 
+/// The envelopes of one read of up to 10 entries.
+async fn read_envelopes(c: &mut llmr_bus::Consumer, block: Duration) -> Vec<Envelope> {
+    c.read(10, block)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.envelope)
+        .collect()
+}
+
 /// Publishes `e` on `stream` from a thread of its own.
 fn publish_from_another_thread(bus: &Bus, stream: &str, e: &Envelope) {
     std::thread::scope(|s| {
@@ -428,20 +438,8 @@ async fn a_local_consumer_gets_what_its_thread_publishes(bus: Bus) {
     bus.publish("jobs:l", &mine).await.unwrap();
     publish_from_another_thread(&bus, "jobs:l", &theirs);
     let short = Duration::from_millis(100);
-    let by_local: Vec<Envelope> = local
-        .read(10, short)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|d| d.envelope)
-        .collect();
-    let by_shared: Vec<Envelope> = shared
-        .read(10, short)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|d| d.envelope)
-        .collect();
+    let by_local = read_envelopes(&mut local, short).await;
+    let by_shared = read_envelopes(&mut shared, short).await;
     let mut ids: Vec<Uuid> = by_local.iter().chain(&by_shared).map(|e| e.id).collect();
     ids.sort();
     let mut sent = vec![mine.id, theirs.id];
@@ -467,13 +465,7 @@ async fn what_waits_for_a_local_consumer_is_not_lost_when_it_goes(bus: Bus) {
     let b = bus.backlog("jobs:g", "workers").await.unwrap();
     assert_eq!((b.length, b.pending), (3, 0), "queued for the local consumer: {b:?}");
     drop(local);
-    let got: Vec<Envelope> = shared
-        .read(10, BLOCK)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|d| d.envelope)
-        .collect();
+    let got = read_envelopes(&mut shared, BLOCK).await;
     assert_eq!(got, sent, "handed to the group's other consumers, in order");
     // With no local consumer left, this thread's work goes to the group as before.
     let later = env("later");
