@@ -89,9 +89,7 @@ pub struct App {
 /// Starts the services of `role` on the current actix System.
 pub async fn start(role: &Role, settings: &Settings) -> Result<App, AppError> {
     llmr_worker::install_tls_provider();
-    // Every open stream holds a client socket (and, in a worker, an upstream one): take as
-    // many open files as the hard limit allows.
-    match rlimit::increase_nofile_limit(u64::MAX) {
+    match raise_open_files() {
         Ok(n) => tracing::debug!(open_files = n, "open-file limit raised"),
         Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
     }
@@ -231,6 +229,26 @@ fn beside_http_workers(settings: &Settings, shared: Shared, instance: &str) -> l
         });
         Box::new(kept)
     })
+}
+
+/// Most open files a process may be allowed on Linux (`fs.nr_open`'s default).
+const MAX_OPEN_FILES: u64 = 1 << 20;
+
+/// Every open stream holds a client socket (and, in a worker, an upstream one): raises the
+/// open-file limit as far as the process may — the hard limit too where it is allowed to
+/// (root with CAP_SYS_RESOURCE, up to `fs.nr_open`), else the soft limit to the hard one.
+/// Returns the limit now in force.
+pub fn raise_open_files() -> std::io::Result<u64> {
+    let most = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(MAX_OPEN_FILES)
+        .min(MAX_OPEN_FILES);
+    let (_, hard) = rlimit::Resource::NOFILE.get()?;
+    if hard < most && rlimit::Resource::NOFILE.set(most, most).is_ok() {
+        return Ok(most);
+    }
+    rlimit::increase_nofile_limit(u64::MAX)
 }
 
 async fn wait_for_redis(bus: &Bus) {
@@ -400,6 +418,30 @@ pub fn spawn(role: Role, settings: Settings) -> Result<Running, AppError> {
             Err(AppError::Bus(llmr_bus::BusError::Unavailable(
                 "the service thread stopped during start".into(),
             )))
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    #[test]
+    fn the_open_file_limit_is_raised_as_far_as_the_process_may() {
+        let (_, hard_before) = rlimit::Resource::NOFILE.get().unwrap();
+        let n = super::raise_open_files().unwrap();
+        let (soft, hard) = rlimit::Resource::NOFILE.get().unwrap();
+        assert_eq!(soft, n, "what it says is in force");
+        assert_eq!(soft, hard, "as far as the hard limit");
+        assert!(hard >= hard_before, "never lowered: {hard} < {hard_before}");
+        // With CAP_SYS_RESOURCE (bit 24 of the effective set) the hard limit goes up too.
+        let caps = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let may_raise = caps
+            .lines()
+            .find_map(|l| l.strip_prefix("CapEff:"))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            .is_some_and(|c| c & (1 << 24) != 0);
+        if may_raise && hard_before < super::MAX_OPEN_FILES {
+            assert!(hard > hard_before, "the hard limit was raised: {hard}");
         }
     }
 }
