@@ -99,7 +99,9 @@ pub struct Delivery {
     pub reclaimed: bool,
 }
 
-/// The bus, Redis or in-process.
+/// The bus, Redis or in-process. The Redis calls' futures are boxed where they are awaited:
+/// inline, their kilobytes would be carried (and copied on every move) by the futures of
+/// every caller, on the in-process bus too.
 #[derive(Clone)]
 pub enum Bus {
     Memory(Arc<MemoryBus>),
@@ -135,7 +137,7 @@ impl Bus {
                 b.publish(stream, env.clone());
                 Ok(())
             }
-            Bus::Redis(b) => b.publish(stream, env).await,
+            Bus::Redis(b) => Box::pin(b.publish(stream, env)).await,
         }
     }
 
@@ -180,7 +182,7 @@ impl Bus {
                 b.reply(reply_to, frames);
                 Ok(())
             }
-            Bus::Redis(b) => b.reply(reply_to, frames).await,
+            Bus::Redis(b) => Box::pin(b.reply(reply_to, frames)).await,
         }
     }
 
@@ -189,7 +191,7 @@ impl Bus {
     pub async fn first_frame_sent(&self, id: Uuid) -> Result<bool, BusError> {
         match self {
             Bus::Memory(b) => Ok(b.first_frame_sent(id)),
-            Bus::Redis(b) => b.first_frame_sent(id).await,
+            Bus::Redis(b) => Box::pin(b.first_frame_sent(id)).await,
         }
     }
 
@@ -209,7 +211,7 @@ impl Bus {
                 b.cancel(id);
                 Ok(())
             }
-            Bus::Redis(b) => b.cancel(id).await,
+            Bus::Redis(b) => Box::pin(b.cancel(id)).await,
         }
     }
 
@@ -225,7 +227,7 @@ impl Bus {
     pub async fn pending(&self, stream: &str, group: &str) -> Result<u64, BusError> {
         match self {
             Bus::Memory(b) => Ok(b.pending(stream, group)),
-            Bus::Redis(b) => b.pending(stream, group).await,
+            Bus::Redis(b) => Box::pin(b.pending(stream, group)).await,
         }
     }
 
@@ -234,7 +236,7 @@ impl Bus {
     pub async fn backlog(&self, stream: &str, group: &str) -> Result<Backlog, BusError> {
         match self {
             Bus::Memory(b) => Ok(b.backlog(stream, group)),
-            Bus::Redis(b) => b.backlog(stream, group).await,
+            Bus::Redis(b) => Box::pin(b.backlog(stream, group)).await,
         }
     }
 
@@ -242,7 +244,7 @@ impl Bus {
     pub async fn ping(&self) -> Result<(), BusError> {
         match self {
             Bus::Memory(_) => Ok(()),
-            Bus::Redis(b) => b.ping().await,
+            Bus::Redis(b) => Box::pin(b.ping()).await,
         }
     }
 }
@@ -308,7 +310,9 @@ impl Consumer {
             ConsumerInner::Memory(b, None) => {
                 Ok(b.read(&self.stream, &self.group, &self.name, count, block, room).await)
             }
-            ConsumerInner::Redis(b, conn) => b.read(conn, &self.stream, &self.group, &self.name, count, block).await,
+            ConsumerInner::Redis(b, conn) => {
+                Box::pin(b.read(conn, &self.stream, &self.group, &self.name, count, block)).await
+            }
         }
     }
 
@@ -333,7 +337,7 @@ impl Consumer {
                 b.ack(&self.stream, &self.group, entries);
                 Ok(())
             }
-            ConsumerInner::Redis(b, _) => b.ack(&self.stream, &self.group, entries).await,
+            ConsumerInner::Redis(b, _) => Box::pin(b.ack(&self.stream, &self.group, entries)).await,
         }
     }
 
@@ -354,7 +358,7 @@ impl Consumer {
                 b.touch(&self.stream, &self.group, &self.name, entries);
                 Ok(())
             }
-            ConsumerInner::Redis(b, _) => b.touch(&self.stream, &self.group, &self.name, entries).await,
+            ConsumerInner::Redis(b, _) => Box::pin(b.touch(&self.stream, &self.group, &self.name, entries)).await,
         }
     }
 
@@ -372,7 +376,7 @@ impl Consumer {
                 }
                 Ok(())
             }
-            ConsumerInner::Redis(b, _) => b.forward_many(&self.stream, &self.group, items).await,
+            ConsumerInner::Redis(b, _) => Box::pin(b.forward_many(&self.stream, &self.group, items)).await,
         }
     }
 
@@ -390,7 +394,7 @@ impl Consumer {
                 }
                 Ok(())
             }
-            ConsumerInner::Redis(b, _) => b.finish_many(&self.stream, &self.group, jobs).await,
+            ConsumerInner::Redis(b, _) => Box::pin(b.finish_many(&self.stream, &self.group, jobs)).await,
         }
     }
 

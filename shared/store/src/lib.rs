@@ -195,11 +195,14 @@ pub enum Store {
     Redis(Arc<RedisStore>),
 }
 
+/// Calls the backend. The Redis arm's future is boxed: it is kilobytes (redis-rs's), and
+/// inline it would make every store call that size on the in-memory backend too — futures
+/// its callers hold, and copy whenever they are moved.
 macro_rules! dispatch {
     ($self:ident, $s:ident => $e:expr) => {
         match $self {
             Store::Memory($s) => $e,
-            Store::Redis($s) => $e.await,
+            Store::Redis($s) => Box::pin($e).await,
         }
     };
 }
