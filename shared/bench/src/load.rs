@@ -102,15 +102,35 @@ async fn one(client: &awc::Client, url: &str, body: &Bytes, sent: Instant) -> Re
         .map_err(|e| format!("send: {e}"))?;
     let status = resp.status().as_u16();
     let mut first = None;
+    let mut refusal = Vec::new();
     while let Some(chunk) = resp.next().await {
-        chunk.map_err(|e| format!("body: {e}"))?;
+        let chunk = chunk.map_err(|e| format!("body: {e}"))?;
         first.get_or_insert_with(|| sent.elapsed());
+        if status != 200 && refusal.len() < 4096 {
+            refusal.extend_from_slice(&chunk);
+        }
     }
     let total = sent.elapsed();
     if status != 200 {
-        return Err(format!("status {status}"));
+        return Err(format!("status {status} {}", refused_for(&refusal)));
     }
     Ok((first.unwrap_or(total), total))
+}
+
+/// What an error answer says went wrong (OpenAI's error shape): its type and its message with
+/// each number masked as `#`, so that refusals for one reason count as one kind.
+fn refused_for(body: &[u8]) -> String {
+    let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let kind = v["error"]["type"].as_str().unwrap_or("(no error body)");
+    let mut message = String::new();
+    for c in v["error"]["message"].as_str().unwrap_or_default().chars().take(100) {
+        match c.is_ascii_digit() {
+            true if message.ends_with('#') => {}
+            true => message.push('#'),
+            false => message.push(c),
+        }
+    }
+    format!("{kind}: {message}")
 }
 
 /// Runs `shape` against `url` with `body` on `threads` client threads.
@@ -244,4 +264,19 @@ async fn thread_load(url: String, body: Bytes, shape: Shape, t: usize, threads: 
         s.merge(&rc.borrow());
         s
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::refused_for;
+
+    #[test]
+    fn refusals_for_one_reason_count_as_one_kind() {
+        let a = br#"{"error":{"type":"overloaded","message":"The cluster is overloaded: 10012 requests are queued"}}"#;
+        let b = br#"{"error":{"type":"overloaded","message":"The cluster is overloaded: 9999 requests are queued"}}"#;
+        assert_eq!(refused_for(a), "overloaded: The cluster is overloaded: # requests are queued");
+        assert_eq!(refused_for(a), refused_for(b));
+        assert_eq!(refused_for(b"<html>bad gateway</html>"), "(no error body): ");
+    }
 }
