@@ -275,7 +275,10 @@ mod tests {
     fn refusals_for_one_reason_count_as_one_kind() {
         let a = br#"{"error":{"type":"overloaded","message":"The cluster is overloaded: 10012 requests are queued"}}"#;
         let b = br#"{"error":{"type":"overloaded","message":"The cluster is overloaded: 9999 requests are queued"}}"#;
-        assert_eq!(refused_for(a), "overloaded: The cluster is overloaded: # requests are queued");
+        assert_eq!(
+            refused_for(a),
+            "overloaded: The cluster is overloaded: # requests are queued"
+        );
         assert_eq!(refused_for(a), refused_for(b));
         assert_eq!(refused_for(b"<html>bad gateway</html>"), "(no error body): ");
     }

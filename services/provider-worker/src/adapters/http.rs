@@ -3,7 +3,9 @@
 //! override them), and the one mapping of a non-2xx answer to its fault:
 //! 429 and 529 (overloaded) → rate-limited until the reset the headers name; 401/403 → the
 //! key; 400/413/422 → the client's, passed on (Azure's `content_filter` as a clear 400);
-//! anything else → the target. The key is cut out of any error body that quotes it.
+//! anything else → the target; this process out of open files or local ports while
+//! connecting → ours (503 `overloaded`, no circuit fed). The key is cut out of any error body
+//! that quotes it.
 
 use bytes::Bytes;
 use llmr_protocol::{ApiError, now_ms};
@@ -52,11 +54,29 @@ pub async fn send(
         }
         r => r,
     }
-    .map_err(|e| failed(&e))?;
+    .map_err(|e| match exhausted_here(&e) {
+        true => AttemptError::exhausted(format!("request failed: {e}")),
+        false => failed(&e),
+    })?;
     if !resp.status().is_success() {
         return Err(refused(&mut resp, key).await);
     }
     Ok(resp)
+}
+
+/// Whether a send failed because this process ran out of open files, local ports or memory
+/// while connecting (EMFILE, ENFILE, EADDRNOTAVAIL, ENOMEM): nothing reached the upstream.
+fn exhausted_here(e: &awc::error::SendRequestError) -> bool {
+    use awc::error::{ConnectError, SendRequestError};
+    match e {
+        SendRequestError::Connect(ConnectError::Io(io)) => {
+            use std::io::ErrorKind;
+            matches!(io.kind(), ErrorKind::AddrNotAvailable | ErrorKind::OutOfMemory)
+                // EMFILE and ENFILE (the same numbers on Linux and the BSDs).
+                || matches!(io.raw_os_error(), Some(23 | 24))
+        }
+        _ => false,
+    }
 }
 
 /// The fault of a non-2xx answer.
@@ -106,6 +126,28 @@ pub fn redact(body: &str, key: Option<&str>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use awc::error::{ConnectError, SendRequestError};
+
+    #[test]
+    fn running_out_of_files_or_ports_is_ours_not_the_upstreams() {
+        let connect = |e: std::io::Error| SendRequestError::Connect(ConnectError::Io(e));
+        for ours in [
+            std::io::Error::from_raw_os_error(24),
+            std::io::Error::from_raw_os_error(23),
+            std::io::Error::from(std::io::ErrorKind::AddrNotAvailable),
+        ] {
+            assert!(exhausted_here(&connect(ours)));
+        }
+        assert!(!exhausted_here(&connect(std::io::Error::from(
+            std::io::ErrorKind::ConnectionRefused
+        ))));
+        assert!(!exhausted_here(&SendRequestError::Connect(ConnectError::Timeout)));
+        let e = AttemptError::exhausted("request failed: Too many open files");
+        assert_eq!(
+            (e.fault, e.retryable, e.error.status()),
+            (super::super::Fault::Local, true, 503)
+        );
+    }
 
     #[test]
     fn error_bodies_lose_the_key_they_quote() {

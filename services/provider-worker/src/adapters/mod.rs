@@ -80,7 +80,8 @@ pub enum Fault {
     RateLimited { until_ms: Option<u64> },
     /// The request itself (the upstream's 400/413/422): passed to the client, no retry.
     Client,
-    /// Ours, not the upstream's (deadline, reply channel): feeds nothing.
+    /// Ours, not the upstream's (deadline, reply channel, this process out of open files or
+    /// ports): feeds nothing.
     Local,
 }
 
@@ -154,6 +155,26 @@ impl AttemptError {
             retryable: false,
             fault: Fault::Local,
             reason: reason.into(),
+        }
+    }
+
+    /// This process ran out of something of its own (open files, local ports, memory) before
+    /// anything was sent: not the upstream's fault (it feeds no circuit or cooldown, so one
+    /// burst cannot open every circuit the cluster shares), the next attempt may still go (on
+    /// a pooled connection), and the client, when none is left, gets 503 `overloaded` with
+    /// `Retry-After`.
+    pub fn exhausted(reason: impl Into<String>) -> AttemptError {
+        let reason = reason.into();
+        AttemptError {
+            error: ApiError::Overloaded {
+                message: format!(
+                    "The gateway cannot open another upstream connection right now ({reason}); retry later."
+                ),
+                retry_after_s: 1,
+            },
+            retryable: true,
+            fault: Fault::Local,
+            reason,
         }
     }
 
