@@ -7,12 +7,15 @@
 //! pool and its timeouts) and cloned per operation; a connection that fails is dropped and
 //! the next operation takes a fresh one. A command that finds its connection already dead —
 //! as every cached connection is after a Redis restart — was never sent: it is retried once
-//! on a fresh connection, so a restart costs no operation an error.
+//! on a fresh connection, so a restart costs no operation an error. A slot is reconnected by
+//! one operation at a time: the others that find it empty meanwhile wait for that one and
+//! share what it made (or fail with it), so a blip under load costs one connection per slot,
+//! not one per operation in flight (200 at once made 200 connections before).
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use deadpool_redis::Pool;
+use deadpool_redis::{Pool, PoolError};
 use redis::aio::MultiplexedConnection;
 
 /// How many multiplexed connections one process keeps.
@@ -20,8 +23,28 @@ const SLOTS: usize = 4;
 
 pub struct RedisConns {
     pool: Pool,
-    slots: Vec<Mutex<Option<MultiplexedConnection>>>,
+    slots: Vec<Slot>,
     next: AtomicUsize,
+    /// Numbers each connection made, so a failure drops the connection it was seen on and
+    /// not a fresh one another operation has put in its place.
+    made: AtomicU64,
+}
+
+/// One cached connection and the lock its reconnection holds: when many operations find
+/// the slot empty at once (a restart, a timeout under load), one connects and the others wait
+/// for it, instead of each making a connection of its own and the pool queueing them.
+#[derive(Default)]
+struct Slot {
+    cached: Mutex<Option<(u64, MultiplexedConnection)>>,
+    connecting: tokio::sync::Mutex<()>,
+    /// Connects tried (to tell a waiter that the attempt it waited for failed).
+    attempts: AtomicU64,
+}
+
+impl Slot {
+    fn cached(&self) -> Option<(u64, MultiplexedConnection)> {
+        self.cached.lock().ok().and_then(|s| s.clone())
+    }
 }
 
 /// One operation's connection. A connection-level failure (I/O, timeout, dropped) drops it
@@ -30,15 +53,15 @@ pub struct Conn<'a> {
     conn: MultiplexedConnection,
     owner: &'a RedisConns,
     slot: usize,
+    made: u64,
 }
 
 impl Conn<'_> {
     fn check<T>(&self, r: redis::RedisResult<T>) -> redis::RedisResult<T> {
         if let Err(e) = &r
             && (e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_unrecoverable_error())
-            && let Ok(mut s) = self.owner.slots[self.slot].lock()
         {
-            *s = None;
+            self.owner.forget(self.slot, self.made);
         }
         r
     }
@@ -58,9 +81,10 @@ impl Conn<'_> {
         if !unsent {
             return false;
         }
-        match self.owner.connect(self.slot).await {
-            Ok(c) => {
-                self.conn = c;
+        self.owner.forget(self.slot, self.made);
+        match self.owner.connection(self.slot).await {
+            Ok((made, c)) => {
+                (self.made, self.conn) = (made, c);
                 true
             }
             Err(_) => false,
@@ -108,34 +132,61 @@ impl RedisConns {
         let n = SLOTS.min(pool.status().max_size.max(1));
         RedisConns {
             pool,
-            slots: (0..n).map(|_| Mutex::new(None)).collect(),
+            slots: (0..n).map(|_| Slot::default()).collect(),
             next: AtomicUsize::new(0),
+            made: AtomicU64::new(0),
         }
     }
 
     /// A connection for one operation.
-    pub async fn get(&self) -> Result<Conn<'_>, deadpool_redis::PoolError> {
+    pub async fn get(&self) -> Result<Conn<'_>, PoolError> {
         let slot = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
-        let cached = self.slots[slot].lock().ok().and_then(|s| s.clone());
-        let conn = match cached {
-            Some(c) => c,
-            None => self.connect(slot).await?,
-        };
+        let (made, conn) = self.connection(slot).await?;
         Ok(Conn {
             conn,
             owner: self,
             slot,
+            made,
         })
     }
 
-    /// A new connection from the pool, cached in `slot`.
-    async fn connect(&self, slot: usize) -> Result<MultiplexedConnection, deadpool_redis::PoolError> {
+    /// Drops `slot`'s connection if it is still connection number `made`.
+    fn forget(&self, slot: usize, made: u64) {
+        if let Ok(mut s) = self.slots[slot].cached.lock()
+            && s.as_ref().is_some_and(|(m, _)| *m == made)
+        {
+            *s = None;
+        }
+    }
+
+    /// `slot`'s connection, made from the pool when there is none: by one operation at a
+    /// time, the others waiting for it and taking what it made — or, when its attempt failed,
+    /// failing at once too (so an unreachable Redis still fails every operation fast, not one
+    /// connect timeout after another).
+    async fn connection(&self, slot: usize) -> Result<(u64, MultiplexedConnection), PoolError> {
+        let s = &self.slots[slot];
+        if let Some(c) = s.cached() {
+            return Ok(c);
+        }
+        let tried = s.attempts.load(Ordering::Acquire);
+        let _connecting = s.connecting.lock().await;
+        if let Some(c) = s.cached() {
+            return Ok(c);
+        }
+        if s.attempts.load(Ordering::Acquire) != tried {
+            return Err(PoolError::Backend(redis::RedisError::from((
+                redis::ErrorKind::Io,
+                "cannot connect to Redis (the connection attempt this operation waited for failed)",
+            ))));
+        }
+        s.attempts.fetch_add(1, Ordering::AcqRel);
         let obj = self.pool.get().await?;
         let c: MultiplexedConnection = deadpool_redis::Connection::take(obj);
-        if let Ok(mut s) = self.slots[slot].lock() {
-            *s = Some(c.clone());
+        let made = self.made.fetch_add(1, Ordering::Relaxed) + 1;
+        if let Ok(mut cached) = s.cached.lock() {
+            *cached = Some((made, c.clone()));
         }
-        Ok(c)
+        Ok((made, c))
     }
 }
 
