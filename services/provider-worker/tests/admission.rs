@@ -8,24 +8,13 @@
 mod common;
 
 use std::rc::Rc;
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::outcome;
 use llmr_protocol::{Attempt, Frame, FrameKind, now_ms};
 use llmr_store::{Store, key_id, target_id};
-use llmr_testkit::{Behavior, MockUpstream, RedisServer, unique_prefix};
+use llmr_testkit::{Behavior, MockUpstream, RedisServer};
 use llmr_worker::job::JobCtx;
-
-fn store(redis: Option<&RedisServer>) -> Store {
-    match redis {
-        None => Store::memory(),
-        Some(r) => {
-            let conns = Arc::new(llmr_bus::RedisConns::new(llmr_bus::redis_pool(&r.url(), 4).unwrap()));
-            Store::redis(conns, &unique_prefix("admission"))
-        }
-    }
-}
 
 fn ctx(mock: &MockUpstream, store: Store, lease_ttl_ms: u64) -> Rc<JobCtx> {
     let toml = llmr_testkit::provider_entry("up", &mock.base_url(), &["m"], &["key-a", "key-b"]);
@@ -51,7 +40,7 @@ fn on_key(k: u32) -> Attempt {
 async fn a_stale_plan_never_reaches_a_key_or_target_that_failed_since(redis: bool) {
     let server = redis.then(RedisServer::start);
     let mock = MockUpstream::start(&["m"]);
-    let ctx = ctx(&mock, store(server.as_ref()), 10_000);
+    let ctx = ctx(&mock, common::store(server.as_ref(), "admission"), 10_000);
     // Key a answered 429 (recorded) after the router planned a, then b.
     ctx.store.cooldown(&key_id("up", 0), now_ms() + 30_000).await.unwrap();
     let frames = run(&ctx, vec![on_key(0), on_key(1)]).await;
@@ -96,7 +85,7 @@ async fn leases_are_renewed_while_a_call_runs(redis: bool) {
     let server = redis.then(RedisServer::start);
     let mock = MockUpstream::start(&["m"]);
     mock.set_default(Behavior::latency(1200));
-    let ctx = ctx(&mock, store(server.as_ref()), 300);
+    let ctx = ctx(&mock, common::store(server.as_ref(), "admission"), 300);
     let probe = {
         let store = ctx.store.clone();
         async move {
@@ -148,7 +137,7 @@ async fn a_success_on_a_clean_record_is_written_only_for_a_sampled_latency(redis
     // `LATENCY_SAMPLE_EVERY` per target and process.
     let server = redis.then(RedisServer::start);
     let mock = MockUpstream::start(&["m"]);
-    let ctx = ctx(&mock, store(server.as_ref()), 10_000);
+    let ctx = ctx(&mock, common::store(server.as_ref(), "admission"), 10_000);
     let latency = async || {
         let h = ctx.store.health(&[target_id("up", "m")]).await.unwrap();
         h[0].latency_ms

@@ -9,23 +9,12 @@
 mod common;
 
 use std::os::fd::AsRawFd;
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::outcome;
 use llmr_protocol::{Attempt, FrameKind};
-use llmr_store::{Circuit, Store, target_id};
-use llmr_testkit::{MockUpstream, RedisServer, unique_prefix};
-
-fn store(redis: Option<&RedisServer>) -> Store {
-    match redis {
-        None => Store::memory(),
-        Some(r) => {
-            let conns = Arc::new(llmr_bus::RedisConns::new(llmr_bus::redis_pool(&r.url(), 4).unwrap()));
-            Store::redis(conns, &unique_prefix("open-files"))
-        }
-    }
-}
+use llmr_store::{Circuit, target_id};
+use llmr_testkit::{MockUpstream, RedisServer};
 
 /// Runs `f` with the open files limit at the lowest free descriptor: no new file or socket can
 /// be opened by this process until it returns.
@@ -48,7 +37,7 @@ async fn out_of_files(redis: bool) {
         llmr_testkit::provider_entry("warm", &warm.base_url(), &["m"], &[])
     );
     let client = awc::Client::builder().timeout(Duration::from_secs(10)).finish();
-    let ctx = common::ctx(&toml, store(server.as_ref()), 10_000, client);
+    let ctx = common::ctx(&toml, common::store(server.as_ref(), "open-files"), 10_000, client);
     let target = target_id("up", "m");
     // A job on another upstream first: the store's connections are made, and both mocks
     // serve, before the limit; only the connection to `up` is new when the limit holds.

@@ -6,11 +6,8 @@
 use llmr_bus::{RedisConns, redis_pool};
 use llmr_testkit::RedisServer;
 
-#[tokio::test]
-async fn operations_survive_redis_dropping_every_connection() {
-    let server = RedisServer::start();
-    let conns = RedisConns::new(redis_pool(&server.url(), 4).unwrap());
-    // Fill every cached slot.
+/// Sets `k0`..`k7` to 0..7, through (and so connecting) every cached slot.
+async fn fill_every_slot(conns: &RedisConns) {
     for i in 0..8 {
         let mut c = conns.get().await.unwrap();
         redis::cmd("SET")
@@ -20,21 +17,33 @@ async fn operations_survive_redis_dropping_every_connection() {
             .await
             .unwrap();
     }
+}
+
+/// Redis drops every client connection but `admin`'s (as a restart does).
+async fn drop_every_connection(admin: &mut redis::aio::MultiplexedConnection) {
+    let _: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("normal")
+        .arg("SKIPME")
+        .arg("yes")
+        .query_async(admin)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn operations_survive_redis_dropping_every_connection() {
+    let server = RedisServer::start();
+    let conns = RedisConns::new(redis_pool(&server.url(), 4).unwrap());
+    fill_every_slot(&conns).await;
     for round in 0..3 {
         let mut admin = redis::Client::open(server.url())
             .unwrap()
             .get_multiplexed_async_connection()
             .await
             .unwrap();
-        let _: i64 = redis::cmd("CLIENT")
-            .arg("KILL")
-            .arg("TYPE")
-            .arg("normal")
-            .arg("SKIPME")
-            .arg("yes")
-            .query_async(&mut admin)
-            .await
-            .unwrap();
+        drop_every_connection(&mut admin).await;
         // Let every connection's driver see its socket close.
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         for i in 0..8 {
@@ -68,30 +77,14 @@ async fn connections_received(admin: &mut redis::aio::MultiplexedConnection) -> 
 async fn operations_at_once_after_a_drop_make_one_connection_per_slot() {
     let mut server = RedisServer::start();
     let conns = RedisConns::new(redis_pool(&server.url(), 16).unwrap());
-    for i in 0..8 {
-        let mut c = conns.get().await.unwrap();
-        redis::cmd("SET")
-            .arg(format!("k{i}"))
-            .arg(i)
-            .query_async::<()>(&mut c)
-            .await
-            .unwrap();
-    }
+    fill_every_slot(&conns).await;
     let mut admin = redis::Client::open(server.url())
         .unwrap()
         .get_multiplexed_async_connection()
         .await
         .unwrap();
     for round in 0..3 {
-        let _: i64 = redis::cmd("CLIENT")
-            .arg("KILL")
-            .arg("TYPE")
-            .arg("normal")
-            .arg("SKIPME")
-            .arg("yes")
-            .query_async(&mut admin)
-            .await
-            .unwrap();
+        drop_every_connection(&mut admin).await;
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         let before = connections_received(&mut admin).await;
         let ops = (0..200).map(|i| {

@@ -12,6 +12,17 @@ use llmr_protocol::{Attempt, Envelope, Frame, FrameKind, Kind, Meta, Plan, now_m
 use llmr_store::{Breaker, Store};
 use llmr_worker::job::{self, JobCtx, ProviderRt};
 
+/// The store of a test: in memory, or on `redis` under a fresh prefix named after `what`.
+pub fn store(redis: Option<&llmr_testkit::RedisServer>, what: &str) -> Store {
+    match redis {
+        None => Store::memory(),
+        Some(r) => {
+            let conns = Arc::new(llmr_bus::RedisConns::new(llmr_bus::redis_pool(&r.url(), 4).unwrap()));
+            Store::redis(conns, &llmr_testkit::unique_prefix(what))
+        }
+    }
+}
+
 /// Jobs run against the providers of `toml` with `store`; every circuit opens at the first
 /// failure and stays open a minute.
 pub fn ctx(toml: &str, store: Store, lease_ttl_ms: u64, client: awc::Client) -> Rc<JobCtx> {
