@@ -69,11 +69,13 @@ def reclaimed_by_worker(cluster):
     return {w: cluster.metric(w, "llmr_stream_reclaimed_total", stream=STREAM) for w in cluster.running("worker")}
 
 
-def busiest_worker(cluster, timeout=5):
-    """The worker holding the most jobs right now (waits until one holds any)."""
+def busiest_worker(cluster, exclude=(), timeout=5):
+    """The worker holding the most jobs right now (waits until one holds any), of those not
+    in `exclude` (workers already faulted, which may not answer)."""
     deadline = time.time() + timeout
     while time.time() < deadline:
-        loads = {w: cluster.metric(w, "llmr_consumer_in_flight", stream=STREAM) for w in cluster.running("worker")}
+        loads = {w: cluster.metric(w, "llmr_consumer_in_flight", stream=STREAM)
+                 for w in cluster.running("worker") if w not in exclude}
         worker, held = max(loads.items(), key=lambda kv: kv[1])
         if held > 0:
             return worker
@@ -81,20 +83,9 @@ def busiest_worker(cluster, timeout=5):
     raise AssertionError("no worker held a job under load")
 
 
-def fault_on_busiest(cluster, action):
-    """Applies `action` (a command on a container id) to the busiest worker; returns a
-    `during` callback for `load` and a list that gets the victim's id."""
-    victim = []
-
-    def during():
-        victim.append(busiest_worker(cluster))
-        run([*action, victim[0]])
-    return during, victim
-
-
 def held_in_redis(cluster, worker):
     """The jobs Redis has delivered to `worker`'s consumer and not yet seen acknowledged:
-    what a killed worker leaves for the others to take over."""
+    what a faulted worker leaves for the others to take over."""
     logs = run(["docker", "logs", worker])
     instance = re.search(r'"instance":"(worker-[0-9a-f]+)"', logs).group(1)
     redis = cluster.running("redis")[0]
@@ -104,65 +95,67 @@ def held_in_redis(cluster, worker):
     return len(out.split()) // 4  # id, consumer, idle, deliveries per entry
 
 
-def kill_one_holding_jobs(cluster, tries=2):
-    """A `during` callback for `load` that kills the busiest worker, and the list that gets
-    (victim, jobs it held). Its in-flight gauge is read before the kill, so the jobs it showed
-    may all have ended by the time the kill lands: Redis says what it really held, and an
-    idle victim is no test, so the next busiest is killed (at most `tries` in all)."""
-    killed = []
+def fault_one_holding_jobs(cluster, action, tries=2):
+    """A `during` callback for `load` that applies `action` (a command on a container id) to
+    the busiest worker, and the list that gets (victim, jobs it held). Its in-flight gauge is
+    read before the fault, so the jobs it showed may all have ended by the time the fault
+    lands: Redis says what it really held, and an idle victim is no test, so the next busiest
+    is faulted too (at most `tries` in all)."""
+    hit = []
 
     def during():
         for _ in range(tries):
-            worker = busiest_worker(cluster)
-            run(["docker", "kill", worker])
-            killed.append((worker, held_in_redis(cluster, worker)))
-            if killed[-1][1]:
+            worker = busiest_worker(cluster, exclude=[w for w, _ in hit])
+            run([*action, worker])
+            hit.append((worker, held_in_redis(cluster, worker)))
+            if hit[-1][1]:
                 return
-    return during, killed
+    return during, hit
 
 
 def taken_over(before, after, victims):
     return sum(n - before.get(w, 0) for w, n in after.items() if w not in victims)
 
 
-def test_a_killed_worker_loses_nothing(cluster):
+def faulted_under_load(cluster, action, what):
+    """Runs 90 slow chats at c=9 with `action` on the busiest worker after 15 answers: every
+    request answered, none hung, and the others took over every job the victims held.
+    Returns the victims."""
     cluster.wait_ready(workers=3)
     before = reclaimed_by_worker(cluster)
     started = time.time()
-    during, killed = kill_one_holding_jobs(cluster)
+    during, hit = fault_one_holding_jobs(cluster, action)
+    results = load(cluster, "slow", total=90, concurrency=9, during=during, after=15)
+    victims = [w for w, _ in hit]
+    counts = tally(results)
+    # (A victim may not answer: only the others are asked.)
+    after = {w: cluster.metric(w, "llmr_stream_reclaimed_total", stream=STREAM) for w in before if w not in victims}
+    taken = taken_over(before, after, victims)
+    held = sum(n for _, n in hit)
+    print(f"{what} under load: {counts}, held by the victims {[(w[:12], n) for w, n in hit]}, "
+          f"reclaimed by the others: {taken:.0f}, {time.time() - started:.1f}s")
+    assert counts["ok"] == 90, counts
+    assert counts["hung"] == 0
+    assert held >= 1, "a victim held jobs when the fault landed"
+    assert taken >= held, "the others took over every job the victims held"
+    return victims
+
+
+def test_a_killed_worker_loses_nothing(cluster):
     try:
-        results = load(cluster, "slow", total=90, concurrency=9, during=during, after=15)
-        counts = tally(results)
-        victims = [w for w, _ in killed]
-        taken = taken_over(before, reclaimed_by_worker(cluster), victims)
-        held = sum(n for _, n in killed)
-        print(f"docker kill of the busiest worker under load: {counts}, held by the killed "
-              f"{[(w[:12], n) for w, n in killed]}, reclaimed by the others: {taken:.0f}, {time.time() - started:.1f}s")
-        assert counts["ok"] == 90, counts
-        assert counts["hung"] == 0
-        assert held >= 1, "a killed worker held jobs when the kill landed"
-        assert taken >= held, "the others took over every job the killed workers held"
+        faulted_under_load(cluster, ["docker", "kill"], "docker kill of the busiest worker")
     finally:
         cluster.dc("up", "-d", "--no-recreate", "--scale", "worker=3", timeout=240)
 
 
 def test_a_worker_cut_off_from_redis_has_its_jobs_answered_by_the_others(cluster):
-    cluster.wait_ready(workers=3)
-    before = reclaimed_by_worker(cluster)
-    during, victim = fault_on_busiest(cluster, ["docker", "network", "disconnect", cluster.network])
+    cut = ["docker", "network", "disconnect", cluster.network]
+    victims = []
     try:
-        results = load(cluster, "slow", total=90, concurrency=9, during=during, after=15)
-        counts = tally(results)
-        # (The cut-off worker cannot be asked: only the others are.)
-        after = {w: cluster.metric(w, "llmr_stream_reclaimed_total", stream=STREAM) for w in before if w != victim[0]}
-        taken = taken_over(before, after, victim)
-        print(f"busiest worker disconnected from Redis under load: {counts}, reclaimed by the others: {taken:.0f}")
-        assert counts["ok"] == 90, counts
-        assert counts["hung"] == 0
-        assert taken >= 1, "the cut-off worker's jobs were taken over"
+        victims = faulted_under_load(cluster, cut, "busiest worker disconnected from Redis")
     finally:
-        if victim:
-            run(["docker", "network", "connect", cluster.network, victim[0]], check=False)
+        for w in victims or cluster.running("worker"):
+            run(["docker", "network", "connect", cluster.network, w], check=False)
 
 
 def after_recovery(call, timeout=30):
