@@ -101,13 +101,15 @@ pub struct Deployment {
 
 impl Deployment {
     /// Starts `mode` in front of `mock`; `workers` worker processes in cluster mode, each
-    /// running at most `max_in_flight` jobs.
+    /// running at most `max_in_flight` jobs; the gateway sheds new requests (503) once more
+    /// than `max_queued` wait (`server.max_queued`).
     pub fn start(
         mode: Mode,
         bin_dir: &Path,
         mock: &Mock,
         workers: usize,
         max_in_flight: usize,
+        max_queued: usize,
     ) -> std::io::Result<Deployment> {
         if mode == Mode::Direct {
             return Ok(Deployment {
@@ -141,7 +143,7 @@ impl Deployment {
             });
         }
         let cfg = TestConfig::new(format!(
-            "[server]\nrequest_timeout_ms = 60000\nmax_queued = {max_in_flight}\n[telemetry]\nlog_level = \"warn\"\n[worker]\nmax_in_flight = {max_in_flight}\n[[providers]]\nname = \"mock\"\ntype = \"openai\"\nbase_url = \"{}\"\nmodels = [\"bench\", \"bench-gap\"]\n",
+            "[server]\nrequest_timeout_ms = 60000\nmax_queued = {max_queued}\n[telemetry]\nlog_level = \"warn\"\n[worker]\nmax_in_flight = {max_in_flight}\n[[providers]]\nname = \"mock\"\ntype = \"openai\"\nbase_url = \"{}\"\nmodels = [\"bench\", \"bench-gap\"]\n",
             mock.base_url()
         ));
         let mut c = ProcessCluster::new(&bin_dir.join("llmrouter"), cfg, mode != Mode::AllMemory);

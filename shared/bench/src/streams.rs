@@ -43,7 +43,7 @@ pub fn run(
     let body = crate::body_for("bench-gap", true, 0);
     let mut out = Vec::new();
     for &mode in modes {
-        let d = Deployment::start(mode, bin_dir, &mock, 1, n.max(64))?;
+        let d = Deployment::start(mode, bin_dir, &mock, 1, n.max(64), n.max(64))?;
         if !d.wait_ready(&crate::body(false, 0)) {
             return Err(std::io::Error::other(format!("{} never answered", mode.name())));
         }
