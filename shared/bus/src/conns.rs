@@ -37,8 +37,9 @@ pub struct RedisConns {
 struct Slot {
     cached: Mutex<Option<(u64, MultiplexedConnection)>>,
     connecting: tokio::sync::Mutex<()>,
-    /// Connects tried (to tell a waiter that the attempt it waited for failed).
-    attempts: AtomicU64,
+    /// Connects that failed (to tell a waiter that the attempt it waited for failed; one
+    /// cancelled midway leaves the next waiter to try).
+    failed: AtomicU64,
 }
 
 impl Slot {
@@ -168,19 +169,24 @@ impl RedisConns {
         if let Some(c) = s.cached() {
             return Ok(c);
         }
-        let tried = s.attempts.load(Ordering::Acquire);
+        let tried = s.failed.load(Ordering::Acquire);
         let _connecting = s.connecting.lock().await;
         if let Some(c) = s.cached() {
             return Ok(c);
         }
-        if s.attempts.load(Ordering::Acquire) != tried {
+        if s.failed.load(Ordering::Acquire) != tried {
             return Err(PoolError::Backend(redis::RedisError::from((
                 redis::ErrorKind::Io,
                 "cannot connect to Redis (the connection attempt this operation waited for failed)",
             ))));
         }
-        s.attempts.fetch_add(1, Ordering::AcqRel);
-        let obj = self.pool.get().await?;
+        let obj = match self.pool.get().await {
+            Ok(obj) => obj,
+            Err(e) => {
+                s.failed.fetch_add(1, Ordering::AcqRel);
+                return Err(e);
+            }
+        };
         let c: MultiplexedConnection = deadpool_redis::Connection::take(obj);
         let made = self.made.fetch_add(1, Ordering::Relaxed) + 1;
         if let Ok(mut cached) = s.cached.lock() {
