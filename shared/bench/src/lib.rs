@@ -253,8 +253,15 @@ pub fn run(
     Ok(report)
 }
 
-/// One scaling step: workers, answers per second, error answers.
-pub type Scaled = (usize, f64, u64);
+/// One step of the scaling run.
+#[derive(Debug, Clone, Copy)]
+pub struct Scaled {
+    pub workers: usize,
+    /// Answers per second.
+    pub rps: f64,
+    /// Error answers (a step with any measured something else than the workers).
+    pub errors: u64,
+}
 
 /// The scaling run: a 50 ms upstream, workers with `max_in_flight` each, at a concurrency
 /// that saturates one worker several times over. The gateway has room to queue every
@@ -283,7 +290,11 @@ pub fn scaling(
             s.rps(),
             s.errors
         ));
-        out.push((n, s.rps(), s.errors));
+        out.push(Scaled {
+            workers: n,
+            rps: s.rps(),
+            errors: s.errors,
+        });
     }
     Ok(out)
 }
@@ -347,13 +358,20 @@ pub fn markdown(r: &Report, machine: &str) -> String {
         );
     }
     if !r.scaling.is_empty() {
-        let one = r.scaling.first().map_or(1.0, |x| x.1.max(1e-9));
+        let one = r.scaling.first().map_or(1.0, |x| x.rps.max(1e-9));
         let _ = writeln!(
             s,
             "\n| workers | req/s (upstream 50 ms) | × one worker | errors |\n| ---: | ---: | ---: | ---: |"
         );
-        for (n, rps, errors) in &r.scaling {
-            let _ = writeln!(s, "| {n} | {rps:.0} | {:.2} | {errors} |", rps / one);
+        for x in &r.scaling {
+            let _ = writeln!(
+                s,
+                "| {} | {:.0} | {:.2} | {} |",
+                x.workers,
+                x.rps,
+                x.rps / one,
+                x.errors
+            );
         }
     }
     floors(&mut s, r);
@@ -491,7 +509,12 @@ fn target_values(r: &Report) -> Vec<Target> {
         .find(|c| c.mode == Mode::Cluster && c.scenario == SERIAL)
         .map(|c| c.per_request);
     // A step with error answers measured something else than the workers' throughput.
-    let clean = |n: usize| r.scaling.iter().find(|x| x.0 == n && x.2 == 0).map(|x| x.1);
+    let clean = |n: usize| {
+        r.scaling
+            .iter()
+            .find(|x| x.workers == n && x.errors == 0)
+            .map(|x| x.rps)
+    };
     let scale = |n: usize| Some(clean(n)? / clean(1)?.max(1e-9));
     let m = Mode::AllMemory;
     let c = Mode::Cluster;
