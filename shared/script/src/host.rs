@@ -12,6 +12,7 @@ use boa_engine::module::{ModuleLoader, ModuleRequest, Referrer};
 use boa_engine::{Context, JsError, JsNativeError, JsResult, JsString, JsValue, Module, NativeFunction, Source};
 use serde::{Deserialize, Serialize};
 
+use crate::pristine::{Jobs, Pristine};
 use crate::{Call, Kind, Limits, ScriptError, library_key, modules};
 
 #[derive(Deserialize)]
@@ -31,6 +32,9 @@ pub(crate) struct RequestRef<'a> {
 pub(crate) struct Response {
     pub id: u64,
     pub result: Result<serde_json::Value, ScriptError>,
+    /// The call ran in a context an earlier call had left as it was made (see `pristine.rs`).
+    #[serde(default)]
+    pub reused: bool,
 }
 
 /// A host-module call, from the child to the parent.
@@ -99,9 +103,14 @@ pub fn host_main() -> std::process::ExitCode {
             Some(p) if p.loader.host == req.call.host => Ok(p),
             _ => Prepared::make(req.call.host),
         };
+        let (result, used) = match prepared {
+            Ok(mut p) => (p.run(&req.call, &limits), Some(p)),
+            Err(e) => (Err(e), None),
+        };
         let resp = Response {
             id: req.id,
-            result: prepared.and_then(|p| p.run(&req.call, &limits)),
+            reused: used.as_ref().is_some_and(|p| p.calls > 1),
+            result,
         };
         let Ok(text) = serde_json::to_string(&resp) else {
             continue;
@@ -109,7 +118,11 @@ pub fn host_main() -> std::process::ExitCode {
         if !write_line(&text) {
             break;
         }
-        next = Prepared::make(req.call.host).ok();
+        // The context serves the next call only if this one left no trace in it.
+        next = used
+            .filter(|_| resp.result.is_ok())
+            .and_then(|mut p| p.reusable(&req.call).then_some(p))
+            .or_else(|| Prepared::make(req.call.host).ok());
         if !write_ready() {
             break;
         }
@@ -224,12 +237,17 @@ fn classify(e: JsError) -> ScriptError {
     }
 }
 
-/// A fresh context, made before its call arrives: building boa's intrinsics takes most of
-/// a trivial call's time (~0.6 ms), and a context serves one call only, so no call sees
-/// what an earlier one left.
+/// A context, made before its call arrives: building boa's intrinsics takes most of a
+/// trivial call's time (~0.6 ms). It serves the next call too only if the call before left
+/// it exactly as it was made (`pristine.rs`); else it is dropped, so no call sees what an
+/// earlier one left.
 pub struct Prepared {
     ctx: Context,
     loader: Rc<Loader>,
+    jobs: Rc<Jobs>,
+    pristine: Pristine,
+    /// Calls run in it so far.
+    calls: u32,
 }
 
 /// Tells the parent the next call's context is made (it prefers such a host).
@@ -244,8 +262,10 @@ impl Prepared {
             host,
             ..Loader::default()
         });
+        let jobs = Rc::new(Jobs::new());
         let mut ctx = Context::builder()
             .module_loader(loader.clone())
+            .job_executor(jobs.clone())
             .build()
             .map_err(classify)?;
         if host {
@@ -254,14 +274,41 @@ impl Prepared {
             ctx.eval(Source::from_bytes(modules::PRELUDE.as_bytes()))
                 .map_err(classify)?;
         }
-        Ok(Prepared { ctx, loader })
+        let pristine = Pristine::record(&mut ctx);
+        Ok(Prepared {
+            ctx,
+            loader,
+            jobs,
+            pristine,
+            calls: 0,
+        })
     }
 
-    /// Runs `call` (whose `host` must match the context's) and drops the context.
-    pub fn run(self, call: &Call, limits: &Limits) -> Result<serde_json::Value, ScriptError> {
-        let Prepared { mut ctx, loader } = self;
-        loader.libraries.replace(call.libraries.clone());
-        run_in(&mut ctx, &loader, call, limits)
+    /// Runs `call` (whose `host` must match the context's).
+    pub fn run(&mut self, call: &Call, limits: &Limits) -> Result<serde_json::Value, ScriptError> {
+        self.calls += 1;
+        self.loader.libraries.replace(call.libraries.clone());
+        let result = run_in(&mut self.ctx, &self.loader, call, limits);
+        // A library's module state must not reach the next call: only the host modules
+        // (stateless views of the frozen prelude) stay loaded.
+        self.loader.libraries.take();
+        self.loader
+            .loaded
+            .borrow_mut()
+            .retain(|name, _| modules::NAMES.contains(&name.as_str()));
+        result
+    }
+
+    /// Whether the context can serve another call after `call` (which succeeded): a tool
+    /// call (a module's export; its module is evaluated afresh each time) that left no job
+    /// queued and every built-in, global and host-module object as the context was made.
+    /// Scripts and `eval` declare globals, and describing a module makes a namespace boa
+    /// never frees, so those contexts serve one call.
+    pub fn reusable(&mut self, call: &Call) -> bool {
+        matches!(call.kind, Kind::Module)
+            && !call.function.is_empty()
+            && !self.jobs.left()
+            && self.pristine.unchanged(&mut self.ctx)
     }
 }
 

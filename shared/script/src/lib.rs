@@ -12,12 +12,15 @@
 //! # Layout
 //! - [`host`]: the child side (one JSON request per line on stdin, one answer per line).
 //! - [`pool`]: the parent side: a pool of children, with the wall-clock limit.
+//! - `pristine`: whether a context a call ran in is still as it was made, so it can serve
+//!   the next call.
 //! - [`modules`]: the host modules (`mcp`, `ai`, `http`, `kv`) scripts may import; each
 //!   function is a synchronous round trip to the parent, which decides what it may do.
 
 pub mod host;
 pub mod modules;
 pub mod pool;
+mod pristine;
 
 use serde::{Deserialize, Serialize};
 

@@ -28,7 +28,7 @@ pub trait Host {
 }
 
 enum Line {
-    Done(Result<serde_json::Value, ScriptError>),
+    Done(Response),
     Host(HostCall),
 }
 
@@ -45,8 +45,8 @@ struct Proc {
 }
 
 /// A host is replaced after this many calls, a bound on whatever a host might keep from
-/// call to call (a call's context is dropped with it, and `host::export` avoids the one
-/// leak known in boa 0.22; describing a tool still keeps its module, ~0.3 MB).
+/// call to call (a context serves the next call only as it was made, and `host::export`
+/// avoids the one leak known in boa 0.22; describing a tool still keeps its module, ~0.3 MB).
 const CALLS_PER_HOST: u32 = 4096;
 /// Its successor starts this many calls before, in the background, so no call waits for a
 /// host to start.
@@ -66,6 +66,8 @@ pub struct ScriptPool {
     calls_per_host: u32,
     /// Host processes started so far.
     started: std::sync::Arc<AtomicU64>,
+    /// Calls that ran in a context an earlier call had left as it was made.
+    reused: AtomicU64,
 }
 
 impl ScriptPool {
@@ -79,6 +81,7 @@ impl ScriptPool {
             next: AtomicU64::new(0),
             calls_per_host: CALLS_PER_HOST,
             started: Default::default(),
+            reused: AtomicU64::new(0),
         }
     }
 
@@ -91,6 +94,12 @@ impl ScriptPool {
     /// Host processes started so far (replacements included).
     pub fn hosts_started(&self) -> u64 {
         self.started.load(Ordering::Relaxed)
+    }
+
+    /// Calls that ran in a context an earlier call had left exactly as it was made (the
+    /// rest ran in a fresh one).
+    pub fn calls_in_reused_contexts(&self) -> u64 {
+        self.reused.load(Ordering::Relaxed)
     }
 
     pub fn limits(&self) -> &Limits {
@@ -183,7 +192,7 @@ impl ScriptPool {
                         if let Ok(r) = serde_json::from_str::<Response>(&l)
                             && r.id == id
                         {
-                            return Some(Line::Done(r.result));
+                            return Some(Line::Done(r));
                         }
                         if let Ok(h) = serde_json::from_str::<HostCall>(&l) {
                             return Some(Line::Host(h));
@@ -197,7 +206,7 @@ impl ScriptPool {
                 budget = budget.saturating_sub(started.elapsed());
                 match got {
                     None => break 'exchange Ok(None),
-                    Some(Line::Done(result)) => break 'exchange Ok(Some(result)),
+                    Some(Line::Done(r)) => break 'exchange Ok(Some(r)),
                     Some(Line::Host(h)) => {
                         let answer = match host {
                             Some(host) => host.call(&h.host.module, &h.host.function, h.host.args).await,
@@ -219,7 +228,10 @@ impl ScriptPool {
             }
         };
         match outcome {
-            Ok(Some(result)) => {
+            Ok(Some(Response { result, reused, .. })) => {
+                if reused {
+                    self.reused.fetch_add(1, Ordering::Relaxed);
+                }
                 proc.calls += 1;
                 proc.ready = false;
                 *guard = self.succeed(proc).await;

@@ -378,9 +378,10 @@ async fn hosts_are_replaced_in_the_background_without_failing_a_call() {
 }
 
 #[tokio::test]
-async fn a_prepared_context_serves_one_call_only() {
-    // Host calls run in a context made before they arrive: module state and globals of one
-    // call are gone in the next, on the same host.
+async fn module_state_and_globals_of_a_call_are_gone_in_the_next() {
+    // Host calls run in a context made before they arrive (or left as it was made by the
+    // call before): module state and globals of one call are gone in the next, on the same
+    // host.
     let p = pool(Limits::default());
     let counter = "import { text } from 'mcp';\nlet n = 0;\nexport default function () { n += 1; globalThis.seen = (globalThis.seen || 0) + 1; return [n, globalThis.seen, typeof text]; }";
     for round in 0..5 {
@@ -396,6 +397,140 @@ async fn a_prepared_context_serves_one_call_only() {
             Err(ScriptError::NoFunction { name: missing.into() })
         );
     }
+}
+
+#[tokio::test]
+async fn a_context_serves_the_next_call_only_as_it_was_made() {
+    // A tool call that leaves its context as it was made leaves it to the next call: one
+    // host, twenty calls, every one after the first in the same context.
+    let p = pool(Limits::default());
+    let echo = "import { text } from 'mcp';\nexport default function (a) { const o = { t: a.t, n: [1, 2].map((x) => x * 2) }; globalThis.__scratch = 1; delete globalThis.__scratch; return o; }";
+    for n in 0..20 {
+        assert_eq!(
+            host_call(&p, echo, "default", json!({"t": n})).await,
+            Ok(json!({"t": n, "n": [2, 4]}))
+        );
+    }
+    assert_eq!(
+        p.calls_in_reused_contexts(),
+        19,
+        "every call after the first reused the context"
+    );
+
+    // Each trace a call can leave: the call that leaves it still answers, the next call
+    // (on the same host) sees none of it, and ran in a fresh context.
+    let libs: std::collections::BTreeMap<String, String> = [(
+        "counter.js".to_owned(),
+        "let n = 0;\nexport function next() { n += 1; return n; }".to_owned(),
+    )]
+    .into_iter()
+    .collect();
+    let traces = [
+        ("a built-in's property", "Math.leak = 1;", "Math.leak === undefined"),
+        (
+            "a hidden intrinsic (the array iterator prototype)",
+            "Object.getPrototypeOf([][Symbol.iterator]()).leak = 1;",
+            "[][Symbol.iterator]().leak === undefined",
+        ),
+        (
+            "the generator prototype",
+            "Object.getPrototypeOf(function* () {}).prototype.leak = 1;",
+            "(function* () {})().leak === undefined",
+        ),
+        (
+            "%TypedArray%",
+            "Object.getPrototypeOf(Uint8Array).prototype.leak = 1;",
+            "new Uint8Array(1).leak === undefined",
+        ),
+        (
+            "an index on Array.prototype",
+            "Array.prototype[0] = 'x';",
+            "[, 1][0] === undefined",
+        ),
+        (
+            "a global var (indirect eval)",
+            "(0, eval)('var leakedVar = 1;');",
+            "(0, eval)('typeof leakedVar') === 'undefined'",
+        ),
+        (
+            "a global function (indirect eval)",
+            "(0, eval)('function leakedFn() {}');",
+            "typeof globalThis.leakedFn === 'undefined'",
+        ),
+        (
+            "a queued promise reaction",
+            "Promise.resolve().then(() => { globalThis.late = 1; });",
+            "globalThis.late === undefined",
+        ),
+        ("a host module's function", "text.leak = 1;", "text.leak === undefined"),
+        (
+            "a non-extensible built-in",
+            "Object.preventExtensions(Math);",
+            "Object.isExtensible(Math)",
+        ),
+        (
+            "a swapped prototype",
+            "Object.setPrototypeOf(JSON, null);",
+            "Object.getPrototypeOf(JSON) === Object.prototype",
+        ),
+        (
+            "a redefined global",
+            "Object.defineProperty(globalThis, 'JSON', { enumerable: true });",
+            "!Object.getOwnPropertyDescriptor(globalThis, 'JSON').enumerable",
+        ),
+    ];
+    for (what, trace, probe) in traces {
+        let head = "import { text } from 'mcp';\nimport { next } from 'counter';\n";
+        let tracer = format!("{head}export default function () {{ {trace} return 'left'; }}");
+        let checker = format!("{head}export default function () {{ return {probe}; }}");
+        let p = &p;
+        let run = |source: String| {
+            let call = Call::module(&source, "default", json!({}))
+                .with_host()
+                .with_libraries(libs.clone());
+            async move { p.run_with(&call, Some(&EchoHost)).await }
+        };
+        assert_eq!(run(tracer).await, Ok(json!("left")), "{what}: the call itself answers");
+        let reused = p.calls_in_reused_contexts();
+        assert_eq!(
+            run(checker.clone()).await,
+            Ok(json!(true)),
+            "{what} reached the next call"
+        );
+        assert_eq!(
+            p.calls_in_reused_contexts(),
+            reused,
+            "{what}: the next call got a fresh context"
+        );
+        // The fresh context is clean again: the check passes in it, reused.
+        assert_eq!(run(checker).await, Ok(json!(true)), "{what}: a clean call after");
+        assert_eq!(
+            p.calls_in_reused_contexts(),
+            reused + 1,
+            "{what}: a clean call leaves its context"
+        );
+    }
+    // A library's module state is not a trace: a library is evaluated afresh in each call
+    // that imports it, so its state starts over in a reused context too.
+    let counting = Call::module(
+        "import { next } from 'counter';\nexport default function () { next(); return next(); }",
+        "default",
+        json!({}),
+    )
+    .with_host()
+    .with_libraries(libs);
+    let reused = p.calls_in_reused_contexts();
+    for round in 0..3 {
+        assert_eq!(
+            p.run_with(&counting, Some(&EchoHost)).await,
+            Ok(json!(2)),
+            "round {round}"
+        );
+    }
+    assert!(
+        p.calls_in_reused_contexts() >= reused + 2,
+        "the library's state left no trace"
+    );
 }
 
 #[tokio::test]
