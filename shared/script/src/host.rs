@@ -250,6 +250,12 @@ pub struct Prepared {
     calls: u32,
 }
 
+/// A context serves at most this many calls: boa 0.22 leaves three VM stack slots behind per
+/// module it evaluates (a call evaluates two — the tool and its export reader — and each
+/// library it imports), which count against the stack limit (`Limits::stack`, 10,240 by
+/// default): 64 calls without libraries take 384 of them.
+const CALLS_PER_CONTEXT: u32 = 64;
+
 /// Tells the parent the next call's context is made (it prefers such a host).
 fn write_ready() -> bool {
     serde_json::to_string(&Ready { ready: true }).is_ok_and(|line| write_line(&line))
@@ -305,7 +311,8 @@ impl Prepared {
     /// Scripts and `eval` declare globals, and describing a module makes a namespace boa
     /// never frees, so those contexts serve one call.
     pub fn reusable(&mut self, call: &Call) -> bool {
-        matches!(call.kind, Kind::Module)
+        self.calls < CALLS_PER_CONTEXT
+            && matches!(call.kind, Kind::Module)
             && !call.function.is_empty()
             && !self.jobs.left()
             && self.pristine.unchanged(&mut self.ctx)

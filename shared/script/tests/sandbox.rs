@@ -343,14 +343,16 @@ async fn host_call(
 async fn many_module_calls_stay_within_the_memory_limit_in_one_host() {
     // boa 0.22 keeps a module whose namespace object was made (~0.3 MB each, its realm
     // included); a call reads its export without one, so one host serves them all: 1,000
-    // calls under a 96 MiB cap would need ~300 MiB if each kept its realm.
+    // calls under a 96 MiB cap would need ~300 MiB if each kept its realm. And 1,100 calls
+    // get past the 1,024th, where a context reused without bound would have run out of VM
+    // stack (boa leaves slots on it per module evaluated).
     let p = pool(Limits {
         memory_mb: 96,
         ..Limits::default()
     });
     let tool =
         "import { text } from 'mcp';\nexport const description = 'x';\nexport default function (a) { return a.n + 1; }";
-    for n in 0..1000 {
+    for n in 0..1100 {
         assert_eq!(
             host_call(&p, tool, "default", json!({"n": n})).await,
             Ok(json!(n + 1)),
@@ -358,6 +360,7 @@ async fn many_module_calls_stay_within_the_memory_limit_in_one_host() {
         );
     }
     assert_eq!(p.hosts_started(), 1, "no host was replaced");
+    assert!(p.calls_in_reused_contexts() > 1000, "{}", p.calls_in_reused_contexts());
 }
 
 #[tokio::test]
