@@ -74,9 +74,12 @@ struct Recorded {
     /// Held, so that its address cannot be taken by another shape: boa's shared shapes never
     /// change, so the same shared shape means the same keys, attributes and prototype.
     shape: Shape,
-    /// Index keys, then the others in insertion order.
+    /// Every own key: index keys, then the others in insertion order.
     keys: Vec<PropertyKey>,
-    descriptors: Vec<PropertyDescriptor>,
+    /// How many of `keys` are index keys.
+    indexed: usize,
+    /// The properties that can change (writable, or configurable); the others cannot.
+    watched: Vec<(PropertyKey, PropertyDescriptor)>,
 }
 
 /// What a fresh context looked like, to compare with after a call.
@@ -86,7 +89,10 @@ pub(crate) struct Pristine {
 }
 
 impl Pristine {
-    /// Records every object reachable from the global object and the unnamed intrinsics.
+    /// Records every object reachable from the global object and the unnamed intrinsics,
+    /// first making their read-only properties (a built-in function's `name` and `length`,
+    /// `Symbol.toStringTag`s) non-configurable too, so that they cannot change and need no
+    /// comparison.
     pub(crate) fn record(ctx: &mut Context) -> Pristine {
         let mut seen: HashSet<JsObject> = HashSet::new();
         let mut queue = roots(ctx);
@@ -95,13 +101,13 @@ impl Pristine {
             if !seen.insert(object.clone()) {
                 continue;
             }
-            let r = Recorded::of(object, ctx);
-            queue.extend(r.prototype.iter().cloned());
-            for d in &r.descriptors {
+            let all = harden(&object, ctx);
+            queue.extend(object.borrow().prototype());
+            for (_, d) in &all {
                 let edges = [d.value(), d.get(), d.set()];
                 queue.extend(edges.into_iter().flatten().filter_map(JsValue::as_object));
             }
-            objects.push(r);
+            objects.push(Recorded::of(object, all, ctx));
         }
         Pristine {
             objects,
@@ -119,25 +125,51 @@ impl Pristine {
     pub(crate) fn len(&self) -> usize {
         self.objects.len()
     }
+
+    /// How many properties are compared after each call.
+    #[cfg(test)]
+    pub(crate) fn watched(&self) -> usize {
+        self.objects.iter().map(|r| r.watched.len()).sum()
+    }
+}
+
+/// Makes `object`'s read-only configurable data properties non-configurable, and returns
+/// its own properties.
+fn harden(object: &JsObject, ctx: &mut Context) -> Vec<(PropertyKey, PropertyDescriptor)> {
+    let all = properties(object);
+    let mut changed = false;
+    for (k, d) in &all {
+        if d.writable() == Some(false) && d.configurable() == Some(true) {
+            let fixed = PropertyDescriptor::builder().configurable(false).build();
+            // An ordinary object of a fresh context: redefining its own property succeeds.
+            changed |= object.define_property_or_throw(k.clone(), fixed, ctx).is_ok();
+        }
+    }
+    if changed { properties(object) } else { all }
 }
 
 impl Recorded {
-    fn of(object: JsObject, ctx: &mut Context) -> Recorded {
+    fn of(object: JsObject, all: Vec<(PropertyKey, PropertyDescriptor)>, ctx: &mut Context) -> Recorded {
         // Only ever asked of objects recorded from a fresh context: none is a proxy.
         let extensible = object.is_extensible(ctx).unwrap_or(false);
-        let o = object.borrow();
-        let keys = keys(&object);
-        let map = o.properties();
-        let descriptors = keys.iter().filter_map(|k| map.get(k)).collect();
-        let (prototype, shape) = (o.prototype(), o.shape().clone());
-        drop(o);
+        let (prototype, shape) = {
+            let o = object.borrow();
+            (o.prototype(), o.shape().clone())
+        };
+        let indexed = all.iter().filter(|(k, _)| matches!(k, PropertyKey::Index(_))).count();
+        let keys = all.iter().map(|(k, _)| k.clone()).collect();
+        let watched = all
+            .into_iter()
+            .filter(|(_, d)| d.writable() == Some(true) || d.configurable() == Some(true))
+            .collect();
         Recorded {
             object,
             prototype,
             extensible,
             shape,
             keys,
-            descriptors,
+            indexed,
+            watched,
         }
     }
 
@@ -146,38 +178,44 @@ impl Recorded {
             return false;
         }
         let o = self.object.borrow();
+        let map = o.properties();
         let shape = o.shape();
-        let same_shape = shape.is_shared() && shape.to_addr_usize() == self.shape.to_addr_usize();
-        if !same_shape {
+        if shape.is_shared() && shape.to_addr_usize() == self.shape.to_addr_usize() {
+            // The same keys, attributes and prototype; indexed properties live apart.
+            if map.index_property_keys().count() != self.indexed {
+                return false;
+            }
+        } else {
             let same_proto = match (&o.prototype(), &self.prototype) {
                 (None, None) => true,
                 (Some(a), Some(b)) => JsObject::equals(a, b),
                 _ => false,
             };
-            if !same_proto || keys(&self.object) != self.keys {
+            if !same_proto
+                || !map
+                    .index_property_keys()
+                    .map(PropertyKey::from)
+                    .chain(shape.keys())
+                    .eq(self.keys.iter().cloned())
+            {
                 return false;
             }
-        } else if o.properties().index_property_keys().count()
-            != self.keys.iter().filter(|k| matches!(k, PropertyKey::Index(_))).count()
-        {
-            return false;
         }
-        let map = o.properties();
-        self.keys
+        self.watched
             .iter()
-            .zip(&self.descriptors)
             .all(|(k, d)| map.get(k).is_some_and(|now| same(&now, d)))
     }
 }
 
-/// An object's own property keys (index keys, then the others in insertion order), read from
+/// An object's own properties (index keys, then the others in insertion order), read from
 /// boa's property map without running any JavaScript.
-fn keys(object: &JsObject) -> Vec<PropertyKey> {
+fn properties(object: &JsObject) -> Vec<(PropertyKey, PropertyDescriptor)> {
     let o = object.borrow();
     let map = o.properties();
     map.index_property_keys()
         .map(PropertyKey::from)
         .chain(o.shape().keys())
+        .filter_map(|k| map.get(&k).map(|d| (k, d)))
         .collect()
 }
 
@@ -293,6 +331,13 @@ mod tests {
             ctx.eval(Source::from_bytes(change)).unwrap();
             assert!(!p.unchanged(&mut ctx), "{change}");
         }
+        // Read-only properties of built-ins are fixed: they cannot change, so need no comparison.
+        let (mut ctx, _) = context();
+        let _ = Pristine::record(&mut ctx);
+        let redefined = ctx.eval(Source::from_bytes(
+            "Object.defineProperty(Math.max, 'name', { value: 'min' })",
+        ));
+        assert!(redefined.is_err(), "a built-in's name is fixed");
         // A job queued and not run is noted until the queue runs.
         assert!(!jobs.left());
         let (mut ctx, jobs) = context();

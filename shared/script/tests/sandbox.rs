@@ -366,7 +366,9 @@ async fn many_module_calls_stay_within_the_memory_limit_in_one_host() {
 #[tokio::test]
 async fn hosts_are_replaced_in_the_background_without_failing_a_call() {
     // Each host serves 8 calls; its successor starts before its last, so the calls go on
-    // across every hand-over.
+    // across every hand-over. A host whose successor is not ready yet goes on serving, up
+    // to four times its share (32 calls): at least two hand-overs in 60 calls, at most one
+    // every 8.
     let p = pool(Limits::default()).with_calls_per_host(8);
     let tool = "export default function (a) { return a.n * 2; }";
     for n in 0..60 {
@@ -377,7 +379,7 @@ async fn hosts_are_replaced_in_the_background_without_failing_a_call() {
         );
     }
     let started = p.hosts_started();
-    assert!((7..=9).contains(&started), "60 calls at 8 per host: {started} hosts");
+    assert!((3..=9).contains(&started), "60 calls at 8 per host: {started} hosts");
 }
 
 #[tokio::test]
