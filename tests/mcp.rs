@@ -307,6 +307,35 @@ async fn tools_reload_from_disk_without_restart(redis: bool) {
 }
 both!(tools_reload_from_disk_without_restart);
 
+async fn a_call_is_served_by_the_tool_the_catalog_lists(redis: bool) {
+    // A call looks its tool up without building the whole catalog; it must still be the
+    // tool `tools/list` shows under that name.
+    let shadow = "export const description = 'not the built-in';\nexport default function () { return 'file'; }";
+    let twin =
+        |who: &str| format!("export const description = 'twin';\nexport default function () {{ return '{who}'; }}");
+    let app = App::start(
+        redis,
+        "",
+        &[
+            ("tool_search.js", shadow),
+            ("twin.js", "export default function ( {"),
+            ("twin.mjs", &twin("mjs")),
+        ],
+    );
+    let mut m = app.session().await;
+    // A tool file cannot take a built-in's name.
+    assert_ne!(text(&m.call("tool_search", json!({"query": "twin"})).await), "file");
+    // `twin.js` does not load, so `twin.mjs` has the name, in the list and for calls.
+    assert!(m.names().await.contains(&"twin".to_owned()));
+    assert_eq!(text(&m.call("twin", json!({})).await), "mjs");
+    // Once `twin.js` loads, it comes first.
+    std::fs::write(app.tools.join("twin.js"), twin("js")).unwrap();
+    assert_eq!(text(&m.call("twin", json!({})).await), "js");
+    std::fs::remove_file(app.tools.join("twin.js")).unwrap();
+    assert_eq!(text(&m.call("twin", json!({})).await), "mjs");
+}
+both!(a_call_is_served_by_the_tool_the_catalog_lists);
+
 async fn visibility_and_discovery(redis: bool) {
     let app = App::start(
         redis,

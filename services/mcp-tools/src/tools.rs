@@ -130,26 +130,49 @@ impl Tools {
         self.local.borrow_mut().retain(|p, _| files.iter().any(|(f, _)| f == p));
         let mut out = Vec::with_capacity(files.len());
         for (path, st) in files {
-            let cached = self
-                .local
-                .borrow()
-                .get(&path)
-                .filter(|(s, _)| *s == st)
-                .map(|(_, d)| d.clone());
-            let def = match cached {
-                Some(d) => d,
-                None => {
-                    let d = self.describe(&path).await;
-                    if let Err((name, e)) = &d {
-                        tracing::warn!(tool = %name, error = %e, "tool not loaded");
-                    }
-                    self.local.borrow_mut().insert(path.clone(), (st, d.clone()));
-                    d
-                }
-            };
-            out.extend(def.ok());
+            out.extend(self.load(&path, st).await.ok());
         }
         out
+    }
+
+    /// A tool file's description, from the cache while its stamp is the same.
+    async fn load(&self, path: &Path, st: Stamp) -> Loaded {
+        let cached = self
+            .local
+            .borrow()
+            .get(path)
+            .filter(|(s, _)| *s == st)
+            .map(|(_, d)| d.clone());
+        if let Some(d) = cached {
+            return d;
+        }
+        let d = self.describe(path).await;
+        if let Err((name, e)) = &d {
+            tracing::warn!(tool = %name, error = %e, "tool not loaded");
+        }
+        self.local.borrow_mut().insert(path.to_owned(), (st, d.clone()));
+        d
+    }
+
+    /// The tool a call names, found without building the whole catalog when it is a tool
+    /// file: the file `name.js` (else `name.mjs`) is what the catalog would serve under that
+    /// name unless a built-in has it. Anything else (a built-in, a remote tool, a file that
+    /// did not load, no such tool) is looked up in the catalog.
+    async fn find(&self, name: &str) -> Option<ToolDef> {
+        let dir = &self.settings.scripting.tools_path;
+        let builtin = [TOOL_SEARCH, EXECUTE_TOOL, EXECUTE_CODE].contains(&name);
+        if !builtin && !dir.is_empty() && crate::model::valid_name(name) {
+            for ext in ["js", "mjs"] {
+                let path = Path::new(dir).join(format!("{name}.{ext}"));
+                if let Some(st) = stamp(&path) {
+                    match self.load(&path, st).await {
+                        Ok(def) if def.name == name => return Some(def),
+                        _ => break,
+                    }
+                }
+            }
+        }
+        self.catalog().await.into_iter().find(|t| t.name == name)
     }
 
     /// Why the tool file `name` did not load, when it did not.
@@ -341,8 +364,7 @@ impl Tools {
                     a @ Value::Object(_) => a,
                     _ => return Err(CallError::Arguments(name.into(), "arguments must be an object".into())),
                 };
-                let catalog = self.catalog().await;
-                let Some(tool) = catalog.into_iter().find(|t| t.name == name) else {
+                let Some(tool) = self.find(name).await else {
                     if let Some(e) = self.load_error(name) {
                         return Ok(text_result(format!("tool `{name}` failed to load: {e}"), true));
                     }
