@@ -42,8 +42,9 @@ pub struct McpReport {
     pub rss: Vec<(String, f64)>,
 }
 
-/// The baseline: `count` calls of the tool straight into a script host process.
-fn direct(bin_dir: &Path, count: u64) -> (f64, f64) {
+/// The baseline: `count` calls of the tool straight into a script host process; p50 and p99
+/// in ms, and how many calls ran in a context an earlier call had left as it was made.
+fn direct(bin_dir: &Path, count: u64) -> (f64, f64, u64) {
     let pool = llmr_script::ScriptPool::new(
         bin_dir.join("llmrouter"),
         vec!["script-host".into()],
@@ -63,6 +64,7 @@ fn direct(bin_dir: &Path, count: u64) -> (f64, f64) {
     (
         h.value_at_quantile(0.5) as f64 / 1000.0,
         h.value_at_quantile(0.99) as f64 / 1000.0,
+        pool.calls_in_reused_contexts(),
     )
 }
 
@@ -137,10 +139,11 @@ pub fn run(bin_dir: &Path, scale: f64, log: &mut dyn FnMut(&str)) -> std::io::Re
     std::fs::write(tools.join("echo.js"), ECHO)?;
     let mut report = McpReport::default();
     let count = ((500.0 * scale) as u64).max(20);
-    report.direct = direct(bin_dir, count);
+    let (p50, p99, reused) = direct(bin_dir, count);
+    report.direct = (p50, p99);
     log(&format!(
-        "mcp direct (script host, no gateway): p50 {:.3} ms p99 {:.3} ms",
-        report.direct.0, report.direct.1
+        "mcp direct (script host, no gateway): p50 {p50:.3} ms p99 {p99:.3} ms; {reused} of {} calls in a reused context",
+        count + 10
     ));
     for cluster in [false, true] {
         let cfg =

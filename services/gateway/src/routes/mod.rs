@@ -20,7 +20,9 @@ use llmr_protocol::ApiError;
 use crate::HttpError;
 
 /// The route table, once: `configure` registers it and `ROUTES` lists it (method, pattern)
-/// so that the OpenAPI document can be checked against the real routes.
+/// so that the OpenAPI document can be checked against the real routes. actix tries routes
+/// in order and matches a pattern with parameters by a regex: the busiest fixed paths come
+/// first, every pattern with parameters last.
 macro_rules! route_table {
     ($($method:ident $path:literal => $handler:path),* $(,)?) => {
         /// Every route the gateway serves, as (method, actix path pattern).
@@ -34,30 +36,20 @@ macro_rules! route_table {
 
 route_table! {
     post "/v1/chat/completions" => chat::completions,
+    post "/v1/messages" => anthropic::messages,
+    post "/api/chat" => ollama::chat,
+    post "/mcp" => mcp::post,
+    delete "/mcp" => mcp::delete,
+    get "/mcp" => mcp::get,
     post "/v1/embeddings" => chat::embeddings,
     post "/v1/completions" => chat::text_completions,
     get "/v1/models" => models::list,
-    get "/v1/models/{id:.+}" => models::retrieve,
     get "/v1/usage" => usage::usage,
     post "/v1/responses" => responses::create,
     post "/v1/responses/input_tokens" => responses::body_op,
     post "/v1/responses/compact" => responses::body_op,
-    get "/v1/responses/{id}" => responses::response,
-    delete "/v1/responses/{id}" => responses::response,
-    post "/v1/responses/{id}/cancel" => responses::cancel,
-    get "/v1/responses/{id}/input_items" => responses::list,
     post "/v1/conversations" => responses::body_op,
-    get "/v1/conversations/{id}" => responses::conversation,
-    post "/v1/conversations/{id}" => responses::conversation,
-    delete "/v1/conversations/{id}" => responses::conversation,
-    post "/v1/conversations/{id}/items" => responses::conversation,
-    get "/v1/conversations/{id}/items" => responses::list,
-    get "/v1/conversations/{id}/items/{item_id}" => responses::item,
-    delete "/v1/conversations/{id}/items/{item_id}" => responses::item,
-    post "/v1/text/{name}" => templates::text,
-    post "/v1/messages" => anthropic::messages,
     post "/v1/messages/count_tokens" => anthropic::count_tokens,
-    post "/api/chat" => ollama::chat,
     post "/api/generate" => ollama::generate,
     post "/api/embed" => ollama::embed,
     post "/api/show" => ollama::show,
@@ -72,9 +64,19 @@ route_table! {
     get "/readyz" => crate::observe::readyz,
     get "/metrics" => crate::observe::scrape,
     get "/openapi.json" => openapi::document,
-    post "/mcp" => mcp::post,
-    delete "/mcp" => mcp::delete,
-    get "/mcp" => mcp::get,
+    get "/v1/models/{id:.+}" => models::retrieve,
+    get "/v1/responses/{id}" => responses::response,
+    delete "/v1/responses/{id}" => responses::response,
+    post "/v1/responses/{id}/cancel" => responses::cancel,
+    get "/v1/responses/{id}/input_items" => responses::list,
+    get "/v1/conversations/{id}" => responses::conversation,
+    post "/v1/conversations/{id}" => responses::conversation,
+    delete "/v1/conversations/{id}" => responses::conversation,
+    post "/v1/conversations/{id}/items" => responses::conversation,
+    get "/v1/conversations/{id}/items" => responses::list,
+    get "/v1/conversations/{id}/items/{item_id}" => responses::item,
+    delete "/v1/conversations/{id}/items/{item_id}" => responses::item,
+    post "/v1/text/{name}" => templates::text,
 }
 
 /// Unknown routes, in the error shape of the API their path belongs to.
