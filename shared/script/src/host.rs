@@ -90,8 +90,9 @@ pub fn host_main() -> std::process::ExitCode {
         tracing::warn!(error = %e, "could not limit the script host's memory");
     }
     // The next call's context is made while the host waits for it, off the call's path.
-    // Tools (host modules) first; after that, of the kind of the call before.
-    let mut next = Prepared::make(true).ok();
+    // Tools (host modules) first; after that, of the kind of the call before, recorded for
+    // reuse when that was a tool call.
+    let mut next = Prepared::make(true, true).ok();
     if !write_ready() {
         return std::process::ExitCode::SUCCESS;
     }
@@ -101,7 +102,8 @@ pub fn host_main() -> std::process::ExitCode {
         };
         let prepared = match next.take() {
             Some(p) if p.loader.host == req.call.host => Ok(p),
-            _ => Prepared::make(req.call.host),
+            // Made on the call's path: not recorded, it serves this call only.
+            _ => Prepared::make(req.call.host, false),
         };
         let (result, used) = match prepared {
             Ok(mut p) => (p.run(&req.call, &limits), Some(p)),
@@ -122,7 +124,7 @@ pub fn host_main() -> std::process::ExitCode {
         next = used
             .filter(|_| resp.result.is_ok())
             .and_then(|mut p| p.reusable(&req.call).then_some(p))
-            .or_else(|| Prepared::make(req.call.host).ok());
+            .or_else(|| Prepared::make(req.call.host, tool_call(&req.call)).ok());
         if !write_ready() {
             break;
         }
@@ -245,7 +247,8 @@ pub struct Prepared {
     ctx: Context,
     loader: Rc<Loader>,
     jobs: Rc<Jobs>,
-    pristine: Pristine,
+    /// How it looked when made, when it was made to be reused.
+    pristine: Option<Pristine>,
     /// Calls run in it so far.
     calls: u32,
 }
@@ -262,8 +265,10 @@ fn write_ready() -> bool {
 }
 
 impl Prepared {
-    /// A fresh context; with `host`, the host modules are importable.
-    pub fn make(host: bool) -> Result<Prepared, ScriptError> {
+    /// A fresh context; with `host`, the host modules are importable. With `record`, it is
+    /// recorded as made (~1 ms) so that it can serve further tool calls; without, it serves
+    /// one call.
+    pub fn make(host: bool, record: bool) -> Result<Prepared, ScriptError> {
         let loader = Rc::new(Loader {
             host,
             ..Loader::default()
@@ -280,7 +285,7 @@ impl Prepared {
             ctx.eval(Source::from_bytes(modules::PRELUDE.as_bytes()))
                 .map_err(classify)?;
         }
-        let pristine = Pristine::record(&mut ctx);
+        let pristine = record.then(|| Pristine::record(&mut ctx));
         Ok(Prepared {
             ctx,
             loader,
@@ -312,16 +317,20 @@ impl Prepared {
     /// never frees, so those contexts serve one call.
     pub fn reusable(&mut self, call: &Call) -> bool {
         self.calls < CALLS_PER_CONTEXT
-            && matches!(call.kind, Kind::Module)
-            && !call.function.is_empty()
+            && tool_call(call)
             && !self.jobs.left()
-            && self.pristine.unchanged(&mut self.ctx)
+            && self.pristine.as_ref().is_some_and(|p| p.unchanged(&mut self.ctx))
     }
+}
+
+/// A call of a module's export: the only kind whose context may serve another call.
+fn tool_call(call: &Call) -> bool {
+    matches!(call.kind, Kind::Module) && !call.function.is_empty()
 }
 
 /// Runs one call in a fresh context.
 pub fn run(call: &Call, limits: &Limits) -> Result<serde_json::Value, ScriptError> {
-    Prepared::make(call.host)?.run(call, limits)
+    Prepared::make(call.host, false)?.run(call, limits)
 }
 
 fn run_in(ctx: &mut Context, loader: &Loader, call: &Call, limits: &Limits) -> Result<serde_json::Value, ScriptError> {
