@@ -11,7 +11,8 @@
 //!   values, getters and setters, is recorded when the context is made and compared after
 //!   each call — by identity for objects, by SameValue otherwise. A new object can only be
 //!   reached through a recorded one, so it shows as a changed property;
-//! - a global `let`, `const` or `class` (an indirect `eval` makes one): the number of global
+//! - a global `let`, `const` or `class` (only a script's top level declares one — an `eval`
+//!   keeps its own — so a tool, a module, cannot; checked anyway): the number of global
 //!   lexical bindings is compared;
 //! - work left to run (a promise reaction, a finalization callback queued after the last job
 //!   run): [`Jobs`] notes any job queued since the last run;
