@@ -232,6 +232,11 @@ impl ScriptPool {
                 if reused {
                     self.reused.fetch_add(1, Ordering::Relaxed);
                 }
+                let context = if reused { "reused" } else { "fresh" };
+                llmr_telemetry::metrics::metrics()
+                    .sandbox_calls
+                    .with_label_values(&[context])
+                    .inc();
                 proc.calls += 1;
                 proc.ready = false;
                 *guard = self.succeed(proc).await;

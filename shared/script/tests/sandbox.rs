@@ -410,6 +410,14 @@ async fn a_context_serves_the_next_call_only_as_it_was_made() {
     // host, twenty calls, every one after the first in the same context.
     let p = pool(Limits::default());
     let echo = "import { text } from 'mcp';\nexport default function (a) { const o = { t: a.t, n: [1, 2].map((x) => x * 2) }; globalThis.__scratch = 1; delete globalThis.__scratch; return o; }";
+    // The process-wide metric (other tests add to it too, hence at least).
+    let metric = || {
+        llmr_telemetry::metrics::metrics()
+            .sandbox_calls
+            .with_label_values(&["reused"])
+            .get()
+    };
+    let before = metric();
     for n in 0..20 {
         assert_eq!(
             host_call(&p, echo, "default", json!({"t": n})).await,
@@ -420,6 +428,10 @@ async fn a_context_serves_the_next_call_only_as_it_was_made() {
         p.calls_in_reused_contexts(),
         19,
         "every call after the first reused the context"
+    );
+    assert!(
+        metric() >= before + 19,
+        "llmr_sandbox_calls_total{{context=\"reused\"}} counts them"
     );
 
     // Each trace a call can leave: the call that leaves it still answers, the next call

@@ -39,6 +39,9 @@ pub struct Metrics {
     pub tool_duration: HistogramVec,
     /// Script hosts killed, by reason (`timeout`, `crashed`, `abandoned`).
     pub sandbox_kills: IntCounterVec,
+    /// Script calls answered, by the context they ran in (`reused`: one an earlier tool call
+    /// left as it was made; `fresh`).
+    pub sandbox_calls: IntCounterVec,
     /// Scraped: live leases (load) per target.
     pub target_load: IntGaugeVec,
     /// Scraped: circuit state per target or key (0 closed, 1 probing, 2 open, 3 cooling).
@@ -156,6 +159,11 @@ impl Metrics {
                 "Script hosts killed, by reason (timeout, crashed, abandoned).",
                 &["reason"],
             ),
+            sandbox_calls: counter(
+                "llmr_sandbox_calls_total",
+                "Script calls answered, by the context they ran in (reused, fresh).",
+                &["context"],
+            ),
             target_load: gauge(
                 "llmr_target_load",
                 "Live leases (requests in flight) per target, cluster-wide.",
@@ -236,6 +244,7 @@ mod tests {
         m.tool_calls.with_label_values(&["t", "ok"]);
         m.tool_duration.with_label_values(&["t"]);
         m.sandbox_kills.with_label_values(&["timeout"]);
+        m.sandbox_calls.with_label_values(&["reused"]);
         m.target_load.with_label_values(&["t"]);
         m.circuit_state.with_label_values(&["target", "t"]);
         m.unavailable_seconds.with_label_values(&["target", "t"]);
