@@ -48,6 +48,41 @@ fn stamp(path: &Path) -> Option<Stamp> {
     Some((m.modified().ok()?, m.len()))
 }
 
+/// The definition of built-in tool `name` (one of [`Tools::builtin_names`]).
+fn builtin(name: &str) -> ToolDef {
+    let (description, schema) = match name {
+        TOOL_SEARCH => (
+            "Search the available tools by name, description and keywords. Returns matching tools with their input schemas.",
+            json!({"type": "object", "properties": {
+                "query": {"type": "string", "description": "Words to look for"},
+                "limit": {"type": "integer", "minimum": 1, "maximum": 100, "description": "Most results to return (default 10)"}
+            }, "required": ["query"]}),
+        ),
+        EXECUTE_TOOL => (
+            "Call a tool by its exact name (including tools found with tool_search).",
+            json!({"type": "object", "properties": {
+                "name": {"type": "string", "description": "The tool's name"},
+                "arguments": {"type": "object", "description": "The tool's arguments"}
+            }, "required": ["name"]}),
+        ),
+        _ => (
+            "Run JavaScript in a sandbox and return the value of its last expression. `args` holds the arguments; `mcp.call(name, args)` calls a tool.",
+            json!({"type": "object", "properties": {
+                "code": {"type": "string", "description": "JavaScript source"},
+                "args": {"description": "Available to the code as `args`"}
+            }, "required": ["code"]}),
+        ),
+    };
+    ToolDef {
+        name: name.into(),
+        description: description.into(),
+        input_schema: schema,
+        keywords: Vec::new(),
+        visibility: Visibility::Visible,
+        origin: Origin::Builtin,
+    }
+}
+
 impl Tools {
     pub fn new(settings: &Settings, pool: ScriptPool, caller: Caller, store: Store, http: awc::Client) -> Tools {
         let remotes = settings
@@ -68,44 +103,17 @@ impl Tools {
         }
     }
 
-    fn builtins(&self) -> Vec<ToolDef> {
-        let def = |name: &str, description: &str, schema: Value| ToolDef {
-            name: name.into(),
-            description: description.into(),
-            input_schema: schema,
-            keywords: Vec::new(),
-            visibility: Visibility::Visible,
-            origin: Origin::Builtin,
-        };
-        let mut out = vec![
-            def(
-                TOOL_SEARCH,
-                "Search the available tools by name, description and keywords. Returns matching tools with their input schemas.",
-                json!({"type": "object", "properties": {
-                    "query": {"type": "string", "description": "Words to look for"},
-                    "limit": {"type": "integer", "minimum": 1, "maximum": 100, "description": "Most results to return (default 10)"}
-                }, "required": ["query"]}),
-            ),
-            def(
-                EXECUTE_TOOL,
-                "Call a tool by its exact name (including tools found with tool_search).",
-                json!({"type": "object", "properties": {
-                    "name": {"type": "string", "description": "The tool's name"},
-                    "arguments": {"type": "object", "description": "The tool's arguments"}
-                }, "required": ["name"]}),
-            ),
-        ];
+    /// The built-in tools' names, in the order they are listed (`execute_code` when enabled).
+    fn builtin_names(&self) -> &'static [&'static str] {
         if self.settings.scripting.execute_code {
-            out.push(def(
-                EXECUTE_CODE,
-                "Run JavaScript in a sandbox and return the value of its last expression. `args` holds the arguments; `mcp.call(name, args)` calls a tool.",
-                json!({"type": "object", "properties": {
-                    "code": {"type": "string", "description": "JavaScript source"},
-                    "args": {"description": "Available to the code as `args`"}
-                }, "required": ["code"]}),
-            ));
+            &[TOOL_SEARCH, EXECUTE_TOOL, EXECUTE_CODE]
+        } else {
+            &[TOOL_SEARCH, EXECUTE_TOOL]
         }
-        out
+    }
+
+    fn builtins(&self) -> Vec<ToolDef> {
+        self.builtin_names().iter().map(|name| builtin(name)).collect()
     }
 
     /// Local tools as they are on disk now.
@@ -160,8 +168,7 @@ impl Tools {
     /// did not load, no such tool) is looked up in the catalog.
     async fn find(&self, name: &str) -> Option<ToolDef> {
         let dir = &self.settings.scripting.tools_path;
-        let builtin = [TOOL_SEARCH, EXECUTE_TOOL, EXECUTE_CODE].contains(&name);
-        if !builtin && !dir.is_empty() && crate::model::valid_name(name) {
+        if !self.builtin_names().contains(&name) && !dir.is_empty() && crate::model::valid_name(name) {
             for ext in ["js", "mjs"] {
                 let path = Path::new(dir).join(format!("{name}.{ext}"));
                 if let Some(st) = stamp(&path) {
