@@ -2354,7 +2354,7 @@ async fn degraded_cluster(open: bool) -> Cluster {
 }
 
 impl Cluster {
-    /// Refuses the cluster's keys under `part` (e.g. `usage:`): see `RedisServer::deny_keys`.
+    /// Refuses the cluster's keys under `part` (e.g. `usage`, which covers `usage_counts:` and `usage_index:`): see `RedisServer::deny_keys`.
     fn deny(&self, part: &str) {
         let prefix = self.procs.prefix().unwrap();
         self.procs.redis.as_ref().unwrap().deny_keys(&format!("{prefix}{part}"));
@@ -2387,7 +2387,7 @@ async fn closed_policies_refuse_while_a_features_store_part_fails_and_recover() 
     assert_eq!(chat_once(&c, 0).await.0, 200);
     // Usage keys refused (an ACL on the live Redis): the routing state, which reads the keys'
     // requests of today, cannot be read — 503 before any upstream is asked.
-    c.deny("usage:");
+    c.deny("usage");
     let before = c.mock.request_count();
     let (s, b) = chat_once(&c, 1).await;
     assert_eq!(s, 503, "{b}");
@@ -2457,7 +2457,7 @@ async fn closed_policies_refuse_while_a_features_store_part_fails_and_recover() 
 async fn open_policies_serve_without_the_failing_store_part_and_say_so() {
     let c = degraded_cluster(true).await;
     // Usage (and so the routing state) refused: answered, routed as if idle, counts lost.
-    c.deny("usage:");
+    c.deny("usage");
     for n in 0..3 {
         let (s, b) = chat_once(&c, n).await;
         assert_eq!(s, 200, "{b}");
@@ -2526,7 +2526,7 @@ async fn a_closed_usage_policy_stops_new_attempts_until_counts_can_be_written() 
     let toml = format!("{ECHO}{}", mock_provider("up", &mock.base_url(), &["mock-a"]));
     let c = Cluster::start_with(mock, &toml, 1, 1, &[("LLMR__DEGRADED__ROUTING_STATE", "open".into())]);
     c.ready(1).await;
-    c.deny("usage:");
+    c.deny("usage");
     // The first answer goes out (its count, written just after it, is lost); from then on no
     // new attempt starts while counts fail.
     assert_eq!(chat_once(&c, 0).await.0, 200);

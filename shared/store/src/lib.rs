@@ -10,10 +10,13 @@
 //! - `lock:{target}`: string, SET NX PX with a token: exclusive targets.
 //! - `health:{id}`: hash — circuit state, failure window, open/probe/cooldown times, latency
 //!   EWMA — for targets (`t:provider/model`) and keys (`k:provider#index`).
-//! - `usage:{key}:{model}:{day}`: hash of `requests`, `prompt_tokens`, `completion_tokens`
-//!   (as the upstream reported them), `estimated` (requests it reported nothing for) with
+//! - `usage_counts:{key}:{model}:{day}`: six signed 64-bit big-endian counters in one string,
+//!   added to with one BITFIELD per request: `requests`, `prompt_tokens`, `completion_tokens`
+//!   (as the upstream reported them), `estimated` (requests it reported nothing for),
 //!   `est_prompt_tokens` and `est_completion_tokens` (our estimates, kept apart);
-//!   `usage_index:{day}` lists the `key|model` pairs of a day.
+//!   `usage_index:{day}` lists the `key|model` pairs of a day. `usage:{key}:{model}:{day}`,
+//!   a hash of the same six fields, is what releases before wrote: read and added, never
+//!   written.
 //!
 //! # Layout
 //! - [`health`]: circuit-breaker and cooldown rules (the Redis scripts do the same).

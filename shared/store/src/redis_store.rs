@@ -471,9 +471,7 @@ impl RedisStore {
             pipe.cmd("HGETALL").arg(self.key(&format!("health:{id}")));
         }
         for (k, m) in pairs {
-            pipe.cmd("HGET")
-                .arg(self.key(&format!("usage:{k}:{m}:{day}")))
-                .arg("requests");
+            self.requests_into(&mut pipe, k, m, day);
         }
         let mut c = self.conn().await?;
         let values: Vec<redis::Value> = pipe.query_async(&mut c).await.map_err(unavailable)?;
@@ -491,10 +489,7 @@ impl RedisStore {
                     .unwrap_or_default()
             })
             .collect();
-        let requests_today = take(pairs.len())
-            .into_iter()
-            .map(|v| redis::from_redis_value::<Option<u64>>(v).ok().flatten().unwrap_or(0))
-            .collect();
+        let requests_today = take(pairs.len()).into_iter().map(requests_of).collect();
         Ok(RoutingState {
             loads,
             health,
@@ -655,20 +650,33 @@ impl RedisStore {
         Ok(out)
     }
 
+    /// A day's counters of a key and model: the packed string every count goes to, and the
+    /// hash that releases before it wrote (read, never written).
+    fn usage_keys(&self, key: &str, model: &str, day: &str) -> (String, String) {
+        (
+            self.key(&format!("usage_counts:{key}:{model}:{day}")),
+            self.key(&format!("usage:{key}:{model}:{day}")),
+        )
+    }
+
     fn usage_into(&self, pipe: &mut redis::Pipeline, key: &str, model: &str, day: &str, d: UsageDelta) {
-        let k = self.key(&format!("usage:{key}:{model}:{day}"));
+        let (k, _) = self.usage_keys(key, model, day);
         let index = self.key(&format!("usage_index:{day}"));
-        pipe.cmd("HINCRBY").arg(&k).arg("requests").arg(1).ignore();
-        let (p, c) = if d.estimated {
-            ("est_prompt_tokens", "est_completion_tokens")
-        } else {
-            ("prompt_tokens", "completion_tokens")
+        // One command for the request's counters: BITFIELD adds to several at once.
+        let bf = pipe.cmd("BITFIELD").arg(&k);
+        let mut add = |slot: Slot, by: u64| {
+            bf.arg("INCRBY").arg("i64").arg(slot.at()).arg(by);
         };
-        pipe.cmd("HINCRBY").arg(&k).arg(p).arg(d.prompt).ignore();
-        pipe.cmd("HINCRBY").arg(&k).arg(c).arg(d.completion).ignore();
+        add(Slot::Requests, 1);
         if d.estimated {
-            pipe.cmd("HINCRBY").arg(&k).arg("estimated").arg(1).ignore();
+            add(Slot::Estimated, 1);
+            add(Slot::EstPrompt, d.prompt);
+            add(Slot::EstCompletion, d.completion);
+        } else {
+            add(Slot::Prompt, d.prompt);
+            add(Slot::Completion, d.completion);
         }
+        bf.ignore();
         // Once a minute per counter from this process, not on every count (a Redis that lost
         // them — restarted without persistence — has them back within a minute).
         if self.indexed.due(&k) {
@@ -697,13 +705,18 @@ impl RedisStore {
         }
         let mut pipe = redis::pipe();
         for (k, m) in pairs {
-            pipe.cmd("HGET")
-                .arg(self.key(&format!("usage:{k}:{m}:{day}")))
-                .arg("requests");
+            self.requests_into(&mut pipe, k, m, day);
         }
         let mut c = self.conn().await?;
-        let v: Vec<Option<u64>> = pipe.query_async(&mut c).await.map_err(unavailable)?;
-        Ok(v.into_iter().map(|x| x.unwrap_or(0)).collect())
+        let v: Vec<redis::Value> = pipe.query_async(&mut c).await.map_err(unavailable)?;
+        Ok(v.into_iter().map(requests_of).collect())
+    }
+
+    /// Reads a day's request count of a key and model (its first counter's eight bytes).
+    fn requests_into(&self, pipe: &mut redis::Pipeline, key: &str, model: &str, day: &str) {
+        let (k, _) = self.usage_keys(key, model, day);
+        let end = Slot::Requests.offset() + 7;
+        pipe.cmd("GETRANGE").arg(k).arg(Slot::Requests.offset()).arg(end);
     }
 
     pub(crate) async fn usage_day(&self, day: &str) -> Result<Vec<UsageRow>, StoreError> {
@@ -713,39 +726,96 @@ impl RedisStore {
             .query_async(&mut c)
             .await
             .map_err(unavailable)?;
-        pairs.sort();
         drop(c);
-        let mut out = Vec::with_capacity(pairs.len());
-        for p in pairs {
-            let Some((key, model)) = p.split_once('|') else {
-                continue;
-            };
-            out.push(UsageRow {
+        pairs.sort();
+        let pairs: Vec<(&str, &str)> = pairs.iter().filter_map(|p| p.split_once('|')).collect();
+        let usage = self.usage_of(&pairs, day).await?;
+        Ok(pairs
+            .into_iter()
+            .zip(usage)
+            .map(|((key, model), usage)| UsageRow {
                 key: key.to_owned(),
                 model: model.to_owned(),
-                usage: self.usage(key, model, day).await?,
-            });
-        }
-        Ok(out)
+                usage,
+            })
+            .collect())
     }
 
     pub(crate) async fn usage(&self, key: &str, model: &str, day: &str) -> Result<UsageRecord, StoreError> {
-        let mut c = self.conn().await?;
-        let h: HashMap<String, u64> = redis::cmd("HGETALL")
-            .arg(self.key(&format!("usage:{key}:{model}:{day}")))
-            .query_async(&mut c)
-            .await
-            .map_err(unavailable)?;
-        let g = |f: &str| h.get(f).copied().unwrap_or(0);
-        Ok(UsageRecord {
-            requests: g("requests"),
-            prompt_tokens: g("prompt_tokens"),
-            completion_tokens: g("completion_tokens"),
-            estimated: g("estimated"),
-            est_prompt_tokens: g("est_prompt_tokens"),
-            est_completion_tokens: g("est_completion_tokens"),
-        })
+        let mut one = self.usage_of(&[(key, model)], day).await?;
+        Ok(one.pop().unwrap_or_default())
     }
+
+    /// The counters of each `(key, model)` on `day`, in one round trip: the packed counters
+    /// plus what an earlier release wrote to the hash that day.
+    async fn usage_of(&self, pairs: &[(&str, &str)], day: &str) -> Result<Vec<UsageRecord>, StoreError> {
+        if pairs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for (key, model) in pairs {
+            let (packed, legacy) = self.usage_keys(key, model, day);
+            pipe.cmd("GET").arg(packed).cmd("HGETALL").arg(legacy);
+        }
+        let mut c = self.conn().await?;
+        let values: Vec<redis::Value> = pipe.query_async(&mut c).await.map_err(unavailable)?;
+        let mut it = values.into_iter();
+        Ok(std::iter::from_fn(|| Some((it.next()?, it.next()?)))
+            .map(|(packed, legacy)| {
+                let packed: Vec<u8> = redis::from_redis_value(packed).unwrap_or_default();
+                let h: HashMap<String, u64> = redis::from_redis_value(legacy).unwrap_or_default();
+                let p = |s: Slot| slot_of(&packed, s);
+                let g = |f: &str| h.get(f).copied().unwrap_or(0);
+                UsageRecord {
+                    requests: p(Slot::Requests) + g("requests"),
+                    prompt_tokens: p(Slot::Prompt) + g("prompt_tokens"),
+                    completion_tokens: p(Slot::Completion) + g("completion_tokens"),
+                    estimated: p(Slot::Estimated) + g("estimated"),
+                    est_prompt_tokens: p(Slot::EstPrompt) + g("est_prompt_tokens"),
+                    est_completion_tokens: p(Slot::EstCompletion) + g("est_completion_tokens"),
+                }
+            })
+            .collect())
+    }
+}
+
+/// The counters of `usage_counts:{key}:{model}:{day}`: signed 64-bit big-endian integers one
+/// after another in one string, each at `#slot` for BITFIELD (one command adds to several).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    Requests = 0,
+    Prompt = 1,
+    Completion = 2,
+    Estimated = 3,
+    EstPrompt = 4,
+    EstCompletion = 5,
+}
+
+impl Slot {
+    /// BITFIELD's offset of the counter: `#n` counts in units of the type's width.
+    fn at(self) -> String {
+        format!("#{}", self as u8)
+    }
+
+    /// The counter's first byte in the string.
+    fn offset(self) -> usize {
+        8 * self as usize
+    }
+}
+
+/// A counter's value in the packed string; bytes past its end (never written) count as 0.
+fn slot_of(packed: &[u8], s: Slot) -> u64 {
+    let mut b = [0u8; 8];
+    let from = s.offset().min(packed.len());
+    let to = (s.offset() + 8).min(packed.len());
+    b[..to - from].copy_from_slice(&packed[from..to]);
+    u64::try_from(i64::from_be_bytes(b)).unwrap_or(0)
+}
+
+/// A request count read by `requests_into` (GETRANGE of the first counter).
+fn requests_of(v: redis::Value) -> u64 {
+    let bytes: Vec<u8> = redis::from_redis_value(v).unwrap_or_default();
+    slot_of(&bytes, Slot::Requests)
 }
 
 fn parse_health(h: &HashMap<String, String>) -> HealthRecord {

@@ -200,6 +200,82 @@ async fn usage_adds_up_per_key_model_and_day(s: Store) {
 }
 both!(usage_adds_up_per_key_model_and_day);
 
+/// Redis only: a request's counters are one command (BITFIELD, not an HINCRBY each), and what
+/// an earlier release counted in the day's hash still reads.
+#[tokio::test]
+async fn a_requests_usage_is_one_command_and_the_old_hash_still_counts() {
+    let server = RedisServer::start();
+    let conns = std::sync::Arc::new(llmr_bus::RedisConns::new(
+        llmr_bus::redis_pool(&server.url(), 2).unwrap(),
+    ));
+    let prefix = unique_prefix("usage-packed");
+    let s = Store::redis(conns, &prefix);
+    let day = llmr_store::utc_day(now_ms());
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("HSET")
+        .arg(format!("{prefix}usage:k0:m:{day}"))
+        .arg(&[
+            "requests",
+            "5",
+            "prompt_tokens",
+            "50",
+            "completion_tokens",
+            "20",
+            "estimated",
+            "1",
+        ])
+        .query_async::<()>(&mut c)
+        .await
+        .unwrap();
+    redis::cmd("SADD")
+        .arg(format!("{prefix}usage_index:{day}"))
+        .arg("k0|m")
+        .query_async::<()>(&mut c)
+        .await
+        .unwrap();
+    let delta = |prompt, completion, estimated| UsageDelta {
+        prompt,
+        completion,
+        estimated,
+    };
+    // The first count of a counter from this process also writes its index and expiry.
+    s.record_usage("k0", "m", &day, delta(1, 1, false)).await.unwrap();
+    redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async::<()>(&mut c)
+        .await
+        .unwrap();
+    s.record_usage("k0", "m", &day, delta(10, 4, false)).await.unwrap();
+    s.record_usage("k0", "m", &day, delta(7, 3, true)).await.unwrap();
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let calls: Vec<&str> = stats
+        .lines()
+        .filter(|l| l.starts_with("cmdstat_") && !l.starts_with("cmdstat_config") && !l.starts_with("cmdstat_info:"))
+        .collect();
+    assert_eq!(calls.len(), 1, "BITFIELD only: {calls:?}");
+    assert!(calls[0].starts_with("cmdstat_bitfield:calls=2,"), "{calls:?}");
+    let want = UsageRecord {
+        requests: 5 + 3,
+        prompt_tokens: 50 + 11,
+        completion_tokens: 20 + 5,
+        estimated: 1 + 1,
+        est_prompt_tokens: 7,
+        est_completion_tokens: 3,
+    };
+    assert_eq!(s.usage("k0", "m", &day).await.unwrap(), want);
+    let rows = s.usage_day(&day).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].usage, want);
+    // A routing decision reads the packed counter only.
+    let pairs = vec![("k0".to_string(), "m".to_string())];
+    assert_eq!(s.requests_on(&pairs, &day).await.unwrap(), vec![3]);
+}
+
 async fn slots_limit_concurrency(s: Store) {
     assert!(s.acquire_lease("p/slot", "a", 60_000, 2).await.unwrap());
     assert!(s.acquire_lease("p/slot", "b", 60_000, 2).await.unwrap());
