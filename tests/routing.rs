@@ -243,6 +243,44 @@ async fn keys_are_spread_by_least_usage(redis: bool) {
 }
 both!(keys_are_spread_by_least_usage);
 
+/// Redis only (memory reads cost nothing): the router reads what can change its choice and no
+/// more — a target's load where it orders a route (two targets or more under `least_load`,
+/// `priority` or `cost`, or a routing script), its keys' requests today where it has two keys
+/// or more.
+#[actix_rt::test]
+async fn the_router_reads_only_the_state_that_can_change_its_choice() {
+    let (a, b) = (MockUpstream::start(&[]), MockUpstream::start(&[]));
+    let both = "targets = [{provider = \"a\", model = \"m\"}, {provider = \"b\", model = \"n\"}]";
+    let toml = format!(
+        "{}{}[[models]]\nname = \"pair\"\n{both}\n[[models]]\nname = \"turns\"\nstrategy = \"round_robin\"\n{both}\n",
+        provider_entry("a", &a.base_url(), &["m"], &["sk-a"]),
+        provider_entry("b", &b.base_url(), &["n"], &["sk-b1", "sk-b2"]),
+    );
+    let app = App::start(true, &toml, &[]);
+    let redis = app.app.redis.as_ref().unwrap();
+    // Reads per request of `model`: (loads, key usage). Health records are read for every
+    // target and key (HGETALL, which the catalog's refresh also sends now and then).
+    let reads = async |model: &str| {
+        let before = redis.calls();
+        for i in 0..4 {
+            let (s, v) = app.chat(model, &format!("q{i}")).await;
+            assert_eq!(s, 200, "{v}");
+        }
+        let after = redis.calls();
+        let n = |c: &str| (after.get(c).unwrap_or(&0) - before.get(c).unwrap_or(&0)) as f64 / 4.0;
+        (n("zcount"), n("getrange"))
+    };
+    // One target, one key: nothing to choose.
+    assert_eq!(reads("m").await, (0.0, 0.0));
+    // One target, two keys: their requests today choose between them.
+    assert_eq!(reads("n").await, (0.0, 2.0));
+    // Two targets by least load: both loads.
+    assert_eq!(reads("pair").await, (2.0, 2.0));
+    // Two targets in turn: no load.
+    assert_eq!(reads("turns").await, (0.0, 2.0));
+    assert_eq!(a.request_count() + b.request_count(), 16);
+}
+
 async fn exclusive_targets_take_one_request_at_a_time(redis: bool) {
     let (a, b, solo) = (
         MockUpstream::start(&[]),

@@ -114,11 +114,26 @@ impl Routing {
 
     /// What the store says about every distinct target (and its keys) of `routes`; when it
     /// cannot be read, 503 (`degraded.routing_state = "closed"`) or idle and healthy (`open`).
+    /// A target's load is read only where it can order something (see [`Read`]).
     async fn state<'a>(&self, routes: impl IntoIterator<Item = &'a Route>, now: u64) -> Result<State, ApiError> {
-        let mut targets: Vec<TargetSpec> = Vec::new();
-        for t in routes.into_iter().flat_map(|r| &r.targets) {
-            if !targets.iter().any(|x| x.provider == t.provider && x.model == t.model) {
-                targets.push(t.clone());
+        let mut targets: Vec<Read> = Vec::new();
+        for r in routes {
+            // Load orders the targets of a route whose strategy sorts by it, when there are
+            // two or more; a routing script sees every candidate's load, even one alone.
+            let ordered = r.strategy == Strategy::Script
+                || (r.targets.len() > 1
+                    && matches!(r.strategy, Strategy::LeastLoad | Strategy::Priority | Strategy::Cost));
+            for t in &r.targets {
+                match targets
+                    .iter_mut()
+                    .find(|x| x.spec.provider == t.provider && x.spec.model == t.model)
+                {
+                    Some(x) => x.load |= ordered,
+                    None => targets.push(Read {
+                        spec: t.clone(),
+                        load: ordered,
+                    }),
+                }
             }
         }
         State::fetch(&self.store, targets, now, self.state_policy).await
@@ -204,6 +219,13 @@ struct TargetState {
     keys: Vec<(HealthRecord, u64)>,
 }
 
+/// A target whose state a batch reads, and whether its load can order anything. Its keys'
+/// requests today are read only when it has two or more keys to choose from.
+struct Read {
+    spec: TargetSpec,
+    load: bool,
+}
+
 /// The routing state of a batch's targets, by lease name (`provider/model`).
 struct State {
     targets: HashMap<String, TargetState>,
@@ -212,14 +234,19 @@ struct State {
 impl State {
     /// One pipelined store read; an unreachable store reads as idle and healthy when the
     /// policy is open, and refuses the request when it is closed.
-    async fn fetch(store: &Store, targets: Vec<TargetSpec>, now: u64, policy: FailPolicy) -> Result<State, ApiError> {
-        let leases: Vec<String> = targets.iter().map(TargetSpec::lease).collect();
-        let mut ids: Vec<String> = targets.iter().map(|t| target_id(&t.provider, &t.model)).collect();
+    async fn fetch(store: &Store, targets: Vec<Read>, now: u64, policy: FailPolicy) -> Result<State, ApiError> {
+        let leases: Vec<String> = targets.iter().filter(|t| t.load).map(|t| t.spec.lease()).collect();
+        let mut ids: Vec<String> = targets
+            .iter()
+            .map(|t| target_id(&t.spec.provider, &t.spec.model))
+            .collect();
         let mut pairs = Vec::new();
-        for t in &targets {
+        for Read { spec: t, .. } in &targets {
             for k in 0..t.keys {
                 ids.push(key_id(&t.provider, k));
-                pairs.push((key_name(&t.provider, k), t.model.clone()));
+                if t.keys > 1 {
+                    pairs.push((key_name(&t.provider, k), t.model.clone()));
+                }
             }
         }
         let read = match store.routing_state(&leases, &ids, &pairs, &utc_day(now)).await {
@@ -235,26 +262,30 @@ impl State {
                 });
             }
         };
-        // Answers come in the order asked: target loads; target health, then key health;
-        // key usage. A short answer (store unavailable) reads as defaults.
+        // Answers come in the order asked: the loads read; target health, then key health;
+        // the key usage read. A short answer (store unavailable) reads as defaults, and what
+        // was not read as 0.
         let mut loads = read.loads.into_iter();
         let mut health = read.health.into_iter();
         let mut used = read.requests_today.into_iter();
         let mut states: Vec<TargetState> = targets
             .iter()
-            .map(|_| TargetState {
-                load: loads.next().unwrap_or(0),
+            .map(|t| TargetState {
+                load: if t.load { loads.next().unwrap_or(0) } else { 0 },
                 health: health.next().unwrap_or_default(),
                 keys: Vec::new(),
             })
             .collect();
-        for (t, s) in targets.iter().zip(&mut states) {
+        for (Read { spec: t, .. }, s) in targets.iter().zip(&mut states) {
             s.keys = (0..t.keys)
-                .map(|_| (health.next().unwrap_or_default(), used.next().unwrap_or(0)))
+                .map(|_| {
+                    let h = health.next().unwrap_or_default();
+                    (h, if t.keys > 1 { used.next().unwrap_or(0) } else { 0 })
+                })
                 .collect();
         }
         Ok(State {
-            targets: leases.into_iter().zip(states).collect(),
+            targets: targets.into_iter().map(|t| t.spec.lease()).zip(states).collect(),
         })
     }
 

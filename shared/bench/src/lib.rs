@@ -386,14 +386,14 @@ pub fn markdown(r: &Report, machine: &str) -> String {
     if !r.commands.is_empty() {
         let _ = writeln!(
             s,
-            "\n| mode | scenario | Redis commands per request | the most frequent |\n| --- | --- | ---: | --- |"
+            "\n| mode | scenario | Redis commands per request | by command (0.01 or more) |\n| --- | --- | ---: | --- |"
         );
         for c in &r.commands {
             let top: Vec<String> = c
                 .by_command
                 .iter()
-                .take(8)
-                .map(|(k, v)| format!("{k} {v:.1}"))
+                .filter(|(_, v)| *v >= 0.01)
+                .map(|(k, v)| format!("{k} {v:.2}"))
                 .collect();
             let _ = writeln!(
                 s,

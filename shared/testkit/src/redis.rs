@@ -189,6 +189,36 @@ impl RedisServer {
         String::from_utf8_lossy(&line).trim_end().to_owned()
     }
 
+    /// Calls of each command so far, from `INFO commandstats` (scripts' own commands
+    /// counted; INFO itself left out), on a connection of its own.
+    pub fn calls(&self) -> std::collections::BTreeMap<String, u64> {
+        let mut c = TcpStream::connect(("127.0.0.1", self.port)).unwrap_or_else(|e| panic!("redis: {e}"));
+        let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+        c.write_all(b"*2\r\n$4\r\nINFO\r\n$12\r\ncommandstats\r\n")
+            .unwrap_or_else(|e| panic!("redis: {e}"));
+        // A bulk string: `$LEN\r\n`, LEN bytes, `\r\n`.
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while c.read_exact(&mut byte).is_ok() && byte[0] != b'\n' {
+            head.push(byte[0]);
+        }
+        let len: usize = String::from_utf8_lossy(&head)
+            .trim()
+            .trim_start_matches('$')
+            .parse()
+            .unwrap_or_else(|e| panic!("redis INFO: {e}"));
+        let mut body = vec![0u8; len];
+        c.read_exact(&mut body).unwrap_or_else(|e| panic!("redis INFO: {e}"));
+        String::from_utf8_lossy(&body)
+            .lines()
+            .filter_map(|l| {
+                let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
+                let calls = rest.split(',').find_map(|f| f.strip_prefix("calls="))?.parse().ok()?;
+                (name != "info").then(|| (name.to_owned(), calls))
+            })
+            .collect()
+    }
+
     /// Kills the server (SIGKILL), as an outage would.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
