@@ -65,6 +65,11 @@ bench *ARGS:
     test -x /usr/sbin/nginx || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light || apt-get install -y -qq nginx; }
     {{target}}/release/llmr-bench --out {{target}}/bench {{ARGS}}
 
+# Rewrite services/llmrouter/hot-symbols.txt.gz, the functions every role runs, which release
+# builds lay out together (idle RSS; see README, Performance). valgrind; a few minutes; not in CI.
+hot-symbols:
+    bash services/llmrouter/hot-symbols.sh
+
 # Soak the cluster over Redis for MINUTES (chats, streams and tool calls at a fixed rate, a flaky
 # upstream behind failover): RSS, open files and p99 per 30 s window, and what was lost. Not in CI.
 soak MINUTES="30":
