@@ -41,13 +41,19 @@ fn order_symbols(out_dir: &str) {
         return;
     };
     let mut list = Vec::new();
-    if flate2::read::GzDecoder::new(&packed[..]).read_to_end(&mut list).is_err() {
+    if flate2::read::GzDecoder::new(&packed[..])
+        .read_to_end(&mut list)
+        .is_err()
+    {
         println!("cargo:warning=hot-symbols.txt.gz does not unpack; the code is laid out as compiled");
         return;
     }
     let path = PathBuf::from(out_dir).join("hot-symbols.txt");
     if std::fs::write(&path, list).is_ok() {
-        println!("cargo:rustc-link-arg-bins=-Wl,--symbol-ordering-file={}", path.display());
+        println!(
+            "cargo:rustc-link-arg-bins=-Wl,--symbol-ordering-file={}",
+            path.display()
+        );
         println!("cargo:rustc-link-arg-bins=-Wl,--no-warn-symbol-ordering");
     }
 }
