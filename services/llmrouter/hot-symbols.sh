@@ -5,7 +5,8 @@
 # each other at the start of the code, so a process maps a few MB of code pages instead of
 # every 64 KB fault-around window its scattered functions fall in (see README, Performance).
 # Usage: `just hot-symbols` (valgrind, redis-server, curl; a few minutes; not in CI). Rerun it
-# after large changes: a function renamed since is simply not ordered.
+# after large changes: a function renamed since is simply not ordered. Names depend on the
+# release profile (debug info changes some), so make the list with the settings you build with.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 TARGET=${CARGO_TARGET_DIR:-$PWD/target}
