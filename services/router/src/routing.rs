@@ -226,6 +226,13 @@ struct Read {
     load: bool,
 }
 
+impl Read {
+    /// Whether its keys' requests today choose between them.
+    fn usage(&self) -> bool {
+        self.spec.keys > 1
+    }
+}
+
 /// The routing state of a batch's targets, by lease name (`provider/model`).
 struct State {
     targets: HashMap<String, TargetState>,
@@ -241,10 +248,11 @@ impl State {
             .map(|t| target_id(&t.spec.provider, &t.spec.model))
             .collect();
         let mut pairs = Vec::new();
-        for Read { spec: t, .. } in &targets {
+        for r in &targets {
+            let t = &r.spec;
             for k in 0..t.keys {
                 ids.push(key_id(&t.provider, k));
-                if t.keys > 1 {
+                if r.usage() {
                     pairs.push((key_name(&t.provider, k), t.model.clone()));
                 }
             }
@@ -276,11 +284,11 @@ impl State {
                 keys: Vec::new(),
             })
             .collect();
-        for (Read { spec: t, .. }, s) in targets.iter().zip(&mut states) {
-            s.keys = (0..t.keys)
+        for (r, s) in targets.iter().zip(&mut states) {
+            s.keys = (0..r.spec.keys)
                 .map(|_| {
                     let h = health.next().unwrap_or_default();
-                    (h, if t.keys > 1 { used.next().unwrap_or(0) } else { 0 })
+                    (h, if r.usage() { used.next().unwrap_or(0) } else { 0 })
                 })
                 .collect();
         }
