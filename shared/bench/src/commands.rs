@@ -12,15 +12,8 @@ use redis::RedisResult;
 pub fn snapshot(url: &str) -> RedisResult<BTreeMap<String, u64>> {
     let mut c = redis::Client::open(url)?.get_connection()?;
     let info: String = redis::cmd("INFO").arg("commandstats").query(&mut c)?;
-    Ok(info
-        .lines()
-        .filter_map(|l| {
-            let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
-            let calls = rest.split(',').find_map(|f| f.strip_prefix("calls="))?.parse().ok()?;
-            // Our own reads of the stats are not the deployment's.
-            (name != "info").then(|| (name.to_owned(), calls))
-        })
-        .collect())
+    // Our own reads of the stats are not the deployment's (left out there).
+    Ok(llmr_testkit::redis::command_calls(&info))
 }
 
 fn diff(after: &BTreeMap<String, u64>, before: &BTreeMap<String, u64>) -> BTreeMap<String, f64> {

@@ -174,6 +174,27 @@ impl RedisServer {
     /// Sends one command (e.g. `["CLIENT", "PAUSE", "1500", "ALL"]`) on a connection of its
     /// own; returns the first line of the reply.
     pub fn command(&self, args: &[&str]) -> String {
+        let mut c = self.send(args);
+        String::from_utf8_lossy(&read_line(&mut c)).trim_end().to_owned()
+    }
+
+    /// Calls of each command so far, from `INFO commandstats` (scripts' own commands
+    /// counted; INFO itself left out), on a connection of its own.
+    pub fn calls(&self) -> std::collections::BTreeMap<String, u64> {
+        let mut c = self.send(&["INFO", "commandstats"]);
+        // A bulk string: `$LEN\r\n`, LEN bytes, `\r\n`.
+        let len: usize = String::from_utf8_lossy(&read_line(&mut c))
+            .trim()
+            .trim_start_matches('$')
+            .parse()
+            .unwrap_or_else(|e| panic!("redis INFO: {e}"));
+        let mut body = vec![0u8; len];
+        c.read_exact(&mut body).unwrap_or_else(|e| panic!("redis INFO: {e}"));
+        command_calls(&String::from_utf8_lossy(&body))
+    }
+
+    /// A connection of its own with `args` sent on it as one command.
+    fn send(&self, args: &[&str]) -> TcpStream {
         let mut c = TcpStream::connect(("127.0.0.1", self.port)).unwrap_or_else(|e| panic!("redis: {e}"));
         let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
         let mut req = format!("*{}\r\n", args.len());
@@ -181,42 +202,7 @@ impl RedisServer {
             req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
         }
         c.write_all(req.as_bytes()).unwrap_or_else(|e| panic!("redis: {e}"));
-        let mut line = Vec::new();
-        let mut byte = [0u8; 1];
-        while c.read_exact(&mut byte).is_ok() && byte[0] != b'\n' {
-            line.push(byte[0]);
-        }
-        String::from_utf8_lossy(&line).trim_end().to_owned()
-    }
-
-    /// Calls of each command so far, from `INFO commandstats` (scripts' own commands
-    /// counted; INFO itself left out), on a connection of its own.
-    pub fn calls(&self) -> std::collections::BTreeMap<String, u64> {
-        let mut c = TcpStream::connect(("127.0.0.1", self.port)).unwrap_or_else(|e| panic!("redis: {e}"));
-        let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
-        c.write_all(b"*2\r\n$4\r\nINFO\r\n$12\r\ncommandstats\r\n")
-            .unwrap_or_else(|e| panic!("redis: {e}"));
-        // A bulk string: `$LEN\r\n`, LEN bytes, `\r\n`.
-        let mut head = Vec::new();
-        let mut byte = [0u8; 1];
-        while c.read_exact(&mut byte).is_ok() && byte[0] != b'\n' {
-            head.push(byte[0]);
-        }
-        let len: usize = String::from_utf8_lossy(&head)
-            .trim()
-            .trim_start_matches('$')
-            .parse()
-            .unwrap_or_else(|e| panic!("redis INFO: {e}"));
-        let mut body = vec![0u8; len];
-        c.read_exact(&mut body).unwrap_or_else(|e| panic!("redis INFO: {e}"));
-        String::from_utf8_lossy(&body)
-            .lines()
-            .filter_map(|l| {
-                let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
-                let calls = rest.split(',').find_map(|f| f.strip_prefix("calls="))?.parse().ok()?;
-                (name != "info").then(|| (name.to_owned(), calls))
-            })
-            .collect()
+        c
     }
 
     /// Kills the server (SIGKILL), as an outage would.
@@ -249,4 +235,26 @@ impl Drop for RedisServer {
             let _ = std::fs::remove_dir_all(d);
         }
     }
+}
+
+/// Reads up to the next `\n` (left out).
+fn read_line(c: &mut TcpStream) -> Vec<u8> {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while c.read_exact(&mut byte).is_ok() && byte[0] != b'\n' {
+        line.push(byte[0]);
+    }
+    line
+}
+
+/// Calls per command in the text of `INFO commandstats` (`cmdstat_NAME:calls=N,…`), INFO's
+/// own left out: what a test or the benchmark reads before and after a run.
+pub fn command_calls(info: &str) -> std::collections::BTreeMap<String, u64> {
+    info.lines()
+        .filter_map(|l| {
+            let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = rest.split(',').find_map(|f| f.strip_prefix("calls="))?.parse().ok()?;
+            (name != "info").then(|| (name.to_owned(), calls))
+        })
+        .collect()
 }
