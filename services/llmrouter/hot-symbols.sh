@@ -16,21 +16,20 @@ command -v valgrind >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=nonint
 cargo build -q --release --bin llmrouter --bin mock-upstream
 
 work=$(mktemp -d)
-pids=()
+pids=() servers=()
 stop() {
     for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
     for p in "${pids[@]}"; do while kill -0 "$p" 2>/dev/null; do sleep 0.5; done; done
     pids=()
 }
-trap 'stop; rm -rf "$work"' EXIT
+trap 'stop; kill "${servers[@]}" 2>/dev/null; rm -rf "$work"' EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 redis_port=$(free_port) mock_port=$(free_port) port=$(free_port)
 redis-server --port "$redis_port" --save "" --appendonly no >"$work/redis.log" 2>&1 &
-redis_pid=$!
+servers+=($!)
 "$TARGET/release/mock-upstream" --port "$mock_port" >"$work/mock.log" 2>&1 &
-mock_pid=$!
-trap 'stop; kill "$redis_pid" "$mock_pid" 2>/dev/null; rm -rf "$work"' EXIT
+servers+=($!)
 cat >"$work/memory.toml" <<EOF
 [server]
 port = $port
