@@ -765,7 +765,7 @@ export default function () { const n = (kv.get("n") || 0) + 1; kv.set("n", n); c
     let first = call();
     let (answer, dup) = futures_util::join!(caller.call(streams::MCP, &first), async {
         tokio::time::sleep(Duration::from_millis(20)).await;
-        bus.publish(streams::MCP, &first).await
+        bus.publish(streams::MCP, first.clone()).await
     });
     dup.unwrap();
     let answer = answer.unwrap();

@@ -18,7 +18,7 @@
 //! - `first_available`: configured order; the worker waits up to `first_available_wait_ms`
 //!   for a free slot or lock, then moves on.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 
 use llmr_config::Strategy;
 use llmr_protocol::{ApiError, Attempt, Plan};

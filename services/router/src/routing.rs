@@ -3,8 +3,8 @@
 //! named per-target state), asks the routing script where one applies, and orders the
 //! candidates into a plan with the pure code of [`plan`](crate::plan).
 
+use foldhash::HashMap;
 use std::cell::RefCell;
-use std::collections::HashMap;
 
 use llmr_config::{FailPolicy, Settings, Strategy};
 use llmr_protocol::{ApiError, Envelope, Plan};

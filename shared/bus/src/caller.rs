@@ -71,10 +71,8 @@ impl Caller {
     /// envelope carries on); the call yields its frames until its deadline.
     pub async fn send(&self, stream: &str, env: &Envelope) -> Result<Call, ApiError> {
         let span = producer_span(&self.bus, stream, env);
-        let env = &Envelope {
-            trace: llmr_telemetry::context(&span, &env.trace),
-            ..env.clone()
-        };
+        let mut env = env.clone();
+        env.trace = llmr_telemetry::context(&span, &env.trace);
         let rx = self.hub.register(env.id);
         let mut call = Call {
             id: env.id,

@@ -14,7 +14,7 @@
 //! [`ConsumerLoop::run`] turns it until stopped. [`ConsumerActor`] hosts a loop as an actix
 //! actor whose `Drain` message stops it.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -643,9 +643,10 @@ async fn settle(acker: Rc<Consumer>, settled: Vec<Settled>) -> usize {
             Done::Keep => {}
         }
     }
-    if let Err(e) = acker.forward_many(&forwards).await {
+    let count = forwards.len();
+    if let Err(e) = acker.forward_many(forwards).await {
         // Left pending: routed again when reclaimed.
-        tracing::warn!(error = %e, count = forwards.len(), "could not forward work");
+        tracing::warn!(error = %e, count, "could not forward work");
     }
     if let Err(e) = acker.finish_many(&finishes).await {
         tracing::warn!(error = %e, count = finishes.len(), "could not ack finished work (a peer may reclaim it; answered work is not run again)");
@@ -815,7 +816,7 @@ mod tests {
     async fn reads_only_as_much_as_there_is_room_for_and_acks_when_done() {
         let (bus, gate, mut l, _stop) = setup(2).await;
         for _ in 0..3 {
-            bus.publish("s", &env()).await.unwrap();
+            bus.publish("s", env()).await.unwrap();
         }
         assert_eq!(l.step().await, Step::Read(2));
         assert_eq!(l.in_flight(), 2);
@@ -869,13 +870,13 @@ mod tests {
             .unwrap();
         // Two published on this thread (the local loop's), two on another (the shared queue).
         for _ in 0..2 {
-            bus.publish("s", &env()).await.unwrap();
+            bus.publish("s", env()).await.unwrap();
         }
         std::thread::scope(|s| {
             s.spawn(|| {
                 let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
                 for _ in 0..2 {
-                    rt.block_on(bus.publish("s", &env())).unwrap();
+                    rt.block_on(bus.publish("s", env())).unwrap();
                 }
             });
         });
@@ -908,7 +909,7 @@ mod tests {
     async fn forwards_settle_atomically_onto_the_next_stream() {
         let (bus, gate, mut l, _stop) = setup(4).await;
         let mut c = bus.consumer("next", "g2", "x").await.unwrap();
-        bus.publish("s", &env()).await.unwrap();
+        bus.publish("s", env()).await.unwrap();
         assert_eq!(l.step().await, Step::Read(1));
         let id = gate.started.borrow()[0];
         let fwd = Done::Forward {
@@ -926,7 +927,7 @@ mod tests {
     async fn a_cancel_reaches_the_running_task() {
         let (bus, gate, mut l, _stop) = setup(4).await;
         let e = env();
-        bus.publish("s", &e).await.unwrap();
+        bus.publish("s", e.clone()).await.unwrap();
         assert_eq!(l.step().await, Step::Read(1));
         bus.cancel(e.id).await.unwrap();
         assert_eq!(l.step().await, Step::Cancel);
@@ -938,11 +939,11 @@ mod tests {
     #[actix_rt::test]
     async fn drain_waits_for_running_work_then_stops() {
         let (bus, gate, mut l, stop) = setup(4).await;
-        bus.publish("s", &env()).await.unwrap();
+        bus.publish("s", env()).await.unwrap();
         assert_eq!(l.step().await, Step::Read(1));
         stop.send_replace(Some(Duration::from_secs(30)));
         assert_eq!(l.step().await, Step::Stopping);
-        bus.publish("s", &env()).await.unwrap();
+        bus.publish("s", env()).await.unwrap();
         let id = gate.started.borrow()[0];
         let _ = gate.release.borrow_mut().remove(&id).unwrap().send(Done::Ack);
         assert_eq!(l.step().await, Step::Ended(1));
@@ -954,7 +955,7 @@ mod tests {
     #[actix_rt::test]
     async fn drain_gives_up_on_work_after_the_grace() {
         let (bus, _gate, mut l, stop) = setup(4).await;
-        bus.publish("s", &env()).await.unwrap();
+        bus.publish("s", env()).await.unwrap();
         assert_eq!(l.step().await, Step::Read(1));
         stop.send_replace(Some(Duration::from_millis(50)));
         assert_eq!(l.step().await, Step::Stopping);
@@ -967,8 +968,8 @@ mod tests {
     async fn a_request_delivered_twice_runs_once() {
         let (bus, gate, mut l, _stop) = setup(4).await;
         let e = env();
-        bus.publish("s", &e).await.unwrap();
-        bus.publish("s", &e).await.unwrap();
+        bus.publish("s", e.clone()).await.unwrap();
+        bus.publish("s", e.clone()).await.unwrap();
         assert_eq!(l.step().await, Step::Read(1));
         assert_eq!(l.step().await, Step::Settled(1), "the duplicate is acked");
         assert_eq!(gate.started.borrow().len(), 1);
@@ -1012,7 +1013,7 @@ mod redis_tests {
                 Bytes::from_static(b"{}"),
                 Meta::default(),
             );
-            bus.publish("s", &e).await.unwrap();
+            bus.publish("s", e.clone()).await.unwrap();
         }
         let idle = Duration::from_millis(200);
         let cfg = LoopConfig {

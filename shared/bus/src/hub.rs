@@ -4,7 +4,7 @@
 //! of its request. A final frame (`end`, `error`) closes the entry. Frames of requests no
 //! longer waiting (timed out, client gone) are dropped.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::Mutex;
 
 use llmr_protocol::Frame;
@@ -21,7 +21,7 @@ pub struct Hub {
 impl Default for Hub {
     fn default() -> Hub {
         Hub {
-            shards: std::array::from_fn(|_| Mutex::new(HashMap::new())),
+            shards: std::array::from_fn(|_| Mutex::new(HashMap::default())),
         }
     }
 }

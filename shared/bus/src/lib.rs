@@ -131,13 +131,13 @@ impl Bus {
     }
 
     /// Appends `env` to `stream`.
-    pub async fn publish(&self, stream: &str, env: &Envelope) -> Result<(), BusError> {
+    pub async fn publish(&self, stream: &str, env: Envelope) -> Result<(), BusError> {
         match self {
             Bus::Memory(b) => {
-                b.publish(stream, env.clone());
+                b.publish(stream, env);
                 Ok(())
             }
-            Bus::Redis(b) => Box::pin(b.publish(stream, env)).await,
+            Bus::Redis(b) => Box::pin(b.publish(stream, &env)).await,
         }
     }
 
@@ -364,19 +364,19 @@ impl Consumer {
 
     /// Publishes each `(entry, stream, envelope)` and acks its entry, all in one atomic
     /// round trip.
-    pub async fn forward_many(&self, items: &[(String, String, Envelope)]) -> Result<(), BusError> {
+    pub async fn forward_many(&self, items: Vec<(String, String, Envelope)>) -> Result<(), BusError> {
         if items.is_empty() {
             return Ok(());
         }
         match &self.inner {
             ConsumerInner::Memory(b, _) => {
                 for (entry, stream, env) in items {
-                    b.publish(stream, env.clone());
-                    b.ack(&self.stream, &self.group, std::slice::from_ref(entry));
+                    b.publish(&stream, env);
+                    b.ack(&self.stream, &self.group, std::slice::from_ref(&entry));
                 }
                 Ok(())
             }
-            ConsumerInner::Redis(b, _) => Box::pin(b.forward_many(&self.stream, &self.group, items)).await,
+            ConsumerInner::Redis(b, _) => Box::pin(b.forward_many(&self.stream, &self.group, &items)).await,
         }
     }
 
@@ -400,7 +400,7 @@ impl Consumer {
 
     /// Publishes `env` to `to_stream` and acks `entry`, atomically.
     pub async fn forward(&self, entry: &str, to_stream: &str, env: &Envelope) -> Result<(), BusError> {
-        self.forward_many(&[(entry.to_owned(), to_stream.to_owned(), env.clone())])
+        self.forward_many(vec![(entry.to_owned(), to_stream.to_owned(), env.clone())])
             .await
     }
 }

@@ -10,7 +10,9 @@
 //! an HTTP worker is routed and run on the same thread, with no hand-off to another. A
 //! thread's queue falls back to the shared one when its last local consumer goes.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
+
+use foldhash::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::ThreadId;
 use std::time::Duration;
@@ -186,14 +188,22 @@ impl MemoryBus {
         }
         let thread = std::thread::current().id();
         let mut shared = false;
-        for g in s.groups.values_mut() {
+        // Each group gets its copy; the last one takes the envelope itself.
+        let mut item = Some((entry, env));
+        let mut groups = s.groups.values_mut().peekable();
+        while let Some(g) = groups.next() {
+            let copy = match groups.peek() {
+                Some(_) => item.clone(),
+                None => item.take(),
+            };
+            let Some(copy) = copy else { break };
             match g.local.get_mut(&thread) {
                 Some(l) => {
-                    l.queue.push_back((entry.clone(), env.clone()));
+                    l.queue.push_back(copy);
                     l.notify.notify_one();
                 }
                 None => {
-                    g.queue.push_back((entry.clone(), env.clone()));
+                    g.queue.push_back(copy);
                     shared = true;
                 }
             }

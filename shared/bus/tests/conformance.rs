@@ -52,7 +52,7 @@ async fn delivers_each_entry_once_and_acks(bus: Bus) {
     let mut c = bus.consumer("requests", "router", "c1").await.unwrap();
     let sent: Vec<Envelope> = (0..5).map(|i| env(&format!("m{i}"))).collect();
     for e in &sent {
-        bus.publish("requests", e).await.unwrap();
+        bus.publish("requests", e.clone()).await.unwrap();
     }
     let got = c.read(10, BLOCK).await.unwrap();
     assert_eq!(
@@ -76,7 +76,7 @@ both!(delivers_each_entry_once, delivers_each_entry_once_and_acks);
 async fn reads_no_more_than_asked(bus: Bus) {
     let mut c = bus.consumer("jobs:default", "workers", "w1").await.unwrap();
     for i in 0..7 {
-        bus.publish("jobs:default", &env(&format!("m{i}"))).await.unwrap();
+        bus.publish("jobs:default", env(&format!("m{i}"))).await.unwrap();
     }
     assert_eq!(c.read(3, BLOCK).await.unwrap().len(), 3);
     assert_eq!(c.read(3, BLOCK).await.unwrap().len(), 3);
@@ -88,7 +88,7 @@ async fn consumers_of_a_group_share_the_work(bus: Bus) {
     let mut a = bus.consumer("jobs:p", "workers", "a").await.unwrap();
     let mut b = bus.consumer("jobs:p", "workers", "b").await.unwrap();
     for i in 0..6 {
-        bus.publish("jobs:p", &env(&format!("m{i}"))).await.unwrap();
+        bus.publish("jobs:p", env(&format!("m{i}"))).await.unwrap();
     }
     let ga = a.read(4, BLOCK).await.unwrap();
     let gb = b.read(4, BLOCK).await.unwrap();
@@ -103,7 +103,7 @@ both!(consumers_share_work, consumers_of_a_group_share_the_work);
 
 async fn keeps_entries_published_before_the_group(bus: Bus) {
     let e = env("early");
-    bus.publish("requests", &e).await.unwrap();
+    bus.publish("requests", e.clone()).await.unwrap();
     let mut c = bus.consumer("requests", "router", "late").await.unwrap();
     let got = c.read(10, BLOCK).await.unwrap();
     assert_eq!(got.len(), 1);
@@ -118,7 +118,7 @@ async fn a_blocked_read_wakes_on_publish(bus: Bus) {
     let e2 = e.clone();
     let t = tokio::spawn(async move {
         tokio::task::yield_now().await;
-        b2.publish("requests", &e2).await.unwrap();
+        b2.publish("requests", e2.clone()).await.unwrap();
     });
     let got = c.read(1, Duration::from_secs(5)).await.unwrap();
     t.await.unwrap();
@@ -131,7 +131,7 @@ async fn reclaims_what_a_dead_consumer_held(bus: Bus) {
     let mut dead = bus.consumer("jobs:default", "workers", "dead").await.unwrap();
     let mut live = bus.consumer("jobs:default", "workers", "live").await.unwrap();
     let e = env("lost");
-    bus.publish("jobs:default", &e).await.unwrap();
+    bus.publish("jobs:default", e.clone()).await.unwrap();
     assert_eq!(dead.read(1, BLOCK).await.unwrap().len(), 1);
     assert!(
         live.reclaim(Duration::from_secs(60), 10).await.unwrap().is_empty(),
@@ -150,7 +150,7 @@ both!(reclaims_dead_consumers_work, reclaims_what_a_dead_consumer_held);
 async fn touch_keeps_live_work_from_being_reclaimed(bus: Bus) {
     let mut busy = bus.consumer("jobs:default", "workers", "busy").await.unwrap();
     let mut other = bus.consumer("jobs:default", "workers", "other").await.unwrap();
-    bus.publish("jobs:default", &env("long")).await.unwrap();
+    bus.publish("jobs:default", env("long")).await.unwrap();
     let got = busy.read(1, BLOCK).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     busy.touch(&[got[0].entry.clone()]).await.unwrap();
@@ -164,7 +164,7 @@ both!(touch_keeps_work, touch_keeps_live_work_from_being_reclaimed);
 async fn forward_publishes_and_acks_together(bus: Bus) {
     let mut router = bus.consumer("requests", "router", "r").await.unwrap();
     let mut worker = bus.consumer("jobs:default", "workers", "w").await.unwrap();
-    bus.publish("requests", &env("fwd")).await.unwrap();
+    bus.publish("requests", env("fwd")).await.unwrap();
     let d = router.read(1, BLOCK).await.unwrap().remove(0);
     let mut job = d.envelope.clone();
     job.kind = Kind::Job;
@@ -243,7 +243,7 @@ async fn redis_down_fails_fast_with_unavailable() {
     bus.ping().await.unwrap();
     server.kill();
     let start = std::time::Instant::now();
-    let r = bus.publish("requests", &env("x")).await;
+    let r = bus.publish("requests", env("x")).await;
     assert!(r.is_err());
     assert!(start.elapsed() < Duration::from_secs(1), "took {:?}", start.elapsed());
     let api: llmr_protocol::ApiError = r.unwrap_err().into();
@@ -259,7 +259,7 @@ async fn redis_consumer_resumes_after_a_restart() {
     // The first read after the restart may fail or find the group gone; it recovers.
     let mut got = Vec::new();
     for _ in 0..20 {
-        let _ = bus.publish("requests", &env("again")).await;
+        let _ = bus.publish("requests", env("again")).await;
         if let Ok(d) = c.read(1, Duration::from_millis(100)).await
             && !d.is_empty()
         {
@@ -273,7 +273,7 @@ async fn redis_consumer_resumes_after_a_restart() {
 async fn finishing_a_job_acks_it_and_forgets_its_first_frame(bus: Bus) {
     let mut w = bus.consumer("jobs:default", "workers", "w").await.unwrap();
     let e = env("done");
-    bus.publish("jobs:default", &e).await.unwrap();
+    bus.publish("jobs:default", e.clone()).await.unwrap();
     let d = w.read(1, BLOCK).await.unwrap().remove(0);
     bus.reply(
         "gw",
@@ -305,7 +305,7 @@ async fn batched_forwards_and_finishes_behave_like_single_ones(bus: Bus) {
     let mut router = bus.consumer("requests", "routers", "r").await.unwrap();
     let mut worker = bus.consumer("jobs:default", "workers", "w").await.unwrap();
     for i in 0..3 {
-        bus.publish("requests", &env(&format!("m{i}"))).await.unwrap();
+        bus.publish("requests", env(&format!("m{i}"))).await.unwrap();
     }
     let got = router.read(10, BLOCK).await.unwrap();
     let jobs: Vec<(String, String, Envelope)> = got
@@ -321,7 +321,7 @@ async fn batched_forwards_and_finishes_behave_like_single_ones(bus: Bus) {
             )
         })
         .collect();
-    router.forward_many(&jobs).await.unwrap();
+    router.forward_many(jobs).await.unwrap();
     assert_eq!(bus.pending("requests", "routers").await.unwrap(), 0);
     let running = worker.read(10, BLOCK).await.unwrap();
     assert_eq!(running.len(), 3);
@@ -355,7 +355,7 @@ both!(
 async fn reports_the_backlog_of_a_group(bus: Bus) {
     let mut c = bus.consumer("jobs:default", "workers", "c1").await.unwrap();
     for i in 0..3 {
-        bus.publish("jobs:default", &env(&format!("b{i}"))).await.unwrap();
+        bus.publish("jobs:default", env(&format!("b{i}"))).await.unwrap();
     }
     let got = c.read(1, BLOCK).await.unwrap();
     assert_eq!(got.len(), 1);
@@ -375,7 +375,7 @@ async fn entries_stay_until_every_group_is_done_with_them(bus: Bus) {
     let mut b = bus.consumer("requests", "gb", "b1").await.unwrap();
     let sent: Vec<Envelope> = (0..3).map(|i| env(&format!("t{i}"))).collect();
     for e in &sent {
-        bus.publish("requests", e).await.unwrap();
+        bus.publish("requests", e.clone()).await.unwrap();
     }
     let got_a = a.read(10, BLOCK).await.unwrap();
     assert_eq!(got_a.len(), 3);
@@ -395,7 +395,7 @@ async fn entries_stay_until_every_group_is_done_with_them(bus: Bus) {
     // A second later, the next ack trims what both groups are done with; the entry group b
     // has not read yet stays.
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    bus.publish("requests", &env("t3")).await.unwrap();
+    bus.publish("requests", env("t3")).await.unwrap();
     let last = a.read(10, BLOCK).await.unwrap();
     assert_eq!(last.len(), 1);
     a.ack(&[last[0].entry.clone()]).await.unwrap();
@@ -426,7 +426,7 @@ fn publish_from_another_thread(bus: &Bus, stream: &str, e: &Envelope) {
                 .enable_all()
                 .build()
                 .unwrap();
-            rt.block_on(bus.publish(stream, e)).unwrap();
+            rt.block_on(bus.publish(stream, e.clone())).unwrap();
         });
     });
 }
@@ -435,7 +435,7 @@ async fn a_local_consumer_gets_what_its_thread_publishes(bus: Bus) {
     let mut shared = bus.consumer("jobs:l", "workers", "shared").await.unwrap();
     let mut local = bus.local_consumer("jobs:l", "workers", "local").await.unwrap();
     let (mine, theirs) = (env("mine"), env("theirs"));
-    bus.publish("jobs:l", &mine).await.unwrap();
+    bus.publish("jobs:l", mine.clone()).await.unwrap();
     publish_from_another_thread(&bus, "jobs:l", &theirs);
     let short = Duration::from_millis(100);
     let by_local = read_envelopes(&mut local, short).await;
@@ -460,7 +460,7 @@ async fn what_waits_for_a_local_consumer_is_not_lost_when_it_goes(bus: Bus) {
     let local = bus.local_consumer("jobs:g", "workers", "local").await.unwrap();
     let sent: Vec<Envelope> = (0..3).map(|i| env(&format!("m{i}"))).collect();
     for e in &sent {
-        bus.publish("jobs:g", e).await.unwrap();
+        bus.publish("jobs:g", e.clone()).await.unwrap();
     }
     let b = bus.backlog("jobs:g", "workers").await.unwrap();
     assert_eq!((b.length, b.pending), (3, 0), "queued for the local consumer: {b:?}");
@@ -469,7 +469,7 @@ async fn what_waits_for_a_local_consumer_is_not_lost_when_it_goes(bus: Bus) {
     assert_eq!(got, sent, "handed to the group's other consumers, in order");
     // With no local consumer left, this thread's work goes to the group as before.
     let later = env("later");
-    bus.publish("jobs:g", &later).await.unwrap();
+    bus.publish("jobs:g", later.clone()).await.unwrap();
     let got = shared.read(10, BLOCK).await.unwrap();
     assert_eq!(got.iter().map(|d| d.envelope.clone()).collect::<Vec<_>>(), vec![later]);
 }

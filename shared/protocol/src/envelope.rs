@@ -274,15 +274,11 @@ impl Envelope {
     /// This request routed: the same id, caller and deadline, as a job carrying `plan`,
     /// continuing the trace at `trace`.
     pub fn routed(&self, plan: Plan, trace: TraceContext) -> Envelope {
-        Envelope {
-            kind: Kind::Job,
-            trace,
-            meta: Meta {
-                plan: Some(plan),
-                ..self.meta.clone()
-            },
-            ..self.clone()
-        }
+        let mut job = self.clone();
+        job.kind = Kind::Job;
+        job.trace = trace;
+        job.meta.plan = Some(plan);
+        job
     }
 
     /// Work done on behalf of this request (a tool call, a tool loop's round): a fresh id,

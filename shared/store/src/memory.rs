@@ -1,6 +1,8 @@
 //! The in-memory store: the same semantics as Redis, behind one mutex.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use foldhash::HashMap;
 use std::sync::{Mutex, MutexGuard};
 
 use llmr_protocol::now_ms;

@@ -240,10 +240,15 @@ pub fn context(span: &tracing::Span, inherited: &TraceContext) -> TraceContext {
 
 /// Whether `s` is a well-formed version-00 `traceparent` with non-zero ids.
 pub fn valid_traceparent(s: &str) -> bool {
-    let parts: Vec<&str> = s.split('-').collect();
     let hex =
         |p: &str, n: usize| p.len() == n && p.bytes().all(|b| b.is_ascii_hexdigit()) && p.bytes().any(|b| b != b'0');
-    parts.len() == 4 && parts[0] == "00" && hex(parts[1], 32) && hex(parts[2], 16) && parts[3].len() == 2
+    let mut parts = s.split('-');
+    let (Some(version), Some(trace), Some(parent), Some(flags), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    version == "00" && hex(trace, 32) && hex(parent, 16) && flags.len() == 2
 }
 
 /// The trace id of a `traceparent`, when it has one.
