@@ -65,6 +65,11 @@ bench *ARGS:
     test -x /usr/sbin/nginx || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light || apt-get install -y -qq nginx; }
     {{target}}/release/llmr-bench --out {{target}}/bench {{ARGS}}
 
+# Instructions per request of each path (nginx hop, `all`, MCP, cluster), counted by callgrind:
+# repeatable whatever the machine is doing (README, Performance). valgrind; minutes; not in CI.
+profile:
+    bash shared/bench/scripts/profile.sh
+
 # Rewrite services/llmrouter/hot-symbols.txt.gz, the functions every role runs, which release
 # builds lay out together (idle RSS; see README, Performance). valgrind; a few minutes; not in CI.
 hot-symbols:

@@ -8,50 +8,10 @@
 # after large changes: a function renamed since is simply not ordered. Names depend on the
 # release profile (debug info changes some), so make the list with the settings you build with.
 set -euo pipefail
-cd "$(dirname "$0")/../.."
-TARGET=${CARGO_TARGET_DIR:-$PWD/target}
-BIN="$TARGET/release/llmrouter"
+# shellcheck source=../../shared/bench/scripts/callgrind.sh
+source "$(dirname "$0")/../../shared/bench/scripts/callgrind.sh"
+cg_init
 OUT=services/llmrouter/hot-symbols.txt.gz
-command -v valgrind >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind; }
-cargo build -q --release --bin llmrouter --bin mock-upstream
-
-work=$(mktemp -d)
-pids=() servers=()
-stop() {
-    for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-    for p in "${pids[@]}"; do while kill -0 "$p" 2>/dev/null; do sleep 0.5; done; done
-    pids=()
-}
-trap 'stop; kill "${servers[@]}" 2>/dev/null; rm -rf "$work"' EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-redis_port=$(free_port) mock_port=$(free_port) port=$(free_port)
-redis-server --port "$redis_port" --save "" --appendonly no >"$work/redis.log" 2>&1 &
-servers+=($!)
-"$TARGET/release/mock-upstream" --port "$mock_port" >"$work/mock.log" 2>&1 &
-servers+=($!)
-cat >"$work/memory.toml" <<EOF
-[server]
-port = $port
-[scripting]
-tools_path = "$PWD/config/tools"
-libraries_path = "$PWD/config/libraries"
-[[providers]]
-name = "mock"
-type = "openai"
-base_url = "http://127.0.0.1:$mock_port/v1"
-models = ["bench"]
-api_keys = ["sk-bench"]
-EOF
-{ cat "$work/memory.toml"; printf '[redis]\nurl = "redis://127.0.0.1:%s"\n' "$redis_port"; } >"$work/redis.toml"
-
-# Runs `llmrouter -c CONFIG ROLE` under callgrind; its executed functions go to $work/fns.NAME.
-profile() {
-    local name=$1 config=$2 role=$3
-    valgrind --tool=callgrind --demangle=no --compress-strings=no --compress-pos=no \
-        --callgrind-out-file="$work/cg.$name" "$BIN" -c "$config" "$role" >"$work/vg.$name.log" 2>&1 &
-    pids+=($!)
-}
 
 # Starts, serves plain and streamed chats, the usual reads, a bad body and tool calls.
 load() {
@@ -70,12 +30,12 @@ load() {
     done
 }
 
-profile all-memory "$work/memory.toml" all
+cg_run all-memory "$BIN" -c "$work/memory.toml" all
 load
-stop
-for role in gateway router worker mcp-tools; do profile "$role" "$work/redis.toml" "$role"; done
+cg_stop
+for role in gateway router worker mcp-tools; do cg_run "$role" "$BIN" -c "$work/redis.toml" "$role"; done
 load
-stop
+cg_stop
 
 # Functions of the binary (not of libc) that ran, by how many processes ran them.
 nm --defined-only "$BIN" | awk '$2 ~ /^[tTwW]$/ { print $3 }' | sort -u >"$work/defined"
