@@ -66,7 +66,7 @@ pub fn init(cfg: &Settings, service: &str) -> Result<Telemetry, TelemetryError> 
     };
     tracing_subscriber::registry()
         .with(filter)
-        .with(fmt)
+        .with(fmt.with_filter(tracing_subscriber::filter::filter_fn(logged)))
         // Per-poll busy/idle timing and code-location/thread attributes cost more than they
         // tell on a request path: off.
         .with(
@@ -79,6 +79,16 @@ pub fn init(cfg: &Settings, service: &str) -> Result<Telemetry, TelemetryError> 
         .try_init()
         .map_err(|e| TelemetryError::AlreadyInstalled(e.to_string()))?;
     Ok(Telemetry { provider })
+}
+
+/// What the log layer sees: every event, and of the spans only those that say which request
+/// a line belongs to — the HTTP request and the spans that carry a `request_id` (a chat, a
+/// route, a job, an MCP message). The spans a request passes on its way (publish, process,
+/// an upstream attempt, a tool call) go to traces only: the log layer writes a span's fields
+/// out as text when the span opens, whether a line is ever logged in it or not, which cost
+/// more instructions per request than the request itself (`just profile`).
+fn logged(meta: &tracing::Metadata<'_>) -> bool {
+    meta.is_event() || meta.fields().field("request_id").is_some() || meta.name() == "HTTP request"
 }
 
 /// Where and how spans are exported: `telemetry.otlp_endpoint` / `otlp_protocol`, else the
