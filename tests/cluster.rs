@@ -1022,7 +1022,11 @@ async fn json_logs_parse_and_carry_the_trace_and_the_request() {
     assert_eq!(line["provider"], "down", "{line}");
     // The spans a request passes on its way (the bus's publish and process, the upstream
     // attempt) are in traces, not in log lines.
-    for field in ["messaging.destination.name", "messaging.message.id", "gen_ai.operation.name"] {
+    for field in [
+        "messaging.destination.name",
+        "messaging.message.id",
+        "gen_ai.operation.name",
+    ] {
         assert!(line.get(field).is_none(), "{field} in {line}");
     }
 }
@@ -1316,6 +1320,10 @@ async fn no_secret_reaches_the_log_or_the_client() {
     assert_eq!(s, 200);
     let log = std::fs::read_to_string(&c.named("all").next().unwrap().log).unwrap();
     assert!(log.contains("attempt failed"), "the failures were logged:\n{log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "no terminal colour codes in a log file:\n{log}"
+    );
     assert!(log.contains("remote MCP server unavailable"), "{log}");
     for secret in KEYS.iter().chain(&[TOKEN, MCP_TOKEN]) {
         assert!(!log.contains(secret), "`{secret}` leaked into the log");

@@ -15,11 +15,9 @@ pub mod jsonlog;
 pub mod metrics;
 pub mod scrub;
 
-use std::collections::HashMap;
-
 use llmr_config::{LogFormat, Telemetry as Settings};
 use llmr_protocol::TraceContext;
-use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
@@ -58,7 +56,11 @@ pub fn init(cfg: &Settings, service: &str) -> Result<Telemetry, TelemetryError> 
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
 
     let fmt = match cfg.log_format {
-        LogFormat::Console => tracing_subscriber::fmt::layer().with_target(true).boxed(),
+        // Colours only on a terminal: a log file or a container's log has no escape codes.
+        LogFormat::Console => tracing_subscriber::fmt::layer()
+            .with_target(true)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .event_format(jsonlog::JsonLines)
             .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
@@ -200,9 +202,34 @@ impl Telemetry {
     }
 }
 
-/// The W3C carrier of `trace` (both headers when set), for the propagator.
-fn carrier(trace: &TraceContext) -> HashMap<String, String> {
-    trace.headers().map(|(k, v)| (k.to_owned(), v.to_owned())).collect()
+/// `trace` as the propagator reads it: its two W3C headers, those that are set (no map).
+struct Carrier<'a>(&'a TraceContext);
+
+impl Extractor for Carrier<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .headers()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| v)
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.headers().map(|(k, _)| k).collect()
+    }
+}
+
+/// What the propagator writes: the W3C headers of a trace context.
+#[derive(Default)]
+struct Injected(TraceContext);
+
+impl Injector for Injected {
+    fn set(&mut self, key: &str, value: String) {
+        match key {
+            "traceparent" => self.0.traceparent = value,
+            "tracestate" => self.0.tracestate = value,
+            _ => {}
+        }
+    }
 }
 
 /// Continues `span` from a W3C trace context (ignored when its `traceparent` is empty or
@@ -211,7 +238,7 @@ pub fn set_parent(span: &tracing::Span, trace: &TraceContext) {
     if !valid_traceparent(&trace.traceparent) {
         return;
     }
-    let cx = TraceContextPropagator::new().extract(&carrier(trace));
+    let cx = TraceContextPropagator::new().extract(&Carrier(trace));
     let _ = span.set_parent(cx);
 }
 
@@ -221,7 +248,7 @@ pub fn add_link(span: &tracing::Span, trace: &TraceContext) {
     if !valid_traceparent(&trace.traceparent) {
         return;
     }
-    let cx = TraceContextPropagator::new().extract(&carrier(trace));
+    let cx = TraceContextPropagator::new().extract(&Carrier(trace));
     span.add_link(cx.span().span_context().clone());
 }
 
@@ -231,14 +258,10 @@ pub fn add_link(span: &tracing::Span, trace: &TraceContext) {
 pub fn context(span: &tracing::Span, inherited: &TraceContext) -> TraceContext {
     let cx = span.context();
     if cx.span().span_context().is_valid() {
-        let mut carrier = HashMap::new();
-        TraceContextPropagator::new().inject_context(&cx, &mut carrier);
-        if let Some(traceparent) = carrier.remove("traceparent") {
-            let tracestate = carrier.remove("tracestate").unwrap_or_default();
-            return TraceContext {
-                traceparent,
-                tracestate,
-            };
+        let mut injected = Injected::default();
+        TraceContextPropagator::new().inject_context(&cx, &mut injected);
+        if !injected.0.traceparent.is_empty() {
+            return injected.0;
         }
     }
     if valid_traceparent(&inherited.traceparent) {
