@@ -11,7 +11,7 @@ import re
 import sys
 
 COMPONENTS = [
-    "llmrouter", "HTTP", "JSON", "async runtime", "Redis client", "boa (JavaScript)",
+    "llmrouter", "HTTP", "JSON", "async runtime", "Redis client", "tracing, logs, metrics", "boa (JavaScript)",
     "std, collections", "malloc/free", "memcpy/memset", "libc other", "nginx", "other",
 ]
 CRATES = {
@@ -23,6 +23,8 @@ CRATES = {
                       "futures_task", "futures_lite", "futures_concurrency", "local_waker", "slab", "parking_lot",
                       "parking_lot_core"},
     "Redis client": {"redis", "combine", "deadpool", "deadpool_redis"},
+    "tracing, logs, metrics": {"tracing", "tracing_core", "tracing_subscriber", "tracing_opentelemetry",
+                               "opentelemetry", "opentelemetry_sdk", "prometheus", "nu_ansi_term", "sharded_slab"},
     "std, collections": {"core", "alloc", "std", "hashbrown", "bytes", "smallvec", "indexmap", "bytestring",
                          "foldhash", "uuid", "rand", "rand_core", "rand_chacha", "chacha20", "getrandom", "__rustc"},
 }
