@@ -23,6 +23,7 @@ use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::layer::Context;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -68,7 +69,7 @@ pub fn init(cfg: &Settings, service: &str) -> Result<Telemetry, TelemetryError> 
     };
     tracing_subscriber::registry()
         .with(filter)
-        .with(fmt.with_filter(tracing_subscriber::filter::filter_fn(logged)))
+        .with(RequestSpansOnly(fmt))
         // Per-poll busy/idle timing and code-location/thread attributes cost more than they
         // tell on a request path: off.
         .with(
@@ -83,14 +84,84 @@ pub fn init(cfg: &Settings, service: &str) -> Result<Telemetry, TelemetryError> 
     Ok(Telemetry { provider })
 }
 
-/// What the log layer sees: every event, and of the spans only those that say which request
-/// a line belongs to — the HTTP request and the spans that carry a `request_id` (a chat, a
+/// The log layer, shown every event but, of the spans, only those that say which request a
+/// line belongs to — the HTTP request and the spans that carry a `request_id` (a chat, a
 /// route, a job, an MCP message). The spans a request passes on its way (publish, process,
 /// an upstream attempt, a tool call) go to traces only: the log layer writes a span's fields
 /// out as text when the span opens, whether a line is ever logged in it or not, which cost
-/// more instructions per request than the request itself (`just profile`).
-fn logged(meta: &tracing::Metadata<'_>) -> bool {
-    meta.is_event() || meta.fields().field("request_id").is_some() || meta.name() == "HTTP request"
+/// more instructions per request than the request itself (`just profile`). A wrapper rather
+/// than a per-layer filter: with one, every call site the level turns off (actix's `trace!`
+/// on each request) is asked again each time it is reached.
+struct RequestSpansOnly<L>(L);
+
+fn identifies_a_request(meta: &tracing::Metadata<'_>) -> bool {
+    meta.fields().field("request_id").is_some() || meta.name() == "HTTP request"
+}
+
+impl<S, L> Layer<S> for RequestSpansOnly<L>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    L: Layer<S>,
+{
+    fn on_register_dispatch(&self, subscriber: &tracing::Dispatch) {
+        self.0.on_register_dispatch(subscriber);
+    }
+
+    fn on_layer(&mut self, subscriber: &mut S) {
+        self.0.on_layer(subscriber);
+    }
+
+    fn register_callsite(&self, meta: &'static tracing::Metadata<'static>) -> tracing::subscriber::Interest {
+        self.0.register_callsite(meta)
+    }
+
+    fn enabled(&self, meta: &tracing::Metadata<'_>, ctx: Context<'_, S>) -> bool {
+        self.0.enabled(meta, ctx)
+    }
+
+    fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {
+        self.0.max_level_hint()
+    }
+
+    fn on_new_span(&self, attrs: &tracing::span::Attributes<'_>, id: &tracing::span::Id, ctx: Context<'_, S>) {
+        if identifies_a_request(attrs.metadata()) {
+            self.0.on_new_span(attrs, id, ctx);
+        }
+    }
+
+    fn on_record(&self, id: &tracing::span::Id, values: &tracing::span::Record<'_>, ctx: Context<'_, S>) {
+        if ctx.metadata(id).is_some_and(identifies_a_request) {
+            self.0.on_record(id, values, ctx);
+        }
+    }
+
+    fn on_follows_from(&self, id: &tracing::span::Id, follows: &tracing::span::Id, ctx: Context<'_, S>) {
+        self.0.on_follows_from(id, follows, ctx);
+    }
+
+    fn event_enabled(&self, event: &tracing::Event<'_>, ctx: Context<'_, S>) -> bool {
+        self.0.event_enabled(event, ctx)
+    }
+
+    fn on_event(&self, event: &tracing::Event<'_>, ctx: Context<'_, S>) {
+        self.0.on_event(event, ctx);
+    }
+
+    fn on_enter(&self, id: &tracing::span::Id, ctx: Context<'_, S>) {
+        self.0.on_enter(id, ctx);
+    }
+
+    fn on_exit(&self, id: &tracing::span::Id, ctx: Context<'_, S>) {
+        self.0.on_exit(id, ctx);
+    }
+
+    fn on_close(&self, id: tracing::span::Id, ctx: Context<'_, S>) {
+        self.0.on_close(id, ctx);
+    }
+
+    fn on_id_change(&self, old: &tracing::span::Id, new: &tracing::span::Id, ctx: Context<'_, S>) {
+        self.0.on_id_change(old, new, ctx);
+    }
 }
 
 /// Where and how spans are exported: `telemetry.otlp_endpoint` / `otlp_protocol`, else the
