@@ -12,7 +12,7 @@ import sys
 
 COMPONENTS = [
     "llmrouter", "HTTP", "JSON", "async runtime", "Redis client", "tracing, logs, metrics", "boa (JavaScript)",
-    "std, collections", "malloc/free", "memcpy/memset", "libc other", "nginx", "other",
+    "std, collections", "malloc/free", "memcpy/memset", "libc other", "nginx", "redis-server", "other",
 ]
 CRATES = {
     "HTTP": {"actix_http", "actix_web", "actix_router", "awc", "actix_codec", "actix_server", "actix_service",
@@ -39,6 +39,8 @@ def component(fn: str, obj: str) -> str:
         return "libc other"
     if "nginx" in obj:
         return "nginx"
+    if "redis-server" in obj or "redis-check" in obj:
+        return "redis-server"
     name = fn
     for prefix in ("core::ptr::drop_in_place<", "<"):
         while name.startswith(prefix):

@@ -6,12 +6,17 @@
 # with its script hosts), and the cluster (gateway, router, worker and Redis, all profiled).
 # Each: 30 requests to warm up, the counters zeroed, REQUESTS requests on one keep-alive
 # connection (curl), the counters dumped. Prints a Markdown table (also to
-# $TARGET/bench/profile.md). valgrind, nginx, redis-server, curl; a few minutes; not in CI.
+# $TARGET/bench/profile.md). REQUESTS (300) and LOG_LEVEL (the built-in `info`) from the
+# environment. valgrind, nginx, redis-server, curl; a few minutes; not in CI.
 set -euo pipefail
 # shellcheck source=callgrind.sh
 source "$(dirname "$0")/callgrind.sh"
 REQUESTS=${REQUESTS:-300}
 cg_init
+# LOG_LEVEL=warn profiles as `just bench` runs llmrouter; the default is the built-in `info`.
+if [ -n "${LOG_LEVEL:-}" ]; then
+    for f in "$work/memory.toml" "$work/redis.toml"; do printf '[telemetry]\nlog_level = "%s"\n' "$LOG_LEVEL" >>"$f"; done
+fi
 cg_demangle=yes
 command -v nginx >/dev/null || test -x /usr/sbin/nginx || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light || apt-get install -y -qq nginx; }
 printf '{"model":"bench","messages":[{"role":"user","content":"hello"}]}' >"$work/plain.json"
