@@ -9,6 +9,7 @@
 //! Statuses are mapped by the shared `http` module; malformed answers → the target.
 
 use std::collections::BTreeMap;
+use std::sync::LazyLock;
 
 use bytes::Bytes;
 use futures_util::future::LocalBoxFuture;
@@ -20,6 +21,11 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::{Adapter, AttemptError, AttemptResult, Call, Outcome, http};
+
+/// The searches run on every stream event, built once (building one is dearer than a search).
+static FINISH_REASON: LazyLock<memchr::memmem::Finder<'static>> =
+    LazyLock::new(|| memchr::memmem::Finder::new(b"\"finish_reason\":\""));
+static USAGE: LazyLock<memchr::memmem::Finder<'static>> = LazyLock::new(|| memchr::memmem::Finder::new(b"\"usage\":{"));
 use crate::sse::{Event, Splitter};
 
 /// The `openai` adapter.
@@ -164,7 +170,7 @@ where
                     if d.first() != Some(&b'{') || serde_json::from_slice::<serde::de::IgnoredAny>(&d).is_err() {
                         return Err(broken(out, "the upstream sent a malformed stream event".into()));
                     }
-                    if memchr::memmem::find(&d, b"\"finish_reason\":\"").is_some()
+                    if FINISH_REASON.find(&d).is_some()
                         && let Ok(u) = serde_json::from_slice::<UsageOnly>(&d)
                     {
                         finish_reasons.extend(
@@ -174,7 +180,7 @@ where
                                 .filter_map(|c| c.finish_reason),
                         );
                     }
-                    if memchr::memmem::find(&d, b"\"usage\":{").is_some()
+                    if USAGE.find(&d).is_some()
                         && let Ok(u) = serde_json::from_slice::<UsageOnly>(&d)
                     {
                         usage = u.usage.or(usage);
