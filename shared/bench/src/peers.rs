@@ -20,9 +20,17 @@ pub struct LiteLlm {
 
 impl Drop for LiteLlm {
     fn drop(&mut self) {
-        // Its workers are children of the proxy: stop the whole group.
-        let pid = self.proc.pid();
-        let _ = Command::new("kill").args(["-TERM", &format!("-{pid}")]).status();
+        // Its workers are children of the proxy, in its process group: ask the group to stop,
+        // then kill what is left of it. A negative pid after `--` (`kill -TERM -PGID` reads
+        // the group as an option and signals nothing: two workers and the resource tracker
+        // outlived every `--peers` run).
+        let group = format!("-{}", self.proc.pid());
+        let _ = Command::new("kill").args(["-s", "TERM", "--", &group]).status();
+        let until = std::time::Instant::now() + Duration::from_secs(5);
+        while self.proc.alive() && std::time::Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = Command::new("kill").args(["-s", "KILL", "--", &group]).status();
         self.proc.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
