@@ -31,7 +31,7 @@ pub async fn record(
     let started = Instant::now();
     let method = req.method().to_string();
     let span = tracing::info_span!(
-        "HTTP request",
+        llmr_telemetry::HTTP_REQUEST_SPAN,
         otel.name = %format!("{method} {}", req.path()),
         otel.kind = "server",
         http.request.method = %method,

@@ -94,8 +94,11 @@ pub fn init(cfg: &Settings, service: &str) -> Result<Telemetry, TelemetryError> 
 /// on each request) is asked again each time it is reached.
 struct RequestSpansOnly<L>(L);
 
+/// The name of the gateway's span for each HTTP request it serves.
+pub const HTTP_REQUEST_SPAN: &str = "HTTP request";
+
 fn identifies_a_request(meta: &tracing::Metadata<'_>) -> bool {
-    meta.fields().field("request_id").is_some() || meta.name() == "HTTP request"
+    meta.fields().field("request_id").is_some() || meta.name() == HTTP_REQUEST_SPAN
 }
 
 impl<S, L> Layer<S> for RequestSpansOnly<L>
