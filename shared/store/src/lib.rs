@@ -19,14 +19,17 @@
 //!   written.
 //!
 //! # Layout
+//! - [`governance`]: virtual keys, teams, admission by reservation, spend and the request log.
 //! - [`health`]: circuit-breaker and cooldown rules (the Redis scripts do the same).
 //! - [`memory`]: the in-memory implementation.
 //! - [`peers`]: which services have a live instance, read in the background.
 //! - [`redis_store`]: the Redis implementation.
 
+pub mod governance;
 pub mod health;
 pub mod memory;
 pub mod peers;
+mod redis_gov;
 pub mod redis_store;
 
 pub use health::{Availability, Breaker, Circuit, HealthRecord};
@@ -420,6 +423,70 @@ impl Store {
     /// The live keys of a namespace, sorted.
     pub async fn kv_keys(&self, ns: &str) -> Result<Vec<String>, StoreError> {
         dispatch!(self, s => s.kv_keys(ns))
+    }
+
+    /// Writes a virtual key (new or changed) and bumps the governance version.
+    pub async fn gov_put_key(&self, key: &governance::VirtualKey) -> Result<(), StoreError> {
+        dispatch!(self, s => s.gov_put_key(key))
+    }
+
+    /// Every virtual key (revoked ones too), by id.
+    pub async fn gov_keys(&self) -> Result<Vec<governance::VirtualKey>, StoreError> {
+        dispatch!(self, s => s.gov_keys())
+    }
+
+    /// Writes a team (new or changed) and bumps the governance version.
+    pub async fn gov_put_team(&self, team: &governance::Team) -> Result<(), StoreError> {
+        dispatch!(self, s => s.gov_put_team(team))
+    }
+
+    /// Deletes a team; true when it existed. Bumps the governance version.
+    pub async fn gov_delete_team(&self, id: &str) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.gov_delete_team(id))
+    }
+
+    /// Every team, by id.
+    pub async fn gov_teams(&self) -> Result<Vec<governance::Team>, StoreError> {
+        dispatch!(self, s => s.gov_teams())
+    }
+
+    /// A number that changes whenever a key or team does (gateways poll it to reload).
+    pub async fn gov_version(&self) -> Result<u64, StoreError> {
+        dispatch!(self, s => s.gov_version())
+    }
+
+    /// Admission by reservation (see [`governance`]): one atomic step.
+    pub async fn gov_admit(&self, r: &governance::Reservation<'_>) -> Result<governance::Admission, StoreError> {
+        dispatch!(self, s => s.gov_admit(r))
+    }
+
+    /// Settles a request (see [`governance`]): one atomic step.
+    pub async fn gov_settle(&self, st: &governance::Settlement<'_>) -> Result<(), StoreError> {
+        dispatch!(self, s => s.gov_settle(st))
+    }
+
+    /// A subject's spend, reservations and period now.
+    pub async fn gov_standings(
+        &self,
+        subject: &str,
+        period: governance::Period,
+        now_ms: u64,
+    ) -> Result<governance::Standings, StoreError> {
+        dispatch!(self, s => s.gov_standings(subject, period, now_ms))
+    }
+
+    /// Spend rows of the days from `from` to `to` (`YYYY-MM-DD`, both included; at most 400 days).
+    pub async fn gov_spend(&self, from: &str, to: &str) -> Result<Vec<governance::SpendRow>, StoreError> {
+        dispatch!(self, s => s.gov_spend(from, to))
+    }
+
+    /// Request records, newest first, older than the cursor `before`, at most `limit`.
+    pub async fn gov_requests(
+        &self,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<governance::RequestRecord>, StoreError> {
+        dispatch!(self, s => s.gov_requests(before, limit))
     }
 
     pub async fn ping(&self) -> Result<(), StoreError> {

@@ -7,6 +7,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use llmr_protocol::now_ms;
 
+use crate::governance as gv;
 use crate::health::{Breaker, HealthRecord};
 use crate::{Alive, ProviderStatus, RoutingState, Settle, StoreError, UsageDelta, UsageRecord, UsageRow, split_alive};
 
@@ -17,6 +18,8 @@ pub struct MemoryStore {
     kv: Mutex<BTreeMap<(String, String), (String, u64)>>,
     /// Documents and logs (stored responses): key → (value, expiry ms)
     docs: Mutex<Docs>,
+    /// Keys, teams, reservations, spend and the request log.
+    gov: Mutex<crate::governance::GovMemory>,
 }
 
 #[derive(Default)]
@@ -60,6 +63,73 @@ impl MemoryStore {
         let now = now_ms();
         kv.retain(|_, (_, exp)| *exp == 0 || *exp > now);
         kv
+    }
+
+    fn gov(&self) -> MutexGuard<'_, crate::governance::GovMemory> {
+        self.gov.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn gov_put_key(&self, key: &gv::VirtualKey) -> Result<(), StoreError> {
+        let mut g = self.gov();
+        g.keys.insert(key.id.clone(), key.clone());
+        g.version += 1;
+        Ok(())
+    }
+
+    pub(crate) fn gov_keys(&self) -> Result<Vec<gv::VirtualKey>, StoreError> {
+        Ok(self.gov().keys.values().cloned().collect())
+    }
+
+    pub(crate) fn gov_put_team(&self, team: &gv::Team) -> Result<(), StoreError> {
+        let mut g = self.gov();
+        g.teams.insert(team.id.clone(), team.clone());
+        g.version += 1;
+        Ok(())
+    }
+
+    pub(crate) fn gov_delete_team(&self, id: &str) -> Result<bool, StoreError> {
+        let mut g = self.gov();
+        g.version += 1;
+        Ok(g.teams.remove(id).is_some())
+    }
+
+    pub(crate) fn gov_teams(&self) -> Result<Vec<gv::Team>, StoreError> {
+        Ok(self.gov().teams.values().cloned().collect())
+    }
+
+    pub(crate) fn gov_version(&self) -> Result<u64, StoreError> {
+        Ok(self.gov().version)
+    }
+
+    pub(crate) fn gov_admit(&self, r: &gv::Reservation<'_>) -> Result<gv::Admission, StoreError> {
+        Ok(self.gov().admit(r))
+    }
+
+    pub(crate) fn gov_settle(&self, st: &gv::Settlement<'_>) -> Result<(), StoreError> {
+        self.gov().settle(st);
+        Ok(())
+    }
+
+    pub(crate) fn gov_standings(&self, subject: &str, period: gv::Period, now: u64) -> Result<gv::Standings, StoreError> {
+        Ok(self.gov().standings(subject, period, now))
+    }
+
+    pub(crate) fn gov_spend(&self, from: &str, to: &str) -> Result<Vec<gv::SpendRow>, StoreError> {
+        let days = gv::days_between(from, to, 400);
+        let g = self.gov();
+        Ok(days
+            .iter()
+            .flat_map(|d| {
+                g.rows
+                    .range((d.clone(), String::new(), String::new(), String::new())..)
+                    .take_while(move |((day, ..), _)| day == d)
+                    .map(|(_, r)| r.clone())
+            })
+            .collect())
+    }
+
+    pub(crate) fn gov_requests(&self, before: Option<&str>, limit: usize) -> Result<Vec<gv::RequestRecord>, StoreError> {
+        Ok(self.gov().requests(before, limit))
     }
 
     fn docs(&self) -> MutexGuard<'_, Docs> {
