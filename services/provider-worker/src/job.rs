@@ -408,6 +408,14 @@ async fn run_attempt<'a>(
         }
         None => env,
     };
+    // The end frame says who answered and what it cost (the gateway settles from it).
+    out.set_attempt(
+        &attempt.provider,
+        &attempt.model,
+        number,
+        env.body.len() as u64 / 4,
+        p.provider.cost_of(&attempt.model),
+    );
     let call = Call {
         env,
         attempt,

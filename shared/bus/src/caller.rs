@@ -82,6 +82,7 @@ impl Caller {
             deadline: Instant::now() + Duration::from_millis(env.remaining_ms(now_ms())),
             done: false,
             last_seq: None,
+            outcome: None,
         };
         let published = tokio::time::timeout(PUBLISH_TIMEOUT, self.bus.publish(stream, env))
             .instrument(span)
@@ -134,11 +135,23 @@ pub struct Call {
     /// The sequence number of the last frame taken: a repeat (a replier that sent frames
     /// again after a bus error) is dropped.
     last_seq: Option<u32>,
+    /// What the `end` frame said answered the request, and what it cost.
+    outcome: Option<llmr_protocol::Outcome>,
 }
 
 impl Call {
     pub fn id(&self) -> Uuid {
         self.id
+    }
+
+    /// What the `end` frame said answered the request (after it arrived).
+    pub fn outcome(&self) -> Option<&llmr_protocol::Outcome> {
+        self.outcome.as_ref()
+    }
+
+    /// Whether the final frame arrived.
+    pub fn done(&self) -> bool {
+        self.done
     }
 
     /// The next frame; an error frame closes the call. `Err` when the deadline passed or
@@ -168,6 +181,9 @@ impl Call {
         }
         self.last_seq = Some(f.seq);
         self.done |= f.kind.is_final();
+        if f.kind == FrameKind::End && !f.data.is_empty() {
+            self.outcome = f.as_outcome();
+        }
         Some(f)
     }
 

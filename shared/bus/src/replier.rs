@@ -32,6 +32,11 @@ pub struct Replier {
     rewrite: Option<Box<dyn AnswerRewrite>>,
     /// Whether a send left a first-frame marker (see `marks_first`).
     marked: bool,
+    /// What the end frame reports (a provider worker's attempt), with the prices that make
+    /// its cost; the usage is filled in by [`Replier::set_usage`] or estimated.
+    outcome: Option<(llmr_protocol::Outcome, (f64, f64))>,
+    /// Bytes of chunks sent (the estimate of output tokens when no usage is reported).
+    sent_bytes: u64,
 }
 
 /// What a recording Replier kept: the head's status and every chunk's data.
@@ -57,6 +62,8 @@ impl Replier {
             recording: None,
             rewrite: None,
             marked: false,
+            outcome: None,
+            sent_bytes: 0,
         }
     }
 
@@ -64,6 +71,32 @@ impl Replier {
     /// stream events, and at the end of a stream what the rewrite still holds.
     pub fn set_rewrite(&mut self, rewrite: Option<Box<dyn AnswerRewrite>>) {
         self.rewrite = rewrite;
+    }
+
+    /// Makes the end frame report what answered: `provider`, `model`, the attempt's number,
+    /// the input estimate (tokens) and the prices (per million tokens) of its cost.
+    pub fn set_attempt(&mut self, provider: &str, model: &str, attempts: u32, input_estimate: u64, prices: (f64, f64)) {
+        let usage = llmr_protocol::Usage {
+            prompt_tokens: input_estimate,
+            ..Default::default()
+        };
+        let outcome = llmr_protocol::Outcome {
+            provider: provider.to_owned(),
+            model: model.to_owned(),
+            usage,
+            estimated: true,
+            cost_usd: 0.0,
+            attempts,
+        };
+        self.outcome = Some((outcome, prices));
+    }
+
+    /// The usage the upstream reported (before the end frame is sent).
+    pub fn set_usage(&mut self, usage: Option<llmr_protocol::Usage>) {
+        if let (Some((o, _)), Some(u)) = (&mut self.outcome, usage) {
+            o.usage = u;
+            o.estimated = false;
+        }
     }
 
     /// The response cache's verdict, sent in the head.
@@ -133,6 +166,7 @@ impl Replier {
                 r.data.extend_from_slice(&data);
             }
         }
+        self.sent_bytes += data.len() as u64;
         let seq = self.next();
         frames.push(Frame::chunk(self.id, seq, data));
     }
@@ -159,7 +193,17 @@ impl Replier {
 
     fn end_frame(&mut self, frames: &mut Vec<Frame>) {
         let seq = self.next();
-        frames.push(Frame::end(self.id, seq));
+        match &mut self.outcome {
+            Some((o, prices)) => {
+                if o.estimated {
+                    o.usage.completion_tokens = self.sent_bytes / 4;
+                }
+                o.usage.total_tokens = o.usage.prompt_tokens + o.usage.completion_tokens;
+                o.cost_usd = llmr_protocol::Outcome::price(&o.usage, *prices);
+                frames.push(Frame::end_with(self.id, seq, o));
+            }
+            None => frames.push(Frame::end(self.id, seq)),
+        }
     }
 
     /// Stream events (one SSE payload each): one chunk frame carrying them as SSE text

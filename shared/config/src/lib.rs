@@ -31,3 +31,9 @@ pub use settings::*;
 
 /// The built-in default configuration, embedded in the binary.
 pub const DEFAULT_TOML: &str = include_str!("../../../config/default.toml");
+
+/// Unix milliseconds of an RFC 3339 time (`2027-01-31T00:00:00Z`), or None.
+pub fn rfc3339_ms(t: &str) -> Option<u64> {
+    let t = time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()?;
+    u64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
+}

@@ -29,6 +29,110 @@ pub struct Settings {
     /// Named text endpoints (`POST /v1/text/{name}`) that fill a template and route like chat.
     #[serde(default)]
     pub text_endpoints: Vec<TextEndpoint>,
+    /// Virtual keys declared in the file (GitOps), beside those made with the admin API.
+    #[serde(default)]
+    pub keys: Vec<KeyDecl>,
+    /// Teams declared in the file.
+    #[serde(default)]
+    pub teams: Vec<TeamDecl>,
+    /// The per-request log.
+    pub log: RequestLog,
+}
+
+/// Limits shared by `[[keys]]` and `[[teams]]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsDecl {
+    /// Requests in any 60-second window.
+    #[serde(default)]
+    pub rpm: Option<u64>,
+    /// Tokens (input + output) in any 60-second window.
+    #[serde(default)]
+    pub tpm: Option<u64>,
+    /// Requests in flight at once.
+    #[serde(default)]
+    pub max_parallel: Option<u64>,
+    /// Spend cap in US dollars per `budget_period`.
+    #[serde(default)]
+    pub budget_usd: Option<f64>,
+    /// `day`, `week`, `month` or `total`.
+    #[serde(default = "total")]
+    pub budget_period: String,
+}
+
+fn total() -> String {
+    "total".into()
+}
+
+/// A virtual key in the config file (`[[keys]]`): the secret as `key` (a `${VAR}`, hashed at
+/// load and never kept) or its SHA-256 as `hash`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyDecl {
+    /// Its id (default: the name).
+    #[serde(default)]
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub key: SecretString,
+    /// SHA-256 of the secret, hex.
+    #[serde(default)]
+    pub hash: String,
+    #[serde(default)]
+    pub team: Option<String>,
+    /// Models and groups it may use (globs); empty = all.
+    #[serde(default)]
+    pub models: Vec<String>,
+    /// MCP tools it may list and call (globs); empty = all.
+    #[serde(default)]
+    pub tools: Vec<String>,
+    #[serde(flatten)]
+    pub limits: LimitsDecl,
+    /// RFC 3339 time after which it is refused.
+    #[serde(default)]
+    pub expires_at: Option<String>,
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl KeyDecl {
+    /// Its id: `id`, else the name.
+    pub fn key_id(&self) -> &str {
+        if self.id.is_empty() { &self.name } else { &self.id }
+    }
+}
+
+/// A team in the config file (`[[teams]]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TeamDecl {
+    /// Its id (default: the name).
+    #[serde(default)]
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub models: Vec<String>,
+    #[serde(default)]
+    pub tools: Vec<String>,
+    #[serde(flatten)]
+    pub limits: LimitsDecl,
+}
+
+impl TeamDecl {
+    pub fn team_id(&self) -> &str {
+        if self.id.is_empty() { &self.name } else { &self.id }
+    }
+}
+
+/// The per-request log (`[log]`): one record per request, no prompt or answer text.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestLog {
+    pub enabled: bool,
+    /// Records kept at most (the oldest go first).
+    pub max_records: u64,
+    /// Records older than this go.
+    pub max_age_ms: u64,
 }
 
 /// Prompt templates: files with `##PLACEHOLDER##`s, by name (the file stem).
@@ -106,6 +210,19 @@ pub struct Cache {
     pub max_entry_bytes: usize,
     /// Store answers that contain tool calls too.
     pub tool_calls: bool,
+    /// Who shares entries: `team` (a key's team, else the key), `key`, or `global`.
+    pub scope: CacheScope,
+}
+
+/// Who may be answered from an entry of the response cache.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CacheScope {
+    /// The key's team (the key itself when it has none).
+    #[default]
+    Team,
+    Key,
+    Global,
 }
 
 /// What a feature does when its part of the store fails (an error or a timeout while the
@@ -262,6 +379,9 @@ pub struct Server {
     pub port: u16,
     /// Bearer token every route but `/health` requires; empty = no auth.
     pub token: SecretString,
+    /// Bearer token of the admin API (`/admin/…`) and nothing else; empty = no admin API.
+    #[serde(default)]
+    pub admin_token: SecretString,
     pub max_body_bytes: usize,
     /// Serve HTTPS with this certificate chain (PEM); empty = plain HTTP.
     #[serde(default)]
@@ -303,6 +423,12 @@ impl Server {
     pub fn token(&self) -> Option<&str> {
         Some(self.token.expose_secret()).filter(|t| !t.is_empty())
     }
+
+    /// The admin token, when the admin API is on.
+    pub fn admin_token(&self) -> Option<&str> {
+        Some(self.admin_token.expose_secret()).filter(|t| !t.is_empty())
+    }
+
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -45,6 +45,7 @@ impl Settings {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut p = Problems::default();
         self.check_server(&mut p);
+        self.check_governance(&mut p);
         self.check_redis(&mut p);
         self.check_routing(&mut p);
         self.check_scripting(&mut p);
@@ -75,6 +76,49 @@ impl Settings {
             "server.request_timeout_ms",
             "must be greater than 0",
         );
+    }
+
+    /// `[[keys]]`, `[[teams]]` and `[log]`.
+    fn check_governance(&self, p: &mut Problems) {
+        let limits = |p: &mut Problems, at: &str, l: &crate::settings::LimitsDecl| {
+            p.check(
+                matches!(l.budget_period.as_str(), "day" | "week" | "month" | "total"),
+                format!("{at}.budget_period"),
+                "must be day, week, month or total",
+            );
+            p.check(
+                l.budget_usd.is_none_or(|b| b >= 0.0 && b.is_finite()),
+                format!("{at}.budget_usd"),
+                "must be a number of dollars, 0 or more",
+            );
+        };
+        let mut ids = HashSet::new();
+        for (i, k) in self.keys.iter().enumerate() {
+            let at = format!("keys[{i}]");
+            let secret = !secrecy::ExposeSecret::expose_secret(&k.key).is_empty();
+            p.check(secret != !k.hash.is_empty(), format!("{at}.key"), "set `key` (the secret) or `hash`, not both");
+            p.check(
+                k.hash.is_empty() || (k.hash.len() == 64 && k.hash.bytes().all(|b| b.is_ascii_hexdigit())),
+                format!("{at}.hash"),
+                "must be the secret's SHA-256 in hex (64 characters)",
+            );
+            p.check(ids.insert(k.key_id().to_owned()), format!("{at}.id"), "two keys have this id");
+            p.check(k.key_id() != "default", format!("{at}.id"), "`default` is server.token's");
+            p.check(
+                k.expires_at.as_deref().is_none_or(|t| crate::rfc3339_ms(t).is_some()),
+                format!("{at}.expires_at"),
+                "must be an RFC 3339 time, e.g. 2027-01-31T00:00:00Z",
+            );
+            limits(p, &at, &k.limits);
+        }
+        let mut teams = HashSet::new();
+        for (i, t) in self.teams.iter().enumerate() {
+            let at = format!("teams[{i}]");
+            p.check(teams.insert(t.team_id().to_owned()), format!("{at}.id"), "two teams have this id");
+            limits(p, &at, &t.limits);
+        }
+        p.check(self.log.max_records > 0, "log.max_records", "must be greater than 0");
+        p.check(self.log.max_age_ms > 0, "log.max_age_ms", "must be greater than 0");
     }
 
     fn check_redis(&self, p: &mut Problems) {

@@ -31,6 +31,15 @@ pub enum ApiError {
         message: String,
         retry_after_s: Option<u64>,
     },
+    /// A virtual key's (or its team's) budget is spent for its period.
+    #[error("{message}")]
+    QuotaExceeded {
+        message: String,
+        retry_after_s: Option<u64>,
+    },
+    /// The caller's key may not use this model or tool.
+    #[error("{message}")]
+    Forbidden { message: String },
     /// An upstream refused the request as the client's fault (4xx); its body is passed on.
     #[error("upstream answered {status}")]
     UpstreamRejected { status: u16, body: String },
@@ -62,10 +71,11 @@ impl ApiError {
         match self {
             ApiError::InvalidRequest { .. } => 400,
             ApiError::Unauthorized { .. } => 401,
+            ApiError::Forbidden { .. } => 403,
             ApiError::ModelNotFound { .. } | ApiError::RouteNotFound { .. } | ApiError::NotFound { .. } => 404,
             ApiError::PayloadTooLarge { .. } => 413,
             ApiError::HeadersTooLarge { .. } => 431,
-            ApiError::RateLimited { .. } => 429,
+            ApiError::RateLimited { .. } | ApiError::QuotaExceeded { .. } => 429,
             ApiError::UpstreamRejected { status, .. } => *status,
             ApiError::Internal { .. } => 500,
             ApiError::Upstream { .. } => 502,
@@ -85,7 +95,9 @@ impl ApiError {
             | ApiError::NotFound { .. }
             | ApiError::UpstreamRejected { .. } => "invalid_request_error",
             ApiError::Unauthorized { .. } => "authentication_error",
+            ApiError::Forbidden { .. } => "permission_error",
             ApiError::RateLimited { .. } => "rate_limit_error",
+            ApiError::QuotaExceeded { .. } => "insufficient_quota",
             ApiError::Upstream { .. } | ApiError::DeadlineExceeded | ApiError::Internal { .. } => "api_error",
             ApiError::Unavailable { .. } | ApiError::Overloaded { .. } => "service_unavailable",
         }
@@ -104,6 +116,8 @@ impl ApiError {
             ApiError::HeadersTooLarge { .. } => Some("request_header_fields_too_large"),
             ApiError::RouteNotFound { .. } => Some("unknown_url"),
             ApiError::RateLimited { .. } => Some("rate_limit_exceeded"),
+            ApiError::QuotaExceeded { .. } => Some("insufficient_quota"),
+            ApiError::Forbidden { .. } => Some("permission_denied"),
             ApiError::Upstream { .. } => Some("upstream_error"),
             ApiError::DeadlineExceeded => Some("timeout"),
             ApiError::Unavailable { .. } => Some("service_unavailable"),
@@ -123,7 +137,7 @@ impl ApiError {
     /// Seconds a client should wait before retrying, when known.
     pub fn retry_after_s(&self) -> Option<u64> {
         match self {
-            ApiError::RateLimited { retry_after_s, .. } => *retry_after_s,
+            ApiError::RateLimited { retry_after_s, .. } | ApiError::QuotaExceeded { retry_after_s, .. } => *retry_after_s,
             ApiError::Overloaded { retry_after_s, .. } => Some(*retry_after_s),
             _ => None,
         }

@@ -89,6 +89,31 @@ pub struct Usage {
     pub total_tokens: u64,
 }
 
+/// What answered a request and what it cost: the data of the `end` frame a provider worker
+/// sends (empty from others: a cache hit, a tool result). The gateway settles the caller's
+/// reservation and writes the request log from it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Outcome {
+    pub provider: String,
+    /// The model the upstream was asked for.
+    pub model: String,
+    /// Tokens as the upstream reported them, else our estimate (`estimated`).
+    pub usage: Usage,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub estimated: bool,
+    /// Cost at the target's prices (US dollars).
+    pub cost_usd: f64,
+    /// Upstream attempts made (failovers included).
+    pub attempts: u32,
+}
+
+impl Outcome {
+    /// The cost of `usage` at prices per million tokens.
+    pub fn price(usage: &Usage, (input, output): (f64, f64)) -> f64 {
+        (usage.prompt_tokens as f64 * input + usage.completion_tokens as f64 * output) / 1e6
+    }
+}
+
 /// One reply frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Frame {
@@ -134,6 +159,23 @@ impl Frame {
             kind: FrameKind::End,
             data: Bytes::new(),
         }
+    }
+
+    /// An `end` frame that says what answered and what it cost.
+    pub fn end_with(id: Uuid, seq: u32, outcome: &Outcome) -> Frame {
+        Frame {
+            id,
+            seq,
+            kind: FrameKind::End,
+            data: Bytes::from(serde_json::to_vec(outcome).unwrap_or_default()),
+        }
+    }
+
+    /// The outcome an `end` frame carries, when it carries one.
+    pub fn as_outcome(&self) -> Option<Outcome> {
+        (self.kind == FrameKind::End && !self.data.is_empty())
+            .then(|| serde_json::from_slice(&self.data).ok())
+            .flatten()
     }
 
     pub fn error(id: Uuid, seq: u32, err: &ApiError) -> Frame {

@@ -40,7 +40,7 @@ pub mod xmltools;
 
 pub use envelope::{CallerId, DecodeError, Endpoint, Envelope, Kind, Meta, NativeApi, Priority, ToolMode};
 pub use error::ApiError;
-pub use frame::{CacheStatus, Frame, FrameKind, Head, Usage};
+pub use frame::{CacheStatus, Frame, FrameKind, Head, Outcome, Usage};
 pub use plan::{Attempt, CachePlan, Plan};
 pub use trace::TraceContext;
 

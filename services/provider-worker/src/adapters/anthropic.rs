@@ -56,6 +56,7 @@ async fn call(c: Call<'_>) -> AttemptResult {
         let usage: Option<Usage> = serde_json::from_value(answer["usage"].clone()).ok();
         let bytes = Bytes::from(answer.to_string());
         let relayed_bytes = bytes.len() as u64;
+        c.out.set_usage(usage);
         c.out.complete(200, bytes).await.map_err(reply_err)?;
         return Ok(Outcome {
             usage,
@@ -145,14 +146,16 @@ where
             out.events(&payloads).await.map_err(reply_err)?;
         }
         if s.done {
-            out.end().await.map_err(reply_err)?;
             let (input, output) = s.usage();
+            let usage = Some(Usage {
+                prompt_tokens: input,
+                completion_tokens: output,
+                total_tokens: input + output,
+            });
+            out.set_usage(usage);
+            out.end().await.map_err(reply_err)?;
             return Ok(Outcome {
-                usage: Some(Usage {
-                    prompt_tokens: input,
-                    completion_tokens: output,
-                    total_tokens: input + output,
-                }),
+                usage,
                 relayed_bytes,
                 response_id: None,
                 response_model: None,

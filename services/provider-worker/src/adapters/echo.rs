@@ -62,6 +62,7 @@ pub async fn answer(c: Call<'_>) -> AttemptResult {
     let out = c.out;
     if !env.meta.stream {
         let answer = ChatCompletion::text(&id, model, created, text, Some(usage));
+        out.set_usage(Some(usage));
         out.complete(200, answer.to_bytes()).await.map_err(reply_err)?;
         return Ok(Outcome {
             usage: Some(usage),
@@ -74,6 +75,7 @@ pub async fn answer(c: Call<'_>) -> AttemptResult {
     for event in stream_events(&id, model, created, &text, env.meta.include_usage.then_some(usage)) {
         out.events(&event).await.map_err(reply_err)?;
     }
+    out.set_usage(Some(usage));
     out.end().await.map_err(reply_err)?;
     Ok(Outcome {
         usage: Some(usage),

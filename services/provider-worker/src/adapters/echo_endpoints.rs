@@ -71,6 +71,11 @@ pub async fn embeddings(c: Call<'_>, req: &Value) -> AttemptResult {
     let model = c.env.meta.model.clone();
     let body = json!({"object": "list", "data": data, "model": model,
                       "usage": {"prompt_tokens": tokens, "total_tokens": tokens}});
+    c.out.set_usage(Some(Usage {
+        prompt_tokens: tokens,
+        completion_tokens: 0,
+        total_tokens: tokens,
+    }));
     c.out
         .complete(200, Bytes::from(body.to_string()))
         .await
@@ -114,6 +119,7 @@ pub async fn completions(c: Call<'_>, req: &Value) -> AttemptResult {
         }
         Bytes::from(v.to_string())
     };
+    c.out.set_usage(Some(usage));
     if env.meta.stream {
         let mut events: Vec<Bytes> = text
             .split_inclusive(' ')

@@ -81,9 +81,11 @@ async fn call(c: Call<'_>) -> AttemptResult {
     }
     let bytes = Bytes::from(answer.to_string());
     let relayed_bytes = bytes.len() as u64;
+    let usage = usage_of(&answer["usage"]);
+    c.out.set_usage(usage);
     c.out.complete(200, bytes).await.map_err(reply_err)?;
     Ok(Outcome {
-        usage: usage_of(&answer["usage"]),
+        usage,
         relayed_bytes,
         response_id: Some(id),
         response_model: v["model"].as_str().map(str::to_owned),
@@ -158,17 +160,19 @@ where
             out.events(&payloads).await.map_err(reply_err)?;
         }
         if let Some(v) = end {
-            out.end().await.map_err(reply_err)?;
             let (p, n) = (
                 v["prompt_eval_count"].as_u64().unwrap_or(0),
                 v["eval_count"].as_u64().unwrap_or(0),
             );
+            let usage = Some(Usage {
+                prompt_tokens: p,
+                completion_tokens: n,
+                total_tokens: p + n,
+            });
+            out.set_usage(usage);
+            out.end().await.map_err(reply_err)?;
             return Ok(Outcome {
-                usage: Some(Usage {
-                    prompt_tokens: p,
-                    completion_tokens: n,
-                    total_tokens: p + n,
-                }),
+                usage,
                 relayed_bytes,
                 response_id: Some(id.to_owned()),
                 response_model: v["model"].as_str().map(str::to_owned),

@@ -114,6 +114,7 @@ async fn call(c: Call<'_>) -> AttemptResult {
         let parsed: UsageOnly =
             serde_json::from_slice(&body).map_err(|e| AttemptError::retryable(format!("malformed answer: {e}")))?;
         let relayed_bytes = body.len() as u64;
+        out.set_usage(parsed.usage);
         out.complete(200, body)
             .await
             .map_err(|e| AttemptError::local(e.into(), "could not reply"))?;
@@ -201,6 +202,7 @@ where
                 .map_err(|e| AttemptError::local(e.into(), "could not reply"))?;
         }
         if done {
+            out.set_usage(usage);
             out.end()
                 .await
                 .map_err(|e| AttemptError::local(e.into(), "could not reply"))?;

@@ -70,10 +70,12 @@ pub async fn call(c: Call<'_>, body: Bytes) -> AttemptResult {
                 .map_err(|e| AttemptError::local(e.into(), "could not reply"))?;
         }
         if let Some(end) = end {
+            let o = outcome(&end["response"], relayed_bytes);
+            out.set_usage(o.usage);
             out.end()
                 .await
                 .map_err(|e| AttemptError::local(e.into(), "could not reply"))?;
-            return Ok(outcome(&end["response"], relayed_bytes));
+            return Ok(o);
         }
     }
     Err(broken(out, "the upstream stream ended before its final event".into()))
