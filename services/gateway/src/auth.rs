@@ -1,8 +1,11 @@
-//! Bearer-token authentication for every route but the probes (`/health`, `/healthz`,
-//! `/readyz`), `/metrics` and `/openapi.json`. The token is read from `Authorization: Bearer …`
-//! or, as Anthropic's clients send it, `x-api-key`, and compared as SHA-256 digests in
-//! constant time (no timing hint of the token or its length); a refusal is in the route's
-//! API's shape. Headers larger than `server.max_header_bytes` together are refused first (431).
+//! Authentication for every route but the probes (`/health`, `/healthz`, `/readyz`),
+//! `/metrics` and `/openapi.json`. The secret is read from `Authorization: Bearer …` or, as
+//! Anthropic's clients send it, `x-api-key`: a virtual key (found by its SHA-256; revoked and
+//! expired keys refused), else `server.token` (compared as SHA-256 digests in constant time),
+//! else, with neither configured, the request is open (but an `sk-llmr-` key that matches no
+//! key is refused). The caller's [`Identity`] goes into the request's extensions. `/admin/…`
+//! takes `server.admin_token` only. A refusal is in the route's API's shape. Headers larger
+//! than `server.max_header_bytes` together are refused first (431).
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -12,7 +15,10 @@ use llmr_protocol::ApiError;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use actix_web::HttpMessage;
+
 use crate::AppState;
+use crate::keys::Identity;
 use crate::error::{Wire, WireError};
 
 pub async fn require_token(
@@ -32,34 +38,73 @@ pub async fn require_token(
             .into());
         }
     }
-    if let Some(expected) = state.as_ref().and_then(|s| s.settings.server.token())
-        && !crate::observe::OPEN_PATHS.contains(&req.path())
-    {
-        let headers = req.headers();
-        let given = headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-            .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()));
-        // Digests of equal length are compared, so neither the token nor its length shows
-        // in the time a refusal takes.
-        let digest = |t: &[u8]| Sha256::digest(t);
-        let ok = given.is_some_and(|g| bool::from(digest(g.trim().as_bytes()).ct_eq(&digest(expected.as_bytes()))));
-        if !ok {
-            let message = if given.is_some() {
-                "Incorrect API key provided."
-            } else {
-                "You didn't provide an API key. Provide it as a Bearer token in the Authorization header."
-            };
-            let error = ApiError::Unauthorized {
+    let Some(state) = state else {
+        return next.call(req).await;
+    };
+    if crate::observe::OPEN_PATHS.contains(&req.path()) {
+        return next.call(req).await;
+    }
+    let headers = req.headers();
+    let given = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
+        .map(str::trim);
+    let refuse = |message: &str| -> actix_web::Error {
+        WireError {
+            wire: Wire::of_path(req.path()),
+            error: ApiError::Unauthorized {
                 message: message.into(),
-            };
-            return Err(WireError {
-                wire: Wire::of_path(req.path()),
-                error,
+            },
+        }
+        .into()
+    };
+    if req.path().starts_with("/admin/") {
+        // The admin API takes the admin token and nothing else.
+        return match state.settings.server.admin_token() {
+            None => Err(refuse("The admin API is off: set server.admin_token to use it.")),
+            Some(expected) if given.is_some_and(|g| same(g, expected)) => next.call(req).await,
+            Some(_) => Err(refuse("The admin API needs server.admin_token as a Bearer token.")),
+        };
+    }
+    let identity = identify(&state, given).map_err(|m| refuse(m))?;
+    req.extensions_mut().insert(identity);
+    next.call(req).await
+}
+
+/// Digests of equal length are compared, so neither the token nor its length shows in the
+/// time a refusal takes.
+fn same(given: &str, expected: &str) -> bool {
+    let digest = |t: &[u8]| Sha256::digest(t);
+    bool::from(digest(given.as_bytes()).ct_eq(&digest(expected.as_bytes())))
+}
+
+/// Who presented `given`: a live virtual key, `server.token`, or nobody when no auth is
+/// configured; else why the request is refused.
+fn identify(state: &AppState, given: Option<&str>) -> Result<Identity, &'static str> {
+    if let Some(g) = given {
+        if let Some(c) = state.keyring.find(&crate::keys::hash_secret(g)) {
+            if c.key.revoked_ms.is_some() {
+                return Err("This API key was revoked.");
             }
-            .into());
+            if !c.key.live(llmr_protocol::now_ms()) {
+                return Err("This API key has expired.");
+            }
+            return Ok(Identity::Key(c));
+        }
+        if let Some(expected) = state.settings.server.token()
+            && same(g, expected)
+        {
+            return Ok(Identity::Default);
         }
     }
-    next.call(req).await
+    match (state.settings.server.token(), given) {
+        (None, Some(g)) if g.starts_with("sk-llmr-") => Err("Incorrect API key provided."),
+        (None, _) => Ok(Identity::Open),
+        (Some(_), Some(_)) => Err("Incorrect API key provided."),
+        (Some(_), None) => {
+            Err("You didn't provide an API key. Provide it as a Bearer token in the Authorization header.")
+        }
+    }
 }

@@ -19,7 +19,9 @@
 //!
 //! # Layout
 //! - [`error`]: the one mapping of errors to HTTP responses.
-//! - [`auth`]: bearer-token middleware.
+//! - [`auth`]: authentication middleware (virtual keys, `server.token`, the admin token).
+//! - [`keys`]: the keyring of virtual keys and teams, and the caller's identity.
+//! - [`govern`]: admission by reservation and settlement of each request.
 //! - [`routes`]: the HTTP handlers.
 //! - [`cors`]: CORS from `[server] cors_*`.
 //! - [`observe`]: request metrics, `/metrics`, `/healthz`, `/readyz`.
@@ -28,6 +30,8 @@
 pub mod auth;
 pub mod cors;
 pub mod error;
+pub mod govern;
+pub mod keys;
 pub mod observe;
 pub mod routes;
 pub mod shed;
@@ -95,6 +99,8 @@ pub struct AppState {
     pub queued: Arc<std::sync::atomic::AtomicU64>,
     /// The services seen alive, read every second.
     pub peers: llmr_store::Peers,
+    /// Virtual keys and teams, reloaded when they change.
+    pub keyring: Arc<keys::Keyring>,
 }
 
 /// How long a request waits for an instance of the service it needs to appear (one may be
@@ -126,6 +132,7 @@ pub struct Gateway {
     draining: Arc<AtomicBool>,
     _heartbeat: TaskGuard,
     _shed: shed::Watch,
+    _keys: TaskGuard,
 }
 
 impl Gateway {
@@ -157,6 +164,11 @@ impl Gateway {
         let draining = Arc::new(AtomicBool::new(false));
         let queued = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let shed = shed::watch(bus.clone(), settings, queued.clone());
+        let keyring = Arc::new(keys::Keyring::new(settings));
+        if let Err(e) = keyring.reload(&store, true).await {
+            tracing::warn!(error = %e, "could not read virtual keys from the store yet (retried every 250 ms)");
+        }
+        let keys_watch = keyring.watch(store.clone());
         let state = web::Data::new(AppState {
             settings: settings.clone(),
             caller: llmr_bus::Caller::new(bus.clone(), instance),
@@ -166,6 +178,7 @@ impl Gateway {
             draining: draining.clone(),
             queued,
             peers,
+            keyring,
         });
         let (cors_settings, compression) = (settings.server.clone(), settings.server.compression);
         let server = HttpServer::new(move || {
@@ -202,6 +215,7 @@ impl Gateway {
             draining,
             _heartbeat: heartbeat,
             _shed: shed,
+            _keys: keys_watch,
         })
     }
 
@@ -226,6 +240,7 @@ impl Gateway {
             server,
             _heartbeat,
             _shed,
+            _keys,
             ..
         } = self;
         server.await

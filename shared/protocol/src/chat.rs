@@ -22,6 +22,8 @@ pub struct ChatRequest<'a> {
     pub message_count: usize,
     /// Tools offered (`tools`), counted for `server.max_tools`.
     pub tool_count: usize,
+    /// The output cap asked for (`max_completion_tokens`, else `max_tokens`).
+    pub max_tokens: Option<u64>,
 }
 
 impl ChatRequest<'_> {
@@ -33,6 +35,7 @@ impl ChatRequest<'_> {
             include_usage: self.include_usage,
             message_count: self.message_count,
             tool_count: self.tool_count,
+            max_tokens: self.max_tokens,
         }
     }
 }
@@ -49,6 +52,10 @@ struct Raw<'a> {
     stream_options: Option<StreamOptions>,
     #[serde(borrow, default)]
     tools: Option<Vec<&'a RawValue>>,
+    #[serde(default)]
+    max_tokens: Option<u64>,
+    #[serde(default)]
+    max_completion_tokens: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -220,6 +227,7 @@ pub fn parse(body: &[u8]) -> Result<ChatRequest<'_>, ApiError> {
         include_usage: raw.stream_options.and_then(|o| o.include_usage).unwrap_or(false),
         message_count: messages.len(),
         tool_count: raw.tools.map_or(0, |t| t.len()),
+        max_tokens: raw.max_completion_tokens.or(raw.max_tokens),
     })
 }
 

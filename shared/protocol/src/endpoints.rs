@@ -80,6 +80,7 @@ pub fn embeddings(body: &[u8]) -> Result<ChatRequest<'static>, ApiError> {
         include_usage: false,
         message_count: 1,
         tool_count: 0,
+        max_tokens: Some(0),
     })
 }
 
@@ -109,6 +110,7 @@ pub fn completions(body: &[u8]) -> Result<ChatRequest<'static>, ApiError> {
         include_usage,
         message_count: 1,
         tool_count: 0,
+        max_tokens: m.get("max_tokens").and_then(Value::as_u64),
     })
 }
 

@@ -525,6 +525,13 @@ pub fn utc_day(now_ms: u64) -> String {
 /// A background task that stops when dropped.
 pub struct TaskGuard(tokio::task::AbortHandle);
 
+impl TaskGuard {
+    /// Stops the task of `handle` when dropped.
+    pub fn new(handle: tokio::task::AbortHandle) -> TaskGuard {
+        TaskGuard(handle)
+    }
+}
+
 impl Drop for TaskGuard {
     fn drop(&mut self) {
         self.0.abort();

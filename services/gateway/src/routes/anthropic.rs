@@ -12,7 +12,7 @@ use llmr_protocol::{Endpoint, NativeApi, chat};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::sse::{Dialect, relay};
+use super::sse::Dialect;
 use crate::error::{Wire, WireError};
 use crate::{AppState, HttpError};
 
@@ -43,21 +43,17 @@ async fn serve(req: &HttpRequest, payload: web::Payload, state: &AppState) -> Re
     .await?;
     let events = Events::new(&p.model, estimate);
     if p.streams() {
-        p.first_token();
         let compress = super::sse::compress_stream(req);
-        return Ok(relay(
-            p.call,
-            Dialect::Anthropic(Box::new(events)),
-            p.head.cache,
-            compress,
-        ));
+        return Ok(p.relay(Dialect::Anthropic(Box::new(events)), compress, Wire::Anthropic));
     }
     let completion = p.json().await?;
     if p.stream {
         // Asked for a stream, answered whole (a cached answer): the same events at once.
-        return Ok(whole_as_events(events, &completion));
+        let resp = whole_as_events(events, &completion);
+        return Ok(p.finish(Wire::Anthropic, resp).await);
     }
-    Ok(HttpResponse::Ok().json(front::message(&completion, &p.model)))
+    let resp = HttpResponse::Ok().json(front::message(&completion, &p.model));
+    Ok(p.finish(Wire::Anthropic, resp).await)
 }
 
 /// A whole completion as one burst of Anthropic events.

@@ -52,6 +52,8 @@ pub struct Published {
     /// Whether the client asked for a stream.
     pub stream: bool,
     pub started: std::time::Instant,
+    /// Its governance: settled when the answer is over (or when dropped).
+    pub ticket: Option<crate::govern::Ticket>,
 }
 
 impl Published {
@@ -61,7 +63,10 @@ impl Published {
     }
 
     /// Records the time to the first token (of a streamed answer).
-    pub fn first_token(&self) {
+    pub fn first_token(&mut self) {
+        if let Some(t) = &mut self.ticket {
+            t.first_token();
+        }
         llmr_telemetry::metrics::metrics()
             .time_to_first_token
             .with_label_values(&[self.model.as_str()])
@@ -70,7 +75,44 @@ impl Published {
 
     /// The whole answer of a non-streamed request: the head's status and the body.
     pub async fn body(&mut self) -> Result<(u16, Bytes), HttpError> {
-        Ok((self.head.status, self.call.body().await?))
+        let body = self.call.body().await;
+        if let Some(t) = &mut self.ticket {
+            match &body {
+                Ok(_) => t.answered(
+                    self.head.status,
+                    self.call.outcome(),
+                    self.head.cache == Some(llmr_protocol::CacheStatus::Hit),
+                ),
+                Err(e) => t.failed(e),
+            }
+        }
+        Ok((self.head.status, body?))
+    }
+
+    /// Settles the request's governance (after its body was read) and adds its headers to
+    /// the answer: the rate-limit headers of `wire`'s API and the cost.
+    pub async fn finish(&mut self, wire: crate::error::Wire, mut resp: HttpResponse) -> HttpResponse {
+        if let Some(t) = self.ticket.take() {
+            t.decorate(wire, &mut resp);
+            t.settle().await;
+        }
+        resp
+    }
+
+    /// Relays a streamed answer in `dialect`; the rate-limit headers go with its head, and
+    /// the governance is settled when the stream ends.
+    pub fn relay(mut self, dialect: super::sse::Dialect, compress: bool, wire: crate::error::Wire) -> HttpResponse {
+        self.first_token();
+        let ticket = self.ticket.take();
+        let mut resp = HttpResponse::Ok().finish();
+        if let Some(t) = &ticket {
+            t.decorate(wire, &mut resp);
+        }
+        let mut out = super::sse::relay(self.call, dialect, self.head.cache, compress, ticket);
+        for (name, value) in resp.headers() {
+            out.headers_mut().insert(name.clone(), value.clone());
+        }
+        out
     }
 
     /// The whole answer as JSON, for the routes that translate it: an error status is the
@@ -102,6 +144,11 @@ pub async fn publish(
     native: Option<(Bytes, NativeApi)>,
 ) -> Result<Published, HttpError> {
     let priority = crate::shed::admit(req, &state.settings, &state.queued)?;
+    let identity = {
+        use actix_web::HttpMessage;
+        req.extensions().get::<crate::keys::Identity>().cloned()
+    }
+    .unwrap_or(crate::keys::Identity::Open);
     let server = &state.settings.server;
     for (count, max, field) in [
         (parsed.message_count, server.max_messages, "messages"),
@@ -124,6 +171,14 @@ pub async fn publish(
         // The template is in the chat body only: Anthropic targets get that one.
         native = Bytes::new();
     }
+    let ask = crate::govern::Ask {
+        route: endpoint_route(req.path()),
+        model: &parsed.model,
+        stream: parsed.stream,
+        body_len: body.len(),
+        max_tokens: parsed.max_tokens,
+    };
+    let ticket = crate::govern::admit(&state.settings, &state.store, &identity, &ask).await?;
     let meta = Meta {
         model: parsed.model.into_owned(),
         stream: parsed.stream,
@@ -138,6 +193,7 @@ pub async fn publish(
     };
     let deadline = now_ms() + state.settings.server.request_timeout_ms;
     let mut env = Envelope::new(Kind::Chat, &state.instance, deadline, Default::default(), body, meta);
+    env.id = ticket.id;
     // A child of the request's SERVER span (which continued the client's trace).
     let span = tracing::info_span!("chat", request_id = %env.id, model = %env.meta.model, stream = env.meta.stream, endpoint = endpoint.as_str());
     env.trace = llmr_telemetry::context(&span, &client_trace(req.headers()));
@@ -147,10 +203,23 @@ pub async fn publish(
         tracing::info!(parent: &span, prompt = %content(state, &prompt), "request content");
     }
     let started = std::time::Instant::now();
-    let mut call = state.send(streams::REQUESTS, &env).await?;
-    tracing::debug!(parent: &span, "published");
-    // The head (or an error) decides the response shape.
-    let head = call.head().await?;
+    let mut ticket = ticket;
+    let head = async {
+        let mut call = state.send(streams::REQUESTS, &env).await?;
+        tracing::debug!(parent: &span, "published");
+        // The head (or an error) decides the response shape.
+        let head = call.head().await?;
+        Ok::<_, HttpError>((call, head))
+    }
+    .await;
+    let (call, head) = match head {
+        Ok(h) => h,
+        Err(e) => {
+            ticket.failed(&e.0);
+            ticket.settle().await;
+            return Err(e);
+        }
+    };
     Ok(Published {
         call,
         head,
@@ -158,6 +227,7 @@ pub async fn publish(
         model: env.meta.model,
         stream: env.meta.stream,
         started,
+        ticket: Some(ticket),
     })
 }
 
@@ -171,14 +241,8 @@ async fn serve(
 ) -> Result<HttpResponse, HttpError> {
     let mut p = publish(req, state, body, parsed, endpoint, None).await?;
     if p.streams() {
-        p.first_token();
         let compress = super::sse::compress_stream(req);
-        return Ok(super::sse::relay(
-            p.call,
-            super::sse::Dialect::Chat,
-            p.head.cache,
-            compress,
-        ));
+        return Ok(p.relay(super::sse::Dialect::Chat, compress, crate::error::Wire::OpenAi));
     }
     let (status, body) = p.body().await?;
     if state.settings.telemetry.log_content {
@@ -194,7 +258,22 @@ async fn serve(
     if let Some(c) = p.head.cache {
         r.insert_header((super::sse::CACHE_HEADER, c.as_str()));
     }
-    Ok(r.content_type("application/json").body(body))
+    let resp = r.content_type("application/json").body(body);
+    Ok(p.finish(crate::error::Wire::OpenAi, resp).await)
+}
+
+/// The front door a path belongs to, as the request log names it.
+fn endpoint_route(path: &str) -> &'static str {
+    match path {
+        "/v1/chat/completions" => "chat",
+        "/v1/embeddings" => "embeddings",
+        "/v1/completions" => "completions",
+        "/v1/messages" => "anthropic",
+        "/api/chat" | "/api/generate" => "ollama",
+        "/api/embed" => "ollama_embed",
+        p if p.starts_with("/v1/text/") => "text",
+        _ => "other",
+    }
 }
 
 /// Content as it may be logged: scrubbed of personal data unless scrubbing is off.

@@ -1,5 +1,6 @@
 //! HTTP handlers.
 
+pub mod admin;
 pub mod anthropic;
 pub mod chat;
 pub mod health;
@@ -64,6 +65,12 @@ route_table! {
     get "/readyz" => crate::observe::readyz,
     get "/metrics" => crate::observe::scrape,
     get "/openapi.json" => openapi::document,
+    post "/admin/keys" => admin::create_key,
+    get "/admin/keys" => admin::list_keys,
+    post "/admin/teams" => admin::create_team,
+    get "/admin/teams" => admin::list_teams,
+    get "/admin/spend" => admin::spend,
+    get "/admin/requests" => admin::requests,
     get "/v1/models/{id:.+}" => models::retrieve,
     get "/v1/responses/{id}" => responses::response,
     delete "/v1/responses/{id}" => responses::response,
@@ -77,6 +84,13 @@ route_table! {
     get "/v1/conversations/{id}/items/{item_id}" => responses::item,
     delete "/v1/conversations/{id}/items/{item_id}" => responses::item,
     post "/v1/text/{name}" => templates::text,
+    get "/admin/keys/{id}" => admin::key,
+    patch "/admin/keys/{id}" => admin::key,
+    delete "/admin/keys/{id}" => admin::key,
+    post "/admin/keys/{id}/rotate" => admin::rotate_key,
+    get "/admin/teams/{id}" => admin::team,
+    patch "/admin/teams/{id}" => admin::team,
+    delete "/admin/teams/{id}" => admin::team,
 }
 
 /// Unknown routes, in the error shape of the API their path belongs to.

@@ -10,7 +10,7 @@ use llmr_protocol::ollama::front::{self, Api, Lines};
 use llmr_protocol::{ApiError, Endpoint, chat, endpoints};
 use serde_json::{Value, json};
 
-use super::sse::{Dialect, relay};
+use super::sse::Dialect;
 use crate::error::{Wire, WireError};
 use crate::{AppState, HttpError};
 
@@ -52,19 +52,20 @@ async fn generate_or_chat(
     let mut p = super::chat::publish(req, state, body, parsed, Endpoint::Chat, None).await?;
     let model = native["model"].as_str().unwrap_or_default().to_owned();
     if p.streams() {
-        p.first_token();
         let lines = Box::new(Lines::new(api, &model));
-        return Ok(relay(p.call, Dialect::Ollama(lines), p.head.cache, false));
+        return Ok(p.relay(Dialect::Ollama(lines), false, Wire::Ollama));
     }
     let completion = p.json().await?;
     let answer = front::answer(api, &completion, &model, p.started.elapsed().as_nanos() as u64);
-    if p.stream {
+    let resp = if p.stream {
         // Asked for a stream, answered whole (a cached answer): one final line.
-        return Ok(HttpResponse::Ok()
+        HttpResponse::Ok()
             .content_type("application/x-ndjson")
-            .body(format!("{answer}\n")));
-    }
-    Ok(HttpResponse::Ok().json(answer))
+            .body(format!("{answer}\n"))
+    } else {
+        HttpResponse::Ok().json(answer)
+    };
+    Ok(p.finish(Wire::Ollama, resp).await)
 }
 
 /// `POST /api/embed`.

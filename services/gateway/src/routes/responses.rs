@@ -43,6 +43,7 @@ async fn forward(
             Dialect::Responses,
             head.cache,
             super::sse::compress_stream(req),
+            None,
         ));
     }
     let body = call.body().await?;

@@ -3,6 +3,7 @@
 //! the Responses API has no `[DONE]` and reports one as an `error` event; the Anthropic and
 //! Ollama front doors translate each chunk into their events or NDJSON lines.
 
+use crate::govern::Ticket;
 use actix_web::HttpResponse;
 use bytes::Bytes;
 use llmr_bus::Call;
@@ -81,31 +82,55 @@ impl Dialect {
 /// A streamed answer: the SSE events of each chunk frame are flushed as they arrive; the
 /// frames already waiting are written together. An error after the start ends the stream
 /// with an error event.
-pub fn relay(call: Call, dialect: Dialect, cache: Option<CacheStatus>, compress: bool) -> HttpResponse {
+///
+/// `ticket` (the request's governance) is settled when the stream ends: with the end frame's
+/// outcome, or as failed; a client that goes away drops it, which settles it as cancelled.
+pub fn relay(
+    call: Call,
+    dialect: Dialect,
+    cache: Option<CacheStatus>,
+    compress: bool,
+    ticket: Option<Ticket>,
+) -> HttpResponse {
     let content_type = dialect.content_type();
-    let stream = futures_util::stream::unfold(Some((call, dialect)), move |state| async move {
-        let (mut call, mut dialect) = state?;
+    let hit = cache == Some(CacheStatus::Hit);
+    let stream = futures_util::stream::unfold(Some((call, dialect, ticket)), move |state| async move {
+        let (mut call, mut dialect, mut ticket) = state?;
         let mut out: Vec<u8> = Vec::new();
         let mut next = call.next().await;
         loop {
-            match next {
+            let failed = match next {
                 Ok(f) => match f.kind {
-                    FrameKind::Head => {}
+                    FrameKind::Head => None,
                     // Chunk frames of a stream carry SSE events ready to write.
-                    FrameKind::Chunk => dialect.chunk(&f.data, &mut out),
+                    FrameKind::Chunk => {
+                        dialect.chunk(&f.data, &mut out);
+                        None
+                    }
                     FrameKind::End => {
                         dialect.trailer(&mut out);
+                        if let Some(mut t) = ticket.take() {
+                            t.answered(200, call.outcome(), hit);
+                            t.settle().await;
+                        }
                         return Some((Ok::<_, actix_web::Error>(Bytes::from(out)), None));
                     }
-                    FrameKind::Error => return Some((Ok(dialect.error_event(out, &f.as_error())), None)),
+                    FrameKind::Error => Some(f.as_error()),
                 },
                 // Deadline or a closed channel: the call stays open, so dropping it cancels.
-                Err(e) => return Some((Ok(dialect.error_event(out, &e)), None)),
+                Err(e) => Some(e),
+            };
+            if let Some(e) = failed {
+                if let Some(mut t) = ticket.take() {
+                    t.failed(&e);
+                    t.settle().await;
+                }
+                return Some((Ok(dialect.error_event(out, &e)), None));
             }
             match call.try_next() {
                 Some(f) => next = Ok(f),
                 None if out.is_empty() => next = call.next().await,
-                None => return Some((Ok(Bytes::from(out)), Some((call, dialect)))),
+                None => return Some((Ok(Bytes::from(out)), Some((call, dialect, ticket)))),
             }
         }
     });

@@ -108,13 +108,7 @@ pub async fn text(
     let parsed = chat::parse(&body)?.into_owned();
     let mut p = super::chat::publish(&req, &state, body, parsed, Endpoint::Chat, None).await?;
     if p.streams() {
-        p.first_token();
-        return Ok(super::sse::relay(
-            p.call,
-            super::sse::Dialect::Chat,
-            p.head.cache,
-            false,
-        ));
+        return Ok(p.relay(super::sse::Dialect::Chat, false, crate::error::Wire::OpenAi));
     }
     let c = p.json().await?;
     Ok(HttpResponse::Ok().json(json!({
