@@ -83,7 +83,10 @@ impl Period {
             }
             Period::Month => {
                 let day = crate::utc_day(now_ms);
-                let (y, m) = (day[..4].parse::<i64>().unwrap_or(1970), day[5..7].parse::<i64>().unwrap_or(1));
+                let (y, m) = (
+                    day[..4].parse::<i64>().unwrap_or(1970),
+                    day[5..7].parse::<i64>().unwrap_or(1),
+                );
                 let start = days_from_civil(y, m, 1) as u64 * DAY;
                 let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
                 let end = days_from_civil(ny, nm, 1) as u64 * DAY;
@@ -457,7 +460,10 @@ impl GovMemory {
             if let Some(rpm) = l.rpm
                 && s.rpm.len() as u64 + 1 > rpm
             {
-                return refuse(Limit::Requests, Some(oldest_rpm.map_or(WINDOW_MS, |t| t + WINDOW_MS - now)));
+                return refuse(
+                    Limit::Requests,
+                    Some(oldest_rpm.map_or(WINDOW_MS, |t| t + WINDOW_MS - now)),
+                );
             }
             let used: u64 = s.tpm.values().map(|(_, n)| n).sum();
             if let Some(tpm) = l.tpm
@@ -599,14 +605,20 @@ mod tests {
         assert_eq!(label, "w2026-12-07");
         assert_eq!(end.map(|e| e - start), Some(7 * 86_400_000));
         let (label, _, end) = Period::Week.window(now + 6 * 86_400_000);
-        assert_eq!((label.as_str(), end.map(crate::utc_day).as_deref()), ("w2026-12-07", Some("2026-12-14")));
+        assert_eq!(
+            (label.as_str(), end.map(crate::utc_day).as_deref()),
+            ("w2026-12-07", Some("2026-12-14"))
+        );
         assert_eq!(Period::Day.window(now).0, "d2026-12-07");
         assert_eq!(Period::Total.window(now), ("total".into(), 0, None));
     }
 
     #[test]
     fn days_between_counts_both_ends() {
-        assert_eq!(days_between("2026-02-27", "2026-03-01", 10), ["2026-02-27", "2026-02-28", "2026-03-01"]);
+        assert_eq!(
+            days_between("2026-02-27", "2026-03-01", 10),
+            ["2026-02-27", "2026-02-28", "2026-03-01"]
+        );
         assert!(days_between("2026-03-01", "2026-02-27", 10).is_empty());
         assert_eq!(days_between("2026-01-01", "2026-12-31", 5).len(), 5);
     }

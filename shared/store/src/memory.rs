@@ -110,7 +110,12 @@ impl MemoryStore {
         Ok(())
     }
 
-    pub(crate) fn gov_standings(&self, subject: &str, period: gv::Period, now: u64) -> Result<gv::Standings, StoreError> {
+    pub(crate) fn gov_standings(
+        &self,
+        subject: &str,
+        period: gv::Period,
+        now: u64,
+    ) -> Result<gv::Standings, StoreError> {
         Ok(self.gov().standings(subject, period, now))
     }
 
@@ -128,7 +133,11 @@ impl MemoryStore {
             .collect())
     }
 
-    pub(crate) fn gov_requests(&self, before: Option<&str>, limit: usize) -> Result<Vec<gv::RequestRecord>, StoreError> {
+    pub(crate) fn gov_requests(
+        &self,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<gv::RequestRecord>, StoreError> {
         Ok(self.gov().requests(before, limit))
     }
 

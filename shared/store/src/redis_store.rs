@@ -122,7 +122,7 @@ if v then return v end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return false";
 
-struct Scripts {
+pub(crate) struct Scripts {
     claim: redis::Script,
     admit: redis::Script,
     renew: redis::Script,
@@ -131,6 +131,9 @@ struct Scripts {
     record_success: redis::Script,
     cooldown: redis::Script,
     try_probe: redis::Script,
+    /// Governance admission and settlement (`redis_gov`).
+    pub(crate) gov_admit: redis::Script,
+    pub(crate) gov_settle: redis::Script,
 }
 
 /// Usage counters are kept this long.
@@ -142,12 +145,12 @@ const USAGE_INDEX_EVERY: std::time::Duration = std::time::Duration::from_secs(60
 pub struct RedisStore {
     conns: Arc<RedisConns>,
     prefix: String,
-    scripts: Scripts,
+    pub(crate) scripts: Scripts,
     /// When this process last indexed each usage counter.
     indexed: llmr_bus::conns::EveryPerKey,
 }
 
-fn unavailable(e: impl std::fmt::Display) -> StoreError {
+pub(crate) fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
@@ -162,6 +165,8 @@ impl RedisStore {
             record_success: redis::Script::new(RECORD_SUCCESS),
             cooldown: redis::Script::new(COOLDOWN),
             try_probe: redis::Script::new(TRY_PROBE),
+            gov_admit: redis::Script::new(&crate::redis_gov::admit_script()),
+            gov_settle: redis::Script::new(&crate::redis_gov::settle_script()),
         };
         RedisStore {
             conns,
@@ -171,11 +176,11 @@ impl RedisStore {
         }
     }
 
-    fn key(&self, k: &str) -> String {
+    pub(crate) fn key(&self, k: &str) -> String {
         format!("{}{}", self.prefix, k)
     }
 
-    async fn conn(&self) -> Result<Conn<'_>, StoreError> {
+    pub(crate) async fn conn(&self) -> Result<Conn<'_>, StoreError> {
         self.conns.get().await.map_err(unavailable)
     }
 

@@ -648,3 +648,662 @@ async fn documents_and_logs_are_stored_read_and_expire(s: Store) {
     assert_eq!(s.doc_get("resp:b").await.unwrap(), None, "expired");
 }
 both!(documents_and_logs_are_stored_read_and_expire);
+
+// --- Governance: keys and teams, admission by reservation, settlement, spend and the log ---
+
+use llmr_store::governance::{
+    Admission, Charge, Limit, Limits, LogBounds, Period, RequestRecord, Reservation, Settlement, SpendRow, Standing,
+    Standings, Team, VirtualKey, Window,
+};
+
+/// A reservation of `tokens` and `cost` micros at `now`, lapsing ten minutes later.
+fn reservation<'a>(request: &'a str, now: u64, tokens: u64, cost: u64, charges: &'a [Charge<'a>]) -> Reservation<'a> {
+    Reservation {
+        request,
+        now_ms: now,
+        expires_ms: now + 600_000,
+        tokens,
+        cost_micros: cost,
+        charges,
+    }
+}
+
+/// A settlement of `tokens` and `cost` micros at `now`, with no row and no record.
+fn settlement<'a>(
+    request: &'a str,
+    now: u64,
+    subjects: &'a [(&'a str, Period)],
+    tokens: u64,
+    cost: u64,
+) -> Settlement<'a> {
+    Settlement {
+        request,
+        now_ms: now,
+        subjects,
+        tokens,
+        cost_micros: cost,
+        row: None,
+        input_tokens: 0,
+        output_tokens: 0,
+        record: None,
+    }
+}
+
+fn refused(charge: usize, limit: Limit, retry_after_ms: Option<u64>) -> Admission {
+    Admission::Refused {
+        charge,
+        limit,
+        retry_after_ms,
+    }
+}
+
+fn standing_of(a: &Admission) -> Standing {
+    match a {
+        Admission::Admitted(s) => s[0],
+        other => panic!("refused: {other:?}"),
+    }
+}
+
+fn virtual_key(id: &str, team: Option<&str>) -> VirtualKey {
+    VirtualKey {
+        id: id.into(),
+        name: format!("key {id}"),
+        hash: format!("{id:0>64}"),
+        hint: "sk-llmr-ab…yz".into(),
+        team: team.map(str::to_owned),
+        models: vec!["gpt-*".into()],
+        tools: vec![],
+        limits: Limits {
+            rpm: Some(10),
+            budget_usd: Some(1.5),
+            budget_period: Period::Month,
+            ..Limits::default()
+        },
+        expires_at_ms: None,
+        metadata: serde_json::json!({"owner": "ops"}),
+        created_ms: 1,
+        revoked_ms: None,
+        from_config: false,
+    }
+}
+
+fn team(id: &str) -> Team {
+    Team {
+        id: id.into(),
+        name: format!("team {id}"),
+        models: vec![],
+        tools: vec!["search_*".into()],
+        limits: Limits {
+            tpm: Some(1000),
+            ..Limits::default()
+        },
+        metadata: serde_json::Value::Null,
+        created_ms: 2,
+        from_config: true,
+    }
+}
+
+async fn governance_keys_and_teams_round_trip_and_bump_the_version(s: Store) {
+    let v0 = s.gov_version().await.unwrap();
+    assert!(s.gov_keys().await.unwrap().is_empty());
+    let (k1, k2) = (virtual_key("k1", Some("t1")), virtual_key("k2", None));
+    s.gov_put_key(&k2).await.unwrap();
+    let v1 = s.gov_version().await.unwrap();
+    assert!(v1 > v0, "{v0} -> {v1}");
+    s.gov_put_key(&k1).await.unwrap();
+    let v2 = s.gov_version().await.unwrap();
+    assert!(v2 > v1);
+    assert_eq!(s.gov_keys().await.unwrap(), vec![k1.clone(), k2.clone()], "by id");
+    let revoked = VirtualKey {
+        revoked_ms: Some(5),
+        ..k1
+    };
+    s.gov_put_key(&revoked).await.unwrap();
+    let v3 = s.gov_version().await.unwrap();
+    assert!(v3 > v2);
+    assert_eq!(s.gov_keys().await.unwrap(), vec![revoked, k2]);
+
+    s.gov_put_team(&team("t2")).await.unwrap();
+    s.gov_put_team(&team("t1")).await.unwrap();
+    let v4 = s.gov_version().await.unwrap();
+    assert!(v4 > v3);
+    assert_eq!(s.gov_teams().await.unwrap(), vec![team("t1"), team("t2")]);
+    assert!(s.gov_delete_team("t1").await.unwrap());
+    let v5 = s.gov_version().await.unwrap();
+    assert!(v5 > v4);
+    assert!(!s.gov_delete_team("t1").await.unwrap(), "already gone");
+    assert_eq!(s.gov_teams().await.unwrap(), vec![team("t2")]);
+}
+both!(governance_keys_and_teams_round_trip_and_bump_the_version);
+
+async fn governance_rpm_is_a_sliding_window(s: Store) {
+    let l = Limits {
+        rpm: Some(3),
+        ..Limits::default()
+    };
+    let ch = [Charge {
+        subject: "key/r",
+        limits: &l,
+    }];
+    let t0 = now_ms();
+    for i in 0..3u64 {
+        let id = format!("r{i}");
+        let a = s.gov_admit(&reservation(&id, t0 + i * 1000, 10, 0, &ch)).await.unwrap();
+        let want = Window {
+            limit: 3,
+            remaining: 2 - i,
+            reset_ms: 60_000 - i * 1000,
+        };
+        assert_eq!(
+            a,
+            Admission::Admitted(vec![Standing {
+                requests: Some(want),
+                tokens: None
+            }])
+        );
+    }
+    let a = s.gov_admit(&reservation("r3", t0 + 3000, 10, 0, &ch)).await.unwrap();
+    assert_eq!(
+        a,
+        refused(0, Limit::Requests, Some(57_000)),
+        "until r0 leaves the window"
+    );
+    // Once r0 (admitted at t0) is over a minute old, there is room for one more.
+    let later = t0 + 60_001;
+    let a = s.gov_admit(&reservation("r4", later, 10, 0, &ch)).await.unwrap();
+    let w = standing_of(&a).requests.unwrap();
+    assert_eq!((w.remaining, w.reset_ms), (0, 999), "r1 (t0 + 1 s) is now the oldest");
+    let a = s.gov_admit(&reservation("r5", later, 10, 0, &ch)).await.unwrap();
+    assert_eq!(a, refused(0, Limit::Requests, Some(999)));
+}
+both!(governance_rpm_is_a_sliding_window);
+
+async fn governance_parallel_slots_free_on_settlement_and_lapse(s: Store) {
+    let l = Limits {
+        max_parallel: Some(2),
+        ..Limits::default()
+    };
+    let ch = [Charge {
+        subject: "key/p",
+        limits: &l,
+    }];
+    let subjects = [("key/p", Period::Total)];
+    let t0 = now_ms();
+    for id in ["a", "b"] {
+        let a = s.gov_admit(&reservation(id, t0, 10, 0, &ch)).await.unwrap();
+        assert_eq!(a, Admission::Admitted(vec![Standing::default()]));
+    }
+    let a = s.gov_admit(&reservation("c", t0, 10, 0, &ch)).await.unwrap();
+    assert_eq!(a, refused(0, Limit::Parallel, Some(1000)));
+    assert_eq!(s.gov_standings("key/p", Period::Total, t0).await.unwrap().in_flight, 2);
+    s.gov_settle(&settlement("a", t0 + 10, &subjects, 5, 0)).await.unwrap();
+    assert!(matches!(
+        s.gov_admit(&reservation("c", t0 + 20, 10, 0, &ch)).await.unwrap(),
+        Admission::Admitted(_)
+    ));
+    assert_eq!(
+        s.gov_admit(&reservation("d", t0 + 20, 10, 0, &ch)).await.unwrap(),
+        refused(0, Limit::Parallel, Some(1000))
+    );
+
+    // A reservation whose deadline passed (its gateway died) holds nothing any more.
+    let one = Limits {
+        max_parallel: Some(1),
+        ..Limits::default()
+    };
+    let ch = [Charge {
+        subject: "key/p1",
+        limits: &one,
+    }];
+    let short = Reservation {
+        expires_ms: t0 + 100,
+        ..reservation("x", t0, 10, 0, &ch)
+    };
+    assert!(matches!(s.gov_admit(&short).await.unwrap(), Admission::Admitted(_)));
+    assert_eq!(
+        s.gov_admit(&reservation("y", t0 + 50, 10, 0, &ch)).await.unwrap(),
+        refused(0, Limit::Parallel, Some(1000))
+    );
+    assert_eq!(
+        s.gov_standings("key/p1", Period::Total, t0 + 50)
+            .await
+            .unwrap()
+            .in_flight,
+        1
+    );
+    assert_eq!(
+        s.gov_standings("key/p1", Period::Total, t0 + 100)
+            .await
+            .unwrap()
+            .in_flight,
+        0,
+        "lapsed"
+    );
+    assert!(matches!(
+        s.gov_admit(&reservation("y", t0 + 100, 10, 0, &ch)).await.unwrap(),
+        Admission::Admitted(_)
+    ));
+}
+both!(governance_parallel_slots_free_on_settlement_and_lapse);
+
+async fn governance_budgets_reserve_the_worst_case_and_settle_the_real_cost(s: Store) {
+    let l = Limits {
+        budget_usd: Some(0.05),
+        ..Limits::default()
+    };
+    let ch = [Charge {
+        subject: "key/b",
+        limits: &l,
+    }];
+    let subjects = [("key/b", Period::Total)];
+    let t0 = now_ms();
+    let mut admitted = 0;
+    let refusal = loop {
+        let id = format!("b{admitted}");
+        let now = t0 + admitted;
+        match s.gov_admit(&reservation(&id, now, 10, 20_000, &ch)).await.unwrap() {
+            Admission::Admitted(_) => {}
+            other => break other,
+        }
+        let held = s.gov_standings("key/b", Period::Total, now).await.unwrap();
+        assert_eq!((held.reserved_micros, held.in_flight), (20_000, 1));
+        assert!(held.spend_micros + held.reserved_micros <= 50_000);
+        s.gov_settle(&settlement(&id, now, &subjects, 10, 10_000))
+            .await
+            .unwrap();
+        admitted += 1;
+        assert!(admitted < 10, "the budget never refused");
+    };
+    // 0+20k, 10k+20k, 20k+20k, 30k+20k fit in 50k; 40k+20k does not.
+    assert_eq!(admitted, 4);
+    assert_eq!(refusal, refused(0, Limit::Budget, None), "a total budget never renews");
+    assert_eq!(
+        s.gov_standings("key/b", Period::Total, t0 + 10).await.unwrap(),
+        Standings {
+            spend_micros: 40_000,
+            reserved_micros: 0,
+            in_flight: 0,
+            period_start_ms: 0,
+        }
+    );
+
+    // A daily budget is retried at the day's end.
+    let daily = Limits {
+        budget_usd: Some(0.01),
+        budget_period: Period::Day,
+        ..Limits::default()
+    };
+    let ch = [Charge {
+        subject: "key/d",
+        limits: &daily,
+    }];
+    let (_, start, end) = Period::Day.window(t0);
+    assert_eq!(
+        s.gov_admit(&reservation("d0", t0, 10, 20_000, &ch)).await.unwrap(),
+        refused(0, Limit::Budget, end.map(|e| e - t0))
+    );
+    assert_eq!(
+        s.gov_standings("key/d", Period::Day, t0).await.unwrap().period_start_ms,
+        start
+    );
+}
+both!(governance_budgets_reserve_the_worst_case_and_settle_the_real_cost);
+
+async fn governance_a_refusal_writes_nothing(s: Store) {
+    let key_limits = Limits {
+        rpm: Some(100),
+        tpm: Some(10_000),
+        ..Limits::default()
+    };
+    let poor = Limits {
+        budget_usd: Some(0.01),
+        ..Limits::default()
+    };
+    let rich = Limits {
+        budget_usd: Some(1.0),
+        ..Limits::default()
+    };
+    let t0 = now_ms();
+    let ch = [
+        Charge {
+            subject: "key/kt",
+            limits: &key_limits,
+        },
+        Charge {
+            subject: "team/tt",
+            limits: &poor,
+        },
+    ];
+    for i in 0..3 {
+        let id = format!("x{i}");
+        let a = s.gov_admit(&reservation(&id, t0 + i, 100, 20_000, &ch)).await.unwrap();
+        assert_eq!(a, refused(1, Limit::Budget, None), "the team refuses");
+    }
+    for subject in ["key/kt", "team/tt"] {
+        assert_eq!(
+            s.gov_standings(subject, Period::Total, t0 + 5).await.unwrap(),
+            Standings::default()
+        );
+    }
+    let ch = [ch[0], Charge { limits: &rich, ..ch[1] }];
+    let a = s.gov_admit(&reservation("ok", t0 + 5, 100, 20_000, &ch)).await.unwrap();
+    let Admission::Admitted(st) = a else {
+        panic!("refused: {a:?}")
+    };
+    assert_eq!(st.len(), 2);
+    assert_eq!(
+        st[0].requests.map(|w| w.remaining),
+        Some(99),
+        "the refusals left no rpm entry"
+    );
+    assert_eq!(st[0].tokens.map(|w| w.remaining), Some(9_900), "nor tpm");
+    assert_eq!(st[1], Standing::default(), "the team has no rate limits");
+    for subject in ["key/kt", "team/tt"] {
+        let held = s.gov_standings(subject, Period::Total, t0 + 5).await.unwrap();
+        assert_eq!((held.reserved_micros, held.in_flight), (20_000, 1), "{subject}");
+    }
+}
+both!(governance_a_refusal_writes_nothing);
+
+async fn governance_tpm_counts_reserved_then_real_tokens(s: Store) {
+    let l = Limits {
+        tpm: Some(100),
+        ..Limits::default()
+    };
+    let ch = [Charge {
+        subject: "key/t",
+        limits: &l,
+    }];
+    let subjects = [("key/t", Period::Total)];
+    let t0 = now_ms();
+    let a = s.gov_admit(&reservation("t1", t0, 60, 0, &ch)).await.unwrap();
+    assert_eq!(
+        standing_of(&a).tokens,
+        Some(Window {
+            limit: 100,
+            remaining: 40,
+            reset_ms: 60_000
+        })
+    );
+    let a = s.gov_admit(&reservation("t2", t0 + 1000, 60, 0, &ch)).await.unwrap();
+    assert_eq!(
+        a,
+        refused(0, Limit::Tokens, Some(59_000)),
+        "until t1's tokens leave the window"
+    );
+    s.gov_settle(&settlement("t1", t0 + 2000, &subjects, 10, 0))
+        .await
+        .unwrap();
+    let a = s.gov_admit(&reservation("t2", t0 + 3000, 60, 0, &ch)).await.unwrap();
+    assert_eq!(
+        standing_of(&a).tokens.map(|w| w.remaining),
+        Some(30),
+        "t1 counts its 10 real tokens"
+    );
+    // 70 used + 40 > 100: t1's 10 tokens leaving (at t0 + 60 s) make room.
+    let a = s.gov_admit(&reservation("t3", t0 + 4000, 40, 0, &ch)).await.unwrap();
+    assert_eq!(a, refused(0, Limit::Tokens, Some(56_000)));
+    // More than the limit on its own: never admitted.
+    let a = s.gov_admit(&reservation("huge", t0 + 4000, 150, 0, &ch)).await.unwrap();
+    assert_eq!(a, refused(0, Limit::Tokens, None));
+    // Past the window, t1 and t2 are gone.
+    let a = s.gov_admit(&reservation("t4", t0 + 63_001, 100, 0, &ch)).await.unwrap();
+    assert_eq!(standing_of(&a).tokens.map(|w| w.remaining), Some(0));
+}
+both!(governance_tpm_counts_reserved_then_real_tokens);
+
+fn record(id: &str, time_ms: u64) -> RequestRecord {
+    RequestRecord {
+        id: id.into(),
+        time_ms,
+        key: "k1".into(),
+        team: Some("t1".into()),
+        route: "chat".into(),
+        model: "gpt-4o".into(),
+        provider: Some("openai".into()),
+        target_model: Some("gpt-4o-2024-08-06".into()),
+        status: 200,
+        latency_ms: 120,
+        ttft_ms: Some(40),
+        input_tokens: 7,
+        output_tokens: 3,
+        cost_usd: 0.001,
+        attempts: 1,
+        stream: true,
+        ..RequestRecord::default()
+    }
+}
+
+async fn governance_settlement_writes_spend_rows_and_a_capped_log(s: Store) {
+    let t = now_ms();
+    let day = llmr_store::utc_day(t);
+    let subjects = [("key/k1", Period::Day), ("team/t1", Period::Day)];
+    let bounds = LogBounds {
+        max_records: 3,
+        max_age_ms: 60_000,
+    };
+    let records: Vec<RequestRecord> = (0..5).map(|i| record(&format!("q{i}"), t + i)).collect();
+    for (i, r) in records.iter().enumerate() {
+        let model = if i % 2 == 0 { "gpt-4o" } else { "org|m" };
+        let team = if i % 2 == 0 { "t1" } else { "" };
+        let st = Settlement {
+            row: Some(("k1", team, model)),
+            input_tokens: 7,
+            output_tokens: 3,
+            record: Some((r, bounds)),
+            ..settlement(&r.id, t + i as u64, &subjects, 10, 1_000)
+        };
+        s.gov_settle(&st).await.unwrap();
+    }
+    let row = |team: &str, model: &str, n: u64| SpendRow {
+        day: day.clone(),
+        key: "k1".into(),
+        team: team.into(),
+        model: model.into(),
+        requests: n,
+        input_tokens: 7 * n,
+        output_tokens: 3 * n,
+        spend_micros: 1_000 * n,
+    };
+    assert_eq!(
+        s.gov_spend(&day, &day).await.unwrap(),
+        vec![row("", "org|m", 2), row("t1", "gpt-4o", 3)]
+    );
+    assert!(s.gov_spend("2001-01-01", "2001-01-31").await.unwrap().is_empty());
+    for (subject, _) in subjects {
+        assert_eq!(
+            s.gov_standings(subject, Period::Day, t + 5).await.unwrap().spend_micros,
+            5_000
+        );
+    }
+
+    // Newest first, at most three kept.
+    let all = s.gov_requests(None, 10).await.unwrap();
+    let ids: Vec<&str> = all.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids, ["q4", "q3", "q2"]);
+    assert!(all.iter().all(|r| !r.cursor.is_empty()));
+    assert_eq!(
+        RequestRecord {
+            cursor: String::new(),
+            ..all[0].clone()
+        },
+        records[4],
+        "a record reads back as written"
+    );
+    let page = s.gov_requests(None, 2).await.unwrap();
+    assert_eq!(page.len(), 2);
+    let next = s.gov_requests(Some(&page[1].cursor), 2).await.unwrap();
+    assert_eq!(next.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["q2"]);
+    assert!(s.gov_requests(Some(&next[0].cursor), 2).await.unwrap().is_empty());
+    assert!(s.gov_requests(None, 0).await.unwrap().is_empty());
+
+    // A record logged a minute later ages out those older than a minute (q2, at t + 2).
+    let late = record("q5", t + 60_003);
+    let st = Settlement {
+        record: Some((&late, bounds)),
+        ..settlement("q5", t + 60_003, &[], 0, 0)
+    };
+    s.gov_settle(&st).await.unwrap();
+    let ids: Vec<String> = s
+        .gov_requests(None, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(ids, ["q5", "q4", "q3"]);
+    let tight = LogBounds {
+        max_records: 1,
+        max_age_ms: 3_600_000,
+    };
+    let last = record("q6", t + 60_004);
+    let st = Settlement {
+        record: Some((&last, tight)),
+        ..settlement("q6", t + 60_004, &[], 0, 0)
+    };
+    s.gov_settle(&st).await.unwrap();
+    let ids: Vec<String> = s
+        .gov_requests(None, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(ids, ["q6"]);
+}
+both!(governance_settlement_writes_spend_rows_and_a_capped_log);
+
+async fn governance_concurrent_admissions_never_overshoot(s: Store) {
+    let t0 = now_ms();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..64 {
+        let s = s.clone();
+        tasks.spawn(async move {
+            let l = Limits {
+                rpm: Some(10),
+                ..Limits::default()
+            };
+            let ch = [Charge {
+                subject: "key/c",
+                limits: &l,
+            }];
+            let id = format!("c{i}");
+            s.gov_admit(&reservation(&id, t0, 10, 0, &ch)).await.unwrap()
+        });
+    }
+    let answers = tasks.join_all().await;
+    let admitted = answers.iter().filter(|a| matches!(a, Admission::Admitted(_))).count();
+    assert_eq!(admitted, 10);
+    assert!(
+        answers
+            .iter()
+            .all(|a| matches!(a, Admission::Admitted(_)) || *a == refused(0, Limit::Requests, Some(60_000)))
+    );
+    assert_eq!(s.gov_standings("key/c", Period::Total, t0).await.unwrap().in_flight, 10);
+}
+both!(governance_concurrent_admissions_never_overshoot);
+
+/// Redis only: a subject's keys expire once idle; spend of a period outlives the period by a
+/// while, total spend, spend rows and the log do not expire.
+#[tokio::test]
+async fn governance_keys_expire_when_idle() {
+    let server = RedisServer::start();
+    let conns = std::sync::Arc::new(llmr_bus::RedisConns::new(
+        llmr_bus::redis_pool(&server.url(), 2).unwrap(),
+    ));
+    let prefix = unique_prefix("gov-ttl");
+    let s = Store::redis(conns, &prefix);
+    let l = Limits {
+        rpm: Some(10),
+        tpm: Some(1000),
+        budget_usd: Some(1.0),
+        budget_period: Period::Day,
+        ..Limits::default()
+    };
+    let ch = [Charge {
+        subject: "key/e",
+        limits: &l,
+    }];
+    let t = now_ms();
+    assert!(matches!(
+        s.gov_admit(&reservation("e1", t, 10, 100, &ch)).await.unwrap(),
+        Admission::Admitted(_)
+    ));
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let conn = c.clone();
+    let pttl = |k: String| {
+        let (mut c, key) = (conn.clone(), format!("{prefix}gov:{k}"));
+        async move { redis::cmd("PTTL").arg(key).query_async::<i64>(&mut c).await.unwrap() }
+    };
+    let ttl = pttl("res:key/e".into()).await;
+    assert!(
+        ttl > 600_000 && ttl <= 660_000,
+        "res: {ttl} (a window past its deadline)"
+    );
+    let r = record("e1", t);
+    let bounds = LogBounds {
+        max_records: 10,
+        max_age_ms: 60_000,
+    };
+    let subjects = [("key/e", Period::Day), ("team/e", Period::Total)];
+    let st = Settlement {
+        row: Some(("e", "", "m")),
+        record: Some((&r, bounds)),
+        ..settlement("e1", t, &subjects, 5, 50)
+    };
+    s.gov_settle(&st).await.unwrap();
+    for k in ["rpm", "tpm", "tpmv", "tpms"] {
+        let ttl = pttl(format!("{k}:key/e")).await;
+        assert!(ttl > 100_000 && ttl <= 120_000, "{k}: {ttl}");
+    }
+    let (label, _, end) = Period::Day.window(t);
+    let ttl = pttl(format!("spend:key/e:{label}")).await;
+    let want = (end.unwrap() - t + 7 * 86_400_000) as i64;
+    assert!(ttl > want - 10_000 && ttl <= want, "spend: {ttl} vs {want}");
+    assert_eq!(pttl("spend:team/e:total".into()).await, -1);
+    assert_eq!(pttl(format!("rows:{}", llmr_store::utc_day(t))).await, -1);
+    assert_eq!(pttl("log".into()).await, -1);
+    assert_eq!(pttl("res:key/e".into()).await, -2, "its last reservation settled");
+    redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async::<()>(&mut c)
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            s.gov_admit(&reservation("e2", t + 1, 10, 100, &ch)).await.unwrap(),
+            Admission::Admitted(_)
+        ),
+        "a flushed script is loaded again"
+    );
+}
+
+async fn governance_log_keeps_append_order_whatever_the_records_times(s: Store) {
+    let t = now_ms();
+    let bounds = LogBounds {
+        max_records: 10,
+        max_age_ms: 60_000,
+    };
+    let log = |r: &RequestRecord, now: u64| {
+        let (s, r) = (s.clone(), r.clone());
+        async move {
+            let st = Settlement {
+                record: Some((&r, bounds)),
+                ..settlement(&r.id, now, &[], 0, 0)
+            };
+            s.gov_settle(&st).await.unwrap();
+        }
+    };
+    // Logged two minutes after it arrived: already too old to keep.
+    log(&record("stale", t), t + 120_000).await;
+    assert!(s.gov_requests(None, 10).await.unwrap().is_empty());
+    // Arrived before the last one logged, and before each other: kept in the order logged.
+    log(&record("a", t - 1000), t).await;
+    log(&record("b", t - 2000), t + 1).await;
+    let got = s.gov_requests(None, 10).await.unwrap();
+    assert_eq!(got.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["b", "a"]);
+    let older = s.gov_requests(Some(&got[0].cursor), 10).await.unwrap();
+    assert_eq!(older.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["a"]);
+}
+both!(governance_log_keeps_append_order_whatever_the_records_times);
