@@ -99,6 +99,9 @@ pub fn key(env: &Envelope, body: &Value) -> String {
         }
     }
     let mut h = Sha256::new();
+    // Entries are shared only within the caller's scope (`cache.scope`).
+    h.update(env.meta.scope.as_bytes());
+    h.update([0]);
     h.update(env.meta.endpoint.as_str().as_bytes());
     h.update([0]);
     h.update(env.meta.model.as_bytes());

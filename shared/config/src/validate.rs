@@ -96,7 +96,7 @@ impl Settings {
         for (i, k) in self.keys.iter().enumerate() {
             let at = format!("keys[{i}]");
             let secret = !secrecy::ExposeSecret::expose_secret(&k.key).is_empty();
-            p.check(secret != !k.hash.is_empty(), format!("{at}.key"), "set `key` (the secret) or `hash`, not both");
+            p.check(secret ^ k.hash.is_empty(), format!("{at}.key"), "set `key` (the secret) or `hash`, not both");
             p.check(
                 k.hash.is_empty() || (k.hash.len() == 64 && k.hash.bytes().all(|b| b.is_ascii_hexdigit())),
                 format!("{at}.hash"),

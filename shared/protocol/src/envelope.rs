@@ -190,6 +190,9 @@ pub struct Meta {
     /// The client's `x-llmr-priority`: batch jobs wait on their pool's batch stream, which
     /// workers give only part of their room.
     pub priority: Priority,
+    /// Who may share response-cache entries with this request (`cache.scope`): `team/{id}`,
+    /// `key/{id}`, or empty for everyone.
+    pub scope: String,
 }
 
 /// How urgent a request is (`x-llmr-priority`).
@@ -330,6 +333,9 @@ impl Envelope {
         if m.priority == Priority::Batch {
             f.push(("priority", Bytes::from_static(b"batch")));
         }
+        if !m.scope.is_empty() {
+            f.push(("scope", Bytes::from(m.scope.clone())));
+        }
         if !self.trace.tracestate.is_empty() {
             f.push(("tracestate", Bytes::from(self.trace.tracestate.clone())));
         }
@@ -386,6 +392,12 @@ impl Envelope {
                 },
                 endpoint: Endpoint::parse(get("endpoint").unwrap_or_default())
                     .ok_or(DecodeError::Invalid("endpoint"))?,
+                scope: match get("scope") {
+                    Some(raw) => std::str::from_utf8(raw)
+                        .map_err(|_| DecodeError::Invalid("scope"))?
+                        .to_owned(),
+                    None => String::new(),
+                },
                 cache: match get("cache") {
                     Some(raw) => std::str::from_utf8(raw)
                         .map_err(|_| DecodeError::Invalid("cache"))?
@@ -439,6 +451,7 @@ mod tests {
                 native_api: NativeApi::Anthropic,
                 endpoint: Endpoint::Embeddings,
                 priority: Priority::Batch,
+                scope: "team/t1".into(),
                 plan: Some(Plan {
                     pool: "default".into(),
                     attempts: vec![Attempt {

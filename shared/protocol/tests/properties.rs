@@ -47,7 +47,7 @@ prop_compose! {
                   body in proptest::collection::vec(any::<u8>(), 0..200), model in ".{0,20}", stream in any::<bool>(),
                   usage in any::<bool>(), caller in caller(), attempt in any::<u32>(), plan in plan(),
                   discovery in any::<bool>(), id in any::<u128>(), cache in "[a-z=0-9,-]{0,12}",
-                  native in proptest::collection::vec(any::<u8>(), 0..40)) -> Envelope {
+                  native in proptest::collection::vec(any::<u8>(), 0..40), scope in "(team|key)/[a-z0-9_]{0,12}|") -> Envelope {
         Envelope {
             id: Uuid::from_u128(id),
             kind,
@@ -69,6 +69,7 @@ prop_compose! {
                 native: Bytes::from(native),
                 endpoint: [Endpoint::Chat, Endpoint::Embeddings, Endpoint::Completions][(id % 3) as usize],
                 priority: if id % 5 == 0 { Priority::Batch } else { Priority::Interactive },
+                scope,
             },
         }
     }

@@ -189,6 +189,7 @@ pub async fn publish(
         native,
         native_api,
         priority,
+        scope: identity.cache_scope(state.settings.cache.scope),
         ..Meta::default()
     };
     let deadline = now_ms() + state.settings.server.request_timeout_ms;

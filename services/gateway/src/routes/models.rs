@@ -34,14 +34,33 @@ fn model_json(id: &str, owner: &str) -> serde_json::Value {
     json!({"id": id, "object": "model", "created": 0, "owned_by": owner})
 }
 
-pub async fn list(state: web::Data<AppState>) -> Result<HttpResponse, HttpError> {
-    let data: Vec<_> = catalog(&state).await?.iter().map(|(m, p)| model_json(m, p)).collect();
+/// The caller of a request (open when no auth ran).
+pub(crate) fn identity(req: &actix_web::HttpRequest) -> crate::keys::Identity {
+    use actix_web::HttpMessage;
+    req.extensions()
+        .get::<crate::keys::Identity>()
+        .cloned()
+        .unwrap_or(crate::keys::Identity::Open)
+}
+
+pub async fn list(req: actix_web::HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, HttpError> {
+    let who = identity(&req);
+    let data: Vec<_> = catalog(&state)
+        .await?
+        .iter()
+        .filter(|(m, _)| who.allows_model(m))
+        .map(|(m, p)| model_json(m, p))
+        .collect();
     Ok(HttpResponse::Ok().json(json!({"object": "list", "data": data})))
 }
 
-pub async fn retrieve(path: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, HttpError> {
+pub async fn retrieve(
+    req: actix_web::HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, HttpError> {
     let id = path.into_inner();
-    match catalog(&state).await?.get(&id) {
+    match catalog(&state).await?.get(&id).filter(|_| identity(&req).allows_model(&id)) {
         Some(owner) => Ok(HttpResponse::Ok().json(model_json(&id, owner))),
         None => Err(HttpError(ApiError::ModelNotFound { model: id })),
     }

@@ -116,9 +116,14 @@ fn context_window(state: &AppState, name: &str, owner: &str) -> Option<u64> {
 }
 
 /// `GET /api/tags`.
-pub async fn tags(state: web::Data<AppState>) -> Result<HttpResponse, WireError> {
+pub async fn tags(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, WireError> {
     let list = models(&state).await.map_err(WireError::to(Wire::Ollama))?;
-    let entries: Vec<Value> = list.iter().map(|(m, _)| front::model_entry(m)).collect();
+    let who = super::models::identity(&req);
+    let entries: Vec<Value> = list
+        .iter()
+        .filter(|(m, _)| who.allows_model(m))
+        .map(|(m, _)| front::model_entry(m))
+        .collect();
     Ok(HttpResponse::Ok().json(json!({"models": entries})))
 }
 

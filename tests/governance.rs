@@ -1,0 +1,365 @@
+//! Virtual keys, teams, limits and budgets end to end, on both backends: `llmrouter all` in
+//! process over a programmable mock upstream, keys made with the admin API, real HTTP.
+//! Rate limits and budgets are checked for exactness under concurrency; spend against the
+//! cost headers; the request log against the requests made.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[macro_use]
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use futures_util::StreamExt;
+use llmr_testkit::{Behavior, MockUpstream};
+use serde_json::{Value, json};
+
+const ADMIN: &str = "admin-secret";
+
+/// The mock upstream priced at $0.005 per output token: a request with `max_tokens` 4
+/// reserves $0.02, and the mock's two-word answer (`mock: hi`) costs $0.01.
+struct Fixture {
+    app: InProcess,
+    mock: MockUpstream,
+}
+
+impl Fixture {
+    fn start(redis: bool, extra: &str) -> Fixture {
+        let mock = MockUpstream::start(&["priced"]);
+        let toml = format!(
+            "{ECHO}[[providers]]\nname = \"up\"\ntype = \"openai\"\nbase_url = \"{}\"\nmodels = [\"priced\", \"other\"]\ncost_output_per_mtok = 5000.0\n{extra}",
+            mock.base_url()
+        );
+        let cfg = TestConfig::new(toml)
+            .env("LLMR__SERVER__TOKEN", "main-token")
+            .env("LLMR__SERVER__ADMIN_TOKEN", ADMIN);
+        Fixture {
+            app: InProcess::start(redis, cfg),
+            mock,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        self.app.url(path)
+    }
+
+    async fn admin_post(&self, path: &str, body: Value) -> Value {
+        let auth = format!("Bearer {ADMIN}");
+        let (status, b) = post_with(&self.url(path), &body, &[("authorization", &auth)]).await;
+        assert!(status < 300, "{path}: {status} {}", String::from_utf8_lossy(&b));
+        json(&b)
+    }
+
+    async fn admin_get(&self, path: &str) -> Value {
+        let auth = format!("Bearer {ADMIN}");
+        let (status, v) = get(&self.url(path), &[("authorization", &auth)]).await;
+        assert_eq!(status, 200, "{path}: {v}");
+        v
+    }
+
+    /// A new key: its id and secret.
+    async fn key(&self, body: Value) -> (String, String) {
+        let v = self.admin_post("/admin/keys", body).await;
+        (
+            v["id"].as_str().unwrap().to_owned(),
+            v["key"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    /// One chat with `secret`: status, headers and body.
+    async fn chat(&self, secret: &str, model: &str) -> (u16, awc::http::header::HeaderMap, Value) {
+        let mut body = chat_body(model, "hi", false);
+        body["max_tokens"] = json!(4);
+        let mut resp = client()
+            .post(self.url("/v1/chat/completions"))
+            .insert_header(("authorization", format!("Bearer {secret}")))
+            .send_json(&body)
+            .await
+            .unwrap();
+        let b = resp.body().await.unwrap();
+        (
+            resp.status().as_u16(),
+            resp.headers().clone(),
+            serde_json::from_slice(&b).unwrap_or_default(),
+        )
+    }
+
+    /// `n` chats at concurrency `c`, each answer's status, headers and body.
+    async fn burst(&self, secret: &str, n: usize, c: usize) -> Vec<(u16, awc::http::header::HeaderMap, Value)> {
+        futures_util::stream::iter(0..n)
+            .map(|_| self.chat(secret, "priced"))
+            .buffer_unordered(c)
+            .collect()
+            .await
+    }
+}
+
+fn header<'a>(h: &'a awc::http::header::HeaderMap, name: &str) -> Option<&'a str> {
+    h.get(name).and_then(|v| v.to_str().ok())
+}
+
+async fn rpm_is_exact_under_concurrency(redis: bool) {
+    let f = Fixture::start(redis, "");
+    let (_, secret) = f.key(json!({"name": "ci", "rpm": 50})).await;
+    let answers = f.burst(&secret, 200, 32).await;
+    let ok = answers.iter().filter(|a| a.0 == 200).count();
+    let limited: Vec<_> = answers.iter().filter(|a| a.0 == 429).collect();
+    assert_eq!((ok, limited.len()), (50, 150), "exactly the rpm is answered");
+    for (_, h, v) in &limited {
+        assert_eq!(v["error"]["code"], "rate_limit_exceeded", "{v}");
+        assert!(header(h, "retry-after").is_some_and(|s| s.parse::<u64>().unwrap() >= 1));
+    }
+    let ok_headers = &answers.iter().find(|a| a.0 == 200).unwrap().1;
+    assert_eq!(header(ok_headers, "x-ratelimit-limit-requests"), Some("50"));
+    assert!(header(ok_headers, "x-ratelimit-remaining-requests").is_some());
+    assert_eq!(f.mock.requests().len(), 50, "refused requests reach no upstream");
+}
+both!(rpm_is_exact_under_concurrency);
+
+async fn a_budget_is_never_overspent(redis: bool) {
+    let f = Fixture::start(redis, "");
+    let (id, secret) = f
+        .key(json!({"name": "b", "budget_usd": 0.5, "budget_period": "month"}))
+        .await;
+    let answers = f.burst(&secret, 300, 32).await;
+    let ok: Vec<_> = answers.iter().filter(|a| a.0 == 200).collect();
+    let costs: f64 = ok
+        .iter()
+        .map(|a| header(&a.1, "x-llmr-cost-usd").unwrap().parse::<f64>().unwrap())
+        .sum();
+    assert!(
+        answers
+            .iter()
+            .all(|a| a.0 == 200 || a.2["error"]["code"] == "insufficient_quota")
+    );
+    let v = f.admin_get(&format!("/admin/keys/{id}")).await;
+    let spend = v["spend_usd"].as_f64().unwrap();
+    assert!(
+        (spend - costs).abs() < 1e-9,
+        "spend {spend} = the cost headers' sum {costs}"
+    );
+    assert!(
+        spend <= 0.5 + 1e-9 && spend >= 0.48 - 1e-9,
+        "spend {spend} within [0.48, 0.50]"
+    );
+    assert_eq!(v["reserved_usd"], 0.0, "nothing stays reserved");
+    // Spent: refused with insufficient_quota, and nothing more reaches the upstream.
+    let before = f.mock.requests().len();
+    let (status, _, body) = f.chat(&secret, "priced").await;
+    if spend > 0.48 + 1e-9 {
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (429, Some("insufficient_quota"))
+        );
+        assert_eq!(f.mock.requests().len(), before);
+    }
+    // The spend endpoint agrees with the key's figure.
+    let rows = f.admin_get("/admin/spend?group_by=key").await;
+    let row = rows["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["key"] == id.as_str())
+        .unwrap()
+        .clone();
+    assert!((row["spend_usd"].as_f64().unwrap() - costs).abs() < 1e-9, "{row}");
+    assert_eq!(row["requests"], ok.len() + usize::from(status == 200));
+}
+both!(a_budget_is_never_overspent);
+
+async fn a_team_budget_caps_its_keys_together(redis: bool) {
+    let f = Fixture::start(redis, "");
+    let team = f
+        .admin_post("/admin/teams", json!({"name": "t", "budget_usd": 0.1}))
+        .await;
+    let tid = team["id"].as_str().unwrap();
+    let (_, a) = f.key(json!({"name": "a", "team": tid})).await;
+    let (_, b) = f.key(json!({"name": "b", "team": tid})).await;
+    let (ra, rb) = futures_util::join!(f.burst(&a, 20, 8), f.burst(&b, 20, 8));
+    let ok = ra.iter().chain(&rb).filter(|x| x.0 == 200).count();
+    assert!(
+        (8..=10).contains(&ok),
+        "two keys together stay within their team's $0.10: {ok} answered"
+    );
+    let v = f.admin_get(&format!("/admin/teams/{tid}")).await;
+    assert!(v["spend_usd"].as_f64().unwrap() <= 0.1 + 1e-9, "{v}");
+}
+both!(a_team_budget_caps_its_keys_together);
+
+async fn failures_release_their_reservation(redis: bool) {
+    let f = Fixture::start(redis, "");
+    let (id, secret) = f.key(json!({"name": "r", "budget_usd": 1.0, "max_parallel": 4})).await;
+    f.mock.set_default(Behavior::status(500));
+    for _ in 0..3 {
+        let (status, _, _) = f.chat(&secret, "priced").await;
+        assert!(status >= 500, "{status}");
+    }
+    f.mock.set_default(Behavior::ok());
+    let (status, h, _) = f.chat(&secret, "priced").await;
+    assert_eq!(status, 200);
+    assert_eq!(header(&h, "x-llmr-cost-usd"), Some("0.010000"));
+    // A stream the client abandons releases its reservation too.
+    f.mock.set_default(Behavior {
+        chunks: 50,
+        chunk_delay: Duration::from_millis(50),
+        ..Behavior::ok()
+    });
+    let mut body = chat_body("priced", "hi", true);
+    body["max_tokens"] = json!(4);
+    let mut resp = client()
+        .post(f.url("/v1/chat/completions"))
+        .insert_header(("authorization", format!("Bearer {secret}")))
+        .send_json(&body)
+        .await
+        .unwrap();
+    let _ = resp.next().await;
+    drop(resp);
+    let url = format!("/admin/keys/{id}");
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            let v = f.admin_get(&url).await;
+            v["reserved_usd"] == 0.0 && v["in_flight"] == 0
+        })
+        .await,
+        "reservations are released"
+    );
+    let v = f.admin_get(&url).await;
+    assert_eq!(v["spend_usd"], 0.01, "only the answered request is spent: {v}");
+}
+both!(failures_release_their_reservation);
+
+async fn revoked_rotated_and_expired_keys_are_refused(redis: bool) {
+    let f = Fixture::start(redis, "");
+    let (id, secret) = f.key(json!({"name": "k"})).await;
+    assert_eq!(f.chat(&secret, "priced").await.0, 200);
+    let rotated = f.admin_post(&format!("/admin/keys/{id}/rotate"), json!({})).await;
+    let new = rotated["key"].as_str().unwrap();
+    assert_eq!(f.chat(&secret, "priced").await.0, 401, "the old secret is refused");
+    assert_eq!(f.chat(new, "priced").await.0, 200);
+    let auth = format!("Bearer {ADMIN}");
+    let resp = client()
+        .delete(f.url(&format!("/admin/keys/{id}")))
+        .insert_header(("authorization", auth.as_str()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let (status, _, v) = f.chat(new, "priced").await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (401, Some("invalid_api_key")),
+        "{v}"
+    );
+    let soon = llmr_protocol::now_ms() / 1000 + 1;
+    let (_, expiring) = f.key(json!({"name": "e", "expires_at": soon})).await;
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            f.chat(&expiring, "priced").await.0 == 401
+        })
+        .await,
+        "an expired key is refused at its time"
+    );
+    // A virtual key is no admin token, and the admin token is no virtual key.
+    let (status, _) = get(&f.url("/admin/keys"), &[("authorization", &format!("Bearer {new}"))]).await;
+    assert_eq!(status, 401);
+    assert_eq!(f.chat(ADMIN, "priced").await.0, 401);
+}
+both!(revoked_rotated_and_expired_keys_are_refused);
+
+async fn a_key_sees_and_reaches_only_its_models(redis: bool) {
+    let f = Fixture::start(redis, "");
+    let (_, secret) = f.key(json!({"name": "m", "models": ["pri*"]})).await;
+    let auth = format!("Bearer {secret}");
+    let (_, models) = get(&f.url("/v1/models"), &[("authorization", &auth)]).await;
+    let ids: Vec<&str> = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["priced"], "{models}");
+    let before = f.mock.requests().len();
+    let (status, _, v) = f.chat(&secret, "other").await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (403, Some("permission_denied")),
+        "{v}"
+    );
+    assert_eq!(f.mock.requests().len(), before, "refused before any upstream");
+    assert_eq!(f.chat(&secret, "priced").await.0, 200);
+}
+both!(a_key_sees_and_reaches_only_its_models);
+
+async fn the_request_log_has_one_record_per_request(redis: bool) {
+    let f = Fixture::start(redis, "");
+    let (id, secret) = f.key(json!({"name": "log", "rpm": 3})).await;
+    let answers = f.burst(&secret, 5, 1).await;
+    assert_eq!(answers.iter().filter(|a| a.0 == 200).count(), 3);
+    let v = f.admin_get(&format!("/admin/requests?key={id}")).await;
+    let records = v["data"].as_array().unwrap();
+    assert_eq!(records.len(), 5, "{v}");
+    let ok: Vec<_> = records.iter().filter(|r| r["status"] == 200).collect();
+    assert_eq!(ok.len(), 3);
+    for r in &ok {
+        assert_eq!(r["provider"], "up");
+        assert_eq!(r["target_model"], "priced");
+        assert_eq!(r["model"], "priced");
+        assert_eq!(r["route"], "chat");
+        assert_eq!(r["output_tokens"], 2);
+        assert_eq!(r["cost_usd"], 0.01);
+        assert_eq!(r["attempts"], 1);
+    }
+    let limited: Vec<_> = records.iter().filter(|r| r["status"] == 429).collect();
+    assert_eq!(limited.len(), 2);
+    assert_eq!(limited[0]["error_type"], "rate_limit_exceeded");
+    // Newest first, and `before` pages on.
+    let first = f.admin_get(&format!("/admin/requests?key={id}&limit=2")).await;
+    let cursor = first["next_before"].as_str().unwrap();
+    let rest = f.admin_get(&format!("/admin/requests?key={id}&before={cursor}")).await;
+    assert_eq!(rest["data"].as_array().unwrap().len(), 3);
+    assert!(first["data"][0]["time_ms"].as_u64() >= rest["data"][0]["time_ms"].as_u64());
+    // Export as JSON lines.
+    let (status, text) = get_text_auth(&f.url(&format!("/admin/requests?key={id}&format=jsonl")), ADMIN).await;
+    assert_eq!((status, text.lines().count()), (200, 5));
+}
+both!(the_request_log_has_one_record_per_request);
+
+async fn cache_entries_of_one_team_never_answer_another(redis: bool) {
+    let f = Fixture::start(redis, "[cache]\nenabled = true\n");
+    let t1 = f.admin_post("/admin/teams", json!({"name": "t1"})).await;
+    let t2 = f.admin_post("/admin/teams", json!({"name": "t2"})).await;
+    let (_, a) = f.key(json!({"name": "a", "team": t1["id"]})).await;
+    let (_, a2) = f.key(json!({"name": "a2", "team": t1["id"]})).await;
+    let (_, b) = f.key(json!({"name": "b", "team": t2["id"]})).await;
+    assert_eq!(cached(&f, &a).await, "miss");
+    assert!(
+        eventually(Duration::from_secs(5), || async { cached(&f, &a2).await == "hit" }).await,
+        "a key of the same team is answered from the team's entry"
+    );
+    assert_eq!(cached(&f, &b).await, "miss", "another team's entry never answers");
+}
+both!(cache_entries_of_one_team_never_answer_another);
+
+/// The `x-llmr-cache` answer of a deterministic chat with `secret`.
+async fn cached(f: &Fixture, secret: &str) -> String {
+    let mut body = chat_body("priced", "same question", false);
+    body["temperature"] = json!(0);
+    let resp = client()
+        .post(f.url("/v1/chat/completions"))
+        .insert_header(("authorization", format!("Bearer {secret}")))
+        .send_json(&body)
+        .await
+        .unwrap();
+    header(resp.headers(), "x-llmr-cache").unwrap_or_default().to_owned()
+}
+
+async fn get_text_auth(url: &str, token: &str) -> (u16, String) {
+    let mut resp = client()
+        .get(url)
+        .insert_header(("authorization", format!("Bearer {token}")))
+        .send()
+        .await
+        .unwrap();
+    let b = resp.body().await.unwrap();
+    (resp.status().as_u16(), String::from_utf8_lossy(&b).into_owned())
+}
