@@ -29,6 +29,9 @@ pub enum CliError {
     /// The tool ran and reported an error.
     #[error("{0}")]
     Tool(String),
+    /// The server answered an HTTP error (the admin verbs): its message.
+    #[error("{message} (HTTP {status})")]
+    Http { status: u16, message: String },
 }
 
 struct Session {

@@ -1,6 +1,7 @@
 //! Assembles llmrouter services into one process: `llmrouter all` (every service, in memory
 //! or over Redis) or one service per process (`gateway`, `router`, `worker --pool P`,
-//! `mcp-tools`). [`cli`] holds the client verbs (`tool`, `script`).
+//! `mcp-tools`). [`cli`] holds the client verbs (`tool`, `script`), [`admin_cli`] those of
+//! the gateway's admin API (`keys`, `spend`).
 //!
 //! The separate services need Redis and refuse to start without `redis.url`; with a URL,
 //! they wait (with backoff) for Redis to answer before starting, so a cluster can come up in
@@ -11,6 +12,7 @@
 //! in-process tests use it.
 
 pub mod admin;
+pub mod admin_cli;
 pub mod cli;
 
 use std::time::Duration;

@@ -59,6 +59,23 @@ enum Command {
         #[command(flatten)]
         target: TargetArgs,
     },
+    /// Manages virtual keys through a running gateway's admin API (--admin-token or
+    /// LLMR_ADMIN_TOKEN): `llmrouter keys create --name ci --rpm 60 --budget-usd 5`,
+    /// `keys list [--json]`, `keys show ID`, `keys revoke ID`, `keys rotate ID`.
+    Keys {
+        #[command(subcommand)]
+        command: llmrouter::admin_cli::KeysCommand,
+        #[command(flatten)]
+        target: llmrouter::admin_cli::AdminTarget,
+    },
+    /// Prints spend from a running gateway's admin API as a table (or --json):
+    /// `llmrouter spend --group-by team --from 2025-06-01 --to 2025-06-30`.
+    Spend {
+        #[command(flatten)]
+        args: llmrouter::admin_cli::SpendArgs,
+        #[command(flatten)]
+        target: llmrouter::admin_cli::AdminTarget,
+    },
     /// Probes this container's own service (a Docker HEALTHCHECK): GET /readyz (or /healthz
     /// with --live) on the admin port, else on the server port; exits 0 on 200.
     Healthcheck {
@@ -104,7 +121,12 @@ impl TargetArgs {
 fn client(target: TargetArgs, name: String, args: Result<serde_json::Value, llmrouter::cli::CliError>) -> ExitCode {
     let outcome =
         args.map(|args| actix_rt::System::new().block_on(llmrouter::cli::call_tool(&target.target(), &name, args)));
-    match outcome.and_then(|r| r) {
+    report(outcome.and_then(|r| r))
+}
+
+/// Prints a client verb's answer on stdout, or its error on stderr (exit 1).
+fn report(outcome: Result<String, llmrouter::cli::CliError>) -> ExitCode {
+    match outcome {
         Ok(text) => {
             let _ = writeln!(std::io::stdout(), "{text}");
             ExitCode::SUCCESS
@@ -146,6 +168,12 @@ fn main() -> ExitCode {
             return client(target, name, args);
         }
         Command::ImportLitellm { file } => return import_litellm(&file),
+        Command::Keys { command, target } => {
+            return report(actix_rt::System::new().block_on(llmrouter::admin_cli::keys(&target, command)));
+        }
+        Command::Spend { args, target } => {
+            return report(actix_rt::System::new().block_on(llmrouter::admin_cli::spend(&target, &args)));
+        }
         Command::Script { file, args, target } => {
             let code = std::fs::read_to_string(&file)
                 .map_err(|e| llmrouter::cli::CliError::Usage(format!("cannot read {}: {e}", file.display())));
@@ -186,7 +214,12 @@ fn main() -> ExitCode {
         Command::Worker { pool } => Role::Worker { pool },
         Command::McpTools => Role::McpTools,
         Command::Responses => Role::Responses,
-        Command::Tool { .. } | Command::Script { .. } | Command::ScriptHost | Command::ImportLitellm { .. } => {
+        Command::Tool { .. }
+        | Command::Script { .. }
+        | Command::ScriptHost
+        | Command::ImportLitellm { .. }
+        | Command::Keys { .. }
+        | Command::Spend { .. } => {
             return ExitCode::FAILURE;
         }
     };
