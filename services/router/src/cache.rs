@@ -229,6 +229,7 @@ mod tests {
             ttl_ms: 60_000,
             max_entry_bytes: 1 << 20,
             tool_calls: false,
+            scope: llmr_config::CacheScope::Team,
         }
     }
 
