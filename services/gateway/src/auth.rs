@@ -18,8 +18,8 @@ use subtle::ConstantTimeEq;
 use actix_web::HttpMessage;
 
 use crate::AppState;
-use crate::keys::Identity;
 use crate::error::{Wire, WireError};
+use crate::keys::Identity;
 
 pub async fn require_token(
     req: ServiceRequest,

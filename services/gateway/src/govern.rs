@@ -38,7 +38,12 @@ pub fn worst_prices(settings: &Settings, model: &str) -> Option<(f64, f64)> {
         Some(g) => g
             .targets
             .iter()
-            .filter_map(|t| settings.providers().find(|p| p.name == t.provider).map(|p| (p, t.model.as_str())))
+            .filter_map(|t| {
+                settings
+                    .providers()
+                    .find(|p| p.name == t.provider)
+                    .map(|p| (p, t.model.as_str()))
+            })
             .collect(),
         None => settings
             .providers()
@@ -85,12 +90,7 @@ pub struct Ask<'a> {
 
 /// Admits a request of `identity`: its allowlist, then its reservation (one store step when
 /// the key or its team has limits). A refusal is recorded in the log before it is returned.
-pub async fn admit(
-    settings: &Settings,
-    store: &Store,
-    identity: &Identity,
-    ask: &Ask<'_>,
-) -> Result<Ticket, ApiError> {
+pub async fn admit(settings: &Settings, store: &Store, identity: &Identity, ask: &Ask<'_>) -> Result<Ticket, ApiError> {
     let mut t = Ticket::new(settings, store, identity, ask);
     match reserve(settings, &mut t, ask).await {
         Ok(()) => Ok(t),
@@ -304,14 +304,19 @@ impl Ticket {
         for (what, w) in [("requests", s.requests), ("tokens", s.tokens)] {
             let Some(w) = w else { continue };
             if wire == Wire::Anthropic {
-                let reset = httpdate::fmt_http_date(std::time::SystemTime::now() + std::time::Duration::from_millis(w.reset_ms));
+                let reset = httpdate::fmt_http_date(
+                    std::time::SystemTime::now() + std::time::Duration::from_millis(w.reset_ms),
+                );
                 put(format!("anthropic-ratelimit-{what}-limit"), w.limit.to_string());
                 put(format!("anthropic-ratelimit-{what}-remaining"), w.remaining.to_string());
                 put(format!("anthropic-ratelimit-{what}-reset"), reset);
             } else {
                 put(format!("x-ratelimit-limit-{what}"), w.limit.to_string());
                 put(format!("x-ratelimit-remaining-{what}"), w.remaining.to_string());
-                put(format!("x-ratelimit-reset-{what}"), format!("{:.3}s", w.reset_ms as f64 / 1000.0));
+                put(
+                    format!("x-ratelimit-reset-{what}"),
+                    format!("{:.3}s", w.reset_ms as f64 / 1000.0),
+                );
             }
         }
     }

@@ -61,14 +61,16 @@ impl Identity {
 
     /// Whether it may use `model` (a model or group name): the key's and its team's globs.
     pub fn allows_model(&self, model: &str) -> bool {
-        self.caller()
-            .is_none_or(|c| globs_allow(&c.key.models, model) && c.team.as_ref().is_none_or(|t| globs_allow(&t.models, model)))
+        self.caller().is_none_or(|c| {
+            globs_allow(&c.key.models, model) && c.team.as_ref().is_none_or(|t| globs_allow(&t.models, model))
+        })
     }
 
     /// Whether it may list and call the MCP tool `name`.
     pub fn allows_tool(&self, name: &str) -> bool {
-        self.caller()
-            .is_none_or(|c| globs_allow(&c.key.tools, name) && c.team.as_ref().is_none_or(|t| globs_allow(&t.tools, name)))
+        self.caller().is_none_or(|c| {
+            globs_allow(&c.key.tools, name) && c.team.as_ref().is_none_or(|t| globs_allow(&t.tools, name))
+        })
     }
 
     /// The tool globs a request carries to mcp-tools and the tool loop (empty = all).
@@ -116,7 +118,10 @@ pub fn hash_secret(secret: &str) -> String {
 pub fn new_secret() -> String {
     use base64::Engine;
     let bytes: [u8; 32] = rand::random();
-    format!("sk-llmr-{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+    format!(
+        "sk-llmr-{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    )
 }
 
 /// The part of a secret people may see: `sk-llmr-Ab…yz`.
@@ -143,7 +148,11 @@ fn key_of(d: &KeyDecl) -> VirtualKey {
     VirtualKey {
         id: d.key_id().to_owned(),
         name: d.name.clone(),
-        hash: if secret.is_empty() { d.hash.to_lowercase() } else { hash_secret(secret) },
+        hash: if secret.is_empty() {
+            d.hash.to_lowercase()
+        } else {
+            hash_secret(secret)
+        },
         hint: if secret.is_empty() { String::new() } else { hint(secret) },
         team: d.team.clone(),
         models: d.models.clone(),

@@ -428,7 +428,6 @@ impl Server {
     pub fn admin_token(&self) -> Option<&str> {
         Some(self.admin_token.expose_secret()).filter(|t| !t.is_empty())
     }
-
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -96,14 +96,26 @@ impl Settings {
         for (i, k) in self.keys.iter().enumerate() {
             let at = format!("keys[{i}]");
             let secret = !secrecy::ExposeSecret::expose_secret(&k.key).is_empty();
-            p.check(secret ^ k.hash.is_empty(), format!("{at}.key"), "set `key` (the secret) or `hash`, not both");
+            p.check(
+                secret ^ k.hash.is_empty(),
+                format!("{at}.key"),
+                "set `key` (the secret) or `hash`, not both",
+            );
             p.check(
                 k.hash.is_empty() || (k.hash.len() == 64 && k.hash.bytes().all(|b| b.is_ascii_hexdigit())),
                 format!("{at}.hash"),
                 "must be the secret's SHA-256 in hex (64 characters)",
             );
-            p.check(ids.insert(k.key_id().to_owned()), format!("{at}.id"), "two keys have this id");
-            p.check(k.key_id() != "default", format!("{at}.id"), "`default` is server.token's");
+            p.check(
+                ids.insert(k.key_id().to_owned()),
+                format!("{at}.id"),
+                "two keys have this id",
+            );
+            p.check(
+                k.key_id() != "default",
+                format!("{at}.id"),
+                "`default` is server.token's",
+            );
             p.check(
                 k.expires_at.as_deref().is_none_or(|t| crate::rfc3339_ms(t).is_some()),
                 format!("{at}.expires_at"),
@@ -114,7 +126,11 @@ impl Settings {
         let mut teams = HashSet::new();
         for (i, t) in self.teams.iter().enumerate() {
             let at = format!("teams[{i}]");
-            p.check(teams.insert(t.team_id().to_owned()), format!("{at}.id"), "two teams have this id");
+            p.check(
+                teams.insert(t.team_id().to_owned()),
+                format!("{at}.id"),
+                "two teams have this id",
+            );
             limits(p, &at, &t.limits);
         }
         p.check(self.log.max_records > 0, "log.max_records", "must be greater than 0");

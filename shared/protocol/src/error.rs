@@ -137,7 +137,9 @@ impl ApiError {
     /// Seconds a client should wait before retrying, when known.
     pub fn retry_after_s(&self) -> Option<u64> {
         match self {
-            ApiError::RateLimited { retry_after_s, .. } | ApiError::QuotaExceeded { retry_after_s, .. } => *retry_after_s,
+            ApiError::RateLimited { retry_after_s, .. } | ApiError::QuotaExceeded { retry_after_s, .. } => {
+                *retry_after_s
+            }
             ApiError::Overloaded { retry_after_s, .. } => Some(*retry_after_s),
             _ => None,
         }

@@ -45,17 +45,26 @@ fn apply_common(
     let num = |k: &str| -> Result<Option<u64>, HttpError> {
         match m.get(k) {
             None | Some(Value::Null) => Ok(None),
-            Some(v) => v.as_u64().map(Some).ok_or_else(|| invalid(format!("`{k}` must be a whole number."), k)),
+            Some(v) => v
+                .as_u64()
+                .map(Some)
+                .ok_or_else(|| invalid(format!("`{k}` must be a whole number."), k)),
         }
     };
     let list = |k: &str| -> Result<Vec<String>, HttpError> {
         match m.get(k) {
             None | Some(Value::Null) => Ok(Vec::new()),
-            Some(v) => serde_json::from_value(v.clone()).map_err(|_| invalid(format!("`{k}` must be a list of strings."), k)),
+            Some(v) => {
+                serde_json::from_value(v.clone()).map_err(|_| invalid(format!("`{k}` must be a list of strings."), k))
+            }
         }
     };
     if let Some(v) = m.get("name") {
-        *name = v.as_str().filter(|s| !s.trim().is_empty()).ok_or_else(|| invalid("`name` must be a non-empty string.", "name"))?.to_owned();
+        *name = v
+            .as_str()
+            .filter(|s| !s.trim().is_empty())
+            .ok_or_else(|| invalid("`name` must be a non-empty string.", "name"))?
+            .to_owned();
     }
     if m.contains_key("models") {
         *models = list("models")?;
@@ -76,7 +85,11 @@ fn apply_common(
         None => {}
         Some(Value::Null) => l.budget_usd = None,
         Some(v) => {
-            l.budget_usd = Some(v.as_f64().filter(|b| *b >= 0.0).ok_or_else(|| invalid("`budget_usd` must be a number of dollars, 0 or more.", "budget_usd"))?)
+            l.budget_usd = Some(
+                v.as_f64()
+                    .filter(|b| *b >= 0.0)
+                    .ok_or_else(|| invalid("`budget_usd` must be a number of dollars, 0 or more.", "budget_usd"))?,
+            )
         }
     }
     if let Some(v) = m.get("budget_period") {
@@ -101,7 +114,16 @@ fn expiry(m: &Map<String, Value>) -> Result<Option<Option<u64>>, HttpError> {
 }
 
 const KEY_FIELDS: &[&str] = &[
-    "name", "team", "models", "tools", "rpm", "tpm", "max_parallel", "budget_usd", "budget_period", "expires_at",
+    "name",
+    "team",
+    "models",
+    "tools",
+    "rpm",
+    "tpm",
+    "max_parallel",
+    "budget_usd",
+    "budget_period",
+    "expires_at",
     "metadata",
 ];
 
@@ -147,7 +169,10 @@ fn apply_key(state: &AppState, m: &Map<String, Value>, k: &mut VirtualKey) -> Re
 
 /// A key as the API shows it: no hash, its spend and reservations now.
 async fn key_view(state: &AppState, k: &VirtualKey) -> Result<Value, HttpError> {
-    let s = state.store.gov_standings(&k.subject(), k.limits.budget_period, now_ms()).await?;
+    let s = state
+        .store
+        .gov_standings(&k.subject(), k.limits.budget_period, now_ms())
+        .await?;
     let mut v = serde_json::to_value(k).unwrap_or_default();
     if let Value::Object(o) = &mut v {
         o.remove("hash");
@@ -168,7 +193,13 @@ async fn save_key(state: &AppState, k: &VirtualKey) -> Result<(), HttpError> {
 }
 
 fn find_key(state: &AppState, id: &str) -> Result<VirtualKey, HttpError> {
-    state.keyring.snapshot().keys.get(id).cloned().ok_or_else(|| not_found("key", id))
+    state
+        .keyring
+        .snapshot()
+        .keys
+        .get(id)
+        .cloned()
+        .ok_or_else(|| not_found("key", id))
 }
 
 /// `POST /admin/keys`.
@@ -246,11 +277,22 @@ pub async fn rotate_key(path: web::Path<String>, state: web::Data<AppState>) -> 
 }
 
 const TEAM_FIELDS: &[&str] = &[
-    "name", "models", "tools", "rpm", "tpm", "max_parallel", "budget_usd", "budget_period", "metadata",
+    "name",
+    "models",
+    "tools",
+    "rpm",
+    "tpm",
+    "max_parallel",
+    "budget_usd",
+    "budget_period",
+    "metadata",
 ];
 
 async fn team_view(state: &AppState, t: &Team) -> Result<Value, HttpError> {
-    let s = state.store.gov_standings(&t.subject(), t.limits.budget_period, now_ms()).await?;
+    let s = state
+        .store
+        .gov_standings(&t.subject(), t.limits.budget_period, now_ms())
+        .await?;
     let mut v = serde_json::to_value(t).unwrap_or_default();
     v["object"] = json!("team");
     v["spend_usd"] = json!(usd(s.spend_micros));
@@ -346,7 +388,10 @@ pub struct SpendQuery {
 /// `GET /admin/spend?group_by=key|team|model|day&from=&to=` (days, UTC; default: today).
 pub async fn spend(q: web::Query<SpendQuery>, state: web::Data<AppState>) -> Result<HttpResponse, HttpError> {
     let today = llmr_store::utc_day(now_ms());
-    let (from, to) = (q.from.clone().unwrap_or_else(|| today.clone()), q.to.clone().unwrap_or(today));
+    let (from, to) = (
+        q.from.clone().unwrap_or_else(|| today.clone()),
+        q.to.clone().unwrap_or(today),
+    );
     for (v, p) in [(&from, "from"), (&to, "to")] {
         if llmr_store::governance::days_between(v, v, 1).is_empty() {
             return Err(invalid(format!("`{p}` must be a day, YYYY-MM-DD."), p));
@@ -364,7 +409,10 @@ pub async fn spend(q: web::Query<SpendQuery>, state: web::Data<AppState>) -> Res
             _ => return Err(invalid("`group_by` must be key, team, model or day.", "group_by")),
         };
         let e = groups.entry(g).or_default();
-        for (i, n) in [r.requests, r.input_tokens, r.output_tokens, r.spend_micros].into_iter().enumerate() {
+        for (i, n) in [r.requests, r.input_tokens, r.output_tokens, r.spend_micros]
+            .into_iter()
+            .enumerate()
+        {
             e[i] += n;
         }
     }

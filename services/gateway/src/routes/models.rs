@@ -60,7 +60,11 @@ pub async fn retrieve(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, HttpError> {
     let id = path.into_inner();
-    match catalog(&state).await?.get(&id).filter(|_| identity(&req).allows_model(&id)) {
+    match catalog(&state)
+        .await?
+        .get(&id)
+        .filter(|_| identity(&req).allows_model(&id))
+    {
         Some(owner) => Ok(HttpResponse::Ok().json(model_json(&id, owner))),
         None => Err(HttpError(ApiError::ModelNotFound { model: id })),
     }
