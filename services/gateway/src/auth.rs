@@ -68,7 +68,7 @@ pub async fn require_token(
             Some(_) => Err(refuse("The admin API needs server.admin_token as a Bearer token.")),
         };
     }
-    let identity = identify(&state, given).map_err(|m| refuse(m))?;
+    let identity = identify(&state, given).map_err(refuse)?;
     req.extensions_mut().insert(identity);
     next.call(req).await
 }
