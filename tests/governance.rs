@@ -378,3 +378,70 @@ async fn get_text_auth(url: &str, token: &str) -> (u16, String) {
     let b = resp.body().await.unwrap();
     (resp.status().as_u16(), String::from_utf8_lossy(&b).into_owned())
 }
+
+/// One JSON-RPC exchange on `/mcp` with `secret` (and the session, once there is one).
+async fn mcp(f: &Fixture, secret: &str, session: Option<&str>, msg: Value) -> (Value, Option<String>) {
+    let mut req = client()
+        .post(f.url("/mcp"))
+        .insert_header(("authorization", format!("Bearer {secret}")))
+        .insert_header(("accept", "application/json, text/event-stream"));
+    if let Some(s) = session {
+        req = req.insert_header(("mcp-session-id", s));
+    }
+    let mut resp = req.send_json(&msg).await.unwrap();
+    let sid = header(resp.headers(), "mcp-session-id").map(str::to_owned);
+    let body = resp.body().await.unwrap();
+    (serde_json::from_slice(&body).unwrap_or_default(), sid)
+}
+
+async fn a_key_lists_and_calls_only_its_tools(redis: bool) {
+    let f = Fixture::start(redis, "");
+    let (_, secret) = f.key(json!({"name": "tools", "tools": ["tool_*"]})).await;
+    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
+    let (_, sid) = mcp(&f, &secret, None, init).await;
+    let sid = sid.expect("a session");
+    let list = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}});
+    let (v, _) = mcp(&f, &secret, Some(&sid), list.clone()).await;
+    let names: Vec<&str> = v["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["tool_search"], "{v}");
+    let call =
+        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "execute_tool", "arguments": {}}});
+    let (v, _) = mcp(&f, &secret, Some(&sid), call).await;
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("may not call"),
+        "{v}"
+    );
+    // The unrestricted token sees every built-in.
+    let (_, sid) = mcp(&f, "main-token", None, json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}})).await;
+    let (v, _) = mcp(&f, "main-token", sid.as_deref(), list).await;
+    assert!(v["result"]["tools"].as_array().unwrap().len() >= 2, "{v}");
+}
+both!(a_key_lists_and_calls_only_its_tools);
+
+async fn usage_answers_a_key_with_its_own_figures(redis: bool) {
+    let f = Fixture::start(redis, "");
+    let (id, secret) = f.key(json!({"name": "u"})).await;
+    assert_eq!(f.chat(&secret, "priced").await.0, 200);
+    assert_eq!(f.chat("main-token", "priced").await.0, 200);
+    let (status, v) = get(&f.url("/v1/usage"), &[("authorization", &format!("Bearer {secret}"))]).await;
+    assert_eq!(status, 200);
+    assert_eq!(v["key"], id.as_str());
+    assert_eq!(v["data"].as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(v["data"][0]["requests"], 1);
+    assert_eq!(v["data"][0]["spend_usd"], 0.01);
+    // server.token still reads every provider key's usage.
+    let (_, all) = get(&f.url("/v1/usage"), &[("authorization", "Bearer main-token")]).await;
+    assert!(
+        all["data"].as_array().unwrap().iter().any(|r| r["requests"] == 2),
+        "{all}"
+    );
+}
+both!(usage_answers_a_key_with_its_own_figures);

@@ -73,22 +73,17 @@ impl Identity {
         })
     }
 
-    /// The tool globs a request carries to mcp-tools and the tool loop (empty = all).
-    pub fn tool_globs(&self) -> Vec<String> {
+    /// The tool allowlists a request carries to mcp-tools and the tool loop: the key's and
+    /// its team's, each that is set (every one must allow a tool).
+    pub fn tool_lists(&self) -> Vec<Vec<String>> {
         let Some(c) = self.caller() else {
             return Vec::new();
         };
-        let mut g = c.key.tools.clone();
-        if let Some(t) = &c.team
-            && !t.tools.is_empty()
-        {
-            // Both lists must allow a tool: a key's list inside its team's is kept as is;
-            // a key with no list gets the team's.
-            if g.is_empty() {
-                g = t.tools.clone();
-            }
-        }
-        g
+        std::iter::once(&c.key.tools)
+            .chain(c.team.as_ref().map(|t| &t.tools))
+            .filter(|l| !l.is_empty())
+            .cloned()
+            .collect()
     }
 
     /// The response cache's scope for this caller (`cache.scope`).

@@ -18,7 +18,9 @@ pub(crate) fn ok(id: Value, result: Value) -> Value {
 }
 
 /// Handles one message; `None` for notifications (nothing to answer).
-pub async fn handle(tools: &Rc<Tools>, msg: &Value, discovery: bool) -> Option<Value> {
+/// `allow`: the caller's key's tool allowlists (`Meta::tools`); a tool outside them is not
+/// listed and not called.
+pub async fn handle(tools: &Rc<Tools>, msg: &Value, discovery: bool, allow: &[Vec<String>]) -> Option<Value> {
     let id = msg.get("id").cloned();
     let method = msg.get("method").and_then(Value::as_str).unwrap_or_default();
     let Some(id) = id else {
@@ -41,7 +43,8 @@ pub async fn handle(tools: &Rc<Tools>, msg: &Value, discovery: bool) -> Option<V
         }
         "ping" => ok(id, json!({})),
         "tools/list" => {
-            let all = tools.list(discovery).await;
+            let mut all = tools.list(discovery).await;
+            all.retain(|t| llmr_protocol::allowed(allow, &t.name));
             let size = tools.settings.mcp.page_size;
             let start = match params.get("cursor") {
                 None | Some(Value::Null) => 0,
@@ -62,6 +65,9 @@ pub async fn handle(tools: &Rc<Tools>, msg: &Value, discovery: bool) -> Option<V
             let Some(name) = params.get("name").and_then(Value::as_str) else {
                 return Some(error(id, INVALID_PARAMS, "tools/call needs params.name"));
             };
+            if !llmr_protocol::allowed(allow, name) {
+                return Some(error(id, INVALID_PARAMS, not_allowed(name)));
+            }
             let args = params.get("arguments").cloned().unwrap_or(Value::Null);
             match tools.call(name, args, Via::Direct, discovery, 0).await {
                 Ok(result) => ok(id, result),
@@ -73,4 +79,9 @@ pub async fn handle(tools: &Rc<Tools>, msg: &Value, discovery: bool) -> Option<V
         "" => error(id, INVALID_REQUEST, "Invalid Request: `method` is required"),
         other => error(id, METHOD_NOT_FOUND, format!("Method not found: {other}")),
     })
+}
+
+/// Why a key's call of `name` is refused.
+pub fn not_allowed(name: &str) -> String {
+    format!("This API key may not call the tool `{name}`.")
 }

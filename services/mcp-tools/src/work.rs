@@ -68,6 +68,9 @@ async fn answer(tools: &Rc<Tools>, d: &Delivery) -> Option<Value> {
             once(tools, d, |r| r, async {
                 let name = msg.get("name").and_then(Value::as_str).unwrap_or_default();
                 let args = msg.get("arguments").cloned().unwrap_or(Value::Null);
+                if !llmr_protocol::allowed(&env.meta.tools, name) {
+                    return text_result(rpc::not_allowed(name), true);
+                }
                 match tools.call(name, args, Via::Indirect, false, 0).await {
                     Ok(r) => r,
                     Err(e) => text_result(e.to_string(), true),
@@ -79,12 +82,14 @@ async fn answer(tools: &Rc<Tools>, d: &Delivery) -> Option<Value> {
             let discovery = env.meta.mode == ToolMode::Discovery;
             Some(
                 once(tools, d, |r| rpc::ok(msg["id"].clone(), r), async {
-                    rpc::handle(tools, &msg, discovery).await.unwrap_or_default()
+                    rpc::handle(tools, &msg, discovery, &env.meta.tools)
+                        .await
+                        .unwrap_or_default()
                 })
                 .await,
             )
         }
-        _ => rpc::handle(tools, &msg, env.meta.mode == ToolMode::Discovery).await,
+        _ => rpc::handle(tools, &msg, env.meta.mode == ToolMode::Discovery, &env.meta.tools).await,
     }
 }
 

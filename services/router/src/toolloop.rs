@@ -132,6 +132,8 @@ impl ToolLoop {
         self.routing.require("mcp-tools").await?;
         let meta = Meta {
             caller: CallerId::Router(env.id),
+            // The caller's key lists and calls only its tools here too.
+            tools: env.meta.tools.clone(),
             ..Meta::default()
         };
         let mut call = env.on_behalf(kind, self.caller.instance(), Bytes::from(body.to_string()), meta);

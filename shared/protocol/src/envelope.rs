@@ -193,6 +193,16 @@ pub struct Meta {
     /// Who may share response-cache entries with this request (`cache.scope`): `team/{id}`,
     /// `key/{id}`, or empty for everyone.
     pub scope: String,
+    /// The MCP tools the caller's key (and its team) may list and call: every list must allow
+    /// a tool (globs, see [`allowed`]); none = every tool.
+    pub tools: Vec<Vec<String>>,
+}
+
+/// Whether `name` matches a glob (`*`, `?`) of each of `lists`.
+pub fn allowed(lists: &[Vec<String>], name: &str) -> bool {
+    lists
+        .iter()
+        .all(|l| l.is_empty() || l.iter().any(|g| wildmatch::WildMatch::new(g).matches(name)))
 }
 
 /// How urgent a request is (`x-llmr-priority`).
@@ -336,6 +346,9 @@ impl Envelope {
         if !m.scope.is_empty() {
             f.push(("scope", Bytes::from(m.scope.clone())));
         }
+        if !m.tools.is_empty() {
+            f.push(("tools", Bytes::from(serde_json::to_vec(&m.tools).unwrap_or_default())));
+        }
         if !self.trace.tracestate.is_empty() {
             f.push(("tracestate", Bytes::from(self.trace.tracestate.clone())));
         }
@@ -392,6 +405,10 @@ impl Envelope {
                 },
                 endpoint: Endpoint::parse(get("endpoint").unwrap_or_default())
                     .ok_or(DecodeError::Invalid("endpoint"))?,
+                tools: match get("tools") {
+                    Some(raw) => serde_json::from_slice(raw).map_err(|_| DecodeError::Invalid("tools"))?,
+                    None => Vec::new(),
+                },
                 scope: match get("scope") {
                     Some(raw) => std::str::from_utf8(raw)
                         .map_err(|_| DecodeError::Invalid("scope"))?
@@ -452,6 +469,7 @@ mod tests {
                 endpoint: Endpoint::Embeddings,
                 priority: Priority::Batch,
                 scope: "team/t1".into(),
+                tools: vec![vec!["echo*".into()], vec!["echo".into(), "time".into()]],
                 plan: Some(Plan {
                     pool: "default".into(),
                     attempts: vec![Attempt {

@@ -70,6 +70,7 @@ prop_compose! {
                 endpoint: [Endpoint::Chat, Endpoint::Embeddings, Endpoint::Completions][(id % 3) as usize],
                 priority: if id % 5 == 0 { Priority::Batch } else { Priority::Interactive },
                 scope,
+                tools: if id % 7 == 0 { vec![vec!["a*".into()], vec![]] } else { Vec::new() },
             },
         }
     }

@@ -190,6 +190,7 @@ pub async fn publish(
         native_api,
         priority,
         scope: identity.cache_scope(state.settings.cache.scope),
+        tools: identity.tool_lists(),
         ..Meta::default()
     };
     let deadline = now_ms() + state.settings.server.request_timeout_ms;

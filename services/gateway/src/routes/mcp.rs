@@ -134,6 +134,7 @@ async fn serve(req: &HttpRequest, payload: web::Payload, state: &AppState) -> Re
     let meta = Meta {
         caller: session.map_or(CallerId::None, CallerId::Session),
         mode: ToolMode::from_header(header(req, "x-mcp-tool-mode").unwrap_or_default()),
+        tools: super::models::identity(req).tool_lists(),
         ..Meta::default()
     };
     let deadline = now_ms() + state.settings.server.request_timeout_ms;
