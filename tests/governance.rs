@@ -2,7 +2,7 @@
 //! process over a programmable mock upstream, keys made with the admin API, real HTTP.
 //! Rate limits and budgets are checked for exactness under concurrency; spend against the
 //! cost headers; the request log against the requests made.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stderr)]
 
 #[macro_use]
 mod common;
@@ -445,3 +445,192 @@ async fn usage_answers_a_key_with_its_own_figures(redis: bool) {
     );
 }
 both!(usage_answers_a_key_with_its_own_figures);
+
+/// Two gateways, a router and two workers as processes over one redis-server: limits and
+/// budgets hold across every gateway and worker.
+mod cluster {
+    use super::*;
+    use llmr_testkit::{ProcessCluster, free_port, wait_for_port};
+
+    struct TwoGateways {
+        procs: ProcessCluster,
+        mock: MockUpstream,
+        second: u16,
+    }
+
+    impl TwoGateways {
+        async fn start() -> TwoGateways {
+            let mock = MockUpstream::start(&["priced"]);
+            let toml = format!(
+                "{ECHO}[[providers]]\nname = \"up\"\ntype = \"openai\"\nbase_url = \"{}\"\nmodels = [\"priced\"]\ncost_output_per_mtok = 5000.0\n",
+                mock.base_url()
+            );
+            let cfg = TestConfig::new(toml)
+                .env("LLMR__SERVER__TOKEN", "main-token")
+                .env("LLMR__SERVER__ADMIN_TOKEN", ADMIN);
+            let bin = std::path::PathBuf::from(env!("CARGO_BIN_EXE_llmrouter"));
+            let mut procs = ProcessCluster::new(&bin, cfg, true);
+            procs.spawn("router", &["router"]);
+            procs.spawn("worker", &["worker", "--pool", "default"]);
+            procs.spawn("worker", &["worker", "--pool", "default"]);
+            procs.spawn("gateway", &["gateway"]);
+            let second = free_port();
+            procs.spawn_with("gateway", &["gateway"], &[("LLMR__SERVER__PORT", second.to_string())]);
+            assert!(procs.listening(Duration::from_secs(20)) && wait_for_port(second, Duration::from_secs(20)));
+            let c = TwoGateways { procs, mock, second };
+            for port in [c.procs.port, second] {
+                let url = format!("http://127.0.0.1:{port}/v1/chat/completions");
+                assert!(
+                    eventually(Duration::from_secs(20), || async {
+                        let mut b = chat_body("priced", "hi", false);
+                        b["max_tokens"] = json!(4);
+                        post_with(&url, &b, &[("authorization", "Bearer main-token")]).await.0 == 200
+                    })
+                    .await,
+                    "the cluster never answered"
+                );
+            }
+            c
+        }
+
+        fn url(&self, i: usize, path: &str) -> String {
+            let port = if i % 2 == 0 { self.procs.port } else { self.second };
+            format!("http://127.0.0.1:{port}{path}")
+        }
+
+        async fn key(&self, body: Value) -> (String, String) {
+            let auth = format!("Bearer {ADMIN}");
+            let (status, b) = post_with(&self.url(0, "/admin/keys"), &body, &[("authorization", &auth)]).await;
+            assert_eq!(status, 201, "{}", String::from_utf8_lossy(&b));
+            let v = json(&b);
+            (
+                v["id"].as_str().unwrap().to_owned(),
+                v["key"].as_str().unwrap().to_owned(),
+            )
+        }
+
+        async fn chat(&self, i: usize, secret: &str) -> (u16, Option<f64>, Value) {
+            let mut body = chat_body("priced", "hi", false);
+            body["max_tokens"] = json!(4);
+            let mut resp = client()
+                .post(self.url(i, "/v1/chat/completions"))
+                .insert_header(("authorization", format!("Bearer {secret}")))
+                .send_json(&body)
+                .await
+                .unwrap();
+            let b = resp.body().await.unwrap();
+            let cost = header(resp.headers(), "x-llmr-cost-usd").map(|c| c.parse().unwrap());
+            (
+                resp.status().as_u16(),
+                cost,
+                serde_json::from_slice(&b).unwrap_or_default(),
+            )
+        }
+
+        /// `n` chats at concurrency `c`, alternating gateways.
+        async fn burst(&self, secret: &str, n: usize, c: usize) -> Vec<(u16, Option<f64>, Value)> {
+            futures_util::stream::iter(0..n)
+                .map(|i| self.chat(i, secret))
+                .buffer_unordered(c)
+                .collect()
+                .await
+        }
+
+        /// A key's figures, through the second gateway.
+        async fn show(&self, id: &str) -> Value {
+            let (status, v) = get(
+                &self.url(1, &format!("/admin/keys/{id}")),
+                &[("authorization", &format!("Bearer {ADMIN}"))],
+            )
+            .await;
+            assert_eq!(status, 200, "{v}");
+            v
+        }
+
+        /// Waits until the second gateway knows the key (it polls the store every 250 ms).
+        async fn known_everywhere(&self, secret: &str) {
+            assert!(
+                eventually(Duration::from_secs(2), || async { self.chat(1, secret).await.0 != 401 }).await,
+                "the second gateway never learned the key"
+            );
+        }
+    }
+
+    #[actix_rt::test]
+    async fn rpm_is_exact_across_two_gateways() {
+        let c = TwoGateways::start().await;
+        let (_, secret) = c.key(json!({"name": "ci", "rpm": 50})).await;
+        c.known_everywhere(&secret).await;
+        let upstream_before = c.mock.requests().len();
+        let answers = c.burst(&secret, 199, 32).await;
+        let ok = answers.iter().filter(|a| a.0 == 200).count();
+        let limited = answers
+            .iter()
+            .filter(|a| a.0 == 429 && a.2["error"]["code"] == "rate_limit_exceeded")
+            .count();
+        // The one request `known_everywhere` spent counts toward the 50.
+        assert_eq!((ok, limited), (49, 150), "exactly 50 in the window over both gateways");
+        eprintln!(
+            "rpm 50 over two gateways: {} answered, {limited} refused of 200",
+            ok + 1
+        );
+        assert_eq!(
+            c.mock.requests().len() - upstream_before,
+            49,
+            "refused requests reach no upstream"
+        );
+    }
+
+    #[actix_rt::test]
+    async fn a_budget_holds_across_two_gateways_and_two_workers() {
+        let c = TwoGateways::start().await;
+        let (id, secret) = c.key(json!({"name": "b", "budget_usd": 0.5})).await;
+        c.known_everywhere(&secret).await;
+        let answers = c.burst(&secret, 299, 32).await;
+        let costs: f64 = answers.iter().filter_map(|a| a.1).sum::<f64>() + 0.01;
+        assert!(
+            answers
+                .iter()
+                .all(|a| a.0 == 200 || a.2["error"]["code"] == "insufficient_quota")
+        );
+        let v = c.show(&id).await;
+        let spend = v["spend_usd"].as_f64().unwrap();
+        assert!(
+            (spend - costs).abs() < 1e-9,
+            "spend {spend} = the cost headers' sum {costs}"
+        );
+        assert!(
+            (0.48 - 1e-9..=0.5 + 1e-9).contains(&spend),
+            "spend {spend} within [0.48, 0.50]"
+        );
+        assert_eq!(v["reserved_usd"], 0.0);
+        let ok = answers.iter().filter(|a| a.0 == 200).count() + 1;
+        eprintln!("budget $0.50 over two gateways: {ok} answered of 300, spend ${spend:.6}, reserved $0");
+    }
+
+    #[actix_rt::test]
+    async fn a_revoked_key_is_refused_by_every_gateway_within_a_second() {
+        let c = TwoGateways::start().await;
+        let (id, secret) = c.key(json!({"name": "r"})).await;
+        c.known_everywhere(&secret).await;
+        let auth = format!("Bearer {ADMIN}");
+        let resp = client()
+            .delete(c.url(0, &format!("/admin/keys/{id}")))
+            .insert_header(("authorization", auth.as_str()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200);
+        let revoked = std::time::Instant::now();
+        assert_eq!(
+            c.chat(0, &secret).await.0,
+            401,
+            "the gateway that revoked it refuses at once"
+        );
+        assert!(
+            eventually(Duration::from_secs(1), || async { c.chat(1, &secret).await.0 == 401 }).await,
+            "the other gateway refuses within 1 s"
+        );
+        assert!(revoked.elapsed() < Duration::from_secs(1));
+    }
+}
