@@ -494,7 +494,7 @@ mod cluster {
         }
 
         fn url(&self, i: usize, path: &str) -> String {
-            let port = if i % 2 == 0 { self.procs.port } else { self.second };
+            let port = if i.is_multiple_of(2) { self.procs.port } else { self.second };
             format!("http://127.0.0.1:{port}{path}")
         }
 
