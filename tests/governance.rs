@@ -494,7 +494,11 @@ mod cluster {
         }
 
         fn url(&self, i: usize, path: &str) -> String {
-            let port = if i.is_multiple_of(2) { self.procs.port } else { self.second };
+            let port = if i.is_multiple_of(2) {
+                self.procs.port
+            } else {
+                self.second
+            };
             format!("http://127.0.0.1:{port}{path}")
         }
 
@@ -634,3 +638,54 @@ mod cluster {
         assert!(revoked.elapsed() < Duration::from_secs(1));
     }
 }
+
+async fn responses_are_admitted_and_settled_like_chats(redis: bool) {
+    let f = Fixture::start(redis, "");
+    let (id, secret) = f
+        .key(json!({"name": "resp", "models": ["priced"], "budget_usd": 1.0}))
+        .await;
+    let post_resp = |body: Value| {
+        let (url, secret) = (f.url("/v1/responses"), secret.clone());
+        async move {
+            let mut resp = client()
+                .post(url)
+                .insert_header(("authorization", format!("Bearer {secret}")))
+                .send_json(&body)
+                .await
+                .unwrap();
+            let b = resp.body().await.unwrap();
+            let cost = header(resp.headers(), "x-llmr-cost-usd").map(str::to_owned);
+            (
+                resp.status().as_u16(),
+                cost,
+                serde_json::from_slice::<Value>(&b).unwrap_or_default(),
+            )
+        }
+    };
+    let (status, cost, v) = post_resp(json!({"model": "priced", "input": "hi", "max_output_tokens": 4})).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(cost.as_deref(), Some("0.010000"), "{v}");
+    let (status, _, v) = post_resp(json!({"model": "echo", "input": "hi"})).await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (403, Some("permission_denied")),
+        "{v}"
+    );
+    let (status, _, v) = post_resp(json!({"model": "priced", "input": "hi", "background": true})).await;
+    assert_eq!((status, v["error"]["param"].as_str()), (400, Some("background")), "{v}");
+    let k = f.admin_get(&format!("/admin/keys/{id}")).await;
+    assert_eq!(k["spend_usd"], 0.01, "{k}");
+    let log = f.admin_get(&format!("/admin/requests?key={id}")).await;
+    let routes: Vec<&str> = log["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["route"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        routes,
+        ["responses", "responses"],
+        "the 400 for background is refused before admission: {log}"
+    );
+}
+both!(responses_are_admitted_and_settled_like_chats);

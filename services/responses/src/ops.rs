@@ -6,7 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use llmr_bus::Replier;
 use llmr_protocol::responses::{ListQuery, sse};
-use llmr_protocol::{ApiError, Envelope, now_ms};
+use llmr_protocol::{ApiError, Envelope, Outcome, now_ms};
 use serde_json::{Value, json};
 
 use crate::convert;
@@ -131,7 +131,8 @@ note to yourself.";
 /// `POST /v1/responses/compact`: a conversation's items (`input`, or a stored chain via
 /// `previous_response_id`, or a `conversation`) compacted into a shorter input — a summary
 /// written by `model`, followed by the last user message — to send as the next `input`.
-pub async fn compact(ctx: &Ctx, env: &Envelope, body: &Value) -> Result<Value, ApiError> {
+/// The compaction, and what its chat cost (for the end frame).
+pub async fn compact(ctx: &Ctx, env: &Envelope, body: &Value) -> Result<(Value, Option<Outcome>), ApiError> {
     let mut probe = body.clone();
     if probe.get("input").is_none() {
         probe["input"] = json!([]);
@@ -163,7 +164,7 @@ pub async fn compact(ctx: &Ctx, env: &Envelope, body: &Value) -> Result<Value, A
         .cloned();
     let mut prompt = messages;
     prompt.push(json!({"role": "user", "content": COMPACT_PROMPT}));
-    let (summary, usage) = chat_text(ctx, env, &req.model, prompt).await?;
+    let (summary, usage, outcome) = chat_text(ctx, env, &req.model, prompt).await?;
     let mut output = vec![json!({
         "id": convert::new_id("msg"),
         "type": "message",
@@ -172,12 +173,13 @@ pub async fn compact(ctx: &Ctx, env: &Envelope, body: &Value) -> Result<Value, A
         "content": [{"type": "input_text", "text": format!("Summary of the conversation so far:\n{summary}")}],
     })];
     output.extend(last_user);
-    Ok(json!({
+    let compaction = json!({
         "id": convert::new_id("cmp"),
         "object": "response.compaction",
         "created_at": now_ms() / 1000,
         "model": req.model,
         "output": output,
         "usage": usage,
-    }))
+    });
+    Ok((compaction, outcome))
 }

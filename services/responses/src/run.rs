@@ -212,6 +212,8 @@ impl<'a> Run<'a> {
             include_usage: true,
             cache: self.env.meta.cache.clone(),
             native: self.native_body(),
+            scope: self.env.meta.scope.clone(),
+            tools: self.env.meta.tools.clone(),
             ..Meta::default()
         };
         let body = Bytes::from(Value::Object(chat).to_string());
@@ -336,6 +338,8 @@ impl<'a> Run<'a> {
         } else {
             self.replay(&mut call, &mut t, out).await
         };
+        // The response's end frame reports what its chat cost (the gateway settles from it).
+        out.set_outcome(call.outcome().cloned());
         if let Some(outcome) = ended {
             return outcome;
         }
@@ -508,17 +512,19 @@ impl<'a> Run<'a> {
     }
 }
 
-/// A whole (non-streamed) chat answer's text and usage, through the router: the model
-/// behind `compact`.
+/// A whole (non-streamed) chat answer's text and usage, through the router, and what it
+/// cost: the model behind `compact`.
 pub async fn chat_text(
     ctx: &Ctx,
     env: &Envelope,
     model: &str,
     messages: Vec<Value>,
-) -> Result<(String, Value), ApiError> {
+) -> Result<(String, Value, Option<llmr_protocol::Outcome>), ApiError> {
     let body = json!({"model": model, "messages": messages, "stream": false});
     let meta = Meta {
         model: model.to_owned(),
+        scope: env.meta.scope.clone(),
+        tools: env.meta.tools.clone(),
         ..Meta::default()
     };
     let chat = env.on_behalf(Kind::Chat, ctx.caller.instance(), Bytes::from(body.to_string()), meta);
@@ -536,5 +542,5 @@ pub async fn chat_text(
         .as_str()
         .unwrap_or_default()
         .to_owned();
-    Ok((text, usage(&completion["usage"])))
+    Ok((text, usage(&completion["usage"]), answer.outcome))
 }

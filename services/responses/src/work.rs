@@ -59,7 +59,15 @@ async fn serve(ctx: &Ctx, d: &Delivery) {
         Op::Cancel { id } => ops::answer(&mut out, ops::cancel(stored, &id).await).await,
         Op::InputItems { id, query } => ops::answer(&mut out, ops::input_items(stored, &id, &query).await).await,
         Op::InputTokens { body } => ops::answer(&mut out, ops::input_tokens(&body)).await,
-        Op::Compact { body } => ops::answer(&mut out, ops::compact(ctx, env, &body).await).await,
+        Op::Compact { body } => {
+            let compacted = ops::compact(ctx, env, &body).await;
+            let (result, outcome) = match compacted {
+                Ok((v, o)) => (Ok(v), o),
+                Err(e) => (Err(e), None),
+            };
+            out.set_outcome(outcome);
+            ops::answer(&mut out, result).await
+        }
         op => ops::answer(&mut out, conversation_op(stored, op).await).await,
     }
 }

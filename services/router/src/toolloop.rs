@@ -10,6 +10,7 @@
 //! Remote servers' tools are named by the one rule of `llmr_protocol::tools`, the same one
 //! mcp-tools serves them under.
 
+use llmr_protocol::Outcome;
 use std::rc::Rc;
 
 use bytes::Bytes;
@@ -106,7 +107,11 @@ impl ToolLoop {
     /// Runs the loop for `env` and answers its caller.
     pub async fn run(&self, env: &Envelope, routes: &[Route]) {
         let mut out = Replier::to(self.caller.bus().clone(), env);
-        let sent = match self.drive(env, routes).await {
+        let mut spent: Option<Outcome> = None;
+        let driven = self.drive(env, routes, &mut spent).await;
+        // The end frame reports what every round cost together.
+        out.set_outcome(spent);
+        let sent = match driven {
             Ok((status, c)) if status < 300 && env.meta.stream => {
                 let events: Vec<Bytes> = c
                     .to_chunks(env.meta.include_usage)
@@ -246,7 +251,12 @@ impl ToolLoop {
     }
 
     /// The loop; the final `(status, completion)`.
-    async fn drive(&self, env: &Envelope, routes: &[Route]) -> Result<(u16, ChatCompletion), ApiError> {
+    async fn drive(
+        &self,
+        env: &Envelope,
+        routes: &[Route],
+        spent: &mut Option<Outcome>,
+    ) -> Result<(u16, ChatCompletion), ApiError> {
         let original: Value = serde_json::from_slice(&env.body).map_err(|e| ApiError::invalid(e.to_string(), None))?;
         let (defs, names) = self.server_tools(env, &original, &routes[0]).await?;
         let mut body = offer(&original, defs);
@@ -258,7 +268,10 @@ impl ToolLoop {
             }
             // Each round is a child span: its completion and its tool calls inside.
             let span = tracing::info_span!("tool_round", otel.name = %format!("tool_loop round {round}"), llmr.round = i64::from(round));
-            let (status, mut completion) = self.complete(env, routes, &body).instrument(span.clone()).await?;
+            let (status, mut completion, outcome) = self.complete(env, routes, &body).instrument(span.clone()).await?;
+            if let Some(o) = outcome {
+                spent.get_or_insert_with(Outcome::default).add(&o);
+            }
             if let Some(u) = completion.usage {
                 usage.prompt_tokens += u.prompt_tokens;
                 usage.completion_tokens += u.completion_tokens;
@@ -306,7 +319,7 @@ impl ToolLoop {
         env: &Envelope,
         routes: &[Route],
         body: &Map<String, Value>,
-    ) -> Result<(u16, ChatCompletion), ApiError> {
+    ) -> Result<(u16, ChatCompletion, Option<Outcome>), ApiError> {
         let bytes = Bytes::from(Value::Object(body.clone()).to_string());
         let plan = self.routing.plan_one(routes, bytes.len(), now_ms()).await?;
         let stream = streams::jobs_for(&plan.pool, env.meta.priority);
@@ -315,6 +328,7 @@ impl ToolLoop {
             caller: env.meta.caller.clone(),
             priority: env.meta.priority,
             plan: Some(plan),
+            tools: env.meta.tools.clone(),
             ..Meta::default()
         };
         let mut job = env.on_behalf(Kind::Job, self.caller.instance(), bytes, meta);
@@ -323,7 +337,7 @@ impl ToolLoop {
         let c: ChatCompletion = serde_json::from_slice(&answer.body).map_err(|e| ApiError::Internal {
             message: format!("unreadable completion: {e}"),
         })?;
-        Ok((answer.status, c))
+        Ok((answer.status, c, answer.outcome))
     }
 }
 

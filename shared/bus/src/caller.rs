@@ -29,6 +29,8 @@ const PUBLISH_TIMEOUT: Duration = Duration::from_millis(900);
 pub struct Answer {
     pub status: u16,
     pub body: Bytes,
+    /// What the end frame said answered and what it cost (a provider worker's answer).
+    pub outcome: Option<llmr_protocol::Outcome>,
 }
 
 /// One caller instance: its reply stream and in-flight requests.
@@ -219,6 +221,7 @@ impl Call {
         Ok(Answer {
             status: head.status,
             body,
+            outcome: self.outcome.take(),
         })
     }
 

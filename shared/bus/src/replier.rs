@@ -34,7 +34,7 @@ pub struct Replier {
     marked: bool,
     /// What the end frame reports (a provider worker's attempt), with the prices that make
     /// its cost; the usage is filled in by [`Replier::set_usage`] or estimated.
-    outcome: Option<(llmr_protocol::Outcome, (f64, f64))>,
+    outcome: Option<(llmr_protocol::Outcome, Option<(f64, f64)>)>,
     /// Bytes of chunks sent (the estimate of output tokens when no usage is reported).
     sent_bytes: u64,
 }
@@ -88,7 +88,13 @@ impl Replier {
             cost_usd: 0.0,
             attempts,
         };
-        self.outcome = Some((outcome, prices));
+        self.outcome = Some((outcome, Some(prices)));
+    }
+
+    /// Makes the end frame report `outcome` as it is (what calls made on the request's
+    /// behalf cost: a tool loop's rounds, a response's chat).
+    pub fn set_outcome(&mut self, outcome: Option<llmr_protocol::Outcome>) {
+        self.outcome = outcome.map(|o| (o, None));
     }
 
     /// The usage the upstream reported (before the end frame is sent).
@@ -195,11 +201,13 @@ impl Replier {
         let seq = self.next();
         match &mut self.outcome {
             Some((o, prices)) => {
-                if o.estimated {
-                    o.usage.completion_tokens = self.sent_bytes / 4;
+                if let Some(prices) = prices {
+                    if o.estimated {
+                        o.usage.completion_tokens = self.sent_bytes / 4;
+                    }
+                    o.usage.total_tokens = o.usage.prompt_tokens + o.usage.completion_tokens;
+                    o.cost_usd = llmr_protocol::Outcome::price(&o.usage, *prices);
                 }
-                o.usage.total_tokens = o.usage.prompt_tokens + o.usage.completion_tokens;
-                o.cost_usd = llmr_protocol::Outcome::price(&o.usage, *prices);
                 frames.push(Frame::end_with(self.id, seq, o));
             }
             None => frames.push(Frame::end(self.id, seq)),

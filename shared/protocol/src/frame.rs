@@ -108,6 +108,19 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// Adds another call's outcome to this one (rounds of a tool loop): tokens, cost and
+    /// attempts add up; the last provider and model are named.
+    pub fn add(&mut self, other: &Outcome) {
+        self.usage.prompt_tokens += other.usage.prompt_tokens;
+        self.usage.completion_tokens += other.usage.completion_tokens;
+        self.usage.total_tokens += other.usage.total_tokens;
+        self.cost_usd += other.cost_usd;
+        self.attempts += other.attempts;
+        self.estimated |= other.estimated;
+        self.provider.clone_from(&other.provider);
+        self.model.clone_from(&other.model);
+    }
+
     /// The cost of `usage` at prices per million tokens.
     pub fn price(usage: &Usage, (input, output): (f64, f64)) -> f64 {
         (usage.prompt_tokens as f64 * input + usage.completion_tokens as f64 * output) / 1e6

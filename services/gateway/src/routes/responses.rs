@@ -15,44 +15,124 @@ use super::sse::{Dialect, relay};
 use crate::observe::client_trace;
 use crate::{AppState, HttpError};
 
-/// Hands `op` to the responses service and relays its answer.
+/// Admits an operation that calls a model (create, compact) for the caller's key: its model
+/// allowlist and its reservation (`max_output_tokens` as the output cap). A background
+/// response of a key with a budget is refused: its cost lands after the answer, where the
+/// reservation could not hold it.
+async fn admit(
+    req: &HttpRequest,
+    state: &AppState,
+    body: &Value,
+    body_len: usize,
+) -> Result<crate::govern::Ticket, HttpError> {
+    let identity = super::models::identity(req);
+    let budgeted = identity.caller().is_some_and(|c| {
+        c.key.limits.budget_usd.is_some() || c.team.as_ref().is_some_and(|t| t.limits.budget_usd.is_some())
+    });
+    if budgeted && body.get("background") == Some(&Value::Bool(true)) {
+        return Err(HttpError(ApiError::invalid(
+            "Background responses are not available to a key with a budget (their cost would land after the answer).",
+            Some("background"),
+        )));
+    }
+    let ask = crate::govern::Ask {
+        route: "responses",
+        model: body.get("model").and_then(Value::as_str).unwrap_or_default(),
+        stream: body.get("stream") == Some(&Value::Bool(true)),
+        body_len,
+        max_tokens: body.get("max_output_tokens").and_then(Value::as_u64),
+    };
+    Ok(crate::govern::admit(&state.settings, &state.store, &identity, &ask).await?)
+}
+
+/// Hands `op` to the responses service and relays its answer; `ticket` (an admitted create
+/// or compact) is settled with what the answer cost.
 async fn forward(
     req: &HttpRequest,
     state: &AppState,
     op: Op,
     model: String,
     stream: bool,
+    ticket: Option<crate::govern::Ticket>,
 ) -> Result<HttpResponse, HttpError> {
+    let identity = super::models::identity(req);
     let meta = Meta {
         model,
         stream,
         caller: CallerId::Gateway(state.instance.clone()),
         cache: super::sse::cache_directives(req),
+        scope: identity.cache_scope(state.settings.cache.scope),
+        tools: identity.tool_lists(),
         ..Meta::default()
     };
     let deadline = now_ms() + state.settings.server.request_timeout_ms;
     let trace = llmr_telemetry::context(&tracing::Span::current(), &client_trace(req.headers()));
     let body =
         Bytes::from(serde_json::to_vec(&op).map_err(|e| HttpError(ApiError::Internal { message: e.to_string() }))?);
-    let env = Envelope::new(Kind::Responses, &state.instance, deadline, trace, body, meta);
-    let mut call = state.send(streams::RESPONSES, &env).await?;
-    let head = call.head().await?;
+    let mut env = Envelope::new(Kind::Responses, &state.instance, deadline, trace, body, meta);
+    let mut ticket = ticket;
+    if let Some(t) = &ticket {
+        env.id = t.id;
+    }
+    let answered = async {
+        let mut call = state.send(streams::RESPONSES, &env).await?;
+        let head = call.head().await?;
+        Ok::<_, HttpError>((call, head))
+    }
+    .await;
+    let (mut call, head) = match answered {
+        Ok(a) => a,
+        Err(e) => {
+            if let Some(mut t) = ticket.take() {
+                t.failed(&e.0);
+                t.settle().await;
+            }
+            return Err(e);
+        }
+    };
     if head.stream {
-        return Ok(relay(
+        if let Some(t) = &mut ticket {
+            t.first_token();
+        }
+        let mut headers = HttpResponse::Ok().finish();
+        if let Some(t) = &ticket {
+            t.decorate(crate::error::Wire::OpenAi, &mut headers);
+        }
+        let mut r = relay(
             call,
             Dialect::Responses,
             head.cache,
             super::sse::compress_stream(req),
-            None,
-        ));
+            ticket,
+        );
+        for (name, value) in headers.headers() {
+            r.headers_mut().insert(name.clone(), value.clone());
+        }
+        return Ok(r);
     }
-    let body = call.body().await?;
+    let body = call.body().await;
+    if let Some(t) = &mut ticket {
+        match &body {
+            Ok(_) => t.answered(
+                head.status,
+                call.outcome(),
+                head.cache == Some(llmr_protocol::CacheStatus::Hit),
+            ),
+            Err(e) => t.failed(e),
+        }
+    }
+    let body = body?;
     let status = actix_web::http::StatusCode::from_u16(head.status).unwrap_or(actix_web::http::StatusCode::OK);
     let mut r = HttpResponse::build(status);
     if let Some(c) = head.cache {
         r.insert_header((super::sse::CACHE_HEADER, c.as_str()));
     }
-    Ok(r.content_type("application/json").body(body))
+    let mut r = r.content_type("application/json").body(body);
+    if let Some(t) = ticket {
+        t.decorate(crate::error::Wire::OpenAi, &mut r);
+        t.settle().await;
+    }
+    Ok(r)
 }
 
 /// `POST /v1/responses`.
@@ -61,10 +141,11 @@ pub async fn create(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, HttpError> {
-    let body = super::read_json(&req, payload, &state).await?.1;
+    let (raw, body) = super::read_json(&req, payload, &state).await?;
     let stream = body.get("stream") == Some(&Value::Bool(true));
     let model = body.get("model").and_then(Value::as_str).unwrap_or_default().to_owned();
-    forward(&req, &state, Op::Create { body }, model, stream).await
+    let ticket = admit(&req, &state, &body, raw.len()).await?;
+    forward(&req, &state, Op::Create { body }, model, stream, Some(ticket)).await
 }
 
 /// `POST /v1/responses/input_tokens`, `POST /v1/responses/compact` and `POST /v1/conversations`:
@@ -74,14 +155,17 @@ pub async fn body_op(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, HttpError> {
-    let body = super::read_json(&req, payload, &state).await?.1;
+    let (raw, body) = super::read_json(&req, payload, &state).await?;
     let model = body.get("model").and_then(Value::as_str).unwrap_or_default().to_owned();
-    let op = match req.path().rsplit('/').next() {
-        Some("input_tokens") => Op::InputTokens { body },
-        Some("compact") => Op::Compact { body },
-        _ => Op::ConversationCreate { body },
+    let (op, ticket) = match req.path().rsplit('/').next() {
+        Some("input_tokens") => (Op::InputTokens { body }, None),
+        Some("compact") => {
+            let ticket = admit(&req, &state, &body, raw.len()).await?;
+            (Op::Compact { body }, Some(ticket))
+        }
+        _ => (Op::ConversationCreate { body }, None),
     };
-    forward(&req, &state, op, model, false).await
+    forward(&req, &state, op, model, false, ticket).await
 }
 
 #[derive(Deserialize)]
@@ -110,7 +194,7 @@ pub async fn response(
             starting_after: q.starting_after,
         }
     };
-    forward(&req, &state, op, String::new(), stream).await
+    forward(&req, &state, op, String::new(), stream, None).await
 }
 
 /// `POST /v1/responses/{id}/cancel`.
@@ -119,7 +203,15 @@ pub async fn cancel(
     id: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, HttpError> {
-    forward(&req, &state, Op::Cancel { id: id.into_inner() }, String::new(), false).await
+    forward(
+        &req,
+        &state,
+        Op::Cancel { id: id.into_inner() },
+        String::new(),
+        false,
+        None,
+    )
+    .await
 }
 
 /// `GET /v1/responses/{id}/input_items` and `GET /v1/conversations/{id}/items`.
@@ -135,7 +227,7 @@ pub async fn list(
     } else {
         Op::ItemsList { id, query }
     };
-    forward(&req, &state, op, String::new(), false).await
+    forward(&req, &state, op, String::new(), false, None).await
 }
 
 /// `GET`, `POST` (metadata) and `DELETE /v1/conversations/{id}`, and
@@ -159,7 +251,7 @@ pub async fn conversation(
             }
         }
     };
-    forward(&req, &state, op, String::new(), false).await
+    forward(&req, &state, op, String::new(), false, None).await
 }
 
 /// `GET` and `DELETE /v1/conversations/{id}/items/{item_id}`.
@@ -174,5 +266,5 @@ pub async fn item(
     } else {
         Op::ItemRetrieve { id, item_id }
     };
-    forward(&req, &state, op, String::new(), false).await
+    forward(&req, &state, op, String::new(), false, None).await
 }
