@@ -396,7 +396,7 @@ async fn mcp(f: &Fixture, secret: &str, session: Option<&str>, msg: Value) -> (V
 
 async fn a_key_lists_and_calls_only_its_tools(redis: bool) {
     let f = Fixture::start(redis, "");
-    let (_, secret) = f.key(json!({"name": "tools", "tools": ["tool_*"]})).await;
+    let (id, secret) = f.key(json!({"name": "tools", "tools": ["tool_*"]})).await;
     let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
     let (_, sid) = mcp(&f, &secret, None, init).await;
     let sid = sid.expect("a session");
@@ -418,6 +418,17 @@ async fn a_key_lists_and_calls_only_its_tools(redis: bool) {
             .unwrap_or_default()
             .contains("may not call"),
         "{v}"
+    );
+    // The tool call is in the request log, the tool as its model.
+    let url = format!("/admin/requests?key={id}");
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            let log = f.admin_get(&url).await;
+            log["data"][0]["route"] == "mcp" && log["data"][0]["model"] == "execute_tool"
+        })
+        .await,
+        "{}",
+        f.admin_get(&url).await
     );
     // The unrestricted token sees every built-in.
     let (_, sid) = mcp(&f, "main-token", None, json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}})).await;

@@ -102,6 +102,12 @@ pub async fn admit(settings: &Settings, store: &Store, identity: &Identity, ask:
     }
 }
 
+/// A ticket that reserves nothing, for a request the log records but no limit counts (an MCP
+/// tool call: `model` names the tool).
+pub fn record_only(settings: &Settings, store: &Store, identity: &Identity, ask: &Ask<'_>) -> Ticket {
+    Ticket::new(settings, store, identity, ask)
+}
+
 async fn reserve(settings: &Settings, t: &mut Ticket, ask: &Ask<'_>) -> Result<(), ApiError> {
     let Some(c) = t.identity.caller() else {
         return Ok(());

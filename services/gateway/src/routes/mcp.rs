@@ -131,10 +131,26 @@ async fn serve(req: &HttpRequest, payload: web::Payload, state: &AppState) -> Re
     if m.notification {
         return Ok(HttpResponse::Accepted().finish());
     }
+    let identity = super::models::identity(req);
+    // A tool call leaves a record in the request log (the tool as its model).
+    let mut ticket = (m.method.as_deref() == Some("tools/call")).then(|| {
+        let tool = serde_json::from_slice::<Value>(&body)
+            .ok()
+            .and_then(|v| v.pointer("/params/name").and_then(Value::as_str).map(str::to_owned))
+            .unwrap_or_default();
+        let ask = crate::govern::Ask {
+            route: "mcp",
+            model: &tool,
+            stream: false,
+            body_len: body.len(),
+            max_tokens: None,
+        };
+        crate::govern::record_only(&state.settings, &state.store, &identity, &ask)
+    });
     let meta = Meta {
         caller: session.map_or(CallerId::None, CallerId::Session),
         mode: ToolMode::from_header(header(req, "x-mcp-tool-mode").unwrap_or_default()),
-        tools: super::models::identity(req).tool_lists(),
+        tools: identity.tool_lists(),
         ..Meta::default()
     };
     let deadline = now_ms() + state.settings.server.request_timeout_ms;
@@ -150,11 +166,22 @@ async fn serve(req: &HttpRequest, payload: web::Payload, state: &AppState) -> Re
     let answer = if !initialize && accepts_sse(req) {
         match tokio::time::timeout(SSE_AFTER, &mut answer).await {
             Ok(a) => a,
-            Err(_) => return Ok(sse_answer(answer, m.id.clone())),
+            Err(_) => {
+                if let Some(t) = &mut ticket {
+                    t.answered(200, None, false);
+                }
+                return Ok(sse_answer(answer, m.id.clone()));
+            }
         }
     } else {
         answer.await
     };
+    if let Some(t) = &mut ticket {
+        match &answer {
+            Ok(a) => t.answered(a.status, None, false),
+            Err(e) => t.failed(e),
+        }
+    }
     let answer = answer.map_err(failed)?;
     if answer.status == 202 {
         return Ok(HttpResponse::Accepted().finish());
