@@ -368,6 +368,17 @@ async fn cached(f: &Fixture, secret: &str) -> String {
     header(resp.headers(), "x-llmr-cache").unwrap_or_default().to_owned()
 }
 
+/// A DELETE with the admin token: its status.
+async fn delete(f: &Fixture, path: &str) -> u16 {
+    let resp = client()
+        .delete(f.url(path))
+        .insert_header(("authorization", format!("Bearer {ADMIN}")))
+        .send()
+        .await
+        .unwrap();
+    resp.status().as_u16()
+}
+
 async fn get_text_auth(url: &str, token: &str) -> (u16, String) {
     let mut resp = client()
         .get(url)
@@ -700,3 +711,91 @@ async fn responses_are_admitted_and_settled_like_chats(redis: bool) {
     );
 }
 both!(responses_are_admitted_and_settled_like_chats);
+
+async fn keys_and_teams_declared_in_the_config_file_work(redis: bool) {
+    let hashed = "sk-llmr-hashed-secret";
+    let digest = llmr_gateway::keys::hash_secret(hashed);
+    let extra = format!(
+        "[[teams]]\nname = \"ops\"\nrpm = 2\n\n[[keys]]\nname = \"from-env\"\nkey = \"${{LLMR_TEST_KEY}}\"\nteam = \"ops\"\nmodels = [\"priced\"]\n\n[[keys]]\nname = \"from-hash\"\nhash = \"{digest}\"\nbudget_usd = 0.025\n"
+    );
+    let f = {
+        let mock = MockUpstream::start(&["priced"]);
+        let toml = format!(
+            "{ECHO}[[providers]]\nname = \"up\"\ntype = \"openai\"\nbase_url = \"{}\"\nmodels = [\"priced\", \"other\"]\ncost_output_per_mtok = 5000.0\n{extra}",
+            mock.base_url()
+        );
+        let cfg = TestConfig::new(toml)
+            .env("LLMR__SERVER__ADMIN_TOKEN", ADMIN)
+            .env("LLMR_TEST_KEY", "sk-llmr-from-the-environment");
+        Fixture {
+            app: InProcess::start(redis, cfg),
+            mock,
+        }
+    };
+    let env_key = "sk-llmr-from-the-environment";
+    assert_eq!(f.chat(env_key, "priced").await.0, 200);
+    assert_eq!(f.chat(env_key, "other").await.0, 403, "the file's model list holds");
+    assert_eq!(f.chat(env_key, "priced").await.0, 200);
+    let (status, _, v) = f.chat(env_key, "priced").await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (429, Some("rate_limit_exceeded")),
+        "the team's rpm: {v}"
+    );
+    assert_eq!(f.chat(hashed, "priced").await.0, 200);
+    let (status, _, v) = f.chat(hashed, "priced").await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (429, Some("insufficient_quota")),
+        "{v}"
+    );
+    let keys = f.admin_get("/admin/keys").await;
+    let names: Vec<&str> = keys["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["from-env", "from-hash"]);
+    assert!(
+        keys["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|k| k["from_config"] == true && k.get("hash").is_none())
+    );
+}
+both!(keys_and_teams_declared_in_the_config_file_work);
+
+async fn the_admin_api_refuses_what_it_cannot_honour(redis: bool) {
+    let f = Fixture::start(redis, "");
+    let auth = format!("Bearer {ADMIN}");
+    let h = [("authorization", auth.as_str())];
+    for q in [
+        "group_by=AAA",
+        "from=2024-13-45",
+        "from=0000-00-00",
+        "from=2020-01-01&to=2999-12-31",
+    ] {
+        let (status, v) = get(&f.url(&format!("/admin/spend?{q}")), &h).await;
+        assert_eq!(status, 400, "{q}: {v}");
+    }
+    let (status, b) = post_with(
+        &f.url("/admin/keys"),
+        &json!({"name": "x", "expires_at": u64::MAX / 10}),
+        &h,
+    )
+    .await;
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&b));
+    let (status, _) = post_with(&f.url("/admin/keys"), &json!({"name": "x", "bogus": 1}), &h).await;
+    assert_eq!(status, 400, "unknown fields are refused");
+    // A team with live keys is not deleted from under them.
+    let team = f.admin_post("/admin/teams", json!({"name": "t"})).await;
+    let tid = team["id"].as_str().unwrap();
+    let (kid, _) = f.key(json!({"name": "in-team", "team": tid})).await;
+    assert_eq!(delete(&f, &format!("/admin/teams/{tid}")).await, 400);
+    assert_eq!(delete(&f, &format!("/admin/keys/{kid}")).await, 200);
+    assert_eq!(delete(&f, &format!("/admin/teams/{tid}")).await, 200);
+    assert_eq!(delete(&f, &format!("/admin/teams/{tid}")).await, 404);
+}
+both!(the_admin_api_refuses_what_it_cannot_honour);

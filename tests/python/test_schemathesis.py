@@ -48,11 +48,6 @@ def served_document(root):
         props = schema.get("properties", {})
         if "model" in props and name not in ANY_MODEL:
             props["model"] = {"type": "string", "enum": MODELS}
-    # KNOWN BUG (admin.rs `spend`): an unknown `group_by` is refused only while a row of the
-    # range is being grouped, so with no spend in the range `?group_by=AAA` answers 200 with
-    # `"group_by": "AAA"`. The document keeps the enum; this copy accepts any string until the
-    # handler checks `group_by` up front. Remove this line then.
-    doc["components"]["schemas"]["SpendList"]["properties"]["group_by"] = {"type": "string"}
     return doc
 
 

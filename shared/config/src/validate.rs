@@ -97,7 +97,7 @@ impl Settings {
             let at = format!("keys[{i}]");
             let secret = !secrecy::ExposeSecret::expose_secret(&k.key).is_empty();
             p.check(
-                secret ^ k.hash.is_empty(),
+                secret == k.hash.is_empty(),
                 format!("{at}.key"),
                 "set `key` (the secret) or `hash`, not both",
             );

@@ -107,7 +107,11 @@ fn expiry(m: &Map<String, Value>) -> Result<Option<Option<u64>>, HttpError> {
     match m.get("expires_at") {
         None => Ok(None),
         Some(Value::Null) => Ok(Some(None)),
-        Some(Value::Number(n)) => n.as_u64().map(|s| Some(Some(s * 1000))).ok_or_else(bad),
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .and_then(|s| s.checked_mul(1000))
+            .map(|ms| Some(Some(ms)))
+            .ok_or_else(bad),
         Some(Value::String(s)) => llmr_config::rfc3339_ms(s).map(|t| Some(Some(t))).ok_or_else(bad),
         Some(_) => Err(bad()),
     }
@@ -364,6 +368,24 @@ pub async fn team(
             state.store.gov_put_team(&t).await?;
         }
         actix_web::http::Method::DELETE => {
+            if t.from_config {
+                return Err(invalid(
+                    format!("The team `{id}` is declared in the config file: remove it there."),
+                    "id",
+                ));
+            }
+            let snapshot = state.keyring.snapshot();
+            let members = snapshot
+                .keys
+                .values()
+                .filter(|k| k.team.as_deref() == Some(id.as_str()) && k.revoked_ms.is_none())
+                .count();
+            if members > 0 {
+                return Err(invalid(
+                    format!("The team `{id}` still has {members} live key(s): move or revoke them first."),
+                    "id",
+                ));
+            }
             state.store.gov_delete_team(&id).await?;
             state.keyring.reload(&state.store, true).await?;
             return Ok(HttpResponse::Ok().json(json!({"id": id, "object": "team", "deleted": true})));
@@ -372,6 +394,16 @@ pub async fn team(
     }
     state.keyring.reload(&state.store, true).await?;
     Ok(HttpResponse::Ok().json(team_view(&state, &t).await?))
+}
+
+/// Days one spend query may cover.
+const MAX_SPEND_DAYS: usize = 400;
+
+/// Whether `d` is a real day, `YYYY-MM-DD` (it round-trips through the calendar).
+fn valid_day(d: &str) -> bool {
+    llmr_store::governance::days_between(d, d, 1)
+        .first()
+        .is_some_and(|back| back == d)
 }
 
 #[derive(Debug, Deserialize)]
@@ -393,11 +425,18 @@ pub async fn spend(q: web::Query<SpendQuery>, state: web::Data<AppState>) -> Res
         q.to.clone().unwrap_or(today),
     );
     for (v, p) in [(&from, "from"), (&to, "to")] {
-        if llmr_store::governance::days_between(v, v, 1).is_empty() {
+        if !valid_day(v) {
             return Err(invalid(format!("`{p}` must be a day, YYYY-MM-DD."), p));
         }
     }
+    let days = llmr_store::governance::days_between(&from, &to, MAX_SPEND_DAYS + 1).len();
+    if days > MAX_SPEND_DAYS {
+        return Err(invalid(format!("At most {MAX_SPEND_DAYS} days at once."), "to"));
+    }
     let by = q.group_by.as_deref().unwrap_or("key");
+    if !matches!(by, "key" | "team" | "model" | "day") {
+        return Err(invalid("`group_by` must be key, team, model or day.", "group_by"));
+    }
     let rows = state.store.gov_spend(&from, &to).await?;
     let mut groups: std::collections::BTreeMap<String, [u64; 4]> = Default::default();
     for r in rows {
@@ -405,8 +444,7 @@ pub async fn spend(q: web::Query<SpendQuery>, state: web::Data<AppState>) -> Res
             "key" => r.key,
             "team" => r.team,
             "model" => r.model,
-            "day" => r.day,
-            _ => return Err(invalid("`group_by` must be key, team, model or day.", "group_by")),
+            _ => r.day,
         };
         let e = groups.entry(g).or_default();
         for (i, n) in [r.requests, r.input_tokens, r.output_tokens, r.spend_micros]
