@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use llmr_config::{KeyDecl, LimitsDecl, Settings, TeamDecl};
-use llmr_store::governance::{Limits, Period, Team, VirtualKey};
+use llmr_config::{KeyDecl, Settings, TeamDecl};
+use llmr_store::governance::{Team, VirtualKey};
 use llmr_store::{Store, TaskGuard};
 use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
@@ -127,17 +127,6 @@ pub fn hint(secret: &str) -> String {
     format!("{head}…{tail}")
 }
 
-/// Limits from the config file's fields.
-pub fn limits_of(d: &LimitsDecl) -> Limits {
-    Limits {
-        rpm: d.rpm,
-        tpm: d.tpm,
-        max_parallel: d.max_parallel,
-        budget_usd: d.budget_usd,
-        budget_period: Period::parse(&d.budget_period).unwrap_or_default(),
-    }
-}
-
 fn key_of(d: &KeyDecl) -> VirtualKey {
     let secret = d.key.expose_secret();
     VirtualKey {
@@ -152,7 +141,7 @@ fn key_of(d: &KeyDecl) -> VirtualKey {
         team: d.team.clone(),
         models: d.models.clone(),
         tools: d.tools.clone(),
-        limits: limits_of(&d.limits),
+        limits: d.limits.clone(),
         expires_at_ms: d.expires_at.as_deref().and_then(llmr_config::rfc3339_ms),
         metadata: serde_json::to_value(&d.metadata).unwrap_or_default(),
         created_ms: 0,
@@ -167,7 +156,7 @@ fn team_of(d: &TeamDecl) -> Team {
         name: d.name.clone(),
         models: d.models.clone(),
         tools: d.tools.clone(),
-        limits: limits_of(&d.limits),
+        limits: d.limits.clone(),
         metadata: serde_json::Value::Null,
         created_ms: 0,
         from_config: true,

@@ -11,9 +11,11 @@
 //! - [`procs`]: deployments as processes; CPU and RSS from `/proc`.
 //! - [`mcp`]: a trivial tool call through `/mcp`.
 //! - [`responses`]: a trivial response through `/v1/responses`, and cache hits.
+//! - [`governance`]: a virtual key with limits against `server.token` (`--governance`).
 
 pub mod commands;
 pub mod floor;
+pub mod governance;
 pub mod load;
 pub mod mcp;
 pub mod peers;

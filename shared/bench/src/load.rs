@@ -61,7 +61,8 @@ impl Stats {
         let _ = self.latency.record(total.as_micros().max(1) as u64);
     }
 
-    fn merge(&mut self, o: &Stats) {
+    /// Adds `o`'s requests (not its elapsed time) to these.
+    pub fn merge(&mut self, o: &Stats) {
         let _ = self.latency.add(&o.latency);
         let _ = self.ttfb.add(&o.ttfb);
         self.ok += o.ok;
@@ -91,15 +92,20 @@ fn hist() -> Histogram<u64> {
         .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!()))
 }
 
-/// One request: status 200 and a complete body count as ok; returns (ttfb, total), or what
-/// went wrong.
-async fn one(client: &awc::Client, url: &str, body: &Bytes, sent: Instant) -> Result<(Duration, Duration), String> {
-    let mut resp = client
-        .post(url)
-        .insert_header(("content-type", "application/json"))
-        .send_body(body.clone())
-        .await
-        .map_err(|e| format!("send: {e}"))?;
+/// One request (with `auth` as its `Authorization` header, when given): status 200 and a
+/// complete body count as ok; returns (ttfb, total), or what went wrong.
+async fn one(
+    client: &awc::Client,
+    url: &str,
+    body: &Bytes,
+    auth: Option<&str>,
+    sent: Instant,
+) -> Result<(Duration, Duration), String> {
+    let mut req = client.post(url).insert_header(("content-type", "application/json"));
+    if let Some(auth) = auth {
+        req = req.insert_header(("authorization", auth));
+    }
+    let mut resp = req.send_body(body.clone()).await.map_err(|e| format!("send: {e}"))?;
     let status = resp.status().as_u16();
     let mut first = None;
     let mut refusal = Vec::new();
@@ -135,6 +141,12 @@ fn refused_for(body: &[u8]) -> String {
 
 /// Runs `shape` against `url` with `body` on `threads` client threads.
 pub fn run(url: &str, body: Bytes, shape: Shape, threads: usize) -> Stats {
+    run_as(url, body, shape, threads, None)
+}
+
+/// [`run`] presenting `token` (`Authorization: Bearer {token}`) with every request.
+pub fn run_as(url: &str, body: Bytes, shape: Shape, threads: usize, token: Option<&str>) -> Stats {
+    let auth = token.map(|t| format!("Bearer {t}"));
     // awc's connector builds a TLS config: pick the crypto provider (once per process).
     let _ = rustls::crypto::ring::default_provider().install_default();
     let threads = match shape {
@@ -144,8 +156,10 @@ pub fn run(url: &str, body: Bytes, shape: Shape, threads: usize) -> Stats {
     let start = Instant::now();
     let handles: Vec<_> = (0..threads)
         .map(|t| {
-            let (url, body) = (url.to_owned(), body.clone());
-            std::thread::spawn(move || actix_rt::System::new().block_on(thread_load(url, body, shape, t, threads)))
+            let (url, body, auth) = (url.to_owned(), body.clone(), auth.clone());
+            std::thread::spawn(move || {
+                actix_rt::System::new().block_on(thread_load(url, body, auth, shape, t, threads))
+            })
         })
         .collect();
     let mut total = Stats::new();
@@ -165,22 +179,24 @@ async fn clients(
     client: &awc::Client,
     url: &str,
     body: &Bytes,
+    auth: &Option<Rc<str>>,
     stats: &Rc<RefCell<Stats>>,
     again: impl Fn() -> bool + Clone + 'static,
 ) {
     let tasks: Vec<_> = (0..n)
         .map(|_| {
-            let (client, url, body, stats, again) = (
+            let (client, url, body, auth, stats, again) = (
                 client.clone(),
                 url.to_owned(),
                 body.clone(),
+                auth.clone(),
                 stats.clone(),
                 again.clone(),
             );
             actix_rt::spawn(async move {
                 loop {
                     let sent = Instant::now();
-                    let r = one(&client, &url, &body, sent).await;
+                    let r = one(&client, &url, &body, auth.as_deref(), sent).await;
                     record(&stats, r);
                     if !again() {
                         break;
@@ -206,7 +222,8 @@ fn record(stats: &Rc<RefCell<Stats>>, r: Result<(Duration, Duration), String>) {
     }
 }
 
-async fn thread_load(url: String, body: Bytes, shape: Shape, t: usize, threads: usize) -> Stats {
+async fn thread_load(url: String, body: Bytes, auth: Option<String>, shape: Shape, t: usize, threads: usize) -> Stats {
+    let auth: Option<Rc<str>> = auth.map(Rc::from);
     let conns = match shape {
         Shape::Serial { .. } => 1,
         Shape::Closed { concurrency, .. } => concurrency.div_ceil(threads),
@@ -225,18 +242,21 @@ async fn thread_load(url: String, body: Bytes, shape: Shape, t: usize, threads: 
         Shape::Serial { n } => {
             for _ in 0..n {
                 let sent = Instant::now();
-                let r = one(&client, &url, &body, sent).await;
+                let r = one(&client, &url, &body, auth.as_deref(), sent).await;
                 record(&stats, r);
             }
         }
         Shape::Closed { concurrency, secs } => {
             let until = Instant::now() + Duration::from_secs(secs);
             let mine = concurrency / threads + usize::from(t < concurrency % threads);
-            clients(mine, &client, &url, &body, &stats, move || Instant::now() < until).await;
+            clients(mine, &client, &url, &body, &auth, &stats, move || {
+                Instant::now() < until
+            })
+            .await;
         }
         Shape::Burst { n } => {
             let mine = n / threads + usize::from(t < n % threads);
-            clients(mine, &client, &url, &body, &stats, || false).await;
+            clients(mine, &client, &url, &body, &auth, &stats, || false).await;
         }
         Shape::Rate { rps, secs } => {
             let per_thread = (rps as f64 / threads as f64).max(1.0);
@@ -247,10 +267,11 @@ async fn thread_load(url: String, body: Bytes, shape: Shape, t: usize, threads: 
             for i in 0..n {
                 let due = start + interval.mul_f64(i as f64);
                 tokio::time::sleep_until(due.into()).await;
-                let (client, url, body, stats) = (client.clone(), url.clone(), body.clone(), stats.clone());
+                let (client, url, body, auth, stats) =
+                    (client.clone(), url.clone(), body.clone(), auth.clone(), stats.clone());
                 tasks.push(actix_rt::spawn(async move {
                     // Latency counts from when the request was due, not when it went out.
-                    let r = one(&client, &url, &body, due).await;
+                    let r = one(&client, &url, &body, auth.as_deref(), due).await;
                     record(&stats, r);
                 }));
             }

@@ -86,6 +86,17 @@ impl Mock {
     }
 }
 
+/// TOML added to a deployment's configuration (llmrouter's modes only).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Extra<'a> {
+    /// Lines in `[server]`.
+    pub server: &'a str,
+    /// Lines in the mock's `[[providers]]` entry.
+    pub provider: &'a str,
+    /// Tables after the provider (`[[keys]]`, say).
+    pub tail: &'a str,
+}
+
 /// One running deployment.
 pub struct Deployment {
     pub mode: Mode,
@@ -110,6 +121,27 @@ impl Deployment {
         workers: usize,
         max_in_flight: usize,
         max_queued: usize,
+    ) -> std::io::Result<Deployment> {
+        Deployment::start_with(
+            mode,
+            bin_dir,
+            mock,
+            workers,
+            max_in_flight,
+            max_queued,
+            Extra::default(),
+        )
+    }
+
+    /// [`Deployment::start`] with `extra` in llmrouter's configuration.
+    pub fn start_with(
+        mode: Mode,
+        bin_dir: &Path,
+        mock: &Mock,
+        workers: usize,
+        max_in_flight: usize,
+        max_queued: usize,
+        extra: Extra<'_>,
     ) -> std::io::Result<Deployment> {
         if mode == Mode::Direct {
             return Ok(Deployment {
@@ -143,8 +175,11 @@ impl Deployment {
             });
         }
         let cfg = TestConfig::new(format!(
-            "[server]\nrequest_timeout_ms = 60000\nmax_queued = {max_queued}\n[telemetry]\nlog_level = \"warn\"\n[worker]\nmax_in_flight = {max_in_flight}\n[[providers]]\nname = \"mock\"\ntype = \"openai\"\nbase_url = \"{}\"\nmodels = [\"bench\", \"bench-gap\"]\n",
-            mock.base_url()
+            "[server]\nrequest_timeout_ms = 60000\nmax_queued = {max_queued}\n{}[telemetry]\nlog_level = \"warn\"\n[worker]\nmax_in_flight = {max_in_flight}\n[[providers]]\nname = \"mock\"\ntype = \"openai\"\nbase_url = \"{}\"\nmodels = [\"bench\", \"bench-gap\"]\n{}{}",
+            extra.server,
+            mock.base_url(),
+            extra.provider,
+            extra.tail
         ));
         let mut c = ProcessCluster::new(&bin_dir.join("llmrouter"), cfg, mode != Mode::AllMemory);
         match mode {
@@ -208,9 +243,14 @@ impl Deployment {
 
     /// Waits until a request succeeds (bounded).
     pub fn wait_ready(&self, body: &bytes::Bytes) -> bool {
+        self.wait_ready_as(body, None)
+    }
+
+    /// [`Deployment::wait_ready`] presenting `token`.
+    pub fn wait_ready_as(&self, body: &bytes::Bytes, token: Option<&str>) -> bool {
         let until = Instant::now() + Duration::from_secs(30);
         while Instant::now() < until {
-            let s = crate::load::run(&self.url, body.clone(), crate::load::Shape::Serial { n: 1 }, 1);
+            let s = crate::load::run_as(&self.url, body.clone(), crate::load::Shape::Serial { n: 1 }, 1, token);
             if s.ok == 1 {
                 return true;
             }

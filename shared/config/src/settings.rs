@@ -39,31 +39,6 @@ pub struct Settings {
     pub log: RequestLog,
 }
 
-/// Limits shared by `[[keys]]` and `[[teams]]`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LimitsDecl {
-    /// Requests in any 60-second window.
-    #[serde(default)]
-    pub rpm: Option<u64>,
-    /// Tokens (input + output) in any 60-second window.
-    #[serde(default)]
-    pub tpm: Option<u64>,
-    /// Requests in flight at once.
-    #[serde(default)]
-    pub max_parallel: Option<u64>,
-    /// Spend cap in US dollars per `budget_period`.
-    #[serde(default)]
-    pub budget_usd: Option<f64>,
-    /// `day`, `week`, `month` or `total`.
-    #[serde(default = "total")]
-    pub budget_period: String,
-}
-
-fn total() -> String {
-    "total".into()
-}
-
 /// A virtual key in the config file (`[[keys]]`): the secret as `key` (a `${VAR}`, hashed at
 /// load and never kept) or its SHA-256 as `hash`.
 #[derive(Debug, Clone, Deserialize)]
@@ -87,7 +62,7 @@ pub struct KeyDecl {
     #[serde(default)]
     pub tools: Vec<String>,
     #[serde(flatten)]
-    pub limits: LimitsDecl,
+    pub limits: llmr_protocol::limits::Limits,
     /// RFC 3339 time after which it is refused.
     #[serde(default)]
     pub expires_at: Option<String>,
@@ -115,7 +90,7 @@ pub struct TeamDecl {
     #[serde(default)]
     pub tools: Vec<String>,
     #[serde(flatten)]
-    pub limits: LimitsDecl,
+    pub limits: llmr_protocol::limits::Limits,
 }
 
 impl TeamDecl {

@@ -80,12 +80,7 @@ impl Settings {
 
     /// `[[keys]]`, `[[teams]]` and `[log]`.
     fn check_governance(&self, p: &mut Problems) {
-        let limits = |p: &mut Problems, at: &str, l: &crate::settings::LimitsDecl| {
-            p.check(
-                matches!(l.budget_period.as_str(), "day" | "week" | "month" | "total"),
-                format!("{at}.budget_period"),
-                "must be day, week, month or total",
-            );
+        let limits = |p: &mut Problems, at: &str, l: &llmr_protocol::limits::Limits| {
             p.check(
                 l.budget_usd.is_none_or(|b| b >= 0.0 && b.is_finite()),
                 format!("{at}.budget_usd"),

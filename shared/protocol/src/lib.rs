@@ -16,6 +16,7 @@
 //! - [`ollama`]: OpenAI chat and embeddings ↔ Ollama's native API, as an upstream and as a
 //!   front door (`ollama::front`).
 //! - [`openai`]: the OpenAI completion and chunk bodies llmrouter writes itself.
+//! - [`limits`]: a virtual key's or team's limits and budget period, and the UTC calendar.
 //! - [`responses`]: Responses API operations (gateway → responses service) and event framing.
 //! - [`streams`]: stream and consumer-group names.
 //! - [`tools`]: built-in tool names and the `{namespace}_{name}` function-name rule.
@@ -28,6 +29,7 @@ pub mod endpoints;
 pub mod envelope;
 pub mod error;
 pub mod frame;
+pub mod limits;
 pub mod mcp;
 pub mod ollama;
 pub mod openai;

@@ -33,78 +33,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub use llmr_protocol::limits::{Limits, Period, days_from_civil};
+
 /// The rate window (ms): 60 seconds, sliding.
 pub const WINDOW_MS: u64 = 60_000;
-
-/// A budget's period.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Period {
-    Day,
-    Week,
-    Month,
-    #[default]
-    Total,
-}
-
-impl Period {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Period::Day => "day",
-            Period::Week => "week",
-            Period::Month => "month",
-            Period::Total => "total",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Period> {
-        match s {
-            "day" => Some(Period::Day),
-            "week" => Some(Period::Week),
-            "month" => Some(Period::Month),
-            "total" => Some(Period::Total),
-            _ => None,
-        }
-    }
-
-    /// The period holding `now_ms` (UTC): its label (part of the spend key), its start, and
-    /// its end (none for `total`). Weeks start on Monday.
-    pub fn window(self, now_ms: u64) -> (String, u64, Option<u64>) {
-        const DAY: u64 = 86_400_000;
-        let day_start = now_ms - now_ms % DAY;
-        match self {
-            Period::Total => ("total".into(), 0, None),
-            Period::Day => (format!("d{}", crate::utc_day(now_ms)), day_start, Some(day_start + DAY)),
-            Period::Week => {
-                // 1970-01-01 was a Thursday: days since the last Monday.
-                let days = now_ms / DAY;
-                let start = (days - (days + 3) % 7) * DAY;
-                (format!("w{}", crate::utc_day(start)), start, Some(start + 7 * DAY))
-            }
-            Period::Month => {
-                let day = crate::utc_day(now_ms);
-                let (y, m) = (
-                    day[..4].parse::<i64>().unwrap_or(1970),
-                    day[5..7].parse::<i64>().unwrap_or(1),
-                );
-                let start = days_from_civil(y, m, 1) as u64 * DAY;
-                let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
-                let end = days_from_civil(ny, nm, 1) as u64 * DAY;
-                (format!("m{}", &day[..7]), start, Some(end))
-            }
-        }
-    }
-}
-
-/// Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
 
 /// Micro-dollars of a dollar amount (rounded to the nearest).
 pub fn micros(usd: f64) -> u64 {
@@ -114,28 +46,6 @@ pub fn micros(usd: f64) -> u64 {
 /// Dollars of a micro-dollar amount.
 pub fn usd(micros: u64) -> f64 {
     micros as f64 / 1e6
-}
-
-/// What a key or a team may do.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Limits {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rpm: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tpm: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_parallel: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub budget_usd: Option<f64>,
-    #[serde(default)]
-    pub budget_period: Period,
-}
-
-impl Limits {
-    /// Whether any limit is set (else admission has nothing to check for it).
-    pub fn any(&self) -> bool {
-        self.rpm.is_some() || self.tpm.is_some() || self.max_parallel.is_some() || self.budget_usd.is_some()
-    }
 }
 
 /// A virtual key. The secret itself is never stored: `hash` is its SHA-256 (hex).
@@ -400,7 +310,7 @@ pub fn days_between(from: &str, to: &str, max: usize) -> Vec<String> {
     };
     (a..=b)
         .take(max)
-        .map(|d| crate::utc_day(d.max(0) as u64 * 86_400_000))
+        .map(|d| llmr_protocol::limits::utc_day(d.max(0) as u64 * 86_400_000))
         .collect()
 }
 
@@ -533,7 +443,7 @@ impl GovMemory {
             *self.spend.entry(((*subject).to_owned(), label)).or_default() += st.cost_micros;
         }
         if let Some((key, team, model)) = st.row {
-            let day = crate::utc_day(st.now_ms);
+            let day = llmr_protocol::limits::utc_day(st.now_ms);
             let row = self
                 .rows
                 .entry((day.clone(), key.to_owned(), team.to_owned(), model.to_owned()))
@@ -596,17 +506,17 @@ mod tests {
     fn periods_start_where_the_calendar_says() {
         // 2026-12-07 (a Monday) 14:00 UTC.
         let now = 1_796_652_000_000;
-        assert_eq!(crate::utc_day(now), "2026-12-07");
+        assert_eq!(llmr_protocol::limits::utc_day(now), "2026-12-07");
         let (label, start, end) = Period::Month.window(now);
         assert_eq!(label, "m2026-12");
-        assert_eq!(crate::utc_day(start), "2026-12-01");
-        assert_eq!(end.map(crate::utc_day).as_deref(), Some("2027-01-01"));
+        assert_eq!(llmr_protocol::limits::utc_day(start), "2026-12-01");
+        assert_eq!(end.map(llmr_protocol::limits::utc_day).as_deref(), Some("2027-01-01"));
         let (label, start, end) = Period::Week.window(now);
         assert_eq!(label, "w2026-12-07");
         assert_eq!(end.map(|e| e - start), Some(7 * 86_400_000));
         let (label, _, end) = Period::Week.window(now + 6 * 86_400_000);
         assert_eq!(
-            (label.as_str(), end.map(crate::utc_day).as_deref()),
+            (label.as_str(), end.map(llmr_protocol::limits::utc_day).as_deref()),
             ("w2026-12-07", Some("2026-12-14"))
         );
         assert_eq!(Period::Day.window(now).0, "d2026-12-07");

@@ -507,20 +507,7 @@ pub(crate) fn split_alive(member: &str) -> Option<Alive> {
 }
 
 /// Today's date (UTC) as `YYYY-MM-DD`, the day of usage counters.
-pub fn utc_day(now_ms: u64) -> String {
-    // Civil-from-days (Howard Hinnant's algorithm), to avoid a date crate for one format.
-    let days = (now_ms / 86_400_000) as i64;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}")
-}
+pub use llmr_protocol::limits::utc_day;
 
 /// A background task that stops when dropped.
 pub struct TaskGuard(tokio::task::AbortHandle);
@@ -554,15 +541,5 @@ impl Store {
             }
         });
         TaskGuard(task.abort_handle())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn formats_utc_days() {
-        assert_eq!(super::utc_day(0), "1970-01-01");
-        assert_eq!(super::utc_day(1_795_000_000_000), "2026-11-18");
-        assert_eq!(super::utc_day(951_782_400_000), "2000-02-29");
     }
 }

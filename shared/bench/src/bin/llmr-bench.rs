@@ -42,6 +42,11 @@ struct Args {
     /// Only run the Responses and cache benchmark.
     #[arg(long)]
     responses_only: bool,
+    /// Only compare a virtual key with limits against `server.token` (governance on and off):
+    /// `all` in memory (serial latency, c=64 req/s) and the cluster over Redis (commands per
+    /// request). A couple of minutes.
+    #[arg(long)]
+    governance: bool,
     /// Only offer a closed-loop load to this chat completions URL (e.g. while profiling).
     #[arg(long)]
     load_url: Option<String>,
@@ -124,6 +129,14 @@ fn main() -> std::io::Result<()> {
         writeln!(std::io::stdout(), "{md}")?;
         return Ok(());
     }
+    if args.governance {
+        let r = bench::governance::run(&bin_dir, args.factor, args.threads, &mut log)?;
+        let md = bench::governance::markdown(&r, &machine(args.threads));
+        std::fs::create_dir_all(&args.out)?;
+        std::fs::write(args.out.join("governance.md"), &md)?;
+        writeln!(std::io::stdout(), "{md}")?;
+        return Ok(());
+    }
     let mut modes = vec![
         Mode::Direct,
         Mode::Nginx,
@@ -139,21 +152,7 @@ fn main() -> std::io::Result<()> {
         let secs = ((5.0 * args.factor).ceil() as u64).max(1);
         report.scaling = bench::scaling(&bin_dir, &[1, 2, 4], 16, secs, args.threads.max(2), &mut log)?;
     }
-    let machine = format!(
-        "{} cores, {}; load generator ({} thread(s)), mock upstream (1 thread) and llmrouter share the machine",
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
-        std::fs::read_to_string("/proc/cpuinfo")
-            .ok()
-            .and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l
-                .split(':')
-                .nth(1)
-                .unwrap_or("")
-                .trim()
-                .to_owned()))
-            .unwrap_or_default(),
-        args.threads
-    );
-    let mut md = bench::markdown(&report, &machine);
+    let mut md = bench::markdown(&report, &machine(args.threads));
     md.push_str(&bench::mcp::markdown(&bench::mcp::run(
         &bin_dir,
         args.factor,
@@ -166,4 +165,21 @@ fn main() -> std::io::Result<()> {
     let mut out = std::io::stdout();
     writeln!(out, "{md}")?;
     Ok(())
+}
+
+/// The machine, as the reports name it.
+fn machine(threads: usize) -> String {
+    format!(
+        "{} cores, {}; load generator ({threads} thread(s)), mock upstream (1 thread) and llmrouter share the machine",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l
+                .split(':')
+                .nth(1)
+                .unwrap_or("")
+                .trim()
+                .to_owned()))
+            .unwrap_or_default(),
+    )
 }
