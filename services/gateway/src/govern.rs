@@ -327,6 +327,14 @@ impl Ticket {
         }
     }
 
+    /// Records that the request failed with `e` and settles it now (nothing is spent); a
+    /// ticket settled this way does nothing more when dropped.
+    pub async fn settle_failed(&mut self, e: &ApiError) {
+        self.failed(e);
+        self.settled = true;
+        settle_now(self).await;
+    }
+
     /// Settles the reservation with what the request really cost and writes its record, in
     /// one store step. Failures are logged: a reservation that could not be settled lapses
     /// at its deadline.

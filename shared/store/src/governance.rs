@@ -340,6 +340,20 @@ pub(crate) struct SubjectMem {
 }
 
 impl SubjectMem {
+    /// Ms until `need` tokens of the window's oldest entries have left it.
+    fn tokens_free_in(&self, need: u64, now: u64) -> u64 {
+        let mut entries: Vec<(u64, u64)> = self.tpm.values().copied().collect();
+        entries.sort_unstable();
+        let mut freed = 0;
+        entries
+            .iter()
+            .find(|(_, n)| {
+                freed += n;
+                freed >= need
+            })
+            .map_or(WINDOW_MS, |(t, _)| t + WINDOW_MS - now)
+    }
+
     fn purge(&mut self, now: u64) {
         self.reserved.retain(|_, (_, _, exp)| *exp > now);
         let floor = now.saturating_sub(WINDOW_MS);
@@ -379,20 +393,7 @@ impl GovMemory {
             if let Some(tpm) = l.tpm
                 && used + r.tokens > tpm
             {
-                let retry = (r.tokens <= tpm).then(|| {
-                    // Until enough of the window's oldest tokens leave it.
-                    let mut entries: Vec<(u64, u64)> = s.tpm.values().copied().collect();
-                    entries.sort_unstable();
-                    let mut freed = 0;
-                    let need = used + r.tokens - tpm;
-                    entries
-                        .iter()
-                        .find(|(_, n)| {
-                            freed += n;
-                            freed >= need
-                        })
-                        .map_or(WINDOW_MS, |(t, _)| t + WINDOW_MS - now)
-                });
+                let retry = (r.tokens <= tpm).then(|| s.tokens_free_in(used + r.tokens - tpm, now));
                 return refuse(Limit::Tokens, retry);
             }
             if let Some(budget) = l.budget_usd {

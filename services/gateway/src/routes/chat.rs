@@ -103,16 +103,7 @@ impl Published {
     /// the governance is settled when the stream ends.
     pub fn relay(mut self, dialect: super::sse::Dialect, compress: bool, wire: crate::error::Wire) -> HttpResponse {
         self.first_token();
-        let ticket = self.ticket.take();
-        let mut resp = HttpResponse::Ok().finish();
-        if let Some(t) = &ticket {
-            t.decorate(wire, &mut resp);
-        }
-        let mut out = super::sse::relay(self.call, dialect, self.head.cache, compress, ticket);
-        for (name, value) in resp.headers() {
-            out.headers_mut().insert(name.clone(), value.clone());
-        }
-        out
+        super::sse::relay_settled(self.call, dialect, self.head.cache, compress, self.ticket.take(), wire)
     }
 
     /// The whole answer as JSON, for the routes that translate it: an error status is the
@@ -144,23 +135,8 @@ pub async fn publish(
     native: Option<(Bytes, NativeApi)>,
 ) -> Result<Published, HttpError> {
     let priority = crate::shed::admit(req, &state.settings, &state.queued)?;
-    let identity = {
-        use actix_web::HttpMessage;
-        req.extensions().get::<crate::keys::Identity>().cloned()
-    }
-    .unwrap_or(crate::keys::Identity::Open);
-    let server = &state.settings.server;
-    for (count, max, field) in [
-        (parsed.message_count, server.max_messages, "messages"),
-        (parsed.tool_count, server.max_tools, "tools"),
-    ] {
-        if count > max {
-            return Err(HttpError(llmr_protocol::ApiError::invalid(
-                format!("Too many {field}: {count} (at most {max})."),
-                Some(field),
-            )));
-        }
-    }
+    let identity = super::models::identity(req);
+    check_counts(&state.settings.server, &parsed)?;
     let (mut native, native_api) = native.unwrap_or_default();
     let (mut body, mut parsed) = (body, parsed);
     if endpoint == Endpoint::Chat
@@ -199,11 +175,7 @@ pub async fn publish(
     // A child of the request's SERVER span (which continued the client's trace).
     let span = tracing::info_span!("chat", request_id = %env.id, model = %env.meta.model, stream = env.meta.stream, endpoint = endpoint.as_str());
     env.trace = llmr_telemetry::context(&span, &client_trace(req.headers()));
-    if state.settings.telemetry.log_content {
-        let request: serde_json::Value = serde_json::from_slice(&env.body).unwrap_or_default();
-        let prompt = chat::last_user_text(&request, "\n");
-        tracing::info!(parent: &span, prompt = %content(state, &prompt), "request content");
-    }
+    log_prompt(state, &span, &env.body);
     let started = std::time::Instant::now();
     let mut ticket = ticket;
     let head = async {
@@ -217,8 +189,7 @@ pub async fn publish(
     let (call, head) = match head {
         Ok(h) => h,
         Err(e) => {
-            ticket.failed(&e.0);
-            ticket.settle().await;
+            ticket.settle_failed(&e.0).await;
             return Err(e);
         }
     };
@@ -262,6 +233,31 @@ async fn serve(
     }
     let resp = r.content_type("application/json").body(body);
     Ok(p.finish(crate::error::Wire::OpenAi, resp).await)
+}
+
+/// Logs the prompt when `telemetry.log_content` is on.
+fn log_prompt(state: &AppState, span: &tracing::Span, body: &[u8]) {
+    if state.settings.telemetry.log_content {
+        let request: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+        let prompt = chat::last_user_text(&request, "\n");
+        tracing::info!(parent: span, prompt = %content(state, &prompt), "request content");
+    }
+}
+
+/// Refuses more messages or tools than `[server]` allows.
+fn check_counts(server: &llmr_config::Server, parsed: &ChatRequest<'_>) -> Result<(), HttpError> {
+    for (count, max, field) in [
+        (parsed.message_count, server.max_messages, "messages"),
+        (parsed.tool_count, server.max_tools, "tools"),
+    ] {
+        if count > max {
+            return Err(HttpError(llmr_protocol::ApiError::invalid(
+                format!("Too many {field}: {count} (at most {max})."),
+                Some(field),
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The front door a path belongs to, as the request log names it.

@@ -106,6 +106,22 @@ async fn session(req: &HttpRequest, state: &AppState, id: &Value) -> Result<Stri
     }
 }
 
+/// A tool call's record in the request log (the tool as its model).
+fn tool_ticket(state: &AppState, identity: &crate::keys::Identity, body: &[u8]) -> crate::govern::Ticket {
+    let tool = serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| v.pointer("/params/name").and_then(Value::as_str).map(str::to_owned))
+        .unwrap_or_default();
+    let ask = crate::govern::Ask {
+        route: "mcp",
+        model: &tool,
+        stream: false,
+        body_len: body.len(),
+        max_tokens: None,
+    };
+    crate::govern::record_only(&state.settings, &state.store, identity, &ask)
+}
+
 pub async fn post(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> HttpResponse {
     serve(&req, payload, &state).await.unwrap_or_else(Refusal::response)
 }
@@ -132,21 +148,7 @@ async fn serve(req: &HttpRequest, payload: web::Payload, state: &AppState) -> Re
         return Ok(HttpResponse::Accepted().finish());
     }
     let identity = super::models::identity(req);
-    // A tool call leaves a record in the request log (the tool as its model).
-    let mut ticket = (m.method.as_deref() == Some("tools/call")).then(|| {
-        let tool = serde_json::from_slice::<Value>(&body)
-            .ok()
-            .and_then(|v| v.pointer("/params/name").and_then(Value::as_str).map(str::to_owned))
-            .unwrap_or_default();
-        let ask = crate::govern::Ask {
-            route: "mcp",
-            model: &tool,
-            stream: false,
-            body_len: body.len(),
-            max_tokens: None,
-        };
-        crate::govern::record_only(&state.settings, &state.store, &identity, &ask)
-    });
+    let mut ticket = (m.method.as_deref() == Some("tools/call")).then(|| tool_ticket(state, &identity, &body));
     let meta = Meta {
         caller: session.map_or(CallerId::None, CallerId::Session),
         mode: ToolMode::from_header(header(req, "x-mcp-tool-mode").unwrap_or_default()),
@@ -188,29 +190,36 @@ async fn serve(req: &HttpRequest, payload: web::Payload, state: &AppState) -> Re
     }
     let mut resp = HttpResponse::Ok();
     resp.content_type("application/json");
-    if initialize {
-        let parsed: Value = serde_json::from_slice(&answer.body).unwrap_or(Value::Null);
-        if let Some(version) = parsed.pointer("/result/protocolVersion").and_then(Value::as_str) {
-            let sid = Uuid::new_v4().simple().to_string();
-            let ttl = state.settings.mcp.session_ttl_ms;
-            match state.store.kv_set(SESSIONS, &sid, version, Some(ttl)).await {
-                Ok(()) => {}
-                Err(e) if state.settings.degraded.mcp_sessions.is_open() => {
-                    tracing::warn!(error = %e, "MCP session not stored; handed out (degraded.mcp_sessions = open)");
-                }
-                Err(e) => {
-                    return Err(refuse(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        m.id.clone(),
-                        INTERNAL_ERROR,
-                        &format!("The MCP session cannot be stored: {e}"),
-                    ));
-                }
-            }
-            resp.insert_header(("mcp-session-id", sid));
-        }
+    if initialize && let Some(sid) = open_session(state, &answer.body, &m.id).await? {
+        resp.insert_header(("mcp-session-id", sid));
     }
     Ok(resp.body(answer.body))
+}
+
+/// Stores the session an `initialize` answer opened (the protocol version it agreed on);
+/// its id, or None when the answer agreed on none.
+async fn open_session(state: &AppState, answer: &[u8], id: &Value) -> Result<Option<String>, Refusal> {
+    let parsed: Value = serde_json::from_slice(answer).unwrap_or(Value::Null);
+    let Some(version) = parsed.pointer("/result/protocolVersion").and_then(Value::as_str) else {
+        return Ok(None);
+    };
+    let sid = Uuid::new_v4().simple().to_string();
+    let ttl = state.settings.mcp.session_ttl_ms;
+    match state.store.kv_set(SESSIONS, &sid, version, Some(ttl)).await {
+        Ok(()) => {}
+        Err(e) if state.settings.degraded.mcp_sessions.is_open() => {
+            tracing::warn!(error = %e, "MCP session not stored; handed out (degraded.mcp_sessions = open)");
+        }
+        Err(e) => {
+            return Err(refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                id.clone(),
+                INTERNAL_ERROR,
+                &format!("The MCP session cannot be stored: {e}"),
+            ));
+        }
+    }
+    Ok(Some(sid))
 }
 
 /// A call's whole answer, on its way; dropping it cancels the call.

@@ -11,7 +11,7 @@ use llmr_protocol::{ApiError, CallerId, Envelope, Kind, Meta, now_ms, streams};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::sse::{Dialect, relay};
+use super::sse::Dialect;
 use crate::observe::client_trace;
 use crate::{AppState, HttpError};
 
@@ -83,9 +83,8 @@ async fn forward(
     let (mut call, head) = match answered {
         Ok(a) => a,
         Err(e) => {
-            if let Some(mut t) = ticket.take() {
-                t.failed(&e.0);
-                t.settle().await;
+            if let Some(t) = &mut ticket {
+                t.settle_failed(&e.0).await;
             }
             return Err(e);
         }
@@ -94,21 +93,14 @@ async fn forward(
         if let Some(t) = &mut ticket {
             t.first_token();
         }
-        let mut headers = HttpResponse::Ok().finish();
-        if let Some(t) = &ticket {
-            t.decorate(crate::error::Wire::OpenAi, &mut headers);
-        }
-        let mut r = relay(
+        return Ok(super::sse::relay_settled(
             call,
             Dialect::Responses,
             head.cache,
             super::sse::compress_stream(req),
             ticket,
-        );
-        for (name, value) in headers.headers() {
-            r.headers_mut().insert(name.clone(), value.clone());
-        }
-        return Ok(r);
+            crate::error::Wire::OpenAi,
+        ));
     }
     let body = call.body().await;
     if let Some(t) = &mut ticket {

@@ -148,6 +148,26 @@ pub fn relay(
         .streaming(stream)
 }
 
+/// [`relay`] with the ticket's rate-limit headers on the answer's head.
+pub fn relay_settled(
+    call: Call,
+    dialect: Dialect,
+    cache: Option<CacheStatus>,
+    compress: bool,
+    ticket: Option<Ticket>,
+    wire: crate::error::Wire,
+) -> HttpResponse {
+    let mut headers = HttpResponse::Ok().finish();
+    if let Some(t) = &ticket {
+        t.decorate(wire, &mut headers);
+    }
+    let mut out = relay(call, dialect, cache, compress, ticket);
+    for (name, value) in headers.headers() {
+        out.headers_mut().insert(name.clone(), value.clone());
+    }
+    out
+}
+
 /// The client's `x-llmr-cache` request header, as it travels to the router.
 pub fn cache_directives(req: &actix_web::HttpRequest) -> String {
     req.headers()
