@@ -159,29 +159,38 @@ fn import_litellm(file: &std::path::Path) -> ExitCode {
     }
 }
 
-fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match cli.command {
-        Command::ScriptHost => return llmr_script::host_main(),
+/// Runs a verb that needs no configuration (the client verbs, the script host); gives the
+/// command back when it names a role or a verb that reads the configuration.
+fn without_config(command: Command) -> Result<ExitCode, Command> {
+    Ok(match command {
+        Command::ScriptHost => llmr_script::host_main(),
         Command::Tool { name, args, target } => {
             let args = llmrouter::cli::tool_args(args.as_deref());
-            return client(target, name, args);
+            client(target, name, args)
         }
-        Command::ImportLitellm { file } => return import_litellm(&file),
+        Command::ImportLitellm { file } => import_litellm(&file),
         Command::Keys { command, target } => {
-            return report(actix_rt::System::new().block_on(llmrouter::admin_cli::keys(&target, command)));
+            report(actix_rt::System::new().block_on(llmrouter::admin_cli::keys(&target, command)))
         }
         Command::Spend { args, target } => {
-            return report(actix_rt::System::new().block_on(llmrouter::admin_cli::spend(&target, &args)));
+            report(actix_rt::System::new().block_on(llmrouter::admin_cli::spend(&target, &args)))
         }
         Command::Script { file, args, target } => {
             let code = std::fs::read_to_string(&file)
                 .map_err(|e| llmrouter::cli::CliError::Usage(format!("cannot read {}: {e}", file.display())));
             let args = code.map(|code| serde_json::json!({"code": code, "args": llmrouter::cli::script_args(&args)}));
-            return client(target, "execute_code".into(), args);
+            client(target, "execute_code".into(), args)
         }
-        _ => {}
-    }
+        other => return Err(other),
+    })
+}
+
+fn main() -> ExitCode {
+    let mut cli = Cli::parse();
+    cli.command = match without_config(cli.command) {
+        Ok(code) => return code,
+        Err(command) => command,
+    };
     let settings = match llmr_config::load(cli.config.as_deref()) {
         Ok(s) => s,
         Err(e) => {
