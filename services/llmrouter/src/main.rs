@@ -161,7 +161,7 @@ fn import_litellm(file: &std::path::Path) -> ExitCode {
 
 /// Runs a verb that needs no configuration (the client verbs, the script host); gives the
 /// command back when it names a role or a verb that reads the configuration.
-fn without_config(command: Command) -> Result<ExitCode, Command> {
+fn without_config(command: Command) -> Result<ExitCode, Box<Command>> {
     Ok(match command {
         Command::ScriptHost => llmr_script::host_main(),
         Command::Tool { name, args, target } => {
@@ -181,7 +181,7 @@ fn without_config(command: Command) -> Result<ExitCode, Command> {
             let args = code.map(|code| serde_json::json!({"code": code, "args": llmrouter::cli::script_args(&args)}));
             client(target, "execute_code".into(), args)
         }
-        other => return Err(other),
+        other => return Err(Box::new(other)),
     })
 }
 
@@ -189,7 +189,7 @@ fn main() -> ExitCode {
     let mut cli = Cli::parse();
     cli.command = match without_config(cli.command) {
         Ok(code) => return code,
-        Err(command) => command,
+        Err(command) => *command,
     };
     let settings = match llmr_config::load(cli.config.as_deref()) {
         Ok(s) => s,
