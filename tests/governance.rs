@@ -50,6 +50,21 @@ impl Fixture {
         json(&b)
     }
 
+    /// A key's or team's figures once nothing of it is in flight (settlement lands after the
+    /// answer, in the background).
+    async fn settled(&self, path: &str) -> Value {
+        assert!(
+            eventually(Duration::from_secs(5), || async {
+                let v = self.admin_get(path).await;
+                v["in_flight"] == 0 && v["reserved_usd"] == 0.0
+            })
+            .await,
+            "{path} never settled: {}",
+            self.admin_get(path).await
+        );
+        self.admin_get(path).await
+    }
+
     async fn admin_get(&self, path: &str) -> Value {
         let auth = format!("Bearer {ADMIN}");
         let (status, v) = get(&self.url(path), &[("authorization", &auth)]).await;
@@ -132,7 +147,7 @@ async fn a_budget_is_never_overspent(redis: bool) {
             .iter()
             .all(|a| a.0 == 200 || a.2["error"]["code"] == "insufficient_quota")
     );
-    let v = f.admin_get(&format!("/admin/keys/{id}")).await;
+    let v = f.settled(&format!("/admin/keys/{id}")).await;
     let spend = v["spend_usd"].as_f64().unwrap();
     assert!(
         (spend - costs).abs() < 1e-9,
@@ -178,9 +193,14 @@ async fn a_team_budget_caps_its_keys_together(redis: bool) {
     let (ra, rb) = futures_util::join!(f.burst(&a, 20, 8), f.burst(&b, 20, 8));
     let mut ok = ra.iter().chain(&rb).filter(|x| x.0 == 200).count();
     // Then one at a time, alternating keys, until the team's budget refuses.
+    f.settled(&format!("/admin/teams/{tid}")).await;
     for secret in [&a, &b].into_iter().cycle().take(20) {
         match f.chat(secret, "priced").await {
-            (200, ..) => ok += 1,
+            (200, ..) => {
+                ok += 1;
+                // Settlement lands after the answer: the next one is admitted against it.
+                f.settled(&format!("/admin/teams/{tid}")).await;
+            }
             (status, _, v) => {
                 assert_eq!(
                     (status, v["error"]["code"].as_str()),
@@ -191,7 +211,7 @@ async fn a_team_budget_caps_its_keys_together(redis: bool) {
             }
         }
     }
-    let v = f.admin_get(&format!("/admin/teams/{tid}")).await;
+    let v = f.settled(&format!("/admin/teams/{tid}")).await;
     let spend = v["spend_usd"].as_f64().unwrap();
     assert!((spend - ok as f64 * 0.01).abs() < 1e-9, "{ok} answers cost {spend}");
     assert!(
@@ -310,6 +330,7 @@ async fn the_request_log_has_one_record_per_request(redis: bool) {
     let (id, secret) = f.key(json!({"name": "log", "rpm": 3})).await;
     let answers = f.burst(&secret, 5, 1).await;
     assert_eq!(answers.iter().filter(|a| a.0 == 200).count(), 3);
+    f.settled(&format!("/admin/keys/{id}")).await;
     let v = f.admin_get(&format!("/admin/requests?key={id}")).await;
     let records = v["data"].as_array().unwrap();
     assert_eq!(records.len(), 5, "{v}");
@@ -453,7 +474,16 @@ async fn usage_answers_a_key_with_its_own_figures(redis: bool) {
     let (id, secret) = f.key(json!({"name": "u"})).await;
     assert_eq!(f.chat(&secret, "priced").await.0, 200);
     assert_eq!(f.chat("main-token", "priced").await.0, 200);
-    let (status, v) = get(&f.url("/v1/usage"), &[("authorization", &format!("Bearer {secret}"))]).await;
+    // Settlement lands after the answer: wait for it.
+    let usage = f.url("/v1/usage");
+    let auth = format!("Bearer {secret}");
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            get(&usage, &[("authorization", &auth)]).await.1["data"][0]["requests"] == 1
+        })
+        .await
+    );
+    let (status, v) = get(&usage, &[("authorization", &auth)]).await;
     assert_eq!(status, 200);
     assert_eq!(v["key"], id.as_str());
     assert_eq!(v["data"].as_array().unwrap().len(), 1, "{v}");
@@ -562,6 +592,18 @@ mod cluster {
                 .await
         }
 
+        /// A key's figures through the second gateway, once nothing of it is in flight.
+        async fn settled(&self, id: &str) -> Value {
+            assert!(
+                eventually(Duration::from_secs(5), || async {
+                    let v = self.show(id).await;
+                    v["in_flight"] == 0 && v["reserved_usd"] == 0.0
+                })
+                .await
+            );
+            self.show(id).await
+        }
+
         /// A key's figures, through the second gateway.
         async fn show(&self, id: &str) -> Value {
             let (status, v) = get(
@@ -619,7 +661,7 @@ mod cluster {
                 .iter()
                 .all(|a| a.0 == 200 || a.2["error"]["code"] == "insufficient_quota")
         );
-        let v = c.show(&id).await;
+        let v = c.settled(&id).await;
         let spend = v["spend_usd"].as_f64().unwrap();
         assert!(
             (spend - costs).abs() < 1e-9,
@@ -695,7 +737,7 @@ async fn responses_are_admitted_and_settled_like_chats(redis: bool) {
     );
     let (status, _, v) = post_resp(json!({"model": "priced", "input": "hi", "background": true})).await;
     assert_eq!((status, v["error"]["param"].as_str()), (400, Some("background")), "{v}");
-    let k = f.admin_get(&format!("/admin/keys/{id}")).await;
+    let k = f.settled(&format!("/admin/keys/{id}")).await;
     assert_eq!(k["spend_usd"], 0.01, "{k}");
     let log = f.admin_get(&format!("/admin/requests?key={id}")).await;
     let routes: Vec<&str> = log["data"]

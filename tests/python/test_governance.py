@@ -120,6 +120,14 @@ def cost_of(raw):
     return float(value)
 
 
+def settled(gw, kid):
+    """The key's figures once nothing of it is in flight (settlement is written after the answer)."""
+    v = eventually(lambda: (lambda k: k if k["in_flight"] == 0 and k["reserved_usd"] == 0 else None)(
+        gw.admin("GET", f"/admin/keys/{kid}")))
+    assert v, gw.admin("GET", f"/admin/keys/{kid}")
+    return v
+
+
 def eventually(check, timeout=5.0):
     """Polls `check` (bounded) until it returns a truthy value; returns its last value."""
     deadline = time.time() + timeout
@@ -169,13 +177,15 @@ def test_openai_budget_spent_is_insufficient_quota(gw):
         except openai.RateLimitError as e:
             refusal = e
             break
+        # Settlement lands just after the answer: the next request is admitted against it.
+        settled(gw, kid)
     assert refusal is not None, f"the budget never refused: {costs}"
     assert refusal.code == "insufficient_quota", refusal.body
     assert refusal.status_code == 429
     # Each request reserves $0.02 and costs $0.01: admitted while spend + 0.02 <= 0.05.
     assert 3 <= len(costs) <= 4, costs
     assert all(c == pytest.approx(COST) for c in costs)
-    v = gw.admin("GET", f"/admin/keys/{kid}")
+    v = settled(gw, kid)
     assert v["spend_usd"] == pytest.approx(sum(costs), abs=1e-9)
     assert v["spend_usd"] <= budget + 1e-9
     assert v["reserved_usd"] == 0

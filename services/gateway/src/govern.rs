@@ -95,8 +95,7 @@ pub async fn admit(settings: &Settings, store: &Store, identity: &Identity, ask:
     match reserve(settings, &mut t, ask).await {
         Ok(()) => Ok(t),
         Err(e) => {
-            t.failed(&e);
-            t.settle().await;
+            t.settle_failed(&e);
             Err(e)
         }
     }
@@ -327,70 +326,83 @@ impl Ticket {
         }
     }
 
-    /// Records that the request failed with `e` and settles it now (nothing is spent); a
-    /// ticket settled this way does nothing more when dropped.
-    pub async fn settle_failed(&mut self, e: &ApiError) {
+    /// Records that the request failed with `e` and settles it (nothing is spent).
+    pub fn settle_failed(&mut self, e: &ApiError) {
         self.failed(e);
-        self.settled = true;
-        settle_now(self).await;
+        self.spawn_settle();
     }
 
     /// Settles the reservation with what the request really cost and writes its record, in
-    /// one store step. Failures are logged: a reservation that could not be settled lapses
-    /// at its deadline.
-    pub async fn settle(mut self) {
+    /// one store step, after the answer (in the background). The next request of the same key
+    /// may be admitted before it lands: the reservation still counts then, so limits hold.
+    pub fn settle(mut self) {
+        self.spawn_settle();
+    }
+
+    /// Hands what the settlement writes to a background task, once.
+    fn spawn_settle(&mut self) {
+        if self.settled {
+            return;
+        }
         self.settled = true;
-        settle_now(&self).await;
+        let mut record = std::mem::take(&mut self.record);
+        record.latency_ms = self.started.elapsed().as_millis() as u64;
+        let pending = Pending {
+            store: self.store.clone(),
+            log: self.log,
+            id: self.id.to_string(),
+            subjects: std::mem::take(&mut self.subjects),
+            record,
+            cost_micros: self.cost_micros,
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => drop(rt.spawn(pending.write())),
+            Err(_) => {
+                tracing::warn!(request_id = %self.id, "no runtime to settle a request on (its reservation lapses at its deadline)")
+            }
+        }
     }
 }
 
-async fn settle_now(t: &Ticket) {
-    let mut record = t.record.clone();
-    record.latency_ms = t.started.elapsed().as_millis() as u64;
-    let subjects: Vec<(&str, Period)> = t.subjects.iter().map(|(s, p)| (s.as_str(), *p)).collect();
-    let id = t.id.to_string();
-    let team = record.team.clone().unwrap_or_default();
-    let st = Settlement {
-        request: &id,
-        now_ms: now_ms(),
-        subjects: &subjects,
-        tokens: record.input_tokens + record.output_tokens,
-        cost_micros: t.cost_micros,
-        row: (record.status < 400).then_some((record.key.as_str(), team.as_str(), record.model.as_str())),
-        input_tokens: record.input_tokens,
-        output_tokens: record.output_tokens,
-        record: t.log.map(|b| (&record, b)),
-    };
-    if st.subjects.is_empty() && st.record.is_none() && st.row.is_none() {
-        return;
-    }
-    if let Err(e) = t.store.gov_settle(&st).await {
-        tracing::warn!(error = %e, request_id = %id, "could not settle a request (its reservation lapses at its deadline)");
+/// A settlement on its way to the store.
+struct Pending {
+    store: Store,
+    log: Option<LogBounds>,
+    id: String,
+    subjects: Vec<(String, Period)>,
+    record: RequestRecord,
+    cost_micros: u64,
+}
+
+impl Pending {
+    async fn write(self) {
+        let r = &self.record;
+        let subjects: Vec<(&str, Period)> = self.subjects.iter().map(|(s, p)| (s.as_str(), *p)).collect();
+        let team = r.team.as_deref().unwrap_or_default();
+        let st = Settlement {
+            request: &self.id,
+            now_ms: now_ms(),
+            subjects: &subjects,
+            tokens: r.input_tokens + r.output_tokens,
+            cost_micros: self.cost_micros,
+            row: (r.status < 400).then_some((r.key.as_str(), team, r.model.as_str())),
+            input_tokens: r.input_tokens,
+            output_tokens: r.output_tokens,
+            record: self.log.map(|b| (r, b)),
+        };
+        if st.subjects.is_empty() && st.record.is_none() && st.row.is_none() {
+            return;
+        }
+        if let Err(e) = self.store.gov_settle(&st).await {
+            tracing::warn!(error = %e, request_id = %self.id, "could not settle a request (its reservation lapses at its deadline)");
+        }
     }
 }
 
 impl Drop for Ticket {
     /// A ticket dropped unsettled — the client went away, or a path returned early — is
-    /// settled in the background with what it has.
+    /// settled with what it has.
     fn drop(&mut self) {
-        if self.settled {
-            return;
-        }
-        self.settled = true;
-        let t = Ticket {
-            store: self.store.clone(),
-            log: self.log,
-            id: self.id,
-            identity: self.identity.clone(),
-            subjects: std::mem::take(&mut self.subjects),
-            standing: self.standing,
-            record: std::mem::take(&mut self.record),
-            started: self.started,
-            settled: true,
-            cost_micros: self.cost_micros,
-        };
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(async move { settle_now(&t).await });
-        }
+        self.spawn_settle();
     }
 }

@@ -50,10 +50,10 @@ async fn serve(req: &HttpRequest, payload: web::Payload, state: &AppState) -> Re
     if p.stream {
         // Asked for a stream, answered whole (a cached answer): the same events at once.
         let resp = whole_as_events(events, &completion);
-        return Ok(p.finish(Wire::Anthropic, resp).await);
+        return Ok(p.finish(Wire::Anthropic, resp));
     }
     let resp = HttpResponse::Ok().json(front::message(&completion, &p.model));
-    Ok(p.finish(Wire::Anthropic, resp).await)
+    Ok(p.finish(Wire::Anthropic, resp))
 }
 
 /// A whole completion as one burst of Anthropic events.

@@ -91,10 +91,10 @@ impl Published {
 
     /// Settles the request's governance (after its body was read) and adds its headers to
     /// the answer: the rate-limit headers of `wire`'s API and the cost.
-    pub async fn finish(&mut self, wire: crate::error::Wire, mut resp: HttpResponse) -> HttpResponse {
+    pub fn finish(&mut self, wire: crate::error::Wire, mut resp: HttpResponse) -> HttpResponse {
         if let Some(t) = self.ticket.take() {
             t.decorate(wire, &mut resp);
-            t.settle().await;
+            t.settle();
         }
         resp
     }
@@ -189,7 +189,7 @@ pub async fn publish(
     let (call, head) = match head {
         Ok(h) => h,
         Err(e) => {
-            ticket.settle_failed(&e.0).await;
+            ticket.settle_failed(&e.0);
             return Err(e);
         }
     };
@@ -232,7 +232,7 @@ async fn serve(
         r.insert_header((super::sse::CACHE_HEADER, c.as_str()));
     }
     let resp = r.content_type("application/json").body(body);
-    Ok(p.finish(crate::error::Wire::OpenAi, resp).await)
+    Ok(p.finish(crate::error::Wire::OpenAi, resp))
 }
 
 /// Logs the prompt when `telemetry.log_content` is on.

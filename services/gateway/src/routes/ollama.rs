@@ -65,7 +65,7 @@ async fn generate_or_chat(
     } else {
         HttpResponse::Ok().json(answer)
     };
-    Ok(p.finish(Wire::Ollama, resp).await)
+    Ok(p.finish(Wire::Ollama, resp))
 }
 
 /// `POST /api/embed`.

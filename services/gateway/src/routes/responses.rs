@@ -84,7 +84,7 @@ async fn forward(
         Ok(a) => a,
         Err(e) => {
             if let Some(t) = &mut ticket {
-                t.settle_failed(&e.0).await;
+                t.settle_failed(&e.0);
             }
             return Err(e);
         }
@@ -122,7 +122,7 @@ async fn forward(
     let mut r = r.content_type("application/json").body(body);
     if let Some(t) = ticket {
         t.decorate(crate::error::Wire::OpenAi, &mut r);
-        t.settle().await;
+        t.settle();
     }
     Ok(r)
 }

@@ -111,7 +111,7 @@ pub fn relay(
                         dialect.trailer(&mut out);
                         if let Some(mut t) = ticket.take() {
                             t.answered(200, call.outcome(), hit);
-                            t.settle().await;
+                            t.settle();
                         }
                         return Some((Ok::<_, actix_web::Error>(Bytes::from(out)), None));
                     }
@@ -123,7 +123,7 @@ pub fn relay(
             if let Some(e) = failed {
                 if let Some(mut t) = ticket.take() {
                     t.failed(&e);
-                    t.settle().await;
+                    t.settle();
                 }
                 return Some((Ok(dialect.error_event(out, &e)), None));
             }
