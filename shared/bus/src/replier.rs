@@ -337,6 +337,37 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_end_frame_reports_the_attempt_and_its_cost() {
+        let bus = Bus::memory();
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let g = got.clone();
+        let _sub = bus.subscribe_replies("r", Arc::new(move |fr: Frame| g.lock().unwrap().push(fr)));
+        let mut r = Replier::new(bus.clone(), "r", Uuid::now_v7(), false);
+        r.set_attempt("up", "m", 2, 100, (1.0, 2.0));
+        r.set_usage(Some(llmr_protocol::Usage {
+            prompt_tokens: 7,
+            completion_tokens: 3,
+            total_tokens: 10,
+        }));
+        r.complete(200, Bytes::from_static(b"{}")).await.unwrap();
+        // No usage reported: the input estimate and the bytes sent, at the same prices.
+        let mut est = Replier::new(bus, "r", Uuid::now_v7(), false);
+        est.set_attempt("up", "m", 1, 100, (1.0, 2.0));
+        est.complete(200, Bytes::from_static(b"0123456789ab")).await.unwrap();
+        tokio::task::yield_now().await;
+        let outcomes: Vec<_> = got.lock().unwrap().iter().filter_map(Frame::as_outcome).collect();
+        assert_eq!(outcomes.len(), 2);
+        let (a, b) = (&outcomes[0], &outcomes[1]);
+        assert_eq!((a.provider.as_str(), a.attempts, a.estimated), ("up", 2, false));
+        assert!((a.cost_usd - 13e-6).abs() < 1e-12, "{a:?}");
+        assert_eq!(
+            (b.usage.prompt_tokens, b.usage.completion_tokens, b.estimated),
+            (100, 3, true)
+        );
+        assert!((b.cost_usd - 106e-6).abs() < 1e-12, "{b:?}");
+    }
+
+    #[tokio::test]
     async fn an_error_before_anything_is_frame_zero() {
         let got = frames_of(async |r| r.error(&ApiError::DeadlineExceeded).await.unwrap()).await;
         assert_eq!(got, vec![(FrameKind::Error, 0)]);

@@ -285,6 +285,42 @@ mod tests {
     use std::collections::HashMap;
 
     #[test]
+    fn an_end_frame_carries_the_outcome_and_outcomes_add_up() {
+        let id = Uuid::now_v7();
+        let usage = Usage {
+            prompt_tokens: 10,
+            completion_tokens: 2,
+            total_tokens: 12,
+        };
+        let mut o = Outcome {
+            provider: "a".into(),
+            model: "m1".into(),
+            usage,
+            estimated: false,
+            cost_usd: Outcome::price(&usage, (1.0, 5000.0)),
+            attempts: 1,
+        };
+        assert!((o.cost_usd - 0.01001).abs() < 1e-12);
+        let f = Frame::end_with(id, 3, &o);
+        assert_eq!(f.as_outcome(), Some(o.clone()));
+        assert_eq!(Frame::end(id, 3).as_outcome(), None);
+        o.add(&Outcome {
+            provider: "b".into(),
+            model: "m2".into(),
+            usage,
+            estimated: true,
+            cost_usd: 0.5,
+            attempts: 2,
+        });
+        assert_eq!((o.provider.as_str(), o.model.as_str(), o.attempts), ("b", "m2", 3));
+        assert_eq!(
+            (o.usage.prompt_tokens, o.usage.total_tokens, o.estimated),
+            (20, 24, true)
+        );
+        assert!((o.cost_usd - 0.51001).abs() < 1e-12);
+    }
+
+    #[test]
     fn a_batch_of_frames_round_trips_through_one_entry() {
         let id = Uuid::now_v7();
         let head = Head {

@@ -329,36 +329,103 @@ pub(crate) struct GovMemory {
     pub log_seq: u64,
 }
 
+/// One subject's windows and reservations, each kept in time order with running sums, so
+/// admission costs the same whatever the window holds (expired entries leave from the front).
 #[derive(Default)]
 pub(crate) struct SubjectMem {
     /// request → (micros, tokens, expires_ms)
-    pub reserved: BTreeMap<String, (u64, u64, u64)>,
-    /// request → admitted ms (rpm)
-    pub rpm: BTreeMap<String, u64>,
-    /// request → (admitted ms, tokens) (tpm)
-    pub tpm: BTreeMap<String, (u64, u64)>,
+    reserved: foldhash::HashMap<String, (u64, u64, u64)>,
+    /// `(expires_ms, request)` of every reservation, soonest first.
+    expiries: std::collections::BTreeSet<(u64, String)>,
+    /// The sum of the reservations' micros.
+    reserved_micros: u64,
+    /// Admission times in the rpm window, oldest first.
+    rpm: std::collections::VecDeque<u64>,
+    /// `(admitted ms, request)` in the tpm window, oldest first...
+    tpm_order: std::collections::VecDeque<(u64, String)>,
+    /// ...each request's tokens (reserved, then real), and their sum.
+    tpm_tokens: foldhash::HashMap<String, u64>,
+    tpm_sum: u64,
+}
+
+/// Inserts `v` keeping `q` sorted (admissions arrive in time order but for a clock's jitter).
+fn insert_sorted<T: Ord>(q: &mut std::collections::VecDeque<T>, v: T) {
+    if q.back().is_none_or(|b| *b <= v) {
+        q.push_back(v);
+    } else {
+        let at = q.partition_point(|x| *x <= v);
+        q.insert(at, v);
+    }
 }
 
 impl SubjectMem {
     /// Ms until `need` tokens of the window's oldest entries have left it.
     fn tokens_free_in(&self, need: u64, now: u64) -> u64 {
-        let mut entries: Vec<(u64, u64)> = self.tpm.values().copied().collect();
-        entries.sort_unstable();
         let mut freed = 0;
-        entries
+        self.tpm_order
             .iter()
-            .find(|(_, n)| {
-                freed += n;
+            .find(|(_, req)| {
+                freed += self.tpm_tokens.get(req).copied().unwrap_or(0);
                 freed >= need
             })
             .map_or(WINDOW_MS, |(t, _)| t + WINDOW_MS - now)
     }
 
     fn purge(&mut self, now: u64) {
-        self.reserved.retain(|_, (_, _, exp)| *exp > now);
+        while let Some((exp, req)) = self.expiries.first().cloned()
+            && exp <= now
+        {
+            self.expiries.pop_first();
+            if let Some((m, _, _)) = self.reserved.remove(&req) {
+                self.reserved_micros -= m;
+            }
+        }
         let floor = now.saturating_sub(WINDOW_MS);
-        self.rpm.retain(|_, t| *t > floor);
-        self.tpm.retain(|_, (t, _)| *t > floor);
+        while self.rpm.front().is_some_and(|t| *t <= floor) {
+            self.rpm.pop_front();
+        }
+        while let Some((t, _)) = self.tpm_order.front()
+            && *t <= floor
+        {
+            if let Some((_, req)) = self.tpm_order.pop_front() {
+                self.tpm_sum -= self.tpm_tokens.remove(&req).unwrap_or(0);
+            }
+        }
+    }
+
+    fn reserve(&mut self, r: &Reservation<'_>, l: &Limits) {
+        let req = r.request.to_owned();
+        if let Some((m, _, exp)) = self
+            .reserved
+            .insert(req.clone(), (r.cost_micros, r.tokens, r.expires_ms))
+        {
+            self.reserved_micros -= m;
+            self.expiries.remove(&(exp, req.clone()));
+        }
+        self.reserved_micros += r.cost_micros;
+        self.expiries.insert((r.expires_ms, req.clone()));
+        if l.rpm.is_some() {
+            insert_sorted(&mut self.rpm, r.now_ms);
+        }
+        if l.tpm.is_some() {
+            self.tpm_sum += r.tokens;
+            if let Some(old) = self.tpm_tokens.insert(req.clone(), r.tokens) {
+                self.tpm_sum -= old;
+            } else {
+                insert_sorted(&mut self.tpm_order, (r.now_ms, req));
+            }
+        }
+    }
+
+    fn release(&mut self, request: &str, tokens: u64) {
+        if let Some((m, _, exp)) = self.reserved.remove(request) {
+            self.reserved_micros -= m;
+            self.expiries.remove(&(exp, request.to_owned()));
+        }
+        if let Some(n) = self.tpm_tokens.get_mut(request) {
+            self.tpm_sum = self.tpm_sum - *n + tokens;
+            *n = tokens;
+        }
     }
 }
 
@@ -380,7 +447,7 @@ impl GovMemory {
             {
                 return refuse(Limit::Parallel, Some(1000));
             }
-            let oldest_rpm = s.rpm.values().min().copied();
+            let oldest_rpm = s.rpm.front().copied();
             if let Some(rpm) = l.rpm
                 && s.rpm.len() as u64 + 1 > rpm
             {
@@ -389,7 +456,7 @@ impl GovMemory {
                     Some(oldest_rpm.map_or(WINDOW_MS, |t| t + WINDOW_MS - now)),
                 );
             }
-            let used: u64 = s.tpm.values().map(|(_, n)| n).sum();
+            let used = s.tpm_sum;
             if let Some(tpm) = l.tpm
                 && used + r.tokens > tpm
             {
@@ -399,8 +466,7 @@ impl GovMemory {
             if let Some(budget) = l.budget_usd {
                 let (label, _, end) = l.budget_period.window(now);
                 let spent = self.spend.get(&(c.subject.to_owned(), label)).copied().unwrap_or(0);
-                let s = self.subjects.entry(c.subject.to_owned()).or_default();
-                let held: u64 = s.reserved.values().map(|(m, _, _)| m).sum();
+                let held = self.subjects.get(c.subject).map_or(0, |s| s.reserved_micros);
                 if spent + held + r.cost_micros > micros(budget) {
                     return refuse(Limit::Budget, end.map(|e| e - now));
                 }
@@ -420,25 +486,18 @@ impl GovMemory {
             });
         }
         for c in r.charges {
-            let s = self.subjects.entry(c.subject.to_owned()).or_default();
-            s.reserved
-                .insert(r.request.to_owned(), (r.cost_micros, r.tokens, r.expires_ms));
-            if c.limits.rpm.is_some() {
-                s.rpm.insert(r.request.to_owned(), now);
-            }
-            if c.limits.tpm.is_some() {
-                s.tpm.insert(r.request.to_owned(), (now, r.tokens));
-            }
+            self.subjects
+                .entry(c.subject.to_owned())
+                .or_default()
+                .reserve(r, c.limits);
         }
         Admission::Admitted(standings)
     }
 
     pub fn settle(&mut self, st: &Settlement<'_>) {
         for (subject, period) in st.subjects {
-            let s = self.subjects.entry((*subject).to_owned()).or_default();
-            s.reserved.remove(st.request);
-            if let Some(e) = s.tpm.get_mut(st.request) {
-                e.1 = st.tokens;
+            if let Some(s) = self.subjects.get_mut(*subject) {
+                s.release(st.request, st.tokens);
             }
             let (label, _, _) = period.window(st.now_ms);
             *self.spend.entry(((*subject).to_owned(), label)).or_default() += st.cost_micros;
@@ -479,7 +538,7 @@ impl GovMemory {
         s.purge(now);
         Standings {
             spend_micros: spend,
-            reserved_micros: s.reserved.values().map(|(m, _, _)| m).sum(),
+            reserved_micros: s.reserved_micros,
             in_flight: s.reserved.len() as u64,
             period_start_ms: start,
         }
