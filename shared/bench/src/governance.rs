@@ -14,6 +14,8 @@
 //!   request (`INFO commandstats` around each run — commands scripts run included — less what
 //!   the idle cluster sends in as long), with the commands that changed.
 //!
+//! Each measure also reports llmrouter's CPU time per request (and Redis's, in the cluster).
+//!
 //! Every run is bounded (counts and seconds, × `--factor`); every process is stopped by PID.
 
 use std::collections::BTreeMap;
@@ -27,6 +29,7 @@ use crate::{C64, SERIAL, body, commands};
 
 /// `server.token` of the deployment.
 pub const TOKEN: &str = "bench-server-token";
+const TOKEN_TOML: &str = "token = \"bench-server-token\"\n";
 /// The virtual key's secret (declared in the config file as `[[keys]]`).
 pub const KEY: &str = "sk-llmr-bench-governance-0000000000000000000000000000";
 /// The key's limits: never reached in a bounded run (the key's 60-second window holds a few
@@ -41,7 +44,7 @@ const PRICES: &str = "cost_input_per_mtok = 1.0\ncost_output_per_mtok = 2.0\n";
 
 fn extra(tail: &str) -> Extra<'_> {
     Extra {
-        server: "token = \"bench-server-token\"\n",
+        server: TOKEN_TOML,
         provider: PRICES,
         tail,
     }
@@ -85,10 +88,15 @@ impl Arm {
     }
 }
 
-/// One measure of both arms, pooled over their rounds.
+/// One measure of both arms, pooled over their rounds, with the CPU time the deployment's
+/// processes and its Redis used meanwhile.
 pub struct Pair {
     pub token: Stats,
     pub key: Stats,
+    /// llmrouter's CPU ms (token, key).
+    pub cpu_ms: [f64; 2],
+    /// Redis's CPU ms (token, key); 0 in memory.
+    pub redis_cpu_ms: [f64; 2],
 }
 
 impl Pair {
@@ -96,16 +104,37 @@ impl Pair {
         Pair {
             token: Stats::default(),
             key: Stats::default(),
+            cpu_ms: [0.0; 2],
+            redis_cpu_ms: [0.0; 2],
         }
     }
 
-    fn add(&mut self, arm: Arm, s: &Stats) {
+    /// Runs `shape` presenting `arm`'s secret and pools what it measured; returns this round's.
+    fn run(&mut self, d: &Deployment, arm: Arm, shape: Shape, threads: usize) -> Stats {
+        let (cpu, redis) = (d.cpu_ms(), d.redis_cpu_ms());
+        let s = load::run_as(&d.url, body(false, 0), shape, threads, Some(arm.secret()));
+        let i = arm as usize;
+        self.cpu_ms[i] += d.cpu_ms() - cpu;
+        self.redis_cpu_ms[i] += d.redis_cpu_ms() - redis;
         let pooled = match arm {
             Arm::Token => &mut self.token,
             Arm::Key => &mut self.key,
         };
-        pooled.merge(s);
+        pooled.merge(&s);
         pooled.elapsed += s.elapsed;
+        s
+    }
+
+    fn stats(&self, arm: Arm) -> &Stats {
+        match arm {
+            Arm::Token => &self.token,
+            Arm::Key => &self.key,
+        }
+    }
+
+    /// CPU ms per answered request of `arm` (llmrouter's, or Redis's).
+    fn per_request(&self, cpu: &[f64; 2], arm: Arm) -> f64 {
+        cpu[arm as usize] / self.stats(arm).ok.max(1) as f64
     }
 
     fn errors(&self) -> String {
@@ -242,9 +271,8 @@ fn serial_rounds(d: &Deployment, rounds: usize, n: usize, what: &str, log: &mut 
     let mut pair = Pair::new();
     for i in 0..rounds {
         for arm in Arm::order(i) {
-            let s = load::run_as(&d.url, body(false, 0), Shape::Serial { n }, 1, Some(arm.secret()));
+            let s = pair.run(d, arm, Shape::Serial { n }, 1);
             log(&line(d.mode, what, arm, &s));
-            pair.add(arm, &s);
         }
     }
     pair
@@ -255,6 +283,14 @@ pub fn run(bin_dir: &Path, scale: f64, threads: usize, log: &mut dyn FnMut(&str)
     let n = |n: usize| ((n as f64 * scale).ceil() as usize).max(10);
     let secs = ((5.0 * scale).ceil() as u64).max(1);
     let mut report = GovReport::default();
+    // Figures of two runs differ most when something else runs on the machine: say so.
+    if let Ok(load) = std::fs::read_to_string("/proc/loadavg") {
+        let load: Vec<&str> = load.split_whitespace().take(3).collect();
+        report.notes.push(format!(
+            "Load average (1, 5, 15 min) when the run began: {}.",
+            load.join(", ")
+        ));
+    }
     let mock = Mock::start(bin_dir, 0, 20)?;
 
     // `all`, in memory.
@@ -267,24 +303,22 @@ pub fn run(bin_dir: &Path, scale: f64, threads: usize, log: &mut dyn FnMut(&str)
     };
     load::run_as(&d.url, body(false, 0), warm, threads, Some(TOKEN));
     load::run_as(&d.url, body(false, 0), Shape::Serial { n: 200 }, 1, Some(KEY));
-    let serial = serial_rounds(&d, 4, n(500), SERIAL, log);
+    let serial = serial_rounds(&d, 8, n(250), SERIAL, log);
     let serial_window = probe(&d.url, KEY).window();
     let mut c64 = Pair::new();
     let mut c64_rounds = Vec::new();
     for i in 0..2 {
         for arm in Arm::order(i) {
-            let shape = Shape::Closed { concurrency: 64, secs };
-            let s = load::run_as(&d.url, body(false, 0), shape, threads, Some(arm.secret()));
+            let s = c64.run(&d, arm, Shape::Closed { concurrency: 64, secs }, threads);
             log(&line(d.mode, C64, arm, &s));
             c64_rounds.push((arm, s.rps()));
-            c64.add(arm, &s);
         }
     }
     let after_window = probe(&d.url, KEY).window();
     log(&format!(
         "governance: the key's window holds {after_window:?} requests after c=64"
     ));
-    let after = serial_rounds(&d, 2, n(500), "serial after c=64", log);
+    let after = serial_rounds(&d, 4, n(250), "serial after c=64", log);
     report.memory = Some(InMemory {
         serial,
         serial_window,
@@ -308,13 +342,7 @@ pub fn run(bin_dir: &Path, scale: f64, threads: usize, log: &mut dyn FnMut(&str)
     for i in 0..2 {
         for arm in Arm::order(i) {
             let before = commands::snapshot(&url).map_err(std::io::Error::other)?;
-            let s = load::run_as(
-                &d.url,
-                body(false, 0),
-                Shape::Serial { n: n(1000) },
-                1,
-                Some(arm.secret()),
-            );
+            let s = serial.run(&d, arm, Shape::Serial { n: n(1000) }, 1);
             let after = commands::snapshot(&url).map_err(std::io::Error::other)?;
             let (per_request, by) = commands::per_request(&before, &after, &idle, s.elapsed, s.ok);
             log(&format!(
@@ -327,7 +355,6 @@ pub fn run(bin_dir: &Path, scale: f64, threads: usize, log: &mut dyn FnMut(&str)
                 *e.0.entry(k).or_default() += v * s.ok as f64;
             }
             e.1 += s.ok;
-            serial.add(arm, &s);
         }
     }
     let mut count = |arm: Arm| {
@@ -349,19 +376,11 @@ fn met(ok: bool) -> &'static str {
     if ok { "yes" } else { "no" }
 }
 
-/// The report section.
-pub fn markdown(r: &GovReport, machine: &str) -> String {
-    let mut s = String::from("\n## Governance: a virtual key with limits against `server.token`\n\n");
-    let _ = writeln!(
-        s,
-        "Machine: {machine}\n\nThe same chat completion (model `bench`, not streamed) presented with `server.token` (no virtual key: no admission, but the request is still settled, since the request log is on by default) and with a virtual key with rpm, tpm and a budget far above what the run spends (an admission step before publishing, a settlement step at the end), to the same deployment, alternated in rounds (token, key, key, token, …); the mock's provider has a price in both. Errors are token / key.\n"
-    );
-    let _ = writeln!(
-        s,
-        "| deployment | measure | server.token | virtual key | key − token | target | met | errors |\n| --- | --- | ---: | ---: | ---: | --- | :---: | ---: |"
-    );
-    let window = |w: Option<u64>| w.map_or("?".to_owned(), |w| w.to_string());
-    let latency = |s: &mut String, name: &str, what: &str, p: &Pair, target: Option<f64>| {
+/// Table rows of one pooled measure: serial p50 and p99 (`target` on p50), or req/s; then
+/// llmrouter's CPU per request, and Redis's when there is one.
+fn rows(s: &mut String, name: &str, what: &str, p: &Pair, serial: bool, target: Option<f64>) {
+    let errors = p.errors();
+    if serial {
         for (q, label) in [(0.5, "p50"), (0.99, "p99")] {
             let (a, b) = (p.token.ms(q), p.key.ms(q));
             let (t, m) = match target.filter(|_| q == 0.5) {
@@ -370,43 +389,59 @@ pub fn markdown(r: &GovReport, machine: &str) -> String {
             };
             let _ = writeln!(
                 s,
-                "| {name} | {what} {label} ms | {a:.3} | {b:.3} | {:+.3} | {t} | {m} | {} |",
-                b - a,
-                p.errors()
+                "| {name} | {what}: {label} ms | {a:.3} | {b:.3} | {:+.3} | {t} | {m} | {errors} |",
+                b - a
             );
         }
-    };
-    if let Some(m) = &r.memory {
-        let name = Mode::AllMemory.name();
-        latency(
-            &mut s,
-            name,
-            &format!("serial (key's window: {} requests)", window(m.serial_window)),
-            &m.serial,
-            Some(0.02),
-        );
-        let (a, b) = (m.c64.token.rps(), m.c64.key.rps());
+    } else {
+        let (a, b) = (p.token.rps(), p.key.rps());
         let _ = writeln!(
             s,
-            "| {name} | c=64 req/s | {a:.0} | {b:.0} | × {:.2} | — | — | {} |",
-            b / a.max(1e-9),
-            m.c64.errors()
+            "| {name} | {what}: req/s | {a:.0} | {b:.0} | × {:.2} | — | — | {errors} |",
+            b / a.max(1e-9)
         );
-        latency(
-            &mut s,
-            name,
-            &format!("serial after c=64 (key's window: {} requests)", window(m.after_window)),
-            &m.after,
-            None,
+    }
+    let mut cpu = |who: &str, cpu: &[f64; 2]| {
+        let (a, b) = (p.per_request(cpu, Arm::Token), p.per_request(cpu, Arm::Key));
+        let _ = writeln!(
+            s,
+            "| {name} | {what}: {who} CPU ms per request | {a:.3} | {b:.3} | {:+.3} | — | — | — |",
+            b - a
         );
+    };
+    cpu("llmrouter", &p.cpu_ms);
+    if p.redis_cpu_ms.iter().any(|&v| v > 0.0) {
+        cpu("Redis", &p.redis_cpu_ms);
+    }
+}
+
+/// The report section.
+pub fn markdown(r: &GovReport, machine: &str) -> String {
+    let mut s = String::from("\n## Governance: a virtual key with limits against `server.token`\n\n");
+    let _ = writeln!(
+        s,
+        "Machine: {machine}\n\nThe same chat completion (model `bench`, not streamed) presented with `server.token` (no virtual key: no admission, but the request is still settled, since the request log is on by default) and with a virtual key with rpm, tpm and a budget far above what the run spends (an admission step before publishing, a settlement step at the end), to the same deployment, alternated in rounds (token, key, key, token, …); the mock's provider has a price in both. The key's window is the number of requests it was admitted in the last 60 s when the rows' rounds ended (serial) or began (after c=64). Errors are token / key.\n"
+    );
+    let _ = writeln!(
+        s,
+        "| deployment | measure | server.token | virtual key | key − token | target | met | errors |\n| --- | --- | ---: | ---: | ---: | --- | :---: | ---: |"
+    );
+    let window = |w: Option<u64>| w.map_or("?".to_owned(), |w| w.to_string());
+    if let Some(m) = &r.memory {
+        let name = Mode::AllMemory.name();
+        let what = format!("serial (key's window {})", window(m.serial_window));
+        rows(&mut s, name, &what, &m.serial, true, Some(0.02));
+        rows(&mut s, name, C64, &m.c64, false, None);
+        let what = format!("serial after c=64 (key's window {})", window(m.after_window));
+        rows(&mut s, name, &what, &m.after, true, None);
     }
     if let Some(c) = &r.cluster {
         let name = Mode::Cluster.name();
-        latency(&mut s, name, "serial", &c.serial, None);
+        rows(&mut s, name, SERIAL, &c.serial, true, None);
         let (a, b) = (c.token.per_request, c.key.per_request);
         let _ = writeln!(
             s,
-            "| {name} | Redis commands per request (scripts' included) | {a:.1} | {b:.1} | {:+.1} | ≤ +2 | {} | {} |",
+            "| {name} | Redis commands per request (scripts' own included) | {a:.1} | {b:.1} | {:+.1} | ≤ +2 | {} | {} |",
             b - a,
             met(b - a <= 2.0),
             c.serial.errors()
@@ -415,30 +450,21 @@ pub fn markdown(r: &GovReport, machine: &str) -> String {
         let (a, b) = (evalsha(&c.token), evalsha(&c.key));
         let _ = writeln!(
             s,
-            "| {name} | of which EVALSHA (a script, one round trip) | {a:.2} | {b:.2} | {:+.2} | — | — | — |",
+            "| {name} | of which EVALSHA (one script, one round trip) | {a:.2} | {b:.2} | {:+.2} | — | — | — |",
             b - a
         );
-        let _ = writeln!(
-            s,
-            "\nRedis commands that changed (per request, serial, the cluster; 0.01 or more either way):\n\n| command | server.token | virtual key | change |\n| --- | ---: | ---: | ---: |"
-        );
-        let mut names: Vec<&String> = c.token.by_command.keys().chain(c.key.by_command.keys()).collect();
-        names.sort();
-        names.dedup();
-        let mut rows: Vec<(&String, f64, f64)> = names
-            .into_iter()
-            .map(|k| {
-                let get = |x: &Count| x.by_command.get(k).copied().unwrap_or(0.0);
-                (k, get(&c.token), get(&c.key))
-            })
-            .filter(|(_, a, b)| (b - a).abs() >= 0.01)
-            .collect();
-        rows.sort_by(|x, y| (y.2 - y.1).total_cmp(&(x.2 - x.1)));
-        for (k, a, b) in rows {
-            let _ = writeln!(s, "| {k} | {a:.2} | {b:.2} | {:+.2} |", b - a);
-        }
     }
     if let Some(m) = &r.memory {
+        let delta = |p: &Pair| p.key.ms(0.5) - p.token.ms(0.5);
+        if let (Some(w0), Some(w1)) = (m.serial_window, m.after_window)
+            && w1 > w0
+        {
+            let slope = (delta(&m.after) - delta(&m.serial)) / (w1 - w0) as f64 * 1000.0;
+            let _ = writeln!(
+                s,
+                "\nIn memory the key's serial Δp50 grew by {slope:.3} ms per 1,000 requests in its 60-second window (from {w0} to {w1})."
+            );
+        }
         let rounds: Vec<String> = m
             .c64_rounds
             .iter()
@@ -446,8 +472,56 @@ pub fn markdown(r: &GovReport, machine: &str) -> String {
             .collect();
         let _ = writeln!(s, "\nc=64 rounds in order (req/s): {}.", rounds.join(", "));
     }
+    if let Some(c) = &r.cluster {
+        let _ = writeln!(
+            s,
+            "\nRedis commands that changed (per request, serial, the cluster; 0.01 or more either way):\n\n| command | server.token | virtual key | change |\n| --- | ---: | ---: | ---: |"
+        );
+        let mut names: Vec<&String> = c.token.by_command.keys().chain(c.key.by_command.keys()).collect();
+        names.sort();
+        names.dedup();
+        let mut changed: Vec<(&String, f64, f64)> = names
+            .into_iter()
+            .map(|k| {
+                let get = |x: &Count| x.by_command.get(k).copied().unwrap_or(0.0);
+                (k, get(&c.token), get(&c.key))
+            })
+            .filter(|(_, a, b)| (b - a).abs() >= 0.01)
+            .collect();
+        changed.sort_by(|x, y| (y.2 - y.1).total_cmp(&(x.2 - x.1)).then(x.0.cmp(y.0)));
+        for (k, a, b) in changed {
+            let _ = writeln!(s, "| {k} | {a:.2} | {b:.2} | {:+.2} |", b - a);
+        }
+    }
+    if !r.notes.is_empty() {
+        s.push('\n');
+    }
     for n in &r.notes {
         let _ = writeln!(s, "- {n}");
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_configuration_has_the_token_the_key_and_a_price() {
+        let tail = key_toml();
+        let toml = crate::procs::config_toml("http://127.0.0.1:9/v1", 64, 64, extra(&tail));
+        let settings = llmr_testkit::TestConfig::new(toml).settings();
+        assert_eq!(settings.server.token(), Some(TOKEN));
+        assert_eq!(settings.keys.len(), 1);
+        let key = &settings.keys[0];
+        assert_eq!(
+            (key.limits.rpm, key.limits.tpm, key.limits.budget_usd),
+            (Some(RPM), Some(TPM), Some(BUDGET_USD))
+        );
+        let mock = settings
+            .providers()
+            .find(|p| p.name == "mock")
+            .map(|p| p.cost_of("bench"));
+        assert_eq!(mock, Some((1.0, 2.0)));
+    }
 }

@@ -174,13 +174,7 @@ impl Deployment {
                 litellm: Some(peer),
             });
         }
-        let cfg = TestConfig::new(format!(
-            "[server]\nrequest_timeout_ms = 60000\nmax_queued = {max_queued}\n{}[telemetry]\nlog_level = \"warn\"\n[worker]\nmax_in_flight = {max_in_flight}\n[[providers]]\nname = \"mock\"\ntype = \"openai\"\nbase_url = \"{}\"\nmodels = [\"bench\", \"bench-gap\"]\n{}{}",
-            extra.server,
-            mock.base_url(),
-            extra.provider,
-            extra.tail
-        ));
+        let cfg = TestConfig::new(config_toml(&mock.base_url(), max_in_flight, max_queued, extra));
         let mut c = ProcessCluster::new(&bin_dir.join("llmrouter"), cfg, mode != Mode::AllMemory);
         match mode {
             Mode::AllMemory | Mode::AllRedis => {
@@ -258,6 +252,15 @@ impl Deployment {
         }
         false
     }
+}
+
+/// llmrouter's configuration in the benchmark: the mock (models `bench` and `bench-gap`) at
+/// `base_url`, `log_level = "warn"`, and `extra`.
+pub fn config_toml(base_url: &str, max_in_flight: usize, max_queued: usize, extra: Extra<'_>) -> String {
+    format!(
+        "[server]\nrequest_timeout_ms = 60000\nmax_queued = {max_queued}\n{}[telemetry]\nlog_level = \"warn\"\n[worker]\nmax_in_flight = {max_in_flight}\n[[providers]]\nname = \"mock\"\ntype = \"openai\"\nbase_url = \"{base_url}\"\nmodels = [\"bench\", \"bench-gap\"]\n{}{}",
+        extra.server, extra.provider, extra.tail
+    )
 }
 
 fn clock_ticks() -> f64 {

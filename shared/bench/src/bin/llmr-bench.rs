@@ -59,6 +59,13 @@ struct Args {
     /// With --load-url: stream the answers.
     #[arg(long)]
     stream: bool,
+    /// With --load-url: present this token (`Authorization: Bearer …`), e.g. a virtual key.
+    #[arg(long)]
+    token: Option<String>,
+    /// With --load-url: send requests one at a time, this many (instead of --concurrency and
+    /// --secs).
+    #[arg(long)]
+    serial: Option<usize>,
     /// Soak the cluster for this many minutes instead (`just soak`; not in CI).
     #[arg(long)]
     soak: Option<u64>,
@@ -71,11 +78,20 @@ fn main() -> std::io::Result<()> {
         None => std::env::current_exe()?.parent().map(PathBuf::from).unwrap_or_default(),
     };
     if let Some(url) = &args.load_url {
-        let shape = bench::load::Shape::Closed {
-            concurrency: args.concurrency,
-            secs: args.secs,
+        let shape = match args.serial {
+            Some(n) => bench::load::Shape::Serial { n },
+            None => bench::load::Shape::Closed {
+                concurrency: args.concurrency,
+                secs: args.secs,
+            },
         };
-        let s = bench::load::run(url, bench::body(args.stream, 0), shape, args.threads);
+        let s = bench::load::run_as(
+            url,
+            bench::body(args.stream, 0),
+            shape,
+            args.threads,
+            args.token.as_deref(),
+        );
         let mut out = std::io::stdout();
         writeln!(
             out,
