@@ -22,11 +22,12 @@
 //! (day, key, team, model) and appends the request record to the capped log — one step.
 //!
 //! Keys (under the store's prefix; Redis): `gov:keys`, `gov:teams` (hash id → JSON),
-//! `gov:version` (string, bumped by every change), `gov:res:{subject}` (hash request →
-//! `micros:tokens:expires_ms`), `gov:rpm:{subject}` (sorted set request → admitted ms),
-//! `gov:tpm:{subject}` (sorted set `request` → admitted ms) with `gov:tpmv:{subject}` (hash
-//! request → tokens) and `gov:tpms:{subject}` (their sum), `gov:spend:{subject}:{period}`
-//! (integer micro-dollars), `gov:rows:{day}` (hash `key|team|model|field` → counter),
+//! `gov:version` (string, bumped by every change), `gov:sub:{subject}` (hash: `r:{request}`
+//! → `micros:deadline_ms:tokens`, the reservation and the tpm window's tokens, and the running
+//! counters), `gov:win:{subject}` (sorted set `q:{request}` rpm and `t:{request}` tpm →
+//! admitted ms), `gov:spend:{subject}:{period}` (integer micro-dollars), `gov:row:{day}:{key|
+//! team|model}` (four i64 counters, BITFIELD) indexed by `gov:rowidx:{day}` (set; the older
+//! `gov:rows:{day}` hash `key|team|model|field` → counter is still read),
 //! `gov:log` (stream, one field `r` = JSON [`RequestRecord`], trimmed by count and age).
 
 use std::collections::BTreeMap;
@@ -281,7 +282,8 @@ pub struct Standings {
     pub period_start_ms: u64,
 }
 
-/// The fields of a spend row, in the order `gov:rows:{day}` names them.
+/// The fields of a spend row: the counters of a packed `gov:row:` in this order, and the names
+/// the older `gov:rows:{day}` hash gives them.
 pub const ROW_FIELDS: [&str; 4] = ["requests", "input_tokens", "output_tokens", "spend_micros"];
 
 impl SpendRow {

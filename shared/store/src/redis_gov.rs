@@ -7,15 +7,28 @@
 //! (`now_ms`), never from Redis: both backends then answer alike for the same inputs.
 //! Amounts travel as integer strings and stay below 2^53 (Lua numbers are doubles).
 //!
-//! Expiry: a subject's rate windows (`gov:rpm:`, `gov:tpm:`, `gov:tpmv:`, `gov:tpms:`) live
-//! two windows after their last admission; its reservations (`gov:res:`) a window past the
-//! latest one's deadline; a period's spend [`SPEND_GRACE_MS`] past the period's end (`total`
+//! A subject is two keys: `gov:sub:{subject}`, a hash of its requests (`r:{request}` =
+//! `micros:deadline_ms:tokens`, the reservation and the request's tokens in the tpm window)
+//! and its running counters (`n` live reservations, `m` their micros, `d` the earliest
+//! deadline, `q` requests in the rpm window and `o` the oldest, `t` tokens in the tpm window,
+//! `x` the window's oldest entry, `e` the keys' expiry), and `gov:win:{subject}`, a sorted
+//! set of its window entries (`q:{request}` rpm, `t:{request}` tpm) by admitted ms. Admission
+//! reads the counters in one HMGET and touches the window's head only once its oldest entry
+//! has left, the reservations (one scan) only once the earliest deadline has passed; all it
+//! writes is one HSET and one ZADD. Settlement is an HMGET and an HSET per subject, INCRBY of
+//! the spend, BITFIELD of the spend row (`gov:row:{day}:{key|team|model}`, four i64
+//! counters; SADD to `gov:rowidx:{day}` when new) and an XADD and XTRIM of the log. The days'
+//! hashes of the layout before (`gov:rows:{day}`) are still read.
+//!
+//! Expiry: a subject's two keys live a window past its latest reservation's deadline and two
+//! past its last admission, pushed a window further so that they move at most once a window;
+//! a period's spend [`SPEND_GRACE_MS`] past the period's end, set when it begins (`total`
 //! never expires). Spend rows and the log (capped by count and age) do not expire.
 //!
 //! The log's entry ids are `{ms}-{seq}` with `ms` the record's arrival time (raised to the
-//! last entry's, ids only grow), so trimming by age (`XTRIM MINID`) drops what the in-memory
-//! log drops. Both trims are exact (no `~`): the log is small enough that exactness costs
-//! nothing worth saving.
+//! last entry's, ids only grow), so trimming by age (`MINID`, in the XADD) drops what the
+//! in-memory log drops. Both trims are exact (no `~`): the log is small enough that exactness
+//! costs nothing worth saving.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -26,8 +39,10 @@ use crate::{RedisStore, StoreError};
 /// A period's spend is kept this long after the period ends.
 pub(crate) const SPEND_GRACE_MS: u64 = 7 * 86_400_000;
 
-/// What both scripts share: the window, the caller's clock, batched HDEL, an expiry that only
-/// grows. ARGV[2] is `now` in both.
+/// What both scripts share: the window, the caller's clock, batched HDEL and a subject's
+/// request fields (`r:{request}` = `micros:deadline:tokens`, micros and deadline empty once
+/// the reservation is gone, tokens empty once out of the tpm window, the field deleted when
+/// both are). ARGV[2] is `now` in both.
 const LUA_COMMON: &str = r"
 local W = tonumber(ARGV[#ARGV])
 local now = tonumber(ARGV[2])
@@ -40,71 +55,128 @@ local function hdel(key, fields)
   end
 end
 
--- Sets the key's expiry to ms from now unless it already lives longer.
-local function extend(key, ms)
-  local ttl = redis.call('PTTL', key)
-  if ttl < ms then redis.call('PEXPIRE', key, ms) end
+-- A request field's value as {m, e, t} (nil where empty); false when absent or unreadable.
+local function parse(v)
+  if not v then return false end
+  local m, e, t = string.match(v, '^(%d*):(%d*):(%d*)$')
+  if not m then return false end
+  return {m = tonumber(m), e = tonumber(e), t = tonumber(t)}
+end
+
+local function num(x)
+  if x then return string.format('%d', x) end
+  return ''
+end
+
+-- A request field's value, or nil when nothing is left of it.
+local function unparse(f)
+  if not f.m and not f.t then return nil end
+  return num(f.m) .. ':' .. num(f.e) .. ':' .. num(f.t)
 end
 ";
 
-/// Admission's reads: purging a subject and finding when its tpm window has room.
-const LUA_ADMIT_PURGE: &str = r"
--- Drops lapsed (or unreadable) reservations; the live ones' count and held micros.
-local function purge_res(key)
-  local all = redis.call('HGETALL', key)
-  local live, held, dead = 0, 0, {}
+/// Admission's reads of a subject: its counters and the request's field in one HMGET, the
+/// lapsed reservations (a scan, only once the earliest deadline has passed) and the lapsed
+/// window entries (the window's head, only once its oldest entry has left).
+const LUA_ADMIT_LOAD: &str = r"
+-- Reads more request fields into S.f.
+local function fetch(S, fields)
+  for i = 1, #fields, 500 do
+    local part = {unpack(fields, i, math.min(i + 499, #fields))}
+    local vs = redis.call('HMGET', S.key, unpack(part))
+    for j = 1, #part do S.f[part[j]] = parse(vs[j]) end
+  end
+end
+
+-- Drops lapsed reservations: recounts the live ones from every field.
+local function purge_res(S)
+  local all = redis.call('HGETALL', S.key)
+  S.n, S.m, S.d = 0, 0, nil
   for i = 1, #all, 2 do
-    local m, _, e = string.match(all[i + 1], '^(%d+):(%d+):(%d+)$')
-    if m and tonumber(e) > now then
-      live = live + 1
-      held = held + tonumber(m)
-    else
-      dead[#dead + 1] = all[i]
+    local name = all[i]
+    if string.sub(name, 1, 2) == 'r:' then
+      local f = parse(all[i + 1])
+      if f and f.m and f.e <= now then
+        f.m, f.e = nil, nil
+        S.dirty[name] = true
+      elseif f and f.m then
+        S.n, S.m, S.d = S.n + 1, S.m + f.m, math.min(S.d or f.e, f.e)
+      end
+      S.f[name] = f
     end
   end
-  hdel(key, dead)
-  return live, held
 end
 
--- The tpm sum recounted from its entries (when the running sum was lost).
-local function recount(vkey, skey)
-  local s = 0
-  for _, v in ipairs(redis.call('HVALS', vkey)) do s = s + tonumber(v) end
-  local ttl = redis.call('PTTL', vkey)
-  if ttl <= 0 then ttl = 2 * W end
-  redis.call('SET', skey, string.format('%d', s), 'PX', ttl)
-  return s
+-- Drops the window's entries that left it (`q:` rpm, `t:` tpm, oldest first); finds the
+-- oldest left of each kind.
+local function purge_win(S)
+  local gone, q, start = {}, S.q, 0
+  S.x, S.o = nil, nil
+  while true do
+    local zs = redis.call('ZRANGE', S.win, start, start + 15, 'WITHSCORES')
+    for j = 1, #zs, 2 do
+      local mbr, sc = zs[j], tonumber(zs[j + 1])
+      local rpm = string.sub(mbr, 1, 2) == 'q:'
+      if sc <= floor then
+        gone[#gone + 1] = mbr
+        if rpm then q = q - 1 end
+      else
+        S.x = S.x or sc
+        if rpm and not S.o then S.o = sc end
+        if S.o or q == 0 then break end
+      end
+    end
+    if #zs < 32 or (S.x and (S.o or q == 0)) then break end
+    start = start + 16
+  end
+  S.q, S.gone = math.max(q, 0), #gone
+  local want = {}
+  for _, mbr in ipairs(gone) do
+    local name = 'r:' .. string.sub(mbr, 3)
+    if string.sub(mbr, 1, 2) == 't:' and S.f[name] == nil then want[#want + 1] = name end
+  end
+  fetch(S, want)
+  for _, mbr in ipairs(gone) do
+    local name = 'r:' .. string.sub(mbr, 3)
+    local f = S.f[name]
+    if string.sub(mbr, 1, 2) == 't:' and f and f.t then
+      S.t, f.t = S.t - f.t, nil
+      S.dirty[name] = true
+    end
+  end
 end
 
--- Drops tpm entries that left the window; the tokens still in it.
-local function purge_tpm(zkey, vkey, skey)
-  local gone = redis.call('ZRANGEBYSCORE', zkey, '-inf', floor)
-  local out = 0
-  for i = 1, #gone do out = out + tonumber(redis.call('HGET', vkey, gone[i]) or '0') end
-  if #gone > 0 then
-    redis.call('ZREMRANGEBYSCORE', zkey, '-inf', floor)
-    hdel(vkey, gone)
-  end
-  if redis.call('HLEN', vkey) == 0 then
-    redis.call('DEL', skey)
-    return 0
-  end
-  local sum = redis.call('GET', skey)
-  if not sum then return recount(vkey, skey) end
-  if out > 0 then return redis.call('DECRBY', skey, out) end
-  return tonumber(sum)
+-- A charge's subject, read and purged as of now.
+local function load(i)
+  local S = {key = KEYS[(i - 1) * 3 + 1], win = KEYS[(i - 1) * 3 + 2], f = {}, dirty = {}, gone = 0}
+  local v = redis.call('HMGET', S.key, reqf, 'n', 'm', 'd', 'q', 'o', 't', 'x', 'e')
+  S.f[reqf] = parse(v[1])
+  S.n, S.m, S.d = tonumber(v[2]) or 0, tonumber(v[3]) or 0, tonumber(v[4])
+  S.q, S.o, S.t = tonumber(v[5]) or 0, tonumber(v[6]), tonumber(v[7]) or 0
+  S.x, S.e = tonumber(v[8]), tonumber(v[9])
+  if S.d and S.d <= now then purge_res(S) end
+  if S.x and S.x <= floor then purge_win(S) end
+  return S
 end
 
 -- Ms until the window's oldest tokens that leave it free `need` (oldest first).
-local function tpm_retry(zkey, vkey, need)
-  local tokens = {}
-  local all = redis.call('HGETALL', vkey)
-  for i = 1, #all, 2 do tokens[all[i]] = tonumber(all[i + 1]) end
-  local zs = redis.call('ZRANGE', zkey, 0, -1, 'WITHSCORES')
+local function tpm_retry(S, need)
+  local zs = redis.call('ZRANGE', S.win, 0, -1, 'WITHSCORES')
+  local at, want = {}, {}
+  for j = 1, #zs, 2 do
+    local sc = tonumber(zs[j + 1])
+    if sc > floor and string.sub(zs[j], 1, 2) == 't:' then
+      local name = 'r:' .. string.sub(zs[j], 3)
+      at[#at + 1] = {name, sc}
+      if S.f[name] == nil then want[#want + 1] = name end
+    end
+  end
+  fetch(S, want)
   local freed = 0
-  for i = 1, #zs, 2 do
-    freed = freed + (tokens[zs[i]] or 0)
-    if freed >= need then return tonumber(zs[i + 1]) + W - now end
+  for _, p in ipairs(at) do
+    local f = S.f[p[1]]
+    freed = freed + ((f and f.t) or 0)
+    if freed >= need then return p[2] + W - now end
   end
   return W
 end
@@ -113,136 +185,167 @@ end
 /// Admission's check of one charge (GovMemory::admit's loop body). Refusal codes: 1 requests,
 /// 2 tokens, 3 parallel, 4 budget; -1 stands for none.
 const LUA_ADMIT_CHECK: &str = r"
-local function check(i)
-  local k, a = (i - 1) * 6, 5 + (i - 1) * 5
+local function check(i, S)
+  local a = 5 + (i - 1) * 5
   local rpm, tpm = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
   local par, budget, pend = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5])
-  local live, held = purge_res(KEYS[k + 1])
-  redis.call('ZREMRANGEBYSCORE', KEYS[k + 2], '-inf', floor)
-  local used = purge_tpm(KEYS[k + 3], KEYS[k + 4], KEYS[k + 5])
-  if par and live + 1 > par then return {0, i - 1, 3, 1000} end
-  local count = redis.call('ZCARD', KEYS[k + 2])
-  local oldest = redis.call('ZRANGE', KEYS[k + 2], 0, 0, 'WITHSCORES')
+  if par and S.n + 1 > par then return {0, i - 1, 3, 1000} end
   local reset = W
-  if oldest[2] then reset = tonumber(oldest[2]) + W - now end
-  if rpm and count + 1 > rpm then return {0, i - 1, 1, reset} end
-  if tpm and used + tokens > tpm then
+  if S.o then reset = S.o + W - now end
+  if rpm and S.q + 1 > rpm then return {0, i - 1, 1, reset} end
+  if tpm and S.t + tokens > tpm then
     local retry = -1
-    if tokens <= tpm then retry = tpm_retry(KEYS[k + 3], KEYS[k + 4], used + tokens - tpm) end
+    if tokens <= tpm then retry = tpm_retry(S, S.t + tokens - tpm) end
     return {0, i - 1, 2, retry}
   end
   if budget then
-    local spent = tonumber(redis.call('GET', KEYS[k + 6]) or '0')
-    if spent + held + cost > budget then
+    local spent = tonumber(redis.call('GET', KEYS[i * 3]) or '0')
+    if spent + S.m + cost > budget then
       local retry = -1
       if pend then retry = pend - now end
       return {0, i - 1, 4, retry}
     end
   end
   local s = {1, -1, -1, -1, -1, -1, -1}
-  if rpm then s[2], s[3], s[4] = rpm, rpm - count - 1, reset end
-  if tpm then s[5], s[6], s[7] = tpm, tpm - used - tokens, W end
+  if rpm then s[2], s[3], s[4] = rpm, rpm - S.q - 1, reset end
+  if tpm then s[5], s[6], s[7] = tpm, tpm - S.t - tokens, W end
   return s
 end
 ";
 
-/// Admission's writes for one charge, and the script's body.
+/// Admission's writes for one charge (one ZADD, one HSET, an HDEL and a ZREMRANGEBYRANK when
+/// a purge dropped something, the expiries when they must grow), and the script's body.
 const LUA_ADMIT_MAIN: &str = r"
-local function record(i)
-  local k, a = (i - 1) * 6, 5 + (i - 1) * 5
-  redis.call('HSET', KEYS[k + 1], req, ARGV[5] .. ':' .. ARGV[4] .. ':' .. ARGV[3])
-  extend(KEYS[k + 1], math.max(tonumber(ARGV[3]) - now, 0) + W)
-  if ARGV[a + 1] ~= '' then
-    redis.call('ZADD', KEYS[k + 2], ARGV[2], req)
-    redis.call('PEXPIRE', KEYS[k + 2], 2 * W)
+local function record(i, S)
+  local a = 5 + (i - 1) * 5
+  local rpm, tpm = ARGV[a + 1] ~= '', ARGV[a + 2] ~= ''
+  local f = S.f[reqf] or {}
+  if f.m then S.n, S.m = S.n - 1, S.m - f.m end
+  f.m, f.e = cost, expires
+  S.n, S.m, S.d = S.n + 1, S.m + cost, math.min(S.d or expires, expires)
+  local had_win = S.x ~= nil
+  local z, tnew = {}, 0
+  if rpm then z[#z + 1], z[#z + 2] = ARGV[2], 'q:' .. req end
+  if tpm then
+    -- A `t:` member is in the window exactly when its field holds tokens.
+    if not f.t then z[#z + 1], z[#z + 2], tnew = ARGV[2], 't:' .. req, 1 end
+    S.t, f.t = S.t - (f.t or 0) + tokens, tokens
   end
-  if ARGV[a + 2] ~= '' then
-    local old = tonumber(redis.call('HGET', KEYS[k + 4], req) or '0')
-    redis.call('ZADD', KEYS[k + 3], ARGV[2], req)
-    redis.call('HSET', KEYS[k + 4], req, ARGV[4])
-    redis.call('INCRBY', KEYS[k + 5], tokens - old)
-    for j = 3, 5 do redis.call('PEXPIRE', KEYS[k + j], 2 * W) end
+  if S.gone > 0 then redis.call('ZREMRANGEBYRANK', S.win, 0, S.gone - 1) end
+  if #z > 0 then
+    local added = redis.call('ZADD', S.win, 'NX', unpack(z))
+    if rpm then S.q, S.o = S.q + math.max(added - tnew, 0), math.min(S.o or now, now) end
+    S.x = math.min(S.x or now, now)
   end
+  S.f[reqf], S.dirty[reqf] = f, true
+  -- Both keys live a window past the latest deadline and two past the last admission; the
+  -- expiry is pushed a window further, so that it moves at most once a window.
+  local need, grow = math.max(expires + W, now + 2 * W), false
+  if not S.e or S.e < need then S.e, grow = need + W, true end
+  local set = {'n', num(S.n), 'm', num(S.m), 'd', num(S.d), 'q', num(S.q), 'o', num(S.o), 't', num(S.t)}
+  set[#set + 1], set[#set + 2], set[#set + 3], set[#set + 4] = 'x', num(S.x), 'e', num(S.e)
+  local del = {}
+  for name in pairs(S.dirty) do
+    local v = unparse(S.f[name])
+    if v then set[#set + 1], set[#set + 2] = name, v else del[#del + 1] = name end
+  end
+  hdel(S.key, del)
+  redis.call('HSET', S.key, unpack(set))
+  if grow then redis.call('PEXPIRE', S.key, num(S.e - now)) end
+  if (grow and S.x) or (#z > 0 and not had_win) then redis.call('PEXPIRE', S.win, num(S.e - now)) end
 end
 
-local n = #KEYS / 6
-local reply = {1}
+local n = #KEYS / 3
+local reply, subjects = {1}, {}
 for i = 1, n do
-  local s = check(i)
+  subjects[i] = load(i)
+  local s = check(i, subjects[i])
   if s[1] == 0 then return s end
   for j = 2, 7 do reply[#reply + 1] = s[j] end
 end
-for i = 1, n do record(i) end
+for i = 1, n do record(i, subjects[i]) end
 return reply
 ";
 
-/// Admission (mirrors `GovMemory::admit`). KEYS, per charge: `res`, `rpm`, `tpm`, `tpmv`,
-/// `tpms` and the spend of the budget's current period. ARGV: request, now, expires, tokens,
-/// cost micros; per charge rpm, tpm, max parallel, budget micros, period end ('' = none);
-/// last, the window. Reply: `{1, per charge rpm limit, remaining, reset, tpm limit,
-/// remaining, reset}` (-1 = no such limit) or `{0, charge index, limit code, retry ms or -1}`.
+/// Admission (mirrors `GovMemory::admit`). KEYS, per charge: `sub`, `win` and the spend of
+/// the budget's current period. ARGV: request, now, expires, tokens, cost micros; per charge
+/// rpm, tpm, max parallel, budget micros, period end ('' = none); last, the window. Reply:
+/// `{1, per charge rpm limit, remaining, reset, tpm limit, remaining, reset}` (-1 = no such
+/// limit) or `{0, charge index, limit code, retry ms or -1}`.
 pub(crate) fn admit_script() -> String {
-    let head = "local req, tokens, cost = ARGV[1], tonumber(ARGV[4]), tonumber(ARGV[5])\n";
-    [LUA_COMMON, head, LUA_ADMIT_PURGE, LUA_ADMIT_CHECK, LUA_ADMIT_MAIN].concat()
+    let head = "local req, expires, tokens, cost = ARGV[1], tonumber(ARGV[3]), tonumber(ARGV[4]), \
+                tonumber(ARGV[5])\nlocal reqf = 'r:' .. req\n";
+    [LUA_COMMON, head, LUA_ADMIT_LOAD, LUA_ADMIT_CHECK, LUA_ADMIT_MAIN].concat()
 }
 
-/// Settlement of each subject: its reservation, its tpm entry, its spend.
+/// Settlement of each subject: its reservation and tpm entry (one HMGET, one HSET, an HDEL
+/// when nothing is left of the request), its spend (INCRBY; PEXPIRE when it makes the key).
 const LUA_SETTLE_SUBJECTS: &str = r"
 local req, tok_s, cost_s = ARGV[1], ARGV[3], ARGV[4]
 local tokens, cost = tonumber(tok_s), tonumber(cost_s)
-local n = (#KEYS - 2) / 4
+local n = (#KEYS - 3) / 2
 for i = 1, n do
-  local k = (i - 1) * 4
-  redis.call('HDEL', KEYS[k + 1], req)
-  local old = redis.call('HGET', KEYS[k + 2], req)
-  if old then
-    redis.call('HSET', KEYS[k + 2], req, tok_s)
-    -- A lost running sum is recounted by the next admission, not revived here.
-    if redis.call('EXISTS', KEYS[k + 3]) == 1 then
-      redis.call('INCRBY', KEYS[k + 3], tokens - tonumber(old))
+  local key, spend = KEYS[2 * i - 1], KEYS[2 * i]
+  local v = redis.call('HMGET', key, 'r:' .. req, 'n', 'm', 't')
+  local f = parse(v[1])
+  if f then
+    local set = {}
+    if f.m then
+      set = {'n', num((tonumber(v[2]) or 1) - 1), 'm', num((tonumber(v[3]) or f.m) - f.m)}
+      f.m, f.e = nil, nil
     end
+    if f.t then
+      set[#set + 1], set[#set + 2] = 't', num((tonumber(v[4]) or f.t) - f.t + tokens)
+      f.t = tokens
+    end
+    local nv = unparse(f)
+    if nv then
+      set[#set + 1], set[#set + 2] = 'r:' .. req, nv
+    else
+      redis.call('HDEL', key, 'r:' .. req)
+    end
+    if #set > 0 then redis.call('HSET', key, unpack(set)) end
   end
   if cost > 0 then
-    redis.call('INCRBY', KEYS[k + 4], cost_s)
-    if ARGV[4 + i] ~= '' then redis.call('PEXPIRE', KEYS[k + 4], ARGV[4 + i]) end
+    -- A period's expiry is fixed (its end and a grace): set once, when the spend begins.
+    local total = redis.call('INCRBY', spend, cost_s)
+    if total == cost and ARGV[4 + i] ~= '' then redis.call('PEXPIRE', spend, ARGV[4 + i]) end
   end
 end
 ";
 
-/// Settlement's spend row and log record.
+/// Settlement's spend row (BITFIELD of its counters; SADD to the day's index when new) and log
+/// record. The log's id is `{arrival ms}-*` in one XADD that
+/// also trims by age; only a record that arrived before the last entry reads that entry's
+/// time, to take it instead (ids only grow). The count trim follows (exact, both).
 const LUA_SETTLE_ROW_LOG: &str = r"
 local a = 4 + n
-local rows, log = KEYS[#KEYS - 1], KEYS[#KEYS]
+local row, index, log = KEYS[#KEYS - 2], KEYS[#KEYS - 1], KEYS[#KEYS]
 if ARGV[a + 1] ~= '' then
-  local p = ARGV[a + 1]
-  redis.call('HINCRBY', rows, p .. 'requests', 1)
-  redis.call('HINCRBY', rows, p .. 'input_tokens', ARGV[a + 2])
-  redis.call('HINCRBY', rows, p .. 'output_tokens', ARGV[a + 3])
-  redis.call('HINCRBY', rows, p .. 'spend_micros', cost_s)
+  -- The row's four counters in one command; a new row (its first request) joins the index.
+  local v = redis.call('BITFIELD', row, 'INCRBY', 'i64', '#0', '1', 'INCRBY', 'i64', '#1', ARGV[a + 2],
+    'INCRBY', 'i64', '#2', ARGV[a + 3], 'INCRBY', 'i64', '#3', cost_s)
+  if v[1] == 1 then redis.call('SADD', index, ARGV[a + 1]) end
 end
 if ARGV[a + 4] ~= '' then
-  -- The id's time is the record's arrival, raised to the last entry's (ids only grow).
-  local ms = ARGV[a + 5]
-  local last = redis.call('XREVRANGE', log, '+', '-', 'COUNT', 1)
-  if last[1] then
-    local lm = string.match(last[1][1], '^(%d+)')
-    if lm and tonumber(lm) > tonumber(ms) then ms = lm end
-  end
-  local added = redis.pcall('XADD', log, ms .. '-*', 'r', ARGV[a + 4])
+  local rec, oldest = ARGV[a + 4], ARGV[a + 7]
+  local added = redis.pcall('XADD', log, 'MINID', oldest, ARGV[a + 5] .. '-*', 'r', rec)
   if type(added) == 'table' and added.err then
+    local last = redis.call('XREVRANGE', log, '+', '-', 'COUNT', 1)
     -- Trimmed empty, its last id still ahead: let Redis pick a larger one.
-    redis.call('XADD', log, '*', 'r', ARGV[a + 4])
+    local id = '*'
+    if last[1] then id = string.match(last[1][1], '^(%d+)') .. '-*' end
+    redis.call('XADD', log, 'MINID', oldest, id, 'r', rec)
   end
   redis.call('XTRIM', log, 'MAXLEN', ARGV[a + 6])
-  redis.call('XTRIM', log, 'MINID', ARGV[a + 7])
 end
 return 1
 ";
 
-/// Settlement (mirrors `GovMemory::settle`). KEYS: per subject `res`, `tpmv`, `tpms` and the
-/// spend of its period now; then the day's rows and the log. ARGV: request, now, real tokens,
-/// real cost micros; per subject its spend's expiry in ms ('' = none); the row's field prefix
-/// `key|team|model|` ('' = no row), input and output tokens; the record JSON ('' = none), its
+/// Settlement (mirrors `GovMemory::settle`). KEYS: per subject `sub` and the spend of its
+/// period now; then the row, the day's index of rows and the log. ARGV: request, now, real
+/// tokens, real cost micros; per subject its spend's expiry in ms ('' = none); the row's id
+/// `key|team|model` ('' = no row), input and output tokens; the record JSON ('' = none), its
 /// arrival ms, the log's max records and its oldest ms kept; last, the window.
 pub(crate) fn settle_script() -> String {
     [LUA_COMMON, LUA_SETTLE_SUBJECTS, LUA_SETTLE_ROW_LOG].concat()
@@ -294,11 +397,12 @@ fn decode_admission(reply: &[i64]) -> Result<gv::Admission, StoreError> {
     }
 }
 
-/// A reservation's value, `micros:tokens:expires_ms`: its micros when still live at `now`.
+/// A request field's value, `micros:deadline_ms:tokens` (micros and deadline empty once the
+/// reservation is gone): the reservation's micros when it is still live at `now`.
 fn live_micros(v: &str, now: u64) -> Option<u64> {
     let mut it = v.split(':').map(|p| p.parse::<u64>().ok());
-    let (micros, _tokens, expires) = (it.next()??, it.next()??, it.next()??);
-    (expires > now).then_some(micros)
+    let (micros, deadline) = (it.next()??, it.next()??);
+    (deadline > now).then_some(micros)
 }
 
 /// A `gov:rows:{day}` field, `key|team|model|field`: the model may hold `|`, ids may not.
@@ -309,22 +413,49 @@ fn split_row_field(f: &str) -> Option<(&str, &str, &str, &str)> {
     gv::ROW_FIELDS.contains(&field).then_some((key, team, model, field))
 }
 
-/// A day's spend rows from its hash, sorted by key, team and model.
-fn rows_of(day: &str, h: &HashMap<String, String>) -> Vec<gv::SpendRow> {
+/// A packed row's counter `i` (`gov:row:{day}:{id}`, BITFIELD `i64` `#i`, big-endian);
+/// bytes past the string's end (never written) count as 0.
+fn packed_at(packed: &[u8], i: usize) -> u64 {
+    let mut b = [0u8; 8];
+    let (from, to) = ((8 * i).min(packed.len()), (8 * i + 8).min(packed.len()));
+    b[..to - from].copy_from_slice(&packed[from..to]);
+    u64::try_from(i64::from_be_bytes(b)).unwrap_or(0)
+}
+
+/// A day's spend rows, sorted by key, team and model: its packed rows (`key|team|model`, the
+/// model may hold `|`) and its hash of the layout before them (`key|team|model|field`).
+fn rows_of(day: &str, packed: &[(&str, Vec<u8>)], old: &HashMap<String, String>) -> Vec<gv::SpendRow> {
     let mut rows: BTreeMap<(&str, &str, &str), gv::SpendRow> = BTreeMap::new();
-    for (f, v) in h {
+    fn row<'a, 'r>(
+        rows: &'r mut BTreeMap<(&'a str, &'a str, &'a str), gv::SpendRow>,
+        day: &str,
+        (key, team, model): (&'a str, &'a str, &'a str),
+    ) -> &'r mut gv::SpendRow {
+        rows.entry((key, team, model)).or_insert_with(|| gv::SpendRow {
+            day: day.to_owned(),
+            key: key.to_owned(),
+            team: team.to_owned(),
+            model: model.to_owned(),
+            ..gv::SpendRow::default()
+        })
+    }
+    for (id, v) in packed {
+        let Some((key, rest)) = id.split_once('|') else {
+            continue;
+        };
+        let Some((team, model)) = rest.split_once('|') else {
+            continue;
+        };
+        let r = row(&mut rows, day, (key, team, model));
+        for (i, field) in gv::ROW_FIELDS.iter().enumerate() {
+            r.add(field, packed_at(v, i));
+        }
+    }
+    for (f, v) in old {
         let (Some((key, team, model, field)), Ok(n)) = (split_row_field(f), v.parse::<i64>()) else {
             continue;
         };
-        rows.entry((key, team, model))
-            .or_insert_with(|| gv::SpendRow {
-                day: day.to_owned(),
-                key: key.to_owned(),
-                team: team.to_owned(),
-                model: model.to_owned(),
-                ..gv::SpendRow::default()
-            })
-            .add(field, u64::try_from(n).unwrap_or(0));
+        row(&mut rows, day, (key, team, model)).add(field, u64::try_from(n).unwrap_or(0));
     }
     rows.into_values().collect()
 }
@@ -441,7 +572,7 @@ impl RedisStore {
             .arg(r.cost_micros);
         for c in r.charges {
             let s = c.subject;
-            for k in ["res", "rpm", "tpm", "tpmv", "tpms"] {
+            for k in ["sub", "win"] {
                 inv.key(self.gov_key(&format!("{k}:{s}")));
             }
             let l = c.limits;
@@ -464,19 +595,17 @@ impl RedisStore {
         let mut inv = self.scripts.gov_settle.prepare_invoke();
         inv.arg(st.request).arg(now).arg(st.tokens).arg(st.cost_micros);
         for (s, period) in st.subjects {
-            for k in ["res", "tpmv", "tpms"] {
-                inv.key(self.gov_key(&format!("{k}:{s}")));
-            }
+            inv.key(self.gov_key(&format!("sub:{s}")));
             let (label, _, end) = period.window(now);
             inv.key(self.gov_key(&format!("spend:{s}:{label}")));
             inv.arg(opt(end.map(|e| e.saturating_sub(now) + SPEND_GRACE_MS)));
         }
-        inv.key(self.gov_key(&format!("rows:{}", crate::utc_day(now))));
+        let day = crate::utc_day(now);
+        let row = st.row.map(|(key, team, model)| format!("{key}|{team}|{model}"));
+        inv.key(self.gov_key(&format!("row:{day}:{}", row.as_deref().unwrap_or_default())));
+        inv.key(self.gov_key(&format!("rowidx:{day}")));
         inv.key(self.gov_key("log"));
-        match st.row {
-            Some((key, team, model)) => inv.arg(format!("{key}|{team}|{model}|")),
-            None => inv.arg(""),
-        };
+        inv.arg(row.unwrap_or_default());
         inv.arg(st.input_tokens).arg(st.output_tokens);
         match st.record {
             Some((record, bounds)) => {
@@ -505,12 +634,16 @@ impl RedisStore {
             .cmd("GET")
             .arg(self.gov_key(&format!("spend:{subject}:{label}")))
             .cmd("HGETALL")
-            .arg(self.gov_key(&format!("res:{subject}")))
+            .arg(self.gov_key(&format!("sub:{subject}")))
             .query_async(&mut c)
             .await
             .map_err(unavailable)?;
         // Lapsed reservations are not counted; the next admission removes them.
-        let live: Vec<u64> = res.values().filter_map(|v| live_micros(v, now)).collect();
+        let live: Vec<u64> = res
+            .iter()
+            .filter(|(f, _)| f.starts_with("r:"))
+            .filter_map(|(_, v)| live_micros(v, now))
+            .collect();
         Ok(gv::Standings {
             spend_micros: spend.unwrap_or(0),
             reserved_micros: live.iter().sum(),
@@ -524,13 +657,37 @@ impl RedisStore {
         if days.is_empty() {
             return Ok(Vec::new());
         }
+        // Each day's index of rows, and its hash of the layout before packed rows (still read).
         let mut pipe = redis::pipe();
         for d in &days {
+            pipe.cmd("SMEMBERS").arg(self.gov_key(&format!("rowidx:{d}")));
             pipe.cmd("HGETALL").arg(self.gov_key(&format!("rows:{d}")));
         }
         let mut c = self.conn().await?;
-        let hashes: Vec<HashMap<String, String>> = pipe.query_async(&mut c).await.map_err(unavailable)?;
-        Ok(days.iter().zip(&hashes).flat_map(|(d, h)| rows_of(d, h)).collect())
+        let found: Vec<(Vec<String>, HashMap<String, String>)> = pipe.query_async(&mut c).await.map_err(unavailable)?;
+        let mut pipe = redis::pipe();
+        for (d, (ids, _)) in days.iter().zip(&found) {
+            for id in ids {
+                pipe.cmd("GET").arg(self.gov_key(&format!("row:{d}:{id}")));
+            }
+        }
+        let packed: Vec<Option<Vec<u8>>> = if found.iter().all(|(ids, _)| ids.is_empty()) {
+            Vec::new()
+        } else {
+            pipe.query_async(&mut c).await.map_err(unavailable)?
+        };
+        let mut packed = packed.into_iter();
+        Ok(days
+            .iter()
+            .zip(&found)
+            .flat_map(|(d, (ids, old))| {
+                let rows: Vec<(&str, Vec<u8>)> = ids
+                    .iter()
+                    .map(|id| (id.as_str(), packed.next().flatten().unwrap_or_default()))
+                    .collect();
+                rows_of(d, &rows, old)
+            })
+            .collect())
     }
 
     pub(crate) async fn gov_requests(
@@ -607,7 +764,8 @@ mod tests {
         assert_eq!(before_bound("1700000000000-3").as_deref(), Some("(1700000000000-3"));
         assert_eq!(before_bound("0-0"), None);
         assert_eq!(before_bound("nonsense"), None);
-        assert_eq!(live_micros("20000:60:100", 99), Some(20_000));
-        assert_eq!(live_micros("20000:60:100", 100), None);
+        assert_eq!(live_micros("20000:100:60", 99), Some(20_000));
+        assert_eq!(live_micros("20000:100:60", 100), None);
+        assert_eq!(live_micros("::60", 0), None, "settled, still in the tpm window");
     }
 }

@@ -1236,11 +1236,11 @@ async fn governance_keys_expire_when_idle() {
         let (mut c, key) = (conn.clone(), format!("{prefix}gov:{k}"));
         async move { redis::cmd("PTTL").arg(key).query_async::<i64>(&mut c).await.unwrap() }
     };
-    let ttl = pttl("res:key/e".into()).await;
-    assert!(
-        ttl > 600_000 && ttl <= 660_000,
-        "res: {ttl} (a window past its deadline)"
-    );
+    // A window past the deadline, and a window more: the expiry moves once a window at most.
+    for k in ["sub", "win"] {
+        let ttl = pttl(format!("{k}:key/e")).await;
+        assert!(ttl > 710_000 && ttl <= 720_000, "{k}: {ttl}");
+    }
     let r = record("e1", t);
     let bounds = LogBounds {
         max_records: 10,
@@ -1253,18 +1253,42 @@ async fn governance_keys_expire_when_idle() {
         ..settlement("e1", t, &subjects, 5, 50)
     };
     s.gov_settle(&st).await.unwrap();
-    for k in ["rpm", "tpm", "tpmv", "tpms"] {
+    for k in ["sub", "win"] {
         let ttl = pttl(format!("{k}:key/e")).await;
-        assert!(ttl > 100_000 && ttl <= 120_000, "{k}: {ttl}");
+        assert!(ttl > 710_000 && ttl <= 720_000, "{k}: {ttl}");
     }
     let (label, _, end) = Period::Day.window(t);
     let ttl = pttl(format!("spend:key/e:{label}")).await;
     let want = (end.unwrap() - t + 7 * 86_400_000) as i64;
     assert!(ttl > want - 10_000 && ttl <= want, "spend: {ttl} vs {want}");
     assert_eq!(pttl("spend:team/e:total".into()).await, -1);
-    assert_eq!(pttl(format!("rows:{}", llmr_store::utc_day(t))).await, -1);
+    let day = llmr_store::utc_day(t);
+    assert_eq!(pttl(format!("rowidx:{day}")).await, -1);
+    assert_eq!(pttl(format!("row:{day}:e||m")).await, -1);
     assert_eq!(pttl("log".into()).await, -1);
-    assert_eq!(pttl("res:key/e".into()).await, -2, "its last reservation settled");
+    let held = s.gov_standings("key/e", Period::Day, t).await.unwrap();
+    assert_eq!(
+        (held.in_flight, held.reserved_micros),
+        (0, 0),
+        "its last reservation settled"
+    );
+    // Idle past the deadline and two windows, a subject leaves nothing behind.
+    assert!(matches!(
+        s.gov_admit(&reservation(
+            "e0",
+            t,
+            10,
+            100,
+            &[Charge {
+                subject: "key/f",
+                limits: &Limits::default()
+            }]
+        ))
+        .await
+        .unwrap(),
+        Admission::Admitted(_)
+    ));
+    assert_eq!(pttl("win:key/f".into()).await, -2, "no window without rpm or tpm");
     redis::cmd("SCRIPT")
         .arg("FLUSH")
         .query_async::<()>(&mut c)
@@ -1307,3 +1331,91 @@ async fn governance_log_keeps_append_order_whatever_the_records_times(s: Store) 
     assert_eq!(older.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["a"]);
 }
 both!(governance_log_keeps_append_order_whatever_the_records_times);
+
+/// Redis only: the commands governance runs per request (scripts' inner commands included),
+/// so that they stay few: a settlement without subjects (spend row and log), and a key with
+/// rpm, tpm and a budget admitted and settled (its expiries already set by an earlier one).
+#[tokio::test]
+async fn governance_commands_per_request_stay_few() {
+    let server = RedisServer::start();
+    let conns = std::sync::Arc::new(llmr_bus::RedisConns::new(
+        llmr_bus::redis_pool(&server.url(), 2).unwrap(),
+    ));
+    let prefix = unique_prefix("gov-calls");
+    let s = Store::redis(conns, &prefix);
+    let l = Limits {
+        rpm: Some(100),
+        tpm: Some(100_000),
+        budget_usd: Some(10.0),
+        budget_period: Period::Day,
+        ..Limits::default()
+    };
+    let ch = [Charge {
+        subject: "key/c",
+        limits: &l,
+    }];
+    let subjects = [("key/c", Period::Day)];
+    let bounds = LogBounds {
+        max_records: 2,
+        max_age_ms: 60_000,
+    };
+    let t = now_ms();
+    let records: Vec<RequestRecord> = (0..4).map(|i| record(&format!("c{i}"), t + i)).collect();
+    // `with_key`: admitted and settled against the key; otherwise a request without one.
+    let request = |i: usize, with_key: bool| {
+        let (s, r) = (s.clone(), records[i].clone());
+        let now = t + i as u64;
+        async move {
+            let none: &[(&str, Period)] = &[];
+            if with_key {
+                let a = s.gov_admit(&reservation(&r.id, now, 500, 1_000, &ch)).await.unwrap();
+                assert!(matches!(a, Admission::Admitted(_)), "{a:?}");
+            }
+            let st = Settlement {
+                row: Some(("c", "", "m")),
+                input_tokens: 7,
+                output_tokens: 3,
+                record: Some((&r, bounds)),
+                ..settlement(&r.id, now, if with_key { &subjects } else { none }, 10, 500)
+            };
+            s.gov_settle(&st).await.unwrap();
+        }
+    };
+    // Scripts loaded, the log and the row made, the key's expiries and spend set.
+    request(0, true).await;
+    let count = |before: &std::collections::BTreeMap<String, u64>| {
+        let script = ["evalsha", "eval", "script", "info"];
+        let sent: std::collections::BTreeMap<String, u64> = server
+            .calls()
+            .into_iter()
+            .filter(|(name, _)| !script.contains(&name.as_str()))
+            .map(|(name, n)| (name.clone(), n - before.get(&name).copied().unwrap_or(0)))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        (sent.values().sum::<u64>(), sent)
+    };
+    let before = server.calls();
+    request(1, false).await;
+    let (plain, sent) = count(&before);
+    assert_eq!(plain, 3, "settlement without a key: {sent:?}");
+    let before = server.calls();
+    request(2, true).await;
+    let (keyed, sent) = count(&before);
+    assert_eq!(keyed, plain + 7, "admission and settlement of a key: {sent:?}");
+    // Rows of the layout before packed rows (a hash per day) still count.
+    let day = llmr_store::utc_day(t);
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("HSET")
+        .arg(format!("{prefix}gov:rows:{day}"))
+        .arg(&["c||m|requests", "5", "c||m|spend_micros", "100", "c||m|bogus", "1"])
+        .query_async::<()>(&mut c)
+        .await
+        .unwrap();
+    let rows = s.gov_spend(&day, &day).await.unwrap();
+    let got: Vec<(&str, u64, u64, u64)> = rows
+        .iter()
+        .map(|r| (r.model.as_str(), r.requests, r.input_tokens, r.spend_micros))
+        .collect();
+    assert_eq!(got, vec![("m", 3 + 5, 21, 1_500 + 100)]);
+}
