@@ -26,8 +26,7 @@
 //! → `micros:deadline_ms:tokens`, the reservation and the tpm window's tokens, and the running
 //! counters), `gov:win:{subject}` (sorted set `q:{request}` rpm and `t:{request}` tpm →
 //! admitted ms), `gov:spend:{subject}:{period}` (integer micro-dollars), `gov:row:{day}:{key|
-//! team|model}` (four i64 counters, BITFIELD) indexed by `gov:rowidx:{day}` (set; the older
-//! `gov:rows:{day}` hash `key|team|model|field` → counter is still read),
+//! team|model}` (four i64 counters, BITFIELD) indexed by `gov:rowidx:{day}` (set),
 //! `gov:log` (stream, one field `r` = JSON [`RequestRecord`], trimmed by count and age).
 
 use std::collections::BTreeMap;
@@ -282,8 +281,7 @@ pub struct Standings {
     pub period_start_ms: u64,
 }
 
-/// The fields of a spend row: the counters of a packed `gov:row:` in this order, and the names
-/// the older `gov:rows:{day}` hash gives them.
+/// The fields of a spend row: the counters of a packed `gov:row:` in this order.
 pub const ROW_FIELDS: [&str; 4] = ["requests", "input_tokens", "output_tokens", "spend_micros"];
 
 impl SpendRow {

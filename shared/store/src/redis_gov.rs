@@ -17,8 +17,7 @@
 //! has left, the reservations (one scan) only once the earliest deadline has passed; all it
 //! writes is one HSET and one ZADD. Settlement is an HMGET and an HSET per subject, INCRBY of
 //! the spend, BITFIELD of the spend row (`gov:row:{day}:{key|team|model}`, four i64
-//! counters; SADD to `gov:rowidx:{day}` when new) and an XADD and XTRIM of the log. The days'
-//! hashes of the layout before (`gov:rows:{day}`) are still read.
+//! counters; SADD to `gov:rowidx:{day}` when new) and an XADD and XTRIM of the log.
 //!
 //! Expiry: a subject's two keys live a window past its latest reservation's deadline and two
 //! past its last admission, pushed a window further so that they move at most once a window;
@@ -405,14 +404,6 @@ fn live_micros(v: &str, now: u64) -> Option<u64> {
     (deadline > now).then_some(micros)
 }
 
-/// A `gov:rows:{day}` field, `key|team|model|field`: the model may hold `|`, ids may not.
-fn split_row_field(f: &str) -> Option<(&str, &str, &str, &str)> {
-    let (key, rest) = f.split_once('|')?;
-    let (team, rest) = rest.split_once('|')?;
-    let (model, field) = rest.rsplit_once('|')?;
-    gv::ROW_FIELDS.contains(&field).then_some((key, team, model, field))
-}
-
 /// A packed row's counter `i` (`gov:row:{day}:{id}`, BITFIELD `i64` `#i`, big-endian);
 /// bytes past the string's end (never written) count as 0.
 fn packed_at(packed: &[u8], i: usize) -> u64 {
@@ -422,9 +413,9 @@ fn packed_at(packed: &[u8], i: usize) -> u64 {
     u64::try_from(i64::from_be_bytes(b)).unwrap_or(0)
 }
 
-/// A day's spend rows, sorted by key, team and model: its packed rows (`key|team|model`, the
-/// model may hold `|`) and its hash of the layout before them (`key|team|model|field`).
-fn rows_of(day: &str, packed: &[(&str, Vec<u8>)], old: &HashMap<String, String>) -> Vec<gv::SpendRow> {
+/// A day's spend rows, sorted by key, team and model, from its packed rows (`key|team|model`,
+/// the model may hold `|`).
+fn rows_of(day: &str, packed: &[(&str, Vec<u8>)]) -> Vec<gv::SpendRow> {
     let mut rows: BTreeMap<(&str, &str, &str), gv::SpendRow> = BTreeMap::new();
     fn row<'a, 'r>(
         rows: &'r mut BTreeMap<(&'a str, &'a str, &'a str), gv::SpendRow>,
@@ -450,12 +441,6 @@ fn rows_of(day: &str, packed: &[(&str, Vec<u8>)], old: &HashMap<String, String>)
         for (i, field) in gv::ROW_FIELDS.iter().enumerate() {
             r.add(field, packed_at(v, i));
         }
-    }
-    for (f, v) in old {
-        let (Some((key, team, model, field)), Ok(n)) = (split_row_field(f), v.parse::<i64>()) else {
-            continue;
-        };
-        row(&mut rows, day, (key, team, model)).add(field, u64::try_from(n).unwrap_or(0));
     }
     rows.into_values().collect()
 }
@@ -657,21 +642,20 @@ impl RedisStore {
         if days.is_empty() {
             return Ok(Vec::new());
         }
-        // Each day's index of rows, and its hash of the layout before packed rows (still read).
+        // Each day's index of rows, then the rows.
         let mut pipe = redis::pipe();
         for d in &days {
             pipe.cmd("SMEMBERS").arg(self.gov_key(&format!("rowidx:{d}")));
-            pipe.cmd("HGETALL").arg(self.gov_key(&format!("rows:{d}")));
         }
         let mut c = self.conn().await?;
-        let found: Vec<(Vec<String>, HashMap<String, String>)> = pipe.query_async(&mut c).await.map_err(unavailable)?;
+        let found: Vec<Vec<String>> = pipe.query_async(&mut c).await.map_err(unavailable)?;
         let mut pipe = redis::pipe();
-        for (d, (ids, _)) in days.iter().zip(&found) {
+        for (d, ids) in days.iter().zip(&found) {
             for id in ids {
                 pipe.cmd("GET").arg(self.gov_key(&format!("row:{d}:{id}")));
             }
         }
-        let packed: Vec<Option<Vec<u8>>> = if found.iter().all(|(ids, _)| ids.is_empty()) {
+        let packed: Vec<Option<Vec<u8>>> = if found.iter().all(Vec::is_empty) {
             Vec::new()
         } else {
             pipe.query_async(&mut c).await.map_err(unavailable)?
@@ -680,12 +664,12 @@ impl RedisStore {
         Ok(days
             .iter()
             .zip(&found)
-            .flat_map(|(d, (ids, old))| {
+            .flat_map(|(d, ids)| {
                 let rows: Vec<(&str, Vec<u8>)> = ids
                     .iter()
                     .map(|id| (id.as_str(), packed.next().flatten().unwrap_or_default()))
                     .collect();
-                rows_of(d, &rows, old)
+                rows_of(d, &rows)
             })
             .collect())
     }
@@ -722,17 +706,6 @@ impl RedisStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn row_fields_split_around_a_model_with_bars() {
-        assert_eq!(
-            split_row_field("k1|t1|org|model|v2|spend_micros"),
-            Some(("k1", "t1", "org|model|v2", "spend_micros"))
-        );
-        assert_eq!(split_row_field("k1||m|requests"), Some(("k1", "", "m", "requests")));
-        assert_eq!(split_row_field("k1|t1|m|bogus"), None);
-        assert_eq!(split_row_field("k1|requests"), None);
-    }
 
     #[test]
     fn admission_replies_decode() {

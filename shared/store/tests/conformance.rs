@@ -1402,20 +1402,4 @@ async fn governance_commands_per_request_stay_few() {
     request(2, true).await;
     let (keyed, sent) = count(&before);
     assert_eq!(keyed, plain + 7, "admission and settlement of a key: {sent:?}");
-    // Rows of the layout before packed rows (a hash per day) still count.
-    let day = llmr_store::utc_day(t);
-    let client = redis::Client::open(server.url()).unwrap();
-    let mut c = client.get_multiplexed_async_connection().await.unwrap();
-    redis::cmd("HSET")
-        .arg(format!("{prefix}gov:rows:{day}"))
-        .arg(&["c||m|requests", "5", "c||m|spend_micros", "100", "c||m|bogus", "1"])
-        .query_async::<()>(&mut c)
-        .await
-        .unwrap();
-    let rows = s.gov_spend(&day, &day).await.unwrap();
-    let got: Vec<(&str, u64, u64, u64)> = rows
-        .iter()
-        .map(|r| (r.model.as_str(), r.requests, r.input_tokens, r.spend_micros))
-        .collect();
-    assert_eq!(got, vec![("m", 3 + 5, 21, 1_500 + 100)]);
 }
