@@ -389,6 +389,20 @@ async fn cached(f: &Fixture, secret: &str) -> String {
     header(resp.headers(), "x-llmr-cache").unwrap_or_default().to_owned()
 }
 
+/// The `max_tokens` the upstream was sent for a chat that named none, made with `secret`.
+async fn sent(f: &Fixture, secret: &str) -> Value {
+    let before = f.mock.requests().len();
+    let auth = format!("Bearer {secret}");
+    let (status, _) = post_with(
+        &f.url("/v1/chat/completions"),
+        &chat_body("priced", "hi", false),
+        &[("authorization", &auth)],
+    )
+    .await;
+    assert_eq!(status, 200);
+    f.mock.requests()[before].body["max_tokens"].clone()
+}
+
 /// A DELETE with the admin token: its status.
 async fn delete(f: &Fixture, path: &str) -> u16 {
     let resp = client()
@@ -841,3 +855,22 @@ async fn the_admin_api_refuses_what_it_cannot_honour(redis: bool) {
     assert_eq!(delete(&f, &format!("/admin/teams/{tid}")).await, 404);
 }
 both!(the_admin_api_refuses_what_it_cannot_honour);
+
+async fn a_request_without_a_cap_is_sent_with_the_one_it_reserved(redis: bool) {
+    let f = Fixture::start(redis, "");
+    let (_, budgeted) = f.key(json!({"name": "b", "budget_usd": 100.0})).await;
+    let (_, capped) = f.key(json!({"name": "c", "tpm": 100_000, "max_tokens": 7})).await;
+    let (_, free) = f.key(json!({"name": "f", "rpm": 100})).await;
+    assert_eq!(
+        sent(&f, &budgeted).await,
+        json!(4096),
+        "the default cap, reserved and sent"
+    );
+    assert_eq!(sent(&f, &capped).await, json!(7), "the key's own cap");
+    assert_eq!(
+        sent(&f, &free).await,
+        Value::Null,
+        "nothing counts its tokens: the body goes as it came"
+    );
+}
+both!(a_request_without_a_cap_is_sent_with_the_one_it_reserved);

@@ -31,6 +31,34 @@ pub const DEFAULT_OUTPUT_CAP: u64 = 4096;
 /// The answer header with the request's cost in US dollars.
 pub const COST_HEADER: &str = "x-llmr-cost-usd";
 
+/// OpenAI's rate-limit headers: limit, remaining, reset — of requests, then of tokens.
+const OPENAI_HEADERS: [[&str; 3]; 2] = [
+    [
+        "x-ratelimit-limit-requests",
+        "x-ratelimit-remaining-requests",
+        "x-ratelimit-reset-requests",
+    ],
+    [
+        "x-ratelimit-limit-tokens",
+        "x-ratelimit-remaining-tokens",
+        "x-ratelimit-reset-tokens",
+    ],
+];
+
+/// Anthropic's, in the same order.
+const ANTHROPIC_HEADERS: [[&str; 3]; 2] = [
+    [
+        "anthropic-ratelimit-requests-limit",
+        "anthropic-ratelimit-requests-remaining",
+        "anthropic-ratelimit-requests-reset",
+    ],
+    [
+        "anthropic-ratelimit-tokens-limit",
+        "anthropic-ratelimit-tokens-remaining",
+        "anthropic-ratelimit-tokens-reset",
+    ],
+];
+
 /// Prices (input, output per million tokens) of the dearest target `model` may reach; `None`
 /// when a provider that may serve it names no price (echo and chaos are free).
 pub fn worst_prices(settings: &Settings, model: &str) -> Option<(f64, f64)> {
@@ -77,6 +105,8 @@ pub struct Ticket {
     started: Instant,
     settled: bool,
     cost_micros: u64,
+    /// The output cap the request must be sent with (it named none, and its tokens count).
+    cap_to_send: Option<u64>,
 }
 
 /// What a request asks, for admission.
@@ -116,18 +146,17 @@ async fn reserve(settings: &Settings, t: &mut Ticket, ask: &Ask<'_>) -> Result<(
             message: format!("The key `{}` may not use the model `{}`.", c.key.name, ask.model),
         });
     }
-    let (key_subject, team_subject) = (c.key.subject(), c.team.as_ref().map(|t| t.subject()));
     let mut charges: Vec<(Charge<'_>, &str)> = Vec::with_capacity(2);
     if c.key.limits.any() {
         charges.push((
             Charge {
-                subject: &key_subject,
+                subject: &c.key_subject,
                 limits: &c.key.limits,
             },
             &c.key.name,
         ));
     }
-    if let (Some(team), Some(subject)) = (&c.team, &team_subject)
+    if let (Some(team), Some(subject)) = (&c.team, &c.team_subject)
         && team.limits.any()
     {
         charges.push((
@@ -156,7 +185,21 @@ async fn reserve(settings: &Settings, t: &mut Ticket, ask: &Ask<'_>) -> Result<(
         None => (0.0, 0.0),
     };
     let input = ask.body_len as u64;
-    let output = ask.max_tokens.unwrap_or(DEFAULT_OUTPUT_CAP);
+    let cap = c
+        .key
+        .limits
+        .max_tokens
+        .or(c.team.as_ref().and_then(|t| t.limits.max_tokens))
+        .unwrap_or(DEFAULT_OUTPUT_CAP);
+    let output = ask.max_tokens.unwrap_or(cap);
+    // A request that names no cap is sent with the one reserved: its tokens are then bounded.
+    if ask.max_tokens.is_none()
+        && charges
+            .iter()
+            .any(|(c, _)| c.limits.budget_usd.is_some() || c.limits.tpm.is_some())
+    {
+        t.cap_to_send = Some(cap);
+    }
     let now = now_ms();
     let id = t.id.to_string();
     let only: Vec<Charge<'_>> = charges.iter().map(|(c, _)| *c).collect();
@@ -226,9 +269,9 @@ impl Ticket {
     fn new(settings: &Settings, store: &Store, identity: &Identity, ask: &Ask<'_>) -> Ticket {
         let mut subjects = Vec::new();
         if let Some(c) = identity.caller() {
-            subjects.push((c.key.subject(), c.key.limits.budget_period));
-            if let Some(t) = &c.team {
-                subjects.push((t.subject(), t.limits.budget_period));
+            subjects.push((c.key_subject.clone(), c.key.limits.budget_period));
+            if let (Some(t), Some(ts)) = (&c.team, &c.team_subject) {
+                subjects.push((ts.clone(), t.limits.budget_period));
             }
         }
         let id = Uuid::now_v7();
@@ -258,7 +301,14 @@ impl Ticket {
             started: Instant::now(),
             settled: false,
             cost_micros: 0,
+            cap_to_send: None,
         }
+    }
+
+    /// The output cap the request must carry upstream (`max_tokens`, `max_output_tokens` on
+    /// Responses): it named none and a budget or tpm counts its tokens.
+    pub fn cap_to_send(&self) -> Option<u64> {
+        self.cap_to_send
     }
 
     /// The answer's head arrived (for a stream: its first byte).
@@ -297,31 +347,29 @@ impl Ticket {
     /// `/v1/messages`) and the cost header of an answered request.
     pub fn decorate(&self, wire: Wire, resp: &mut HttpResponse) {
         let h = resp.headers_mut();
-        let mut put = |name: String, value: String| {
-            if let (Ok(n), Ok(v)) = (HeaderName::try_from(name), HeaderValue::try_from(value)) {
-                h.insert(n, v);
-            }
-        };
         if self.record.status < 400 && self.identity.caller().is_some() {
-            put(COST_HEADER.into(), format!("{:.6}", self.cost_usd()));
+            let m = self.cost_micros;
+            if let Ok(v) = HeaderValue::try_from(format!("{}.{:06}", m / 1_000_000, m % 1_000_000)) {
+                h.insert(HeaderName::from_static(COST_HEADER), v);
+            }
         }
         let Some(s) = self.standing else { return };
-        for (what, w) in [("requests", s.requests), ("tokens", s.tokens)] {
+        let names = if wire == Wire::Anthropic {
+            &ANTHROPIC_HEADERS
+        } else {
+            &OPENAI_HEADERS
+        };
+        for (w, [limit, remaining, reset]) in [s.requests, s.tokens].into_iter().zip(names) {
             let Some(w) = w else { continue };
-            if wire == Wire::Anthropic {
-                let reset = httpdate::fmt_http_date(
-                    std::time::SystemTime::now() + std::time::Duration::from_millis(w.reset_ms),
-                );
-                put(format!("anthropic-ratelimit-{what}-limit"), w.limit.to_string());
-                put(format!("anthropic-ratelimit-{what}-remaining"), w.remaining.to_string());
-                put(format!("anthropic-ratelimit-{what}-reset"), reset);
+            h.insert(HeaderName::from_static(limit), HeaderValue::from(w.limit));
+            h.insert(HeaderName::from_static(remaining), HeaderValue::from(w.remaining));
+            let reset_value = if wire == Wire::Anthropic {
+                httpdate::fmt_http_date(std::time::SystemTime::now() + std::time::Duration::from_millis(w.reset_ms))
             } else {
-                put(format!("x-ratelimit-limit-{what}"), w.limit.to_string());
-                put(format!("x-ratelimit-remaining-{what}"), w.remaining.to_string());
-                put(
-                    format!("x-ratelimit-reset-{what}"),
-                    format!("{:.3}s", w.reset_ms as f64 / 1000.0),
-                );
+                format!("{}.{:03}s", w.reset_ms / 1000, w.reset_ms % 1000)
+            };
+            if let Ok(v) = HeaderValue::try_from(reset_value) {
+                h.insert(HeaderName::from_static(reset), v);
             }
         }
     }

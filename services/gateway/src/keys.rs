@@ -33,6 +33,9 @@ pub enum Identity {
 pub struct Caller {
     pub key: VirtualKey,
     pub team: Option<Team>,
+    /// The admission subjects of the key and its team (`key/{id}`, `team/{id}`), made once.
+    pub key_subject: String,
+    pub team_subject: Option<String>,
 }
 
 impl Identity {
@@ -178,7 +181,13 @@ impl Snapshot {
             .values()
             .map(|k| {
                 let team = k.team.as_ref().and_then(|t| teams.get(t)).cloned();
-                (k.hash.clone(), Arc::new(Caller { key: k.clone(), team }))
+                let caller = Caller {
+                    key_subject: k.subject(),
+                    team_subject: team.as_ref().map(Team::subject),
+                    key: k.clone(),
+                    team,
+                };
+                (k.hash.clone(), Arc::new(caller))
             })
             .collect();
         Snapshot {

@@ -103,6 +103,10 @@ pub struct Limits {
     pub budget_usd: Option<f64>,
     #[serde(default)]
     pub budget_period: Period,
+    /// The output cap reserved for — and sent with — a request that names none, when a
+    /// budget or tpm counts its tokens (else the gateway's default of 4096).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u64>,
 }
 
 impl Limits {

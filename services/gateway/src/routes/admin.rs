@@ -81,6 +81,9 @@ fn apply_common(
     if m.contains_key("max_parallel") {
         l.max_parallel = num("max_parallel")?;
     }
+    if m.contains_key("max_tokens") {
+        l.max_tokens = num("max_tokens")?;
+    }
     match m.get("budget_usd") {
         None => {}
         Some(Value::Null) => l.budget_usd = None,
@@ -125,6 +128,7 @@ const KEY_FIELDS: &[&str] = &[
     "rpm",
     "tpm",
     "max_parallel",
+    "max_tokens",
     "budget_usd",
     "budget_period",
     "expires_at",
@@ -287,6 +291,7 @@ const TEAM_FIELDS: &[&str] = &[
     "rpm",
     "tpm",
     "max_parallel",
+    "max_tokens",
     "budget_usd",
     "budget_period",
     "metadata",

@@ -155,6 +155,9 @@ pub async fn publish(
         max_tokens: parsed.max_tokens,
     };
     let ticket = crate::govern::admit(&state.settings, &state.store, &identity, &ask).await?;
+    if let Some(cap) = ticket.cap_to_send() {
+        body = with_field(&body, "max_tokens", cap)?;
+    }
     let meta = Meta {
         model: parsed.model.into_owned(),
         stream: parsed.stream,
@@ -233,6 +236,14 @@ async fn serve(
     }
     let resp = r.content_type("application/json").body(body);
     Ok(p.finish(crate::error::Wire::OpenAi, resp))
+}
+
+/// `body` (a JSON object) with `field` set to `value`.
+pub fn with_field(body: &[u8], field: &str, value: u64) -> Result<Bytes, HttpError> {
+    let mut v: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(body)
+        .map_err(|e| HttpError(llmr_protocol::ApiError::invalid(format!("Malformed JSON: {e}"), None)))?;
+    v.insert(field.to_owned(), serde_json::Value::from(value));
+    Ok(Bytes::from(serde_json::Value::Object(v).to_string()))
 }
 
 /// Logs the prompt when `telemetry.log_content` is on.

@@ -137,6 +137,10 @@ pub async fn create(
     let stream = body.get("stream") == Some(&Value::Bool(true));
     let model = body.get("model").and_then(Value::as_str).unwrap_or_default().to_owned();
     let ticket = admit(&req, &state, &body, raw.len()).await?;
+    let mut body = body;
+    if let (Some(cap), Some(o)) = (ticket.cap_to_send(), body.as_object_mut()) {
+        o.insert("max_output_tokens".into(), Value::from(cap));
+    }
     forward(&req, &state, Op::Create { body }, model, stream, Some(ticket)).await
 }
 
