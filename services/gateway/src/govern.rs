@@ -146,44 +146,12 @@ async fn reserve(settings: &Settings, t: &mut Ticket, ask: &Ask<'_>) -> Result<(
             message: format!("The key `{}` may not use the model `{}`.", c.key.name, ask.model),
         });
     }
-    let mut charges: Vec<(Charge<'_>, &str)> = Vec::with_capacity(2);
-    if c.key.limits.any() {
-        charges.push((
-            Charge {
-                subject: &c.key_subject,
-                limits: &c.key.limits,
-            },
-            &c.key.name,
-        ));
-    }
-    if let (Some(team), Some(subject)) = (&c.team, &c.team_subject)
-        && team.limits.any()
-    {
-        charges.push((
-            Charge {
-                subject,
-                limits: &team.limits,
-            },
-            &team.name,
-        ));
-    }
+    let charges = charges_of(c);
     if charges.is_empty() {
         return Ok(());
     }
     let budgeted = charges.iter().any(|(c, _)| c.limits.budget_usd.is_some());
-    let prices = match worst_prices(settings, ask.model) {
-        Some(p) => p,
-        None if budgeted => {
-            return Err(ApiError::invalid(
-                format!(
-                    "The model `{}` has no price (cost_input_per_mtok / cost_output_per_mtok, or the catalog), so a key with a budget cannot use it.",
-                    ask.model
-                ),
-                Some("model"),
-            ));
-        }
-        None => (0.0, 0.0),
-    };
+    let prices = prices_for(settings, ask.model, budgeted)?;
     let input = ask.body_len as u64;
     let cap = c
         .key
@@ -225,6 +193,48 @@ async fn reserve(settings: &Settings, t: &mut Ticket, ask: &Ask<'_>) -> Result<(
             let what = if c.subject.starts_with("team/") { "team" } else { "key" };
             Err(refusal(what, name, c.limits, limit, retry_after_ms))
         }
+    }
+}
+
+/// What a caller's request is charged to: its key and its team, each that has a limit, with
+/// the name a refusal gives.
+fn charges_of(c: &crate::keys::Caller) -> Vec<(Charge<'_>, &str)> {
+    let mut charges = Vec::with_capacity(2);
+    if c.key.limits.any() {
+        charges.push((
+            Charge {
+                subject: &c.key_subject,
+                limits: &c.key.limits,
+            },
+            c.key.name.as_str(),
+        ));
+    }
+    if let (Some(team), Some(subject)) = (&c.team, &c.team_subject)
+        && team.limits.any()
+    {
+        charges.push((
+            Charge {
+                subject,
+                limits: &team.limits,
+            },
+            team.name.as_str(),
+        ));
+    }
+    charges
+}
+
+/// The prices a reservation uses: the dearest target's; a model without one is refused when a
+/// budget counts the cost, and free otherwise.
+fn prices_for(settings: &Settings, model: &str, budgeted: bool) -> Result<(f64, f64), ApiError> {
+    match worst_prices(settings, model) {
+        Some(p) => Ok(p),
+        None if budgeted => Err(ApiError::invalid(
+            format!(
+                "The model `{model}` has no price (cost_input_per_mtok / cost_output_per_mtok, or the catalog), so a key with a budget cannot use it."
+            ),
+            Some("model"),
+        )),
+        None => Ok((0.0, 0.0)),
     }
 }
 
