@@ -7,6 +7,7 @@
 //! bodies and query strings, and answers into tables, can be tested without a server. An
 //! HTTP error answer (`{"error":{"message":…}}`) becomes [`CliError::Http`].
 
+use llmr_protocol::limits::Period;
 use std::time::Duration;
 
 use awc::http::Method;
@@ -48,26 +49,6 @@ pub enum KeysCommand {
     Rotate { id: String },
 }
 
-/// A budget's period.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Period {
-    Day,
-    Week,
-    Month,
-    Total,
-}
-
-impl Period {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Period::Day => "day",
-            Period::Week => "week",
-            Period::Month => "month",
-            Period::Total => "total",
-        }
-    }
-}
-
 /// `llmrouter keys create`: every field but `--name` is left out of the request when unset.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct CreateArgs {
@@ -96,7 +77,7 @@ pub struct CreateArgs {
     #[arg(long, value_parser = parse_usd, value_name = "USD")]
     pub budget_usd: Option<f64>,
     /// The period the budget is counted over (the gateway's default: total).
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = parse_period, value_name = "day|week|month|total")]
     pub budget_period: Option<Period>,
     /// When it stops working (RFC 3339, e.g. 2026-01-31T00:00:00Z; the gateway checks it).
     #[arg(long, value_name = "RFC3339")]
@@ -157,6 +138,11 @@ pub fn parse_date(s: &str) -> Result<String, String> {
     } else {
         Err(format!("`{s}` is not a date of the form YYYY-MM-DD"))
     }
+}
+
+/// A budget period, as the gateway names it.
+pub fn parse_period(s: &str) -> Result<Period, String> {
+    Period::parse(s).ok_or_else(|| format!("`{s}` is not day, week, month or total"))
 }
 
 /// An amount of dollars: a finite number, not negative.
