@@ -408,7 +408,6 @@ impl Ticket {
         let pending = Pending {
             store: self.store.clone(),
             log: self.log,
-            id: self.id.to_string(),
             subjects: std::mem::take(&mut self.subjects),
             record,
             cost_micros: self.cost_micros,
@@ -426,7 +425,6 @@ impl Ticket {
 struct Pending {
     store: Store,
     log: Option<LogBounds>,
-    id: String,
     subjects: Vec<(String, Period)>,
     record: RequestRecord,
     cost_micros: u64,
@@ -438,7 +436,7 @@ impl Pending {
         let subjects: Vec<(&str, Period)> = self.subjects.iter().map(|(s, p)| (s.as_str(), *p)).collect();
         let team = r.team.as_deref().unwrap_or_default();
         let st = Settlement {
-            request: &self.id,
+            request: &r.id,
             now_ms: now_ms(),
             subjects: &subjects,
             tokens: r.input_tokens + r.output_tokens,
@@ -452,7 +450,7 @@ impl Pending {
             return;
         }
         if let Err(e) = self.store.gov_settle(&st).await {
-            tracing::warn!(error = %e, request_id = %self.id, "could not settle a request (its reservation lapses at its deadline)");
+            tracing::warn!(error = %e, request_id = %r.id, "could not settle a request (its reservation lapses at its deadline)");
         }
     }
 }
