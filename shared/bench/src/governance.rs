@@ -293,16 +293,34 @@ pub fn run(bin_dir: &Path, scale: f64, threads: usize, log: &mut dyn FnMut(&str)
     }
     let mock = Mock::start(bin_dir, 0, 20)?;
 
-    // `all`, in memory.
-    let d = start(Mode::AllMemory, bin_dir, &mock, log)?;
-    // Warm up connections, caches and allocators; the key lightly, so that the serial rounds
-    // start with a small rate window.
+    report.memory = Some(in_memory(bin_dir, &mock, &n, secs, threads, log)?);
+    report.cluster = Some(in_cluster(bin_dir, &mock, &n, threads, log)?);
+    drop(mock);
+    Ok(report)
+}
+
+/// Warms up connections, caches and allocators; the key lightly, so that the serial rounds
+/// start with a small rate window.
+fn warm_up(d: &Deployment, threads: usize) {
     let warm = Shape::Closed {
         concurrency: 16,
         secs: 1,
     };
     load::run_as(&d.url, body(false, 0), warm, threads, Some(TOKEN));
     load::run_as(&d.url, body(false, 0), Shape::Serial { n: 200 }, 1, Some(KEY));
+}
+
+/// `all` in memory: serial rounds, c=64 rounds, serial rounds again with a full window.
+fn in_memory(
+    bin_dir: &Path,
+    mock: &Mock,
+    n: &dyn Fn(usize) -> usize,
+    secs: u64,
+    threads: usize,
+    log: &mut dyn FnMut(&str),
+) -> std::io::Result<InMemory> {
+    let d = start(Mode::AllMemory, bin_dir, mock, log)?;
+    warm_up(&d, threads);
     let serial = serial_rounds(&d, 8, n(250), SERIAL, log);
     let serial_window = probe(&d.url, KEY).window();
     let mut c64 = Pair::new();
@@ -319,20 +337,27 @@ pub fn run(bin_dir: &Path, scale: f64, threads: usize, log: &mut dyn FnMut(&str)
         "governance: the key's window holds {after_window:?} requests after c=64"
     ));
     let after = serial_rounds(&d, 4, n(250), "serial after c=64", log);
-    report.memory = Some(InMemory {
+    Ok(InMemory {
         serial,
         serial_window,
         c64,
         c64_rounds,
         after,
         after_window,
-    });
-    drop(d);
+    })
+}
 
-    // The cluster over Redis: gateway, router, one worker.
-    let d = start(Mode::Cluster, bin_dir, &mock, log)?;
-    load::run_as(&d.url, body(false, 0), warm, threads, Some(TOKEN));
-    load::run_as(&d.url, body(false, 0), Shape::Serial { n: 200 }, 1, Some(KEY));
+/// The cluster over Redis (gateway, router, one worker): serial rounds and the Redis commands
+/// each arm's requests cost.
+fn in_cluster(
+    bin_dir: &Path,
+    mock: &Mock,
+    n: &dyn Fn(usize) -> usize,
+    threads: usize,
+    log: &mut dyn FnMut(&str),
+) -> std::io::Result<Cluster> {
+    let d = start(Mode::Cluster, bin_dir, mock, log)?;
+    warm_up(&d, threads);
     let url = d
         .redis_url()
         .ok_or_else(|| std::io::Error::other("the cluster has no Redis"))?;
@@ -366,10 +391,7 @@ pub fn run(bin_dir: &Path, scale: f64, threads: usize, log: &mut dyn FnMut(&str)
         }
     };
     let (token, key) = (count(Arm::Token), count(Arm::Key));
-    report.cluster = Some(Cluster { serial, token, key });
-    drop(d);
-    drop(mock);
-    Ok(report)
+    Ok(Cluster { serial, token, key })
 }
 
 fn met(ok: bool) -> &'static str {
@@ -416,6 +438,29 @@ fn rows(s: &mut String, name: &str, what: &str, p: &Pair, serial: bool, target: 
 }
 
 /// The report section.
+/// The table of Redis commands whose count per request changed between the arms.
+fn changed_commands(s: &mut String, c: &Cluster) {
+    let _ = writeln!(
+        s,
+        "\nRedis commands that changed (per request, serial, the cluster; 0.01 or more either way):\n\n| command | server.token | virtual key | change |\n| --- | ---: | ---: | ---: |"
+    );
+    let mut names: Vec<&String> = c.token.by_command.keys().chain(c.key.by_command.keys()).collect();
+    names.sort();
+    names.dedup();
+    let mut changed: Vec<(&String, f64, f64)> = names
+        .into_iter()
+        .map(|k| {
+            let get = |x: &Count| x.by_command.get(k).copied().unwrap_or(0.0);
+            (k, get(&c.token), get(&c.key))
+        })
+        .filter(|(_, a, b)| (b - a).abs() >= 0.01)
+        .collect();
+    changed.sort_by(|x, y| (y.2 - y.1).total_cmp(&(x.2 - x.1)).then(x.0.cmp(y.0)));
+    for (k, a, b) in changed {
+        let _ = writeln!(s, "| {k} | {a:.2} | {b:.2} | {:+.2} |", b - a);
+    }
+}
+
 pub fn markdown(r: &GovReport, machine: &str) -> String {
     let mut s = String::from("\n## Governance: a virtual key with limits against `server.token`\n\n");
     let _ = writeln!(
@@ -473,25 +518,7 @@ pub fn markdown(r: &GovReport, machine: &str) -> String {
         let _ = writeln!(s, "\nc=64 rounds in order (req/s): {}.", rounds.join(", "));
     }
     if let Some(c) = &r.cluster {
-        let _ = writeln!(
-            s,
-            "\nRedis commands that changed (per request, serial, the cluster; 0.01 or more either way):\n\n| command | server.token | virtual key | change |\n| --- | ---: | ---: | ---: |"
-        );
-        let mut names: Vec<&String> = c.token.by_command.keys().chain(c.key.by_command.keys()).collect();
-        names.sort();
-        names.dedup();
-        let mut changed: Vec<(&String, f64, f64)> = names
-            .into_iter()
-            .map(|k| {
-                let get = |x: &Count| x.by_command.get(k).copied().unwrap_or(0.0);
-                (k, get(&c.token), get(&c.key))
-            })
-            .filter(|(_, a, b)| (b - a).abs() >= 0.01)
-            .collect();
-        changed.sort_by(|x, y| (y.2 - y.1).total_cmp(&(x.2 - x.1)).then(x.0.cmp(y.0)));
-        for (k, a, b) in changed {
-            let _ = writeln!(s, "| {k} | {a:.2} | {b:.2} | {:+.2} |", b - a);
-        }
+        changed_commands(&mut s, c);
     }
     if !r.notes.is_empty() {
         s.push('\n');
