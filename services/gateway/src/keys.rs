@@ -65,14 +65,8 @@ impl Identity {
     /// Whether it may use `model` (a model or group name): the key's and its team's globs.
     pub fn allows_model(&self, model: &str) -> bool {
         self.caller().is_none_or(|c| {
-            globs_allow(&c.key.models, model) && c.team.as_ref().is_none_or(|t| globs_allow(&t.models, model))
-        })
-    }
-
-    /// Whether it may list and call the MCP tool `name`.
-    pub fn allows_tool(&self, name: &str) -> bool {
-        self.caller().is_none_or(|c| {
-            globs_allow(&c.key.tools, name) && c.team.as_ref().is_none_or(|t| globs_allow(&t.tools, name))
+            let team = c.team.as_ref().map(|t| &t.models);
+            llmr_protocol::allowed(std::iter::once(&c.key.models).chain(team), model)
         })
     }
 
@@ -100,11 +94,6 @@ impl Identity {
             (_, i) => format!("key/{}", i.key_id()),
         }
     }
-}
-
-/// Whether `name` matches one of `globs` (`*` and `?`); an empty list allows everything.
-pub fn globs_allow(globs: &[String], name: &str) -> bool {
-    globs.is_empty() || globs.iter().any(|g| wildmatch::WildMatch::new(g).matches(name))
 }
 
 /// SHA-256 of a secret, hex: how keys are stored and found.
@@ -269,15 +258,6 @@ impl Keyring {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn globs_match_names() {
-        let g = vec!["gpt-4o*".to_string(), "fast".to_string()];
-        assert!(globs_allow(&g, "gpt-4o-mini"));
-        assert!(globs_allow(&g, "fast"));
-        assert!(!globs_allow(&g, "claude"));
-        assert!(globs_allow(&[], "anything"));
-    }
 
     #[test]
     fn secrets_look_like_keys_and_hash_stably() {

@@ -198,11 +198,12 @@ pub struct Meta {
     pub tools: Vec<Vec<String>>,
 }
 
-/// Whether `name` matches a glob (`*`, `?`) of each of `lists`.
-pub fn allowed(lists: &[Vec<String>], name: &str) -> bool {
-    lists
-        .iter()
-        .all(|l| l.is_empty() || l.iter().any(|g| wildmatch::WildMatch::new(g).matches(name)))
+/// Whether `name` matches a glob (`*`, `?`) of each of `lists` (an empty list allows all).
+pub fn allowed<'a, L: AsRef<[String]> + 'a>(lists: impl IntoIterator<Item = &'a L>, name: &str) -> bool {
+    lists.into_iter().all(|l| {
+        let l = l.as_ref();
+        l.is_empty() || l.iter().any(|g| wildmatch::WildMatch::new(g).matches(name))
+    })
 }
 
 /// How urgent a request is (`x-llmr-priority`).
@@ -443,6 +444,18 @@ fn flag(b: bool) -> &'static [u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_list_must_allow_a_name() {
+        let key = vec!["gpt-4o*".to_string(), "fast".to_string()];
+        assert!(allowed([&key], "gpt-4o-mini"));
+        assert!(allowed([&key], "fast"));
+        assert!(!allowed([&key], "claude"));
+        assert!(allowed([&Vec::<String>::new()], "anything"));
+        let team = vec!["*mini".to_string()];
+        assert!(allowed([&key, &team], "gpt-4o-mini"));
+        assert!(!allowed([&key, &team], "gpt-4o"));
+    }
     use crate::plan::Attempt;
     use std::collections::HashMap;
 
