@@ -4,7 +4,8 @@
 //! expired keys refused), else `server.token` (compared as SHA-256 digests in constant time),
 //! else, with neither configured, the request is open (but an `sk-llmr-` key that matches no
 //! key is refused). The caller's [`Identity`] goes into the request's extensions. `/admin/…`
-//! takes `server.admin_token` only. A refusal is in the route's API's shape. Headers larger
+//! takes `server.admin_token` or a console session (see [`crate::console`]); the console's
+//! own `/ui/` routes are open. A refusal is in the route's API's shape. Headers larger
 //! than `server.max_header_bytes` together are refused first (431).
 
 use actix_web::body::MessageBody;
@@ -61,16 +62,35 @@ pub async fn require_token(
         .into()
     };
     if req.path().starts_with("/admin/") {
-        // The admin API takes the admin token and nothing else.
+        // The admin API takes the admin token, or a console session, and nothing else.
         return match state.settings.server.admin_token() {
             None => Err(refuse("The admin API is off: set server.admin_token to use it.")),
             Some(expected) if given.is_some_and(|g| same(g, expected)) => next.call(req).await,
-            Some(_) => Err(refuse("The admin API needs server.admin_token as a Bearer token.")),
+            Some(_) => match crate::console::session_of(req.request(), &state) {
+                Some(s) if is_read(req.method()) || crate::console::may_change(req.request(), &state, &s) => {
+                    next.call(req).await
+                }
+                Some(_) => Err(WireError {
+                    wire: Wire::OpenAi,
+                    error: crate::console::csrf_refusal(),
+                }
+                .into()),
+                None => Err(refuse("The admin API needs server.admin_token as a Bearer token.")),
+            },
         };
+    }
+    if state.settings.ui.enabled && (req.path() == "/ui" || req.path().starts_with("/ui/")) {
+        // The console's page and sign-in are open; what it shows comes from /admin/.
+        return next.call(req).await;
     }
     let identity = identify(&state, given).map_err(refuse)?;
     req.extensions_mut().insert(identity);
     next.call(req).await
+}
+
+/// A method that changes nothing.
+fn is_read(m: &actix_web::http::Method) -> bool {
+    matches!(*m, actix_web::http::Method::GET | actix_web::http::Method::HEAD)
 }
 
 /// Digests of equal length are compared, so neither the token nor its length shows in the

@@ -20,6 +20,7 @@
 //! # Layout
 //! - [`error`]: the one mapping of errors to HTTP responses.
 //! - [`auth`]: authentication middleware (virtual keys, `server.token`, the admin token).
+//! - [`console`]: the operator console at `/ui/` and its sessions.
 //! - [`keys`]: the keyring of virtual keys and teams, and the caller's identity.
 //! - [`govern`]: admission by reservation and settlement of each request.
 //! - [`routes`]: the HTTP handlers.
@@ -28,6 +29,7 @@
 //! - [`shed`]: load shedding by the cluster's queued work (`x-llmr-priority`).
 
 pub mod auth;
+pub mod console;
 pub mod cors;
 pub mod error;
 pub mod govern;
@@ -101,6 +103,8 @@ pub struct AppState {
     pub peers: llmr_store::Peers,
     /// Virtual keys and teams, reloaded when they change.
     pub keyring: Arc<keys::Keyring>,
+    /// The console's last overview and when it was made (see `routes::overview`).
+    pub overview: std::sync::Mutex<Option<(u64, serde_json::Value)>>,
 }
 
 /// How long a request waits for an instance of the service it needs to appear (one may be
@@ -179,8 +183,10 @@ impl Gateway {
             queued,
             peers,
             keyring,
+            overview: std::sync::Mutex::new(None),
         });
         let (cors_settings, compression) = (settings.server.clone(), settings.server.compression);
+        let console_on = settings.ui.enabled;
         let server = HttpServer::new(move || {
             let (query, path) = error::extractor_configs();
             App::new()
@@ -197,6 +203,11 @@ impl Gateway {
                 .wrap(middleware::Condition::new(compression, middleware::Compress::default()))
                 .wrap(middleware::from_fn(observe::record))
                 .configure(routes::configure)
+                .configure(|cfg| {
+                    if console_on {
+                        console::configure(cfg);
+                    }
+                })
                 .default_service(web::to(routes::not_found))
         })
         .disable_signals()

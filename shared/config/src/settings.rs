@@ -37,6 +37,8 @@ pub struct Settings {
     pub teams: Vec<TeamDecl>,
     /// The per-request log.
     pub log: RequestLog,
+    /// The operator console (`/ui/`).
+    pub ui: Ui,
 }
 
 /// A virtual key in the config file (`[[keys]]`): the secret as `key` (a `${VAR}`, hashed at
@@ -108,6 +110,15 @@ pub struct RequestLog {
     pub max_records: u64,
     /// Records older than this go.
     pub max_age_ms: u64,
+}
+
+/// The operator console (`[ui]`): `/ui/` on every gateway, signed in with `server.admin_token`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ui {
+    pub enabled: bool,
+    /// How long a console session lasts after sign-in.
+    pub session_ttl_ms: u64,
 }
 
 /// Prompt templates: files with `##PLACEHOLDER##`s, by name (the file stem).

@@ -479,6 +479,12 @@ pub struct RequestsQuery {
     model: Option<String>,
     #[serde(default)]
     status: Option<u16>,
+    /// Records that arrived at or after this (unix ms).
+    #[serde(default)]
+    since_ms: Option<u64>,
+    /// Records that arrived before this (unix ms).
+    #[serde(default)]
+    until_ms: Option<u64>,
     #[serde(default)]
     limit: Option<usize>,
     #[serde(default)]
@@ -493,10 +499,12 @@ impl RequestsQuery {
             && self.team.as_ref().is_none_or(|t| r.team.as_ref() == Some(t))
             && self.model.as_ref().is_none_or(|m| &r.model == m)
             && self.status.is_none_or(|s| r.status == s)
+            && self.since_ms.is_none_or(|t| r.time_ms >= t)
+            && self.until_ms.is_none_or(|t| r.time_ms < t)
     }
 }
 
-/// `GET /admin/requests?key=&team=&model=&status=&limit=&before=&format=jsonl`: the request
+/// `GET /admin/requests?key=&team=&model=&status=&since_ms=&until_ms=&limit=&before=&format=jsonl`: the request
 /// log, newest first; `before` takes a record's `cursor`. Filters scan at most 10,000 records.
 pub async fn requests(q: web::Query<RequestsQuery>, state: web::Data<AppState>) -> Result<HttpResponse, HttpError> {
     let jsonl = match q.format.as_deref() {
@@ -509,9 +517,14 @@ pub async fn requests(q: web::Query<RequestsQuery>, state: web::Data<AppState>) 
     while out.len() < limit && scanned < 10_000 {
         let page = state.store.gov_requests(before.as_deref(), 500).await?;
         let Some(last) = page.last() else { break };
+        // Newest first: past `since_ms`, nothing older can match.
+        let past = q.since_ms.is_some_and(|t| last.time_ms < t);
         before = Some(last.cursor.clone());
         scanned += page.len();
         out.extend(page.into_iter().filter(|r| q.keeps(r)));
+        if past {
+            break;
+        }
     }
     out.truncate(limit);
     if jsonl {
