@@ -101,7 +101,8 @@ impl Session {
             return None;
         }
         let mut parts = body.split('.');
-        let (Some("v1"), Some(exp), Some(nonce), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        let (Some("v1"), Some(exp), Some(nonce), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
             return None;
         };
         let expires_ms = exp.parse::<u64>().ok().filter(|e| *e > now)?;
@@ -165,7 +166,11 @@ fn guarded(mut resp: HttpResponse) -> HttpResponse {
 }
 
 async fn redirect() -> HttpResponse {
-    guarded(HttpResponse::PermanentRedirect().insert_header((header::LOCATION, "/ui/")).finish())
+    guarded(
+        HttpResponse::PermanentRedirect()
+            .insert_header((header::LOCATION, "/ui/"))
+            .finish(),
+    )
 }
 
 /// `GET /ui/{file}`: one of the embedded files (`/ui/` is the page).
@@ -221,8 +226,12 @@ async fn login(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>) -
             message: "Sign in from the console's own page (a JSON body, from the same origin).".into(),
         }));
     }
-    let given: Login = serde_json::from_slice(&body)
-        .map_err(|e| HttpError(ApiError::invalid(format!("The body must be {{\"token\": …}}: {e}"), Some("token"))))?;
+    let given: Login = serde_json::from_slice(&body).map_err(|e| {
+        HttpError(ApiError::invalid(
+            format!("The body must be {{\"token\": …}}: {e}"),
+            Some("token"),
+        ))
+    })?;
     let digest = |t: &str| Sha256::digest(t.as_bytes());
     if !bool::from(digest(&given.token).ct_eq(&digest(admin))) {
         tracing::warn!("console sign-in refused: wrong admin token");
@@ -239,7 +248,9 @@ async fn login(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>) -
         .secure(secure(&req, &state))
         .max_age(CookieDuration::seconds(ttl_s))
         .finish();
-    Ok(guarded(HttpResponse::Ok().cookie(cookie).json(session_json(&state, Some(&s)))))
+    Ok(guarded(
+        HttpResponse::Ok().cookie(cookie).json(session_json(&state, Some(&s))),
+    ))
 }
 
 /// `POST /ui/logout` (with the session's CSRF token): the cookie is cleared.
@@ -249,15 +260,23 @@ async fn logout(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResp
     {
         return Err(HttpError(csrf_refusal()));
     }
-    let mut gone = Cookie::build(COOKIE, "").path("/").http_only(true).same_site(SameSite::Strict).finish();
+    let mut gone = Cookie::build(COOKIE, "")
+        .path("/")
+        .http_only(true)
+        .same_site(SameSite::Strict)
+        .finish();
     gone.make_removal();
-    Ok(guarded(HttpResponse::Ok().cookie(gone).json(session_json(&state, None))))
+    Ok(guarded(
+        HttpResponse::Ok().cookie(gone).json(session_json(&state, None)),
+    ))
 }
 
 /// The refusal of a change made with a session but without its CSRF token.
 pub fn csrf_refusal() -> ApiError {
     ApiError::Forbidden {
-        message: format!("A change made with a console session needs its CSRF token in `{CSRF_HEADER}` (from /ui/session)."),
+        message: format!(
+            "A change made with a console session needs its CSRF token in `{CSRF_HEADER}` (from /ui/session)."
+        ),
     }
 }
 
@@ -277,6 +296,10 @@ mod tests {
         let forged = sealed.replacen(&s.expires_ms.to_string(), &(s.expires_ms + 1).to_string(), 1);
         assert_eq!(Session::open(&forged, "admin-a", now), None, "a changed expiry");
         assert_eq!(Session::open("v1.1.2", "admin-a", now), None);
-        assert_ne!(s.csrf("admin-a"), Session::new(60_000).csrf("admin-a"), "CSRF tokens are per session");
+        assert_ne!(
+            s.csrf("admin-a"),
+            Session::new(60_000).csrf("admin-a"),
+            "CSRF tokens are per session"
+        );
     }
 }

@@ -3,11 +3,13 @@
 pub mod admin;
 pub mod anthropic;
 pub mod chat;
+pub mod console_data;
 pub mod health;
 pub mod mcp;
 pub mod models;
 pub mod ollama;
 pub mod openapi;
+pub mod overview;
 pub mod responses;
 pub mod sse;
 pub mod templates;
@@ -71,6 +73,12 @@ route_table! {
     get "/admin/teams" => admin::list_teams,
     get "/admin/spend" => admin::spend,
     get "/admin/requests" => admin::requests,
+    get "/admin/overview" => overview::overview,
+    get "/admin/providers" => console_data::providers,
+    get "/admin/plan" => console_data::plan,
+    get "/admin/cluster" => console_data::cluster,
+    get "/admin/tools" => console_data::tools,
+    get "/admin/config" => console_data::config,
     get "/v1/models/{id:.+}" => models::retrieve,
     get "/v1/responses/{id}" => responses::response,
     delete "/v1/responses/{id}" => responses::response,

@@ -162,7 +162,9 @@ pub async fn overview(state: web::Data<AppState>) -> Result<HttpResponse, HttpEr
     let mut v = summarize(&records, now);
     let today = llmr_store::utc_day(now);
     let rows = state.store.gov_spend(&today, &today).await?;
-    v["current"]["spend_today_usd"] = json!(llmr_store::governance::usd(rows.iter().map(|r| r.spend_micros).sum::<u64>()));
+    v["current"]["spend_today_usd"] = json!(llmr_store::governance::usd(
+        rows.iter().map(|r| r.spend_micros).sum::<u64>()
+    ));
     v["current"]["requests_today"] = json!(rows.iter().map(|r| r.requests).sum::<u64>());
     if let Ok(mut last) = state.overview.lock() {
         *last = Some((now, v.clone()));
