@@ -164,7 +164,10 @@ async fn a_budget_is_never_overspent(redis: bool) {
     // A burst may end at $0.48 (the last reservations in flight refused the rest): then one
     // more request fits, and its cost joins the sum.
     let last_cost = match status {
-        200 => header(&last_headers, "x-llmr-cost-usd").unwrap().parse::<f64>().unwrap(),
+        200 => header(&last_headers, "x-llmr-cost-usd")
+            .unwrap()
+            .parse::<f64>()
+            .unwrap(),
         _ => 0.0,
     };
     if spend > 0.48 + 1e-9 {
@@ -183,7 +186,10 @@ async fn a_budget_is_never_overspent(redis: bool) {
         .find(|r| r["key"] == id.as_str())
         .unwrap()
         .clone();
-    assert!((row["spend_usd"].as_f64().unwrap() - costs - last_cost).abs() < 1e-9, "{row}");
+    assert!(
+        (row["spend_usd"].as_f64().unwrap() - costs - last_cost).abs() < 1e-9,
+        "{row}"
+    );
     assert_eq!(row["requests"], ok.len() + usize::from(status == 200));
 }
 both!(a_budget_is_never_overspent);
