@@ -651,6 +651,15 @@ mod cluster {
     }
 
     #[actix_rt::test]
+    async fn a_key_made_on_one_gateway_works_at_once_on_the_other() {
+        let c = TwoGateways::start().await;
+        let (_, secret) = c.key(json!({"name": "now"})).await;
+        // No wait for the other gateway's poll: an unknown key makes it read the store once.
+        assert_eq!(c.chat(1, &secret).await.0, 200);
+        assert_eq!(c.chat(1, "sk-llmr-not-a-key").await.0, 401);
+    }
+
+    #[actix_rt::test]
     async fn rpm_is_exact_across_two_gateways() {
         let c = TwoGateways::start().await;
         let (_, secret) = c.key(json!({"name": "ci", "rpm": 50})).await;

@@ -83,7 +83,18 @@ pub async fn require_token(
         // The console's page and sign-in are open; what it shows comes from /admin/.
         return next.call(req).await;
     }
-    let identity = identify(&state, given).map_err(refuse)?;
+    let identity = match identify(&state, given) {
+        Ok(i) => i,
+        // A virtual key made a moment ago on another gateway: read the store's version once
+        // (one GET; the keys only when it moved) before refusing it.
+        Err(_) if given.is_some_and(|g| g.starts_with(crate::keys::SECRET_PREFIX)) => {
+            if let Err(e) = state.keyring.reload(&state.store, false).await {
+                tracing::debug!(error = %e, "could not reload virtual keys");
+            }
+            identify(&state, given).map_err(refuse)?
+        }
+        Err(why) => return Err(refuse(why)),
+    };
     req.extensions_mut().insert(identity);
     next.call(req).await
 }
@@ -120,7 +131,7 @@ fn identify(state: &AppState, given: Option<&str>) -> Result<Identity, &'static 
         }
     }
     match (state.settings.server.token(), given) {
-        (None, Some(g)) if g.starts_with("sk-llmr-") => Err("Incorrect API key provided."),
+        (None, Some(g)) if g.starts_with(crate::keys::SECRET_PREFIX) => Err("Incorrect API key provided."),
         (None, _) => Ok(Identity::Open),
         (Some(_), Some(_)) => Err("Incorrect API key provided."),
         (Some(_), None) => {

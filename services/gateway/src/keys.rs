@@ -101,12 +101,15 @@ pub fn hash_secret(secret: &str) -> String {
     format!("{:x}", Sha256::digest(secret.trim().as_bytes()))
 }
 
+/// How every virtual key's secret begins.
+pub const SECRET_PREFIX: &str = "sk-llmr-";
+
 /// A new secret: `sk-llmr-` and 32 random bytes in URL-safe base64.
 pub fn new_secret() -> String {
     use base64::Engine;
     let bytes: [u8; 32] = rand::random();
     format!(
-        "sk-llmr-{}",
+        "{SECRET_PREFIX}{}",
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
     )
 }
