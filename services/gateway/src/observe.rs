@@ -10,9 +10,9 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
 use actix_web::{HttpResponse, web};
-use llmr_protocol::{TraceContext, streams};
+use llmr_protocol::TraceContext;
 use llmr_telemetry::metrics::{metrics, render};
-use serde_json::{Value, json};
+use serde_json::json;
 use tracing::Instrument;
 
 use crate::AppState;
@@ -88,14 +88,12 @@ pub async fn scrape(state: web::Data<AppState>) -> HttpResponse {
     let features = match report {
         Ok(Ok(report)) => {
             routing_gauges(&report);
-            report["features"].clone()
+            report.features
         }
         _ => crate::routes::health::all_unavailable("the store does not answer"),
     };
     for f in crate::routes::health::FEATURES {
-        let up = features[f]
-            .as_str()
-            .is_some_and(|v| v == "ok" || v.starts_with("degraded"));
+        let up = features.get(f).is_some_and(|v| v == "ok" || v.starts_with("degraded"));
         metrics().feature_available.with_label_values(&[f]).set(i64::from(up));
     }
     backlog_gauges(&state).await;
@@ -111,43 +109,36 @@ pub fn client_trace(headers: &actix_web::http::header::HeaderMap) -> TraceContex
     TraceContext::from_headers(get("traceparent"), get("tracestate"))
 }
 
-fn routing_gauges(report: &Value) {
+fn routing_gauges(report: &crate::routes::health::Report) {
     let m = metrics();
     let now = llmr_protocol::now_ms();
-    let set = |kind: &str, name: &str, v: &Value| {
-        let state = match v["available"].as_str() {
-            Some("probe") => 1,
-            Some("open") => 2,
-            Some("cooling") => 3,
+    let set = |kind: &str, name: &str, v: &crate::routes::health::HealthView| {
+        let state = match v.available {
+            "probe" => 1,
+            "open" => 2,
+            "cooling" => 3,
             _ => 0,
         };
         m.circuit_state.with_label_values(&[kind, name]).set(state);
-        let until = v["open_until_ms"]
-            .as_u64()
-            .max(v["cooldown_until_ms"].as_u64())
-            .unwrap_or(0);
+        let until = v.open_until_ms.max(v.cooldown_until_ms).unwrap_or(0);
         m.unavailable_seconds
             .with_label_values(&[kind, name])
             .set(until.saturating_sub(now) as f64 / 1000.0);
     };
-    for t in report["targets"].as_array().into_iter().flatten() {
-        let name = t["target"].as_str().unwrap_or_default();
+    for t in &report.targets {
         m.target_load
-            .with_label_values(&[name])
-            .set(t["load"].as_i64().unwrap_or(0));
-        set("target", name, t);
+            .with_label_values(&[t.target.as_str()])
+            .set(i64::try_from(t.load).unwrap_or(i64::MAX));
+        set("target", &t.target, &t.health);
     }
-    for p in report["providers"].as_array().into_iter().flatten() {
-        for k in p["keys"].as_array().into_iter().flatten() {
-            set("key", k["key"].as_str().unwrap_or_default(), k);
-        }
+    for k in report.providers.iter().flat_map(|p| &p.keys) {
+        set("key", &k.key, &k.health);
     }
 }
 
 /// Length, pending entries and lag of every stream of the cluster.
 async fn backlog_gauges(state: &AppState) {
-    let mut streams = crate::shed::work_streams(&state.settings);
-    streams.push((streams::MCP.to_owned(), streams::groups::MCP_TOOLS));
+    let streams = crate::shed::every_stream(&state.settings);
     let m = metrics();
     for (stream, group) in streams {
         if let Ok(b) = state.bus.backlog(&stream, group).await {

@@ -38,6 +38,15 @@ pub fn work_streams(settings: &Settings) -> Vec<(String, &'static str)> {
     out
 }
 
+/// Every stream the cluster's services read, with their consumer group: the
+/// [`work_streams`], `mcp` (mcp-tools) and `responses` (the responses service).
+pub fn every_stream(settings: &Settings) -> Vec<(String, &'static str)> {
+    let mut out = work_streams(settings);
+    out.push((streams::MCP.to_owned(), streams::groups::MCP_TOOLS));
+    out.push((streams::RESPONSES.to_owned(), streams::groups::RESPONSES));
+    out
+}
+
 /// Keeps `queued` up to date (the sum of the streams' lag) until dropped.
 pub struct Watch(tokio::task::JoinHandle<()>);
 

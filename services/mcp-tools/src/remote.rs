@@ -1,7 +1,7 @@
 //! A remote MCP server, reached over Streamable HTTP: its tools are served as
 //! `{namespace}_{name}` and calls are proxied. A server that is down fails its own tools
 //! with an `isError` result and leaves every other tool alone; its list is retried after
-//! `remote_refresh_ms`.
+//! `remote_refresh_ms`. Why its last list failed is kept for operators ([`Remote::state`]).
 
 use std::cell::RefCell;
 use std::time::{Duration, Instant};
@@ -37,6 +37,8 @@ pub struct Remote {
     session: RefCell<Option<String>>,
     /// Until when the list is reused, and the tools it held.
     listed: RefCell<Option<(Instant, Vec<ToolDef>)>>,
+    /// Why the last list failed; None since one succeeded (or before any was asked).
+    last_error: RefCell<Option<String>>,
     next_id: std::cell::Cell<u64>,
 }
 
@@ -48,12 +50,31 @@ impl Remote {
             refresh: Duration::from_millis(mcp.remote_refresh_ms),
             session: RefCell::new(None),
             listed: RefCell::new(None),
+            last_error: RefCell::new(None),
             next_id: std::cell::Cell::new(1),
         }
     }
 
     pub fn namespace(&self) -> String {
         self.cfg.namespace.clone()
+    }
+
+    /// What this instance knows of the server: whether its last list came, and why not.
+    pub fn state(&self) -> llmr_protocol::tools::RemoteState {
+        let listed = self.listed.borrow();
+        let error = self.last_error.borrow().clone();
+        let state = match (&*listed, &error) {
+            (None, _) => "unknown",
+            (Some(_), Some(_)) => "error",
+            (Some(_), None) => "ok",
+        };
+        llmr_protocol::tools::RemoteState {
+            namespace: self.cfg.namespace.clone(),
+            url: llmr_config::redact_url(&self.cfg.url),
+            state: state.to_owned(),
+            error,
+            tools: listed.as_ref().map_or(0, |(_, t)| t.len() as u64),
+        }
     }
 
     /// The address of the server's host (see [`crate::net::vet`]).
@@ -235,9 +256,11 @@ impl Remote {
             Ok(()) => {
                 self.listed
                     .replace(Some((Instant::now() + self.refresh, tools.clone())));
+                self.last_error.replace(None);
                 tools
             }
             Err(e) => {
+                self.last_error.replace(Some(e.to_string()));
                 tracing::warn!(namespace = %self.cfg.namespace, url = %self.cfg.url, error = %e, "remote MCP server unavailable; its tools are skipped until it answers");
                 let mut listed = self.listed.borrow_mut();
                 let last = listed.as_ref().map(|(_, t)| t.clone()).unwrap_or_default();

@@ -25,7 +25,7 @@ use crate::remote::Remote;
 const MAX_DEPTH: u32 = 4;
 
 pub use crate::model::{CallError, Origin, ToolDef, Via, text_result, to_result, valid_name};
-use llmr_protocol::tools::{EXECUTE_CODE, EXECUTE_TOOL, TOOL_SEARCH};
+use llmr_protocol::tools::{EXECUTE_CODE, EXECUTE_TOOL, Inventory, Source, TOOL_SEARCH, ToolEntry};
 
 type Stamp = (SystemTime, u64);
 /// A tool file as last read: the tool, or `(name, why it did not load)`.
@@ -46,6 +46,15 @@ pub struct Tools {
 fn stamp(path: &Path) -> Option<Stamp> {
     let m = std::fs::metadata(path).ok()?;
     Some((m.modified().ok()?, m.len()))
+}
+
+/// How operators read a visibility (as the config file writes it).
+fn visibility_name(v: Visibility) -> &'static str {
+    match v {
+        Visibility::Visible => "visible",
+        Visibility::Hidden => "hidden",
+        Visibility::Ondemand => "ondemand",
+    }
 }
 
 /// The definition of built-in tool `name` (one of [`Tools::builtin_names`]).
@@ -295,6 +304,56 @@ impl Tools {
             all.push(t);
         }
         all
+    }
+
+    /// The catalog as operators see it: every served tool with its source (a file's path, a
+    /// server's namespace), the tool files that did not load and why, and each remote
+    /// server's state.
+    pub async fn inventory(&self) -> Inventory {
+        let served = self.catalog().await;
+        let local = self.local.borrow();
+        let path_of = |name: &str| {
+            local.iter().find_map(|(p, (_, d))| match d {
+                Ok(def) if def.name == name => Some(p.display().to_string()),
+                _ => None,
+            })
+        };
+        let mut tools: Vec<ToolEntry> = served
+            .iter()
+            .map(|t| {
+                let (source, origin) = match &t.origin {
+                    Origin::Builtin => (Source::Builtin, None),
+                    Origin::Local { .. } => (Source::File, path_of(&t.name)),
+                    Origin::Remote { namespace, .. } => (Source::Remote, Some(namespace.clone())),
+                };
+                ToolEntry {
+                    name: t.name.clone(),
+                    description: t.description.clone(),
+                    source,
+                    origin,
+                    visibility: visibility_name(t.visibility).to_owned(),
+                    error: None,
+                }
+            })
+            .collect();
+        let mut failed: Vec<ToolEntry> = local
+            .iter()
+            .filter_map(|(p, (_, d))| d.as_ref().err().map(|(name, why)| (p, name, why)))
+            .map(|(p, name, why)| ToolEntry {
+                name: name.clone(),
+                description: String::new(),
+                source: Source::File,
+                origin: Some(p.display().to_string()),
+                visibility: visibility_name(Visibility::Visible).to_owned(),
+                error: Some(why.clone()),
+            })
+            .collect();
+        failed.sort_by(|a, b| a.origin.cmp(&b.origin));
+        tools.extend(failed);
+        Inventory {
+            tools,
+            remote_servers: self.remotes.iter().map(Remote::state).collect(),
+        }
     }
 
     /// What `tools/list` shows: visible tools, or only the built-ins in discovery mode.

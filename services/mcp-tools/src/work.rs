@@ -1,6 +1,7 @@
 //! The `mcp` stream's work, under the shared consumer loop: every message is its own task
 //! (up to 64 at once per instance), answered on its caller's reply stream and acked once
-//! answered. A caller that goes away (an MCP client that left, a tool loop that ended)
+//! answered. Besides MCP messages and tool calls it answers the admin API's
+//! `tool_inventory` with the catalog as operators see it. A caller that goes away (an MCP client that left, a tool loop that ended)
 //! cancels its call.
 //!
 //! A tool call runs once per message id: a delivery first claims `toolcall:{id}` in the store
@@ -56,9 +57,13 @@ async fn serve(tools: &Rc<Tools>, d: &Delivery) {
     }
 }
 
-/// The JSON-RPC answer (or tool result) of one message; None for a notification.
+/// The JSON-RPC answer (or tool result, or the catalog's inventory) of one message; None
+/// for a notification.
 async fn answer(tools: &Rc<Tools>, d: &Delivery) -> Option<Value> {
     let env = &d.envelope;
+    if env.kind == Kind::ToolInventory {
+        return Some(serde_json::to_value(tools.inventory().await).unwrap_or_default());
+    }
     let msg = match serde_json::from_slice::<Value>(&env.body) {
         Ok(msg) => msg,
         Err(e) => return Some(rpc::error(Value::Null, rpc::PARSE_ERROR, format!("Parse error: {e}"))),

@@ -201,6 +201,25 @@ impl Catalog {
         self.groups.keys().cloned().collect()
     }
 
+    /// Whether `name` is a model group.
+    pub fn is_group(&self, name: &str) -> bool {
+        self.groups.contains_key(name)
+    }
+
+    /// Takes what the routers published of each provider (the model lists they fetched, and
+    /// their state): a catalog built from the settings elsewhere (the gateway's) then routes
+    /// as theirs does. Providers this configuration does not have are ignored.
+    pub fn apply(&self, published: &[ProviderStatus]) {
+        let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
+        for s in published {
+            if let Some(e) = entries.get_mut(&s.name) {
+                e.models = e.provider.filter_models(&s.models);
+                e.state.clone_from(&s.state);
+                e.error.clone_from(&s.error);
+            }
+        }
+    }
+
     /// `(provider, pool)` of every enabled provider serving `model`, in name order.
     pub fn providers_for(&self, model: &str) -> Vec<(String, String)> {
         self.entries()

@@ -19,12 +19,15 @@
 //! - [`script`]: scripted routing (`[routing] script`, model `auto`, strategy `script`).
 //! - [`routing`]: from a model to a plan: routes and fallbacks, the store's routing state
 //!   as named per-target state, scripted routing, plan ordering.
+//! - [`preview`]: the plan a model would get now, and why each target left out is, for
+//!   operators (the gateway's `GET /admin/plan`).
 //! - [`toolloop`]: automatic tool calling through mcp-tools, on typed completions.
 //! - [`work`]: the `requests` stream's work under the shared consumer loop.
 
 pub mod cache;
 pub mod catalog;
 pub mod plan;
+pub mod preview;
 pub mod routing;
 pub mod script;
 pub mod toolloop;
@@ -87,7 +90,14 @@ impl RouterService {
                 script_host.pool(settings, settings.routing.wall_ms),
             )
         });
-        let routing = Rc::new(routing::Routing::new(settings, store.clone(), catalog.clone(), script));
+        let peers = llmr_store::Peers::watch(&store, Duration::from_secs(1));
+        let routing = Rc::new(routing::Routing::new(
+            settings,
+            store.clone(),
+            peers,
+            catalog.clone(),
+            script,
+        ));
         let tools = Rc::new(toolloop::ToolLoop::new(settings, routing.clone(), caller));
         // A batch is one task; tool loops are one task each and count towards the same bound.
         let cfg = LoopConfig {

@@ -22,10 +22,10 @@ pub struct Routing {
     store: Store,
     /// The services seen alive (workers for jobs, mcp-tools for tool loops).
     peers: llmr_store::Peers,
-    catalog: std::sync::Arc<Catalog>,
-    rng: RefCell<StdRng>,
+    pub(crate) catalog: std::sync::Arc<Catalog>,
+    pub(crate) rng: RefCell<StdRng>,
     rotation: RefCell<Rotation>,
-    max_attempts: usize,
+    pub(crate) max_attempts: usize,
     first_available_wait_ms: u64,
     script: Option<RoutingScript>,
     /// What routing does when the routing state cannot be read.
@@ -38,14 +38,17 @@ pub struct Resolved {
 }
 
 impl Routing {
+    /// Routing over `catalog`, with the routing state in `store`; `peers` tells which
+    /// services are alive (see [`Routing::require`]).
     pub fn new(
         settings: &Settings,
         store: Store,
+        peers: llmr_store::Peers,
         catalog: std::sync::Arc<Catalog>,
         script: Option<RoutingScript>,
     ) -> Routing {
         Routing {
-            peers: llmr_store::Peers::watch(&store, std::time::Duration::from_secs(1)),
+            peers,
             store,
             catalog,
             rng: RefCell::new(StdRng::from_os_rng()),
@@ -116,11 +119,22 @@ impl Routing {
     /// cannot be read, 503 (`degraded.routing_state = "closed"`) or idle and healthy (`open`).
     /// A target's load is read only where it can order something (see [`Read`]).
     async fn state<'a>(&self, routes: impl IntoIterator<Item = &'a Route>, now: u64) -> Result<State, ApiError> {
+        self.state_of(routes, now, false).await
+    }
+
+    /// [`Routing::state`], reading every target's load when `every_load` (to show it).
+    pub(crate) async fn state_of<'a>(
+        &self,
+        routes: impl IntoIterator<Item = &'a Route>,
+        now: u64,
+        every_load: bool,
+    ) -> Result<State, ApiError> {
         let mut targets: Vec<Read> = Vec::new();
         for r in routes {
             // Load orders the targets of a route whose strategy sorts by it, when there are
             // two or more; a routing script sees every candidate's load, even one alone.
-            let ordered = r.strategy == Strategy::Script
+            let ordered = every_load
+                || r.strategy == Strategy::Script
                 || (r.targets.len() > 1
                     && matches!(r.strategy, Strategy::LeastLoad | Strategy::Priority | Strategy::Cost));
             for t in &r.targets {
@@ -140,7 +154,7 @@ impl Routing {
     }
 
     /// Orders `routes` into a plan from `state`; `prefer` goes first when it is ready.
-    fn order(
+    pub(crate) fn order(
         &self,
         state: &State,
         routes: &[Route],
@@ -234,7 +248,7 @@ impl Read {
 }
 
 /// The routing state of a batch's targets, by lease name (`provider/model`).
-struct State {
+pub(crate) struct State {
     targets: HashMap<String, TargetState>,
 }
 
@@ -304,7 +318,7 @@ impl State {
         })
     }
 
-    fn cand<'a>(&self, t: &'a TargetSpec) -> Cand<'a> {
+    pub(crate) fn cand<'a>(&self, t: &'a TargetSpec) -> Cand<'a> {
         let s = self.get(t);
         Cand {
             spec: t,

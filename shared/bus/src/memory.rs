@@ -382,7 +382,11 @@ impl MemoryBus {
     pub(crate) fn backlog(&self, stream: &str, group: &str) -> crate::Backlog {
         let st = self.lock();
         let Some(s) = st.streams.get(stream) else {
-            return crate::Backlog::default();
+            // No stream: nothing waits in it, for any group.
+            return crate::Backlog {
+                lag: Some(0),
+                ..crate::Backlog::default()
+            };
         };
         let g = s.groups.get(group);
         let (queued, pending) = g.map_or((s.backlog.len(), 0), |g| {

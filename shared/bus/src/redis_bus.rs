@@ -384,7 +384,9 @@ impl RedisBus {
     pub(crate) async fn backlog(&self, stream: &str, group: &str) -> Result<crate::Backlog, BusError> {
         let mut c = self.conn().await?;
         let key = self.key(stream);
-        let (groups, length): (Value, u64) = redis::pipe()
+        // Each answer apart: XINFO fails on a stream nobody made (XLEN says 0 for it).
+        let mut answers: Vec<redis::RedisResult<Value>> = redis::pipe()
+            .ignore_errors()
             .cmd("XINFO")
             .arg("GROUPS")
             .arg(&key)
@@ -393,6 +395,23 @@ impl RedisBus {
             .query_async(&mut c)
             .await
             .map_err(unavailable)?;
+        let length: u64 = match answers.pop() {
+            Some(Ok(v)) => redis::from_redis_value(v).map_err(unavailable)?,
+            Some(Err(e)) => return Err(unavailable(e)),
+            None => return Err(unavailable("XLEN gave no answer")),
+        };
+        let groups = match answers.pop() {
+            Some(Ok(v)) => v,
+            // No stream: nothing waits in it, for any group.
+            Some(Err(_)) | None if length == 0 => {
+                return Ok(crate::Backlog {
+                    lag: Some(0),
+                    ..crate::Backlog::default()
+                });
+            }
+            Some(Err(e)) => return Err(unavailable(e)),
+            None => return Err(unavailable("XINFO gave no answer")),
+        };
         let mut out = crate::Backlog {
             length,
             ..crate::Backlog::default()

@@ -367,6 +367,12 @@ async fn reports_the_backlog_of_a_group(bus: Bus) {
 }
 both!(reports_backlog, reports_the_backlog_of_a_group);
 
+async fn a_stream_nobody_made_has_no_backlog(bus: Bus) {
+    let b = bus.backlog("jobs:never", "workers").await.unwrap();
+    assert_eq!((b.length, b.pending, b.lag), (0, 0, Some(0)));
+}
+both!(missing_stream_backlog, a_stream_nobody_made_has_no_backlog);
+
 async fn entries_stay_until_every_group_is_done_with_them(bus: Bus) {
     // Acks of one group leave the entries to the other; on Redis acked entries are deleted
     // in bulk (XTRIM MINID, at most once a second per stream and process) once every group

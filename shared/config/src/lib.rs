@@ -12,6 +12,7 @@
 //! - `expand`: `${VAR}` expansion.
 //! - [`files`]: prompt templates and the model catalog, read at load time.
 //! - [`import`]: a LiteLLM `model_list` config turned into this configuration.
+//! - [`redact`]: the effective configuration with every secret redacted; masked key hints.
 //! - `validate`: cross-field rules, per section, every problem reported at once.
 //! - `error`: [`ConfigError`] and [`Problem`].
 //!
@@ -22,11 +23,13 @@ mod expand;
 pub mod files;
 pub mod import;
 mod load;
+pub mod redact;
 mod settings;
 mod validate;
 
 pub use error::{ConfigError, Problem};
 pub use load::{load, load_from, load_toml};
+pub use redact::{mask_secret, redact_url};
 pub use settings::*;
 
 /// The built-in default configuration, embedded in the binary.

@@ -3,9 +3,11 @@
 use std::collections::BTreeMap;
 
 use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Deserialize)]
+use crate::redact;
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     pub server: Server,
@@ -43,17 +45,17 @@ pub struct Settings {
 
 /// A virtual key in the config file (`[[keys]]`): the secret as `key` (a `${VAR}`, hashed at
 /// load and never kept) or its SHA-256 as `hash`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeyDecl {
     /// Its id (default: the name).
     #[serde(default)]
     pub id: String,
     pub name: String,
-    #[serde(default)]
+    #[serde(default, serialize_with = "redact::secret")]
     pub key: SecretString,
     /// SHA-256 of the secret, hex.
-    #[serde(default)]
+    #[serde(default, serialize_with = "redact::text")]
     pub hash: String,
     #[serde(default)]
     pub team: Option<String>,
@@ -80,7 +82,7 @@ impl KeyDecl {
 }
 
 /// A team in the config file (`[[teams]]`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TeamDecl {
     /// Its id (default: the name).
@@ -102,7 +104,7 @@ impl TeamDecl {
 }
 
 /// The per-request log (`[log]`): one record per request, no prompt or answer text.
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RequestLog {
     pub enabled: bool,
@@ -113,7 +115,7 @@ pub struct RequestLog {
 }
 
 /// The operator console (`[ui]`): `/ui/` on every gateway, signed in with `server.admin_token`.
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Ui {
     pub enabled: bool,
@@ -122,7 +124,7 @@ pub struct Ui {
 }
 
 /// Prompt templates: files with `##PLACEHOLDER##`s, by name (the file stem).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Templates {
     /// A directory of `NAME.txt` (or `.md`) files; empty: no templates.
@@ -173,7 +175,7 @@ fn is_placeholder(s: &str) -> bool {
 
 /// `POST /v1/text/{name}`: the template becomes the system prompt, the client's text the
 /// user's message, and the answer's text comes back.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TextEndpoint {
     pub name: String,
@@ -186,7 +188,7 @@ pub struct TextEndpoint {
 }
 
 /// The exact response cache of chat completions (and so of responses).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Cache {
     pub enabled: bool,
@@ -201,7 +203,7 @@ pub struct Cache {
 }
 
 /// Who may be answered from an entry of the response cache.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CacheScope {
     /// The key's team (the key itself when it has none).
@@ -214,7 +216,7 @@ pub enum CacheScope {
 /// What a feature does when its part of the store fails (an error or a timeout while the
 /// bus still works): `closed` refuses the request (503) rather than go on without it, `open`
 /// goes on without it (logged, and `/health` says the feature is degraded).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FailPolicy {
     Closed,
@@ -228,7 +230,7 @@ impl FailPolicy {
 }
 
 /// The policy of each feature when the store fails (README, "When Redis or a service fails").
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Degraded {
     /// Loads, circuits, cooldowns and requests-today read before routing: open routes as if
@@ -251,7 +253,7 @@ pub struct Degraded {
 }
 
 /// The Responses API: how long stored responses live and how large they may be.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Responses {
     /// Stored responses, their input items and stream events expire after this long.
@@ -264,7 +266,7 @@ pub struct Responses {
 }
 
 /// JavaScript tools and the sandbox they run in.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Scripting {
     /// Directory of tool modules (`*.js`, one tool per file, named by the file); empty = none.
@@ -294,7 +296,7 @@ pub struct Scripting {
 }
 
 /// Who may see and call a tool.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Visibility {
     /// Listed and callable by name; not in `tool_search`.
@@ -307,7 +309,7 @@ pub enum Visibility {
 }
 
 /// The MCP server: sessions, paging, remote servers, automatic tool calling.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Mcp {
     /// Tools per `tools/list` page.
@@ -325,13 +327,14 @@ pub struct Mcp {
 }
 
 /// A remote MCP server whose tools are served under `namespace`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RemoteServer {
     pub namespace: String,
     /// Its Streamable HTTP endpoint (`http://host:port/mcp`).
+    #[serde(serialize_with = "redact::url")]
     pub url: String,
-    #[serde(default)]
+    #[serde(default, serialize_with = "redact::secret")]
     pub token: SecretString,
     #[serde(default)]
     pub tool_visibility: Visibility,
@@ -348,7 +351,7 @@ impl RemoteServer {
 }
 
 /// Scripted routing.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Routing {
     /// A module whose default export picks the target for model `auto` and for groups with
@@ -358,15 +361,16 @@ pub struct Routing {
     pub wall_ms: u64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Server {
     pub host: String,
     pub port: u16,
     /// Bearer token every route but `/health` requires; empty = no auth.
+    #[serde(serialize_with = "redact::secret")]
     pub token: SecretString,
     /// Bearer token of the admin API (`/admin/…`) and nothing else; empty = no admin API.
-    #[serde(default)]
+    #[serde(default, serialize_with = "redact::secret")]
     pub admin_token: SecretString,
     pub max_body_bytes: usize,
     /// Serve HTTPS with this certificate chain (PEM); empty = plain HTTP.
@@ -416,10 +420,11 @@ impl Server {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Redis {
     /// Empty = the in-memory bus and store (only `llmrouter all`).
+    #[serde(serialize_with = "redact::secret_url")]
     pub url: SecretString,
     pub prefix: String,
     pub claim_idle_ms: u64,
@@ -432,24 +437,26 @@ impl Redis {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     Console,
     Json,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Telemetry {
     pub log_level: String,
     pub log_format: LogFormat,
     /// OTLP endpoint; empty = `OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT`, else no export (trace
     /// context still flows).
+    #[serde(serialize_with = "redact::url")]
     pub otlp_endpoint: String,
     /// `grpc` or `http/protobuf`; empty = `OTEL_EXPORTER_OTLP_PROTOCOL`, else `grpc`.
     pub otlp_protocol: String,
     /// Headers sent with every export (`key=value,…`); empty = `OTEL_EXPORTER_OTLP_HEADERS`.
+    #[serde(serialize_with = "redact::secret")]
     pub otlp_headers: SecretString,
     /// Share of new traces sampled (parent-based: a client's sampled trace is always kept).
     pub sampling_ratio: f64,
@@ -466,7 +473,7 @@ pub struct Telemetry {
     pub scrub_content: bool,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Router {
     pub batch: usize,
@@ -483,7 +490,7 @@ pub struct Router {
 }
 
 /// How a group orders its targets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Strategy {
     /// Fewest live leases, ties at random.
@@ -519,7 +526,7 @@ impl Strategy {
 }
 
 /// Circuit breakers and rate-limit cooldowns, shared through the store.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Health {
     /// Failures inside `failure_window_ms` that open a target's or key's circuit.
@@ -532,7 +539,7 @@ pub struct Health {
 }
 
 /// One model group: `name` is what clients ask for.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelGroup {
     pub name: String,
@@ -556,7 +563,7 @@ pub struct ModelGroup {
     pub template: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct GroupTarget {
     pub provider: String,
@@ -571,7 +578,7 @@ pub struct GroupTarget {
     pub supports_tools: bool,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Worker {
     /// More roots (PEM) trusted for HTTPS upstreams, beside the system's and webpki's: a
@@ -599,7 +606,7 @@ impl Worker {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ProviderType {
     /// Any OpenAI-compatible API.
@@ -642,11 +649,11 @@ pub const ANTHROPIC_BASE_URL: &str = "https://api.anthropic.com/v1";
 pub const GEMINI_BASE_URL: &str = "https://generativelanguage.googleapis.com/v1beta/openai";
 
 /// One API key of a provider, as an entry of its own.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeyEntry {
     /// The key itself (use `${VAR}`), or
-    #[serde(default = "empty_secret")]
+    #[serde(default = "empty_secret", serialize_with = "redact::secret")]
     pub key: SecretString,
     /// the name of an environment variable holding it.
     #[serde(default)]
@@ -658,7 +665,7 @@ fn empty_secret() -> SecretString {
 }
 
 /// Failure injection of a `chaos` provider: each rate is a probability per request.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Chaos {
     /// Extra latency before answering, in ms.
@@ -680,15 +687,15 @@ pub struct Chaos {
     pub malformed_rate: f64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Provider {
     pub name: String,
     #[serde(rename = "type")]
     pub kind: ProviderType,
-    #[serde(default)]
+    #[serde(default, serialize_with = "redact::url")]
     pub base_url: String,
-    #[serde(default)]
+    #[serde(default, serialize_with = "redact::secrets")]
     pub api_keys: Vec<SecretString>,
     /// Static model list; when empty, `GET {base_url}/models` is asked.
     #[serde(default)]
@@ -731,8 +738,8 @@ pub struct Provider {
     /// Timeout of one call to this provider (ms); 0 = only the request's deadline.
     #[serde(default)]
     pub timeout_ms: u64,
-    /// Headers added to every upstream call.
-    #[serde(default)]
+    /// Headers added to every upstream call (their values may be credentials: redacted).
+    #[serde(default, serialize_with = "redact::values")]
     pub extra_headers: BTreeMap<String, String>,
     /// Failure injection (`type = "chaos"` only).
     #[serde(default)]

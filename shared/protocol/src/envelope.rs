@@ -25,6 +25,10 @@ pub enum Kind {
     /// A Responses / Conversations API operation, for the responses service: the body is a
     /// [`crate::responses::Op`].
     Responses,
+    /// The tool catalog as operators see it (the gateway's `GET /admin/tools`), for
+    /// mcp-tools: the body is empty, the answer a [`crate::tools::Inventory`]. Only the admin
+    /// API sends it: `/mcp` clients speak MCP (`Mcp`), and see no file paths nor servers.
+    ToolInventory,
 }
 
 impl Kind {
@@ -35,6 +39,7 @@ impl Kind {
             Kind::Mcp => "mcp",
             Kind::Tool => "tool",
             Kind::Responses => "responses",
+            Kind::ToolInventory => "tool_inventory",
         }
     }
 
@@ -45,6 +50,7 @@ impl Kind {
             b"mcp" => Some(Kind::Mcp),
             b"tool" => Some(Kind::Tool),
             b"responses" => Some(Kind::Responses),
+            b"tool_inventory" => Some(Kind::ToolInventory),
             _ => None,
         }
     }

@@ -1,6 +1,10 @@
 //! Tool names shared by mcp-tools (which serves them) and the router's tool loop (which
 //! offers them to models as OpenAI functions): the built-ins, and the one rule that turns
-//! a remote server's `{namespace}_{name}` into a valid OpenAI function name.
+//! a remote server's `{namespace}_{name}` into a valid OpenAI function name. And the tool
+//! catalog as operators see it ([`Inventory`]), which mcp-tools answers the gateway's admin
+//! API with.
+
+use serde::{Deserialize, Serialize};
 
 /// Searches the visible tools by name, keywords and description.
 pub const TOOL_SEARCH: &str = "tool_search";
@@ -10,6 +14,58 @@ pub const EXECUTE_TOOL: &str = "execute_tool";
 pub const EXECUTE_CODE: &str = "execute_code";
 /// Every built-in tool.
 pub const BUILTINS: [&str; 3] = [TOOL_SEARCH, EXECUTE_TOOL, EXECUTE_CODE];
+
+/// Where a tool comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// A JavaScript file of `scripting.tools_path`.
+    File,
+    /// Served by mcp-tools itself (`tool_search`, `execute_tool`, `execute_code`).
+    Builtin,
+    /// A remote MCP server's, under its namespace.
+    Remote,
+}
+
+/// One tool of the catalog, whatever its visibility, or a tool file that did not load.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolEntry {
+    pub name: String,
+    pub description: String,
+    pub source: Source,
+    /// The file's path (`file`), the server's namespace (`remote`); none for built-ins.
+    pub origin: Option<String>,
+    /// `visible`, `hidden` or `ondemand`.
+    pub visibility: String,
+    /// Why a tool file did not load (it is not served); none for a served tool.
+    pub error: Option<String>,
+}
+
+/// What one instance of mcp-tools knows of a remote MCP server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteState {
+    pub namespace: String,
+    /// Its URL, credentials and query values redacted.
+    pub url: String,
+    /// `ok` (its list was fetched), `error` (the last fetch failed: `error` says why), or
+    /// `unknown` (not asked yet).
+    pub state: String,
+    pub error: Option<String>,
+    /// Tools served from it (the last good list while it is down).
+    pub tools: u64,
+}
+
+/// The tool catalog as operators see it: every tool with its source, tool files that did
+/// not load, and the remote servers' state — as the mcp-tools instance that answered knows
+/// them.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Inventory {
+    pub tools: Vec<ToolEntry>,
+    pub remote_servers: Vec<RemoteState>,
+}
 
 /// The longest function name OpenAI accepts.
 pub const MAX_FUNCTION_NAME: usize = 64;

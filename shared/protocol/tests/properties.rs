@@ -17,7 +17,8 @@ fn kind() -> impl Strategy<Value = Kind> {
         Just(Kind::Job),
         Just(Kind::Mcp),
         Just(Kind::Tool),
-        Just(Kind::Responses)
+        Just(Kind::Responses),
+        Just(Kind::ToolInventory)
     ]
 }
 

@@ -72,6 +72,18 @@ pub enum Availability {
     OpenUntil(u64),
 }
 
+impl Availability {
+    /// How `/health` and the console name it: `available`, `probe`, `cooling` or `open`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Availability::Available => "available",
+            Availability::Probe => "probe",
+            Availability::CoolingUntil(_) => "cooling",
+            Availability::OpenUntil(_) => "open",
+        }
+    }
+}
+
 impl HealthRecord {
     pub fn availability(&self, now: u64) -> Availability {
         if now < self.cooldown_until_ms {

@@ -7,6 +7,8 @@
 //!   The load of a target is its live members; a dead worker's leases simply expire.
 //! - `providers`: hash, provider name → JSON [`ProviderStatus`] (models, state).
 //! - `alive`: sorted set, member = `service/instance`, score = expiry of its heartbeat.
+//! - `instance:{service}/{instance}` (no hash tag): string, JSON [`InstanceInfo`] — the
+//!   version and start time of a live instance — expiring with its heartbeat.
 //! - `lock:{target}`: string, SET NX PX with a token: exclusive targets.
 //! - `health:{id}`: hash — circuit state, failure window, open/probe/cooldown times, latency
 //!   EWMA — for targets (`t:provider/model`) and keys (`k:provider#index`).
@@ -76,6 +78,46 @@ pub struct ProviderStatus {
 pub struct Alive {
     pub service: String,
     pub instance: String,
+}
+
+/// What a live instance says of itself with its heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceInfo {
+    /// The llmrouter release it runs.
+    pub version: String,
+    /// When it started (unix ms).
+    pub started_ms: u64,
+}
+
+impl InstanceInfo {
+    /// This process's release, started now.
+    pub fn now() -> InstanceInfo {
+        InstanceInfo {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            started_ms: llmr_protocol::now_ms(),
+        }
+    }
+}
+
+/// A live instance and what it said of itself (nothing when it heartbeats without it: an
+/// older release, or [`Store::heartbeat`] called directly).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Instance {
+    pub service: String,
+    pub instance: String,
+    pub version: Option<String>,
+    pub started_ms: Option<u64>,
+}
+
+impl Instance {
+    fn of(alive: Alive, info: Option<InstanceInfo>) -> Instance {
+        Instance {
+            service: alive.service,
+            instance: alive.instance,
+            version: info.as_ref().map(|i| i.version.clone()),
+            started_ms: info.map(|i| i.started_ms),
+        }
+    }
 }
 
 /// Usage counters of one key, model and day.
@@ -336,7 +378,18 @@ impl Store {
 
     /// Records that `service/instance` is alive for `ttl_ms`.
     pub async fn heartbeat(&self, service: &str, instance: &str, ttl_ms: u64) -> Result<(), StoreError> {
-        dispatch!(self, s => s.heartbeat(service, instance, ttl_ms))
+        dispatch!(self, s => s.heartbeat(service, instance, ttl_ms, None))
+    }
+
+    /// [`Store::heartbeat`] with what the instance says of itself (kept as long as the beat).
+    pub async fn heartbeat_as(
+        &self,
+        service: &str,
+        instance: &str,
+        ttl_ms: u64,
+        info: &InstanceInfo,
+    ) -> Result<(), StoreError> {
+        dispatch!(self, s => s.heartbeat(service, instance, ttl_ms, Some(info)))
     }
 
     /// Removes an instance that is shutting down.
@@ -347,6 +400,13 @@ impl Store {
     /// Instances whose heartbeat has not expired, sorted.
     pub async fn alive(&self) -> Result<Vec<Alive>, StoreError> {
         dispatch!(self, s => s.alive())
+    }
+
+    /// [`Store::alive`] with each instance's version and start time, when it gave them.
+    pub async fn instances(&self) -> Result<Vec<Instance>, StoreError> {
+        let alive = self.alive().await?;
+        let infos = dispatch!(self, s => s.instance_infos(&alive))?;
+        Ok(alive.into_iter().zip(infos).map(|(a, i)| Instance::of(a, i)).collect())
     }
 
     /// Adds one request's usage to the key's daily counters.
@@ -497,6 +557,11 @@ impl Store {
     }
 }
 
+/// The `alive` member (and `instance:` key suffix) of an instance.
+pub(crate) fn alive_member(service: &str, instance: &str) -> String {
+    format!("{service}/{instance}")
+}
+
 /// `alive` members are `service/instance`.
 pub(crate) fn split_alive(member: &str) -> Option<Alive> {
     let (service, instance) = member.split_once('/')?;
@@ -527,15 +592,17 @@ impl Drop for TaskGuard {
 
 impl Store {
     /// Heartbeats `service/instance` every `period` (alive for three periods) until the guard
-    /// is dropped; a failed beat is logged and retried on the next tick.
+    /// is dropped, with this release's version and the time it was called as the start
+    /// ([`InstanceInfo::now`]); a failed beat is logged and retried on the next tick.
     pub fn keep_alive(&self, service: &str, instance: &str, period: std::time::Duration) -> TaskGuard {
         let (store, service, instance) = (self.clone(), service.to_owned(), instance.to_owned());
         let ttl = period.as_millis() as u64 * 3;
+        let info = InstanceInfo::now();
         let task = tokio::spawn(async move {
             let mut tick = tokio::time::interval(period);
             loop {
                 tick.tick().await;
-                if let Err(e) = store.heartbeat(&service, &instance, ttl).await {
+                if let Err(e) = store.heartbeat_as(&service, &instance, ttl, &info).await {
                     tracing::warn!(error = %e, service, "heartbeat failed");
                 }
             }

@@ -9,7 +9,10 @@ use llmr_protocol::now_ms;
 
 use crate::governance as gv;
 use crate::health::{Breaker, HealthRecord};
-use crate::{Alive, ProviderStatus, RoutingState, Settle, StoreError, UsageDelta, UsageRecord, UsageRow, split_alive};
+use crate::{
+    Alive, InstanceInfo, ProviderStatus, RoutingState, Settle, StoreError, UsageDelta, UsageRecord, UsageRow,
+    alive_member, split_alive,
+};
 
 #[derive(Default)]
 pub struct MemoryStore {
@@ -49,6 +52,8 @@ struct State {
     health: HashMap<String, HealthRecord>,
     providers: BTreeMap<String, ProviderStatus>,
     alive: BTreeMap<String, u64>,
+    /// `service/instance` → (what it said of itself, expiry ms)
+    instances: BTreeMap<String, (InstanceInfo, u64)>,
     /// (day, key, model) → counters
     usage: BTreeMap<(String, String, String), UsageRecord>,
 }
@@ -407,16 +412,43 @@ impl MemoryStore {
         Ok(self.lock().providers.values().cloned().collect())
     }
 
-    pub(crate) fn heartbeat(&self, service: &str, instance: &str, ttl_ms: u64) -> Result<(), StoreError> {
-        self.lock()
-            .alive
-            .insert(format!("{service}/{instance}"), now_ms() + ttl_ms);
+    pub(crate) fn heartbeat(
+        &self,
+        service: &str,
+        instance: &str,
+        ttl_ms: u64,
+        info: Option<&InstanceInfo>,
+    ) -> Result<(), StoreError> {
+        let (member, until) = (alive_member(service, instance), now_ms() + ttl_ms);
+        let mut st = self.lock();
+        if let Some(info) = info {
+            st.instances.insert(member.clone(), (info.clone(), until));
+        }
+        st.alive.insert(member, until);
         Ok(())
     }
 
     pub(crate) fn depart(&self, service: &str, instance: &str) -> Result<(), StoreError> {
-        self.lock().alive.remove(&format!("{service}/{instance}"));
+        let member = alive_member(service, instance);
+        let mut st = self.lock();
+        st.alive.remove(&member);
+        st.instances.remove(&member);
         Ok(())
+    }
+
+    /// What each of `alive` said of itself, in its order.
+    pub(crate) fn instance_infos(&self, alive: &[Alive]) -> Result<Vec<Option<InstanceInfo>>, StoreError> {
+        let now = now_ms();
+        let mut st = self.lock();
+        st.instances.retain(|_, (_, exp)| *exp > now);
+        Ok(alive
+            .iter()
+            .map(|a| {
+                st.instances
+                    .get(&alive_member(&a.service, &a.instance))
+                    .map(|(i, _)| i.clone())
+            })
+            .collect())
     }
 
     pub(crate) fn alive(&self) -> Result<Vec<Alive>, StoreError> {

@@ -3,7 +3,8 @@
 
 use llmr_protocol::now_ms;
 use llmr_store::{
-    Admit, Admitted, Alive, Availability, Breaker, Circuit, ProviderStatus, Store, UsageDelta, UsageRecord, UsageRow,
+    Admit, Admitted, Alive, Availability, Breaker, Circuit, Instance, InstanceInfo, ProviderStatus, Store, UsageDelta,
+    UsageRecord, UsageRow,
 };
 use llmr_testkit::{RedisServer, unique_prefix};
 
@@ -99,6 +100,67 @@ async fn heartbeats_show_who_is_alive(s: Store) {
     assert_eq!(s.alive().await.unwrap().len(), 1);
 }
 both!(heartbeats_show_who_is_alive);
+
+async fn instances_say_their_version_and_start(s: Store) {
+    let info = InstanceInfo {
+        version: "9.9.9".into(),
+        started_ms: 1_700_000_000_000,
+    };
+    s.heartbeat_as("gateway", "g1", 60_000, &info).await.unwrap();
+    s.heartbeat("router", "r1", 60_000).await.unwrap();
+    s.heartbeat_as("worker", "default:w1", 30, &info).await.unwrap();
+    let instances = s.instances().await.unwrap();
+    assert_eq!(
+        instances,
+        vec![
+            Instance {
+                service: "gateway".into(),
+                instance: "g1".into(),
+                version: Some("9.9.9".into()),
+                started_ms: Some(1_700_000_000_000),
+            },
+            Instance {
+                service: "router".into(),
+                instance: "r1".into(),
+                version: None,
+                started_ms: None,
+            },
+            Instance {
+                service: "worker".into(),
+                instance: "default:w1".into(),
+                version: Some("9.9.9".into()),
+                started_ms: Some(1_700_000_000_000),
+            },
+        ]
+    );
+    // What an instance said lives as long as its beat; a departed one is forgotten at once.
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert_eq!(s.instances().await.unwrap().len(), 2);
+    s.depart("gateway", "g1").await.unwrap();
+    s.heartbeat("gateway", "g1", 60_000).await.unwrap();
+    let g = s.instances().await.unwrap().remove(0);
+    assert_eq!((g.instance.as_str(), g.version), ("g1", None));
+    // keep_alive says this release's version.
+    let _guard = s.keep_alive("mcp-tools", "m1", std::time::Duration::from_secs(1));
+    let mine = InstanceInfo::now();
+    let mut seen = None;
+    for _ in 0..100 {
+        seen = s
+            .instances()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|i| i.service == "mcp-tools");
+        if seen.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let seen = seen.unwrap();
+    assert_eq!(seen.version.as_deref(), Some(mine.version.as_str()));
+    assert!(seen.started_ms.unwrap() <= mine.started_ms);
+}
+both!(instances_say_their_version_and_start);
 
 async fn peers_wait_briefly_for_a_missing_service(s: Store) {
     use std::time::{Duration, Instant};

@@ -5,29 +5,82 @@
 use actix_web::{HttpResponse, web};
 use llmr_config::{Degraded, FailPolicy};
 use llmr_protocol::now_ms;
-use llmr_store::{Availability, HealthRecord, key_id, key_name, target_id};
-use serde_json::{Value, json};
+use llmr_store::{Alive, HealthRecord, ProviderStatus, key_id, key_name, target_id};
+use serde::Serialize;
+use serde_json::json;
 
 use crate::AppState;
 
-fn availability(h: &HealthRecord, now: u64) -> &'static str {
-    match h.availability(now) {
-        Availability::Available => "available",
-        Availability::Probe => "probe",
-        Availability::CoolingUntil(_) => "cooling",
-        Availability::OpenUntil(_) => "open",
+/// One target's or key's health, as `/health` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub(crate) struct HealthView {
+    /// `available`, `probe`, `cooling` or `open`.
+    pub available: &'static str,
+    /// `closed`, `open` or `half_open`, as the store says.
+    pub circuit: &'static str,
+    pub failures: u32,
+    pub open_until_ms: Option<u64>,
+    pub cooldown_until_ms: Option<u64>,
+    pub latency_ms: Option<f64>,
+}
+
+impl HealthView {
+    fn of(h: &HealthRecord, now: u64) -> HealthView {
+        HealthView {
+            available: h.availability(now).label(),
+            circuit: h.circuit.as_str(),
+            failures: h.failures,
+            open_until_ms: (h.open_until_ms > now).then_some(h.open_until_ms),
+            cooldown_until_ms: (h.cooldown_until_ms > now).then_some(h.cooldown_until_ms),
+            latency_ms: h.latency_ms.map(|l| (l * 10.0).round() / 10.0),
+        }
+    }
+
+    /// Open or cooling: it takes no call now.
+    pub fn unusable(&self) -> bool {
+        matches!(self.available, "open" | "cooling")
     }
 }
 
-fn describe(h: &HealthRecord, now: u64) -> Value {
-    json!({
-        "available": availability(h, now),
-        "circuit": h.circuit.as_str(),
-        "failures": h.failures,
-        "open_until_ms": (h.open_until_ms > now).then_some(h.open_until_ms),
-        "cooldown_until_ms": (h.cooldown_until_ms > now).then_some(h.cooldown_until_ms),
-        "latency_ms": h.latency_ms.map(|l| (l * 10.0).round() / 10.0),
-    })
+/// A target (`provider/model`): its health and live leases.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct TargetView {
+    pub target: String,
+    /// The provider of `target`.
+    #[serde(skip)]
+    pub provider: String,
+    #[serde(flatten)]
+    pub health: HealthView,
+    pub load: u64,
+}
+
+/// One key of a provider, by its name (`provider#index`), never the key.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct KeyView {
+    pub key: String,
+    /// Its index in the provider's resolved keys.
+    #[serde(skip)]
+    pub index: usize,
+    #[serde(flatten)]
+    pub health: HealthView,
+}
+
+/// A provider as the routers published it, with its targets' load and its keys' health.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct ProviderView {
+    pub name: String,
+    pub state: String,
+    pub error: Option<String>,
+    pub models: Vec<String>,
+    pub load: u64,
+    pub keys: Vec<KeyView>,
+}
+
+/// What the store says of the cluster now: the live instances, providers, targets and keys.
+pub(crate) struct Snapshot {
+    pub alive: Vec<Alive>,
+    pub providers: Vec<ProviderView>,
+    pub targets: Vec<TargetView>,
 }
 
 /// Why the report could not be made.
@@ -39,84 +92,140 @@ pub(crate) enum Unhealthy {
     Store(#[from] llmr_store::StoreError),
 }
 
-/// The cluster as `/health` shows it (also read by `/metrics`).
-pub(crate) async fn report(state: &AppState) -> Result<Value, Unhealthy> {
-    state.bus.ping().await?;
-    let alive = state.store.alive().await?;
-    let providers = state.store.providers().await?;
-    let now = now_ms();
-    // Targets: what each provider serves, and what the groups name.
+impl From<Unhealthy> for crate::HttpError {
+    fn from(e: Unhealthy) -> crate::HttpError {
+        match e {
+            Unhealthy::Bus(e) => e.into(),
+            Unhealthy::Store(e) => e.into(),
+        }
+    }
+}
+
+/// The targets `/health` shows: what each provider serves, then what the groups name.
+fn target_names(settings: &llmr_config::Settings, providers: &[ProviderStatus]) -> Vec<(String, String)> {
     let mut targets: Vec<(String, String)> = Vec::new();
-    for p in &providers {
+    for p in providers {
         for m in &p.models {
             targets.push((p.name.clone(), m.clone()));
         }
     }
-    for g in &state.settings.models {
+    for g in &settings.models {
         for t in &g.targets {
             if !targets.iter().any(|(p, m)| *p == t.provider && *m == t.model) {
                 targets.push((t.provider.clone(), t.model.clone()));
             }
         }
     }
-    let keys: Vec<(String, usize)> = state
-        .settings
-        .providers()
-        .flat_map(|p| (0..p.resolved_keys.len()).map(move |i| (p.name.clone(), i)))
-        .collect();
-    let leases: Vec<String> = targets.iter().map(|(p, m)| format!("{p}/{m}")).collect();
-    let mut ids: Vec<String> = targets.iter().map(|(p, m)| target_id(p, m)).collect();
-    ids.extend(keys.iter().map(|(p, i)| key_id(p, *i)));
-    let (loads, health) = futures_util::join!(state.store.loads(&leases), state.store.health(&ids));
-    let loads = loads?;
-    let health = health?;
-    let target_json: Vec<Value> = targets
-        .iter()
-        .enumerate()
-        .map(|(i, (p, m))| {
-            let mut v = describe(&health[i], now);
-            v["target"] = json!(format!("{p}/{m}"));
-            v["load"] = json!(loads[i]);
-            v
+    targets
+}
+
+impl Snapshot {
+    /// Reads it: the bus is pinged, then the store asked (loads and health in one go).
+    pub(crate) async fn read(state: &AppState) -> Result<Snapshot, Unhealthy> {
+        state.bus.ping().await?;
+        let alive = state.store.alive().await?;
+        let published = state.store.providers().await?;
+        let now = now_ms();
+        let names = target_names(&state.settings, &published);
+        let keys: Vec<(String, usize)> = state
+            .settings
+            .providers()
+            .flat_map(|p| (0..p.resolved_keys.len()).map(move |i| (p.name.clone(), i)))
+            .collect();
+        let leases: Vec<String> = names.iter().map(|(p, m)| format!("{p}/{m}")).collect();
+        let mut ids: Vec<String> = names.iter().map(|(p, m)| target_id(p, m)).collect();
+        ids.extend(keys.iter().map(|(p, i)| key_id(p, *i)));
+        let (loads, health) = futures_util::join!(state.store.loads(&leases), state.store.health(&ids));
+        let (loads, health) = (loads?, health?);
+        let view = |i: usize| HealthView::of(health.get(i).unwrap_or(&HealthRecord::default()), now);
+        let targets: Vec<TargetView> = leases
+            .into_iter()
+            .zip(&names)
+            .enumerate()
+            .map(|(i, (target, (provider, _)))| TargetView {
+                target,
+                provider: provider.clone(),
+                health: view(i),
+                load: loads.get(i).copied().unwrap_or(0),
+            })
+            .collect();
+        let providers = published
+            .into_iter()
+            .map(|p| {
+                let load = targets.iter().filter(|t| t.provider == p.name).map(|t| t.load).sum();
+                let keys = keys
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, (kp, _))| *kp == p.name)
+                    .map(|(j, (kp, i))| KeyView {
+                        key: key_name(kp, *i),
+                        index: *i,
+                        health: view(names.len() + j),
+                    })
+                    .collect();
+                ProviderView {
+                    name: p.name,
+                    state: p.state,
+                    error: p.error,
+                    models: p.models,
+                    load,
+                    keys,
+                }
+            })
+            .collect();
+        Ok(Snapshot {
+            alive,
+            providers,
+            targets,
         })
-        .collect();
-    let provider_json: Vec<Value> = providers
-        .iter()
-        .map(|p| {
-            let load: u64 = targets.iter().zip(&loads).filter(|((tp, _), _)| *tp == p.name).map(|(_, l)| *l).sum();
-            let key_json: Vec<Value> = keys
-                .iter()
-                .enumerate()
-                .filter(|(_, (kp, _))| *kp == p.name)
-                .map(|(j, (kp, i))| {
-                    let mut v = describe(&health[targets.len() + j], now);
-                    v["key"] = json!(key_name(kp, *i));
-                    v
-                })
-                .collect();
-            json!({"name": p.name, "state": p.state, "error": p.error, "models": p.models, "load": load, "keys": key_json})
-        })
-        .collect();
-    let reasons = degraded(state, &alive, &target_json, &provider_json);
-    let parts = StoreParts::read(&state.store, now).await;
-    Ok(json!({
-        "status": if reasons.is_empty() { "ok" } else { "degraded" },
-        "reasons": reasons,
-        "features": features(&alive, &reasons, &parts, &state.settings.degraded),
-        "backend": if state.bus.is_memory() { "memory" } else { "redis" },
-        "instance": state.instance,
-        "in_flight": state.caller.in_flight(),
-        "services": alive,
-        "providers": provider_json,
-        "targets": target_json,
-    }))
+    }
+}
+
+/// The cluster as `/health` shows it (also read by `/metrics` and the console).
+#[derive(Debug, Serialize)]
+pub(crate) struct Report {
+    /// `ok` or `degraded`.
+    pub status: &'static str,
+    pub reasons: Vec<String>,
+    /// Feature → `ok`, `degraded: why` or `unavailable: why`.
+    pub features: std::collections::BTreeMap<&'static str, String>,
+    /// `memory` or `redis`.
+    pub backend: &'static str,
+    pub instance: String,
+    pub in_flight: usize,
+    pub services: Vec<Alive>,
+    pub providers: Vec<ProviderView>,
+    pub targets: Vec<TargetView>,
+}
+
+/// The backend's name.
+pub(crate) fn backend(state: &AppState) -> &'static str {
+    if state.bus.is_memory() { "memory" } else { "redis" }
+}
+
+/// The cluster as `/health` shows it.
+pub(crate) async fn report(state: &AppState) -> Result<Report, Unhealthy> {
+    let snap = Snapshot::read(state).await?;
+    let reasons = degraded(state, &snap);
+    let parts = StoreParts::read(&state.store, now_ms()).await;
+    Ok(Report {
+        status: if reasons.is_empty() { "ok" } else { "degraded" },
+        features: features(&snap.alive, &reasons, &parts, &state.settings.degraded),
+        reasons,
+        backend: backend(state),
+        instance: state.instance.clone(),
+        in_flight: state.caller.in_flight(),
+        services: snap.alive,
+        providers: snap.providers,
+        targets: snap.targets,
+    })
 }
 
 /// The features a client may use, each `ok`, `degraded: why` (chat when some of its models
 /// or pools cannot serve; a feature whose store part fails under an `open` policy) or
 /// `unavailable: why` (no live instance of a service it needs — it answers 503 within 2 s —
 /// or its store part fails under a `closed` policy).
-fn features(alive: &[llmr_store::Alive], reasons: &[String], parts: &StoreParts, policy: &Degraded) -> Value {
+fn features(alive: &[Alive], reasons: &[String], parts: &StoreParts, policy: &Degraded) -> Features {
     let has = |s: &str| alive.iter().any(|a| a.service == s);
     let needs = |services: &[&str]| {
         services
@@ -154,16 +263,28 @@ fn features(alive: &[llmr_store::Alive], reasons: &[String], parts: &StoreParts,
     let sessions = (parts.mcp_sessions.clone(), policy.mcp_sessions);
     let stored = (parts.stored_responses.clone(), policy.stored_responses);
     let claims = (parts.tool_calls.clone(), policy.tool_calls);
-    json!({
-        "chat": chat,
-        "responses": rate(needs(&["responses", "router", "worker"]), &[stored, routing.clone(), usage.clone()]),
-        "mcp": rate(needs(&["mcp-tools"]), std::slice::from_ref(&sessions)),
-        "server_side_tools": rate(needs(&["mcp-tools", "router", "worker"]), &[claims]),
-        "routing_state": rate(None, &[routing]),
-        "usage": rate(None, &[usage]),
-        "cache": rate(None, &[(parts.cache.clone(), policy.cache)]),
-    })
+    Features::from([
+        ("chat", chat),
+        (
+            "responses",
+            rate(
+                needs(&["responses", "router", "worker"]),
+                &[stored, routing.clone(), usage.clone()],
+            ),
+        ),
+        ("mcp", rate(needs(&["mcp-tools"]), std::slice::from_ref(&sessions))),
+        (
+            "server_side_tools",
+            rate(needs(&["mcp-tools", "router", "worker"]), &[claims]),
+        ),
+        ("routing_state", rate(None, &[routing])),
+        ("usage", rate(None, &[usage])),
+        ("cache", rate(None, &[(parts.cache.clone(), policy.cache)])),
+    ])
 }
+
+/// Feature → `ok`, `degraded: why` or `unavailable: why` (the names of [`FEATURES`]).
+pub(crate) type Features = std::collections::BTreeMap<&'static str, String>;
 
 /// Whether each feature's part of the store answers: one read of each (of a key nobody
 /// writes), all at once. A store that refuses some keys (an ACL, a failing script) shows
@@ -207,10 +328,9 @@ impl StoreParts {
 }
 
 /// Every feature unavailable: the bus or store does not answer.
-pub(crate) fn all_unavailable(why: &str) -> Value {
+pub(crate) fn all_unavailable(why: &str) -> Features {
     let why = format!("unavailable: {why}");
-    let names = FEATURES.iter().map(|f| ((*f).to_owned(), json!(why)));
-    Value::Object(names.collect())
+    FEATURES.iter().map(|f| (*f, why.clone())).collect()
 }
 
 /// The features `/health` reports, as `llmr_feature_available` labels them.
@@ -226,7 +346,8 @@ pub(crate) const FEATURES: [&str; 7] = [
 
 /// Why the cluster cannot serve everything it is configured for: no live router, a pool
 /// without a live worker, a model whose every target is open or cooling.
-fn degraded(state: &AppState, alive: &[llmr_store::Alive], targets: &[Value], providers: &[Value]) -> Vec<String> {
+fn degraded(state: &AppState, snap: &Snapshot) -> Vec<String> {
+    let alive = &snap.alive;
     let mut reasons = Vec::new();
     if !alive.iter().any(|a| a.service == "router") {
         reasons.push("no router is alive".to_owned());
@@ -235,11 +356,7 @@ fn degraded(state: &AppState, alive: &[llmr_store::Alive], targets: &[Value], pr
     pools.sort_unstable();
     pools.dedup();
     for pool in pools {
-        let prefix = format!("{pool}:");
-        if !alive
-            .iter()
-            .any(|a| a.service == "worker" && a.instance.starts_with(&prefix))
-        {
+        if workers_in(alive, pool) == 0 {
             reasons.push(format!("pool `{pool}` has no live worker"));
         }
     }
@@ -249,17 +366,12 @@ fn degraded(state: &AppState, alive: &[llmr_store::Alive], targets: &[Value], pr
         .models
         .iter()
         .map(|g| {
-            (
-                g.name.clone(),
-                g.targets
-                    .iter()
-                    .map(|t| format!("{}/{}", t.provider, t.model))
-                    .collect(),
-            )
+            let targets = g.targets.iter().map(|t| format!("{}/{}", t.provider, t.model));
+            (g.name.clone(), targets.collect())
         })
         .collect();
-    for t in targets {
-        let name = t["target"].as_str().unwrap_or_default();
+    for t in &snap.targets {
+        let name = t.target.as_str();
         let model = name.split_once('/').map_or(name, |(_, m)| m);
         match models.iter_mut().find(|(m, _)| m == model) {
             Some((_, ts)) if !ts.iter().any(|x| x == name) => ts.push(name.to_owned()),
@@ -267,17 +379,20 @@ fn degraded(state: &AppState, alive: &[llmr_store::Alive], targets: &[Value], pr
             None => models.push((model.to_owned(), vec![name.to_owned()])),
         }
     }
-    let unusable = |v: &Value| matches!(v["available"].as_str(), Some("open" | "cooling"));
     // A target is down when its circuit is, or when every key of its provider is.
     let down = |name: &str| {
         let provider = name.split_once('/').map_or(name, |(p, _)| p);
-        let keys: Vec<&Value> = providers
+        let keys: Vec<&KeyView> = snap
+            .providers
             .iter()
-            .filter(|p| p["name"] == provider)
-            .flat_map(|p| p["keys"].as_array().into_iter().flatten())
+            .filter(|p| p.name == provider)
+            .flat_map(|p| &p.keys)
             .collect();
-        targets.iter().find(|t| t["target"] == name).is_some_and(unusable)
-            || (!keys.is_empty() && keys.iter().all(|k| unusable(k)))
+        snap.targets
+            .iter()
+            .find(|t| t.target == name)
+            .is_some_and(|t| t.health.unusable())
+            || (!keys.is_empty() && keys.iter().all(|k| k.health.unusable()))
     };
     for (model, ts) in models {
         if !ts.is_empty() && ts.iter().all(|t| down(t)) {
@@ -287,18 +402,22 @@ fn degraded(state: &AppState, alive: &[llmr_store::Alive], targets: &[Value], pr
     reasons
 }
 
+/// Live workers of `pool` (a worker's instance is `{pool}:{id}`).
+pub(crate) fn workers_in(alive: &[Alive], pool: &str) -> usize {
+    alive
+        .iter()
+        .filter(|a| a.service == "worker" && a.instance.strip_prefix(pool).is_some_and(|r| r.starts_with(':')))
+        .count()
+}
+
 pub async fn health(state: web::Data<AppState>) -> HttpResponse {
-    let backend = if state.bus.is_memory() { "memory" } else { "redis" };
+    let unavailable = |error: &str| {
+        HttpResponse::ServiceUnavailable().json(json!({"status": "unavailable", "backend": backend(&state),
+            "error": error, "features": all_unavailable(error)}))
+    };
     match tokio::time::timeout(std::time::Duration::from_millis(900), report(&state)).await {
-        Ok(Ok(v)) => HttpResponse::Ok().json(v),
-        Ok(Err(e)) => HttpResponse::ServiceUnavailable().json(
-            json!({"status": "unavailable", "backend": backend, "error": e.to_string(), "features": all_unavailable(&e.to_string())}),
-        ),
-        Err(_) => {
-            let error = "the store did not answer in time";
-            HttpResponse::ServiceUnavailable().json(
-                json!({"status": "unavailable", "backend": backend, "error": error, "features": all_unavailable(error)}),
-            )
-        }
+        Ok(Ok(r)) => HttpResponse::Ok().json(r),
+        Ok(Err(e)) => unavailable(&e.to_string()),
+        Err(_) => unavailable("the store did not answer in time"),
     }
 }
