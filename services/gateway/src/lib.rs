@@ -86,6 +86,19 @@ pub fn server_tls(cert: &std::path::Path, key: &std::path::Path) -> Result<rustl
         .map_err(|e| e.to_string())
 }
 
+/// Binds `server.host:server.port` (port 0 = any free port): the listener, its address and
+/// the port it got.
+fn bind(s: &llmr_config::Server) -> Result<(TcpListener, String, u16), InitError> {
+    let addr = format!("{}:{}", s.host, s.port);
+    let bind_error = |source| InitError::Bind {
+        addr: addr.clone(),
+        source,
+    };
+    let listener = TcpListener::bind(&addr).map_err(bind_error)?;
+    let port = listener.local_addr().map_err(bind_error)?.port();
+    Ok((listener, addr, port))
+}
+
 /// What every handler shares.
 pub struct AppState {
     pub settings: Settings,
@@ -151,18 +164,7 @@ impl Gateway {
         beside: Option<Beside>,
     ) -> Result<Gateway, InitError> {
         let tls = tls_config(&settings.server)?;
-        let addr = format!("{}:{}", settings.server.host, settings.server.port);
-        let listener = TcpListener::bind(&addr).map_err(|source| InitError::Bind {
-            addr: addr.clone(),
-            source,
-        })?;
-        let port = listener
-            .local_addr()
-            .map_err(|source| InitError::Bind {
-                addr: addr.clone(),
-                source,
-            })?
-            .port();
+        let (listener, addr, port) = bind(&settings.server)?;
         let heartbeat = store.keep_alive("gateway", instance, Duration::from_secs(2));
         let peers = llmr_store::Peers::watch(&store, Duration::from_secs(1));
         let draining = Arc::new(AtomicBool::new(false));
