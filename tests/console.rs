@@ -260,7 +260,8 @@ async fn the_overview_and_the_log_show_the_cluster_requests(redis: bool) {
     let v = get(&url, &h).await.1;
     let rps = v["series"]["requests_per_s"].as_array().unwrap();
     assert_eq!(rps.len(), 30);
-    assert!(rps.last().unwrap().as_f64().unwrap() > 0.0, "{v}");
+    // In the last step, or the one before when a step boundary passed meanwhile.
+    assert!(rps[28..].iter().any(|x| x.as_f64().unwrap() > 0.0), "{v}");
     assert_eq!(v["current"]["error_rate"], json!(0.0));
     assert!(v["current"]["p50_ms"].is_number());
     // The log's time filter.

@@ -116,8 +116,8 @@ pub struct AppState {
     pub peers: llmr_store::Peers,
     /// Virtual keys and teams, reloaded when they change.
     pub keyring: Arc<keys::Keyring>,
-    /// The console's last overview and when it was made (see `routes::overview`).
-    pub overview: std::sync::Mutex<Option<(u64, serde_json::Value)>>,
+    /// The console's overview: the window's records seen so far and the last answer.
+    pub overview: tokio::sync::Mutex<routes::overview::Cache>,
 }
 
 /// How long a request waits for an instance of the service it needs to appear (one may be
@@ -185,7 +185,7 @@ impl Gateway {
             queued,
             peers,
             keyring,
-            overview: std::sync::Mutex::new(None),
+            overview: Default::default(),
         });
         let (cors_settings, compression) = (settings.server.clone(), settings.server.compression);
         let console_on = settings.ui.enabled;

@@ -4,7 +4,10 @@
 //!
 //! It is read from the cluster's request log (and today's spend rows), so every gateway
 //! replica shows the same figures, and nothing is kept or computed while nobody asks: one
-//! answer is made per gateway at most every [`FRESH_MS`], however many pages poll.
+//! answer is made per gateway at most every [`FRESH_MS`], however many pages poll. Each
+//! gateway keeps the window's records in a compact form ([`Cache`]) and reads only the
+//! records logged since its last answer — a page of [`FIRST_PAGE`] when nothing is new — so
+//! a poll costs what arrived in between, not the whole log.
 
 use actix_web::{HttpResponse, web};
 use llmr_protocol::now_ms;
@@ -21,8 +24,44 @@ pub const STEP_MS: u64 = 30_000;
 pub const CURRENT_MS: u64 = 60_000;
 /// An answer is reused this long.
 const FRESH_MS: u64 = 2_000;
-/// Records read at most (the log keeps 10,000 by default).
+/// Records kept at most (the log keeps 10,000 by default).
 const MAX_SCAN: usize = 50_000;
+/// The first page of a refresh; each next one is ten times larger, up to [`LAST_PAGE`].
+const FIRST_PAGE: usize = 20;
+const LAST_PAGE: usize = 2_000;
+
+/// What the overview needs of a record.
+#[derive(Debug, Clone, Copy, Default)]
+struct Seen {
+    time_ms: u64,
+    status: u16,
+    latency_ms: u64,
+    ttft_ms: Option<u64>,
+    tokens: u64,
+    cache_hit: bool,
+}
+
+impl From<&RequestRecord> for Seen {
+    fn from(r: &RequestRecord) -> Seen {
+        Seen {
+            time_ms: r.time_ms,
+            status: r.status,
+            latency_ms: r.latency_ms,
+            ttft_ms: r.ttft_ms,
+            tokens: r.input_tokens + r.output_tokens,
+            cache_hit: r.cache_hit,
+        }
+    }
+}
+
+/// One gateway's view of the window: the records seen (oldest first), the cursor of the
+/// newest, and the last answer with when it was made.
+#[derive(Debug, Default)]
+pub struct Cache {
+    seen: std::collections::VecDeque<Seen>,
+    newest: Option<String>,
+    answer: Option<(u64, Value)>,
+}
 
 /// The figures of one span of records.
 #[derive(Debug, Default)]
@@ -37,7 +76,7 @@ struct Span {
 }
 
 impl Span {
-    fn add(&mut self, r: &RequestRecord) {
+    fn add(&mut self, r: &Seen) {
         self.requests += 1;
         if r.status >= 400 {
             self.errors += 1;
@@ -46,7 +85,7 @@ impl Span {
             self.hits += u64::from(r.cache_hit);
             self.latencies.push(r.latency_ms);
         }
-        self.tokens += r.input_tokens + r.output_tokens;
+        self.tokens += r.tokens;
         if let Some(t) = r.ttft_ms {
             self.ttfts.push(t);
         }
@@ -93,7 +132,7 @@ fn round(v: Option<f64>) -> Value {
 }
 
 /// The overview of `records` (any order) at `now`.
-fn summarize(records: &[RequestRecord], now: u64) -> Value {
+fn summarize<'a>(records: impl IntoIterator<Item = &'a Seen>, now: u64) -> Value {
     let points = (WINDOW_MS / STEP_MS) as usize;
     // The last point ends at the next step boundary, so points do not move between polls.
     let end = now.div_ceil(STEP_MS) * STEP_MS;
@@ -131,44 +170,58 @@ fn summarize(records: &[RequestRecord], now: u64) -> Value {
     })
 }
 
-/// The log's records of the window, newest first (paged, bounded).
-async fn window(state: &AppState, from: u64) -> Result<Vec<RequestRecord>, HttpError> {
-    let mut out = Vec::new();
-    let mut before: Option<String> = None;
-    while out.len() < MAX_SCAN {
-        let page = state.store.gov_requests(before.as_deref(), 1000).await?;
-        let Some(last) = page.last() else { break };
-        let done = last.time_ms < from;
-        before = Some(last.cursor.clone());
-        out.extend(page.into_iter().filter(|r| r.time_ms >= from));
-        if done {
-            break;
+impl Cache {
+    /// Reads what was logged since the last refresh (newest first, in growing pages, until
+    /// the newest record already seen or the window's start), and forgets what left the
+    /// window.
+    async fn refresh(&mut self, store: &llmr_store::Store, from: u64) -> Result<(), HttpError> {
+        let mut fresh: Vec<Seen> = Vec::new();
+        let (mut before, mut page_size, mut newest) = (None::<String>, FIRST_PAGE, None);
+        'pages: while fresh.len() < MAX_SCAN {
+            let page = store.gov_requests(before.as_deref(), page_size).await?;
+            newest = newest.or_else(|| page.first().map(|r| r.cursor.clone()));
+            for r in &page {
+                if Some(&r.cursor) == self.newest.as_ref() || r.time_ms < from {
+                    break 'pages;
+                }
+                fresh.push(Seen::from(r));
+            }
+            match page.last() {
+                Some(last) if page.len() == page_size => before = Some(last.cursor.clone()),
+                _ => break,
+            }
+            page_size = (page_size * 10).min(LAST_PAGE);
         }
+        if newest.is_some() {
+            self.newest = newest;
+        }
+        self.seen.extend(fresh.into_iter().rev());
+        while self.seen.front().is_some_and(|r| r.time_ms < from) || self.seen.len() > MAX_SCAN {
+            self.seen.pop_front();
+        }
+        Ok(())
     }
-    Ok(out)
 }
 
 /// `GET /admin/overview`.
 pub async fn overview(state: web::Data<AppState>) -> Result<HttpResponse, HttpError> {
+    let mut cache = state.overview.lock().await;
     let now = now_ms();
-    if let Ok(last) = state.overview.lock()
-        && let Some((at, v)) = last.as_ref()
+    if let Some((at, v)) = &cache.answer
         && now.saturating_sub(*at) < FRESH_MS
     {
         return Ok(HttpResponse::Ok().json(v));
     }
     let from = now.div_ceil(STEP_MS) * STEP_MS - WINDOW_MS;
-    let records = window(&state, from).await?;
-    let mut v = summarize(&records, now);
+    cache.refresh(&state.store, from).await?;
+    let mut v = summarize(&cache.seen, now);
     let today = llmr_store::utc_day(now);
     let rows = state.store.gov_spend(&today, &today).await?;
     v["current"]["spend_today_usd"] = json!(llmr_store::governance::usd(
         rows.iter().map(|r| r.spend_micros).sum::<u64>()
     ));
     v["current"]["requests_today"] = json!(rows.iter().map(|r| r.requests).sum::<u64>());
-    if let Ok(mut last) = state.overview.lock() {
-        *last = Some((now, v.clone()));
-    }
+    cache.answer = Some((now, v.clone()));
     Ok(HttpResponse::Ok().json(v))
 }
 
@@ -177,16 +230,14 @@ pub async fn overview(state: web::Data<AppState>) -> Result<HttpResponse, HttpEr
 mod tests {
     use super::*;
 
-    fn rec(time_ms: u64, status: u16, latency_ms: u64, hit: bool) -> RequestRecord {
-        RequestRecord {
+    fn rec(time_ms: u64, status: u16, latency_ms: u64, hit: bool) -> Seen {
+        Seen {
             time_ms,
             status,
             latency_ms,
             cache_hit: hit,
-            input_tokens: 10,
-            output_tokens: 5,
+            tokens: 15,
             ttft_ms: Some(latency_ms / 2),
-            ..Default::default()
         }
     }
 
