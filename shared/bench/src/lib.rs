@@ -12,8 +12,10 @@
 //! - [`mcp`]: a trivial tool call through `/mcp`.
 //! - [`responses`]: a trivial response through `/v1/responses`, and cache hits.
 //! - [`governance`]: a virtual key with limits against `server.token` (`--governance`).
+//! - [`console`]: what one open operator console page costs an idle gateway (`--console`).
 
 pub mod commands;
+pub mod console;
 pub mod floor;
 pub mod governance;
 pub mod load;

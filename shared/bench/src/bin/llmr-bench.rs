@@ -47,6 +47,11 @@ struct Args {
     /// request). A couple of minutes.
     #[arg(long)]
     governance: bool,
+    /// Only measure what the operator console costs an idle gateway: the CPU of `all` in
+    /// memory and of the cluster over Redis, with a full request log, idle and with one open
+    /// overview or providers page polling every 5 s. A little over three minutes.
+    #[arg(long)]
+    console: bool,
     /// Only offer a closed-loop load to this chat completions URL (e.g. while profiling).
     #[arg(long)]
     load_url: Option<String>,
@@ -150,6 +155,14 @@ fn main() -> std::io::Result<()> {
         let md = bench::governance::markdown(&r, &machine(args.threads));
         std::fs::create_dir_all(&args.out)?;
         std::fs::write(args.out.join("governance.md"), &md)?;
+        writeln!(std::io::stdout(), "{md}")?;
+        return Ok(());
+    }
+    if args.console {
+        let r = bench::console::run(&bin_dir, args.factor, args.threads, &mut log)?;
+        let md = bench::console::markdown(&r, &machine(args.threads));
+        std::fs::create_dir_all(&args.out)?;
+        std::fs::write(args.out.join("console.md"), &md)?;
         writeln!(std::io::stdout(), "{md}")?;
         return Ok(());
     }
