@@ -59,7 +59,8 @@ check-config *FILE:
 
 # Benchmark every deployment against the direct baseline and the floors (release build; about
 # 8 minutes). `--peers` adds LiteLLM's proxy, `--scale` runs 10,000 open streams instead,
-# `--governance` only compares a virtual key with limits against `server.token` (two minutes).
+# `--governance` only compares a virtual key with limits against `server.token` (two minutes),
+# `--console` only measures the CPU an open console page adds to an idle gateway (three minutes).
 bench *ARGS:
     cargo build --release --bin llmrouter --bin mock-upstream --bin llmr-bench
     command -v redis-server >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; }

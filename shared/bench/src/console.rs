@@ -8,8 +8,8 @@
 //! provider; then the same as gateway, router and worker processes over Redis. For each:
 //!
 //! 1. the request log is filled to its default cap (10,000 records) with chat completions
-//!    (the worst case for `/admin/overview`, which reads every record of its 15-minute
-//!    window), then nothing for 2 s;
+//!    (the worst case for `/admin/overview`, whose first answer reads every record of its
+//!    15-minute window), then nothing for 2 s;
 //! 2. idle: the CPU time of llmrouter's processes (and of Redis) over a window (30 s) in
 //!    which nothing calls;
 //! 3. one open overview page: the same window while a poller, signed in with `POST
@@ -500,7 +500,7 @@ pub fn markdown(r: &ConsoleReport, machine: &str) -> String {
     let mut s = String::from("\n## The operator console's cost to an idle gateway\n\n");
     let _ = writeln!(
         s,
-        "Machine: {machine}\n\nThe default configuration (`llmrouter all`, in memory, log level `info`) with `server.admin_token` and the mock upstream, then gateway, router and worker processes over Redis. The request log was first filled to its default cap ({LOG_CAP} records) with chat completions, the worst case for `/admin/overview`, which reads every record of its 15-minute window. Then, per row, a window in which nothing calls (idle), or one open page: signed in with `POST /ui/login` (outside the window), `GET /ui/session` once, then the page's endpoint every {} s with the session cookie. CPU is llmrouter's processes' (utime + stime from `/proc`, 10 ms ticks) as a share of one core over the window; target: one open page adds < 1%. \"Added\" is against the idle window just before; the idle window itself moves by a few tenths of a percent between runs (timers, the 10 ms tick), so differences that small are noise.\n",
+        "Machine: {machine}\n\nThe default configuration (`llmrouter all`, in memory, log level `info`) with `server.admin_token` and the mock upstream, then gateway, router and worker processes over Redis. The request log was first filled to its default cap ({LOG_CAP} records) with chat completions, the worst case for `/admin/overview`, whose first answer reads every record of its 15-minute window (later ones read only what was logged since). Then, per row, a window in which nothing calls (idle), or one open page: signed in with `POST /ui/login` (outside the window), `GET /ui/session` once, then the page's endpoint every {} s with the session cookie. CPU is llmrouter's processes' (utime + stime from `/proc`, 10 ms ticks) as a share of one core over the window; target: one open page adds < 1%. \"Added\" is against the idle window just before; the idle window itself moves by a few tenths of a percent between runs (timers, the 10 ms tick), so differences that small are noise.\n",
         POLL.as_secs()
     );
     let _ = writeln!(
