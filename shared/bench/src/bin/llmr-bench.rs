@@ -78,7 +78,7 @@ struct Args {
 
 fn main() -> std::io::Result<()> {
     let args = Args::parse();
-    let bin_dir = match args.bin_dir {
+    let bin_dir = match args.bin_dir.clone() {
         Some(d) => d,
         None => std::env::current_exe()?.parent().map(PathBuf::from).unwrap_or_default(),
     };
@@ -113,58 +113,8 @@ fn main() -> std::io::Result<()> {
     let mut log = |line: &str| {
         let _ = writeln!(err, "{line}");
     };
-    if let Some(minutes) = args.soak {
-        let windows = bench::soak::run(&bin_dir, minutes, &mut log)?;
-        let md = bench::soak::markdown(&windows, minutes);
-        std::fs::create_dir_all(&args.out)?;
-        std::fs::write(args.out.join("soak.md"), &md)?;
-        writeln!(std::io::stdout(), "{md}")?;
-        return Ok(());
-    }
-    if args.scale {
-        let rows = bench::streams::run(
-            &bin_dir,
-            &[Mode::AllMemory, Mode::Cluster],
-            args.streams,
-            args.threads.max(2),
-            &mut log,
-        )?;
-        let md = bench::streams::markdown(&rows);
-        std::fs::create_dir_all(&args.out)?;
-        std::fs::write(args.out.join("streams.md"), &md)?;
-        writeln!(std::io::stdout(), "{md}")?;
-        return Ok(());
-    }
-    if args.mcp_only {
-        let r = bench::mcp::run(&bin_dir, args.factor, &mut log)?;
-        let md = bench::mcp::markdown(&r);
-        std::fs::create_dir_all(&args.out)?;
-        std::fs::write(args.out.join("mcp.md"), &md)?;
-        writeln!(std::io::stdout(), "{md}")?;
-        return Ok(());
-    }
-    if args.responses_only {
-        let md = bench::responses::markdown(&bench::responses::bench(&bin_dir, args.factor, args.threads, &mut log)?);
-        std::fs::create_dir_all(&args.out)?;
-        std::fs::write(args.out.join("responses.md"), &md)?;
-        writeln!(std::io::stdout(), "{md}")?;
-        return Ok(());
-    }
-    if args.governance {
-        let r = bench::governance::run(&bin_dir, args.factor, args.threads, &mut log)?;
-        let md = bench::governance::markdown(&r, &machine(args.threads));
-        std::fs::create_dir_all(&args.out)?;
-        std::fs::write(args.out.join("governance.md"), &md)?;
-        writeln!(std::io::stdout(), "{md}")?;
-        return Ok(());
-    }
-    if args.console {
-        let r = bench::console::run(&bin_dir, args.factor, args.threads, &mut log)?;
-        let md = bench::console::markdown(&r, &machine(args.threads));
-        std::fs::create_dir_all(&args.out)?;
-        std::fs::write(args.out.join("console.md"), &md)?;
-        writeln!(std::io::stdout(), "{md}")?;
-        return Ok(());
+    if let Some((file, md)) = single_mode(&args, &bin_dir, &mut log)? {
+        return publish(&args.out, file, &md);
     }
     let mut modes = vec![
         Mode::Direct,
@@ -189,11 +139,50 @@ fn main() -> std::io::Result<()> {
     )?));
     let responses = bench::responses::bench(&bin_dir, args.factor, args.threads, &mut log)?;
     md.push_str(&bench::responses::markdown(&responses));
-    std::fs::create_dir_all(&args.out)?;
-    std::fs::write(args.out.join("report.md"), &md)?;
-    let mut out = std::io::stdout();
-    writeln!(out, "{md}")?;
-    Ok(())
+    publish(&args.out, "report.md", &md)
+}
+
+/// The report of a mode that runs alone (`--soak`, `--scale`, `--mcp-only`,
+/// `--responses-only`, `--governance`, `--console`): its file name and markdown; none for the
+/// whole run.
+fn single_mode(
+    args: &Args,
+    bin_dir: &std::path::Path,
+    log: &mut dyn FnMut(&str),
+) -> std::io::Result<Option<(&'static str, String)>> {
+    Ok(Some(if let Some(minutes) = args.soak {
+        (
+            "soak.md",
+            bench::soak::markdown(&bench::soak::run(bin_dir, minutes, log)?, minutes),
+        )
+    } else if args.scale {
+        let modes = [Mode::AllMemory, Mode::Cluster];
+        let rows = bench::streams::run(bin_dir, &modes, args.streams, args.threads.max(2), log)?;
+        ("streams.md", bench::streams::markdown(&rows))
+    } else if args.mcp_only {
+        (
+            "mcp.md",
+            bench::mcp::markdown(&bench::mcp::run(bin_dir, args.factor, log)?),
+        )
+    } else if args.responses_only {
+        let r = bench::responses::bench(bin_dir, args.factor, args.threads, log)?;
+        ("responses.md", bench::responses::markdown(&r))
+    } else if args.governance {
+        let r = bench::governance::run(bin_dir, args.factor, args.threads, log)?;
+        ("governance.md", bench::governance::markdown(&r, &machine(args.threads)))
+    } else if args.console {
+        let r = bench::console::run(bin_dir, args.factor, args.threads, log)?;
+        ("console.md", bench::console::markdown(&r, &machine(args.threads)))
+    } else {
+        return Ok(None);
+    }))
+}
+
+/// Writes a report into `out` as `file` and prints it.
+fn publish(out: &std::path::Path, file: &str, md: &str) -> std::io::Result<()> {
+    std::fs::create_dir_all(out)?;
+    std::fs::write(out.join(file), md)?;
+    writeln!(std::io::stdout(), "{md}")
 }
 
 /// The machine, as the reports name it.
