@@ -55,47 +55,28 @@ fn pair(set_cookie: &str) -> String {
 
 async fn the_page_and_its_files_carry_a_strict_policy(redis: bool) {
     let a = app(redis, Some(ADMIN), &[]);
-    let mut resp = client().get(a.url("/ui/")).send().await.unwrap();
-    assert_eq!(resp.status().as_u16(), 200);
-    let csp = resp
-        .headers()
-        .get("content-security-policy")
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_owned();
-    assert!(
-        csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
-        "{csp}"
-    );
-    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
-    assert_eq!(resp.headers().get("x-content-type-options").unwrap(), "nosniff");
-    assert!(
-        resp.headers()
-            .get("content-type")
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .starts_with("text/html")
-    );
-    let page = String::from_utf8(resp.body().await.unwrap().to_vec()).unwrap();
-    assert!(page.contains("app.js"), "the page loads its script");
+    // The page and each of its files: their type, under the policy.
     for (file, ctype) in [
+        ("", "text/html"),
         ("app.js", "text/javascript"),
         ("app.css", "text/css"),
         ("icon.svg", "image/svg+xml"),
     ] {
         let resp = client().get(a.url(&format!("/ui/{file}"))).send().await.unwrap();
         assert_eq!(resp.status().as_u16(), 200, "{file}");
+        let h = |name: &str| resp.headers().get(name).unwrap().to_str().unwrap().to_owned();
+        assert!(h("content-type").starts_with(ctype), "{file}");
+        let csp = h("content-security-policy");
         assert!(
-            resp.headers()
-                .get("content-type")
-                .unwrap()
-                .to_str()
-                .unwrap()
-                .starts_with(ctype)
+            csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+            "{csp}"
         );
+        assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+        assert_eq!(h("x-content-type-options"), "nosniff");
     }
+    let mut resp = client().get(a.url("/ui/")).send().await.unwrap();
+    let page = String::from_utf8(resp.body().await.unwrap().to_vec()).unwrap();
+    assert!(page.contains("app.js"), "the page loads its script");
     let resp = client().get(a.url("/ui/nothing.js")).send().await.unwrap();
     assert_eq!(resp.status().as_u16(), 404);
     let no_redirects = awc::Client::builder().max_redirects(0).finish();
