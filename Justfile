@@ -70,7 +70,7 @@ bench *ARGS:
 # Instructions per request of each path (nginx hop, `all`, MCP, cluster), counted by callgrind:
 # repeatable whatever the machine is doing (README, Performance). valgrind; minutes; not in CI.
 profile:
-    bash shared/bench/scripts/profile.sh
+    bash tests/bench/scripts/profile.sh
 
 # Rewrite services/llmrouter/hot-symbols.txt.gz, the functions every role runs, which release
 # builds lay out together (idle RSS; see README, Performance). valgrind; a few minutes; not in CI.
@@ -85,7 +85,7 @@ soak MINUTES="30":
     {{target}}/release/llmr-bench --out {{target}}/bench --soak {{MINUTES}}
 
 # Fuzz every parser for SECONDS each (libFuzzer via cargo fuzz, nightly; not in CI). A crash is
-# copied to shared/fuzz/regressions/TARGET/, where `just test` runs it from then on.
+# copied to tests/fuzz/regressions/TARGET/, where `just test` runs it from then on.
 fuzz SECONDS="60" *TARGETS:
     command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
-    bash shared/fuzz/run.sh {{SECONDS}} {{TARGETS}}
+    bash tests/fuzz/run.sh {{SECONDS}} {{TARGETS}}

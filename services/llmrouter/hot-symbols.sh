@@ -8,8 +8,8 @@
 # after large changes: a function renamed since is simply not ordered. Names depend on the
 # release profile (debug info changes some), so make the list with the settings you build with.
 set -euo pipefail
-# shellcheck source=../../shared/bench/scripts/callgrind.sh
-source "$(dirname "$0")/../../shared/bench/scripts/callgrind.sh"
+# shellcheck source=../../tests/bench/scripts/callgrind.sh
+source "$(dirname "$0")/../../tests/bench/scripts/callgrind.sh"
 cg_init
 OUT=services/llmrouter/hot-symbols.txt.gz
 

@@ -1,4 +1,4 @@
-# Sourced by services/llmrouter/hot-symbols.sh and shared/bench/scripts/profile.sh: what both
+# Sourced by services/llmrouter/hot-symbols.sh and tests/bench/scripts/profile.sh: what both
 # need to run llmrouter under callgrind — the release build, a Redis and a mock upstream on
 # free ports, the two configurations (`$work/memory.toml`, `$work/redis.toml`), and profiled
 # processes that are stopped by PID when the script ends.

@@ -24,7 +24,7 @@ for t in "${targets[@]}"; do
     for crash in "$artifacts"*; do
         [ -f "$crash" ] || continue
         cp "$crash" "regressions/$t/"
-        echo "kept $(basename "$crash") in shared/fuzz/regressions/$t/"
+        echo "kept $(basename "$crash") in tests/fuzz/regressions/$t/"
         rm "$crash"
         failed=1
     done

@@ -92,4 +92,4 @@ measure "cluster, chat (gateway, router, worker, Redis)" "$chat" "${json[@]}" -d
 cg_stop
 
 mkdir -p "$TARGET/bench"
-python3 shared/bench/scripts/callgrind_table.py "$REQUESTS" "${paths[@]}" | tee "$TARGET/bench/profile.md"
+python3 tests/bench/scripts/callgrind_table.py "$REQUESTS" "${paths[@]}" | tee "$TARGET/bench/profile.md"
