@@ -25,11 +25,12 @@ test-python:
     {{venv}}/bin/pip install -q -r tests/python/requirements.txt
     cd tests/python && LLMROUTER_BIN={{target}}/debug/llmrouter {{venv}}/bin/python -m pytest -q
 
-# The deployment: image, compose.yaml brought up and broken, k8s/ rendered and validated (needs Docker, kubectl)
+# The deployment: image, compose.yaml brought up and broken, k8s/ rendered and validated (needs Docker,
+# kubectl, debootstrap; skipped loudly without them unless LLMR_REQUIRE_DEPLOY_TESTS=1, which CI sets)
 test-deploy:
     test -x {{venv}}/bin/python || python3 -m venv {{venv}}
     {{venv}}/bin/pip install -q -r tests/deploy/requirements.txt
-    cd tests/deploy && PATH={{venv}}/bin:$PATH {{venv}}/bin/python -m pytest -q -s -p no:cacheprovider
+    cd tests/deploy && PATH={{venv}}/bin:$PATH {{venv}}/bin/python -m pytest -q -s -rs -p no:cacheprovider
 
 # Build the container image (deploy/Dockerfile) as TAG; makes the base images with debootstrap if they cannot be pulled
 image TAG="llmrouter:latest":

@@ -5,8 +5,10 @@ Every container, network and volume is removed at the end, also when a test fail
 
 import json
 import os
+import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -16,6 +18,45 @@ import httpx
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# What each file of this suite needs on the machine. Without it the file is skipped, and said
+# so loudly (a banner on stderr and pytest's skip summary); with LLMR_REQUIRE_DEPLOY_TESTS=1
+# (CI sets it) its absence fails the run instead.
+NEEDS = {
+    "test_compose.py": ("docker", "docker-compose", "debootstrap"),
+    "test_k8s.py": ("kubectl", "docker", "debootstrap"),
+}
+REQUIRED = os.environ.get("LLMR_REQUIRE_DEPLOY_TESTS") == "1"
+
+
+def missing(tools):
+    """The tools of `tools` this machine lacks (a Docker client without a running engine
+    counts as no Docker)."""
+    gone = [t for t in tools if shutil.which(t) is None]
+    if "docker" in tools and "docker" not in gone:
+        ok = subprocess.run(["docker", "info"], capture_output=True, timeout=30).returncode == 0
+        if not ok:
+            gone.append("docker (the engine is not running)")
+    return gone
+
+
+def pytest_collection_modifyitems(config, items):
+    lacking = {}
+    for item in items:
+        name = os.path.basename(str(item.fspath))
+        if name not in lacking:
+            lacking[name] = missing(NEEDS.get(name, ()))
+        if lacking[name]:
+            why = f"{name} needs {', '.join(lacking[name])}, which this machine lacks"
+            if REQUIRED:
+                raise pytest.UsageError(f"LLMR_REQUIRE_DEPLOY_TESTS=1 and {why}")
+            item.add_marker(pytest.mark.skip(reason=why))
+    for name, gone in lacking.items():
+        if gone:
+            print(f"\n*** SKIPPING the deployment tests of {name}: it needs {', '.join(gone)}, which this "
+                  "machine lacks. Set LLMR_REQUIRE_DEPLOY_TESTS=1 to make this a failure (CI does). ***",
+                  file=sys.stderr)
+
 TOKEN = "deploy-test-token"
 IMAGE = os.environ.get("LLMR_TEST_IMAGE", "llmrouter:test")
 
