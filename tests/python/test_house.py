@@ -218,9 +218,33 @@ def test_no_result_with_a_string_error():
     for path in all_sources():
         with open(path, encoding="utf-8") as f:
             code = strip_comments(non_test(f.read()))
-        for m in re.finditer(r"Result<[^;{]*?,\s*(String|&'static str|&str)\s*>", code):
-            found.append(f"{os.path.relpath(path, ROOT)}: {m.group(0)}")
+        found.extend(f"{os.path.relpath(path, ROOT)}: {r}" for r in string_results(code))
     assert found == []
+
+
+def string_results(code):
+    """Each `Result<T, E>` in `code` whose E is a string."""
+    out = []
+    for m in re.finditer(r"\bResult<", code):
+        depth, comma = 1, None
+        for i in range(m.end(), len(code)):
+            ch = code[i]
+            if ch in "<([":
+                depth += 1
+            elif ch in ">)]" and code[i - 1] != "-":
+                depth -= 1
+                if depth == 0:
+                    if comma is not None and re.fullmatch(r"\s*(String|&('static\s+)?str)\s*", code[comma + 1 : i]):
+                        out.append(code[m.start() : i + 1])
+                    break
+            elif ch == "," and depth == 1:
+                comma = i
+    return out
+
+
+def test_the_string_error_finder():
+    assert string_results("fn f() -> Result<BTreeMap<String, String>, Error> {}") == []
+    assert string_results("fn f() -> Result<Vec<u8>, &'static str> {}") == ["Result<Vec<u8>, &'static str>"]
 
 
 def test_every_module_opens_with_a_doc_comment():
