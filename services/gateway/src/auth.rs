@@ -91,9 +91,9 @@ pub async fn require_token(
             if let Err(e) = state.keyring.reload(&state.store, false).await {
                 tracing::debug!(error = %e, "could not reload virtual keys");
             }
-            identify(&state, given).map_err(refuse)?
+            identify(&state, given).map_err(|why| refuse(&why.to_string()))?
         }
-        Err(why) => return Err(refuse(why)),
+        Err(why) => return Err(refuse(&why.to_string())),
     };
     req.extensions_mut().insert(identity);
     next.call(req).await
@@ -113,14 +113,14 @@ fn same(given: &str, expected: &str) -> bool {
 
 /// Who presented `given`: a live virtual key, `server.token`, or nobody when no auth is
 /// configured; else why the request is refused.
-fn identify(state: &AppState, given: Option<&str>) -> Result<Identity, &'static str> {
+fn identify(state: &AppState, given: Option<&str>) -> Result<Identity, Refused> {
     if let Some(g) = given {
         if let Some(c) = state.keyring.find(&crate::keys::hash_secret(g)) {
             if c.key.revoked_ms.is_some() {
-                return Err("This API key was revoked.");
+                return Err(Refused::Revoked);
             }
             if !c.key.live(llmr_protocol::now_ms()) {
-                return Err("This API key has expired.");
+                return Err(Refused::Expired);
             }
             return Ok(Identity::Key(c));
         }
@@ -131,11 +131,22 @@ fn identify(state: &AppState, given: Option<&str>) -> Result<Identity, &'static 
         }
     }
     match (state.settings.server.token(), given) {
-        (None, Some(g)) if g.starts_with(crate::keys::SECRET_PREFIX) => Err("Incorrect API key provided."),
+        (None, Some(g)) if g.starts_with(crate::keys::SECRET_PREFIX) => Err(Refused::Incorrect),
         (None, _) => Ok(Identity::Open),
-        (Some(_), Some(_)) => Err("Incorrect API key provided."),
-        (Some(_), None) => {
-            Err("You didn't provide an API key. Provide it as a Bearer token in the Authorization header.")
-        }
+        (Some(_), Some(_)) => Err(Refused::Incorrect),
+        (Some(_), None) => Err(Refused::Missing),
     }
+}
+
+/// Why a caller's credential is refused (401), in OpenAI's words.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+enum Refused {
+    #[error("This API key was revoked.")]
+    Revoked,
+    #[error("This API key has expired.")]
+    Expired,
+    #[error("Incorrect API key provided.")]
+    Incorrect,
+    #[error("You didn't provide an API key. Provide it as a Bearer token in the Authorization header.")]
+    Missing,
 }

@@ -33,10 +33,12 @@ pub mod console;
 pub mod cors;
 pub mod error;
 pub mod govern;
+pub mod health;
 pub mod keys;
 pub mod observe;
 pub mod routes;
 pub mod shed;
+pub mod trace;
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -64,26 +66,24 @@ pub enum InitError {
 fn tls_config(s: &llmr_config::Server) -> Result<Option<rustls::ServerConfig>, InitError> {
     match (s.tls_cert.is_empty(), s.tls_key.is_empty()) {
         (true, true) => Ok(None),
-        (false, false) => server_tls(s.tls_cert.as_ref(), s.tls_key.as_ref())
-            .map(Some)
-            .map_err(InitError::Tls),
+        (false, false) => server_tls(s.tls_cert.as_ref(), s.tls_key.as_ref()).map(Some),
         _ => Err(InitError::Tls("set both, or neither".into())),
     }
 }
 
 /// A TLS server configuration from a PEM certificate chain and its private key (also used by
 /// the test kit's HTTPS mock upstream).
-pub fn server_tls(cert: &std::path::Path, key: &std::path::Path) -> Result<rustls::ServerConfig, String> {
+pub fn server_tls(cert: &std::path::Path, key: &std::path::Path) -> Result<rustls::ServerConfig, InitError> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let certs = CertificateDer::pem_file_iter(cert)
         .and_then(Iterator::collect::<Result<Vec<_>, _>>)
-        .map_err(|e| format!("{}: {e}", cert.display()))?;
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: {e}", key.display()))?;
+        .map_err(|e| InitError::Tls(format!("{}: {e}", cert.display())))?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| InitError::Tls(format!("{}: {e}", key.display())))?;
     rustls::ServerConfig::builder()
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .map_err(|e| e.to_string())
+        .map_err(|e| InitError::Tls(e.to_string()))
 }
 
 /// Binds `server.host:server.port` (port 0 = any free port): the listener, its address and

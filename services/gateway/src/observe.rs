@@ -10,12 +10,13 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
 use actix_web::{HttpResponse, web};
-use llmr_protocol::TraceContext;
+use llmr_store::Availability;
 use llmr_telemetry::metrics::{metrics, render};
 use serde_json::json;
 use tracing::Instrument;
 
 use crate::AppState;
+use crate::trace::client_trace;
 
 /// Paths any client (a probe, a scraper) may call without the token.
 pub const OPEN_PATHS: [&str; 5] = ["/health", "/healthz", "/readyz", "/metrics", "/openapi.json"];
@@ -80,20 +81,16 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 /// `/metrics`: this process's metrics, with the cluster's routing state and stream backlog
 /// read now.
 pub async fn scrape(state: web::Data<AppState>) -> HttpResponse {
-    let report = tokio::time::timeout(
-        std::time::Duration::from_millis(900),
-        crate::routes::health::report(&state),
-    )
-    .await;
+    let report = tokio::time::timeout(std::time::Duration::from_millis(900), crate::health::report(&state)).await;
     let features = match report {
         Ok(Ok(report)) => {
             routing_gauges(&report);
             report.features
         }
-        _ => crate::routes::health::all_unavailable("the store does not answer"),
+        _ => crate::health::all_unavailable("the store does not answer"),
     };
-    for f in crate::routes::health::FEATURES {
-        let up = features.get(f).is_some_and(|v| v == "ok" || v.starts_with("degraded"));
+    for f in crate::health::FEATURES {
+        let up = features.get(f).is_some_and(crate::health::FeatureState::is_up);
         metrics().feature_available.with_label_values(&[f]).set(i64::from(up));
     }
     backlog_gauges(&state).await;
@@ -103,21 +100,15 @@ pub async fn scrape(state: web::Data<AppState>) -> HttpResponse {
 }
 
 /// Loads, circuits and cooldowns of every target and key, from the health report.
-/// The W3C trace context a client sent (`traceparent`, `tracestate`; empty when absent).
-pub fn client_trace(headers: &actix_web::http::header::HeaderMap) -> TraceContext {
-    let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    TraceContext::from_headers(get("traceparent"), get("tracestate"))
-}
-
-fn routing_gauges(report: &crate::routes::health::Report) {
+fn routing_gauges(report: &crate::health::Report) {
     let m = metrics();
     let now = llmr_protocol::now_ms();
-    let set = |kind: &str, name: &str, v: &crate::routes::health::HealthView| {
+    let set = |kind: &str, name: &str, v: &crate::health::HealthView| {
         let state = match v.available {
-            "probe" => 1,
-            "open" => 2,
-            "cooling" => 3,
-            _ => 0,
+            Availability::Available => 0,
+            Availability::Probe => 1,
+            Availability::OpenUntil(_) => 2,
+            Availability::CoolingUntil(_) => 3,
         };
         m.circuit_state.with_label_values(&[kind, name]).set(state);
         let until = v.open_until_ms.max(v.cooldown_until_ms).unwrap_or(0);

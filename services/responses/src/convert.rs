@@ -28,73 +28,41 @@ fn invalid(message: impl Into<String>, param: &str) -> ApiError {
     ApiError::invalid(message, Some(param))
 }
 
-/// Parses and validates a create body; every problem is a 400 naming the field.
-pub fn parse(body: &Value) -> Result<Request, ApiError> {
-    let obj = body
-        .as_object()
-        .ok_or_else(|| ApiError::invalid("The body must be a JSON object.", None))?;
-    let model = match obj.get("model") {
-        Some(Value::String(m)) if !m.is_empty() => m.clone(),
-        Some(_) => return Err(invalid("`model` must be a non-empty string.", "model")),
-        None => return Err(invalid("Missing required parameter: 'model'.", "model")),
-    };
+/// The input as items: a string is one user message; each item normalized.
+fn input_items(obj: &Map<String, Value>) -> Result<Vec<Value>, ApiError> {
     let input = match obj.get("input") {
         Some(Value::String(s)) => vec![json!({"type": "message", "role": "user", "content": s})],
         Some(Value::Array(items)) => items.clone(),
         Some(_) => return Err(invalid("`input` must be a string or an array of items.", "input")),
         None => return Err(invalid("Missing required parameter: 'input'.", "input")),
     };
-    let input = input
+    input
         .into_iter()
         .enumerate()
         .map(|(i, item)| normalize_item(item, i))
-        .collect::<Result<Vec<_>, _>>()?;
-    let text = |k: &str| -> Result<Option<String>, ApiError> {
-        match obj.get(k) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(_) => Err(invalid(format!("`{k}` must be a string."), k)),
-        }
-    };
-    let flag = |k: &str, default: bool| -> Result<bool, ApiError> {
-        match obj.get(k) {
-            None | Some(Value::Null) => Ok(default),
-            Some(Value::Bool(b)) => Ok(*b),
-            Some(_) => Err(invalid(format!("`{k}` must be a boolean."), k)),
-        }
-    };
-    let instructions = text("instructions")?;
-    let previous_response_id = text("previous_response_id")?;
-    let conversation = match obj.get("conversation") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(id)) => Some(id.clone()),
-        Some(Value::Object(c)) if c.get("id").is_some_and(Value::is_string) => c["id"].as_str().map(str::to_owned),
-        Some(_) => {
-            return Err(invalid(
-                "`conversation` must be an id or an object with an `id`.",
-                "conversation",
-            ));
-        }
-    };
-    if conversation.is_some() && previous_response_id.is_some() {
-        return Err(invalid(
-            "`conversation` and `previous_response_id` cannot be used together.",
+        .collect()
+}
+
+/// `conversation`: an id, or an object with an `id`.
+fn conversation_of(obj: &Map<String, Value>) -> Result<Option<String>, ApiError> {
+    match obj.get("conversation") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(id)) => Ok(Some(id.clone())),
+        Some(Value::Object(c)) if c.get("id").is_some_and(Value::is_string) => Ok(c["id"].as_str().map(str::to_owned)),
+        Some(_) => Err(invalid(
+            "`conversation` must be an id or an object with an `id`.",
             "conversation",
-        ));
+        )),
     }
-    if let Some(include) = obj.get("include").filter(|v| !v.is_null())
-        && !include.as_array().is_some_and(|a| a.iter().all(Value::is_string))
-    {
-        return Err(invalid("`include` must be an array of strings.", "include"));
-    }
-    let (stream, background, store) = (flag("stream", false)?, flag("background", false)?, flag("store", true)?);
-    if background && !store {
-        return Err(invalid(
-            "Background responses must be stored (`store` cannot be false).",
-            "store",
-        ));
-    }
-    let chat = chat_fields(obj)?;
+}
+
+/// The request fields the response object repeats, with OpenAI's defaults.
+fn echo_fields(
+    obj: &Map<String, Value>,
+    conversation: Option<&str>,
+    store: bool,
+    background: bool,
+) -> Map<String, Value> {
     let mut echo = Map::new();
     for k in [
         "instructions",
@@ -127,10 +95,61 @@ pub fn parse(body: &Value) -> Result<Request, ApiError> {
     }
     echo.insert(
         "conversation".into(),
-        conversation.as_ref().map_or(Value::Null, |id| json!({"id": id})),
+        conversation.map_or(Value::Null, |id| json!({"id": id})),
     );
     echo.insert("store".into(), Value::Bool(store));
     echo.insert("background".into(), Value::Bool(background));
+    echo
+}
+
+/// Parses and validates a create body; every problem is a 400 naming the field.
+pub fn parse(body: &Value) -> Result<Request, ApiError> {
+    let obj = body
+        .as_object()
+        .ok_or_else(|| ApiError::invalid("The body must be a JSON object.", None))?;
+    let model = match obj.get("model") {
+        Some(Value::String(m)) if !m.is_empty() => m.clone(),
+        Some(_) => return Err(invalid("`model` must be a non-empty string.", "model")),
+        None => return Err(invalid("Missing required parameter: 'model'.", "model")),
+    };
+    let input = input_items(obj)?;
+    let text = |k: &str| -> Result<Option<String>, ApiError> {
+        match obj.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(invalid(format!("`{k}` must be a string."), k)),
+        }
+    };
+    let flag = |k: &str, default: bool| -> Result<bool, ApiError> {
+        match obj.get(k) {
+            None | Some(Value::Null) => Ok(default),
+            Some(Value::Bool(b)) => Ok(*b),
+            Some(_) => Err(invalid(format!("`{k}` must be a boolean."), k)),
+        }
+    };
+    let instructions = text("instructions")?;
+    let previous_response_id = text("previous_response_id")?;
+    let conversation = conversation_of(obj)?;
+    if conversation.is_some() && previous_response_id.is_some() {
+        return Err(invalid(
+            "`conversation` and `previous_response_id` cannot be used together.",
+            "conversation",
+        ));
+    }
+    if let Some(include) = obj.get("include").filter(|v| !v.is_null())
+        && !include.as_array().is_some_and(|a| a.iter().all(Value::is_string))
+    {
+        return Err(invalid("`include` must be an array of strings.", "include"));
+    }
+    let (stream, background, store) = (flag("stream", false)?, flag("background", false)?, flag("store", true)?);
+    if background && !store {
+        return Err(invalid(
+            "Background responses must be stored (`store` cannot be false).",
+            "store",
+        ));
+    }
+    let chat = chat_fields(obj)?;
+    let echo = echo_fields(obj, conversation.as_deref(), store, background);
     Ok(Request {
         model,
         input,
@@ -145,18 +164,9 @@ pub fn parse(body: &Value) -> Result<Request, ApiError> {
     })
 }
 
-/// An input item with its `type` and an `id` (messages get `msg_…` ids when they have none).
-pub fn normalize_item(mut item: Value, index: usize) -> Result<Value, ApiError> {
-    let param = format!("input[{index}]");
-    let obj = item
-        .as_object_mut()
-        .ok_or_else(|| invalid("Each input item must be an object.", &param))?;
-    let kind = match obj.get("type").and_then(Value::as_str) {
-        Some(t) => t.to_owned(),
-        None if obj.contains_key("role") => "message".to_owned(),
-        None => return Err(invalid("An input item needs a `type`.", &param)),
-    };
-    match kind.as_str() {
+/// An input item's required fields, by its kind.
+fn check_item(obj: &Map<String, Value>, kind: &str, param: &str) -> Result<(), ApiError> {
+    match kind {
         "message" => {
             let role = obj.get("role").and_then(Value::as_str).unwrap_or_default();
             if !matches!(role, "user" | "assistant" | "system" | "developer") {
@@ -203,6 +213,21 @@ pub fn normalize_item(mut item: Value, index: usize) -> Result<Value, ApiError> 
             ));
         }
     }
+    Ok(())
+}
+
+/// An input item with its `type` and an `id` (messages get `msg_…` ids when they have none).
+pub fn normalize_item(mut item: Value, index: usize) -> Result<Value, ApiError> {
+    let param = format!("input[{index}]");
+    let obj = item
+        .as_object_mut()
+        .ok_or_else(|| invalid("Each input item must be an object.", &param))?;
+    let kind = match obj.get("type").and_then(Value::as_str) {
+        Some(t) => t.to_owned(),
+        None if obj.contains_key("role") => "message".to_owned(),
+        None => return Err(invalid("An input item needs a `type`.", &param)),
+    };
+    check_item(obj, &kind, &param)?;
     obj.insert("type".into(), Value::String(kind.clone()));
     if !obj.contains_key("id") {
         let prefix = match kind.as_str() {

@@ -140,14 +140,8 @@ pub fn check_text(body: &[u8]) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Parses and validates a chat completion body.
-pub fn parse(body: &[u8]) -> Result<ChatRequest<'_>, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::invalid(
-            "The request body is empty; expected a JSON object.",
-            None,
-        ));
-    }
+/// The body as [`Raw`], its text checked first; serde's errors in OpenAI's words.
+fn deserialize(body: &[u8]) -> Result<Raw<'_>, ApiError> {
     check_text(body)?;
     const UNPARSABLE: &str = "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your HTTP library correctly.)";
     let mut de = serde_json::Deserializer::from_slice(body);
@@ -167,6 +161,47 @@ pub fn parse(body: &[u8]) -> Result<ChatRequest<'_>, ApiError> {
         }
     })?;
     de.end().map_err(|_| ApiError::invalid(UNPARSABLE, None))?;
+    Ok(raw)
+}
+
+/// One message's role and content type, as OpenAI checks them.
+fn check_message(i: usize, m: &RawMessage<'_>) -> Result<(), ApiError> {
+    match m.role.as_deref() {
+        None => {
+            return Err(ApiError::invalid(
+                format!("Missing required parameter: 'messages[{i}].role'."),
+                Some(&format!("messages[{i}].role")),
+            ));
+        }
+        Some(r) if !ROLES.contains(&r) => {
+            return Err(ApiError::invalid(
+                format!("Invalid value: '{r}'. Supported values are: {}.", ROLES.join(", ")),
+                Some(&format!("messages[{i}].role")),
+            ));
+        }
+        Some(_) => {}
+    }
+    if let Some(c) = m.content {
+        let first = c.get().as_bytes().first().copied().unwrap_or(b'n');
+        if !matches!(first, b'"' | b'[' | b'n') {
+            return Err(ApiError::invalid(
+                format!("Invalid type for 'messages[{i}].content': expected a string or an array of content parts."),
+                Some(&format!("messages[{i}].content")),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Parses and validates a chat completion body.
+pub fn parse(body: &[u8]) -> Result<ChatRequest<'_>, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::invalid(
+            "The request body is empty; expected a JSON object.",
+            None,
+        ));
+    }
+    let raw = deserialize(body)?;
 
     let model = match raw.model {
         Some(m) if !m.is_empty() => m,
@@ -187,32 +222,7 @@ pub fn parse(body: &[u8]) -> Result<ChatRequest<'_>, ApiError> {
         ));
     }
     for (i, m) in messages.iter().enumerate() {
-        match m.role.as_deref() {
-            None => {
-                return Err(ApiError::invalid(
-                    format!("Missing required parameter: 'messages[{i}].role'."),
-                    Some(&format!("messages[{i}].role")),
-                ));
-            }
-            Some(r) if !ROLES.contains(&r) => {
-                return Err(ApiError::invalid(
-                    format!("Invalid value: '{r}'. Supported values are: {}.", ROLES.join(", ")),
-                    Some(&format!("messages[{i}].role")),
-                ));
-            }
-            Some(_) => {}
-        }
-        if let Some(c) = m.content {
-            let first = c.get().as_bytes().first().copied().unwrap_or(b'n');
-            if !matches!(first, b'"' | b'[' | b'n') {
-                return Err(ApiError::invalid(
-                    format!(
-                        "Invalid type for 'messages[{i}].content': expected a string or an array of content parts."
-                    ),
-                    Some(&format!("messages[{i}].content")),
-                ));
-            }
-        }
+        check_message(i, m)?;
     }
     let stream = raw.stream.unwrap_or(false);
     if raw.stream_options.is_some() && !stream {

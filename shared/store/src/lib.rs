@@ -51,6 +51,11 @@ pub enum StoreError {
     Unavailable(String),
 }
 
+/// Any failure of a Redis call as the store's error.
+pub(crate) fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
         match e {

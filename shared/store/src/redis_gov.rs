@@ -32,8 +32,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use crate::governance as gv;
-use crate::redis_store::unavailable;
-use crate::{RedisStore, StoreError};
+use crate::{RedisStore, StoreError, unavailable};
 
 /// A period's spend is kept this long after the period ends.
 pub(crate) const SPEND_GRACE_MS: u64 = 7 * 86_400_000;

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use crate::health::{Breaker, Circuit, HealthRecord, LATENCY_ALPHA};
 use crate::{
     Alive, InstanceInfo, ProviderStatus, RoutingState, Settle, StoreError, UsageDelta, UsageRecord, UsageRow,
-    alive_member, split_alive,
+    alive_member, split_alive, unavailable,
 };
 
 /// Health hashes and locks outlive their last change by this long.
@@ -151,10 +151,6 @@ pub struct RedisStore {
     pub(crate) scripts: Scripts,
     /// When this process last indexed each usage counter.
     indexed: llmr_bus::conns::EveryPerKey,
-}
-
-pub(crate) fn unavailable(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(e.to_string())
 }
 
 impl RedisStore {

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use llmr_protocol::chat::ChatRequest;
 use llmr_protocol::{CallerId, Endpoint, Envelope, Kind, Meta, NativeApi, chat, endpoints, now_ms, streams};
 
-use crate::observe::client_trace;
+use crate::trace::client_trace;
 use crate::{AppState, HttpError};
 
 /// `POST /v1/chat/completions`.

@@ -29,7 +29,7 @@ use llmr_store::Instance;
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 
-use super::health::{self, Features, KeyView, ProviderView, Snapshot, TargetView};
+use crate::health::{self, Features, KeyView, ProviderView, Snapshot, TargetView};
 use crate::{AppState, HttpError};
 
 /// `GET /admin/providers`.

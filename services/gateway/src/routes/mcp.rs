@@ -26,7 +26,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::AppState;
-use crate::observe::client_trace;
+use crate::trace::client_trace;
 
 /// Where sessions live in the store.
 pub(crate) const SESSIONS: &str = "mcp-session";

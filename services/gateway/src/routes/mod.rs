@@ -13,6 +13,7 @@ pub mod overview;
 pub mod responses;
 pub mod sse;
 pub mod templates;
+pub mod text;
 pub mod usage;
 
 use actix_web::{HttpRequest, web};
@@ -91,7 +92,7 @@ route_table! {
     get "/v1/conversations/{id}/items" => responses::list,
     get "/v1/conversations/{id}/items/{item_id}" => responses::item,
     delete "/v1/conversations/{id}/items/{item_id}" => responses::item,
-    post "/v1/text/{name}" => templates::text,
+    post "/v1/text/{name}" => text::text,
     get "/admin/keys/{id}" => admin::key,
     patch "/admin/keys/{id}" => admin::key,
     delete "/admin/keys/{id}" => admin::key,

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::sse::Dialect;
-use crate::observe::client_trace;
+use crate::trace::client_trace;
 use crate::{AppState, HttpError};
 
 /// Admits an operation that calls a model (create, compact) for the caller's key: its model
