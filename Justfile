@@ -69,12 +69,12 @@ bench *ARGS:
     {{target}}/release/llmr-bench --out {{target}}/bench {{ARGS}}
 
 # Instructions per request of each path (nginx hop, `all`, MCP, cluster), counted by callgrind:
-# repeatable whatever the machine is doing (README, Performance). valgrind; minutes; not in CI.
+# repeatable whatever the machine is doing (docs/performance.md). valgrind; minutes; not in CI.
 profile:
     bash tests/bench/scripts/profile.sh
 
 # Rewrite services/llmrouter/hot-symbols.txt.gz, the functions every role runs, which release
-# builds lay out together (idle RSS; see README, Performance). valgrind; a few minutes; not in CI.
+# builds lay out together (idle RSS; see docs/performance.md). valgrind; a few minutes; not in CI.
 hot-symbols:
     bash services/llmrouter/hot-symbols.sh
 

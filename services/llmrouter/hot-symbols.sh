@@ -3,7 +3,7 @@
 # run when a process starts and serves requests, every role's, most shared first. build.rs
 # hands the list to the linker (`--symbol-ordering-file`), which puts those functions next to
 # each other at the start of the code, so a process maps a few MB of code pages instead of
-# every 64 KB fault-around window its scattered functions fall in (see README, Performance).
+# every 64 KB fault-around window its scattered functions fall in (see docs/performance.md).
 # Usage: `just hot-symbols` (valgrind, redis-server, curl; a few minutes; not in CI). Rerun it
 # after large changes: a function renamed since is simply not ordered. Names depend on the
 # release profile (debug info changes some), so make the list with the settings you build with.

@@ -265,10 +265,13 @@ mod tests {
     }
 
     #[test]
-    fn the_readme_lists_every_metric() {
-        let readme = repo_file("README.md");
+    fn the_docs_list_every_metric() {
+        let page = repo_file("docs/observability.md");
         for name in exported() {
-            assert!(readme.contains(&format!("`{name}`")), "README does not list `{name}`");
+            assert!(
+                page.contains(&format!("`{name}`")),
+                "docs/observability.md does not list `{name}`"
+            );
         }
     }
 

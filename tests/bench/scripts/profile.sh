@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `just profile`: instructions per request of each path, counted by callgrind — which counts
 # instructions, not time, so the figures repeat from run to run whatever else the machine is
-# doing (README, Performance). Paths: the nginx hop (the floor of the in-process path),
+# doing (docs/performance.md). Paths: the nginx hop (the floor of the in-process path),
 # `llmrouter all` in memory (a chat, a stream of 20 chunks, an MCP ping, a trivial tool call
 # with its script hosts), and the cluster (gateway, router, worker and Redis, all profiled).
 # Each: 30 requests to warm up, the counters zeroed, REQUESTS requests on one keep-alive

@@ -1,5 +1,5 @@
 //! `just bench --peers`: LiteLLM's proxy (PyPI, the pinned version below, two workers, no
-//! database) on the same mock upstream, so the README's comparison with it can be
+//! database) on the same mock upstream, so the performance page's comparison with it can be
 //! reproduced. Its virtualenv is made once under the bench's output directory.
 
 use std::path::{Path, PathBuf};
