@@ -192,6 +192,8 @@ struct Counts {
     wrong: usize,
     clean_errors: usize,
     late: usize,
+    /// The longest any one request took.
+    slowest: Duration,
 }
 
 /// The assistant text of a chat answer (streamed or whole), and whether it carries an error
@@ -243,6 +245,7 @@ fn drive(
                     let t = Instant::now();
                     let (s, b) = post(&url, &chat_body(model, &format!("{prefix} {i}"), streamed)).await;
                     let mut k = counts.borrow_mut();
+                    k.slowest = k.slowest.max(t.elapsed());
                     if t.elapsed() > Duration::from_millis(deadline_ms + 1000) {
                         k.late += 1;
                     }
@@ -1724,15 +1727,17 @@ async fn redis_fault_under_load(
     let what = fault(c.procs.redis.as_ref().unwrap()).await;
     let k = settle(tasks, &counts, total).await;
     eprintln!(
-        "{what} under load: {total} requests (a quarter streamed) at c={concurrency} in {:?}: ok={} clean_errors={}",
+        "{what} under load: {total} requests (a quarter streamed) at c={concurrency} in {:?}: ok={} clean_errors={} slowest={:?}",
         started.elapsed(),
         k.ok,
-        k.clean_errors
+        k.clean_errors,
+        k.slowest
     );
+    // Each request, not the run: how long 300 take depends on the machine's load.
     assert!(
-        started.elapsed() < Duration::from_millis(deadline_ms / 2),
-        "no request waited for its deadline: {:?}",
-        started.elapsed()
+        k.slowest < Duration::from_millis(deadline_ms / 2),
+        "no request waited for its deadline: the slowest took {:?}",
+        k.slowest
     );
     (c, k)
 }
