@@ -126,8 +126,19 @@ pub struct SpendArgs {
     pub json: bool,
 }
 
+/// A command-line value the parsers below refuse (clap prints it after the argument's name).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadValue {
+    #[error("`{0}` is not a date of the form YYYY-MM-DD")]
+    Date(String),
+    #[error("`{0}` is not day, week, month or total")]
+    Period(String),
+    #[error("`{0}` is not an amount of dollars (a number, 0 or more)")]
+    Usd(String),
+}
+
 /// A `YYYY-MM-DD` date (month 1–12, day 1–31), as clap's value parser.
-pub fn parse_date(s: &str) -> Result<String, String> {
+pub fn parse_date(s: &str) -> Result<String, BadValue> {
     let b = s.as_bytes();
     let digits = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_digit);
     let well_formed = b.len() == 10 && b[4] == b'-' && b[7] == b'-' && digits(0..4) && digits(5..7) && digits(8..10);
@@ -136,20 +147,20 @@ pub fn parse_date(s: &str) -> Result<String, String> {
     if in_range {
         Ok(s.to_owned())
     } else {
-        Err(format!("`{s}` is not a date of the form YYYY-MM-DD"))
+        Err(BadValue::Date(s.to_owned()))
     }
 }
 
 /// A budget period, as the gateway names it.
-pub fn parse_period(s: &str) -> Result<Period, String> {
-    Period::parse(s).ok_or_else(|| format!("`{s}` is not day, week, month or total"))
+pub fn parse_period(s: &str) -> Result<Period, BadValue> {
+    Period::parse(s).ok_or_else(|| BadValue::Period(s.to_owned()))
 }
 
 /// An amount of dollars: a finite number, not negative.
-pub fn parse_usd(s: &str) -> Result<f64, String> {
+pub fn parse_usd(s: &str) -> Result<f64, BadValue> {
     match s.trim().parse::<f64>() {
         Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
-        _ => Err(format!("`{s}` is not an amount of dollars (a number, 0 or more)")),
+        _ => Err(BadValue::Usd(s.to_owned())),
     }
 }
 

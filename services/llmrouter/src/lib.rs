@@ -96,34 +96,8 @@ pub async fn start(role: &Role, settings: &Settings) -> Result<App, AppError> {
         Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
     }
     let instance = format!("{}-{}", role.name(), &uuid::Uuid::now_v7().simple().to_string()[20..]);
-    let (bus, store) = match settings.redis.url() {
-        Some(url) => {
-            let conns = std::sync::Arc::new(llmr_bus::RedisConns::new(llmr_bus::redis_pool(
-                url,
-                settings.redis.pool_size,
-            )?));
-            let bus = Bus::redis_with(url, &settings.redis.prefix, conns.clone())?;
-            let store = Store::redis(conns, &settings.redis.prefix);
-            if *role != Role::Gateway {
-                wait_for_redis(&bus).await;
-            }
-            (bus, store)
-        }
-        None if *role == Role::All => (Bus::memory(), Store::memory()),
-        None => return Err(AppError::NeedsRedis(role.name())),
-    };
-    let mut app = App {
-        gateway: None,
-        gateway_handle: None,
-        port: None,
-        router: None,
-        workers: Vec::new(),
-        mcp_tools: None,
-        responses: None,
-        admin: None,
-        draining: Default::default(),
-        grace: Duration::from_millis(settings.server.shutdown_grace_ms),
-    };
+    let (bus, store) = connect(role, settings).await?;
+    let mut app = App::new(settings);
     let script_host = llmr_script::ScriptHost::from_settings(settings);
     if matches!(role, Role::All | Role::Router) {
         app.router =
@@ -137,26 +111,15 @@ pub async fn start(role: &Role, settings: &Settings) -> Result<App, AppError> {
         app.responses =
             Some(llmr_responses::ResponsesService::build(settings, bus.clone(), store.clone(), &instance).await?);
     }
-    let pools: Vec<String> = match role {
-        Role::All => {
-            let mut p: Vec<String> = settings.providers().map(|p| p.pool.clone()).collect();
-            p.push("default".into());
-            p.sort();
-            p.dedup();
-            p
-        }
-        Role::Worker { pool } => vec![pool.clone()],
-        _ => Vec::new(),
-    };
+    let pools = pools_of(role, settings);
     for pool in &pools {
         app.workers
             .push(WorkerService::build(settings, bus.clone(), store.clone(), &instance, pool, None).await?);
     }
     if matches!(role, Role::All | Role::Gateway) {
         let beside = match &app.router {
-            Some(router) if *role == Role::All && bus.is_memory() => Some(beside_http_workers(
-                settings,
-                Shared {
+            Some(router) if *role == Role::All && bus.is_memory() => {
+                let shared = Shared {
                     bus: bus.clone(),
                     store: store.clone(),
                     script_host: script_host.clone(),
@@ -166,9 +129,9 @@ pub async fn start(role: &Role, settings: &Settings) -> Result<App, AppError> {
                         .cloned()
                         .zip(app.workers.iter().map(WorkerService::rooms))
                         .collect(),
-                },
-                &instance,
-            )),
+                };
+                Some(beside_http_workers(settings, shared, &instance))
+            }
             _ => None,
         };
         let g = Gateway::build(settings, bus, store.clone(), &instance, beside).await?;
@@ -188,6 +151,42 @@ pub async fn start(role: &Role, settings: &Settings) -> Result<App, AppError> {
         "llmrouter started"
     );
     Ok(app)
+}
+
+/// The bus and store: over Redis when `redis.url` is set (waiting for it to answer, except
+/// for the gateway), in memory for `all` without one; the other roles need Redis.
+async fn connect(role: &Role, settings: &Settings) -> Result<(Bus, Store), AppError> {
+    match settings.redis.url() {
+        Some(url) => {
+            let conns = std::sync::Arc::new(llmr_bus::RedisConns::new(llmr_bus::redis_pool(
+                url,
+                settings.redis.pool_size,
+            )?));
+            let bus = Bus::redis_with(url, &settings.redis.prefix, conns.clone())?;
+            let store = Store::redis(conns, &settings.redis.prefix);
+            if *role != Role::Gateway {
+                wait_for_redis(&bus).await;
+            }
+            Ok((bus, store))
+        }
+        None if *role == Role::All => Ok((Bus::memory(), Store::memory())),
+        None => Err(AppError::NeedsRedis(role.name())),
+    }
+}
+
+/// The worker pools `role` serves: for `all`, every enabled provider's and `default`.
+fn pools_of(role: &Role, settings: &Settings) -> Vec<String> {
+    match role {
+        Role::All => {
+            let mut p: Vec<String> = settings.providers().map(|p| p.pool.clone()).collect();
+            p.push("default".into());
+            p.sort();
+            p.dedup();
+            p
+        }
+        Role::Worker { pool } => vec![pool.clone()],
+        _ => Vec::new(),
+    }
 }
 
 /// What the services beside the HTTP workers share with the process's own.
@@ -263,6 +262,22 @@ async fn wait_for_redis(bus: &Bus) {
 }
 
 impl App {
+    /// No services yet; work in flight gets `server.shutdown_grace_ms` on stop.
+    fn new(settings: &Settings) -> App {
+        App {
+            gateway: None,
+            gateway_handle: None,
+            port: None,
+            router: None,
+            workers: Vec::new(),
+            mcp_tools: None,
+            responses: None,
+            admin: None,
+            draining: Default::default(),
+            grace: Duration::from_millis(settings.server.shutdown_grace_ms),
+        }
+    }
+
     /// The gateway's bound port, when this process runs one.
     pub fn port(&self) -> Option<u16> {
         self.port

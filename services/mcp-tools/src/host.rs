@@ -75,7 +75,7 @@ pub struct ToolHost<'a> {
 
 impl Host for ToolHost<'_> {
     fn call<'a>(&'a self, module: &'a str, function: &'a str, args: Value) -> HostFuture<'a> {
-        Box::pin(async move { self.dispatch(module, function, args).await.map_err(|e| e.to_string()) })
+        Box::pin(async move { self.dispatch(module, function, args).await.map_err(Into::into) })
     }
 }
 

@@ -229,7 +229,7 @@ impl Catalog {
             .collect()
     }
 
-    fn set_models(&self, name: &str, models: Result<Vec<String>, String>) {
+    fn set_models(&self, name: &str, models: Result<Vec<String>, ListError>) {
         let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
         let Some(e) = entries.get_mut(name) else {
             return;
@@ -242,7 +242,7 @@ impl Catalog {
             }
             Err(err) => {
                 e.state = "error".into();
-                e.error = Some(err);
+                e.error = Some(err.to_string());
             }
         }
     }
@@ -364,18 +364,34 @@ struct OllamaModel {
     name: String,
 }
 
-async fn fetch_models(client: &awc::Client, p: &Provider) -> Result<Vec<String>, String> {
+/// Why a provider's model list could not be fetched; its text is the provider's `error`.
+#[derive(Debug, thiserror::Error)]
+enum ListError {
+    /// No answer came.
+    #[error("{0}")]
+    Send(#[from] awc::error::SendRequestError),
+    /// The provider answered, but not with a success.
+    #[error("GET {path} answered {status}")]
+    Status {
+        path: &'static str,
+        status: awc::http::StatusCode,
+    },
+    /// The answer was not a model list.
+    #[error("{0}")]
+    Body(#[from] awc::error::JsonPayloadError),
+}
+
+async fn fetch_models(client: &awc::Client, p: &Provider) -> Result<Vec<String>, ListError> {
     if p.kind == ProviderType::Ollama {
         // Ollama lists its local models at /api/tags.
-        let mut resp = client
-            .get(format!("{}/api/tags", p.base()))
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
+        let mut resp = client.get(format!("{}/api/tags", p.base())).send().await?;
         if !resp.status().is_success() {
-            return Err(format!("GET /api/tags answered {}", resp.status()));
+            return Err(ListError::Status {
+                path: "/api/tags",
+                status: resp.status(),
+            });
         }
-        let tags: OllamaTags = resp.json().limit(8 << 20).await.map_err(|e| e.to_string())?;
+        let tags: OllamaTags = resp.json().limit(8 << 20).await?;
         return Ok(tags.models.into_iter().map(|m| m.name).collect());
     }
     let mut req = client.get(format!("{}/models", p.base()));
@@ -390,11 +406,14 @@ async fn fetch_models(client: &awc::Client, p: &Provider) -> Result<Vec<String>,
                 .insert_header(("anthropic-version", ANTHROPIC_VERSION));
         }
     }
-    let mut resp = req.send().await.map_err(|e| e.to_string())?;
+    let mut resp = req.send().await?;
     if !resp.status().is_success() {
-        return Err(format!("GET /models answered {}", resp.status()));
+        return Err(ListError::Status {
+            path: "/models",
+            status: resp.status(),
+        });
     }
-    let list: ModelList = resp.json().limit(8 << 20).await.map_err(|e| e.to_string())?;
+    let list: ModelList = resp.json().limit(8 << 20).await?;
     // Gemini names its models `models/{id}`; clients ask for `{id}`.
     Ok(list
         .data
@@ -468,8 +487,16 @@ mod tests {
         c.set_models("up", Ok(vec!["a".into(), "b".into(), "c".into()]));
         assert_eq!(c.providers_for("a").len(), 1);
         assert!(c.providers_for("c").is_empty(), "allowlist applies to fetched lists");
-        c.set_models("up", Err("refused".into()));
+        let refused = ListError::Status {
+            path: "/models",
+            status: awc::http::StatusCode::SERVICE_UNAVAILABLE,
+        };
+        c.set_models("up", Err(refused));
         assert_eq!(c.providers_for("a").len(), 1);
         assert_eq!(c.statuses()[0].state, "error");
+        assert_eq!(
+            c.statuses()[0].error.as_deref(),
+            Some("GET /models answered 503 Service Unavailable")
+        );
     }
 }

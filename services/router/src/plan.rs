@@ -128,7 +128,44 @@ pub fn order(
     rng: &mut impl Rng,
     rot: &mut Rotation,
 ) -> Ordered {
-    let mut ready: Vec<(usize, Attempt)> = Vec::new();
+    let (ready, blocked) = available(route, cands, est, now, rng);
+    let (probes, healthy): (Vec<_>, Vec<_>) = ready.into_iter().partition(|(_, a)| a.probe || a.probe_key);
+    let mut idx: Vec<usize> = healthy.iter().map(|(i, _)| *i).collect();
+    let tie: HashMap<usize, u32> = idx.iter().map(|i| (*i, rng.random::<u32>())).collect();
+    let c = |i: &usize| &cands[*i];
+    match route.strategy {
+        // A script chose the target before ordering; the rest follow by load.
+        Strategy::LeastLoad | Strategy::Script => idx.sort_by_key(|i| (c(i).load, tie[i])),
+        Strategy::Priority => idx.sort_by_key(|i| (c(i).spec.priority, c(i).load, tie[i])),
+        Strategy::FirstAvailable => {}
+        Strategy::Cost => by_cost(&mut idx, cands, est, &tie),
+        Strategy::Latency => by_latency(&mut idx, cands, &tie, rng),
+        Strategy::RoundRobin => round_robin(&mut idx, &route.name, rot),
+        Strategy::Weighted => weighted(&mut idx, cands, &tie, &route.name, rot),
+    }
+    let attempts_by_idx: HashMap<usize, Attempt> = healthy.into_iter().collect();
+    let mut out: Vec<(Attempt, String)> = probes
+        .into_iter()
+        .map(|(i, a)| (a, cands[i].spec.pool.clone()))
+        .collect();
+    for i in idx {
+        if let Some(a) = attempts_by_idx.get(&i) {
+            out.push((a.clone(), cands[i].spec.pool.clone()));
+        }
+    }
+    (out, blocked)
+}
+
+/// The candidates that can be used now, by index, with their attempts; and what blocks the
+/// others. `cost` leaves out the targets whose context window the request does not fit.
+fn available(
+    route: &Route,
+    cands: &[Cand<'_>],
+    est: Estimate,
+    now: u64,
+    rng: &mut impl Rng,
+) -> (Vec<(usize, Attempt)>, Vec<Blocked>) {
+    let mut ready = Vec::new();
     let mut blocked = Vec::new();
     for (i, c) in cands.iter().enumerate() {
         if route.strategy == Strategy::Cost
@@ -143,88 +180,78 @@ pub fn order(
             Err(b) => blocked.push(b),
         }
     }
-    let (probes, healthy): (Vec<_>, Vec<_>) = ready.into_iter().partition(|(_, a)| a.probe || a.probe_key);
-    let mut idx: Vec<usize> = healthy.iter().map(|(i, _)| *i).collect();
-    let tie: HashMap<usize, u32> = idx.iter().map(|i| (*i, rng.random::<u32>())).collect();
+    (ready, blocked)
+}
+
+/// `cost`: cheapest for the estimated tokens first; then least load.
+fn by_cost(idx: &mut [usize], cands: &[Cand<'_>], est: Estimate, tie: &HashMap<usize, u32>) {
     let c = |i: &usize| &cands[*i];
-    match route.strategy {
-        // A script chose the target before ordering; the rest follow by load.
-        Strategy::LeastLoad | Strategy::Script => idx.sort_by_key(|i| (c(i).load, tie[i])),
-        Strategy::Priority => idx.sort_by_key(|i| (c(i).spec.priority, c(i).load, tie[i])),
-        Strategy::FirstAvailable => {}
-        Strategy::Cost => {
-            let price = |i: &usize| {
-                let s = c(i).spec;
-                s.cost_input_per_mtok * est.prompt_tokens as f64 + s.cost_output_per_mtok * est.completion_tokens as f64
-            };
-            idx.sort_by(|a, b| {
-                price(a)
-                    .total_cmp(&price(b))
-                    .then(c(a).load.cmp(&c(b).load))
-                    .then(tie[a].cmp(&tie[b]))
-            });
+    let price = |i: &usize| {
+        let s = c(i).spec;
+        s.cost_input_per_mtok * est.prompt_tokens as f64 + s.cost_output_per_mtok * est.completion_tokens as f64
+    };
+    idx.sort_by(|a, b| {
+        price(a)
+            .total_cmp(&price(b))
+            .then(c(a).load.cmp(&c(b).load))
+            .then(tie[a].cmp(&tie[b]))
+    });
+}
+
+/// `latency`: by latency EWMA, with the better of two random ones first.
+fn by_latency(idx: &mut Vec<usize>, cands: &[Cand<'_>], tie: &HashMap<usize, u32>, rng: &mut impl Rng) {
+    let lat = |i: &usize| cands[*i].health.latency_ms.unwrap_or(0.0);
+    idx.sort_by(|a, b| lat(a).total_cmp(&lat(b)).then(tie[a].cmp(&tie[b])));
+    if idx.len() >= 2 {
+        // Power of two choices: the better of two random ones goes first.
+        let x = rng.random_range(0..idx.len());
+        let mut y = rng.random_range(0..idx.len() - 1);
+        if y >= x {
+            y += 1;
         }
-        Strategy::Latency => {
-            let lat = |i: &usize| c(i).health.latency_ms.unwrap_or(0.0);
-            idx.sort_by(|a, b| lat(a).total_cmp(&lat(b)).then(tie[a].cmp(&tie[b])));
-            if idx.len() >= 2 {
-                // Power of two choices: the better of two random ones goes first.
-                let x = rng.random_range(0..idx.len());
-                let mut y = rng.random_range(0..idx.len() - 1);
-                if y >= x {
-                    y += 1;
-                }
-                let first = if lat(&idx[x]) <= lat(&idx[y]) { x } else { y };
-                let chosen = idx.remove(first);
-                idx.insert(0, chosen);
-            }
-        }
-        Strategy::RoundRobin => {
-            if !idx.is_empty() {
-                let n = rot.counters.entry(route.name.clone()).or_insert(0);
-                let k = *n % idx.len();
-                *n = n.wrapping_add(1);
-                idx.rotate_left(k);
-            }
-        }
-        Strategy::Weighted => {
-            if !idx.is_empty() {
-                // Smooth weighted round robin over every target of the route; the chosen one
-                // must be available, the rest follow by weight.
-                let cur = rot
-                    .current
-                    .entry(route.name.clone())
-                    .or_insert_with(|| vec![0; cands.len()]);
-                if cur.len() != cands.len() {
-                    *cur = vec![0; cands.len()];
-                }
-                let total: i64 = idx.iter().map(|i| i64::from(c(i).spec.weight)).sum();
-                for i in &idx {
-                    cur[*i] += i64::from(c(i).spec.weight);
-                }
-                let best = idx
-                    .iter()
-                    .copied()
-                    .max_by_key(|i| (cur[*i], std::cmp::Reverse(*i)))
-                    .unwrap_or(idx[0]);
-                cur[best] -= total;
-                idx.sort_by_key(|i| (std::cmp::Reverse(c(i).spec.weight), tie[i]));
-                idx.retain(|i| *i != best);
-                idx.insert(0, best);
-            }
-        }
+        let first = if lat(&idx[x]) <= lat(&idx[y]) { x } else { y };
+        let chosen = idx.remove(first);
+        idx.insert(0, chosen);
     }
-    let attempts_by_idx: HashMap<usize, Attempt> = healthy.into_iter().collect();
-    let mut out: Vec<(Attempt, String)> = probes
-        .into_iter()
-        .map(|(i, a)| (a, cands[i].spec.pool.clone()))
-        .collect();
-    for i in idx {
-        if let Some(a) = attempts_by_idx.get(&i) {
-            out.push((a.clone(), cands[i].spec.pool.clone()));
-        }
+}
+
+/// `round_robin`: the targets rotated by this router's count of the route's plans.
+fn round_robin(idx: &mut [usize], route: &str, rot: &mut Rotation) {
+    if !idx.is_empty() {
+        let n = rot.counters.entry(route.to_owned()).or_insert(0);
+        let k = *n % idx.len();
+        *n = n.wrapping_add(1);
+        idx.rotate_left(k);
     }
-    (out, blocked)
+}
+
+/// `weighted`: smooth weighted round robin over every target of the route; the chosen one
+/// must be available, the rest follow by weight.
+fn weighted(idx: &mut Vec<usize>, cands: &[Cand<'_>], tie: &HashMap<usize, u32>, route: &str, rot: &mut Rotation) {
+    if idx.is_empty() {
+        return;
+    }
+    let weight = |i: &usize| cands[*i].spec.weight;
+    let cur = rot
+        .current
+        .entry(route.to_owned())
+        .or_insert_with(|| vec![0; cands.len()]);
+    if cur.len() != cands.len() {
+        *cur = vec![0; cands.len()];
+    }
+    let total: i64 = idx.iter().map(|i| i64::from(weight(i))).sum();
+    for i in idx.iter() {
+        cur[*i] += i64::from(weight(i));
+    }
+    let best = idx
+        .iter()
+        .copied()
+        .max_by_key(|i| (cur[*i], std::cmp::Reverse(*i)))
+        .unwrap_or(idx[0]);
+    cur[best] -= total;
+    idx.sort_by_key(|i| (std::cmp::Reverse(weight(i)), tie[i]));
+    idx.retain(|i| *i != best);
+    idx.insert(0, best);
 }
 
 /// Assembles the plan: the route's attempts, then its fallbacks', without repeats, within

@@ -15,7 +15,8 @@ impl fmt::Display for Problem {
     }
 }
 
-/// Why the configuration could not be used. Every variant names the field.
+/// Why the configuration could not be used, or a template it holds could not be filled.
+/// Every variant names the field.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("configuration: {0}")]
@@ -25,6 +26,19 @@ pub enum ConfigError {
     /// Validation found several problems; all of them are listed.
     #[error("the configuration has {} problems:\n{}", .0.len(), list(.0))]
     Many(Vec<Problem>),
+    /// Filling a template: none has this name (field `templates.path`).
+    #[error("there is no template `{name}`")]
+    NoTemplate { name: String },
+    /// Filling a template: these placeholders were given no value.
+    #[error("template `{name}` needs a value for {}", .missing.join(", "))]
+    MissingValues { name: String, missing: Vec<String> },
+}
+
+/// The message alone, as a client reads it (the gateway puts it in an error body).
+impl From<ConfigError> for String {
+    fn from(e: ConfigError) -> String {
+        e.to_string()
+    }
 }
 
 fn list(problems: &[Problem]) -> String {
@@ -44,6 +58,10 @@ impl ConfigError {
                 message: message.clone(),
             }],
             ConfigError::Many(p) => p.clone(),
+            ConfigError::NoTemplate { .. } | ConfigError::MissingValues { .. } => vec![Problem {
+                field: "templates.path".into(),
+                message: self.to_string(),
+            }],
         }
     }
 }

@@ -20,6 +20,9 @@ fn invalid(field: &str, message: String) -> ConfigError {
     }
 }
 
+/// The field naming the catalog file.
+const CATALOG: &str = "router.catalog";
+
 /// What the catalog knows of one model.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct CatalogEntry {
@@ -44,7 +47,7 @@ fn entry(v: &Value) -> CatalogEntry {
 }
 
 /// A catalog's entries by model name (both `provider/model` and `model` for prefixed keys).
-pub fn parse_catalog(v: &Value) -> Result<BTreeMap<String, CatalogEntry>, String> {
+pub fn parse_catalog(v: &Value) -> Result<BTreeMap<String, CatalogEntry>, ConfigError> {
     let mut out = BTreeMap::new();
     let mut add = |name: &str, e: CatalogEntry| {
         if let Some((_, model)) = name.split_once('/') {
@@ -57,7 +60,7 @@ pub fn parse_catalog(v: &Value) -> Result<BTreeMap<String, CatalogEntry>, String
             for (i, m) in list.iter().enumerate() {
                 let name = m["model"]
                     .as_str()
-                    .ok_or_else(|| format!("entry {i} has no `model` name"))?;
+                    .ok_or_else(|| invalid(CATALOG, format!("entry {i} has no `model` name")))?;
                 add(name, entry(m));
             }
         }
@@ -66,7 +69,10 @@ pub fn parse_catalog(v: &Value) -> Result<BTreeMap<String, CatalogEntry>, String
                 add(name, entry(m));
             }
         }
-        _ => return Err("a catalog is a JSON list of models or an object keyed by model".into()),
+        _ => {
+            let message = "a catalog is a JSON list of models or an object keyed by model";
+            return Err(invalid(CATALOG, message.into()));
+        }
     }
     Ok(out)
 }
@@ -76,11 +82,11 @@ fn apply_catalog(s: &mut Settings) -> Result<(), ConfigError> {
     if s.router.catalog.is_empty() {
         return Ok(());
     }
-    let field = "router.catalog";
+    let field = CATALOG;
     let text = std::fs::read_to_string(&s.router.catalog)
         .map_err(|e| invalid(field, format!("cannot read {}: {e}", s.router.catalog)))?;
     let v: Value = serde_json::from_str(&text).map_err(|e| invalid(field, format!("not JSON: {e}")))?;
-    let catalog = parse_catalog(&v).map_err(|m| invalid(field, m))?;
+    let catalog = parse_catalog(&v)?;
     // Every model a provider serves: its own list and the group targets naming it.
     let mut served: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for p in &s.providers {
@@ -201,7 +207,7 @@ mod tests {
             t.fill("tr", &vars).unwrap(),
             "Into German (warm); keep ## and ##not a name## as they are."
         );
-        let err = t.fill("tr", &BTreeMap::new()).unwrap_err();
+        let err = t.fill("tr", &BTreeMap::new()).unwrap_err().to_string();
         assert!(err.contains("LANG, TONE"), "{err}");
         assert!(t.fill("nope", &vars).is_err());
     }

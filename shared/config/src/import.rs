@@ -198,82 +198,118 @@ pub fn litellm(v: &Value) -> Result<Imported, ImportError> {
         .as_array()
         .ok_or_else(|| ImportError::Invalid("the file has no `model_list`".into()))?;
     let mut unmapped = Vec::new();
-    let mut providers: Vec<(String, Map<String, Value>)> = Vec::new();
-    let mut groups: BTreeMap<String, Vec<Value>> = BTreeMap::new();
-    let mut order: Vec<String> = Vec::new();
+    let mut found = Gathered::default();
     for (i, entry) in list.iter().enumerate() {
-        let Some(d) = deployment(i, entry, &mut unmapped) else {
-            continue;
-        };
-        let name = match providers.iter().position(|(k, _)| *k == d.provider_key) {
-            Some(at) => providers[at].1["name"].as_str().unwrap_or_default().to_owned(),
-            None => {
-                let kind = d.provider["type"].as_str().unwrap_or("openai");
-                let name = format!("{kind}-{}", providers.len() + 1);
-                let mut p = Map::new();
-                p.insert("name".into(), json!(name));
-                p.extend(d.provider.clone());
-                p.insert("models".into(), json!([]));
-                providers.push((d.provider_key.clone(), p));
-                name
-            }
-        };
-        let p = providers.iter_mut().find(|(k, _)| *k == d.provider_key).map(|(_, p)| p);
-        if let Some(p) = p {
-            for (k, x) in &d.provider {
-                if k == "context_window" {
-                    let cw = p.entry("context_window").or_insert_with(|| json!({}));
-                    if let (Some(cw), Some(x)) = (cw.as_object_mut(), x.as_object()) {
-                        cw.extend(x.clone());
-                    }
-                } else {
-                    p.entry(k.clone()).or_insert_with(|| x.clone());
-                }
-            }
-            if let Some(models) = p.get_mut("models").and_then(|m| m.as_array_mut())
-                && !models.contains(&json!(d.model))
-            {
-                models.push(json!(d.model));
-            }
+        if let Some(d) = deployment(i, entry, &mut unmapped) {
+            found.add(d);
         }
-        let mut target = json!({"provider": name, "model": d.model});
-        if let Some(w) = d.weight {
-            target["weight"] = json!(w);
-        }
-        if !groups.contains_key(&d.group) {
-            order.push(d.group.clone());
-        }
-        groups.entry(d.group).or_default().push(target);
     }
     let mut out = Map::new();
     settings(v, &mut out, &mut unmapped);
-    let rs = &v["router_settings"];
-    let fallbacks = fallbacks(v, &mut unmapped);
-    let weighted = groups.values().flatten().any(|t| t.get("weight").is_some());
-    let strat = strategy(rs["routing_strategy"].as_str().unwrap_or(""), weighted, &mut unmapped);
-    let models: Vec<Value> = order
-        .iter()
-        .map(|g| {
-            let mut m = json!({"name": g, "targets": groups[g]});
-            if let Some(s) = strat {
-                m["strategy"] = json!(s);
-            }
-            if let Some(f) = fallbacks.get(g) {
-                m["fallbacks"] = json!(f);
-            }
-            m
-        })
-        .collect();
-    for g in fallbacks.keys().filter(|g| !groups.contains_key(*g)) {
-        unmapped.push(format!("fallbacks of `{g}`: no such model_name"));
-    }
+    let models = found.models(v, &mut unmapped);
     out.insert(
         "providers".into(),
-        Value::from(providers.into_iter().map(|(_, p)| Value::Object(p)).collect::<Vec<_>>()),
+        Value::from(
+            found
+                .providers
+                .into_iter()
+                .map(|(_, p)| Value::Object(p))
+                .collect::<Vec<_>>(),
+        ),
     );
     out.insert("models".into(), Value::from(models));
     let toml = toml::to_string(&Value::Object(out)).map_err(|e| ImportError::Invalid(e.to_string()))?;
     Ok(Imported { toml, unmapped })
+}
+
+/// The providers and model groups of `model_list`, in the order first seen.
+#[derive(Default)]
+struct Gathered {
+    /// Each distinct provider (by its key) and its table so far.
+    providers: Vec<(String, Map<String, Value>)>,
+    /// Each group's targets.
+    groups: BTreeMap<String, Vec<Value>>,
+    /// The group names, as first seen.
+    order: Vec<String>,
+}
+
+impl Gathered {
+    /// Adds one deployment: its provider (new, or merged into the one sharing its key) and a
+    /// target in its group.
+    fn add(&mut self, d: Deployment) {
+        let (at, name) = self.provider_of(&d);
+        merge(&mut self.providers[at].1, &d);
+        let mut target = json!({"provider": name, "model": d.model});
+        if let Some(w) = d.weight {
+            target["weight"] = json!(w);
+        }
+        if !self.groups.contains_key(&d.group) {
+            self.order.push(d.group.clone());
+        }
+        self.groups.entry(d.group).or_default().push(target);
+    }
+
+    /// Where `d`'s provider is and its name; a new one is named `TYPE-N` and has no models yet.
+    fn provider_of(&mut self, d: &Deployment) -> (usize, String) {
+        if let Some(at) = self.providers.iter().position(|(k, _)| *k == d.provider_key) {
+            let name = self.providers[at].1["name"].as_str().unwrap_or_default().to_owned();
+            return (at, name);
+        }
+        let kind = d.provider["type"].as_str().unwrap_or("openai");
+        let name = format!("{kind}-{}", self.providers.len() + 1);
+        let mut p = Map::new();
+        p.insert("name".into(), json!(name));
+        p.extend(d.provider.clone());
+        p.insert("models".into(), json!([]));
+        self.providers.push((d.provider_key.clone(), p));
+        (self.providers.len() - 1, name)
+    }
+
+    /// The model groups, with the strategy and fallbacks of the router settings.
+    fn models(&self, v: &Value, unmapped: &mut Vec<String>) -> Vec<Value> {
+        let rs = &v["router_settings"];
+        let fallbacks = fallbacks(v, unmapped);
+        let weighted = self.groups.values().flatten().any(|t| t.get("weight").is_some());
+        let strat = strategy(rs["routing_strategy"].as_str().unwrap_or(""), weighted, unmapped);
+        let models = self
+            .order
+            .iter()
+            .map(|g| {
+                let mut m = json!({"name": g, "targets": self.groups[g]});
+                if let Some(s) = strat {
+                    m["strategy"] = json!(s);
+                }
+                if let Some(f) = fallbacks.get(g) {
+                    m["fallbacks"] = json!(f);
+                }
+                m
+            })
+            .collect();
+        for g in fallbacks.keys().filter(|g| !self.groups.contains_key(*g)) {
+            unmapped.push(format!("fallbacks of `{g}`: no such model_name"));
+        }
+        models
+    }
+}
+
+/// Merges a deployment into its provider's table: context windows add up, other fields keep
+/// their first value, and its model joins the provider's models.
+fn merge(p: &mut Map<String, Value>, d: &Deployment) {
+    for (k, x) in &d.provider {
+        if k == "context_window" {
+            let cw = p.entry("context_window").or_insert_with(|| json!({}));
+            if let (Some(cw), Some(x)) = (cw.as_object_mut(), x.as_object()) {
+                cw.extend(x.clone());
+            }
+        } else {
+            p.entry(k.clone()).or_insert_with(|| x.clone());
+        }
+    }
+    if let Some(models) = p.get_mut("models").and_then(|m| m.as_array_mut())
+        && !models.contains(&json!(d.model))
+    {
+        models.push(json!(d.model));
+    }
 }
 
 /// `fallbacks` (router_settings or litellm_settings): `[{"group": ["other", …]}, …]`.

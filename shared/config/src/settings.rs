@@ -1,10 +1,12 @@
 //! Configuration sections. Every section rejects unknown fields.
 
 use std::collections::BTreeMap;
+use std::fmt::Write;
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
+use crate::error::ConfigError;
 use crate::redact;
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -136,11 +138,11 @@ pub struct Templates {
 
 impl Templates {
     /// `name` with its placeholders filled from `vars`; Err names what is missing.
-    pub fn fill(&self, name: &str, vars: &BTreeMap<String, String>) -> Result<String, String> {
+    pub fn fill(&self, name: &str, vars: &BTreeMap<String, String>) -> Result<String, ConfigError> {
         let text = self
             .loaded
             .get(name)
-            .ok_or_else(|| format!("there is no template `{name}`"))?;
+            .ok_or_else(|| ConfigError::NoTemplate { name: name.into() })?;
         let mut out = String::with_capacity(text.len());
         let mut rest = text.as_str();
         let mut missing = Vec::new();
@@ -163,7 +165,10 @@ impl Templates {
         if missing.is_empty() {
             Ok(out)
         } else {
-            Err(format!("template `{name}` needs a value for {}", missing.join(", ")))
+            Err(ConfigError::MissingValues {
+                name: name.into(),
+                missing,
+            })
         }
     }
 }
@@ -836,21 +841,22 @@ impl Settings {
 
     /// A human-readable summary with every secret redacted (for `check-config`).
     pub fn summary(&self) -> String {
-        use std::fmt::Write;
         let mut s = String::new();
-        let red = |x: &SecretString| {
-            if x.expose_secret().is_empty() {
-                "(none)"
-            } else {
-                "(set, redacted)"
-            }
-        };
+        self.summarize_services(&mut s);
+        self.summarize_tuning(&mut s);
+        self.summarize_providers(&mut s);
+        self.summarize_groups(&mut s);
+        s
+    }
+
+    /// The server, Redis and telemetry lines.
+    fn summarize_services(&self, s: &mut String) {
         let _ = writeln!(
             s,
             "server: {}:{} token={} max_body_bytes={} request_timeout_ms={}",
             self.server.host,
             self.server.port,
-            red(&self.server.token),
+            redacted(&self.server.token),
             self.server.max_body_bytes,
             self.server.request_timeout_ms
         );
@@ -877,6 +883,10 @@ impl Settings {
                 &self.telemetry.otlp_endpoint
             }
         );
+    }
+
+    /// The router, worker and health lines.
+    fn summarize_tuning(&self, s: &mut String) {
         let _ = writeln!(
             s,
             "router: batch={} models_refresh_ms={}",
@@ -895,6 +905,10 @@ impl Settings {
             self.health.recovery_ms,
             self.health.default_cooldown_ms
         );
+    }
+
+    /// One line per provider, after their count.
+    fn summarize_providers(&self, s: &mut String) {
         let _ = writeln!(s, "providers: {}", self.providers.len());
         for p in &self.providers {
             let models = if p.models.is_empty() {
@@ -914,6 +928,10 @@ impl Settings {
                 models
             );
         }
+    }
+
+    /// One line per model group, after their count.
+    fn summarize_groups(&self, s: &mut String) {
         let _ = writeln!(s, "model groups: {}", self.models.len());
         for g in &self.models {
             let targets: Vec<String> = g
@@ -930,6 +948,14 @@ impl Settings {
                 g.fallbacks.join(", ")
             );
         }
-        s
+    }
+}
+
+/// How a secret shows in the summary: whether it is set, never its value.
+fn redacted(x: &SecretString) -> &'static str {
+    if x.expose_secret().is_empty() {
+        "(none)"
+    } else {
+        "(set, redacted)"
     }
 }

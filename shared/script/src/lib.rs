@@ -25,7 +25,7 @@ mod pristine;
 use serde::{Deserialize, Serialize};
 
 pub use host::host_main;
-pub use pool::{Host, HostFuture, ScriptPool};
+pub use pool::{Host, HostCallError, HostFuture, ScriptPool};
 
 use llmr_config::Settings;
 use std::path::PathBuf;

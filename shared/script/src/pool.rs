@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, MutexGuard};
 use tokio::task::JoinHandle;
+use tokio::time::error::Elapsed;
 
 use futures_util::FutureExt;
 use futures_util::future::LocalBoxFuture;
@@ -19,8 +20,11 @@ use futures_util::future::LocalBoxFuture;
 use crate::host::{HostAnswer, HostCall, Response};
 use crate::{Call, Limits, ScriptError};
 
-/// What a host-module call resolves to: a JSON value, or a message the script sees thrown.
-pub type HostFuture<'a> = LocalBoxFuture<'a, Result<serde_json::Value, String>>;
+/// Why a host-module call failed: any error; the script sees its message thrown.
+pub type HostCallError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What a host-module call resolves to: a JSON value, or the error the script sees thrown.
+pub type HostFuture<'a> = LocalBoxFuture<'a, Result<serde_json::Value, HostCallError>>;
 
 /// Answers the host-module calls of a script (`mcp.call`, `ai.chat`, `http.fetch`, `kv.*`).
 pub trait Host {
@@ -149,23 +153,7 @@ impl ScriptPool {
     /// calls (without one, they throw).
     pub async fn run_with(&self, call: &Call, host: Option<&dyn Host>) -> Result<serde_json::Value, ScriptError> {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        // A free child if there is one (a tool calling a tool needs a second child), else
-        // wait for the next in turn.
-        // Among free children, one whose next context is made (it said so) goes first.
-        let n = self.slots.len();
-        let start = (id % n as u64) as usize;
-        let mut free: Vec<_> = (0..n)
-            .filter_map(|i| self.slots[(start + i) % n].try_lock().ok())
-            .collect();
-        let pick = free
-            .iter_mut()
-            .position(|g| g.as_mut().is_some_and(Proc::poll_ready))
-            .unwrap_or(0);
-        let mut guard = match free.is_empty() {
-            false => free.swap_remove(pick),
-            true => self.slots[start].lock().await,
-        };
-        drop(free);
+        let mut guard = self.slot(id).await;
         if guard.is_none() {
             *guard = Some(self.spawn().await?);
         }
@@ -178,65 +166,10 @@ impl ScriptPool {
         };
         let line = serde_json::to_string(&crate::host::RequestRef { id, call })
             .map_err(|e| ScriptError::Unavailable { message: e.to_string() })?;
-        let mut budget = Duration::from_millis(self.limits.wall_ms);
-        let outcome = 'exchange: {
-            if proc.stdin.write_all(format!("{line}\n").as_bytes()).await.is_err() || proc.stdin.flush().await.is_err()
-            {
-                break 'exchange Ok(None);
-            }
-            loop {
-                let started = tokio::time::Instant::now();
-                let next = async {
-                    loop {
-                        let l = proc.stdout.next_line().await.ok()??;
-                        if let Ok(r) = serde_json::from_str::<Response>(&l)
-                            && r.id == id
-                        {
-                            return Some(Line::Done(r));
-                        }
-                        if let Ok(h) = serde_json::from_str::<HostCall>(&l) {
-                            return Some(Line::Host(h));
-                        }
-                    }
-                };
-                let got = match tokio::time::timeout(budget, next).await {
-                    Ok(got) => got,
-                    Err(e) => break 'exchange Err(e),
-                };
-                budget = budget.saturating_sub(started.elapsed());
-                match got {
-                    None => break 'exchange Ok(None),
-                    Some(Line::Done(r)) => break 'exchange Ok(Some(r)),
-                    Some(Line::Host(h)) => {
-                        let answer = match host {
-                            Some(host) => host.call(&h.host.module, &h.host.function, h.host.args).await,
-                            None => Err(format!("module `{}` is not available here", h.host.module)),
-                        };
-                        let answer = match answer {
-                            Ok(v) => HostAnswer::Ok(v),
-                            Err(m) => HostAnswer::Error(m),
-                        };
-                        let text = serde_json::to_string(&answer)
-                            .unwrap_or_else(|_| r#"{"error":"unencodable answer"}"#.into());
-                        if proc.stdin.write_all(format!("{text}\n").as_bytes()).await.is_err()
-                            || proc.stdin.flush().await.is_err()
-                        {
-                            break 'exchange Ok(None);
-                        }
-                    }
-                }
-            }
-        };
-        match outcome {
+        let budget = Duration::from_millis(self.limits.wall_ms);
+        match exchange(&mut proc, id, &line, budget, host).await {
             Ok(Some(Response { result, reused, .. })) => {
-                if reused {
-                    self.reused.fetch_add(1, Ordering::Relaxed);
-                }
-                let context = if reused { "reused" } else { "fresh" };
-                llmr_telemetry::metrics::metrics()
-                    .sandbox_calls
-                    .with_label_values(&[context])
-                    .inc();
+                self.count_context(reused);
                 proc.calls += 1;
                 proc.ready = false;
                 *guard = self.succeed(proc).await;
@@ -259,6 +192,79 @@ impl ScriptPool {
                 })
             }
         }
+    }
+
+    /// The slot of the host that takes call `id`: a free one if there is one (a tool calling a
+    /// tool needs a second host), one whose next context is made (it said so) first; else the
+    /// next in turn, once it is free.
+    async fn slot(&self, id: u64) -> MutexGuard<'_, Option<Proc>> {
+        let n = self.slots.len();
+        let start = (id % n as u64) as usize;
+        let mut free: Vec<_> = (0..n)
+            .filter_map(|i| self.slots[(start + i) % n].try_lock().ok())
+            .collect();
+        let pick = free
+            .iter_mut()
+            .position(|g| g.as_mut().is_some_and(Proc::poll_ready))
+            .unwrap_or(0);
+        match free.is_empty() {
+            false => free.swap_remove(pick),
+            true => self.slots[start].lock().await,
+        }
+    }
+
+    /// Counts a call answered, by the context it ran in.
+    fn count_context(&self, reused: bool) {
+        if reused {
+            self.reused.fetch_add(1, Ordering::Relaxed);
+        }
+        let context = if reused { "reused" } else { "fresh" };
+        llmr_telemetry::metrics::metrics()
+            .sandbox_calls
+            .with_label_values(&[context])
+            .inc();
+    }
+}
+
+/// Sends a call (its request `line`) and answers the host-module calls it makes until its
+/// response comes: None when the host went away, Err when the script ran past `budget` (the
+/// time host-module calls take is not counted).
+async fn exchange(
+    proc: &mut Proc,
+    id: u64,
+    line: &str,
+    mut budget: Duration,
+    host: Option<&dyn Host>,
+) -> Result<Option<Response>, Elapsed> {
+    if !proc.send(line).await {
+        return Ok(None);
+    }
+    loop {
+        let started = tokio::time::Instant::now();
+        let got = tokio::time::timeout(budget, proc.next_for(id)).await?;
+        budget = budget.saturating_sub(started.elapsed());
+        match got {
+            None => return Ok(None),
+            Some(Line::Done(r)) => return Ok(Some(r)),
+            Some(Line::Host(h)) => {
+                let text = serde_json::to_string(&answer(host, h).await)
+                    .unwrap_or_else(|_| r#"{"error":"unencodable answer"}"#.into());
+                if !proc.send(&text).await {
+                    return Ok(None);
+                }
+            }
+        }
+    }
+}
+
+/// The answer to a host-module call: what `host` says, or an error without one.
+async fn answer(host: Option<&dyn Host>, h: HostCall) -> HostAnswer {
+    let Some(host) = host else {
+        return HostAnswer::Error(format!("module `{}` is not available here", h.host.module));
+    };
+    match host.call(&h.host.module, &h.host.function, h.host.args).await {
+        Ok(v) => HostAnswer::Ok(v),
+        Err(e) => HostAnswer::Error(e.to_string()),
     }
 }
 
@@ -294,6 +300,27 @@ async fn spawn(program: PathBuf, args: Vec<String>, limits: Limits) -> Result<Pr
 }
 
 impl Proc {
+    /// Writes one line to the host; false when it is gone.
+    async fn send(&mut self, line: &str) -> bool {
+        self.stdin.write_all(format!("{line}\n").as_bytes()).await.is_ok() && self.stdin.flush().await.is_ok()
+    }
+
+    /// The next line for call `id`: its response or a host-module call (other lines are
+    /// skipped); None when the host went away.
+    async fn next_for(&mut self, id: u64) -> Option<Line> {
+        loop {
+            let l = self.stdout.next_line().await.ok()??;
+            if let Ok(r) = serde_json::from_str::<Response>(&l)
+                && r.id == id
+            {
+                return Some(Line::Done(r));
+            }
+            if let Ok(h) = serde_json::from_str::<HostCall>(&l) {
+                return Some(Line::Host(h));
+            }
+        }
+    }
+
     /// Whether the host has said its next context is made, reading only lines already there
     /// (`next_line` is cancel-safe, so a line not yet complete is left for the next read).
     fn poll_ready(&mut self) -> bool {

@@ -226,7 +226,7 @@ impl llmr_script::Host for EchoHost {
     fn call<'a>(&'a self, module: &'a str, function: &'a str, args: serde_json::Value) -> llmr_script::HostFuture<'a> {
         Box::pin(async move {
             if module == "http" {
-                return Err("host not allowed".to_owned());
+                return Err("host not allowed".into());
             }
             Ok(json!({"module": module, "function": function, "args": args}))
         })

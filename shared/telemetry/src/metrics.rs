@@ -10,7 +10,9 @@
 
 use std::sync::OnceLock;
 
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 
 /// Every metric of the process.
 pub struct Metrics {
@@ -47,7 +49,7 @@ pub struct Metrics {
     /// Scraped: circuit state per target or key (0 closed, 1 probing, 2 open, 3 cooling).
     pub circuit_state: IntGaugeVec,
     /// Scraped: seconds until a cooling or open target or key may be used again.
-    pub unavailable_seconds: prometheus::GaugeVec,
+    pub unavailable_seconds: GaugeVec,
     /// Scraped: entries delivered and not acked, per stream and consumer group.
     pub stream_pending: IntGaugeVec,
     /// Scraped: entries not yet delivered to the group (the autoscaling signal).
@@ -63,135 +65,151 @@ const SECONDS: &[f64] = &[
 ];
 const TOKENS: &[f64] = &[1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0];
 
+/// Creates metrics and registers them in one registry.
+struct Registrar {
+    registry: Registry,
+}
+
+// Names and labels are static and distinct: creating and registering cannot fail.
+#[allow(clippy::expect_used)]
+impl Registrar {
+    fn counter(&self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+        let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid counter");
+        self.registry.register(Box::new(c.clone())).expect("unique counter");
+        c
+    }
+
+    fn gauge(&self, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+        let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid gauge");
+        self.registry.register(Box::new(g.clone())).expect("unique gauge");
+        g
+    }
+
+    /// A gauge of fractional values.
+    fn float_gauge(&self, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+        let g = GaugeVec::new(Opts::new(name, help), labels).expect("valid gauge");
+        self.registry.register(Box::new(g.clone())).expect("unique gauge");
+        g
+    }
+
+    fn histogram(&self, name: &str, help: &str, labels: &[&str], buckets: &[f64]) -> HistogramVec {
+        let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets.to_vec()), labels)
+            .expect("valid histogram");
+        self.registry.register(Box::new(h.clone())).expect("unique histogram");
+        h
+    }
+}
+
 impl Metrics {
-    // Names and labels are static and distinct: creating and registering cannot fail.
-    #[allow(clippy::expect_used)]
+    // Long: one flat table of metric registrations (name, help, labels); split into parts,
+    // it would be harder to scan for a name.
     fn new() -> Metrics {
-        let registry = Registry::new();
-        let counter = |name: &str, help: &str, labels: &[&str]| {
-            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid counter");
-            registry.register(Box::new(c.clone())).expect("unique counter");
-            c
+        let r = Registrar {
+            registry: Registry::new(),
         };
-        let gauge = |name: &str, help: &str, labels: &[&str]| {
-            let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid gauge");
-            registry.register(Box::new(g.clone())).expect("unique gauge");
-            g
-        };
-        let histogram = |name: &str, help: &str, labels: &[&str], buckets: &[f64]| {
-            let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets.to_vec()), labels)
-                .expect("valid histogram");
-            registry.register(Box::new(h.clone())).expect("unique histogram");
-            h
-        };
-        let unavailable = prometheus::GaugeVec::new(
-            Opts::new(
-                "llmr_unavailable_seconds",
-                "Seconds until a cooling or open target or key may be used again.",
-            ),
-            &["kind", "target"],
-        )
-        .expect("valid gauge");
-        registry.register(Box::new(unavailable.clone())).expect("unique gauge");
         Metrics {
-            http_requests: counter(
+            http_requests: r.counter(
                 "llmr_http_requests_total",
                 "HTTP requests answered, by route, method and status.",
                 &["route", "method", "status"],
             ),
-            http_duration: histogram(
+            http_duration: r.histogram(
                 "llmr_http_request_duration_seconds",
                 "HTTP request duration until the response head, by route.",
                 &["route"],
                 SECONDS,
             ),
-            time_to_first_token: histogram(
+            time_to_first_token: r.histogram(
                 "gen_ai_server_time_to_first_token_seconds",
                 "Time from a streamed request's arrival to its first byte, by requested model.",
                 &["gen_ai_request_model"],
                 SECONDS,
             ),
-            token_usage: histogram(
+            token_usage: r.histogram(
                 "gen_ai_client_token_usage",
                 "Tokens per request by type (input, output), provider and model.",
                 &["gen_ai_token_type", "gen_ai_provider_name", "gen_ai_request_model"],
                 TOKENS,
             ),
-            attempts: counter(
+            attempts: r.counter(
                 "llmr_upstream_attempts_total",
                 "Upstream attempts by provider, model and outcome.",
                 &["provider", "model", "outcome"],
             ),
-            attempt_duration: histogram(
+            attempt_duration: r.histogram(
                 "llmr_upstream_attempt_duration_seconds",
                 "Upstream attempt duration by provider, model and outcome.",
                 &["provider", "model", "outcome"],
                 SECONDS,
             ),
-            failovers: counter(
+            failovers: r.counter(
                 "llmr_failovers_total",
                 "Attempts that failed over to the plan's next target, by reason.",
                 &["reason"],
             ),
-            reclaimed: counter(
+            reclaimed: r.counter(
                 "llmr_stream_reclaimed_total",
                 "Stream entries this process took over after they sat unacked past claim_idle, by stream.",
                 &["stream"],
             ),
-            in_flight: gauge(
+            in_flight: r.gauge(
                 "llmr_consumer_in_flight",
                 "Work in flight in this process's consumer loops, by stream.",
                 &["stream"],
             ),
-            tool_calls: counter(
+            tool_calls: r.counter(
                 "llmr_mcp_tool_calls_total",
                 "MCP tool calls by tool and outcome.",
                 &["tool", "outcome"],
             ),
-            tool_duration: histogram(
+            tool_duration: r.histogram(
                 "llmr_mcp_tool_duration_seconds",
                 "MCP tool call duration by tool.",
                 &["tool"],
                 SECONDS,
             ),
-            sandbox_kills: counter(
+            sandbox_kills: r.counter(
                 "llmr_sandbox_kills_total",
                 "Script hosts killed, by reason (timeout, crashed, abandoned).",
                 &["reason"],
             ),
-            sandbox_calls: counter(
+            sandbox_calls: r.counter(
                 "llmr_sandbox_calls_total",
                 "Script calls answered, by the context they ran in (reused, fresh).",
                 &["context"],
             ),
-            target_load: gauge(
+            target_load: r.gauge(
                 "llmr_target_load",
                 "Live leases (requests in flight) per target, cluster-wide.",
                 &["target"],
             ),
-            circuit_state: gauge(
+            circuit_state: r.gauge(
                 "llmr_circuit_state",
                 "Circuit state per target or key: 0 closed, 1 probing, 2 open, 3 cooling.",
                 &["kind", "target"],
             ),
-            unavailable_seconds: unavailable,
-            stream_pending: gauge(
+            unavailable_seconds: r.float_gauge(
+                "llmr_unavailable_seconds",
+                "Seconds until a cooling or open target or key may be used again.",
+                &["kind", "target"],
+            ),
+            stream_pending: r.gauge(
                 "llmr_stream_pending",
                 "Stream entries delivered and not acked, per stream and consumer group.",
                 &["stream", "group"],
             ),
-            stream_lag: gauge(
+            stream_lag: r.gauge(
                 "llmr_stream_lag",
                 "Stream entries not yet delivered to the consumer group (its lag).",
                 &["stream", "group"],
             ),
-            stream_length: gauge("llmr_stream_length", "Entries in the stream.", &["stream"]),
-            feature_available: gauge(
+            stream_length: r.gauge("llmr_stream_length", "Entries in the stream.", &["stream"]),
+            feature_available: r.gauge(
                 "llmr_feature_available",
                 "1 when a feature (chat, responses, mcp, server_side_tools, routing_state, usage, cache) can serve now, else 0.",
                 &["feature"],
             ),
-            registry,
+            registry: r.registry,
         }
     }
 }

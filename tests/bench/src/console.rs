@@ -212,17 +212,20 @@ fn fill(g: &Gateway, threads: usize) -> (u64, u64, Duration) {
 
 /// Signs in as the page does (`POST /ui/login` with the admin token) and returns the session
 /// cookie (`name=value`).
-async fn sign_in(client: &awc::Client, base: &str) -> Result<String, String> {
+async fn sign_in(client: &awc::Client, base: &str) -> std::io::Result<String> {
     let body = serde_json::json!({ "token": ADMIN_TOKEN }).to_string();
     let mut resp = client
         .post(format!("{base}/ui/login"))
         .insert_header(("content-type", "application/json"))
         .send_body(body)
         .await
-        .map_err(|e| format!("POST /ui/login: {e}"))?;
+        .map_err(|e| std::io::Error::other(format!("POST /ui/login: {e}")))?;
     let _ = resp.body().await;
     if resp.status().as_u16() != 200 {
-        return Err(format!("POST /ui/login answered {}", resp.status()));
+        return Err(std::io::Error::other(format!(
+            "POST /ui/login answered {}",
+            resp.status()
+        )));
     }
     resp.headers()
         .get_all("set-cookie")
@@ -230,7 +233,7 @@ async fn sign_in(client: &awc::Client, base: &str) -> Result<String, String> {
         .filter_map(|v| v.split(';').next())
         .find(|v| v.starts_with(&format!("{COOKIE}=")))
         .map(str::to_owned)
-        .ok_or_else(|| "POST /ui/login set no session cookie".to_owned())
+        .ok_or_else(|| std::io::Error::other("POST /ui/login set no session cookie"))
 }
 
 /// `GET base+path` with the cookie: its status, latency to the end of the body, and the body.
@@ -357,7 +360,7 @@ fn measure(
     let base = g.c.url("");
     actix_rt::System::new().block_on(async {
         let client = awc::Client::builder().timeout(Duration::from_secs(30)).finish();
-        let cookie = sign_in(&client, &base).await.map_err(std::io::Error::other)?;
+        let cookie = sign_in(&client, &base).await?;
         let before = Snapshot::take(g);
         let (session, polls, first) = page(&client, &base, &cookie, path, window).await;
         let mut w = before.until_now(g, what, endpoint);

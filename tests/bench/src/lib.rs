@@ -9,6 +9,7 @@
 //! # Layout
 //! - [`load`]: the load generator.
 //! - [`procs`]: deployments as processes; CPU and RSS from `/proc`.
+//! - `report`: the run's report as Markdown, and the targets met or missed.
 //! - [`mcp`]: a trivial tool call through `/mcp`.
 //! - [`responses`]: a trivial response through `/v1/responses`, and cache hits.
 //! - [`governance`]: a virtual key with limits against `server.token` (`--governance`).
@@ -22,16 +23,18 @@ pub mod load;
 pub mod mcp;
 pub mod peers;
 pub mod procs;
+mod report;
 pub mod responses;
 pub mod soak;
 pub mod streams;
 
-use std::fmt::Write;
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use bytes::Bytes;
 use load::{Shape, Stats};
 use procs::{Deployment, Mock, Mode};
+pub use report::{markdown, targets};
 
 /// One load scenario.
 #[derive(Debug, Clone)]
@@ -162,89 +165,122 @@ pub fn run(
             }
             Err(e) => return Err(e),
         };
-        if !d.wait_ready(&body(false, 0)) {
-            return Err(std::io::Error::other(format!("{} never answered", mode.name())));
-        }
-        // Warm up connections, caches and allocators.
-        let warm = Shape::Closed {
-            concurrency: 16,
-            secs: 1,
-        };
-        load::run(&d.url, body(false, 0), warm, threads);
-        let idle = d.rss_mb();
-        let idle_commands = match d.redis_url() {
-            Some(url) => {
-                Some(commands::idle_rate(&url, std::time::Duration::from_secs(2)).map_err(std::io::Error::other)?)
-            }
-            None => None,
-        };
-        let mut after = idle.clone();
-        for sc in scenarios(scale) {
-            let (cpu0, redis0) = (d.cpu_ms(), d.redis_cpu_ms());
-            let counted = d.redis_url().filter(|_| matches!(sc.shape, Shape::Serial { .. }));
-            let before = counted
-                .as_deref()
-                .map(commands::snapshot)
-                .transpose()
-                .map_err(std::io::Error::other)?;
-            let stats = load::run(
-                &d.url,
-                body_for(sc.model, sc.stream, sc.prompt_bytes),
-                sc.shape,
-                threads,
-            );
-            let cpu = d.cpu_ms() - cpu0;
-            if sc.name == C64 && d.redis_url().is_some() && stats.ok > 0 {
-                let ms = (d.redis_cpu_ms() - redis0) / stats.ok as f64;
-                report.redis_cpu.push((mode, ms));
-                log(&format!("{:<18} {C64}: Redis CPU {ms:.4} ms per request", mode.name()));
-            }
-            if let (Some(url), Some(before), Some(idle)) = (&counted, &before, &idle_commands) {
-                let after = commands::snapshot(url).map_err(std::io::Error::other)?;
-                let (per_request, by_command) = commands::per_request(before, &after, idle, stats.elapsed, stats.ok);
-                log(&format!(
-                    "{:<18} {:<40} {per_request:.1} Redis commands per request",
-                    mode.name(),
-                    sc.name
-                ));
-                report.commands.push(Commands {
-                    mode,
-                    scenario: sc.name,
-                    per_request,
-                    by_command,
-                });
-            }
-            log(&format!(
-                "{:<18} {:<40} {:>8.0} req/s  p50 {:>7.3} ms  p99 {:>7.3} ms  first byte p50 {:>7.3} ms  errors {}",
-                mode.name(),
-                sc.name,
-                stats.rps(),
-                stats.ms(0.5),
-                stats.ms(0.99),
-                stats.ttfb_ms(0.5),
-                stats.errors
-            ));
-            let cpu_ms_per_req = (mode != Mode::Direct && stats.ok > 0).then(|| cpu / stats.ok as f64);
-            if sc.name == C64 {
-                after = d.rss_mb();
-            }
-            report.rows.push(Row {
-                scenario: sc.name,
-                mode,
-                stats,
-                cpu_ms_per_req,
-            });
-        }
-        for ((process, idle_mb), (_, after_mb)) in idle.into_iter().zip(after) {
-            report.memory.push(Memory {
-                mode,
-                process,
-                idle_mb,
-                after_mb,
-            });
-        }
+        measure(&mut report, mode, &d, scale, threads, log)?;
     }
     drop(mock);
+    report.redis_floor = Some(redis_floor(scale, log)?);
+    Ok(report)
+}
+
+/// Every scenario against one deployment, once it answers and is warm: a row each, Redis
+/// commands and CPU where it has a Redis, and its memory idle and after c=64.
+fn measure(
+    report: &mut Report,
+    mode: Mode,
+    d: &Deployment,
+    scale: f64,
+    threads: usize,
+    log: &mut dyn FnMut(&str),
+) -> std::io::Result<()> {
+    if !d.wait_ready(&body(false, 0)) {
+        return Err(std::io::Error::other(format!("{} never answered", mode.name())));
+    }
+    // Warm up connections, caches and allocators.
+    let warm = Shape::Closed {
+        concurrency: 16,
+        secs: 1,
+    };
+    load::run(&d.url, body(false, 0), warm, threads);
+    let idle = d.rss_mb();
+    let idle_commands = match d.redis_url() {
+        Some(url) => Some(commands::idle_rate(&url, std::time::Duration::from_secs(2)).map_err(std::io::Error::other)?),
+        None => None,
+    };
+    let mut after = idle.clone();
+    for sc in scenarios(scale) {
+        let row = scenario(report, mode, d, &sc, idle_commands.as_ref(), threads, log)?;
+        if sc.name == C64 {
+            after = d.rss_mb();
+        }
+        report.rows.push(row);
+    }
+    for ((process, idle_mb), (_, after_mb)) in idle.into_iter().zip(after) {
+        report.memory.push(Memory {
+            mode,
+            process,
+            idle_mb,
+            after_mb,
+        });
+    }
+    Ok(())
+}
+
+/// One scenario against one deployment: its row; at c=64 Redis's CPU, and when serial the
+/// Redis commands per request (less the idle rate), into the report.
+fn scenario(
+    report: &mut Report,
+    mode: Mode,
+    d: &Deployment,
+    sc: &Scenario,
+    idle_commands: Option<&BTreeMap<String, f64>>,
+    threads: usize,
+    log: &mut dyn FnMut(&str),
+) -> std::io::Result<Row> {
+    let (cpu0, redis0) = (d.cpu_ms(), d.redis_cpu_ms());
+    let counted = d.redis_url().filter(|_| matches!(sc.shape, Shape::Serial { .. }));
+    let before = counted
+        .as_deref()
+        .map(commands::snapshot)
+        .transpose()
+        .map_err(std::io::Error::other)?;
+    let stats = load::run(
+        &d.url,
+        body_for(sc.model, sc.stream, sc.prompt_bytes),
+        sc.shape,
+        threads,
+    );
+    let cpu = d.cpu_ms() - cpu0;
+    if sc.name == C64 && d.redis_url().is_some() && stats.ok > 0 {
+        let ms = (d.redis_cpu_ms() - redis0) / stats.ok as f64;
+        report.redis_cpu.push((mode, ms));
+        log(&format!("{:<18} {C64}: Redis CPU {ms:.4} ms per request", mode.name()));
+    }
+    if let (Some(url), Some(before), Some(idle)) = (&counted, &before, idle_commands) {
+        let after = commands::snapshot(url).map_err(std::io::Error::other)?;
+        let (per_request, by_command) = commands::per_request(before, &after, idle, stats.elapsed, stats.ok);
+        log(&format!(
+            "{:<18} {:<40} {per_request:.1} Redis commands per request",
+            mode.name(),
+            sc.name
+        ));
+        report.commands.push(Commands {
+            mode,
+            scenario: sc.name,
+            per_request,
+            by_command,
+        });
+    }
+    log(&format!(
+        "{:<18} {:<40} {:>8.0} req/s  p50 {:>7.3} ms  p99 {:>7.3} ms  first byte p50 {:>7.3} ms  errors {}",
+        mode.name(),
+        sc.name,
+        stats.rps(),
+        stats.ms(0.5),
+        stats.ms(0.99),
+        stats.ttfb_ms(0.5),
+        stats.errors
+    ));
+    let cpu_ms_per_req = (mode != Mode::Direct && stats.ok > 0).then(|| cpu / stats.ok as f64);
+    Ok(Row {
+        scenario: sc.name,
+        mode,
+        stats,
+        cpu_ms_per_req,
+    })
+}
+
+/// Serial round trips through three bare Redis stream hops, on a Redis of its own.
+fn redis_floor(scale: f64, log: &mut dyn FnMut(&str)) -> std::io::Result<Stats> {
     let redis = llmr_testkit::RedisServer::start();
     let n = ((2000.0 * scale).ceil() as usize).max(10);
     let floor = floor::redis_three_hops(&redis.url(), n).map_err(std::io::Error::other)?;
@@ -253,8 +289,7 @@ pub fn run(
         floor.ms(0.5),
         floor.ms(0.99)
     ));
-    report.redis_floor = Some(floor);
-    Ok(report)
+    Ok(floor)
 }
 
 /// One step of the scaling run.
@@ -301,292 +336,4 @@ pub fn scaling(
         });
     }
     Ok(out)
-}
-
-fn find<'a>(r: &'a Report, scenario: &str, mode: Mode) -> Option<&'a Row> {
-    r.rows.iter().find(|x| x.scenario == scenario && x.mode == mode)
-}
-
-/// The report as Markdown.
-pub fn markdown(r: &Report, machine: &str) -> String {
-    let mut s = String::new();
-    let _ = writeln!(s, "## llmrouter benchmark\n\nMachine: {machine}\n");
-    let _ = writeln!(
-        s,
-        "| scenario | mode | req/s | p50 ms | p90 ms | p99 ms | Δp50 ms | Δp99 ms | first byte p50 ms | Δ first byte ms | CPU ms/req | errors |"
-    );
-    let _ = writeln!(
-        s,
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
-    );
-    for row in &r.rows {
-        let base = find(r, row.scenario, Mode::Direct);
-        let d = |f: &dyn Fn(&Stats) -> f64| {
-            base.filter(|_| row.mode != Mode::Direct)
-                .map_or("—".to_string(), |b| format!("{:+.3}", f(&row.stats) - f(&b.stats)))
-        };
-        let stream = scenarios(1.0).iter().any(|x| x.name == row.scenario && x.stream);
-        let _ = writeln!(
-            s,
-            "| {} | {} | {:.0} | {:.3} | {:.3} | {:.3} | {} | {} | {} | {} | {} | {} |",
-            row.scenario,
-            row.mode.name(),
-            row.stats.rps(),
-            row.stats.ms(0.5),
-            row.stats.ms(0.9),
-            row.stats.ms(0.99),
-            d(&|x| x.ms(0.5)),
-            d(&|x| x.ms(0.99)),
-            if stream {
-                format!("{:.3}", row.stats.ttfb_ms(0.5))
-            } else {
-                "—".into()
-            },
-            if stream { d(&|x| x.ttfb_ms(0.5)) } else { "—".into() },
-            row.cpu_ms_per_req.map_or("—".into(), |c| format!("{c:.3}")),
-            row.stats.errors
-        );
-    }
-    let _ = writeln!(
-        s,
-        "\n| mode | process | RSS idle MB | RSS after c=64 MB |\n| --- | --- | ---: | ---: |"
-    );
-    for m in &r.memory {
-        let _ = writeln!(
-            s,
-            "| {} | {} | {:.1} | {:.1} |",
-            m.mode.name(),
-            m.process,
-            m.idle_mb,
-            m.after_mb
-        );
-    }
-    if !r.scaling.is_empty() {
-        let one = r.scaling.first().map_or(1.0, |x| x.rps.max(1e-9));
-        let _ = writeln!(
-            s,
-            "\n| workers | req/s (upstream 50 ms) | × one worker | errors |\n| ---: | ---: | ---: | ---: |"
-        );
-        for x in &r.scaling {
-            let _ = writeln!(
-                s,
-                "| {} | {:.0} | {:.2} | {} |",
-                x.workers,
-                x.rps,
-                x.rps / one,
-                x.errors
-            );
-        }
-    }
-    floors(&mut s, r);
-    for (mode, ms) in &r.redis_cpu {
-        let _ = writeln!(
-            s,
-            "\n{}: Redis used {ms:.4} ms of CPU per request at c=64 — about {:.0} requests/s per Redis core.",
-            mode.name(),
-            1000.0 / ms.max(1e-9)
-        );
-    }
-    if !r.commands.is_empty() {
-        let _ = writeln!(
-            s,
-            "\n| mode | scenario | Redis commands per request | by command (0.01 or more) |\n| --- | --- | ---: | --- |"
-        );
-        for c in &r.commands {
-            let top: Vec<String> = c
-                .by_command
-                .iter()
-                .filter(|(_, v)| *v >= 0.01)
-                .map(|(k, v)| format!("{k} {v:.2}"))
-                .collect();
-            let _ = writeln!(
-                s,
-                "| {} | {} | {:.1} | {} |",
-                c.mode.name(),
-                c.scenario,
-                c.per_request,
-                top.join(", ")
-            );
-        }
-    }
-    let _ = writeln!(s, "\n{}", targets(r));
-    for n in &r.notes {
-        let _ = writeln!(s, "- {n}");
-    }
-    s
-}
-
-/// Each mode beside its floor: the nginx hop for `all` (both as added to the direct
-/// baseline), three bare Redis stream hops for the cluster.
-fn floors(s: &mut String, r: &Report) {
-    let _ = writeln!(
-        s,
-        "\n| mode | floor | serial Δp50 ms | floor p50 ms | × floor | serial Δp99 ms | floor p99 ms | × floor | c=64 req/s | floor c=64 req/s | share of floor |\n| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
-    );
-    let direct = find(r, SERIAL, Mode::Direct);
-    let delta = |m: Mode, q: f64| Some(find(r, SERIAL, m)?.stats.ms(q) - direct?.stats.ms(q));
-    for mode in [Mode::AllMemory, Mode::AllRedis, Mode::Cluster] {
-        let Some(row) = find(r, SERIAL, mode) else { continue };
-        let (name, f50, f99, frps) = if mode == Mode::Cluster {
-            let f = r.redis_floor.as_ref();
-            ("3 Redis stream hops", f.map(|f| f.ms(0.5)), f.map(|f| f.ms(0.99)), None)
-        } else {
-            let rps = find(r, C64, Mode::Nginx).map(|x| x.stats.rps());
-            ("nginx hop", delta(Mode::Nginx, 0.5), delta(Mode::Nginx, 0.99), rps)
-        };
-        let ms = |v: Option<f64>| v.map_or("—".to_owned(), |v| format!("{v:.3}"));
-        let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
-            (Some(a), Some(b)) if b > 0.0 => format!("{:.1}", a / b),
-            _ => "—".to_owned(),
-        };
-        let (d50, d99) = (delta(mode, 0.5), delta(mode, 0.99));
-        let rps = find(r, C64, mode).map(|x| x.stats.rps());
-        let share = match (rps, frps) {
-            (Some(a), Some(b)) if b > 0.0 => format!("{:.0}%", 100.0 * a / b),
-            _ => "—".to_owned(),
-        };
-        let _ = writeln!(
-            s,
-            "| {} | {name} | {} | {} | {} | {} | {} | {} | {} | {} | {share} |",
-            row.mode.name(),
-            ms(d50),
-            ms(f50),
-            ratio(d50, f50),
-            ms(d99),
-            ms(f99),
-            ratio(d99, f99),
-            rps.map_or("—".into(), |v| format!("{v:.0}")),
-            frps.map_or("—".into(), |v| format!("{v:.0}")),
-        );
-    }
-}
-
-/// A target's bound.
-#[derive(Debug, Clone, Copy)]
-enum Bound {
-    AtMost(f64),
-    AtLeast(f64),
-}
-
-/// One target: what it says, the measured value (None: not measured), its unit and bound.
-type Target = (&'static str, Option<f64>, &'static str, Bound);
-
-/// The targets, met or missed.
-pub fn targets(r: &Report) -> String {
-    let mut s = String::from("| target | measured | met |\n| --- | ---: | :---: |\n");
-    for (name, value, unit, bound) in target_values(r) {
-        let (v, met) = match value {
-            Some(v) => {
-                let ok = match bound {
-                    Bound::AtMost(x) => v <= x,
-                    Bound::AtLeast(x) => v >= x,
-                };
-                (format!("{v:.3} {unit}"), if ok { "yes" } else { "no" })
-            }
-            None => ("—".to_string(), "—"),
-        };
-        let _ = writeln!(s, "| {name} | {v} | {met} |");
-    }
-    s
-}
-
-/// The measured value of every target.
-fn target_values(r: &Report) -> Vec<Target> {
-    use Bound::{AtLeast, AtMost};
-    let delta = |sc: &str, m: Mode, q: f64| Some(find(r, sc, m)?.stats.ms(q) - find(r, sc, Mode::Direct)?.stats.ms(q));
-    let ttfb =
-        |sc: &str, m: Mode| Some(find(r, sc, m)?.stats.ttfb_ms(0.5) - find(r, sc, Mode::Direct)?.stats.ttfb_ms(0.5));
-    let rps = |m: Mode| find(r, C64, m).map(|x| x.stats.rps());
-    let share = rps(Mode::AllMemory)
-        .zip(rps(Mode::Nginx))
-        .map(|(a, n)| 100.0 * a / n.max(1e-9));
-    // llmrouter's own processes (not the nginx floor, not LiteLLM).
-    let idle = r
-        .memory
-        .iter()
-        .filter(|m| matches!(m.mode, Mode::AllMemory | Mode::AllRedis | Mode::Cluster))
-        .map(|m| m.idle_mb)
-        .fold(None, |a: Option<f64>, v| Some(a.map_or(v, |a| a.max(v))));
-    let commands = r
-        .commands
-        .iter()
-        .find(|c| c.mode == Mode::Cluster && c.scenario == SERIAL)
-        .map(|c| c.per_request);
-    // A step with error answers measured something else than the workers' throughput.
-    let clean = |n: usize| {
-        r.scaling
-            .iter()
-            .find(|x| x.workers == n && x.errors == 0)
-            .map(|x| x.rps)
-    };
-    let scale = |n: usize| Some(clean(n)? / clean(1)?.max(1e-9));
-    let m = Mode::AllMemory;
-    let c = Mode::Cluster;
-    vec![
-        (
-            "all, in-memory: serial Δp50 ≤ 0.08 ms",
-            delta(SERIAL, m, 0.5),
-            "ms",
-            AtMost(0.08),
-        ),
-        (
-            "all, in-memory: serial Δp99 ≤ 0.25 ms",
-            delta(SERIAL, m, 0.99),
-            "ms",
-            AtMost(0.25),
-        ),
-        (
-            "all, in-memory: c=64 ≥ 50% of the nginx hop's req/s",
-            share,
-            "%",
-            AtLeast(50.0),
-        ),
-        (
-            "all, in-memory: 3,000 req/s Δp99 ≤ 0.3 ms",
-            delta(RATE, m, 0.99),
-            "ms",
-            AtMost(0.3),
-        ),
-        (
-            "all, in-memory: Δ first byte serial ≤ 0.1 ms",
-            ttfb(FIRST_BYTE_SERIAL, m),
-            "ms",
-            AtMost(0.1),
-        ),
-        (
-            "all, in-memory: Δ first byte c=16 ≤ 0.3 ms",
-            ttfb(FIRST_BYTE_C16, m),
-            "ms",
-            AtMost(0.3),
-        ),
-        (
-            "cluster: serial Δp50 ≤ 0.5 ms",
-            delta(SERIAL, c, 0.5),
-            "ms",
-            AtMost(0.5),
-        ),
-        (
-            "cluster: serial Δp99 ≤ 1.2 ms",
-            delta(SERIAL, c, 0.99),
-            "ms",
-            AtMost(1.2),
-        ),
-        ("cluster: c=64 ≥ 10,000 req/s", rps(c), "req/s", AtLeast(10_000.0)),
-        (
-            "cluster: Δ first byte serial ≤ 0.6 ms",
-            ttfb(FIRST_BYTE_SERIAL, c),
-            "ms",
-            AtMost(0.6),
-        ),
-        (
-            "cluster: Δ first byte c=16 ≤ 1.5 ms",
-            ttfb(FIRST_BYTE_C16, c),
-            "ms",
-            AtMost(1.5),
-        ),
-        ("cluster: Redis commands per request ≤ 16", commands, "", AtMost(16.0)),
-        ("every process ≤ 15 MB RSS idle", idle, "MB", AtMost(15.0)),
-        ("2 workers ≥ 1.9 × one", scale(2), "×", AtLeast(1.9)),
-        ("4 workers ≥ 3.6 × one", scale(4), "×", AtLeast(3.6)),
-    ]
 }

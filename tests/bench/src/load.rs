@@ -4,6 +4,7 @@
 //! System and awc client; histograms are merged at the end.
 
 use std::cell::RefCell;
+use std::fmt;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -92,6 +93,30 @@ fn hist() -> Histogram<u64> {
         .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!()))
 }
 
+/// Why one request did not count as ok. Its text is the kind it is counted under in
+/// [`Stats::error_kinds`].
+#[derive(Debug)]
+enum Failure {
+    /// The request could not be sent (or no answer came).
+    Send(awc::error::SendRequestError),
+    /// The answer's body broke off.
+    Body(awc::error::PayloadError),
+    /// Another status than 200, and what its error body says went wrong.
+    Refused { status: u16, reason: String },
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Send(e) => write!(f, "send: {e}"),
+            Failure::Body(e) => write!(f, "body: {e}"),
+            Failure::Refused { status, reason } => write!(f, "status {status} {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for Failure {}
+
 /// One request (with `auth` as its `Authorization` header, when given): status 200 and a
 /// complete body count as ok; returns (ttfb, total), or what went wrong.
 async fn one(
@@ -100,17 +125,17 @@ async fn one(
     body: &Bytes,
     auth: Option<&str>,
     sent: Instant,
-) -> Result<(Duration, Duration), String> {
+) -> Result<(Duration, Duration), Failure> {
     let mut req = client.post(url).insert_header(("content-type", "application/json"));
     if let Some(auth) = auth {
         req = req.insert_header(("authorization", auth));
     }
-    let mut resp = req.send_body(body.clone()).await.map_err(|e| format!("send: {e}"))?;
+    let mut resp = req.send_body(body.clone()).await.map_err(Failure::Send)?;
     let status = resp.status().as_u16();
     let mut first = None;
     let mut refusal = Vec::new();
     while let Some(chunk) = resp.next().await {
-        let chunk = chunk.map_err(|e| format!("body: {e}"))?;
+        let chunk = chunk.map_err(Failure::Body)?;
         first.get_or_insert_with(|| sent.elapsed());
         if status != 200 && refusal.len() < 4096 {
             refusal.extend_from_slice(&chunk);
@@ -118,7 +143,10 @@ async fn one(
     }
     let total = sent.elapsed();
     if status != 200 {
-        return Err(format!("status {status} {}", refused_for(&refusal)));
+        return Err(Failure::Refused {
+            status,
+            reason: refused_for(&refusal),
+        });
     }
     Ok((first.unwrap_or(total), total))
 }
@@ -211,13 +239,13 @@ async fn clients(
 }
 
 /// Counts one request's outcome.
-fn record(stats: &Rc<RefCell<Stats>>, r: Result<(Duration, Duration), String>) {
+fn record(stats: &Rc<RefCell<Stats>>, r: Result<(Duration, Duration), Failure>) {
     let mut s = stats.borrow_mut();
     match r {
         Ok((ttfb, total)) => s.record(ttfb, total),
         Err(e) => {
             s.errors += 1;
-            *s.error_kinds.entry(e).or_default() += 1;
+            *s.error_kinds.entry(e.to_string()).or_default() += 1;
         }
     }
 }

@@ -119,72 +119,13 @@ async fn tool_load(url: String, secs: u64) -> (Histogram<u64>, u64) {
 /// Runs the soak for `minutes` with the binaries in `bin_dir`.
 pub fn run(bin_dir: &Path, minutes: u64, log: &mut dyn FnMut(&str)) -> std::io::Result<Vec<Window>> {
     let mock = Mock::start(bin_dir, 20, 20)?;
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let cfg = TestConfig::new(config(&mock))
-        .env("LLMR__SCRIPTING__TOOLS_PATH", repo.join("config/tools").display())
-        .env(
-            "LLMR__SCRIPTING__LIBRARIES_PATH",
-            repo.join("config/libraries").display(),
-        )
-        .env(
-            "LLMR__SCRIPTING__HOST_COMMAND",
-            format!("{} script-host", bin_dir.join("llmrouter").display()),
-        );
-    let mut c = ProcessCluster::new(&bin_dir.join("llmrouter"), cfg, true);
-    for role in ["router", "worker", "worker", "mcp-tools", "gateway"] {
-        c.spawn(role, &[role]);
-    }
-    if !c.listening(Duration::from_secs(30)) {
-        return Err(std::io::Error::other("the cluster did not listen"));
-    }
-    std::thread::sleep(Duration::from_secs(3));
+    let c = cluster(bin_dir, &mock)?;
     let (chat_url, mcp_url) = (c.url("/v1/chat/completions"), c.url("/mcp"));
     let windows = (minutes * 60).div_ceil(WINDOW_S).max(1);
     let mut out = Vec::new();
     let start = Instant::now();
     for w in 0..windows {
-        let (u1, u2, u3) = (chat_url.clone(), chat_url.clone(), mcp_url.clone());
-        let plain = std::thread::spawn(move || {
-            load::run(
-                &u1,
-                chat(false),
-                Shape::Rate {
-                    rps: CHATS,
-                    secs: WINDOW_S,
-                },
-                1,
-            )
-        });
-        let streams = std::thread::spawn(move || {
-            load::run(
-                &u2,
-                chat(true),
-                Shape::Rate {
-                    rps: STREAMS,
-                    secs: WINDOW_S,
-                },
-                1,
-            )
-        });
-        let tools = std::thread::spawn(move || actix_rt::System::new().block_on(tool_load(u3, WINDOW_S)));
-        let (plain, streams) = (
-            plain.join().map_err(|_| std::io::Error::other("load thread"))?,
-            streams.join().map_err(|_| std::io::Error::other("load thread"))?,
-        );
-        let (tool_hist, tool_errors) = tools.join().map_err(|_| std::io::Error::other("tool thread"))?;
-        let window = Window {
-            at_s: start.elapsed().as_secs(),
-            sent: plain.ok + plain.errors + streams.ok + streams.errors + tool_hist.len() + tool_errors,
-            lost: plain.errors + streams.errors + tool_errors,
-            chat_p99_ms: plain.ms(0.99),
-            stream_p99_ms: streams.ms(0.99),
-            tool_p99_ms: tool_hist.value_at_quantile(0.99) as f64 / 1000.0,
-            procs: c
-                .procs
-                .iter()
-                .map(|p| (p.name.clone(), rss_mb(p.pid()), open_fds(p.pid())))
-                .collect(),
-        };
+        let window = one_window(&c, &chat_url, &mcp_url, start)?;
         log(&format!(
             "soak window {}/{windows} at {} s: sent {} lost {} p99 chat {:.1} ms stream {:.1} ms tool {:.1} ms; {}",
             w + 1,
@@ -204,6 +145,61 @@ pub fn run(bin_dir: &Path, minutes: u64, log: &mut dyn FnMut(&str)) -> std::io::
         out.push(window);
     }
     Ok(out)
+}
+
+/// The soaked cluster over Redis (router, two workers, mcp-tools, gateway) with the
+/// repository's tools and libraries, listening and settled.
+fn cluster(bin_dir: &Path, mock: &Mock) -> std::io::Result<ProcessCluster> {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let cfg = TestConfig::new(config(mock))
+        .env("LLMR__SCRIPTING__TOOLS_PATH", repo.join("config/tools").display())
+        .env(
+            "LLMR__SCRIPTING__LIBRARIES_PATH",
+            repo.join("config/libraries").display(),
+        )
+        .env(
+            "LLMR__SCRIPTING__HOST_COMMAND",
+            format!("{} script-host", bin_dir.join("llmrouter").display()),
+        );
+    let mut c = ProcessCluster::new(&bin_dir.join("llmrouter"), cfg, true);
+    for role in ["router", "worker", "worker", "mcp-tools", "gateway"] {
+        c.spawn(role, &[role]);
+    }
+    if !c.listening(Duration::from_secs(30)) {
+        return Err(std::io::Error::other("the cluster did not listen"));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    Ok(c)
+}
+
+/// One window: chats, streamed chats and tool calls at their rates, side by side; then each
+/// process's memory and descriptors.
+fn one_window(c: &ProcessCluster, chat_url: &str, mcp_url: &str, start: Instant) -> std::io::Result<Window> {
+    let at_rate = |url: String, stream: bool, rps: u64| {
+        std::thread::spawn(move || load::run(&url, chat(stream), Shape::Rate { rps, secs: WINDOW_S }, 1))
+    };
+    let plain = at_rate(chat_url.to_owned(), false, CHATS);
+    let streams = at_rate(chat_url.to_owned(), true, STREAMS);
+    let mcp_url = mcp_url.to_owned();
+    let tools = std::thread::spawn(move || actix_rt::System::new().block_on(tool_load(mcp_url, WINDOW_S)));
+    let (plain, streams) = (
+        plain.join().map_err(|_| std::io::Error::other("load thread"))?,
+        streams.join().map_err(|_| std::io::Error::other("load thread"))?,
+    );
+    let (tool_hist, tool_errors) = tools.join().map_err(|_| std::io::Error::other("tool thread"))?;
+    Ok(Window {
+        at_s: start.elapsed().as_secs(),
+        sent: plain.ok + plain.errors + streams.ok + streams.errors + tool_hist.len() + tool_errors,
+        lost: plain.errors + streams.errors + tool_errors,
+        chat_p99_ms: plain.ms(0.99),
+        stream_p99_ms: streams.ms(0.99),
+        tool_p99_ms: tool_hist.value_at_quantile(0.99) as f64 / 1000.0,
+        procs: c
+            .procs
+            .iter()
+            .map(|p| (p.name.clone(), rss_mb(p.pid()), open_fds(p.pid())))
+            .collect(),
+    })
 }
 
 /// The report as Markdown: every window, then first against last.

@@ -465,62 +465,24 @@ async fn chat(req: HttpRequest, body: web::Bytes, data: web::Data<Shared>) -> Ht
         done: false,
     };
     if behavior.hang {
-        // Headers, then nothing but keep-alive comments, forever: the caller must give up.
-        // (Writing is how a server notices the caller went away: the guard then counts it.)
-        let beats = futures_util::stream::unfold(guard, |guard| async move {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            Some((Ok::<_, std::io::Error>(Bytes::from_static(b": waiting\n\n")), guard))
-        });
-        return HttpResponse::Ok().content_type("text/event-stream").streaming(beats);
+        return hang(guard);
     }
     if !behavior.latency.is_zero() {
         tokio::time::sleep(behavior.latency).await;
     }
     if behavior.status != 0 {
         guard.done = true;
-        let mut r = failure(&behavior);
-        let mut message = format!("mock error {}", behavior.status);
-        if behavior.echo_auth {
-            let auth = req
-                .headers()
-                .get("authorization")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("");
-            message.push_str(&format!(": you sent `{auth}`"));
-        }
-        return r.json(
-            json!({"error": {"message": message, "type": "mock_error", "param": null, "code": behavior.error_code}}),
-        );
+        return error_answer(&req, &behavior);
     }
     let model = body["model"].as_str().unwrap_or("mock").to_owned();
     let content = answer_for(&body);
-    let prompt_tokens: u64 = body["messages"].as_array().map_or(0, |ms| {
-        ms.iter().map(|m| words(m["content"].as_str().unwrap_or(""))).sum()
-    });
-    let completion_tokens = words(&content);
-    let usage = Usage {
-        prompt_tokens,
-        completion_tokens,
-        total_tokens: prompt_tokens + completion_tokens,
-    };
-    let auth = req
-        .headers()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    let report = move |shared: &Shared| {
-        let mut st = shared.state.lock().unwrap();
-        let r = st.reported.entry(auth).or_default();
-        r.requests += 1;
-        r.prompt_tokens += usage.prompt_tokens;
-        r.completion_tokens += usage.completion_tokens;
-    };
+    let usage = usage_of(&body, &content);
+    let auth = authorization(&req).to_owned();
     if body["stream"] != Value::Bool(true) {
         guard.done = true;
         let answer = plain_answer(&behavior, &model, content, usage);
         if answer.usage.is_some() {
-            report(&shared);
+            report(&shared, auth, &usage);
         }
         return HttpResponse::Ok()
             .content_type("application/json")
@@ -528,7 +490,7 @@ async fn chat(req: HttpRequest, body: web::Bytes, data: web::Data<Shared>) -> Ht
     }
     let include_usage = body["stream_options"]["include_usage"] == Value::Bool(true) && !behavior.no_usage;
     if include_usage && behavior.drop_after.is_none() {
-        report(&shared);
+        report(&shared, auth, &usage);
     }
     let events = stream_events(
         &model,
@@ -536,6 +498,57 @@ async fn chat(req: HttpRequest, body: web::Bytes, data: web::Data<Shared>) -> Ht
         include_usage.then_some(usage),
     );
     stream_answer(events, &behavior, guard)
+}
+
+/// Headers, then nothing but keep-alive comments, forever: the caller must give up.
+/// (Writing is how a server notices the caller went away: the guard then counts it.)
+fn hang(guard: DisconnectGuard) -> HttpResponse {
+    let beats = futures_util::stream::unfold(guard, |guard| async move {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        Some((Ok::<_, std::io::Error>(Bytes::from_static(b": waiting\n\n")), guard))
+    });
+    HttpResponse::Ok().content_type("text/event-stream").streaming(beats)
+}
+
+/// An OpenAI error body with the behavior's status (quoting the caller's `Authorization` when
+/// the behavior says so).
+fn error_answer(req: &HttpRequest, behavior: &Behavior) -> HttpResponse {
+    let mut r = failure(behavior);
+    let mut message = format!("mock error {}", behavior.status);
+    if behavior.echo_auth {
+        message.push_str(&format!(": you sent `{}`", authorization(req)));
+    }
+    r.json(json!({"error": {"message": message, "type": "mock_error", "param": null, "code": behavior.error_code}}))
+}
+
+/// The request's `Authorization` header, or "".
+fn authorization(req: &HttpRequest) -> &str {
+    req.headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+}
+
+/// The usage of an answer: one token per word of the messages and of the content.
+fn usage_of(body: &Value, content: &str) -> Usage {
+    let prompt_tokens: u64 = body["messages"].as_array().map_or(0, |ms| {
+        ms.iter().map(|m| words(m["content"].as_str().unwrap_or(""))).sum()
+    });
+    let completion_tokens = words(content);
+    Usage {
+        prompt_tokens,
+        completion_tokens,
+        total_tokens: prompt_tokens + completion_tokens,
+    }
+}
+
+/// Counts an answer's usage as reported to the caller with this `Authorization`.
+fn report(shared: &Shared, auth: String, usage: &Usage) {
+    let mut st = shared.state.lock().unwrap();
+    let r = st.reported.entry(auth).or_default();
+    r.requests += 1;
+    r.prompt_tokens += usage.prompt_tokens;
+    r.completion_tokens += usage.completion_tokens;
 }
 
 /// Any other path: recorded (so tests see what reached it and with which headers), 404.
