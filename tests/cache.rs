@@ -73,7 +73,19 @@ async fn deterministic_requests_are_answered_once_then_from_the_cache(redis: boo
     let mut longer = b.clone();
     longer["max_tokens"] = json!(7);
     assert_eq!(f.chat(&longer, &[]).await.1, "miss");
-    // Hits count in usage under `cache`, with no provider tokens.
+    // Hits count in usage under `cache`, with no provider tokens (written just after each
+    // answer: wait for both, bounded).
+    let usage_url = f.app.url("/v1/usage");
+    let hits = || async {
+        let (_, usage) = get(&usage_url, &[]).await;
+        let n = usage["data"].as_array().and_then(|rows| {
+            rows.iter()
+                .find(|r| r["key"] == "cache")
+                .and_then(|r| r["requests"].as_u64())
+        });
+        n == Some(2)
+    };
+    eventually(Duration::from_secs(5), hits).await;
     let (_, usage) = get(&f.app.url("/v1/usage"), &[]).await;
     let row = usage["data"]
         .as_array()

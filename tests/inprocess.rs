@@ -513,16 +513,22 @@ async fn embeddings_and_text_completions_are_routed_with_failover_and_usage(redi
     let up_paths: Vec<String> = f.mock.requests().iter().map(|r| r.path.clone()).collect();
     assert_eq!(up_paths, ["/v1/embeddings", "/v1/completions"]);
     assert_eq!(f.mock.requests()[0].body["model"], "mock-a", "renamed for the upstream");
-    // Usage as the upstream reported it.
-    let (_, usage) = get(&f.url("/v1/usage"), &[]).await;
-    let prompt: u64 = usage["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|r| r["model"] == "mock-a")
-        .map(|r| r["prompt_tokens"].as_u64().unwrap())
-        .sum();
-    assert_eq!(prompt, 6, "{usage}");
+    // Usage as the upstream reported it; written just after each answer: wait for it (bounded).
+    let usage_url = f.url("/v1/usage");
+    let prompt = || async {
+        let (_, usage) = get(&usage_url, &[]).await;
+        let sum: u64 = usage["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["model"] == "mock-a")
+            .map(|r| r["prompt_tokens"].as_u64().unwrap())
+            .sum();
+        (sum, usage)
+    };
+    eventually(Duration::from_secs(5), || async { prompt().await.0 >= 6 }).await;
+    let (sum, usage) = prompt().await;
+    assert_eq!(sum, 6, "{usage}");
     // Bad input is a 400 naming the field and reaches no upstream.
     for (path, body, param) in [
         (

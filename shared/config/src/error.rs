@@ -35,12 +35,6 @@ pub enum ConfigError {
 }
 
 /// The message alone, as a client reads it (the gateway puts it in an error body).
-impl From<ConfigError> for String {
-    fn from(e: ConfigError) -> String {
-        e.to_string()
-    }
-}
-
 fn list(problems: &[Problem]) -> String {
     problems.iter().map(|p| format!("- {p}")).collect::<Vec<_>>().join("\n")
 }

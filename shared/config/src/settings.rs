@@ -234,7 +234,7 @@ impl FailPolicy {
     }
 }
 
-/// The policy of each feature when the store fails (README, "When Redis or a service fails").
+/// The policy of each feature when the store fails (docs/architecture.md, "When Redis or a service fails").
 #[derive(Debug, Clone, Copy, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Degraded {

@@ -58,7 +58,7 @@ pub fn apply(state: &AppState, body: &[u8], model: &str) -> Result<Option<Bytes>
         },
         Some(_) => return Err(invalid("`template` must be a template's name.", "template")),
     };
-    let system = t.fill(name, &values).map_err(|m| invalid(m, "template"))?;
+    let system = t.fill(name, &values).map_err(|e| invalid(e.to_string(), "template"))?;
     if let Some(Value::Array(messages)) = req.get_mut("messages") {
         messages.insert(0, json!({"role": "system", "content": system}));
     }

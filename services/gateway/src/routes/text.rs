@@ -39,7 +39,7 @@ pub async fn text(
         .settings
         .templates
         .fill(&endpoint.template, &values)
-        .map_err(|m| invalid(m, "variables"))?;
+        .map_err(|e| invalid(e.to_string(), "variables"))?;
     let model = input["model"].as_str().unwrap_or(&endpoint.model);
     let stream = input["stream"] == true;
     let mut chat_body = json!({"model": model, "stream": stream,
