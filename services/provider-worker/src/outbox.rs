@@ -172,3 +172,84 @@ impl Outbox {
         self.out.set_attempt(provider, model, attempts, input_estimate, prices);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use llmr_bus::Bus;
+    use llmr_protocol::Frame;
+    use std::sync::{Arc, Mutex};
+
+    /// A rewrite that drops every other event and adds one at the end.
+    struct Halve(bool);
+
+    impl AnswerRewrite for Halve {
+        fn body(&mut self, _: Bytes) -> Bytes {
+            Bytes::from_static(b"{\"rewritten\":true}")
+        }
+        fn events(&mut self, payloads: &[Bytes]) -> Vec<Bytes> {
+            payloads
+                .iter()
+                .filter(|_| {
+                    self.0 = !self.0;
+                    self.0
+                })
+                .cloned()
+                .collect()
+        }
+        fn finish(&mut self) -> Vec<Bytes> {
+            vec![Bytes::from_static(b"{\"tail\":1}")]
+        }
+    }
+
+    fn outbox() -> (Outbox, Arc<Mutex<Vec<Frame>>>, llmr_bus::Subscription) {
+        let bus = Bus::memory();
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let g = got.clone();
+        let sub = bus.subscribe_replies("r", Arc::new(move |f: Frame| g.lock().unwrap().push(f)));
+        let out = Outbox::from(Replier::new(bus, "r", uuid::Uuid::now_v7(), true));
+        (out, got, sub)
+    }
+
+    #[tokio::test]
+    async fn a_stream_is_rewritten_framed_as_sse_and_recorded_as_sent() {
+        let (mut out, got, _sub) = outbox();
+        out.record(1 << 10);
+        out.set_rewrite(Some(Box::new(Halve(false))));
+        let ev = |s: &'static str| Bytes::from_static(s.as_bytes());
+        out.events(&[ev("{\"a\":1}"), ev("{\"b\":2}")]).await.unwrap();
+        out.end().await.unwrap();
+        tokio::task::yield_now().await;
+        let sent: String = got
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|f| f.kind == llmr_protocol::FrameKind::Chunk)
+            .map(|f| String::from_utf8_lossy(&f.data).into_owned())
+            .collect();
+        assert_eq!(sent, "data: {\"a\":1}\n\ndata: {\"tail\":1}\n\n");
+        let (status, recorded) = out.take_recording().unwrap();
+        assert_eq!((status, recorded.as_ref()), (200, sent.as_bytes()));
+    }
+
+    #[tokio::test]
+    async fn a_native_or_oversized_answer_is_not_kept_for_the_cache() {
+        let (mut out, _got, _sub) = outbox();
+        out.record(4);
+        out.complete(200, Bytes::from_static(b"{\"too\":\"long\"}"))
+            .await
+            .unwrap();
+        assert_eq!(out.take_recording(), None);
+        let (mut out, got, _sub) = outbox();
+        out.record(1 << 10);
+        out.set_native(Some(NativeApi::Responses));
+        out.events(&[Bytes::from_static(b"{\"type\":\"response.created\"}")])
+            .await
+            .unwrap();
+        assert_eq!(out.take_recording(), None);
+        tokio::task::yield_now().await;
+        let head = got.lock().unwrap()[0].as_head().unwrap();
+        assert_eq!(head.native, Some(NativeApi::Responses));
+    }
+}
