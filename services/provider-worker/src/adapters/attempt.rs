@@ -31,10 +31,15 @@ pub struct Call<'a> {
 }
 
 impl Call<'_> {
-    /// The completion id clients see (`chatcmpl-…` from the request id).
+    /// The completion id clients see ([`completion_id`]).
     pub fn completion_id(&self) -> String {
-        format!("chatcmpl-{}", self.env.id.simple())
+        completion_id(self.env)
     }
+}
+
+/// The completion id clients see for a job we answer: `chatcmpl-…` from the request id.
+pub fn completion_id(env: &Envelope) -> String {
+    format!("chatcmpl-{}", env.id.simple())
 }
 
 /// How a provider type runs an attempt: the driver of the HTTP providers

@@ -41,7 +41,7 @@ impl<'a> Ask<'a> {
 
     /// The completion id clients see (`chatcmpl-…` from the request id).
     pub fn completion_id(&self) -> String {
-        format!("chatcmpl-{}", self.env.id.simple())
+        super::attempt::completion_id(self.env)
     }
 }
 
