@@ -31,6 +31,7 @@ use secrecy::ExposeSecret;
 use tracing::Instrument;
 
 use crate::adapters::{Adapter, AttemptError, AttemptResult, Call, Fault};
+use crate::outbox::Outbox;
 
 /// How often a waiting attempt asks again for a slot or lock.
 const SLOT_POLL: Duration = Duration::from_millis(25);
@@ -227,7 +228,7 @@ async fn release(ctx: &JobCtx, held: &RefCell<Held>, member: &str) {
 
 async fn execute(ctx: &JobCtx, d: &Delivery, held: &RefCell<Held>, span: &tracing::Span) -> bool {
     let env = &d.envelope;
-    let mut out = Replier::to(ctx.bus.clone(), env);
+    let mut out = Outbox::from(Replier::to(ctx.bus.clone(), env));
     let cache = env.meta.plan.as_ref().and_then(|p| p.cache.as_ref());
     out.set_cache(cache.map(|c| c.status));
     if cache.is_some_and(|c| c.store) {
@@ -248,21 +249,19 @@ async fn execute(ctx: &JobCtx, d: &Delivery, held: &RefCell<Held>, span: &tracin
     out.marked()
 }
 
-/// Keeps a successful answer in the response cache: whole, within the size bound, and
-/// without tool calls unless `cache.tool_calls` allows them.
-async fn store_answer(ctx: &JobCtx, c: &llmr_protocol::CachePlan, stream: bool, out: &mut Replier) {
+/// Keeps a successful answer in the response cache (`llmr_store::cache`): whole, within the
+/// size bound, a chat answer (not a native one), and without tool calls unless
+/// `cache.tool_calls` allows them.
+async fn store_answer(ctx: &JobCtx, c: &llmr_protocol::CachePlan, stream: bool, out: &mut Outbox) {
     let Some((status, data)) = out.take_recording() else {
         return;
     };
-    let text = String::from_utf8_lossy(&data);
-    // Native Responses events (`responses = true` providers) are not a chat answer.
-    let native = text.contains("\"type\":\"llmr.native\"");
-    if status != 200 || native || (!ctx.cache.tool_calls && text.contains("\"tool_calls\"")) {
+    let data = String::from_utf8_lossy(&data).into_owned();
+    if status != 200 || (!ctx.cache.tool_calls && data.contains("\"tool_calls\"")) {
         return;
     }
-    let entry = serde_json::json!({"stream": stream, "data": text});
-    let key = format!("cache:{}", c.key);
-    if let Err(e) = ctx.store.doc_put(&key, &entry.to_string(), c.ttl_ms.max(1)).await {
+    let answer = llmr_store::cache::CachedAnswer { stream, data };
+    if let Err(e) = llmr_store::cache::put(&ctx.store, &c.key, &answer, c.ttl_ms).await {
         tracing::warn!(error = %e, "could not store an answer in the response cache");
     }
 }
@@ -273,7 +272,7 @@ async fn attempts(
     d: &Delivery,
     held: &RefCell<Held>,
     span: &tracing::Span,
-    out: &mut Replier,
+    out: &mut Outbox,
 ) -> Result<(), ApiError> {
     let env = &d.envelope;
     let plan = runnable(ctx, d).await?;
@@ -385,7 +384,7 @@ async fn run_attempt<'a>(
     attempt: &'a Attempt,
     env: &Envelope,
     job_span: &tracing::Span,
-    out: &mut Replier,
+    out: &mut Outbox,
     (number, failed_over): (u32, Option<&'static str>),
 ) -> Tried<'a> {
     let span = attempt_span(job_span, p, attempt, env, number, failed_over);
@@ -435,6 +434,9 @@ async fn run_attempt<'a>(
         Err(_) => Err(AttemptError::local(ApiError::DeadlineExceeded, "deadline passed")),
     };
     out.set_rewrite(None);
+    if result.is_err() {
+        out.set_native(None);
+    }
     record_outcome(&span, &result);
     Tried {
         attempt,
@@ -454,7 +456,7 @@ fn xml_tools(env: &Envelope) -> Option<Envelope> {
     let body = llmr_protocol::xmltools::request(&chat)?;
     let mut e = env.clone();
     e.body = bytes::Bytes::from(body.to_string());
-    e.meta.native = bytes::Bytes::new();
+    e.meta.set_native_body(None);
     Some(e)
 }
 

@@ -17,14 +17,20 @@
 //! - [`work`]: the jobs stream's work under the shared consumer loop (`llmr_bus::consume`).
 //! - [`job`]: running a plan (leases, failover, usage).
 //! - [`callers`]: whether a job's caller is still alive (its heartbeats).
-//! - [`adapters`]: the provider boundary (`Adapter`, `Call`) and `openai`, `echo`, `chaos`.
+//! - [`adapters`]: the provider boundary: each HTTP provider type's conversions (a
+//!   `Dialect`: `openai`, `openai_responses`, `anthropic`, `ollama`), the local `echo` and
+//!   `chaos`, and the contract of one attempt (`Call`, `Outcome`, `AttemptError`).
+//! - [`relay`]: the one driver of the dialects: send, limits, split, batch, broken streams.
+//! - [`outbox`]: an answer on its way out: XML tool-call rewrite, SSE text, the cache's copy.
 //! - [`ratelimit`]: reading an upstream's 429 reset time.
-//! - [`sse`]: splitting an upstream event stream.
+//! - [`sse`]: splitting an upstream stream (SSE events, NDJSON lines).
 
 pub mod adapters;
 pub mod callers;
 pub mod job;
+pub mod outbox;
 pub mod ratelimit;
+pub mod relay;
 pub mod sse;
 pub mod work;
 

@@ -1,5 +1,6 @@
-//! Incremental server-sent-events splitting: bytes in, `data:` payloads out, as slices of
-//! the received bytes (no copy, no re-serialization).
+//! Incremental splitting of upstream streams: server-sent events ([`Splitter`]: bytes in,
+//! `data:` payloads out) and newline-delimited JSON ([`Lines`]: bytes in, non-blank lines
+//! out), as slices of the received bytes (no copy, no re-serialization).
 
 use bytes::{Bytes, BytesMut};
 
@@ -35,6 +36,28 @@ impl Splitter {
     /// Bytes of an incomplete event still buffered.
     pub fn pending(&self) -> usize {
         self.buf.len()
+    }
+}
+
+/// Buffers partial lines of an NDJSON stream across network reads.
+#[derive(Default)]
+pub struct Lines {
+    buf: BytesMut,
+}
+
+impl Lines {
+    /// Adds received bytes and returns the non-blank lines completed by them (each with its
+    /// newline), as [`Event::Data`].
+    pub fn push(&mut self, chunk: &[u8]) -> Vec<Event> {
+        self.buf.extend_from_slice(chunk);
+        let mut out = Vec::new();
+        while let Some(nl) = memchr::memchr(b'\n', &self.buf) {
+            let line = self.buf.split_to(nl + 1).freeze();
+            if !line.iter().all(u8::is_ascii_whitespace) {
+                out.push(Event::Data(line));
+            }
+        }
+        out
     }
 }
 
@@ -104,6 +127,16 @@ mod tests {
         let mut s = Splitter::default();
         let got = s.push(b": keep-alive\r\n\r\nevent: x\r\ndata:{\"c\":3}\r\n\r\nid: 5\n\n");
         assert_eq!(got, vec![data("{\"c\":3}")]);
+    }
+
+    #[test]
+    fn splits_lines_across_reads_and_skips_blank_ones() {
+        let mut l = Lines::default();
+        assert!(l.push(b"{\"a\"").is_empty());
+        assert_eq!(
+            l.push(b":1}\n\n  \r\n{\"b\":2}\n{"),
+            vec![data("{\"a\":1}\n"), data("{\"b\":2}\n")]
+        );
     }
 
     #[test]

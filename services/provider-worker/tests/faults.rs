@@ -11,6 +11,7 @@ use llmr_bus::{Bus, Replier};
 use llmr_protocol::{Attempt, Envelope, Kind, Meta, now_ms};
 use llmr_testkit::{Behavior, MockUpstream};
 use llmr_worker::adapters::{self, Call, Fault};
+use llmr_worker::outbox::Outbox;
 
 fn providers(mock: &MockUpstream) -> Vec<llmr_config::Provider> {
     let v1 = mock.base_url();
@@ -38,7 +39,7 @@ async fn attempt(p: &llmr_config::Provider, client: &awc::Client) -> String {
     };
     let env = Envelope::new(Kind::Job, "r", now_ms() + 10_000, Default::default(), body, meta);
     let attempt = Attempt::new(&p.name, "m");
-    let mut out = Replier::new(Bus::memory(), "r", env.id, false);
+    let mut out = Outbox::from(Replier::new(Bus::memory(), "r", env.id, false));
     let key = p
         .resolved_keys
         .first()

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use llmr_bus::{Call, Caller, Replier};
 use llmr_protocol::openai::ChatCompletion;
 use llmr_protocol::responses::{EventWriter, sse};
-use llmr_protocol::{ApiError, Envelope, FrameKind, Kind, Meta, now_ms, streams};
+use llmr_protocol::{ApiError, Envelope, FrameKind, Kind, Meta, NativeApi, NativeBody, now_ms, streams};
 use serde_json::{Map, Value, json};
 
 use crate::convert::{self, Request};
@@ -52,7 +52,8 @@ struct Run<'a> {
     streaming: bool,
     /// The upstream response this one continues natively (`{"provider", "id"}`), if any.
     prev_native: Option<Value>,
-    /// Set when a `responses = true` provider answers natively: `{"provider", "id"}`.
+    /// Set when a `responses = true` provider answers natively (its head says so):
+    /// `{"provider", "id"}`.
     native: Option<Value>,
     /// The native answer's final event, kept until the response is stored.
     native_end: Option<Value>,
@@ -206,26 +207,26 @@ impl<'a> Run<'a> {
         chat.insert("messages".into(), Value::from(self.context.clone()));
         chat.insert("stream".into(), json!(true));
         chat.insert("stream_options".into(), json!({"include_usage": true}));
-        let meta = Meta {
+        let mut meta = Meta {
             model: self.req.model.clone(),
             stream: true,
             include_usage: true,
             cache: self.env.meta.cache.clone(),
-            native: self.native_body(),
             scope: self.env.meta.scope.clone(),
             tools: self.env.meta.tools.clone(),
             ..Meta::default()
         };
+        meta.set_native_body(self.native_body().map(NativeBody::Responses));
         let body = Bytes::from(Value::Object(chat).to_string());
         let env = self.env.on_behalf(Kind::Chat, self.ctx.caller.instance(), body, meta);
         self.ctx.caller.send(streams::REQUESTS, &env).await
     }
 
     /// The body a `responses = true` provider gets instead of the chat: the client's request
-    /// with only the new input (the chain lives upstream, `llmr_previous` names it). Empty when
+    /// with only the new input (the chain lives upstream, `llmr_previous` names it). None when
     /// the response cannot go natively: a conversation, server-side mcp tools, or a chain
     /// that was emulated.
-    fn native_body(&self) -> Bytes {
+    fn native_body(&self) -> Option<Bytes> {
         let has_mcp = self
             .req
             .chat
@@ -234,7 +235,7 @@ impl<'a> Run<'a> {
             .is_some_and(|t| t.iter().any(|t| t["type"] == "mcp"));
         let chained_elsewhere = self.req.previous_response_id.is_some() && self.prev_native.is_none();
         if self.req.conversation.is_some() || has_mcp || chained_elsewhere {
-            return Bytes::new();
+            return None;
         }
         let mut body = self.body.as_object().cloned().unwrap_or_default();
         for k in [
@@ -265,7 +266,7 @@ impl<'a> Run<'a> {
         if let Some(prev) = &self.prev_native {
             body.insert("llmr_previous".into(), prev.clone());
         }
-        Bytes::from(Value::Object(body).to_string())
+        Some(Bytes::from(Value::Object(body).to_string()))
     }
 
     /// One event of a native answer: ours take the place of the upstream's created and
@@ -333,11 +334,16 @@ impl<'a> Run<'a> {
             return Outcome::Failed(e);
         }
         let mut t = Translator::default();
+        let native = head.native == Some(NativeApi::Responses);
         let ended = if head.stream {
-            self.relay(&mut call, &mut t, out).await
+            self.relay(&mut call, &mut t, native, out).await
         } else {
             self.replay(&mut call, &mut t, out).await
         };
+        // A native answer: its provider (the end frame names it) holds the chain.
+        if native && let Some(o) = call.outcome() {
+            self.native = Some(json!({"provider": o.provider}));
+        }
         // The response's end frame reports what its chat cost (the gateway settles from it).
         out.set_outcome(call.outcome().cloned());
         if let Some(outcome) = ended {
@@ -358,8 +364,9 @@ impl<'a> Run<'a> {
         }
     }
 
-    /// Translates a streamed chat; Some when it ended otherwise than completing.
-    async fn relay(&mut self, call: &mut Call, t: &mut Translator, out: &mut Replier) -> Option<Outcome> {
+    /// Translates a streamed chat (or, `native`, passes a native answer's events on); Some
+    /// when it ended otherwise than completing.
+    async fn relay(&mut self, call: &mut Call, t: &mut Translator, native: bool, out: &mut Replier) -> Option<Outcome> {
         let check = Duration::from_millis(250);
         loop {
             let frame = tokio::select! {
@@ -385,11 +392,10 @@ impl<'a> Run<'a> {
                         let Ok(v) = serde_json::from_slice::<Value>(data) else {
                             continue;
                         };
-                        match v["type"].as_str() {
-                            // A `responses = true` provider answers natively (see the worker's adapter).
-                            Some("llmr.native") => self.native = Some(json!({"provider": v["provider"]})),
-                            Some(_) => self.native_event(v, &mut events),
-                            None => t.chunk(&v, &mut events),
+                        if native {
+                            self.native_event(v, &mut events);
+                        } else {
+                            t.chunk(&v, &mut events);
                         }
                     }
                     if let Err(e) = self.emit(out, events).await {

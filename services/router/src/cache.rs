@@ -9,7 +9,7 @@
 //! endpoint, the requested model or group, the stream flags and the body without the fields
 //! that do not change the answer; streamed and plain answers are kept apart, so a streamed
 //! hit replays the very chunks of the original. The worker stores a miss once it completed
-//! (see `CachePlan`).
+//! (see `CachePlan`); entries live under `llmr_store::cache::cache_key`.
 use bytes::Bytes;
 use llmr_bus::{Bus, Replier};
 use llmr_config::{Cache as Settings, FailPolicy};
@@ -140,24 +140,13 @@ pub struct Cache {
     pub policy: FailPolicy,
 }
 
-/// The stored key of an answer.
-pub fn store_key(key: &str) -> String {
-    format!("cache:{key}")
-}
-
-/// A stored answer: `{"stream": bool, "data": text}` (SSE text of the chunks, or the JSON
-/// body); None when there is none (or it cannot be read back), an error when the store fails.
+/// A stored answer: whether it was streamed, and its data (SSE text of the chunks, or the
+/// JSON body); None when there is none (or it cannot be read back), an error when the store
+/// fails. The key scheme and the entry are `llmr_store::cache`'s.
 pub async fn lookup(store: &Store, key: &str) -> Result<Option<(bool, Bytes)>, StoreError> {
-    let Some(raw) = store.doc_get(&store_key(key)).await? else {
-        return Ok(None);
-    };
-    let Ok(v) = serde_json::from_str::<Value>(&raw) else {
-        return Ok(None);
-    };
-    Ok(v["stream"]
-        .as_bool()
-        .zip(v["data"].as_str())
-        .map(|(stream, data)| (stream, Bytes::from(data.to_owned()))))
+    Ok(llmr_store::cache::lookup(store, key)
+        .await?
+        .map(|a| (a.stream, Bytes::from(a.data))))
 }
 
 /// Answers `env` from the cache; counts it in usage as a cached request (no provider tokens).

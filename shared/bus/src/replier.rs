@@ -2,14 +2,15 @@
 //! their sequence numbers, sent to the caller's reply stream, and the knowledge of whether
 //! anything reached the caller yet (after which no other attempt may run).
 //!
-//! Used by the provider worker, the router (tool loop, errors it answers itself) and
-//! mcp-tools. Each method is one round trip to the bus.
+//! It only moves frames: what goes in them (a provider's answer rewritten, a recording for
+//! the response cache) is its callers' business — the provider worker's `outbox` does that.
+//! Used by the provider worker, the router (tool loop, cache hits, errors it answers itself),
+//! mcp-tools and responses. Each method is one round trip to the bus.
 
 use std::time::Duration;
 
 use bytes::Bytes;
-use llmr_protocol::xmltools::AnswerRewrite;
-use llmr_protocol::{ApiError, CacheStatus, Envelope, Frame, Head};
+use llmr_protocol::{ApiError, CacheStatus, Envelope, Frame, Head, NativeApi};
 use uuid::Uuid;
 
 use crate::{Bus, BusError};
@@ -26,10 +27,8 @@ pub struct Replier {
     stream: bool,
     /// Reported in the head (`x-llmr-cache`).
     cache: Option<CacheStatus>,
-    /// A copy of what is sent, for the response cache.
-    recording: Option<Recording>,
-    /// Applied to a chat answer before it is sent (tool calls parsed from XML blocks).
-    rewrite: Option<Box<dyn AnswerRewrite>>,
+    /// Reported in the head: the answer is in this API, not chat completions.
+    native: Option<NativeApi>,
     /// Whether a send left a first-frame marker (see `marks_first`).
     marked: bool,
     /// What the end frame reports (a provider worker's attempt), with the prices that make
@@ -37,15 +36,6 @@ pub struct Replier {
     outcome: Option<(llmr_protocol::Outcome, Option<(f64, f64)>)>,
     /// Bytes of chunks sent (the estimate of output tokens when no usage is reported).
     sent_bytes: u64,
-}
-
-/// What a recording Replier kept: the head's status and every chunk's data.
-#[derive(Debug, Default)]
-struct Recording {
-    status: u16,
-    data: Vec<u8>,
-    limit: usize,
-    overflow: bool,
 }
 
 impl Replier {
@@ -59,18 +49,11 @@ impl Replier {
             started: false,
             stream,
             cache: None,
-            recording: None,
-            rewrite: None,
+            native: None,
             marked: false,
             outcome: None,
             sent_bytes: 0,
         }
-    }
-
-    /// Rewrites what follows (until set again) on its way out: whole bodies of status 200,
-    /// stream events, and at the end of a stream what the rewrite still holds.
-    pub fn set_rewrite(&mut self, rewrite: Option<Box<dyn AnswerRewrite>>) {
-        self.rewrite = rewrite;
     }
 
     /// Makes the end frame report what answered: `provider`, `model`, the attempt's number,
@@ -110,19 +93,10 @@ impl Replier {
         self.cache = cache;
     }
 
-    /// Keeps a copy of the answer (up to `limit` bytes) for the response cache.
-    pub fn record(&mut self, limit: usize) {
-        self.recording = Some(Recording {
-            limit,
-            ..Recording::default()
-        });
-    }
-
-    /// The recorded answer — the head's status and the chunks' data, concatenated — unless
-    /// it outgrew its limit.
-    pub fn take_recording(&mut self) -> Option<(u16, Bytes)> {
-        let r = self.recording.take()?;
-        (!r.overflow).then(|| (r.status, Bytes::from(r.data)))
+    /// Says in the head that the answer is in `native`'s API (until a frame has gone, it can
+    /// be set again: a failed attempt before it is followed by another).
+    pub fn set_native(&mut self, native: Option<NativeApi>) {
+        self.native = native;
     }
 
     /// Answers `env`, streamed when its client asked for a stream.
@@ -154,24 +128,14 @@ impl Replier {
                     status,
                     stream: self.stream,
                     cache: self.cache,
+                    native: self.native,
                 },
             ));
             self.started = true;
-            if let Some(r) = &mut self.recording {
-                r.status = status;
-            }
         }
     }
 
     fn chunk(&mut self, frames: &mut Vec<Frame>, data: Bytes) {
-        if let Some(r) = &mut self.recording {
-            if r.data.len() + data.len() > r.limit {
-                r.overflow = true;
-                r.data = Vec::new();
-            } else if !r.overflow {
-                r.data.extend_from_slice(&data);
-            }
-        }
         self.sent_bytes += data.len() as u64;
         let seq = self.next();
         frames.push(Frame::chunk(self.id, seq, data));
@@ -214,28 +178,8 @@ impl Replier {
         }
     }
 
-    /// Stream events (one SSE payload each): one chunk frame carrying them as SSE text
-    /// (`data: …\n\n` each); the head goes first.
-    pub async fn events(&mut self, payloads: &[Bytes]) -> Result<(), BusError> {
-        let rewritten;
-        let payloads = match &mut self.rewrite {
-            Some(r) => {
-                rewritten = r.events(payloads);
-                if rewritten.is_empty() {
-                    return Ok(());
-                }
-                rewritten.as_slice()
-            }
-            None => payloads,
-        };
-        let mut frames = Vec::with_capacity(2);
-        self.head_if_needed(&mut frames, 200);
-        self.chunk(&mut frames, Bytes::from(llmr_protocol::openai::sse(payloads)));
-        self.send(&frames).await
-    }
-
-    /// Stream bytes already framed by the caller (Responses events with `event:` lines):
-    /// one chunk frame; the head goes first.
+    /// Stream bytes ready to write (SSE text: `data: …\n\n` each event, or Responses events
+    /// with `event:` lines): one chunk frame; the head goes first.
     pub async fn raw(&mut self, data: Bytes) -> Result<(), BusError> {
         let mut frames = Vec::with_capacity(2);
         self.head_if_needed(&mut frames, 200);
@@ -243,30 +187,26 @@ impl Replier {
         self.send(&frames).await
     }
 
-    /// A whole stream at once: head, one chunk with every event, end.
-    pub async fn stream_all(&mut self, payloads: &[Bytes]) -> Result<(), BusError> {
-        let rewritten;
-        let payloads = match &mut self.rewrite {
-            Some(r) => {
-                rewritten = [r.events(payloads), r.finish()].concat();
-                rewritten.as_slice()
-            }
-            None => payloads,
-        };
+    /// The last stream bytes (none when empty) and the end, in one send.
+    pub async fn finish(&mut self, data: Bytes) -> Result<(), BusError> {
+        if data.is_empty() {
+            return self.empty(200).await;
+        }
         let mut frames = Vec::with_capacity(3);
         self.head_if_needed(&mut frames, 200);
-        self.chunk(&mut frames, Bytes::from(llmr_protocol::openai::sse(payloads)));
+        self.chunk(&mut frames, data);
         self.end_frame(&mut frames);
         self.send(&frames).await
     }
 
+    /// A whole stream of OpenAI events at once (one payload each): head, one chunk with
+    /// every event as SSE text, end.
+    pub async fn stream_all(&mut self, payloads: &[Bytes]) -> Result<(), BusError> {
+        self.finish(Bytes::from(llmr_protocol::openai::sse(payloads))).await
+    }
+
     /// A whole (non-streamed) answer: head, body, end.
-    pub async fn complete(&mut self, status: u16, mut body: Bytes) -> Result<(), BusError> {
-        if status == 200
-            && let Some(r) = &mut self.rewrite
-        {
-            body = r.body(body);
-        }
+    pub async fn complete(&mut self, status: u16, body: Bytes) -> Result<(), BusError> {
         let mut frames = Vec::with_capacity(3);
         self.head_if_needed(&mut frames, status);
         self.chunk(&mut frames, body);
@@ -282,17 +222,9 @@ impl Replier {
         self.send(&frames).await
     }
 
-    /// Closes a stream (after what a rewrite still holds).
+    /// Closes a stream.
     pub async fn end(&mut self) -> Result<(), BusError> {
-        let tail = self.rewrite.as_mut().map(|r| r.finish()).unwrap_or_default();
-        if tail.is_empty() {
-            return self.empty(200).await;
-        }
-        let mut frames = Vec::with_capacity(3);
-        self.head_if_needed(&mut frames, 200);
-        self.chunk(&mut frames, Bytes::from(llmr_protocol::openai::sse(&tail)));
-        self.end_frame(&mut frames);
-        self.send(&frames).await
+        self.empty(200).await
     }
 
     /// Ends the request with an error.
@@ -327,8 +259,8 @@ mod tests {
     #[tokio::test]
     async fn numbers_frames_in_order_with_one_head() {
         let got = frames_of(async |r| {
-            r.events(&[Bytes::from_static(b"{}")]).await.unwrap();
-            r.events(&[Bytes::from_static(b"{}")]).await.unwrap();
+            r.raw(Bytes::from_static(b"data: {}\n\n")).await.unwrap();
+            r.raw(Bytes::from_static(b"data: {}\n\n")).await.unwrap();
             r.end().await.unwrap();
         })
         .await;

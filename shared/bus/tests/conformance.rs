@@ -189,6 +189,7 @@ async fn replies_reach_their_instance_in_order(bus: Bus) {
                 status: 200,
                 stream: true,
                 cache: None,
+                native: None,
             },
         ),
         Frame::chunk(id, 1, Bytes::from_static(b"{\"a\":1}")),
@@ -283,6 +284,7 @@ async fn finishing_a_job_acks_it_and_forgets_its_first_frame(bus: Bus) {
                 status: 200,
                 stream: false,
                 cache: None,
+                native: None,
             },
         )],
     )
@@ -334,6 +336,7 @@ async fn batched_forwards_and_finishes_behave_like_single_ones(bus: Bus) {
                     status: 200,
                     stream: false,
                     cache: None,
+                    native: None,
                 },
             )],
         )

@@ -189,7 +189,9 @@ pub struct Meta {
     /// The endpoint the body is for (chat unless said).
     pub endpoint: Endpoint,
     /// The client's own body in another API, beside the chat body, for adapters that speak
-    /// that API natively (empty otherwise): see [`NativeApi`].
+    /// that API natively (empty otherwise). Read and write it as one typed value with
+    /// [`Meta::native_body`] / [`Meta::set_native_body`]; the two fields stay public while
+    /// the gateway still writes them.
     pub native: Bytes,
     /// Which API `native` is in.
     pub native_api: NativeApi,
@@ -240,8 +242,10 @@ impl Priority {
     }
 }
 
-/// The API of a request's native body.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// The API of a request's native body, and of an answer sent in it (a head frame's
+/// [`Head::native`](crate::Head::native)).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum NativeApi {
     /// A Responses API body (set by the responses service), for `responses = true` providers.
     #[default]
@@ -249,6 +253,58 @@ pub enum NativeApi {
     /// An Anthropic Messages body (set by the gateway's `/v1/messages`), for `anthropic`
     /// providers: they send it as the client wrote it (thinking, cache_control, top_k…).
     Anthropic,
+}
+
+/// The client's own body in another API, beside the chat body: one typed value over
+/// [`Meta::native`] and [`Meta::native_api`] (see [`Meta::native_body`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NativeBody {
+    /// A Responses API body (the responses service's), for `responses = true` providers.
+    Responses(Bytes),
+    /// An Anthropic Messages body (the gateway's `/v1/messages`), for `anthropic` providers.
+    Anthropic(Bytes),
+}
+
+impl NativeBody {
+    /// Which API it is in.
+    pub fn api(&self) -> NativeApi {
+        match self {
+            NativeBody::Responses(_) => NativeApi::Responses,
+            NativeBody::Anthropic(_) => NativeApi::Anthropic,
+        }
+    }
+
+    /// The body itself.
+    pub fn bytes(&self) -> &Bytes {
+        match self {
+            NativeBody::Responses(b) | NativeBody::Anthropic(b) => b,
+        }
+    }
+}
+
+impl Meta {
+    /// The native body, when the request carries one.
+    pub fn native_body(&self) -> Option<NativeBody> {
+        if self.native.is_empty() {
+            return None;
+        }
+        Some(match self.native_api {
+            NativeApi::Responses => NativeBody::Responses(self.native.clone()),
+            NativeApi::Anthropic => NativeBody::Anthropic(self.native.clone()),
+        })
+    }
+
+    /// Sets (or, with None, drops) the native body.
+    pub fn set_native_body(&mut self, native: Option<NativeBody>) {
+        (self.native, self.native_api) = match native {
+            None => (Bytes::new(), NativeApi::default()),
+            Some(n) => {
+                let api = n.api();
+                let (NativeBody::Responses(b) | NativeBody::Anthropic(b)) = n;
+                (b, api)
+            }
+        };
+    }
 }
 
 /// One unit of work on a stream.

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::envelope::DecodeError;
+use crate::envelope::{DecodeError, NativeApi};
 use crate::error::ApiError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +54,10 @@ pub struct Head {
     /// What the response cache did (the `x-llmr-cache` answer header), when it is on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache: Option<CacheStatus>,
+    /// Set when the chunks are not chat completions but the events of this API, answered
+    /// natively (a `responses = true` provider given a Responses body).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub native: Option<NativeApi>,
 }
 
 /// What the response cache did for a request.
@@ -139,15 +143,18 @@ pub struct Frame {
 
 impl Frame {
     pub fn head(id: Uuid, head: Head) -> Frame {
-        let data = match head.cache {
-            None => Bytes::from(format!(r#"{{"status":{},"stream":{}}}"#, head.status, head.stream)),
-            Some(c) => Bytes::from(format!(
-                r#"{{"status":{},"stream":{},"cache":"{}"}}"#,
-                head.status,
-                head.stream,
-                c.as_str()
-            )),
-        };
+        let mut data = format!(r#"{{"status":{},"stream":{}"#, head.status, head.stream);
+        if let Some(c) = head.cache {
+            data.push_str(&format!(r#","cache":"{}""#, c.as_str()));
+        }
+        if let Some(n) = head.native {
+            data.push_str(match n {
+                NativeApi::Responses => r#","native":"responses""#,
+                NativeApi::Anthropic => r#","native":"anthropic""#,
+            });
+        }
+        data.push('}');
+        let data = Bytes::from(data);
         Frame {
             id,
             seq: 0,
@@ -327,6 +334,7 @@ mod tests {
             status: 200,
             stream: false,
             cache: None,
+            native: None,
         };
         let frames = vec![
             Frame::head(id, head),
@@ -353,6 +361,7 @@ mod tests {
                     status: 200,
                     stream: true,
                     cache: Some(CacheStatus::Hit),
+                    native: Some(NativeApi::Responses),
                 },
             ),
             Frame::chunk(id, 1, Bytes::from_static(b"{\"x\":1}")),
@@ -365,6 +374,19 @@ mod tests {
     }
 
     #[test]
+    fn a_native_answer_is_said_in_its_head() {
+        let head = Head {
+            status: 200,
+            stream: true,
+            cache: None,
+            native: Some(NativeApi::Responses),
+        };
+        let f = Frame::head(Uuid::now_v7(), head);
+        assert_eq!(f.data.as_ref(), br#"{"status":200,"stream":true,"native":"responses"}"#);
+        assert_eq!(f.as_head().unwrap(), head);
+    }
+
+    #[test]
     fn head_and_error_data_decode() {
         let id = Uuid::now_v7();
         assert_eq!(
@@ -373,7 +395,8 @@ mod tests {
                 Head {
                     status: 201,
                     stream: false,
-                    cache: None
+                    cache: None,
+                    native: None,
                 }
             )
             .as_head()
@@ -381,7 +404,8 @@ mod tests {
             Head {
                 status: 201,
                 stream: false,
-                cache: None
+                cache: None,
+                native: None,
             }
         );
         let err = ApiError::ModelNotFound { model: "x".into() };

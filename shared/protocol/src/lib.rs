@@ -40,7 +40,9 @@ pub mod tools;
 pub mod trace;
 pub mod xmltools;
 
-pub use envelope::{CallerId, DecodeError, Endpoint, Envelope, Kind, Meta, NativeApi, Priority, ToolMode, allowed};
+pub use envelope::{
+    CallerId, DecodeError, Endpoint, Envelope, Kind, Meta, NativeApi, NativeBody, Priority, ToolMode, allowed,
+};
 pub use error::ApiError;
 pub use frame::{CacheStatus, Frame, FrameKind, Head, Outcome, Usage};
 pub use plan::{Attempt, CachePlan, Plan};

@@ -21,12 +21,14 @@
 //!   written.
 //!
 //! # Layout
+//! - [`cache`]: the response cache's key scheme (`cache:{digest}`), entries, lookup and put.
 //! - [`governance`]: virtual keys, teams, admission by reservation, spend and the request log.
 //! - [`health`]: circuit-breaker and cooldown rules (the Redis scripts do the same).
 //! - [`memory`]: the in-memory implementation.
 //! - [`peers`]: which services have a live instance, read in the background.
 //! - [`redis_store`]: the Redis implementation.
 
+pub mod cache;
 pub mod governance;
 pub mod health;
 pub mod memory;

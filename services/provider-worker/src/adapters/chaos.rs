@@ -8,7 +8,8 @@ use llmr_config::Chaos;
 use llmr_protocol::now_ms;
 use llmr_protocol::openai::ChatChunk;
 
-use super::{Adapter, AttemptError, AttemptResult, Call, echo};
+use super::attempt::{Adapter, AttemptError, AttemptResult, Call};
+use super::echo;
 
 /// What one roll of the dice injects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

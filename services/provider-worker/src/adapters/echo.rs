@@ -8,7 +8,7 @@ use llmr_protocol::openai::{ChatChunk, ChatCompletion, Delta};
 use llmr_protocol::{ApiError, Usage, now_ms};
 use serde_json::Value;
 
-use super::{Adapter, AttemptError, AttemptResult, Call, Outcome};
+use super::attempt::{Adapter, AttemptError, AttemptResult, Call, Outcome};
 
 /// The text of the last user message (text parts joined by spaces).
 pub fn last_user_text(body: &Value) -> String {

@@ -10,7 +10,7 @@ use llmr_protocol::{Usage, now_ms};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::{AttemptError, AttemptResult, Call, Outcome};
+use super::attempt::{AttemptError, AttemptResult, Call, Outcome};
 
 /// The texts of an embeddings `input` or a completions `prompt` (token arrays named by size).
 fn texts(v: &Value) -> Vec<String> {

@@ -1,41 +1,35 @@
-//! The `openai` adapter: any OpenAI-compatible `/chat/completions`, `/embeddings` and
-//! `/completions` (the request's endpoint).
+//! The `openai` dialect: any OpenAI-compatible `/chat/completions`, `/embeddings` and
+//! `/completions` (the request's endpoint), also for `gemini` and `azure` providers.
 //!
 //! The client's body is sent through as bytes; it is rewritten only when the upstream knows
 //! the model by another name, or to ask a stream for its usage (`stream_options.include_usage`)
-//! when the client did not — that extra usage chunk is then not relayed. Stream events are
-//! passed through as the upstream sent them.
+//! when the client did not — that extra usage chunk is then not relayed. Answers and stream
+//! events are passed through as the upstream sent them (events are checked to be JSON, and
+//! only those that carry a finish reason or usage are parsed, for those fields alone).
 //!
-//! Statuses are mapped by the shared `http` module; malformed answers → the target.
+//! A `responses = true` provider given a native Responses body speaks OpenAI's Responses API
+//! instead ([`super::openai_responses`]). Refusals follow the shared mapping.
 
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
 use bytes::Bytes;
-use futures_util::future::LocalBoxFuture;
-use futures_util::{FutureExt, StreamExt};
-use llmr_bus::Replier;
 use llmr_config::ProviderType;
 use llmr_protocol::{ApiError, Usage};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::{Adapter, AttemptError, AttemptResult, Call, Outcome, http};
+use super::attempt::{AttemptError, Outcome};
+use super::dialect::{Answer, Ask, Dialect, Event, Events, Reading, StreamError, UpstreamRequest, malformed};
+use super::openai_responses;
 
 /// The searches run on every stream event, built once (building one is dearer than a search).
 static FINISH_REASON: LazyLock<memchr::memmem::Finder<'static>> =
     LazyLock::new(|| memchr::memmem::Finder::new(b"\"finish_reason\":\""));
 static USAGE: LazyLock<memchr::memmem::Finder<'static>> = LazyLock::new(|| memchr::memmem::Finder::new(b"\"usage\":{"));
-use crate::sse::{Event, Splitter};
 
-/// The `openai` adapter.
+/// The `openai` dialect.
 pub struct OpenAi;
-
-impl Adapter for OpenAi {
-    fn call<'a>(&'a self, c: Call<'a>) -> LocalBoxFuture<'a, AttemptResult> {
-        Box::pin(call(c))
-    }
-}
 
 #[derive(Deserialize)]
 struct UsageOnly {
@@ -56,174 +50,138 @@ struct ChoiceEnd {
     finish_reason: Option<String>,
 }
 
-/// POSTs `body` to the endpoint `path`: `{base_url}{path}`, or for Azure
-/// `{base_url}/openai/deployments/{deployment}{path}?api-version=…` with the key in `api-key`;
-/// Gemini gets it in `x-goog-api-key` too; the others as a bearer token.
-pub(super) async fn send(
-    c: &Call<'_>,
-    path: &str,
-    body: Bytes,
-) -> Result<
-    awc::ClientResponse<impl futures_util::Stream<Item = Result<Bytes, awc::error::PayloadError>> + Unpin + use<>>,
-    AttemptError,
-> {
-    let p = c.provider;
+impl UsageOnly {
+    fn finish_reasons(choices: Option<Vec<ChoiceEnd>>) -> impl Iterator<Item = String> {
+        choices.unwrap_or_default().into_iter().filter_map(|c| c.finish_reason)
+    }
+}
+
+impl Dialect for OpenAi {
+    fn request(&self, ask: &Ask<'_>) -> Result<UpstreamRequest, AttemptError> {
+        if let Some(body) = openai_responses::native_body(ask) {
+            return Ok(openai_responses::request(body, post(ask, "/responses")));
+        }
+        let (meta, upstream_model) = (&ask.env.meta, ask.attempt.model.as_str());
+        let force_usage = meta.stream && !meta.include_usage;
+        let renamed = meta.model != upstream_model;
+        let body = if !renamed && !force_usage {
+            ask.env.body.clone()
+        } else {
+            rewrite(&ask.env.body, renamed.then_some(upstream_model), force_usage)?
+        };
+        let (url, headers) = post(ask, meta.endpoint.path());
+        Ok(UpstreamRequest {
+            url,
+            headers,
+            body,
+            reading: if meta.stream { Reading::Sse } else { Reading::Whole },
+            native: None,
+        })
+    }
+
+    fn answer(&self, _: &Ask<'_>, body: Bytes) -> Result<Answer, AttemptError> {
+        let parsed: UsageOnly = serde_json::from_slice(&body).map_err(malformed)?;
+        Ok(Answer {
+            body,
+            outcome: Outcome {
+                usage: parsed.usage,
+                relayed_bytes: 0,
+                response_id: parsed.id,
+                response_model: parsed.model,
+                finish_reasons: UsageOnly::finish_reasons(parsed.choices).collect(),
+            },
+        })
+    }
+
+    fn events(&self, ask: &Ask<'_>, req: &UpstreamRequest) -> Box<dyn Events> {
+        if req.native.is_some() {
+            return Box::new(openai_responses::ResponsesEvents::default());
+        }
+        Box::new(ChatEvents {
+            client_wants_usage: ask.env.meta.include_usage,
+            ..ChatEvents::default()
+        })
+    }
+}
+
+/// The URL and credentials of a POST to the endpoint `path`: `{base_url}{path}`, or for
+/// Azure `{base_url}/openai/deployments/{deployment}{path}?api-version=…` with the key in
+/// `api-key`; Gemini gets it in `x-goog-api-key` too; the others as a bearer token.
+fn post(ask: &Ask<'_>, path: &str) -> (String, Vec<(&'static str, String)>) {
+    let p = ask.provider;
     let url = match p.kind {
         ProviderType::Azure => format!(
             "{}/openai/deployments/{}{path}?api-version={}",
             p.base(),
-            p.deployment(&c.attempt.model),
+            p.deployment(&ask.attempt.model),
             p.api_version
         ),
         _ => format!("{}{path}", p.base()),
     };
-    let req = http::post(c, &url, |req| match (c.key, p.kind) {
-        (None, _) => req,
-        (Some(k), ProviderType::Azure) => req.insert_header(("api-key", k)),
-        (Some(k), ProviderType::Gemini) => req.bearer_auth(k).insert_header(("x-goog-api-key", k)),
-        (Some(k), _) => req.bearer_auth(k),
-    });
-    http::send(req, body, c.key).await
-}
-
-async fn call(c: Call<'_>) -> AttemptResult {
-    if c.provider.responses
-        && c.env.meta.native_api == llmr_protocol::NativeApi::Responses
-        && !c.env.meta.native.is_empty()
-        && let Some(body) = super::openai_responses::body(&c.env.meta.native, &c.attempt.provider, &c.attempt.model)
-    {
-        return super::openai_responses::call(c, body).await;
-    }
-    let (env, upstream_model) = (c.env, c.attempt.model.as_str());
-    let (stream, client_wants_usage) = (env.meta.stream, env.meta.include_usage);
-    let force_usage = stream && !client_wants_usage;
-    let renamed = env.meta.model != upstream_model;
-    let body = if !renamed && !force_usage {
-        env.body.clone()
-    } else {
-        rewrite(&env.body, renamed.then_some(upstream_model), force_usage)?
+    let headers = match (ask.key, p.kind) {
+        (None, _) => Vec::new(),
+        (Some(k), ProviderType::Azure) => vec![("api-key", k.to_owned())],
+        (Some(k), ProviderType::Gemini) => vec![
+            ("authorization", format!("Bearer {k}")),
+            ("x-goog-api-key", k.to_owned()),
+        ],
+        (Some(k), _) => vec![("authorization", format!("Bearer {k}"))],
     };
-    let mut resp = send(&c, env.meta.endpoint.path(), body).await?;
-    let out = c.out;
-    if !stream {
-        let body = resp
-            .body()
-            .limit(c.max_response_bytes)
-            .await
-            .map_err(|e| AttemptError::retryable(format!("reading the answer failed: {e}")))?;
-        let parsed: UsageOnly =
-            serde_json::from_slice(&body).map_err(|e| AttemptError::retryable(format!("malformed answer: {e}")))?;
-        let relayed_bytes = body.len() as u64;
-        out.set_usage(parsed.usage);
-        out.complete(200, body)
-            .await
-            .map_err(|e| AttemptError::local(e.into(), "could not reply"))?;
-        return Ok(Outcome {
-            usage: parsed.usage,
-            relayed_bytes,
-            response_id: parsed.id,
-            response_model: parsed.model,
-            finish_reasons: parsed
-                .choices
-                .unwrap_or_default()
-                .into_iter()
-                .filter_map(|c| c.finish_reason)
-                .collect(),
-        });
-    }
-    relay_stream(&mut resp, out, client_wants_usage).await
+    (url, headers)
 }
 
-/// Passes SSE events through until `[DONE]`; keeps the usage chunk to itself unless the
-/// client asked for it.
-async fn relay_stream<S>(
-    resp: &mut awc::ClientResponse<S>,
-    out: &mut Replier,
+/// A chat stream passed through until `[DONE]`, keeping the usage chunk to itself unless
+/// the client asked for it.
+#[derive(Default)]
+pub struct ChatEvents {
     client_wants_usage: bool,
-) -> AttemptResult
-where
-    S: futures_util::Stream<Item = Result<Bytes, awc::error::PayloadError>> + Unpin,
-{
-    let mut splitter = Splitter::default();
-    let mut usage = None;
-    let (mut response_id, mut response_model) = (None, None);
-    let mut finish_reasons = Vec::new();
-    let mut relayed_bytes = 0u64;
-    while let Some(chunk) = resp.next().await {
-        // Take every chunk that has already arrived too: one frame (one round trip) for a
-        // burst of events, instead of one per HTTP chunk.
-        let mut chunks = vec![chunk];
-        while let Some(Some(more)) = resp.next().now_or_never() {
-            chunks.push(more);
+    usage: Option<Usage>,
+    response_id: Option<String>,
+    response_model: Option<String>,
+    finish_reasons: Vec<String>,
+}
+
+impl Events for ChatEvents {
+    fn event(&mut self, event: Event, out: &mut Vec<Bytes>) -> Result<bool, StreamError> {
+        let d = match event {
+            Event::Done => return Ok(true),
+            Event::Data(d) => d,
+        };
+        // Checked whole (a cheap scan, nothing kept): no malformed event reaches the client.
+        if d.first() != Some(&b'{') || serde_json::from_slice::<serde::de::IgnoredAny>(&d).is_err() {
+            return Err(StreamError::MalformedEvent);
         }
-        let mut events = Vec::new();
-        for chunk in chunks {
-            let chunk = chunk.map_err(|e| broken(out, format!("the upstream stream broke: {e}")))?;
-            events.extend(splitter.push(&chunk));
+        if FINISH_REASON.find(&d).is_some()
+            && let Ok(u) = serde_json::from_slice::<UsageOnly>(&d)
+        {
+            self.finish_reasons.extend(UsageOnly::finish_reasons(u.choices));
         }
-        let mut payloads = Vec::new();
-        let mut done = false;
-        for ev in events {
-            match ev {
-                Event::Done => done = true,
-                Event::Data(d) => {
-                    // Checked whole (a cheap scan, nothing kept): no malformed event reaches the client.
-                    if d.first() != Some(&b'{') || serde_json::from_slice::<serde::de::IgnoredAny>(&d).is_err() {
-                        return Err(broken(out, "the upstream sent a malformed stream event".into()));
-                    }
-                    if FINISH_REASON.find(&d).is_some()
-                        && let Ok(u) = serde_json::from_slice::<UsageOnly>(&d)
-                    {
-                        finish_reasons.extend(
-                            u.choices
-                                .unwrap_or_default()
-                                .into_iter()
-                                .filter_map(|c| c.finish_reason),
-                        );
-                    }
-                    if USAGE.find(&d).is_some()
-                        && let Ok(u) = serde_json::from_slice::<UsageOnly>(&d)
-                    {
-                        usage = u.usage.or(usage);
-                        response_id = u.id.or(response_id);
-                        response_model = u.model.or(response_model);
-                        if !client_wants_usage && u.choices.is_some_and(|c| c.is_empty()) {
-                            continue; // the usage chunk we asked for, not the client
-                        }
-                    }
-                    relayed_bytes += d.len() as u64;
-                    payloads.push(d);
-                }
+        if USAGE.find(&d).is_some()
+            && let Ok(u) = serde_json::from_slice::<UsageOnly>(&d)
+        {
+            self.usage = u.usage.or(self.usage);
+            self.response_id = u.id.or(self.response_id.take());
+            self.response_model = u.model.or(self.response_model.take());
+            if !self.client_wants_usage && u.choices.is_some_and(|c| c.is_empty()) {
+                return Ok(false); // the usage chunk we asked for, not the client
             }
         }
-        if !payloads.is_empty() {
-            out.events(&payloads)
-                .await
-                .map_err(|e| AttemptError::local(e.into(), "could not reply"))?;
-        }
-        if done {
-            out.set_usage(usage);
-            out.end()
-                .await
-                .map_err(|e| AttemptError::local(e.into(), "could not reply"))?;
-            return Ok(Outcome {
-                usage,
-                relayed_bytes,
-                response_id,
-                response_model,
-                finish_reasons,
-            });
+        out.push(d);
+        Ok(false)
+    }
+
+    fn end(&mut self, _: &mut Vec<Bytes>) -> Outcome {
+        Outcome {
+            usage: self.usage,
+            relayed_bytes: 0,
+            response_id: self.response_id.take(),
+            response_model: self.response_model.take(),
+            finish_reasons: std::mem::take(&mut self.finish_reasons),
         }
     }
-    Err(broken(out, "the upstream stream ended without [DONE]".into()))
-}
 
-/// A broken stream: retryable while nothing reached the client.
-pub(super) fn broken(out: &Replier, reason: String) -> AttemptError {
-    if out.started() {
-        AttemptError::broken_after_start(reason)
-    } else {
-        AttemptError::retryable(reason)
+    fn unfinished(&self) -> &'static str {
+        "the upstream stream ended without [DONE]"
     }
 }
 

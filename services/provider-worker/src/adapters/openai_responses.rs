@@ -1,22 +1,42 @@
-//! OpenAI's Responses API as an upstream (`responses = true` on an `openai` provider): the
-//! responses service's native body (`meta.native`) goes to `POST {base_url}/responses`,
-//! streamed, and the upstream's events are relayed as they come — the responses service
-//! renumbers them and puts its own ids in. The first relayed event is
-//! `{"type": "llmr.native", "provider": NAME}`, so the responses service can map its id to the
-//! upstream's and continue a chain at the same provider.
+//! OpenAI's Responses API as an upstream (`responses = true` on an `openai` provider), as
+//! conversions: the responses service's native body (`Meta::native_body`) goes to `POST
+//! {base_url}/responses`, streamed, and the upstream's events are relayed as they come — the
+//! responses service renumbers them and puts its own ids in. The answer's head says it is
+//! native (`Head::native`), so the responses service reads Responses events, not chat
+//! chunks, and keeps which provider holds the chain (the end frame's outcome names it).
 //!
 //! A chain whose previous response lives at another provider cannot continue natively here:
 //! [`body`] says so, and the attempt uses chat completions (the chat body carries the whole
-//! history). Faults follow the `openai` adapter's status rules.
+//! history). URL, credentials and refusals are the `openai` dialect's.
 
 use bytes::Bytes;
-use futures_util::StreamExt;
-use llmr_protocol::Usage;
+use llmr_protocol::{NativeApi, NativeBody, Usage};
 use serde_json::{Value, json};
 
-use super::openai::{broken, send};
-use super::{AttemptError, AttemptResult, Call, Outcome};
-use crate::sse::{Event, Splitter};
+use super::attempt::Outcome;
+use super::dialect::{Ask, Event, Events, Reading, StreamError, UpstreamRequest};
+
+/// The native body of this attempt, when it goes natively: a `responses = true` provider, a
+/// Responses body, and a chain (if any) that lives at this provider.
+pub fn native_body(ask: &Ask<'_>) -> Option<Bytes> {
+    match ask.env.meta.native_body()? {
+        NativeBody::Responses(native) if ask.provider.responses => {
+            body(&native, &ask.attempt.provider, &ask.attempt.model)
+        }
+        _ => None,
+    }
+}
+
+/// The streamed request of `body` to `url` (the `/responses` endpoint) with `headers`.
+pub fn request(body: Bytes, (url, headers): (String, Vec<(&'static str, String)>)) -> UpstreamRequest {
+    UpstreamRequest {
+        url,
+        headers,
+        body,
+        reading: Reading::Sse,
+        native: Some(NativeApi::Responses),
+    }
+}
 
 /// The body for this attempt's provider and model; None when the chain lives elsewhere.
 pub fn body(native: &[u8], provider: &str, model: &str) -> Option<Bytes> {
@@ -36,49 +56,34 @@ pub fn body(native: &[u8], provider: &str, model: &str) -> Option<Bytes> {
 /// The terminal events of a Responses stream.
 const TERMINAL: [&str; 3] = ["response.completed", "response.failed", "response.incomplete"];
 
-/// Sends the native request and relays its events until a terminal one.
-pub async fn call(c: Call<'_>, body: Bytes) -> AttemptResult {
-    let mut resp = send(&c, "/responses", body).await?;
-    let out = c.out;
-    let mut announce = Some(Bytes::from(
-        json!({"type": "llmr.native", "provider": c.attempt.provider}).to_string(),
-    ));
-    let mut splitter = Splitter::default();
-    let mut relayed_bytes = 0u64;
-    while let Some(chunk) = resp.next().await {
-        let chunk = chunk.map_err(|e| broken(out, format!("the upstream stream broke: {e}")))?;
-        let mut payloads: Vec<Bytes> = Vec::new();
-        let mut end: Option<Value> = None;
-        for ev in splitter.push(&chunk) {
-            let Event::Data(d) = ev else { continue };
-            let Ok(event) = serde_json::from_slice::<Value>(&d) else {
-                return Err(broken(out, "the upstream sent a malformed stream event".into()));
-            };
-            if event["type"].as_str().is_some_and(|t| TERMINAL.contains(&t)) {
-                end = Some(event);
-            }
-            relayed_bytes += d.len() as u64;
-            payloads.push(d);
+/// A Responses stream relayed event by event until a terminal one.
+#[derive(Default)]
+pub struct ResponsesEvents {
+    /// The terminal event, once seen.
+    end: Option<Value>,
+}
+
+impl Events for ResponsesEvents {
+    fn event(&mut self, event: Event, out: &mut Vec<Bytes>) -> Result<bool, StreamError> {
+        let Event::Data(d) = event else { return Ok(false) };
+        let Ok(event) = serde_json::from_slice::<Value>(&d) else {
+            return Err(StreamError::MalformedEvent);
+        };
+        let terminal = event["type"].as_str().is_some_and(|t| TERMINAL.contains(&t));
+        if terminal {
+            self.end = Some(event);
         }
-        if !payloads.is_empty() {
-            // The first frame says which provider answers natively.
-            if let Some(a) = announce.take() {
-                payloads.insert(0, a);
-            }
-            out.events(&payloads)
-                .await
-                .map_err(|e| AttemptError::local(e.into(), "could not reply"))?;
-        }
-        if let Some(end) = end {
-            let o = outcome(&end["response"], relayed_bytes);
-            out.set_usage(o.usage);
-            out.end()
-                .await
-                .map_err(|e| AttemptError::local(e.into(), "could not reply"))?;
-            return Ok(o);
-        }
+        out.push(d);
+        Ok(terminal)
     }
-    Err(broken(out, "the upstream stream ended before its final event".into()))
+
+    fn end(&mut self, _: &mut Vec<Bytes>) -> Outcome {
+        outcome(&self.end.take().unwrap_or_default()["response"], 0)
+    }
+
+    fn unfinished(&self) -> &'static str {
+        "the upstream stream ended before its final event"
+    }
 }
 
 /// Usage and identity from the final response object.
