@@ -39,8 +39,9 @@ def sources(crate_dir):
 
 
 def non_test(text):
-    """The text up to the file's first `#[cfg(test)]` (test modules sit at the end)."""
-    cut = re.search(r"^\s*#\[cfg\(test\)\]", text, re.M)
+    """The text up to the file's first `#[cfg(test)]` (test modules sit at the end; a test-only
+    file opens with `#![cfg(test)]`)."""
+    cut = re.search(r"^\s*#!?\[cfg\(test\)\]", text, re.M)
     return text[: cut.start()] if cut else text
 
 

@@ -339,7 +339,11 @@ impl StoreParts {
         let probe = [PROBE.to_owned()];
         let pairs = [(PROBE.to_owned(), PROBE.to_owned())];
         // The keys a cached answer, a stored response and a tool call's claim live under.
-        let keys = ["cache:", "resp:", "toolcall:"].map(|k| format!("{k}{PROBE}"));
+        let keys = [
+            llmr_store::cache::cache_key(PROBE),
+            format!("resp:{PROBE}"),
+            format!("toolcall:{PROBE}"),
+        ];
         let err = |r: Result<(), llmr_store::StoreError>| r.err().map(|e| e.to_string());
         let (routing, usage, cache, sessions, stored, claims) = futures_util::join!(
             store.routing_state(&probe, &probe, &pairs, &day),

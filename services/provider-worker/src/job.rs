@@ -31,7 +31,7 @@ use secrecy::ExposeSecret;
 use tracing::Instrument;
 
 use crate::adapters::{Adapter, AttemptError, AttemptResult, Call, Fault};
-use crate::outbox::Outbox;
+use crate::outbox::{CacheSink, Outbox};
 
 /// How often a waiting attempt asks again for a slot or lock.
 const SLOT_POLL: Duration = Duration::from_millis(25);
@@ -231,39 +231,24 @@ async fn execute(ctx: &JobCtx, d: &Delivery, held: &RefCell<Held>, span: &tracin
     let mut out = Outbox::from(Replier::to(ctx.bus.clone(), env));
     let cache = env.meta.plan.as_ref().and_then(|p| p.cache.as_ref());
     out.set_cache(cache.map(|c| c.status));
-    if cache.is_some_and(|c| c.store) {
-        out.record(ctx.cache.max_entry_bytes);
+    if let Some(c) = cache.filter(|c| c.store) {
+        // Stored (`llmr_store::cache`) before the end frame: a whole chat answer within the
+        // size bound, without tool calls unless `cache.tool_calls` allows them.
+        let sink = CacheSink {
+            store: ctx.store.clone(),
+            digest: c.key.clone(),
+            ttl_ms: c.ttl_ms,
+            stream: env.meta.stream,
+            tool_calls: ctx.cache.tool_calls,
+        };
+        out.record_to(ctx.cache.max_entry_bytes, sink);
     }
-    match attempts(ctx, d, held, span, &mut out).await {
-        Ok(()) => {
-            if let Some(c) = cache.filter(|c| c.store) {
-                store_answer(ctx, c, env.meta.stream, &mut out).await;
-            }
-        }
-        Err(err) => {
-            if let Err(e) = out.error(&err).await {
-                tracing::warn!(error = %e, "could not send an error frame");
-            }
-        }
+    if let Err(err) = attempts(ctx, d, held, span, &mut out).await
+        && let Err(e) = out.error(&err).await
+    {
+        tracing::warn!(error = %e, "could not send an error frame");
     }
     out.marked()
-}
-
-/// Keeps a successful answer in the response cache (`llmr_store::cache`): whole, within the
-/// size bound, a chat answer (not a native one), and without tool calls unless
-/// `cache.tool_calls` allows them.
-async fn store_answer(ctx: &JobCtx, c: &llmr_protocol::CachePlan, stream: bool, out: &mut Outbox) {
-    let Some((status, data)) = out.take_recording() else {
-        return;
-    };
-    let data = String::from_utf8_lossy(&data).into_owned();
-    if status != 200 || (!ctx.cache.tool_calls && data.contains("\"tool_calls\"")) {
-        return;
-    }
-    let answer = llmr_store::cache::CachedAnswer { stream, data };
-    if let Err(e) = llmr_store::cache::put(&ctx.store, &c.key, &answer, c.ttl_ms).await {
-        tracing::warn!(error = %e, "could not store an answer in the response cache");
-    }
 }
 
 /// Runs the plan; an `Err` is what the client is told.

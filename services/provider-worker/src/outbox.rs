@@ -1,12 +1,15 @@
 //! The way out of a job's answer: what the worker does to an answer before its frames go
 //! (the XML tool-call rewrite of a model without native tools, the SSE text of stream
 //! events) and the copy it keeps for the response cache, in front of the bus's `Replier`,
-//! which only moves frames.
+//! which only moves frames. A cached answer is stored before its end frame goes, so the
+//! next identical request, sent once this one is answered, finds it.
 
 use bytes::Bytes;
 use llmr_bus::{BusError, Replier};
 use llmr_protocol::xmltools::AnswerRewrite;
 use llmr_protocol::{ApiError, CacheStatus, NativeApi, Usage};
+use llmr_store::Store;
+use llmr_store::cache::CachedAnswer;
 
 /// A job's answer on its way to the caller.
 pub struct Outbox {
@@ -15,8 +18,21 @@ pub struct Outbox {
     rewrite: Option<Box<dyn AnswerRewrite>>,
     /// A copy of what is sent, for the response cache.
     recording: Option<Recording>,
+    /// Where the copy goes before the end frame.
+    sink: Option<CacheSink>,
     /// The answer is in this API (not chat completions): said in the head, never cached.
     native: Option<NativeApi>,
+}
+
+/// Where a recorded answer is stored: the response cache entry `digest` of the plan.
+pub struct CacheSink {
+    pub store: Store,
+    pub digest: String,
+    pub ttl_ms: u64,
+    /// A streamed answer (kept apart from a whole one).
+    pub stream: bool,
+    /// Answers with tool calls are cached too (`cache.tool_calls`).
+    pub tool_calls: bool,
 }
 
 /// What a recording outbox kept: the status of the answer and every chunk's data.
@@ -46,6 +62,7 @@ impl From<Replier> for Outbox {
             out,
             rewrite: None,
             recording: None,
+            sink: None,
             native: None,
         }
     }
@@ -70,6 +87,35 @@ impl Outbox {
             limit,
             ..Recording::default()
         });
+    }
+
+    /// Keeps a copy (up to `limit` bytes) and stores it in `sink` before the end frame.
+    pub fn record_to(&mut self, limit: usize, sink: CacheSink) {
+        self.record(limit);
+        self.sink = Some(sink);
+    }
+
+    /// Stores the recorded answer in the sink, when it is a successful chat answer within the
+    /// size bound and, unless the sink allows them, without tool calls. A store that fails
+    /// costs the cache entry, never the answer.
+    async fn store_recording(&mut self) {
+        let Some(sink) = self.sink.take() else {
+            return;
+        };
+        let Some((status, data)) = self.take_recording() else {
+            return;
+        };
+        let data = String::from_utf8_lossy(&data).into_owned();
+        if status != 200 || (!sink.tool_calls && data.contains("\"tool_calls\"")) {
+            return;
+        }
+        let answer = CachedAnswer {
+            stream: sink.stream,
+            data,
+        };
+        if let Err(e) = llmr_store::cache::put(&sink.store, &sink.digest, &answer, sink.ttl_ms).await {
+            tracing::warn!(error = %e, "could not store an answer in the response cache");
+        }
     }
 
     /// The recorded answer — its status and the chunks' data, concatenated — unless it
@@ -117,6 +163,7 @@ impl Outbox {
         };
         let data = Bytes::from(llmr_protocol::openai::sse(payloads));
         self.keep(200, &data);
+        self.store_recording().await;
         self.out.finish(data).await
     }
 
@@ -128,6 +175,7 @@ impl Outbox {
             body = r.body(body);
         }
         self.keep(status, &body);
+        self.store_recording().await;
         self.out.complete(status, body).await
     }
 
@@ -139,6 +187,7 @@ impl Outbox {
             false => Bytes::from(llmr_protocol::openai::sse(&tail)),
         };
         self.keep(200, &data);
+        self.store_recording().await;
         self.out.finish(data).await
     }
 

@@ -2,6 +2,7 @@
 //! of `anthropic`, `ollama`, `openai_responses` (and `openai`), the request as sent
 //! upstream, a whole answer as the client gets it, and a stream's events as the client
 //! gets them with the outcome. Every conversion is a pure function, so no upstream runs.
+#![cfg(test)]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use bytes::Bytes;
