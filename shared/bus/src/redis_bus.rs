@@ -158,8 +158,28 @@ impl RedisBus {
         pipe.query_async::<()>(&mut c).await.map_err(unavailable)
     }
 
+    /// Makes `group` on `stream` (and the stream) unless it exists. A timeout or a dropped
+    /// connection is tried again, a few times over about 3 s: a service starting while Redis
+    /// is slow (a fork for a snapshot, a busy host) waits for it instead of failing to start.
     pub(crate) async fn create_group(&self, stream: &str, group: &str) -> Result<(), BusError> {
-        let mut c = self.conn().await?;
+        let mut pause = Duration::from_millis(100);
+        loop {
+            match self.try_create_group(stream, group).await {
+                Err(e) if pause <= Duration::from_millis(1600) && (e.is_timeout() || e.is_io_error()) => {
+                    tracing::warn!(error = %e, stream, group, "Redis is slow to make a consumer group; trying again");
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                }
+                Err(e) => return Err(unavailable(e)),
+                Ok(()) => return Ok(()),
+            }
+        }
+    }
+
+    async fn try_create_group(&self, stream: &str, group: &str) -> Result<(), redis::RedisError> {
+        let mut c = self.conn().await.map_err(|e| {
+            redis::RedisError::from((redis::ErrorKind::Io, "no connection", e.to_string()))
+        })?;
         let r = redis::cmd("XGROUP")
             .arg("CREATE")
             .arg(self.key(stream))
@@ -169,9 +189,8 @@ impl RedisBus {
             .query_async::<()>(&mut c)
             .await;
         match r {
-            Ok(()) => Ok(()),
             Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
-            Err(e) => Err(unavailable(e)),
+            r => r,
         }
     }
 
