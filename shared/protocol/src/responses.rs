@@ -1,7 +1,8 @@
 //! The Responses API between the gateway and the responses service: the operations the
 //! gateway hands over ([`Op`], the body of a `responses` envelope) and the SSE framing of
 //! Responses events ([`EventWriter`]: an `event:` line equal to the event's `type`, a
-//! `sequence_number` from 0 up by one, and no `[DONE]`).
+//! `sequence_number` from 0 up by one, and no `[DONE]`), and the `error` event that ends a
+//! failed stream ([`ErrorEvent`]).
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -64,6 +65,33 @@ pub struct ListQuery {
     pub order: Option<String>,
     pub after: Option<String>,
     pub before: Option<String>,
+}
+
+/// The `error` event that ends a failed stream (`code` and `param` null when none).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorEvent {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub code: Option<String>,
+    pub message: String,
+    pub param: Option<String>,
+}
+
+impl ErrorEvent {
+    /// An error event saying `message`.
+    pub fn new(code: Option<&str>, message: impl Into<String>, param: Option<&str>) -> ErrorEvent {
+        ErrorEvent {
+            kind: "error".into(),
+            code: code.map(str::to_owned),
+            message: message.into(),
+            param: param.map(str::to_owned),
+        }
+    }
+
+    /// The JSON text.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
 }
 
 /// Writes Responses stream events as SSE, numbering them.
