@@ -121,15 +121,20 @@ impl EventWriter {
     }
 }
 
+/// The `type` of an event, read without parsing the rest.
+#[derive(Deserialize)]
+struct EventType<'a> {
+    #[serde(rename = "type", borrow, default)]
+    kind: Option<std::borrow::Cow<'a, str>>,
+}
+
 /// SSE text of numbered events (each a JSON object with a `type`): `event: {type}` and
 /// `data: {json}` per event.
 pub fn sse(events: &[String]) -> Bytes {
     let mut out = Vec::with_capacity(events.iter().map(|e| e.len() + 48).sum());
     for e in events {
-        let ty = serde_json::from_str::<Value>(e)
-            .ok()
-            .and_then(|v| v.get("type").and_then(Value::as_str).map(str::to_owned))
-            .unwrap_or_else(|| "message".into());
+        let typed = serde_json::from_str::<EventType<'_>>(e).ok();
+        let ty = typed.as_ref().and_then(|t| t.kind.as_deref()).unwrap_or("message");
         out.extend_from_slice(b"event: ");
         out.extend_from_slice(ty.as_bytes());
         out.extend_from_slice(b"\ndata: ");

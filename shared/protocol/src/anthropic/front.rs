@@ -163,30 +163,9 @@ fn options(req: &MessagesRequest, out: &mut ChatRequest) -> Result<(), ApiError>
     Ok(())
 }
 
-/// The request's path where serde stopped (`messages.0.content`), for an error's `param`.
-fn param_of(path: &serde_path_to_error::Path) -> Option<String> {
-    use serde_path_to_error::Segment;
-    let parts: Vec<String> = path
-        .iter()
-        .filter_map(|s| match s {
-            Segment::Seq { index } => Some(index.to_string()),
-            Segment::Map { key } => Some(key.clone()),
-            Segment::Enum { .. } | Segment::Unknown => None,
-        })
-        .collect();
-    (!parts.is_empty()).then(|| parts.join("."))
-}
-
 /// A Messages request body, typed; a field of the wrong type is named in the error.
 pub fn parse(req: &Value) -> Result<MessagesRequest, ApiError> {
-    if !req.is_object() {
-        return Err(ApiError::invalid("The request body must be a JSON object.", None));
-    }
-    serde_path_to_error::deserialize(req).map_err(|e| {
-        let param = param_of(e.path());
-        let message = format!("Invalid request body: {}", e.inner());
-        ApiError::invalid(message, param.as_deref())
-    })
+    crate::error::decode_body(req)
 }
 
 /// A typed Messages request as an OpenAI chat request (the model name is kept: it names a
@@ -522,6 +501,20 @@ mod tests {
         let e = chat_request(&json!({"model": "m", "max_tokens": 5, "messages": [{"role": "system", "content": "x"}]}))
             .unwrap_err();
         assert_eq!(e.param(), Some("messages.0.role"));
+        let e =
+            chat_request(&json!({"model": "m", "max_tokens": "x", "messages": [{"role": "user", "content": "hi"}]}))
+                .unwrap_err();
+        assert_eq!(
+            e.param(),
+            Some("max_tokens"),
+            "a field of the wrong type is named: {e:?}"
+        );
+        let e = chat_request(
+            &json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}],
+            "tools": [{"name": 3, "input_schema": {}}]}),
+        )
+        .unwrap_err();
+        assert_eq!(e.param(), Some("tools.0.name"));
     }
 
     #[test]

@@ -35,14 +35,7 @@ fn invalid(message: impl Into<String>, param: &str) -> ApiError {
 
 /// A body as one of the request types; a field of the wrong type is named in the error.
 fn parse<T: DeserializeOwned>(req: &Value) -> Result<T, ApiError> {
-    if !req.is_object() {
-        return Err(ApiError::invalid("The request body must be a JSON object.", None));
-    }
-    serde_path_to_error::deserialize(req).map_err(|e| {
-        let path = e.path().to_string();
-        let param = (path != ".").then_some(path.as_str());
-        ApiError::invalid(format!("Invalid request body: {}", e.inner()), param)
-    })
+    crate::error::decode_body(req)
 }
 
 fn model_of(model: &str) -> Result<String, ApiError> {
@@ -510,6 +503,9 @@ mod tests {
         assert_eq!(g["messages"].as_array().unwrap().len(), 2);
         assert!(g.get("stream").is_none());
         assert!(embed_request(&json!({"model": "m", "input": 3})).is_err());
+        let e = chat_request(&json!({"model": "m", "options": {"temperature": "x"}, "messages": [{"role": "user"}]}))
+            .unwrap_err();
+        assert_eq!(e.param(), Some("options.temperature"));
     }
 
     #[test]

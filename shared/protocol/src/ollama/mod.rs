@@ -14,8 +14,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 pub use wire::{
-    ChatRequest, EmbedRequest, EmbedResponse, ErrorBody, Format, FunctionCall, GenerateRequest, Message, ModelDetails,
-    ModelEntry, ModelList, Options, Response, Show, ToolCall,
+    ChatRequest, EmbedRequest, EmbedResponse, ErrorBody, Format, FunctionCall, GenerateRequest, Line, Message,
+    ModelDetails, ModelEntry, ModelList, Options, Response, Show, ToolCall,
 };
 
 use crate::frame::Usage;

@@ -189,6 +189,14 @@ pub struct EmbedResponse {
     pub extra: Map<String, Value>,
 }
 
+/// One NDJSON line of a stream from an upstream: an answer line, or an error.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Line {
+    Error(ErrorBody),
+    Response(Box<Response>),
+}
+
 /// An error: the body of a failed request, and a line that ends a failed stream.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
@@ -329,5 +337,9 @@ mod tests {
             "parameter_size": "8B", "quantization_level": "Q4"}, "expires_at": "t", "size_vram": 0}]}),
         );
         round_trip::<ErrorBody>(json!({"error": "model 'x' not found"}));
+        let line: Line = serde_json::from_value(json!({"error": "boom"})).unwrap();
+        assert_eq!(line, Line::Error(ErrorBody { error: "boom".into() }));
+        let line: Line = serde_json::from_value(json!({"model": "m", "done": false})).unwrap();
+        assert!(matches!(line, Line::Response(r) if !r.done));
     }
 }

@@ -3,8 +3,12 @@
 //! structs, so the wire shape is defined once.
 //!
 //! Bodies from upstreams are not re-encoded through these types on the hot path (they pass
-//! through as bytes); where a service must read one (the tool loop), fields these types do
-//! not name are kept in `extra` and written back unchanged.
+//! through as bytes); where a service must read one (the tool loop, the XML tool parser, the
+//! Anthropic and Ollama front doors), fields these types do not name are kept in `extra` and
+//! written back unchanged.
+//!
+//! Also here: the chat and embeddings requests the front doors write ([`request`]) and the
+//! embeddings answer ([`embeddings`]).
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -387,6 +391,17 @@ mod tests {
             "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}});
         let c: ChatCompletion = serde_json::from_value(v.clone()).unwrap();
         assert_eq!(serde_json::to_value(&c).unwrap(), v);
+    }
+
+    #[test]
+    fn chunks_keep_unknown_fields_and_tool_call_pieces() {
+        let v = json!({"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m",
+            "system_fingerprint": "fp", "choices": [{"index": 0, "logprobs": null, "finish_reason": null,
+            "delta": {"refusal": null, "reasoning_content": "hm",
+                "tool_calls": [{"index": 0, "function": {"arguments": "{\"x\":"}}]}}]});
+        let c: ChatChunk = serde_json::from_value(v.clone()).unwrap();
+        assert_eq!(serde_json::to_value(&c).unwrap(), v);
+        assert_eq!(c.choice().unwrap().delta.tool_calls.as_ref().unwrap()[0].id, None);
     }
 
     #[test]
