@@ -96,8 +96,10 @@ pub fn render(wire: Wire, e: &ApiError) -> HttpResponse {
     }
     match wire {
         Wire::OpenAi => r.body(e.to_json()),
-        Wire::Anthropic => r.body(llmr_protocol::anthropic::front::error_body(e).to_string()),
-        Wire::Ollama => r.body(serde_json::json!({"error": e.message()}).to_string()),
+        Wire::Anthropic => r.body(llmr_protocol::anthropic::front::error_body(e).to_json()),
+        Wire::Ollama => {
+            r.body(serde_json::to_string(&llmr_protocol::ollama::ErrorBody { error: e.message() }).unwrap_or_default())
+        }
     }
 }
 

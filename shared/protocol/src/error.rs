@@ -186,6 +186,31 @@ impl ApiError {
     }
 }
 
+/// A JSON body (already parsed) as a typed request: not an object, or a field of the wrong
+/// type, is the client's error, naming the field (`messages.0.content`) in `param`.
+pub(crate) fn decode_body<T: serde::de::DeserializeOwned>(body: &serde_json::Value) -> Result<T, ApiError> {
+    use serde_path_to_error::Segment;
+    if !body.is_object() {
+        return Err(ApiError::invalid("The request body must be a JSON object.", None));
+    }
+    serde_path_to_error::deserialize(body).map_err(|e| {
+        let parts: Vec<String> = e
+            .path()
+            .iter()
+            .filter_map(|s| match s {
+                Segment::Seq { index } => Some(index.to_string()),
+                Segment::Map { key } => Some(key.clone()),
+                Segment::Enum { .. } | Segment::Unknown => None,
+            })
+            .collect();
+        if parts.is_empty() {
+            return ApiError::invalid(format!("Invalid request body: {}", e.inner()), None);
+        }
+        let param = parts.join(".");
+        ApiError::invalid(format!("Invalid `{param}`: {}", e.inner()), Some(&param))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

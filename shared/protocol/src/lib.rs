@@ -8,16 +8,21 @@
 //! - [`frame`]: one reply frame on a caller's reply stream (head, chunk, end, error).
 //! - [`plan`]: the ordered attempts the router hands to a provider worker.
 //! - [`anthropic`]: OpenAI chat ↔ Anthropic Messages translation (request, answer, stream),
-//!   both as an upstream and as a front door (`anthropic::front`).
+//!   both as an upstream and as a front door (`anthropic::front`), over the typed wire format
+//!   (`anthropic::wire`: request, message, stream events, error body).
 //! - [`chat`]: the partial parse and validation of a chat completion request.
 //! - [`endpoints`]: the validation of embeddings and legacy completions bodies.
 //! - [`error`]: the one error type that maps every failure to OpenAI's error JSON.
 //! - [`mcp`]: MCP protocol revisions and JSON-RPC error codes.
 //! - [`ollama`]: OpenAI chat and embeddings ↔ Ollama's native API, as an upstream and as a
-//!   front door (`ollama::front`).
-//! - [`openai`]: the OpenAI completion and chunk bodies llmrouter writes itself.
+//!   front door (`ollama::front`), over the typed wire format (`ollama::wire`: chat, generate
+//!   and embed bodies, answers and NDJSON lines, errors, model listings).
+//! - [`openai`]: the OpenAI completion and chunk bodies llmrouter writes itself, the chat and
+//!   embeddings requests the front doors write (`openai::request`) and the embeddings answer
+//!   (`openai::embeddings`).
 //! - [`limits`]: a virtual key's or team's limits and budget period, and the UTC calendar.
-//! - [`responses`]: Responses API operations (gateway → responses service) and event framing.
+//! - [`responses`]: Responses API operations (gateway → responses service), event framing and
+//!   the stream's error event.
 //! - [`streams`]: stream and consumer-group names.
 //! - [`tools`]: built-in tool names and the `{namespace}_{name}` function-name rule.
 //! - [`trace`]: the W3C trace context (`traceparent`, `tracestate`) every hop carries.

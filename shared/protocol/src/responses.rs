@@ -1,7 +1,8 @@
 //! The Responses API between the gateway and the responses service: the operations the
 //! gateway hands over ([`Op`], the body of a `responses` envelope) and the SSE framing of
 //! Responses events ([`EventWriter`]: an `event:` line equal to the event's `type`, a
-//! `sequence_number` from 0 up by one, and no `[DONE]`).
+//! `sequence_number` from 0 up by one, and no `[DONE]`), and the `error` event that ends a
+//! failed stream ([`ErrorEvent`]).
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -66,6 +67,33 @@ pub struct ListQuery {
     pub before: Option<String>,
 }
 
+/// The `error` event that ends a failed stream (`code` and `param` null when none).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorEvent {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub code: Option<String>,
+    pub message: String,
+    pub param: Option<String>,
+}
+
+impl ErrorEvent {
+    /// An error event saying `message`.
+    pub fn new(code: Option<&str>, message: impl Into<String>, param: Option<&str>) -> ErrorEvent {
+        ErrorEvent {
+            kind: "error".into(),
+            code: code.map(str::to_owned),
+            message: message.into(),
+            param: param.map(str::to_owned),
+        }
+    }
+
+    /// The JSON text.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
 /// Writes Responses stream events as SSE, numbering them.
 #[derive(Debug, Default)]
 pub struct EventWriter {
@@ -93,15 +121,20 @@ impl EventWriter {
     }
 }
 
+/// The `type` of an event, read without parsing the rest.
+#[derive(Deserialize)]
+struct EventType<'a> {
+    #[serde(rename = "type", borrow, default)]
+    kind: Option<std::borrow::Cow<'a, str>>,
+}
+
 /// SSE text of numbered events (each a JSON object with a `type`): `event: {type}` and
 /// `data: {json}` per event.
 pub fn sse(events: &[String]) -> Bytes {
     let mut out = Vec::with_capacity(events.iter().map(|e| e.len() + 48).sum());
     for e in events {
-        let ty = serde_json::from_str::<Value>(e)
-            .ok()
-            .and_then(|v| v.get("type").and_then(Value::as_str).map(str::to_owned))
-            .unwrap_or_else(|| "message".into());
+        let typed = serde_json::from_str::<EventType<'_>>(e).ok();
+        let ty = typed.as_ref().and_then(|t| t.kind.as_deref()).unwrap_or("message");
         out.extend_from_slice(b"event: ");
         out.extend_from_slice(ty.as_bytes());
         out.extend_from_slice(b"\ndata: ");

@@ -10,6 +10,8 @@
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
+use crate::openai::{ChatChunk, ChatCompletion, Delta, FunctionCall, ToolCall, ToolCallDelta};
+
 const OPEN: &str = "<tool_call>";
 const CLOSE: &str = "</tool_call>";
 
@@ -152,6 +154,8 @@ pub struct Parser {
     calls: u32,
     /// Prefix of the tool call ids (unique per answer).
     id_prefix: String,
+    /// The last chunk seen, without its choices: what the held text goes out as at the end.
+    template: Option<ChatChunk>,
 }
 
 impl Parser {
@@ -162,15 +166,20 @@ impl Parser {
         }
     }
 
-    fn tool_call(&mut self, name: String, args: String) -> Value {
+    fn tool_call(&mut self, name: String, args: String) -> ToolCallDelta {
         let index = self.calls;
         self.calls += 1;
-        json!({"index": index, "id": format!("call_{}_{index}", self.id_prefix), "type": "function",
-               "function": {"name": name, "arguments": args}})
+        let call = ToolCall {
+            index: None,
+            id: format!("call_{}_{index}", self.id_prefix),
+            kind: "function".into(),
+            function: FunctionCall { name, arguments: args },
+        };
+        ToolCallDelta::whole(index, &call)
     }
 
     /// Feeds text; returns the text that may be shown and the calls completed.
-    pub fn push(&mut self, t: &str) -> (String, Vec<Value>) {
+    pub fn push(&mut self, t: &str) -> (String, Vec<ToolCallDelta>) {
         self.held.push_str(t);
         let (mut shown, mut calls) = (String::new(), Vec::new());
         loop {
@@ -214,59 +223,62 @@ impl Parser {
     }
 
     /// A chunk like `template` with `delta` and `finish`.
-    fn chunk(template: &Value, delta: Value, finish: Option<&str>) -> Bytes {
-        let mut c = template.clone();
-        c["choices"] = json!([{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]);
-        Bytes::from(c.to_string())
+    fn chunk(template: &ChatChunk, delta: Delta, finish: Option<String>) -> Bytes {
+        let mut c = ChatChunk::delta(&template.id, &template.model, template.created, delta, finish);
+        c.object.clone_from(&template.object);
+        c.usage = template.usage;
+        c.extra.clone_from(&template.extra);
+        c.to_bytes()
     }
 
     /// One stream chunk's payloads after parsing.
     fn event(&mut self, payload: &Bytes, out: &mut Vec<Bytes>) {
-        let Ok(mut v) = serde_json::from_slice::<Value>(payload) else {
+        let Ok(mut chunk) = serde_json::from_slice::<ChatChunk>(payload) else {
             out.push(payload.clone());
             return;
         };
-        let Some(choice) = v["choices"].get_mut(0) else {
+        let Some(choice) = chunk.choices.first_mut() else {
             out.push(payload.clone()); // the usage chunk
             return;
         };
-        let finish = choice["finish_reason"].as_str().map(str::to_owned);
-        let content = choice["delta"]
-            .as_object_mut()
-            .and_then(|d| d.remove("content"))
-            .and_then(|c| c.as_str().map(str::to_owned));
-        let delta = choice["delta"].take();
+        let finish = choice.finish_reason.take();
+        let mut delta = std::mem::take(&mut choice.delta);
+        chunk.choices.clear();
+        let content = delta.content.take();
         let (mut shown, calls) = self.push(content.as_deref().unwrap_or_default());
         if finish.is_some() {
             shown.push_str(&self.flush());
         }
-        let mut delta = match delta {
-            Value::Object(d) => d,
-            _ => Map::new(),
-        };
         if !shown.is_empty() {
-            delta.insert("content".into(), json!(shown));
+            delta.content = Some(shown);
         }
-        if !delta.is_empty() {
-            out.push(Self::chunk(&v, Value::Object(delta), None));
+        if delta != Delta::default() {
+            out.push(Self::chunk(&chunk, delta, None));
         }
         for c in calls {
-            out.push(Self::chunk(&v, json!({"tool_calls": [c]}), None));
+            let delta = Delta {
+                tool_calls: Some(vec![c]),
+                ..Delta::default()
+            };
+            out.push(Self::chunk(&chunk, delta, None));
         }
         if let Some(f) = finish {
-            let f = if self.called() { "tool_calls" } else { f.as_str() };
-            out.push(Self::chunk(&v, json!({}), Some(f)));
+            let f = if self.called() { "tool_calls".to_owned() } else { f };
+            out.push(Self::chunk(&chunk, Delta::default(), Some(f)));
         }
+        self.template = Some(chunk);
     }
 }
 
 impl AnswerRewrite for Parser {
     fn body(&mut self, body: Bytes) -> Bytes {
-        let Ok(mut v) = serde_json::from_slice::<Value>(&body) else {
+        let Ok(mut completion) = serde_json::from_slice::<ChatCompletion>(&body) else {
             return body;
         };
-        let m = &mut v["choices"][0]["message"];
-        let Some(content) = m["content"].as_str().map(str::to_owned) else {
+        let Some(choice) = completion.choices.first_mut() else {
+            return body;
+        };
+        let Some(content) = choice.message.content.take() else {
             return body;
         };
         let (mut shown, calls) = self.push(&content);
@@ -275,17 +287,25 @@ impl AnswerRewrite for Parser {
             return body;
         }
         let shown = shown.trim();
-        m["content"] = if shown.is_empty() { Value::Null } else { json!(shown) };
-        let calls: Vec<Value> = calls
+        choice.message.content = (!shown.is_empty()).then(|| shown.to_owned());
+        let calls = calls
             .into_iter()
-            .map(|mut c| {
-                c.as_object_mut().map(|o| o.remove("index"));
-                c
+            .map(|c| {
+                let f = c.function.unwrap_or_default();
+                ToolCall {
+                    index: None,
+                    id: c.id.unwrap_or_default(),
+                    kind: c.kind.unwrap_or_default(),
+                    function: FunctionCall {
+                        name: f.name.unwrap_or_default(),
+                        arguments: f.arguments.unwrap_or_default(),
+                    },
+                }
             })
             .collect();
-        m["tool_calls"] = Value::from(calls);
-        v["choices"][0]["finish_reason"] = json!("tool_calls");
-        Bytes::from(v.to_string())
+        choice.message.tool_calls = Some(calls);
+        choice.finish_reason = Some("tool_calls".into());
+        completion.to_bytes()
     }
 
     fn events(&mut self, payloads: &[Bytes]) -> Vec<Bytes> {
@@ -301,8 +321,15 @@ impl AnswerRewrite for Parser {
         if rest.is_empty() {
             return Vec::new();
         }
-        let template = json!({"object": "chat.completion.chunk"});
-        vec![Self::chunk(&template, json!({"content": rest}), None)]
+        let delta = Delta {
+            content: Some(rest),
+            ..Delta::default()
+        };
+        let template = self
+            .template
+            .take()
+            .unwrap_or_else(|| ChatChunk::delta("", "", 0, Delta::default(), None));
+        vec![Self::chunk(&template, delta, None)]
     }
 }
 

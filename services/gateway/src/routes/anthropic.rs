@@ -6,11 +6,12 @@
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::Bytes;
+use llmr_protocol::anthropic::TokenCount;
 use llmr_protocol::anthropic::front::{self, Events};
 use llmr_protocol::openai::ChatCompletion;
 use llmr_protocol::{Endpoint, NativeApi, chat};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::sse::Dialect;
 use crate::error::{Wire, WireError};
@@ -61,8 +62,7 @@ fn whole_as_events(mut events: Events, completion: &Value) -> HttpResponse {
     let mut out = Vec::new();
     if let Ok(c) = ChatCompletion::deserialize(completion) {
         for chunk in c.to_chunks(true) {
-            let v = serde_json::to_value(&chunk).unwrap_or_default();
-            front::sse(&events.chunk(&v), &mut out);
+            front::sse(&events.chunk(&chunk), &mut out);
         }
     }
     front::sse(&events.finish(), &mut out);
@@ -77,14 +77,13 @@ pub async fn count_tokens(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, WireError> {
     let count = async {
-        let (_, mut native) = super::read_json(&req, payload, &state).await?;
+        let (_, native) = super::read_json(&req, payload, &state).await?;
+        let mut messages = front::parse(&native)?;
         // count_tokens takes no max_tokens.
-        if native.get("max_tokens").is_none() {
-            native["max_tokens"] = json!(1);
-        }
-        let body = front::chat_request(&native)?.to_string();
+        messages.max_tokens.get_or_insert(1);
+        let body = front::chat_request_of(&messages)?.to_value().to_string();
         Ok::<_, HttpError>(chat::estimate_tokens(body.len()))
     };
-    let n = count.await.map_err(WireError::to(Wire::Anthropic))?;
-    Ok(HttpResponse::Ok().json(json!({"input_tokens": n})))
+    let input_tokens = count.await.map_err(WireError::to(Wire::Anthropic))?;
+    Ok(HttpResponse::Ok().json(TokenCount { input_tokens }))
 }

@@ -7,8 +7,9 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::Bytes;
 use llmr_protocol::ollama::front::{self, Api, Lines};
+use llmr_protocol::ollama::wire::{LmStudioList, ModelEntry, ModelList, Version};
 use llmr_protocol::{ApiError, Endpoint, chat, endpoints};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::sse::Dialect;
 use crate::error::{Wire, WireError};
@@ -59,9 +60,9 @@ async fn generate_or_chat(
     let answer = front::answer(api, &completion, &model, p.started.elapsed().as_nanos() as u64);
     let resp = if p.stream {
         // Asked for a stream, answered whole (a cached answer): one final line.
-        HttpResponse::Ok()
-            .content_type("application/x-ndjson")
-            .body(format!("{answer}\n"))
+        let mut line = Vec::new();
+        front::ndjson(&[answer], &mut line);
+        HttpResponse::Ok().content_type("application/x-ndjson").body(line)
     } else {
         HttpResponse::Ok().json(answer)
     };
@@ -119,33 +120,34 @@ fn context_window(state: &AppState, name: &str, owner: &str) -> Option<u64> {
 pub async fn tags(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, WireError> {
     let list = models(&state).await.map_err(WireError::to(Wire::Ollama))?;
     let who = super::models::identity(&req);
-    let entries: Vec<Value> = list
+    let models = list
         .iter()
         .filter(|(m, _)| who.allows_model(m))
         .map(|(m, _)| front::model_entry(m))
         .collect();
-    Ok(HttpResponse::Ok().json(json!({"models": entries})))
+    Ok(HttpResponse::Ok().json(ModelList { models }))
 }
 
 /// `GET /api/ps`: the model groups, which are always ready.
 pub async fn ps(state: web::Data<AppState>) -> HttpResponse {
-    let entries: Vec<Value> = state
+    let models = state
         .settings
         .models
         .iter()
-        .map(|g| {
-            let mut e = front::model_entry(&g.name);
-            e["expires_at"] = json!("2999-01-01T00:00:00Z");
-            e["size_vram"] = json!(0);
-            e
+        .map(|g| ModelEntry {
+            expires_at: Some("2999-01-01T00:00:00Z".into()),
+            size_vram: Some(0),
+            ..front::model_entry(&g.name)
         })
         .collect();
-    HttpResponse::Ok().json(json!({"models": entries}))
+    HttpResponse::Ok().json(ModelList { models })
 }
 
 /// `GET /api/version`.
 pub async fn version() -> HttpResponse {
-    HttpResponse::Ok().json(json!({"version": front::VERSION}))
+    HttpResponse::Ok().json(Version {
+        version: front::VERSION.into(),
+    })
 }
 
 /// `POST /api/show`.
@@ -156,9 +158,9 @@ pub async fn show(
 ) -> Result<HttpResponse, WireError> {
     let serve = async {
         let (_, body) = super::read_json(&req, payload, &state).await?;
-        let name = body["model"]
-            .as_str()
-            .or(body["name"].as_str())
+        let name = ["model", "name"]
+            .iter()
+            .find_map(|k| body.get(*k).and_then(Value::as_str))
             .ok_or_else(|| HttpError(ApiError::invalid("`model` is required.", Some("model"))))?;
         let list = models(&state).await?;
         match list.iter().find(|(m, _)| m == name) {
@@ -174,8 +176,11 @@ pub async fn show(
 /// LM Studio's `GET /api/v0/models`.
 pub async fn lmstudio_models(state: web::Data<AppState>) -> Result<HttpResponse, WireError> {
     let list = models(&state).await.map_err(WireError::to(Wire::Ollama))?;
-    let data: Vec<Value> = list.iter().map(|(m, w)| front::lmstudio_entry(m, *w)).collect();
-    Ok(HttpResponse::Ok().json(json!({"object": "list", "data": data})))
+    let data = list.iter().map(|(m, w)| front::lmstudio_entry(m, *w)).collect();
+    Ok(HttpResponse::Ok().json(LmStudioList {
+        object: "list".into(),
+        data,
+    }))
 }
 
 /// `GET /` and `HEAD /`, as Ollama answers them (clients probe it).

@@ -7,11 +7,11 @@ use crate::govern::Ticket;
 use actix_web::HttpResponse;
 use bytes::Bytes;
 use llmr_bus::Call;
+use llmr_protocol::openai::ChatChunk;
 use llmr_protocol::{ApiError, CacheStatus, FrameKind, anthropic, ollama};
 
 /// The response cache's request and answer header.
 pub const CACHE_HEADER: &str = "x-llmr-cache";
-use serde_json::{Value, json};
 
 /// Which API's stream conventions apply; the front doors of other APIs translate the
 /// OpenAI chunks as they pass.
@@ -36,7 +36,8 @@ impl Dialect {
 
     /// A chunk frame's data (OpenAI SSE events), as this dialect writes it.
     fn chunk(&mut self, data: &[u8], out: &mut Vec<u8>) {
-        let chunks = llmr_protocol::openai::sse_payloads(data).filter_map(|p| serde_json::from_slice::<Value>(p).ok());
+        let chunks =
+            llmr_protocol::openai::sse_payloads(data).filter_map(|p| serde_json::from_slice::<ChatChunk>(p).ok());
         match self {
             Dialect::Chat | Dialect::Responses => out.extend_from_slice(data),
             Dialect::Anthropic(e) => chunks.for_each(|c| anthropic::front::sse(&e.chunk(&c), out)),
@@ -64,16 +65,17 @@ impl Dialect {
                 self.trailer(&mut out);
             }
             Dialect::Responses => {
-                let event = json!({"type": "error", "code": e.code(), "message": e.to_string(), "param": e.param()});
+                let event = llmr_protocol::responses::ErrorEvent::new(e.code(), e.to_string(), e.param());
                 out.extend_from_slice(b"event: error\ndata: ");
-                out.extend_from_slice(event.to_string().as_bytes());
+                out.extend_from_slice(event.to_json().as_bytes());
                 out.extend_from_slice(b"\n\n");
             }
             // Anthropic ends a failed stream with the error event alone.
             Dialect::Anthropic(_) => {
-                anthropic::front::sse(&[("error", anthropic::front::error_body(e))], &mut out);
+                let error = anthropic::front::error_body(e).error;
+                anthropic::front::sse(&[anthropic::StreamEvent::Error { error }], &mut out);
             }
-            Dialect::Ollama(_) => ollama::front::ndjson(&[json!({"error": e.message()})], &mut out),
+            Dialect::Ollama(_) => ollama::front::ndjson(&[ollama::ErrorBody { error: e.message() }], &mut out),
         }
         Bytes::from(out)
     }

@@ -2,7 +2,7 @@
 //! OpenAI chat request (routed like any other), and the OpenAI answer — whole or as chunks —
 //! back as an Anthropic message or Anthropic's event sequence (`message_start`,
 //! `content_block_start` / `_delta` / `_stop`, `message_delta`, `message_stop`), plus
-//! Anthropic's error shape.
+//! Anthropic's error shape. Both sides are typed: [`super::wire`] and [`crate::openai`].
 //!
 //! Kept: system (string or text blocks), text and image blocks (base64 and URL), tools,
 //! tool_choice (and `disable_parallel_tool_use`), tool_use and tool_result blocks, stop
@@ -11,200 +11,197 @@
 //! gets it intact; other targets get the chat body (no `thinking`, `top_k`, `cache_control`,
 //! documents or server tools), and their `reasoning_content` comes back as thinking blocks.
 
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Number, Value};
 
+use super::wire::{
+    Block, BlockDelta, Content, ErrorBody, ImageSource, InputMessage, Message, MessageDelta, MessagesRequest, Role,
+    StreamEvent, ToolChoice, Usage,
+};
 use crate::ApiError;
+use crate::openai::request::{self as chat, ChatRequest, FunctionTool, Part, RequestContent, RequestMessage, Stop};
+use crate::openai::{ChatChunk, ChatCompletion, FunctionCall, ToolCall};
 
 fn invalid(message: impl Into<String>, param: &str) -> ApiError {
     ApiError::invalid(message, Some(param))
 }
 
-/// An image block as an OpenAI `image_url` part.
-fn image_part(b: &Value, at: &str) -> Result<Value, ApiError> {
-    let s = &b["source"];
-    let url = match s["type"].as_str() {
-        Some("base64") => format!(
-            "data:{};base64,{}",
-            s["media_type"].as_str().unwrap_or("image/png"),
-            s["data"].as_str().unwrap_or_default()
-        ),
-        Some("url") => s["url"].as_str().unwrap_or_default().to_owned(),
-        _ => return Err(invalid("An image block needs a `base64` or `url` source.", at)),
+/// An image block's source as an OpenAI `image_url` part.
+fn image_part(source: &ImageSource, at: &str) -> Result<Part, ApiError> {
+    let url = match source {
+        ImageSource::Base64 { media_type, data } => format!("data:{media_type};base64,{data}"),
+        ImageSource::Url { url } => url.clone(),
+        ImageSource::Other(_) => return Err(invalid("An image block needs a `base64` or `url` source.", at)),
     };
-    Ok(json!({"type": "image_url", "image_url": {"url": url}}))
+    Ok(Part::image(url))
 }
 
 /// The blocks of one message, checked: a string becomes one text block.
-fn blocks_of<'a>(m: &'a Value, at: &str) -> Result<std::borrow::Cow<'a, [Value]>, ApiError> {
-    match &m["content"] {
-        Value::String(s) => Ok(std::borrow::Cow::Owned(vec![json!({"type": "text", "text": s})])),
-        Value::Array(a) => Ok(std::borrow::Cow::Borrowed(a.as_slice())),
-        _ => Err(invalid("`content` must be a string or an array of content blocks.", at)),
+fn blocks_of<'a>(content: &'a Content, at: &str) -> Result<std::borrow::Cow<'a, [Block]>, ApiError> {
+    match content {
+        Content::Text(s) => Ok(std::borrow::Cow::Owned(vec![Block::text(s.as_str())])),
+        Content::Blocks(b) => Ok(std::borrow::Cow::Borrowed(b.as_slice())),
+        Content::Other(_) => Err(invalid("`content` must be a string or an array of content blocks.", at)),
+    }
+}
+
+/// A block a user turn cannot hold: unsupported, or with no type.
+fn unsupported(b: &Block, at: &str) -> ApiError {
+    match b.kind() {
+        Some("image") => invalid("An image block needs a `base64` or `url` source.", at),
+        Some(other) => invalid(format!("Content blocks of type `{other}` are not supported."), at),
+        None => invalid("A content block needs a `type`.", at),
     }
 }
 
 /// A user turn: its tool results as `tool` messages first, then the rest as one user message.
-fn user_turn(m: &Value, at: &str, out: &mut Vec<Value>) -> Result<(), ApiError> {
+fn user_turn(m: &InputMessage, at: &str, out: &mut Vec<RequestMessage>) -> Result<(), ApiError> {
     let mut parts = Vec::new();
-    for (j, b) in blocks_of(m, at)?.iter().enumerate() {
+    for (j, b) in blocks_of(&m.content, at)?.iter().enumerate() {
         let at = format!("{at}.content.{j}");
-        match b["type"].as_str() {
-            Some("text") => parts.push(json!({"type": "text", "text": b["text"]})),
-            Some("image") => parts.push(image_part(b, &at)?),
-            Some("tool_result") => {
-                let mut text = crate::chat::text_of(&b["content"]);
-                if b["is_error"] == true {
+        match b {
+            Block::Text { text, .. } => parts.push(Part::Text { text: text.clone() }),
+            Block::Image { source, .. } => parts.push(image_part(source, &at)?),
+            Block::ToolResult {
+                tool_use_id,
+                content,
+                is_error,
+                ..
+            } => {
+                let mut text = content.as_ref().map(Content::text).unwrap_or_default();
+                if *is_error == Some(true) {
                     text = format!("Error: {text}");
                 }
-                out.push(json!({"role": "tool", "tool_call_id": b["tool_use_id"], "content": text}));
+                out.push(RequestMessage::tool_result(tool_use_id.as_str(), text));
             }
-            Some("document") if b["source"]["type"] == "text" => {
-                parts.push(json!({"type": "text", "text": b["source"]["data"]}));
+            Block::Document { source, .. } if source.get("type").and_then(Value::as_str) == Some("text") => {
+                let data = source.get("data").and_then(Value::as_str).unwrap_or_default();
+                parts.push(Part::Text { text: data.to_owned() });
             }
-            Some(other) => {
-                return Err(invalid(
-                    format!("Content blocks of type `{other}` are not supported."),
-                    &at,
-                ));
-            }
-            None => return Err(invalid("A content block needs a `type`.", &at)),
+            other => return Err(unsupported(other, &at)),
         }
     }
     if !parts.is_empty() {
         let content = match parts.as_slice() {
-            [only] if only["type"] == "text" => only["text"].clone(),
-            _ => Value::from(parts),
+            [Part::Text { text }] => RequestContent::Text(text.clone()),
+            _ => RequestContent::Parts(parts),
         };
-        out.push(json!({"role": "user", "content": content}));
+        out.push(RequestMessage::new("user", content));
     }
     Ok(())
 }
 
 /// An assistant turn: text, tool_use as tool_calls; thinking blocks are left to the native body.
-fn assistant_turn(m: &Value, at: &str, out: &mut Vec<Value>) -> Result<(), ApiError> {
+fn assistant_turn(m: &InputMessage, at: &str, out: &mut Vec<RequestMessage>) -> Result<(), ApiError> {
     let mut text = String::new();
     let mut calls = Vec::new();
-    for b in blocks_of(m, at)?.iter() {
-        match b["type"].as_str() {
-            Some("text") => text.push_str(b["text"].as_str().unwrap_or_default()),
-            Some("tool_use") => calls.push(json!({"id": b["id"], "type": "function",
-                "function": {"name": b["name"], "arguments": b["input"].to_string()}})),
+    for b in blocks_of(&m.content, at)?.iter() {
+        match b {
+            Block::Text { text: t, .. } => text.push_str(t),
+            Block::ToolUse { id, name, input, .. } => calls.push(ToolCall {
+                index: None,
+                id: id.clone(),
+                kind: "function".into(),
+                function: FunctionCall {
+                    name: name.clone(),
+                    arguments: input.to_string(),
+                },
+            }),
             _ => {} // thinking, redacted_thinking: only Anthropic targets take them back
         }
     }
-    let mut msg = json!({"role": "assistant", "content": if text.is_empty() && !calls.is_empty() { Value::Null } else { json!(text) }});
+    let mut msg = RequestMessage::text("assistant", text);
     if !calls.is_empty() {
-        msg["tool_calls"] = Value::from(calls);
+        if msg.content == Some(RequestContent::Text(String::new())) {
+            msg.content = None;
+        }
+        msg.tool_calls = Some(calls);
     }
     out.push(msg);
     Ok(())
 }
 
-fn tools(req: &Value) -> Result<Option<Value>, ApiError> {
-    let Some(list) = req.get("tools").filter(|t| !t.is_null()) else {
-        return Ok(None);
-    };
-    let list = list
-        .as_array()
-        .ok_or_else(|| invalid("`tools` must be an array.", "tools"))?;
+/// Client tools as OpenAI function tools (server tools, which have no input_schema, are dropped).
+fn tools(req: &MessagesRequest) -> Result<Option<Vec<Value>>, ApiError> {
     let mut out = Vec::new();
-    for (i, t) in list.iter().enumerate() {
-        // Server tools (web_search_…, bash_…) have a versioned type and no input_schema.
-        if t.get("input_schema").is_none() {
+    for (i, t) in req.tools.iter().flatten().enumerate() {
+        let Some(schema) = &t.input_schema else {
             continue;
-        }
-        let name = t["name"]
-            .as_str()
+        };
+        let name = t
+            .name
+            .as_deref()
             .ok_or_else(|| invalid("A tool needs a `name`.", &format!("tools.{i}.name")))?;
-        let mut f = json!({"name": name, "parameters": t["input_schema"]});
-        if let Some(d) = t["description"].as_str() {
-            f["description"] = json!(d);
-        }
-        out.push(json!({"type": "function", "function": f}));
+        out.push(FunctionTool::json(name, t.description.as_deref(), schema.clone()));
     }
-    Ok((!out.is_empty()).then(|| Value::from(out)))
+    Ok((!out.is_empty()).then_some(out))
 }
 
-/// Sampling and the rest of the request's top-level fields, onto the chat body.
-fn options(req: &Value, out: &mut Map<String, Value>) -> Result<(), ApiError> {
-    let max = req["max_tokens"]
-        .as_u64()
+/// Sampling, stop sequences, user, tool_choice and streaming onto the chat request.
+fn options(req: &MessagesRequest, out: &mut ChatRequest) -> Result<(), ApiError> {
+    let max = req
+        .max_tokens
         .ok_or_else(|| invalid("`max_tokens` is required and must be a positive integer.", "max_tokens"))?;
-    out.insert("max_tokens".into(), json!(max));
-    for k in ["temperature", "top_p"] {
-        if let Some(v) = req.get(k).filter(|v| !v.is_null()) {
-            out.insert(k.into(), v.clone());
-        }
+    out.max_tokens = Some(Number::from(max));
+    out.temperature = req.temperature.and_then(Number::from_f64);
+    out.top_p = req.top_p.and_then(Number::from_f64);
+    out.stop = req.stop_sequences.clone().filter(|s| !s.is_empty()).map(Stop::Many);
+    out.user = req.metadata.as_ref().and_then(|m| m.user_id.clone());
+    out.tool_choice = match &req.tool_choice {
+        Some(ToolChoice::Auto { .. }) => Some(chat::ToolChoice::Mode("auto".into())),
+        Some(ToolChoice::Any { .. }) => Some(chat::ToolChoice::Mode("required".into())),
+        Some(ToolChoice::None {}) => Some(chat::ToolChoice::Mode("none".into())),
+        Some(ToolChoice::Tool { name, .. }) => Some(chat::ToolChoice::function(name)),
+        Some(ToolChoice::Other(_)) | None => None,
+    };
+    if req.tool_choice.as_ref().is_some_and(ToolChoice::disables_parallel) {
+        out.parallel_tool_calls = Some(false);
     }
-    if let Some(s) = req["stop_sequences"].as_array().filter(|s| !s.is_empty()) {
-        out.insert("stop".into(), Value::from(s.clone()));
+    if req.stream == Some(true) {
+        out.stream_with_usage();
     }
-    if let Some(u) = req["metadata"]["user_id"].as_str() {
-        out.insert("user".into(), json!(u));
-    }
-    let choice = &req["tool_choice"];
-    match choice["type"].as_str() {
-        Some("auto") => {
-            out.insert("tool_choice".into(), json!("auto"));
-        }
-        Some("any") => {
-            out.insert("tool_choice".into(), json!("required"));
-        }
-        Some("none") => {
-            out.insert("tool_choice".into(), json!("none"));
-        }
-        Some("tool") => {
-            out.insert(
-                "tool_choice".into(),
-                json!({"type": "function", "function": {"name": choice["name"]}}),
-            );
-        }
-        _ => {}
-    }
-    if choice["disable_parallel_tool_use"] == true {
-        out.insert("parallel_tool_calls".into(), json!(false));
-    }
-    if req["stream"] == true {
-        out.insert("stream".into(), json!(true));
-        out.insert("stream_options".into(), json!({"include_usage": true}));
-    }
+    out.tools = tools(req)?;
     Ok(())
+}
+
+/// A Messages request body, typed; a field of the wrong type is named in the error.
+pub fn parse(req: &Value) -> Result<MessagesRequest, ApiError> {
+    crate::error::decode_body(req)
+}
+
+/// A typed Messages request as an OpenAI chat request (the model name is kept: it names a
+/// group).
+pub fn chat_request_of(req: &MessagesRequest) -> Result<ChatRequest, ApiError> {
+    if req.model.is_empty() {
+        return Err(invalid("`model` is required.", "model"));
+    }
+    if req.messages.is_empty() {
+        return Err(invalid("`messages` must be a non-empty array.", "messages"));
+    }
+    let mut messages = Vec::new();
+    let system = req.system.as_ref().map(Content::text).unwrap_or_default();
+    if !system.is_empty() {
+        messages.push(RequestMessage::text("system", system));
+    }
+    for (i, m) in req.messages.iter().enumerate() {
+        let at = format!("messages.{i}");
+        match m.role {
+            Role::User => user_turn(m, &at, &mut messages)?,
+            Role::Assistant => assistant_turn(m, &at, &mut messages)?,
+            Role::Other(_) => return Err(invalid("`role` must be `user` or `assistant`.", &format!("{at}.role"))),
+        }
+    }
+    let mut out = ChatRequest {
+        model: req.model.clone(),
+        messages,
+        ..ChatRequest::default()
+    };
+    options(req, &mut out)?;
+    Ok(out)
 }
 
 /// A Messages request as an OpenAI chat request (the model name is kept: it names a group).
 pub fn chat_request(req: &Value) -> Result<Value, ApiError> {
-    if !req.is_object() {
-        return Err(ApiError::invalid("The request body must be a JSON object.", None));
-    }
-    let model = req["model"]
-        .as_str()
-        .filter(|m| !m.is_empty())
-        .ok_or_else(|| invalid("`model` is required.", "model"))?;
-    let turns = req["messages"]
-        .as_array()
-        .filter(|m| !m.is_empty())
-        .ok_or_else(|| invalid("`messages` must be a non-empty array.", "messages"))?;
-    let mut messages = Vec::new();
-    let system = crate::chat::text_of(&req["system"]);
-    if !system.is_empty() {
-        messages.push(json!({"role": "system", "content": system}));
-    }
-    for (i, m) in turns.iter().enumerate() {
-        let at = format!("messages.{i}");
-        match m["role"].as_str() {
-            Some("user") => user_turn(m, &at, &mut messages)?,
-            Some("assistant") => assistant_turn(m, &at, &mut messages)?,
-            _ => return Err(invalid("`role` must be `user` or `assistant`.", &format!("{at}.role"))),
-        }
-    }
-    let mut out = Map::new();
-    out.insert("model".into(), json!(model));
-    out.insert("messages".into(), Value::from(messages));
-    options(req, &mut out)?;
-    if let Some(t) = tools(req)? {
-        out.insert("tools".into(), t);
-    }
-    Ok(Value::Object(out))
+    Ok(chat_request_of(&parse(req)?)?.to_value())
 }
 
 /// OpenAI's finish_reason as Anthropic's stop reason.
@@ -223,35 +220,48 @@ fn message_id(id: &str) -> String {
 }
 
 /// An OpenAI chat completion as an Anthropic message.
-pub fn message(completion: &Value, model: &str) -> Value {
-    let choice = &completion["choices"][0];
-    let m = &choice["message"];
+pub fn message_of(completion: &ChatCompletion, model: &str) -> Message {
+    let choice = completion.choices.first();
     let mut content = Vec::new();
-    if let Some(blocks) = m["thinking_blocks"].as_array() {
-        content.extend(blocks.iter().cloned());
-    } else if let Some(r) = m["reasoning_content"].as_str().filter(|r| !r.is_empty()) {
-        content.push(json!({"type": "thinking", "thinking": r, "signature": ""}));
+    if let Some(m) = choice.map(|c| &c.message) {
+        if let Some(blocks) = &m.thinking_blocks {
+            content.extend(blocks.iter().cloned());
+        } else if let Some(r) = m.reasoning_content.as_deref().filter(|r| !r.is_empty()) {
+            content.push(Block::Thinking {
+                thinking: r.to_owned(),
+                signature: Some(String::new()),
+                extra: Map::new(),
+            });
+        }
+        if let Some(t) = m.content.as_deref().filter(|t| !t.is_empty()) {
+            content.push(Block::text(t));
+        }
+        for c in m.tool_calls.iter().flatten() {
+            content.push(Block::tool_use(&c.id, &c.function.name, &c.function.arguments));
+        }
     }
-    if let Some(t) = m["content"].as_str().filter(|t| !t.is_empty()) {
-        content.push(json!({"type": "text", "text": t}));
+    let finish = choice.and_then(|c| c.finish_reason.as_deref()).unwrap_or("stop");
+    let u = completion.usage.unwrap_or_default();
+    Message {
+        id: message_id(&completion.id),
+        model: if completion.model.is_empty() {
+            model
+        } else {
+            &completion.model
+        }
+        .to_owned(),
+        content,
+        stop_reason: Some(stop_reason(finish).to_owned()),
+        usage: Usage::counts(u.prompt_tokens, u.completion_tokens),
+        ..Message::default()
     }
-    for c in m["tool_calls"].as_array().into_iter().flatten() {
-        let args = c["function"]["arguments"].as_str().unwrap_or("{}");
-        let input: Value = serde_json::from_str(args).unwrap_or_else(|_| json!({}));
-        content.push(json!({"type": "tool_use", "id": c["id"], "name": c["function"]["name"], "input": input}));
-    }
-    let u = &completion["usage"];
-    json!({
-        "id": message_id(completion["id"].as_str().unwrap_or_default()),
-        "type": "message",
-        "role": "assistant",
-        "model": completion["model"].as_str().unwrap_or(model),
-        "content": content,
-        "stop_reason": stop_reason(choice["finish_reason"].as_str().unwrap_or("stop")),
-        "stop_sequence": null,
-        "usage": {"input_tokens": u["prompt_tokens"].as_u64().unwrap_or(0),
-                  "output_tokens": u["completion_tokens"].as_u64().unwrap_or(0)},
-    })
+}
+
+/// An OpenAI chat completion (JSON) as an Anthropic message.
+pub fn message(completion: &Value, model: &str) -> Message {
+    let completion =
+        serde::Deserialize::deserialize(completion).unwrap_or_else(|_| ChatCompletion::text("", "", 0, "", None));
+    message_of(&completion, model)
 }
 
 /// Anthropic's error type for an HTTP status.
@@ -270,8 +280,8 @@ pub fn error_type(status: u16) -> &'static str {
 }
 
 /// An error in Anthropic's shape.
-pub fn error_body(e: &ApiError) -> Value {
-    json!({"type": "error", "error": {"type": error_type(e.status()), "message": e.message()}})
+pub fn error_body(e: &ApiError) -> ErrorBody {
+    ErrorBody::new(error_type(e.status()), &e.message())
 }
 
 /// The open content block of a stream.
@@ -280,12 +290,12 @@ enum Open {
     Thinking,
     Text,
     /// A tool call (by its OpenAI index).
-    Tool(u64),
+    Tool(u32),
     /// Redacted thinking: opened and closed at once.
     Redacted,
 }
 
-/// OpenAI chunks → Anthropic stream events (`(event name, data)`).
+/// OpenAI chunks → Anthropic stream events.
 #[derive(Debug)]
 pub struct Events {
     model: String,
@@ -296,6 +306,10 @@ pub struct Events {
     stop: Option<&'static str>,
     input_tokens: u64,
     output_tokens: u64,
+}
+
+fn delta(index: u64, delta: BlockDelta) -> StreamEvent {
+    StreamEvent::ContentBlockDelta { index, delta }
 }
 
 impl Events {
@@ -313,34 +327,31 @@ impl Events {
         }
     }
 
-    fn start(&mut self, chunk: &Value, out: &mut Vec<(&'static str, Value)>) {
+    fn start(&mut self, chunk: Option<&ChatChunk>, out: &mut Vec<StreamEvent>) {
         if self.started {
             return;
         }
         self.started = true;
-        if let Some(m) = chunk["model"].as_str().filter(|m| !m.is_empty()) {
+        if let Some(m) = chunk.map(|c| c.model.as_str()).filter(|m| !m.is_empty()) {
             m.clone_into(&mut self.model);
         }
-        out.push((
-            "message_start",
-            json!({"type": "message_start", "message": {
-            "id": message_id(chunk["id"].as_str().unwrap_or_default()), "type": "message", "role": "assistant",
-            "model": self.model, "content": [], "stop_reason": null, "stop_sequence": null,
-            "usage": {"input_tokens": self.input_tokens, "output_tokens": 0}}}),
-        ));
+        let message = Message {
+            id: message_id(chunk.map(|c| c.id.as_str()).unwrap_or_default()),
+            model: self.model.clone(),
+            usage: Usage::counts(self.input_tokens, 0),
+            ..Message::default()
+        };
+        out.push(StreamEvent::MessageStart { message });
     }
 
-    fn close(&mut self, out: &mut Vec<(&'static str, Value)>) {
+    fn close(&mut self, out: &mut Vec<StreamEvent>) {
         if let Some((_, index)) = self.open.take() {
-            out.push((
-                "content_block_stop",
-                json!({"type": "content_block_stop", "index": index}),
-            ));
+            out.push(StreamEvent::ContentBlockStop { index });
         }
     }
 
     /// Opens `kind` (closing the open block) unless it is the open one; its index.
-    fn open(&mut self, kind: Open, block: Value, out: &mut Vec<(&'static str, Value)>) -> u64 {
+    fn open(&mut self, kind: Open, block: impl FnOnce() -> Block, out: &mut Vec<StreamEvent>) -> u64 {
         if let Some((open, index)) = self.open
             && open == kind
         {
@@ -350,70 +361,73 @@ impl Events {
         let index = self.next_index;
         self.next_index += 1;
         self.open = Some((kind, index));
-        out.push((
-            "content_block_start",
-            json!({"type": "content_block_start", "index": index, "content_block": block}),
-        ));
+        out.push(StreamEvent::ContentBlockStart {
+            index,
+            content_block: block(),
+        });
         index
     }
 
-    fn delta(index: u64, delta: Value) -> (&'static str, Value) {
-        (
-            "content_block_delta",
-            json!({"type": "content_block_delta", "index": index, "delta": delta}),
-        )
+    /// Thinking text and thinking blocks (signatures, redacted thinking).
+    fn thinking(&mut self, d: &crate::openai::Delta, out: &mut Vec<StreamEvent>) {
+        if let Some(r) = d.reasoning_content.as_deref().filter(|r| !r.is_empty()) {
+            let i = self.open(Open::Thinking, Block::thinking_start, out);
+            out.push(delta(i, BlockDelta::ThinkingDelta { thinking: r.to_owned() }));
+        }
+        for b in d.thinking_blocks.iter().flatten() {
+            match b {
+                Block::RedactedThinking { .. } => {
+                    self.close(out);
+                    self.open(Open::Redacted, || b.clone(), out);
+                    self.close(out);
+                }
+                Block::Thinking {
+                    signature: Some(sig), ..
+                } if !sig.is_empty() => {
+                    let i = self.open(Open::Thinking, Block::thinking_start, out);
+                    out.push(delta(i, BlockDelta::SignatureDelta { signature: sig.clone() }));
+                }
+                _ => {}
+            }
+        }
     }
 
     /// The events of one OpenAI chunk.
-    pub fn chunk(&mut self, chunk: &Value) -> Vec<(&'static str, Value)> {
+    pub fn chunk(&mut self, chunk: &ChatChunk) -> Vec<StreamEvent> {
         let mut out = Vec::new();
-        self.start(chunk, &mut out);
-        if let Some(u) = chunk.get("usage").filter(|u| u.is_object()) {
-            self.input_tokens = u["prompt_tokens"].as_u64().unwrap_or(self.input_tokens);
-            self.output_tokens = u["completion_tokens"].as_u64().unwrap_or(0);
+        self.start(Some(chunk), &mut out);
+        if let Some(u) = &chunk.usage {
+            self.input_tokens = u.prompt_tokens;
+            self.output_tokens = u.completion_tokens;
         }
-        let Some(choice) = chunk["choices"].get(0) else {
+        let Some(choice) = chunk.choice() else {
             return out;
         };
-        let d = &choice["delta"];
-        if let Some(r) = d["reasoning_content"].as_str().filter(|r| !r.is_empty()) {
-            let i = self.open(
-                Open::Thinking,
-                json!({"type": "thinking", "thinking": "", "signature": ""}),
-                &mut out,
-            );
-            out.push(Self::delta(i, json!({"type": "thinking_delta", "thinking": r})));
+        let d = &choice.delta;
+        self.thinking(d, &mut out);
+        if let Some(t) = d.content.as_deref().filter(|t| !t.is_empty()) {
+            let i = self.open(Open::Text, || Block::text(""), &mut out);
+            out.push(delta(i, BlockDelta::TextDelta { text: t.to_owned() }));
         }
-        for b in d["thinking_blocks"].as_array().into_iter().flatten() {
-            if b["type"] == "redacted_thinking" {
-                self.close(&mut out);
-                self.open(Open::Redacted, b.clone(), &mut out);
-                self.close(&mut out);
-            } else if let Some(sig) = b["signature"].as_str().filter(|s| !s.is_empty()) {
-                let i = self.open(
-                    Open::Thinking,
-                    json!({"type": "thinking", "thinking": "", "signature": ""}),
-                    &mut out,
-                );
-                out.push(Self::delta(i, json!({"type": "signature_delta", "signature": sig})));
-            }
-        }
-        if let Some(t) = d["content"].as_str().filter(|t| !t.is_empty()) {
-            let i = self.open(Open::Text, json!({"type": "text", "text": ""}), &mut out);
-            out.push(Self::delta(i, json!({"type": "text_delta", "text": t})));
-        }
-        for c in d["tool_calls"].as_array().into_iter().flatten() {
-            let n = c["index"].as_u64().unwrap_or(0);
-            let block = json!({"type": "tool_use", "id": c["id"], "name": c["function"]["name"], "input": {}});
-            let i = self.open(Open::Tool(n), block, &mut out);
-            if let Some(args) = c["function"]["arguments"].as_str().filter(|a| !a.is_empty()) {
-                out.push(Self::delta(
+        for c in d.tool_calls.iter().flatten() {
+            let f = c.function.clone().unwrap_or_default();
+            let block = || Block::ToolUse {
+                id: c.id.clone().unwrap_or_default(),
+                name: f.name.clone().unwrap_or_default(),
+                input: Value::Object(Map::new()),
+                extra: Map::new(),
+            };
+            let i = self.open(Open::Tool(c.index), block, &mut out);
+            if let Some(args) = f.arguments.as_deref().filter(|a| !a.is_empty()) {
+                out.push(delta(
                     i,
-                    json!({"type": "input_json_delta", "partial_json": args}),
+                    BlockDelta::InputJsonDelta {
+                        partial_json: args.to_owned(),
+                    },
                 ));
             }
         }
-        if let Some(f) = choice["finish_reason"].as_str() {
+        if let Some(f) = &choice.finish_reason {
             self.stop = Some(stop_reason(f));
         }
         out
@@ -421,28 +435,30 @@ impl Events {
 
     /// The closing events: the open block's stop, `message_delta` with the stop reason and
     /// usage, `message_stop`.
-    pub fn finish(&mut self) -> Vec<(&'static str, Value)> {
+    pub fn finish(&mut self) -> Vec<StreamEvent> {
         let mut out = Vec::new();
-        self.start(&Value::Null, &mut out);
+        self.start(None, &mut out);
         self.close(&mut out);
-        out.push((
-            "message_delta",
-            json!({"type": "message_delta",
-            "delta": {"stop_reason": self.stop.unwrap_or("end_turn"), "stop_sequence": null},
-            "usage": {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens}}),
-        ));
-        out.push(("message_stop", json!({"type": "message_stop"})));
+        out.push(StreamEvent::MessageDelta {
+            delta: MessageDelta {
+                stop_reason: Some(self.stop.unwrap_or("end_turn").to_owned()),
+                ..MessageDelta::default()
+            },
+            usage: Some(Usage::counts(self.input_tokens, self.output_tokens)),
+        });
+        out.push(StreamEvent::MessageStop);
         out
     }
 }
 
 /// Events as SSE text (`event: …\ndata: …\n\n`).
-pub fn sse(events: &[(&'static str, Value)], out: &mut Vec<u8>) {
-    for (name, data) in events {
+pub fn sse(events: &[StreamEvent], out: &mut Vec<u8>) {
+    for e in events {
         out.extend_from_slice(b"event: ");
-        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(e.name().as_bytes());
         out.extend_from_slice(b"\ndata: ");
-        out.extend_from_slice(data.to_string().as_bytes());
+        // Serializing these types cannot fail (strings, numbers and JSON values only).
+        out.extend_from_slice(&serde_json::to_vec(e).unwrap_or_default());
         out.extend_from_slice(b"\n\n");
     }
 }
@@ -450,6 +466,7 @@ pub fn sse(events: &[(&'static str, Value)], out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn a_messages_request_becomes_a_chat_request() {
@@ -484,6 +501,20 @@ mod tests {
         let e = chat_request(&json!({"model": "m", "max_tokens": 5, "messages": [{"role": "system", "content": "x"}]}))
             .unwrap_err();
         assert_eq!(e.param(), Some("messages.0.role"));
+        let e =
+            chat_request(&json!({"model": "m", "max_tokens": "x", "messages": [{"role": "user", "content": "hi"}]}))
+                .unwrap_err();
+        assert_eq!(
+            e.param(),
+            Some("max_tokens"),
+            "a field of the wrong type is named: {e:?}"
+        );
+        let e = chat_request(
+            &json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}],
+            "tools": [{"name": 3, "input_schema": {}}]}),
+        )
+        .unwrap_err();
+        assert_eq!(e.param(), Some("tools.0.name"));
     }
 
     #[test]
@@ -492,7 +523,7 @@ mod tests {
             "message": {"role": "assistant", "content": "Looking.", "reasoning_content": "hm",
                 "tool_calls": [{"id": "t1", "type": "function", "function": {"name": "look", "arguments": "{\"x\":1}"}}]}}],
             "usage": {"prompt_tokens": 10, "completion_tokens": 4, "total_tokens": 14}});
-        let m = message(&c, "claude");
+        let m = serde_json::to_value(message(&c, "claude")).unwrap();
         assert_eq!(m["id"], "msg_1");
         assert_eq!(m["stop_reason"], "tool_use");
         assert_eq!(m["content"][0]["type"], "thinking");
@@ -512,10 +543,11 @@ mod tests {
         let mut names: Vec<&str> = Vec::new();
         let mut all = Vec::new();
         for c in &chunks {
-            all.extend(s.chunk(c));
+            all.extend(s.chunk(&serde_json::from_value(c.clone()).unwrap()));
         }
         all.extend(s.finish());
-        names.extend(all.iter().map(|(n, _)| *n));
+        names.extend(all.iter().map(StreamEvent::name));
+        let all: Vec<Value> = all.iter().map(|e| serde_json::to_value(e).unwrap()).collect();
         assert_eq!(
             names,
             [
@@ -530,15 +562,17 @@ mod tests {
                 "message_stop"
             ]
         );
-        assert_eq!(all[0].1["message"]["usage"]["input_tokens"], 3);
-        assert_eq!(all[5].1["delta"]["partial_json"], "{\"x\":1}");
-        assert_eq!(all[7].1["delta"]["stop_reason"], "tool_use");
-        assert_eq!(all[7].1["usage"], json!({"input_tokens": 7, "output_tokens": 2}));
+        assert_eq!(all[0]["message"]["usage"]["input_tokens"], 3);
+        assert_eq!(all[5]["delta"]["partial_json"], "{\"x\":1}");
+        assert_eq!(all[7]["delta"]["stop_reason"], "tool_use");
+        assert_eq!(all[7]["usage"], json!({"input_tokens": 7, "output_tokens": 2}));
         assert_eq!(
             error_body(&ApiError::RateLimited {
                 message: "slow down".into(),
                 retry_after_s: None
-            })["error"]["type"],
+            })
+            .error
+            .kind,
             "rate_limit_error"
         );
     }

@@ -3,12 +3,24 @@
 //! answer (text, `thinking` as `reasoning_content`, tool_use → tool_calls, stop reasons →
 //! finish_reason, usage), and the stream (message_start, content_block_*, message_delta,
 //! message_stop, ping, error → OpenAI chunks, usage from message_start + message_delta).
+//!
+//! The Anthropic side is typed ([`wire`]); the OpenAI chat request is read as JSON, the
+//! answers written as [`crate::openai`] types.
 
 pub mod front;
+pub mod wire;
 
-use serde_json::{Map, Value, json};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+pub use wire::{
+    Block, BlockDelta, Content, ErrorBody, ErrorDetail, ImageSource, InputMessage, Message, MessageDelta,
+    MessagesRequest, Metadata, Role, StreamEvent, TokenCount, Tool, ToolChoice,
+};
 
 use crate::ApiError;
+use crate::frame::Usage;
+use crate::openai::{ChatChunk, ChatCompletion, Choice, Delta, FunctionCall, ToolCall, ToolCallDelta};
 
 /// The `anthropic-version` header this translation speaks.
 pub const VERSION: &str = "2023-06-01";
@@ -17,130 +29,183 @@ pub const VERSION: &str = "2023-06-01";
 pub const DEFAULT_MAX_TOKENS: u64 = 4096;
 
 /// An OpenAI content part as an Anthropic content block (images: data URLs or URLs).
-fn block(part: &Value) -> Option<Value> {
-    match part["type"].as_str() {
-        Some("text") => Some(json!({"type": "text", "text": part["text"]})),
+fn block(part: &Value) -> Option<Block> {
+    match part.get("type").and_then(Value::as_str) {
+        Some("text") => Some(Block::text(
+            part.get("text").and_then(Value::as_str).unwrap_or_default(),
+        )),
         Some("image_url") => {
-            let url = part["image_url"]["url"].as_str().or(part["image_url"].as_str())?;
-            Some(match url.strip_prefix("data:").and_then(|d| d.split_once(";base64,")) {
-                Some((media, data)) => {
-                    json!({"type": "image", "source": {"type": "base64", "media_type": media, "data": data}})
-                }
-                None => json!({"type": "image", "source": {"type": "url", "url": url}}),
+            let image = part.get("image_url")?;
+            let url = image.get("url").and_then(Value::as_str).or(image.as_str())?;
+            let source = match url.strip_prefix("data:").and_then(|d| d.split_once(";base64,")) {
+                Some((media, data)) => ImageSource::Base64 {
+                    media_type: media.to_owned(),
+                    data: data.to_owned(),
+                },
+                None => ImageSource::Url { url: url.to_owned() },
+            };
+            Some(Block::Image {
+                source,
+                extra: Map::new(),
             })
         }
         _ => None,
     }
 }
 
-fn blocks(content: &Value) -> Vec<Value> {
+fn blocks(content: Option<&Value>) -> Vec<Block> {
     match content {
-        Value::String(s) if !s.is_empty() => vec![json!({"type": "text", "text": s})],
-        Value::Array(parts) => parts.iter().filter_map(block).collect(),
+        Some(Value::String(s)) if !s.is_empty() => vec![Block::text(s.as_str())],
+        Some(Value::Array(parts)) => parts.iter().filter_map(block).collect(),
         _ => Vec::new(),
     }
 }
 
 /// Appends `blocks` as `role`, merging with the previous message of the same role (Anthropic
 /// wants user and assistant turns to alternate).
-fn push(out: &mut Vec<Value>, role: &str, mut new: Vec<Value>) {
+fn push(out: &mut Vec<InputMessage>, role: Role, mut new: Vec<Block>) {
     if new.is_empty() {
         return;
     }
-    if let Some(last) = out.last_mut().filter(|m| m["role"] == role)
-        && let Some(existing) = last["content"].as_array_mut()
+    if let Some(last) = out.last_mut().filter(|m| m.role == role)
+        && let Content::Blocks(existing) = &mut last.content
     {
         existing.append(&mut new);
         return;
     }
-    out.push(json!({"role": role, "content": new}));
+    out.push(InputMessage {
+        role,
+        content: Content::Blocks(new),
+        extra: Map::new(),
+    });
+}
+
+fn str_of<'a>(v: &'a Value, key: &str) -> &'a str {
+    v.get(key).and_then(Value::as_str).unwrap_or_default()
+}
+
+/// An OpenAI assistant message's tool calls as tool_use blocks.
+fn tool_uses(m: &Value) -> impl Iterator<Item = Block> + '_ {
+    m.get("tool_calls")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|call| {
+            let f = call.get("function").unwrap_or(&Value::Null);
+            let args = f.get("arguments").and_then(Value::as_str).unwrap_or("{}");
+            Block::tool_use(str_of(call, "id"), str_of(f, "name"), args)
+        })
+}
+
+/// The system prompt and the turns of OpenAI chat messages.
+fn turns(chat: &Value) -> (Vec<String>, Vec<InputMessage>) {
+    let mut system = Vec::new();
+    let mut messages = Vec::new();
+    for m in chat.get("messages").and_then(Value::as_array).into_iter().flatten() {
+        let content = m.get("content");
+        match str_of(m, "role") {
+            "system" | "developer" => system.push(crate::chat::text_of(content.unwrap_or(&Value::Null))),
+            "assistant" => {
+                let mut content = blocks(content);
+                content.extend(tool_uses(m));
+                push(&mut messages, Role::Assistant, content);
+            }
+            "tool" => {
+                let result = Block::ToolResult {
+                    tool_use_id: str_of(m, "tool_call_id").to_owned(),
+                    content: Some(Content::Text(crate::chat::text_of(content.unwrap_or(&Value::Null)))),
+                    is_error: None,
+                    extra: Map::new(),
+                };
+                push(&mut messages, Role::User, vec![result]);
+            }
+            _ => push(&mut messages, Role::User, blocks(content)),
+        }
+    }
+    (system, messages)
+}
+
+/// OpenAI function tools as Anthropic tools.
+fn tools(chat: &Value) -> Option<Vec<Tool>> {
+    let tools = chat.get("tools").and_then(Value::as_array).filter(|t| !t.is_empty())?;
+    let tools = tools
+        .iter()
+        .filter(|t| t.get("type").and_then(Value::as_str) == Some("function"))
+        .map(|t| {
+            let f = t.get("function").unwrap_or(&Value::Null);
+            let schema = f.get("parameters").filter(|p| !p.is_null()).cloned();
+            Tool {
+                name: f.get("name").and_then(Value::as_str).map(str::to_owned),
+                description: Some(str_of(f, "description").to_owned()),
+                input_schema: Some(schema.unwrap_or_else(|| serde_json::json!({"type": "object"}))),
+                ..Tool::default()
+            }
+        })
+        .collect();
+    Some(tools)
+}
+
+/// OpenAI's tool_choice as Anthropic's.
+fn tool_choice(choice: Option<&Value>) -> Option<ToolChoice> {
+    match choice? {
+        Value::String(s) => match s.as_str() {
+            "auto" => Some(ToolChoice::Auto {
+                disable_parallel_tool_use: None,
+            }),
+            "required" => Some(ToolChoice::Any {
+                disable_parallel_tool_use: None,
+            }),
+            "none" => Some(ToolChoice::None {}),
+            _ => None,
+        },
+        Value::Object(o) => Some(ToolChoice::Tool {
+            name: o
+                .get("function")
+                .map(|f| str_of(f, "name"))
+                .unwrap_or_default()
+                .to_owned(),
+            disable_parallel_tool_use: None,
+        }),
+        _ => None,
+    }
+}
+
+/// An OpenAI chat completion request as a typed Anthropic Messages request for `model`.
+pub fn messages_request(chat: &Value, model: &str) -> MessagesRequest {
+    let (system, messages) = turns(chat);
+    let number = |k: &str| chat.get(k).and_then(Value::as_u64);
+    let stop = match chat.get("stop") {
+        Some(Value::String(s)) => Some(vec![s.clone()]),
+        Some(Value::Array(a)) => Some(a.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect()),
+        _ => None,
+    };
+    MessagesRequest {
+        model: model.to_owned(),
+        messages,
+        max_tokens: Some(
+            number("max_completion_tokens")
+                .or(number("max_tokens"))
+                .unwrap_or(DEFAULT_MAX_TOKENS),
+        ),
+        system: (!system.is_empty()).then(|| Content::Text(system.join("\n\n"))),
+        temperature: chat.get("temperature").and_then(Value::as_f64),
+        top_p: chat.get("top_p").and_then(Value::as_f64),
+        stream: chat.get("stream").and_then(Value::as_bool),
+        stop_sequences: stop,
+        tools: tools(chat),
+        tool_choice: tool_choice(chat.get("tool_choice")),
+        metadata: chat.get("user").and_then(Value::as_str).map(|u| Metadata {
+            user_id: Some(u.to_owned()),
+            extra: Map::new(),
+        }),
+        extra: Map::new(),
+    }
 }
 
 /// An OpenAI chat completion request as an Anthropic Messages request for `model`.
 pub fn request(chat: &Value, model: &str) -> Result<Value, ApiError> {
-    let mut system = Vec::new();
-    let mut messages: Vec<Value> = Vec::new();
-    for m in chat["messages"].as_array().into_iter().flatten() {
-        match m["role"].as_str().unwrap_or_default() {
-            "system" | "developer" => system.push(crate::chat::text_of(&m["content"])),
-            "assistant" => {
-                let mut content = blocks(&m["content"]);
-                for call in m["tool_calls"].as_array().into_iter().flatten() {
-                    let args = call["function"]["arguments"].as_str().unwrap_or("{}");
-                    let input: Value = serde_json::from_str(args).unwrap_or_else(|_| json!({}));
-                    content.push(
-                        json!({"type": "tool_use", "id": call["id"], "name": call["function"]["name"], "input": input}),
-                    );
-                }
-                push(&mut messages, "assistant", content);
-            }
-            "tool" => push(
-                &mut messages,
-                "user",
-                vec![
-                    json!({"type": "tool_result", "tool_use_id": m["tool_call_id"], "content": crate::chat::text_of(&m["content"])}),
-                ],
-            ),
-            _ => push(&mut messages, "user", blocks(&m["content"])),
-        }
-    }
-    let mut out = Map::new();
-    out.insert("model".into(), json!(model));
-    out.insert("messages".into(), Value::from(messages));
-    let max = chat["max_completion_tokens"].as_u64().or(chat["max_tokens"].as_u64());
-    out.insert("max_tokens".into(), json!(max.unwrap_or(DEFAULT_MAX_TOKENS)));
-    if !system.is_empty() {
-        out.insert("system".into(), json!(system.join("\n\n")));
-    }
-    for k in ["temperature", "top_p", "stream"] {
-        if let Some(v) = chat.get(k).filter(|v| !v.is_null()) {
-            out.insert(k.into(), v.clone());
-        }
-    }
-    match &chat["stop"] {
-        Value::String(s) => {
-            out.insert("stop_sequences".into(), json!([s]));
-        }
-        Value::Array(a) => {
-            out.insert("stop_sequences".into(), Value::Array(a.clone()));
-        }
-        _ => {}
-    }
-    if let Some(tools) = chat["tools"].as_array().filter(|t| !t.is_empty()) {
-        let tools: Vec<Value> = tools
-            .iter()
-            .filter(|t| t["type"] == "function")
-            .map(|t| {
-                let f = &t["function"];
-                json!({"name": f["name"], "description": f.get("description").cloned().unwrap_or(json!("")),
-                       "input_schema": f.get("parameters").filter(|p| !p.is_null()).cloned().unwrap_or(json!({"type": "object"}))})
-            })
-            .collect();
-        out.insert("tools".into(), Value::from(tools));
-    }
-    match &chat["tool_choice"] {
-        Value::String(s) if s == "auto" => {
-            out.insert("tool_choice".into(), json!({"type": "auto"}));
-        }
-        Value::String(s) if s == "required" => {
-            out.insert("tool_choice".into(), json!({"type": "any"}));
-        }
-        Value::String(s) if s == "none" => {
-            out.insert("tool_choice".into(), json!({"type": "none"}));
-        }
-        Value::Object(o) => {
-            out.insert(
-                "tool_choice".into(),
-                // `Map`'s index panics on a missing key; `Value`'s gives null.
-                json!({"type": "tool", "name": o.get("function").unwrap_or(&Value::Null)["name"]}),
-            );
-        }
-        _ => {}
-    }
-    if let Some(user) = chat["user"].as_str() {
-        out.insert("metadata".into(), json!({"user_id": user}));
-    }
-    Ok(Value::Object(out))
+    serde_json::to_value(messages_request(chat, model))
+        .map_err(|e| ApiError::invalid(format!("The request cannot be translated: {e}"), None))
 }
 
 /// Anthropic's stop reason as OpenAI's finish_reason.
@@ -153,50 +218,79 @@ pub fn finish_reason(stop: &str) -> &'static str {
     }
 }
 
-fn usage(input: u64, output: u64) -> Value {
-    json!({"prompt_tokens": input, "completion_tokens": output, "total_tokens": input + output})
+fn usage(input: u64, output: u64) -> Usage {
+    Usage {
+        prompt_tokens: input,
+        completion_tokens: output,
+        total_tokens: input + output,
+    }
 }
 
-/// An Anthropic message (a non-streamed answer) as an OpenAI chat completion.
-pub fn completion(msg: &Value, model: &str, created: u64) -> Value {
+/// `chatcmpl-{id}` for a message id (`chatcmpl-anthropic` when it has none).
+fn completion_id(id: &str) -> String {
+    format!("chatcmpl-{}", if id.is_empty() { "anthropic" } else { id })
+}
+
+/// An Anthropic message (a non-streamed answer) as a typed OpenAI chat completion.
+pub fn chat_completion(msg: &Message, model: &str, created: u64) -> ChatCompletion {
     let mut text = String::new();
     let mut reasoning = String::new();
     let mut calls = Vec::new();
     // Thinking blocks whole (signature, redacted data), for Anthropic clients to send back.
     let mut thinking = Vec::new();
-    for b in msg["content"].as_array().into_iter().flatten() {
-        match b["type"].as_str() {
-            Some("text") => text.push_str(b["text"].as_str().unwrap_or_default()),
-            Some("thinking") => {
-                reasoning.push_str(b["thinking"].as_str().unwrap_or_default());
+    for b in &msg.content {
+        match b {
+            Block::Text { text: t, .. } => text.push_str(t),
+            Block::Thinking { thinking: t, .. } => {
+                reasoning.push_str(t);
                 thinking.push(b.clone());
             }
-            Some("redacted_thinking") => thinking.push(b.clone()),
-            Some("tool_use") => calls.push(json!({"id": b["id"], "type": "function",
-                "function": {"name": b["name"], "arguments": b["input"].to_string()}})),
+            Block::RedactedThinking { .. } => thinking.push(b.clone()),
+            Block::ToolUse { id, name, input, .. } => calls.push(ToolCall {
+                index: None,
+                id: id.clone(),
+                kind: "function".into(),
+                function: FunctionCall {
+                    name: name.clone(),
+                    arguments: input.to_string(),
+                },
+            }),
             _ => {}
         }
     }
-    let mut message = json!({"role": "assistant", "content": if text.is_empty() && !calls.is_empty() { Value::Null } else { json!(text) }});
-    if !reasoning.is_empty() {
-        message["reasoning_content"] = json!(reasoning);
+    let mut message = crate::openai::Message::assistant(text);
+    if message.content.as_deref() == Some("") && !calls.is_empty() {
+        message.content = None;
     }
-    if !thinking.is_empty() {
-        message["thinking_blocks"] = Value::from(thinking);
-    }
-    if !calls.is_empty() {
-        message["tool_calls"] = Value::from(calls);
-    }
-    let u = &msg["usage"];
-    json!({
-        "id": format!("chatcmpl-{}", msg["id"].as_str().unwrap_or("anthropic")),
-        "object": "chat.completion",
-        "created": created,
-        "model": msg["model"].as_str().unwrap_or(model),
-        "choices": [{"index": 0, "message": message, "logprobs": null,
-                     "finish_reason": finish_reason(msg["stop_reason"].as_str().unwrap_or("end_turn"))}],
-        "usage": usage(u["input_tokens"].as_u64().unwrap_or(0), u["output_tokens"].as_u64().unwrap_or(0)),
-    })
+    message.reasoning_content = (!reasoning.is_empty()).then_some(reasoning);
+    message.thinking_blocks = (!thinking.is_empty()).then_some(thinking);
+    message.tool_calls = (!calls.is_empty()).then_some(calls);
+    let u = &msg.usage;
+    let model = if msg.model.is_empty() { model } else { &msg.model };
+    let mut c = ChatCompletion::text(&completion_id(&msg.id), model, created, "", None);
+    c.choices = vec![Choice {
+        index: 0,
+        message,
+        logprobs: None,
+        finish_reason: Some(finish_reason(msg.stop_reason.as_deref().unwrap_or("end_turn")).to_owned()),
+        extra: Map::new(),
+    }];
+    c.usage = Some(usage(u.input_tokens.unwrap_or(0), u.output_tokens.unwrap_or(0)));
+    c
+}
+
+/// An Anthropic message (a non-streamed answer) as an OpenAI chat completion.
+pub fn completion(msg: &Value, model: &str, created: u64) -> Value {
+    let msg = Message::deserialize(msg).unwrap_or_default();
+    serde_json::to_value(chat_completion(&msg, model, created)).unwrap_or_default()
+}
+
+/// Why an Anthropic stream failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StreamError {
+    /// An `error` event, with its type and message.
+    #[error("{message}")]
+    Upstream { kind: String, message: String },
 }
 
 /// Anthropic stream events → OpenAI chunks.
@@ -208,7 +302,7 @@ pub struct Stream {
     input_tokens: u64,
     output_tokens: u64,
     /// content block index → tool call index
-    tools: Vec<(u64, u64)>,
+    tools: Vec<(u64, u32)>,
     pub finish: Option<String>,
     pub done: bool,
 }
@@ -222,9 +316,8 @@ impl Stream {
         }
     }
 
-    fn chunk(&self, delta: Value, finish: Option<&str>) -> Value {
-        json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-               "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]})
+    fn chunk(&self, delta: Delta, finish: Option<&str>) -> ChatChunk {
+        ChatChunk::delta(&self.id, &self.model, self.created, delta, finish.map(str::to_owned))
     }
 
     /// The usage so far, as OpenAI reports it.
@@ -232,86 +325,145 @@ impl Stream {
         (self.input_tokens, self.output_tokens)
     }
 
-    /// The final usage chunk (`choices` empty).
-    pub fn usage_chunk(&self) -> Value {
-        json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-               "choices": [], "usage": usage(self.input_tokens, self.output_tokens)})
+    /// The final usage chunk (`choices` empty), typed.
+    pub fn final_usage(&self) -> ChatChunk {
+        ChatChunk::usage(
+            &self.id,
+            &self.model,
+            self.created,
+            usage(self.input_tokens, self.output_tokens),
+        )
     }
 
-    /// The chunks of one event; Err carries an `error` event's message.
-    pub fn event(&mut self, e: &Value) -> Result<Vec<Value>, String> {
-        let mut out = Vec::new();
-        match e["type"].as_str().unwrap_or_default() {
-            "message_start" => {
-                let m = &e["message"];
-                self.id = format!("chatcmpl-{}", m["id"].as_str().unwrap_or("anthropic"));
-                if let Some(model) = m["model"].as_str() {
-                    model.clone_into(&mut self.model);
+    /// The final usage chunk (`choices` empty).
+    pub fn usage_chunk(&self) -> Value {
+        serde_json::to_value(self.final_usage()).unwrap_or_default()
+    }
+
+    /// The chunks of one event (as JSON); Err carries an `error` event's message.
+    pub fn event(&mut self, e: &Value) -> Result<Vec<Value>, StreamError> {
+        // Events of known types whose fields do not parse are skipped, as unknown ones are.
+        let Ok(e) = StreamEvent::deserialize(e) else {
+            return Ok(Vec::new());
+        };
+        Ok(self
+            .on_event(&e)?
+            .iter()
+            .map(|c| serde_json::to_value(c).unwrap_or_default())
+            .collect())
+    }
+
+    fn on_start(&mut self, m: &Message) -> ChatChunk {
+        self.id = completion_id(&m.id);
+        if !m.model.is_empty() {
+            m.model.clone_into(&mut self.model);
+        }
+        self.input_tokens = m.usage.input_tokens.unwrap_or(0);
+        self.output_tokens = m.usage.output_tokens.unwrap_or(0);
+        let delta = Delta {
+            role: Some("assistant".into()),
+            content: Some(String::new()),
+            ..Delta::default()
+        };
+        self.chunk(delta, None)
+    }
+
+    fn on_block_start(&mut self, index: u64, b: &Block) -> Option<ChatChunk> {
+        let delta = match b {
+            Block::ToolUse { id, name, .. } => {
+                let call = self.tools.len() as u32;
+                self.tools.push((index, call));
+                let mut d = ToolCallDelta::new(call, "");
+                d.id = Some(id.clone());
+                d.kind = Some("function".into());
+                if let Some(f) = &mut d.function {
+                    f.name = Some(name.clone());
                 }
-                self.input_tokens = m["usage"]["input_tokens"].as_u64().unwrap_or(0);
-                self.output_tokens = m["usage"]["output_tokens"].as_u64().unwrap_or(0);
-                out.push(self.chunk(json!({"role": "assistant", "content": ""}), None));
-            }
-            "content_block_start" if e["content_block"]["type"] == "tool_use" => {
-                let index = self.tools.len() as u64;
-                self.tools.push((e["index"].as_u64().unwrap_or(0), index));
-                let b = &e["content_block"];
-                out.push(self.chunk(
-                    json!({"tool_calls": [{"index": index, "id": b["id"], "type": "function",
-                    "function": {"name": b["name"], "arguments": ""}}]}),
-                    None,
-                ));
-            }
-            "content_block_start" if e["content_block"]["type"] == "redacted_thinking" => {
-                out.push(self.chunk(json!({"thinking_blocks": [e["content_block"]]}), None));
-            }
-            "content_block_delta" => {
-                let d = &e["delta"];
-                match d["type"].as_str() {
-                    Some("signature_delta") => out.push(self.chunk(
-                        json!({"thinking_blocks": [{"type": "thinking", "thinking": "", "signature": d["signature"]}]}),
-                        None,
-                    )),
-                    Some("text_delta") => out.push(self.chunk(json!({"content": d["text"]}), None)),
-                    Some("thinking_delta") => out.push(self.chunk(json!({"reasoning_content": d["thinking"]}), None)),
-                    Some("input_json_delta") => {
-                        let block = e["index"].as_u64().unwrap_or(0);
-                        if let Some((_, index)) = self.tools.iter().find(|(b, _)| *b == block) {
-                            out.push(self.chunk(
-                                json!({"tool_calls": [{"index": index, "function": {"arguments": d["partial_json"]}}]}),
-                                None,
-                            ));
-                        }
-                    }
-                    _ => {}
+                Delta {
+                    tool_calls: Some(vec![d]),
+                    ..Delta::default()
                 }
             }
-            "message_delta" => {
-                if let Some(n) = e["usage"]["output_tokens"].as_u64() {
+            Block::RedactedThinking { .. } => Delta {
+                thinking_blocks: Some(vec![b.clone()]),
+                ..Delta::default()
+            },
+            _ => return None,
+        };
+        Some(self.chunk(delta, None))
+    }
+
+    fn on_delta(&self, index: u64, d: &BlockDelta) -> Option<ChatChunk> {
+        let delta = match d {
+            BlockDelta::SignatureDelta { signature } => Delta {
+                thinking_blocks: Some(vec![Block::Thinking {
+                    thinking: String::new(),
+                    signature: Some(signature.clone()),
+                    extra: Map::new(),
+                }]),
+                ..Delta::default()
+            },
+            BlockDelta::TextDelta { text } => Delta {
+                content: Some(text.clone()),
+                ..Delta::default()
+            },
+            BlockDelta::ThinkingDelta { thinking } => Delta {
+                reasoning_content: Some(thinking.clone()),
+                ..Delta::default()
+            },
+            BlockDelta::InputJsonDelta { partial_json } => {
+                let (_, call) = self.tools.iter().find(|(b, _)| *b == index)?;
+                Delta {
+                    tool_calls: Some(vec![ToolCallDelta::new(*call, partial_json)]),
+                    ..Delta::default()
+                }
+            }
+            BlockDelta::Other(_) => return None,
+        };
+        Some(self.chunk(delta, None))
+    }
+
+    /// The chunks of one event; an `error` event is an error.
+    pub fn on_event(&mut self, e: &StreamEvent) -> Result<Vec<ChatChunk>, StreamError> {
+        let chunk = match e {
+            StreamEvent::MessageStart { message } => Some(self.on_start(message)),
+            StreamEvent::ContentBlockStart { index, content_block } => self.on_block_start(*index, content_block),
+            StreamEvent::ContentBlockDelta { index, delta } => self.on_delta(*index, delta),
+            StreamEvent::MessageDelta { delta, usage } => {
+                if let Some(n) = usage.as_ref().and_then(|u| u.output_tokens) {
                     self.output_tokens = n;
                 }
-                if let Some(stop) = e["delta"]["stop_reason"].as_str() {
+                delta.stop_reason.as_deref().map(|stop| {
                     let finish = finish_reason(stop);
                     self.finish = Some(finish.to_owned());
-                    out.push(self.chunk(json!({}), Some(finish)));
-                }
+                    self.chunk(Delta::default(), Some(finish))
+                })
             }
-            "message_stop" => self.done = true,
-            "error" => {
-                return Err(e["error"]["message"]
-                    .as_str()
-                    .unwrap_or("upstream stream error")
-                    .to_owned());
+            StreamEvent::MessageStop => {
+                self.done = true;
+                None
             }
-            _ => {} // ping, content_block_start (text), content_block_stop
-        }
-        Ok(out)
+            StreamEvent::Error { error } => {
+                let message = if error.message.is_empty() {
+                    "upstream stream error".to_owned()
+                } else {
+                    error.message.clone()
+                };
+                return Err(StreamError::Upstream {
+                    kind: error.kind.clone(),
+                    message,
+                });
+            }
+            StreamEvent::ContentBlockStop { .. } | StreamEvent::Ping | StreamEvent::Other(_) => None,
+        };
+        Ok(chunk.into_iter().collect())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn requests_translate_system_images_tools_and_results() {
@@ -378,7 +530,10 @@ mod tests {
         );
         assert_eq!(
             s.event(&json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})),
-            Err("Overloaded".into())
+            Err(StreamError::Upstream {
+                kind: "overloaded_error".into(),
+                message: "Overloaded".into()
+            })
         );
     }
 }

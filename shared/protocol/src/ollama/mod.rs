@@ -3,77 +3,115 @@
 //! arguments, tool results), sampling as `options` (the client's own `options` and
 //! `keep_alive` passed through), `response_format` as `format`; answers and stream lines back
 //! as OpenAI shapes with usage from `prompt_eval_count` / `eval_count`.
+//!
+//! The Ollama side is typed ([`wire`]); the OpenAI request is read as JSON, the answers
+//! written as [`crate::openai`] types.
 
 pub mod front;
+pub mod wire;
 
-use serde_json::{Map, Value, json};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+pub use wire::{
+    ChatRequest, EmbedRequest, EmbedResponse, ErrorBody, Format, FunctionCall, GenerateRequest, Line, Message,
+    ModelDetails, ModelEntry, ModelList, Options, Response, Show, ToolCall,
+};
+
+use crate::frame::Usage;
+use crate::openai::embeddings::Embeddings;
+use crate::openai::{self, ChatChunk, ChatCompletion, Delta, ToolCallDelta};
+
+/// An OpenAI message's content as Ollama's text and base64 images.
+fn text_and_images(content: Option<&Value>) -> (String, Option<Vec<String>>) {
+    match content {
+        Some(Value::Array(parts)) => {
+            let text: Vec<&str> = parts.iter().filter_map(|p| p.get("text")?.as_str()).collect();
+            let images: Vec<String> = parts
+                .iter()
+                .filter_map(|p| p.get("image_url")?.get("url")?.as_str())
+                .filter_map(|u| u.split_once(";base64,").map(|(_, data)| data.to_owned()))
+                .collect();
+            (text.join("\n"), (!images.is_empty()).then_some(images))
+        }
+        Some(Value::String(s)) => (s.clone(), None),
+        Some(other) if !other.is_null() => (other.to_string(), None),
+        _ => (String::new(), None),
+    }
+}
+
+/// An OpenAI tool call as Ollama's (arguments as an object).
+fn tool_call(c: &Value) -> ToolCall {
+    let f = c.get("function").unwrap_or(&Value::Null);
+    let args = f.get("arguments").and_then(Value::as_str).unwrap_or("{}");
+    ToolCall {
+        function: FunctionCall {
+            name: f.get("name").and_then(Value::as_str).unwrap_or_default().to_owned(),
+            arguments: serde_json::from_str(args).unwrap_or_else(|_| Value::Object(Map::new())),
+            extra: Map::new(),
+        },
+        extra: Map::new(),
+    }
+}
+
+/// An OpenAI chat message as Ollama's.
+fn message(m: &Value) -> Message {
+    let role = m.get("role").and_then(Value::as_str).unwrap_or("user");
+    let (text, images) = text_and_images(m.get("content"));
+    Message {
+        role: if role == "developer" { "system" } else { role }.to_owned(),
+        content: Some(text),
+        images,
+        tool_calls: m
+            .get("tool_calls")
+            .and_then(Value::as_array)
+            .map(|calls| calls.iter().map(tool_call).collect()),
+        ..Message::default()
+    }
+}
+
+/// `response_format` as Ollama's `format`.
+fn format(chat: &Value) -> Option<Format> {
+    let f = chat.get("response_format")?;
+    match f.get("type")?.as_str()? {
+        "json_object" => Some(Format::Named("json".into())),
+        "json_schema" => Some(Format::Schema(
+            f.get("json_schema")
+                .and_then(|s| s.get("schema"))
+                .cloned()
+                .unwrap_or_default(),
+        )),
+        _ => None,
+    }
+}
+
+/// An OpenAI chat completion request as a typed Ollama `/api/chat` request for `model`.
+pub fn chat_request_of(chat: &Value, model: &str, stream: bool) -> ChatRequest {
+    ChatRequest {
+        model: model.to_owned(),
+        messages: chat
+            .get("messages")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .map(message)
+            .collect(),
+        tools: chat.get("tools").and_then(Value::as_array).cloned(),
+        format: format(chat),
+        options: Some(options(chat)),
+        stream: Some(stream),
+        keep_alive: chat.get("keep_alive").cloned(),
+        extra: Map::new(),
+    }
+}
 
 /// An OpenAI chat completion request as an Ollama `/api/chat` request for `model`.
 pub fn chat_request(chat: &Value, model: &str, stream: bool) -> Value {
-    let messages: Vec<Value> = chat["messages"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|m| {
-            let mut out = json!({"role": m["role"].as_str().map(|r| if r == "developer" { "system" } else { r }).unwrap_or("user")});
-            match &m["content"] {
-                Value::Array(parts) => {
-                    let text: Vec<&str> = parts.iter().filter_map(|p| p["text"].as_str()).collect();
-                    out["content"] = json!(text.join("\n"));
-                    let images: Vec<&str> = parts
-                        .iter()
-                        .filter_map(|p| p["image_url"]["url"].as_str())
-                        .filter_map(|u| u.split_once(";base64,").map(|(_, data)| data))
-                        .collect();
-                    if !images.is_empty() {
-                        out["images"] = json!(images);
-                    }
-                }
-                Value::Null => out["content"] = json!(""),
-                other => out["content"] = other.clone(),
-            }
-            if let Some(calls) = m["tool_calls"].as_array() {
-                let calls: Vec<Value> = calls
-                    .iter()
-                    .map(|c| {
-                        let args = c["function"]["arguments"].as_str().unwrap_or("{}");
-                        json!({"function": {"name": c["function"]["name"],
-                                            "arguments": serde_json::from_str::<Value>(args).unwrap_or_else(|_| json!({}))}})
-                    })
-                    .collect();
-                out["tool_calls"] = Value::from(calls);
-            }
-            out
-        })
-        .collect();
-    let mut out = Map::new();
-    out.insert("model".into(), json!(model));
-    out.insert("messages".into(), Value::from(messages));
-    out.insert("stream".into(), json!(stream));
-    if let Some(tools) = chat.get("tools").filter(|t| t.is_array()) {
-        out.insert("tools".into(), tools.clone());
-    }
-    match chat["response_format"]["type"].as_str() {
-        Some("json_object") => {
-            out.insert("format".into(), json!("json"));
-        }
-        Some("json_schema") => {
-            out.insert(
-                "format".into(),
-                chat["response_format"]["json_schema"]["schema"].clone(),
-            );
-        }
-        _ => {}
-    }
-    out.insert("options".into(), options(chat));
-    if let Some(k) = chat.get("keep_alive") {
-        out.insert("keep_alive".into(), k.clone());
-    }
-    Value::Object(out)
+    serde_json::to_value(chat_request_of(chat, model, stream)).unwrap_or_default()
 }
 
 /// Sampling fields as Ollama `options`, the client's own `options` taking precedence.
-fn options(req: &Value) -> Value {
+fn options(req: &Value) -> Options {
     let mut o = Map::new();
     let map = [
         ("temperature", "temperature"),
@@ -93,106 +131,142 @@ fn options(req: &Value) -> Value {
     if let Some(Value::Object(own)) = req.get("options") {
         o.extend(own.clone());
     }
-    Value::Object(o)
+    Options::from_map(o)
+}
+
+/// An OpenAI embeddings request as a typed Ollama `/api/embed` request for `model`.
+pub fn embed_request_of(req: &Value, model: &str) -> EmbedRequest {
+    EmbedRequest {
+        model: model.to_owned(),
+        input: req.get("input").cloned().unwrap_or_default(),
+        options: Some(options(req)),
+        keep_alive: req.get("keep_alive").cloned(),
+        dimensions: req.get("dimensions").filter(|d| !d.is_null()).cloned(),
+        extra: Map::new(),
+    }
 }
 
 /// An OpenAI embeddings request as an Ollama `/api/embed` request for `model`.
 pub fn embed_request(req: &Value, model: &str) -> Value {
-    let mut out = json!({"model": model, "input": req["input"], "options": options(req)});
-    if let Some(k) = req.get("keep_alive") {
-        out["keep_alive"] = k.clone();
-    }
-    if let Some(d) = req.get("dimensions").filter(|d| !d.is_null()) {
-        out["dimensions"] = d.clone();
-    }
-    out
+    serde_json::to_value(embed_request_of(req, model)).unwrap_or_default()
 }
 
-fn usage(v: &Value) -> Value {
-    let (p, c) = (
-        v["prompt_eval_count"].as_u64().unwrap_or(0),
-        v["eval_count"].as_u64().unwrap_or(0),
-    );
-    json!({"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c})
+fn usage(r: &Response) -> Usage {
+    let (p, c) = (r.prompt_eval_count.unwrap_or(0), r.eval_count.unwrap_or(0));
+    Usage {
+        prompt_tokens: p,
+        completion_tokens: c,
+        total_tokens: p + c,
+    }
 }
 
-fn tool_calls(message: &Value) -> Option<Value> {
-    let calls = message["tool_calls"].as_array().filter(|c| !c.is_empty())?;
-    Some(Value::from(
+/// An answer's tool calls as OpenAI's (ids `call_{i}`, arguments as JSON text).
+fn tool_calls(r: &Response) -> Option<Vec<openai::ToolCall>> {
+    let calls = r.message.as_ref()?.tool_calls.as_ref().filter(|c| !c.is_empty())?;
+    Some(
         calls
             .iter()
             .enumerate()
-            .map(|(i, c)| {
-                json!({"index": i, "id": format!("call_{i}"), "type": "function",
-                       "function": {"name": c["function"]["name"], "arguments": c["function"]["arguments"].to_string()}})
+            .map(|(i, c)| openai::ToolCall {
+                index: Some(i as u32),
+                id: format!("call_{i}"),
+                kind: "function".into(),
+                function: openai::FunctionCall {
+                    name: c.function.name.clone(),
+                    arguments: c.function.arguments.to_string(),
+                },
             })
-            .collect::<Vec<_>>(),
-    ))
+            .collect(),
+    )
 }
 
-fn finish(v: &Value, calls: bool) -> &'static str {
-    match v["done_reason"].as_str() {
+fn finish(r: &Response, calls: bool) -> &'static str {
+    match r.done_reason.as_deref() {
         _ if calls => "tool_calls",
         Some("length") => "length",
         _ => "stop",
     }
 }
 
-/// An Ollama `/api/chat` answer as an OpenAI chat completion.
-pub fn completion(v: &Value, id: &str, model: &str, created: u64) -> Value {
-    let calls = tool_calls(&v["message"]);
-    let mut message = json!({"role": "assistant", "content": v["message"]["content"].as_str().unwrap_or_default()});
-    if let Some(c) = &calls {
-        message["tool_calls"] = c.clone();
-    }
-    json!({"id": id, "object": "chat.completion", "created": created, "model": model,
-           "choices": [{"index": 0, "message": message, "logprobs": null, "finish_reason": finish(v, calls.is_some())}],
-           "usage": usage(v)})
+fn text(r: &Response) -> &str {
+    r.message.as_ref().map(Message::text).unwrap_or_default()
 }
 
-/// The OpenAI chunks of one NDJSON stream line (the last one, `done: true`, carries the
-/// finish and — when `include_usage` — a usage chunk).
-pub fn stream_line(v: &Value, id: &str, model: &str, created: u64, include_usage: bool) -> Vec<Value> {
-    let chunk = |delta: Value, finish: Option<&str>| {
-        json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model,
-               "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]})
-    };
+/// A typed Ollama `/api/chat` answer as an OpenAI chat completion.
+pub fn chat_completion(r: &Response, id: &str, model: &str, created: u64) -> ChatCompletion {
+    let calls = tool_calls(r);
+    let finish = finish(r, calls.is_some());
+    let mut c = ChatCompletion::text(id, model, created, text(r), Some(usage(r)));
+    c.choices[0].finish_reason = Some(finish.to_owned());
+    c.choices[0].message.tool_calls = calls;
+    c
+}
+
+/// An Ollama `/api/chat` answer as an OpenAI chat completion.
+pub fn completion(v: &Value, id: &str, model: &str, created: u64) -> Value {
+    let r = Response::deserialize(v).unwrap_or_default();
+    serde_json::to_value(chat_completion(&r, id, model, created)).unwrap_or_default()
+}
+
+/// The OpenAI chunks of one typed NDJSON stream line (the last one, `done: true`, carries
+/// the finish and — when `include_usage` — a usage chunk).
+pub fn line_chunks(r: &Response, id: &str, model: &str, created: u64, include_usage: bool) -> Vec<ChatChunk> {
+    let chunk =
+        |delta: Delta, finish: Option<&str>| ChatChunk::delta(id, model, created, delta, finish.map(str::to_owned));
     let mut out = Vec::new();
-    let calls = tool_calls(&v["message"]);
-    if let Some(text) = v["message"]["content"].as_str().filter(|t| !t.is_empty()) {
-        out.push(chunk(json!({"content": text}), None));
+    let calls = tool_calls(r);
+    let text = text(r);
+    if !text.is_empty() {
+        out.push(ChatChunk::text(id, model, created, false, text));
     }
     if let Some(c) = &calls {
-        out.push(chunk(json!({"tool_calls": c}), None));
+        let deltas = c
+            .iter()
+            .enumerate()
+            .map(|(i, c)| ToolCallDelta::whole(i as u32, c))
+            .collect();
+        out.push(chunk(
+            Delta {
+                tool_calls: Some(deltas),
+                ..Delta::default()
+            },
+            None,
+        ));
     }
-    if v["done"] == json!(true) {
-        out.push(chunk(json!({}), Some(finish(v, calls.is_some()))));
+    if r.done {
+        out.push(chunk(Delta::default(), Some(finish(r, calls.is_some()))));
         if include_usage {
-            out.push(
-                json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model,
-                            "choices": [], "usage": usage(v)}),
-            );
+            out.push(ChatChunk::usage(id, model, created, usage(r)));
         }
     }
     out
 }
 
+/// The OpenAI chunks of one NDJSON stream line (the last one, `done: true`, carries the
+/// finish and — when `include_usage` — a usage chunk).
+pub fn stream_line(v: &Value, id: &str, model: &str, created: u64, include_usage: bool) -> Vec<Value> {
+    let r = Response::deserialize(v).unwrap_or_default();
+    line_chunks(&r, id, model, created, include_usage)
+        .iter()
+        .map(|c| serde_json::to_value(c).unwrap_or_default())
+        .collect()
+}
+
+/// A typed Ollama `/api/embed` answer as OpenAI embeddings (floats; the caller encodes base64).
+pub fn embeddings_of(r: &EmbedResponse, model: &str) -> Embeddings {
+    Embeddings::of(r.embeddings.iter().cloned(), model, r.prompt_eval_count.unwrap_or(0))
+}
+
 /// An Ollama `/api/embed` answer as OpenAI embeddings (floats; the caller encodes base64).
 pub fn embeddings(v: &Value, model: &str) -> Value {
-    let data: Vec<Value> = v["embeddings"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .enumerate()
-        .map(|(i, e)| json!({"object": "embedding", "index": i, "embedding": e}))
-        .collect();
-    let p = v["prompt_eval_count"].as_u64().unwrap_or(0);
-    json!({"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": p, "total_tokens": p}})
+    let r = EmbedResponse::deserialize(v).unwrap_or_default();
+    serde_json::to_value(embeddings_of(&r, model)).unwrap_or_default()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn chat_requests_and_answers_translate() {

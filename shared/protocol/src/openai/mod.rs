@@ -3,17 +3,25 @@
 //! structs, so the wire shape is defined once.
 //!
 //! Bodies from upstreams are not re-encoded through these types on the hot path (they pass
-//! through as bytes); where a service must read one (the tool loop), fields these types do
-//! not name are kept in `extra` and written back unchanged.
+//! through as bytes); where a service must read one (the tool loop, the XML tool parser, the
+//! Anthropic and Ollama front doors), fields these types do not name are kept in `extra` and
+//! written back unchanged.
+//!
+//! Also here: the chat and embeddings requests the front doors write ([`request`]) and the
+//! embeddings answer ([`embeddings`]).
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::frame::Usage;
 
+pub mod embeddings;
+pub mod request;
+
 /// `chat.completion`: a whole answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChatCompletion {
+    #[serde(default)]
     pub id: String,
     #[serde(default = "object_completion")]
     pub object: String,
@@ -46,6 +54,7 @@ pub struct Choice {
 /// An assistant message (or any message the tool loop appends to a conversation).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Message {
+    #[serde(default)]
     pub role: String,
     #[serde(default)]
     pub content: Option<String>,
@@ -53,6 +62,12 @@ pub struct Message {
     pub tool_calls: Option<Vec<ToolCall>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_call_id: Option<String>,
+    /// The model's reasoning as text (DeepSeek's and LiteLLM's name for it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<String>,
+    /// Anthropic's thinking blocks whole (signatures, redacted data), for Anthropic clients.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thinking_blocks: Option<Vec<crate::anthropic::Block>>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
@@ -82,20 +97,29 @@ pub struct FunctionCall {
 /// `chat.completion.chunk`: one event of a stream.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChatChunk {
+    #[serde(default)]
     pub id: String,
     #[serde(default = "object_chunk")]
     pub object: String,
+    #[serde(default)]
     pub created: u64,
+    #[serde(default)]
     pub model: String,
+    #[serde(default)]
     pub choices: Vec<ChunkChoice>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
+    /// `system_fingerprint`, `service_tier`…: kept as they came.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
 }
 
 /// One choice of a chunk.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChunkChoice {
+    #[serde(default)]
     pub index: u32,
+    #[serde(default)]
     pub delta: Delta,
     #[serde(default)]
     pub logprobs: Option<Value>,
@@ -111,7 +135,64 @@ pub struct Delta {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tool_calls: Option<Vec<ToolCall>>,
+    pub tool_calls: Option<Vec<ToolCallDelta>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thinking_blocks: Option<Vec<crate::anthropic::Block>>,
+    /// Fields these types do not name (`refusal`…), kept as they came.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// A piece of a tool call in a stream: the first names the call (`id`, `type`, the
+/// function's `name`), the rest add to its `arguments`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ToolCallDelta {
+    #[serde(default)]
+    pub index: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function: Option<FunctionDelta>,
+}
+
+/// What a [`ToolCallDelta`] adds to the function.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FunctionDelta {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arguments: Option<String>,
+}
+
+impl ToolCallDelta {
+    /// More `arguments` for the call at `index`.
+    pub fn new(index: u32, arguments: &str) -> ToolCallDelta {
+        ToolCallDelta {
+            index,
+            function: Some(FunctionDelta {
+                name: None,
+                arguments: Some(arguments.to_owned()),
+            }),
+            ..ToolCallDelta::default()
+        }
+    }
+
+    /// A whole call at `index` in one piece.
+    pub fn whole(index: u32, call: &ToolCall) -> ToolCallDelta {
+        ToolCallDelta {
+            index,
+            id: Some(call.id.clone()),
+            kind: Some(call.kind.clone()),
+            function: Some(FunctionDelta {
+                name: Some(call.function.name.clone()),
+                arguments: Some(call.function.arguments.clone()),
+            }),
+        }
+    }
 }
 
 fn object_completion() -> String {
@@ -134,6 +215,8 @@ impl Message {
             content: Some(text.into()),
             tool_calls: None,
             tool_call_id: None,
+            reasoning_content: None,
+            thinking_blocks: None,
             extra: Map::new(),
         }
     }
@@ -145,6 +228,8 @@ impl Message {
             content: Some(text.into()),
             tool_calls: None,
             tool_call_id: Some(call_id.into()),
+            reasoning_content: None,
+            thinking_blocks: None,
             extra: Map::new(),
         }
     }
@@ -187,16 +272,14 @@ impl ChatCompletion {
         let delta = Delta {
             role: Some("assistant".into()),
             content: msg.and_then(|m| m.content.clone()),
-            tool_calls: msg.and_then(|m| m.tool_calls.clone()).map(|calls| {
+            tool_calls: msg.and_then(|m| m.tool_calls.as_ref()).map(|calls| {
                 calls
-                    .into_iter()
+                    .iter()
                     .enumerate()
-                    .map(|(i, c)| ToolCall {
-                        index: Some(i as u32),
-                        ..c
-                    })
+                    .map(|(i, c)| ToolCallDelta::whole(i as u32, c))
                     .collect()
             }),
+            ..Delta::default()
         };
         let finish = self
             .choices
@@ -234,6 +317,7 @@ impl ChatChunk {
                 finish_reason: finish,
             }],
             usage: None,
+            extra: Map::new(),
         }
     }
 
@@ -246,6 +330,7 @@ impl ChatChunk {
             model: model.to_owned(),
             choices: Vec::new(),
             usage: Some(usage),
+            extra: Map::new(),
         }
     }
 
@@ -254,7 +339,7 @@ impl ChatChunk {
         let delta = Delta {
             role: role.then(|| "assistant".into()),
             content: Some(text.to_owned()),
-            tool_calls: None,
+            ..Delta::default()
         };
         ChatChunk::delta(id, model, created, delta, None)
     }
@@ -262,6 +347,11 @@ impl ChatChunk {
     /// The JSON bytes (one SSE payload).
     pub fn to_bytes(&self) -> bytes::Bytes {
         to_bytes(self)
+    }
+
+    /// The first choice (the only one llmrouter asks for), if any.
+    pub fn choice(&self) -> Option<&ChunkChoice> {
+        self.choices.first()
     }
 }
 
@@ -304,6 +394,17 @@ mod tests {
     }
 
     #[test]
+    fn chunks_keep_unknown_fields_and_tool_call_pieces() {
+        let v = json!({"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m",
+            "system_fingerprint": "fp", "choices": [{"index": 0, "logprobs": null, "finish_reason": null,
+            "delta": {"refusal": null, "reasoning_content": "hm",
+                "tool_calls": [{"index": 0, "function": {"arguments": "{\"x\":"}}]}}]});
+        let c: ChatChunk = serde_json::from_value(v.clone()).unwrap();
+        assert_eq!(serde_json::to_value(&c).unwrap(), v);
+        assert_eq!(c.choice().unwrap().delta.tool_calls.as_ref().unwrap()[0].id, None);
+    }
+
+    #[test]
     fn a_completion_streams_as_delta_finish_and_usage() {
         let mut c = ChatCompletion::text(
             "x",
@@ -328,10 +429,7 @@ mod tests {
         let chunks = c.to_chunks(true);
         assert_eq!(chunks.len(), 3);
         assert_eq!(chunks[0].choices[0].delta.content.as_deref(), Some("hi"));
-        assert_eq!(
-            chunks[0].choices[0].delta.tool_calls.as_ref().unwrap()[0].index,
-            Some(0)
-        );
+        assert_eq!(chunks[0].choices[0].delta.tool_calls.as_ref().unwrap()[0].index, 0);
         assert_eq!(chunks[1].choices[0].finish_reason.as_deref(), Some("stop"));
         assert!(chunks[2].choices.is_empty());
         assert_eq!(c.to_chunks(false).len(), 2);
