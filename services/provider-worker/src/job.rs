@@ -441,7 +441,7 @@ fn xml_tools(env: &Envelope) -> Option<Envelope> {
     let body = llmr_protocol::xmltools::request(&chat)?;
     let mut e = env.clone();
     e.body = bytes::Bytes::from(body.to_string());
-    e.meta.set_native_body(None);
+    e.meta.native = None;
     Some(e)
 }
 

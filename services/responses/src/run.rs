@@ -216,7 +216,7 @@ impl<'a> Run<'a> {
             tools: self.env.meta.tools.clone(),
             ..Meta::default()
         };
-        meta.set_native_body(self.native_body().map(NativeBody::Responses));
+        meta.native = self.native_body().map(NativeBody::Responses);
         let body = Bytes::from(Value::Object(chat).to_string());
         let env = self.env.on_behalf(Kind::Chat, self.ctx.caller.instance(), body, meta);
         self.ctx.caller.send(streams::REQUESTS, &env).await

@@ -177,9 +177,10 @@ impl RedisBus {
     }
 
     async fn try_create_group(&self, stream: &str, group: &str) -> Result<(), redis::RedisError> {
-        let mut c = self.conn().await.map_err(|e| {
-            redis::RedisError::from((redis::ErrorKind::Io, "no connection", e.to_string()))
-        })?;
+        let mut c = self
+            .conn()
+            .await
+            .map_err(|e| redis::RedisError::from((redis::ErrorKind::Io, "no connection", e.to_string())))?;
         let r = redis::cmd("XGROUP")
             .arg("CREATE")
             .arg(self.key(stream))

@@ -189,12 +189,8 @@ pub struct Meta {
     /// The endpoint the body is for (chat unless said).
     pub endpoint: Endpoint,
     /// The client's own body in another API, beside the chat body, for adapters that speak
-    /// that API natively (empty otherwise). Read and write it as one typed value with
-    /// [`Meta::native_body`] / [`Meta::set_native_body`]; the two fields stay public while
-    /// the gateway still writes them.
-    pub native: Bytes,
-    /// Which API `native` is in.
-    pub native_api: NativeApi,
+    /// that API natively.
+    pub native: Option<NativeBody>,
     /// The client's `x-llmr-priority`: batch jobs wait on their pool's batch stream, which
     /// workers give only part of their room.
     pub priority: Priority,
@@ -255,8 +251,7 @@ pub enum NativeApi {
     Anthropic,
 }
 
-/// The client's own body in another API, beside the chat body: one typed value over
-/// [`Meta::native`] and [`Meta::native_api`] (see [`Meta::native_body`]).
+/// The client's own body in another API, beside the chat body ([`Meta::native`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NativeBody {
     /// A Responses API body (the responses service's), for `responses = true` providers.
@@ -282,29 +277,21 @@ impl NativeBody {
     }
 }
 
-impl Meta {
-    /// The native body, when the request carries one.
-    pub fn native_body(&self) -> Option<NativeBody> {
-        if self.native.is_empty() {
-            return None;
+/// The native body of a stream entry's `native` and `native_api` fields (an API without a
+/// body, as older gateways wrote it, is no body).
+fn native_body(body: Option<&[u8]>, api: Option<&[u8]>) -> Result<Option<NativeBody>, DecodeError> {
+    let api = match api {
+        None | Some(b"responses") => NativeApi::Responses,
+        Some(b"anthropic") => NativeApi::Anthropic,
+        Some(_) => return Err(DecodeError::Invalid("native_api")),
+    };
+    Ok(body.map(|b| {
+        let b = Bytes::copy_from_slice(b);
+        match api {
+            NativeApi::Responses => NativeBody::Responses(b),
+            NativeApi::Anthropic => NativeBody::Anthropic(b),
         }
-        Some(match self.native_api {
-            NativeApi::Responses => NativeBody::Responses(self.native.clone()),
-            NativeApi::Anthropic => NativeBody::Anthropic(self.native.clone()),
-        })
-    }
-
-    /// Sets (or, with None, drops) the native body.
-    pub fn set_native_body(&mut self, native: Option<NativeBody>) {
-        (self.native, self.native_api) = match native {
-            None => (Bytes::new(), NativeApi::default()),
-            Some(n) => {
-                let api = n.api();
-                let (NativeBody::Responses(b) | NativeBody::Anthropic(b)) = n;
-                (b, api)
-            }
-        };
-    }
+    }))
 }
 
 /// One unit of work on a stream.
@@ -395,13 +382,13 @@ impl Envelope {
         if m.endpoint != Endpoint::Chat {
             f.push(("endpoint", Bytes::from_static(m.endpoint.as_str().as_bytes())));
         }
-        if !m.native.is_empty() {
-            f.push(("native", m.native.clone()));
-        }
-        // Written whenever set (found by the envelope fuzz target: dropped with an empty
-        // `native`, it decoded as the default).
-        if m.native_api == NativeApi::Anthropic {
-            f.push(("native_api", Bytes::from_static(b"anthropic")));
+        // Written whenever there is a native body, even an empty one (the envelope fuzz
+        // target found an empty one lost on re-encoding); its API only when not the default.
+        if let Some(n) = &m.native {
+            f.push(("native", n.bytes().clone()));
+            if n.api() == NativeApi::Anthropic {
+                f.push(("native_api", Bytes::from_static(b"anthropic")));
+            }
         }
         if m.priority == Priority::Batch {
             f.push(("priority", Bytes::from_static(b"batch")));
@@ -460,12 +447,7 @@ impl Envelope {
                 caller: CallerId::decode(text("caller")?).ok_or(DecodeError::Invalid("caller"))?,
                 attempt: num("attempt")? as u32,
                 plan,
-                native: get("native").map(Bytes::copy_from_slice).unwrap_or_default(),
-                native_api: match get("native_api") {
-                    None | Some(b"responses") => NativeApi::Responses,
-                    Some(b"anthropic") => NativeApi::Anthropic,
-                    Some(_) => return Err(DecodeError::Invalid("native_api")),
-                },
+                native: native_body(get("native"), get("native_api"))?,
                 endpoint: Endpoint::parse(get("endpoint").unwrap_or_default())
                     .ok_or(DecodeError::Invalid("endpoint"))?,
                 tools: match get("tools") {
@@ -539,8 +521,7 @@ mod tests {
                 caller: CallerId::Gateway("gw-1".into()),
                 attempt: 2,
                 cache: "no-store".into(),
-                native: Bytes::from_static(br#"{"input":"hi"}"#),
-                native_api: NativeApi::Anthropic,
+                native: Some(NativeBody::Anthropic(Bytes::from_static(br#"{"input":"hi"}"#))),
                 endpoint: Endpoint::Embeddings,
                 priority: Priority::Batch,
                 scope: "team/t1".into(),

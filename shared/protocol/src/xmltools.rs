@@ -305,7 +305,18 @@ impl AnswerRewrite for Parser {
             .collect();
         choice.message.tool_calls = Some(calls);
         choice.finish_reason = Some("tool_calls".into());
-        completion.to_bytes()
+        // The usage as the upstream wrote it (details such as `prompt_tokens_details`
+        // included), not the three counts our type names.
+        let usage = serde_json::from_slice::<Value>(&body)
+            .ok()
+            .and_then(|mut v| v.get_mut("usage").map(Value::take));
+        match (usage, serde_json::to_value(&completion)) {
+            (Some(u), Ok(mut v)) => {
+                v["usage"] = u;
+                Bytes::from(v.to_string())
+            }
+            _ => completion.to_bytes(),
+        }
     }
 
     fn events(&mut self, payloads: &[Bytes]) -> Vec<Bytes> {
@@ -369,8 +380,10 @@ mod tests {
     #[test]
     fn a_whole_answer_gets_its_calls_parsed() {
         let body = json!({"id": "x", "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant",
-            "content": "Checking. <tool_call>{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Oslo\"}}</tool_call>\n<tool_call><name>time</name><arguments>{}</arguments></tool_call>"}}]});
+            "content": "Checking. <tool_call>{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Oslo\"}}</tool_call>\n<tool_call><name>time</name><arguments>{}</arguments></tool_call>"}}],
+            "usage": {"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12, "prompt_tokens_details": {"cached_tokens": 4}}});
         let out: Value = serde_json::from_slice(&Parser::new("r").body(Bytes::from(body.to_string()))).unwrap();
+        assert_eq!(out["usage"], body["usage"], "the usage as the upstream wrote it");
         let m = &out["choices"][0]["message"];
         assert_eq!(m["content"], "Checking.");
         assert_eq!(m["tool_calls"][0]["function"]["arguments"], "{\"city\":\"Oslo\"}");

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use bytes::Bytes;
 use llmr_protocol::{
-    Attempt, CallerId, Endpoint, Envelope, Kind, Meta, NativeApi, Plan, Priority, ToolMode, TraceContext, chat,
+    Attempt, CallerId, Endpoint, Envelope, Kind, Meta, NativeBody, Plan, Priority, ToolMode, TraceContext, chat,
 };
 use proptest::prelude::*;
 use uuid::Uuid;
@@ -65,9 +65,11 @@ prop_compose! {
                 plan,
                 mode: if discovery { ToolMode::Discovery } else { ToolMode::Standard },
                 cache,
-                // The API is only sent beside a native body.
-                native_api: if !native.is_empty() && id % 2 == 1 { NativeApi::Anthropic } else { NativeApi::Responses },
-                native: Bytes::from(native),
+                native: match (native.is_empty(), id % 2) {
+                    (true, 0) => None,
+                    (_, 1) => Some(NativeBody::Anthropic(Bytes::from(native))),
+                    _ => Some(NativeBody::Responses(Bytes::from(native))),
+                },
                 endpoint: [Endpoint::Chat, Endpoint::Embeddings, Endpoint::Completions][(id % 3) as usize],
                 priority: if id % 5 == 0 { Priority::Batch } else { Priority::Interactive },
                 scope,

@@ -200,7 +200,11 @@ async fn save_key(state: &AppState, k: &VirtualKey) -> Result<(), HttpError> {
     Ok(())
 }
 
-fn find_key(state: &AppState, id: &str) -> Result<VirtualKey, HttpError> {
+/// The key `id` as the store has it now (the keyring re-read when the store's version moved:
+/// one made or changed a moment ago on another gateway is found, and a change is never made
+/// over a stale copy).
+async fn find_key(state: &AppState, id: &str) -> Result<VirtualKey, HttpError> {
+    state.keyring.reload(&state.store, false).await?;
     state
         .keyring
         .snapshot()
@@ -257,7 +261,7 @@ pub async fn key(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, HttpError> {
     let id = path.into_inner();
-    let mut k = find_key(&state, &id)?;
+    let mut k = find_key(&state, &id).await?;
     match *req.method() {
         actix_web::http::Method::PATCH => {
             apply_key(&state, &object(&body)?, &mut k)?;
@@ -274,7 +278,7 @@ pub async fn key(
 
 /// `POST /admin/keys/{id}/rotate`: a new secret; the old one is refused from now on.
 pub async fn rotate_key(path: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, HttpError> {
-    let mut k = find_key(&state, &path.into_inner())?;
+    let mut k = find_key(&state, &path.into_inner()).await?;
     let secret = new_secret();
     k.hash = hash_secret(&secret);
     k.hint = hint(&secret);
@@ -360,6 +364,7 @@ pub async fn team(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, HttpError> {
     let id = path.into_inner();
+    state.keyring.reload(&state.store, false).await?;
     let mut t = state
         .keyring
         .snapshot()

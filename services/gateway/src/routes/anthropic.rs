@@ -9,7 +9,7 @@ use bytes::Bytes;
 use llmr_protocol::anthropic::TokenCount;
 use llmr_protocol::anthropic::front::{self, Events};
 use llmr_protocol::openai::ChatCompletion;
-use llmr_protocol::{Endpoint, NativeApi, chat};
+use llmr_protocol::{Endpoint, NativeBody, chat};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -39,7 +39,7 @@ async fn serve(req: &HttpRequest, payload: web::Payload, state: &AppState) -> Re
         body,
         parsed,
         Endpoint::Chat,
-        Some((raw, NativeApi::Anthropic)),
+        Some(NativeBody::Anthropic(raw)),
     )
     .await?;
     let events = Events::new(&p.model, estimate);

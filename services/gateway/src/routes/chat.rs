@@ -5,7 +5,7 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::Bytes;
 use llmr_protocol::chat::ChatRequest;
-use llmr_protocol::{CallerId, Endpoint, Envelope, Kind, Meta, NativeApi, chat, endpoints, now_ms, streams};
+use llmr_protocol::{CallerId, Endpoint, Envelope, Kind, Meta, NativeBody, chat, endpoints, now_ms, streams};
 
 use crate::trace::client_trace;
 use crate::{AppState, HttpError};
@@ -132,12 +132,12 @@ pub async fn publish(
     body: Bytes,
     parsed: ChatRequest<'static>,
     endpoint: Endpoint,
-    native: Option<(Bytes, NativeApi)>,
+    native: Option<NativeBody>,
 ) -> Result<Published, HttpError> {
     let priority = crate::shed::admit(req, &state.settings, &state.queued)?;
     let identity = super::models::identity(req);
     check_counts(&state.settings.server, &parsed)?;
-    let (mut native, native_api) = native.unwrap_or_default();
+    let mut native = native;
     let (mut body, mut parsed) = (body, parsed);
     if endpoint == Endpoint::Chat
         && let Some(b) = super::templates::apply(state, &body, &parsed.model)?
@@ -145,7 +145,7 @@ pub async fn publish(
         parsed = chat::parse(&b)?.into_owned();
         body = b;
         // The template is in the chat body only: Anthropic targets get that one.
-        native = Bytes::new();
+        native = None;
     }
     let ask = crate::govern::Ask {
         route: endpoint_route(req.path()),
@@ -166,7 +166,6 @@ pub async fn publish(
         cache: super::sse::cache_directives(req),
         endpoint,
         native,
-        native_api,
         priority,
         scope: identity.cache_scope(state.settings.cache.scope),
         tools: identity.tool_lists(),

@@ -76,8 +76,8 @@ impl Dialect for Anthropic {
 /// The Messages request: the client's own when it spoke Anthropic's API, else the chat body
 /// translated.
 fn messages_body(ask: &Ask<'_>) -> Result<Value, AttemptError> {
-    if let Some(NativeBody::Anthropic(native)) = ask.env.meta.native_body() {
-        let mut body: Value = serde_json::from_slice(&native).map_err(invalid_body)?;
+    if let Some(NativeBody::Anthropic(native)) = &ask.env.meta.native {
+        let mut body: Value = serde_json::from_slice(native).map_err(invalid_body)?;
         body["model"] = Value::from(ask.attempt.model.as_str());
         return Ok(body);
     }
@@ -95,7 +95,10 @@ impl Events for MessagesEvents {
     fn event(&mut self, event: Event, out: &mut Vec<Bytes>) -> Result<bool, StreamError> {
         let Event::Data(d) = event else { return Ok(false) };
         let event: Value = serde_json::from_slice(&d).map_err(|_| StreamError::MalformedEvent)?;
-        let chunks = self.stream.event(&event).map_err(StreamError::Failed)?;
+        let chunks = self
+            .stream
+            .event(&event)
+            .map_err(|e| StreamError::Failed(e.to_string()))?;
         out.extend(chunks.into_iter().map(|v| Bytes::from(v.to_string())));
         Ok(self.stream.done)
     }

@@ -120,11 +120,11 @@ fn anthropic_request_from_chat_and_from_its_own_body() {
     let e = env(chat(), meta(true, false));
     let translated = show_request(&Anthropic.request(&ask(&e, &a, &p)).unwrap());
     let mut m = meta(false, false);
-    m.set_native_body(Some(NativeBody::Anthropic(Bytes::from(
+    m.native = Some(NativeBody::Anthropic(Bytes::from(
         json!({"model": "alias", "max_tokens": 10, "thinking": {"type": "enabled", "budget_tokens": 5},
                "messages": [{"role": "user", "content": "Hi"}]})
         .to_string(),
-    ))));
+    )));
     let e = env(chat(), m);
     let native = show_request(&Anthropic.request(&ask(&e, &a, &p)).unwrap());
     insta::assert_snapshot!(format!("{translated}\n\n=== its own body ===\n{native}"));
@@ -251,7 +251,7 @@ fn responses_provider() -> Provider {
 
 fn native_responses(body: Value) -> Meta {
     let mut m = meta(true, true);
-    m.set_native_body(Some(NativeBody::Responses(Bytes::from(body.to_string()))));
+    m.native = Some(NativeBody::Responses(Bytes::from(body.to_string())));
     m
 }
 

@@ -6,6 +6,7 @@
 //! connect errors, timeouts and malformed lines → the target.
 
 use bytes::Bytes;
+use llmr_protocol::openai::ChatChunk;
 use llmr_protocol::{ApiError, Endpoint, Usage, ollama};
 use serde_json::{Value, json};
 
@@ -126,11 +127,7 @@ impl Events for ChatLines {
         let (id, model, created) = (self.id.as_str(), self.model.as_str(), self.created);
         if self.first {
             self.first = false;
-            out.push(Bytes::from(
-                json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model,
-                       "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}]})
-                .to_string(),
-            ));
+            out.push(ChatChunk::text(id, model, created, true, "").to_bytes());
         }
         out.extend(
             ollama::stream_line(&v, id, model, created, self.include_usage)

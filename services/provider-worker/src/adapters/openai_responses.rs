@@ -19,7 +19,7 @@ use super::dialect::{Ask, Event, Events, Reading, StreamError, UpstreamRequest};
 /// The native body of this attempt, when it goes natively: a `responses = true` provider, a
 /// Responses body, and a chain (if any) that lives at this provider.
 pub fn native_body(ask: &Ask<'_>) -> Option<Bytes> {
-    match ask.env.meta.native_body()? {
+    match ask.env.meta.native.clone()? {
         NativeBody::Responses(native) if ask.provider.responses => {
             body(&native, &ask.attempt.provider, &ask.attempt.model)
         }

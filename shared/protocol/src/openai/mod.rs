@@ -67,7 +67,7 @@ pub struct Message {
     pub reasoning_content: Option<String>,
     /// Anthropic's thinking blocks whole (signatures, redacted data), for Anthropic clients.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub thinking_blocks: Option<Vec<crate::anthropic::Block>>,
+    pub thinking_blocks: Option<Vec<crate::anthropic::wire::Block>>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
@@ -139,7 +139,7 @@ pub struct Delta {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reasoning_content: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub thinking_blocks: Option<Vec<crate::anthropic::Block>>,
+    pub thinking_blocks: Option<Vec<crate::anthropic::wire::Block>>,
     /// Fields these types do not name (`refusal`…), kept as they came.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
