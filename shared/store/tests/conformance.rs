@@ -666,19 +666,22 @@ async fn kv_spaces_are_separate_and_expire(s: Store) {
 both!(kv_spaces_are_separate_and_expire);
 
 async fn kv_get_touch_renews_the_expiry(s: Store) {
-    s.kv_set("sessions", "a", "v1", Some(150)).await.unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    // Every wait only proves more the longer it takes (a busy machine cannot fail it): the
+    // touch comes at once, the check after the original expiry, the renewal lasts seconds.
+    s.kv_set("sessions", "a", "v1", Some(300)).await.unwrap();
     assert_eq!(
-        s.kv_get_touch("sessions", "a", 150).await.unwrap().as_deref(),
+        s.kv_get_touch("sessions", "a", 5_000).await.unwrap().as_deref(),
         Some("v1")
     );
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     assert_eq!(
         s.kv_get("sessions", "a").await.unwrap().as_deref(),
         Some("v1"),
-        "renewed"
+        "renewed past its first expiry"
     );
-    tokio::time::sleep(std::time::Duration::from_millis(120)).await;
+    // A touch with a short time makes it expire then.
+    assert!(s.kv_get_touch("sessions", "a", 50).await.unwrap().is_some());
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     assert_eq!(s.kv_get("sessions", "a").await.unwrap(), None);
     assert_eq!(s.kv_get_touch("sessions", "missing", 100).await.unwrap(), None);
 }
