@@ -169,12 +169,7 @@ impl Parser {
     fn tool_call(&mut self, name: String, args: String) -> ToolCallDelta {
         let index = self.calls;
         self.calls += 1;
-        let call = ToolCall {
-            index: None,
-            id: format!("call_{}_{index}", self.id_prefix),
-            kind: "function".into(),
-            function: FunctionCall { name, arguments: args },
-        };
+        let call = ToolCall::function(format!("call_{}_{index}", self.id_prefix), name, args);
         ToolCallDelta::whole(index, &call)
     }
 

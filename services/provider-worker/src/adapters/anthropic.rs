@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use super::attempt::{AttemptError, Outcome};
 use super::dialect::{
-    Answer, Ask, Dialect, Event, Events, Reading, StreamError, UpstreamRequest, invalid_body, malformed, usage_of,
+    Answer, Ask, Dialect, Event, Events, Reading, StreamError, UpstreamRequest, invalid_body, malformed, outcome_of,
 };
 
 /// The `anthropic` dialect.
@@ -51,17 +51,11 @@ impl Dialect for Anthropic {
         let answer = anthropic::completion(&msg, &ask.env.meta.model, ask.created);
         Ok(Answer {
             body: Bytes::from(answer.to_string()),
-            outcome: Outcome {
-                usage: usage_of(&answer["usage"]),
-                relayed_bytes: 0,
-                response_id: msg["id"].as_str().map(str::to_owned),
-                response_model: msg["model"].as_str().map(str::to_owned),
-                finish_reasons: answer["choices"][0]["finish_reason"]
-                    .as_str()
-                    .map(str::to_owned)
-                    .into_iter()
-                    .collect(),
-            },
+            outcome: outcome_of(
+                &answer,
+                msg["id"].as_str().map(str::to_owned),
+                msg["model"].as_str().map(str::to_owned),
+            ),
         })
     }
 

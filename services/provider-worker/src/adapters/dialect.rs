@@ -136,6 +136,22 @@ pub fn usage_of(v: &serde_json::Value) -> Option<Usage> {
     serde_json::from_value(v.clone()).ok()
 }
 
+/// What an answer we made (an OpenAI chat body, or embeddings) says of itself: its usage and
+/// first choice's finish reason, with the upstream's `id` and `model` as the dialect read them.
+pub fn outcome_of(answer: &serde_json::Value, id: Option<String>, model: Option<String>) -> Outcome {
+    Outcome {
+        usage: usage_of(&answer["usage"]),
+        relayed_bytes: 0,
+        response_id: id,
+        response_model: model,
+        finish_reasons: answer["choices"][0]["finish_reason"]
+            .as_str()
+            .map(str::to_owned)
+            .into_iter()
+            .collect(),
+    }
+}
+
 /// Headers carrying `key` as a bearer token (none without a key).
 pub fn bearer(key: Option<&str>) -> Vec<(&'static str, String)> {
     key.map(|k| ("authorization", format!("Bearer {k}")))

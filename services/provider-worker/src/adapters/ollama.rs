@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use super::attempt::{AttemptError, Outcome};
 use super::dialect::{
     Answer, Ask, Dialect, Event, Events, Reading, StreamError, UpstreamRequest, bearer, invalid_body, malformed,
-    usage_of,
+    outcome_of,
 };
 use super::echo_endpoints::to_base64;
 
@@ -65,17 +65,7 @@ impl Dialect for Ollama {
         };
         Ok(Answer {
             body: Bytes::from(answer.to_string()),
-            outcome: Outcome {
-                usage: usage_of(&answer["usage"]),
-                relayed_bytes: 0,
-                response_id: Some(id),
-                response_model: v["model"].as_str().map(str::to_owned),
-                finish_reasons: answer["choices"][0]["finish_reason"]
-                    .as_str()
-                    .map(str::to_owned)
-                    .into_iter()
-                    .collect(),
-            },
+            outcome: outcome_of(&answer, Some(id), v["model"].as_str().map(str::to_owned)),
         })
     }
 

@@ -19,7 +19,7 @@ use super::wire::{
 };
 use crate::ApiError;
 use crate::openai::request::{self as chat, ChatRequest, FunctionTool, Part, RequestContent, RequestMessage, Stop};
-use crate::openai::{ChatChunk, ChatCompletion, FunctionCall, ToolCall};
+use crate::openai::{ChatChunk, ChatCompletion, ToolCall};
 
 fn invalid(message: impl Into<String>, param: &str) -> ApiError {
     ApiError::invalid(message, Some(param))
@@ -97,15 +97,9 @@ fn assistant_turn(m: &InputMessage, at: &str, out: &mut Vec<RequestMessage>) -> 
     for b in blocks_of(&m.content, at)?.iter() {
         match b {
             Block::Text { text: t, .. } => text.push_str(t),
-            Block::ToolUse { id, name, input, .. } => calls.push(ToolCall {
-                index: None,
-                id: id.clone(),
-                kind: "function".into(),
-                function: FunctionCall {
-                    name: name.clone(),
-                    arguments: input.to_string(),
-                },
-            }),
+            Block::ToolUse { id, name, input, .. } => {
+                calls.push(ToolCall::function(id.clone(), name.clone(), input.to_string()))
+            }
             _ => {} // thinking, redacted_thinking: only Anthropic targets take them back
         }
     }

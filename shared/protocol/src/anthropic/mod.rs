@@ -20,7 +20,7 @@ pub use wire::{
 
 use crate::ApiError;
 use crate::frame::Usage;
-use crate::openai::{ChatChunk, ChatCompletion, Choice, Delta, FunctionCall, ToolCall, ToolCallDelta};
+use crate::openai::{ChatChunk, ChatCompletion, Choice, Delta, ToolCall, ToolCallDelta};
 
 /// The `anthropic-version` header this translation speaks.
 pub const VERSION: &str = "2023-06-01";
@@ -246,15 +246,9 @@ pub fn chat_completion(msg: &Message, model: &str, created: u64) -> ChatCompleti
                 thinking.push(b.clone());
             }
             Block::RedactedThinking { .. } => thinking.push(b.clone()),
-            Block::ToolUse { id, name, input, .. } => calls.push(ToolCall {
-                index: None,
-                id: id.clone(),
-                kind: "function".into(),
-                function: FunctionCall {
-                    name: name.clone(),
-                    arguments: input.to_string(),
-                },
-            }),
+            Block::ToolUse { id, name, input, .. } => {
+                calls.push(ToolCall::function(id.clone(), name.clone(), input.to_string()))
+            }
             _ => {}
         }
     }

@@ -79,15 +79,7 @@ fn assistant(i: usize, m: &Message, pending: &mut Vec<(String, String)>) -> Requ
         .map(|(j, c)| {
             let id = format!("call_{i}_{j}");
             pending.push((id.clone(), c.function.name.clone()));
-            openai::ToolCall {
-                index: None,
-                id,
-                kind: "function".into(),
-                function: openai::FunctionCall {
-                    name: c.function.name.clone(),
-                    arguments: c.function.arguments.to_string(),
-                },
-            }
+            openai::ToolCall::function(id, c.function.name.clone(), c.function.arguments.to_string())
         })
         .collect();
     if !calls.is_empty() {

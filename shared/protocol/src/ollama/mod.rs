@@ -169,12 +169,11 @@ fn tool_calls(r: &Response) -> Option<Vec<openai::ToolCall>> {
             .enumerate()
             .map(|(i, c)| openai::ToolCall {
                 index: Some(i as u32),
-                id: format!("call_{i}"),
-                kind: "function".into(),
-                function: openai::FunctionCall {
-                    name: c.function.name.clone(),
-                    arguments: c.function.arguments.to_string(),
-                },
+                ..openai::ToolCall::function(
+                    format!("call_{i}"),
+                    c.function.name.clone(),
+                    c.function.arguments.to_string(),
+                )
             })
             .collect(),
     )
