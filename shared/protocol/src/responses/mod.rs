@@ -2,7 +2,16 @@
 //! gateway hands over ([`Op`], the body of a `responses` envelope) and the SSE framing of
 //! Responses events ([`EventWriter`]: an `event:` line equal to the event's `type`, a
 //! `sequence_number` from 0 up by one, and no `[DONE]`), and the `error` event that ends a
-//! failed stream ([`ErrorEvent`]).
+//! failed stream ([`ErrorEvent`]). The Responses bodies, items, events and errors
+//! themselves are typed in [`wire`].
+
+pub mod wire;
+
+pub use wire::{
+    ArgumentsEvent, ContentPart, ConversationRef, CreateRequest, ErrorBody, ErrorDetail, ErrorEventBody,
+    FunctionCallItem, FunctionCallOutputItem, Input, Item, ItemEvent, MessageContent, MessageItem, NamedChoice,
+    PartEvent, Response, ResponseEvent, StreamEvent, TextConfig, TextEvent, TextFormat, Tool, ToolChoice,
+};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
