@@ -3,6 +3,12 @@
 //! and the request fields carried over (tools, tool_choice, sampling, `text.format`).
 
 use llmr_protocol::ApiError;
+use llmr_protocol::responses::{
+    ContentPart, ConversationRef, Item, MessageContent, MessageItem, NamedChoice, TextConfig, TextFormat, Tool,
+    ToolChoice,
+};
+use serde::{Deserialize, Serialize};
+use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 
 /// A validated create request.
@@ -28,10 +34,33 @@ fn invalid(message: impl Into<String>, param: &str) -> ApiError {
     ApiError::invalid(message, Some(param))
 }
 
+/// `obj[key]` as a `T`: absent or null is `None`, another shape the 400 `message` (naming `key`).
+fn typed<T: DeserializeOwned>(
+    obj: &Map<String, Value>,
+    key: &str,
+    message: impl FnOnce() -> String,
+) -> Result<Option<T>, ApiError> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => T::deserialize(v).map(Some).map_err(|_| invalid(message(), key)),
+    }
+}
+
+/// A wire value as JSON (these types always serialize).
+fn to_json(value: &impl Serialize) -> Value {
+    serde_json::to_value(value).unwrap_or(Value::Null)
+}
+
 /// The input as items: a string is one user message; each item normalized.
 fn input_items(obj: &Map<String, Value>) -> Result<Vec<Value>, ApiError> {
     let input = match obj.get("input") {
-        Some(Value::String(s)) => vec![json!({"type": "message", "role": "user", "content": s})],
+        Some(Value::String(s)) => vec![to_json(&Item::Message(MessageItem {
+            id: None,
+            role: "user".into(),
+            content: MessageContent::Text(s.clone()),
+            status: None,
+            extra: Map::new(),
+        }))],
         Some(Value::Array(items)) => items.clone(),
         Some(_) => return Err(invalid("`input` must be a string or an array of items.", "input")),
         None => return Err(invalid("Missing required parameter: 'input'.", "input")),
@@ -45,14 +74,24 @@ fn input_items(obj: &Map<String, Value>) -> Result<Vec<Value>, ApiError> {
 
 /// `conversation`: an id, or an object with an `id`.
 fn conversation_of(obj: &Map<String, Value>) -> Result<Option<String>, ApiError> {
-    match obj.get("conversation") {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(id)) => Ok(Some(id.clone())),
-        Some(Value::Object(c)) if c.get("id").is_some_and(Value::is_string) => Ok(c["id"].as_str().map(str::to_owned)),
-        Some(_) => Err(invalid(
-            "`conversation` must be an id or an object with an `id`.",
-            "conversation",
-        )),
+    let conversation = typed::<ConversationRef>(obj, "conversation", || {
+        "`conversation` must be an id or an object with an `id`.".into()
+    })?;
+    Ok(conversation.map(|c| c.id().to_owned()))
+}
+
+/// What the response object says when the request left an echoed field out (or null).
+fn echo_default(key: &str) -> Value {
+    match key {
+        "tools" => Value::Array(Vec::new()),
+        "tool_choice" => Value::from("auto"),
+        "parallel_tool_calls" => Value::Bool(true),
+        "metadata" => Value::Object(Map::new()),
+        "text" => to_json(&TextConfig {
+            format: Some(TextFormat::Text(Map::new())),
+            extra: Map::new(),
+        }),
+        _ => Value::Null,
     }
 }
 
@@ -76,27 +115,14 @@ fn echo_fields(
         "tools",
         "top_p",
     ] {
-        echo.insert(k.into(), obj.get(k).cloned().unwrap_or(Value::Null));
+        let value = obj.get(k).filter(|v| !v.is_null()).cloned();
+        echo.insert(k.into(), value.unwrap_or_else(|| echo_default(k)));
     }
-    for (k, default) in [
-        ("tools", json!([])),
-        ("tool_choice", json!("auto")),
-        ("parallel_tool_calls", json!(true)),
-    ] {
-        if echo[k].is_null() {
-            echo.insert(k.into(), default);
-        }
-    }
-    if echo["metadata"].is_null() {
-        echo.insert("metadata".into(), json!({}));
-    }
-    if echo["text"].is_null() {
-        echo.insert("text".into(), json!({"format": {"type": "text"}}));
-    }
-    echo.insert(
-        "conversation".into(),
-        conversation.map_or(Value::Null, |id| json!({"id": id})),
-    );
+    let conversation = conversation.map(|id| ConversationRef::Object {
+        id: id.to_owned(),
+        extra: Map::new(),
+    });
+    echo.insert("conversation".into(), conversation.as_ref().map_or(Value::Null, to_json));
     echo.insert("store".into(), Value::Bool(store));
     echo.insert("background".into(), Value::Bool(background));
     echo
@@ -113,19 +139,9 @@ pub fn parse(body: &Value) -> Result<Request, ApiError> {
         None => return Err(invalid("Missing required parameter: 'model'.", "model")),
     };
     let input = input_items(obj)?;
-    let text = |k: &str| -> Result<Option<String>, ApiError> {
-        match obj.get(k) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(_) => Err(invalid(format!("`{k}` must be a string."), k)),
-        }
-    };
-    let flag = |k: &str, default: bool| -> Result<bool, ApiError> {
-        match obj.get(k) {
-            None | Some(Value::Null) => Ok(default),
-            Some(Value::Bool(b)) => Ok(*b),
-            Some(_) => Err(invalid(format!("`{k}` must be a boolean."), k)),
-        }
+    let text = |k: &str| typed::<String>(obj, k, || format!("`{k}` must be a string."));
+    let flag = |k: &str, default: bool| {
+        typed::<bool>(obj, k, || format!("`{k}` must be a boolean.")).map(|b| b.unwrap_or(default))
     };
     let instructions = text("instructions")?;
     let previous_response_id = text("previous_response_id")?;
@@ -136,11 +152,7 @@ pub fn parse(body: &Value) -> Result<Request, ApiError> {
             "conversation",
         ));
     }
-    if let Some(include) = obj.get("include").filter(|v| !v.is_null())
-        && !include.as_array().is_some_and(|a| a.iter().all(Value::is_string))
-    {
-        return Err(invalid("`include` must be an array of strings.", "include"));
-    }
+    typed::<Vec<String>>(obj, "include", || "`include` must be an array of strings.".into())?;
     let (stream, background, store) = (flag("stream", false)?, flag("background", false)?, flag("store", true)?);
     if background && !store {
         return Err(invalid(
@@ -240,16 +252,20 @@ pub fn normalize_item(mut item: Value, index: usize) -> Result<Value, ApiError> 
     if kind == "message" {
         // Stored and listed as OpenAI lists them: content as parts.
         if let Some(Value::String(text)) = obj.get("content") {
+            let (text, extra) = (text.clone(), Map::new());
             let part = if obj.get("role").and_then(Value::as_str) == Some("assistant") {
-                "output_text"
+                ContentPart::OutputText {
+                    text,
+                    annotations: None,
+                    extra,
+                }
             } else {
-                "input_text"
+                ContentPart::InputText { text, extra }
             };
-            let parts = json!([{"type": part, "text": text}]);
-            obj.insert("content".into(), parts);
+            obj.insert("content".into(), to_json(&[part]));
         }
         if !obj.contains_key("status") {
-            obj.insert("status".into(), json!("completed"));
+            obj.insert("status".into(), Value::from("completed"));
         }
     }
     Ok(item)
@@ -268,19 +284,14 @@ fn chat_fields(obj: &Map<String, Value>) -> Result<Map<String, Value>, ApiError>
             chat.insert(k.into(), v.clone());
         }
     }
-    if let Some(v) = obj.get("max_output_tokens").filter(|v| !v.is_null()) {
-        if v.as_u64().is_none_or(|n| n == 0) {
-            return Err(invalid(
-                "`max_output_tokens` must be a positive integer.",
-                "max_output_tokens",
-            ));
+    let positive = || "`max_output_tokens` must be a positive integer.".to_owned();
+    if let Some(n) = typed::<u64>(obj, "max_output_tokens", positive)? {
+        if n == 0 {
+            return Err(invalid(positive(), "max_output_tokens"));
         }
-        chat.insert("max_tokens".into(), v.clone());
+        chat.insert("max_tokens".into(), Value::from(n));
     }
-    if let Some(tools) = obj.get("tools").filter(|v| !v.is_null()) {
-        let tools = tools
-            .as_array()
-            .ok_or_else(|| invalid("`tools` must be an array.", "tools"))?;
+    if let Some(tools) = typed::<Vec<Tool>>(obj, "tools", || "`tools` must be an array.".into())? {
         let converted = tools
             .iter()
             .enumerate()
@@ -290,13 +301,14 @@ fn chat_fields(obj: &Map<String, Value>) -> Result<Map<String, Value>, ApiError>
             chat.insert("tools".into(), Value::Array(converted));
         }
     }
-    if let Some(choice) = obj.get("tool_choice").filter(|v| !v.is_null()) {
+    let choice = typed::<ToolChoice>(obj, "tool_choice", String::new)?;
+    if let Some(choice) = choice {
         let mapped = match choice {
-            Value::String(s) if matches!(s.as_str(), "auto" | "none" | "required") => choice.clone(),
-            Value::Object(o) if o.get("type").and_then(Value::as_str) == Some("function") => {
-                json!({"type": "function", "function": {"name": o.get("name").cloned().unwrap_or(Value::Null)}})
+            ToolChoice::Mode(s) if matches!(s.as_str(), "auto" | "none" | "required") => Value::String(s),
+            ToolChoice::Named(NamedChoice::Function { name, .. }) => {
+                json!({"type": "function", "function": {"name": name.unwrap_or(Value::Null)}})
             }
-            _ => {
+            ToolChoice::Mode(_) | ToolChoice::Other(_) => {
                 return Err(invalid(
                     "`tool_choice` must be auto, none, required or a function.",
                     "tool_choice",
@@ -305,21 +317,20 @@ fn chat_fields(obj: &Map<String, Value>) -> Result<Map<String, Value>, ApiError>
         };
         chat.insert("tool_choice".into(), mapped);
     }
-    if let Some(format) = obj.get("text").and_then(|t| t.get("format")).filter(|v| !v.is_null()) {
-        match format.get("type").and_then(Value::as_str) {
-            Some("text") => {}
-            Some("json_object") => {
+    let format = obj.get("text").and_then(|t| t.get("format")).filter(|v| !v.is_null());
+    if let Some(format) = format {
+        match TextFormat::deserialize(format).unwrap_or_else(|_| TextFormat::Other(Value::Null)) {
+            TextFormat::Text(_) => {}
+            TextFormat::JsonObject(_) => {
                 chat.insert("response_format".into(), json!({"type": "json_object"}));
             }
-            Some("json_schema") => {
-                let mut schema = format.as_object().cloned().unwrap_or_default();
-                schema.remove("type");
+            TextFormat::JsonSchema(schema) => {
                 chat.insert(
                     "response_format".into(),
                     json!({"type": "json_schema", "json_schema": Value::Object(schema)}),
                 );
             }
-            _ => {
+            TextFormat::Other(_) => {
                 return Err(invalid(
                     "`text.format.type` must be text, json_object or json_schema.",
                     "text.format",
@@ -331,36 +342,43 @@ fn chat_fields(obj: &Map<String, Value>) -> Result<Map<String, Value>, ApiError>
 }
 
 /// A Responses function tool as a chat tool; hosted tools are refused.
-fn chat_tool(tool: &Value, index: usize) -> Result<Value, ApiError> {
+fn chat_tool(tool: &Tool, index: usize) -> Result<Value, ApiError> {
     let param = format!("tools[{index}]");
-    match tool.get("type").and_then(Value::as_str) {
-        Some("function") => {
-            let name = tool.get("name").and_then(Value::as_str).filter(|n| !n.is_empty());
-            let Some(name) = name else {
-                return Err(invalid("A function tool needs a `name`.", &format!("{param}.name")));
-            };
-            let mut function = json!({"name": name});
-            for k in ["description", "parameters", "strict"] {
-                if let Some(v) = tool.get(k).filter(|v| !v.is_null()) {
-                    function[k] = v.clone();
+    let no_name = || invalid("A function tool needs a `name`.", &format!("{param}.name"));
+    let no_label = || {
+        invalid(
+            "An mcp tool needs a `server_label`.",
+            &format!("{param}.server_label"),
+        )
+    };
+    match tool {
+        Tool::Function {
+            name,
+            description,
+            parameters,
+            strict,
+            ..
+        } => {
+            let name = name.as_deref().filter(|n| !n.is_empty()).ok_or_else(no_name)?;
+            let mut function = Map::new();
+            function.insert("name".into(), Value::from(name));
+            for (k, v) in [("description", description), ("parameters", parameters), ("strict", strict)] {
+                if let Some(v) = v.as_ref().filter(|v| !v.is_null()) {
+                    function.insert(k.into(), v.clone());
                 }
             }
             Ok(json!({"type": "function", "function": function}))
         }
-        Some("mcp") => {
+        Tool::Mcp {
+            server_label,
+            require_approval,
+            allowed_tools,
+            ..
+        } => {
             // Run by the router's tool loop: this server's tools (`llmrouter`) or a configured
             // remote server's namespace; results are fed back to the model server-side.
-            let label = tool
-                .get("server_label")
-                .and_then(Value::as_str)
-                .filter(|l| !l.is_empty());
-            let Some(label) = label else {
-                return Err(invalid(
-                    "An mcp tool needs a `server_label`.",
-                    &format!("{param}.server_label"),
-                ));
-            };
-            match tool.get("require_approval") {
+            let label = server_label.as_deref().filter(|l| !l.is_empty()).ok_or_else(no_label)?;
+            match require_approval {
                 None | Some(Value::Null) => {}
                 Some(Value::String(s)) if s == "never" => {}
                 Some(_) => {
@@ -371,16 +389,21 @@ fn chat_tool(tool: &Value, index: usize) -> Result<Value, ApiError> {
                 }
             }
             let mut mcp = json!({"type": "mcp", "server_label": label});
-            if let Some(allowed) = tool.get("allowed_tools").filter(|v| !v.is_null()) {
+            if let Some(allowed) = allowed_tools.as_ref().filter(|v| !v.is_null()) {
                 mcp["allowed_tools"] = allowed.clone();
             }
             Ok(mcp)
         }
-        Some(other) => Err(invalid(
-            format!("Tools of type `{other}` are not supported by this gateway; use function or mcp tools."),
-            &format!("{param}.type"),
-        )),
-        None => Err(invalid("A tool needs a `type`.", &format!("{param}.type"))),
+        // A function or mcp tool whose name or label is not a string did not parse as one.
+        Tool::Other(other) => match other.get("type").and_then(Value::as_str) {
+            Some("function") => Err(no_name()),
+            Some("mcp") => Err(no_label()),
+            Some(other) => Err(invalid(
+                format!("Tools of type `{other}` are not supported by this gateway; use function or mcp tools."),
+                &format!("{param}.type"),
+            )),
+            None => Err(invalid("A tool needs a `type`.", &format!("{param}.type"))),
+        },
     }
 }
 
@@ -516,6 +539,60 @@ mod tests {
             param(json!({"model": "m", "input": [{"type": "item_reference", "id": "x"}]})).as_deref(),
             Some("input[0].type")
         );
+    }
+
+    #[test]
+    fn malformed_tools_choices_and_formats_keep_their_messages() {
+        let error = |extra: Value| {
+            let mut body = json!({"model": "m", "input": "x"});
+            body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+            match parse(&body) {
+                Err(ApiError::InvalidRequest { message, param, .. }) => (message, param.unwrap_or_default()),
+                other => panic!("{other:?}"),
+            }
+        };
+        let cases = [
+            (json!({"tools": [3]}), "A tool needs a `type`.", "tools[0].type"),
+            (json!({"tools": {}}), "`tools` must be an array.", "tools"),
+            (json!({"tools": [{"type": "function", "name": 5}]}), "A function tool needs a `name`.", "tools[0].name"),
+            (json!({"tools": [{"type": "function", "name": ""}]}), "A function tool needs a `name`.", "tools[0].name"),
+            (json!({"tools": [{"type": "mcp", "server_label": 5}]}), "An mcp tool needs a `server_label`.", "tools[0].server_label"),
+            (json!({"tools": [{"type": "mcp", "server_label": "s", "require_approval": "always"}]}),
+             "Only `require_approval: \"never\"` is supported: tool calls run server-side.", "tools[0].require_approval"),
+            (json!({"tool_choice": "sometimes"}), "`tool_choice` must be auto, none, required or a function.", "tool_choice"),
+            (json!({"tool_choice": {"type": "mcp"}}), "`tool_choice` must be auto, none, required or a function.", "tool_choice"),
+            (json!({"text": {"format": "x"}}), "`text.format.type` must be text, json_object or json_schema.", "text.format"),
+            (json!({"max_output_tokens": 0}), "`max_output_tokens` must be a positive integer.", "max_output_tokens"),
+            (json!({"max_output_tokens": 1.5}), "`max_output_tokens` must be a positive integer.", "max_output_tokens"),
+            (json!({"include": [1]}), "`include` must be an array of strings.", "include"),
+            (json!({"stream": "yes"}), "`stream` must be a boolean.", "stream"),
+            (json!({"instructions": 1}), "`instructions` must be a string.", "instructions"),
+            (json!({"conversation": {"id": 1}}), "`conversation` must be an id or an object with an `id`.", "conversation"),
+        ];
+        for (extra, message, param) in cases {
+            assert_eq!(error(extra), (message.to_owned(), param.to_owned()));
+        }
+    }
+
+    #[test]
+    fn echoed_fields_get_openai_defaults_and_items_get_ids_and_parts() {
+        let r = parse(&json!({"model": "m", "input": [{"role": "assistant", "content": "hi"}],
+            "conversation": {"id": "conv_1"}, "metadata": null, "text": {"format": {"type": "json_object"}}}))
+        .unwrap();
+        assert_eq!(r.echo["tools"], json!([]));
+        assert_eq!(r.echo["tool_choice"], "auto");
+        assert_eq!(r.echo["parallel_tool_calls"], true);
+        assert_eq!(r.echo["metadata"], json!({}));
+        assert_eq!(r.echo["text"], json!({"format": {"type": "json_object"}}));
+        assert_eq!(r.echo["conversation"], json!({"id": "conv_1"}));
+        assert_eq!(r.echo["instructions"], Value::Null);
+        assert_eq!(r.chat["response_format"], json!({"type": "json_object"}));
+        assert_eq!(r.input[0]["content"], json!([{"type": "output_text", "text": "hi"}]));
+        assert_eq!(r.input[0]["status"], "completed");
+        assert!(r.input[0]["id"].as_str().unwrap().starts_with("msg_"));
+        let r = parse(&json!({"model": "m", "input": "hi"})).unwrap();
+        assert_eq!(r.echo["text"], json!({"format": {"type": "text"}}));
+        assert_eq!(r.input[0]["content"], json!([{"type": "input_text", "text": "hi"}]));
     }
 
     #[test]
