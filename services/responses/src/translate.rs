@@ -5,7 +5,12 @@
 //! `output_index`, and every item is closed (`…done` events, `response.output_item.done`)
 //! when the answer ends. Events are returned unnumbered; the caller numbers and sends them.
 
-use serde_json::{Value, json};
+use llmr_protocol::responses::wire;
+use llmr_protocol::responses::{
+    ArgumentsEvent, ContentPart, FunctionCallItem, ItemEvent, MessageContent, MessageItem, PartEvent, StreamEvent,
+    TextEvent,
+};
+use serde_json::{Map, Value, json};
 
 use crate::convert::new_id;
 
@@ -62,12 +67,10 @@ impl Translator {
             None => {
                 let id = new_id("msg");
                 let index = self.items.len();
-                out.push(json!({"type": "response.output_item.added", "output_index": index,
-                    "item": {"id": id, "type": "message", "status": "in_progress", "role": "assistant", "content": []}}));
-                out.push(
-                    json!({"type": "response.content_part.added", "item_id": id, "output_index": index,
-                    "content_index": 0, "part": {"type": "output_text", "text": "", "annotations": []}}),
-                );
+                let item = message_item(&id, "in_progress", Vec::new());
+                out.push(StreamEvent::OutputItemAdded(item_event(index, item)).to_value());
+                let part = ContentPart::output_text("");
+                out.push(StreamEvent::ContentPartAdded(part_event(&id, index, part)).to_value());
                 self.items.push(Item::Text {
                     id,
                     text: String::new(),
@@ -78,10 +81,8 @@ impl Translator {
         };
         if let Item::Text { id, text: all } = &mut self.items[index] {
             all.push_str(text);
-            out.push(
-                json!({"type": "response.output_text.delta", "item_id": id, "output_index": index,
-                "content_index": 0, "delta": text, "logprobs": []}),
-            );
+            let delta = text_event(id, index, Some(text.to_owned()), None);
+            out.push(StreamEvent::OutputTextDelta(delta).to_value());
         }
     }
 
@@ -94,9 +95,8 @@ impl Translator {
                 let call_id = call["id"].as_str().map_or_else(|| new_id("call"), str::to_owned);
                 let name = call["function"]["name"].as_str().unwrap_or_default().to_owned();
                 let index = self.items.len();
-                out.push(json!({"type": "response.output_item.added", "output_index": index,
-                    "item": {"id": id, "type": "function_call", "status": "in_progress", "call_id": call_id,
-                             "name": name, "arguments": ""}}));
+                let item = call_item(&id, "in_progress", &call_id, &name, "");
+                out.push(StreamEvent::OutputItemAdded(item_event(index, item)).to_value());
                 self.items.push(Item::Call {
                     id,
                     call_id,
@@ -118,8 +118,8 @@ impl Translator {
             }
             if let Some(d) = call["function"]["arguments"].as_str().filter(|d| !d.is_empty()) {
                 arguments.push_str(d);
-                out.push(json!({"type": "response.function_call_arguments.delta", "item_id": id,
-                    "output_index": index, "delta": d}));
+                let delta = arguments_event(id, index, Some(d.to_owned()), None);
+                out.push(StreamEvent::FunctionCallArgumentsDelta(delta).to_value());
             }
         }
     }
@@ -130,16 +130,11 @@ impl Translator {
         for (index, item) in self.items.iter().enumerate() {
             let done = match item {
                 Item::Text { id, text } => {
-                    let part = json!({"type": "output_text", "text": text, "annotations": []});
-                    out.push(
-                        json!({"type": "response.output_text.done", "item_id": id, "output_index": index,
-                        "content_index": 0, "text": text, "logprobs": []}),
-                    );
-                    out.push(
-                        json!({"type": "response.content_part.done", "item_id": id, "output_index": index,
-                        "content_index": 0, "part": part}),
-                    );
-                    json!({"id": id, "type": "message", "status": "completed", "role": "assistant", "content": [part]})
+                    let part = ContentPart::output_text(text.clone());
+                    let text_done = text_event(id, index, None, Some(text.clone()));
+                    out.push(StreamEvent::OutputTextDone(text_done).to_value());
+                    out.push(StreamEvent::ContentPartDone(part_event(id, index, part.clone())).to_value());
+                    message_item(id, "completed", vec![part])
                 }
                 Item::Call {
                     id,
@@ -147,16 +142,83 @@ impl Translator {
                     name,
                     arguments,
                 } => {
-                    out.push(json!({"type": "response.function_call_arguments.done", "item_id": id,
-                        "output_index": index, "name": name, "arguments": arguments}));
-                    json!({"id": id, "type": "function_call", "status": "completed", "call_id": call_id,
-                           "name": name, "arguments": arguments})
+                    let args_done = arguments_event(id, index, None, Some((name, arguments)));
+                    out.push(StreamEvent::FunctionCallArgumentsDone(args_done).to_value());
+                    call_item(id, "completed", call_id, name, arguments)
                 }
             };
-            out.push(json!({"type": "response.output_item.done", "output_index": index, "item": done}));
-            output.push(done);
+            let done = item_event(index, done);
+            output.push(serde_json::to_value(&done.item).unwrap_or(Value::Null));
+            out.push(StreamEvent::OutputItemDone(done).to_value());
         }
         output
+    }
+}
+
+/// An assistant message item.
+fn message_item(id: &str, status: &str, parts: Vec<ContentPart>) -> wire::Item {
+    wire::Item::Message(MessageItem {
+        id: Some(id.to_owned()),
+        role: "assistant".into(),
+        content: MessageContent::Parts(parts),
+        status: Some(status.to_owned()),
+        extra: Map::new(),
+    })
+}
+
+/// A function call item.
+fn call_item(id: &str, status: &str, call_id: &str, name: &str, arguments: &str) -> wire::Item {
+    wire::Item::FunctionCall(FunctionCallItem {
+        id: Some(id.to_owned()),
+        status: Some(status.to_owned()),
+        call_id: call_id.to_owned(),
+        name: name.to_owned(),
+        arguments: arguments.to_owned(),
+        extra: Map::new(),
+    })
+}
+
+fn item_event(output_index: usize, item: wire::Item) -> ItemEvent {
+    ItemEvent {
+        output_index,
+        item,
+        extra: Map::new(),
+    }
+}
+
+/// A content part event of an answer's one text part.
+fn part_event(item_id: &str, output_index: usize, part: ContentPart) -> PartEvent {
+    PartEvent {
+        item_id: item_id.to_owned(),
+        output_index,
+        content_index: 0,
+        part,
+        extra: Map::new(),
+    }
+}
+
+/// An `output_text` delta (`delta`) or done (`text`) event, with no logprobs.
+fn text_event(item_id: &str, output_index: usize, delta: Option<String>, text: Option<String>) -> TextEvent {
+    TextEvent {
+        item_id: item_id.to_owned(),
+        output_index,
+        content_index: 0,
+        delta,
+        text,
+        logprobs: Some(Vec::new()),
+        extra: Map::new(),
+    }
+}
+
+/// A `function_call_arguments` delta (`delta`) or done (`name` and `arguments`) event.
+fn arguments_event(item_id: &str, output_index: usize, delta: Option<String>, done: Option<(&str, &str)>) -> ArgumentsEvent {
+    ArgumentsEvent {
+        item_id: item_id.to_owned(),
+        output_index,
+        delta,
+        name: done.map(|(n, _)| n.to_owned()),
+        arguments: done.map(|(_, a)| a.to_owned()),
+        extra: Map::new(),
     }
 }
 
@@ -195,6 +257,44 @@ mod tests {
 
     fn types(events: &[Value]) -> Vec<&str> {
         events.iter().map(|e| e["type"].as_str().unwrap()).collect()
+    }
+
+    #[test]
+    fn events_and_items_have_openai_shapes() {
+        let mut t = Translator::default();
+        let mut ev = Vec::new();
+        t.chunk(&json!({"choices": [{"delta": {"content": "Hi"}}]}), &mut ev);
+        t.chunk(
+            &json!({"choices": [{"delta": {"tool_calls": [
+            {"index": 0, "id": "call_a", "function": {"name": "f", "arguments": "{}"}}]}}]}),
+            &mut ev,
+        );
+        let output = t.finish(&mut ev);
+        let (msg, fc) = (output[0]["id"].clone(), output[1]["id"].clone());
+        let text_part = json!({"type": "output_text", "text": "Hi", "annotations": []});
+        let message = json!({"id": msg, "type": "message", "status": "completed", "role": "assistant", "content": [text_part]});
+        let call = json!({"id": fc, "type": "function_call", "status": "completed", "call_id": "call_a", "name": "f", "arguments": "{}"});
+        assert_eq!(output, [message.clone(), call.clone()]);
+        assert_eq!(
+            ev,
+            [
+                json!({"type": "response.output_item.added", "output_index": 0,
+                    "item": {"id": msg, "type": "message", "status": "in_progress", "role": "assistant", "content": []}}),
+                json!({"type": "response.content_part.added", "item_id": msg, "output_index": 0, "content_index": 0,
+                    "part": {"type": "output_text", "text": "", "annotations": []}}),
+                json!({"type": "response.output_text.delta", "item_id": msg, "output_index": 0, "content_index": 0,
+                    "delta": "Hi", "logprobs": []}),
+                json!({"type": "response.output_item.added", "output_index": 1,
+                    "item": {"id": fc, "type": "function_call", "status": "in_progress", "call_id": "call_a", "name": "f", "arguments": ""}}),
+                json!({"type": "response.function_call_arguments.delta", "item_id": fc, "output_index": 1, "delta": "{}"}),
+                json!({"type": "response.output_text.done", "item_id": msg, "output_index": 0, "content_index": 0,
+                    "text": "Hi", "logprobs": []}),
+                json!({"type": "response.content_part.done", "item_id": msg, "output_index": 0, "content_index": 0, "part": text_part}),
+                json!({"type": "response.output_item.done", "output_index": 0, "item": message}),
+                json!({"type": "response.function_call_arguments.done", "item_id": fc, "output_index": 1, "name": "f", "arguments": "{}"}),
+                json!({"type": "response.output_item.done", "output_index": 1, "item": call}),
+            ]
+        );
     }
 
     #[test]
