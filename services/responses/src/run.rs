@@ -13,7 +13,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use llmr_bus::{Call, Caller, Replier};
 use llmr_protocol::openai::ChatCompletion;
-use llmr_protocol::responses::{EventWriter, sse};
+use llmr_protocol::responses::{EventWriter, ResponseEvent, StreamEvent, sse};
 use llmr_protocol::{ApiError, Envelope, FrameKind, Kind, Meta, NativeApi, NativeBody, now_ms, streams};
 use serde_json::{Map, Value, json};
 
@@ -78,6 +78,15 @@ pub async fn create(ctx: &Ctx, env: &Envelope, body: Value, out: &mut Replier) {
     }
     let outcome = run.execute(out).await;
     run.finish(out, outcome).await;
+}
+
+/// A lifecycle event (`response.created`, `.in_progress`, `.completed`…) carrying `response`.
+fn lifecycle(event: fn(ResponseEvent) -> StreamEvent, response: Value) -> Value {
+    event(ResponseEvent {
+        response,
+        extra: Map::new(),
+    })
+    .to_value()
 }
 
 fn send(r: Result<(), llmr_bus::BusError>) {
@@ -149,17 +158,17 @@ impl<'a> Run<'a> {
     /// The response object in its current state.
     fn object(&self, status: &str, output: &[Value], usage: Value, error: Value, incomplete: Value) -> Value {
         let mut o = Map::new();
-        o.insert("id".into(), json!(self.id));
-        o.insert("object".into(), json!("response"));
-        o.insert("created_at".into(), json!(self.created_at));
-        o.insert("status".into(), json!(status));
+        o.insert("id".into(), Value::from(self.id.as_str()));
+        o.insert("object".into(), Value::from("response"));
+        o.insert("created_at".into(), Value::from(self.created_at));
+        o.insert("status".into(), Value::from(status));
         o.insert("error".into(), error);
         o.insert("incomplete_details".into(), incomplete);
-        o.insert("model".into(), json!(self.req.model));
+        o.insert("model".into(), Value::from(self.req.model.as_str()));
         o.insert("output".into(), Value::from(output.to_vec()));
         o.insert("usage".into(), usage);
         o.insert("reasoning".into(), json!({"effort": null, "summary": null}));
-        o.insert("truncation".into(), json!("disabled"));
+        o.insert("truncation".into(), Value::from("disabled"));
         o.insert("user".into(), Value::Null);
         for (k, v) in &self.req.echo {
             o.insert(k.clone(), v.clone());
@@ -190,7 +199,7 @@ impl<'a> Run<'a> {
             .put(&self.id, &document(&queued, &self.context, Some(&self.body)))
             .await?;
         self.ctx.stored.put_input(&self.id, &self.req.input).await?;
-        self.emit(out, vec![json!({"type": "response.created", "response": queued})])
+        self.emit(out, vec![lifecycle(StreamEvent::Created, queued.clone())])
             .await?;
         if !self.streaming {
             out.complete(200, Bytes::from(queued.to_string()))
@@ -327,9 +336,9 @@ impl<'a> Run<'a> {
         let in_progress = self.object("in_progress", &[], Value::Null, Value::Null, Value::Null);
         let mut start = Vec::new();
         if !self.req.background {
-            start.push(json!({"type": "response.created", "response": in_progress}));
+            start.push(lifecycle(StreamEvent::Created, in_progress.clone()));
         }
-        start.push(json!({"type": "response.in_progress", "response": in_progress}));
+        start.push(lifecycle(StreamEvent::InProgress, in_progress));
         if let Err(e) = self.emit(out, start).await {
             return Outcome::Failed(e);
         }
@@ -452,14 +461,11 @@ impl<'a> Run<'a> {
         usage: Value,
         finish: Option<String>,
     ) -> Result<(), ApiError> {
-        let (status, incomplete, event) = match finish.as_deref() {
-            Some("length") => (
-                "incomplete",
-                json!({"reason": "max_output_tokens"}),
-                "response.incomplete",
-            ),
-            Some("content_filter") => ("incomplete", json!({"reason": "content_filter"}), "response.incomplete"),
-            _ => ("completed", Value::Null, "response.completed"),
+        let incomplete = |reason: &str| json!({"reason": reason});
+        let (status, incomplete, event): (_, _, fn(ResponseEvent) -> StreamEvent) = match finish.as_deref() {
+            Some("length") => ("incomplete", incomplete("max_output_tokens"), StreamEvent::Incomplete),
+            Some("content_filter") => ("incomplete", incomplete("content_filter"), StreamEvent::Incomplete),
+            _ => ("completed", Value::Null, StreamEvent::Completed),
         };
         let mut response = self.object(status, &output, usage, Value::Null, incomplete);
         if let Some(conv) = &self.req.conversation {
@@ -476,7 +482,7 @@ impl<'a> Run<'a> {
             }
             let (input, background) = (&self.req.input, self.req.background);
             if !self.ctx.stored.put_finished(&self.id, &doc, input, background).await? {
-                response["store"] = json!(false);
+                response["store"] = Value::Bool(false);
             }
             if self.req.background && self.ctx.stored.cancel_requested(&self.id).await {
                 // Cancelled while finishing: the cancel wins (it may have answered already).
@@ -488,8 +494,7 @@ impl<'a> Run<'a> {
                 return Ok(());
             }
         }
-        self.emit(out, vec![json!({"type": event, "response": response})])
-            .await?;
+        self.emit(out, vec![lifecycle(event, response.clone())]).await?;
         if !self.streaming && !self.req.background {
             out.complete(200, Bytes::from(response.to_string())).await?;
         }
@@ -513,8 +518,7 @@ impl<'a> Run<'a> {
             out.error(&e).await?;
             return Ok(());
         }
-        self.emit(out, vec![json!({"type": "response.failed", "response": response})])
-            .await
+        self.emit(out, vec![lifecycle(StreamEvent::Failed, response)]).await
     }
 }
 
