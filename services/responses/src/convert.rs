@@ -7,8 +7,8 @@ use llmr_protocol::responses::{
     ContentPart, ConversationRef, Item, MessageContent, MessageItem, NamedChoice, TextConfig, TextFormat, Tool,
     ToolChoice,
 };
-use serde::{Deserialize, Serialize};
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 /// A validated create request.
@@ -122,7 +122,10 @@ fn echo_fields(
         id: id.to_owned(),
         extra: Map::new(),
     });
-    echo.insert("conversation".into(), conversation.as_ref().map_or(Value::Null, to_json));
+    echo.insert(
+        "conversation".into(),
+        conversation.as_ref().map_or(Value::Null, to_json),
+    );
     echo.insert("store".into(), Value::Bool(store));
     echo.insert("background".into(), Value::Bool(background));
     echo
@@ -319,7 +322,7 @@ fn chat_fields(obj: &Map<String, Value>) -> Result<Map<String, Value>, ApiError>
     }
     let format = obj.get("text").and_then(|t| t.get("format")).filter(|v| !v.is_null());
     if let Some(format) = format {
-        match TextFormat::deserialize(format).unwrap_or_else(|_| TextFormat::Other(Value::Null)) {
+        match TextFormat::deserialize(format).unwrap_or(TextFormat::Other(Value::Null)) {
             TextFormat::Text(_) => {}
             TextFormat::JsonObject(_) => {
                 chat.insert("response_format".into(), json!({"type": "json_object"}));
@@ -345,12 +348,7 @@ fn chat_fields(obj: &Map<String, Value>) -> Result<Map<String, Value>, ApiError>
 fn chat_tool(tool: &Tool, index: usize) -> Result<Value, ApiError> {
     let param = format!("tools[{index}]");
     let no_name = || invalid("A function tool needs a `name`.", &format!("{param}.name"));
-    let no_label = || {
-        invalid(
-            "An mcp tool needs a `server_label`.",
-            &format!("{param}.server_label"),
-        )
-    };
+    let no_label = || invalid("An mcp tool needs a `server_label`.", &format!("{param}.server_label"));
     match tool {
         Tool::Function {
             name,
@@ -362,7 +360,11 @@ fn chat_tool(tool: &Tool, index: usize) -> Result<Value, ApiError> {
             let name = name.as_deref().filter(|n| !n.is_empty()).ok_or_else(no_name)?;
             let mut function = Map::new();
             function.insert("name".into(), Value::from(name));
-            for (k, v) in [("description", description), ("parameters", parameters), ("strict", strict)] {
+            for (k, v) in [
+                ("description", description),
+                ("parameters", parameters),
+                ("strict", strict),
+            ] {
                 if let Some(v) = v.as_ref().filter(|v| !v.is_null()) {
                     function.insert(k.into(), v.clone());
                 }
@@ -554,20 +556,67 @@ mod tests {
         let cases = [
             (json!({"tools": [3]}), "A tool needs a `type`.", "tools[0].type"),
             (json!({"tools": {}}), "`tools` must be an array.", "tools"),
-            (json!({"tools": [{"type": "function", "name": 5}]}), "A function tool needs a `name`.", "tools[0].name"),
-            (json!({"tools": [{"type": "function", "name": ""}]}), "A function tool needs a `name`.", "tools[0].name"),
-            (json!({"tools": [{"type": "mcp", "server_label": 5}]}), "An mcp tool needs a `server_label`.", "tools[0].server_label"),
-            (json!({"tools": [{"type": "mcp", "server_label": "s", "require_approval": "always"}]}),
-             "Only `require_approval: \"never\"` is supported: tool calls run server-side.", "tools[0].require_approval"),
-            (json!({"tool_choice": "sometimes"}), "`tool_choice` must be auto, none, required or a function.", "tool_choice"),
-            (json!({"tool_choice": {"type": "mcp"}}), "`tool_choice` must be auto, none, required or a function.", "tool_choice"),
-            (json!({"text": {"format": "x"}}), "`text.format.type` must be text, json_object or json_schema.", "text.format"),
-            (json!({"max_output_tokens": 0}), "`max_output_tokens` must be a positive integer.", "max_output_tokens"),
-            (json!({"max_output_tokens": 1.5}), "`max_output_tokens` must be a positive integer.", "max_output_tokens"),
-            (json!({"include": [1]}), "`include` must be an array of strings.", "include"),
+            (
+                json!({"tools": [{"type": "function", "name": 5}]}),
+                "A function tool needs a `name`.",
+                "tools[0].name",
+            ),
+            (
+                json!({"tools": [{"type": "function", "name": ""}]}),
+                "A function tool needs a `name`.",
+                "tools[0].name",
+            ),
+            (
+                json!({"tools": [{"type": "mcp", "server_label": 5}]}),
+                "An mcp tool needs a `server_label`.",
+                "tools[0].server_label",
+            ),
+            (
+                json!({"tools": [{"type": "mcp", "server_label": "s", "require_approval": "always"}]}),
+                "Only `require_approval: \"never\"` is supported: tool calls run server-side.",
+                "tools[0].require_approval",
+            ),
+            (
+                json!({"tool_choice": "sometimes"}),
+                "`tool_choice` must be auto, none, required or a function.",
+                "tool_choice",
+            ),
+            (
+                json!({"tool_choice": {"type": "mcp"}}),
+                "`tool_choice` must be auto, none, required or a function.",
+                "tool_choice",
+            ),
+            (
+                json!({"text": {"format": "x"}}),
+                "`text.format.type` must be text, json_object or json_schema.",
+                "text.format",
+            ),
+            (
+                json!({"max_output_tokens": 0}),
+                "`max_output_tokens` must be a positive integer.",
+                "max_output_tokens",
+            ),
+            (
+                json!({"max_output_tokens": 1.5}),
+                "`max_output_tokens` must be a positive integer.",
+                "max_output_tokens",
+            ),
+            (
+                json!({"include": [1]}),
+                "`include` must be an array of strings.",
+                "include",
+            ),
             (json!({"stream": "yes"}), "`stream` must be a boolean.", "stream"),
-            (json!({"instructions": 1}), "`instructions` must be a string.", "instructions"),
-            (json!({"conversation": {"id": 1}}), "`conversation` must be an id or an object with an `id`.", "conversation"),
+            (
+                json!({"instructions": 1}),
+                "`instructions` must be a string.",
+                "instructions",
+            ),
+            (
+                json!({"conversation": {"id": 1}}),
+                "`conversation` must be an id or an object with an `id`.",
+                "conversation",
+            ),
         ];
         for (extra, message, param) in cases {
             assert_eq!(error(extra), (message.to_owned(), param.to_owned()));

@@ -211,7 +211,12 @@ fn text_event(item_id: &str, output_index: usize, delta: Option<String>, text: O
 }
 
 /// A `function_call_arguments` delta (`delta`) or done (`name` and `arguments`) event.
-fn arguments_event(item_id: &str, output_index: usize, delta: Option<String>, done: Option<(&str, &str)>) -> ArgumentsEvent {
+fn arguments_event(
+    item_id: &str,
+    output_index: usize,
+    delta: Option<String>,
+    done: Option<(&str, &str)>,
+) -> ArgumentsEvent {
     ArgumentsEvent {
         item_id: item_id.to_owned(),
         output_index,
@@ -272,7 +277,8 @@ mod tests {
         let output = t.finish(&mut ev);
         let (msg, fc) = (output[0]["id"].clone(), output[1]["id"].clone());
         let text_part = json!({"type": "output_text", "text": "Hi", "annotations": []});
-        let message = json!({"id": msg, "type": "message", "status": "completed", "role": "assistant", "content": [text_part]});
+        let message =
+            json!({"id": msg, "type": "message", "status": "completed", "role": "assistant", "content": [text_part]});
         let call = json!({"id": fc, "type": "function_call", "status": "completed", "call_id": "call_a", "name": "f", "arguments": "{}"});
         assert_eq!(output, [message.clone(), call.clone()]);
         assert_eq!(

@@ -466,11 +466,17 @@ mod tests {
         let r: CreateRequest = round_trip(body);
         assert_eq!(r.extra["truncation"], "auto");
         assert_eq!(r.conversation.as_ref().map(ConversationRef::id), Some("conv_1"));
-        let Some(Input::Items(items)) = &r.input else { panic!("items") };
+        let Some(Input::Items(items)) = &r.input else {
+            panic!("items")
+        };
         assert!(matches!(items[3], Item::Other(_)));
-        assert!(matches!(r.tools.as_deref(), Some([Tool::Function { .. }, Tool::Mcp { .. }, Tool::Other(_)])));
+        assert!(matches!(
+            r.tools.as_deref(),
+            Some([Tool::Function { .. }, Tool::Mcp { .. }, Tool::Other(_)])
+        ));
         assert!(matches!(r.text.and_then(|t| t.format), Some(TextFormat::JsonSchema(_))));
-        let r: CreateRequest = round_trip(json!({"model": "m", "input": "hi", "conversation": "conv_2", "tool_choice": "auto"}));
+        let r: CreateRequest =
+            round_trip(json!({"model": "m", "input": "hi", "conversation": "conv_2", "tool_choice": "auto"}));
         assert_eq!(r.input, Some(Input::Text("hi".into())));
         assert_eq!(r.tool_choice, Some(ToolChoice::Mode("auto".into())));
     }
@@ -513,8 +519,10 @@ mod tests {
 
     #[test]
     fn an_error_body_round_trips() {
-        let e: ErrorBody = round_trip(json!({"error": {"message": "No such response.", "type": "invalid_request_error",
-            "param": null, "code": "not_found", "extra_field": 1}}));
+        let e: ErrorBody = round_trip(
+            json!({"error": {"message": "No such response.", "type": "invalid_request_error",
+            "param": null, "code": "not_found", "extra_field": 1}}),
+        );
         assert_eq!(e.error.code, Some(json!("not_found")));
     }
 }
