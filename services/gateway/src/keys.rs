@@ -237,7 +237,12 @@ impl Keyring {
         let mut teams: BTreeMap<String, Team> = self.config_teams.iter().map(|t| (t.id.clone(), t.clone())).collect();
         teams.extend(stored_teams.into_iter().map(|t| (t.id.clone(), t)));
         let next = Arc::new(Snapshot::build(keys, teams, Some(version)));
-        *self.snapshot.write().unwrap_or_else(|e| e.into_inner()) = next;
+        // Two reloads may overlap (the poll and an unknown key's): the one that read an older
+        // version must not replace what the other read.
+        let mut current = self.snapshot.write().unwrap_or_else(|e| e.into_inner());
+        if current.version.is_none_or(|v| v <= version) {
+            *current = next;
+        }
         Ok(())
     }
 
