@@ -11,7 +11,8 @@
 //! completions: embeddings and text completions are refused as the client's.
 
 use bytes::Bytes;
-use llmr_protocol::anthropic::{self, Stream};
+use llmr_protocol::anthropic::{self, Stream, StreamEvent};
+use llmr_protocol::openai::ChatChunk;
 use llmr_protocol::{ApiError, Endpoint, NativeBody, Usage};
 use serde_json::Value;
 
@@ -88,12 +89,18 @@ pub struct MessagesEvents {
 impl Events for MessagesEvents {
     fn event(&mut self, event: Event, out: &mut Vec<Bytes>) -> Result<bool, StreamError> {
         let Event::Data(d) = event else { return Ok(false) };
-        let event: Value = serde_json::from_slice(&d).map_err(|_| StreamError::MalformedEvent)?;
+        // Read once, straight into the typed event: a known type whose fields do not parse is
+        // skipped, as unknown ones are; only text that is not JSON breaks the stream.
+        let event = match serde_json::from_slice::<StreamEvent>(&d) {
+            Ok(e) => e,
+            Err(e) if e.classify() == serde_json::error::Category::Data => return Ok(self.stream.done),
+            Err(_) => return Err(StreamError::MalformedEvent),
+        };
         let chunks = self
             .stream
-            .event(&event)
+            .on_event(&event)
             .map_err(|e| StreamError::Failed(e.to_string()))?;
-        out.extend(chunks.into_iter().map(|v| Bytes::from(v.to_string())));
+        out.extend(chunks.iter().map(ChatChunk::to_bytes));
         Ok(self.stream.done)
     }
 
