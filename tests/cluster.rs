@@ -1019,7 +1019,8 @@ async fn json_logs_parse_and_carry_the_trace_and_the_request() {
     }
     let line = line.expect("the failed attempt was logged");
     assert_eq!(line["trace_id"], trace, "{line}");
-    assert_eq!(line["span_id"].as_str().map(str::len), Some(16), "{line}");
+    // No exporter: no OpenTelemetry span is built, so there is no span id to give.
+    assert!(line.get("span_id").is_none(), "{line}");
     assert!(line["request_id"].as_str().is_some_and(|r| r.len() == 36), "{line}");
     assert_eq!(line["level"], "WARN");
     assert_eq!(line["provider"], "down", "{line}");

@@ -32,6 +32,7 @@ pub mod auth;
 pub mod console;
 pub mod cors;
 pub mod error;
+pub mod files;
 pub mod govern;
 pub mod health;
 pub mod keys;
@@ -187,6 +188,11 @@ impl Gateway {
             keyring,
             overview: Default::default(),
         });
+        // In `all` the worker runs beside the gateway: a connection's request may hold an
+        // upstream connection too.
+        let per_connection = if beside.is_some() { 2 } else { 1 };
+        let connections = files::set_bound(settings.server.max_connections, per_connection);
+        tracing::info!(connections, "client connections refused (503) beyond this bound");
         let (cors_settings, compression) = (settings.server.clone(), settings.server.compression);
         let console_on = settings.ui.enabled;
         let server = HttpServer::new(move || {
@@ -213,6 +219,7 @@ impl Gateway {
                 .default_service(web::to(routes::not_found))
         })
         .disable_signals()
+        .on_connect(files::on_connect)
         // Stream events are small writes: without this, Nagle and delayed ACKs hold them ~40 ms.
         .tcp_nodelay(true)
         .shutdown_timeout(settings.server.shutdown_grace_ms.div_ceil(1000));

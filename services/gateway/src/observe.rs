@@ -6,7 +6,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use actix_web::body::MessageBody;
+use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
 use actix_web::{HttpResponse, web};
@@ -22,16 +22,24 @@ use crate::trace::client_trace;
 pub const OPEN_PATHS: [&str; 5] = ["/health", "/healthz", "/readyz", "/metrics", "/openapi.json"];
 
 /// Counts and times every request by its route pattern (never the raw path), method and
-/// status; the duration runs until the response head. Each request is one SERVER span
-/// (`{method} {route}`), continuing the client's `traceparent`; the handlers' spans are its
-/// children.
+/// status; the duration runs until the response head, and `telemetry.access_log` writes it as
+/// one line. Where spans are exported each request is one SERVER span (`{method} {route}`),
+/// continuing the client's `traceparent`; the handlers' spans are its children.
 pub async fn record(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    if let Some((open, bound)) = crate::files::over()
+        && !OPEN_PATHS.contains(&req.path())
+    {
+        return Ok(too_many_connections(req, open, bound).map_into_right_body());
+    }
     let started = Instant::now();
     let method = req.method().to_string();
-    let span = tracing::info_span!(
+    let span = if !llmr_telemetry::exported() {
+        tracing::Span::none()
+    } else {
+        tracing::info_span!(
         llmr_telemetry::HTTP_REQUEST_SPAN,
         otel.name = %format!("{method} {}", req.path()),
         otel.kind = "server",
@@ -39,7 +47,8 @@ pub async fn record(
         url.path = %req.path(),
         http.route = tracing::field::Empty,
         http.response.status_code = tracing::field::Empty,
-    );
+        )
+    };
     llmr_telemetry::set_parent(&span, &client_trace(req.headers()));
     let res = next.call(req).instrument(span.clone()).await;
     let (route, status) = match &res {
@@ -52,13 +61,39 @@ pub async fn record(
     span.record("otel.name", format!("{method} {route}").as_str());
     span.record("http.route", route.as_str());
     span.record("http.response.status_code", status);
+    let took = started.elapsed();
+    if llmr_telemetry::access_log() {
+        tracing::info!(
+            target: "llmrouter::access",
+            // Rounded to µs: printed short, a number in JSON.
+            ms = (took.as_secs_f64() * 1e6).round() / 1e3,
+            "{method} {route} {status}"
+        );
+    }
     let m = metrics();
     m.http_requests
         .with_label_values(&[route.as_str(), method.as_str(), &status.to_string()])
         .inc();
     m.http_duration
         .with_label_values(&[route.as_str()])
-        .observe(started.elapsed().as_secs_f64());
+        .observe(took.as_secs_f64());
+    res.map(ServiceResponse::map_into_left_body)
+}
+
+/// 503 `overloaded` for a request over [`crate::files`]' bound; the connection is closed.
+fn too_many_connections(req: ServiceRequest, open: usize, bound: usize) -> ServiceResponse {
+    metrics()
+        .http_requests
+        .with_label_values(&["refused: connections", req.method().as_str(), "503"])
+        .inc();
+    let err = crate::HttpError(llmr_protocol::ApiError::Overloaded {
+        message: format!(
+            "This gateway holds {open} client connections, above its bound of {bound} (below its open-file limit; `server.max_connections`); retry later."
+        ),
+        retry_after_s: 1,
+    });
+    let mut res = req.error_response(err);
+    res.response_mut().head_mut().set_connection_type(actix_web::http::ConnectionType::Close);
     res
 }
 

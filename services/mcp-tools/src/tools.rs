@@ -410,13 +410,17 @@ impl Tools {
         discovery: bool,
         depth: u32,
     ) -> futures_util::future::LocalBoxFuture<'a, Result<Value, CallError>> {
-        let span = tracing::info_span!(
-            "execute_tool",
-            otel.name = %format!("execute_tool {name}"),
-            otel.kind = "internal",
-            gen_ai.operation.name = "execute_tool",
-            gen_ai.tool.name = %name,
-        );
+        let span = if !llmr_telemetry::exported() {
+            tracing::Span::none()
+        } else {
+            tracing::info_span!(
+                "execute_tool",
+                otel.name = %format!("execute_tool {name}"),
+                otel.kind = "internal",
+                gen_ai.operation.name = "execute_tool",
+                gen_ai.tool.name = %name,
+            )
+        };
         Box::pin(tracing::Instrument::instrument(
             async move {
                 if depth > MAX_DEPTH {

@@ -460,6 +460,9 @@ fn attempt_span(
         llmr_protocol::Endpoint::Embeddings => "embeddings",
         llmr_protocol::Endpoint::Completions => "text_completion",
     };
+    if !llmr_telemetry::exported() {
+        return tracing::Span::none();
+    }
     let span = tracing::info_span!(
         parent: job,
         "chat",

@@ -267,7 +267,11 @@ impl ToolLoop {
                 body.insert("tool_choice".into(), json!("none"));
             }
             // Each round is a child span: its completion and its tool calls inside.
-            let span = tracing::info_span!("tool_round", otel.name = %format!("tool_loop round {round}"), llmr.round = i64::from(round));
+            let span = if llmr_telemetry::exported() {
+                tracing::info_span!("tool_round", otel.name = %format!("tool_loop round {round}"), llmr.round = i64::from(round))
+            } else {
+                tracing::Span::none()
+            };
             let (status, mut completion, outcome) = self.complete(env, routes, &body).instrument(span.clone()).await?;
             if let Some(o) = outcome {
                 spent.get_or_insert_with(Outcome::default).add(&o);

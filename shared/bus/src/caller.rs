@@ -112,6 +112,9 @@ impl Caller {
 
 /// The PRODUCER span of one publish, continuing `env`'s trace.
 pub fn producer_span(bus: &Bus, stream: &str, env: &Envelope) -> tracing::Span {
+    if !llmr_telemetry::exported() {
+        return tracing::Span::none();
+    }
     let span = tracing::info_span!(
         "publish",
         otel.name = %format!("publish {stream}"),

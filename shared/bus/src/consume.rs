@@ -104,6 +104,10 @@ impl Tasks {
         traces: &[TraceContext],
         work: impl Future<Output = Vec<Settled>> + 'static,
     ) {
+        if !llmr_telemetry::exported() {
+            self.spawn(held, Box::pin(work));
+            return;
+        }
         let span = tracing::info_span!(
             "process",
             otel.name = %format!("process {}", self.stream),
@@ -118,6 +122,9 @@ impl Tasks {
     }
 
     fn consumer_span(&self, d: &Delivery) -> tracing::Span {
+        if !llmr_telemetry::exported() {
+            return tracing::Span::none();
+        }
         tracing::info_span!(
             "process",
             otel.name = %format!("process {}", self.stream),

@@ -411,6 +411,9 @@ pub struct Server {
     pub cors_credentials: bool,
     /// How long a browser may cache a preflight answer.
     pub cors_max_age_s: usize,
+    /// Client connections one gateway process keeps open before it answers new requests 503
+    /// `overloaded` (and closes the connection); 0 = derived from the open-file limit.
+    pub max_connections: usize,
 }
 
 impl Server {
@@ -476,6 +479,8 @@ pub struct Telemetry {
     /// With `log_content`: e-mail addresses, card numbers, IP addresses and phone numbers
     /// are replaced before logging.
     pub scrub_content: bool,
+    /// One line per HTTP request the gateway serves (info): method, route, status, duration.
+    pub access_log: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

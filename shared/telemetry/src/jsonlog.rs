@@ -1,5 +1,5 @@
-//! JSON log lines: one object per event with `timestamp`, `level`, `target`, the OpenTelemetry
-//! `trace_id` and `span_id` of the event's span, the fields of every enclosing span (so
+//! JSON log lines: one object per event with `timestamp`, `level`, `target`, the `trace_id` of
+//! the event's span (and, when spans are exported, its OpenTelemetry `span_id`), the fields of every enclosing span (so
 //! `request_id` and `model` of a request's span appear on each of its lines), the innermost
 //! span's name, and the event's own fields (`message` included).
 
@@ -42,6 +42,14 @@ where
             for span in scope.from_root() {
                 name = Some(span.name());
                 let ext = span.extensions();
+                if !sc.is_valid()
+                    && let Some(id) = ext
+                        .get::<crate::Carried>()
+                        .and_then(|c| crate::trace_id(&c.0.traceparent))
+                {
+                    // Without an exporter: the trace the request carries (the innermost wins).
+                    obj.insert("trace_id".into(), Value::String(id.to_owned()));
+                }
                 if let Some(f) = ext.get::<FormattedFields<N>>()
                     && let Ok(Value::Object(fields)) = serde_json::from_str::<Value>(&f.fields)
                 {

@@ -1,15 +1,21 @@
 //! Logging, tracing and W3C trace-context propagation for every llmrouter service.
 //!
 //! [`init`] installs one `tracing` subscriber: an env filter (`RUST_LOG` wins over
-//! `telemetry.log_level`), console or JSON logs, and an OpenTelemetry layer whose spans are
-//! exported over OTLP/gRPC when `telemetry.otlp_endpoint` is set. The OpenTelemetry layer is
-//! installed even without an endpoint, so span contexts (and so `traceparent`) always exist.
+//! `telemetry.log_level`), console or JSON logs, and — only when spans are exported
+//! (`telemetry.otlp_endpoint` or the `OTEL_EXPORTER_OTLP_*` variables) — an OpenTelemetry
+//! layer. Without an exporter no OpenTelemetry span is built: building one per tracing span
+//! (ids, attributes, a sampling decision, an SDK span on close) cost more than a third of an
+//! in-memory chat's instructions for spans nobody read (`just profile`).
 //! [`Telemetry::shutdown`] flushes spans; call it at exit (off the actix thread).
 //!
 //! Propagation: [`set_parent`] continues a span from a W3C [`TraceContext`] (a client's
 //! `traceparent` / `tracestate` headers or an envelope's fields); [`context`] renders a
-//! span's context for the next hop, `tracestate` included. Without an installed subscriber
-//! (tests), [`context`] falls back to the inherited value.
+//! span's context for the next hop, `tracestate` included. Without the OpenTelemetry layer
+//! the context is carried, not re-parented: a span keeps the context it was given (in its
+//! extensions, for the JSON log lines' `trace_id`), the next hop gets the inherited one as it
+//! came, and where there is none a new trace is started (flags `00`, not sampled), so the
+//! upstream still sees one `traceparent` per request. Without any subscriber (tests),
+//! [`context`] falls back to the inherited value.
 
 pub mod jsonlog;
 pub mod metrics;
@@ -43,17 +49,28 @@ pub struct Telemetry {
     provider: SdkTracerProvider,
 }
 
+/// Whether the gateway writes its per-request line (`telemetry.access_log`, read by [`init`]).
+static ACCESS_LOG: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether to write one line per HTTP request served: `telemetry.access_log` and info enabled
+/// for the `llmrouter::access` target.
+pub fn access_log() -> bool {
+    ACCESS_LOG.load(std::sync::atomic::Ordering::Relaxed) && tracing::enabled!(target: "llmrouter::access", tracing::Level::INFO)
+}
+
 /// Installs logging and tracing for `service` (e.g. `gateway`). Must run inside a tokio
 /// runtime when an OTLP endpoint is set (the gRPC exporter is bound to it).
 pub fn init(cfg: &Settings, service: &str) -> Result<Telemetry, TelemetryError> {
+    ACCESS_LOG.store(cfg.access_log, std::sync::atomic::Ordering::Relaxed);
     let filter = match std::env::var("RUST_LOG") {
         Ok(v) if !v.is_empty() => EnvFilter::try_new(v),
         _ => EnvFilter::try_new(&cfg.log_level),
     }
     .map_err(|e| TelemetryError::Filter(e.to_string()))?;
 
-    let provider = tracer_provider(cfg, service)?;
-    let tracer = provider.tracer("llmrouter");
+    let exporter = exporter(cfg)?;
+    let exporting = exporter.is_some();
+    let provider = tracer_provider(cfg, service, exporter);
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
 
     let fmt = match cfg.log_format {
@@ -67,18 +84,20 @@ pub fn init(cfg: &Settings, service: &str) -> Result<Telemetry, TelemetryError> 
             .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
             .boxed(),
     };
+    // Per-poll busy/idle timing and code-location/thread attributes cost more than they tell
+    // on a request path: off.
+    TRACED.store(exporting, std::sync::atomic::Ordering::Relaxed);
+    let otel = exporting.then(|| {
+        tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer("llmrouter"))
+            .with_tracked_inactivity(false)
+            .with_location(false)
+            .with_threads(false)
+    });
     tracing_subscriber::registry()
         .with(filter)
         .with(RequestSpansOnly(fmt))
-        // Per-poll busy/idle timing and code-location/thread attributes cost more than they
-        // tell on a request path: off.
-        .with(
-            tracing_opentelemetry::layer()
-                .with_tracer(tracer)
-                .with_tracked_inactivity(false)
-                .with_location(false)
-                .with_threads(false),
-        )
+        .with(otel)
         .try_init()
         .map_err(|e| TelemetryError::AlreadyInstalled(e.to_string()))?;
     Ok(Telemetry { provider })
@@ -234,7 +253,11 @@ fn headers(list: &str) -> Result<Vec<(String, String)>, TelemetryError> {
 /// `OTEL_SERVICE_NAME` names it), `service.instance.id`, `service.version`, anything in
 /// `OTEL_RESOURCE_ATTRIBUTES`; parent-based sampling at `telemetry.sampling_ratio` (unless
 /// `OTEL_TRACES_SAMPLER` chooses); batched export.
-fn tracer_provider(cfg: &Settings, service: &str) -> Result<SdkTracerProvider, TelemetryError> {
+fn tracer_provider(
+    cfg: &Settings,
+    service: &str,
+    exporter: Option<opentelemetry_otlp::SpanExporter>,
+) -> SdkTracerProvider {
     let mut resource = opentelemetry_sdk::Resource::builder().with_attributes([
         opentelemetry::KeyValue::new("service.instance.id", instance_id()),
         opentelemetry::KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
@@ -243,21 +266,14 @@ fn tracer_provider(cfg: &Settings, service: &str) -> Result<SdkTracerProvider, T
         resource = resource.with_service_name(format!("{}-{}", cfg.service_name, service));
     }
     let mut builder = SdkTracerProvider::builder().with_resource(resource.build());
-    let exporter = exporter(cfg)?;
     if std::env::var("OTEL_TRACES_SAMPLER").map_or(true, |v| v.is_empty()) {
-        // Without an exporter, new traces are not recorded (ids still flow to upstreams); a
-        // client's sampled trace still is.
-        let ratio = if exporter.is_some() {
-            cfg.sampling_ratio.clamp(0.0, 1.0)
-        } else {
-            0.0
-        };
+        let ratio = cfg.sampling_ratio.clamp(0.0, 1.0);
         builder = builder.with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(ratio))));
     }
     if let Some(exporter) = exporter {
         builder = builder.with_batch_exporter(exporter);
     }
-    Ok(builder.build())
+    builder.build()
 }
 
 /// This process's instance id: host name and process id.
@@ -306,20 +322,86 @@ impl Injector for Injected {
     }
 }
 
+/// A span's W3C trace context where no OpenTelemetry layer builds one: what [`set_parent`] or
+/// [`context`] gave it, in the span's extensions (read by the JSON log lines).
+#[derive(Clone)]
+pub(crate) struct Carried(pub(crate) TraceContext);
+
+/// Whether [`init`] installed the OpenTelemetry layer (spans are exported).
+static TRACED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether spans may be seen by an OpenTelemetry layer. Only a hint: where it is wrong, the
+/// OpenTelemetry calls below find no layer and the carried context is used.
+fn traced() -> bool {
+    TRACED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Whether spans are exported. A span made only for traces — not carrying a `request_id`
+/// for the log lines (the HTTP request, a publish and a process, an upstream attempt, a tool
+/// call) — is made only then: `if !exported() { return Span::none() }`.
+pub fn exported() -> bool {
+    traced()
+}
+
+/// Runs `f` on `span`'s registry entry, when a registry holds it.
+fn with_entry<R>(
+    span: &tracing::Span,
+    f: impl FnOnce(tracing_subscriber::registry::SpanRef<'_, tracing_subscriber::Registry>) -> Option<R>,
+) -> Option<R> {
+    span.with_subscriber(|(id, d)| {
+        d.downcast_ref::<tracing_subscriber::Registry>()
+            .and_then(|r| tracing_subscriber::registry::LookupSpan::span(r, id))
+            .and_then(f)
+    })
+    .flatten()
+}
+
+/// The context carried by `span` or the nearest of its parents.
+fn carried(span: &tracing::Span) -> Option<TraceContext> {
+    with_entry(span, |entry| {
+        entry
+            .scope()
+            .find_map(|s| s.extensions().get::<Carried>().map(|c| c.0.clone()))
+    })
+}
+
+/// Keeps `trace` as `span`'s context (no OpenTelemetry layer).
+fn carry(span: &tracing::Span, trace: &TraceContext) {
+    with_entry(span, |entry| {
+        entry.extensions_mut().replace(Carried(trace.clone()));
+        Some(())
+    });
+}
+
+/// A new trace, not sampled: a random trace id and parent id, flags `00`.
+pub fn new_trace() -> TraceContext {
+    use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator};
+    let ids = RandomIdGenerator::default();
+    TraceContext {
+        traceparent: format!("00-{}-{}-00", ids.new_trace_id(), ids.new_span_id()),
+        tracestate: String::new(),
+    }
+}
+
 /// Continues `span` from a W3C trace context (ignored when its `traceparent` is empty or
 /// invalid); the `tracestate` rides along in the span context and so reaches every child.
 pub fn set_parent(span: &tracing::Span, trace: &TraceContext) {
     if !valid_traceparent(&trace.traceparent) {
         return;
     }
-    let cx = TraceContextPropagator::new().extract(&Carrier(trace));
-    let _ = span.set_parent(cx);
+    if traced() {
+        let cx = TraceContextPropagator::new().extract(&Carrier(trace));
+        if !matches!(span.set_parent(cx), Err(tracing_opentelemetry::SetParentError::LayerNotFound)) {
+            return;
+        }
+    }
+    carry(span, trace);
 }
 
-/// Links `span` to the context in `trace` (ignored when empty or invalid): a batch
-/// consumer's span links every message it handles.
+/// Links `span` to the context in `trace` (ignored when empty or invalid, or when spans are
+/// not exported): a batch consumer's span links every message it handles.
 pub fn add_link(span: &tracing::Span, trace: &TraceContext) {
-    if !valid_traceparent(&trace.traceparent) {
+    if !valid_traceparent(&trace.traceparent) || !traced() {
         return;
     }
     let cx = TraceContextPropagator::new().extract(&Carrier(trace));
@@ -327,22 +409,31 @@ pub fn add_link(span: &tracing::Span, trace: &TraceContext) {
 }
 
 /// The trace context of `span` for the next hop (its `traceparent` and the `tracestate` it
-/// carries); `inherited` when the span has no context (no subscriber installed), so the
-/// caller's trace still flows.
+/// carries). Without an OpenTelemetry layer: `inherited` when valid (which `span` then
+/// carries), else the context `span` or a parent carries, else a [`new_trace`] that `span`
+/// then carries (and without any subscriber, the new trace is not kept).
 pub fn context(span: &tracing::Span, inherited: &TraceContext) -> TraceContext {
-    let cx = span.context();
-    if cx.span().span_context().is_valid() {
-        let mut injected = Injected::default();
-        TraceContextPropagator::new().inject_context(&cx, &mut injected);
-        if !injected.0.traceparent.is_empty() {
-            return injected.0;
+    if traced() {
+        let cx = span.context();
+        if cx.span().span_context().is_valid() {
+            let mut injected = Injected::default();
+            TraceContextPropagator::new().inject_context(&cx, &mut injected);
+            if !injected.0.traceparent.is_empty() {
+                return injected.0;
+            }
         }
     }
     if valid_traceparent(&inherited.traceparent) {
-        inherited.clone()
-    } else {
-        TraceContext::default()
+        // Kept by `span` too, so that its log lines name the trace.
+        carry(span, inherited);
+        return inherited.clone();
     }
+    if let Some(own) = carried(span) {
+        return own;
+    }
+    let fresh = new_trace();
+    carry(span, &fresh);
+    fresh
 }
 
 /// Whether `s` is a well-formed version-00 `traceparent` with non-zero ids.
@@ -403,10 +494,48 @@ mod tests {
         let trace = TraceContext::from_headers(Some(tp), Some("vendor=a"));
         set_parent(&span, &trace);
         assert_eq!(context(&span, &trace), trace);
-        assert_eq!(
-            context(&span, &TraceContext::from_headers(Some("bad"), Some("v=1"))),
-            TraceContext::default()
+        let fresh = context(&span, &TraceContext::from_headers(Some("bad"), Some("v=1")));
+        assert!(valid_traceparent(&fresh.traceparent), "{fresh:?}");
+        assert!(
+            fresh.traceparent.ends_with("-00"),
+            "a new trace is not sampled: {fresh:?}"
         );
+        assert!(fresh.tracestate.is_empty());
+    }
+
+    #[test]
+    fn without_an_exporter_a_span_carries_its_context_to_its_children() {
+        let subscriber = tracing_subscriber::registry();
+        tracing::subscriber::with_default(subscriber, || {
+            let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+            let trace = TraceContext::from_headers(Some(tp), Some("vendor=a"));
+            let parent = tracing::info_span!("parent");
+            set_parent(&parent, &trace);
+            let child = parent.in_scope(|| tracing::info_span!("child"));
+            assert_eq!(
+                context(&child, &TraceContext::default()),
+                trace,
+                "the parent's, as it came"
+            );
+            let other =
+                TraceContext::from_headers(Some("00-1af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"), None);
+            assert_eq!(context(&child, &other), other, "an inherited context wins");
+
+            let root = tracing::info_span!("root");
+            let first = context(&root, &TraceContext::default());
+            assert!(valid_traceparent(&first.traceparent));
+            assert_eq!(
+                context(&root, &TraceContext::default()),
+                first,
+                "a new trace is kept by its span"
+            );
+            let inner = root.in_scope(|| tracing::info_span!("inner"));
+            assert_eq!(context(&inner, &TraceContext::default()), first);
+            assert_ne!(
+                trace_id(&first.traceparent),
+                trace_id(&context(&tracing::info_span!("another"), &TraceContext::default()).traceparent)
+            );
+        });
     }
 
     #[test]
@@ -414,6 +543,7 @@ mod tests {
         let provider = SdkTracerProvider::builder().build();
         let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("test"));
         let subscriber = tracing_subscriber::registry().with(layer);
+        TRACED.store(true, std::sync::atomic::Ordering::Relaxed);
         tracing::subscriber::with_default(subscriber, || {
             let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
             let parent = tracing::info_span!("parent");

@@ -7,7 +7,7 @@
 //! provider, so the only difference is the `Authorization` header; the two are alternated in
 //! rounds (token, key, key, token, …) so that the machine's drift falls on both alike.
 //!
-//! - `all` in memory (the bench's usual configuration, `log_level = "warn"`): serial p50 and
+//! - `all` in memory (the bench's usual configuration: the built-in default): serial p50 and
 //!   p99, c=64 req/s, then serial again once the key's 60-second rate window holds what the
 //!   c=64 rounds admitted (its size is read from `x-ratelimit-remaining-requests`).
 //! - gateway, router and worker processes over Redis: serial latency and Redis commands per

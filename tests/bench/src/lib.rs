@@ -14,6 +14,7 @@
 //! - [`responses`]: a trivial response through `/v1/responses`, and cache hits.
 //! - [`governance`]: a virtual key with limits against `server.token` (`--governance`).
 //! - [`console`]: what one open operator console page costs an idle gateway (`--console`).
+//! - [`wrk`]: Debian's wrk on the same targets, serial and c=64, beside the load generator.
 
 pub mod commands;
 pub mod console;
@@ -27,6 +28,7 @@ mod report;
 pub mod responses;
 pub mod soak;
 pub mod streams;
+pub mod wrk;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -142,6 +144,8 @@ pub struct Report {
     pub redis_floor: Option<Stats>,
     /// Redis's CPU time per request at c=64 (ms), per mode with a Redis.
     pub redis_cpu: Vec<(Mode, f64)>,
+    /// wrk's serial and c=64 runs, per mode (none when wrk is not installed).
+    pub wrk: Vec<(Mode, wrk::Pair)>,
     pub notes: Vec<String>,
 }
 
@@ -204,6 +208,7 @@ fn measure(
         }
         report.rows.push(row);
     }
+    outside_view(report, mode, d, scale, threads, log)?;
     for ((process, idle_mb), (_, after_mb)) in idle.into_iter().zip(after) {
         report.memory.push(Memory {
             mode,
@@ -212,6 +217,38 @@ fn measure(
             after_mb,
         });
     }
+    Ok(())
+}
+
+/// wrk's serial and c=64 runs against `d` (5 s each at scale 1), or a note that wrk is
+/// missing.
+fn outside_view(
+    report: &mut Report,
+    mode: Mode,
+    d: &Deployment,
+    scale: f64,
+    threads: usize,
+    log: &mut dyn FnMut(&str),
+) -> std::io::Result<()> {
+    let Some(binary) = wrk::binary() else {
+        let note = "wrk not installed (Debian's package `wrk`): no outside figures".to_owned();
+        if !report.notes.contains(&note) {
+            report.notes.push(note);
+        }
+        return Ok(());
+    };
+    let secs = ((5.0 * scale).ceil() as u64).max(1);
+    let p = wrk::pair(&binary, &d.url, &body(false, 0), threads, secs)?;
+    log(&format!(
+        "{:<18} wrk serial p50 {:.3} ms p99 {:.3} ms; c=64 {:.0} req/s p99 {:.3} ms; errors {}",
+        mode.name(),
+        p.serial.p50_ms,
+        p.serial.p99_ms,
+        p.c64.rps,
+        p.c64.p99_ms,
+        p.serial.errors + p.c64.errors
+    ));
+    report.wrk.push((mode, p));
     Ok(())
 }
 

@@ -147,7 +147,7 @@ pub fn run(bin_dir: &Path, scale: f64, log: &mut dyn FnMut(&str)) -> std::io::Re
     ));
     for cluster in [false, true] {
         let cfg =
-            TestConfig::new("[telemetry]\nlog_level = \"warn\"\n").env("LLMR__SCRIPTING__TOOLS_PATH", tools.display());
+            TestConfig::new(crate::procs::telemetry_toml()).env("LLMR__SCRIPTING__TOOLS_PATH", tools.display());
         let mut c = ProcessCluster::new(&bin_dir.join("llmrouter"), cfg, cluster);
         let roles: &[&str] = if cluster {
             &["router", "worker", "mcp-tools", "gateway"]

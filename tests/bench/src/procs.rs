@@ -19,6 +19,9 @@ pub enum Mode {
     LiteLlm,
     /// `llmrouter all`, in-memory bus and store.
     AllMemory,
+    /// `llmrouter all` in memory at `log_level = "warn"`: what the default `info` costs, in
+    /// the same run.
+    AllMemoryWarn,
     /// `llmrouter all` over Redis.
     AllRedis,
     /// `llmrouter gateway`, `router` and `worker` processes over Redis.
@@ -32,6 +35,7 @@ impl Mode {
             Mode::Nginx => "nginx hop (floor)",
             Mode::LiteLlm => "LiteLLM proxy (2 workers)",
             Mode::AllMemory => "all, in-memory",
+            Mode::AllMemoryWarn => "all, in-memory, warn",
             Mode::AllRedis => "all, Redis",
             Mode::Cluster => "cluster, Redis",
         }
@@ -174,10 +178,14 @@ impl Deployment {
                 litellm: Some(peer),
             });
         }
-        let cfg = TestConfig::new(config_toml(&mock.base_url(), max_in_flight, max_queued, extra));
-        let mut c = ProcessCluster::new(&bin_dir.join("llmrouter"), cfg, mode != Mode::AllMemory);
+        let mut cfg = TestConfig::new(config_toml(&mock.base_url(), max_in_flight, max_queued, extra));
+        if mode == Mode::AllMemoryWarn {
+            cfg = cfg.env("LLMR__TELEMETRY__LOG_LEVEL", "warn");
+        }
+        let in_memory = matches!(mode, Mode::AllMemory | Mode::AllMemoryWarn);
+        let mut c = ProcessCluster::new(&bin_dir.join("llmrouter"), cfg, !in_memory);
         match mode {
-            Mode::AllMemory | Mode::AllRedis => {
+            Mode::AllMemory | Mode::AllMemoryWarn | Mode::AllRedis => {
                 c.spawn("llmrouter all", &["all"]);
             }
             Mode::Cluster => {
@@ -254,11 +262,23 @@ impl Deployment {
     }
 }
 
+/// The log level every deployment runs at when the bench is told one (`--log-level`); the
+/// built-in default (`info`) otherwise, as `just run` and the image run.
+pub static LOG_LEVEL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// `[telemetry]` with [`LOG_LEVEL`] when the bench was told one, else nothing.
+pub fn telemetry_toml() -> String {
+    LOG_LEVEL
+        .get()
+        .map_or(String::new(), |l| format!("[telemetry]\nlog_level = \"{l}\"\n"))
+}
+
 /// llmrouter's configuration in the benchmark: the mock (models `bench` and `bench-gap`) at
-/// `base_url`, `log_level = "warn"`, and `extra`.
+/// `base_url`, [`LOG_LEVEL`] when set, and `extra`; everything else the built-in default.
 pub fn config_toml(base_url: &str, max_in_flight: usize, max_queued: usize, extra: Extra<'_>) -> String {
+    let telemetry = telemetry_toml();
     format!(
-        "[server]\nrequest_timeout_ms = 60000\nmax_queued = {max_queued}\n{}[telemetry]\nlog_level = \"warn\"\n[worker]\nmax_in_flight = {max_in_flight}\n[[providers]]\nname = \"mock\"\ntype = \"openai\"\nbase_url = \"{base_url}\"\nmodels = [\"bench\", \"bench-gap\"]\n{}{}",
+        "[server]\nrequest_timeout_ms = 60000\nmax_queued = {max_queued}\n{}{telemetry}[worker]\nmax_in_flight = {max_in_flight}\n[[providers]]\nname = \"mock\"\ntype = \"openai\"\nbase_url = \"{base_url}\"\nmodels = [\"bench\", \"bench-gap\"]\n{}{}",
         extra.server, extra.provider, extra.tail
     )
 }

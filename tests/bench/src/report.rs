@@ -5,7 +5,7 @@ use std::fmt::Write;
 
 use crate::load::Stats;
 use crate::procs::Mode;
-use crate::{C64, FIRST_BYTE_C16, FIRST_BYTE_SERIAL, RATE, Report, Row, SERIAL, scenarios};
+use crate::{C64, FIRST_BYTE_SERIAL, Report, Row, SERIAL, scenarios};
 use Bound::{AtLeast, AtMost};
 
 fn find<'a>(r: &'a Report, scenario: &str, mode: Mode) -> Option<&'a Row> {
@@ -20,6 +20,7 @@ pub fn markdown(r: &Report, machine: &str) -> String {
     memory(&mut s, r);
     scaling(&mut s, r);
     floors(&mut s, r);
+    outside(&mut s, r);
     for (mode, ms) in &r.redis_cpu {
         let _ = writeln!(
             s,
@@ -152,7 +153,7 @@ fn floors(s: &mut String, r: &Report) {
         "\n| mode | floor | serial Δp50 ms | floor p50 ms | × floor | serial Δp99 ms | floor p99 ms | × floor | c=64 req/s | floor c=64 req/s | share of floor |\n| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     );
     let serial = |m: Mode, q: f64| delta(r, SERIAL, m, q);
-    for mode in [Mode::AllMemory, Mode::AllRedis, Mode::Cluster] {
+    for mode in [Mode::AllMemory, Mode::AllMemoryWarn, Mode::AllRedis, Mode::Cluster] {
         let Some(row) = find(r, SERIAL, mode) else { continue };
         let (name, f50, f99, frps) = if mode == Mode::Cluster {
             let f = r.redis_floor.as_ref();
@@ -188,6 +189,37 @@ fn floors(s: &mut String, r: &Report) {
             ratio(d99, f99),
             measured.map_or("—".into(), |v| format!("{v:.0}")),
             frps.map_or("—".into(), |v| format!("{v:.0}")),
+        );
+    }
+}
+
+/// wrk's figures beside the load generator's, each with its Δ against wrk's direct run.
+fn outside(s: &mut String, r: &Report) {
+    if r.wrk.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        s,
+        "\n| mode (wrk) | serial p50 ms | Δp50 ms | serial p99 ms | Δp99 ms | c=64 req/s | c=64 p99 ms | errors |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    );
+    let direct = r.wrk.iter().find(|(m, _)| *m == Mode::Direct).map(|(_, p)| *p);
+    for (mode, p) in &r.wrk {
+        let d = |f: fn(&crate::wrk::Pair) -> f64| {
+            direct
+                .filter(|_| *mode != Mode::Direct)
+                .map_or("—".to_owned(), |b| format!("{:+.3}", f(p) - f(&b)))
+        };
+        let _ = writeln!(
+            s,
+            "| {} | {:.3} | {} | {:.3} | {} | {:.0} | {:.3} | {} |",
+            mode.name(),
+            p.serial.p50_ms,
+            d(|x| x.serial.p50_ms),
+            p.serial.p99_ms,
+            d(|x| x.serial.p99_ms),
+            p.c64.rps,
+            p.c64.p99_ms,
+            p.serial.errors + p.c64.errors
         );
     }
 }
@@ -244,11 +276,18 @@ fn rps(r: &Report, m: Mode) -> Option<f64> {
     find(r, C64, m).map(|x| x.stats.rps())
 }
 
-/// The targets of `all` with the in-memory bus and store.
+/// The targets of `all` with the in-memory bus and store (issue 36), at the configuration the
+/// run used (the built-in default unless `--log-level` said otherwise).
 fn in_memory_targets(r: &Report) -> Vec<Target> {
     let m = Mode::AllMemory;
-    let share = rps(r, m).zip(rps(r, Mode::Nginx)).map(|(a, n)| 100.0 * a / n.max(1e-9));
+    let share = |of: Mode| rps(r, m).zip(rps(r, of)).map(|(a, n)| 100.0 * a / n.max(1e-9));
     vec![
+        (
+            "all, in-memory: c=64 ≥ 90% of the same at log_level = warn",
+            share(Mode::AllMemoryWarn),
+            "%",
+            AtLeast(90.0),
+        ),
         (
             "all, in-memory: serial Δp50 ≤ 0.08 ms",
             delta(r, SERIAL, m, 0.5),
@@ -256,39 +295,21 @@ fn in_memory_targets(r: &Report) -> Vec<Target> {
             AtMost(0.08),
         ),
         (
-            "all, in-memory: serial Δp99 ≤ 0.25 ms",
-            delta(r, SERIAL, m, 0.99),
-            "ms",
-            AtMost(0.25),
-        ),
-        (
             "all, in-memory: c=64 ≥ 50% of the nginx hop's req/s",
-            share,
+            share(Mode::Nginx),
             "%",
             AtLeast(50.0),
         ),
         (
-            "all, in-memory: 3,000 req/s Δp99 ≤ 0.3 ms",
-            delta(r, RATE, m, 0.99),
-            "ms",
-            AtMost(0.3),
-        ),
-        (
-            "all, in-memory: Δ first byte serial ≤ 0.1 ms",
+            "all, in-memory: serial stream Δ first byte ≤ 0.1 ms",
             ttfb(r, FIRST_BYTE_SERIAL, m),
             "ms",
             AtMost(0.1),
         ),
-        (
-            "all, in-memory: Δ first byte c=16 ≤ 0.3 ms",
-            ttfb(r, FIRST_BYTE_C16, m),
-            "ms",
-            AtMost(0.3),
-        ),
     ]
 }
 
-/// The targets of the cluster (every role its own process, over Redis).
+/// The targets of the cluster (every role its own process, over Redis; issue 36).
 fn cluster_targets(r: &Report) -> Vec<Target> {
     let c = Mode::Cluster;
     let commands = r
@@ -296,12 +317,14 @@ fn cluster_targets(r: &Report) -> Vec<Target> {
         .iter()
         .find(|x| x.mode == c && x.scenario == SERIAL)
         .map(|x| x.per_request);
+    let floor = r.redis_floor.as_ref().map(|f| f.ms(0.5));
+    let times_floor = delta(r, SERIAL, c, 0.5).zip(floor).map(|(d, f)| d / f.max(1e-9));
     vec![
         (
-            "cluster: serial Δp50 ≤ 0.5 ms",
-            delta(r, SERIAL, c, 0.5),
-            "ms",
-            AtMost(0.5),
+            "cluster: serial Δp50 ≤ 2 × the three-hop Redis floor",
+            times_floor,
+            "× floor",
+            AtMost(2.0),
         ),
         (
             "cluster: serial Δp99 ≤ 1.2 ms",
@@ -311,16 +334,10 @@ fn cluster_targets(r: &Report) -> Vec<Target> {
         ),
         ("cluster: c=64 ≥ 10,000 req/s", rps(r, c), "req/s", AtLeast(10_000.0)),
         (
-            "cluster: Δ first byte serial ≤ 0.6 ms",
+            "cluster: serial stream Δ first byte ≤ 0.6 ms",
             ttfb(r, FIRST_BYTE_SERIAL, c),
             "ms",
             AtMost(0.6),
-        ),
-        (
-            "cluster: Δ first byte c=16 ≤ 1.5 ms",
-            ttfb(r, FIRST_BYTE_C16, c),
-            "ms",
-            AtMost(1.5),
         ),
         ("cluster: Redis commands per request ≤ 16", commands, "", AtMost(16.0)),
     ]
@@ -332,7 +349,7 @@ fn footprint_targets(r: &Report) -> Vec<Target> {
     let idle = r
         .memory
         .iter()
-        .filter(|m| matches!(m.mode, Mode::AllMemory | Mode::AllRedis | Mode::Cluster))
+        .filter(|m| matches!(m.mode, Mode::AllMemory | Mode::AllMemoryWarn | Mode::AllRedis | Mode::Cluster))
         .map(|m| m.idle_mb)
         .fold(None, |a: Option<f64>, v| Some(a.map_or(v, |a| a.max(v))));
     // A step with error answers measured something else than the workers' throughput.

@@ -53,7 +53,8 @@ fn response() -> Bytes {
 
 fn start(bin_dir: &Path, mock: &Mock, cluster: bool) -> std::io::Result<ProcessCluster> {
     let cfg = TestConfig::new(format!(
-        "[telemetry]\nlog_level = \"warn\"\n[cache]\nenabled = true\n[[providers]]\nname = \"mock\"\ntype = \"openai\"\nbase_url = \"{}\"\nmodels = [\"bench\"]\n",
+        "{}[cache]\nenabled = true\n[[providers]]\nname = \"mock\"\ntype = \"openai\"\nbase_url = \"{}\"\nmodels = [\"bench\"]\n",
+        crate::procs::telemetry_toml(),
         mock.base_url()
     ));
     let mut c = ProcessCluster::new(&bin_dir.join("llmrouter"), cfg, cluster);

@@ -71,6 +71,10 @@ struct Args {
     /// --secs).
     #[arg(long)]
     serial: Option<usize>,
+    /// Run every deployment at this `telemetry.log_level` instead of the built-in default
+    /// (`info`, what `just run` and the image use).
+    #[arg(long)]
+    log_level: Option<String>,
     /// Soak the cluster for this many minutes instead (`just soak`; not in CI).
     #[arg(long)]
     soak: Option<u64>,
@@ -78,6 +82,9 @@ struct Args {
 
 fn main() -> std::io::Result<()> {
     let args = Args::parse();
+    if let Some(level) = &args.log_level {
+        let _ = bench::procs::LOG_LEVEL.set(level.clone());
+    }
     let bin_dir = match args.bin_dir.clone() {
         Some(d) => d,
         None => std::env::current_exe()?.parent().map(PathBuf::from).unwrap_or_default(),
@@ -120,6 +127,7 @@ fn main() -> std::io::Result<()> {
         Mode::Direct,
         Mode::Nginx,
         Mode::AllMemory,
+        Mode::AllMemoryWarn,
         Mode::AllRedis,
         Mode::Cluster,
     ];
