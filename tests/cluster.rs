@@ -1033,6 +1033,16 @@ async fn json_logs_parse_and_carry_the_trace_and_the_request() {
     ] {
         assert!(line.get(field).is_none(), "{field} in {line}");
     }
+    // One access line per request: method, route, status, and the time as a number.
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    let access = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["target"] == "llmrouter::access")
+        .expect("an access line");
+    assert_eq!(access["message"], "POST /v1/chat/completions 200", "{access}");
+    assert_eq!(access["level"], "INFO");
+    assert!(access["ms"].as_f64().is_some_and(|ms| ms > 0.0), "{access}");
 }
 
 #[actix_rt::test]

@@ -374,6 +374,82 @@ async fn trace_context_reaches_the_upstream(redis: bool) {
 }
 both!(trace_context_reaches_the_upstream);
 
+/// No exporter is configured here: no span tree is built, yet a request without a
+/// `traceparent` reaches the upstream with one of its own (a new trace, not sampled), and the
+/// next request with another.
+async fn without_an_exporter_each_request_still_carries_a_trace(redis: bool) {
+    let f = Fixture::start(redis, "", &[]);
+    f.ready().await;
+    for _ in 0..2 {
+        let (s, _) = post(&f.url("/v1/chat/completions"), &chat_body("mock-a", "untraced", false)).await;
+        assert_eq!(s, 200);
+    }
+    let seen: Vec<String> = f
+        .mock
+        .requests()
+        .iter()
+        .map(|r| r.traceparent.clone().expect("a traceparent reached the upstream"))
+        .collect();
+    assert_eq!(seen.len(), 2);
+    for tp in &seen {
+        assert!(llmr_telemetry::valid_traceparent(tp), "{tp}");
+        assert!(tp.ends_with("-00"), "a new trace is not sampled: {tp}");
+    }
+    assert_ne!(seen[0][3..35], seen[1][3..35], "one trace per request: {seen:?}");
+}
+both!(without_an_exporter_each_request_still_carries_a_trace);
+
+/// One raw HTTP/1.1 request on `stream`; the answer's head and body as text.
+fn raw_request(stream: &mut std::net::TcpStream, path: &str) -> String {
+    use std::io::{Read, Write};
+    let body = r#"{"model":"echo","messages":[{"role":"user","content":"hi"}]}"#;
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = vec![0; 8192];
+    let n = stream.read(&mut buf).unwrap();
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+/// Past `server.max_connections` open client connections, a new request is refused at once
+/// with 503 `overloaded`, `Retry-After` and its connection closed (instead of the process
+/// failing at its open-file limit); probes are still answered; once connections close, new
+/// requests are served again.
+async fn past_the_connection_bound_requests_are_refused_clearly(redis: bool) {
+    let f = Fixture::start(redis, "[server]\nmax_connections = 4\n", &[]);
+    let addr = f.url("").trim_start_matches("http://").trim_end_matches('/').to_owned();
+    let connect = || std::net::TcpStream::connect(&addr).unwrap();
+    let mut held: Vec<_> = (0..4).map(|_| connect()).collect();
+    let answer = raw_request(&mut held[0], "/v1/chat/completions");
+    assert!(answer.starts_with("HTTP/1.1 200"), "within the bound: {answer}");
+    let mut fifth = connect();
+    let started = Instant::now();
+    let answer = raw_request(&mut fifth, "/v1/chat/completions").to_ascii_lowercase();
+    assert!(answer.starts_with("http/1.1 503"), "{answer}");
+    assert!(answer.contains("retry-after: 1"), "{answer}");
+    assert!(answer.contains("connection: close"), "{answer}");
+    assert!(
+        answer.contains("\"overloaded\"") && answer.contains("max_connections"),
+        "{answer}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(2), "refused at once");
+    let probe = raw_request(&mut connect(), "/healthz");
+    assert!(!probe.starts_with("HTTP/1.1 503"), "probes are answered: {probe}");
+    held.clear();
+    drop(fifth);
+    let served = eventually(Duration::from_secs(5), || async {
+        let mut c = connect();
+        raw_request(&mut c, "/v1/chat/completions").starts_with("HTTP/1.1 200")
+    })
+    .await;
+    assert!(served, "served again once the connections closed");
+}
+both!(past_the_connection_bound_requests_are_refused_clearly);
+
 async fn metrics_and_probes_tell_what_happened(redis: bool) {
     let f = Fixture::start(redis, "", &[("LLMR__SERVER__TOKEN", "secret-token".into())]);
     // Metrics are per process: compare with a scrape before (other tests may share it).

@@ -93,7 +93,9 @@ fn too_many_connections(req: ServiceRequest, open: usize, bound: usize) -> Servi
         retry_after_s: 1,
     });
     let mut res = req.error_response(err);
-    res.response_mut().head_mut().set_connection_type(actix_web::http::ConnectionType::Close);
+    res.response_mut()
+        .head_mut()
+        .set_connection_type(actix_web::http::ConnectionType::Close);
     res
 }
 

@@ -92,7 +92,10 @@ pub struct App {
 pub async fn start(role: &Role, settings: &Settings) -> Result<App, AppError> {
     llmr_worker::install_tls_provider();
     match raise_open_files() {
-        Ok(n) => tracing::info!(open_files = n, "open-file limit raised as far as this process may (soft to hard)"),
+        Ok(n) => tracing::info!(
+            open_files = n,
+            "open-file limit raised as far as this process may (soft to hard)"
+        ),
         Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
     }
     let instance = format!("{}-{}", role.name(), &uuid::Uuid::now_v7().simple().to_string()[20..]);

@@ -55,7 +55,8 @@ static ACCESS_LOG: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool
 /// Whether to write one line per HTTP request served: `telemetry.access_log` and info enabled
 /// for the `llmrouter::access` target.
 pub fn access_log() -> bool {
-    ACCESS_LOG.load(std::sync::atomic::Ordering::Relaxed) && tracing::enabled!(target: "llmrouter::access", tracing::Level::INFO)
+    ACCESS_LOG.load(std::sync::atomic::Ordering::Relaxed)
+        && tracing::enabled!(target: "llmrouter::access", tracing::Level::INFO)
 }
 
 /// Installs logging and tracing for `service` (e.g. `gateway`). Must run inside a tokio
@@ -391,7 +392,10 @@ pub fn set_parent(span: &tracing::Span, trace: &TraceContext) {
     }
     if traced() {
         let cx = TraceContextPropagator::new().extract(&Carrier(trace));
-        if !matches!(span.set_parent(cx), Err(tracing_opentelemetry::SetParentError::LayerNotFound)) {
+        if !matches!(
+            span.set_parent(cx),
+            Err(tracing_opentelemetry::SetParentError::LayerNotFound)
+        ) {
             return;
         }
     }

@@ -146,8 +146,7 @@ pub fn run(bin_dir: &Path, scale: f64, log: &mut dyn FnMut(&str)) -> std::io::Re
         count + 10
     ));
     for cluster in [false, true] {
-        let cfg =
-            TestConfig::new(crate::procs::telemetry_toml()).env("LLMR__SCRIPTING__TOOLS_PATH", tools.display());
+        let cfg = TestConfig::new(crate::procs::telemetry_toml()).env("LLMR__SCRIPTING__TOOLS_PATH", tools.display());
         let mut c = ProcessCluster::new(&bin_dir.join("llmrouter"), cfg, cluster);
         let roles: &[&str] = if cluster {
             &["router", "worker", "mcp-tools", "gateway"]

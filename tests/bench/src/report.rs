@@ -349,7 +349,12 @@ fn footprint_targets(r: &Report) -> Vec<Target> {
     let idle = r
         .memory
         .iter()
-        .filter(|m| matches!(m.mode, Mode::AllMemory | Mode::AllMemoryWarn | Mode::AllRedis | Mode::Cluster))
+        .filter(|m| {
+            matches!(
+                m.mode,
+                Mode::AllMemory | Mode::AllMemoryWarn | Mode::AllRedis | Mode::Cluster
+            )
+        })
         .map(|m| m.idle_mb)
         .fold(None, |a: Option<f64>, v| Some(a.map_or(v, |a| a.max(v))));
     // A step with error answers measured something else than the workers' throughput.

@@ -44,7 +44,9 @@ pub fn run(wrk: &Path, url: &str, body: &[u8], connections: usize, threads: usiz
     let body = String::from_utf8_lossy(body);
     std::fs::write(
         &script,
-        format!("wrk.method = \"POST\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\nwrk.body = [==[{body}]==]\n"),
+        format!(
+            "wrk.method = \"POST\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\nwrk.body = [==[{body}]==]\n"
+        ),
     )?;
     let out = Command::new(wrk)
         .args(["--latency", "-t", &threads.to_string(), "-c", &connections.to_string()])
@@ -55,7 +57,8 @@ pub fn run(wrk: &Path, url: &str, body: &[u8], connections: usize, threads: usiz
     let _ = std::fs::remove_file(&script);
     let out = out?;
     let text = String::from_utf8_lossy(&out.stdout);
-    parse(&text).ok_or_else(|| std::io::Error::other(format!("wrk said: {text}{}", String::from_utf8_lossy(&out.stderr))))
+    parse(&text)
+        .ok_or_else(|| std::io::Error::other(format!("wrk said: {text}{}", String::from_utf8_lossy(&out.stderr))))
 }
 
 /// A duration as wrk prints it (`812.00us`, `1.23ms`, `2.00s`), in ms.
@@ -84,7 +87,10 @@ fn parse(text: &str) -> Option<Run> {
             ["Requests/sec:", v] => rps = v.parse().ok(),
             ["Non-2xx", "or", "3xx", "responses:", n] => run.errors += n.parse::<u64>().ok()?,
             ["Socket", "errors:", rest @ ..] => {
-                run.errors += rest.iter().filter_map(|w| w.trim_end_matches(',').parse::<u64>().ok()).sum::<u64>();
+                run.errors += rest
+                    .iter()
+                    .filter_map(|w| w.trim_end_matches(',').parse::<u64>().ok())
+                    .sum::<u64>();
             }
             _ => {}
         }
