@@ -11,6 +11,7 @@
 //! instance that stopped (reclaimed while still marked running) runs again — at least once.
 
 use std::rc::Rc;
+use tracing::Instrument;
 
 use llmr_bus::{Delivery, Done, Replier, Tasks, Work};
 use llmr_protocol::{ApiError, Kind, ToolMode, now_ms};
@@ -43,11 +44,19 @@ impl Work for Messages {
 async fn serve(tools: &Rc<Tools>, d: &Delivery) {
     let env = &d.envelope;
     let span = tracing::info_span!("mcp", request_id = %env.id, kind = env.kind.as_str());
+    llmr_telemetry::carry_for_logs(&span, &env.trace);
     let mut out = Replier::new(tools.caller.bus().clone(), &env.reply_to, env.id, false);
     let sent = if env.expired(now_ms()) {
         out.error(&ApiError::DeadlineExceeded).await
     } else {
-        match answer(tools, d).await {
+        // Without an exporter there is no process span to be current: this one carries the
+        // trace to the remote servers and scripts that continue it.
+        let answered = if llmr_telemetry::exported() {
+            answer(tools, d).await
+        } else {
+            answer(tools, d).instrument(span.clone()).await
+        };
+        match answered {
             Some(v) => out.complete(200, bytes::Bytes::from(v.to_string())).await,
             None => out.empty(202).await,
         }

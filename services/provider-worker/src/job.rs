@@ -162,6 +162,7 @@ pub struct Held {
 pub async fn run(ctx: Rc<JobCtx>, d: Delivery, cancel: tokio::sync::oneshot::Receiver<()>) -> bool {
     let env = &d.envelope;
     let span = tracing::info_span!("job", request_id = %env.id, model = %env.meta.model, provider = tracing::field::Empty, reclaimed = d.reclaimed);
+    llmr_telemetry::carry_for_logs(&span, &env.trace);
     let held: RefCell<Held> = RefCell::default();
     // Boxed: the attempts' state is kilobytes, and inline it made this future twice that
     // (the select keeps its own copy), all of it copied when the job is spawned.

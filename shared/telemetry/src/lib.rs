@@ -402,6 +402,15 @@ pub fn set_parent(span: &tracing::Span, trace: &TraceContext) {
     carry(span, trace);
 }
 
+/// Without an exporter, keeps `trace` as `span`'s context, for its log lines' `trace_id`: for
+/// a span that says which request a line belongs to, whose trace-only parent (a process
+/// span) is not made then. With an exporter its parent already continues the trace: nothing.
+pub fn carry_for_logs(span: &tracing::Span, trace: &TraceContext) {
+    if !traced() && valid_traceparent(&trace.traceparent) {
+        carry(span, trace);
+    }
+}
+
 /// Links `span` to the context in `trace` (ignored when empty or invalid, or when spans are
 /// not exported): a batch consumer's span links every message it handles.
 pub fn add_link(span: &tracing::Span, trace: &TraceContext) {
