@@ -214,7 +214,11 @@ mod tests {
             service: "worker".into(),
             instance: "default:w1".into(),
         };
-        s.update(live("e", &[("gateway", "gw-1"), ("worker", "default:w1")]), Some(&me), now);
+        s.update(
+            live("e", &[("gateway", "gw-1"), ("worker", "default:w1")]),
+            Some(&me),
+            now,
+        );
         for _ in 0..3 {
             s.update(live("e", &[]), Some(&me), now); // Redis stalled: every beat late
         }
