@@ -11,7 +11,7 @@
 //! 1.5 s, on Redis's clock. A caller that dies just after a beat is in the live set for
 //! 1.5 s more; the first read to miss it comes at most 0.5 s later (2.0 s), the second
 //! 0.5 s after that (2.5 s), and the job then drops its upstream connection. So 2.5 s plus a
-//! Redis round trip and the close; on average about 1.75 s. A live caller is declared dead
+//! Redis round trip and the close; at best 1.5 s, 2.0 s on average. A live caller is declared dead
 //! only when none of its beats got through for 2 s (four beats in a row lost or late).
 //!
 //! # Missing heartbeats that mean nothing

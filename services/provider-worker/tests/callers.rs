@@ -12,7 +12,9 @@ use llmr_worker::callers::{Callers, Watching};
 
 /// A store on `redis` under `prefix`, with connections of its own (as another process has).
 fn redis_store(redis: &RedisServer, prefix: &str) -> Store {
-    let conns = Arc::new(llmr_bus::RedisConns::new(llmr_bus::redis_pool(&redis.url(), 4).unwrap()));
+    let conns = Arc::new(llmr_bus::RedisConns::new(
+        llmr_bus::redis_pool(&redis.url(), 4).unwrap(),
+    ));
     Store::redis(conns, prefix)
 }
 
@@ -68,8 +70,11 @@ async fn a_caller_that_stops_beating_is_gone_within_the_worst_case_memory() {
 async fn a_caller_that_stops_beating_is_gone_within_the_worst_case_redis() {
     let redis = RedisServer::start();
     let prefix = llmr_testkit::unique_prefix("gone");
-    a_caller_that_stops_beating_is_gone_within_the_worst_case(redis_store(&redis, &prefix), redis_store(&redis, &prefix))
-        .await;
+    a_caller_that_stops_beating_is_gone_within_the_worst_case(
+        redis_store(&redis, &prefix),
+        redis_store(&redis, &prefix),
+    )
+    .await;
 }
 
 /// Redis restarts empty while the gateway is slow to beat again (its beats resume 3 s

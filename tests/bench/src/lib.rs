@@ -14,9 +14,12 @@
 //! - [`responses`]: a trivial response through `/v1/responses`, and cache hits.
 //! - [`governance`]: a virtual key with limits against `server.token` (`--governance`).
 //! - [`console`]: what one open operator console page costs an idle gateway (`--console`).
+//! - [`dead_callers`]: how long upstream calls run on after a gateway is SIGKILLed
+//!   (`--dead-callers`).
 
 pub mod commands;
 pub mod console;
+pub mod dead_callers;
 pub mod floor;
 pub mod governance;
 pub mod load;
