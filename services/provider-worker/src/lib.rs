@@ -101,6 +101,14 @@ pub struct WorkerService {
     _callers: callers::Watching,
 }
 
+/// The heartbeat of a worker of `pool` (what its callers' watch checks its reads against).
+fn own_heartbeat(pool: &str, instance: &str) -> llmr_store::Alive {
+    llmr_store::Alive {
+        service: "worker".to_owned(),
+        instance: format!("{pool}:{instance}"),
+    }
+}
+
 impl WorkerService {
     /// Starts a worker for `pool` on the current arbiter (inside an actix System). Given the
     /// rooms of its process's worker of the pool (`beside`), it is a worker beside an HTTP
@@ -133,10 +141,7 @@ impl WorkerService {
             .map(|p| (p.name.clone(), job::ProviderRt::new(p.clone())))
             .collect();
         let h = &settings.health;
-        let me = (!local).then(|| llmr_store::Alive {
-            service: "worker".to_owned(),
-            instance: format!("{pool}:{instance}"),
-        });
+        let me = (!local).then(|| own_heartbeat(pool, instance));
         let (callers, watching) = callers::Callers::watch(store.clone(), me.clone());
         let ctx = Rc::new(job::JobCtx {
             bus: bus.clone(),
