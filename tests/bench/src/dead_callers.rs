@@ -26,8 +26,18 @@ pub struct Kill {
     pub last_s: Option<f64>,
 }
 
+/// What the run measured.
+pub struct DeadCallers {
+    pub kills: Vec<Kill>,
+    /// Redis commands per second of the idle cluster (gateway, router, worker), all of
+    /// them, and those that were scripts (heartbeats and the workers' reads of the live set
+    /// among them).
+    pub idle_per_s: f64,
+    pub idle_scripts_per_s: f64,
+}
+
 /// `runs` kills of a gateway with [`STREAMS`] streams open.
-pub fn run(bin_dir: &Path, runs: usize, log: &mut dyn FnMut(&str)) -> std::io::Result<Vec<Kill>> {
+pub fn run(bin_dir: &Path, runs: usize, log: &mut dyn FnMut(&str)) -> std::io::Result<DeadCallers> {
     let mock = MockUpstream::start(&["mock-a"]);
     mock.set_default(Behavior {
         chunk_delay: Duration::from_millis(200),
@@ -41,10 +51,17 @@ pub fn run(bin_dir: &Path, runs: usize, log: &mut dyn FnMut(&str)) -> std::io::R
     c.spawn("router", &["router"]);
     c.spawn("worker", &["worker"]);
     let mut out = Vec::with_capacity(runs);
+    let (mut idle_per_s, mut idle_scripts_per_s) = (0.0, 0.0);
     for i in 0..runs {
         c.spawn("gateway", &["gateway"]);
         if !c.listening(Duration::from_secs(30)) {
             return Err(std::io::Error::other("the gateway did not listen"));
+        }
+        if i == 0 {
+            (idle_per_s, idle_scripts_per_s) = idle(&c);
+            log(&format!(
+                "dead callers: the idle cluster sends Redis {idle_per_s:.1} commands/s ({idle_scripts_per_s:.1} scripts)"
+            ));
         }
         let port = c.port;
         let before = mock.disconnects();
@@ -76,7 +93,32 @@ pub fn run(bin_dir: &Path, runs: usize, log: &mut dyn FnMut(&str)) -> std::io::R
         log(&format!("dead callers, run {}: {k:?}", i + 1));
         out.push(k);
     }
-    Ok(out)
+    Ok(DeadCallers {
+        kills: out,
+        idle_per_s,
+        idle_scripts_per_s,
+    })
+}
+
+/// Redis commands per second of `c` left idle for 10 s (after 2 s to settle): all, scripts.
+fn idle(c: &ProcessCluster) -> (f64, f64) {
+    let Some(redis) = c.redis.as_ref() else {
+        return (0.0, 0.0);
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    let (before, t) = (redis.calls(), Instant::now());
+    std::thread::sleep(Duration::from_secs(10));
+    let after = redis.calls();
+    let secs = t.elapsed().as_secs_f64();
+    let delta = |name: Option<&str>| {
+        after
+            .iter()
+            .filter(|(k, _)| name.is_none_or(|n| k.as_str() == n))
+            .map(|(k, v)| v - before.get(k).copied().unwrap_or(0))
+            .sum::<u64>() as f64
+            / secs
+    };
+    (delta(None), delta(Some("evalsha")) + delta(Some("eval")))
 }
 
 /// Sends a streamed chat to the gateway on `port` and reads it until the connection ends,
@@ -111,7 +153,8 @@ fn open(port: u16, j: usize, started: Arc<AtomicUsize>) -> std::thread::JoinHand
     })
 }
 
-pub fn markdown(kills: &[Kill]) -> String {
+pub fn markdown(r: &DeadCallers) -> String {
+    let kills = &r.kills;
     let mut s = format!(
         "\n## Dead callers (`--dead-callers`)\n\nThe cluster over Redis; {STREAMS} streams open through a gateway that is then SIGKILLed (a mock upstream sends an event every 200 ms for 20 s): seconds from the kill until the mock saw the first and the last of the {STREAMS} upstream calls closed.\n\n| run | first closed s | last closed s |\n| ---: | ---: | ---: |\n"
     );
@@ -119,5 +162,10 @@ pub fn markdown(kills: &[Kill]) -> String {
     for (i, k) in kills.iter().enumerate() {
         let _ = writeln!(s, "| {} | {} | {} |", i + 1, f(k.first_s), f(k.last_s));
     }
+    let _ = writeln!(
+        s,
+        "\nThe idle cluster (gateway, router, worker) runs {:.1} Redis commands/s (those inside scripts counted), from {:.1} script calls/s (heartbeats, the workers' reads of the live set).",
+        r.idle_per_s, r.idle_scripts_per_s
+    );
     s
 }
