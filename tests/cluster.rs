@@ -407,39 +407,89 @@ async fn a_worker_killed_mid_stream_ends_the_stream_with_an_error() {
     assert!(errored >= 1, "the killed worker was streaming something");
 }
 
+/// Ten streams through a gateway that is then SIGKILLed: how long the upstream calls ran on
+/// after the kill (until the mock saw the last of them closed), asserted below 4.5 s (the
+/// worst case is 2.5 s: `services/provider-worker/src/callers.rs`). Only the cluster: in
+/// `llmrouter all` the caller is in the worker's own process.
 #[actix_rt::test]
 async fn a_gateway_killed_with_streams_open_has_their_upstream_calls_aborted() {
-    let mut c = Cluster::start(1, &[("LLMR__SERVER__REQUEST_TIMEOUT_MS", "60000".to_string())]);
+    const STREAMS: usize = 10;
+    let mut c = Cluster::start(
+        1,
+        &[
+            ("LLMR__SERVER__REQUEST_TIMEOUT_MS", "60000".to_string()),
+            ("LLMR__WORKER__MAX_IN_FLIGHT", "16".to_string()),
+        ],
+    );
     c.ready(1).await;
     // Each stream would run for about 20 s.
     c.mock.set_default(Behavior {
         chunk_delay: Duration::from_millis(200),
         ..Behavior::ok()
     });
-    // The worker runs 8 jobs at most.
-    let (tasks, started) = open_streams(&c.url("/v1/chat/completions"), 6, 100);
-    assert!(all_started(&started, 6).await, "six streams under way");
+    let (tasks, started) = open_streams(&c.url("/v1/chat/completions"), STREAMS, 100);
+    assert!(all_started(&started, STREAMS).await, "ten streams under way");
     let killed = Instant::now();
     c.procs.nth("gateway", 0).unwrap().kill();
     // Nobody can cancel them: the worker notices that the gateway stopped heartbeating.
-    let aborted = eventually(Duration::from_secs(15), || {
-        let n = c.mock.disconnects();
-        async move { n >= 6 }
-    })
-    .await;
+    let aborted = c.mock.wait_for_disconnects(STREAMS, Duration::from_secs(15)).await;
+    let ran_on = killed.elapsed();
     eprintln!(
-        "gateway SIGKILLed with 6 streams open: {} upstream calls aborted {:.1} s later",
+        "gateway SIGKILLed with {STREAMS} streams open: {} upstream calls aborted, the last {:.2} s after the kill",
         c.mock.disconnects(),
-        killed.elapsed().as_secs_f64()
+        ran_on.as_secs_f64()
     );
     assert!(
         aborted,
         "the upstream calls still ran: {} aborted",
         c.mock.disconnects()
     );
+    assert!(
+        ran_on < Duration::from_millis(4500),
+        "aborted {ran_on:?} after the kill"
+    );
     for t in tasks {
         t.abort();
     }
+}
+
+/// A Redis restarted empty (no persistence) loses every heartbeat at once: the workers see
+/// a new heartbeat epoch and declare nobody dead until the callers could beat again, so the
+/// streams of a live gateway run to their end.
+#[actix_rt::test]
+async fn a_redis_restarted_empty_aborts_no_live_callers_stream() {
+    const STREAMS: usize = 3;
+    let mut c = Cluster::start(1, &[("LLMR__SERVER__REQUEST_TIMEOUT_MS", "60000".to_string())]);
+    c.ready(1).await;
+    // Each stream runs for about 8 s, most of it after the restart.
+    c.mock.set_default(Behavior {
+        chunk_delay: Duration::from_millis(100),
+        ..Behavior::ok()
+    });
+    let (tasks, started) = open_streams(&c.url("/v1/chat/completions"), STREAMS, 80);
+    assert!(all_started(&started, STREAMS).await, "three streams under way");
+    c.procs.redis.as_mut().unwrap().restart();
+    let restarted = Instant::now();
+    for t in tasks {
+        let (s, events, took) = t.await.unwrap();
+        assert_eq!(s, 200);
+        let last = events
+            .len()
+            .checked_sub(2)
+            .and_then(|i| serde_json::from_str::<serde_json::Value>(&events[i]).ok());
+        assert!(
+            last.is_some_and(|l| l["error"].is_null()) && events.last().map(String::as_str) == Some("[DONE]"),
+            "the stream ran to its end: {:?}",
+            events.iter().rev().take(3).collect::<Vec<_>>()
+        );
+        assert!(took > Duration::from_secs(7), "a whole stream: {took:?}");
+    }
+    eprintln!(
+        "Redis restarted empty with {STREAMS} streams open: all completed, the last {:.1} s after the restart, {} aborted",
+        restarted.elapsed().as_secs_f64(),
+        c.mock.disconnects()
+    );
+    assert_eq!(c.mock.disconnects(), 0, "no upstream call was aborted");
 }
 
 #[actix_rt::test]

@@ -166,7 +166,7 @@ impl Gateway {
     ) -> Result<Gateway, InitError> {
         let tls = tls_config(&settings.server)?;
         let (listener, addr, port) = bind(&settings.server)?;
-        let heartbeat = store.keep_alive("gateway", instance, Duration::from_secs(2));
+        let heartbeat = store.keep_alive("gateway", instance, llmr_store::HEARTBEAT_EVERY);
         let peers = llmr_store::Peers::watch(&store, Duration::from_secs(1));
         let draining = Arc::new(AtomicBool::new(false));
         let queued = Arc::new(std::sync::atomic::AtomicU64::new(0));

@@ -77,7 +77,7 @@ impl McpToolsService {
         };
         let work = work::Messages { tools };
         let addr = ConsumerActor::start(&bus, streams::MCP, streams::groups::MCP_TOOLS, instance, cfg, work).await?;
-        let heartbeat = store.keep_alive("mcp-tools", instance, Duration::from_secs(2));
+        let heartbeat = store.keep_alive("mcp-tools", instance, llmr_store::HEARTBEAT_EVERY);
         Ok(McpToolsService {
             addr,
             _heartbeat: heartbeat,

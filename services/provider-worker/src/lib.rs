@@ -9,7 +9,9 @@
 //!   reclaims them after `claim_idle_ms`: it reruns a job if no frame of it reached the
 //!   caller, and otherwise answers it with a clean error frame.
 //! - A job whose caller stops heartbeating (a gateway killed with streams open) aborts its
-//!   upstream call once its heartbeats have lapsed (6 s) and it stayed missing for 3 s.
+//!   upstream call within 2.5 s of the death: its beats lapse after 1.5 s, and two reads of
+//!   the live set 500 ms apart miss it ([`callers`] has the arithmetic and what a Redis
+//!   restart changes).
 //! - awc's defaults (5 s, 2 MiB) are replaced: each call is bounded by the request's
 //!   deadline and `worker.max_response_bytes`; connecting by `worker.connect_timeout_ms`.
 //!
@@ -99,6 +101,14 @@ pub struct WorkerService {
     _callers: callers::Watching,
 }
 
+/// The heartbeat of a worker of `pool` (what its callers' watch checks its reads against).
+fn own_heartbeat(pool: &str, instance: &str) -> llmr_store::Alive {
+    llmr_store::Alive {
+        service: "worker".to_owned(),
+        instance: format!("{pool}:{instance}"),
+    }
+}
+
 impl WorkerService {
     /// Starts a worker for `pool` on the current arbiter (inside an actix System). Given the
     /// rooms of its process's worker of the pool (`beside`), it is a worker beside an HTTP
@@ -131,7 +141,8 @@ impl WorkerService {
             .map(|p| (p.name.clone(), job::ProviderRt::new(p.clone())))
             .collect();
         let h = &settings.health;
-        let (callers, watching) = callers::Callers::watch(store.clone());
+        let me = (!local).then(|| own_heartbeat(pool, instance));
+        let (callers, watching) = callers::Callers::watch(store.clone(), me.clone());
         let ctx = Rc::new(job::JobCtx {
             bus: bus.clone(),
             store: store.clone(),
@@ -175,8 +186,7 @@ impl WorkerService {
             let jobs = work::Jobs { ctx: ctx.clone() };
             addrs.push(ConsumerActor::start(&bus, &stream, streams::groups::WORKERS, instance, cfg, jobs).await?);
         }
-        let heartbeat =
-            (!local).then(|| store.keep_alive("worker", &format!("{pool}:{instance}"), Duration::from_secs(2)));
+        let heartbeat = me.map(|me| store.keep_alive(&me.service, &me.instance, llmr_store::HEARTBEAT_EVERY));
         Ok(WorkerService {
             addrs,
             rooms,

@@ -83,7 +83,7 @@ impl ResponsesService {
             work,
         )
         .await?;
-        let heartbeat = store.keep_alive("responses", instance, Duration::from_secs(2));
+        let heartbeat = store.keep_alive("responses", instance, llmr_store::HEARTBEAT_EVERY);
         Ok(ResponsesService {
             addr,
             _heartbeat: heartbeat,

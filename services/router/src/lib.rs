@@ -122,7 +122,7 @@ impl RouterService {
             cache,
         };
         let addr = ConsumerActor::start(&bus, streams::REQUESTS, streams::groups::ROUTERS, instance, cfg, work).await?;
-        let heartbeat = (!local).then(|| store.keep_alive("router", instance, Duration::from_secs(2)));
+        let heartbeat = (!local).then(|| store.keep_alive("router", instance, llmr_store::HEARTBEAT_EVERY));
         Ok(RouterService {
             addr,
             catalog,

@@ -6,7 +6,10 @@
 //! - `lease:{target}`: sorted set, member = one in-flight call, score = its expiry (ms).
 //!   The load of a target is its live members; a dead worker's leases simply expire.
 //! - `providers`: hash, provider name → JSON [`ProviderStatus`] (models, state).
-//! - `alive`: sorted set, member = `service/instance`, score = expiry of its heartbeat.
+//! - `alive`: sorted set, member = `service/instance`, score = expiry of its heartbeat
+//!   (Redis's own clock); `alive:epoch`: string, changes when Redis lost the heartbeats
+//!   (see [`redis_alive`]). Every instance beats every [`HEARTBEAT_EVERY`] (500 ms), alive
+//!   for three periods.
 //! - `instance:{service}/{instance}` (no hash tag): string, JSON [`InstanceInfo`] — the
 //!   version and start time of a live instance — expiring with its heartbeat.
 //! - `lock:{target}`: string, SET NX PX with a token: exclusive targets.
@@ -26,6 +29,7 @@
 //! - [`health`]: circuit-breaker and cooldown rules (the Redis scripts do the same).
 //! - [`memory`]: the in-memory implementation.
 //! - [`peers`]: which services have a live instance, read in the background.
+//! - [`redis_alive`]: heartbeats in Redis (on Redis's clock) and their epoch.
 //! - [`redis_store`]: the Redis implementation.
 
 pub mod cache;
@@ -33,6 +37,7 @@ pub mod governance;
 pub mod health;
 pub mod memory;
 pub mod peers;
+pub mod redis_alive;
 mod redis_gov;
 pub mod redis_store;
 
@@ -86,6 +91,21 @@ pub struct Alive {
     pub service: String,
     pub instance: String,
 }
+
+/// The live instances at one read, and the epoch of the heartbeats they were read from: a
+/// different epoch than at an earlier read means the store lost every heartbeat meanwhile
+/// (a Redis restarted without its data), so an instance missing now may well be alive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Live {
+    pub epoch: String,
+    pub alive: Vec<Alive>,
+}
+
+/// How often every instance heartbeats ([`Store::keep_alive`]); a beat lives three periods.
+/// Short, because the workers' notice of a dead caller waits for its beat to lapse
+/// (`services/provider-worker/src/callers.rs` has the arithmetic); one small write per
+/// instance per period.
+pub const HEARTBEAT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// What a live instance says of itself with its heartbeat.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -406,7 +426,12 @@ impl Store {
 
     /// Instances whose heartbeat has not expired, sorted.
     pub async fn alive(&self) -> Result<Vec<Alive>, StoreError> {
-        dispatch!(self, s => s.alive())
+        Ok(self.live().await?.alive)
+    }
+
+    /// [`Store::alive`] with the heartbeats' epoch (one round trip).
+    pub async fn live(&self) -> Result<Live, StoreError> {
+        dispatch!(self, s => s.live())
     }
 
     /// [`Store::alive`] with each instance's version and start time, when it gave them.

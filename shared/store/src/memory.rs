@@ -451,11 +451,15 @@ impl MemoryStore {
             .collect())
     }
 
-    pub(crate) fn alive(&self) -> Result<Vec<Alive>, StoreError> {
+    /// The live instances; the epoch never changes (memory loses nothing while it lives).
+    pub(crate) fn live(&self) -> Result<crate::Live, StoreError> {
         let now = now_ms();
         let mut st = self.lock();
         st.alive.retain(|_, exp| *exp > now);
-        Ok(st.alive.keys().filter_map(|m| split_alive(m)).collect())
+        Ok(crate::Live {
+            epoch: "memory".to_owned(),
+            alive: st.alive.keys().filter_map(|m| split_alive(m)).collect(),
+        })
     }
 
     pub(crate) fn record_usage(&self, key: &str, model: &str, day: &str, d: UsageDelta) -> Result<(), StoreError> {

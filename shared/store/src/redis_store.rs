@@ -9,10 +9,7 @@ use llmr_protocol::now_ms;
 use std::collections::HashMap;
 
 use crate::health::{Breaker, Circuit, HealthRecord, LATENCY_ALPHA};
-use crate::{
-    Alive, InstanceInfo, ProviderStatus, RoutingState, Settle, StoreError, UsageDelta, UsageRecord, UsageRow,
-    alive_member, split_alive, unavailable,
-};
+use crate::{ProviderStatus, RoutingState, Settle, StoreError, UsageDelta, UsageRecord, UsageRow, unavailable};
 
 /// Health hashes and locks outlive their last change by this long.
 const HEALTH_TTL_MS: u64 = 86_400_000;
@@ -613,73 +610,6 @@ impl RedisStore {
             .map_err(unavailable)?;
         let mut out: Vec<ProviderStatus> = all.values().filter_map(|v| serde_json::from_str(v).ok()).collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(out)
-    }
-
-    pub(crate) async fn heartbeat(
-        &self,
-        service: &str,
-        instance: &str,
-        ttl_ms: u64,
-        info: Option<&InstanceInfo>,
-    ) -> Result<(), StoreError> {
-        let key = self.key("alive");
-        let member = alive_member(service, instance);
-        let now = now_ms();
-        let mut pipe = redis::pipe();
-        pipe.cmd("ZREMRANGEBYSCORE").arg(&key).arg("-inf").arg(now).ignore();
-        pipe.cmd("ZADD").arg(&key).arg(now + ttl_ms).arg(&member).ignore();
-        if let Some(info) = info {
-            let json = serde_json::to_string(info).map_err(unavailable)?;
-            pipe.cmd("SET")
-                .arg(self.key(&format!("instance:{member}")))
-                .arg(json)
-                .arg("PX")
-                .arg(ttl_ms.max(1))
-                .ignore();
-        }
-        let mut c = self.conn().await?;
-        pipe.query_async::<()>(&mut c).await.map_err(unavailable)
-    }
-
-    pub(crate) async fn depart(&self, service: &str, instance: &str) -> Result<(), StoreError> {
-        let member = alive_member(service, instance);
-        let mut pipe = redis::pipe();
-        pipe.cmd("ZREM").arg(self.key("alive")).arg(&member).ignore();
-        pipe.cmd("DEL").arg(self.key(&format!("instance:{member}"))).ignore();
-        let mut c = self.conn().await?;
-        pipe.query_async::<()>(&mut c).await.map_err(unavailable)
-    }
-
-    /// What each of `alive` said of itself, in its order (one pipelined GET per instance).
-    pub(crate) async fn instance_infos(&self, alive: &[Alive]) -> Result<Vec<Option<InstanceInfo>>, StoreError> {
-        if alive.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut pipe = redis::pipe();
-        for a in alive {
-            pipe.cmd("GET")
-                .arg(self.key(&format!("instance:{}", alive_member(&a.service, &a.instance))));
-        }
-        let mut c = self.conn().await?;
-        let raw: Vec<Option<String>> = pipe.query_async(&mut c).await.map_err(unavailable)?;
-        Ok(raw
-            .into_iter()
-            .map(|r| r.and_then(|j| serde_json::from_str(&j).ok()))
-            .collect())
-    }
-
-    pub(crate) async fn alive(&self) -> Result<Vec<Alive>, StoreError> {
-        let mut c = self.conn().await?;
-        let members: Vec<String> = redis::cmd("ZRANGEBYSCORE")
-            .arg(self.key("alive"))
-            .arg(format!("({}", now_ms()))
-            .arg("+inf")
-            .query_async(&mut c)
-            .await
-            .map_err(unavailable)?;
-        let mut out: Vec<Alive> = members.iter().filter_map(|m| split_alive(m)).collect();
-        out.sort_by(|a, b| (&a.service, &a.instance).cmp(&(&b.service, &b.instance)));
         Ok(out)
     }
 

@@ -101,6 +101,44 @@ async fn heartbeats_show_who_is_alive(s: Store) {
 }
 both!(heartbeats_show_who_is_alive);
 
+async fn heartbeats_keep_one_epoch_while_the_store_keeps_them(s: Store) {
+    s.heartbeat("gateway", "g1", 60_000).await.unwrap();
+    let first = s.live().await.unwrap();
+    assert_eq!(first.alive.len(), 1);
+    s.heartbeat("gateway", "g2", 60_000).await.unwrap();
+    s.depart("gateway", "g1").await.unwrap();
+    let second = s.live().await.unwrap();
+    assert_eq!(second.epoch, first.epoch, "beats and departures are no restart");
+    assert_eq!(second.alive[0].instance, "g2");
+}
+both!(heartbeats_keep_one_epoch_while_the_store_keeps_them);
+
+/// A Redis restarted without its data has lost every heartbeat, and its epoch with them:
+/// the next read sees a new one (what the workers' dead-caller watch relies on).
+#[tokio::test]
+async fn a_redis_restarted_empty_has_a_new_heartbeat_epoch() {
+    let mut server = RedisServer::start();
+    let conns = std::sync::Arc::new(llmr_bus::RedisConns::new(
+        llmr_bus::redis_pool(&server.url(), 4).unwrap(),
+    ));
+    let s = Store::redis(conns, &unique_prefix("epoch"));
+    s.heartbeat("gateway", "g1", 60_000).await.unwrap();
+    let before = s.live().await.unwrap();
+    server.restart();
+    let mut after = None;
+    for _ in 0..50 {
+        if let Ok(l) = s.live().await {
+            after = Some(l);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let after = after.expect("the store reads again after the restart");
+    assert!(after.alive.is_empty(), "the heartbeats were lost");
+    assert_ne!(after.epoch, before.epoch);
+    assert_eq!(s.live().await.unwrap().epoch, after.epoch, "and the new one stays");
+}
+
 async fn instances_say_their_version_and_start(s: Store) {
     let info = InstanceInfo {
         version: "9.9.9".into(),

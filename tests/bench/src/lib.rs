@@ -15,9 +15,12 @@
 //! - [`governance`]: a virtual key with limits against `server.token` (`--governance`).
 //! - [`console`]: what one open operator console page costs an idle gateway (`--console`).
 //! - [`wrk`]: Debian's wrk on the same targets, serial and c=64, beside the load generator.
+//! - [`dead_callers`]: how long upstream calls run on after a gateway is SIGKILLed
+//!   (`--dead-callers`).
 
 pub mod commands;
 pub mod console;
+pub mod dead_callers;
 pub mod floor;
 pub mod governance;
 pub mod load;

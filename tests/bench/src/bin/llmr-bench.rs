@@ -52,6 +52,10 @@ struct Args {
     /// overview or providers page polling every 5 s. A little over three minutes.
     #[arg(long)]
     console: bool,
+    /// Only measure how long upstream calls run on after their caller dies: the cluster, a
+    /// gateway SIGKILLed with 10 streams open, five times. Under a minute.
+    #[arg(long)]
+    dead_callers: bool,
     /// Only offer a closed-loop load to this chat completions URL (e.g. while profiling).
     #[arg(long)]
     load_url: Option<String>,
@@ -178,6 +182,9 @@ fn single_mode(
     } else if args.governance {
         let r = bench::governance::run(bin_dir, args.factor, args.threads, log)?;
         ("governance.md", bench::governance::markdown(&r, &machine(args.threads)))
+    } else if args.dead_callers {
+        let r = bench::dead_callers::run(bin_dir, 5, log)?;
+        ("dead_callers.md", bench::dead_callers::markdown(&r))
     } else if args.console {
         let r = bench::console::run(bin_dir, args.factor, args.threads, log)?;
         ("console.md", bench::console::markdown(&r, &machine(args.threads)))
