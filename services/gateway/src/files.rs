@@ -56,6 +56,13 @@ pub fn set_bound(configured: usize, per_connection: u64) -> usize {
     bound
 }
 
+/// Sets and logs the bound of this gateway; `worker_beside` in `all`, where a connection's
+/// request may hold an upstream connection too.
+pub fn limit(configured: usize, worker_beside: bool) {
+    let connections = set_bound(configured, if worker_beside { 2 } else { 1 });
+    tracing::info!(connections, "new requests are refused (503) beyond this many client connections");
+}
+
 /// When more connections are open than the bound: how many, and the bound.
 pub fn over() -> Option<(usize, usize)> {
     let (open, bound) = (OPEN.load(Ordering::Relaxed), BOUND.load(Ordering::Relaxed));

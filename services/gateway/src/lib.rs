@@ -188,11 +188,8 @@ impl Gateway {
             keyring,
             overview: Default::default(),
         });
-        // In `all` the worker runs beside the gateway: a connection's request may hold an
-        // upstream connection too.
-        let per_connection = if beside.is_some() { 2 } else { 1 };
-        let connections = files::set_bound(settings.server.max_connections, per_connection);
-        tracing::info!(connections, "client connections refused (503) beyond this bound");
+        // In `all` the worker runs beside the gateway.
+        files::limit(settings.server.max_connections, beside.is_some());
         let (cors_settings, compression) = (settings.server.clone(), settings.server.compression);
         let console_on = settings.ui.enabled;
         let server = HttpServer::new(move || {
