@@ -424,8 +424,11 @@ async fn past_the_connection_bound_requests_are_refused_clearly(redis: bool) {
     let addr = f.url("").trim_start_matches("http://").trim_end_matches('/').to_owned();
     let connect = || std::net::TcpStream::connect(&addr).unwrap();
     let mut held: Vec<_> = (0..4).map(|_| connect()).collect();
-    let answer = raw_request(&mut held[0], "/v1/chat/completions");
-    assert!(answer.starts_with("HTTP/1.1 200"), "within the bound: {answer}");
+    // One request on each: every connection has been taken up by the server (and counted).
+    for c in &mut held {
+        let answer = raw_request(c, "/v1/chat/completions");
+        assert!(answer.starts_with("HTTP/1.1 200"), "within the bound: {answer}");
+    }
     let mut fifth = connect();
     let started = Instant::now();
     let answer = raw_request(&mut fifth, "/v1/chat/completions").to_ascii_lowercase();
