@@ -71,6 +71,10 @@ struct Args {
     /// --secs).
     #[arg(long)]
     serial: Option<usize>,
+    /// Only run the overload scenario: a pool of 20 requests a second offered 400 requests by
+    /// 200 clients, with shedding by waiting time at its default and off. About a minute.
+    #[arg(long)]
+    overload: bool,
     /// Soak the cluster for this many minutes instead (`just soak`; not in CI).
     #[arg(long)]
     soak: Option<u64>,
@@ -170,6 +174,9 @@ fn single_mode(
     } else if args.governance {
         let r = bench::governance::run(bin_dir, args.factor, args.threads, log)?;
         ("governance.md", bench::governance::markdown(&r, &machine(args.threads)))
+    } else if args.overload {
+        let r = bench::overload::run(bin_dir, log)?;
+        ("overload.md", bench::overload::markdown(&r, &machine(args.threads)))
     } else if args.console {
         let r = bench::console::run(bin_dir, args.factor, args.threads, log)?;
         ("console.md", bench::console::markdown(&r, &machine(args.threads)))
