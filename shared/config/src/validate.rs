@@ -76,11 +76,6 @@ impl Settings {
             "server.request_timeout_ms",
             "must be greater than 0",
         );
-        p.check(
-            s.max_queue_wait_ms == 0 || s.max_queue_wait_ms < s.request_timeout_ms,
-            "server.max_queue_wait_ms",
-            "must be below server.request_timeout_ms (or 0 = off): a longer wait would never be reached",
-        );
     }
 
     /// `[[keys]]`, `[[teams]]` and `[log]`.
