@@ -925,7 +925,11 @@ async fn a_slow_pool_refuses_what_would_wait_too_long(redis: bool) {
         admitted.len(),
         refused.len()
     );
-    assert_eq!(f.mock.request_count() - before, admitted.len(), "refusals reach no upstream");
+    assert_eq!(
+        f.mock.request_count() - before,
+        admitted.len(),
+        "refusals reach no upstream"
+    );
     let slowest = refused.iter().map(|a| a.2).max().unwrap();
     eprintln!(
         "shed by waiting time: {} admitted (the longest in {longest:?}), {} refused (the slowest in {slowest:?})",

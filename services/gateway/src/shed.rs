@@ -192,7 +192,9 @@ pub fn admit(
             retry_after_s: 1,
         }));
     }
-    let limits = who.caller().map(|c| (&c.key.limits, c.team.as_ref().map(|t| &t.limits)));
+    let limits = who
+        .caller()
+        .map(|c| (&c.key.limits, c.team.as_ref().map(|t| &t.limits)));
     let max_wait = estimate::bound_ms(
         s.max_queue_wait_ms,
         limits.and_then(|(k, _)| k.max_queue_wait_ms),

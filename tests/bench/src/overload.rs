@@ -199,7 +199,8 @@ pub fn markdown(runs: &[Run], machine: &str) -> String {
         let _ = writeln!(
             s,
             "| {} | {} | {} | {} | {} | {:.0} | {:.1} | {:.0} | {:.0} | {:.1} |",
-            r.max_queue_wait_ms.map_or("5000 (default)".to_owned(), |b| format!("{b} (off)")),
+            r.max_queue_wait_ms
+                .map_or("5000 (default)".to_owned(), |b| format!("{b} (off)")),
             r.answered,
             r.refused,
             r.timed_out,

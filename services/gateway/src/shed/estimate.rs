@@ -200,7 +200,11 @@ mod tests {
         assert_eq!(bound_ms(5000, Some(3000), Some(2000)), 2000);
         assert_eq!(bound_ms(5000, Some(0), Some(9000)), 5000);
         assert_eq!(bound_ms(0, None, None), 0, "off");
-        assert_eq!(bound_ms(0, Some(1500), None), 1500, "a key's own bound holds with the server's off");
+        assert_eq!(
+            bound_ms(0, Some(1500), None),
+            1500,
+            "a key's own bound holds with the server's off"
+        );
     }
 
     #[test]

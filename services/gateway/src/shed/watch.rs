@@ -138,9 +138,20 @@ impl Reader {
     /// Asks the router's plan for the pool of every model seen, and the latency of its
     /// first target; a model the plan cannot place keeps its pool (or gets `default`).
     async fn resolve(&mut self, settings: &Settings, store: &Store, peers: &Peers) {
-        let mut models: Vec<String> = self.shed.wanted.lock().map(|mut w| w.drain().collect()).unwrap_or_default();
+        let mut models: Vec<String> = self
+            .shed
+            .wanted
+            .lock()
+            .map(|mut w| w.drain().collect())
+            .unwrap_or_default();
         let known: HashMap<String, Arc<Gauge>> = self.shed.models.read().map(|m| m.clone()).unwrap_or_default();
-        models.extend(known.keys().filter(|m| !models.contains(m)).cloned().collect::<Vec<_>>());
+        models.extend(
+            known
+                .keys()
+                .filter(|m| !models.contains(m))
+                .cloned()
+                .collect::<Vec<_>>(),
+        );
         if models.is_empty() {
             return;
         }
@@ -159,11 +170,19 @@ impl Reader {
             let gauge = pool.as_ref().and_then(|p| self.shed.pools.get(p)).cloned();
             if let (Some(pool), Some(l)) = (
                 pool,
-                planned.and_then(|p| p.targets.first().filter(|t| t.skipped.is_none()).and_then(|t| t.latency_ms)),
+                planned.and_then(|p| {
+                    p.targets
+                        .first()
+                        .filter(|t| t.skipped.is_none())
+                        .and_then(|t| t.latency_ms)
+                }),
             ) {
                 latencies.entry(pool).or_default().push(l);
             }
-            if let Some(g) = gauge.or_else(|| known.get(&model).cloned()).or_else(|| fallback.clone()) {
+            if let Some(g) = gauge
+                .or_else(|| known.get(&model).cloned())
+                .or_else(|| fallback.clone())
+            {
                 map.insert(model, g);
             }
         }
