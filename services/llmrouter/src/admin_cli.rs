@@ -31,6 +31,8 @@ pub struct AdminTarget {
 }
 
 /// `llmrouter keys …`
+// Parsed once per command line: the size of its largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum KeysCommand {
     /// Creates a virtual key and prints it as JSON with its secret `key` (shown only once).
