@@ -235,7 +235,14 @@ both!(a_team_budget_caps_its_keys_together);
 
 async fn failures_release_their_reservation(redis: bool) {
     let f = Fixture::start(redis, "");
-    let (id, secret) = f.key(json!({"name": "r", "budget_usd": 1.0, "max_parallel": 4})).await;
+    let (id, secret) = f
+        .key(json!({"name": "r", "budget_usd": 1.0, "max_parallel": 4, "max_queue_wait_ms": 30000}))
+        .await;
+    // A key's own bound on its requests' expected wait is kept with its limits.
+    assert_eq!(
+        f.admin_get(&format!("/admin/keys/{id}")).await["max_queue_wait_ms"],
+        30000
+    );
     f.mock.set_default(Behavior::status(500));
     for _ in 0..3 {
         let (status, _, _) = f.chat(&secret, "priced").await;

@@ -852,6 +852,9 @@ async fn overload_is_refused_at_once_batch_first(redis: bool) {
         ("LLMR__WORKER__MAX_IN_FLIGHT", "2".to_string()),
         ("LLMR__SERVER__MAX_QUEUED", "6".to_string()),
         ("LLMR__SERVER__MAX_QUEUED_BATCH", "3".to_string()),
+        // The bound by queue length alone: with no bound on the waiting time (0), the
+        // behaviour before it.
+        ("LLMR__SERVER__MAX_QUEUE_WAIT_MS", "0".to_string()),
     ];
     let f = Fixture::start(redis, "", &env);
     f.ready().await;
@@ -918,3 +921,120 @@ async fn interactive_work_is_served_before_a_batch_backlog(redis: bool) {
     );
 }
 both!(interactive_work_is_served_before_a_batch_backlog);
+
+/// One answer of [`chats`]: status, `Retry-After`, time taken, body.
+type Answer = (u16, Option<String>, Duration, bytes::Bytes);
+
+/// Sends `n` chats to `mock-a` at once, with `Authorization: Bearer {key}` when given.
+fn chats(url: &str, n: usize, key: Option<&'static str>) -> Vec<actix_rt::task::JoinHandle<Answer>> {
+    (0..n)
+        .map(|i| {
+            let url = url.to_owned();
+            actix_rt::spawn(async move {
+                let t = Instant::now();
+                let mut req = client().post(&url);
+                if let Some(k) = key {
+                    req = req.insert_header(("authorization", format!("Bearer {k}")));
+                }
+                let mut resp = req
+                    .send_json(&chat_body("mock-a", &format!("shed {i}"), false))
+                    .await
+                    .unwrap();
+                let body = resp.body().await.unwrap();
+                let retry = resp
+                    .headers()
+                    .get("retry-after")
+                    .map(|v| v.to_str().unwrap().to_owned());
+                (resp.status().as_u16(), retry, t.elapsed(), body)
+            })
+        })
+        .collect()
+}
+
+/// A pool of one worker with 4 places and an upstream answering in 200 ms (20 a second),
+/// warmed up: its latency is recorded and the gateway has placed `mock-a` in its pool.
+async fn slow_pool(redis: bool, extra_toml: &str, max_wait_ms: u64) -> Fixture {
+    let env = [
+        ("LLMR__WORKER__MAX_IN_FLIGHT", "4".to_string()),
+        ("LLMR__SERVER__MAX_QUEUE_WAIT_MS", max_wait_ms.to_string()),
+    ];
+    let f = Fixture::start(redis, extra_toml, &env);
+    f.ready().await;
+    f.mock.set_default(Behavior::latency(200));
+    let url = f.url("/v1/chat/completions");
+    for _ in 0..2 {
+        for r in futures_util::future::join_all(chats(&url, 4, None)).await {
+            assert_eq!(r.unwrap().0, 200);
+        }
+    }
+    // The gateway asks the router's plan for the models it saw once a second.
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    f
+}
+
+async fn a_slow_pool_refuses_what_would_wait_too_long(redis: bool) {
+    let f = slow_pool(redis, "", 1000).await;
+    let before = f.mock.request_count();
+    let url = f.url("/v1/chat/completions");
+    // 60 at once: about 20 fit in one second of the pool's 20 a second.
+    let answers: Vec<Answer> = futures_util::future::join_all(chats(&url, 60, None))
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let (admitted, refused): (Vec<&Answer>, Vec<&Answer>) = answers.iter().partition(|a| a.0 == 200);
+    for (status, retry, took, body) in &refused {
+        assert_eq!(*status, 503, "{}", String::from_utf8_lossy(body));
+        let v = json(body);
+        assert_eq!(v["error"]["code"], "overloaded");
+        let msg = v["error"]["message"].as_str().unwrap();
+        assert!(msg.contains("wait") && msg.contains("1.0 s"), "{msg}");
+        let retry: u64 = retry.as_deref().unwrap().parse().unwrap();
+        assert!((1..=3).contains(&retry), "Retry-After {retry}");
+        assert!(*took < Duration::from_secs(1), "refused at once: {took:?}");
+    }
+    let longest = admitted.iter().map(|a| a.2).max().unwrap();
+    assert!(
+        longest < Duration::from_millis(2500),
+        "none admitted waits much past the bound: {longest:?}"
+    );
+    assert!(
+        (8..=40).contains(&admitted.len()),
+        "{} admitted, {} refused",
+        admitted.len(),
+        refused.len()
+    );
+    assert_eq!(
+        f.mock.request_count() - before,
+        admitted.len(),
+        "refusals reach no upstream"
+    );
+    let slowest = refused.iter().map(|a| a.2).max().unwrap();
+    eprintln!(
+        "shed by waiting time: {} admitted (the longest in {longest:?}), {} refused (the slowest in {slowest:?})",
+        admitted.len(),
+        refused.len()
+    );
+}
+both!(a_slow_pool_refuses_what_would_wait_too_long);
+
+async fn a_key_with_a_tighter_wait_bound_is_refused_first(redis: bool) {
+    let keys = "[[keys]]\nname = \"tight\"\nkey = \"sk-llmr-tight-wait\"\nmax_queue_wait_ms = 200\n";
+    let f = slow_pool(redis, keys, 2000).await;
+    let url = f.url("/v1/chat/completions");
+    // 20 ahead: a second's wait, within the server's 2 s.
+    let queued = chats(&url, 20, None);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (status, retry, took, body) = chats(&url, 1, Some("sk-llmr-tight-wait")).pop().unwrap().await.unwrap();
+    assert_eq!(status, 503, "{}", String::from_utf8_lossy(&body));
+    let msg = json(&body)["error"]["message"].as_str().unwrap().to_owned();
+    assert!(msg.contains("0.2 s"), "the key's bound: {msg}");
+    assert!(retry.is_some());
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    let open = chats(&url, 1, None).pop().unwrap().await.unwrap();
+    assert_eq!(open.0, 200, "the server's bound still admits it");
+    for r in futures_util::future::join_all(queued).await {
+        assert_eq!(r.unwrap().0, 200);
+    }
+}
+both!(a_key_with_a_tighter_wait_bound_is_refused_first);

@@ -26,7 +26,8 @@
 //! - [`routes`]: the HTTP handlers.
 //! - [`cors`]: CORS from `[server] cors_*`.
 //! - [`observe`]: request metrics, `/metrics`, `/healthz`, `/readyz`.
-//! - [`shed`]: load shedding by the cluster's queued work (`x-llmr-priority`).
+//! - [`shed`]: load shedding by the expected wait for a pool and the cluster's queued work
+//!   (`x-llmr-priority`).
 
 pub mod auth;
 pub mod console;
@@ -111,8 +112,8 @@ pub struct AppState {
     pub instance: String,
     /// Set when the process stops: `/readyz` answers 503 from then on.
     pub draining: Arc<AtomicBool>,
-    /// Work queued in the cluster (unread requests and jobs), read every 100 ms.
-    pub queued: Arc<std::sync::atomic::AtomicU64>,
+    /// Queued work per pool and its completion rate, read every 100 ms (load shedding).
+    pub shed: Arc<shed::Shed>,
     /// The services seen alive, read every second.
     pub peers: llmr_store::Peers,
     /// Virtual keys and teams, reloaded when they change.
@@ -169,8 +170,8 @@ impl Gateway {
         let heartbeat = store.keep_alive("gateway", instance, llmr_store::HEARTBEAT_EVERY);
         let peers = llmr_store::Peers::watch(&store, Duration::from_secs(1));
         let draining = Arc::new(AtomicBool::new(false));
-        let queued = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let shed = shed::watch(bus.clone(), settings, queued.clone());
+        let gauges = Arc::new(shed::Shed::new(settings));
+        let shed = shed::watch(bus.clone(), store.clone(), peers.clone(), settings, gauges.clone());
         let keyring = Arc::new(keys::Keyring::new(settings));
         if let Err(e) = keyring.reload(&store, true).await {
             tracing::warn!(error = %e, "could not read virtual keys from the store yet (retried every 250 ms)");
@@ -183,7 +184,7 @@ impl Gateway {
             store,
             instance: instance.to_owned(),
             draining: draining.clone(),
-            queued,
+            shed: gauges,
             peers,
             keyring,
             overview: Default::default(),

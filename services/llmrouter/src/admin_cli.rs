@@ -31,6 +31,8 @@ pub struct AdminTarget {
 }
 
 /// `llmrouter keys …`
+// Parsed once per command line: the size of its largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum KeysCommand {
     /// Creates a virtual key and prints it as JSON with its secret `key` (shown only once).
@@ -73,6 +75,10 @@ pub struct CreateArgs {
     /// Requests in flight at once.
     #[arg(long)]
     pub max_parallel: Option<u64>,
+    /// The longest its requests may be expected to wait for their pool before a 503
+    /// `overloaded` (when tighter than the server's `max_queue_wait_ms`).
+    #[arg(long, value_name = "MS")]
+    pub max_queue_wait_ms: Option<u64>,
     /// Most it may spend per budget period, in US dollars.
     #[arg(long, value_parser = parse_usd, value_name = "USD")]
     pub budget_usd: Option<f64>,
@@ -200,6 +206,7 @@ pub fn create_body(args: &CreateArgs) -> Result<Value, CliError> {
     put("rpm", args.rpm.map(|v| json!(v)));
     put("tpm", args.tpm.map(|v| json!(v)));
     put("max_parallel", args.max_parallel.map(|v| json!(v)));
+    put("max_queue_wait_ms", args.max_queue_wait_ms.map(|v| json!(v)));
     put("budget_usd", args.budget_usd.map(|v| json!(v)));
     put("budget_period", args.budget_period.map(|p| json!(p.as_str())));
     put("expires_at", args.expires_at.as_ref().map(|t| json!(t)));
@@ -504,12 +511,12 @@ mod tests {
     fn create_sends_only_what_is_given() {
         assert_eq!(create("keys create --name ci").unwrap(), json!({"name": "ci"}));
         let full = "keys create --name ci --team ml --models gpt-4o,claude-* --tools calculator \
-                    --rpm 60 --tpm 10000 --max-parallel 4 --budget-usd 12.5 --budget-period month \
+                    --rpm 60 --tpm 10000 --max-parallel 4 --max-queue-wait-ms 2000 --budget-usd 12.5 --budget-period month \
                     --expires-at 2026-01-31T00:00:00Z --metadata owner=ana env=prod --metadata note=a=b";
         assert_eq!(
             create(full).unwrap(),
             json!({"name": "ci", "team": "ml", "models": ["gpt-4o", "claude-*"], "tools": ["calculator"],
-                   "rpm": 60, "tpm": 10000, "max_parallel": 4, "budget_usd": 12.5, "budget_period": "month",
+                   "rpm": 60, "tpm": 10000, "max_parallel": 4, "max_queue_wait_ms": 2000, "budget_usd": 12.5, "budget_period": "month",
                    "expires_at": "2026-01-31T00:00:00Z",
                    "metadata": {"owner": "ana", "env": "prod", "note": "a=b"}})
         );

@@ -87,6 +87,10 @@ pub struct Backlog {
     pub pending: u64,
     /// Entries not yet delivered to the group (None: this Redis does not report it).
     pub lag: Option<u64>,
+    /// Entries ever delivered to the group — a counter whose growth is the rate the group
+    /// consumes at (Redis's `entries-read`; None: this Redis does not report it, or cannot
+    /// tell after deletions in the middle of the stream).
+    pub read: Option<u64>,
 }
 
 /// One entry handed to a consumer.

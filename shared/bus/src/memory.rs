@@ -51,12 +51,15 @@ struct Group {
     /// What was published on a thread with local consumers, for them alone.
     local: HashMap<ThreadId, Local>,
     pending: HashMap<String, Pending>,
+    /// Entries ever queued for the group (with those it took over at its creation).
+    added: u64,
 }
 
 impl MemStream {
     /// The group, created when missing: it takes over the entries published before any group.
     fn group(&mut self, group: &str) -> &mut Group {
         self.groups.entry(group.to_owned()).or_insert_with(|| Group {
+            added: self.backlog.len() as u64,
             queue: std::mem::take(&mut self.backlog),
             ..Group::default()
         })
@@ -197,6 +200,7 @@ impl MemoryBus {
                 None => item.take(),
             };
             let Some(copy) = copy else { break };
+            g.added += 1;
             match g.local.get_mut(&thread) {
                 Some(l) => {
                     l.queue.push_back(copy);
@@ -389,14 +393,15 @@ impl MemoryBus {
             };
         };
         let g = s.groups.get(group);
-        let (queued, pending) = g.map_or((s.backlog.len(), 0), |g| {
+        let (queued, pending, added) = g.map_or((s.backlog.len(), 0, 0), |g| {
             let local: usize = g.local.values().map(|l| l.queue.len()).sum();
-            (g.queue.len() + local, g.pending.len())
+            (g.queue.len() + local, g.pending.len(), g.added)
         });
         crate::Backlog {
             length: (queued + pending) as u64,
             pending: pending as u64,
             lag: Some(queued as u64),
+            read: Some(added.saturating_sub(queued as u64)),
         }
     }
 

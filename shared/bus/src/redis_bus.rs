@@ -469,6 +469,7 @@ impl RedisBus {
                         .and_then(|v| redis::from_redis_value(v).ok())
                         .unwrap_or(0);
                     out.lag = get("lag").and_then(|v| redis::from_redis_value(v).ok());
+                    out.read = get("entries-read").and_then(|v| redis::from_redis_value(v).ok());
                 }
             }
         }

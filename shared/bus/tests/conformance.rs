@@ -367,6 +367,11 @@ async fn reports_the_backlog_of_a_group(bus: Bus) {
     c.ack(&[got[0].entry.clone()]).await.unwrap();
     let b = bus.backlog("jobs:default", "workers").await.unwrap();
     assert_eq!((b.length, b.pending, b.lag), (2, 0, Some(2)));
+    // The read counter grows with each delivery (the gateway's consumption rate).
+    assert_eq!(b.read, Some(1));
+    let more = c.read(2, BLOCK).await.unwrap();
+    assert_eq!(more.len(), 2);
+    assert_eq!(bus.backlog("jobs:default", "workers").await.unwrap().read, Some(3));
 }
 both!(reports_backlog, reports_the_backlog_of_a_group);
 

@@ -396,6 +396,10 @@ pub struct Server {
     /// The same bound for `x-llmr-priority: batch` requests (lower, so interactive work keeps
     /// the room left).
     pub max_queued_batch: u64,
+    /// The longest a new request may be expected to wait for its pool (its queue over the
+    /// pool's recent completion rate) before it is refused with 503 `overloaded`; 0 = never.
+    /// A key or team may set a tighter one (`max_queue_wait_ms`).
+    pub max_queue_wait_ms: u64,
     pub request_timeout_ms: u64,
     /// On stop (SIGTERM): how long work in flight may take to finish before it is dropped
     /// (its entries stay pending for a peer) and the process exits.

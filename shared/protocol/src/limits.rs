@@ -107,6 +107,12 @@ pub struct Limits {
     /// budget or tpm counts its tokens (else the gateway's default of 4096).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_tokens: Option<u64>,
+    /// The longest a request of this key or team may be expected to wait for its pool before
+    /// it is refused with 503 `overloaded` (the tighter of key, team and
+    /// `server.max_queue_wait_ms` applies; 0 is no bound of its own). Not an admission limit:
+    /// the gateway checks it before admission.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_queue_wait_ms: Option<u64>,
 }
 
 impl Limits {

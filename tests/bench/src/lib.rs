@@ -25,6 +25,7 @@ pub mod floor;
 pub mod governance;
 pub mod load;
 pub mod mcp;
+pub mod overload;
 pub mod peers;
 pub mod procs;
 mod report;

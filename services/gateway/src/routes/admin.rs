@@ -84,6 +84,9 @@ fn apply_common(
     if m.contains_key("max_tokens") {
         l.max_tokens = num("max_tokens")?;
     }
+    if m.contains_key("max_queue_wait_ms") {
+        l.max_queue_wait_ms = num("max_queue_wait_ms")?;
+    }
     match m.get("budget_usd") {
         None => {}
         Some(Value::Null) => l.budget_usd = None,
@@ -129,6 +132,7 @@ const KEY_FIELDS: &[&str] = &[
     "tpm",
     "max_parallel",
     "max_tokens",
+    "max_queue_wait_ms",
     "budget_usd",
     "budget_period",
     "expires_at",
@@ -296,6 +300,7 @@ const TEAM_FIELDS: &[&str] = &[
     "tpm",
     "max_parallel",
     "max_tokens",
+    "max_queue_wait_ms",
     "budget_usd",
     "budget_period",
     "metadata",

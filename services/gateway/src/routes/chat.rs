@@ -134,8 +134,8 @@ pub async fn publish(
     endpoint: Endpoint,
     native: Option<NativeBody>,
 ) -> Result<Published, HttpError> {
-    let priority = crate::shed::admit(req, &state.settings, &state.queued)?;
     let identity = super::models::identity(req);
+    let priority = crate::shed::admit(req, &state.settings, &state.shed, &parsed.model, &identity)?;
     check_counts(&state.settings.server, &parsed)?;
     let mut native = native;
     let (mut body, mut parsed) = (body, parsed);

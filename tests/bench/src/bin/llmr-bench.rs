@@ -79,6 +79,10 @@ struct Args {
     /// (`info`, what `just run` and the image use).
     #[arg(long)]
     log_level: Option<String>,
+    /// Only run the overload scenario: a pool of 20 requests a second offered 400 requests by
+    /// 200 clients, with shedding by waiting time at its default and off. About a minute.
+    #[arg(long)]
+    overload: bool,
     /// Soak the cluster for this many minutes instead (`just soak`; not in CI).
     #[arg(long)]
     soak: Option<u64>,
@@ -185,6 +189,9 @@ fn single_mode(
     } else if args.dead_callers {
         let r = bench::dead_callers::run(bin_dir, 5, log)?;
         ("dead_callers.md", bench::dead_callers::markdown(&r))
+    } else if args.overload {
+        let r = bench::overload::run(bin_dir, log)?;
+        ("overload.md", bench::overload::markdown(&r, &machine(args.threads)))
     } else if args.console {
         let r = bench::console::run(bin_dir, args.factor, args.threads, log)?;
         ("console.md", bench::console::markdown(&r, &machine(args.threads)))
