@@ -60,7 +60,10 @@ pub fn set_bound(configured: usize, per_connection: u64) -> usize {
 /// request may hold an upstream connection too.
 pub fn limit(configured: usize, worker_beside: bool) {
     let connections = set_bound(configured, if worker_beside { 2 } else { 1 });
-    tracing::info!(connections, "new requests are refused (503) beyond this many client connections");
+    tracing::info!(
+        connections,
+        "new requests are refused (503) beyond this many client connections"
+    );
 }
 
 /// When more connections are open than the bound: how many, and the bound.
