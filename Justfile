@@ -58,13 +58,16 @@ lint:
 check-config *FILE:
     cargo run -q --bin llmrouter -- {{ if FILE == "" { "" } else { "--config " + FILE } }} check-config
 
-# Benchmark every deployment against the direct baseline and the floors (release build; about
-# 8 minutes). `--peers` adds LiteLLM's proxy, `--scale` runs 10,000 open streams instead,
-# `--governance` only compares a virtual key with limits against `server.token` (two minutes),
-# `--console` only measures the CPU an open console page adds to an idle gateway (three minutes).
+# Benchmark every deployment at the default configuration against the direct baseline and the
+# floors, with wrk's serial and c=64 figures beside (release build; about 10 minutes).
+# `--log-level warn` runs at another level, `--peers` adds LiteLLM's proxy, `--scale` runs
+# 10,000 open streams instead, `--overload` a slow pool offered too much (shedding by waiting
+# time), `--dead-callers` a gateway SIGKILLed with streams open, `--governance` a virtual key with
+# limits against `server.token`, `--console` the CPU an open console page adds to an idle gateway.
 bench *ARGS:
     cargo build --release --bin llmrouter --bin mock-upstream --bin llmr-bench
     command -v redis-server >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; }
+    command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
     test -x /usr/sbin/nginx || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light || apt-get install -y -qq nginx; }
     {{target}}/release/llmr-bench --out {{target}}/bench {{ARGS}}
 
