@@ -973,6 +973,7 @@ function limitsText(o) {
   if (isNum(o.rpm)) parts.push(`${fmtInt(o.rpm)} rpm`);
   if (isNum(o.tpm)) parts.push(`${fmtInt(o.tpm)} tpm`);
   if (isNum(o.max_parallel)) parts.push(`${fmtInt(o.max_parallel)} in flight`);
+  if (isNum(o.max_queue_wait_ms)) parts.push(`waits ≤ ${fmtInt(o.max_queue_wait_ms)} ms`);
   if (isNum(o.max_tokens)) parts.push(`${fmtInt(o.max_tokens)} max tokens`);
   return parts.length ? parts.join(' · ') : 'none';
 }
@@ -1153,7 +1154,7 @@ function keyBody() {
 
 function bodyProblem(body) {
   if (!body.name) return 'A name is required.';
-  for (const [k, label] of [['rpm', 'Requests a minute'], ['tpm', 'Tokens a minute'], ['max_parallel', 'In flight at most']]) {
+  for (const [k, label] of [['rpm', 'Requests a minute'], ['tpm', 'Tokens a minute'], ['max_parallel', 'In flight at most'], ['max_queue_wait_ms', 'Longest queue wait']]) {
     if (Number.isNaN(body[k])) return `${label} must be a whole number.`;
   }
   if (Number.isNaN(body.budget_usd)) return 'The budget must be a number of dollars, 0 or more.';
@@ -1335,6 +1336,7 @@ function openEdit(kind, item) {
   $('edit-rpm').value = inputValue(item.rpm);
   $('edit-tpm').value = inputValue(item.tpm);
   $('edit-parallel').value = inputValue(item.max_parallel);
+  $('edit-wait').value = inputValue(item.max_queue_wait_ms);
   $('edit-budget').value = inputValue(item.budget_usd);
   $('edit-period').value = item.budget_period || 'month';
   setText($('edit-error'), '');
@@ -1348,6 +1350,7 @@ async function onSaveEdit(ev) {
     rpm: wholeOf($('edit-rpm')),
     tpm: wholeOf($('edit-tpm')),
     max_parallel: wholeOf($('edit-parallel')),
+    max_queue_wait_ms: wholeOf($('edit-wait')),
     budget_usd: dollarsOf($('edit-budget')),
     budget_period: $('edit-period').value,
   };
