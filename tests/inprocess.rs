@@ -399,6 +399,12 @@ async fn without_an_exporter_each_request_still_carries_a_trace(redis: bool) {
 }
 both!(without_an_exporter_each_request_still_carries_a_trace);
 
+/// `/metrics` as text.
+async fn metrics_text(url: &str) -> String {
+    let mut resp = client().get(url).send().await.unwrap();
+    String::from_utf8_lossy(&resp.body().limit(8 << 20).await.unwrap()).into_owned()
+}
+
 /// One raw HTTP/1.1 request on `stream`; the answer's head and body as text.
 fn raw_request(stream: &mut std::net::TcpStream, path: &str) -> String {
     use std::io::{Read, Write};
@@ -450,6 +456,8 @@ async fn past_the_connection_bound_requests_are_refused_clearly(redis: bool) {
     })
     .await;
     assert!(served, "served again once the connections closed");
+    let text = metrics_text(&f.url("/metrics")).await;
+    assert!(text.contains("llmr_shed_total{reason=\"connections\"} 1"), "{text}");
 }
 both!(past_the_connection_bound_requests_are_refused_clearly);
 
@@ -998,6 +1006,9 @@ async fn a_slow_pool_refuses_what_would_wait_too_long(redis: bool) {
         longest < Duration::from_millis(2500),
         "none admitted waits much past the bound: {longest:?}"
     );
+    let counted = format!("llmr_shed_total{{reason=\"queue_wait\"}} {}", refused.len());
+    let text = metrics_text(&f.url("/metrics")).await;
+    assert!(text.contains(&counted), "{counted} in /metrics:\n{text}");
     assert!(
         (8..=40).contains(&admitted.len()),
         "{} admitted, {} refused",

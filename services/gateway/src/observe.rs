@@ -82,10 +82,7 @@ pub async fn record(
 
 /// 503 `overloaded` for a request over [`crate::files`]' bound; the connection is closed.
 fn too_many_connections(req: ServiceRequest, open: usize, bound: usize) -> ServiceResponse {
-    metrics()
-        .http_requests
-        .with_label_values(&["refused: connections", req.method().as_str(), "503"])
-        .inc();
+    metrics().shed.with_label_values(&["connections"]).inc();
     let err = crate::HttpError(llmr_protocol::ApiError::Overloaded {
         message: format!(
             "This gateway holds {open} client connections, above its bound of {bound} (below its open-file limit; `server.max_connections`); retry later."
@@ -168,6 +165,12 @@ fn routing_gauges(report: &crate::health::Report) {
 async fn backlog_gauges(state: &AppState) {
     let streams = crate::shed::every_stream(&state.settings);
     let m = metrics();
+    m.queue_wait.reset();
+    for (pool, priority, ms) in state.shed.waits() {
+        m.queue_wait
+            .with_label_values(&[pool, priority.as_str()])
+            .set(ms as f64 / 1000.0);
+    }
     for (stream, group) in streams {
         if let Ok(b) = state.bus.backlog(&stream, group).await {
             m.stream_pending

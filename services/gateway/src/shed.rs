@@ -152,6 +152,24 @@ impl Shed {
     }
 }
 
+impl Shed {
+    /// The estimated wait (ms) of a new request in each pool, interactive and batch; none
+    /// while a pool's rate is unknown. Read at scrape time for `/metrics`.
+    pub fn waits(&self) -> Vec<(&str, Priority, u64)> {
+        let ahead = self.requests_lag.load(Ordering::Relaxed);
+        let mut out = Vec::new();
+        for (pool, g) in &self.pools {
+            let rate = g.rate_milli.load(Ordering::Relaxed);
+            for p in [Priority::Interactive, Priority::Batch] {
+                if let Some(w) = estimate::wait_ms(ahead + g.ahead(p), rate) {
+                    out.push((pool.as_str(), p, w));
+                }
+            }
+        }
+        out
+    }
+}
+
 /// The request's priority from `x-llmr-priority` (interactive when absent).
 fn priority(req: &HttpRequest) -> Result<Priority, HttpError> {
     match req
@@ -184,6 +202,10 @@ pub fn admit(
     let bound = if batch { s.max_queued_batch } else { s.max_queued };
     let now = shed.queued();
     if bound > 0 && now >= bound {
+        llmr_telemetry::metrics::metrics()
+            .shed
+            .with_label_values(&["queue_length"])
+            .inc();
         return Err(HttpError(ApiError::Overloaded {
             message: format!(
                 "The cluster is overloaded: {now} requests are queued and {} work is admitted below {bound}; retry later.",
@@ -208,6 +230,10 @@ pub fn admit(
         if let Some(wait) = estimate::wait_ms(ahead, gauge.rate_milli.load(Ordering::Relaxed))
             && wait > max_wait
         {
+            llmr_telemetry::metrics::metrics()
+                .shed
+                .with_label_values(&["queue_wait"])
+                .inc();
             return Err(HttpError(ApiError::Overloaded {
                 message: format!(
                     "The cluster is overloaded: this request would wait about {:.1} s for its pool ({ahead} ahead of it), longer than the bound of {:.1} s; retry later.",

@@ -58,6 +58,10 @@ pub struct Metrics {
     pub stream_length: IntGaugeVec,
     /// Scraped: 1 when a feature can serve (its services alive, the store answering), else 0.
     pub feature_available: IntGaugeVec,
+    /// Requests refused 503 `overloaded` by the gateway, by reason.
+    pub shed: IntCounterVec,
+    /// Scraped: the wait a new request would face in each pool, per priority.
+    pub queue_wait: GaugeVec,
 }
 
 const SECONDS: &[f64] = &[
@@ -209,6 +213,16 @@ impl Metrics {
                 "1 when a feature (chat, responses, mcp, server_side_tools, routing_state, usage, cache) can serve now, else 0.",
                 &["feature"],
             ),
+            shed: r.counter(
+                "llmr_shed_total",
+                "Requests refused 503 overloaded by the gateway: queue_wait (the estimated wait for its pool above the bound), queue_length (server.max_queued), connections (server.max_connections).",
+                &["reason"],
+            ),
+            queue_wait: r.float_gauge(
+                "llmr_queue_wait_seconds",
+                "The estimated wait of a new request for each pool and priority (work ahead over the pool's completion rate); absent while the rate is unknown.",
+                &["pool", "priority"],
+            ),
             registry: r.registry,
         }
     }
@@ -270,6 +284,8 @@ mod tests {
         m.stream_lag.with_label_values(&["s", "g"]);
         m.stream_length.with_label_values(&["s"]);
         m.feature_available.with_label_values(&["chat"]);
+        m.shed.with_label_values(&["queue_wait"]);
+        m.queue_wait.with_label_values(&["default", "interactive"]);
         render()
             .lines()
             .filter_map(|l| l.strip_prefix("# TYPE "))
