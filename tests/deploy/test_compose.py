@@ -208,8 +208,16 @@ def test_redis_restart_fails_fast_recovers_and_keeps_its_data(cluster):
     eventually(serves, 90, "the cluster serving again after the Redis restart")
     print(f"serving again {time.time() - stopped:.1f}s after Redis came back")
     cluster.wait_ready(workers=3)
-    assert eventually(lambda: echo_requests() >= before + 1, 30, "usage read back"), \
+    assert eventually(lambda: echo_requests() >= before, 30, "usage read back"), \
         "usage written before the restart survived (AOF)"
+
+    # Counting goes on. The first request served after the restart may have gone to a worker
+    # whose store connection was still being remade: under the default open usage policy it
+    # is answered and its count dropped (logged). So a fresh request until one is counted.
+    def counted_again():
+        chat(cluster.url("/v1/chat/completions"), "echo", "counted after the restart")
+        return echo_requests() >= before + 1
+    assert eventually(counted_again, 30, "usage counted after the restart")
     listed = eventually(lambda: (r := mcp_post(cluster, {"jsonrpc": "2.0", "id": 2, "method": "tools/list",
                                                          "params": {}}, session=sid)).status_code != 503 and r, 30,
                         "the MCP session answering")
