@@ -331,17 +331,13 @@ pub(crate) struct Carried(pub(crate) TraceContext);
 /// Whether [`init`] installed the OpenTelemetry layer (spans are exported).
 static TRACED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-/// Whether spans may be seen by an OpenTelemetry layer. Only a hint: where it is wrong, the
-/// OpenTelemetry calls below find no layer and the carried context is used.
-fn traced() -> bool {
-    TRACED.load(std::sync::atomic::Ordering::Relaxed)
-}
-
 /// Whether spans are exported. A span made only for traces — not carrying a `request_id`
 /// for the log lines (the HTTP request, a publish and a process, an upstream attempt, a tool
-/// call) — is made only then: `if !exported() { return Span::none() }`.
+/// call) — is made only then: `if !exported() { return Span::none() }`. Only a hint to the
+/// calls below: where it is wrong, they find no OpenTelemetry layer and use the carried
+/// context.
 pub fn exported() -> bool {
-    traced()
+    TRACED.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Runs `f` on `span`'s registry entry, when a registry holds it.
@@ -390,7 +386,7 @@ pub fn set_parent(span: &tracing::Span, trace: &TraceContext) {
     if !valid_traceparent(&trace.traceparent) {
         return;
     }
-    if traced() {
+    if exported() {
         let cx = TraceContextPropagator::new().extract(&Carrier(trace));
         if !matches!(
             span.set_parent(cx),
@@ -406,7 +402,7 @@ pub fn set_parent(span: &tracing::Span, trace: &TraceContext) {
 /// a span that says which request a line belongs to, whose trace-only parent (a process
 /// span) is not made then. With an exporter its parent already continues the trace: nothing.
 pub fn carry_for_logs(span: &tracing::Span, trace: &TraceContext) {
-    if !traced() && valid_traceparent(&trace.traceparent) {
+    if !exported() && valid_traceparent(&trace.traceparent) {
         carry(span, trace);
     }
 }
@@ -414,7 +410,7 @@ pub fn carry_for_logs(span: &tracing::Span, trace: &TraceContext) {
 /// Links `span` to the context in `trace` (ignored when empty or invalid, or when spans are
 /// not exported): a batch consumer's span links every message it handles.
 pub fn add_link(span: &tracing::Span, trace: &TraceContext) {
-    if !valid_traceparent(&trace.traceparent) || !traced() {
+    if !valid_traceparent(&trace.traceparent) || !exported() {
         return;
     }
     let cx = TraceContextPropagator::new().extract(&Carrier(trace));
@@ -422,11 +418,12 @@ pub fn add_link(span: &tracing::Span, trace: &TraceContext) {
 }
 
 /// The trace context of `span` for the next hop (its `traceparent` and the `tracestate` it
-/// carries). Without an OpenTelemetry layer: `inherited` when valid (which `span` then
-/// carries), else the context `span` or a parent carries, else a [`new_trace`] that `span`
-/// then carries (and without any subscriber, the new trace is not kept).
+/// carries). Without an OpenTelemetry layer: `inherited` when valid, else the context `span`
+/// or a parent carries, else a [`new_trace`] that `span` then carries (and without any
+/// subscriber, the new trace is not kept). A span whose log lines should name an inherited
+/// trace is given it by [`set_parent`] or [`carry_for_logs`], once.
 pub fn context(span: &tracing::Span, inherited: &TraceContext) -> TraceContext {
-    if traced() {
+    if exported() {
         let cx = span.context();
         if cx.span().span_context().is_valid() {
             let mut injected = Injected::default();
@@ -437,8 +434,6 @@ pub fn context(span: &tracing::Span, inherited: &TraceContext) -> TraceContext {
         }
     }
     if valid_traceparent(&inherited.traceparent) {
-        // Kept by `span` too, so that its log lines name the trace.
-        carry(span, inherited);
         return inherited.clone();
     }
     if let Some(own) = carried(span) {

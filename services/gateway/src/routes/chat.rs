@@ -176,7 +176,9 @@ pub async fn publish(
     env.id = ticket.id;
     // A child of the request's SERVER span (which continued the client's trace).
     let span = tracing::info_span!("chat", request_id = %env.id, model = %env.meta.model, stream = env.meta.stream, endpoint = endpoint.as_str());
-    env.trace = llmr_telemetry::context(&span, &client_trace(req.headers()));
+    let client = client_trace(req.headers());
+    llmr_telemetry::carry_for_logs(&span, &client);
+    env.trace = llmr_telemetry::context(&span, &client);
     log_prompt(state, &span, &env.body);
     let started = std::time::Instant::now();
     let mut ticket = ticket;
