@@ -7,7 +7,6 @@ use bytes::Bytes;
 use llmr_protocol::chat::ChatRequest;
 use llmr_protocol::{CallerId, Endpoint, Envelope, Kind, Meta, NativeBody, chat, endpoints, now_ms, streams};
 
-use crate::trace::client_trace;
 use crate::{AppState, HttpError};
 
 /// `POST /v1/chat/completions`.
@@ -176,9 +175,7 @@ pub async fn publish(
     env.id = ticket.id;
     // A child of the request's SERVER span (which continued the client's trace).
     let span = tracing::info_span!("chat", request_id = %env.id, model = %env.meta.model, stream = env.meta.stream, endpoint = endpoint.as_str());
-    let client = client_trace(req.headers());
-    llmr_telemetry::carry_for_logs(&span, &client);
-    env.trace = llmr_telemetry::context(&span, &client);
+    env.trace = crate::trace::continue_client(&span, req.headers());
     log_prompt(state, &span, &env.body);
     let started = std::time::Instant::now();
     let mut ticket = ticket;
